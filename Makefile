@@ -1,0 +1,101 @@
+# capsule — see README.md.  `make` builds and runs a sample; `make test` tests.
+#
+# The guest (CPython for wasm32-wasi) and its wasm2c translation are slow to
+# build, so each is one rule keyed on its inputs: python.wasm, then
+# python.c (wasm2c), then python.o (gcc, ~3 min, ~3 GB RAM).
+
+BUILD   := build
+CC      := gcc
+WASM2C_RUNTIME := /usr/src/wasm2c
+WARNINGS := -Wall -Wextra -Werror
+CFLAGS  := -std=c11 -D_GNU_SOURCE -O2 -g $(WARNINGS) -Iinclude -I$(WASM2C_RUNTIME) -I$(BUILD)/runtime
+LDLIBS  := -lcjson -lm
+# wasm2c's README: required for conformance of the generated code.
+GENERATED_CFLAGS := -O2 -fno-optimize-sibling-calls -frounding-math -fsignaling-nans -I$(WASM2C_RUNTIME)
+# The sanitizer build cannot use guard pages (ASan owns SIGSEGV): explicit
+# bounds checks and a counted call depth instead.
+CHECKED_DEFINES := -DWASM_RT_MEMCHECK_SIGNAL_HANDLER=0 -DWASM_RT_MAX_CALL_STACK_DEPTH=20000
+SANITIZE := -fsanitize=address,undefined -fno-omit-frame-pointer
+
+LIBRARY_SOURCES := src/sandbox/sandbox.c src/sandbox/buffer.c src/wasi/wasi.c \
+                   src/vfs/vfs.c src/vfs/memfs.c src/vfs/image.c src/runtime/runtime.c
+CLI_SOURCES := src/cli/main.c
+HEADERS := $(wildcard include/*.h src/*/*.h)
+
+.PHONY: all build deps sample test unit-test integration-test regression-test bench clean
+all: build sample
+
+deps:
+	@sh tools/install-deps.sh
+
+build: deps $(BUILD)/capsule $(BUILD)/stdlib.img
+
+sample: build
+	$(BUILD)/capsule run examples/hello.py
+
+# --- guest ---------------------------------------------------------------
+$(BUILD)/guest/python.wasm: guest/build-python.sh guest/sqlite-wasi-vfs.c
+	sh guest/build-python.sh $(BUILD)
+
+$(BUILD)/stdlib.img $(BUILD)/stdlib-tests.img &: $(BUILD)/guest/python.wasm guest/build-stdlib.sh guest/_capsule_runner.py tools/mkimage.py
+	sh guest/build-stdlib.sh $(BUILD)
+
+# --- runtime: wasm2c translation and its compilation ------------------------
+$(BUILD)/runtime/python.c $(BUILD)/runtime/python.h &: $(BUILD)/guest/python.wasm
+	@mkdir -p $(BUILD)/runtime
+	llvm-strip-19 --strip-debug $< -o $(BUILD)/guest/python.named.wasm
+	wasm2c $(BUILD)/guest/python.named.wasm -n python -o $(BUILD)/runtime/python.c
+
+$(BUILD)/runtime/python.o: $(BUILD)/runtime/python.c
+	$(CC) $(GENERATED_CFLAGS) -c $< -o $@
+
+$(BUILD)/runtime/python-checked.o: $(BUILD)/runtime/python.c
+	$(CC) $(GENERATED_CFLAGS) $(CHECKED_DEFINES) -c $< -o $@
+
+$(BUILD)/obj/%.o: %.c $(HEADERS) $(BUILD)/runtime/python.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -DCAP_WASI_CHECK_PROTOTYPES -c $< -o $@
+
+$(BUILD)/obj/wasm-rt-impl.o: $(WASM2C_RUNTIME)/wasm-rt-impl.c
+	@mkdir -p $(dir $@)
+	$(CC) -O2 -I$(WASM2C_RUNTIME) -c $< -o $@
+
+$(BUILD)/capsule: $(patsubst %.c,$(BUILD)/obj/%.o,$(LIBRARY_SOURCES) $(CLI_SOURCES)) $(BUILD)/obj/wasm-rt-impl.o $(BUILD)/runtime/python.o
+	$(CC) -o $@ $^ $(LDLIBS)
+
+# --- sanitizer build of the host code (tests) ------------------------------
+$(BUILD)/asan/%.o: %.c $(HEADERS) $(BUILD)/runtime/python.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(SANITIZE) $(CHECKED_DEFINES) -DCAP_WASI_CHECK_PROTOTYPES -c $< -o $@
+
+$(BUILD)/asan/wasm-rt-impl.o: $(WASM2C_RUNTIME)/wasm-rt-impl.c
+	@mkdir -p $(dir $@)
+	$(CC) -O2 $(SANITIZE) $(CHECKED_DEFINES) -I$(WASM2C_RUNTIME) -c $< -o $@
+
+$(BUILD)/capsule-asan: $(patsubst %.c,$(BUILD)/asan/%.o,$(LIBRARY_SOURCES) $(CLI_SOURCES)) $(BUILD)/asan/wasm-rt-impl.o $(BUILD)/runtime/python-checked.o
+	$(CC) $(SANITIZE) -o $@ $^ $(LDLIBS)
+	cp $(BUILD)/stdlib.img $(BUILD)/stdlib-tests.img $(BUILD)/ 2>/dev/null || true
+
+# --- tests -------------------------------------------------------------------
+UNIT_SOURCES := src/wasi/wasi.c src/vfs/vfs.c src/vfs/memfs.c src/vfs/image.c src/sandbox/buffer.c
+
+$(BUILD)/test_unit: tests/unit/test_unit.c $(UNIT_SOURCES) $(HEADERS) $(BUILD)/stdlib.img
+	@mkdir -p $(BUILD)
+	$(CC) $(CFLAGS) $(SANITIZE) $(CHECKED_DEFINES) -o $@ tests/unit/test_unit.c $(UNIT_SOURCES) $(BUILD)/asan/wasm-rt-impl.o -lcmocka $(LDLIBS)
+
+unit-test: deps $(BUILD)/asan/wasm-rt-impl.o $(BUILD)/test_unit
+	$(BUILD)/test_unit
+
+integration-test: build $(BUILD)/capsule-asan
+	python3 -m pytest -q tests/integration
+
+regression-test: build
+	python3 tests/regression/run_cpython_tests.py --capsule $(BUILD)/capsule --check
+
+test: unit-test integration-test regression-test
+
+bench: build
+	python3 bench/bench.py --capsule $(BUILD)/capsule
+
+clean:
+	rm -rf $(BUILD)/obj $(BUILD)/asan $(BUILD)/capsule $(BUILD)/capsule-asan $(BUILD)/test_unit

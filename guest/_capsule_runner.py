@@ -1,0 +1,125 @@
+"""capsule's guest-side runner: runs one request inside the sandbox.
+
+The host starts the interpreter as `python -I -c "import _capsule_runner;
+_capsule_runner.main(FD)"`.  FD is the control channel the host gives us:
+
+- reading it yields the request: one line of JSON options, then the code
+  as raw bytes (any bytes: decoding is the compiler's job, so invalid UTF-8
+  is a SyntaxError like anywhere else);
+- after the run we write one JSON object to it: status, return_value,
+  error, exit_code.
+
+Reading the request is the only blocking point before user code runs; the
+host may fork the warmed-up interpreter there.  Nothing here is trusted by
+the host: it parses the result defensively.
+"""
+import ast
+import builtins
+import json
+import linecache
+import os
+import sys
+import traceback
+import types
+
+_TOP_LEVEL_AWAIT = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+_CO_COROUTINE = 0x80
+
+
+def _read_all(fd):
+    chunks = []
+    while True:
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def _format_exception(exc, filename):
+    """Traceback text without the runner's own frames."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb))
+
+
+def _compile(source, filename):
+    """Compiles the program; the last expression statement, if any, is
+    compiled separately so that its value can be reported."""
+    tree = compile(source, filename, "exec", ast.PyCF_ONLY_AST | _TOP_LEVEL_AWAIT,
+                   dont_inherit=True)
+    last = None
+    if tree.body and isinstance(tree.body[-1], ast.Expr):
+        last = ast.Expression(tree.body.pop().value)
+    body = compile(tree, filename, "exec", _TOP_LEVEL_AWAIT, dont_inherit=True)
+    tail = compile(last, filename, "eval", _TOP_LEVEL_AWAIT, dont_inherit=True) if last else None
+    return body, tail
+
+
+def _evaluate(code, namespace):
+    result = eval(code, namespace)
+    if code.co_flags & _CO_COROUTINE:
+        import asyncio
+        result = asyncio.run(result)
+    return result
+
+
+def _run(source, filename, options):
+    module = types.ModuleType("__main__")
+    module.__file__ = filename
+    module.__builtins__ = builtins
+    sys.modules["__main__"] = module
+    namespace = module.__dict__
+    sys.argv = [filename]
+
+    status, value, error, exit_code = "success", None, None, 0
+    try:
+        try:
+            text = source.decode("utf-8")
+            linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)
+        except UnicodeDecodeError:
+            pass
+        body, tail = _compile(source, filename)
+        _evaluate(body, namespace)
+        if tail is not None:
+            result = _evaluate(tail, namespace)
+            if result is not None:
+                value = repr(result)
+    except SystemExit as exc:
+        code = exc.code
+        if code is None or code == 0:
+            exit_code = 0
+        elif isinstance(code, int):
+            exit_code = code
+        else:
+            print(code, file=sys.stderr)
+            exit_code = 1
+        if exit_code != 0:
+            status, error = "run-error", f"SystemExit: {exc.code}"
+    except BaseException as exc:  # noqa: B902 - everything the code raises is a result
+        status, exit_code = "run-error", 1
+        error = _format_exception(exc, filename)
+        if options.get("traceback_to_stderr"):
+            sys.stderr.write(error)
+    return status, value, error, exit_code
+
+
+def main(channel):
+    request = _read_all(channel)
+    header, _, source = request.partition(b"\n")
+    options = json.loads(header)
+    filename = options.get("filename", "main.py")
+    os.chdir(options.get("cwd", "/"))
+
+    status, value, error, exit_code = _run(source, filename, options)
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    result = {"status": status, "return_value": value, "error": error, "exit_code": exit_code}
+    data = json.dumps(result).encode("ascii")
+    while data:
+        data = data[os.write(channel, data):]
+    os.close(channel)

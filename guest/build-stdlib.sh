@@ -1,0 +1,30 @@
+#!/bin/sh
+# Builds the read-only standard library images from the guest build:
+#   BUILD_DIR/stdlib.img       Lib/ with .pyc, plus capsule's runner
+#   BUILD_DIR/stdlib-tests.img Lib/test, mounted only by the regression tests
+# Bytecode is compiled by Debian's python3.11 (same 3.11 magic number as the
+# guest) with unchecked hashes, so imports never stat or re-read sources.
+set -eu
+build=$(realpath "$1")
+here=$(dirname "$(realpath "$0")")
+python_src=$(ls -d "$build"/src/python3.11-3.11.* | head -n 1)
+stage="$build/stdlib"
+rm -rf "$stage" "$build/stdlib-tests"
+mkdir -p "$stage"
+# Left out: GUI, IDE and demo packages that cannot work without a display or
+# processes, and each package's own tests (they go to stdlib-tests.img).
+(cd "$python_src/Lib" && tar cf - \
+    --exclude=./test --exclude=./idlelib --exclude=./tkinter --exclude=./turtledemo \
+    --exclude=./ensurepip --exclude='*/tests' --exclude='*/test' --exclude='__pycache__' \
+    --exclude=./lib2to3/tests .) | (cd "$stage" && tar xf -)
+cp "$build"/guest/cpython/build/lib.wasi-wasm32-3.11/_sysconfigdata_*.py "$stage/"
+cp "$here/_capsule_runner.py" "$stage/"
+# getpath looks for lib-dynload to find exec_prefix; modules are static here.
+mkdir -p "$stage/lib-dynload"
+/usr/bin/python3.11 -m compileall -q -j0 --invalidation-mode unchecked-hash "$stage" >/dev/null
+python3 "$here/../tools/mkimage.py" "$build/stdlib.img" "$stage"
+
+mkdir -p "$build/stdlib-tests/test"
+(cd "$python_src/Lib/test" && tar cf - --exclude='__pycache__' .) | (cd "$build/stdlib-tests/test" && tar xf -)
+/usr/bin/python3.11 -m compileall -q -j0 --invalidation-mode unchecked-hash "$build/stdlib-tests" >/dev/null || true
+python3 "$here/../tools/mkimage.py" "$build/stdlib-tests.img" "$build/stdlib-tests"

@@ -1,0 +1,133 @@
+/*
+ * capsule.h — run untrusted Python inside WebAssembly.
+ *
+ * A sandbox is CPython 3.11 compiled to wasm32-wasi and translated to native
+ * code by wasm2c.  The guest can touch nothing but what the sandbox's virtual
+ * file system and WASI layer give it: there is no host file, socket,
+ * environment variable or process it can reach on its own.
+ *
+ * Usage:
+ *
+ *     cap_config *config = cap_config_new();
+ *     cap_sandbox *sandbox;
+ *     char error[CAP_ERROR_SIZE];
+ *     if (cap_sandbox_new(config, &sandbox, error) != CAP_OK) { ...print error... }
+ *     cap_result *result;
+ *     cap_sandbox_run(sandbox, code, code_length, NULL, &result, error);
+ *     ... cap_result_status(result), cap_result_stdout(result, &n) ...
+ *     cap_result_free(result);
+ *     cap_sandbox_free(sandbox);
+ *     cap_config_free(config);
+ *
+ * Invariants:
+ * - Every function that can fail returns a CAP_* code and, when the caller
+ *   passes an `error` buffer of CAP_ERROR_SIZE bytes, writes a message there.
+ *   The library never exits the process and never prints.
+ * - Guest behaviour (exceptions, traps, exhausted limits) is not a failure of
+ *   the call: cap_sandbox_run returns CAP_OK and the result says what happened.
+ * - wasm2c's runtime keeps its trap state in globals, so one process runs one
+ *   guest at a time: do not call cap_sandbox_run from two threads at once.
+ * - A sandbox runs code once; the interpreter's state after the run is not
+ *   reused (fresh by default).  Create a new sandbox for the next run.
+ */
+#ifndef CAPSULE_H
+#define CAPSULE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define CAP_VERSION "0.1.0"
+#define CAP_ERROR_SIZE 256
+
+/* Return codes of the API. */
+enum {
+    CAP_OK = 0,
+    CAP_EINVAL = 1,   /* bad argument */
+    CAP_ENOMEM = 2,   /* out of host memory */
+    CAP_EIO = 3,      /* a host file (the stdlib image, say) could not be read */
+    CAP_ERUNTIME = 4, /* the runtime could not start the guest */
+};
+
+/* Outcome of one run, as reported in cap_result_status(). */
+typedef enum {
+    CAP_STATUS_SUCCESS = 0,   /* the code ran to its end (or sys.exit(0)) */
+    CAP_STATUS_RUN_ERROR = 1, /* an uncaught exception or a non-zero exit */
+    CAP_STATUS_TRAP = 2,      /* the guest trapped: C stack exhausted, out of bounds, ... */
+} cap_status;
+
+typedef struct cap_config cap_config;
+typedef struct cap_sandbox cap_sandbox;
+typedef struct cap_result cap_result;
+
+/* Which output stream a chunk of guest output came from. */
+typedef enum { CAP_STDOUT = 1, CAP_STDERR = 2 } cap_stream;
+
+/* Called with each chunk of guest output as it is written.  Runs inside the
+ * guest's write call: keep it short and do not call back into the sandbox. */
+typedef void (*cap_output_fn)(void *userdata, cap_stream stream, const char *data, size_t size);
+
+/* --- Configuration ----------------------------------------------------- */
+
+cap_config *cap_config_new(void);
+void cap_config_free(cap_config *config);
+
+/* The read-only standard library image (build/stdlib.img).  Default: the
+ * file `stdlib.img` beside the running executable. */
+int cap_config_set_stdlib(cap_config *config, const char *image_path, char *error);
+
+/* Mount another read-only image at a guest path (for example CPython's test
+ * suite for the regression tests).  Images are opened once per config. */
+int cap_config_add_image(cap_config *config, const char *image_path, const char *guest_path,
+                         char *error);
+
+/* Adds NAME=VALUE to the guest environment.  The guest environment holds
+ * only what is added here: nothing of the host's is passed. */
+int cap_config_add_env(cap_config *config, const char *name, const char *value, char *error);
+
+/* --- Sandboxes ---------------------------------------------------------- */
+
+int cap_sandbox_new(cap_config *config, cap_sandbox **out, char *error);
+void cap_sandbox_free(cap_sandbox *sandbox);
+
+/* Puts a file into the sandbox's scratch file system before the run. */
+int cap_sandbox_add_file(cap_sandbox *sandbox, const char *guest_path, const void *data,
+                         size_t size, char *error);
+
+typedef struct cap_run_options {
+    const char *filename;     /* shown in tracebacks; default "main.py" */
+    cap_output_fn on_output;  /* streamed output; NULL: only captured */
+    void *userdata;           /* passed to on_output */
+    int capture;              /* non-zero: keep stdout/stderr in the result */
+    int traceback_to_stderr;  /* non-zero: print an uncaught traceback on stderr, like python */
+} cap_run_options;
+
+/* Runs `code` (Python source, any bytes) as the program `main.py`.
+ * Returns CAP_OK with a result for every guest outcome. */
+int cap_sandbox_run(cap_sandbox *sandbox, const char *code, size_t code_size,
+                    const cap_run_options *options, cap_result **out, char *error);
+
+/* --- Results ------------------------------------------------------------ */
+
+cap_status cap_result_status(const cap_result *result);
+const char *cap_status_name(cap_status status);   /* "success", "run-error", "trap" */
+int cap_result_exit_code(const cap_result *result); /* Python's exit status */
+/* Captured output; not NUL-terminated in general, size in *size. */
+const char *cap_result_stdout(const cap_result *result, size_t *size);
+const char *cap_result_stderr(const cap_result *result, size_t *size);
+/* repr() of the value of the last expression statement, NULL if none. */
+const char *cap_result_return_value(const cap_result *result);
+/* Traceback text (or trap description) when the run failed, else NULL. */
+const char *cap_result_error(const cap_result *result);
+/* The whole result as a JSON object (caller frees with free()). */
+char *cap_result_to_json(const cap_result *result);
+void cap_result_free(cap_result *result);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CAPSULE_H */

@@ -1,0 +1,278 @@
+/*
+ * capsule — command-line front end.  Uses only include/capsule.h.
+ *
+ *   capsule run [options] FILE | -c CODE | -     run Python in a sandbox
+ *   capsule version
+ */
+#include "capsule.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define EXIT_USAGE 2
+
+static const char usage_text[] =
+    "usage: capsule run [options] FILE | -c CODE | -\n"
+    "       capsule version\n"
+    "\n"
+    "Runs Python 3.11 inside a WebAssembly sandbox: no host files, network,\n"
+    "environment or processes unless granted.\n"
+    "\n"
+    "options for run:\n"
+    "  -c CODE              run CODE instead of a file ('-' or no file: stdin)\n"
+    "  --json               print one JSON result object instead of streaming output\n"
+    "  --env NAME=VALUE     set a variable in the guest environment (repeatable)\n"
+    "  --file GUEST=HOST    copy a host file into the sandbox's scratch space\n"
+    "  --stdlib IMAGE       standard library image (default: stdlib.img beside capsule)\n"
+    "  --image IMAGE:GUEST  mount another read-only image at GUEST (repeatable)\n";
+
+static int usage_error(const char *message) {
+    if (message) fprintf(stderr, "capsule: %s\n", message);
+    fputs(usage_text, stderr);
+    return EXIT_USAGE;
+}
+
+/* Reads a whole stream; NULL on error (errno set). */
+static char *read_stream(FILE *stream, size_t *size) {
+    size_t capacity = 1 << 16, length = 0;
+    char *data = malloc(capacity);
+    while (data) {
+        size_t n = fread(data + length, 1, capacity - length, stream);
+        length += n;
+        if (n == 0) break;
+        if (length == capacity) {
+            char *grown = capacity < ((size_t)1 << 40) ? realloc(data, capacity *= 2) : NULL;
+            if (!grown) {
+                free(data);
+                errno = ENOMEM;
+                return NULL;
+            }
+            data = grown;
+        }
+    }
+    if (data && ferror(stream)) {
+        free(data);
+        return NULL;
+    }
+    *size = length;
+    return data;
+}
+
+static char *read_file(const char *path, size_t *size) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    char *data = read_stream(f, size);
+    int saved = errno;
+    fclose(f);
+    errno = saved;
+    return data;
+}
+
+static void write_all(int fd, const char *data, size_t size) {
+    while (size > 0) {
+        ssize_t n = write(fd, data, size);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return; /* the reader went away; the run goes on */
+        }
+        data += n;
+        size -= (size_t)n;
+    }
+}
+
+static void stream_output(void *userdata, cap_stream stream, const char *data, size_t size) {
+    (void)userdata;
+    write_all(stream == CAP_STDOUT ? STDOUT_FILENO : STDERR_FILENO, data, size);
+}
+
+typedef struct input_file {
+    const char *guest, *host;
+} input_file;
+
+static int command_run(int argc, char **argv) {
+    const char *code_arg = NULL, *file_arg = NULL;
+    int json = 0;
+    char error[CAP_ERROR_SIZE];
+    input_file inputs[64];
+    int input_count = 0;
+    cap_config *config = cap_config_new();
+    if (!config) {
+        fprintf(stderr, "capsule: out of memory\n");
+        return 1;
+    }
+    int status = 0;
+    for (int i = 0; i < argc && status == 0; i++) {
+        const char *arg = argv[i];
+        const char *value = i + 1 < argc ? argv[i + 1] : NULL;
+        int takes_value = strcmp(arg, "-c") == 0 || strcmp(arg, "--env") == 0 ||
+                          strcmp(arg, "--stdlib") == 0 || strcmp(arg, "--image") == 0 ||
+                          strcmp(arg, "--file") == 0;
+        if (takes_value && !value) {
+            fprintf(stderr, "capsule: %s needs a value\n", arg);
+            status = EXIT_USAGE;
+            break;
+        }
+        if (strcmp(arg, "-c") == 0) {
+            code_arg = value;
+            i++;
+        } else if (strcmp(arg, "--json") == 0) {
+            json = 1;
+        } else if (strcmp(arg, "--env") == 0) {
+            char name[256];
+            const char *equals = strchr(value, '=');
+            size_t length = equals ? (size_t)(equals - value) : 0;
+            if (!equals || length == 0 || length >= sizeof name) {
+                fprintf(stderr, "capsule: --env wants NAME=VALUE\n");
+                status = EXIT_USAGE;
+                break;
+            }
+            memcpy(name, value, length);
+            name[length] = '\0';
+            if (cap_config_add_env(config, name, equals + 1, error) != CAP_OK) {
+                fprintf(stderr, "capsule: %s\n", error);
+                status = EXIT_USAGE;
+            }
+            i++;
+        } else if (strcmp(arg, "--stdlib") == 0) {
+            if (cap_config_set_stdlib(config, value, error) != CAP_OK) {
+                fprintf(stderr, "capsule: %s\n", error);
+                status = EXIT_USAGE;
+            }
+            i++;
+        } else if (strcmp(arg, "--image") == 0) {
+            char image[4096];
+            const char *colon = strrchr(value, ':');
+            size_t length = colon ? (size_t)(colon - value) : 0;
+            if (!colon || length == 0 || length >= sizeof image) {
+                fprintf(stderr, "capsule: --image wants IMAGE:GUEST_PATH\n");
+                status = EXIT_USAGE;
+                break;
+            }
+            memcpy(image, value, length);
+            image[length] = '\0';
+            if (cap_config_add_image(config, image, colon + 1, error) != CAP_OK) {
+                fprintf(stderr, "capsule: %s\n", error);
+                status = EXIT_USAGE;
+            }
+            i++;
+        } else if (strcmp(arg, "--file") == 0) {
+            const char *equals = strchr(value, '=');
+            if (!equals || equals == value || input_count == 64) {
+                fprintf(stderr, "capsule: --file wants GUEST_NAME=HOST_PATH (at most 64)\n");
+                status = EXIT_USAGE;
+                break;
+            }
+            inputs[input_count++] = (input_file){value, equals + 1};
+            i++;
+        } else if (strcmp(arg, "-") == 0 || arg[0] != '-') {
+            if (file_arg) {
+                status = usage_error("one program at a time");
+                break;
+            }
+            file_arg = arg;
+        } else {
+            fprintf(stderr, "capsule: unknown option %s\n", arg);
+            status = usage_error(NULL);
+        }
+    }
+    if (status == 0 && code_arg && file_arg) status = usage_error("give -c CODE or a FILE, not both");
+    if (status) {
+        cap_config_free(config);
+        return status;
+    }
+
+    size_t code_size = 0;
+    char *code;
+    if (code_arg) {
+        code_size = strlen(code_arg);
+        code = malloc(code_size + 1);
+        if (code) memcpy(code, code_arg, code_size + 1);
+    } else if (!file_arg || strcmp(file_arg, "-") == 0) {
+        code = read_stream(stdin, &code_size);
+    } else {
+        code = read_file(file_arg, &code_size);
+    }
+    if (!code) {
+        fprintf(stderr, "capsule: cannot read %s: %s\n", file_arg ? file_arg : "stdin",
+                strerror(errno));
+        cap_config_free(config);
+        return 1;
+    }
+
+    cap_sandbox *sandbox = NULL;
+    if (cap_sandbox_new(config, &sandbox, error) != CAP_OK) {
+        fprintf(stderr, "capsule: %s\n", error);
+        free(code);
+        cap_config_free(config);
+        return 1;
+    }
+    for (int i = 0; i < input_count && status == 0; i++) {
+        size_t size;
+        char guest[4096];
+        size_t length = (size_t)(strchr(inputs[i].guest, '=') - inputs[i].guest);
+        char *data = read_file(inputs[i].host, &size);
+        if (!data) {
+            fprintf(stderr, "capsule: cannot read %s: %s\n", inputs[i].host, strerror(errno));
+            status = 1;
+            break;
+        }
+        snprintf(guest, sizeof guest, "%.*s", (int)length, inputs[i].guest);
+        if (cap_sandbox_add_file(sandbox, guest, data, size, error) != CAP_OK) {
+            fprintf(stderr, "capsule: %s\n", error);
+            status = 1;
+        }
+        free(data);
+    }
+
+    cap_run_options options = {0};
+    options.filename = "main.py";
+    if (json) {
+        options.capture = 1;
+    } else {
+        options.on_output = stream_output;
+        options.traceback_to_stderr = 1;
+    }
+    cap_result *result = NULL;
+    if (status == 0 && cap_sandbox_run(sandbox, code, code_size, &options, &result, error) != CAP_OK) {
+        fprintf(stderr, "capsule: %s\n", error);
+        status = 1;
+    }
+    if (result) {
+        if (json) {
+            char *text = cap_result_to_json(result);
+            if (text) {
+                printf("%s\n", text);
+                free(text);
+            } else {
+                fprintf(stderr, "capsule: out of memory\n");
+            }
+        } else if (cap_result_status(result) == CAP_STATUS_TRAP) {
+            fprintf(stderr, "capsule: %s\n", cap_result_error(result));
+        }
+        status = cap_result_exit_code(result);
+        if (status < 0 || status > 255) status = 1;
+        cap_result_free(result);
+    }
+    cap_sandbox_free(sandbox);
+    cap_config_free(config);
+    free(code);
+    return status;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) return usage_error(NULL);
+    if (strcmp(argv[1], "run") == 0) return command_run(argc - 2, argv + 2);
+    if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {
+        printf("capsule %s (CPython 3.11, wasm32-wasi via wasm2c)\n", CAP_VERSION);
+        return 0;
+    }
+    if (strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        fputs(usage_text, stdout);
+        return 0;
+    }
+    fprintf(stderr, "capsule: unknown command %s\n", argv[1]);
+    return usage_error(NULL);
+}

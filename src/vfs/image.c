@@ -1,0 +1,311 @@
+/*
+ * image.c — read-only file-system images (the standard library).
+ *
+ * An image is one file, mapped read-only and shared by every sandbox of the
+ * process (and, after fork, by every worker: its pages stay clean).  Layout,
+ * little-endian, written by tools/mkimage.py:
+ *
+ *   header   "CAPIMG01" u32 entry_count u32 reserved
+ *   entries  entry_count x { u32 path_offset, u32 path_length,
+ *                            u64 data_offset, u64 data_size,
+ *                            u32 type (1 file, 2 directory), u32 subtree_end }
+ *   strings and file data
+ *
+ * Entry 0 is the root (path "").  Entries are sorted by path compared
+ * component by component ('/' sorts before every other byte), so a
+ * directory's descendants follow it contiguously and end at subtree_end;
+ * lookup is a binary search and a listing hops from child to child.
+ * Every offset is checked when the image is opened, so a damaged image is
+ * an error, never a wild read.
+ */
+#include "vfs.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define IMAGE_MAGIC "CAPIMG01"
+#define HEADER_SIZE 16
+#define ENTRY_SIZE 32
+
+typedef struct entry {
+    const char *path;
+    uint32_t path_length;
+    const unsigned char *data;
+    uint64_t size;
+    vfs_type type;
+    uint32_t subtree_end;
+} entry;
+
+struct vfs_image {
+    int references;
+    void *map;
+    size_t map_size;
+    entry *entries;
+    uint32_t count;
+    uint64_t mtime_ns;
+};
+
+typedef struct image_file {
+    vfs_file base;
+    vfs_image *image;
+    uint32_t index;
+} image_file;
+
+static uint32_t read32(const unsigned char *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static uint64_t read64(const unsigned char *p) {
+    return (uint64_t)read32(p) | (uint64_t)read32(p + 4) << 32;
+}
+
+/* Component-wise order: '/' before any other byte; a prefix sorts first. */
+static int path_compare(const char *a, size_t a_length, const char *b, size_t b_length) {
+    size_t n = a_length < b_length ? a_length : b_length;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char x = (unsigned char)a[i] == '/' ? 0 : (unsigned char)a[i];
+        unsigned char y = (unsigned char)b[i] == '/' ? 0 : (unsigned char)b[i];
+        if (x != y) return x < y ? -1 : 1;
+    }
+    return a_length < b_length ? -1 : a_length > b_length;
+}
+
+static int parse(vfs_image *image) {
+    const unsigned char *base = image->map;
+    size_t size = image->map_size;
+    if (size < HEADER_SIZE || memcmp(base, IMAGE_MAGIC, 8) != 0) return -EINVAL;
+    uint32_t count = read32(base + 8);
+    if (count == 0 || count > (size - HEADER_SIZE) / ENTRY_SIZE) return -EINVAL;
+    image->entries = calloc(count, sizeof(entry));
+    if (!image->entries) return -ENOMEM;
+    image->count = count;
+    for (uint32_t i = 0; i < count; i++) {
+        const unsigned char *e = base + HEADER_SIZE + (size_t)i * ENTRY_SIZE;
+        uint32_t path_offset = read32(e), path_length = read32(e + 4);
+        uint64_t data_offset = read64(e + 8), data_size = read64(e + 16);
+        uint32_t type = read32(e + 24), subtree_end = read32(e + 28);
+        if (path_offset > size || path_length > size - path_offset) return -EINVAL;
+        if (data_offset > size || data_size > size - data_offset) return -EINVAL;
+        if (type != VFS_FILE && type != VFS_DIRECTORY) return -EINVAL;
+        if (subtree_end <= i || subtree_end > count) return -EINVAL;
+        if (type == VFS_FILE && subtree_end != i + 1) return -EINVAL;
+        entry *out = &image->entries[i];
+        out->path = (const char *)base + path_offset;
+        out->path_length = path_length;
+        out->data = base + data_offset;
+        out->size = data_size;
+        out->type = (vfs_type)type;
+        out->subtree_end = subtree_end;
+        if (memchr(out->path, '\0', path_length)) return -EINVAL;
+        if (i > 0 && path_compare(image->entries[i - 1].path, image->entries[i - 1].path_length,
+                                  out->path, path_length) >= 0)
+            return -EINVAL;
+    }
+    if (image->entries[0].path_length != 0 || image->entries[0].type != VFS_DIRECTORY)
+        return -EINVAL;
+    return 0;
+}
+
+int vfs_image_open(const char *host_path, vfs_image **out) {
+    int fd = open(host_path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -errno;
+    struct stat st;
+    if (fstat(fd, &st) != 0 || st.st_size <= 0) {
+        close(fd);
+        return -EINVAL;
+    }
+    vfs_image *image = calloc(1, sizeof *image);
+    if (!image) {
+        close(fd);
+        return -ENOMEM;
+    }
+    image->references = 1;
+    image->map_size = (size_t)st.st_size;
+    image->mtime_ns = (uint64_t)st.st_mtim.tv_sec * 1000000000u + (uint64_t)st.st_mtim.tv_nsec;
+    image->map = mmap(NULL, image->map_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (image->map == MAP_FAILED) {
+        free(image);
+        return -ENOMEM;
+    }
+    int rc = parse(image);
+    if (rc) {
+        image->references = 1;
+        vfs_image_release(image);
+        return rc;
+    }
+    *out = image;
+    return 0;
+}
+
+void vfs_image_retain(vfs_image *image) {
+    image->references++;
+}
+
+void vfs_image_release(vfs_image *image) {
+    if (!image || --image->references > 0) return;
+    munmap(image->map, image->map_size);
+    free(image->entries);
+    free(image);
+}
+
+static int find(const vfs_image *image, const char *path, uint32_t *index) {
+    size_t length = strlen(path);
+    uint32_t low = 0, high = image->count;
+    while (low < high) {
+        uint32_t middle = low + (high - low) / 2;
+        const entry *e = &image->entries[middle];
+        int order = path_compare(e->path, e->path_length, path, length);
+        if (order == 0) {
+            *index = middle;
+            return 0;
+        }
+        if (order < 0)
+            low = middle + 1;
+        else
+            high = middle;
+    }
+    /* Distinguish "a/b" missing from "a" being a file (ENOTDIR). */
+    const char *slash = strrchr(path, '/');
+    if (slash) {
+        char parent[VFS_PATH_MAX];
+        size_t parent_length = (size_t)(slash - path);
+        memcpy(parent, path, parent_length);
+        parent[parent_length] = '\0';
+        uint32_t parent_index;
+        int rc = find(image, parent, &parent_index);
+        if (rc) return rc;
+        if (image->entries[parent_index].type != VFS_DIRECTORY) return -ENOTDIR;
+    }
+    return -ENOENT;
+}
+
+static void fill_stat(const vfs_image *image, uint32_t index, vfs_metadata *st) {
+    const entry *e = &image->entries[index];
+    memset(st, 0, sizeof *st);
+    st->type = e->type;
+    st->size = e->type == VFS_FILE ? e->size : 0;
+    st->inode = (uint64_t)index + 1;
+    st->mtime_ns = image->mtime_ns;
+    st->links = 1;
+}
+
+static int file_read(vfs_file *file, void *buffer, size_t size, uint64_t offset, size_t *done) {
+    image_file *f = (image_file *)file;
+    const entry *e = &f->image->entries[f->index];
+    if (e->type != VFS_FILE) return -EISDIR;
+    if (offset >= e->size) {
+        *done = 0;
+        return 0;
+    }
+    uint64_t available = e->size - offset;
+    *done = size < available ? size : (size_t)available;
+    memcpy(buffer, e->data + offset, *done);
+    return 0;
+}
+
+static int file_write(vfs_file *file, const void *buffer, size_t size, uint64_t offset,
+                      size_t *done) {
+    (void)file, (void)buffer, (void)size, (void)offset, (void)done;
+    return -EROFS;
+}
+
+static int file_stat(vfs_file *file, vfs_metadata *st) {
+    image_file *f = (image_file *)file;
+    fill_stat(f->image, f->index, st);
+    return 0;
+}
+
+static int file_truncate(vfs_file *file, uint64_t size) {
+    (void)file, (void)size;
+    return -EROFS;
+}
+
+/* The cookie is the entry index of the next child (0: the first child),
+ * so a listing costs one step per child, not per descendant. */
+static int file_readdir(vfs_file *file, uint64_t cookie, vfs_dirent *out) {
+    image_file *f = (image_file *)file;
+    const entry *dir = &f->image->entries[f->index];
+    if (dir->type != VFS_DIRECTORY) return -ENOTDIR;
+    uint64_t child = f->index + 1;
+    /* Cookies are ordinal positions; walk siblings to reach this one. */
+    for (uint64_t i = 0; i < cookie && child < dir->subtree_end; i++)
+        child = f->image->entries[child].subtree_end;
+    if (child >= dir->subtree_end) return 0;
+    const entry *e = &f->image->entries[child];
+    const char *name = e->path + (dir->path_length ? dir->path_length + 1 : 0);
+    size_t name_length = e->path_length - (size_t)(name - e->path);
+    if (name_length > VFS_NAME_MAX) name_length = VFS_NAME_MAX;
+    memcpy(out->name, name, name_length);
+    out->name[name_length] = '\0';
+    out->type = e->type;
+    out->inode = child + 1;
+    return 1;
+}
+
+static void file_close(vfs_file *file) {
+    image_file *f = (image_file *)file;
+    vfs_image_release(f->image);
+    free(f);
+}
+
+static const vfs_file_ops image_file_ops = {
+    file_read, file_write, file_stat, file_truncate, file_readdir, file_close,
+};
+
+static int image_stat(void *backend, const char *path, vfs_metadata *st) {
+    uint32_t index;
+    int rc = find(backend, path, &index);
+    if (rc == 0) fill_stat(backend, index, st);
+    return rc;
+}
+
+static int image_open(void *backend, const char *path, int flags, vfs_file **out) {
+    vfs_image *image = backend;
+    uint32_t index;
+    int rc = find(image, path, &index);
+    if (rc) return rc;
+    if ((flags & VFS_O_CREATE) && (flags & VFS_O_EXCLUSIVE)) return -EEXIST;
+    if (flags & (VFS_O_WRITE | VFS_O_TRUNCATE)) return -EROFS;
+    if ((flags & VFS_O_DIRECTORY) && image->entries[index].type != VFS_DIRECTORY) return -ENOTDIR;
+    image_file *f = calloc(1, sizeof *f);
+    if (!f) return -ENOMEM;
+    f->base.ops = &image_file_ops;
+    f->base.type = image->entries[index].type;
+    f->base.refcount = 1;
+    f->image = image;
+    f->index = index;
+    vfs_image_retain(image);
+    *out = &f->base;
+    return 0;
+}
+
+static int image_refuse(void *backend, const char *path) {
+    (void)backend, (void)path;
+    return -EROFS;
+}
+
+static int image_rename(void *backend, const char *from, const char *to) {
+    (void)backend, (void)from, (void)to;
+    return -EROFS;
+}
+
+static void image_destroy(void *backend) {
+    vfs_image_release(backend);
+}
+
+static const vfs_backend_ops image_ops = {
+    image_stat, image_open, image_refuse, image_refuse, image_refuse, image_rename, image_destroy,
+};
+
+int vfs_image_backend(vfs_image *image, const vfs_backend_ops **ops, void **backend) {
+    vfs_image_retain(image);
+    *ops = &image_ops;
+    *backend = image;
+    return 0;
+}

@@ -1,0 +1,129 @@
+/*
+ * vfs.h — the sandbox's virtual file system.
+ *
+ * The guest sees one tree of absolute paths.  It is built from mounts: each
+ * mount attaches a backend (in-memory scratch, read-only image, and later
+ * host directories and resource providers) at a guest path.  WASI talks only
+ * to this interface, so a new kind of mount never touches the WASI layer.
+ *
+ * Invariants:
+ * - Paths given to backends are relative to the mount root, already
+ *   normalised: no ".", "..", empty components or leading/trailing "/".
+ *   The root of a mount is "".  A backend therefore cannot be asked for
+ *   anything outside itself; ".." is resolved lexically here, clamped at "/".
+ * - Lexical ".." is exact because no backend has symbolic links the guest can
+ *   create or follow (path_symlink is refused).
+ * - Errors are negative POSIX errno values (-ENOENT, ...); the WASI layer
+ *   maps them to WASI errno.  0 is success.
+ * - Byte quota: the scratch file system counts file bytes against a limit.
+ */
+#ifndef CAP_VFS_H
+#define CAP_VFS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define VFS_PATH_MAX 4096
+#define VFS_NAME_MAX 255
+
+typedef enum { VFS_FILE = 1, VFS_DIRECTORY = 2, VFS_CHARACTER_DEVICE = 3 } vfs_type;
+
+typedef struct vfs_metadata {
+    vfs_type type;
+    uint64_t size;
+    uint64_t inode;
+    uint64_t mtime_ns; /* modification time, ns since the epoch */
+    uint64_t links;
+} vfs_metadata;
+
+typedef struct vfs_dirent {
+    char name[VFS_NAME_MAX + 1];
+    vfs_type type;
+    uint64_t inode;
+} vfs_dirent;
+
+/* Open flags understood by backends. */
+enum {
+    VFS_O_READ = 1,
+    VFS_O_WRITE = 2,
+    VFS_O_CREATE = 4,
+    VFS_O_EXCLUSIVE = 8,
+    VFS_O_TRUNCATE = 16,
+    VFS_O_DIRECTORY = 32,
+};
+
+typedef struct vfs_file vfs_file;
+
+/* Operations on an open file.  Offsets are explicit: the fd table (WASI)
+ * owns the cursor, so a file object can be shared by dup'd descriptors. */
+typedef struct vfs_file_ops {
+    int (*read)(vfs_file *file, void *buffer, size_t size, uint64_t offset, size_t *done);
+    int (*write)(vfs_file *file, const void *buffer, size_t size, uint64_t offset, size_t *done);
+    int (*stat)(vfs_file *file, vfs_metadata *st);
+    int (*truncate)(vfs_file *file, uint64_t size);
+    /* Directory listing: entry number `cookie` (0-based) into *entry;
+     * returns 1 if there was one, 0 at the end, or a negative errno. */
+    int (*readdir)(vfs_file *file, uint64_t cookie, vfs_dirent *entry);
+    void (*close)(vfs_file *file);
+} vfs_file_ops;
+
+struct vfs_file {
+    const vfs_file_ops *ops;
+    vfs_type type;
+    int refcount; /* descriptors sharing this open file */
+};
+
+/* A backend mounted somewhere.  `path` arguments are mount-relative. */
+typedef struct vfs_backend_ops {
+    int (*stat)(void *backend, const char *path, vfs_metadata *st);
+    int (*open)(void *backend, const char *path, int flags, vfs_file **out);
+    int (*mkdir)(void *backend, const char *path);
+    int (*rmdir)(void *backend, const char *path);
+    int (*unlink)(void *backend, const char *path);
+    int (*rename)(void *backend, const char *from, const char *to);
+    void (*destroy)(void *backend);
+} vfs_backend_ops;
+
+typedef struct vfs vfs;
+
+vfs *vfs_new(void);
+void vfs_free(vfs *fs);
+
+/* Attaches `backend` at the absolute guest path `at`.  The vfs takes
+ * ownership and calls ops->destroy when freed.  A later mount at the same
+ * path replaces nothing: it is an error (-EEXIST). */
+int vfs_mount(vfs *fs, const char *at, const vfs_backend_ops *ops, void *backend, int read_only);
+
+/* Normalises `path` (absolute, or relative to the absolute `base`) into
+ * `out` (VFS_PATH_MAX bytes): "/a/b", never a trailing "/".
+ * Returns 0, -ENAMETOOLONG or -EINVAL (empty path, NUL inside). */
+int vfs_normalize(const char *base, const char *path, size_t path_size, char *out);
+
+/* Operations on absolute normalised guest paths. */
+int vfs_stat(vfs *fs, const char *path, vfs_metadata *st);
+int vfs_open(vfs *fs, const char *path, int flags, vfs_file **out);
+int vfs_mkdir(vfs *fs, const char *path);
+int vfs_rmdir(vfs *fs, const char *path);
+int vfs_unlink(vfs *fs, const char *path);
+int vfs_rename(vfs *fs, const char *from, const char *to);
+
+void vfs_file_retain(vfs_file *file);
+void vfs_file_release(vfs_file *file);
+
+/* --- Backends ----------------------------------------------------------- */
+
+/* In-memory read-write tree; `quota_bytes` of file data at most (0: none). */
+int vfs_memfs_new(uint64_t quota_bytes, const vfs_backend_ops **ops, void **backend);
+/* Creates (or replaces) a file with the given content, making parents. */
+int vfs_memfs_put(void *memfs, const char *path, const void *data, size_t size);
+
+/* Read-only image built by tools/mkimage.py; shared, reference counted. */
+typedef struct vfs_image vfs_image;
+int vfs_image_open(const char *host_path, vfs_image **out);
+void vfs_image_retain(vfs_image *image);
+void vfs_image_release(vfs_image *image);
+/* A backend view of an image; destroying it releases one reference. */
+int vfs_image_backend(vfs_image *image, const vfs_backend_ops **ops, void **backend);
+
+#endif /* CAP_VFS_H */

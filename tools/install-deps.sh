@@ -1,0 +1,25 @@
+#!/bin/sh
+# Installs capsule's build and test dependencies from Debian, if missing,
+# and the deb-src entry that `apt-get source` needs.  Run as root.
+set -eu
+packages="gcc make clang-19 lld-19 llvm-19 libclang-rt-19-dev-wasm32 wasi-libc wabt tcl
+          dpkg-dev python3 python3.11 python3-pytest libcjson-dev libcmocka-dev"
+missing=""
+for p in $packages; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if ! grep -rqs "^Types: deb-src" /etc/apt/sources.list.d/ && ! grep -qs "^deb-src" /etc/apt/sources.list; then
+    cat > /etc/apt/sources.list.d/capsule-src.sources <<'SRC'
+Types: deb-src
+URIs: http://deb.debian.org/debian
+Suites: bookworm bookworm-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+    need_update=1
+fi
+if [ -n "$missing" ] || [ "${need_update:-0}" = 1 ]; then
+    echo "capsule: installing from Debian:$missing" >&2
+    apt-get update -qq
+    [ -z "$missing" ] || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+fi
