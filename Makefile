@@ -15,6 +15,8 @@ GENERATED_CFLAGS := -O2 -fno-optimize-sibling-calls -frounding-math -fsignaling-
 # The sanitizer build cannot use guard pages (ASan owns SIGSEGV): explicit
 # bounds checks and a counted call depth instead.
 CHECKED_DEFINES := -DWASM_RT_MEMCHECK_SIGNAL_HANDLER=0 -DWASM_RT_MAX_CALL_STACK_DEPTH=20000
+# Debian's interpreter (with python3-pytest), not whatever python3 is first on PATH.
+HOST_PYTHON := /usr/bin/python3
 SANITIZE := -fsanitize=address,undefined -fno-omit-frame-pointer
 
 LIBRARY_SOURCES := src/sandbox/sandbox.c src/sandbox/buffer.c src/wasi/wasi.c \
@@ -87,15 +89,15 @@ unit-test: deps $(BUILD)/asan/wasm-rt-impl.o $(BUILD)/test_unit
 	$(BUILD)/test_unit
 
 integration-test: build $(BUILD)/capsule-asan
-	python3 -m pytest -q tests/integration
+	$(HOST_PYTHON) -m pytest -q tests/integration
 
 regression-test: build
-	python3 tests/regression/run_cpython_tests.py --capsule $(BUILD)/capsule --check
+	$(HOST_PYTHON) tests/regression/run_cpython_tests.py --capsule $(BUILD)/capsule --check
 
 test: unit-test integration-test regression-test
 
 bench: build
-	python3 bench/bench.py --capsule $(BUILD)/capsule
+	$(HOST_PYTHON) bench/bench.py --capsule $(BUILD)/capsule
 
 clean:
 	rm -rf $(BUILD)/obj $(BUILD)/asan $(BUILD)/capsule $(BUILD)/capsule-asan $(BUILD)/test_unit

@@ -56,6 +56,28 @@ def _compile(source, filename):
     return body, tail
 
 
+def _install_event_loop_policy():
+    """asyncio's selector loop wakes itself through a socketpair, which WASI
+    does not have.  One thread and no signals means nothing else can wake
+    it, so a loop without the self-pipe is complete here."""
+    import asyncio
+
+    class WasiEventLoop(asyncio.SelectorEventLoop):
+        def _make_self_pipe(self):
+            pass
+
+        def _close_self_pipe(self):
+            pass
+
+        def _write_to_self(self):
+            pass
+
+    class WasiEventLoopPolicy(asyncio.DefaultEventLoopPolicy):
+        _loop_factory = WasiEventLoop
+
+    asyncio.set_event_loop_policy(WasiEventLoopPolicy())
+
+
 def _evaluate(code, namespace):
     result = eval(code, namespace)
     if code.co_flags & _CO_COROUTINE:
@@ -80,6 +102,8 @@ def _run(source, filename, options):
         except UnicodeDecodeError:
             pass
         body, tail = _compile(source, filename)
+        if b"asyncio" in source or (body.co_flags | (tail.co_flags if tail else 0)) & _CO_COROUTINE:
+            _install_event_loop_policy()
         _evaluate(body, namespace)
         if tail is not None:
             result = _evaluate(tail, namespace)
@@ -105,6 +129,9 @@ def _run(source, filename, options):
 
 
 def main(channel):
+    # CPython's WASI port defaults to 600; the guest's 8 MiB stack holds
+    # native Python's 1000, and beyond the limit is a RecursionError.
+    sys.setrecursionlimit(1000)
     request = _read_all(channel)
     header, _, source = request.partition(b"\n")
     options = json.loads(header)

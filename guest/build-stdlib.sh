@@ -18,13 +18,15 @@ mkdir -p "$stage"
     --exclude=./ensurepip --exclude='*/tests' --exclude='*/test' --exclude='__pycache__' \
     --exclude=./lib2to3/tests .) | (cd "$stage" && tar xf -)
 cp "$build"/guest/cpython/build/lib.wasi-wasm32-3.11/_sysconfigdata_*.py "$stage/"
+# Debian's sysconfig patch names the module after the multiarch tuple only.
+cp "$stage"/_sysconfigdata__wasi_wasm32-wasi.py "$stage/_sysconfigdata__wasm32-wasi.py"
 cp "$here/_capsule_runner.py" "$stage/"
 # getpath looks for lib-dynload to find exec_prefix; modules are static here.
 mkdir -p "$stage/lib-dynload"
 /usr/bin/python3.11 -m compileall -q -j0 --invalidation-mode unchecked-hash "$stage" >/dev/null
-python3 "$here/../tools/mkimage.py" "$build/stdlib.img" "$stage"
+/usr/bin/python3 "$here/../tools/mkimage.py" "$build/stdlib.img" "$stage"
 
 mkdir -p "$build/stdlib-tests/test"
 (cd "$python_src/Lib/test" && tar cf - --exclude='__pycache__' .) | (cd "$build/stdlib-tests/test" && tar xf -)
 /usr/bin/python3.11 -m compileall -q -j0 --invalidation-mode unchecked-hash "$build/stdlib-tests" >/dev/null || true
-python3 "$here/../tools/mkimage.py" "$build/stdlib-tests.img" "$build/stdlib-tests"
+/usr/bin/python3 "$here/../tools/mkimage.py" "$build/stdlib-tests.img" "$build/stdlib-tests"
