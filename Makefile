@@ -76,7 +76,6 @@ $(BUILD)/asan/wasm-rt-impl.o: $(WASM2C_RUNTIME)/wasm-rt-impl.c
 
 $(BUILD)/capsule-asan: $(patsubst %.c,$(BUILD)/asan/%.o,$(LIBRARY_SOURCES) $(CLI_SOURCES)) $(BUILD)/asan/wasm-rt-impl.o $(BUILD)/runtime/python-checked.o
 	$(CC) $(SANITIZE) -o $@ $^ $(LDLIBS)
-	cp $(BUILD)/stdlib.img $(BUILD)/stdlib-tests.img $(BUILD)/ 2>/dev/null || true
 
 # --- tests -------------------------------------------------------------------
 UNIT_SOURCES := src/wasi/wasi.c src/vfs/vfs.c src/vfs/memfs.c src/vfs/image.c src/sandbox/buffer.c
@@ -94,7 +93,14 @@ integration-test: build $(BUILD)/capsule-asan
 regression-test: build
 	$(HOST_PYTHON) tests/regression/run_cpython_tests.py --capsule $(BUILD)/capsule --check
 
-test: unit-test integration-test regression-test
+# Builds everything the tests need (two compilations of the generated C in
+# parallel), then runs the suites one after another.
+test: deps
+	$(MAKE) -j2 $(BUILD)/capsule $(BUILD)/capsule-asan $(BUILD)/stdlib.img $(BUILD)/asan/wasm-rt-impl.o
+	$(MAKE) $(BUILD)/test_unit
+	$(BUILD)/test_unit
+	$(HOST_PYTHON) -m pytest -q tests/integration
+	$(HOST_PYTHON) tests/regression/run_cpython_tests.py --capsule $(BUILD)/capsule --check
 
 bench: build
 	$(HOST_PYTHON) bench/bench.py --capsule $(BUILD)/capsule
