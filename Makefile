@@ -9,7 +9,7 @@ CC      := gcc
 WASM2C_RUNTIME := /usr/src/wasm2c
 WARNINGS := -Wall -Wextra -Werror
 CFLAGS  := -std=c11 -D_GNU_SOURCE -O2 -g $(WARNINGS) -Iinclude -I$(WASM2C_RUNTIME) -I$(BUILD)/runtime
-LDLIBS  := -lcjson -lm
+LDLIBS  := -lcjson -lseccomp -lm
 # wasm2c's README: required for conformance of the generated code.
 GENERATED_CFLAGS := -O2 -fno-optimize-sibling-calls -frounding-math -fsignaling-nans -I$(WASM2C_RUNTIME)
 # The sanitizer build cannot use guard pages (ASan owns SIGSEGV): explicit
@@ -19,7 +19,8 @@ CHECKED_DEFINES := -DWASM_RT_MEMCHECK_SIGNAL_HANDLER=0 -DWASM_RT_MAX_CALL_STACK_
 HOST_PYTHON := /usr/bin/python3
 SANITIZE := -fsanitize=address,undefined -fno-omit-frame-pointer
 
-LIBRARY_SOURCES := src/sandbox/sandbox.c src/sandbox/buffer.c src/wasi/wasi.c \
+LIBRARY_SOURCES := src/sandbox/sandbox.c src/sandbox/zygote.c src/sandbox/frame.c \
+                   src/sandbox/lockdown.c src/sandbox/buffer.c src/wasi/wasi.c \
                    src/vfs/vfs.c src/vfs/memfs.c src/vfs/image.c src/runtime/runtime.c
 CLI_SOURCES := src/cli/main.c
 HEADERS := $(wildcard include/*.h src/*/*.h)

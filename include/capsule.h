@@ -25,10 +25,13 @@
  *   The library never exits the process and never prints.
  * - Guest behaviour (exceptions, traps, exhausted limits) is not a failure of
  *   the call: cap_sandbox_run returns CAP_OK and the result says what happened.
- * - wasm2c's runtime keeps its trap state in globals, so one process runs one
- *   guest at a time: do not call cap_sandbox_run from two threads at once.
- * - A sandbox runs code once; the interpreter's state after the run is not
- *   reused (fresh by default).  Create a new sandbox for the next run.
+ * - A sandbox is a warm zygote process: CPython initialised once, forked per
+ *   run.  Every run executes in its own worker process (seccomp-filtered,
+ *   resource-limited) and gets a fresh interpreter unless it names a session.
+ *   The parent enforces the wall-clock deadline by killing the worker.
+ * - One sandbox serves one run at a time; use one sandbox per thread.
+ * - The sandbox starts child processes and reaps them itself (waitpid on
+ *   their pids only); it does not touch SIGCHLD.
  */
 #ifndef CAPSULE_H
 #define CAPSULE_H
@@ -54,10 +57,33 @@ enum {
 
 /* Outcome of one run, as reported in cap_result_status(). */
 typedef enum {
-    CAP_STATUS_SUCCESS = 0,   /* the code ran to its end (or sys.exit(0)) */
-    CAP_STATUS_RUN_ERROR = 1, /* an uncaught exception or a non-zero exit */
-    CAP_STATUS_TRAP = 2,      /* the guest trapped: C stack exhausted, out of bounds, ... */
+    CAP_STATUS_SUCCESS = 0,      /* the code ran to its end (or sys.exit(0)) */
+    CAP_STATUS_RUN_ERROR = 1,    /* an uncaught exception or a non-zero exit */
+    CAP_STATUS_TRAP = 2,         /* the guest trapped: C stack exhausted, out of bounds, ... */
+    CAP_STATUS_TIMEOUT = 3,      /* wall-clock limit: the worker was killed */
+    CAP_STATUS_CPU_LIMIT = 4,    /* CPU-time limit */
+    CAP_STATUS_MEMORY_LIMIT = 5, /* linear memory limit: MemoryError nobody caught */
+    CAP_STATUS_OUTPUT_LIMIT = 6, /* stdout+stderr cap: output truncated, run stopped */
+    CAP_STATUS_DISK_LIMIT = 7,   /* scratch file-system quota: uncaught ENOSPC */
+    CAP_STATUS_CRASH = 8,        /* the worker died otherwise (e.g. a seccomp violation) */
+    CAP_STATUS_SESSION_ERROR = 9 /* the named session is gone (evicted or expired) */
 } cap_status;
+
+/* Limits of one run; a zero field means the default shown. */
+typedef struct cap_limits {
+    double wall_seconds;   /* 30 s: the worker is SIGKILLed after this */
+    double cpu_seconds;    /* wall_seconds: CPU time of the worker */
+    uint64_t memory_bytes; /* 512 MiB: guest linear memory (memory.grow fails beyond) */
+    uint64_t output_bytes; /* 16 MiB: stdout + stderr together */
+    uint64_t disk_bytes;   /* 256 MiB: bytes of files in the scratch file system */
+} cap_limits;
+
+/* A file given to a run by value, placed in the scratch file system. */
+typedef struct cap_file {
+    const char *path; /* relative to the working directory /work, or absolute */
+    const void *data;
+    size_t size;
+} cap_file;
 
 typedef struct cap_config cap_config;
 typedef struct cap_sandbox cap_sandbox;
@@ -84,6 +110,15 @@ int cap_config_set_stdlib(cap_config *config, const char *image_path, char *erro
 int cap_config_add_image(cap_config *config, const char *image_path, const char *guest_path,
                          char *error);
 
+/* Idle pre-forked workers kept ready (default 2; 0 forks on demand). */
+int cap_config_set_pool_size(cap_config *config, int workers, char *error);
+
+/* Sessions: at most `max_sessions` live at once (default 8; the least
+ * recently used is evicted), each ended after `idle_seconds` unused
+ * (default 600). */
+int cap_config_set_sessions(cap_config *config, int max_sessions, double idle_seconds,
+                            char *error);
+
 /* Adds NAME=VALUE to the guest environment.  The guest environment holds
  * only what is added here: nothing of the host's is passed. */
 int cap_config_add_env(cap_config *config, const char *name, const char *value, char *error);
@@ -93,19 +128,20 @@ int cap_config_add_env(cap_config *config, const char *name, const char *value, 
 int cap_sandbox_new(cap_config *config, cap_sandbox **out, char *error);
 void cap_sandbox_free(cap_sandbox *sandbox);
 
-/* Puts a file into the sandbox's scratch file system before the run. */
-int cap_sandbox_add_file(cap_sandbox *sandbox, const char *guest_path, const void *data,
-                         size_t size, char *error);
-
 typedef struct cap_run_options {
     const char *filename;     /* shown in tracebacks; default "main.py" */
     cap_output_fn on_output;  /* streamed output; NULL: only captured */
     void *userdata;           /* passed to on_output */
     int capture;              /* non-zero: keep stdout/stderr in the result */
     int traceback_to_stderr;  /* non-zero: print an uncaught traceback on stderr, like python */
+    cap_limits limits;        /* zero fields: defaults */
+    const cap_file *files;    /* input files by value */
+    size_t file_count;
+    const char *session;      /* NULL: a fresh interpreter; else a session's id */
 } cap_run_options;
 
-/* Runs `code` (Python source, any bytes) as the program `main.py`.
+/* Runs `code` (Python source, any bytes) as the program `main.py`, in a
+ * fresh worker process (or the named session's).
  * Returns CAP_OK with a result for every guest outcome. */
 int cap_sandbox_run(cap_sandbox *sandbox, const char *code, size_t code_size,
                     const cap_run_options *options, cap_result **out, char *error);
@@ -113,7 +149,9 @@ int cap_sandbox_run(cap_sandbox *sandbox, const char *code, size_t code_size,
 /* --- Results ------------------------------------------------------------ */
 
 cap_status cap_result_status(const cap_result *result);
-const char *cap_status_name(cap_status status);   /* "success", "run-error", "trap" */
+/* "success", "run-error", "trap", "timeout", "cpu-limit", "memory-limit",
+ * "output-limit", "disk-limit", "crash", "session-error" */
+const char *cap_status_name(cap_status status);
 int cap_result_exit_code(const cap_result *result); /* Python's exit status */
 /* Captured output; not NUL-terminated in general, size in *size. */
 const char *cap_result_stdout(const cap_result *result, size_t *size);
@@ -125,6 +163,9 @@ const char *cap_result_error(const cap_result *result);
 /* The whole result as a JSON object (caller frees with free()). */
 char *cap_result_to_json(const cap_result *result);
 void cap_result_free(cap_result *result);
+
+/* Ends a session and its worker; CAP_EINVAL if there is no such session. */
+int cap_session_close(cap_sandbox *sandbox, const char *session, char *error);
 
 #ifdef __cplusplus
 }

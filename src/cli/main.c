@@ -27,7 +27,14 @@ static const char usage_text[] =
     "  --env NAME=VALUE     set a variable in the guest environment (repeatable)\n"
     "  --file GUEST=HOST    copy a host file into the sandbox's scratch space\n"
     "  --stdlib IMAGE       standard library image (default: stdlib.img beside capsule)\n"
-    "  --image IMAGE:GUEST  mount another read-only image at GUEST (repeatable)\n";
+    "  --image IMAGE:GUEST  mount another read-only image at GUEST (repeatable)\n"
+    "\n"
+    "limits (each run is killed or stopped when it passes one):\n"
+    "  --timeout SECONDS    wall-clock time (default 30)\n"
+    "  --cpu-time SECONDS   CPU time (default: the wall-clock limit)\n"
+    "  --memory SIZE        guest memory, e.g. 256M (default 512M)\n"
+    "  --max-output SIZE    stdout + stderr (default 16M)\n"
+    "  --disk SIZE          bytes of files in the scratch file system (default 256M)\n";
 
 static int usage_error(const char *message) {
     if (message) fprintf(stderr, "capsule: %s\n", message);
@@ -92,9 +99,31 @@ typedef struct input_file {
     const char *guest, *host;
 } input_file;
 
+/* "512M", "2G", "1048576" -> bytes; 0 on error. */
+static uint64_t parse_size(const char *text) {
+    char *end;
+    double value = strtod(text, &end);
+    if (end == text || !(value > 0)) return 0;
+    switch (*end) {
+    case 'k': case 'K': value *= 1024.0; end++; break;
+    case 'm': case 'M': value *= 1024.0 * 1024; end++; break;
+    case 'g': case 'G': value *= 1024.0 * 1024 * 1024; end++; break;
+    default: break;
+    }
+    if (*end == 'B' || *end == 'b') end++;
+    return *end || value >= 1e18 ? 0 : (uint64_t)value;
+}
+
+static double parse_seconds(const char *text) {
+    char *end;
+    double value = strtod(text, &end);
+    return end != text && *end == '\0' && value > 0 && value < 1e9 ? value : 0;
+}
+
 static int command_run(int argc, char **argv) {
     const char *code_arg = NULL, *file_arg = NULL;
     int json = 0;
+    cap_limits limits = {0};
     char error[CAP_ERROR_SIZE];
     input_file inputs[64];
     int input_count = 0;
@@ -109,7 +138,9 @@ static int command_run(int argc, char **argv) {
         const char *value = i + 1 < argc ? argv[i + 1] : NULL;
         int takes_value = strcmp(arg, "-c") == 0 || strcmp(arg, "--env") == 0 ||
                           strcmp(arg, "--stdlib") == 0 || strcmp(arg, "--image") == 0 ||
-                          strcmp(arg, "--file") == 0;
+                          strcmp(arg, "--file") == 0 || strcmp(arg, "--timeout") == 0 ||
+                          strcmp(arg, "--cpu-time") == 0 || strcmp(arg, "--memory") == 0 ||
+                          strcmp(arg, "--max-output") == 0 || strcmp(arg, "--disk") == 0;
         if (takes_value && !value) {
             fprintf(stderr, "capsule: %s needs a value\n", arg);
             status = EXIT_USAGE;
@@ -120,6 +151,25 @@ static int command_run(int argc, char **argv) {
             i++;
         } else if (strcmp(arg, "--json") == 0) {
             json = 1;
+        } else if (strcmp(arg, "--timeout") == 0 || strcmp(arg, "--cpu-time") == 0) {
+            double seconds = parse_seconds(value);
+            if (!seconds) {
+                fprintf(stderr, "capsule: %s wants a positive number of seconds\n", arg);
+                status = EXIT_USAGE;
+            }
+            *(arg[2] == 't' ? &limits.wall_seconds : &limits.cpu_seconds) = seconds;
+            i++;
+        } else if (strcmp(arg, "--memory") == 0 || strcmp(arg, "--max-output") == 0 ||
+                   strcmp(arg, "--disk") == 0) {
+            uint64_t size = parse_size(value);
+            if (!size) {
+                fprintf(stderr, "capsule: %s wants a size such as 64M\n", arg);
+                status = EXIT_USAGE;
+            }
+            *(arg[2] == 'm' && arg[3] == 'e' ? &limits.memory_bytes
+              : arg[2] == 'm'                ? &limits.output_bytes
+                                             : &limits.disk_bytes) = size;
+            i++;
         } else if (strcmp(arg, "--env") == 0) {
             char name[256];
             const char *equals = strchr(value, '=');
@@ -202,32 +252,32 @@ static int command_run(int argc, char **argv) {
         return 1;
     }
 
-    cap_sandbox *sandbox = NULL;
-    if (cap_sandbox_new(config, &sandbox, error) != CAP_OK) {
-        fprintf(stderr, "capsule: %s\n", error);
-        free(code);
-        cap_config_free(config);
-        return 1;
-    }
+    cap_file files[64];
+    char guest_names[64][1024];
     for (int i = 0; i < input_count && status == 0; i++) {
-        size_t size;
-        char guest[4096];
         size_t length = (size_t)(strchr(inputs[i].guest, '=') - inputs[i].guest);
-        char *data = read_file(inputs[i].host, &size);
-        if (!data) {
+        snprintf(guest_names[i], sizeof guest_names[i], "%.*s", (int)length, inputs[i].guest);
+        files[i].path = guest_names[i];
+        files[i].data = read_file(inputs[i].host, &files[i].size);
+        if (!files[i].data) {
             fprintf(stderr, "capsule: cannot read %s: %s\n", inputs[i].host, strerror(errno));
-            status = 1;
-            break;
-        }
-        snprintf(guest, sizeof guest, "%.*s", (int)length, inputs[i].guest);
-        if (cap_sandbox_add_file(sandbox, guest, data, size, error) != CAP_OK) {
-            fprintf(stderr, "capsule: %s\n", error);
+            input_count = i;
             status = 1;
         }
-        free(data);
+    }
+
+    /* One run: no idle workers to keep warm. */
+    cap_config_set_pool_size(config, 0, NULL);
+    cap_sandbox *sandbox = NULL;
+    if (status == 0 && cap_sandbox_new(config, &sandbox, error) != CAP_OK) {
+        fprintf(stderr, "capsule: %s\n", error);
+        status = 1;
     }
 
     cap_run_options options = {0};
+    options.limits = limits;
+    options.files = files;
+    options.file_count = (size_t)input_count;
     options.filename = "main.py";
     if (json) {
         options.capture = 1;
@@ -249,8 +299,10 @@ static int command_run(int argc, char **argv) {
             } else {
                 fprintf(stderr, "capsule: out of memory\n");
             }
-        } else if (cap_result_status(result) == CAP_STATUS_TRAP) {
-            fprintf(stderr, "capsule: %s\n", cap_result_error(result));
+        } else if (cap_result_status(result) != CAP_STATUS_SUCCESS &&
+                   cap_result_status(result) != CAP_STATUS_RUN_ERROR) {
+            fprintf(stderr, "capsule: %s: %s\n", cap_status_name(cap_result_status(result)),
+                    cap_result_error(result));
         }
         status = cap_result_exit_code(result);
         if (status < 0 || status > 255) status = 1;
@@ -258,6 +310,7 @@ static int command_run(int argc, char **argv) {
     }
     cap_sandbox_free(sandbox);
     cap_config_free(config);
+    for (int i = 0; i < input_count; i++) free((void *)files[i].data);
     free(code);
     return status;
 }

@@ -1,11 +1,12 @@
 /*
- * sandbox.c — the public API (include/capsule.h): configure, build the
- * guest's world (file system, stdio, control channel), run, collect.
+ * sandbox.c — the public API (include/capsule.h), host side: configure,
+ * start the zygote, hand each run to a worker, enforce its limits, collect.
  *
- * Data path of a run: the request (options + code) sits behind the control
- * channel; the guest runner reads it, runs the code, and writes a JSON
- * result back to the channel.  stdout/stderr writes arrive through device
- * files and are captured and/or streamed.
+ * Data path of a run: the host sends the request frame to an idle worker
+ * (zygote.c); the worker's guest runner reads it, runs the code, and its
+ * stdout/stderr and result come back as frames.  The host alone decides the
+ * status: it kills the worker at the wall-clock deadline or when output
+ * passes the cap, and reads the other limits off how the worker ended.
  */
 #include "capsule.h"
 
@@ -18,18 +19,32 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../runtime/runtime.h"
+#include <math.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+
 #include "../vfs/vfs.h"
-#include "../wasi/wasi.h"
 #include "buffer.h"
+#include "frame.h"
+#include "zygote.h"
 
 #define STDLIB_GUEST_PATH "/usr/local/lib/python3.11"
 #define WORK_DIRECTORY "/work"
-#define CHANNEL_FD 4
+#define MAX_POOL 16
+#define MAX_SESSIONS 256
+#define EVICTED_MEMORY 64 /* evicted session ids remembered, for a clear error */
+#define DEFAULT_WALL_SECONDS 30.0
+#define DEFAULT_MEMORY (512ull << 20)
+#define DEFAULT_DISK (256ull << 20)
+#define STARTUP_SECONDS 60
 #define MAX_IMAGES 16
 #define MAX_ENV 256
 #define DEFAULT_MAX_OUTPUT (16u << 20)
 #define MAX_RESULT (64u << 20)
+#define MAX_CODE (64u << 20)
 #define TRUNCATION_MARKER "\n[capsule: output truncated]\n"
 
 static void set_error(char *error, const char *format, ...) {
@@ -53,6 +68,9 @@ struct cap_config {
     int image_count;
     char *env[MAX_ENV + 1];
     int env_count;
+    int pool_size;
+    int max_sessions;
+    double session_idle_seconds;
 };
 
 static char *default_stdlib_path(void) {
@@ -74,6 +92,9 @@ cap_config *cap_config_new(void) {
     config->images[0].host_path = default_stdlib_path();
     config->images[0].guest_path = strdup(STDLIB_GUEST_PATH);
     config->image_count = 1;
+    config->pool_size = 2;
+    config->max_sessions = 8;
+    config->session_idle_seconds = 600;
     if (!config->images[0].host_path || !config->images[0].guest_path) {
         cap_config_free(config);
         return NULL;
@@ -131,6 +152,26 @@ int cap_config_add_image(cap_config *config, const char *image_path, const char 
     return rc;
 }
 
+int cap_config_set_pool_size(cap_config *config, int workers, char *error) {
+    if (!config || workers < 0 || workers > MAX_POOL) {
+        set_error(error, "pool size must be between 0 and %d", MAX_POOL);
+        return CAP_EINVAL;
+    }
+    config->pool_size = workers;
+    return CAP_OK;
+}
+
+int cap_config_set_sessions(cap_config *config, int max_sessions, double idle_seconds,
+                            char *error) {
+    if (!config || max_sessions < 0 || max_sessions > MAX_SESSIONS || !(idle_seconds > 0)) {
+        set_error(error, "sessions: 0 to %d sessions, idle timeout above 0", MAX_SESSIONS);
+        return CAP_EINVAL;
+    }
+    config->max_sessions = max_sessions;
+    config->session_idle_seconds = idle_seconds;
+    return CAP_OK;
+}
+
 int cap_config_add_env(cap_config *config, const char *name, const char *value, char *error) {
     if (!config || !name || !value || !*name || strchr(name, '=')) {
         set_error(error, "environment variable names must be non-empty and contain no '='");
@@ -151,189 +192,6 @@ int cap_config_add_env(cap_config *config, const char *name, const char *value, 
     return CAP_OK;
 }
 
-/* --- sandboxes ------------------------------------------------------------ */
-
-struct cap_sandbox {
-    cap_config *config;
-    vfs *fs;
-    void *scratch; /* the root memfs */
-    int used;      /* a sandbox runs once */
-};
-
-int cap_sandbox_new(cap_config *config, cap_sandbox **out, char *error) {
-    if (!config || !out) {
-        set_error(error, "cap_sandbox_new: missing argument");
-        return CAP_EINVAL;
-    }
-    for (int i = 0; i < config->image_count; i++) {
-        image_mount *m = &config->images[i];
-        if (m->image) continue;
-        int rc = vfs_image_open(m->host_path, &m->image);
-        if (rc) {
-            set_error(error, "cannot open image %s: %s", m->host_path,
-                      rc == -EINVAL ? "not a capsule image, or damaged" : strerror(-rc));
-            return CAP_EIO;
-        }
-    }
-    cap_sandbox *sandbox = calloc(1, sizeof *sandbox);
-    if (!sandbox || !(sandbox->fs = vfs_new())) {
-        free(sandbox);
-        set_error(error, "out of memory");
-        return CAP_ENOMEM;
-    }
-    sandbox->config = config;
-    const vfs_backend_ops *ops;
-    int rc = vfs_memfs_new(0, &ops, &sandbox->scratch);
-    if (rc == 0) rc = vfs_mount(sandbox->fs, "/", ops, sandbox->scratch, 0);
-    for (int i = 0; rc == 0 && i < config->image_count; i++) {
-        void *backend;
-        vfs_image_backend(config->images[i].image, &ops, &backend);
-        rc = vfs_mount(sandbox->fs, config->images[i].guest_path, ops, backend, 1);
-    }
-    if (rc == 0) rc = vfs_mkdir(sandbox->fs, "/tmp");
-    if (rc == 0) rc = vfs_mkdir(sandbox->fs, WORK_DIRECTORY);
-    if (rc) {
-        set_error(error, "cannot set up the sandbox file system: %s", strerror(-rc));
-        cap_sandbox_free(sandbox);
-        return CAP_ERUNTIME;
-    }
-    *out = sandbox;
-    return CAP_OK;
-}
-
-void cap_sandbox_free(cap_sandbox *sandbox) {
-    if (!sandbox) return;
-    vfs_free(sandbox->fs);
-    free(sandbox);
-}
-
-int cap_sandbox_add_file(cap_sandbox *sandbox, const char *guest_path, const void *data,
-                         size_t size, char *error) {
-    char path[VFS_PATH_MAX];
-    if (!sandbox || !guest_path || (!data && size)) {
-        set_error(error, "cap_sandbox_add_file: missing argument");
-        return CAP_EINVAL;
-    }
-    int rc = vfs_normalize(WORK_DIRECTORY, guest_path, strlen(guest_path), path);
-    if (rc == 0) {
-        /* Only the scratch file system takes files by value. */
-        vfs_metadata st;
-        char parent[VFS_PATH_MAX];
-        strcpy(parent, path);
-        *strrchr(parent, '/') = '\0';
-        if (*parent && vfs_stat(sandbox->fs, parent, &st) == 0 && st.type != VFS_DIRECTORY)
-            rc = -ENOTDIR;
-    }
-    if (rc == 0) {
-        vfs_file *probe;
-        rc = vfs_open(sandbox->fs, path, VFS_O_READ, &probe);
-        if (rc == 0) vfs_file_release(probe);
-        rc = (rc == 0 || rc == -ENOENT) ? vfs_memfs_put(sandbox->scratch, path + 1, data, size)
-                                        : rc;
-    }
-    if (rc) {
-        set_error(error, "cannot add %s to the sandbox: %s", guest_path, strerror(-rc));
-        return CAP_EINVAL;
-    }
-    return CAP_OK;
-}
-
-/* --- device files: stdio and the control channel ------------------------- */
-
-typedef struct run_state {
-    const cap_run_options *options;
-    buffer out, err;          /* captured output */
-    size_t output_total;      /* bytes written to stdout+stderr */
-    size_t max_output;
-    int truncated;
-    const char *request;
-    size_t request_size;
-    buffer result;            /* JSON written by the runner */
-} run_state;
-
-typedef struct device {
-    vfs_file base;
-    run_state *run;
-    int kind; /* 0 stdin, 1 stdout, 2 stderr, 3 channel */
-} device;
-
-static int device_read(vfs_file *file, void *data, size_t size, uint64_t offset, size_t *done) {
-    (void)offset;
-    device *d = (device *)file;
-    *done = 0;
-    if (d->kind == 3) {
-        /* The request is handed out once, front to back. */
-        run_state *run = d->run;
-        *done = size < run->request_size ? size : run->request_size;
-        memcpy(data, run->request, *done);
-        run->request += *done;
-        run->request_size -= *done;
-    }
-    return 0; /* stdin is empty: the guest reads end of file */
-}
-
-static int device_write(vfs_file *file, const void *data, size_t size, uint64_t offset,
-                        size_t *done) {
-    (void)offset;
-    device *d = (device *)file;
-    run_state *run = d->run;
-    *done = size; /* output beyond the cap is dropped, not refused */
-    if (d->kind == 3) {
-        /* The runner's result is small; a flood here is the guest's doing. */
-        return run->result.size + size > MAX_RESULT ? -EFBIG
-                                                    : buffer_append(&run->result, data, size);
-    }
-    size_t room = run->max_output > run->output_total ? run->max_output - run->output_total : 0;
-    size_t kept = size < room ? size : room;
-    run->output_total += kept;
-    if (kept < size && !run->truncated) run->truncated = 1;
-    if (kept == 0) return 0;
-    const cap_run_options *o = run->options;
-    if (o->capture && buffer_append(d->kind == 1 ? &run->out : &run->err, data, kept))
-        return -ENOSPC;
-    if (o->on_output) o->on_output(o->userdata, d->kind == 1 ? CAP_STDOUT : CAP_STDERR, data, kept);
-    return 0;
-}
-
-static int device_stat(vfs_file *file, vfs_metadata *st) {
-    memset(st, 0, sizeof *st);
-    st->type = VFS_CHARACTER_DEVICE;
-    st->inode = (uint64_t)((device *)file)->kind + 1000000;
-    st->links = 1;
-    return 0;
-}
-
-static int device_truncate(vfs_file *file, uint64_t size) {
-    (void)file, (void)size;
-    return -EINVAL;
-}
-
-static int device_readdir(vfs_file *file, uint64_t cookie, vfs_dirent *entry) {
-    (void)file, (void)cookie, (void)entry;
-    return -ENOTDIR;
-}
-
-static void device_close(vfs_file *file) {
-    free(file);
-}
-
-static const vfs_file_ops device_ops = {
-    device_read, device_write, device_stat, device_truncate, device_readdir, device_close,
-};
-
-static vfs_file *device_new(run_state *run, int kind) {
-    device *d = calloc(1, sizeof *d);
-    if (!d) return NULL;
-    d->base.ops = &device_ops;
-    d->base.type = VFS_CHARACTER_DEVICE;
-    d->base.refcount = 1;
-    d->run = run;
-    d->kind = kind;
-    return &d->base;
-}
-
-/* --- results -------------------------------------------------------------- */
-
 struct cap_result {
     cap_status status;
     int exit_code;
@@ -342,129 +200,559 @@ struct cap_result {
     char *error;
 };
 
-static char *json_string(const cJSON *object, const char *name) {
-    const cJSON *item = cJSON_GetObjectItemCaseSensitive(object, name);
-    return cJSON_IsString(item) && item->valuestring ? strdup(item->valuestring) : NULL;
+/* --- sandboxes: the zygote and its workers -------------------------------- */
+
+typedef struct worker {
+    pid_t pid; /* a child of this process (CLONE_PARENT) */
+    int fd;    /* its channel */
+} worker;
+
+typedef struct session {
+    char *id;
+    worker worker;
+    double last_used;
+} session;
+
+struct cap_sandbox {
+    cap_config *config;
+    pid_t zygote;
+    int control_fd;
+    worker idle[MAX_POOL];
+    int idle_count;
+    session sessions[MAX_SESSIONS];
+    int session_count;
+    char *evicted[EVICTED_MEMORY];
+    int evicted_next;
+};
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* Reads the runner's JSON.  The guest wrote it, so every field is checked
- * and a missing or malformed result is itself reported as an error. */
-static void parse_guest_result(cap_result *result, const buffer *raw) {
-    cJSON *json = raw->size ? cJSON_ParseWithLength(raw->data, raw->size) : NULL;
-    if (!cJSON_IsObject(json)) {
-        result->status = CAP_STATUS_RUN_ERROR;
-        if (!result->error)
-            result->error = strdup("the program ended without reporting a result "
-                                   "(it closed or wrote to capsule's control channel)");
-        cJSON_Delete(json);
-        return;
+/* Waits until `fd` is readable or the deadline passes: 1, 0, or -errno. */
+static int wait_readable(int fd, double deadline) {
+    for (;;) {
+        double left = deadline - now_seconds();
+        if (left <= 0) return 0;
+        struct pollfd p = {fd, POLLIN, 0};
+        int n = poll(&p, 1, (int)ceil(left * 1000));
+        if (n > 0) return 1;
+        if (n < 0 && errno != EINTR) return -errno;
     }
-    const cJSON *status = cJSON_GetObjectItemCaseSensitive(json, "status");
-    const cJSON *code = cJSON_GetObjectItemCaseSensitive(json, "exit_code");
-    result->status = cJSON_IsString(status) && strcmp(status->valuestring, "success") == 0
-                         ? CAP_STATUS_SUCCESS
-                         : CAP_STATUS_RUN_ERROR;
-    if (cJSON_IsNumber(code)) result->exit_code = code->valueint;
-    result->return_value = json_string(json, "return_value");
-    result->error = json_string(json, "error");
-    cJSON_Delete(json);
 }
 
-static char *request_header(const cap_run_options *options) {
+static void reap(pid_t pid) {
+    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {}
+}
+
+static void worker_discard(worker *w) {
+    if (w->pid <= 0) return;
+    close(w->fd);
+    kill(w->pid, SIGKILL);
+    reap(w->pid);
+    w->pid = 0;
+}
+
+/* Asks the zygote for a new worker. */
+static int spawn_worker(cap_sandbox *sandbox, worker *out, char *error) {
+    int pair[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) {
+        set_error(error, "socketpair: %s", strerror(errno));
+        return CAP_ERUNTIME;
+    }
+    char type = 0;
+    char *payload = NULL;
+    size_t size = 0;
+    int rc = frame_write_fd(sandbox->control_fd, 'S', "", 0, pair[1]);
+    close(pair[1]);
+    if (rc == 0) rc = frame_read(sandbox->control_fd, &type, &payload, &size, 64, NULL);
+    uint32_t pid = 0;
+    if (rc == 0 && type == 'P' && size == sizeof pid) memcpy(&pid, payload, sizeof pid);
+    free(payload);
+    if (pid == 0) {
+        close(pair[0]);
+        set_error(error, "the zygote could not start a worker%s",
+                  rc ? " (it is gone)" : "");
+        return CAP_ERUNTIME;
+    }
+    *out = (worker){(pid_t)pid, pair[0]};
+    return CAP_OK;
+}
+
+static int take_worker(cap_sandbox *sandbox, worker *out, char *error) {
+    if (sandbox->idle_count > 0) {
+        *out = sandbox->idle[--sandbox->idle_count];
+        return CAP_OK;
+    }
+    return spawn_worker(sandbox, out, error);
+}
+
+/* Tops the pool up; failures only mean the next run forks on demand. */
+static void refill_pool(cap_sandbox *sandbox) {
+    while (sandbox->idle_count < sandbox->config->pool_size) {
+        worker w;
+        if (spawn_worker(sandbox, &w, NULL) != CAP_OK) return;
+        sandbox->idle[sandbox->idle_count++] = w;
+    }
+}
+
+int cap_sandbox_new(cap_config *config, cap_sandbox **out, char *error) {
+    if (!config || !out) {
+        set_error(error, "cap_sandbox_new: missing argument");
+        return CAP_EINVAL;
+    }
+    vfs_image *images[MAX_IMAGES];
+    const char *image_paths[MAX_IMAGES];
+    for (int i = 0; i < config->image_count; i++) {
+        image_mount *m = &config->images[i];
+        if (!m->image) {
+            int rc = vfs_image_open(m->host_path, &m->image);
+            if (rc) {
+                set_error(error, "cannot open image %s: %s", m->host_path,
+                          rc == -EINVAL ? "not a capsule image, or damaged" : strerror(-rc));
+                return CAP_EIO;
+            }
+        }
+        images[i] = m->image;
+        image_paths[i] = m->guest_path;
+    }
+    cap_sandbox *sandbox = calloc(1, sizeof *sandbox);
+    int pair[2];
+    if (!sandbox || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) {
+        free(sandbox);
+        set_error(error, "cannot create the sandbox: %s", strerror(errno));
+        return CAP_ENOMEM;
+    }
+    sandbox->config = config;
+    fflush(NULL); /* nothing buffered is written twice by the child */
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(pair[0]);
+        zygote_world world = {images, image_paths, config->image_count, config->env};
+        zygote_main(&world, pair[1]);
+    }
+    close(pair[1]);
+    if (pid < 0) {
+        close(pair[0]);
+        free(sandbox);
+        set_error(error, "cannot start the zygote: %s", strerror(errno));
+        return CAP_ERUNTIME;
+    }
+    sandbox->zygote = pid;
+    sandbox->control_fd = pair[0];
+
+    /* The zygote says 'Y' once the interpreter is initialised and warm. */
+    char type = 0;
+    char *payload = NULL;
+    size_t size = 0;
+    int ready = wait_readable(pair[0], now_seconds() + STARTUP_SECONDS);
+    int rc = ready == 1 ? frame_read(pair[0], &type, &payload, &size, 4096, NULL) : -ETIMEDOUT;
+    if (rc != 0 || type != 'Y') {
+        set_error(error, "the interpreter did not start: %s",
+                  rc == 0 && type == 'X' ? payload : rc ? strerror(-rc) : "unexpected reply");
+        free(payload);
+        cap_sandbox_free(sandbox);
+        return CAP_ERUNTIME;
+    }
+    free(payload);
+    refill_pool(sandbox);
+    *out = sandbox;
+    return CAP_OK;
+}
+
+void cap_sandbox_free(cap_sandbox *sandbox) {
+    if (!sandbox) return;
+    for (int i = 0; i < sandbox->idle_count; i++) worker_discard(&sandbox->idle[i]);
+    for (int i = 0; i < sandbox->session_count; i++) {
+        worker_discard(&sandbox->sessions[i].worker);
+        free(sandbox->sessions[i].id);
+    }
+    for (int i = 0; i < EVICTED_MEMORY; i++) free(sandbox->evicted[i]);
+    if (sandbox->zygote > 0) {
+        close(sandbox->control_fd); /* the zygote exits at end of stream */
+        kill(sandbox->zygote, SIGKILL);
+        reap(sandbox->zygote);
+    }
+    free(sandbox);
+}
+
+/* --- sessions ----------------------------------------------------------------- */
+
+static void remember_evicted(cap_sandbox *sandbox, const char *id) {
+    free(sandbox->evicted[sandbox->evicted_next]);
+    sandbox->evicted[sandbox->evicted_next] = strdup(id);
+    sandbox->evicted_next = (sandbox->evicted_next + 1) % EVICTED_MEMORY;
+}
+
+static int was_evicted(const cap_sandbox *sandbox, const char *id) {
+    for (int i = 0; i < EVICTED_MEMORY; i++)
+        if (sandbox->evicted[i] && strcmp(sandbox->evicted[i], id) == 0) return 1;
+    return 0;
+}
+
+static void session_remove(cap_sandbox *sandbox, int index, int evicted) {
+    session *s = &sandbox->sessions[index];
+    worker_discard(&s->worker);
+    if (evicted) remember_evicted(sandbox, s->id);
+    free(s->id);
+    sandbox->sessions[index] = sandbox->sessions[--sandbox->session_count];
+}
+
+static void expire_sessions(cap_sandbox *sandbox) {
+    double now = now_seconds();
+    for (int i = sandbox->session_count - 1; i >= 0; i--)
+        if (now - sandbox->sessions[i].last_used > sandbox->config->session_idle_seconds)
+            session_remove(sandbox, i, 1);
+}
+
+static session *find_session(cap_sandbox *sandbox, const char *id) {
+    for (int i = 0; i < sandbox->session_count; i++)
+        if (strcmp(sandbox->sessions[i].id, id) == 0) return &sandbox->sessions[i];
+    return NULL;
+}
+
+int cap_session_close(cap_sandbox *sandbox, const char *id, char *error) {
+    for (int i = 0; sandbox && id && i < sandbox->session_count; i++) {
+        if (strcmp(sandbox->sessions[i].id, id) == 0) {
+            session_remove(sandbox, i, 0);
+            return CAP_OK;
+        }
+    }
+    set_error(error, "no session %s", id ? id : "(null)");
+    return CAP_EINVAL;
+}
+
+/* --- runs ------------------------------------------------------------------------ */
+
+typedef struct run_state {
+    const cap_run_options *options;
+    buffer out, err;
+    size_t output_total, max_output;
+    int output_exceeded;
+} run_state;
+
+/* Delivers output within the cap; returns 0 once the cap is passed. */
+static int deliver_output(run_state *run, cap_stream stream, const char *data, size_t size) {
+    size_t room = run->max_output - run->output_total;
+    size_t kept = size < room ? size : room;
+    const cap_run_options *o = run->options;
+    run->output_total += kept;
+    if (kept && o->capture) buffer_append(stream == CAP_STDOUT ? &run->out : &run->err, data, kept);
+    if (kept && o->on_output) o->on_output(o->userdata, stream, data, kept);
+    if (kept < size) {
+        run->output_exceeded = 1;
+        return 0;
+    }
+    return 1;
+}
+
+static char *request_header(const cap_run_options *options, const cap_limits *limits,
+                            size_t code_size, int session) {
     cJSON *header = cJSON_CreateObject();
-    if (!header) return NULL;
+    cJSON *limit_json = cJSON_AddObjectToObject(header, "limits");
+    cJSON *files = cJSON_AddArrayToObject(header, "files");
+    if (!header || !limit_json || !files) {
+        cJSON_Delete(header);
+        return NULL;
+    }
     cJSON_AddStringToObject(header, "filename", options->filename ? options->filename : "main.py");
     cJSON_AddStringToObject(header, "cwd", WORK_DIRECTORY);
     cJSON_AddBoolToObject(header, "traceback_to_stderr", options->traceback_to_stderr);
+    cJSON_AddBoolToObject(header, "session", session);
+    cJSON_AddNumberToObject(header, "code_size", (double)code_size);
+    cJSON_AddNumberToObject(limit_json, "cpu_seconds", limits->cpu_seconds);
+    cJSON_AddNumberToObject(limit_json, "memory_bytes", (double)limits->memory_bytes);
+    cJSON_AddNumberToObject(limit_json, "disk_bytes", (double)limits->disk_bytes);
+    for (size_t i = 0; i < options->file_count; i++) {
+        cJSON *file = cJSON_CreateObject();
+        cJSON_AddStringToObject(file, "path", options->files[i].path);
+        cJSON_AddNumberToObject(file, "size", (double)options->files[i].size);
+        cJSON_AddItemToArray(files, file);
+    }
     char *text = cJSON_PrintUnformatted(header);
     cJSON_Delete(header);
     return text;
 }
 
+static void resolve_limits(const cap_limits *in, cap_limits *out) {
+    *out = *in;
+    if (!(out->wall_seconds > 0)) out->wall_seconds = DEFAULT_WALL_SECONDS;
+    if (!(out->cpu_seconds > 0)) out->cpu_seconds = out->wall_seconds;
+    if (!out->memory_bytes) out->memory_bytes = DEFAULT_MEMORY;
+    if (!out->output_bytes) out->output_bytes = DEFAULT_MAX_OUTPUT;
+    if (!out->disk_bytes) out->disk_bytes = DEFAULT_DISK;
+}
+
+static char *json_string(const cJSON *object, const char *name) {
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(object, name);
+    return cJSON_IsString(item) && item->valuestring ? strdup(item->valuestring) : NULL;
+}
+
+static char *format_message(const char *format, ...) {
+    char text[512];
+    va_list args;
+    va_start(args, format);
+    vsnprintf(text, sizeof text, format, args);
+    va_end(args);
+    return strdup(text);
+}
+
+/* Reads the worker's 'R' frame: how the guest ended, and the runner's JSON.
+ * The runner's part is guest-controlled, so every field is checked. */
+static void parse_result(cap_result *result, const char *payload, size_t size) {
+    cJSON *outer = cJSON_ParseWithLength(payload, size);
+    const cJSON *guest_text = cJSON_GetObjectItemCaseSensitive(outer, "guest");
+    cJSON *guest = cJSON_IsString(guest_text) ? cJSON_Parse(guest_text->valuestring) : NULL;
+    const cJSON *exit_code = cJSON_GetObjectItemCaseSensitive(outer, "exit_code");
+    int memory_exhausted = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(outer, "memory_exhausted"));
+    result->exit_code = cJSON_IsNumber(exit_code) ? exit_code->valueint : 1;
+
+    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(outer, "trapped"))) {
+        result->status = memory_exhausted ? CAP_STATUS_MEMORY_LIMIT : CAP_STATUS_TRAP;
+        result->exit_code = 128 + SIGABRT;
+        char *message = json_string(outer, "message");
+        result->error = memory_exhausted
+                            ? format_message("memory limit reached: the interpreter could not "
+                                             "recover (%s)", message ? message : "trap")
+                            : message;
+        if (memory_exhausted) free(message);
+    } else if (cJSON_IsObject(guest)) {
+        const cJSON *status = cJSON_GetObjectItemCaseSensitive(guest, "status");
+        const cJSON *code = cJSON_GetObjectItemCaseSensitive(guest, "exit_code");
+        const cJSON *exception = cJSON_GetObjectItemCaseSensitive(guest, "exception");
+        const cJSON *error_number = cJSON_GetObjectItemCaseSensitive(guest, "errno");
+        int success = cJSON_IsString(status) && strcmp(status->valuestring, "success") == 0;
+        result->status = success ? CAP_STATUS_SUCCESS : CAP_STATUS_RUN_ERROR;
+        result->exit_code = cJSON_IsNumber(code) ? code->valueint : (success ? 0 : 1);
+        result->return_value = json_string(guest, "return_value");
+        result->error = json_string(guest, "error");
+        if (!success && cJSON_IsString(exception)) {
+            if (strcmp(exception->valuestring, "MemoryError") == 0)
+                result->status = CAP_STATUS_MEMORY_LIMIT;
+            else if (cJSON_IsNumber(error_number) && error_number->valueint == ENOSPC)
+                result->status = CAP_STATUS_DISK_LIMIT;
+        }
+    } else {
+        /* No report from the runner: os._exit(), or it was tampered with. */
+        result->status = result->exit_code == 0 ? CAP_STATUS_SUCCESS : CAP_STATUS_RUN_ERROR;
+        if (result->exit_code != 0 || guest_text)
+            result->error = strdup("the program ended without a result (os._exit, or it "
+                                   "wrote to capsule's control channel)");
+        if (guest_text && result->status == CAP_STATUS_SUCCESS) result->status = CAP_STATUS_RUN_ERROR;
+    }
+    cJSON_Delete(guest);
+    cJSON_Delete(outer);
+}
+
+/* The worker ended without a result: say why, from how it ended. */
+static void classify_death(cap_result *result, int wait_status, const cap_limits *limits) {
+    int signal_number = WIFSIGNALED(wait_status) ? WTERMSIG(wait_status) : 0;
+    if (signal_number == SIGPROF || signal_number == SIGXCPU) {
+        result->status = CAP_STATUS_CPU_LIMIT;
+        result->error = format_message("CPU time limit of %g s exceeded", limits->cpu_seconds);
+    } else if (signal_number == SIGSYS) {
+        result->status = CAP_STATUS_CRASH;
+        result->error = strdup("the worker made a forbidden system call and was stopped "
+                               "(seccomp)");
+    } else if (signal_number) {
+        result->status = CAP_STATUS_CRASH;
+        result->error = format_message("the worker died with signal %d (%s)", signal_number,
+                                       strsignal(signal_number));
+    } else {
+        result->status = CAP_STATUS_CRASH;
+        result->error = format_message("the worker exited (status %d) without a result",
+                                       WIFEXITED(wait_status) ? WEXITSTATUS(wait_status) : -1);
+    }
+    result->exit_code = signal_number ? 128 + signal_number : 1;
+}
+
+static int send_request(worker *w, const char *code, size_t code_size,
+                        const cap_run_options *options, const cap_limits *limits, int session) {
+    char *header = request_header(options, limits, code_size, session);
+    buffer request = {0};
+    int rc = header ? 0 : -ENOMEM;
+    if (!rc) rc = buffer_append(&request, header, strlen(header));
+    if (!rc) rc = buffer_append(&request, "\n", 1);
+    if (!rc) rc = buffer_append(&request, code, code_size);
+    for (size_t i = 0; !rc && i < options->file_count; i++)
+        rc = buffer_append(&request, options->files[i].data, options->files[i].size);
+    if (!rc) rc = frame_write(w->fd, 'Q', request.data, request.size);
+    free(header);
+    buffer_free(&request);
+    return rc;
+}
+
+static cap_result *result_new(cap_status status, const char *error) {
+    cap_result *result = calloc(1, sizeof *result);
+    if (result) {
+        result->status = status;
+        result->exit_code = status == CAP_STATUS_SUCCESS ? 0 : 1;
+        result->error = error ? strdup(error) : NULL;
+    }
+    return result;
+}
+
 int cap_sandbox_run(cap_sandbox *sandbox, const char *code, size_t code_size,
                     const cap_run_options *options, cap_result **out, char *error) {
-    static const cap_run_options defaults = {NULL, NULL, NULL, 1, 0};
+    static const cap_run_options defaults = {.capture = 1};
     if (!sandbox || !out || (!code && code_size)) {
         set_error(error, "cap_sandbox_run: missing argument");
         return CAP_EINVAL;
     }
-    if (sandbox->used) {
-        set_error(error, "a sandbox runs code once; create a new one for the next run");
-        return CAP_EINVAL;
-    }
-    sandbox->used = 1;
     if (!options) options = &defaults;
-
-    cap_result *result = calloc(1, sizeof *result);
-    run_state run = {.options = options, .max_output = DEFAULT_MAX_OUTPUT};
-    char *header = request_header(options);
-    buffer request = {0};
-    int rc = result && header ? 0 : -ENOMEM;
-    if (rc == 0) rc = buffer_append(&request, header, strlen(header));
-    if (rc == 0) rc = buffer_append(&request, "\n", 1);
-    if (rc == 0) rc = buffer_append(&request, code, code_size);
-    free(header);
-    run.request = request.data;
-    run.request_size = request.size;
-
-    char channel_arg[96];
-    snprintf(channel_arg, sizeof channel_arg, "import _capsule_runner; _capsule_runner.main(%d)",
-             CHANNEL_FD);
-    /* -I: ignore PYTHON* variables and the user site; -u: unbuffered, so
-     * stdout and stderr interleave in the order they were written. */
-    char *argv[] = {"python", "-I", "-u", "-c", channel_arg, NULL};
-    wasi_options wasi_opts = {argv, sandbox->config->env, 0};
-    wasi *w = rc == 0 ? wasi_new(sandbox->fs, &wasi_opts) : NULL;
-    if (!w) rc = -ENOMEM;
-
-    vfs_file *files[4] = {0};
-    for (int kind = 0; rc == 0 && kind < 4; kind++)
-        if (!(files[kind] = device_new(&run, kind))) rc = -ENOMEM;
-    vfs_file *root = NULL;
-    if (rc == 0) rc = vfs_open(sandbox->fs, "/", VFS_O_READ | VFS_O_DIRECTORY, &root);
-    if (rc == 0) rc = wasi_install(w, 0, files[0], "/dev/stdin", 1, 0, 0);
-    if (rc == 0) rc = wasi_install(w, 1, files[1], "/dev/stdout", 0, 1, 0);
-    if (rc == 0) rc = wasi_install(w, 2, files[2], "/dev/stderr", 0, 1, 0);
-    if (rc == 0) rc = wasi_install(w, 3, root, "/", 1, 0, 1);
-    if (rc == 0) rc = wasi_install(w, CHANNEL_FD, files[3], "/dev/capsule", 1, 1, 0);
-    for (int kind = 0; kind < 4; kind++) vfs_file_release(files[kind]);
-    vfs_file_release(root);
-
-    if (rc) {
-        set_error(error, "cannot prepare the run: %s", strerror(-rc));
-        wasi_free(w);
-        free(request.data);
-        buffer_free(&run.out);
-        buffer_free(&run.err);
-        free(result);
-        return CAP_ENOMEM;
-    }
-
-    uint32_t exit_code = 0;
-    const char *trap_message = NULL;
-    runtime_outcome outcome = runtime_run(w, 0, &exit_code, &trap_message);
-    wasi_free(w);
-    free(request.data);
-
-    if (run.truncated && options->capture) {
-        buffer_append(&run.err, TRUNCATION_MARKER, sizeof TRUNCATION_MARKER - 1);
-    }
-    result->out = run.out;
-    result->err = run.err;
-    if (outcome == RUNTIME_TRAPPED) {
-        result->status = CAP_STATUS_TRAP;
-        result->exit_code = 128 + 6;
-        result->error = strdup(trap_message);
-    } else {
-        parse_guest_result(result, &run.result);
-        /* The interpreter's own exit status wins when it died before the
-         * runner could report (e.g. os._exit). */
-        if (exit_code != 0 && result->exit_code == 0) {
-            result->exit_code = (int)exit_code;
-            result->status = CAP_STATUS_RUN_ERROR;
+    for (size_t i = 0; i < options->file_count; i++) {
+        if (!options->files[i].path || (!options->files[i].data && options->files[i].size)) {
+            set_error(error, "cap_sandbox_run: input file %zu has no path or data", i);
+            return CAP_EINVAL;
         }
     }
-    buffer_free(&run.result);
+    *out = NULL;
+    if (code_size > MAX_CODE) {
+        *out = result_new(CAP_STATUS_RUN_ERROR, "the program is too large (over 64 MiB)");
+        return *out ? CAP_OK : CAP_ENOMEM;
+    }
+    cap_limits limits;
+    resolve_limits(&options->limits, &limits);
+
+    /* Pick the worker: the session's, or a fresh one. */
+    expire_sessions(sandbox);
+    session *s = NULL;
+    worker w;
+    if (options->session) {
+        s = find_session(sandbox, options->session);
+        if (!s && was_evicted(sandbox, options->session)) {
+            char message[300];
+            snprintf(message, sizeof message,
+                     "session %.200s no longer exists (evicted or idle too long); start a new one",
+                     options->session);
+            *out = result_new(CAP_STATUS_SESSION_ERROR, message);
+            return *out ? CAP_OK : CAP_ENOMEM;
+        }
+        if (!s && sandbox->config->max_sessions == 0) {
+            *out = result_new(CAP_STATUS_SESSION_ERROR, "sessions are disabled");
+            return *out ? CAP_OK : CAP_ENOMEM;
+        }
+    }
+    if (s) {
+        w = s->worker;
+    } else {
+        int rc = take_worker(sandbox, &w, error);
+        if (rc != CAP_OK) return rc;
+    }
+
+    if (send_request(&w, code, code_size, options, &limits, options->session != NULL) != 0) {
+        /* A pooled worker that died idle: the run goes to a new one. */
+        worker_discard(&w);
+        if (s) {
+            session_remove(sandbox, (int)(s - sandbox->sessions), 1);
+            *out = result_new(CAP_STATUS_SESSION_ERROR, "the session's worker is gone");
+            return *out ? CAP_OK : CAP_ENOMEM;
+        }
+        int rc = spawn_worker(sandbox, &w, error);
+        if (rc != CAP_OK) return rc;
+        if (send_request(&w, code, code_size, options, &limits, 0) != 0) {
+            worker_discard(&w);
+            set_error(error, "cannot hand the run to a worker");
+            return CAP_ERUNTIME;
+        }
+    }
+    if (!s) refill_pool(sandbox); /* fork the next worker while this one runs */
+
+    run_state run = {.options = options, .max_output = (size_t)limits.output_bytes};
+    cap_result *result = calloc(1, sizeof *result);
+    if (!result) {
+        worker_discard(&w);
+        set_error(error, "out of memory");
+        return CAP_ENOMEM;
+    }
+    double deadline = now_seconds() + limits.wall_seconds;
+    int finished = 0, alive = 1;
+    while (!finished) {
+        int ready = wait_readable(w.fd, deadline);
+        if (ready == 0) {
+            result->status = CAP_STATUS_TIMEOUT;
+            result->exit_code = 128 + SIGKILL;
+            result->error = format_message("wall-clock limit of %g s exceeded",
+                                           limits.wall_seconds);
+            break;
+        }
+        char type;
+        char *payload = NULL;
+        size_t size = 0;
+        int rc = ready < 0 ? ready : frame_read(w.fd, &type, &payload, &size, FRAME_MAX, NULL);
+        if (rc != 0) {
+            /* End of stream without a result: the worker died. */
+            int status = 0;
+            kill(w.pid, SIGKILL);
+            while (waitpid(w.pid, &status, 0) < 0 && errno == EINTR) {}
+            alive = 0;
+            classify_death(result, status, &limits);
+            break;
+        }
+        if (type == 'O' || type == 'E') {
+            if (!deliver_output(&run, type == 'O' ? CAP_STDOUT : CAP_STDERR, payload, size)) {
+                result->status = CAP_STATUS_OUTPUT_LIMIT;
+                result->exit_code = 1;
+                result->error = format_message("output limit of %zu bytes exceeded; the run was "
+                                               "stopped", run.max_output);
+                finished = 1;
+            }
+        } else if (type == 'R') {
+            parse_result(result, payload, size);
+            finished = 2;
+        } else if (type == 'X') {
+            result->status = CAP_STATUS_CRASH;
+            result->error = strdup(payload);
+            finished = 1;
+        }
+        free(payload);
+    }
+    if (run.output_exceeded && options->capture)
+        buffer_append(&run.err, TRUNCATION_MARKER, sizeof TRUNCATION_MARKER - 1);
+    if (run.output_exceeded && options->on_output)
+        options->on_output(options->userdata, CAP_STDERR, TRUNCATION_MARKER,
+                           sizeof TRUNCATION_MARKER - 1);
+    result->out = run.out;
+    result->err = run.err;
+
+    int keep = s || options->session;
+    if (finished == 2 && keep) {
+        if (s) {
+            s->last_used = now_seconds();
+        } else if (sandbox->session_count < MAX_SESSIONS && sandbox->config->max_sessions > 0) {
+            if (sandbox->session_count >= sandbox->config->max_sessions) {
+                int oldest = 0; /* least recently used */
+                for (int i = 1; i < sandbox->session_count; i++)
+                    if (sandbox->sessions[i].last_used < sandbox->sessions[oldest].last_used)
+                        oldest = i;
+                session_remove(sandbox, oldest, 1);
+            }
+            char *id = strdup(options->session);
+            if (id) {
+                sandbox->sessions[sandbox->session_count++] = (session){id, w, now_seconds()};
+            } else {
+                worker_discard(&w);
+            }
+        } else {
+            worker_discard(&w);
+        }
+    } else {
+        if (alive) {
+            if (finished == 2) {
+                /* A fresh worker exits by itself after its result. */
+                close(w.fd);
+                reap(w.pid);
+                w.pid = 0;
+            } else {
+                worker_discard(&w);
+            }
+        } else {
+            close(w.fd);
+        }
+        if (s) session_remove(sandbox, (int)(s - sandbox->sessions), 1);
+    }
     *out = result;
     return CAP_OK;
 }
@@ -480,6 +768,13 @@ const char *cap_status_name(cap_status status) {
     case CAP_STATUS_SUCCESS: return "success";
     case CAP_STATUS_RUN_ERROR: return "run-error";
     case CAP_STATUS_TRAP: return "trap";
+    case CAP_STATUS_TIMEOUT: return "timeout";
+    case CAP_STATUS_CPU_LIMIT: return "cpu-limit";
+    case CAP_STATUS_MEMORY_LIMIT: return "memory-limit";
+    case CAP_STATUS_OUTPUT_LIMIT: return "output-limit";
+    case CAP_STATUS_DISK_LIMIT: return "disk-limit";
+    case CAP_STATUS_CRASH: return "crash";
+    case CAP_STATUS_SESSION_ERROR: return "session-error";
     }
     return "unknown";
 }

@@ -384,6 +384,10 @@ int vfs_memfs_new(uint64_t quota_bytes, const vfs_backend_ops **ops, void **back
     return 0;
 }
 
+void vfs_memfs_set_quota(void *backend, uint64_t quota_bytes) {
+    ((memfs *)backend)->quota = quota_bytes;
+}
+
 int vfs_memfs_put(void *backend, const char *path, const void *data, size_t size) {
     memfs *fs = backend;
     char parents[VFS_PATH_MAX];

@@ -115,6 +115,8 @@ void vfs_file_release(vfs_file *file);
 
 /* In-memory read-write tree; `quota_bytes` of file data at most (0: none). */
 int vfs_memfs_new(uint64_t quota_bytes, const vfs_backend_ops **ops, void **backend);
+/* Changes the byte quota (0: none); files already there stay. */
+void vfs_memfs_set_quota(void *memfs, uint64_t quota_bytes);
 /* Creates (or replaces) a file with the given content, making parents. */
 int vfs_memfs_put(void *memfs, const char *path, const void *data, size_t size);
 

@@ -198,6 +198,10 @@ void wasi_set_memory(wasi *w, wasm_rt_memory_t *memory) {
     w->memory = memory;
 }
 
+wasm_rt_memory_t *wasi_memory(wasi *w) {
+    return w->memory;
+}
+
 int wasi_exited(const wasi *w, uint32_t *code) {
     if (w->exited) *code = w->exit_code;
     return w->exited;

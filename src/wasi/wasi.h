@@ -45,6 +45,9 @@ typedef struct wasi_options {
 wasi *wasi_new(vfs *fs, const wasi_options *options);
 void wasi_free(wasi *w);
 void wasi_set_memory(wasi *w, wasm_rt_memory_t *memory);
+/* The guest memory while it runs (NULL otherwise); the sandbox lowers its
+ * max_pages to enforce a memory limit. */
+wasm_rt_memory_t *wasi_memory(wasi *w);
 
 /* Installs `file` at descriptor `fd` (taking one reference).  `path` is its
  * absolute guest path; a preopen is announced to the guest's libc by

@@ -124,10 +124,11 @@ def test_stdout_and_stderr_interleave_in_order(capsule):
 
 def test_output_flood_is_truncated_with_marker(capsule):
     result = capsule.json("import sys\nfor _ in range(40):\n    sys.stdout.write('x' * (1 << 20))\n'done'")
-    assert result["status"] == "success"
+    assert result["status"] == "output-limit"
     assert len(result["stdout"]) == 16 << 20
     assert "output truncated" in result["stderr"]
-    assert result["return_value"] == "'done'"
+    assert "output limit" in result["error"]
+    assert result["return_value"] is None
 
 
 def test_input_file_by_value(capsule, tmp_path):

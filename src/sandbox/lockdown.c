@@ -1,0 +1,88 @@
+/*
+ * lockdown.c — seccomp filter and resource limits for workers.
+ *
+ * The allow-list is what a worker needs after it has been forked from the
+ * zygote: the stdlib image is already mapped, guest memory grows with
+ * mprotect, the host channel is an inherited socket.  Everything else,
+ * including open/openat relative to the current directory, socket, connect,
+ * execve, fork/clone, ptrace and kill, ends the worker with SIGSYS, which the
+ * host reports as a crash.
+ *
+ * No path-taking call is allowed at all (open, openat, openat2, stat,
+ * newfstatat, ...): workers need none, since the stdlib image is mapped in
+ * the zygote.  A dirfd check alone would not do: openat(dirfd, "/etc/passwd")
+ * ignores dirfd for absolute paths, and seccomp cannot read the path.
+ */
+#include "lockdown.h"
+
+#include <errno.h>
+#include <sched.h>
+#include <seccomp.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+void lockdown_close_other_fds(const int *keep, int keep_count) {
+    unsigned int next = 0;
+    for (int i = 0; i <= keep_count; i++) {
+        unsigned int until = i < keep_count ? (unsigned int)keep[i] : ~0u;
+        if (until > next) syscall(SYS_close_range, next, until - 1, 0);
+        next = until + 1;
+    }
+}
+
+int lockdown_network_namespace(void) {
+    /* As root this needs no user namespace; elsewhere a user namespace
+     * makes it possible.  Failing is fine: seccomp forbids sockets anyway. */
+    if (unshare(CLONE_NEWNET) == 0) return 1;
+    return unshare(CLONE_NEWUSER | CLONE_NEWNET) == 0;
+}
+
+static int set_limit(int resource, rlim_t value) {
+    struct rlimit limit = {value, value};
+    return setrlimit(resource, &limit) == 0 ? 0 : -errno;
+}
+
+int lockdown_worker(void) {
+    int rc = 0;
+    /* No files written through host descriptors, no new processes, no
+     * more descriptors than a run needs.  RLIMIT_AS stays generous: wasm2c
+     * reserves 8 GiB of address space per memory (guard pages). */
+    if (!rc) rc = set_limit(RLIMIT_FSIZE, 0);
+    if (!rc) rc = set_limit(RLIMIT_NPROC, 0);
+    if (!rc) rc = set_limit(RLIMIT_NOFILE, 64);
+    if (!rc) rc = set_limit(RLIMIT_CORE, 0);
+#ifndef __SANITIZE_ADDRESS__ /* ASan's shadow memory alone is terabytes of address space */
+    if (!rc) rc = set_limit(RLIMIT_AS, (rlim_t)64 << 30);
+#endif
+    if (rc) return rc;
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return -errno;
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) return -errno; /* no ptrace attach */
+
+    scmp_filter_ctx filter = seccomp_init(SCMP_ACT_KILL_PROCESS);
+    if (!filter) return -ENOMEM;
+    static const int allowed[] = {
+        /* the host channel and guest I/O through it */
+        SCMP_SYS(read), SCMP_SYS(write), SCMP_SYS(readv), SCMP_SYS(writev),
+        SCMP_SYS(close), SCMP_SYS(fstat), SCMP_SYS(lseek),
+        /* memory: guest growth (mprotect), malloc, sanitizer runtimes */
+        SCMP_SYS(mmap), SCMP_SYS(munmap), SCMP_SYS(mprotect), SCMP_SYS(mremap),
+        SCMP_SYS(madvise), SCMP_SYS(brk),
+        /* time and randomness for WASI */
+        SCMP_SYS(clock_gettime), SCMP_SYS(clock_getres), SCMP_SYS(clock_nanosleep),
+        SCMP_SYS(nanosleep), SCMP_SYS(gettimeofday), SCMP_SYS(getrandom),
+        /* wasm2c traps: signal delivery and siglongjmp's mask restore */
+        SCMP_SYS(rt_sigreturn), SCMP_SYS(rt_sigprocmask), SCMP_SYS(sigaltstack),
+        SCMP_SYS(restart_syscall), SCMP_SYS(futex),
+        SCMP_SYS(getpid), SCMP_SYS(gettid),
+        /* the per-run CPU limit is armed once the request arrives */
+        SCMP_SYS(setitimer),
+        SCMP_SYS(exit), SCMP_SYS(exit_group),
+    };
+    for (size_t i = 0; i < sizeof allowed / sizeof allowed[0] && !rc; i++)
+        rc = seccomp_rule_add(filter, SCMP_ACT_ALLOW, allowed[i], 0);
+    if (!rc) rc = seccomp_load(filter);
+    seccomp_release(filter);
+    return rc;
+}

@@ -1,0 +1,22 @@
+/*
+ * lockdown.h — what a worker gives up before it touches a request.
+ *
+ * Defence in depth under the WebAssembly boundary: even if guest code found
+ * a way to run native code in the worker, the worker could not open host
+ * files by path, create sockets, run programs, or start processes.
+ */
+#ifndef CAP_LOCKDOWN_H
+#define CAP_LOCKDOWN_H
+
+/* Closes every descriptor except those listed (sorted ascending). */
+void lockdown_close_other_fds(const int *keep, int keep_count);
+
+/* Enters an empty network namespace where the kernel allows it; returns 1
+ * if it did.  Called once, in the zygote. */
+int lockdown_network_namespace(void);
+
+/* rlimits, no-new-privs, then the seccomp filter.  0 or a negative errno;
+ * on failure the worker must not run guest code. */
+int lockdown_worker(void);
+
+#endif

@@ -1,0 +1,396 @@
+/*
+ * zygote.c — the processes that run guest code.
+ *
+ * The zygote is forked by the host when a sandbox is created.  It builds the
+ * guest's world (VFS, WASI, device files) and starts CPython; the runner
+ * imports what most programs need and then reads the control channel.  That
+ * read is the fork point: inside it the zygote serves "spawn" requests from
+ * the host forever, and each spawn clones a worker whose copy of the guest
+ * returns from the very same read with its request.  A worker therefore
+ * starts with Py_Initialize done and modules imported, at the cost of a
+ * clone.
+ *
+ * Workers are cloned with CLONE_PARENT: they are the host's children, so the
+ * host can waitpid() them and see exactly how they ended (SIGKILL after a
+ * timeout, SIGPROF at the CPU limit, SIGSYS from seccomp).  Raw clone skips
+ * glibc's fork bookkeeping; a worker therefore never uses raise()/abort()
+ * (whose cached thread id would be the zygote's) -- seccomp forbids the
+ * signal-sending calls anyway.
+ *
+ * Invariants:
+ * - Nothing here runs in the host process; everything that can fail ends
+ *   the process with _exit after telling the host what happened.
+ * - A worker locks itself down (lockdown_worker) before its first request.
+ * - A worker serves one request and exits, unless its request belongs to a
+ *   session: then it waits for the next request on the same channel.
+ */
+#include "zygote.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "../runtime/runtime.h"
+#include "buffer.h"
+#include "frame.h"
+#include "lockdown.h"
+
+#define CHANNEL_FD 4
+#define MAX_RESULT (64u << 20)
+#define WASM_PAGE 65536u
+
+typedef enum { WAITING, SERVING, RUNNING } phase;
+
+/* One per process: the zygote's, then each worker's inherited copy. */
+static struct {
+    int control_fd; /* zygote <-> host */
+    int channel_fd; /* worker <-> host; -1 in the zygote */
+    int is_worker;
+    int session;    /* serve further requests after a result */
+    vfs *fs;
+    void *scratch;  /* the root memfs */
+    wasi *w;
+    phase phase;
+    char *request;  /* what the runner reads: header line, code */
+    size_t request_size, request_offset;
+    buffer result;  /* the runner's JSON */
+} G = {.control_fd = -1, .channel_fd = -1};
+
+static void send_or_die(char type, const void *data, size_t size) {
+    if (frame_write(G.channel_fd, type, data, size) != 0) _exit(0); /* the host is gone */
+}
+
+/* --- device files ---------------------------------------------------------- */
+
+typedef struct device {
+    vfs_file base;
+    int kind; /* 0 stdin, 1 stdout, 2 stderr, 3 control channel */
+} device;
+
+static void zygote_serve(void);
+static void wait_for_request(void);
+
+static void send_result(int trapped, const char *message, uint32_t exit_code) {
+    wasm_rt_memory_t *memory = wasi_memory(G.w);
+    cJSON *json = cJSON_CreateObject();
+    char *text = NULL;
+    if (json) {
+        cJSON_AddBoolToObject(json, "trapped", trapped);
+        if (message) cJSON_AddStringToObject(json, "message", message);
+        cJSON_AddNumberToObject(json, "exit_code", exit_code);
+        cJSON_AddBoolToObject(json, "memory_exhausted",
+                              memory && memory->pages >= memory->max_pages);
+        if (G.result.data) cJSON_AddStringToObject(json, "guest", G.result.data);
+        text = cJSON_PrintUnformatted(json);
+        cJSON_Delete(json);
+    }
+    if (!text) _exit(1);
+    send_or_die('R', text, strlen(text));
+    free(text);
+    buffer_free(&G.result);
+}
+
+static int channel_read(void *data, size_t size, size_t *done) {
+    if (!G.is_worker) zygote_serve(); /* returns only in a new worker */
+    if (G.phase == RUNNING) {
+        /* The runner asks for its next request: the previous one is done. */
+        send_result(0, NULL, 0);
+        if (!G.session) _exit(0);
+        G.phase = WAITING;
+    }
+    if (G.phase == WAITING) wait_for_request();
+    size_t left = G.request_size - G.request_offset;
+    *done = size < left ? size : left;
+    memcpy(data, G.request + G.request_offset, *done);
+    G.request_offset += *done;
+    if (*done == 0) G.phase = RUNNING; /* end of file: the runner starts the code */
+    return 0;
+}
+
+static int device_read(vfs_file *file, void *data, size_t size, uint64_t offset, size_t *done) {
+    (void)offset;
+    *done = 0;
+    return ((device *)file)->kind == 3 ? channel_read(data, size, done) : 0;
+}
+
+static int device_write(vfs_file *file, const void *data, size_t size, uint64_t offset,
+                        size_t *done) {
+    (void)offset;
+    device *d = (device *)file;
+    *done = size;
+    if (d->kind == 3) {
+        if (G.result.size + size > MAX_RESULT) return -EFBIG;
+        return buffer_append(&G.result, data, size);
+    }
+    if (!G.is_worker || size == 0) return 0; /* warm-up output is dropped */
+    send_or_die(d->kind == 1 ? 'O' : 'E', data, size);
+    return 0;
+}
+
+static int device_stat(vfs_file *file, vfs_metadata *st) {
+    memset(st, 0, sizeof *st);
+    st->type = VFS_CHARACTER_DEVICE;
+    st->inode = (uint64_t)((device *)file)->kind + 1000000;
+    st->links = 1;
+    return 0;
+}
+
+static int device_truncate(vfs_file *file, uint64_t size) {
+    (void)file, (void)size;
+    return -EINVAL;
+}
+
+static int device_readdir(vfs_file *file, uint64_t cookie, vfs_dirent *entry) {
+    (void)file, (void)cookie, (void)entry;
+    return -ENOTDIR;
+}
+
+static void device_close(vfs_file *file) {
+    free(file);
+}
+
+static const vfs_file_ops device_ops = {
+    device_read, device_write, device_stat, device_truncate, device_readdir, device_close,
+};
+
+static vfs_file *device_new(int kind) {
+    device *d = calloc(1, sizeof *d);
+    if (!d) return NULL;
+    d->base.ops = &device_ops;
+    d->base.type = VFS_CHARACTER_DEVICE;
+    d->base.refcount = 1;
+    d->kind = kind;
+    return &d->base;
+}
+
+/* --- the zygote ------------------------------------------------------------ */
+
+static void zygote_serve(void) {
+    static int announced;
+    if (!announced) {
+        announced = 1;
+        if (frame_write(G.control_fd, 'Y', "", 0) != 0) _exit(0);
+    }
+    for (;;) {
+        char type;
+        char *payload;
+        size_t size;
+        int fd;
+        int rc = frame_read(G.control_fd, &type, &payload, &size, 0, &fd);
+        if (rc != 0) _exit(0); /* the host closed the sandbox */
+        free(payload);
+        if (type != 'S' || fd < 0) {
+            if (fd >= 0) close(fd);
+            continue;
+        }
+        long pid = syscall(SYS_clone, CLONE_PARENT | SIGCHLD, 0, NULL, NULL, 0);
+        if (pid == 0) {
+            close(G.control_fd);
+            G.control_fd = -1;
+            G.channel_fd = fd;
+            G.is_worker = 1;
+            G.phase = WAITING;
+            int keep[] = {fd};
+            lockdown_close_other_fds(keep, 1);
+            rc = lockdown_worker();
+            if (rc != 0) {
+                char message[128];
+                snprintf(message, sizeof message, "worker lockdown failed: %s", strerror(-rc));
+                frame_write(fd, 'X', message, strlen(message));
+                _exit(1);
+            }
+            return;
+        }
+        close(fd);
+        uint32_t reply = pid > 0 ? (uint32_t)pid : 0;
+        if (frame_write(G.control_fd, 'P', &reply, sizeof reply) != 0) _exit(0);
+    }
+}
+
+/* --- a worker's request ------------------------------------------------------ */
+
+static void fail_request(const char *message) {
+    /* Reported as the runner would, so the host shows a clear run error. */
+    cJSON *json = cJSON_CreateObject();
+    cJSON_AddStringToObject(json, "status", "run-error");
+    cJSON_AddStringToObject(json, "error", message);
+    cJSON_AddNumberToObject(json, "exit_code", 1);
+    char *text = cJSON_PrintUnformatted(json);
+    cJSON_Delete(json);
+    buffer_free(&G.result);
+    if (text) buffer_append(&G.result, text, strlen(text));
+    free(text);
+    send_result(0, NULL, 1);
+    _exit(0);
+}
+
+static double number_field(const cJSON *object, const char *name) {
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(object, name);
+    return cJSON_IsNumber(item) && item->valuedouble > 0 ? item->valuedouble : 0;
+}
+
+static int put_file(const char *path, const char *data, size_t size) {
+    char absolute[VFS_PATH_MAX];
+    int rc = vfs_normalize("/work", path, strlen(path), absolute);
+    for (char *slash = absolute; rc == 0 && (slash = strchr(slash + 1, '/'));) {
+        *slash = '\0';
+        rc = vfs_mkdir(G.fs, absolute);
+        if (rc == -EEXIST) rc = 0;
+        *slash = '/';
+    }
+    vfs_file *file;
+    if (rc == 0) rc = vfs_open(G.fs, absolute, VFS_O_WRITE | VFS_O_CREATE | VFS_O_TRUNCATE, &file);
+    if (rc) return rc;
+    size_t done = 0;
+    rc = size ? file->ops->write(file, data, size, 0, &done) : 0;
+    vfs_file_release(file);
+    return rc;
+}
+
+/* Applies the request's limits and files, then leaves the runner's part of
+ * it (header line and code) in G.request. */
+static void apply_request(char *payload, size_t size) {
+    char *newline = memchr(payload, '\n', size);
+    if (!newline) fail_request("malformed request");
+    cJSON *header = cJSON_ParseWithLength(payload, (size_t)(newline - payload));
+    if (!cJSON_IsObject(header)) fail_request("malformed request header");
+    G.session = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(header, "session"));
+
+    const cJSON *limits = cJSON_GetObjectItemCaseSensitive(header, "limits");
+    double cpu = number_field(limits, "cpu_seconds");
+    double memory = number_field(limits, "memory_bytes");
+    double disk = number_field(limits, "disk_bytes");
+    if (cpu > 0) {
+        /* ITIMER_PROF counts this process's CPU time from now, so it is
+         * per run even in a session; SIGPROF's default action ends us. */
+        struct itimerval timer = {{0, 0}, {(time_t)cpu, (long)((cpu - (time_t)cpu) * 1e6)}};
+        if (timer.it_value.tv_sec == 0 && timer.it_value.tv_usec == 0) timer.it_value.tv_usec = 1;
+        setitimer(ITIMER_PROF, &timer, NULL);
+    }
+    wasm_rt_memory_t *linear = wasi_memory(G.w);
+    if (memory > 0 && linear) {
+        double pages = memory / WASM_PAGE;
+        uint32_t limit = pages >= 65536 ? 65536u : (uint32_t)pages;
+        if (limit < linear->pages) limit = linear->pages;
+        linear->max_pages = limit;
+    }
+    if (disk > 0) vfs_memfs_set_quota(G.scratch, (uint64_t)disk);
+
+    const cJSON *code_size = cJSON_GetObjectItemCaseSensitive(header, "code_size");
+    size_t offset = (size_t)(newline - payload) + 1;
+    size_t code_length = cJSON_IsNumber(code_size) ? (size_t)code_size->valuedouble : 0;
+    if (code_length > size - offset) fail_request("malformed request: code size");
+    size_t files_offset = offset + code_length;
+    const cJSON *files = cJSON_GetObjectItemCaseSensitive(header, "files");
+    const cJSON *file;
+    cJSON_ArrayForEach(file, files) {
+        const cJSON *path = cJSON_GetObjectItemCaseSensitive(file, "path");
+        const cJSON *length = cJSON_GetObjectItemCaseSensitive(file, "size");
+        if (!cJSON_IsString(path) || !cJSON_IsNumber(length) || length->valuedouble < 0 ||
+            (size_t)length->valuedouble > size - files_offset)
+            fail_request("malformed request: files");
+        size_t n = (size_t)length->valuedouble;
+        int rc = put_file(path->valuestring, payload + files_offset, n);
+        if (rc) {
+            char message[512];
+            snprintf(message, sizeof message, "cannot add input file %.300s: %s",
+                     path->valuestring, strerror(-rc));
+            fail_request(message);
+        }
+        files_offset += n;
+    }
+    cJSON_Delete(header);
+    /* The runner reads the header line and the code; the files are placed. */
+    G.request = payload;
+    G.request_size = offset + code_length;
+    G.request_offset = 0;
+}
+
+static void wait_for_request(void) {
+    char type;
+    char *payload;
+    size_t size;
+    free(G.request);
+    G.request = NULL;
+    int rc = frame_read(G.channel_fd, &type, &payload, &size, FRAME_MAX, NULL);
+    if (rc != 0) _exit(0); /* the host closed the channel: session over */
+    if (type != 'Q') fail_request("unexpected message from the host");
+    apply_request(payload, size);
+    G.phase = SERVING;
+}
+
+/* --- start-up ------------------------------------------------------------------ */
+
+static int build_world(const zygote_world *world) {
+    const vfs_backend_ops *ops;
+    G.fs = vfs_new();
+    if (!G.fs) return -ENOMEM;
+    int rc = vfs_memfs_new(0, &ops, &G.scratch);
+    if (rc == 0) rc = vfs_mount(G.fs, "/", ops, G.scratch, 0);
+    for (int i = 0; rc == 0 && i < world->image_count; i++) {
+        void *backend;
+        vfs_image_backend(world->images[i], &ops, &backend);
+        rc = vfs_mount(G.fs, world->image_paths[i], ops, backend, 1);
+    }
+    if (rc == 0) rc = vfs_mkdir(G.fs, "/tmp");
+    if (rc == 0) rc = vfs_mkdir(G.fs, "/work");
+    if (rc) return rc;
+
+    char runner[96];
+    snprintf(runner, sizeof runner, "import _capsule_runner; _capsule_runner.main(%d)", CHANNEL_FD);
+    /* -I: ignore PYTHON* variables and the user site; -u: unbuffered, so
+     * stdout and stderr interleave in the order they were written. */
+    char *argv[] = {"python", "-I", "-u", "-c", runner, NULL};
+    wasi_options options = {argv, world->env, 0};
+    G.w = wasi_new(G.fs, &options);
+    if (!G.w) return -ENOMEM;
+
+    vfs_file *files[4] = {0}, *root = NULL;
+    for (int kind = 0; kind < 4; kind++)
+        if (!(files[kind] = device_new(kind))) rc = -ENOMEM;
+    if (rc == 0) rc = vfs_open(G.fs, "/", VFS_O_READ | VFS_O_DIRECTORY, &root);
+    if (rc == 0) rc = wasi_install(G.w, 0, files[0], "/dev/stdin", 1, 0, 0);
+    if (rc == 0) rc = wasi_install(G.w, 1, files[1], "/dev/stdout", 0, 1, 0);
+    if (rc == 0) rc = wasi_install(G.w, 2, files[2], "/dev/stderr", 0, 1, 0);
+    if (rc == 0) rc = wasi_install(G.w, 3, root, "/", 1, 0, 1);
+    if (rc == 0) rc = wasi_install(G.w, CHANNEL_FD, files[3], "/dev/capsule", 1, 1, 0);
+    for (int kind = 0; kind < 4; kind++) vfs_file_release(files[kind]);
+    vfs_file_release(root);
+    return rc;
+}
+
+void zygote_main(const zygote_world *world, int control_fd) {
+    G.control_fd = control_fd;
+    int keep[] = {control_fd};
+    lockdown_close_other_fds(keep, 1);
+    lockdown_network_namespace();
+
+    int rc = build_world(world);
+    if (rc) {
+        char message[128];
+        snprintf(message, sizeof message, "cannot build the guest's world: %s", strerror(-rc));
+        frame_write(control_fd, 'X', message, strlen(message));
+        _exit(1);
+    }
+    uint32_t exit_code = 0;
+    const char *trap = NULL;
+    runtime_outcome outcome = runtime_run(G.w, 0, &exit_code, &trap);
+
+    if (G.is_worker) {
+        /* The guest ended (exit, os._exit, a trap) inside a run. */
+        send_result(outcome == RUNTIME_TRAPPED, trap, exit_code);
+        _exit(0);
+    }
+    char message[256];
+    snprintf(message, sizeof message, "the interpreter ended during start-up (%s, exit code %u)",
+             outcome == RUNTIME_TRAPPED ? trap : "exit", exit_code);
+    frame_write(control_fd, 'X', message, strlen(message));
+    _exit(1);
+}

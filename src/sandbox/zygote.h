@@ -1,0 +1,21 @@
+/*
+ * zygote.h — entry point of the zygote process (see zygote.c).
+ */
+#ifndef CAP_ZYGOTE_H
+#define CAP_ZYGOTE_H
+
+#include "../vfs/vfs.h"
+
+/* What the guest's world is made of; the images are already open (and
+ * mapped) in the host, so the zygote opens no host file itself. */
+typedef struct zygote_world {
+    vfs_image **images;
+    const char *const *image_paths; /* guest mount points */
+    int image_count;
+    char *const *env;               /* NULL-terminated NAME=VALUE */
+} zygote_world;
+
+/* Runs in the freshly forked zygote; never returns. */
+void zygote_main(const zygote_world *world, int control_fd) __attribute__((noreturn));
+
+#endif
