@@ -22,7 +22,7 @@ SANITIZE := -fsanitize=address,undefined -fno-omit-frame-pointer
 LIBRARY_SOURCES := src/sandbox/sandbox.c src/sandbox/zygote.c src/sandbox/frame.c \
                    src/sandbox/lockdown.c src/sandbox/buffer.c src/wasi/wasi.c \
                    src/vfs/vfs.c src/vfs/memfs.c src/vfs/image.c src/runtime/runtime.c
-CLI_SOURCES := src/cli/main.c
+CLI_SOURCES := src/cli/main.c src/cli/check.c
 HEADERS := $(wildcard include/*.h src/*/*.h)
 
 .PHONY: all build deps sample test unit-test integration-test regression-test bench clean
@@ -85,6 +85,11 @@ $(BUILD)/test_unit: tests/unit/test_unit.c $(UNIT_SOURCES) $(HEADERS) $(BUILD)/s
 	@mkdir -p $(BUILD)
 	$(CC) $(CFLAGS) $(SANITIZE) $(CHECKED_DEFINES) -o $@ tests/unit/test_unit.c $(UNIT_SOURCES) $(BUILD)/asan/wasm-rt-impl.o -lcmocka $(LDLIBS)
 
+# The API end to end, under ASan/UBSan with the bounds-checked guest.
+LIBRARY_ASAN_OBJECTS = $(patsubst %.c,$(BUILD)/asan/%.o,$(LIBRARY_SOURCES)) $(BUILD)/asan/wasm-rt-impl.o $(BUILD)/runtime/python-checked.o
+$(BUILD)/test_api: tests/api/test_api.c $(LIBRARY_ASAN_OBJECTS)
+	$(CC) $(CFLAGS) $(SANITIZE) -o $@ $< $(LIBRARY_ASAN_OBJECTS) -lcmocka $(LDLIBS)
+
 unit-test: deps $(BUILD)/asan/wasm-rt-impl.o $(BUILD)/test_unit
 	$(BUILD)/test_unit
 
@@ -98,8 +103,10 @@ regression-test: build
 # parallel), then runs the suites one after another.
 test: deps
 	$(MAKE) -j2 $(BUILD)/capsule $(BUILD)/capsule-asan $(BUILD)/stdlib.img $(BUILD)/asan/wasm-rt-impl.o
-	$(MAKE) $(BUILD)/test_unit
+	$(MAKE) $(BUILD)/test_unit $(BUILD)/test_api
 	$(BUILD)/test_unit
+	$(BUILD)/test_api
+	$(BUILD)/capsule check
 	$(HOST_PYTHON) -m pytest -q tests/integration
 	$(HOST_PYTHON) tests/regression/run_cpython_tests.py --capsule $(BUILD)/capsule --check
 

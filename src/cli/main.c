@@ -2,9 +2,11 @@
  * capsule — command-line front end.  Uses only include/capsule.h.
  *
  *   capsule run [options] FILE | -c CODE | -     run Python in a sandbox
+ *   capsule check                                 the five-test protocol
  *   capsule version
  */
 #include "capsule.h"
+#include "check.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -16,6 +18,7 @@
 
 static const char usage_text[] =
     "usage: capsule run [options] FILE | -c CODE | -\n"
+    "       capsule check [--quiet]      prove the sandbox's walls hold\n"
     "       capsule version\n"
     "\n"
     "Runs Python 3.11 inside a WebAssembly sandbox: no host files, network,\n"
@@ -318,6 +321,15 @@ static int command_run(int argc, char **argv) {
 int main(int argc, char **argv) {
     if (argc < 2) return usage_error(NULL);
     if (strcmp(argv[1], "run") == 0) return command_run(argc - 2, argv + 2);
+    if (strcmp(argv[1], "check") == 0) {
+        int quiet = argc > 2 && strcmp(argv[2], "--quiet") == 0;
+        if (argc > 2 + quiet) return usage_error("check takes only --quiet");
+        cap_config *config = cap_config_new();
+        if (!config) return 1;
+        int status = capsule_check(config, quiet);
+        cap_config_free(config);
+        return status;
+    }
     if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {
         printf("capsule %s (CPython 3.11, wasm32-wasi via wasm2c)\n", CAP_VERSION);
         return 0;

@@ -45,6 +45,7 @@
 #define DEFAULT_MAX_OUTPUT (16u << 20)
 #define MAX_RESULT (64u << 20)
 #define MAX_CODE (64u << 20)
+#define GUEST_ENOSPC 51 /* the guest's errno numbering is WASI's, not Linux's */
 #define TRUNCATION_MARKER "\n[capsule: output truncated]\n"
 
 static void set_error(char *error, const char *format, ...) {
@@ -531,7 +532,7 @@ static void parse_result(cap_result *result, const char *payload, size_t size) {
         if (!success && cJSON_IsString(exception)) {
             if (strcmp(exception->valuestring, "MemoryError") == 0)
                 result->status = CAP_STATUS_MEMORY_LIMIT;
-            else if (cJSON_IsNumber(error_number) && error_number->valueint == ENOSPC)
+            else if (cJSON_IsNumber(error_number) && error_number->valueint == GUEST_ENOSPC)
                 result->status = CAP_STATUS_DISK_LIMIT;
         }
     } else {

@@ -1,0 +1,362 @@
+/*
+ * test_api.c — the library API end to end: workers, sessions, limits, and
+ * the lockdown of worker processes as the kernel reports it in /proc.
+ *
+ * Built with ASan/UBSan against the bounds-checked guest (build/asan).
+ * Guest code here is hostile on purpose and only ever runs in capsule; the
+ * suite stops unless the guest reports sys.platform == 'wasi'.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "capsule.h"
+
+static cap_config *config;
+static cap_sandbox *sandbox;
+
+static cap_result *run(cap_sandbox *s, const char *code, const char *session) {
+    char error[CAP_ERROR_SIZE];
+    cap_run_options options = {0};
+    options.capture = 1;
+    options.session = session;
+    cap_result *result = NULL;
+    int rc = cap_sandbox_run(s, code, strlen(code), &options, &result, error);
+    if (rc != CAP_OK) fail_msg("cap_sandbox_run: %s", error);
+    return result;
+}
+
+/* Runs `code` and checks status and return value (NULL: none). */
+static void expect(cap_sandbox *s, const char *code, const char *session, cap_status status,
+                   const char *return_value) {
+    cap_result *result = run(s, code, session);
+    if (cap_result_status(result) != status)
+        fail_msg("%s: status %s, wanted %s; error: %s", code,
+                 cap_status_name(cap_result_status(result)), cap_status_name(status),
+                 cap_result_error(result) ? cap_result_error(result) : "-");
+    const char *value = cap_result_return_value(result);
+    if (return_value) {
+        assert_non_null(value);
+        assert_string_equal(value, return_value);
+    } else {
+        assert_null(value);
+    }
+    cap_result_free(result);
+}
+
+static int setup(void **state) {
+    (void)state;
+    char error[CAP_ERROR_SIZE];
+    config = cap_config_new();
+    if (!config || cap_config_set_stdlib(config, "build/stdlib.img", error) != CAP_OK ||
+        cap_config_set_sessions(config, 2, 600, error) != CAP_OK ||
+        cap_sandbox_new(config, &sandbox, error) != CAP_OK) {
+        fprintf(stderr, "setup: %s\n", error);
+        return -1;
+    }
+    cap_result *probe = run(sandbox, "import sys; sys.platform", NULL);
+    int guest = cap_result_return_value(probe) &&
+                strcmp(cap_result_return_value(probe), "'wasi'") == 0;
+    cap_result_free(probe);
+    if (!guest) {
+        fprintf(stderr, "refusing to run hostile tests: the guest is not the WASI sandbox\n");
+        return -1;
+    }
+    return 0;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    cap_sandbox_free(sandbox);
+    cap_config_free(config);
+    return 0;
+}
+
+/* --- freshness ---------------------------------------------------------------- */
+
+static void fresh_runs_share_nothing(void **state) {
+    (void)state;
+    cap_result *a = run(sandbox, "import random; random.random()", NULL);
+    cap_result *b = run(sandbox, "import random; random.random()", NULL);
+    assert_non_null(cap_result_return_value(a));
+    assert_string_not_equal(cap_result_return_value(a), cap_result_return_value(b));
+    cap_result_free(a);
+    cap_result_free(b);
+    /* os.urandom comes from the host CSPRNG in each worker. */
+    a = run(sandbox, "import os; os.urandom(16).hex()", NULL);
+    b = run(sandbox, "import os; os.urandom(16).hex()", NULL);
+    assert_string_not_equal(cap_result_return_value(a), cap_result_return_value(b));
+    cap_result_free(a);
+    cap_result_free(b);
+
+    expect(sandbox, "import builtins; builtins.LEFT_BEHIND = 1\nopen('/tmp/left', 'w').write('x')\n"
+                    "secret = 42", NULL, CAP_STATUS_SUCCESS, NULL);
+    expect(sandbox, "import builtins, os\n"
+                    "(hasattr(builtins, 'LEFT_BEHIND'), os.path.exists('/tmp/left'), 'secret' in globals())",
+           NULL, CAP_STATUS_SUCCESS, "(False, False, False)");
+}
+
+static void tempfile_names_differ_between_workers(void **state) {
+    (void)state;
+    cap_result *a = run(sandbox, "import tempfile; tempfile.mktemp()", NULL);
+    cap_result *b = run(sandbox, "import tempfile; tempfile.mktemp()", NULL);
+    assert_string_not_equal(cap_result_return_value(a), cap_result_return_value(b));
+    cap_result_free(a);
+    cap_result_free(b);
+}
+
+/* --- sessions -------------------------------------------------------------------- */
+
+static void session_keeps_variables_imports_and_files(void **state) {
+    (void)state;
+    expect(sandbox, "import json\nx = 41\nopen('/tmp/kept', 'w').write('file')", "keep",
+           CAP_STATUS_SUCCESS, "4");
+    expect(sandbox, "(x + 1, json.dumps([1]), open('/tmp/kept').read())", "keep",
+           CAP_STATUS_SUCCESS, "(42, '[1]', 'file')");
+    /* A fresh run beside the session sees none of it. */
+    expect(sandbox, "'x' in globals()", NULL, CAP_STATUS_SUCCESS, "False");
+    assert_int_equal(cap_session_close(sandbox, "keep", NULL), CAP_OK);
+    assert_int_equal(cap_session_close(sandbox, "keep", NULL), CAP_EINVAL);
+    /* After a close the id starts afresh. */
+    expect(sandbox, "'x' in globals()", "keep", CAP_STATUS_SUCCESS, "False");
+    assert_int_equal(cap_session_close(sandbox, "keep", NULL), CAP_OK);
+}
+
+static void least_recently_used_session_is_evicted_with_a_clear_error(void **state) {
+    (void)state;
+    expect(sandbox, "a = 1", "one", CAP_STATUS_SUCCESS, NULL);
+    expect(sandbox, "a = 2", "two", CAP_STATUS_SUCCESS, NULL);
+    expect(sandbox, "a", "one", CAP_STATUS_SUCCESS, "1"); /* "two" is now least recent */
+    expect(sandbox, "a = 3", "three", CAP_STATUS_SUCCESS, NULL); /* max 2: evicts "two" */
+    cap_result *result = run(sandbox, "a", "two");
+    assert_int_equal(cap_result_status(result), CAP_STATUS_SESSION_ERROR);
+    assert_non_null(strstr(cap_result_error(result), "no longer exists"));
+    cap_result_free(result);
+    expect(sandbox, "a", "one", CAP_STATUS_SUCCESS, "1");
+    cap_session_close(sandbox, "one", NULL);
+    cap_session_close(sandbox, "three", NULL);
+}
+
+static void idle_session_expires(void **state) {
+    (void)state;
+    char error[CAP_ERROR_SIZE];
+    cap_config *short_config = cap_config_new();
+    cap_sandbox *short_lived;
+    assert_int_equal(cap_config_set_stdlib(short_config, "build/stdlib.img", error), CAP_OK);
+    assert_int_equal(cap_config_set_sessions(short_config, 4, 0.2, error), CAP_OK);
+    assert_int_equal(cap_config_set_pool_size(short_config, 0, error), CAP_OK);
+    assert_int_equal(cap_sandbox_new(short_config, &short_lived, error), CAP_OK);
+    expect(short_lived, "v = 1", "idle", CAP_STATUS_SUCCESS, NULL);
+    struct timespec pause = {0, 400000000};
+    nanosleep(&pause, NULL);
+    cap_result *result = run(short_lived, "v", "idle");
+    assert_int_equal(cap_result_status(result), CAP_STATUS_SESSION_ERROR);
+    cap_result_free(result);
+    cap_sandbox_free(short_lived);
+    cap_config_free(short_config);
+}
+
+/* --- workers as the kernel sees them ----------------------------------------------- */
+
+static int read_status_field(pid_t pid, const char *field, char *out, size_t size) {
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    int found = -1;
+    size_t length = strlen(field);
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, field, length) == 0 && line[length] == ':') {
+            snprintf(out, size, "%s", line + length + 1 + strspn(line + length + 1, " \t"));
+            out[strcspn(out, "\n")] = '\0';
+            found = 0;
+        }
+    }
+    fclose(f);
+    return found;
+}
+
+static int count_fds(pid_t pid) {
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
+    DIR *dir = opendir(path);
+    if (!dir) return -1;
+    int count = 0;
+    for (struct dirent *e; (e = readdir(dir));)
+        if (e->d_name[0] != '.') count++;
+    closedir(dir);
+    return count;
+}
+
+static void workers_are_locked_down(void **state) {
+    (void)state;
+    /* A session keeps its worker alive so we can look at it. */
+    expect(sandbox, "1", "inspect", CAP_STATUS_SUCCESS, "1");
+    char self_net[128] = "", net[128], value[64], path[64];
+    ssize_t n = readlink("/proc/self/ns/net", self_net, sizeof self_net - 1);
+    assert_true(n > 0);
+    int workers = 0, zygotes = 0;
+    DIR *proc = opendir("/proc");
+    assert_non_null(proc);
+    for (struct dirent *e; (e = readdir(proc));) {
+        pid_t pid = (pid_t)atoi(e->d_name);
+        if (pid <= 0 || read_status_field(pid, "PPid", value, sizeof value) != 0) continue;
+        if (atoi(value) != getpid()) continue;
+        assert_int_equal(read_status_field(pid, "Seccomp", value, sizeof value), 0);
+        if (strcmp(value, "0") == 0) { /* the zygote: not filtered, it must fork */
+            zygotes++;
+            continue;
+        }
+        workers++;
+        assert_string_equal(value, "2"); /* seccomp filter mode */
+        assert_int_equal(read_status_field(pid, "NoNewPrivs", value, sizeof value), 0);
+        assert_string_equal(value, "1");
+        assert_int_equal(count_fds(pid), 1); /* its channel, nothing inherited */
+        snprintf(path, sizeof path, "/proc/%d/ns/net", (int)pid);
+        memset(net, 0, sizeof net);
+        if (readlink(path, net, sizeof net - 1) > 0 && geteuid() == 0)
+            assert_string_not_equal(net, self_net); /* an empty network namespace */
+    }
+    closedir(proc);
+    assert_int_equal(zygotes, 1);
+    assert_true(workers >= 1);
+    cap_session_close(sandbox, "inspect", NULL);
+}
+
+static pid_t session_worker(void) {
+    /* The newest filtered child is the session's worker. */
+    pid_t newest = 0;
+    char value[64];
+    DIR *proc = opendir("/proc");
+    for (struct dirent *e; proc && (e = readdir(proc));) {
+        pid_t pid = (pid_t)atoi(e->d_name);
+        if (pid <= 0 || read_status_field(pid, "PPid", value, sizeof value) != 0) continue;
+        if (atoi(value) != getpid()) continue;
+        if (read_status_field(pid, "Seccomp", value, sizeof value) == 0 && strcmp(value, "2") == 0 &&
+            pid > newest)
+            newest = pid;
+    }
+    if (proc) closedir(proc);
+    return newest;
+}
+
+static void killed_session_worker_is_reported_and_the_sandbox_recovers(void **state) {
+    (void)state;
+    char error[CAP_ERROR_SIZE];
+    cap_config *solo_config = cap_config_new();
+    cap_sandbox *solo;
+    assert_int_equal(cap_config_set_stdlib(solo_config, "build/stdlib.img", error), CAP_OK);
+    assert_int_equal(cap_config_set_pool_size(solo_config, 0, error), CAP_OK);
+    assert_int_equal(cap_sandbox_new(solo_config, &solo, error), CAP_OK);
+    expect(solo, "n = 1", "doomed", CAP_STATUS_SUCCESS, NULL);
+    pid_t worker = session_worker();
+    assert_true(worker > 0);
+    kill(worker, SIGKILL);
+    cap_result *result = run(solo, "n", "doomed");
+    cap_status status = cap_result_status(result);
+    assert_true(status == CAP_STATUS_CRASH || status == CAP_STATUS_SESSION_ERROR);
+    cap_result_free(result);
+    expect(solo, "6 * 7", NULL, CAP_STATUS_SUCCESS, "42");
+    cap_sandbox_free(solo);
+    cap_config_free(solo_config);
+}
+
+/* --- limits through the API ---------------------------------------------------------- */
+
+static void limits_give_distinct_statuses(void **state) {
+    (void)state;
+    char error[CAP_ERROR_SIZE];
+    struct {
+        const char *code;
+        cap_limits limits;
+        cap_status status;
+    } cases[] = {
+        {"while True: pass", {.wall_seconds = 0.5, .cpu_seconds = 30}, CAP_STATUS_TIMEOUT},
+        {"while True: pass", {.wall_seconds = 30, .cpu_seconds = 0.3}, CAP_STATUS_CPU_LIMIT},
+        {"x = []\nwhile True: x.append(' ' * 10**6)", {.memory_bytes = 64 << 20}, CAP_STATUS_MEMORY_LIMIT},
+        {"import os; os.urandom(10**9)", {.memory_bytes = 256 << 20}, CAP_STATUS_MEMORY_LIMIT},
+        {"while True: print('flood' * 1000)", {.output_bytes = 1 << 20}, CAP_STATUS_OUTPUT_LIMIT},
+        {"open('/tmp/big', 'wb').write(b'x' * (8 << 20))", {.disk_bytes = 1 << 20}, CAP_STATUS_DISK_LIMIT},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        cap_run_options options = {0};
+        options.capture = 1;
+        options.limits = cases[i].limits;
+        cap_result *result = NULL;
+        assert_int_equal(cap_sandbox_run(sandbox, cases[i].code, strlen(cases[i].code), &options,
+                                         &result, error),
+                         CAP_OK);
+        if (cap_result_status(result) != cases[i].status)
+            fail_msg("%s: got %s (%s), wanted %s", cases[i].code,
+                     cap_status_name(cap_result_status(result)),
+                     cap_result_error(result) ? cap_result_error(result) : "-",
+                     cap_status_name(cases[i].status));
+        assert_non_null(cap_result_error(result));
+        cap_result_free(result);
+        /* The sandbox carries on. */
+        expect(sandbox, "1 + 1", NULL, CAP_STATUS_SUCCESS, "2");
+    }
+}
+
+static void oversized_program_is_refused_cleanly(void **state) {
+    (void)state;
+    char error[CAP_ERROR_SIZE];
+    size_t size = (64u << 20) + 1;
+    char *code = malloc(size);
+    assert_non_null(code);
+    memset(code, '#', size);
+    cap_result *result = NULL;
+    assert_int_equal(cap_sandbox_run(sandbox, code, size, NULL, &result, error), CAP_OK);
+    assert_int_equal(cap_result_status(result), CAP_STATUS_RUN_ERROR);
+    assert_non_null(strstr(cap_result_error(result), "too large"));
+    cap_result_free(result);
+    free(code);
+}
+
+static void input_files_land_in_the_scratch_space_only(void **state) {
+    (void)state;
+    char error[CAP_ERROR_SIZE];
+    cap_file files[] = {{"data/in.txt", "hello", 5}};
+    cap_run_options options = {0};
+    options.capture = 1;
+    options.files = files;
+    options.file_count = 1;
+    const char *code = "open('/work/data/in.txt').read()";
+    cap_result *result = NULL;
+    assert_int_equal(cap_sandbox_run(sandbox, code, strlen(code), &options, &result, error), CAP_OK);
+    assert_string_equal(cap_result_return_value(result), "'hello'");
+    cap_result_free(result);
+    /* A file aimed at the read-only stdlib is refused, not written. */
+    cap_file evil[] = {{"/usr/local/lib/python3.11/os.py", "x", 1}};
+    options.files = evil;
+    assert_int_equal(cap_sandbox_run(sandbox, "1", 1, &options, &result, error), CAP_OK);
+    assert_int_equal(cap_result_status(result), CAP_STATUS_RUN_ERROR);
+    assert_non_null(strstr(cap_result_error(result), "Read-only"));
+    cap_result_free(result);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(fresh_runs_share_nothing),
+        cmocka_unit_test(tempfile_names_differ_between_workers),
+        cmocka_unit_test(session_keeps_variables_imports_and_files),
+        cmocka_unit_test(least_recently_used_session_is_evicted_with_a_clear_error),
+        cmocka_unit_test(idle_session_expires),
+        cmocka_unit_test(workers_are_locked_down),
+        cmocka_unit_test(killed_session_worker_is_reported_and_the_sandbox_recovers),
+        cmocka_unit_test(limits_give_distinct_statuses),
+        cmocka_unit_test(oversized_program_is_refused_cleanly),
+        cmocka_unit_test(input_files_land_in_the_scratch_space_only),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
