@@ -68,9 +68,9 @@ fi
 
 # CPython, cross-compiled with the build Python being Debian's own
 # python3.11 (same 3.11.x source), as Tools/wasm's recipe does with its own.
-# --enable-big-digits=30: on 32-bit targets CPython defaults to 15-bit long
-# digits, so every int above 32767 takes the multi-digit slow path; wasm32
-# has native 64-bit arithmetic for the 30-bit digits' products.
+# --with-pymalloc: CPython's configure turns its small-object allocator off
+# for WASI, so every int, frame and tuple would go through wasi-libc's
+# malloc.  It needs no mmap (arenas come from malloc without it).
 pybuild="$out/cpython"
 mkdir -p "$pybuild"
 if [ ! -f "$pybuild/Makefile" ]; then
@@ -84,7 +84,7 @@ if [ ! -f "$pybuild/Makefile" ]; then
      PKG_CONFIG_LIBDIR=/nonexistent \
      "$python_src/configure" -q --host=wasm32-unknown-wasi --build=x86_64-pc-linux-gnu \
         --with-build-python=/usr/bin/python3.11 --prefix=/usr/local \
-        --enable-big-digits=30 --with-pymalloc --disable-test-modules --without-ensurepip >"$out/configure.log" 2>&1) \
+        --with-pymalloc --disable-test-modules --without-ensurepip >"$out/configure.log" 2>&1) \
     || { tail -30 "$out/configure.log"; exit 1; }
 fi
 # The guest's C stack (wasm shadow stack) sits below the data, so overflow
