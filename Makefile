@@ -107,11 +107,17 @@ test: deps
 	$(BUILD)/test_unit
 	$(BUILD)/test_api
 	$(BUILD)/capsule check
-	$(HOST_PYTHON) -m pytest -q tests/integration
 	$(HOST_PYTHON) tests/regression/run_cpython_tests.py --capsule $(BUILD)/capsule --check
+	$(HOST_PYTHON) -m pytest -q tests/integration
 
-bench: build
+# The isolation benchmark: the library API only, linked like the CLI.
+LIBRARY_OBJECTS = $(patsubst %.c,$(BUILD)/obj/%.o,$(LIBRARY_SOURCES)) $(BUILD)/obj/wasm-rt-impl.o $(BUILD)/runtime/python.o
+$(BUILD)/bench_isolation: $(BUILD)/obj/bench/isolation.o $(LIBRARY_OBJECTS)
+	$(CC) -o $@ $^ $(LDLIBS)
+
+bench: build $(BUILD)/bench_isolation
 	$(HOST_PYTHON) bench/bench.py --capsule $(BUILD)/capsule
+	$(BUILD)/bench_isolation
 
 clean:
 	rm -rf $(BUILD)/obj $(BUILD)/asan $(BUILD)/capsule $(BUILD)/capsule-asan $(BUILD)/test_unit
