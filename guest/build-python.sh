@@ -72,6 +72,13 @@ fi
 # for WASI, so every int, frame and tuple would go through wasi-libc's
 # malloc.  It needs no mmap (arenas come from malloc without it).
 pybuild="$out/cpython"
+configure_flags="--host=wasm32-unknown-wasi --build=x86_64-pc-linux-gnu \
+    --with-build-python=/usr/bin/python3.11 --prefix=/usr/local \
+    --with-pymalloc --disable-test-modules --without-ensurepip"
+# Reconfigure from scratch whenever the flags change.
+if [ "$(cat "$pybuild/capsule-configure-flags" 2>/dev/null)" != "$configure_flags $wasi_cflags" ]; then
+    rm -rf "$pybuild"
+fi
 mkdir -p "$pybuild"
 if [ ! -f "$pybuild/Makefile" ]; then
     touch "$python_src/Modules/Setup.local"
@@ -82,10 +89,9 @@ if [ ! -f "$pybuild/Makefile" ]; then
      ZLIB_CFLAGS="-I$deps/include" ZLIB_LIBS="-L$deps/lib -lz" \
      LIBSQLITE3_CFLAGS="-I$deps/include" LIBSQLITE3_LIBS="-L$deps/lib -lsqlite3" \
      PKG_CONFIG_LIBDIR=/nonexistent \
-     "$python_src/configure" -q --host=wasm32-unknown-wasi --build=x86_64-pc-linux-gnu \
-        --with-build-python=/usr/bin/python3.11 --prefix=/usr/local \
-        --with-pymalloc --disable-test-modules --without-ensurepip >"$out/configure.log" 2>&1) \
+     "$python_src/configure" -q $configure_flags >"$out/configure.log" 2>&1) \
     || { tail -30 "$out/configure.log"; exit 1; }
+    echo "$configure_flags $wasi_cflags" > "$pybuild/capsule-configure-flags"
 fi
 # The guest's C stack (wasm shadow stack) sits below the data, so overflow
 # traps instead of corrupting memory.  CPython's 512 KiB overflows through C
