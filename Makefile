@@ -25,7 +25,7 @@ LIBRARY_SOURCES := src/sandbox/sandbox.c src/sandbox/zygote.c src/sandbox/frame.
 CLI_SOURCES := src/cli/main.c src/cli/check.c
 HEADERS := $(wildcard include/*.h src/*/*.h)
 
-.PHONY: all build deps sample test unit-test integration-test regression-test bench clean
+.PHONY: all build deps sample test unit-test integration-test regression-test bench clean fuzz
 all: build sample
 
 deps:
@@ -44,10 +44,14 @@ $(BUILD)/stdlib.img $(BUILD)/stdlib-tests.img &: $(BUILD)/guest/python.wasm gues
 	sh guest/build-stdlib.sh $(BUILD)
 
 # --- runtime: wasm2c translation and its compilation ------------------------
-$(BUILD)/runtime/python.c $(BUILD)/runtime/python.h &: $(BUILD)/guest/python.wasm
+$(BUILD)/runtime/python.c $(BUILD)/runtime/python.h &: $(BUILD)/guest/python.wasm tools/wasm2c-typed-stores.py
 	@mkdir -p $(BUILD)/runtime
 	llvm-strip-19 --strip-debug $< -o $(BUILD)/guest/python.named.wasm
-	wasm2c $(BUILD)/guest/python.named.wasm -n python -o $(BUILD)/runtime/python.c
+	wasm2c $(BUILD)/guest/python.named.wasm -n python -o $(BUILD)/runtime/python.raw.c
+	$(HOST_PYTHON) tools/wasm2c-typed-stores.py $(BUILD)/runtime/python.raw.c $(BUILD)/runtime/python.c
+	mv $(BUILD)/runtime/python.raw.h $(BUILD)/runtime/python.h
+	sed -i 's/python.raw.h/python.h/' $(BUILD)/runtime/python.c
+	rm $(BUILD)/runtime/python.raw.c
 
 $(BUILD)/runtime/python.o: $(BUILD)/runtime/python.c
 	$(CC) $(GENERATED_CFLAGS) -c $< -o $@
@@ -109,6 +113,32 @@ test: deps
 	$(BUILD)/capsule check
 	$(HOST_PYTHON) tests/regression/run_cpython_tests.py --capsule $(BUILD)/capsule --check
 	$(HOST_PYTHON) -m pytest -q tests/integration
+
+# --- fuzzing (docs/fuzzing.md) -------------------------------------------------
+# libFuzzer target for the WASI imports and the VFS, with ASan and UBSan;
+# `make fuzz` runs it for FUZZ_SECONDS.  New inputs go to build/fuzz-corpus,
+# crashes to build/fuzz-artifacts/.
+FUZZ_CC := clang-19
+FUZZ_SECONDS ?= 60
+FUZZ_SANITIZE := -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 $(WARNINGS) $(FUZZ_SANITIZE) -Iinclude \
+               -I$(WASM2C_RUNTIME) -DWASM_RT_MEMCHECK_SIGNAL_HANDLER=0
+FUZZ_SOURCES := tests/fuzz/fuzz_wasi.c src/wasi/wasi.c src/vfs/vfs.c src/vfs/memfs.c src/vfs/image.c
+
+# wasm-rt-impl.c (for wasm_rt_trap, which proc_exit calls) is not ours:
+# no -Werror for it.
+$(BUILD)/fuzz/wasm-rt-impl.o: $(WASM2C_RUNTIME)/wasm-rt-impl.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) -g -O1 $(FUZZ_SANITIZE) -DWASM_RT_MEMCHECK_SIGNAL_HANDLER=0 -I$(WASM2C_RUNTIME) -c $< -o $@
+
+$(BUILD)/fuzz_wasi: $(FUZZ_SOURCES) $(HEADERS) $(BUILD)/fuzz/wasm-rt-impl.o
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $(FUZZ_SOURCES) $(BUILD)/fuzz/wasm-rt-impl.o
+
+fuzz: $(BUILD)/fuzz_wasi | $(BUILD)/stdlib.img
+	@mkdir -p $(BUILD)/fuzz-corpus $(BUILD)/fuzz-artifacts
+	$(BUILD)/fuzz_wasi -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -timeout=30 \
+	    -print_final_stats=1 -artifact_prefix=$(BUILD)/fuzz-artifacts/ \
+	    $(BUILD)/fuzz-corpus tests/fuzz/seeds
 
 # The isolation benchmark: the library API only, linked like the CLI.
 LIBRARY_OBJECTS = $(patsubst %.c,$(BUILD)/obj/%.o,$(LIBRARY_SOURCES)) $(BUILD)/obj/wasm-rt-impl.o $(BUILD)/runtime/python.o
