@@ -23,7 +23,7 @@ wasi_cflags="-O2 -Wno-error=int-conversion -Wno-error=incompatible-function-poin
 
 fetch_source() {  # package directory-glob
     if ! ls -d "$src"/$2 >/dev/null 2>&1; then
-        (cd "$src" && apt-get source -qq "$1")
+        (cd "$src" && apt-get source -qq "$1") >&2
     fi
     ls -d "$src"/$2 | head -n 1
 }

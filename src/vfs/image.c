@@ -154,8 +154,9 @@ void vfs_image_release(vfs_image *image) {
     free(image);
 }
 
-static int find(const vfs_image *image, const char *path, uint32_t *index) {
-    size_t length = strlen(path);
+/* Binary search for the entry whose path is the first `length` bytes of
+ * `path`; 1 if there is one. */
+static int search(const vfs_image *image, const char *path, size_t length, uint32_t *index) {
     uint32_t low = 0, high = image->count;
     while (low < high) {
         uint32_t middle = low + (high - low) / 2;
@@ -163,24 +164,31 @@ static int find(const vfs_image *image, const char *path, uint32_t *index) {
         int order = path_compare(e->path, e->path_length, path, length);
         if (order == 0) {
             *index = middle;
-            return 0;
+            return 1;
         }
         if (order < 0)
             low = middle + 1;
         else
             high = middle;
     }
-    /* Distinguish "a/b" missing from "a" being a file (ENOTDIR). */
-    const char *slash = strrchr(path, '/');
-    if (slash) {
-        char parent[VFS_PATH_MAX];
-        size_t parent_length = (size_t)(slash - path);
-        memcpy(parent, path, parent_length);
-        parent[parent_length] = '\0';
-        uint32_t parent_index;
-        int rc = find(image, parent, &parent_index);
-        if (rc) return rc;
-        if (image->entries[parent_index].type != VFS_DIRECTORY) return -ENOTDIR;
+    return 0;
+}
+
+static int find(const vfs_image *image, const char *path, uint32_t *index) {
+    size_t length = strlen(path);
+    if (search(image, path, length, index)) return 0;
+    /* Distinguish "a/b" missing from "a" being a file (ENOTDIR): the
+     * nearest ancestor that exists decides.  A loop over prefixes, not a
+     * recursion with a path copy per level: a guest path can have ~2000
+     * components, and that recursion overflowed the host stack (found by
+     * tests/fuzz). */
+    while (length > 0) {
+        while (length > 0 && path[length - 1] != '/') length--;
+        if (length == 0) break;
+        length--; /* the "/" */
+        uint32_t parent;
+        if (search(image, path, length, &parent))
+            return image->entries[parent].type == VFS_DIRECTORY ? -ENOENT : -ENOTDIR;
     }
     return -ENOENT;
 }
