@@ -4,8 +4,11 @@
 # (apt-get source), clang-19/lld-19, wasi-libc and the wasm32 compiler runtime.
 #
 # Usage: guest/build-python.sh BUILD_DIR
-# Produces BUILD_DIR/guest/python.wasm and BUILD_DIR/guest/prefix (make install).
+# Produces BUILD_DIR/guest/python.wasm (and the build tree in BUILD_DIR/guest/cpython).
 set -eu
+# Called from make -j: let the inner make use its own -j, not a jobserver
+# it cannot reach.
+unset MAKEFLAGS MFLAGS MAKELEVEL
 
 build=$(realpath "$1")
 src="$build/src"

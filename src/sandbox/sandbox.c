@@ -220,6 +220,11 @@ struct cap_sandbox {
     int control_fd;
     worker idle[MAX_POOL];
     int idle_count;
+    /* Spawns asked of the zygote whose pid has not been read yet; the
+     * zygote answers in order.  Refilling this way keeps the clone off the
+     * critical path of the run that triggered it. */
+    int pending[MAX_POOL];
+    int pending_count;
     session sessions[MAX_SESSIONS];
     int session_count;
     char *evicted[EVICTED_MEMORY];
@@ -256,33 +261,61 @@ static void worker_discard(worker *w) {
     w->pid = 0;
 }
 
-/* Asks the zygote for a new worker. */
-static int spawn_worker(cap_sandbox *sandbox, worker *out, char *error) {
+/* Asks the zygote for a new worker; its pid comes later (finish_spawn). */
+static int request_spawn(cap_sandbox *sandbox, int *fd, char *error) {
     int pair[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) {
         set_error(error, "socketpair: %s", strerror(errno));
         return CAP_ERUNTIME;
     }
-    char type = 0;
-    char *payload = NULL;
-    size_t size = 0;
     int rc = frame_write_fd(sandbox->control_fd, 'S', "", 0, pair[1]);
     close(pair[1]);
-    if (rc == 0) rc = frame_read(sandbox->control_fd, &type, &payload, &size, 64, NULL);
-    uint32_t pid = 0;
-    if (rc == 0 && type == 'P' && size == sizeof pid) memcpy(&pid, payload, sizeof pid);
-    free(payload);
-    if (pid == 0) {
+    if (rc != 0) {
         close(pair[0]);
-        set_error(error, "the zygote could not start a worker%s",
-                  rc ? " (it is gone)" : "");
+        set_error(error, "the zygote is gone");
         return CAP_ERUNTIME;
     }
-    *out = (worker){(pid_t)pid, pair[0]};
+    *fd = pair[0];
     return CAP_OK;
 }
 
+/* Reads the zygote's answer to the oldest spawn request. */
+static int finish_spawn(cap_sandbox *sandbox, int fd, worker *out, char *error) {
+    char type = 0;
+    char *payload = NULL;
+    size_t size = 0;
+    uint32_t pid = 0;
+    int rc = frame_read(sandbox->control_fd, &type, &payload, &size, 64, NULL);
+    if (rc == 0 && type == 'P' && size == sizeof pid) memcpy(&pid, payload, sizeof pid);
+    free(payload);
+    if (pid == 0) {
+        close(fd);
+        set_error(error, "the zygote could not start a worker%s", rc ? " (it is gone)" : "");
+        return CAP_ERUNTIME;
+    }
+    *out = (worker){(pid_t)pid, fd};
+    return CAP_OK;
+}
+
+/* Moves answered spawn requests into the idle pool. */
+static void collect_spawned(cap_sandbox *sandbox) {
+    for (int i = 0; i < sandbox->pending_count; i++) {
+        worker w;
+        if (finish_spawn(sandbox, sandbox->pending[i], &w, NULL) == CAP_OK)
+            sandbox->idle[sandbox->idle_count++] = w;
+    }
+    sandbox->pending_count = 0;
+}
+
+static int spawn_worker(cap_sandbox *sandbox, worker *out, char *error) {
+    int fd;
+    collect_spawned(sandbox); /* answers arrive in order: older requests first */
+    int rc = request_spawn(sandbox, &fd, error);
+    return rc == CAP_OK ? finish_spawn(sandbox, fd, out, error) : rc;
+}
+
 static int take_worker(cap_sandbox *sandbox, worker *out, char *error) {
+    collect_spawned(sandbox);
     if (sandbox->idle_count > 0) {
         *out = sandbox->idle[--sandbox->idle_count];
         return CAP_OK;
@@ -290,12 +323,13 @@ static int take_worker(cap_sandbox *sandbox, worker *out, char *error) {
     return spawn_worker(sandbox, out, error);
 }
 
-/* Tops the pool up; failures only mean the next run forks on demand. */
+/* Tops the pool up without waiting for the clones; failures only mean the
+ * next run forks on demand. */
 static void refill_pool(cap_sandbox *sandbox) {
-    while (sandbox->idle_count < sandbox->config->pool_size) {
-        worker w;
-        if (spawn_worker(sandbox, &w, NULL) != CAP_OK) return;
-        sandbox->idle[sandbox->idle_count++] = w;
+    while (sandbox->idle_count + sandbox->pending_count < sandbox->config->pool_size) {
+        int fd;
+        if (request_spawn(sandbox, &fd, NULL) != CAP_OK) return;
+        sandbox->pending[sandbox->pending_count++] = fd;
     }
 }
 
@@ -365,6 +399,7 @@ int cap_sandbox_new(cap_config *config, cap_sandbox **out, char *error) {
 
 void cap_sandbox_free(cap_sandbox *sandbox) {
     if (!sandbox) return;
+    if (sandbox->zygote > 0) collect_spawned(sandbox);
     for (int i = 0; i < sandbox->idle_count; i++) worker_discard(&sandbox->idle[i]);
     for (int i = 0; i < sandbox->session_count; i++) {
         worker_discard(&sandbox->sessions[i].worker);

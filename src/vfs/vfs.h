@@ -97,7 +97,7 @@ int vfs_mount(vfs *fs, const char *at, const vfs_backend_ops *ops, void *backend
 
 /* Normalises `path` (absolute, or relative to the absolute `base`) into
  * `out` (VFS_PATH_MAX bytes): "/a/b", never a trailing "/".
- * Returns 0, -ENAMETOOLONG or -EINVAL (empty path, NUL inside). */
+ * Returns 0, -ENOENT (empty path), -ENAMETOOLONG or -EINVAL (NUL inside). */
 int vfs_normalize(const char *base, const char *path, size_t path_size, char *out);
 
 /* Operations on absolute normalised guest paths. */

@@ -223,6 +223,7 @@ static int grow_table(wasi *w, u32 needed) {
 
 int wasi_install(wasi *w, uint32_t fd, vfs_file *file, const char *path, int readable,
                  int writable, int preopen) {
+    if (fd >= w->max_fds) return -EBADF; /* also keeps fd + 1 from wrapping */
     int rc = grow_table(w, fd + 1);
     if (rc) return rc;
     char *copy = strdup(path);
@@ -743,10 +744,16 @@ u32 Z_wasi_snapshot_preview1Z_poll_oneoff(wasi *w, u32 in, u32 out, u32 count, u
             }
             if (wait < earliest_wait) earliest_wait = wait, earliest = i;
         } else if (tag == EVENT_FD_READ || tag == EVENT_FD_WRITE) {
+            /* Read the subscription before writing the event: the guest
+             * may overlap the two arrays, and memcpy between overlapping
+             * ranges is undefined (found by tests/fuzz). */
             u8 *e = events + (size_t)ready * EVENT_SIZE;
+            u8 userdata[8];
+            memcpy(userdata, s, 8);
+            u16 error = lookup(w, get32(s + 16)) ? WASI_ESUCCESS : WASI_EBADF;
             memset(e, 0, EVENT_SIZE);
-            memcpy(e, s, 8);
-            put16(e + 8, lookup(w, get32(s + 16)) ? WASI_ESUCCESS : WASI_EBADF);
+            memcpy(e, userdata, 8);
+            put16(e + 8, error);
             e[10] = tag;
             put64(e + 16, 0);
             ready++;
@@ -756,9 +763,10 @@ u32 Z_wasi_snapshot_preview1Z_poll_oneoff(wasi *w, u32 in, u32 out, u32 count, u
         struct timespec pause = {(time_t)(earliest_wait / 1000000000u),
                                  (long)(earliest_wait % 1000000000u)};
         while (nanosleep(&pause, &pause) != 0 && errno == EINTR) {}
-        u8 *e = events;
+        u8 *e = events, userdata[8];
+        memcpy(userdata, subscriptions + (size_t)earliest * SUBSCRIPTION_SIZE, 8);
         memset(e, 0, EVENT_SIZE);
-        memcpy(e, subscriptions + (size_t)earliest * SUBSCRIPTION_SIZE, 8);
+        memcpy(e, userdata, 8);
         e[10] = EVENT_CLOCK;
         ready = 1;
     }
