@@ -21,7 +21,8 @@ SANITIZE := -fsanitize=address,undefined -fno-omit-frame-pointer
 
 LIBRARY_SOURCES := src/sandbox/sandbox.c src/sandbox/zygote.c src/sandbox/frame.c \
                    src/sandbox/lockdown.c src/sandbox/buffer.c src/wasi/wasi.c \
-                   src/vfs/vfs.c src/vfs/memfs.c src/vfs/image.c src/runtime/runtime.c
+                   src/vfs/vfs.c src/vfs/memfs.c src/vfs/image.c src/vfs/device.c \
+                   src/runtime/runtime.c
 CLI_SOURCES := src/cli/main.c src/cli/check.c
 HEADERS := $(wildcard include/*.h src/*/*.h)
 
@@ -83,7 +84,8 @@ $(BUILD)/capsule-asan: $(patsubst %.c,$(BUILD)/asan/%.o,$(LIBRARY_SOURCES) $(CLI
 	$(CC) $(SANITIZE) -o $@ $^ $(LDLIBS)
 
 # --- tests -------------------------------------------------------------------
-UNIT_SOURCES := src/wasi/wasi.c src/vfs/vfs.c src/vfs/memfs.c src/vfs/image.c src/sandbox/buffer.c
+UNIT_SOURCES := src/wasi/wasi.c src/vfs/vfs.c src/vfs/memfs.c src/vfs/image.c src/vfs/device.c \
+                src/sandbox/buffer.c
 
 $(BUILD)/test_unit: tests/unit/test_unit.c $(UNIT_SOURCES) $(HEADERS) $(BUILD)/stdlib.img
 	@mkdir -p $(BUILD)
@@ -124,7 +126,8 @@ FUZZ_SECONDS ?= 60
 FUZZ_SANITIZE := -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -fno-builtin
 FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 $(WARNINGS) $(FUZZ_SANITIZE) -Iinclude \
                -I$(WASM2C_RUNTIME) -DWASM_RT_MEMCHECK_SIGNAL_HANDLER=0
-FUZZ_SOURCES := tests/fuzz/fuzz_wasi.c src/wasi/wasi.c src/vfs/vfs.c src/vfs/memfs.c src/vfs/image.c
+FUZZ_SOURCES := tests/fuzz/fuzz_wasi.c src/wasi/wasi.c src/vfs/vfs.c src/vfs/memfs.c src/vfs/image.c \
+                src/vfs/device.c
 
 # wasm-rt-impl.c (for wasm_rt_trap, which proc_exit calls) is not ours:
 # no -Werror for it.

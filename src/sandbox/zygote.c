@@ -141,30 +141,9 @@ static int device_write(vfs_file *file, const void *data, size_t size, uint64_t 
     return 0;
 }
 
-static int device_stat(vfs_file *file, vfs_metadata *st) {
-    memset(st, 0, sizeof *st);
-    st->type = VFS_CHARACTER_DEVICE;
-    st->inode = (uint64_t)((device *)file)->kind + 1000000;
-    st->links = 1;
-    return 0;
-}
-
-static int device_truncate(vfs_file *file, uint64_t size) {
-    (void)file, (void)size;
-    return -EINVAL;
-}
-
-static int device_readdir(vfs_file *file, uint64_t cookie, vfs_dirent *entry) {
-    (void)file, (void)cookie, (void)entry;
-    return -ENOTDIR;
-}
-
-static void device_close(vfs_file *file) {
-    free(file);
-}
-
 static const vfs_file_ops device_ops = {
-    device_read, device_write, device_stat, device_truncate, device_readdir, device_close,
+    device_read, device_write, vfs_device_stat, vfs_device_truncate, vfs_device_readdir,
+    vfs_device_close,
 };
 
 static vfs_file *device_new(int kind) {

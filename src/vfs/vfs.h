@@ -111,6 +111,14 @@ int vfs_rename(vfs *fs, const char *from, const char *to);
 void vfs_file_retain(vfs_file *file);
 void vfs_file_release(vfs_file *file);
 
+/* Character devices (stdio, control channels) supply read and write and
+ * use these for the rest; the device object must be malloc'd, with the
+ * vfs_file first (device.c). */
+int vfs_device_stat(vfs_file *file, vfs_metadata *st);
+int vfs_device_truncate(vfs_file *file, uint64_t size);
+int vfs_device_readdir(vfs_file *file, uint64_t cookie, vfs_dirent *entry);
+void vfs_device_close(vfs_file *file);
+
 /* --- Backends ----------------------------------------------------------- */
 
 /* In-memory read-write tree; `quota_bytes` of file data at most (0: none). */
