@@ -682,6 +682,7 @@ int cap_sandbox_run(cap_sandbox *sandbox, const char *code, size_t code_size,
         /* A pooled worker that died idle: the run goes to a new one. */
         worker_discard(&w);
         if (s) {
+            s->worker.pid = 0; /* discarded just above: not twice */
             session_remove(sandbox, (int)(s - sandbox->sessions), 1);
             *out = result_new(CAP_STATUS_SESSION_ERROR, "the session's worker is gone");
             return *out ? CAP_OK : CAP_ENOMEM;
@@ -787,7 +788,10 @@ int cap_sandbox_run(cap_sandbox *sandbox, const char *code, size_t code_size,
         } else {
             close(w.fd);
         }
-        if (s) session_remove(sandbox, (int)(s - sandbox->sessions), 1);
+        if (s) {
+            s->worker.pid = 0; /* its worker was handled above: not twice */
+            session_remove(sandbox, (int)(s - sandbox->sessions), 1);
+        }
     }
     *out = result;
     return CAP_OK;

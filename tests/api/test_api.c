@@ -271,6 +271,32 @@ static void killed_session_worker_is_reported_and_the_sandbox_recovers(void **st
     cap_config_free(solo_config);
 }
 
+static int count_own_fds(void) {
+    return count_fds(getpid());
+}
+
+static void session_whose_run_times_out_ends_cleanly(void **state) {
+    (void)state;
+    char error[CAP_ERROR_SIZE];
+    expect(sandbox, "x = 1", "slow", CAP_STATUS_SUCCESS, NULL);
+    int fds_before = count_own_fds();
+    cap_run_options options = {0};
+    options.capture = 1;
+    options.session = "slow";
+    options.limits.wall_seconds = 0.3;
+    cap_result *result = NULL;
+    assert_int_equal(cap_sandbox_run(sandbox, "while True: pass", 16, &options, &result, error), CAP_OK);
+    assert_int_equal(cap_result_status(result), CAP_STATUS_TIMEOUT);
+    cap_result_free(result);
+    /* The session's worker and its channel are gone, once: the sandbox's
+     * own descriptors (zygote control, pool) are all still there. */
+    assert_int_equal(count_own_fds(), fds_before - 1);
+    result = run(sandbox, "x", "slow");
+    assert_int_equal(cap_result_status(result), CAP_STATUS_SESSION_ERROR);
+    cap_result_free(result);
+    expect(sandbox, "2 + 2", NULL, CAP_STATUS_SUCCESS, "4");
+}
+
 /* --- limits through the API ---------------------------------------------------------- */
 
 static void limits_give_distinct_statuses(void **state) {
@@ -354,6 +380,7 @@ int main(void) {
         cmocka_unit_test(idle_session_expires),
         cmocka_unit_test(workers_are_locked_down),
         cmocka_unit_test(killed_session_worker_is_reported_and_the_sandbox_recovers),
+        cmocka_unit_test(session_whose_run_times_out_ends_cleanly),
         cmocka_unit_test(limits_give_distinct_statuses),
         cmocka_unit_test(oversized_program_is_refused_cleanly),
         cmocka_unit_test(input_files_land_in_the_scratch_space_only),
