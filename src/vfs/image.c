@@ -75,6 +75,39 @@ static int path_compare(const char *a, size_t a_length, const char *b, size_t b_
     return a_length < b_length ? -1 : a_length > b_length;
 }
 
+/* The table must describe one tree: each entry after the root is a direct
+ * child (one plain component) of the innermost directory whose subtree
+ * holds it, and its subtree ends within that directory's.  A listing takes
+ * a child's name by stripping the parent's path, so an entry that is not
+ * below its directory made that length underflow and the name copy read
+ * past the mapping. */
+static int check_tree(const vfs_image *image) {
+    const entry *entries = image->entries;
+    if (entries[0].subtree_end != image->count) return -EINVAL;
+    uint32_t *stack = malloc(image->count * sizeof *stack); /* open directories */
+    if (!stack) return -ENOMEM;
+    uint32_t depth = 0;
+    int rc = 0;
+    stack[depth++] = 0;
+    for (uint32_t i = 1; rc == 0 && i < image->count; i++) {
+        while (entries[stack[depth - 1]].subtree_end <= i) depth--; /* the root never ends */
+        const entry *parent = &entries[stack[depth - 1]], *e = &entries[i];
+        size_t prefix = parent->path_length ? (size_t)parent->path_length + 1 : 0;
+        const char *name = e->path + prefix;
+        size_t name_length = e->path_length > prefix ? e->path_length - prefix : 0;
+        if (e->subtree_end > parent->subtree_end || name_length == 0 ||
+            (prefix && (memcmp(e->path, parent->path, prefix - 1) != 0 ||
+                        e->path[prefix - 1] != '/')) ||
+            memchr(name, '/', name_length) || (name_length == 1 && name[0] == '.') ||
+            (name_length == 2 && name[0] == '.' && name[1] == '.'))
+            rc = -EINVAL;
+        else if (e->type == VFS_DIRECTORY)
+            stack[depth++] = i;
+    }
+    free(stack);
+    return rc;
+}
+
 static int parse(vfs_image *image) {
     const unsigned char *base = image->map;
     size_t size = image->map_size;
@@ -108,7 +141,7 @@ static int parse(vfs_image *image) {
     }
     if (image->entries[0].path_length != 0 || image->entries[0].type != VFS_DIRECTORY)
         return -EINVAL;
-    return 0;
+    return check_tree(image);
 }
 
 int vfs_image_open(const char *host_path, vfs_image **out) {

@@ -184,6 +184,8 @@ static int file_write(vfs_file *file, const void *buffer, size_t size, uint64_t 
     node *n = f->node;
     if (n->type != VFS_FILE) return -EISDIR;
     if (offset > UINT64_MAX - size) return -EFBIG;
+    *done = 0;
+    if (size == 0) return 0; /* an empty file has no data buffer to memcpy into */
     if (offset + size > n->size) {
         int rc = resize(f->fs, n, offset + size);
         if (rc) return rc;

@@ -206,6 +206,12 @@ int vfs_rename(vfs *fs, const char *from, const char *to) {
     /* Moving a directory into itself would detach it from the tree. */
     size_t from_length = strlen(from);
     if (strncmp(to, from, from_length) == 0 && to[from_length] == '/') return -EINVAL;
+    /* A directory holding a mount point cannot move: the mount would stay
+     * at the old path, which no listing would show any more. */
+    for (int i = 0; i < fs->mount_count; i++)
+        if (strncmp(fs->mounts[i].at, from, from_length) == 0 &&
+            fs->mounts[i].at[from_length] == '/')
+            return -EBUSY;
     return source->ops->rename(source->backend, from_relative, to_relative);
 }
 
