@@ -40,6 +40,7 @@
 #define DEFAULT_MEMORY (512ull << 20)
 #define DEFAULT_DISK (256ull << 20)
 #define STARTUP_SECONDS 60
+#define MAX_EXITING 64 /* finished workers not reaped yet */
 #define MAX_IMAGES 16
 #define MAX_ENV 256
 #define DEFAULT_MAX_OUTPUT (16u << 20)
@@ -225,6 +226,11 @@ struct cap_sandbox {
      * critical path of the run that triggered it. */
     int pending[MAX_POOL];
     int pending_count;
+    /* Fresh workers exit by themselves after their result; waiting for
+     * that (unmapping guest memory takes ~0.2 ms) would delay the result,
+     * so they are reaped later, without blocking, at the next call. */
+    pid_t exiting[MAX_EXITING];
+    int exiting_count;
     session sessions[MAX_SESSIONS];
     int session_count;
     char *evicted[EVICTED_MEMORY];
@@ -251,6 +257,24 @@ static int wait_readable(int fd, double deadline) {
 
 static void reap(pid_t pid) {
     while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {}
+}
+
+/* Reaps the finished workers that have exited; with `block`, all of them. */
+static void reap_exiting(cap_sandbox *sandbox, int block) {
+    int kept = 0;
+    for (int i = 0; i < sandbox->exiting_count; i++) {
+        pid_t pid = sandbox->exiting[i];
+        pid_t rc;
+        do rc = waitpid(pid, NULL, block ? 0 : WNOHANG);
+        while (rc < 0 && errno == EINTR);
+        if (rc == 0) sandbox->exiting[kept++] = pid; /* still exiting */
+    }
+    sandbox->exiting_count = kept;
+}
+
+static void reap_later(cap_sandbox *sandbox, pid_t pid) {
+    if (sandbox->exiting_count == MAX_EXITING) reap_exiting(sandbox, 1);
+    sandbox->exiting[sandbox->exiting_count++] = pid;
 }
 
 static void worker_discard(worker *w) {
@@ -399,6 +423,7 @@ int cap_sandbox_new(cap_config *config, cap_sandbox **out, char *error) {
 
 void cap_sandbox_free(cap_sandbox *sandbox) {
     if (!sandbox) return;
+    reap_exiting(sandbox, 1);
     if (sandbox->zygote > 0) collect_spawned(sandbox);
     for (int i = 0; i < sandbox->idle_count; i++) worker_discard(&sandbox->idle[i]);
     for (int i = 0; i < sandbox->session_count; i++) {
@@ -653,6 +678,7 @@ int cap_sandbox_run(cap_sandbox *sandbox, const char *code, size_t code_size,
     resolve_limits(&options->limits, &limits);
 
     /* Pick the worker: the session's, or a fresh one. */
+    reap_exiting(sandbox, 0);
     expire_sessions(sandbox);
     session *s = NULL;
     worker w;
@@ -780,7 +806,7 @@ int cap_sandbox_run(cap_sandbox *sandbox, const char *code, size_t code_size,
             if (finished == 2) {
                 /* A fresh worker exits by itself after its result. */
                 close(w.fd);
-                reap(w.pid);
+                reap_later(sandbox, w.pid);
                 w.pid = 0;
             } else {
                 worker_discard(&w);

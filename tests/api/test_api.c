@@ -297,6 +297,27 @@ static void session_whose_run_times_out_ends_cleanly(void **state) {
     expect(sandbox, "2 + 2", NULL, CAP_STATUS_SUCCESS, "4");
 }
 
+static void finished_workers_do_not_pile_up(void **state) {
+    (void)state;
+    for (int i = 0; i < 60; i++) expect(sandbox, "1", NULL, CAP_STATUS_SUCCESS, "1");
+    /* Reaping is deferred to the next call, never dropped: at most the
+     * last worker or two may still be on their way out. */
+    int zombies = 0, children = 0;
+    char value[64];
+    DIR *proc = opendir("/proc");
+    assert_non_null(proc);
+    for (struct dirent *e; (e = readdir(proc));) {
+        pid_t pid = (pid_t)atoi(e->d_name);
+        if (pid <= 0 || read_status_field(pid, "PPid", value, sizeof value) != 0) continue;
+        if (atoi(value) != getpid()) continue;
+        children++;
+        if (read_status_field(pid, "State", value, sizeof value) == 0 && value[0] == 'Z') zombies++;
+    }
+    closedir(proc);
+    assert_true(zombies <= 2);
+    assert_true(children <= 1 + 2 + 2); /* zygote, pool of 2, the last runs */
+}
+
 /* --- limits through the API ---------------------------------------------------------- */
 
 static void limits_give_distinct_statuses(void **state) {
@@ -381,6 +402,7 @@ int main(void) {
         cmocka_unit_test(workers_are_locked_down),
         cmocka_unit_test(killed_session_worker_is_reported_and_the_sandbox_recovers),
         cmocka_unit_test(session_whose_run_times_out_ends_cleanly),
+        cmocka_unit_test(finished_workers_do_not_pile_up),
         cmocka_unit_test(limits_give_distinct_statuses),
         cmocka_unit_test(oversized_program_is_refused_cleanly),
         cmocka_unit_test(input_files_land_in_the_scratch_space_only),
