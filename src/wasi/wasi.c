@@ -651,7 +651,9 @@ u32 Z_wasi_snapshot_preview1Z_path_open(wasi *w, u32 dir_fd, u32 dir_flags, u32 
     if (rc) return rc;
     if (!guest(w, fd_out, 4)) return WASI_EFAULT;
 
-    /* wasi-libc asks for broad rights; FD_WRITE is what says "for writing". */
+    /* wasi-libc asks for broad rights; FD_READ and FD_WRITE are what say
+     * "for reading" and "for writing" (O_WRONLY leaves FD_READ out). */
+    int readable = (rights_base & RIGHT_FD_READ) != 0;
     int writable = (rights_base & RIGHT_FD_WRITE) != 0;
     int flags = VFS_O_READ;
     if (writable) flags |= VFS_O_WRITE;
@@ -670,7 +672,7 @@ u32 Z_wasi_snapshot_preview1Z_path_open(wasi *w, u32 dir_fd, u32 dir_flags, u32 
     if (status) return wasi_errno_from_posix(status);
     u32 fd;
     status = allocate_fd(w, &fd);
-    if (status == 0) status = wasi_install(w, fd, file, absolute, 1, writable, 0);
+    if (status == 0) status = wasi_install(w, fd, file, absolute, readable, writable, 0);
     vfs_file_release(file);
     if (status) return wasi_errno_from_posix(status);
     w->fds[fd].flags = (u16)(fdflags & 0x1f);

@@ -1791,6 +1791,15 @@ static void test_wasi_fdstat_rights(void **state) {
     memcpy(&flags, h->memory.data + DATA + 2, 2);
     assert_int_equal(flags, FDFLAG_APPEND);
 
+    /* A write-only open (O_WRONLY leaves FD_READ out) cannot be read. */
+    uint32_t wo = open_ok(h, "data/hello.txt", 0, RIGHT_FD_WRITE, 0);
+    assert_int_equal(Z_wasi_snapshot_preview1Z_fd_fdstat_get(w, wo, DATA), WASI_ESUCCESS);
+    assert_int_equal(load64(h, DATA + 8) & read_right, 0);
+    store32(h, IOVS, DATA + 64);
+    store32(h, IOVS + 4, 8);
+    assert_int_equal(Z_wasi_snapshot_preview1Z_fd_read(w, wo, IOVS, 1, OUT_A), WASI_EBADF);
+    assert_int_equal(Z_wasi_snapshot_preview1Z_fd_pread(w, wo, IOVS, 1, 0, OUT_A), WASI_EBADF);
+
     /* The preopened root was installed read-only. */
     assert_int_equal(Z_wasi_snapshot_preview1Z_fd_fdstat_get(w, 3, DATA), WASI_ESUCCESS);
     assert_int_equal(h->memory.data[DATA], 3); /* directory */
