@@ -37,8 +37,7 @@ static const char *describe_trap(wasm_rt_trap_t trap) {
     }
 }
 
-runtime_outcome runtime_run(wasi *w, uint32_t max_memory_pages, uint32_t *exit_code,
-                            const char **message) {
+runtime_outcome runtime_run(wasi *w, uint32_t *exit_code, const char **message) {
     if (!module_initialised) {
         wasm_rt_init();
         Z_python_init_module();
@@ -48,8 +47,6 @@ runtime_outcome runtime_run(wasi *w, uint32_t max_memory_pages, uint32_t *exit_c
     static Z_python_instance_t instance;
     Z_python_instantiate(&instance, w);
     wasm_rt_memory_t *memory = Z_pythonZ_memory(&instance);
-    if (max_memory_pages && max_memory_pages < memory->max_pages)
-        memory->max_pages = max_memory_pages < memory->pages ? memory->pages : max_memory_pages;
     wasi_set_memory(w, memory);
 
     runtime_outcome outcome = RUNTIME_EXITED;

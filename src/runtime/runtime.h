@@ -19,10 +19,9 @@ typedef enum {
     RUNTIME_TRAPPED = 1, /* the guest trapped; message says why */
 } runtime_outcome;
 
-/* Runs the module's _start with `w` as its WASI.  `max_memory_pages` caps
- * linear memory (64 KiB pages; 0: the module's own maximum).  On a trap,
- * *message is a static description. */
-runtime_outcome runtime_run(wasi *w, uint32_t max_memory_pages, uint32_t *exit_code,
-                            const char **message);
+/* Runs the module's _start with `w` as its WASI.  On a trap, *message is a
+ * static description.  (A memory limit is applied while the guest runs, by
+ * lowering max_pages of wasi_memory(w).) */
+runtime_outcome runtime_run(wasi *w, uint32_t *exit_code, const char **message);
 
 #endif /* CAP_RUNTIME_H */

@@ -32,7 +32,6 @@
 #include "zygote.h"
 
 #define STDLIB_GUEST_PATH "/usr/local/lib/python3.11"
-#define WORK_DIRECTORY "/work"
 #define MAX_POOL 16
 #define MAX_SESSIONS 256
 #define EVICTED_MEMORY 64 /* evicted session ids remembered, for a clear error */
@@ -255,8 +254,12 @@ static int wait_readable(int fd, double deadline) {
     }
 }
 
-static void reap(pid_t pid) {
-    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {}
+/* waitpid, retried on EINTR: the pid, 0 if WNOHANG found it running, -1. */
+static pid_t reap(pid_t pid, int *status, int flags) {
+    pid_t rc;
+    do rc = waitpid(pid, status, flags);
+    while (rc < 0 && errno == EINTR);
+    return rc;
 }
 
 /* Reaps the finished workers that have exited; with `block`, all of them. */
@@ -264,10 +267,7 @@ static void reap_exiting(cap_sandbox *sandbox, int block) {
     int kept = 0;
     for (int i = 0; i < sandbox->exiting_count; i++) {
         pid_t pid = sandbox->exiting[i];
-        pid_t rc;
-        do rc = waitpid(pid, NULL, block ? 0 : WNOHANG);
-        while (rc < 0 && errno == EINTR);
-        if (rc == 0) sandbox->exiting[kept++] = pid; /* still exiting */
+        if (reap(pid, NULL, block ? 0 : WNOHANG) == 0) sandbox->exiting[kept++] = pid; /* still exiting */
     }
     sandbox->exiting_count = kept;
 }
@@ -281,7 +281,7 @@ static void worker_discard(worker *w) {
     if (w->pid <= 0) return;
     close(w->fd);
     kill(w->pid, SIGKILL);
-    reap(w->pid);
+    reap(w->pid, NULL, 0);
     w->pid = 0;
 }
 
@@ -434,7 +434,7 @@ void cap_sandbox_free(cap_sandbox *sandbox) {
     if (sandbox->zygote > 0) {
         close(sandbox->control_fd); /* the zygote exits at end of stream */
         kill(sandbox->zygote, SIGKILL);
-        reap(sandbox->zygote);
+        reap(sandbox->zygote, NULL, 0);
     }
     free(sandbox);
 }
@@ -519,7 +519,7 @@ static char *request_header(const cap_run_options *options, const cap_limits *li
         return NULL;
     }
     cJSON_AddStringToObject(header, "filename", options->filename ? options->filename : "main.py");
-    cJSON_AddStringToObject(header, "cwd", WORK_DIRECTORY);
+    cJSON_AddStringToObject(header, "cwd", GUEST_WORK_DIRECTORY);
     cJSON_AddBoolToObject(header, "traceback_to_stderr", options->traceback_to_stderr);
     cJSON_AddBoolToObject(header, "session", session);
     cJSON_AddNumberToObject(header, "code_size", (double)code_size);
@@ -704,6 +704,9 @@ int cap_sandbox_run(cap_sandbox *sandbox, const char *code, size_t code_size,
         if (rc != CAP_OK) return rc;
     }
 
+    /* Armed before the worker can arm its CPU timer, so that with equal
+     * limits the wall deadline always passes first. */
+    double deadline = now_seconds() + limits.wall_seconds;
     if (send_request(&w, code, code_size, options, &limits, options->session != NULL) != 0) {
         /* A pooled worker that died idle: the run goes to a new one. */
         worker_discard(&w);
@@ -730,7 +733,6 @@ int cap_sandbox_run(cap_sandbox *sandbox, const char *code, size_t code_size,
         set_error(error, "out of memory");
         return CAP_ENOMEM;
     }
-    double deadline = now_seconds() + limits.wall_seconds;
     int finished = 0, alive = 1;
     while (!finished) {
         int ready = wait_readable(w.fd, deadline);
@@ -749,9 +751,18 @@ int cap_sandbox_run(cap_sandbox *sandbox, const char *code, size_t code_size,
             /* End of stream without a result: the worker died. */
             int status = 0;
             kill(w.pid, SIGKILL);
-            while (waitpid(w.pid, &status, 0) < 0 && errno == EINTR) {}
+            reap(w.pid, &status, 0);
             alive = 0;
             classify_death(result, status, &limits);
+            /* With the CPU limit at its default (equal to the wall limit)
+             * a busy loop hits both; the wall deadline, armed first, is the
+             * one the caller set, so it names the outcome. */
+            if (result->status == CAP_STATUS_CPU_LIMIT && now_seconds() >= deadline) {
+                free(result->error);
+                result->status = CAP_STATUS_TIMEOUT;
+                result->error = format_message("wall-clock limit of %g s exceeded",
+                                               limits.wall_seconds);
+            }
             break;
         }
         if (type == 'O' || type == 'E') {

@@ -224,7 +224,7 @@ static double number_field(const cJSON *object, const char *name) {
 
 static int put_file(const char *path, const char *data, size_t size) {
     char absolute[VFS_PATH_MAX];
-    int rc = vfs_normalize("/work", path, strlen(path), absolute);
+    int rc = vfs_normalize(GUEST_WORK_DIRECTORY, path, strlen(path), absolute);
     for (char *slash = absolute; rc == 0 && (slash = strchr(slash + 1, '/'));) {
         *slash = '\0';
         rc = vfs_mkdir(G.fs, absolute);
@@ -325,8 +325,8 @@ static int build_world(const zygote_world *world) {
         vfs_image_backend(world->images[i], &ops, &backend);
         rc = vfs_mount(G.fs, world->image_paths[i], ops, backend, 1);
     }
-    if (rc == 0) rc = vfs_mkdir(G.fs, "/tmp");
-    if (rc == 0) rc = vfs_mkdir(G.fs, "/work");
+    if (rc == 0) rc = vfs_mkdir(G.fs, GUEST_TEMP_DIRECTORY);
+    if (rc == 0) rc = vfs_mkdir(G.fs, GUEST_WORK_DIRECTORY);
     if (rc) return rc;
 
     char runner[96];
@@ -367,7 +367,7 @@ void zygote_main(const zygote_world *world, int control_fd) {
     }
     uint32_t exit_code = 0;
     const char *trap = NULL;
-    runtime_outcome outcome = runtime_run(G.w, 0, &exit_code, &trap);
+    runtime_outcome outcome = runtime_run(G.w, &exit_code, &trap);
 
     if (G.is_worker) {
         /* The guest ended (exit, os._exit, a trap) inside a run. */

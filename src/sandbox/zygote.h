@@ -6,6 +6,11 @@
 
 #include "../vfs/vfs.h"
 
+/* The guest's scratch directories (in-memory); the working directory is
+ * where relative paths, and input files given by value, land. */
+#define GUEST_WORK_DIRECTORY "/work"
+#define GUEST_TEMP_DIRECTORY "/tmp"
+
 /* What the guest's world is made of; the images are already open (and
  * mapped) in the host, so the zygote opens no host file itself. */
 typedef struct zygote_world {

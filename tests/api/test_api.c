@@ -75,6 +75,20 @@ static int setup(void **state) {
     return 0;
 }
 
+/* A sandbox of its own, for tests that need other settings. */
+static cap_sandbox *sandbox_with(cap_config **config, int pool_size, int max_sessions,
+                                 double idle_seconds) {
+    char error[CAP_ERROR_SIZE];
+    cap_sandbox *made;
+    *config = cap_config_new();
+    assert_non_null(*config);
+    assert_int_equal(cap_config_set_stdlib(*config, "build/stdlib.img", error), CAP_OK);
+    assert_int_equal(cap_config_set_pool_size(*config, pool_size, error), CAP_OK);
+    assert_int_equal(cap_config_set_sessions(*config, max_sessions, idle_seconds, error), CAP_OK);
+    assert_int_equal(cap_sandbox_new(*config, &made, error), CAP_OK);
+    return made;
+}
+
 static int teardown(void **state) {
     (void)state;
     cap_sandbox_free(sandbox);
@@ -149,13 +163,8 @@ static void least_recently_used_session_is_evicted_with_a_clear_error(void **sta
 
 static void idle_session_expires(void **state) {
     (void)state;
-    char error[CAP_ERROR_SIZE];
-    cap_config *short_config = cap_config_new();
-    cap_sandbox *short_lived;
-    assert_int_equal(cap_config_set_stdlib(short_config, "build/stdlib.img", error), CAP_OK);
-    assert_int_equal(cap_config_set_sessions(short_config, 4, 0.2, error), CAP_OK);
-    assert_int_equal(cap_config_set_pool_size(short_config, 0, error), CAP_OK);
-    assert_int_equal(cap_sandbox_new(short_config, &short_lived, error), CAP_OK);
+    cap_config *short_config;
+    cap_sandbox *short_lived = sandbox_with(&short_config, 0, 4, 0.2);
     expect(short_lived, "v = 1", "idle", CAP_STATUS_SUCCESS, NULL);
     struct timespec pause = {0, 400000000};
     nanosleep(&pause, NULL);
@@ -198,6 +207,23 @@ static int count_fds(pid_t pid) {
     return count;
 }
 
+#define MAX_CHILDREN 64
+
+/* The pids of this process's children (the zygote, workers). */
+static int list_children(pid_t *out) {
+    char value[64];
+    int n = 0;
+    DIR *proc = opendir("/proc");
+    assert_non_null(proc);
+    for (struct dirent *e; (e = readdir(proc)) && n < MAX_CHILDREN;) {
+        pid_t pid = (pid_t)atoi(e->d_name);
+        if (pid <= 0 || read_status_field(pid, "PPid", value, sizeof value) != 0) continue;
+        if (atoi(value) == getpid()) out[n++] = pid;
+    }
+    closedir(proc);
+    return n;
+}
+
 static void workers_are_locked_down(void **state) {
     (void)state;
     /* A session keeps its worker alive so we can look at it. */
@@ -206,12 +232,25 @@ static void workers_are_locked_down(void **state) {
     ssize_t n = readlink("/proc/self/ns/net", self_net, sizeof self_net - 1);
     assert_true(n > 0);
     int workers = 0, zygotes = 0;
-    DIR *proc = opendir("/proc");
-    assert_non_null(proc);
-    for (struct dirent *e; (e = readdir(proc));) {
-        pid_t pid = (pid_t)atoi(e->d_name);
-        if (pid <= 0 || read_status_field(pid, "PPid", value, sizeof value) != 0) continue;
-        if (atoi(value) != getpid()) continue;
+    pid_t children[MAX_CHILDREN];
+    int child_count = 0;
+    /* The pool is refilled asynchronously: a worker cloned a moment ago
+     * locks itself down before it reads any request, but may not have yet.
+     * Wait for clones in flight; then exactly one child (the zygote) is
+     * unfiltered. */
+    for (int attempt = 0; attempt < 100; attempt++) {
+        int unfiltered = 0;
+        child_count = list_children(children);
+        for (int i = 0; i < child_count; i++)
+            if (read_status_field(children[i], "Seccomp", value, sizeof value) == 0 &&
+                strcmp(value, "0") == 0)
+                unfiltered++;
+        if (unfiltered == 1) break;
+        struct timespec pause = {0, 20000000};
+        nanosleep(&pause, NULL);
+    }
+    for (int i = 0; i < child_count; i++) {
+        pid_t pid = children[i];
         assert_int_equal(read_status_field(pid, "Seccomp", value, sizeof value), 0);
         if (strcmp(value, "0") == 0) { /* the zygote: not filtered, it must fork */
             zygotes++;
@@ -227,7 +266,6 @@ static void workers_are_locked_down(void **state) {
         if (readlink(path, net, sizeof net - 1) > 0 && geteuid() == 0)
             assert_string_not_equal(net, self_net); /* an empty network namespace */
     }
-    closedir(proc);
     assert_int_equal(zygotes, 1);
     assert_true(workers >= 1);
     cap_session_close(sandbox, "inspect", NULL);
@@ -235,29 +273,22 @@ static void workers_are_locked_down(void **state) {
 
 static pid_t session_worker(void) {
     /* The newest filtered child is the session's worker. */
-    pid_t newest = 0;
+    pid_t newest = 0, children[MAX_CHILDREN];
     char value[64];
-    DIR *proc = opendir("/proc");
-    for (struct dirent *e; proc && (e = readdir(proc));) {
-        pid_t pid = (pid_t)atoi(e->d_name);
-        if (pid <= 0 || read_status_field(pid, "PPid", value, sizeof value) != 0) continue;
-        if (atoi(value) != getpid()) continue;
+    int child_count = list_children(children);
+    for (int i = 0; i < child_count; i++) {
+        pid_t pid = children[i];
         if (read_status_field(pid, "Seccomp", value, sizeof value) == 0 && strcmp(value, "2") == 0 &&
             pid > newest)
             newest = pid;
     }
-    if (proc) closedir(proc);
     return newest;
 }
 
 static void killed_session_worker_is_reported_and_the_sandbox_recovers(void **state) {
     (void)state;
-    char error[CAP_ERROR_SIZE];
-    cap_config *solo_config = cap_config_new();
-    cap_sandbox *solo;
-    assert_int_equal(cap_config_set_stdlib(solo_config, "build/stdlib.img", error), CAP_OK);
-    assert_int_equal(cap_config_set_pool_size(solo_config, 0, error), CAP_OK);
-    assert_int_equal(cap_sandbox_new(solo_config, &solo, error), CAP_OK);
+    cap_config *solo_config;
+    cap_sandbox *solo = sandbox_with(&solo_config, 0, 8, 600);
     expect(solo, "n = 1", "doomed", CAP_STATUS_SUCCESS, NULL);
     pid_t worker = session_worker();
     assert_true(worker > 0);
@@ -300,17 +331,12 @@ static void session_whose_run_times_out_ends_cleanly(void **state) {
 /* Children of this process: all of them, and those that are zombies. */
 static void count_children(int *children, int *zombies) {
     char value[64];
-    *children = *zombies = 0;
-    DIR *proc = opendir("/proc");
-    assert_non_null(proc);
-    for (struct dirent *e; (e = readdir(proc));) {
-        pid_t pid = (pid_t)atoi(e->d_name);
-        if (pid <= 0 || read_status_field(pid, "PPid", value, sizeof value) != 0) continue;
-        if (atoi(value) != getpid()) continue;
-        (*children)++;
-        if (read_status_field(pid, "State", value, sizeof value) == 0 && value[0] == 'Z') (*zombies)++;
-    }
-    closedir(proc);
+    pid_t pids[MAX_CHILDREN];
+    *children = list_children(pids);
+    *zombies = 0;
+    for (int i = 0; i < *children; i++)
+        if (read_status_field(pids[i], "State", value, sizeof value) == 0 && value[0] == 'Z')
+            (*zombies)++;
 }
 
 static void finished_workers_do_not_pile_up(void **state) {
