@@ -66,7 +66,8 @@ typedef enum {
     CAP_STATUS_OUTPUT_LIMIT = 6, /* stdout+stderr cap: output truncated, run stopped */
     CAP_STATUS_DISK_LIMIT = 7,   /* scratch file-system quota: uncaught ENOSPC */
     CAP_STATUS_CRASH = 8,        /* the worker died otherwise (e.g. a seccomp violation) */
-    CAP_STATUS_SESSION_ERROR = 9 /* the named session is gone (evicted or expired) */
+    CAP_STATUS_SESSION_ERROR = 9, /* the named session is gone (evicted or expired) */
+    CAP_STATUS_INSTALL_ERROR = 10 /* dependencies could not be installed: the code did not run */
 } cap_status;
 
 /* Limits of one run; a zero field means the default shown. */
@@ -150,7 +151,7 @@ int cap_sandbox_run(cap_sandbox *sandbox, const char *code, size_t code_size,
 
 cap_status cap_result_status(const cap_result *result);
 /* "success", "run-error", "trap", "timeout", "cpu-limit", "memory-limit",
- * "output-limit", "disk-limit", "crash", "session-error" */
+ * "output-limit", "disk-limit", "crash", "session-error", "install-error" */
 const char *cap_status_name(cap_status status);
 int cap_result_exit_code(const cap_result *result); /* Python's exit status */
 /* Captured output; not NUL-terminated in general, size in *size. */
@@ -163,6 +164,21 @@ const char *cap_result_error(const cap_result *result);
 /* The whole result as a JSON object (caller frees with free()). */
 char *cap_result_to_json(const cap_result *result);
 void cap_result_free(cap_result *result);
+
+/* Files the run left in the artifacts directory (/output), returned by
+ * value.  Valid until cap_result_free. */
+typedef struct cap_artifact {
+    const char *name;       /* path relative to the artifacts directory */
+    const char *media_type; /* "image/png", "text/csv", ...; "application/octet-stream" if unknown */
+    const unsigned char *data;
+    size_t size;
+} cap_artifact;
+size_t cap_result_artifact_count(const cap_result *result);
+const cap_artifact *cap_result_artifact(const cap_result *result, size_t index);
+
+/* Distributions installed for the run, as "name==version". */
+size_t cap_result_dependency_count(const cap_result *result);
+const char *cap_result_dependency(const cap_result *result, size_t index);
 
 /* Ends a session and its worker; CAP_EINVAL if there is no such session. */
 int cap_session_close(cap_sandbox *sandbox, const char *session, char *error);

@@ -199,6 +199,10 @@ struct cap_result {
     buffer out, err;
     char *return_value;
     char *error;
+    cap_artifact *artifacts; /* each field owned by the result */
+    size_t artifact_count;
+    char **dependencies;
+    size_t dependency_count;
 };
 
 /* --- sandboxes: the zygote and its workers -------------------------------- */
@@ -852,6 +856,7 @@ const char *cap_status_name(cap_status status) {
     case CAP_STATUS_DISK_LIMIT: return "disk-limit";
     case CAP_STATUS_CRASH: return "crash";
     case CAP_STATUS_SESSION_ERROR: return "session-error";
+    case CAP_STATUS_INSTALL_ERROR: return "install-error";
     }
     return "unknown";
 }
@@ -878,6 +883,22 @@ const char *cap_result_error(const cap_result *result) {
     return result->error;
 }
 
+size_t cap_result_artifact_count(const cap_result *result) {
+    return result->artifact_count;
+}
+
+const cap_artifact *cap_result_artifact(const cap_result *result, size_t index) {
+    return index < result->artifact_count ? &result->artifacts[index] : NULL;
+}
+
+size_t cap_result_dependency_count(const cap_result *result) {
+    return result->dependency_count;
+}
+
+const char *cap_result_dependency(const cap_result *result, size_t index) {
+    return index < result->dependency_count ? result->dependencies[index] : NULL;
+}
+
 static void add_text(cJSON *object, const char *name, const char *data, size_t size) {
     if (!data) {
         cJSON_AddNullToObject(object, name);
@@ -898,6 +919,17 @@ char *cap_result_to_json(const cap_result *result) {
     add_text(json, "return_value", result->return_value,
              result->return_value ? strlen(result->return_value) : 0);
     add_text(json, "error", result->error, result->error ? strlen(result->error) : 0);
+    cJSON *dependencies = cJSON_AddArrayToObject(json, "dependencies");
+    for (size_t i = 0; dependencies && i < result->dependency_count; i++)
+        cJSON_AddItemToArray(dependencies, cJSON_CreateString(result->dependencies[i]));
+    cJSON *artifacts = cJSON_AddArrayToObject(json, "artifacts");
+    for (size_t i = 0; artifacts && i < result->artifact_count; i++) {
+        cJSON *artifact = cJSON_CreateObject();
+        cJSON_AddStringToObject(artifact, "name", result->artifacts[i].name);
+        cJSON_AddStringToObject(artifact, "media_type", result->artifacts[i].media_type);
+        cJSON_AddNumberToObject(artifact, "size", (double)result->artifacts[i].size);
+        cJSON_AddItemToArray(artifacts, artifact);
+    }
     char *text = cJSON_PrintUnformatted(json);
     cJSON_Delete(json);
     return text;
@@ -909,5 +941,13 @@ void cap_result_free(cap_result *result) {
     buffer_free(&result->err);
     free(result->return_value);
     free(result->error);
+    for (size_t i = 0; i < result->artifact_count; i++) {
+        free((char *)result->artifacts[i].name);
+        free((char *)result->artifacts[i].media_type);
+        free((unsigned char *)result->artifacts[i].data);
+    }
+    free(result->artifacts);
+    for (size_t i = 0; i < result->dependency_count; i++) free(result->dependencies[i]);
+    free(result->dependencies);
     free(result);
 }
