@@ -97,6 +97,16 @@ def _evaluate(code, namespace):
     return result
 
 
+def _format_return_value(value):
+    """As mcp-run-python reports it: a str as is, else JSON, else repr."""
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value, indent=2, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
 def _refresh_after_fork():
     """Each worker is a copy of the zygote: without this, every run would
     draw the same random numbers.  (The str hash secret is also shared; it
@@ -126,6 +136,7 @@ def _run(source, filename, options):
     module = _main_module(filename, options.get("session"))
     sys.modules["__main__"] = module
     namespace = module.__dict__
+    namespace.update(options.get("globals") or {})
     sys.argv = [filename]
 
     status, value, error, exit_code = "success", None, None, 0
@@ -143,7 +154,7 @@ def _run(source, filename, options):
         if tail is not None:
             result = _evaluate(tail, namespace)
             if result is not None:
-                value = repr(result)
+                value = _format_return_value(result) if options.get("return_json") else repr(result)
     except SystemExit as exc:
         code = exc.code
         if code is None or code == 0:

@@ -29,7 +29,8 @@
  *   run.  Every run executes in its own worker process (seccomp-filtered,
  *   resource-limited) and gets a fresh interpreter unless it names a session.
  *   The parent enforces the wall-clock deadline by killing the worker.
- * - One sandbox serves one run at a time; use one sandbox per thread.
+ * - One sandbox serves one run at a time; use one sandbox per thread
+ *   (cap_sandbox_cancel excepted).
  * - The sandbox starts child processes and reaps them itself (waitpid on
  *   their pids only); it does not touch SIGCHLD.
  */
@@ -67,7 +68,8 @@ typedef enum {
     CAP_STATUS_DISK_LIMIT = 7,   /* scratch file-system quota: uncaught ENOSPC */
     CAP_STATUS_CRASH = 8,        /* the worker died otherwise (e.g. a seccomp violation) */
     CAP_STATUS_SESSION_ERROR = 9, /* the named session is gone (evicted or expired) */
-    CAP_STATUS_INSTALL_ERROR = 10 /* dependencies could not be installed: the code did not run */
+    CAP_STATUS_INSTALL_ERROR = 10, /* dependencies could not be installed: the code did not run */
+    CAP_STATUS_CANCELLED = 11      /* cap_sandbox_cancel(): the worker was killed */
 } cap_status;
 
 /* Limits of one run; a zero field means the default shown. */
@@ -139,6 +141,9 @@ typedef struct cap_run_options {
     const cap_file *files;    /* input files by value */
     size_t file_count;
     const char *session;      /* NULL: a fresh interpreter; else a session's id */
+    const char *globals_json; /* a JSON object: names bound in the program's globals first */
+    int return_json;          /* non-zero: the return value as mcp-run-python gives it: a str
+                                 as is, else JSON (indent 2), else repr() */
 } cap_run_options;
 
 /* Runs `code` (Python source, any bytes) as the program `main.py`, in a
@@ -147,11 +152,17 @@ typedef struct cap_run_options {
 int cap_sandbox_run(cap_sandbox *sandbox, const char *code, size_t code_size,
                     const cap_run_options *options, cap_result **out, char *error);
 
+/* Stops the run in progress on `sandbox` (its worker is killed; the result
+ * says "cancelled").  The one call that may come from another thread, or a
+ * signal handler; a cancel with no run in progress is forgotten when the
+ * next run starts. */
+int cap_sandbox_cancel(cap_sandbox *sandbox);
+
 /* --- Results ------------------------------------------------------------ */
 
 cap_status cap_result_status(const cap_result *result);
 /* "success", "run-error", "trap", "timeout", "cpu-limit", "memory-limit",
- * "output-limit", "disk-limit", "crash", "session-error", "install-error" */
+ * "output-limit", "disk-limit", "crash", "session-error", "install-error", "cancelled" */
 const char *cap_status_name(cap_status status);
 int cap_result_exit_code(const cap_result *result); /* Python's exit status */
 /* Captured output; not NUL-terminated in general, size in *size. */

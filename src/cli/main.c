@@ -2,11 +2,15 @@
  * capsule — command-line front end.  Uses only include/capsule.h.
  *
  *   capsule run [options] FILE | -c CODE | -     run Python in a sandbox
+ *   capsule serve --stdio | --http HOST:PORT       the MCP server (serve.c)
+ *   capsule warmup                                start a sandbox, time the first call
  *   capsule check                                 the five-test protocol
  *   capsule version
  */
 #include "capsule.h"
 #include "check.h"
+#include "options.h"
+#include "serve.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -14,10 +18,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#define EXIT_USAGE 2
-
 static const char usage_text[] =
     "usage: capsule run [options] FILE | -c CODE | -\n"
+    "       capsule serve --stdio | --http HOST:PORT [options]   an MCP server\n"
+    "       capsule warmup [options]     start a sandbox and time its first run\n"
     "       capsule check [--quiet]      prove the sandbox's walls hold\n"
     "       capsule version\n"
     "\n"
@@ -27,21 +31,15 @@ static const char usage_text[] =
     "options for run:\n"
     "  -c CODE              run CODE instead of a file ('-' or no file: stdin)\n"
     "  --json               print one JSON result object instead of streaming output\n"
-    "  --env NAME=VALUE     set a variable in the guest environment (repeatable)\n"
     "  --file GUEST=HOST    copy a host file into the sandbox's scratch space\n"
-    "  --stdlib IMAGE       standard library image (default: stdlib.img beside capsule)\n"
-    "  --image IMAGE:GUEST  mount another read-only image at GUEST (repeatable)\n"
+    "%s"
     "\n"
-    "limits (each run is killed or stopped when it passes one):\n"
-    "  --timeout SECONDS    wall-clock time (default 30)\n"
-    "  --cpu-time SECONDS   CPU time (default: the wall-clock limit)\n"
-    "  --memory SIZE        guest memory, e.g. 256M (default 512M)\n"
-    "  --max-output SIZE    stdout + stderr (default 16M)\n"
-    "  --disk SIZE          bytes of files in the scratch file system (default 256M)\n";
+    "options for serve (an MCP server; see docs/mcp.md):\n"
+    "%s";
 
 static int usage_error(const char *message) {
     if (message) fprintf(stderr, "capsule: %s\n", message);
-    fputs(usage_text, stderr);
+    fprintf(stderr, usage_text, shared_options_usage, serve_options_usage);
     return EXIT_USAGE;
 }
 
@@ -102,27 +100,6 @@ typedef struct input_file {
     const char *guest, *host;
 } input_file;
 
-/* "512M", "2G", "1048576" -> bytes; 0 on error. */
-static uint64_t parse_size(const char *text) {
-    char *end;
-    double value = strtod(text, &end);
-    if (end == text || !(value > 0)) return 0;
-    switch (*end) {
-    case 'k': case 'K': value *= 1024.0; end++; break;
-    case 'm': case 'M': value *= 1024.0 * 1024; end++; break;
-    case 'g': case 'G': value *= 1024.0 * 1024 * 1024; end++; break;
-    default: break;
-    }
-    if (*end == 'B' || *end == 'b') end++;
-    return *end || value >= 1e18 ? 0 : (uint64_t)value;
-}
-
-static double parse_seconds(const char *text) {
-    char *end;
-    double value = strtod(text, &end);
-    return end != text && *end == '\0' && value > 0 && value < 1e9 ? value : 0;
-}
-
 static int command_run(int argc, char **argv) {
     const char *code_arg = NULL, *file_arg = NULL;
     int json = 0;
@@ -139,78 +116,25 @@ static int command_run(int argc, char **argv) {
     for (int i = 0; i < argc && status == 0; i++) {
         const char *arg = argv[i];
         const char *value = i + 1 < argc ? argv[i + 1] : NULL;
-        int takes_value = strcmp(arg, "-c") == 0 || strcmp(arg, "--env") == 0 ||
-                          strcmp(arg, "--stdlib") == 0 || strcmp(arg, "--image") == 0 ||
-                          strcmp(arg, "--file") == 0 || strcmp(arg, "--timeout") == 0 ||
-                          strcmp(arg, "--cpu-time") == 0 || strcmp(arg, "--memory") == 0 ||
-                          strcmp(arg, "--max-output") == 0 || strcmp(arg, "--disk") == 0;
+        int takes_value = strcmp(arg, "-c") == 0 || strcmp(arg, "--file") == 0 ||
+                          is_shared_option(arg);
         if (takes_value && !value) {
             fprintf(stderr, "capsule: %s needs a value\n", arg);
             status = EXIT_USAGE;
             break;
         }
-        if (strcmp(arg, "-c") == 0) {
+        int shared = parse_shared_option(arg, value, config, &limits);
+        if (shared < 0) {
+            status = EXIT_USAGE;
+            break;
+        }
+        if (shared) {
+            i++;
+        } else if (strcmp(arg, "-c") == 0) {
             code_arg = value;
             i++;
         } else if (strcmp(arg, "--json") == 0) {
             json = 1;
-        } else if (strcmp(arg, "--timeout") == 0 || strcmp(arg, "--cpu-time") == 0) {
-            double seconds = parse_seconds(value);
-            if (!seconds) {
-                fprintf(stderr, "capsule: %s wants a positive number of seconds\n", arg);
-                status = EXIT_USAGE;
-            }
-            *(arg[2] == 't' ? &limits.wall_seconds : &limits.cpu_seconds) = seconds;
-            i++;
-        } else if (strcmp(arg, "--memory") == 0 || strcmp(arg, "--max-output") == 0 ||
-                   strcmp(arg, "--disk") == 0) {
-            uint64_t size = parse_size(value);
-            if (!size) {
-                fprintf(stderr, "capsule: %s wants a size such as 64M\n", arg);
-                status = EXIT_USAGE;
-            }
-            *(arg[2] == 'm' && arg[3] == 'e' ? &limits.memory_bytes
-              : arg[2] == 'm'                ? &limits.output_bytes
-                                             : &limits.disk_bytes) = size;
-            i++;
-        } else if (strcmp(arg, "--env") == 0) {
-            char name[256];
-            const char *equals = strchr(value, '=');
-            size_t length = equals ? (size_t)(equals - value) : 0;
-            if (!equals || length == 0 || length >= sizeof name) {
-                fprintf(stderr, "capsule: --env wants NAME=VALUE\n");
-                status = EXIT_USAGE;
-                break;
-            }
-            memcpy(name, value, length);
-            name[length] = '\0';
-            if (cap_config_add_env(config, name, equals + 1, error) != CAP_OK) {
-                fprintf(stderr, "capsule: %s\n", error);
-                status = EXIT_USAGE;
-            }
-            i++;
-        } else if (strcmp(arg, "--stdlib") == 0) {
-            if (cap_config_set_stdlib(config, value, error) != CAP_OK) {
-                fprintf(stderr, "capsule: %s\n", error);
-                status = EXIT_USAGE;
-            }
-            i++;
-        } else if (strcmp(arg, "--image") == 0) {
-            char image[4096];
-            const char *colon = strrchr(value, ':');
-            size_t length = colon ? (size_t)(colon - value) : 0;
-            if (!colon || length == 0 || length >= sizeof image) {
-                fprintf(stderr, "capsule: --image wants IMAGE:GUEST_PATH\n");
-                status = EXIT_USAGE;
-                break;
-            }
-            memcpy(image, value, length);
-            image[length] = '\0';
-            if (cap_config_add_image(config, image, colon + 1, error) != CAP_OK) {
-                fprintf(stderr, "capsule: %s\n", error);
-                status = EXIT_USAGE;
-            }
-            i++;
         } else if (strcmp(arg, "--file") == 0) {
             const char *equals = strchr(value, '=');
             if (!equals || equals == value || input_count == 64) {
@@ -321,6 +245,8 @@ static int command_run(int argc, char **argv) {
 int main(int argc, char **argv) {
     if (argc < 2) return usage_error(NULL);
     if (strcmp(argv[1], "run") == 0) return command_run(argc - 2, argv + 2);
+    if (strcmp(argv[1], "serve") == 0) return command_serve(argc - 2, argv + 2);
+    if (strcmp(argv[1], "warmup") == 0) return command_warmup(argc - 2, argv + 2);
     if (strcmp(argv[1], "check") == 0) {
         int quiet = argc > 2 && strcmp(argv[2], "--quiet") == 0;
         if (argc > 2 + quiet) return usage_error("check takes only --quiet");
@@ -335,7 +261,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
-        fputs(usage_text, stdout);
+        printf(usage_text, shared_options_usage, serve_options_usage);
         return 0;
     }
     fprintf(stderr, "capsule: unknown command %s\n", argv[1]);

@@ -22,6 +22,7 @@
 #include <math.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -222,6 +223,7 @@ struct cap_sandbox {
     cap_config *config;
     pid_t zygote;
     int control_fd;
+    int cancel_fd; /* eventfd: cap_sandbox_cancel() from any thread */
     worker idle[MAX_POOL];
     int idle_count;
     /* Spawns asked of the zygote whose pid has not been read yet; the
@@ -246,14 +248,18 @@ static double now_seconds(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* Waits until `fd` is readable or the deadline passes: 1, 0, or -errno. */
-static int wait_readable(int fd, double deadline) {
+enum { WAIT_DEADLINE = 0, WAIT_READABLE = 1, WAIT_CANCELLED = 2 };
+
+/* Waits until `fd` is readable, the deadline passes or `cancel_fd` (if not
+ * -1) is signalled: a WAIT_* value, or -errno. */
+static int wait_readable(int fd, double deadline, int cancel_fd) {
     for (;;) {
         double left = deadline - now_seconds();
-        if (left <= 0) return 0;
-        struct pollfd p = {fd, POLLIN, 0};
-        int n = poll(&p, 1, (int)ceil(left * 1000));
-        if (n > 0) return 1;
+        if (left <= 0) return WAIT_DEADLINE;
+        struct pollfd p[2] = {{fd, POLLIN, 0}, {cancel_fd, POLLIN, 0}};
+        int n = poll(p, cancel_fd >= 0 ? 2 : 1, (int)ceil(left * 1000));
+        if (n > 0 && cancel_fd >= 0 && (p[1].revents & POLLIN)) return WAIT_CANCELLED;
+        if (n > 0) return WAIT_READABLE;
         if (n < 0 && errno != EINTR) return -errno;
     }
 }
@@ -405,12 +411,18 @@ int cap_sandbox_new(cap_config *config, cap_sandbox **out, char *error) {
     }
     sandbox->zygote = pid;
     sandbox->control_fd = pair[0];
+    sandbox->cancel_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (sandbox->cancel_fd < 0) {
+        set_error(error, "cannot create the sandbox: %s", strerror(errno));
+        cap_sandbox_free(sandbox);
+        return CAP_ENOMEM;
+    }
 
     /* The zygote says 'Y' once the interpreter is initialised and warm. */
     char type = 0;
     char *payload = NULL;
     size_t size = 0;
-    int ready = wait_readable(pair[0], now_seconds() + STARTUP_SECONDS);
+    int ready = wait_readable(pair[0], now_seconds() + STARTUP_SECONDS, -1);
     int rc = ready == 1 ? frame_read(pair[0], &type, &payload, &size, 4096, NULL) : -ETIMEDOUT;
     if (rc != 0 || type != 'Y') {
         set_error(error, "the interpreter did not start: %s",
@@ -435,12 +447,24 @@ void cap_sandbox_free(cap_sandbox *sandbox) {
         free(sandbox->sessions[i].id);
     }
     for (int i = 0; i < EVICTED_MEMORY; i++) free(sandbox->evicted[i]);
+    if (sandbox->cancel_fd > 0) close(sandbox->cancel_fd);
     if (sandbox->zygote > 0) {
         close(sandbox->control_fd); /* the zygote exits at end of stream */
         kill(sandbox->zygote, SIGKILL);
         reap(sandbox->zygote, NULL, 0);
     }
     free(sandbox);
+}
+
+static void drain_cancellation(cap_sandbox *sandbox) {
+    uint64_t count;
+    while (read(sandbox->cancel_fd, &count, sizeof count) > 0) continue;
+}
+
+int cap_sandbox_cancel(cap_sandbox *sandbox) {
+    uint64_t one = 1;
+    if (!sandbox) return CAP_EINVAL;
+    return write(sandbox->cancel_fd, &one, sizeof one) == sizeof one ? CAP_OK : CAP_ERUNTIME;
 }
 
 /* --- sessions ----------------------------------------------------------------- */
@@ -527,6 +551,16 @@ static char *request_header(const cap_run_options *options, const cap_limits *li
     cJSON_AddBoolToObject(header, "traceback_to_stderr", options->traceback_to_stderr);
     cJSON_AddBoolToObject(header, "session", session);
     cJSON_AddNumberToObject(header, "code_size", (double)code_size);
+    cJSON_AddBoolToObject(header, "return_json", options->return_json);
+    if (options->globals_json) {
+        cJSON *globals = cJSON_Parse(options->globals_json);
+        if (!cJSON_IsObject(globals)) {
+            cJSON_Delete(globals);
+            cJSON_Delete(header);
+            return NULL;
+        }
+        cJSON_AddItemToObject(header, "globals", globals);
+    }
     cJSON_AddNumberToObject(limit_json, "cpu_seconds", limits->cpu_seconds);
     cJSON_AddNumberToObject(limit_json, "memory_bytes", (double)limits->memory_bytes);
     cJSON_AddNumberToObject(limit_json, "disk_bytes", (double)limits->disk_bytes);
@@ -673,6 +707,15 @@ int cap_sandbox_run(cap_sandbox *sandbox, const char *code, size_t code_size,
             return CAP_EINVAL;
         }
     }
+    if (options->globals_json) {
+        cJSON *globals = cJSON_Parse(options->globals_json);
+        int is_object = cJSON_IsObject(globals);
+        cJSON_Delete(globals);
+        if (!is_object) {
+            set_error(error, "cap_sandbox_run: globals_json is not a JSON object");
+            return CAP_EINVAL;
+        }
+    }
     *out = NULL;
     if (code_size > MAX_CODE) {
         *out = result_new(CAP_STATUS_RUN_ERROR, "the program is too large (over 64 MiB)");
@@ -708,6 +751,7 @@ int cap_sandbox_run(cap_sandbox *sandbox, const char *code, size_t code_size,
         if (rc != CAP_OK) return rc;
     }
 
+    drain_cancellation(sandbox); /* a cancel meant for an earlier run */
     /* Armed before the worker can arm its CPU timer, so that with equal
      * limits the wall deadline always passes first. */
     double deadline = now_seconds() + limits.wall_seconds;
@@ -739,8 +783,14 @@ int cap_sandbox_run(cap_sandbox *sandbox, const char *code, size_t code_size,
     }
     int finished = 0, alive = 1;
     while (!finished) {
-        int ready = wait_readable(w.fd, deadline);
-        if (ready == 0) {
+        int ready = wait_readable(w.fd, deadline, sandbox->cancel_fd);
+        if (ready == WAIT_CANCELLED) {
+            result->status = CAP_STATUS_CANCELLED;
+            result->exit_code = 128 + SIGKILL;
+            result->error = strdup("the run was cancelled");
+            break;
+        }
+        if (ready == WAIT_DEADLINE) {
             result->status = CAP_STATUS_TIMEOUT;
             result->exit_code = 128 + SIGKILL;
             result->error = format_message("wall-clock limit of %g s exceeded",
@@ -857,6 +907,7 @@ const char *cap_status_name(cap_status status) {
     case CAP_STATUS_CRASH: return "crash";
     case CAP_STATUS_SESSION_ERROR: return "session-error";
     case CAP_STATUS_INSTALL_ERROR: return "install-error";
+    case CAP_STATUS_CANCELLED: return "cancelled";
     }
     return "unknown";
 }

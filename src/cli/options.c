@@ -1,0 +1,105 @@
+/* Command-line options shared by `capsule run` and `capsule serve`. */
+#include "options.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char shared_options_usage[] =
+    "  --env NAME=VALUE     set a variable in the guest environment (repeatable)\n"
+    "  --stdlib IMAGE       standard library image (default: stdlib.img beside capsule)\n"
+    "  --image IMAGE:GUEST  mount another read-only image at GUEST (repeatable)\n"
+    "\n"
+    "limits (each run is killed or stopped when it passes one):\n"
+    "  --timeout SECONDS    wall-clock time (default 30)\n"
+    "  --cpu-time SECONDS   CPU time (default: the wall-clock limit)\n"
+    "  --memory SIZE        guest memory, e.g. 256M (default 512M)\n"
+    "  --max-output SIZE    stdout + stderr (default 16M)\n"
+    "  --disk SIZE          bytes of files in the scratch file system (default 256M)\n";
+
+static const char *const shared_options[] = {"--env",    "--stdlib", "--image",
+                                             "--timeout", "--cpu-time", "--memory",
+                                             "--max-output", "--disk"};
+
+int is_shared_option(const char *arg) {
+    for (size_t i = 0; i < sizeof shared_options / sizeof *shared_options; i++)
+        if (strcmp(arg, shared_options[i]) == 0) return 1;
+    return 0;
+}
+
+uint64_t parse_size(const char *text) {
+    char *end;
+    double value = strtod(text, &end);
+    if (end == text || !(value > 0)) return 0;
+    switch (*end) {
+    case 'k': case 'K': value *= 1024.0; end++; break;
+    case 'm': case 'M': value *= 1024.0 * 1024; end++; break;
+    case 'g': case 'G': value *= 1024.0 * 1024 * 1024; end++; break;
+    default: break;
+    }
+    if (*end == 'B' || *end == 'b') end++;
+    return *end || value >= 1e18 ? 0 : (uint64_t)value;
+}
+
+static double parse_seconds(const char *text) {
+    char *end;
+    double value = strtod(text, &end);
+    return end != text && *end == '\0' && value > 0 && value < 1e9 ? value : 0;
+}
+
+/* Splits "LEFT<separator>RIGHT" at the last (or first) separator. */
+static int split(const char *value, int separator, int last, char *left, size_t left_size,
+                 const char **right) {
+    const char *at = last ? strrchr(value, separator) : strchr(value, separator);
+    size_t length = at ? (size_t)(at - value) : 0;
+    if (!at || length == 0 || length >= left_size) return -1;
+    memcpy(left, value, length);
+    left[length] = '\0';
+    *right = at + 1;
+    return 0;
+}
+
+int parse_shared_option(const char *arg, const char *value, cap_config *config,
+                        cap_limits *limits) {
+    char error[CAP_ERROR_SIZE], left[4096];
+    const char *right;
+    int rc = CAP_OK;
+    if (!is_shared_option(arg)) return 0;
+    if (strcmp(arg, "--timeout") == 0 || strcmp(arg, "--cpu-time") == 0) {
+        double seconds = parse_seconds(value);
+        if (!seconds) {
+            fprintf(stderr, "capsule: %s wants a positive number of seconds\n", arg);
+            return -1;
+        }
+        *(arg[2] == 't' ? &limits->wall_seconds : &limits->cpu_seconds) = seconds;
+    } else if (strcmp(arg, "--memory") == 0 || strcmp(arg, "--max-output") == 0 ||
+               strcmp(arg, "--disk") == 0) {
+        uint64_t size = parse_size(value);
+        if (!size) {
+            fprintf(stderr, "capsule: %s wants a size such as 64M\n", arg);
+            return -1;
+        }
+        *(strcmp(arg, "--memory") == 0       ? &limits->memory_bytes
+          : strcmp(arg, "--max-output") == 0 ? &limits->output_bytes
+                                             : &limits->disk_bytes) = size;
+    } else if (strcmp(arg, "--env") == 0) {
+        if (split(value, '=', 0, left, 256, &right) != 0) {
+            fprintf(stderr, "capsule: --env wants NAME=VALUE\n");
+            return -1;
+        }
+        rc = cap_config_add_env(config, left, right, error);
+    } else if (strcmp(arg, "--stdlib") == 0) {
+        rc = cap_config_set_stdlib(config, value, error);
+    } else { /* --image */
+        if (split(value, ':', 1, left, sizeof left, &right) != 0) {
+            fprintf(stderr, "capsule: --image wants IMAGE:GUEST_PATH\n");
+            return -1;
+        }
+        rc = cap_config_add_image(config, left, right, error);
+    }
+    if (rc != CAP_OK) {
+        fprintf(stderr, "capsule: %s\n", error);
+        return -1;
+    }
+    return 1;
+}

@@ -1,0 +1,24 @@
+/* Command-line options shared by `capsule run` and `capsule serve`. */
+#ifndef CAPSULE_CLI_OPTIONS_H
+#define CAPSULE_CLI_OPTIONS_H
+
+#include "capsule.h"
+
+#define EXIT_USAGE 2
+
+/* True for the options parse_shared_option handles (all take a value). */
+int is_shared_option(const char *arg);
+
+/* Applies a configuration or limit option (--stdlib, --image, --env,
+ * --timeout, --cpu-time, --memory, --max-output, --disk): 1 if `arg` was
+ * one, 0 if not, -1 after printing what is wrong with `value`. */
+int parse_shared_option(const char *arg, const char *value, cap_config *config,
+                        cap_limits *limits);
+
+/* "512M", "2G", "1048576" -> bytes; 0 on error. */
+uint64_t parse_size(const char *text);
+
+/* Lines of the usage text that describe the shared options. */
+extern const char shared_options_usage[];
+
+#endif

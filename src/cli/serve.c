@@ -1,0 +1,208 @@
+/*
+ * `capsule serve`: the MCP server on stdio or Streamable HTTP, and
+ * `capsule warmup`, which starts a sandbox the way the server does and
+ * reports how long that and the first call take.
+ */
+#include "serve.h"
+
+#include "../mcp/transport.h"
+#include "options.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define MAX_ORIGINS 16
+
+const char serve_options_usage[] =
+    "  --stdio              newline-delimited JSON-RPC on stdin/stdout (logs on stderr)\n"
+    "  --http HOST:PORT     Streamable HTTP at http://HOST:PORT/mcp (PORT 0: any free port)\n"
+    "  --workers N          runs in parallel, one sandbox each (default 2)\n"
+    "  --queue N            calls that may wait for a worker before 'server busy' (default 16)\n"
+    "  --max-body SIZE      largest message accepted (default 16M)\n"
+    "  --token-file FILE    HTTP bearer token (or the CAPSULE_TOKEN environment variable)\n"
+    "  --no-auth            HTTP without a token: only on a loopback address\n"
+    "  --allow-origin URL   an Origin allowed besides loopback ones (repeatable)\n"
+    "  (and --env, --stdlib, --image and the limits above)\n";
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void announce(int port) {
+    fprintf(stderr, "capsule: MCP server listening on http://127.0.0.1:%d/mcp\n", port);
+}
+
+/* The token file's first line, without surrounding whitespace. */
+static char *read_token(const char *path) {
+    FILE *f = fopen(path, "r");
+    char line[1024];
+    if (!f) return NULL;
+    char *got = fgets(line, sizeof line, f);
+    fclose(f);
+    if (!got) return NULL;
+    size_t length = strcspn(line, "\r\n");
+    line[length] = '\0';
+    return length ? strdup(line) : NULL;
+}
+
+int command_serve(int argc, char **argv) {
+    mcp_server_options server_options = {0};
+    server_options.workers = 2;
+    server_options.queue = 16;
+    mcp_transport_options transport = {0};
+    const char *origins[MAX_ORIGINS];
+    const char *http = NULL, *token_file = NULL;
+    int stdio = 0;
+    char host[64] = "127.0.0.1";
+    transport.max_message_bytes = 16u << 20;
+    transport.origins = origins;
+    cap_config *config = cap_config_new();
+    if (!config) return 1;
+    int status = 0;
+    for (int i = 0; i < argc && status == 0; i++) {
+        const char *arg = argv[i], *value = i + 1 < argc ? argv[i + 1] : NULL;
+        int takes_value = is_shared_option(arg) || strcmp(arg, "--http") == 0 ||
+                          strcmp(arg, "--workers") == 0 || strcmp(arg, "--queue") == 0 ||
+                          strcmp(arg, "--max-body") == 0 || strcmp(arg, "--token-file") == 0 ||
+                          strcmp(arg, "--allow-origin") == 0;
+        if (takes_value && !value) {
+            fprintf(stderr, "capsule: %s needs a value\n", arg);
+            status = EXIT_USAGE;
+            break;
+        }
+        int shared = parse_shared_option(arg, value, config, &server_options.limits);
+        if (shared < 0) status = EXIT_USAGE;
+        else if (shared) i++;
+        else if (strcmp(arg, "--stdio") == 0) stdio = 1;
+        else if (strcmp(arg, "--no-auth") == 0) transport.allow_no_auth = 1;
+        else if (strcmp(arg, "--http") == 0) http = argv[++i];
+        else if (strcmp(arg, "--token-file") == 0) token_file = argv[++i];
+        else if (strcmp(arg, "--workers") == 0 || strcmp(arg, "--queue") == 0) {
+            char *end;
+            long n = strtol(value, &end, 10);
+            if (*end || n < (arg[2] == 'w' ? 1 : 0) || n > 256) {
+                fprintf(stderr, "capsule: %s wants a number up to 256\n", arg);
+                status = EXIT_USAGE;
+            }
+            *(arg[2] == 'w' ? &server_options.workers : &server_options.queue) = (int)n;
+            i++;
+        } else if (strcmp(arg, "--max-body") == 0) {
+            transport.max_message_bytes = parse_size(value);
+            if (!transport.max_message_bytes) {
+                fprintf(stderr, "capsule: --max-body wants a size such as 16M\n");
+                status = EXIT_USAGE;
+            }
+            i++;
+        } else if (strcmp(arg, "--allow-origin") == 0) {
+            if (transport.origin_count == MAX_ORIGINS) {
+                fprintf(stderr, "capsule: at most %d --allow-origin\n", MAX_ORIGINS);
+                status = EXIT_USAGE;
+            } else {
+                origins[transport.origin_count++] = value;
+            }
+            i++;
+        } else {
+            fprintf(stderr, "capsule: unknown option for serve: %s\n", arg);
+            status = EXIT_USAGE;
+        }
+    }
+    if (status == 0 && stdio == !!http) {
+        fprintf(stderr, "capsule: serve wants exactly one of --stdio and --http HOST:PORT\n");
+        status = EXIT_USAGE;
+    }
+    if (status == 0 && http) {
+        const char *colon = strrchr(http, ':');
+        char *end;
+        long port = colon ? strtol(colon + 1, &end, 10) : -1;
+        if (!colon || (size_t)(colon - http) >= sizeof host || colon == http || *end ||
+            port < 0 || port > 65535) {
+            fprintf(stderr, "capsule: --http wants HOST:PORT, e.g. 127.0.0.1:8000\n");
+            status = EXIT_USAGE;
+        } else {
+            snprintf(host, sizeof host, "%.*s", (int)(colon - http), http);
+            transport.host = host;
+            transport.port = (int)port;
+        }
+    }
+    char *token = NULL;
+    if (status == 0 && http) {
+        if (token_file && !(token = read_token(token_file))) {
+            fprintf(stderr, "capsule: cannot read a token from %s\n", token_file);
+            status = 1;
+        } else if (!token && getenv("CAPSULE_TOKEN") && *getenv("CAPSULE_TOKEN")) {
+            token = strdup(getenv("CAPSULE_TOKEN"));
+        }
+        transport.token = token;
+    }
+    mcp_server *server = NULL;
+    char error[CAP_ERROR_SIZE];
+    if (status == 0) {
+        double started = now_seconds();
+        if (mcp_server_new(config, &server_options, &server, error) != CAP_OK) {
+            fprintf(stderr, "capsule: %s\n", error);
+            status = 1;
+        } else {
+            fprintf(stderr, "capsule: %d sandboxes warm in %.0f ms\n", server_options.workers,
+                    (now_seconds() - started) * 1000);
+        }
+    }
+    if (status == 0) {
+        transport.on_listening = announce;
+        int rc = stdio ? mcp_serve_stdio(server, &transport, error)
+                       : mcp_serve_http(server, &transport, error);
+        if (rc != CAP_OK) {
+            fprintf(stderr, "capsule: %s\n", error);
+            status = 1;
+        }
+    }
+    mcp_server_free(server);
+    cap_config_free(config);
+    free(token);
+    return status;
+}
+
+int command_warmup(int argc, char **argv) {
+    cap_limits limits = {0};
+    cap_config *config = cap_config_new();
+    if (!config) return 1;
+    for (int i = 0; i < argc; i++) {
+        int shared = i + 1 < argc ? parse_shared_option(argv[i], argv[i + 1], config, &limits) : 0;
+        if (shared <= 0) {
+            if (shared == 0) fprintf(stderr, "capsule: unknown option for warmup: %s\n", argv[i]);
+            cap_config_free(config);
+            return EXIT_USAGE;
+        }
+        i++;
+    }
+    char error[CAP_ERROR_SIZE];
+    cap_sandbox *sandbox = NULL;
+    double started = now_seconds();
+    if (cap_sandbox_new(config, &sandbox, error) != CAP_OK) {
+        fprintf(stderr, "capsule: %s\n", error);
+        cap_config_free(config);
+        return 1;
+    }
+    double warm = now_seconds();
+    cap_run_options options = {0};
+    options.capture = 1;
+    options.limits = limits;
+    cap_result *result = NULL;
+    int rc = cap_sandbox_run(sandbox, "print(1)", 8, &options, &result, error);
+    double first = now_seconds();
+    int ok = rc == CAP_OK && cap_result_status(result) == CAP_STATUS_SUCCESS;
+    if (ok)
+        printf("sandbox ready in %.1f ms (interpreter initialised, imports warm); "
+               "first run took %.2f ms\n",
+               (warm - started) * 1000, (first - warm) * 1000);
+    else
+        fprintf(stderr, "capsule: the first run failed: %s\n",
+                rc != CAP_OK ? error : cap_result_error(result));
+    cap_result_free(result);
+    cap_sandbox_free(sandbox);
+    cap_config_free(config);
+    return ok ? 0 : 1;
+}

@@ -1,0 +1,74 @@
+/*
+ * The MCP server: JSON-RPC and the Model Context Protocol over capsule's
+ * library API, independent of the transport (stdio.c, http.c).
+ *
+ * A server owns `workers` sandboxes, created before any thread starts (the
+ * library's rule), and runs one tool call on each at a time; further calls
+ * wait in a bounded queue, beyond which they get a clear error.  Messages
+ * for a client go through the `mcp_send_fn` the transport passes with each
+ * message, which must be safe to call from any thread.
+ */
+#ifndef CAPSULE_MCP_H
+#define CAPSULE_MCP_H
+
+#include "capsule.h"
+
+#include <stddef.h>
+
+#define MCP_LATEST_PROTOCOL "2025-11-25"
+
+typedef struct mcp_server mcp_server;
+typedef struct mcp_client mcp_client;
+
+typedef struct mcp_server_options {
+    int workers;      /* runs in parallel (default 2) */
+    int queue;        /* calls allowed to wait for a worker (default 16) */
+    cap_limits limits; /* per run; timeout_seconds in a call may only lower the wall limit */
+} mcp_server_options;
+
+/* Sends one JSON-RPC message (a complete JSON text) to the client. */
+typedef void (*mcp_send_fn)(void *context, const char *json);
+
+int mcp_server_new(cap_config *config, const mcp_server_options *options, mcp_server **out,
+                   char *error);
+void mcp_server_free(mcp_server *server);
+
+/* One client: its negotiated protocol version and log level.  The stdio
+ * transport has one; the HTTP transport one per Mcp-Session-Id. */
+mcp_client *mcp_client_new(mcp_server *server);
+/* Cancels the client's calls in progress and frees it once they end. */
+void mcp_client_free(mcp_client *client);
+
+/* Handles one incoming message (`text` of `size` bytes, not necessarily
+ * NUL-terminated).  Responses and notifications go to `send`; tool calls
+ * block until the run ends. */
+void mcp_handle(mcp_server *server, mcp_client *client, const char *text, size_t size,
+                mcp_send_fn send, void *context);
+
+/* Kinds of message, for transports that treat them differently. */
+typedef enum {
+    MCP_MESSAGE_INVALID,      /* not JSON, or not a JSON-RPC 2.0 object */
+    MCP_MESSAGE_REQUEST,      /* has an id and a method */
+    MCP_MESSAGE_NOTIFICATION, /* a method without an id */
+    MCP_MESSAGE_RESPONSE      /* a reply from the client (we send no requests) */
+} mcp_message_kind;
+
+typedef struct mcp_message_info {
+    mcp_message_kind kind;
+    int is_initialize; /* an initialize request */
+    int is_tool_call;  /* a tools/call request: may run long */
+    char *id;          /* a request's id as JSON text (caller frees), else NULL */
+} mcp_message_info;
+void mcp_classify(const char *text, size_t size, mcp_message_info *info);
+
+/* Cancels one request of `client` in progress (its id as JSON text), as
+ * when the connection that carried it closes. */
+void mcp_cancel_request(mcp_server *server, mcp_client *client, const char *id);
+
+/* Cancels every call of `client` in progress (e.g. its connection closed). */
+void mcp_cancel_client(mcp_server *server, mcp_client *client);
+
+/* True if `version` is a protocol revision this server speaks. */
+int mcp_protocol_supported(const char *version);
+
+#endif

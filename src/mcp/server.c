@@ -1,0 +1,1116 @@
+/*
+ * MCP over capsule: JSON-RPC dispatch, the tools, and the pool of sandboxes
+ * that runs them.  The transports (stdio.c, http.c) only move messages.
+ *
+ * The result text of run_python_code is mcp-run-python's, so that agents
+ * prompted for that server work unchanged: lines of <status>, then
+ * <dependencies>, <output>, <return_value> or <error> when present, each
+ * body escaped against its own closing tag.
+ */
+#include "mcp.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+enum {
+    RPC_PARSE_ERROR = -32700,
+    RPC_INVALID_REQUEST = -32600,
+    RPC_METHOD_NOT_FOUND = -32601,
+    RPC_INVALID_PARAMS = -32602,
+    RPC_INTERNAL_ERROR = -32603,
+    RPC_SERVER_BUSY = -32000, /* implementation-defined range */
+};
+
+#define MAX_ROUTES 1024   /* Python sessions the server remembers */
+#define MAX_IN_FLIGHT 1024
+#define MAX_FILES 64
+
+static const char *const protocol_versions[] = {"2025-11-25", "2025-06-18", "2025-03-26"};
+
+/* RFC 5424 severities, as MCP's logging levels. */
+static const char *const log_levels[] = {"debug",    "info",  "notice", "warning",
+                                         "error",    "critical", "alert", "emergency"};
+
+typedef struct route {
+    char *session; /* a Python session id */
+    int slot;      /* the sandbox that holds it */
+} route;
+
+typedef struct in_flight {
+    mcp_client *client;
+    char *id; /* the request id as JSON text */
+    int slot;
+} in_flight;
+
+typedef struct slot {
+    cap_sandbox *sandbox;
+    int busy;
+} slot;
+
+struct mcp_server {
+    pthread_mutex_t lock;
+    pthread_cond_t slot_freed;
+    slot *slots;
+    int slot_count;
+    int waiting, queue_limit;
+    int next_slot; /* round-robin for new sessions */
+    cap_limits limits;
+    route routes[MAX_ROUTES];
+    int route_count;
+    in_flight calls[MAX_IN_FLIGHT];
+};
+
+struct mcp_client {
+    mcp_server *server;
+    int log_level; /* index in log_levels: messages below it are not sent */
+    int calls;     /* in progress */
+    int freed;     /* mcp_client_free was called: the last call frees it */
+};
+
+/* --- the pool ---------------------------------------------------------------- */
+
+int mcp_server_new(cap_config *config, const mcp_server_options *options, mcp_server **out,
+                   char *error) {
+    mcp_server *server = calloc(1, sizeof *server);
+    int workers = options && options->workers > 0 ? options->workers : 2;
+    if (!server || !(server->slots = calloc((size_t)workers, sizeof *server->slots))) {
+        free(server);
+        snprintf(error, CAP_ERROR_SIZE, "out of memory");
+        return CAP_ENOMEM;
+    }
+    pthread_mutex_init(&server->lock, NULL);
+    pthread_cond_init(&server->slot_freed, NULL);
+    server->queue_limit = options && options->queue >= 0 ? options->queue : 16;
+    if (options) server->limits = options->limits;
+    for (; server->slot_count < workers; server->slot_count++) {
+        int rc = cap_sandbox_new(config, &server->slots[server->slot_count].sandbox, error);
+        if (rc != CAP_OK) {
+            mcp_server_free(server);
+            return rc;
+        }
+    }
+    *out = server;
+    return CAP_OK;
+}
+
+void mcp_server_free(mcp_server *server) {
+    if (!server) return;
+    for (int i = 0; i < server->slot_count; i++) cap_sandbox_free(server->slots[i].sandbox);
+    for (int i = 0; i < server->route_count; i++) free(server->routes[i].session);
+    free(server->slots);
+    pthread_cond_destroy(&server->slot_freed);
+    pthread_mutex_destroy(&server->lock);
+    free(server);
+}
+
+static int find_route(const mcp_server *server, const char *session) {
+    for (int i = 0; i < server->route_count; i++)
+        if (strcmp(server->routes[i].session, session) == 0) return i;
+    return -1;
+}
+
+/* The sandbox for a session: the one that holds it, or a new assignment. */
+static int route_session(mcp_server *server, const char *session) {
+    int index = find_route(server, session);
+    if (index >= 0) return server->routes[index].slot;
+    int slot_index = server->next_slot++ % server->slot_count;
+    if (server->route_count == MAX_ROUTES) { /* forget the oldest */
+        free(server->routes[0].session);
+        memmove(server->routes, server->routes + 1, (MAX_ROUTES - 1) * sizeof *server->routes);
+        server->route_count--;
+    }
+    char *copy = strdup(session);
+    if (copy) server->routes[server->route_count++] = (route){copy, slot_index};
+    return slot_index;
+}
+
+static void forget_route(mcp_server *server, const char *session) {
+    int index = find_route(server, session);
+    if (index < 0) return;
+    free(server->routes[index].session);
+    server->routes[index] = server->routes[--server->route_count];
+}
+
+/* Takes a free sandbox (that of `session`, if given) and registers the call
+ * so that it can be cancelled: the slot index, or -1 when the queue is full. */
+static int acquire_slot(mcp_server *server, mcp_client *client, const char *id,
+                        const char *session) {
+    pthread_mutex_lock(&server->lock);
+    int wanted = session ? route_session(server, session) : -1;
+    int chosen = -1;
+    for (;;) {
+        for (int i = 0; i < server->slot_count && chosen < 0; i++)
+            if (!server->slots[i].busy && (wanted < 0 || wanted == i)) chosen = i;
+        if (chosen >= 0) break;
+        if (server->waiting >= server->queue_limit) {
+            pthread_mutex_unlock(&server->lock);
+            return -1;
+        }
+        server->waiting++;
+        pthread_cond_wait(&server->slot_freed, &server->lock);
+        server->waiting--;
+    }
+    server->slots[chosen].busy = 1;
+    for (int i = 0; i < MAX_IN_FLIGHT; i++) {
+        if (!server->calls[i].client) {
+            server->calls[i] = (in_flight){client, id ? strdup(id) : NULL, chosen};
+            break;
+        }
+    }
+    pthread_mutex_unlock(&server->lock);
+    return chosen;
+}
+
+static void release_slot(mcp_server *server, mcp_client *client, int slot_index) {
+    pthread_mutex_lock(&server->lock);
+    server->slots[slot_index].busy = 0;
+    for (int i = 0; i < MAX_IN_FLIGHT; i++) {
+        if (server->calls[i].client == client && server->calls[i].slot == slot_index) {
+            free(server->calls[i].id);
+            server->calls[i] = (in_flight){0};
+            break;
+        }
+    }
+    pthread_cond_broadcast(&server->slot_freed);
+    pthread_mutex_unlock(&server->lock);
+}
+
+static void cancel_matching(mcp_server *server, mcp_client *client, const char *id) {
+    pthread_mutex_lock(&server->lock);
+    for (int i = 0; i < MAX_IN_FLIGHT; i++) {
+        in_flight *call = &server->calls[i];
+        if (call->client == client && (!id || (call->id && strcmp(call->id, id) == 0)))
+            cap_sandbox_cancel(server->slots[call->slot].sandbox);
+    }
+    pthread_mutex_unlock(&server->lock);
+}
+
+void mcp_cancel_request(mcp_server *server, mcp_client *client, const char *id) {
+    if (id) cancel_matching(server, client, id);
+}
+
+void mcp_cancel_client(mcp_server *server, mcp_client *client) {
+    cancel_matching(server, client, NULL);
+}
+
+/* --- clients ------------------------------------------------------------------ */
+
+mcp_client *mcp_client_new(mcp_server *server) {
+    mcp_client *client = calloc(1, sizeof *client);
+    if (client) {
+        client->server = server;
+        client->log_level = 1; /* info, until the client sets a level */
+    }
+    return client;
+}
+
+void mcp_client_free(mcp_client *client) {
+    if (!client) return;
+    mcp_server *server = client->server;
+    cancel_matching(server, client, NULL);
+    pthread_mutex_lock(&server->lock);
+    int last = client->calls == 0;
+    client->freed = 1;
+    pthread_mutex_unlock(&server->lock);
+    if (last) free(client);
+}
+
+static void client_call_begins(mcp_client *client) {
+    pthread_mutex_lock(&client->server->lock);
+    client->calls++;
+    pthread_mutex_unlock(&client->server->lock);
+}
+
+static void client_call_ends(mcp_client *client) {
+    mcp_server *server = client->server;
+    pthread_mutex_lock(&server->lock);
+    int free_now = --client->calls == 0 && client->freed;
+    pthread_mutex_unlock(&server->lock);
+    if (free_now) free(client);
+}
+
+int mcp_protocol_supported(const char *version) {
+    for (size_t i = 0; i < sizeof protocol_versions / sizeof *protocol_versions; i++)
+        if (strcmp(version, protocol_versions[i]) == 0) return 1;
+    return 0;
+}
+
+/* --- JSON-RPC plumbing ---------------------------------------------------------- */
+
+typedef struct reply {
+    mcp_send_fn send;
+    void *context;
+} reply;
+
+static void send_json(const reply *to, cJSON *message) {
+    char *text = message ? cJSON_PrintUnformatted(message) : NULL;
+    if (text) to->send(to->context, text);
+    free(text);
+    cJSON_Delete(message);
+}
+
+static cJSON *envelope(void) {
+    cJSON *message = cJSON_CreateObject();
+    cJSON_AddStringToObject(message, "jsonrpc", "2.0");
+    return message;
+}
+
+static void send_result(const reply *to, const cJSON *id, cJSON *result) {
+    cJSON *message = envelope();
+    cJSON_AddItemToObject(message, "id", cJSON_Duplicate(id, 1));
+    cJSON_AddItemToObject(message, "result", result ? result : cJSON_CreateObject());
+    send_json(to, message);
+}
+
+static void send_error(const reply *to, const cJSON *id, int code, const char *text) {
+    cJSON *message = envelope();
+    cJSON_AddItemToObject(message, "id", id ? cJSON_Duplicate(id, 1) : cJSON_CreateNull());
+    cJSON *error = cJSON_AddObjectToObject(message, "error");
+    cJSON_AddNumberToObject(error, "code", code);
+    cJSON_AddStringToObject(error, "message", text);
+    send_json(to, message);
+}
+
+static void send_notification(const reply *to, const char *method, cJSON *params) {
+    cJSON *message = envelope();
+    cJSON_AddStringToObject(message, "method", method);
+    cJSON_AddItemToObject(message, "params", params);
+    send_json(to, message);
+}
+
+static int is_valid_id(const cJSON *id) {
+    return cJSON_IsString(id) || cJSON_IsNumber(id);
+}
+
+void mcp_classify(const char *text, size_t size, mcp_message_info *info) {
+    memset(info, 0, sizeof *info);
+    cJSON *message = cJSON_ParseWithLength(text, size);
+    const cJSON *version = cJSON_GetObjectItemCaseSensitive(message, "jsonrpc");
+    if (!cJSON_IsObject(message) || !cJSON_IsString(version) ||
+        strcmp(version->valuestring, "2.0") != 0) {
+        cJSON_Delete(message);
+        return;
+    }
+    const cJSON *method = cJSON_GetObjectItemCaseSensitive(message, "method");
+    const cJSON *id = cJSON_GetObjectItemCaseSensitive(message, "id");
+    if (!cJSON_IsString(method)) {
+        info->kind = id ? MCP_MESSAGE_RESPONSE : MCP_MESSAGE_INVALID;
+    } else if (id) {
+        info->kind = is_valid_id(id) ? MCP_MESSAGE_REQUEST : MCP_MESSAGE_INVALID;
+        info->is_initialize = strcmp(method->valuestring, "initialize") == 0;
+        info->is_tool_call = strcmp(method->valuestring, "tools/call") == 0;
+        if (info->kind == MCP_MESSAGE_REQUEST) info->id = cJSON_PrintUnformatted(id);
+    } else {
+        info->kind = MCP_MESSAGE_NOTIFICATION;
+    }
+    cJSON_Delete(message);
+}
+
+/* --- text helpers ------------------------------------------------------------------ */
+
+typedef struct text {
+    char *data;
+    size_t size, capacity;
+} text;
+
+static void text_append(text *t, const char *data, size_t size) {
+    if (t->size + size + 1 > t->capacity) {
+        size_t capacity = t->capacity ? t->capacity : 256;
+        while (capacity < t->size + size + 1) capacity *= 2;
+        char *grown = realloc(t->data, capacity);
+        if (!grown) return; /* output is dropped rather than the server */
+        t->data = grown;
+        t->capacity = capacity;
+    }
+    memcpy(t->data + t->size, data, size);
+    t->size += size;
+    t->data[t->size] = '\0';
+}
+
+static void text_append_string(text *t, const char *s) {
+    text_append(t, s, strlen(s));
+}
+
+static int lower(int c) {
+    return c >= 'A' && c <= 'Z' ? c + 32 : c;
+}
+
+/* mcp-run-python's escapeClosing: every `</?\s*TAG(.*?>)?` in `body` (case
+ * insensitive, `.` not crossing a newline) has its < and > escaped, so code
+ * output cannot close or open the tag it is reported in. */
+static void append_escaped(text *out, const char *body, size_t size, const char *tag) {
+    size_t tag_length = strlen(tag);
+    size_t i = 0;
+    while (i < size) {
+        size_t end = i;
+        if (body[i] == '<') {
+            size_t j = i + 1;
+            if (j < size && body[j] == '/') j++;
+            while (j < size && (body[j] == ' ' || body[j] == '\t' || body[j] == '\n' ||
+                                body[j] == '\r' || body[j] == '\f' || body[j] == '\v'))
+                j++;
+            size_t k = 0;
+            while (k < tag_length && j + k < size && lower((unsigned char)body[j + k]) == tag[k]) k++;
+            if (k == tag_length) {
+                end = j + k;
+                size_t m = end;
+                while (m < size && body[m] != '>' && body[m] != '\n' && body[m] != '\r') m++;
+                if (m < size && body[m] == '>') end = m + 1;
+            }
+        }
+        if (end == i) {
+            text_append(out, body + i, 1);
+            i++;
+            continue;
+        }
+        for (; i < end; i++) {
+            if (body[i] == '<') text_append_string(out, "&lt;");
+            else if (body[i] == '>') text_append_string(out, "&gt;");
+            else text_append(out, body + i, 1);
+        }
+    }
+}
+
+static char *base64_encode(const unsigned char *data, size_t size) {
+    static const char alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    char *out = malloc(4 * ((size + 2) / 3) + 1);
+    if (!out) return NULL;
+    size_t o = 0;
+    for (size_t i = 0; i < size; i += 3) {
+        uint32_t v = (uint32_t)data[i] << 16;
+        if (i + 1 < size) v |= (uint32_t)data[i + 1] << 8;
+        if (i + 2 < size) v |= data[i + 2];
+        out[o++] = alphabet[(v >> 18) & 63];
+        out[o++] = alphabet[(v >> 12) & 63];
+        out[o++] = i + 1 < size ? alphabet[(v >> 6) & 63] : '=';
+        out[o++] = i + 2 < size ? alphabet[v & 63] : '=';
+    }
+    out[o] = '\0';
+    return out;
+}
+
+static int base64_value(int c) {
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    if (c == '+' || c == '-') return 62;
+    if (c == '/' || c == '_') return 63;
+    return -1;
+}
+
+/* NULL if `in` is not base64. */
+static unsigned char *base64_decode(const char *in, size_t *size) {
+    size_t length = strlen(in);
+    unsigned char *out = malloc(length / 4 * 3 + 3);
+    if (!out) return NULL;
+    uint32_t accumulator = 0;
+    int bits = 0;
+    size_t o = 0;
+    for (size_t i = 0; i < length; i++) {
+        if (in[i] == '=' || in[i] == '\n' || in[i] == '\r') continue;
+        int v = base64_value((unsigned char)in[i]);
+        if (v < 0) {
+            free(out);
+            return NULL;
+        }
+        accumulator = (accumulator << 6) | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out[o++] = (unsigned char)(accumulator >> bits);
+        }
+    }
+    *size = o;
+    return out;
+}
+
+/* --- running code ---------------------------------------------------------------------- */
+
+typedef struct call_state {
+    const reply *to;
+    mcp_client *client;
+    const cJSON *progress_token;
+    double progress;
+    text output;     /* stdout and stderr interleaved, as written */
+    text partial[2]; /* the unfinished last line of stdout, of stderr */
+} call_state;
+
+static int level_index(const char *name) {
+    for (int i = 0; i < (int)(sizeof log_levels / sizeof *log_levels); i++)
+        if (strcmp(name, log_levels[i]) == 0) return i;
+    return -1;
+}
+
+static void send_log_line(call_state *call, cap_stream stream, const char *line, size_t size) {
+    char *data = malloc(size + 1);
+    if (!data) return;
+    memcpy(data, line, size);
+    data[size] = '\0';
+    int level = stream == CAP_STDOUT ? 1 : 3;
+    if (level >= call->client->log_level) {
+        cJSON *params = cJSON_CreateObject();
+        cJSON_AddStringToObject(params, "level", log_levels[level]);
+        cJSON_AddStringToObject(params, "logger", stream == CAP_STDOUT ? "stdout" : "stderr");
+        cJSON_AddStringToObject(params, "data", data);
+        send_notification(call->to, "notifications/message", params);
+    }
+    if (call->progress_token) {
+        cJSON *params = cJSON_CreateObject();
+        cJSON_AddItemToObject(params, "progressToken", cJSON_Duplicate(call->progress_token, 1));
+        cJSON_AddNumberToObject(params, "progress", ++call->progress);
+        cJSON_AddStringToObject(params, "message", data);
+        send_notification(call->to, "notifications/progress", params);
+    }
+    free(data);
+}
+
+/* Output is forwarded while the code runs, a line at a time: as log
+ * messages (stdout at "info", stderr at "warning") and, when the client
+ * asked, as progress. */
+static void on_output(void *userdata, cap_stream stream, const char *data, size_t size) {
+    call_state *call = userdata;
+    text_append(&call->output, data, size);
+    text *partial = &call->partial[stream == CAP_STDOUT ? 0 : 1];
+    text_append(partial, data, size);
+    size_t start = 0;
+    for (size_t i = 0; i < partial->size; i++) {
+        if (partial->data[i] == '\n') {
+            send_log_line(call, stream, partial->data + start, i - start);
+            start = i + 1;
+        }
+    }
+    if (start) {
+        memmove(partial->data, partial->data + start, partial->size - start);
+        partial->size -= start;
+    }
+}
+
+/* What is left of unterminated lines when the run ends. */
+static void flush_output(call_state *call) {
+    for (int i = 0; i < 2; i++) {
+        if (call->partial[i].size)
+            send_log_line(call, i == 0 ? CAP_STDOUT : CAP_STDERR, call->partial[i].data,
+                          call->partial[i].size);
+        free(call->partial[i].data);
+    }
+}
+
+static const char *argument_string(const cJSON *arguments, const char *name) {
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(arguments, name);
+    return cJSON_IsString(item) ? item->valuestring : NULL;
+}
+
+typedef struct run_request {
+    const char *code;
+    const char *session;
+    const cJSON *globals; /* an object or NULL */
+    const cJSON *files;   /* an array or NULL */
+    double timeout_seconds;
+} run_request;
+
+typedef struct run_outcome {
+    cap_result *result; /* NULL with `message` when the run could not start */
+    char message[CAP_ERROR_SIZE];
+    int busy; /* the queue was full */
+    text output;
+} run_outcome;
+
+/* Decodes the `files` argument: [{path, content, encoding?}] with encoding
+ * "utf-8" (default) or "base64".  0, or -1 with `message`. */
+static int decode_files(const cJSON *files, cap_file *out, size_t *count, char *message) {
+    *count = 0;
+    if (!files) return 0;
+    if (!cJSON_IsArray(files) || cJSON_GetArraySize(files) > MAX_FILES) {
+        snprintf(message, CAP_ERROR_SIZE, "files must be an array of at most %d objects", MAX_FILES);
+        return -1;
+    }
+    const cJSON *file;
+    cJSON_ArrayForEach(file, files) {
+        const char *path = argument_string(file, "path");
+        const char *content = argument_string(file, "content");
+        const char *encoding = argument_string(file, "encoding");
+        if (!path || !content) {
+            snprintf(message, CAP_ERROR_SIZE, "each file needs a string path and content");
+            return -1;
+        }
+        cap_file *f = &out[(*count)++];
+        f->path = path;
+        if (encoding && strcmp(encoding, "base64") == 0) {
+            f->data = base64_decode(content, &f->size);
+            if (!f->data) {
+                snprintf(message, CAP_ERROR_SIZE, "file %.100s: content is not base64", path);
+                return -1;
+            }
+        } else if (!encoding || strcmp(encoding, "utf-8") == 0) {
+            f->size = strlen(content);
+            f->data = malloc(f->size + 1);
+            if (f->data) memcpy((char *)f->data, content, f->size);
+        } else {
+            snprintf(message, CAP_ERROR_SIZE, "file %.100s: encoding must be utf-8 or base64", path);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void run_code(mcp_server *server, mcp_client *client, const char *id, const reply *to,
+                     const cJSON *progress_token, const run_request *request,
+                     run_outcome *outcome) {
+    memset(outcome, 0, sizeof *outcome);
+    cap_file files[MAX_FILES];
+    size_t file_count = 0;
+    if (decode_files(request->files, files, &file_count, outcome->message) != 0) {
+        for (size_t i = 0; i < file_count; i++) free((void *)files[i].data);
+        return;
+    }
+    char *globals = request->globals ? cJSON_PrintUnformatted(request->globals) : NULL;
+    call_state call = {to, client, progress_token, 0, {0}, {{0}, {0}}};
+    cap_run_options options = {0};
+    options.filename = "main.py";
+    options.on_output = on_output;
+    options.userdata = &call;
+    options.limits = server->limits;
+    if (request->timeout_seconds > 0 &&
+        (!(options.limits.wall_seconds > 0) || request->timeout_seconds < options.limits.wall_seconds))
+        options.limits.wall_seconds = request->timeout_seconds;
+    options.files = files;
+    options.file_count = file_count;
+    options.session = request->session;
+    options.globals_json = globals;
+    options.return_json = 1;
+
+    client_call_begins(client);
+    int slot_index = acquire_slot(server, client, id, request->session);
+    if (slot_index < 0) {
+        outcome->busy = 1;
+        snprintf(outcome->message, CAP_ERROR_SIZE,
+                 "server busy: all %d workers are running and %d calls are waiting; retry later",
+                 server->slot_count, server->queue_limit);
+    } else {
+        if (progress_token) {
+            cJSON *params = cJSON_CreateObject();
+            cJSON_AddItemToObject(params, "progressToken", cJSON_Duplicate(progress_token, 1));
+            cJSON_AddNumberToObject(params, "progress", 0);
+            cJSON_AddStringToObject(params, "message", "running");
+            send_notification(to, "notifications/progress", params);
+        }
+        int rc = cap_sandbox_run(server->slots[slot_index].sandbox, request->code,
+                                 strlen(request->code), &options, &outcome->result,
+                                 outcome->message);
+        if (rc != CAP_OK) outcome->result = NULL;
+        flush_output(&call);
+        if (outcome->result && cap_result_status(outcome->result) == CAP_STATUS_SESSION_ERROR &&
+            request->session) {
+            pthread_mutex_lock(&server->lock);
+            forget_route(server, request->session);
+            pthread_mutex_unlock(&server->lock);
+        }
+        release_slot(server, client, slot_index);
+    }
+    client_call_ends(client);
+    outcome->output = call.output;
+    free(globals);
+    for (size_t i = 0; i < file_count; i++) free((void *)files[i].data);
+}
+
+/* --- run_python_code's result ------------------------------------------------------- */
+
+static const char *mcp_status(cap_status status) {
+    if (status == CAP_STATUS_SUCCESS) return "success";
+    if (status == CAP_STATUS_INSTALL_ERROR) return "install-error";
+    return "run-error";
+}
+
+static void append_section(text *xml, const char *tag, const char *body, size_t size) {
+    text_append_string(xml, "\n<");
+    text_append_string(xml, tag);
+    text_append_string(xml, ">\n");
+    append_escaped(xml, body, size, tag);
+    text_append_string(xml, "\n</");
+    text_append_string(xml, tag);
+    text_append_string(xml, ">");
+}
+
+static int is_image(const char *media_type) {
+    return strncmp(media_type, "image/", 6) == 0;
+}
+
+static int is_text(const char *media_type) {
+    return strncmp(media_type, "text/", 5) == 0 || strcmp(media_type, "application/json") == 0;
+}
+
+/* The tool result: the text block, artifacts as content, and the same
+ * fields as structuredContent. */
+static cJSON *format_run_result(const cap_result *result, const text *output_text) {
+    cap_status status = cap_result_status(result);
+    const char *status_name = mcp_status(status);
+    cJSON *structured = cJSON_CreateObject();
+    cJSON_AddStringToObject(structured, "status", status_name);
+    cJSON_AddStringToObject(structured, "capsule_status", cap_status_name(status));
+
+    text xml = {0};
+    text_append_string(&xml, "<status>");
+    text_append_string(&xml, status_name);
+    text_append_string(&xml, "</status>");
+    cJSON *dependencies = cJSON_AddArrayToObject(structured, "dependencies");
+    for (size_t i = 0; i < cap_result_dependency_count(result); i++)
+        cJSON_AddItemToArray(dependencies, cJSON_CreateString(cap_result_dependency(result, i)));
+    if (cJSON_GetArraySize(dependencies) > 0) {
+        char *list = cJSON_PrintUnformatted(dependencies);
+        text_append_string(&xml, "\n<dependencies>");
+        if (list) text_append_string(&xml, list);
+        text_append_string(&xml, "</dependencies>");
+        free(list);
+    }
+    /* The output's final newline belongs to the last line, not the block. */
+    size_t output_size = output_text->size;
+    if (output_size && output_text->data[output_size - 1] == '\n') output_size--;
+    char *output = output_text->data ? output_text->data : "";
+    if (output_size) append_section(&xml, "output", output, output_size);
+    {
+        char saved = output[output_size];
+        output[output_size] = '\0';
+        cJSON_AddStringToObject(structured, "output", output);
+        output[output_size] = saved;
+    }
+    const char *value = cap_result_return_value(result);
+    const char *error = cap_result_error(result);
+    if (status == CAP_STATUS_SUCCESS) {
+        if (value) append_section(&xml, "return_value", value, strlen(value));
+        cJSON_AddItemToObject(structured, "return_value",
+                              value ? cJSON_CreateString(value) : cJSON_CreateNull());
+        cJSON_AddNullToObject(structured, "error");
+    } else {
+        if (!error) error = cap_status_name(status);
+        size_t error_size = strlen(error);
+        if (error_size && error[error_size - 1] == '\n') error_size--;
+        append_section(&xml, "error", error, error_size);
+        cJSON_AddNullToObject(structured, "return_value");
+        cJSON_AddStringToObject(structured, "error", error);
+    }
+
+    cJSON *tool_result = cJSON_CreateObject();
+    cJSON *content = cJSON_AddArrayToObject(tool_result, "content");
+    cJSON *block = cJSON_CreateObject();
+    cJSON_AddStringToObject(block, "type", "text");
+    cJSON_AddStringToObject(block, "text", xml.data ? xml.data : "");
+    cJSON_AddItemToArray(content, block);
+    free(xml.data);
+
+    cJSON *artifacts = cJSON_AddArrayToObject(structured, "artifacts");
+    for (size_t i = 0; i < cap_result_artifact_count(result); i++) {
+        const cap_artifact *artifact = cap_result_artifact(result, i);
+        cJSON *summary = cJSON_CreateObject();
+        cJSON_AddStringToObject(summary, "name", artifact->name);
+        cJSON_AddStringToObject(summary, "media_type", artifact->media_type);
+        cJSON_AddNumberToObject(summary, "size", (double)artifact->size);
+        cJSON_AddItemToArray(artifacts, summary);
+        char *encoded = base64_encode(artifact->data, artifact->size);
+        if (!encoded) continue;
+        cJSON *item = cJSON_CreateObject();
+        if (is_image(artifact->media_type)) {
+            cJSON_AddStringToObject(item, "type", "image");
+            cJSON_AddStringToObject(item, "data", encoded);
+            cJSON_AddStringToObject(item, "mimeType", artifact->media_type);
+        } else {
+            char uri[1200];
+            snprintf(uri, sizeof uri, "file:///output/%s", artifact->name);
+            cJSON_AddStringToObject(item, "type", "resource");
+            cJSON *resource = cJSON_AddObjectToObject(item, "resource");
+            cJSON_AddStringToObject(resource, "uri", uri);
+            cJSON_AddStringToObject(resource, "mimeType", artifact->media_type);
+            char *textual = NULL;
+            if (is_text(artifact->media_type) && (textual = malloc(artifact->size + 1))) {
+                memcpy(textual, artifact->data, artifact->size);
+                textual[artifact->size] = '\0';
+            }
+            if (textual && strlen(textual) == artifact->size) {
+                cJSON_AddStringToObject(resource, "text", textual);
+            } else {
+                cJSON_AddStringToObject(resource, "blob", encoded);
+            }
+            free(textual);
+        }
+        free(encoded);
+        cJSON_AddItemToArray(content, item);
+    }
+    cJSON_AddItemToObject(tool_result, "structuredContent", structured);
+    cJSON_AddBoolToObject(tool_result, "isError", 0);
+    return tool_result;
+}
+
+/* A tool result that reports a failure of the tool itself. */
+static cJSON *tool_error(const char *message) {
+    cJSON *result = cJSON_CreateObject();
+    cJSON *content = cJSON_AddArrayToObject(result, "content");
+    cJSON *block = cJSON_CreateObject();
+    cJSON_AddStringToObject(block, "type", "text");
+    cJSON_AddStringToObject(block, "text", message);
+    cJSON_AddItemToArray(content, block);
+    cJSON_AddBoolToObject(result, "isError", 1);
+    return result;
+}
+
+static cJSON *tool_text(const char *message, cJSON *structured) {
+    cJSON *result = cJSON_CreateObject();
+    cJSON *content = cJSON_AddArrayToObject(result, "content");
+    cJSON *block = cJSON_CreateObject();
+    cJSON_AddStringToObject(block, "type", "text");
+    cJSON_AddStringToObject(block, "text", message);
+    cJSON_AddItemToArray(content, block);
+    if (structured) cJSON_AddItemToObject(result, "structuredContent", structured);
+    cJSON_AddBoolToObject(result, "isError", 0);
+    return result;
+}
+
+/* --- the tools ---------------------------------------------------------------------- */
+
+/* The session tools run these fixed programs in the session's interpreter;
+ * arguments arrive as the global __capsule_arguments__, never as code. */
+static const char list_files_code[] =
+    "(lambda a: [{'name': e.name, 'type': 'directory' if e.is_dir() else 'file',\n"
+    "             'size': e.stat().st_size if e.is_file() else None}\n"
+    "            for e in sorted(__import__('os').scandir(a['path']), key=lambda e: e.name)])"
+    "(__capsule_arguments__)";
+static const char write_file_code[] =
+    "(lambda a: (__import__('os').makedirs(__import__('os').path.dirname(a['path']) or '.',"
+    " exist_ok=True), open(a['path'], 'wb').write(a['data'].encode('utf-8') if a['encoding'] =="
+    " 'utf-8' else __import__('base64').b64decode(a['data'])))[1])(__capsule_arguments__)";
+
+/* read_file: {'text': ...} when the file is UTF-8 (it survives a decode
+ * and encode unchanged), else {'base64': ...}. */
+static const char read_file_expression[] =
+    "(lambda data: (lambda text: {'text': text} if text.encode('utf-8') == data else\n"
+    "   {'base64': __import__('base64').b64encode(data).decode()})(data.decode('utf-8', "
+    "'replace')))(open(__capsule_arguments__['path'], 'rb').read())";
+
+static cJSON *tool_definitions(void) {
+    static const char definitions[] =
+        "["
+        "{\"name\":\"run_python_code\","
+        "\"description\":\"Run Python 3.11 code in a WebAssembly sandbox (no network, no host "
+        "files). Output (stdout and stderr) and the value of the last expression are returned. "
+        "Top-level await works. Files under /output are returned as artifacts. Pass session_id "
+        "to keep variables and files between calls.\","
+        "\"inputSchema\":{\"type\":\"object\",\"properties\":{"
+        "\"python_code\":{\"type\":\"string\",\"description\":\"Python code to run\"},"
+        "\"global_variables\":{\"type\":\"object\",\"additionalProperties\":true,\"default\":{},"
+        "\"description\":\"Map of global variables in context when the code runs\"},"
+        "\"session_id\":{\"type\":\"string\",\"description\":\"Run in this session: state is "
+        "kept between calls with the same id\"},"
+        "\"timeout_seconds\":{\"type\":\"number\",\"exclusiveMinimum\":0,\"description\":"
+        "\"Wall-clock limit of this run (at most the server's)\"},"
+        "\"files\":{\"type\":\"array\",\"description\":\"Input files placed in the working "
+        "directory /work before the code runs\",\"items\":{\"type\":\"object\",\"properties\":{"
+        "\"path\":{\"type\":\"string\"},\"content\":{\"type\":\"string\"},\"encoding\":{\"enum\":"
+        "[\"utf-8\",\"base64\"],\"default\":\"utf-8\"}},\"required\":[\"path\",\"content\"]}}},"
+        "\"required\":[\"python_code\"]},"
+        "\"outputSchema\":{\"type\":\"object\",\"properties\":{"
+        "\"status\":{\"enum\":[\"success\",\"install-error\",\"run-error\"]},"
+        "\"capsule_status\":{\"type\":\"string\"},"
+        "\"dependencies\":{\"type\":\"array\",\"items\":{\"type\":\"string\"}},"
+        "\"output\":{\"type\":\"string\"},"
+        "\"return_value\":{\"type\":[\"string\",\"null\"]},"
+        "\"error\":{\"type\":[\"string\",\"null\"]},"
+        "\"artifacts\":{\"type\":\"array\",\"items\":{\"type\":\"object\",\"properties\":{"
+        "\"name\":{\"type\":\"string\"},\"media_type\":{\"type\":\"string\"},\"size\":{\"type\":"
+        "\"integer\"}}}}},"
+        "\"required\":[\"status\",\"capsule_status\",\"dependencies\",\"output\",\"return_value\","
+        "\"error\",\"artifacts\"]}},"
+        "{\"name\":\"create_session\",\"description\":\"Start a Python session; pass its "
+        "session_id to run_python_code to keep state between calls.\",\"inputSchema\":{\"type\":"
+        "\"object\",\"properties\":{}},\"outputSchema\":{\"type\":\"object\",\"properties\":{"
+        "\"session_id\":{\"type\":\"string\"}},\"required\":[\"session_id\"]}},"
+        "{\"name\":\"close_session\",\"description\":\"End a Python session and free its "
+        "memory and files.\",\"inputSchema\":{\"type\":\"object\",\"properties\":{\"session_id\":"
+        "{\"type\":\"string\"}},\"required\":[\"session_id\"]}},"
+        "{\"name\":\"list_files\",\"description\":\"List a directory of a session's file system "
+        "(default: the working directory /work).\",\"inputSchema\":{\"type\":\"object\","
+        "\"properties\":{\"session_id\":{\"type\":\"string\"},\"path\":{\"type\":\"string\","
+        "\"default\":\"/work\"}},\"required\":[\"session_id\"]}},"
+        "{\"name\":\"read_file\",\"description\":\"Read a file of a session's file system: text "
+        "if it is UTF-8, else base64.\",\"inputSchema\":{\"type\":\"object\",\"properties\":{"
+        "\"session_id\":{\"type\":\"string\"},\"path\":{\"type\":\"string\"}},\"required\":["
+        "\"session_id\",\"path\"]}},"
+        "{\"name\":\"write_file\",\"description\":\"Write a file into a session's file system "
+        "(directories are created).\",\"inputSchema\":{\"type\":\"object\",\"properties\":{"
+        "\"session_id\":{\"type\":\"string\"},\"path\":{\"type\":\"string\"},\"content\":{"
+        "\"type\":\"string\"},\"encoding\":{\"enum\":[\"utf-8\",\"base64\"],\"default\":"
+        "\"utf-8\"}},\"required\":[\"session_id\",\"path\",\"content\"]}}"
+        "]";
+    return cJSON_Parse(definitions);
+}
+
+static int random_session_id(char *out, size_t size) {
+    unsigned char bytes[12];
+    if (getrandom(bytes, sizeof bytes, 0) != (ssize_t)sizeof bytes) return -1;
+    for (size_t i = 0; i < sizeof bytes && 2 * i + 2 < size; i++)
+        snprintf(out + 2 * i, 3, "%02x", bytes[i]);
+    return 0;
+}
+
+/* Runs one of the fixed session programs; the tool result, or NULL after
+ * sending a JSON-RPC error. */
+static cJSON *session_program(mcp_server *server, mcp_client *client, const char *id,
+                              const reply *to, const char *session, const char *code,
+                              cJSON *arguments_for_guest) {
+    cJSON *globals = cJSON_CreateObject();
+    cJSON_AddItemToObject(globals, "__capsule_arguments__", arguments_for_guest);
+    run_request request = {code, session, globals, NULL, 0};
+    run_outcome outcome;
+    run_code(server, client, id, to, NULL, &request, &outcome);
+    cJSON_Delete(globals);
+    free(outcome.output.data);
+    if (!outcome.result) return tool_error(outcome.message);
+    cJSON *tool_result;
+    cap_status status = cap_result_status(outcome.result);
+    if (status == CAP_STATUS_SUCCESS) {
+        const char *value = cap_result_return_value(outcome.result);
+        cJSON *parsed = value ? cJSON_Parse(value) : NULL;
+        tool_result = tool_text(value ? value : "null", parsed && cJSON_IsObject(parsed)
+                                                          ? parsed
+                                                          : NULL);
+        if (parsed && !cJSON_IsObject(parsed)) {
+            cJSON *wrapped = cJSON_CreateObject();
+            cJSON_AddItemToObject(wrapped, "result", parsed);
+            cJSON_AddItemToObject(tool_result, "structuredContent", wrapped);
+        }
+    } else {
+        const char *error = cap_result_error(outcome.result);
+        tool_result = tool_error(error ? error : cap_status_name(status));
+    }
+    cap_result_free(outcome.result);
+    return tool_result;
+}
+
+static void call_tool(mcp_server *server, mcp_client *client, const cJSON *id, const reply *to,
+                      const cJSON *params) {
+    const char *name = argument_string(params, "name");
+    const cJSON *arguments = cJSON_GetObjectItemCaseSensitive(params, "arguments");
+    const cJSON *meta = cJSON_GetObjectItemCaseSensitive(params, "_meta");
+    const cJSON *progress_token = cJSON_GetObjectItemCaseSensitive(meta, "progressToken");
+    if (progress_token && !is_valid_id(progress_token)) progress_token = NULL;
+    if (!name) {
+        send_error(to, id, RPC_INVALID_PARAMS, "tools/call needs a tool name");
+        return;
+    }
+    if (arguments && !cJSON_IsObject(arguments)) {
+        send_error(to, id, RPC_INVALID_PARAMS, "arguments must be an object");
+        return;
+    }
+    char *id_text = cJSON_PrintUnformatted(id);
+    const char *session = argument_string(arguments, "session_id");
+    const cJSON *session_item = cJSON_GetObjectItemCaseSensitive(arguments, "session_id");
+    if (session_item && !cJSON_IsNull(session_item) && !session) {
+        send_error(to, id, RPC_INVALID_PARAMS, "session_id must be a string");
+    } else if (strcmp(name, "run_python_code") == 0) {
+        const char *code = argument_string(arguments, "python_code");
+        const cJSON *globals = cJSON_GetObjectItemCaseSensitive(arguments, "global_variables");
+        const cJSON *timeout = cJSON_GetObjectItemCaseSensitive(arguments, "timeout_seconds");
+        const cJSON *files = cJSON_GetObjectItemCaseSensitive(arguments, "files");
+        if (!code) {
+            send_error(to, id, RPC_INVALID_PARAMS, "run_python_code needs python_code (a string)");
+        } else if (globals && !cJSON_IsNull(globals) && !cJSON_IsObject(globals)) {
+            send_error(to, id, RPC_INVALID_PARAMS, "global_variables must be an object");
+        } else if (timeout && !(cJSON_IsNumber(timeout) && timeout->valuedouble > 0)) {
+            send_error(to, id, RPC_INVALID_PARAMS, "timeout_seconds must be a positive number");
+        } else {
+            run_request request = {code, session, cJSON_IsObject(globals) ? globals : NULL,
+                                   cJSON_IsNull(files) ? NULL : files,
+                                   timeout ? timeout->valuedouble : 0};
+            run_outcome outcome;
+            run_code(server, client, id_text, to, progress_token, &request, &outcome);
+            if (outcome.result) {
+                send_result(to, id, format_run_result(outcome.result, &outcome.output));
+                cap_result_free(outcome.result);
+            } else if (outcome.busy) {
+                send_error(to, id, RPC_SERVER_BUSY, outcome.message);
+            } else {
+                send_result(to, id, tool_error(outcome.message));
+            }
+            free(outcome.output.data);
+        }
+    } else if (strcmp(name, "create_session") == 0) {
+        char session_id[32];
+        if (random_session_id(session_id, sizeof session_id) != 0) {
+            send_error(to, id, RPC_INTERNAL_ERROR, "no randomness for a session id");
+        } else {
+            /* A first run creates the session in its sandbox. */
+            run_request request = {"pass", session_id, NULL, NULL, 0};
+            run_outcome outcome;
+            run_code(server, client, id_text, to, NULL, &request, &outcome);
+            free(outcome.output.data);
+            if (outcome.result && cap_result_status(outcome.result) == CAP_STATUS_SUCCESS) {
+                cJSON *structured = cJSON_CreateObject();
+                cJSON_AddStringToObject(structured, "session_id", session_id);
+                send_result(to, id, tool_text(session_id, structured));
+            } else if (outcome.busy) {
+                send_error(to, id, RPC_SERVER_BUSY, outcome.message);
+            } else {
+                send_result(to, id, tool_error(outcome.result ? cap_result_error(outcome.result)
+                                                               : outcome.message));
+            }
+            cap_result_free(outcome.result);
+        }
+    } else if (!session) {
+        if (strcmp(name, "close_session") == 0 || strcmp(name, "list_files") == 0 ||
+            strcmp(name, "read_file") == 0 || strcmp(name, "write_file") == 0)
+            send_error(to, id, RPC_INVALID_PARAMS, "this tool needs session_id");
+        else
+            send_error(to, id, RPC_INVALID_PARAMS, "unknown tool");
+    } else if (strcmp(name, "close_session") == 0) {
+        pthread_mutex_lock(&server->lock);
+        int index = find_route(server, session);
+        int slot_index = index >= 0 ? server->routes[index].slot : -1;
+        pthread_mutex_unlock(&server->lock);
+        char error[CAP_ERROR_SIZE] = "no such session";
+        int closed = 0;
+        if (slot_index >= 0) {
+            int taken = acquire_slot(server, client, id_text, session);
+            if (taken >= 0) {
+                closed = cap_session_close(server->slots[taken].sandbox, session, error) == CAP_OK;
+                pthread_mutex_lock(&server->lock);
+                forget_route(server, session);
+                pthread_mutex_unlock(&server->lock);
+                release_slot(server, client, taken);
+            }
+        }
+        send_result(to, id, closed ? tool_text("closed", NULL) : tool_error(error));
+    } else if (strcmp(name, "list_files") == 0 || strcmp(name, "read_file") == 0 ||
+               strcmp(name, "write_file") == 0) {
+        const char *path = argument_string(arguments, "path");
+        const char *content = argument_string(arguments, "content");
+        const char *encoding = argument_string(arguments, "encoding");
+        int listing = strcmp(name, "list_files") == 0, writing = strcmp(name, "write_file") == 0;
+        if (!path && listing) path = "/work";
+        if (!path || (writing && !content)) {
+            send_error(to, id, RPC_INVALID_PARAMS,
+                       writing ? "write_file needs path and content" : "this tool needs a path");
+        } else if (encoding && strcmp(encoding, "utf-8") != 0 && strcmp(encoding, "base64") != 0) {
+            send_error(to, id, RPC_INVALID_PARAMS, "encoding must be utf-8 or base64");
+        } else {
+            pthread_mutex_lock(&server->lock);
+            int known = find_route(server, session) >= 0;
+            pthread_mutex_unlock(&server->lock);
+            if (!known) {
+                send_result(to, id, tool_error("no such session; create one with create_session"));
+            } else {
+                cJSON *guest_arguments = cJSON_CreateObject();
+                cJSON_AddStringToObject(guest_arguments, "path", path);
+                if (writing) {
+                    cJSON_AddStringToObject(guest_arguments, "data", content);
+                    cJSON_AddStringToObject(guest_arguments, "encoding",
+                                            encoding ? encoding : "utf-8");
+                }
+                const char *code = listing ? list_files_code
+                                   : writing ? write_file_code
+                                             : read_file_expression;
+                send_result(to, id,
+                            session_program(server, client, id_text, to, session, code,
+                                            guest_arguments));
+            }
+        }
+    } else {
+        send_error(to, id, RPC_INVALID_PARAMS, "unknown tool");
+    }
+    free(id_text);
+}
+
+/* --- dispatch ---------------------------------------------------------------------------- */
+
+static void initialize(const reply *to, const cJSON *id, const cJSON *params) {
+    const char *requested = argument_string(params, "protocolVersion");
+    cJSON *result = cJSON_CreateObject();
+    cJSON_AddStringToObject(result, "protocolVersion",
+                            requested && mcp_protocol_supported(requested) ? requested
+                                                                           : MCP_LATEST_PROTOCOL);
+    cJSON *capabilities = cJSON_AddObjectToObject(result, "capabilities");
+    cJSON *tools = cJSON_AddObjectToObject(capabilities, "tools");
+    cJSON_AddBoolToObject(tools, "listChanged", 0);
+    cJSON_AddObjectToObject(capabilities, "logging");
+    cJSON *info = cJSON_AddObjectToObject(result, "serverInfo");
+    cJSON_AddStringToObject(info, "name", "capsule");
+    cJSON_AddStringToObject(info, "title", "capsule: Python in a WebAssembly sandbox");
+    cJSON_AddStringToObject(info, "version", CAP_VERSION);
+    cJSON_AddStringToObject(result, "instructions",
+                            "Call run_python_code to run Python 3.11 in a sandbox without "
+                            "network or host files. Use a session (create_session) to keep "
+                            "state between calls.");
+    send_result(to, id, result);
+}
+
+void mcp_handle(mcp_server *server, mcp_client *client, const char *message_text, size_t size,
+                mcp_send_fn send, void *context) {
+    reply to = {send, context};
+    cJSON *message = cJSON_ParseWithLength(message_text, size);
+    if (!message) {
+        send_error(&to, NULL, RPC_PARSE_ERROR, "parse error: not valid JSON");
+        return;
+    }
+    if (cJSON_IsArray(message)) {
+        send_error(&to, NULL, RPC_INVALID_REQUEST, "batches are not supported (MCP 2025-06-18)");
+        cJSON_Delete(message);
+        return;
+    }
+    const cJSON *version = cJSON_GetObjectItemCaseSensitive(message, "jsonrpc");
+    const cJSON *method_item = cJSON_GetObjectItemCaseSensitive(message, "method");
+    const cJSON *id = cJSON_GetObjectItemCaseSensitive(message, "id");
+    const cJSON *params = cJSON_GetObjectItemCaseSensitive(message, "params");
+    int valid = cJSON_IsObject(message) && cJSON_IsString(version) &&
+                strcmp(version->valuestring, "2.0") == 0 && (!id || is_valid_id(id));
+    if (valid && !method_item && id) { /* a response: we send no requests */
+        cJSON_Delete(message);
+        return;
+    }
+    if (!valid || !cJSON_IsString(method_item) || (params && !cJSON_IsObject(params))) {
+        send_error(&to, is_valid_id(id) ? id : NULL, RPC_INVALID_REQUEST,
+                   "invalid request: expected a JSON-RPC 2.0 object with a string method and "
+                   "object params");
+        cJSON_Delete(message);
+        return;
+    }
+    const char *method = method_item->valuestring;
+    if (!id) { /* notifications: never answered */
+        if (strcmp(method, "notifications/cancelled") == 0) {
+            const cJSON *request = cJSON_GetObjectItemCaseSensitive(params, "requestId");
+            if (is_valid_id(request)) {
+                char *request_text = cJSON_PrintUnformatted(request);
+                mcp_cancel_request(server, client, request_text);
+                free(request_text);
+            }
+        }
+        cJSON_Delete(message);
+        return;
+    }
+    if (strcmp(method, "initialize") == 0) {
+        initialize(&to, id, params);
+    } else if (strcmp(method, "ping") == 0) {
+        send_result(&to, id, NULL);
+    } else if (strcmp(method, "tools/list") == 0) {
+        cJSON *result = cJSON_CreateObject();
+        cJSON_AddItemToObject(result, "tools", tool_definitions());
+        send_result(&to, id, result);
+    } else if (strcmp(method, "tools/call") == 0) {
+        call_tool(server, client, id, &to, params);
+    } else if (strcmp(method, "logging/setLevel") == 0) {
+        const char *level = argument_string(params, "level");
+        int index = level ? level_index(level) : -1;
+        if (index < 0) {
+            send_error(&to, id, RPC_INVALID_PARAMS, "level must be one of debug, info, notice, "
+                                                    "warning, error, critical, alert, emergency");
+        } else {
+            client->log_level = index;
+            send_result(&to, id, NULL);
+        }
+    } else {
+        send_error(&to, id, RPC_METHOD_NOT_FOUND, "method not found");
+    }
+    cJSON_Delete(message);
+}
