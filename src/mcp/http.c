@@ -31,6 +31,7 @@
 
 #define MAX_SESSIONS 256
 #define KEEPALIVE_SECONDS 15
+#define HEARTBEAT_SECONDS 1
 #define CONNECTION_TIMEOUT_SECONDS 60
 
 typedef struct http_session {
@@ -262,7 +263,20 @@ static ssize_t stream_read(void *context, uint64_t position, char *buffer, size_
     (void)position;
     stream *s = context;
     pthread_mutex_lock(&s->lock);
-    while (!s->pending_size && !s->finished) pthread_cond_wait(&s->changed, &s->lock);
+    /* A silent run still writes a comment every second: MHD notices a
+     * client that went away only when a write fails. */
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += HEARTBEAT_SECONDS;
+    while (!s->pending_size && !s->finished &&
+           pthread_cond_timedwait(&s->changed, &s->lock, &until) == 0)
+        continue;
+    if (!s->pending_size && !s->finished) {
+        static const char heartbeat[] = ": running\n\n";
+        pthread_mutex_unlock(&s->lock);
+        memcpy(buffer, heartbeat, sizeof heartbeat - 1 < max ? sizeof heartbeat - 1 : max);
+        return (ssize_t)(sizeof heartbeat - 1 < max ? sizeof heartbeat - 1 : max);
+    }
     ssize_t n;
     if (s->pending_size) {
         size_t take = s->pending_size < max ? s->pending_size : max;
@@ -302,6 +316,12 @@ static enum MHD_Result start_stream(http_server *http, struct MHD_Connection *co
     r->body = NULL;
     s->id = id;
     s->references = 2; /* the run thread and the response */
+    /* SEP-1699's priming event: an id and no data, and a retry interval. */
+    static const char priming[] = "id: 0\nretry: 1000\ndata:\n\n";
+    if ((s->pending = malloc(sizeof priming))) {
+        memcpy(s->pending, priming, sizeof priming);
+        s->pending_size = sizeof priming - 1;
+    }
     struct MHD_Response *response =
         MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_read, s, stream_closed);
     pthread_t thread;

@@ -9,6 +9,8 @@
  */
 #include "mcp.h"
 
+#include "../sandbox/buffer.h" /* utf8_sanitize: JSON strings must be UTF-8 */
+
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <pthread.h>
@@ -449,10 +451,8 @@ static int level_index(const char *name) {
 }
 
 static void send_log_line(call_state *call, cap_stream stream, const char *line, size_t size) {
-    char *data = malloc(size + 1);
+    char *data = utf8_sanitize(line, size);
     if (!data) return;
-    memcpy(data, line, size);
-    data[size] = '\0';
     int level = stream == CAP_STDOUT ? 1 : 3;
     if (level >= call->client->log_level) {
         cJSON *params = cJSON_CreateObject();
@@ -672,14 +672,10 @@ static cJSON *format_run_result(const cap_result *result, const text *output_tex
     /* The output's final newline belongs to the last line, not the block. */
     size_t output_size = output_text->size;
     if (output_size && output_text->data[output_size - 1] == '\n') output_size--;
-    char *output = output_text->data ? output_text->data : "";
-    if (output_size) append_section(&xml, "output", output, output_size);
-    {
-        char saved = output[output_size];
-        output[output_size] = '\0';
-        cJSON_AddStringToObject(structured, "output", output);
-        output[output_size] = saved;
-    }
+    if (output_size) append_section(&xml, "output", output_text->data, output_size);
+    char *output = utf8_sanitize(output_size ? output_text->data : "", output_size);
+    cJSON_AddStringToObject(structured, "output", output ? output : "");
+    free(output);
     const char *value = cap_result_return_value(result);
     const char *error = cap_result_error(result);
     if (status == CAP_STATUS_SUCCESS) {
@@ -700,8 +696,10 @@ static cJSON *format_run_result(const cap_result *result, const text *output_tex
     cJSON *content = cJSON_AddArrayToObject(tool_result, "content");
     cJSON *block = cJSON_CreateObject();
     cJSON_AddStringToObject(block, "type", "text");
-    cJSON_AddStringToObject(block, "text", xml.data ? xml.data : "");
+    char *xml_text = utf8_sanitize(xml.data ? xml.data : "", xml.size);
+    cJSON_AddStringToObject(block, "text", xml_text ? xml_text : "");
     cJSON_AddItemToArray(content, block);
+    free(xml_text);
     free(xml.data);
 
     cJSON *artifacts = cJSON_AddArrayToObject(structured, "artifacts");
@@ -726,12 +724,13 @@ static cJSON *format_run_result(const cap_result *result, const text *output_tex
             cJSON *resource = cJSON_AddObjectToObject(item, "resource");
             cJSON_AddStringToObject(resource, "uri", uri);
             cJSON_AddStringToObject(resource, "mimeType", artifact->media_type);
-            char *textual = NULL;
-            if (is_text(artifact->media_type) && (textual = malloc(artifact->size + 1))) {
-                memcpy(textual, artifact->data, artifact->size);
-                textual[artifact->size] = '\0';
-            }
-            if (textual && strlen(textual) == artifact->size) {
+            /* Text content only when it is UTF-8 already: sanitising
+             * (which also replaces NULs) changes nothing. */
+            char *textual = is_text(artifact->media_type)
+                                ? utf8_sanitize((const char *)artifact->data, artifact->size)
+                                : NULL;
+            if (textual && strlen(textual) == artifact->size &&
+                memcmp(textual, artifact->data, artifact->size) == 0) {
                 cJSON_AddStringToObject(resource, "text", textual);
             } else {
                 cJSON_AddStringToObject(resource, "blob", encoded);

@@ -1,0 +1,162 @@
+// capsule's MCP server against the official TypeScript SDK client, over
+// stdio and Streamable HTTP.  Run by `make interop-test` (node --test).
+import { describe, test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
+import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import { LoggingMessageNotificationSchema } from "@modelcontextprotocol/sdk/types.js";
+
+const CAPSULE = process.env.CAPSULE ?? new URL("../../build/capsule", import.meta.url).pathname;
+const TOKEN = "interop-test-token";
+
+function textOf(result) {
+  return result.content.find((c) => c.type === "text").text;
+}
+
+async function runCode(client, python_code, extra = {}, options = {}) {
+  return client.callTool({ name: "run_python_code", arguments: { python_code, ...extra } },
+                         undefined, options);
+}
+
+// Starts `capsule serve --http 127.0.0.1:0` and resolves with its URL.
+function startHttpServer() {
+  const child = spawn(CAPSULE, ["serve", "--http", "127.0.0.1:0", "--workers", "2"], {
+    env: { ...process.env, CAPSULE_TOKEN: TOKEN },
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+  return new Promise((resolve, reject) => {
+    let log = "";
+    child.stderr.on("data", (chunk) => {
+      log += chunk;
+      const match = log.match(/listening on (http:\/\/\S+)/);
+      if (match) resolve({ child, url: match[1] });
+    });
+    child.on("exit", (code) => reject(new Error(`server exited ${code}: ${log}`)));
+  });
+}
+
+async function connectHttp(url, token = TOKEN) {
+  const client = new Client({ name: "capsule-interop", version: "1.0.0" });
+  const transport = new StreamableHTTPClientTransport(new URL(url), {
+    requestInit: { headers: { Authorization: `Bearer ${token}` } },
+  });
+  await client.connect(transport);
+  return client;
+}
+
+async function connectStdio() {
+  const client = new Client({ name: "capsule-interop", version: "1.0.0" });
+  await client.connect(new StdioClientTransport({ command: CAPSULE, args: ["serve", "--stdio"],
+                                                  stderr: "ignore" }));
+  return client;
+}
+
+// The same checks over both transports.
+function commonTests(name, connect) {
+  let client;
+  before(async () => { client = await connect(); });
+  after(async () => { await client?.close(); });
+
+  test(`${name}: lists run_python_code with its schemas`, async () => {
+    const { tools } = await client.listTools();
+    const run = tools.find((t) => t.name === "run_python_code");
+    assert.ok(run, "run_python_code is listed");
+    assert.deepEqual(run.inputSchema.required, ["python_code"]);
+    assert.ok(run.inputSchema.properties.global_variables);
+    assert.ok(run.outputSchema.properties.status);
+    for (const tool of ["create_session", "close_session", "list_files", "read_file", "write_file"])
+      assert.ok(tools.some((t) => t.name === tool), tool);
+  });
+
+  test(`${name}: runs code and formats the result like mcp-run-python`, async () => {
+    const result = await runCode(client, "print('hello')\n{'answer': 6 * 7}");
+    assert.equal(textOf(result),
+      "<status>success</status>\n<output>\nhello\n</output>\n<return_value>\n" +
+      '{\n  "answer": 42\n}\n</return_value>');
+    assert.equal(result.structuredContent.status, "success");
+    assert.equal(result.structuredContent.output, "hello");
+  });
+
+  test(`${name}: global_variables are bound, errors come back as run-error`, async () => {
+    const ok = await runCode(client, "name.upper()", { global_variables: { name: "capsule" } });
+    assert.match(textOf(ok), /<return_value>\nCAPSULE\n<\/return_value>/);
+    const bad = await runCode(client, "1 / 0");
+    assert.match(textOf(bad), /^<status>run-error<\/status>\n<error>\nTraceback/);
+    assert.match(textOf(bad), /File "main.py", line 1/);
+    assert.match(textOf(bad), /ZeroDivisionError/);
+  });
+
+  test(`${name}: top-level await`, async () => {
+    const result = await runCode(client, "import asyncio\nawait asyncio.sleep(0)\n'awaited'");
+    assert.match(textOf(result), /<return_value>\nawaited\n<\/return_value>/);
+  });
+
+  test(`${name}: sessions keep state and files`, async () => {
+    const created = await client.callTool({ name: "create_session", arguments: {} });
+    const session_id = created.structuredContent.session_id;
+    assert.match(session_id, /^[0-9a-f]{24}$/);
+    await runCode(client, "x = 41", { session_id });
+    const next = await runCode(client, "x + 1", { session_id });
+    assert.match(textOf(next), /<return_value>\n42\n<\/return_value>/);
+    await client.callTool({ name: "write_file",
+                            arguments: { session_id, path: "notes/a.txt", content: "héllo" } });
+    const listing = await client.callTool({ name: "list_files",
+                                            arguments: { session_id, path: "notes" } });
+    assert.equal(listing.structuredContent.result[0].name, "a.txt");
+    const read = await client.callTool({ name: "read_file",
+                                         arguments: { session_id, path: "notes/a.txt" } });
+    assert.equal(read.structuredContent.text, "héllo");
+    const fresh = await runCode(client, "'x' in globals()");
+    assert.match(textOf(fresh), /<return_value>\nfalse\n<\/return_value>/);
+    const closed = await client.callTool({ name: "close_session", arguments: { session_id } });
+    assert.equal(closed.isError, false);
+    const gone = await runCode(client, "x", { session_id });
+    assert.equal(gone.structuredContent.status, "run-error");
+  });
+
+  test(`${name}: output arrives as log notifications while the code runs`, async () => {
+    const lines = [];
+    client.setNotificationHandler(LoggingMessageNotificationSchema, (n) => lines.push(n.params));
+    await client.setLoggingLevel("info");
+    await runCode(client, "import sys\nprint('to stdout')\nprint('to stderr', file=sys.stderr)");
+    assert.ok(lines.some((l) => l.logger === "stdout" && l.data === "to stdout"), JSON.stringify(lines));
+    assert.ok(lines.some((l) => l.logger === "stderr" && l.data === "to stderr"));
+    await client.setLoggingLevel("error");
+    lines.length = 0;
+    await runCode(client, "print('quiet')");
+    assert.equal(lines.length, 0, "info messages are not sent below the level");
+  });
+
+  test(`${name}: progress notifications when a progress token is sent`, async () => {
+    const progress = [];
+    await runCode(client, "print('step')", {}, { onprogress: (p) => progress.push(p) });
+    assert.ok(progress.length >= 1, "at least one progress notification");
+  });
+
+  test(`${name}: a cancelled call stops its run`, async () => {
+    const controller = new AbortController();
+    const started = Date.now();
+    const call = runCode(client, "while True: pass", {}, { signal: controller.signal });
+    setTimeout(() => controller.abort(), 500);
+    await assert.rejects(call);
+    // The worker was killed, not left spinning: the next call is served at once.
+    const after = await runCode(client, "'still serving'");
+    assert.match(textOf(after), /still serving/);
+    assert.ok(Date.now() - started < 20000, "well before the 30 s timeout");
+  });
+}
+
+describe("stdio", () => commonTests("stdio", connectStdio));
+
+describe("http", () => {
+  let server;
+  before(async () => { server = await startHttpServer(); });
+  after(() => { server?.child.kill("SIGTERM"); });
+  describe("with the SDK client", () => commonTests("http", () => connectHttp(server.url)));
+
+  test("http: a wrong token is refused with 401", async () => {
+    await assert.rejects(connectHttp(server.url, "wrong-token"), /401|nauthorized/);
+  });
+});
