@@ -124,6 +124,18 @@ int cap_config_set_sessions(cap_config *config, int max_sessions, double idle_se
  * only what is added here: nothing of the host's is passed. */
 int cap_config_add_env(cap_config *config, const char *name, const char *value, char *error);
 
+/* The artifacts directory (default "/output"): a scratch directory whose
+ * files are returned with each run's result (cap_result_artifact) and then
+ * removed.  At most 64 MiB of artifacts per run; beyond, files are dropped
+ * and a note goes to the captured stderr. */
+int cap_config_set_output_directory(cap_config *config, const char *guest_path, char *error);
+
+/* Exposes the markdown files (*.md) of a host directory read-only at /docs,
+ * with a generated /docs/README.md listing each file's title (its first
+ * "# " heading).  The files are read now, once; a host README.md is kept
+ * below the index. */
+int cap_config_add_docs(cap_config *config, const char *host_directory, char *error);
+
 /* --- Sandboxes ---------------------------------------------------------- */
 
 int cap_sandbox_new(cap_config *config, cap_sandbox **out, char *error);

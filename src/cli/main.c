@@ -9,9 +9,11 @@
 #include "check.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define EXIT_USAGE 2
@@ -31,6 +33,10 @@ static const char usage_text[] =
     "  --file GUEST=HOST    copy a host file into the sandbox's scratch space\n"
     "  --stdlib IMAGE       standard library image (default: stdlib.img beside capsule)\n"
     "  --image IMAGE:GUEST  mount another read-only image at GUEST (repeatable)\n"
+    "  --docs DIR           markdown files of DIR read-only at /docs, with an index\n"
+    "                       /docs/README.md of their titles\n"
+    "  --output-dir DIR     write the files the code left in /output to DIR\n"
+    "  --output GUEST       the artifacts directory in the guest (default /output)\n"
     "\n"
     "limits (each run is killed or stopped when it passes one):\n"
     "  --timeout SECONDS    wall-clock time (default 30)\n"
@@ -123,9 +129,52 @@ static double parse_seconds(const char *text) {
     return end != text && *end == '\0' && value > 0 && value < 1e9 ? value : 0;
 }
 
+/* Writes each artifact below `directory`.  Names come from the library
+ * already normalised and relative, so they cannot climb out. */
+static int write_artifacts(const cap_result *result, const char *directory) {
+    if (mkdir(directory, 0777) != 0 && errno != EEXIST) {
+        fprintf(stderr, "capsule: cannot create %s: %s\n", directory, strerror(errno));
+        return 1;
+    }
+    int directory_fd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (directory_fd < 0) {
+        fprintf(stderr, "capsule: cannot open %s: %s\n", directory, strerror(errno));
+        return 1;
+    }
+    int failed = 0;
+    for (size_t i = 0; i < cap_result_artifact_count(result); i++) {
+        const cap_artifact *artifact = cap_result_artifact(result, i);
+        char parent[4096];
+        snprintf(parent, sizeof parent, "%s", artifact->name);
+        for (char *slash = strchr(parent, '/'); slash; slash = strchr(slash + 1, '/')) {
+            *slash = '\0';
+            mkdirat(directory_fd, parent, 0777);
+            *slash = '/';
+        }
+        int fd = openat(directory_fd, artifact->name,
+                        O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0666);
+        size_t done = 0;
+        while (fd >= 0 && done < artifact->size) {
+            ssize_t n = write(fd, artifact->data + done, artifact->size - done);
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) break;
+            done += (size_t)n;
+        }
+        if (fd < 0 || done < artifact->size) {
+            fprintf(stderr, "capsule: cannot write %s/%s: %s\n", directory, artifact->name,
+                    strerror(errno));
+            failed = 1;
+        }
+        if (fd >= 0) close(fd);
+    }
+    close(directory_fd);
+    return failed;
+}
+
 static int command_run(int argc, char **argv) {
     const char *code_arg = NULL, *file_arg = NULL;
     int json = 0;
+    const char *output_dir = NULL;
     cap_limits limits = {0};
     char error[CAP_ERROR_SIZE];
     input_file inputs[64];
@@ -143,7 +192,9 @@ static int command_run(int argc, char **argv) {
                           strcmp(arg, "--stdlib") == 0 || strcmp(arg, "--image") == 0 ||
                           strcmp(arg, "--file") == 0 || strcmp(arg, "--timeout") == 0 ||
                           strcmp(arg, "--cpu-time") == 0 || strcmp(arg, "--memory") == 0 ||
-                          strcmp(arg, "--max-output") == 0 || strcmp(arg, "--disk") == 0;
+                          strcmp(arg, "--max-output") == 0 || strcmp(arg, "--disk") == 0 ||
+                          strcmp(arg, "--docs") == 0 || strcmp(arg, "--output-dir") == 0 ||
+                          strcmp(arg, "--output") == 0;
         if (takes_value && !value) {
             fprintf(stderr, "capsule: %s needs a value\n", arg);
             status = EXIT_USAGE;
@@ -188,6 +239,17 @@ static int command_run(int argc, char **argv) {
                 fprintf(stderr, "capsule: %s\n", error);
                 status = EXIT_USAGE;
             }
+            i++;
+        } else if (strcmp(arg, "--docs") == 0 || strcmp(arg, "--output") == 0) {
+            int rc = arg[2] == 'd' ? cap_config_add_docs(config, value, error)
+                                   : cap_config_set_output_directory(config, value, error);
+            if (rc != CAP_OK) {
+                fprintf(stderr, "capsule: %s\n", error);
+                status = EXIT_USAGE;
+            }
+            i++;
+        } else if (strcmp(arg, "--output-dir") == 0) {
+            output_dir = value;
             i++;
         } else if (strcmp(arg, "--stdlib") == 0) {
             if (cap_config_set_stdlib(config, value, error) != CAP_OK) {
@@ -309,6 +371,7 @@ static int command_run(int argc, char **argv) {
         }
         status = cap_result_exit_code(result);
         if (status < 0 || status > 255) status = 1;
+        if (output_dir && write_artifacts(result, output_dir) && status == 0) status = 1;
         cap_result_free(result);
     }
     cap_sandbox_free(sandbox);

@@ -17,12 +17,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include <math.h>
 #include <poll.h>
 #include <signal.h>
+#include <dirent.h>
+#include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -46,6 +50,9 @@
 #define MAX_RESULT (64u << 20)
 #define MAX_CODE (64u << 20)
 #define GUEST_ENOSPC 51 /* the guest's errno numbering is WASI's, not Linux's */
+#define MAX_DOCS 256
+#define MAX_DOC_BYTES (16u << 20)
+#define MAX_ARTIFACT_BYTES (64u << 20) /* all artifacts of one run together */
 #define TRUNCATION_MARKER "\n[capsule: output truncated]\n"
 
 static void set_error(char *error, const char *format, ...) {
@@ -72,6 +79,9 @@ struct cap_config {
     int pool_size;
     int max_sessions;
     double session_idle_seconds;
+    char *output_directory; /* NULL: GUEST_OUTPUT_DIRECTORY */
+    zygote_file docs[MAX_DOCS];
+    int doc_count;
 };
 
 static char *default_stdlib_path(void) {
@@ -103,6 +113,14 @@ cap_config *cap_config_new(void) {
     return config;
 }
 
+static void free_docs(cap_config *config) {
+    for (int i = 0; i < config->doc_count; i++) {
+        free(config->docs[i].name);
+        free(config->docs[i].data);
+    }
+    config->doc_count = 0;
+}
+
 void cap_config_free(cap_config *config) {
     if (!config) return;
     for (int i = 0; i < config->image_count; i++) {
@@ -111,6 +129,8 @@ void cap_config_free(cap_config *config) {
         vfs_image_release(config->images[i].image);
     }
     for (int i = 0; i < config->env_count; i++) free(config->env[i]);
+    free_docs(config);
+    free(config->output_directory);
     free(config);
 }
 
@@ -190,6 +210,146 @@ int cap_config_add_env(cap_config *config, const char *name, const char *value, 
     }
     snprintf(entry, size, "%s=%s", name, value);
     config->env[config->env_count++] = entry;
+    return CAP_OK;
+}
+
+int cap_config_set_output_directory(cap_config *config, const char *guest_path, char *error) {
+    char normalized[VFS_PATH_MAX];
+    if (!config || !guest_path || guest_path[0] != '/' ||
+        vfs_normalize(NULL, guest_path, strlen(guest_path), normalized) != 0 ||
+        strcmp(normalized, "/") == 0) {
+        set_error(error, "the output directory must be an absolute guest path other than /");
+        return CAP_EINVAL;
+    }
+    char *copy = strdup(normalized);
+    if (!copy) {
+        set_error(error, "out of memory");
+        return CAP_ENOMEM;
+    }
+    free(config->output_directory);
+    config->output_directory = copy;
+    return CAP_OK;
+}
+
+static int compare_docs(const void *a, const void *b) {
+    return strcmp(((const zygote_file *)a)->name, ((const zygote_file *)b)->name);
+}
+
+/* The text after the first "# " heading line, else the file name. */
+static void doc_title(const zygote_file *doc, char *title, size_t title_size) {
+    const char *text = (const char *)doc->data, *end = text + doc->size;
+    for (const char *line = text; line < end;) {
+        const char *newline = memchr(line, '\n', (size_t)(end - line));
+        const char *line_end = newline ? newline : end;
+        if (line_end - line > 2 && line[0] == '#' && line[1] == ' ') {
+            int length = (int)(line_end - line - 2);
+            if (length > 0 && line[2 + length - 1] == '\r') length--;
+            snprintf(title, title_size, "%.*s", length, line + 2);
+            return;
+        }
+        line = line_end + 1;
+    }
+    snprintf(title, title_size, "%s", doc->name);
+}
+
+/* README.md: one line per document with its title.  A README.md of the
+ * host directory is kept, below the generated index. */
+static int build_docs_index(cap_config *config, zygote_file *host_readme) {
+    buffer index = {0};
+    const char heading[] = "# Documentation\n\nFiles in /docs:\n\n";
+    int rc = buffer_append(&index, heading, sizeof heading - 1);
+    for (int i = 0; rc == 0 && i < config->doc_count; i++) {
+        char title[512], line[1024];
+        doc_title(&config->docs[i], title, sizeof title);
+        int n = snprintf(line, sizeof line, "- [%s](%s)\n", title, config->docs[i].name);
+        rc = buffer_append(&index, line, n < (int)sizeof line ? (size_t)n : sizeof line - 1);
+    }
+    if (rc == 0 && host_readme) {
+        rc = buffer_append(&index, "\n", 1);
+        if (rc == 0) rc = buffer_append(&index, host_readme->data, host_readme->size);
+    }
+    char *name = strdup("README.md");
+    if (rc != 0 || !name) {
+        free(name);
+        buffer_free(&index);
+        return -ENOMEM;
+    }
+    config->docs[config->doc_count++] = (zygote_file){name, (unsigned char *)index.data, index.size};
+    return 0;
+}
+
+static int read_doc(int directory_fd, const char *name, zygote_file *doc, char *error) {
+    int fd = openat(directory_fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        if (fd >= 0) close(fd);
+        return 1; /* not a regular file: not documentation */
+    }
+    if ((uint64_t)st.st_size > MAX_DOC_BYTES) {
+        close(fd);
+        set_error(error, "documentation file %.100s is larger than %u bytes", name, MAX_DOC_BYTES);
+        return -EFBIG;
+    }
+    doc->size = (size_t)st.st_size;
+    doc->data = malloc(doc->size + 1);
+    doc->name = strdup(name);
+    size_t done = 0;
+    while (doc->data && done < doc->size) {
+        ssize_t n = read(fd, doc->data + done, doc->size - done);
+        if (n <= 0) break;
+        done += (size_t)n;
+    }
+    close(fd);
+    doc->size = done;
+    if (!doc->data || !doc->name) {
+        free(doc->data);
+        free(doc->name);
+        set_error(error, "out of memory");
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+int cap_config_add_docs(cap_config *config, const char *host_directory, char *error) {
+    if (!config || !host_directory) {
+        set_error(error, "cap_config_add_docs: missing argument");
+        return CAP_EINVAL;
+    }
+    DIR *directory = opendir(host_directory);
+    if (!directory) {
+        set_error(error, "cannot open documentation directory %.150s: %s", host_directory,
+                  strerror(errno));
+        return CAP_EIO;
+    }
+    free_docs(config);
+    zygote_file host_readme = {0};
+    int rc = 0;
+    struct dirent *entry;
+    while (rc >= 0 && (entry = readdir(directory))) {
+        size_t length = strlen(entry->d_name);
+        if (length < 4 || strcmp(entry->d_name + length - 3, ".md") != 0) continue;
+        if (config->doc_count == MAX_DOCS - 1) {
+            set_error(error, "too many documentation files (at most %d)", MAX_DOCS - 1);
+            rc = -E2BIG;
+            break;
+        }
+        int is_readme = strcmp(entry->d_name, "README.md") == 0;
+        zygote_file *doc = is_readme ? &host_readme : &config->docs[config->doc_count];
+        rc = read_doc(dirfd(directory), entry->d_name, doc, error);
+        if (rc == 0 && !is_readme) config->doc_count++;
+    }
+    closedir(directory);
+    if (rc >= 0) {
+        qsort(config->docs, (size_t)config->doc_count, sizeof config->docs[0], compare_docs);
+        rc = build_docs_index(config, host_readme.name ? &host_readme : NULL);
+        if (rc) set_error(error, "out of memory");
+    }
+    free(host_readme.name);
+    free(host_readme.data);
+    if (rc < 0) {
+        free_docs(config);
+        return rc == -ENOMEM ? CAP_ENOMEM : CAP_EINVAL;
+    }
     return CAP_OK;
 }
 
@@ -393,7 +553,14 @@ int cap_sandbox_new(cap_config *config, cap_sandbox **out, char *error) {
     pid_t pid = fork();
     if (pid == 0) {
         close(pair[0]);
-        zygote_world world = {images, image_paths, config->image_count, config->env};
+        zygote_world world = {images,
+                              image_paths,
+                              config->image_count,
+                              config->env,
+                              config->output_directory ? config->output_directory
+                                                       : GUEST_OUTPUT_DIRECTORY,
+                              config->docs,
+                              config->doc_count};
         zygote_main(&world, pair[1]);
     }
     close(pair[1]);
@@ -611,6 +778,58 @@ static void parse_result(cap_result *result, const char *payload, size_t size) {
     cJSON_Delete(outer);
 }
 
+static const char *media_type(const char *name) {
+    static const char *const types[][2] = {
+        {"png", "image/png"}, {"jpg", "image/jpeg"}, {"jpeg", "image/jpeg"},
+        {"gif", "image/gif"}, {"svg", "image/svg+xml"}, {"webp", "image/webp"},
+        {"pdf", "application/pdf"}, {"csv", "text/csv"}, {"json", "application/json"},
+        {"txt", "text/plain"}, {"md", "text/markdown"}, {"html", "text/html"},
+        {"htm", "text/html"}, {"xml", "application/xml"}, {"zip", "application/zip"},
+        {"xlsx", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"},
+        {"docx", "application/vnd.openxmlformats-officedocument.wordprocessingml.document"},
+        {"pptx", "application/vnd.openxmlformats-officedocument.presentationml.presentation"},
+    };
+    const char *dot = strrchr(name, '.'), *slash = strrchr(name, '/');
+    if (dot && (!slash || dot > slash))
+        for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
+            if (strcasecmp(dot + 1, types[i][0]) == 0) return types[i][1];
+    return "application/octet-stream";
+}
+
+/* An 'A' frame: "relative/name", NUL, bytes.  The worker is guest code's
+ * neighbour, so the name is checked as strictly as any guest path: it must
+ * already be normalised and relative.  Returns 0, or -EPROTO for garbage
+ * and -EFBIG past the run's artifact budget. */
+static int add_artifact(cap_result *result, const char *payload, size_t size,
+                        size_t *artifact_bytes) {
+    const char *end = memchr(payload, '\0', size);
+    if (!end || end == payload || (size_t)(end - payload) >= VFS_PATH_MAX) return -EPROTO;
+    char normalized[VFS_PATH_MAX];
+    if (payload[0] == '/' || vfs_normalize("/", payload, (size_t)(end - payload), normalized) ||
+        strcmp(normalized + 1, payload) != 0)
+        return -EPROTO;
+    size_t data_size = size - (size_t)(end - payload) - 1;
+    if (data_size > MAX_ARTIFACT_BYTES - *artifact_bytes) return -EFBIG;
+    cap_artifact *grown =
+        realloc(result->artifacts, (result->artifact_count + 1) * sizeof *result->artifacts);
+    if (!grown) return -ENOMEM;
+    result->artifacts = grown;
+    cap_artifact *artifact = &grown[result->artifact_count];
+    unsigned char *data = malloc(data_size ? data_size : 1);
+    char *name = strdup(payload), *type = strdup(media_type(payload));
+    if (!data || !name || !type) {
+        free(data);
+        free(name);
+        free(type);
+        return -ENOMEM;
+    }
+    memcpy(data, end + 1, data_size);
+    *artifact = (cap_artifact){name, type, data, data_size};
+    result->artifact_count++;
+    *artifact_bytes += data_size;
+    return 0;
+}
+
 /* The worker ended without a result: say why, from how it ended. */
 static void classify_death(cap_result *result, int wait_status, const cap_limits *limits) {
     int signal_number = WIFSIGNALED(wait_status) ? WTERMSIG(wait_status) : 0;
@@ -738,6 +957,7 @@ int cap_sandbox_run(cap_sandbox *sandbox, const char *code, size_t code_size,
         return CAP_ENOMEM;
     }
     int finished = 0, alive = 1;
+    size_t artifact_bytes = 0, artifacts_dropped = 0;
     while (!finished) {
         int ready = wait_readable(w.fd, deadline);
         if (ready == 0) {
@@ -777,6 +997,16 @@ int cap_sandbox_run(cap_sandbox *sandbox, const char *code, size_t code_size,
                                                "stopped", run.max_output);
                 finished = 1;
             }
+        } else if (type == 'A') {
+            int artifact_rc = add_artifact(result, payload, size, &artifact_bytes);
+            if (artifact_rc == -EPROTO) {
+                result->status = CAP_STATUS_CRASH;
+                result->exit_code = 1;
+                result->error = strdup("the worker sent a malformed artifact and was stopped");
+                finished = 1;
+            } else if (artifact_rc) {
+                artifacts_dropped++;
+            }
         } else if (type == 'R') {
             parse_result(result, payload, size);
             finished = 2;
@@ -786,6 +1016,12 @@ int cap_sandbox_run(cap_sandbox *sandbox, const char *code, size_t code_size,
             finished = 1;
         }
         free(payload);
+    }
+    if (artifacts_dropped && options->capture) {
+        char note[128];
+        int n = snprintf(note, sizeof note, "\n[capsule: %zu artifacts dropped: over %u bytes]\n",
+                         artifacts_dropped, MAX_ARTIFACT_BYTES);
+        buffer_append(&run.err, note, (size_t)n);
     }
     if (run.output_exceeded && options->capture)
         buffer_append(&run.err, TRUNCATION_MARKER, sizeof TRUNCATION_MARKER - 1);

@@ -45,6 +45,7 @@
 #define CHANNEL_FD 4
 #define MAX_RESULT (64u << 20)
 #define WASM_PAGE 65536u
+#define MAX_ARTIFACT_FRAME (64u << 20) /* the host's budget for all artifacts of a run */
 
 #ifdef CAP_PROFILE_TRAINING
 /* Profile-guided builds: a worker ends with _exit, which skips gcov's
@@ -63,6 +64,7 @@ static struct {
     int session;    /* serve further requests after a result */
     vfs *fs;
     void *scratch;  /* the root memfs */
+    const char *output_directory;
     wasi *w;
     phase phase;
     char *request;  /* what the runner reads: header line, code */
@@ -84,7 +86,60 @@ typedef struct device {
 static void zygote_serve(void);
 static void wait_for_request(void);
 
+/* Sends every regular file under `directory` as an 'A' frame and removes
+ * it, so that a session's next run returns only what it made itself. */
+static void send_artifacts(const char *directory, size_t root_length, int depth) {
+    vfs_file *listing;
+    if (depth > 32 || vfs_open(G.fs, directory, VFS_O_READ | VFS_O_DIRECTORY, &listing) != 0)
+        return;
+    vfs_dirent entry;
+    char path[VFS_PATH_MAX];
+    /* Removing entries shifts the listing, so the cookie advances only past
+     * what stays (directories, and files that could not be sent). */
+    for (uint64_t cookie = 0; listing->ops->readdir(listing, cookie, &entry) == 1;) {
+        int n = snprintf(path, sizeof path, "%s/%s", directory, entry.name);
+        if (n <= 0 || (size_t)n >= sizeof path) {
+            cookie++;
+            continue;
+        }
+        if (entry.type == VFS_DIRECTORY) {
+            send_artifacts(path, root_length, depth + 1);
+            cookie++;
+            continue;
+        }
+        vfs_file *file;
+        vfs_metadata st;
+        buffer frame = {0};
+        int rc = vfs_open(G.fs, path, VFS_O_READ, &file);
+        if (rc == 0) {
+            rc = file->ops->stat(file, &st);
+            if (rc == 0 && (st.type != VFS_FILE || st.size > MAX_ARTIFACT_FRAME)) rc = -EFBIG;
+            const char *name = path + root_length + 1;
+            if (rc == 0) rc = buffer_append(&frame, name, strlen(name) + 1);
+            char *data = rc == 0 && st.size ? malloc(st.size) : NULL;
+            if (rc == 0 && st.size && !data) rc = -ENOMEM;
+            size_t total = 0, done = 0;
+            while (rc == 0 && total < st.size &&
+                   (rc = file->ops->read(file, data + total, st.size - total, total, &done)) == 0 &&
+                   done > 0)
+                total += done;
+            if (rc == 0 && total) rc = buffer_append(&frame, data, total);
+            free(data);
+            vfs_file_release(file);
+        }
+        if (rc == 0) {
+            send_or_die('A', frame.data, frame.size);
+            vfs_unlink(G.fs, path);
+        } else {
+            cookie++;
+        }
+        buffer_free(&frame);
+    }
+    vfs_file_release(listing);
+}
+
 static void send_result(int trapped, const char *message, uint32_t exit_code) {
+    send_artifacts(G.output_directory, strlen(G.output_directory), 0);
     wasm_rt_memory_t *memory = wasi_memory(G.w);
     cJSON *json = cJSON_CreateObject();
     char *text = NULL;
@@ -325,8 +380,29 @@ static int build_world(const zygote_world *world) {
         vfs_image_backend(world->images[i], &ops, &backend);
         rc = vfs_mount(G.fs, world->image_paths[i], ops, backend, 1);
     }
+    if (rc == 0 && world->doc_count) {
+        void *docs;
+        rc = vfs_memfs_new(0, &ops, &docs);
+        for (int i = 0; rc == 0 && i < world->doc_count; i++)
+            rc = vfs_memfs_put(docs, world->docs[i].name, world->docs[i].data, world->docs[i].size);
+        if (rc == 0)
+            rc = vfs_mount(G.fs, GUEST_DOCS_DIRECTORY, ops, docs, 1);
+        else if (docs)
+            ops->destroy(docs);
+    }
     if (rc == 0) rc = vfs_mkdir(G.fs, GUEST_TEMP_DIRECTORY);
     if (rc == 0) rc = vfs_mkdir(G.fs, GUEST_WORK_DIRECTORY);
+    G.output_directory = world->output_directory;
+    char output[VFS_PATH_MAX];
+    snprintf(output, sizeof output, "%s", world->output_directory);
+    for (char *slash = strchr(output + 1, '/'); rc == 0; slash = strchr(slash + 1, '/')) {
+        /* mkdir -p of the artifacts directory */
+        if (slash) *slash = '\0';
+        rc = vfs_mkdir(G.fs, output);
+        if (rc == -EEXIST) rc = 0;
+        if (!slash) break;
+        *slash = '/';
+    }
     if (rc) return rc;
 
     char runner[96];

@@ -10,6 +10,18 @@
  * where relative paths, and input files given by value, land. */
 #define GUEST_WORK_DIRECTORY "/work"
 #define GUEST_TEMP_DIRECTORY "/tmp"
+/* Where documentation given with cap_config_add_docs appears, read-only. */
+#define GUEST_DOCS_DIRECTORY "/docs"
+/* Default artifacts directory: files left there are returned with the
+ * result ('A' frames before 'R': name, NUL, bytes). */
+#define GUEST_OUTPUT_DIRECTORY "/output"
+
+/* A file the zygote places in its world (documentation, say). */
+typedef struct zygote_file {
+    char *name;
+    unsigned char *data;
+    size_t size;
+} zygote_file;
 
 /* What the guest's world is made of; the images are already open (and
  * mapped) in the host, so the zygote opens no host file itself. */
@@ -18,6 +30,9 @@ typedef struct zygote_world {
     const char *const *image_paths; /* guest mount points */
     int image_count;
     char *const *env;               /* NULL-terminated NAME=VALUE */
+    const char *output_directory;   /* absolute guest path of the artifacts */
+    const zygote_file *docs;        /* mounted read-only at GUEST_DOCS_DIRECTORY */
+    int doc_count;
 } zygote_world;
 
 /* Runs in the freshly forked zygote; never returns. */
