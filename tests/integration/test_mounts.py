@@ -145,3 +145,27 @@ def test_input_file_by_value_lands_in_scratch(capsule, tmp_path):
     result = capsule.json(code, "--file", f"data/in.csv={host}")
     assert result["return_value"] == repr("a,b\n1,2\n")
     assert host.read_text() == "a,b\n1,2\n"  # by value: the host copy is untouched
+
+
+# --- path normalisation -------------------------------------------------------
+
+def test_trailing_slash_means_directory_as_on_linux(capsule):
+    code = """
+import os
+seen = []
+open('f', 'w').write('x')
+for attempt in [lambda: open('missing/', 'w'), lambda: os.stat('f/'),
+                lambda: open('f/'), lambda: os.unlink('f/')]:
+    try:
+        attempt()
+        seen.append('ok')
+    except OSError as error:
+        seen.append(type(error).__name__)
+os.mkdir('d/')
+seen += [os.path.isdir('d/'), os.path.exists('missing')]
+print(seen)
+"""
+    result = capsule.json(code)
+    assert result["stdout"].strip() == str(["IsADirectoryError", "NotADirectoryError",
+                                            "NotADirectoryError", "NotADirectoryError",
+                                            True, False]), result
