@@ -136,6 +136,21 @@ int cap_config_set_output_directory(cap_config *config, const char *guest_path, 
  * below the index. */
 int cap_config_add_docs(cap_config *config, const char *host_directory, char *error);
 
+/* HTTP resources: reading the guest file /network/NAME makes the host (not
+ * the guest: it has no socket) fetch URL, and the open() blocks until then.
+ * Every URL fetched, the first and each redirect, must start with a prefix
+ * allowed by cap_config_allow_url ("http://127.0.0.1:8000/"); nothing is
+ * allowed by default.  Failures are OSErrors in the guest (ENOENT for 404,
+ * EACCES outside the allow-list, ETIMEDOUT, EFBIG over the size cap, EIO),
+ * with the reason on the guest's stderr. */
+int cap_config_add_http_resource(cap_config *config, const char *name, const char *url,
+                                 char *error);
+int cap_config_allow_url(cap_config *config, const char *prefix, char *error);
+/* Per fetch: timeout (default 10 s, never past the run's wall-clock
+ * limit) and body size cap (default 8 MiB); zero keeps the default. */
+int cap_config_set_http_limits(cap_config *config, double timeout_seconds, size_t max_bytes,
+                               char *error);
+
 /* --- Sandboxes ---------------------------------------------------------- */
 
 int cap_sandbox_new(cap_config *config, cap_sandbox **out, char *error);

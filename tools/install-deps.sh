@@ -3,7 +3,7 @@
 # and the deb-src entry that `apt-get source` needs.  Run as root.
 set -eu
 packages="gcc make clang-19 lld-19 llvm-19 libclang-rt-19-dev-wasm32 libclang-rt-19-dev wasi-libc wabt tcl
-          dpkg-dev python3 python3.11 python3-pytest libcjson-dev libcmocka-dev libseccomp-dev"
+          dpkg-dev python3 python3.11 python3-pytest libcjson-dev libcmocka-dev libseccomp-dev libcurl4-openssl-dev"
 missing=""
 for p in $packages; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

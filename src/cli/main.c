@@ -37,6 +37,12 @@ static const char usage_text[] =
     "                       /docs/README.md of their titles\n"
     "  --output-dir DIR     write the files the code left in /output to DIR\n"
     "  --output GUEST       the artifacts directory in the guest (default /output)\n"
+    "  --http NAME=URL      reading /network/NAME fetches URL in the host (repeatable)\n"
+    "  --allow-url PREFIX   URLs (and redirects) that may be fetched, e.g.\n"
+    "                       http://127.0.0.1:8000/ (repeatable; nothing by default)\n"
+    "  --allow-host HOST    same as --allow-url http://HOST/ and https://HOST/\n"
+    "  --http-timeout SECONDS  per fetch (default 10)\n"
+    "  --http-max SIZE      largest response body (default 8M)\n"
     "\n"
     "limits (each run is killed or stopped when it passes one):\n"
     "  --timeout SECONDS    wall-clock time (default 30)\n"
@@ -175,6 +181,8 @@ static int command_run(int argc, char **argv) {
     const char *code_arg = NULL, *file_arg = NULL;
     int json = 0;
     const char *output_dir = NULL;
+    double http_timeout = 0;
+    uint64_t http_max = 0;
     cap_limits limits = {0};
     char error[CAP_ERROR_SIZE];
     input_file inputs[64];
@@ -194,7 +202,9 @@ static int command_run(int argc, char **argv) {
                           strcmp(arg, "--cpu-time") == 0 || strcmp(arg, "--memory") == 0 ||
                           strcmp(arg, "--max-output") == 0 || strcmp(arg, "--disk") == 0 ||
                           strcmp(arg, "--docs") == 0 || strcmp(arg, "--output-dir") == 0 ||
-                          strcmp(arg, "--output") == 0;
+                          strcmp(arg, "--output") == 0 || strcmp(arg, "--http") == 0 ||
+                          strcmp(arg, "--allow-url") == 0 || strcmp(arg, "--allow-host") == 0 ||
+                          strcmp(arg, "--http-timeout") == 0 || strcmp(arg, "--http-max") == 0;
         if (takes_value && !value) {
             fprintf(stderr, "capsule: %s needs a value\n", arg);
             status = EXIT_USAGE;
@@ -245,6 +255,48 @@ static int command_run(int argc, char **argv) {
                                    : cap_config_set_output_directory(config, value, error);
             if (rc != CAP_OK) {
                 fprintf(stderr, "capsule: %s\n", error);
+                status = EXIT_USAGE;
+            }
+            i++;
+        } else if (strcmp(arg, "--http") == 0) {
+            char name[256];
+            const char *equals = strchr(value, '=');
+            size_t length = equals ? (size_t)(equals - value) : 0;
+            if (!equals || length == 0 || length >= sizeof name) {
+                fprintf(stderr, "capsule: --http wants NAME=URL\n");
+                status = EXIT_USAGE;
+                break;
+            }
+            memcpy(name, value, length);
+            name[length] = '\0';
+            if (cap_config_add_http_resource(config, name, equals + 1, error) != CAP_OK) {
+                fprintf(stderr, "capsule: %s\n", error);
+                status = EXIT_USAGE;
+            }
+            i++;
+        } else if (strcmp(arg, "--allow-url") == 0 || strcmp(arg, "--allow-host") == 0) {
+            char prefix[4096];
+            int rc = CAP_OK;
+            for (int scheme = 0; scheme < (arg[8] == 'h' ? 2 : 1) && rc == CAP_OK; scheme++) {
+                if (arg[8] == 'h')
+                    snprintf(prefix, sizeof prefix, "%s://%s/", scheme ? "https" : "http", value);
+                else
+                    snprintf(prefix, sizeof prefix, "%s", value);
+                rc = strchr(value, '/') && arg[8] == 'h'
+                         ? CAP_EINVAL
+                         : cap_config_allow_url(config, prefix, error);
+            }
+            if (rc != CAP_OK) {
+                fprintf(stderr, "capsule: %s wants %s\n", arg,
+                        arg[8] == 'h' ? "HOST or HOST:PORT" : "a URL prefix such as http://host/");
+                status = EXIT_USAGE;
+            }
+            i++;
+        } else if (strcmp(arg, "--http-timeout") == 0 || strcmp(arg, "--http-max") == 0) {
+            if (strcmp(arg, "--http-timeout") == 0) http_timeout = parse_seconds(value);
+            else http_max = parse_size(value);
+            if (!http_timeout && !http_max) {
+                fprintf(stderr, "capsule: %s wants a positive number\n", arg);
                 status = EXIT_USAGE;
             }
             i++;
@@ -331,6 +383,11 @@ static int command_run(int argc, char **argv) {
         }
     }
 
+    if (status == 0 && cap_config_set_http_limits(config, http_timeout, (size_t)http_max,
+                                                  error) != CAP_OK) {
+        fprintf(stderr, "capsule: %s\n", error);
+        status = EXIT_USAGE;
+    }
     /* One run: no idle workers to keep warm. */
     cap_config_set_pool_size(config, 0, NULL);
     cap_sandbox *sandbox = NULL;

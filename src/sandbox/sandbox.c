@@ -33,6 +33,7 @@
 #include "../vfs/vfs.h"
 #include "buffer.h"
 #include "frame.h"
+#include "http.h"
 #include "zygote.h"
 
 #define STDLIB_GUEST_PATH "/usr/local/lib/python3.11"
@@ -50,6 +51,10 @@
 #define MAX_RESULT (64u << 20)
 #define MAX_CODE (64u << 20)
 #define GUEST_ENOSPC 51 /* the guest's errno numbering is WASI's, not Linux's */
+#define MAX_RESOURCES 64
+#define MAX_ALLOWED_URLS 64
+#define DEFAULT_HTTP_TIMEOUT 10.0
+#define DEFAULT_HTTP_MAX_BYTES (8u << 20)
 #define MAX_DOCS 256
 #define MAX_DOC_BYTES (16u << 20)
 #define MAX_ARTIFACT_BYTES (64u << 20) /* all artifacts of one run together */
@@ -82,6 +87,13 @@ struct cap_config {
     char *output_directory; /* NULL: GUEST_OUTPUT_DIRECTORY */
     zygote_file docs[MAX_DOCS];
     int doc_count;
+    char *resource_names[MAX_RESOURCES]; /* files of /network */
+    char *resource_urls[MAX_RESOURCES];
+    int resource_count;
+    char *allowed_urls[MAX_ALLOWED_URLS];
+    int allowed_count;
+    double http_timeout;
+    size_t http_max_bytes;
 };
 
 static char *default_stdlib_path(void) {
@@ -131,6 +143,11 @@ void cap_config_free(cap_config *config) {
     for (int i = 0; i < config->env_count; i++) free(config->env[i]);
     free_docs(config);
     free(config->output_directory);
+    for (int i = 0; i < config->resource_count; i++) {
+        free(config->resource_names[i]);
+        free(config->resource_urls[i]);
+    }
+    for (int i = 0; i < config->allowed_count; i++) free(config->allowed_urls[i]);
     free(config);
 }
 
@@ -353,6 +370,66 @@ int cap_config_add_docs(cap_config *config, const char *host_directory, char *er
     return CAP_OK;
 }
 
+int cap_config_add_http_resource(cap_config *config, const char *name, const char *url,
+                                 char *error) {
+    if (!config || !name || !url || !*name || strchr(name, '/') || strcmp(name, ".") == 0 ||
+        strcmp(name, "..") == 0 || strlen(name) > VFS_NAME_MAX ||
+        (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0) ||
+        strlen(url) >= 4096) {
+        set_error(error, "an HTTP resource needs a file name (no '/') and an http(s) URL");
+        return CAP_EINVAL;
+    }
+    for (int i = 0; i < config->resource_count; i++)
+        if (strcmp(config->resource_names[i], name) == 0) {
+            set_error(error, "HTTP resource %.100s is defined twice", name);
+            return CAP_EINVAL;
+        }
+    if (config->resource_count == MAX_RESOURCES) {
+        set_error(error, "too many HTTP resources (at most %d)", MAX_RESOURCES);
+        return CAP_EINVAL;
+    }
+    char *name_copy = strdup(name), *url_copy = strdup(url);
+    if (!name_copy || !url_copy) {
+        free(name_copy);
+        free(url_copy);
+        set_error(error, "out of memory");
+        return CAP_ENOMEM;
+    }
+    config->resource_names[config->resource_count] = name_copy;
+    config->resource_urls[config->resource_count++] = url_copy;
+    return CAP_OK;
+}
+
+int cap_config_allow_url(cap_config *config, const char *prefix, char *error) {
+    if (!config || !prefix ||
+        (strncmp(prefix, "http://", 7) != 0 && strncmp(prefix, "https://", 8) != 0) ||
+        strlen(prefix) < 9) {
+        set_error(error, "an allowed URL prefix starts with http:// or https:// and a host");
+        return CAP_EINVAL;
+    }
+    if (config->allowed_count == MAX_ALLOWED_URLS) {
+        set_error(error, "too many allowed URL prefixes (at most %d)", MAX_ALLOWED_URLS);
+        return CAP_EINVAL;
+    }
+    if (!(config->allowed_urls[config->allowed_count] = strdup(prefix))) {
+        set_error(error, "out of memory");
+        return CAP_ENOMEM;
+    }
+    config->allowed_count++;
+    return CAP_OK;
+}
+
+int cap_config_set_http_limits(cap_config *config, double timeout_seconds, size_t max_bytes,
+                               char *error) {
+    if (!config || timeout_seconds < 0 || timeout_seconds > 1e6) {
+        set_error(error, "HTTP timeout must be between 0 (default) and 1e6 seconds");
+        return CAP_EINVAL;
+    }
+    config->http_timeout = timeout_seconds;
+    config->http_max_bytes = max_bytes;
+    return CAP_OK;
+}
+
 struct cap_result {
     cap_status status;
     int exit_code;
@@ -560,7 +637,9 @@ int cap_sandbox_new(cap_config *config, cap_sandbox **out, char *error) {
                               config->output_directory ? config->output_directory
                                                        : GUEST_OUTPUT_DIRECTORY,
                               config->docs,
-                              config->doc_count};
+                              config->doc_count,
+                              (const char *const *)config->resource_names,
+                              config->resource_count};
         zygote_main(&world, pair[1]);
     }
     close(pair[1]);
@@ -830,6 +909,40 @@ static int add_artifact(cap_result *result, const char *payload, size_t size,
     return 0;
 }
 
+/* A worker's 'F' frame: the name of a /network file.  Answered with an 'F'
+ * frame: a 32-bit errno (0 on success), then the body or a message. */
+static int answer_fetch(const cap_config *config, int fd, const char *name, size_t name_size,
+                        double deadline) {
+    int index = -1;
+    for (int i = 0; i < config->resource_count; i++)
+        if (strlen(config->resource_names[i]) == name_size &&
+            memcmp(config->resource_names[i], name, name_size) == 0)
+            index = i;
+    buffer body = {0};
+    char message[256] = "no such resource";
+    int32_t rc = -ENOENT;
+    if (index >= 0) {
+        double left = deadline - now_seconds();
+        double timeout = config->http_timeout > 0 ? config->http_timeout : DEFAULT_HTTP_TIMEOUT;
+        http_policy policy = {config->allowed_urls, config->allowed_count,
+                              timeout < left ? timeout : left,
+                              config->http_max_bytes ? config->http_max_bytes
+                                                     : DEFAULT_HTTP_MAX_BYTES};
+        rc = policy.timeout_seconds > 0 ? http_fetch(&policy, config->resource_urls[index],
+                                                     &body, message)
+                                        : -ETIMEDOUT;
+    }
+    buffer reply = {0};
+    int status = buffer_append(&reply, &rc, sizeof rc);
+    if (status == 0)
+        status = rc == 0 ? (body.size ? buffer_append(&reply, body.data, body.size) : 0)
+                         : buffer_append(&reply, message, strlen(message));
+    if (status == 0) status = frame_write(fd, 'F', reply.data, reply.size);
+    buffer_free(&reply);
+    buffer_free(&body);
+    return status;
+}
+
 /* The worker ended without a result: say why, from how it ended. */
 static void classify_death(cap_result *result, int wait_status, const cap_limits *limits) {
     int signal_number = WIFSIGNALED(wait_status) ? WTERMSIG(wait_status) : 0;
@@ -1007,6 +1120,9 @@ int cap_sandbox_run(cap_sandbox *sandbox, const char *code, size_t code_size,
             } else if (artifact_rc) {
                 artifacts_dropped++;
             }
+        } else if (type == 'F') {
+            /* A failed answer means the worker is gone; the next read sees it. */
+            answer_fetch(sandbox->config, w.fd, payload, size, deadline);
         } else if (type == 'R') {
             parse_result(result, payload, size);
             finished = 2;

@@ -367,6 +367,39 @@ static void wait_for_request(void) {
     G.phase = SERVING;
 }
 
+/* --- resources: the host fetches, the worker waits ---------------------------- */
+
+static int fetch_from_host(void *context, const char *name, unsigned char **data, size_t *size) {
+    (void)context;
+    if (!G.is_worker) return -EAGAIN; /* the zygote itself never asks */
+    send_or_die('F', name, strlen(name));
+    char type;
+    char *payload;
+    size_t length;
+    if (frame_read(G.channel_fd, &type, &payload, &length, FRAME_MAX, NULL) != 0) _exit(0);
+    int32_t rc;
+    if (type != 'F' || length < sizeof rc) {
+        free(payload);
+        return -EIO;
+    }
+    memcpy(&rc, payload, sizeof rc);
+    if (rc > 0 || rc < -4095) rc = -EIO;
+    if (rc) {
+        /* errno alone would say little; the reason goes to stderr. */
+        char message[512];
+        int n = snprintf(message, sizeof message, "capsule: %s/%s: %.*s\n",
+                         GUEST_NETWORK_DIRECTORY, name, (int)(length - sizeof rc),
+                         payload + sizeof rc);
+        send_or_die('E', message, n < (int)sizeof message ? (size_t)n : sizeof message - 1);
+        free(payload);
+        return rc;
+    }
+    *size = length - sizeof rc;
+    memmove(payload, payload + sizeof rc, *size);
+    *data = (unsigned char *)payload;
+    return 0;
+}
+
 /* --- start-up ------------------------------------------------------------------ */
 
 static int build_world(const zygote_world *world) {
@@ -389,6 +422,12 @@ static int build_world(const zygote_world *world) {
             rc = vfs_mount(G.fs, GUEST_DOCS_DIRECTORY, ops, docs, 1);
         else if (docs)
             ops->destroy(docs);
+    }
+    if (rc == 0 && world->resource_count) {
+        void *resources;
+        rc = vfs_resource_new(world->resources, world->resource_count, fetch_from_host, NULL,
+                              &ops, &resources);
+        if (rc == 0) rc = vfs_mount(G.fs, GUEST_NETWORK_DIRECTORY, ops, resources, 1);
     }
     if (rc == 0) rc = vfs_mkdir(G.fs, GUEST_TEMP_DIRECTORY);
     if (rc == 0) rc = vfs_mkdir(G.fs, GUEST_WORK_DIRECTORY);

@@ -12,6 +12,9 @@
 #define GUEST_TEMP_DIRECTORY "/tmp"
 /* Where documentation given with cap_config_add_docs appears, read-only. */
 #define GUEST_DOCS_DIRECTORY "/docs"
+/* HTTP resources: reading /network/NAME makes the host fetch NAME's URL
+ * ('F' frame: name; the host answers 'F': i32 errno, body or message). */
+#define GUEST_NETWORK_DIRECTORY "/network"
 /* Default artifacts directory: files left there are returned with the
  * result ('A' frames before 'R': name, NUL, bytes). */
 #define GUEST_OUTPUT_DIRECTORY "/output"
@@ -33,6 +36,8 @@ typedef struct zygote_world {
     const char *output_directory;   /* absolute guest path of the artifacts */
     const zygote_file *docs;        /* mounted read-only at GUEST_DOCS_DIRECTORY */
     int doc_count;
+    const char *const *resources;   /* file names of GUEST_NETWORK_DIRECTORY */
+    int resource_count;
 } zygote_world;
 
 /* Runs in the freshly forked zygote; never returns. */

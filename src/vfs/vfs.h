@@ -136,4 +136,11 @@ void vfs_image_release(vfs_image *image);
 /* A backend view of an image; destroying it releases one reference. */
 int vfs_image_backend(vfs_image *image, const vfs_backend_ops **ops, void **backend);
 
+/* Read-only directory of named resources whose content `fetch` produces
+ * on each open (malloc'd bytes into *data, or a negative errno). */
+typedef int (*vfs_resource_fetch)(void *context, const char *name, unsigned char **data,
+                                  size_t *size);
+int vfs_resource_new(const char *const *names, int count, vfs_resource_fetch fetch, void *context,
+                     const vfs_backend_ops **ops, void **backend);
+
 #endif /* CAP_VFS_H */
