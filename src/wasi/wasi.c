@@ -128,6 +128,7 @@ uint16_t wasi_errno_from_posix(int negative_errno) {
     case EPERM: return WASI_EPERM;
     case EROFS: return WASI_EROFS;
     case ESPIPE: return WASI_ESPIPE;
+    case ETIMEDOUT: return WASI_ETIMEDOUT;
     case EXDEV: return WASI_EXDEV;
     default: return WASI_EIO;
     }

@@ -169,3 +169,154 @@ print(seen)
     assert result["stdout"].strip() == str(["IsADirectoryError", "NotADirectoryError",
                                             "NotADirectoryError", "NotADirectoryError",
                                             True, False]), result
+
+
+# --- HTTP resources (/network) --------------------------------------------------
+
+import http.server
+import threading
+import time
+
+import pytest
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        port = self.server.server_address[1]
+        if self.path == "/ip.json":
+            self.reply(200, b'{"ip": "203.0.113.7"}')
+        elif self.path == "/huge":
+            self.send_response(200)
+            self.end_headers()
+            chunk = b"x" * 65536
+            try:
+                for _ in range(64):  # 4 MiB, far past the cap used below
+                    self.wfile.write(chunk)
+            except OSError:
+                pass
+        elif self.path == "/slow":
+            self.send_response(200)
+            self.end_headers()
+            try:
+                for _ in range(30):
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                    time.sleep(0.2)
+            except OSError:
+                pass
+        elif self.path == "/redirect-in":
+            self.redirect(f"http://127.0.0.1:{port}/ip.json")
+        elif self.path == "/redirect-out":
+            self.redirect(f"http://localhost:{port}/ip.json")
+        else:
+            self.reply(404, b"not here")
+
+    def reply(self, code, body):
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def redirect(self, location):
+        self.send_response(302)
+        self.send_header("Location", location)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+@pytest.fixture(scope="module")
+def server():
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+def network_args(server, *names):
+    args = ["--allow-url", server + "/"]
+    for name in names:
+        args += ["--http", f"{name}={server}/{name}"]
+    return args
+
+
+READ = """
+import os
+try:
+    print('ok', open('/network/%s').read())
+except OSError as error:
+    print('error', type(error).__name__)
+"""
+
+
+def test_http_resource_is_fetched_by_the_host(capsule, server):
+    code = "import json, os\nprint(os.listdir('/network'), json.load(open('/network/ip.json')))"
+    result = capsule.json(code, *network_args(server, "ip.json"))
+    assert result["stdout"].strip() == "['ip.json'] {'ip': '203.0.113.7'}", result
+
+
+def test_http_404_is_an_oserror_with_a_message(capsule, server):
+    result = capsule.json(READ % "missing", *network_args(server, "missing"))
+    assert result["stdout"].strip() == "error FileNotFoundError"
+    assert "HTTP 404" in result["stderr"]
+
+
+def test_http_body_over_the_size_cap_is_refused(capsule, server):
+    result = capsule.json(READ % "huge", *network_args(server, "huge"), "--http-max", "1M")
+    assert result["stdout"].strip() == "error OSError", result
+    assert "larger than 1048576 bytes" in result["stderr"]
+
+
+def test_slow_http_body_times_out(capsule, server):
+    started = time.monotonic()
+    result = capsule.json(READ % "slow", *network_args(server, "slow"), "--http-timeout", "1")
+    assert result["stdout"].strip() == "error TimeoutError", result
+    assert "timed out" in result["stderr"]
+    assert time.monotonic() - started < 5
+
+
+def test_redirects_are_rechecked_against_the_allow_list(capsule, server):
+    inside = capsule.json(READ % "redirect-in", *network_args(server, "redirect-in"))
+    assert inside["stdout"].strip() == 'ok {"ip": "203.0.113.7"}', inside
+    outside = capsule.json(READ % "redirect-out", *network_args(server, "redirect-out"))
+    assert outside["stdout"].strip() == "error PermissionError", outside
+    assert "redirect to http://localhost" in outside["stderr"]
+
+
+def test_url_outside_the_allow_list_is_denied(capsule, server):
+    args = ["--http", f"ip.json={server}/ip.json"]
+    denied = capsule.json(READ % "ip.json", *args)
+    assert denied["stdout"].strip() == "error PermissionError"
+    # A prefix only matches at a boundary: port 1 is not port 1xxxx.
+    port_prefix = server.rsplit(":", 1)[0] + ":" + server.rsplit(":", 1)[1][:1]
+    denied = capsule.json(READ % "ip.json", *args, "--allow-url", port_prefix)
+    assert denied["stdout"].strip() == "error PermissionError"
+    allowed = capsule.json(READ % "ip.json", *args, "--allow-host", server.split("//")[1])
+    assert allowed["stdout"].strip().startswith("ok")
+
+
+def test_network_files_are_read_only_and_no_others_appear(capsule, server):
+    code = """
+import os
+seen = []
+for attempt in [lambda: open('/network/ip.json', 'w'), lambda: open('/network/new', 'w'),
+                lambda: os.unlink('/network/ip.json'), lambda: os.mkdir('/network/d'),
+                lambda: open('/network/other')]:
+    try:
+        attempt()
+        seen.append('ok')
+    except OSError as error:
+        seen.append(type(error).__name__)
+print(seen)
+"""
+    result = capsule.json(code, *network_args(server, "ip.json"))
+    assert result["stdout"].strip() == str(["OSError", "OSError", "OSError", "OSError",
+                                            "FileNotFoundError"]), result
+
+
+def test_no_network_directory_unless_configured(capsule):
+    result = capsule.json("import os; os.path.exists('/network')")
+    assert result["return_value"] == "False"
