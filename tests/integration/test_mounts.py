@@ -320,3 +320,15 @@ print(seen)
 def test_no_network_directory_unless_configured(capsule):
     result = capsule.json("import os; os.path.exists('/network')")
     assert result["return_value"] == "False"
+
+
+def test_network_report_example(tmp_path):
+    from conftest import ROOT
+    import subprocess
+    out = tmp_path / "report"
+    completed = subprocess.run([str(ROOT / "examples" / "network_report.sh"), str(out)],
+                               capture_output=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr
+    report = (out / "report.md").read_text()
+    assert "- **ip**: 203.0.113.7" in report and "is IPv4" in report
+    assert json.loads((out / "ip.json").read_text())["city"] == "Example City"
