@@ -151,6 +151,22 @@ int cap_config_allow_url(cap_config *config, const char *prefix, char *error);
 int cap_config_set_http_limits(cap_config *config, double timeout_seconds, size_t max_bytes,
                                char *error);
 
+/* A directory of files produced by the embedder: reading GUEST_PATH/NAME
+ * calls `read` in the host, on the thread running cap_sandbox_run, while
+ * the guest's open() waits.  The files are read-only. */
+typedef struct cap_resource_provider {
+    /* The file names (no '/'): the name at `index`, NULL past the end.
+     * Called when the provider is added, not later (at most 64 names). */
+    const char *(*list)(void *userdata, size_t index);
+    /* The content of `name` into *data (malloc'd; capsule frees it) and
+     * *size; non-zero on failure, with a message in `error`
+     * (CAP_ERROR_SIZE bytes) that the guest sees on stderr with OSError. */
+    int (*read)(void *userdata, const char *name, void **data, size_t *size, char *error);
+} cap_resource_provider;
+int cap_config_add_resource_provider(cap_config *config, const char *guest_path,
+                                     const cap_resource_provider *provider, void *userdata,
+                                     char *error);
+
 /* --- Sandboxes ---------------------------------------------------------- */
 
 int cap_sandbox_new(cap_config *config, cap_sandbox **out, char *error);

@@ -52,6 +52,7 @@
 #define MAX_CODE (64u << 20)
 #define GUEST_ENOSPC 51 /* the guest's errno numbering is WASI's, not Linux's */
 #define MAX_RESOURCES 64
+#define MAX_PROVIDERS 16
 #define MAX_ALLOWED_URLS 64
 #define DEFAULT_HTTP_TIMEOUT 10.0
 #define DEFAULT_HTTP_MAX_BYTES (8u << 20)
@@ -94,6 +95,14 @@ struct cap_config {
     int allowed_count;
     double http_timeout;
     size_t http_max_bytes;
+    struct provider {
+        char *guest_path;
+        cap_resource_provider callbacks;
+        void *userdata;
+        char *names[MAX_RESOURCES];
+        int name_count;
+    } providers[MAX_PROVIDERS];
+    int provider_count;
 };
 
 static char *default_stdlib_path(void) {
@@ -148,6 +157,11 @@ void cap_config_free(cap_config *config) {
         free(config->resource_urls[i]);
     }
     for (int i = 0; i < config->allowed_count; i++) free(config->allowed_urls[i]);
+    for (int i = 0; i < config->provider_count; i++) {
+        free(config->providers[i].guest_path);
+        for (int j = 0; j < config->providers[i].name_count; j++)
+            free(config->providers[i].names[j]);
+    }
     free(config);
 }
 
@@ -400,6 +414,49 @@ int cap_config_add_http_resource(cap_config *config, const char *name, const cha
     return CAP_OK;
 }
 
+int cap_config_add_resource_provider(cap_config *config, const char *guest_path,
+                                     const cap_resource_provider *provider, void *userdata,
+                                     char *error) {
+    char normalized[VFS_PATH_MAX];
+    if (!config || !guest_path || !provider || !provider->read || !provider->list ||
+        guest_path[0] != '/' || vfs_normalize(NULL, guest_path, strlen(guest_path), normalized) ||
+        strcmp(normalized, "/") == 0) {
+        set_error(error, "a resource provider needs list and read callbacks and an absolute "
+                         "guest path other than /");
+        return CAP_EINVAL;
+    }
+    if (config->provider_count == MAX_PROVIDERS) {
+        set_error(error, "too many resource providers (at most %d)", MAX_PROVIDERS);
+        return CAP_EINVAL;
+    }
+    struct provider *p = &config->providers[config->provider_count];
+    memset(p, 0, sizeof *p);
+    int rc = (p->guest_path = strdup(normalized)) ? CAP_OK : CAP_ENOMEM;
+    const char *name;
+    for (size_t i = 0; rc == CAP_OK && (name = provider->list(userdata, i)); i++) {
+        if (!*name || strchr(name, '/') || strcmp(name, ".") == 0 || strcmp(name, "..") == 0 ||
+            strlen(name) > VFS_NAME_MAX || p->name_count == MAX_RESOURCES) {
+            set_error(error, "resource provider at %.100s: bad or too many names (at most %d)",
+                      normalized, MAX_RESOURCES);
+            rc = CAP_EINVAL;
+        } else if (!(p->names[p->name_count] = strdup(name))) {
+            rc = CAP_ENOMEM;
+        } else {
+            p->name_count++;
+        }
+    }
+    if (rc == CAP_ENOMEM) set_error(error, "out of memory");
+    if (rc != CAP_OK) {
+        free(p->guest_path);
+        for (int j = 0; j < p->name_count; j++) free(p->names[j]);
+        return rc;
+    }
+    p->callbacks = *provider;
+    p->userdata = userdata;
+    config->provider_count++;
+    return CAP_OK;
+}
+
 int cap_config_allow_url(cap_config *config, const char *prefix, char *error) {
     if (!config || !prefix ||
         (strncmp(prefix, "http://", 7) != 0 && strncmp(prefix, "https://", 8) != 0) ||
@@ -630,6 +687,7 @@ int cap_sandbox_new(cap_config *config, cap_sandbox **out, char *error) {
     pid_t pid = fork();
     if (pid == 0) {
         close(pair[0]);
+        zygote_resource_mount resource_mounts[1 + MAX_PROVIDERS];
         zygote_world world = {images,
                               image_paths,
                               config->image_count,
@@ -638,8 +696,16 @@ int cap_sandbox_new(cap_config *config, cap_sandbox **out, char *error) {
                                                        : GUEST_OUTPUT_DIRECTORY,
                               config->docs,
                               config->doc_count,
-                              (const char *const *)config->resource_names,
-                              config->resource_count};
+                              resource_mounts,
+                              0};
+        /* /network first: its index is 0 in the workers' requests. */
+        if (config->resource_count)
+            resource_mounts[world.resource_mount_count++] = (zygote_resource_mount){
+                GUEST_NETWORK_DIRECTORY, config->resource_names, config->resource_count};
+        for (int i = 0; i < config->provider_count; i++)
+            resource_mounts[world.resource_mount_count++] = (zygote_resource_mount){
+                config->providers[i].guest_path, config->providers[i].names,
+                config->providers[i].name_count};
         zygote_main(&world, pair[1]);
     }
     close(pair[1]);
@@ -909,19 +975,48 @@ static int add_artifact(cap_result *result, const char *payload, size_t size,
     return 0;
 }
 
-/* A worker's 'F' frame: the name of a /network file.  Answered with an 'F'
- * frame: a 32-bit errno (0 on success), then the body or a message. */
-static int answer_fetch(const cap_config *config, int fd, const char *name, size_t name_size,
+/* A provider's read, on the caller's thread: its message or a generic one. */
+static int provider_read(const struct provider *p, const char *name, buffer *body, char *message) {
+    void *data = NULL;
+    size_t size = 0;
+    char error[CAP_ERROR_SIZE] = "";
+    if (p->callbacks.read(p->userdata, name, &data, &size, error) != 0) {
+        free(data);
+        snprintf(message, 256, "%s", error[0] ? error : "the provider failed");
+        return -EIO;
+    }
+    body->data = data;
+    body->size = body->capacity = size;
+    return 0;
+}
+
+/* A worker's 'F' frame: the index of a resource mount, then a file name.
+ * Answered with an 'F' frame: a 32-bit errno (0 on success), then the body
+ * or a message.  Every field comes from the worker, so each is checked. */
+static int answer_fetch(const cap_config *config, int fd, const char *payload, size_t size,
                         double deadline) {
+    int http_mounts = config->resource_count > 0;
+    int mount = size > 0 ? (unsigned char)payload[0] : -1;
+    const char *name = payload + 1;
+    size_t name_size = size > 0 ? size - 1 : 0;
+    char *const *names = NULL;
+    int count = 0;
+    if (mount >= 0 && mount < http_mounts) {
+        names = config->resource_names;
+        count = config->resource_count;
+    } else if (mount >= http_mounts && mount < http_mounts + config->provider_count) {
+        names = config->providers[mount - http_mounts].names;
+        count = config->providers[mount - http_mounts].name_count;
+    }
     int index = -1;
-    for (int i = 0; i < config->resource_count; i++)
-        if (strlen(config->resource_names[i]) == name_size &&
-            memcmp(config->resource_names[i], name, name_size) == 0)
-            index = i;
+    for (int i = 0; i < count; i++)
+        if (strlen(names[i]) == name_size && memcmp(names[i], name, name_size) == 0) index = i;
     buffer body = {0};
     char message[256] = "no such resource";
     int32_t rc = -ENOENT;
-    if (index >= 0) {
+    if (index >= 0 && mount >= http_mounts) {
+        rc = provider_read(&config->providers[mount - http_mounts], names[index], &body, message);
+    } else if (index >= 0) {
         double left = deadline - now_seconds();
         double timeout = config->http_timeout > 0 ? config->http_timeout : DEFAULT_HTTP_TIMEOUT;
         http_policy policy = {config->allowed_urls, config->allowed_count,
@@ -931,6 +1026,11 @@ static int answer_fetch(const cap_config *config, int fd, const char *name, size
         rc = policy.timeout_seconds > 0 ? http_fetch(&policy, config->resource_urls[index],
                                                      &body, message)
                                         : -ETIMEDOUT;
+    }
+    if (rc == 0 && body.size > FRAME_MAX - sizeof rc) {
+        buffer_free(&body);
+        snprintf(message, sizeof message, "content larger than %u bytes", FRAME_MAX / 2);
+        rc = -EFBIG;
     }
     buffer reply = {0};
     int status = buffer_append(&reply, &rc, sizeof rc);

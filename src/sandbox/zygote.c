@@ -65,6 +65,7 @@ static struct {
     vfs *fs;
     void *scratch;  /* the root memfs */
     const char *output_directory;
+    const zygote_resource_mount *resource_mounts;
     wasi *w;
     phase phase;
     char *request;  /* what the runner reads: header line, code */
@@ -370,9 +371,14 @@ static void wait_for_request(void) {
 /* --- resources: the host fetches, the worker waits ---------------------------- */
 
 static int fetch_from_host(void *context, const char *name, unsigned char **data, size_t *size) {
-    (void)context;
+    const zygote_resource_mount *mount = context;
     if (!G.is_worker) return -EAGAIN; /* the zygote itself never asks */
-    send_or_die('F', name, strlen(name));
+    char request[1 + VFS_PATH_MAX];
+    size_t name_length = strlen(name);
+    if (name_length >= VFS_PATH_MAX) return -ENAMETOOLONG;
+    request[0] = (char)(mount - G.resource_mounts);
+    memcpy(request + 1, name, name_length);
+    send_or_die('F', request, 1 + name_length);
     char type;
     char *payload;
     size_t length;
@@ -388,7 +394,7 @@ static int fetch_from_host(void *context, const char *name, unsigned char **data
         /* errno alone would say little; the reason goes to stderr. */
         char message[512];
         int n = snprintf(message, sizeof message, "capsule: %s/%s: %.*s\n",
-                         GUEST_NETWORK_DIRECTORY, name, (int)(length - sizeof rc),
+                         mount->path, name, (int)(length - sizeof rc),
                          payload + sizeof rc);
         send_or_die('E', message, n < (int)sizeof message ? (size_t)n : sizeof message - 1);
         free(payload);
@@ -423,11 +429,13 @@ static int build_world(const zygote_world *world) {
         else if (docs)
             ops->destroy(docs);
     }
-    if (rc == 0 && world->resource_count) {
+    G.resource_mounts = world->resource_mounts;
+    for (int i = 0; rc == 0 && i < world->resource_mount_count; i++) {
+        const zygote_resource_mount *mount = &world->resource_mounts[i];
         void *resources;
-        rc = vfs_resource_new(world->resources, world->resource_count, fetch_from_host, NULL,
-                              &ops, &resources);
-        if (rc == 0) rc = vfs_mount(G.fs, GUEST_NETWORK_DIRECTORY, ops, resources, 1);
+        rc = vfs_resource_new((const char *const *)mount->names, mount->count, fetch_from_host,
+                              (void *)mount, &ops, &resources);
+        if (rc == 0) rc = vfs_mount(G.fs, mount->path, ops, resources, 1);
     }
     if (rc == 0) rc = vfs_mkdir(G.fs, GUEST_TEMP_DIRECTORY);
     if (rc == 0) rc = vfs_mkdir(G.fs, GUEST_WORK_DIRECTORY);

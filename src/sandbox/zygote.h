@@ -13,11 +13,20 @@
 /* Where documentation given with cap_config_add_docs appears, read-only. */
 #define GUEST_DOCS_DIRECTORY "/docs"
 /* HTTP resources: reading /network/NAME makes the host fetch NAME's URL
- * ('F' frame: name; the host answers 'F': i32 errno, body or message). */
+ * ('F' frame: mount index byte, name; the host answers 'F': i32 errno, then
+ * the body or a message). */
 #define GUEST_NETWORK_DIRECTORY "/network"
 /* Default artifacts directory: files left there are returned with the
  * result ('A' frames before 'R': name, NUL, bytes). */
 #define GUEST_OUTPUT_DIRECTORY "/output"
+
+/* A directory whose files the host produces on open ('F' frames carry the
+ * mount's index byte, then the file name). */
+typedef struct zygote_resource_mount {
+    const char *path;
+    char *const *names;
+    int count;
+} zygote_resource_mount;
 
 /* A file the zygote places in its world (documentation, say). */
 typedef struct zygote_file {
@@ -36,8 +45,8 @@ typedef struct zygote_world {
     const char *output_directory;   /* absolute guest path of the artifacts */
     const zygote_file *docs;        /* mounted read-only at GUEST_DOCS_DIRECTORY */
     int doc_count;
-    const char *const *resources;   /* file names of GUEST_NETWORK_DIRECTORY */
-    int resource_count;
+    const struct zygote_resource_mount *resource_mounts;
+    int resource_mount_count;
 } zygote_world;
 
 /* Runs in the freshly forked zygote; never returns. */
