@@ -156,7 +156,8 @@ int cap_config_set_http_limits(cap_config *config, double timeout_seconds, size_
  * the guest's open() waits.  The files are read-only. */
 typedef struct cap_resource_provider {
     /* The file names (no '/'): the name at `index`, NULL past the end.
-     * Called when the provider is added, not later (at most 64 names). */
+     * Called when the provider is added, not later (at most 64 names).
+     * NULL: any plain name may be opened (and the listing is empty). */
     const char *(*list)(void *userdata, size_t index);
     /* The content of `name` into *data (malloc'd; capsule frees it) and
      * *size; non-zero on failure, with a message in `error`

@@ -13,7 +13,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #define EXIT_USAGE 2
@@ -43,6 +48,9 @@ static const char usage_text[] =
     "  --allow-host HOST    same as --allow-url http://HOST/ and https://HOST/\n"
     "  --http-timeout SECONDS  per fetch (default 10)\n"
     "  --http-max SIZE      largest response body (default 8M)\n"
+    "  --exec-resource GUEST_DIR=COMMAND  reading GUEST_DIR/NAME runs the host\n"
+    "                       program COMMAND with NAME as its argument (no shell);\n"
+    "                       its stdout is the content (10 s, 8M at most)\n"
     "\n"
     "limits (each run is killed or stopped when it passes one):\n"
     "  --timeout SECONDS    wall-clock time (default 30)\n"
@@ -177,6 +185,75 @@ static int write_artifacts(const cap_result *result, const char *directory) {
     return failed;
 }
 
+#define EXEC_SECONDS 10
+#define EXEC_MAX_BYTES (8u << 20)
+
+extern char **environ;
+
+static double monotonic_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* --exec-resource: runs the configured program (userdata) with the file
+ * name as its only argument, no shell; its stdout is the file. */
+static int exec_read(void *userdata, const char *name, void **data, size_t *size, char *error) {
+    const char *command = userdata;
+    int pipe_fds[2];
+    if (pipe2(pipe_fds, O_CLOEXEC) != 0) {
+        snprintf(error, CAP_ERROR_SIZE, "pipe: %s", strerror(errno));
+        return 1;
+    }
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_adddup2(&actions, pipe_fds[1], STDOUT_FILENO);
+    char *argv[] = {(char *)command, (char *)name, NULL};
+    pid_t pid;
+    int rc = posix_spawn(&pid, command, &actions, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&actions);
+    close(pipe_fds[1]);
+    if (rc != 0) {
+        close(pipe_fds[0]);
+        snprintf(error, CAP_ERROR_SIZE, "cannot run %s: %s", command, strerror(rc));
+        return 1;
+    }
+    size_t length = 0;
+    char *content = malloc(EXEC_MAX_BYTES);
+    double deadline = monotonic_seconds() + EXEC_SECONDS;
+    const char *problem = content ? NULL : "out of memory";
+    while (!problem) {
+        double left = deadline - monotonic_seconds();
+        struct pollfd p = {pipe_fds[0], POLLIN, 0};
+        int ready = left > 0 ? poll(&p, 1, (int)(left * 1000) + 1) : 0;
+        if (ready < 0 && errno == EINTR) continue;
+        if (ready <= 0) {
+            problem = "timed out";
+            break;
+        }
+        ssize_t n = read(pipe_fds[0], content + length, EXEC_MAX_BYTES - length);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        length += (size_t)n;
+        if (length == EXEC_MAX_BYTES) problem = "output too large";
+    }
+    close(pipe_fds[0]);
+    if (problem) kill(pid, SIGKILL);
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    if (!problem && !(WIFEXITED(status) && WEXITSTATUS(status) == 0)) problem = "failed";
+    if (problem) {
+        free(content);
+        snprintf(error, CAP_ERROR_SIZE, "%s %s: %s", command, name, problem);
+        return 1;
+    }
+    *data = content;
+    *size = length;
+    return 0;
+}
+
 static int command_run(int argc, char **argv) {
     const char *code_arg = NULL, *file_arg = NULL;
     int json = 0;
@@ -204,7 +281,8 @@ static int command_run(int argc, char **argv) {
                           strcmp(arg, "--docs") == 0 || strcmp(arg, "--output-dir") == 0 ||
                           strcmp(arg, "--output") == 0 || strcmp(arg, "--http") == 0 ||
                           strcmp(arg, "--allow-url") == 0 || strcmp(arg, "--allow-host") == 0 ||
-                          strcmp(arg, "--http-timeout") == 0 || strcmp(arg, "--http-max") == 0;
+                          strcmp(arg, "--http-timeout") == 0 || strcmp(arg, "--http-max") == 0 ||
+                          strcmp(arg, "--exec-resource") == 0;
         if (takes_value && !value) {
             fprintf(stderr, "capsule: %s needs a value\n", arg);
             status = EXIT_USAGE;
@@ -297,6 +375,24 @@ static int command_run(int argc, char **argv) {
             else http_max = parse_size(value);
             if (!http_timeout && !http_max) {
                 fprintf(stderr, "capsule: %s wants a positive number\n", arg);
+                status = EXIT_USAGE;
+            }
+            i++;
+        } else if (strcmp(arg, "--exec-resource") == 0) {
+            char directory[4096];
+            const char *equals = strchr(value, '=');
+            size_t length = equals ? (size_t)(equals - value) : 0;
+            cap_resource_provider provider = {NULL, exec_read};
+            if (!equals || length == 0 || length >= sizeof directory || !equals[1]) {
+                fprintf(stderr, "capsule: --exec-resource wants GUEST_DIR=COMMAND\n");
+                status = EXIT_USAGE;
+                break;
+            }
+            memcpy(directory, value, length);
+            directory[length] = '\0';
+            if (cap_config_add_resource_provider(config, directory, &provider,
+                                                 (void *)(equals + 1), error) != CAP_OK) {
+                fprintf(stderr, "capsule: %s\n", error);
                 status = EXIT_USAGE;
             }
             i++;

@@ -418,7 +418,7 @@ int cap_config_add_resource_provider(cap_config *config, const char *guest_path,
                                      const cap_resource_provider *provider, void *userdata,
                                      char *error) {
     char normalized[VFS_PATH_MAX];
-    if (!config || !guest_path || !provider || !provider->read || !provider->list ||
+    if (!config || !guest_path || !provider || !provider->read ||
         guest_path[0] != '/' || vfs_normalize(NULL, guest_path, strlen(guest_path), normalized) ||
         strcmp(normalized, "/") == 0) {
         set_error(error, "a resource provider needs list and read callbacks and an absolute "
@@ -433,7 +433,9 @@ int cap_config_add_resource_provider(cap_config *config, const char *guest_path,
     memset(p, 0, sizeof *p);
     int rc = (p->guest_path = strdup(normalized)) ? CAP_OK : CAP_ENOMEM;
     const char *name;
-    for (size_t i = 0; rc == CAP_OK && (name = provider->list(userdata, i)); i++) {
+    if (!provider->list) p->name_count = -1; /* any name */
+    for (size_t i = 0; rc == CAP_OK && provider->list && (name = provider->list(userdata, i));
+         i++) {
         if (!*name || strchr(name, '/') || strcmp(name, ".") == 0 || strcmp(name, "..") == 0 ||
             strlen(name) > VFS_NAME_MAX || p->name_count == MAX_RESOURCES) {
             set_error(error, "resource provider at %.100s: bad or too many names (at most %d)",
@@ -1011,11 +1013,20 @@ static int answer_fetch(const cap_config *config, int fd, const char *payload, s
     int index = -1;
     for (int i = 0; i < count; i++)
         if (strlen(names[i]) == name_size && memcmp(names[i], name, name_size) == 0) index = i;
+    char any_name[VFS_NAME_MAX + 1];
+    if (count < 0 && name_size > 0 && name_size <= VFS_NAME_MAX &&
+        !memchr(name, '/', name_size) && !memchr(name, '\0', name_size) &&
+        !(name_size <= 2 && memcmp(name, "..", name_size) == 0)) {
+        memcpy(any_name, name, name_size);
+        any_name[name_size] = '\0';
+        index = 0;
+    }
     buffer body = {0};
     char message[256] = "no such resource";
     int32_t rc = -ENOENT;
     if (index >= 0 && mount >= http_mounts) {
-        rc = provider_read(&config->providers[mount - http_mounts], names[index], &body, message);
+        rc = provider_read(&config->providers[mount - http_mounts],
+                           count < 0 ? any_name : names[index], &body, message);
     } else if (index >= 0) {
         double left = deadline - now_seconds();
         double timeout = config->http_timeout > 0 ? config->http_timeout : DEFAULT_HTTP_TIMEOUT;

@@ -28,7 +28,11 @@ typedef struct resource_file {
     size_t size;
 } resource_file;
 
+/* The name's index, -1 if there is none; with no list (count < 0) any
+ * single plain name is accepted, at index 0. */
 static int find_name(resource_backend *backend, const char *path) {
+    if (backend->count < 0)
+        return *path && !strchr(path, '/') && strlen(path) <= VFS_NAME_MAX ? 0 : -1;
     for (int i = 0; i < backend->count; i++)
         if (strcmp(backend->names[i], path) == 0) return i;
     return -1;
@@ -68,7 +72,7 @@ static int file_truncate(vfs_file *file, uint64_t size) {
 static int file_readdir(vfs_file *file, uint64_t cookie, vfs_dirent *entry) {
     resource_file *f = (resource_file *)file;
     if (file->type != VFS_DIRECTORY) return -ENOTDIR;
-    if (cookie >= (uint64_t)f->backend->count) return 0;
+    if (f->backend->count < 0 || cookie >= (uint64_t)f->backend->count) return 0;
     memset(entry, 0, sizeof *entry);
     snprintf(entry->name, sizeof entry->name, "%s", f->backend->names[cookie]);
     entry->type = VFS_FILE;
@@ -136,6 +140,7 @@ static int backend_rename(void *backend, const char *from, const char *to) {
 
 static void backend_destroy(void *opaque) {
     resource_backend *backend = opaque;
+    if (backend->count < 0) backend->count = 0;
     for (int i = 0; i < backend->count; i++) free(backend->names[i]);
     free(backend->names);
     free(backend);
@@ -150,13 +155,14 @@ int vfs_resource_new(const char *const *names, int count, vfs_resource_fetch fet
                      const vfs_backend_ops **ops, void **out) {
     resource_backend *backend = calloc(1, sizeof *backend);
     if (!backend) return -ENOMEM;
-    backend->names = calloc((size_t)count + 1, sizeof *backend->names);
+    backend->names = calloc(count > 0 ? (size_t)count + 1 : 1, sizeof *backend->names);
     backend->fetch = fetch;
     backend->context = context;
     if (!backend->names) {
         free(backend);
         return -ENOMEM;
     }
+    if (count < 0) backend->count = -1;
     for (; backend->count < count; backend->count++) {
         backend->names[backend->count] = strdup(names[backend->count]);
         if (!backend->names[backend->count]) {

@@ -137,7 +137,8 @@ void vfs_image_release(vfs_image *image);
 int vfs_image_backend(vfs_image *image, const vfs_backend_ops **ops, void **backend);
 
 /* Read-only directory of named resources whose content `fetch` produces
- * on each open (malloc'd bytes into *data, or a negative errno). */
+ * on each open (malloc'd bytes into *data, or a negative errno).  A count
+ * of -1: any plain name may be opened, and the listing is empty. */
 typedef int (*vfs_resource_fetch)(void *context, const char *name, unsigned char **data,
                                   size_t *size);
 int vfs_resource_new(const char *const *names, int count, vfs_resource_fetch fetch, void *context,

@@ -332,3 +332,61 @@ def test_network_report_example(tmp_path):
     report = (out / "report.md").read_text()
     assert "- **ip**: 203.0.113.7" in report and "is IPv4" in report
     assert json.loads((out / "ip.json").read_text())["city"] == "Example City"
+
+
+# --- exec resources (--exec-resource) -------------------------------------------
+
+def make_command(tmp_path, body):
+    script = tmp_path / "provider.sh"
+    script.write_text("#!/bin/sh\n" + body)
+    script.chmod(0o755)
+    return str(script)
+
+
+def test_exec_resource_runs_the_host_command_with_the_name(capsule, tmp_path):
+    command = make_command(tmp_path, 'printf "content of %s" "$1"\n')
+    result = capsule.json("open('/backend/report.csv').read()",
+                          "--exec-resource", f"/backend={command}")
+    assert result["return_value"] == "'content of report.csv'", result
+
+
+def test_exec_resource_name_is_an_argument_not_shell(capsule, tmp_path):
+    marker = tmp_path / "pwned"
+    command = make_command(tmp_path, 'printf "%s" "$1"\n')
+    name = f"$(touch {marker})".replace("/", "")  # '/' cannot be in a name anyway
+    code = f"open('/backend/' + {name!r}).read()"
+    result = capsule.json(code, "--exec-resource", f"/backend={command}")
+    assert result["return_value"] == repr(name)
+    assert not marker.exists()
+
+
+def test_failing_exec_resource_is_an_oserror(capsule, tmp_path):
+    command = make_command(tmp_path, 'echo partial; exit 3\n')
+    result = capsule.json(READ.replace("/network/", "/backend/") % "x",
+                          "--exec-resource", f"/backend={command}")
+    assert result["stdout"].strip() == "error OSError", result
+    assert "failed" in result["stderr"]
+
+
+def test_exec_resource_stays_inside_its_directory_and_read_only(capsule, tmp_path):
+    command = make_command(tmp_path, 'printf x\n')
+    code = """
+import os
+seen = []
+for attempt in [lambda: open('/backend/../etc/passwd'), lambda: open('/backend/a/b'),
+                lambda: open('/backend/x', 'w'), lambda: os.mkdir('/backend/d'),
+                lambda: os.listdir('/backend')]:
+    try:
+        seen.append(repr(attempt()))
+    except OSError as error:
+        seen.append(type(error).__name__)
+print(seen)
+"""
+    result = capsule.json(code, "--exec-resource", f"/backend={command}")
+    assert result["stdout"].strip() == str(["FileNotFoundError", "FileNotFoundError", "OSError",
+                                            "OSError", "[]"]), result
+
+
+def test_no_exec_resource_unless_configured(capsule):
+    result = capsule.json("import os; os.path.exists('/backend')")
+    assert result["return_value"] == "False"
