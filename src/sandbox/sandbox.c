@@ -982,7 +982,7 @@ static int provider_read(const struct provider *p, const char *name, buffer *bod
     void *data = NULL;
     size_t size = 0;
     char error[CAP_ERROR_SIZE] = "";
-    if (p->callbacks.read(p->userdata, name, &data, &size, error) != 0) {
+    if (p->callbacks.read(p->userdata, name, &data, &size, error) != 0 || (!data && size)) {
         free(data);
         snprintf(message, 256, "%s", error[0] ? error : "the provider failed");
         return -EIO;
