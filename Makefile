@@ -21,7 +21,7 @@ SANITIZE := -fsanitize=address,undefined -fno-omit-frame-pointer
 
 LIBRARY_SOURCES := src/sandbox/sandbox.c src/sandbox/zygote.c src/sandbox/frame.c \
                    src/sandbox/lockdown.c src/sandbox/buffer.c src/sandbox/http.c src/wasi/wasi.c \
-                   src/vfs/vfs.c src/vfs/memfs.c src/vfs/image.c src/vfs/device.c src/vfs/resource.c \
+                   src/vfs/vfs.c src/vfs/memfs.c src/vfs/image.c src/vfs/device.c src/vfs/resource.c src/vfs/hostfs.c \
                    src/runtime/runtime.c
 CLI_SOURCES := src/cli/main.c src/cli/check.c
 HEADERS := $(wildcard include/*.h src/*/*.h)
@@ -84,7 +84,7 @@ $(BUILD)/capsule-asan: $(patsubst %.c,$(BUILD)/asan/%.o,$(LIBRARY_SOURCES) $(CLI
 	$(CC) $(SANITIZE) -o $@ $^ $(LDLIBS)
 
 # --- tests -------------------------------------------------------------------
-UNIT_SOURCES := src/wasi/wasi.c src/vfs/vfs.c src/vfs/memfs.c src/vfs/image.c src/vfs/device.c src/vfs/resource.c \
+UNIT_SOURCES := src/wasi/wasi.c src/vfs/vfs.c src/vfs/memfs.c src/vfs/image.c src/vfs/device.c src/vfs/resource.c src/vfs/hostfs.c \
                 src/sandbox/buffer.c
 
 $(BUILD)/test_unit: tests/unit/test_unit.c $(UNIT_SOURCES) $(HEADERS) $(BUILD)/stdlib.img

@@ -168,6 +168,17 @@ int cap_config_add_resource_provider(cap_config *config, const char *guest_path,
                                      const cap_resource_provider *provider, void *userdata,
                                      char *error);
 
+/* Mounts the host directory `host_path` at `guest_path`.  The guest never
+ * touches it: every stat, listing and read is done by the host process,
+ * beneath the directory (openat2 RESOLVE_BENEATH): "..", absolute symbolic
+ * links and links pointing outside fail with EACCES.  Write-like calls
+ * fail with EROFS.  Only CAP_MOUNT_READ_ONLY is supported so far;
+ * `quota_bytes` is reserved for read-write mounts.  Files are read whole
+ * when opened (64 MiB at most). */
+enum { CAP_MOUNT_READ_ONLY = 1 };
+int cap_config_add_mount(cap_config *config, const char *host_path, const char *guest_path,
+                         int flags, uint64_t quota_bytes, char *error);
+
 /* --- Sandboxes ---------------------------------------------------------- */
 
 int cap_sandbox_new(cap_config *config, cap_sandbox **out, char *error);

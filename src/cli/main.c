@@ -38,6 +38,8 @@ static const char usage_text[] =
     "  --file GUEST=HOST    copy a host file into the sandbox's scratch space\n"
     "  --stdlib IMAGE       standard library image (default: stdlib.img beside capsule)\n"
     "  --image IMAGE:GUEST  mount another read-only image at GUEST (repeatable)\n"
+    "  --mount HOST:GUEST[:ro]  the host directory HOST, read-only at GUEST (repeatable;\n"
+    "                       read-write mounts are not supported yet)\n"
     "  --docs DIR           markdown files of DIR read-only at /docs, with an index\n"
     "                       /docs/README.md of their titles\n"
     "  --output-dir DIR     write the files the code left in /output to DIR\n"
@@ -282,7 +284,7 @@ static int command_run(int argc, char **argv) {
                           strcmp(arg, "--output") == 0 || strcmp(arg, "--http") == 0 ||
                           strcmp(arg, "--allow-url") == 0 || strcmp(arg, "--allow-host") == 0 ||
                           strcmp(arg, "--http-timeout") == 0 || strcmp(arg, "--http-max") == 0 ||
-                          strcmp(arg, "--exec-resource") == 0;
+                          strcmp(arg, "--exec-resource") == 0 || strcmp(arg, "--mount") == 0;
         if (takes_value && !value) {
             fprintf(stderr, "capsule: %s needs a value\n", arg);
             status = EXIT_USAGE;
@@ -375,6 +377,31 @@ static int command_run(int argc, char **argv) {
             else http_max = parse_size(value);
             if (!http_timeout && !http_max) {
                 fprintf(stderr, "capsule: %s wants a positive number\n", arg);
+                status = EXIT_USAGE;
+            }
+            i++;
+        } else if (strcmp(arg, "--mount") == 0) {
+            char host[4096];
+            const char *colon = strchr(value, ':');
+            size_t length = colon ? (size_t)(colon - value) : 0;
+            const char *guest = colon ? colon + 1 : "";
+            const char *mode = strchr(guest, ':');
+            char guest_path[4096];
+            size_t guest_length = mode ? (size_t)(mode - guest) : strlen(guest);
+            int read_only = !mode || strcmp(mode, ":ro") == 0;
+            if (!colon || length == 0 || length >= sizeof host || guest_length == 0 ||
+                guest_length >= sizeof guest_path || (mode && !read_only && strcmp(mode, ":rw"))) {
+                fprintf(stderr, "capsule: --mount wants HOST_DIR:GUEST_PATH[:ro|rw]\n");
+                status = EXIT_USAGE;
+                break;
+            }
+            memcpy(host, value, length);
+            host[length] = '\0';
+            memcpy(guest_path, guest, guest_length);
+            guest_path[guest_length] = '\0';
+            if (cap_config_add_mount(config, host, guest_path, read_only ? CAP_MOUNT_READ_ONLY : 0,
+                                     0, error) != CAP_OK) {
+                fprintf(stderr, "capsule: %s\n", error);
                 status = EXIT_USAGE;
             }
             i++;

@@ -25,6 +25,8 @@
 #include <signal.h>
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/openat2.h>
+#include <sys/syscall.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -53,6 +55,8 @@
 #define GUEST_ENOSPC 51 /* the guest's errno numbering is WASI's, not Linux's */
 #define MAX_RESOURCES 64
 #define MAX_PROVIDERS 16
+#define MAX_HOST_MOUNTS 16
+#define MAX_HOST_FILE (64u << 20) /* largest host file a read-only mount serves */
 #define MAX_ALLOWED_URLS 64
 #define DEFAULT_HTTP_TIMEOUT 10.0
 #define DEFAULT_HTTP_MAX_BYTES (8u << 20)
@@ -103,6 +107,9 @@ struct cap_config {
         int name_count;
     } providers[MAX_PROVIDERS];
     int provider_count;
+    char *host_guest_paths[MAX_HOST_MOUNTS];
+    int host_roots[MAX_HOST_MOUNTS]; /* O_PATH descriptors of the mounted directories */
+    int host_mount_count;
 };
 
 static char *default_stdlib_path(void) {
@@ -157,6 +164,10 @@ void cap_config_free(cap_config *config) {
         free(config->resource_urls[i]);
     }
     for (int i = 0; i < config->allowed_count; i++) free(config->allowed_urls[i]);
+    for (int i = 0; i < config->host_mount_count; i++) {
+        free(config->host_guest_paths[i]);
+        close(config->host_roots[i]);
+    }
     for (int i = 0; i < config->provider_count; i++) {
         free(config->providers[i].guest_path);
         for (int j = 0; j < config->providers[i].name_count; j++)
@@ -459,6 +470,41 @@ int cap_config_add_resource_provider(cap_config *config, const char *guest_path,
     return CAP_OK;
 }
 
+int cap_config_add_mount(cap_config *config, const char *host_path, const char *guest_path,
+                         int flags, uint64_t quota_bytes, char *error) {
+    char normalized[VFS_PATH_MAX];
+    (void)quota_bytes;
+    if (!config || !host_path || !guest_path || guest_path[0] != '/' ||
+        vfs_normalize(NULL, guest_path, strlen(guest_path), normalized) ||
+        strcmp(normalized, "/") == 0) {
+        set_error(error, "a mount needs a host directory and an absolute guest path other than /");
+        return CAP_EINVAL;
+    }
+    if (!(flags & CAP_MOUNT_READ_ONLY)) {
+        set_error(error, "read-write host mounts are not supported yet: mount %.100s read-only",
+                  host_path);
+        return CAP_EINVAL;
+    }
+    if (config->host_mount_count == MAX_HOST_MOUNTS) {
+        set_error(error, "too many host mounts (at most %d)", MAX_HOST_MOUNTS);
+        return CAP_EINVAL;
+    }
+    int root = open(host_path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (root < 0) {
+        set_error(error, "cannot mount %.150s: %s", host_path, strerror(errno));
+        return CAP_EIO;
+    }
+    char *copy = strdup(normalized);
+    if (!copy) {
+        close(root);
+        set_error(error, "out of memory");
+        return CAP_ENOMEM;
+    }
+    config->host_guest_paths[config->host_mount_count] = copy;
+    config->host_roots[config->host_mount_count++] = root;
+    return CAP_OK;
+}
+
 int cap_config_allow_url(cap_config *config, const char *prefix, char *error) {
     if (!config || !prefix ||
         (strncmp(prefix, "http://", 7) != 0 && strncmp(prefix, "https://", 8) != 0) ||
@@ -699,7 +745,9 @@ int cap_sandbox_new(cap_config *config, cap_sandbox **out, char *error) {
                               config->docs,
                               config->doc_count,
                               resource_mounts,
-                              0};
+                              0,
+                              config->host_guest_paths,
+                              config->host_mount_count};
         /* /network first: its index is 0 in the workers' requests. */
         if (config->resource_count)
             resource_mounts[world.resource_mount_count++] = (zygote_resource_mount){
@@ -977,6 +1025,89 @@ static int add_artifact(cap_result *result, const char *payload, size_t size,
     return 0;
 }
 
+/* Opens a mount-relative path strictly beneath the mount's root: "..",
+ * absolute symbolic links and links leading outside fail (EXDEV), as do
+ * /proc-style magic links. */
+static int open_beneath(int root, const char *path, int flags) {
+    struct open_how how = {0};
+    how.flags = (uint64_t)(flags | O_CLOEXEC | (flags & O_PATH ? 0 : O_NOCTTY));
+    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
+    long fd = syscall(SYS_openat2, root, *path ? path : ".", &how, sizeof how);
+    return fd < 0 ? -errno : (int)fd;
+}
+
+static int host_stat_answer(int fd, buffer *body) {
+    struct stat st;
+    if (fstat(fd, &st) != 0) return -errno;
+    uint64_t fields[5] = {S_ISDIR(st.st_mode) ? VFS_DIRECTORY : VFS_FILE, (uint64_t)st.st_size,
+                          (uint64_t)st.st_ino,
+                          (uint64_t)st.st_mtim.tv_sec * 1000000000u + (uint64_t)st.st_mtim.tv_nsec,
+                          (uint64_t)st.st_nlink};
+    return buffer_append(body, fields, sizeof fields);
+}
+
+static int host_read_answer(int fd, buffer *body) {
+    struct stat st;
+    if (fstat(fd, &st) != 0) return -errno;
+    if (!S_ISREG(st.st_mode)) return -EACCES; /* devices, fifos: never read by the host */
+    if ((uint64_t)st.st_size > MAX_HOST_FILE) return -EFBIG;
+    char chunk[65536];
+    for (;;) {
+        ssize_t n = read(fd, chunk, sizeof chunk);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return -errno;
+        if (n == 0) return 0;
+        if (body->size + (size_t)n > MAX_HOST_FILE) return -EFBIG;
+        if (buffer_append(body, chunk, (size_t)n)) return -ENOMEM;
+    }
+}
+
+static int host_list_answer(int fd, buffer *body) {
+    DIR *directory = fdopendir(fd);
+    if (!directory) return -errno;
+    struct dirent *entry;
+    int rc = 0;
+    while (rc == 0 && (entry = readdir(directory))) {
+        if (strcmp(entry->d_name, ".") == 0 || strcmp(entry->d_name, "..") == 0) continue;
+        char type = entry->d_type == DT_DIR ? 'd' : 'f';
+        rc = buffer_append(body, &type, 1);
+        if (rc == 0) rc = buffer_append(body, entry->d_name, strlen(entry->d_name) + 1);
+    }
+    closedir(directory);
+    return rc;
+}
+
+/* A worker's 'H' frame: mount index, op ('s' stat, 'r' read, 'l' list),
+ * mount-relative path.  Checked field by field: it is untrusted. */
+static int answer_host(const cap_config *config, int fd, const char *payload, size_t size) {
+    int32_t rc = -EINVAL;
+    buffer body = {0};
+    if (size >= 2 && (unsigned char)payload[0] < config->host_mount_count &&
+        size - 2 < VFS_PATH_MAX && !memchr(payload + 2, '\0', size - 2) &&
+        (payload[1] == 's' || payload[1] == 'r' || payload[1] == 'l')) {
+        char path[VFS_PATH_MAX];
+        memcpy(path, payload + 2, size - 2);
+        path[size - 2] = '\0';
+        char op = payload[1];
+        int file = open_beneath(config->host_roots[(unsigned char)payload[0]], path,
+                                op == 's' ? O_PATH : op == 'l' ? O_RDONLY | O_DIRECTORY
+                                                               : O_RDONLY | O_NONBLOCK);
+        if (file == -EXDEV || file == -ELOOP) file = -EACCES;
+        rc = file < 0 ? file
+             : op == 's' ? host_stat_answer(file, &body)
+             : op == 'r' ? host_read_answer(file, &body)
+                         : host_list_answer(file, &body);
+        if (file >= 0 && op != 'l') close(file);
+    }
+    buffer reply = {0};
+    int status = buffer_append(&reply, &rc, sizeof rc);
+    if (status == 0 && rc == 0 && body.size) status = buffer_append(&reply, body.data, body.size);
+    if (status == 0) status = frame_write(fd, 'H', reply.data, reply.size);
+    buffer_free(&reply);
+    buffer_free(&body);
+    return status;
+}
+
 /* A provider's read, on the caller's thread: its message or a generic one. */
 static int provider_read(const struct provider *p, const char *name, buffer *body, char *message) {
     void *data = NULL;
@@ -1231,6 +1362,8 @@ int cap_sandbox_run(cap_sandbox *sandbox, const char *code, size_t code_size,
             } else if (artifact_rc) {
                 artifacts_dropped++;
             }
+        } else if (type == 'H') {
+            answer_host(sandbox->config, w.fd, payload, size);
         } else if (type == 'F') {
             /* A failed answer means the worker is gone; the next read sees it. */
             answer_fetch(sandbox->config, w.fd, payload, size, deadline);

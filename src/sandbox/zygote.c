@@ -370,40 +370,59 @@ static void wait_for_request(void) {
 
 /* --- resources: the host fetches, the worker waits ---------------------------- */
 
-static int fetch_from_host(void *context, const char *name, unsigned char **data, size_t *size) {
-    const zygote_resource_mount *mount = context;
-    if (!G.is_worker) return -EAGAIN; /* the zygote itself never asks */
-    char request[1 + VFS_PATH_MAX];
+/* Sends a request frame and waits for the host's answer: a 32-bit errno,
+ * then the content (success) or a message (failure, into *message). */
+static int ask_host(char type, const char *header, size_t header_size, const char *name,
+                    unsigned char **data, size_t *size, char **message) {
+    char request[2 + VFS_PATH_MAX];
     size_t name_length = strlen(name);
     if (name_length >= VFS_PATH_MAX) return -ENAMETOOLONG;
-    request[0] = (char)(mount - G.resource_mounts);
-    memcpy(request + 1, name, name_length);
-    send_or_die('F', request, 1 + name_length);
-    char type;
+    memcpy(request, header, header_size);
+    memcpy(request + header_size, name, name_length);
+    send_or_die(type, request, header_size + name_length);
+    char reply_type;
     char *payload;
     size_t length;
-    if (frame_read(G.channel_fd, &type, &payload, &length, FRAME_MAX, NULL) != 0) _exit(0);
+    if (frame_read(G.channel_fd, &reply_type, &payload, &length, FRAME_MAX, NULL) != 0) _exit(0);
     int32_t rc;
-    if (type != 'F' || length < sizeof rc) {
+    if (reply_type != type || length < sizeof rc) {
         free(payload);
         return -EIO;
     }
     memcpy(&rc, payload, sizeof rc);
     if (rc > 0 || rc < -4095) rc = -EIO;
-    if (rc) {
-        /* errno alone would say little; the reason goes to stderr. */
-        char message[512];
-        int n = snprintf(message, sizeof message, "capsule: %s/%s: %.*s\n",
-                         mount->path, name, (int)(length - sizeof rc),
-                         payload + sizeof rc);
-        send_or_die('E', message, n < (int)sizeof message ? (size_t)n : sizeof message - 1);
-        free(payload);
-        return rc;
-    }
     *size = length - sizeof rc;
     memmove(payload, payload + sizeof rc, *size);
+    payload[*size] = '\0';
+    if (rc) {
+        if (message) *message = payload;
+        else free(payload);
+        return rc;
+    }
     *data = (unsigned char *)payload;
     return 0;
+}
+
+static int fetch_from_host(void *context, const char *name, unsigned char **data, size_t *size) {
+    const zygote_resource_mount *mount = context;
+    if (!G.is_worker) return -EAGAIN; /* the zygote itself never asks */
+    char index = (char)(mount - G.resource_mounts), *message = NULL;
+    int rc = ask_host('F', &index, 1, name, data, size, &message);
+    if (message) {
+        /* errno alone would say little; the reason goes to stderr. */
+        char line[512];
+        int n = snprintf(line, sizeof line, "capsule: %s/%s: %.300s\n", mount->path, name, message);
+        send_or_die('E', line, n < (int)sizeof line ? (size_t)n : sizeof line - 1);
+        free(message);
+    }
+    return rc;
+}
+
+static int ask_broker(void *context, char op, const char *path, unsigned char **data,
+                      size_t *size) {
+    if (!G.is_worker) return -EAGAIN;
+    char header[2] = {(char)(intptr_t)context, op};
+    return ask_host('H', header, 2, path, data, size, NULL);
 }
 
 /* --- start-up ------------------------------------------------------------------ */
@@ -436,6 +455,11 @@ static int build_world(const zygote_world *world) {
         rc = vfs_resource_new((const char *const *)mount->names, mount->count, fetch_from_host,
                               (void *)mount, &ops, &resources);
         if (rc == 0) rc = vfs_mount(G.fs, mount->path, ops, resources, 1);
+    }
+    for (int i = 0; rc == 0 && i < world->host_mount_count; i++) {
+        void *host;
+        rc = vfs_hostfs_new(ask_broker, (void *)(intptr_t)i, &ops, &host);
+        if (rc == 0) rc = vfs_mount(G.fs, world->host_mounts[i], ops, host, 1);
     }
     if (rc == 0) rc = vfs_mkdir(G.fs, GUEST_TEMP_DIRECTORY);
     if (rc == 0) rc = vfs_mkdir(G.fs, GUEST_WORK_DIRECTORY);

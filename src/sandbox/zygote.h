@@ -47,6 +47,9 @@ typedef struct zygote_world {
     int doc_count;
     const struct zygote_resource_mount *resource_mounts;
     int resource_mount_count;
+    char *const *host_mounts;       /* guest paths of read-only host directories ('H' frames:
+                                       index byte, op byte, path; answer 'H' like 'F') */
+    int host_mount_count;
 } zygote_world;
 
 /* Runs in the freshly forked zygote; never returns. */

@@ -102,6 +102,8 @@ int vfs_normalize(const char *base, const char *path, size_t path_size, char *ou
 
 /* Operations on absolute normalised guest paths. */
 int vfs_stat(vfs *fs, const char *path, vfs_metadata *st);
+/* 1 if `path` lies in a read-only mount. */
+int vfs_is_read_only(vfs *fs, const char *path);
 int vfs_open(vfs *fs, const char *path, int flags, vfs_file **out);
 int vfs_mkdir(vfs *fs, const char *path);
 int vfs_rmdir(vfs *fs, const char *path);
@@ -143,5 +145,14 @@ typedef int (*vfs_resource_fetch)(void *context, const char *name, unsigned char
                                   size_t *size);
 int vfs_resource_new(const char *const *names, int count, vfs_resource_fetch fetch, void *context,
                      const vfs_backend_ops **ops, void **backend);
+
+/* Read-only host directory served by a broker in the host process:
+ * op 's' (stat: five u64 — type, size, inode, mtime_ns, links), 'l' (list:
+ * entries "f" or "d", name, NUL) or 'r' (read: the bytes) of a
+ * mount-relative path; malloc'd answer into *data, or a negative errno. */
+typedef int (*vfs_host_broker)(void *context, char op, const char *path, unsigned char **data,
+                               size_t *size);
+int vfs_hostfs_new(vfs_host_broker broker, void *context, const vfs_backend_ops **ops,
+                   void **backend);
 
 #endif /* CAP_VFS_H */

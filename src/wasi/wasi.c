@@ -641,7 +641,9 @@ u32 Z_wasi_snapshot_preview1Z_path_filestat_set_times(wasi *w, u32 fd, u32 flags
     u32 rc = guest_path(w, fd, path, length, absolute);
     if (rc) return rc;
     if (fst_flags > 15) return WASI_EINVAL;
-    return wasi_errno_from_posix(vfs_stat(w->fs, absolute, &st));
+    int status = vfs_stat(w->fs, absolute, &st);
+    if (status == 0 && vfs_is_read_only(w->fs, absolute)) return WASI_EROFS;
+    return wasi_errno_from_posix(status);
 }
 
 /* Links are refused: a hard link would let one file appear under two

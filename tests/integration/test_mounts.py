@@ -390,3 +390,132 @@ print(seen)
 def test_no_exec_resource_unless_configured(capsule):
     result = capsule.json("import os; os.path.exists('/backend')")
     assert result["return_value"] == "False"
+
+
+# --- read-only host directory mounts (--mount HOST:GUEST[:ro]) --------------------
+
+import os
+
+
+def make_host_tree(tmp_path):
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("host secret")
+    (root / "a.txt").write_text("hello")
+    (root / "sub" / "b.txt").write_text("nested")
+    (root / "escape").symlink_to("../outside/secret.txt")
+    (root / "absolute").symlink_to(outside / "secret.txt")
+    (root / "dir-escape").symlink_to("../outside")
+    (root / "inner").symlink_to("a.txt")
+    return root
+
+
+def test_host_mount_reads_and_lists(capsule, tmp_path):
+    root = make_host_tree(tmp_path)
+    code = ("import os, json\n"
+            "print(json.dumps([sorted(os.listdir('/data')), os.listdir('/data/sub'),"
+            " open('/data/a.txt').read(), open('/data/sub/b.txt').read(),"
+            " open('/data/inner').read(), os.stat('/data/a.txt').st_size,"
+            " os.path.isdir('/data/sub')]))")
+    result = capsule.json(code, "--mount", f"{root}:/data/../data/")
+    assert json.loads(result["stdout"]) == [
+        ["a.txt", "absolute", "dir-escape", "escape", "inner", "sub"], ["b.txt"],
+        "hello", "nested", "hello", 5, True], result
+
+
+def test_host_mount_cannot_be_left(capsule, tmp_path):
+    root = make_host_tree(tmp_path)
+    code = """
+seen = []
+for path in ['/data/escape', '/data/absolute', '/data/dir-escape/secret.txt',
+             '/data/../' + %r + '/outside/secret.txt', '/data/sub/../../etc/passwd']:
+    try:
+        seen.append(open(path).read())
+    except OSError as error:
+        seen.append(type(error).__name__)
+print(seen)
+""" % str(tmp_path).lstrip("/")
+    result = capsule.json(code, "--mount", f"{root}:/data")
+    seen = result["stdout"]
+    assert "host secret" not in seen and "root:" not in seen, result
+    assert seen.strip() == str(["PermissionError", "PermissionError", "PermissionError",
+                                "FileNotFoundError", "FileNotFoundError"])
+
+
+def test_host_mount_symlink_swapped_during_use_stays_inside(capsule, tmp_path):
+    root = make_host_tree(tmp_path)
+    link = root / "swing"
+    link.symlink_to("a.txt")
+    stop = threading.Event()
+
+    def swap():
+        # Flips the link between an inside and an outside target as fast as
+        # it can while the guest keeps reading it.
+        targets = ["a.txt", str(tmp_path / "outside" / "secret.txt")]
+        i = 0
+        while not stop.is_set():
+            temporary = root / f".swing{i % 2}"
+            temporary.symlink_to(targets[i % 2])
+            os.replace(temporary, link)
+            i += 1
+
+    thread = threading.Thread(target=swap)
+    thread.start()
+    try:
+        code = """
+seen = set()
+for _ in range(3000):
+    try:
+        seen.add(open('/data/swing').read())
+    except OSError as error:
+        seen.add(type(error).__name__)
+print(sorted(seen))
+"""
+        result = capsule.json(code, "--mount", f"{root}:/data")
+    finally:
+        stop.set()
+        thread.join()
+    assert "host secret" not in result["stdout"], result
+    assert "hello" in result["stdout"]
+
+
+def test_host_mount_is_read_only(capsule, tmp_path):
+    root = make_host_tree(tmp_path)
+    code = """
+import errno, os
+seen = []
+for attempt in [lambda: open('/data/a.txt', 'w'), lambda: open('/data/a.txt', 'a'),
+                lambda: open('/data/new', 'w'), lambda: os.mkdir('/data/d'),
+                lambda: os.unlink('/data/a.txt'), lambda: os.rmdir('/data/sub'),
+                lambda: os.rename('/data/a.txt', '/data/b'),
+                lambda: os.rename('/data/a.txt', '/work/b'),
+                lambda: os.truncate('/data/a.txt', 0), lambda: os.utime('/data/a.txt'),
+                lambda: os.link('/data/a.txt', '/work/hard'),
+                lambda: os.link('/work/main.py', '/data/hard'),
+                lambda: os.symlink('/etc', '/data/link')]:
+    try:
+        attempt()
+        seen.append('allowed')
+    except OSError as error:
+        seen.append(errno.errorcode[error.errno])
+print(seen)
+"""
+    result = capsule.json(code, "--mount", f"{root}:/data:ro")
+    seen = eval(result["stdout"])
+    assert "allowed" not in seen, result
+    assert set(seen) <= {"EROFS", "EACCES", "EPERM", "EXDEV", "ENOTSUP", "EBUSY"}, seen
+    assert (root / "a.txt").read_text() == "hello"
+    assert sorted(p.name for p in root.iterdir()) == [
+        "a.txt", "absolute", "dir-escape", "escape", "inner", "sub"]
+
+
+def test_host_mount_arguments_are_checked(capsule, tmp_path):
+    root = make_host_tree(tmp_path)
+    rw = capsule.run("--mount", f"{root}:/data:rw", code="pass")
+    assert rw.returncode == 2 and b"read-write host mounts are not supported" in rw.stderr
+    missing = capsule.run("--mount", f"{tmp_path}/missing:/data", code="pass")
+    assert missing.returncode == 2 and b"cannot mount" in missing.stderr
+    bad = capsule.run("--mount", f"{root}:relative", code="pass")
+    assert bad.returncode == 2
