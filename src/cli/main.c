@@ -8,6 +8,8 @@
 #include "capsule.h"
 #include "check.h"
 
+#include <cjson/cJSON.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -38,6 +40,7 @@ static const char usage_text[] =
     "  --file GUEST=HOST    copy a host file into the sandbox's scratch space\n"
     "  --stdlib IMAGE       standard library image (default: stdlib.img beside capsule)\n"
     "  --image IMAGE:GUEST  mount another read-only image at GUEST (repeatable)\n"
+    "  --config FILE        mounts and resources from a JSON file (docs/mounts.md)\n"
     "  --mount HOST:GUEST[:ro]  the host directory HOST, read-only at GUEST (repeatable;\n"
     "                       read-write mounts are not supported yet)\n"
     "  --docs DIR           markdown files of DIR read-only at /docs, with an index\n"
@@ -256,12 +259,104 @@ static int exec_read(void *userdata, const char *name, void **data, size_t *size
     return 0;
 }
 
+typedef struct file_settings {
+    cJSON *json; /* kept until the end: strings in it are used by the config */
+    const char *output_dir;
+    double http_timeout;
+    uint64_t http_max;
+} file_settings;
+
+static const char *string_member(const cJSON *object, const char *name, int *bad) {
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(object, name);
+    if (item && !cJSON_IsString(item)) *bad = 1;
+    return cJSON_IsString(item) ? item->valuestring : NULL;
+}
+
+/* --config FILE: the same settings as the flags, as JSON (docs/mounts.md).
+ * Unknown keys are errors, so a typo does not silently grant nothing. */
+static int apply_config_file(cap_config *config, const char *path, file_settings *settings) {
+    static const char *const keys[] = {"mounts", "docs", "output", "output_dir", "http",
+                                       "allow_urls", "http_timeout", "http_max_bytes",
+                                       "exec_resources", NULL};
+    char error[CAP_ERROR_SIZE] = "";
+    size_t size;
+    char *text = read_file(path, &size);
+    if (!text) {
+        fprintf(stderr, "capsule: cannot read %s: %s\n", path, strerror(errno));
+        return 1;
+    }
+    cJSON *json = cJSON_ParseWithLength(text, size);
+    free(text);
+    if (!cJSON_IsObject(json)) {
+        cJSON_Delete(json);
+        fprintf(stderr, "capsule: %s: not a JSON object\n", path);
+        return 1;
+    }
+    settings->json = json;
+    int bad = 0, rc = CAP_OK;
+    const cJSON *item;
+    cJSON_ArrayForEach(item, json) {
+        int known = 0;
+        for (int i = 0; keys[i]; i++) known |= strcmp(item->string, keys[i]) == 0;
+        if (!known) {
+            snprintf(error, sizeof error, "unknown key \"%.100s\"", item->string);
+            bad = 1;
+        }
+    }
+    const cJSON *mount;
+    cJSON_ArrayForEach(mount, cJSON_GetObjectItemCaseSensitive(json, "mounts")) {
+        const char *host = string_member(mount, "host", &bad);
+        const char *guest = string_member(mount, "guest", &bad);
+        const char *mode = string_member(mount, "mode", &bad);
+        if (!host || !guest || (mode && strcmp(mode, "ro") && strcmp(mode, "rw"))) bad = 1;
+        if (!bad && rc == CAP_OK)
+            rc = cap_config_add_mount(config, host, guest,
+                                      mode && strcmp(mode, "rw") == 0 ? 0 : CAP_MOUNT_READ_ONLY, 0,
+                                      error);
+    }
+    const char *docs = string_member(json, "docs", &bad);
+    if (!bad && rc == CAP_OK && docs) rc = cap_config_add_docs(config, docs, error);
+    const char *output = string_member(json, "output", &bad);
+    if (!bad && rc == CAP_OK && output) rc = cap_config_set_output_directory(config, output, error);
+    settings->output_dir = string_member(json, "output_dir", &bad);
+    const cJSON *entry;
+    cJSON_ArrayForEach(entry, cJSON_GetObjectItemCaseSensitive(json, "http")) {
+        if (!cJSON_IsString(entry)) bad = 1;
+        if (!bad && rc == CAP_OK)
+            rc = cap_config_add_http_resource(config, entry->string, entry->valuestring, error);
+    }
+    cJSON_ArrayForEach(entry, cJSON_GetObjectItemCaseSensitive(json, "allow_urls")) {
+        if (!cJSON_IsString(entry)) bad = 1;
+        if (!bad && rc == CAP_OK) rc = cap_config_allow_url(config, entry->valuestring, error);
+    }
+    cJSON_ArrayForEach(entry, cJSON_GetObjectItemCaseSensitive(json, "exec_resources")) {
+        cap_resource_provider provider = {NULL, exec_read};
+        if (!cJSON_IsString(entry)) bad = 1;
+        if (!bad && rc == CAP_OK)
+            rc = cap_config_add_resource_provider(config, entry->string, &provider,
+                                                  entry->valuestring, error);
+    }
+    const cJSON *timeout = cJSON_GetObjectItemCaseSensitive(json, "http_timeout");
+    const cJSON *max = cJSON_GetObjectItemCaseSensitive(json, "http_max_bytes");
+    if ((timeout && !(cJSON_IsNumber(timeout) && timeout->valuedouble > 0)) ||
+        (max && !(cJSON_IsNumber(max) && max->valuedouble >= 1)))
+        bad = 1;
+    if (timeout) settings->http_timeout = timeout->valuedouble;
+    if (max) settings->http_max = (uint64_t)max->valuedouble;
+    if (bad || rc != CAP_OK) {
+        fprintf(stderr, "capsule: %s: %s\n", path, error[0] ? error : "malformed setting");
+        return 1;
+    }
+    return 0;
+}
+
 static int command_run(int argc, char **argv) {
     const char *code_arg = NULL, *file_arg = NULL;
     int json = 0;
     const char *output_dir = NULL;
     double http_timeout = 0;
     uint64_t http_max = 0;
+    file_settings settings = {0};
     cap_limits limits = {0};
     char error[CAP_ERROR_SIZE];
     input_file inputs[64];
@@ -284,7 +379,8 @@ static int command_run(int argc, char **argv) {
                           strcmp(arg, "--output") == 0 || strcmp(arg, "--http") == 0 ||
                           strcmp(arg, "--allow-url") == 0 || strcmp(arg, "--allow-host") == 0 ||
                           strcmp(arg, "--http-timeout") == 0 || strcmp(arg, "--http-max") == 0 ||
-                          strcmp(arg, "--exec-resource") == 0 || strcmp(arg, "--mount") == 0;
+                          strcmp(arg, "--exec-resource") == 0 || strcmp(arg, "--mount") == 0 ||
+                          strcmp(arg, "--config") == 0;
         if (takes_value && !value) {
             fprintf(stderr, "capsule: %s needs a value\n", arg);
             status = EXIT_USAGE;
@@ -380,6 +476,18 @@ static int command_run(int argc, char **argv) {
                 status = EXIT_USAGE;
             }
             i++;
+        } else if (strcmp(arg, "--config") == 0) {
+            if (settings.json) {
+                fprintf(stderr, "capsule: one --config at a time\n");
+                status = EXIT_USAGE;
+            } else if (apply_config_file(config, value, &settings) != 0) {
+                status = EXIT_USAGE;
+            } else {
+                if (!output_dir) output_dir = settings.output_dir;
+                if (!http_timeout) http_timeout = settings.http_timeout;
+                if (!http_max) http_max = settings.http_max;
+            }
+            i++;
         } else if (strcmp(arg, "--mount") == 0) {
             char host[4096];
             const char *colon = strchr(value, ':');
@@ -471,6 +579,7 @@ static int command_run(int argc, char **argv) {
     if (status == 0 && code_arg && file_arg) status = usage_error("give -c CODE or a FILE, not both");
     if (status) {
         cap_config_free(config);
+        cJSON_Delete(settings.json);
         return status;
     }
 
@@ -489,6 +598,7 @@ static int command_run(int argc, char **argv) {
         fprintf(stderr, "capsule: cannot read %s: %s\n", file_arg ? file_arg : "stdin",
                 strerror(errno));
         cap_config_free(config);
+        cJSON_Delete(settings.json);
         return 1;
     }
 
@@ -556,6 +666,7 @@ static int command_run(int argc, char **argv) {
     }
     cap_sandbox_free(sandbox);
     cap_config_free(config);
+    cJSON_Delete(settings.json);
     for (int i = 0; i < input_count; i++) free((void *)files[i].data);
     free(code);
     return status;

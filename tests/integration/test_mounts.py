@@ -519,3 +519,44 @@ def test_host_mount_arguments_are_checked(capsule, tmp_path):
     assert missing.returncode == 2 and b"cannot mount" in missing.stderr
     bad = capsule.run("--mount", f"{root}:relative", code="pass")
     assert bad.returncode == 2
+
+
+# --- --config FILE ------------------------------------------------------------------
+
+def test_config_file_grants_what_the_flags_grant(capsule, tmp_path, server):
+    root = make_host_tree(tmp_path)
+    docs = make_docs(tmp_path)
+    command = make_command(tmp_path, 'printf "from %s" "$1"\n')
+    config = tmp_path / "capsule.json"
+    config.write_text(json.dumps({
+        "mounts": [{"host": str(root), "guest": "/data", "mode": "ro"}],
+        "docs": str(docs),
+        "output": "/results",
+        "output_dir": str(tmp_path / "out"),
+        "http": {"ip.json": server + "/ip.json"},
+        "allow_urls": [server + "/"],
+        "http_timeout": 5,
+        "http_max_bytes": 1048576,
+        "exec_resources": {"/backend": command},
+    }))
+    code = ("import json\n"
+            "open('/results/r.txt', 'w').write('done')\n"
+            "print(json.dumps([open('/data/a.txt').read(), json.load(open('/network/ip.json')),"
+            " open('/backend/x').read(), open('/docs/api.md').read()[:5]]))")
+    completed = capsule.run("--config", str(config), code=code)
+    assert completed.returncode == 0, completed.stderr
+    assert json.loads(completed.stdout) == ["hello", {"ip": "203.0.113.7"}, "from x", "intro"]
+    assert (tmp_path / "out" / "r.txt").read_text() == "done"
+
+
+def test_config_file_errors_are_clear(capsule, tmp_path):
+    config = tmp_path / "capsule.json"
+    config.write_text('{"mounts": [{"host": "/tmp", "guest": "/data"}], "mount": []}')
+    completed = capsule.run("--config", str(config), code="pass")
+    assert completed.returncode == 2 and b'unknown key "mount"' in completed.stderr
+    config.write_text("[1, 2]")
+    completed = capsule.run("--config", str(config), code="pass")
+    assert completed.returncode == 2 and b"not a JSON object" in completed.stderr
+    config.write_text('{"http": {"x": 42}}')
+    completed = capsule.run("--config", str(config), code="pass")
+    assert completed.returncode == 2 and b"malformed setting" in completed.stderr
