@@ -126,6 +126,61 @@ int cap_config_set_sessions(cap_config *config, int max_sessions, double idle_se
  * only what is added here: nothing of the host's is passed. */
 int cap_config_add_env(cap_config *config, const char *name, const char *value, char *error);
 
+/* The artifacts directory (default "/output"): a scratch directory whose
+ * files are returned with each run's result (cap_result_artifact) and then
+ * removed.  At most 64 MiB of artifacts per run; beyond, files are dropped
+ * and a note goes to the captured stderr. */
+int cap_config_set_output_directory(cap_config *config, const char *guest_path, char *error);
+
+/* Exposes the markdown files (*.md) of a host directory read-only at /docs,
+ * with a generated /docs/README.md listing each file's title (its first
+ * "# " heading).  The files are read now, once; a host README.md is kept
+ * below the index. */
+int cap_config_add_docs(cap_config *config, const char *host_directory, char *error);
+
+/* HTTP resources: reading the guest file /network/NAME makes the host (not
+ * the guest: it has no socket) fetch URL, and the open() blocks until then.
+ * Every URL fetched, the first and each redirect, must start with a prefix
+ * allowed by cap_config_allow_url ("http://127.0.0.1:8000/"); nothing is
+ * allowed by default.  Failures are OSErrors in the guest (ENOENT for 404,
+ * EACCES outside the allow-list, ETIMEDOUT, EFBIG over the size cap, EIO),
+ * with the reason on the guest's stderr. */
+int cap_config_add_http_resource(cap_config *config, const char *name, const char *url,
+                                 char *error);
+int cap_config_allow_url(cap_config *config, const char *prefix, char *error);
+/* Per fetch: timeout (default 10 s, never past the run's wall-clock
+ * limit) and body size cap (default 8 MiB); zero keeps the default. */
+int cap_config_set_http_limits(cap_config *config, double timeout_seconds, size_t max_bytes,
+                               char *error);
+
+/* A directory of files produced by the embedder: reading GUEST_PATH/NAME
+ * calls `read` in the host, on the thread running cap_sandbox_run, while
+ * the guest's open() waits.  The files are read-only. */
+typedef struct cap_resource_provider {
+    /* The file names (no '/'): the name at `index`, NULL past the end.
+     * Called when the provider is added, not later (at most 64 names).
+     * NULL: any plain name may be opened (and the listing is empty). */
+    const char *(*list)(void *userdata, size_t index);
+    /* The content of `name` into *data (malloc'd; capsule frees it) and
+     * *size; non-zero on failure, with a message in `error`
+     * (CAP_ERROR_SIZE bytes) that the guest sees on stderr with OSError. */
+    int (*read)(void *userdata, const char *name, void **data, size_t *size, char *error);
+} cap_resource_provider;
+int cap_config_add_resource_provider(cap_config *config, const char *guest_path,
+                                     const cap_resource_provider *provider, void *userdata,
+                                     char *error);
+
+/* Mounts the host directory `host_path` at `guest_path`.  The guest never
+ * touches it: every stat, listing and read is done by the host process,
+ * beneath the directory (openat2 RESOLVE_BENEATH): "..", absolute symbolic
+ * links and links pointing outside fail with EACCES.  Write-like calls
+ * fail with EROFS.  Only CAP_MOUNT_READ_ONLY is supported so far;
+ * `quota_bytes` is reserved for read-write mounts.  Files are read whole
+ * when opened (64 MiB at most). */
+enum { CAP_MOUNT_READ_ONLY = 1 };
+int cap_config_add_mount(cap_config *config, const char *host_path, const char *guest_path,
+                         int flags, uint64_t quota_bytes, char *error);
+
 /* --- Sandboxes ---------------------------------------------------------- */
 
 int cap_sandbox_new(cap_config *config, cap_sandbox **out, char *error);

@@ -3,7 +3,8 @@
 # and the deb-src entry that `apt-get source` needs.  Run as root.
 set -eu
 packages="gcc make clang-19 lld-19 llvm-19 libclang-rt-19-dev-wasm32 libclang-rt-19-dev wasi-libc wabt tcl
-          dpkg-dev python3 python3.11 python3-pytest libcjson-dev libcmocka-dev libseccomp-dev libmicrohttpd-dev"
+          dpkg-dev python3 python3.11 python3-pytest libcjson-dev libcmocka-dev libseccomp-dev libmicrohttpd-dev
+          libcurl4-openssl-dev"
 missing=""
 # npm installs the MCP interop test peers (tests/interop); Debian's Node is
 # only used to run npm, the tests run under the Node 22 it installs.

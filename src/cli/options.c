@@ -41,7 +41,7 @@ uint64_t parse_size(const char *text) {
     return *end || value >= 1e18 ? 0 : (uint64_t)value;
 }
 
-static double parse_seconds(const char *text) {
+double parse_seconds(const char *text) {
     char *end;
     double value = strtod(text, &end);
     return end != text && *end == '\0' && value > 0 && value < 1e9 ? value : 0;

@@ -18,6 +18,9 @@ int parse_shared_option(const char *arg, const char *value, cap_config *config,
 /* "512M", "2G", "1048576" -> bytes; 0 on error. */
 uint64_t parse_size(const char *text);
 
+/* A positive number of seconds; 0 on error. */
+double parse_seconds(const char *text);
+
 /* Lines of the usage text that describe the shared options. */
 extern const char shared_options_usage[];
 

@@ -6,10 +6,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+/* Channels are sockets: MSG_NOSIGNAL turns a dead peer into EPIPE instead
+ * of a SIGPIPE that would kill the embedding process. */
 static int write_all(int fd, const void *data, size_t size) {
     const char *p = data;
     while (size > 0) {
-        ssize_t n = write(fd, p, size);
+        ssize_t n = send(fd, p, size, MSG_NOSIGNAL);
+        if (n < 0 && errno == ENOTSOCK) n = write(fd, p, size);
         if (n < 0) {
             if (errno == EINTR) continue;
             return -errno;

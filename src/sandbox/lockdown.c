@@ -85,6 +85,11 @@ int lockdown_worker(void) {
     };
     for (size_t i = 0; i < sizeof allowed / sizeof allowed[0] && !rc; i++)
         rc = seccomp_rule_add(filter, SCMP_ACT_ALLOW, allowed[i], 0);
+    /* Frames go out with send(MSG_NOSIGNAL) (frame.c): sendto on the
+     * connected channel only, never to an address. */
+    if (!rc)
+        rc = seccomp_rule_add(filter, SCMP_ACT_ALLOW, SCMP_SYS(sendto), 2,
+                              SCMP_A4(SCMP_CMP_EQ, 0), SCMP_A5(SCMP_CMP_EQ, 0));
     if (!rc) rc = seccomp_load(filter);
     seccomp_release(filter);
     return rc;

@@ -17,19 +17,26 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include <math.h>
 #include <poll.h>
 #include <signal.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/openat2.h>
 #include <sys/eventfd.h>
+#include <sys/syscall.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 
 #include "../vfs/vfs.h"
 #include "buffer.h"
 #include "frame.h"
+#include "http.h"
 #include "zygote.h"
 
 #define STDLIB_GUEST_PATH "/usr/local/lib/python3.11"
@@ -47,6 +54,16 @@
 #define MAX_RESULT (64u << 20)
 #define MAX_CODE (64u << 20)
 #define GUEST_ENOSPC 51 /* the guest's errno numbering is WASI's, not Linux's */
+#define MAX_RESOURCES 64
+#define MAX_PROVIDERS 16
+#define MAX_HOST_MOUNTS 16
+#define MAX_HOST_FILE (64u << 20) /* largest host file a read-only mount serves */
+#define MAX_ALLOWED_URLS 64
+#define DEFAULT_HTTP_TIMEOUT 10.0
+#define DEFAULT_HTTP_MAX_BYTES (8u << 20)
+#define MAX_DOCS 256
+#define MAX_DOC_BYTES (16u << 20)
+#define MAX_ARTIFACT_BYTES (64u << 20) /* all artifacts of one run together */
 #define TRUNCATION_MARKER "\n[capsule: output truncated]\n"
 
 static void set_error(char *error, const char *format, ...) {
@@ -73,6 +90,27 @@ struct cap_config {
     int pool_size;
     int max_sessions;
     double session_idle_seconds;
+    char *output_directory; /* NULL: GUEST_OUTPUT_DIRECTORY */
+    zygote_file docs[MAX_DOCS];
+    int doc_count;
+    char *resource_names[MAX_RESOURCES]; /* files of /network */
+    char *resource_urls[MAX_RESOURCES];
+    int resource_count;
+    char *allowed_urls[MAX_ALLOWED_URLS];
+    int allowed_count;
+    double http_timeout;
+    size_t http_max_bytes;
+    struct provider {
+        char *guest_path;
+        cap_resource_provider callbacks;
+        void *userdata;
+        char *names[MAX_RESOURCES];
+        int name_count;
+    } providers[MAX_PROVIDERS];
+    int provider_count;
+    char *host_guest_paths[MAX_HOST_MOUNTS];
+    int host_roots[MAX_HOST_MOUNTS]; /* O_PATH descriptors of the mounted directories */
+    int host_mount_count;
 };
 
 static char *default_stdlib_path(void) {
@@ -104,6 +142,14 @@ cap_config *cap_config_new(void) {
     return config;
 }
 
+static void free_docs(cap_config *config) {
+    for (int i = 0; i < config->doc_count; i++) {
+        free(config->docs[i].name);
+        free(config->docs[i].data);
+    }
+    config->doc_count = 0;
+}
+
 void cap_config_free(cap_config *config) {
     if (!config) return;
     for (int i = 0; i < config->image_count; i++) {
@@ -112,6 +158,22 @@ void cap_config_free(cap_config *config) {
         vfs_image_release(config->images[i].image);
     }
     for (int i = 0; i < config->env_count; i++) free(config->env[i]);
+    free_docs(config);
+    free(config->output_directory);
+    for (int i = 0; i < config->resource_count; i++) {
+        free(config->resource_names[i]);
+        free(config->resource_urls[i]);
+    }
+    for (int i = 0; i < config->allowed_count; i++) free(config->allowed_urls[i]);
+    for (int i = 0; i < config->host_mount_count; i++) {
+        free(config->host_guest_paths[i]);
+        close(config->host_roots[i]);
+    }
+    for (int i = 0; i < config->provider_count; i++) {
+        free(config->providers[i].guest_path);
+        for (int j = 0; j < config->providers[i].name_count; j++)
+            free(config->providers[i].names[j]);
+    }
     free(config);
 }
 
@@ -191,6 +253,286 @@ int cap_config_add_env(cap_config *config, const char *name, const char *value, 
     }
     snprintf(entry, size, "%s=%s", name, value);
     config->env[config->env_count++] = entry;
+    return CAP_OK;
+}
+
+int cap_config_set_output_directory(cap_config *config, const char *guest_path, char *error) {
+    char normalized[VFS_PATH_MAX];
+    if (!config || !guest_path || guest_path[0] != '/' ||
+        vfs_normalize(NULL, guest_path, strlen(guest_path), normalized) != 0 ||
+        strcmp(normalized, "/") == 0) {
+        set_error(error, "the output directory must be an absolute guest path other than /");
+        return CAP_EINVAL;
+    }
+    char *copy = strdup(normalized);
+    if (!copy) {
+        set_error(error, "out of memory");
+        return CAP_ENOMEM;
+    }
+    free(config->output_directory);
+    config->output_directory = copy;
+    return CAP_OK;
+}
+
+static int compare_docs(const void *a, const void *b) {
+    return strcmp(((const zygote_file *)a)->name, ((const zygote_file *)b)->name);
+}
+
+/* The text after the first "# " heading line, else the file name. */
+static void doc_title(const zygote_file *doc, char *title, size_t title_size) {
+    const char *text = (const char *)doc->data, *end = text + doc->size;
+    for (const char *line = text; line < end;) {
+        const char *newline = memchr(line, '\n', (size_t)(end - line));
+        const char *line_end = newline ? newline : end;
+        if (line_end - line > 2 && line[0] == '#' && line[1] == ' ') {
+            int length = (int)(line_end - line - 2);
+            if (length > 0 && line[2 + length - 1] == '\r') length--;
+            snprintf(title, title_size, "%.*s", length, line + 2);
+            return;
+        }
+        line = line_end + 1;
+    }
+    snprintf(title, title_size, "%s", doc->name);
+}
+
+/* README.md: one line per document with its title.  A README.md of the
+ * host directory is kept, below the generated index. */
+static int build_docs_index(cap_config *config, zygote_file *host_readme) {
+    buffer index = {0};
+    const char heading[] = "# Documentation\n\nFiles in /docs:\n\n";
+    int rc = buffer_append(&index, heading, sizeof heading - 1);
+    for (int i = 0; rc == 0 && i < config->doc_count; i++) {
+        char title[512], line[1024];
+        doc_title(&config->docs[i], title, sizeof title);
+        int n = snprintf(line, sizeof line, "- [%s](%s)\n", title, config->docs[i].name);
+        rc = buffer_append(&index, line, n < (int)sizeof line ? (size_t)n : sizeof line - 1);
+    }
+    if (rc == 0 && host_readme) {
+        rc = buffer_append(&index, "\n", 1);
+        if (rc == 0) rc = buffer_append(&index, host_readme->data, host_readme->size);
+    }
+    char *name = strdup("README.md");
+    if (rc != 0 || !name) {
+        free(name);
+        buffer_free(&index);
+        return -ENOMEM;
+    }
+    config->docs[config->doc_count++] = (zygote_file){name, (unsigned char *)index.data, index.size};
+    return 0;
+}
+
+static int read_doc(int directory_fd, const char *name, zygote_file *doc, char *error) {
+    int fd = openat(directory_fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        if (fd >= 0) close(fd);
+        return 1; /* not a regular file: not documentation */
+    }
+    if ((uint64_t)st.st_size > MAX_DOC_BYTES) {
+        close(fd);
+        set_error(error, "documentation file %.100s is larger than %u bytes", name, MAX_DOC_BYTES);
+        return -EFBIG;
+    }
+    doc->size = (size_t)st.st_size;
+    doc->data = malloc(doc->size + 1);
+    doc->name = strdup(name);
+    size_t done = 0;
+    while (doc->data && done < doc->size) {
+        ssize_t n = read(fd, doc->data + done, doc->size - done);
+        if (n <= 0) break;
+        done += (size_t)n;
+    }
+    close(fd);
+    doc->size = done;
+    if (!doc->data || !doc->name) {
+        free(doc->data);
+        free(doc->name);
+        set_error(error, "out of memory");
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+int cap_config_add_docs(cap_config *config, const char *host_directory, char *error) {
+    if (!config || !host_directory) {
+        set_error(error, "cap_config_add_docs: missing argument");
+        return CAP_EINVAL;
+    }
+    DIR *directory = opendir(host_directory);
+    if (!directory) {
+        set_error(error, "cannot open documentation directory %.150s: %s", host_directory,
+                  strerror(errno));
+        return CAP_EIO;
+    }
+    free_docs(config);
+    zygote_file host_readme = {0};
+    int rc = 0;
+    struct dirent *entry;
+    while (rc >= 0 && (entry = readdir(directory))) {
+        size_t length = strlen(entry->d_name);
+        if (length < 4 || strcmp(entry->d_name + length - 3, ".md") != 0) continue;
+        if (config->doc_count == MAX_DOCS - 1) {
+            set_error(error, "too many documentation files (at most %d)", MAX_DOCS - 1);
+            rc = -E2BIG;
+            break;
+        }
+        int is_readme = strcmp(entry->d_name, "README.md") == 0;
+        zygote_file *doc = is_readme ? &host_readme : &config->docs[config->doc_count];
+        rc = read_doc(dirfd(directory), entry->d_name, doc, error);
+        if (rc == 0 && !is_readme) config->doc_count++;
+    }
+    closedir(directory);
+    if (rc >= 0) {
+        qsort(config->docs, (size_t)config->doc_count, sizeof config->docs[0], compare_docs);
+        rc = build_docs_index(config, host_readme.name ? &host_readme : NULL);
+        if (rc) set_error(error, "out of memory");
+    }
+    free(host_readme.name);
+    free(host_readme.data);
+    if (rc < 0) {
+        free_docs(config);
+        return rc == -ENOMEM ? CAP_ENOMEM : CAP_EINVAL;
+    }
+    return CAP_OK;
+}
+
+int cap_config_add_http_resource(cap_config *config, const char *name, const char *url,
+                                 char *error) {
+    if (!config || !name || !url || !*name || strchr(name, '/') || strcmp(name, ".") == 0 ||
+        strcmp(name, "..") == 0 || strlen(name) > VFS_NAME_MAX ||
+        (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0) ||
+        strlen(url) >= 4096) {
+        set_error(error, "an HTTP resource needs a file name (no '/') and an http(s) URL");
+        return CAP_EINVAL;
+    }
+    for (int i = 0; i < config->resource_count; i++)
+        if (strcmp(config->resource_names[i], name) == 0) {
+            set_error(error, "HTTP resource %.100s is defined twice", name);
+            return CAP_EINVAL;
+        }
+    if (config->resource_count == MAX_RESOURCES) {
+        set_error(error, "too many HTTP resources (at most %d)", MAX_RESOURCES);
+        return CAP_EINVAL;
+    }
+    char *name_copy = strdup(name), *url_copy = strdup(url);
+    if (!name_copy || !url_copy) {
+        free(name_copy);
+        free(url_copy);
+        set_error(error, "out of memory");
+        return CAP_ENOMEM;
+    }
+    config->resource_names[config->resource_count] = name_copy;
+    config->resource_urls[config->resource_count++] = url_copy;
+    return CAP_OK;
+}
+
+int cap_config_add_resource_provider(cap_config *config, const char *guest_path,
+                                     const cap_resource_provider *provider, void *userdata,
+                                     char *error) {
+    char normalized[VFS_PATH_MAX];
+    if (!config || !guest_path || !provider || !provider->read ||
+        guest_path[0] != '/' || vfs_normalize(NULL, guest_path, strlen(guest_path), normalized) ||
+        strcmp(normalized, "/") == 0) {
+        set_error(error, "a resource provider needs list and read callbacks and an absolute "
+                         "guest path other than /");
+        return CAP_EINVAL;
+    }
+    if (config->provider_count == MAX_PROVIDERS) {
+        set_error(error, "too many resource providers (at most %d)", MAX_PROVIDERS);
+        return CAP_EINVAL;
+    }
+    struct provider *p = &config->providers[config->provider_count];
+    memset(p, 0, sizeof *p);
+    int rc = (p->guest_path = strdup(normalized)) ? CAP_OK : CAP_ENOMEM;
+    const char *name;
+    if (!provider->list) p->name_count = -1; /* any name */
+    for (size_t i = 0; rc == CAP_OK && provider->list && (name = provider->list(userdata, i));
+         i++) {
+        if (!*name || strchr(name, '/') || strcmp(name, ".") == 0 || strcmp(name, "..") == 0 ||
+            strlen(name) > VFS_NAME_MAX || p->name_count == MAX_RESOURCES) {
+            set_error(error, "resource provider at %.100s: bad or too many names (at most %d)",
+                      normalized, MAX_RESOURCES);
+            rc = CAP_EINVAL;
+        } else if (!(p->names[p->name_count] = strdup(name))) {
+            rc = CAP_ENOMEM;
+        } else {
+            p->name_count++;
+        }
+    }
+    if (rc == CAP_ENOMEM) set_error(error, "out of memory");
+    if (rc != CAP_OK) {
+        free(p->guest_path);
+        for (int j = 0; j < p->name_count; j++) free(p->names[j]);
+        return rc;
+    }
+    p->callbacks = *provider;
+    p->userdata = userdata;
+    config->provider_count++;
+    return CAP_OK;
+}
+
+int cap_config_add_mount(cap_config *config, const char *host_path, const char *guest_path,
+                         int flags, uint64_t quota_bytes, char *error) {
+    char normalized[VFS_PATH_MAX];
+    (void)quota_bytes;
+    if (!config || !host_path || !guest_path || guest_path[0] != '/' ||
+        vfs_normalize(NULL, guest_path, strlen(guest_path), normalized) ||
+        strcmp(normalized, "/") == 0) {
+        set_error(error, "a mount needs a host directory and an absolute guest path other than /");
+        return CAP_EINVAL;
+    }
+    if (!(flags & CAP_MOUNT_READ_ONLY)) {
+        set_error(error, "read-write host mounts are not supported yet: mount %.100s read-only",
+                  host_path);
+        return CAP_EINVAL;
+    }
+    if (config->host_mount_count == MAX_HOST_MOUNTS) {
+        set_error(error, "too many host mounts (at most %d)", MAX_HOST_MOUNTS);
+        return CAP_EINVAL;
+    }
+    int root = open(host_path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (root < 0) {
+        set_error(error, "cannot mount %.150s: %s", host_path, strerror(errno));
+        return CAP_EIO;
+    }
+    char *copy = strdup(normalized);
+    if (!copy) {
+        close(root);
+        set_error(error, "out of memory");
+        return CAP_ENOMEM;
+    }
+    config->host_guest_paths[config->host_mount_count] = copy;
+    config->host_roots[config->host_mount_count++] = root;
+    return CAP_OK;
+}
+
+int cap_config_allow_url(cap_config *config, const char *prefix, char *error) {
+    if (!config || !prefix ||
+        (strncmp(prefix, "http://", 7) != 0 && strncmp(prefix, "https://", 8) != 0) ||
+        strlen(prefix) < 9) {
+        set_error(error, "an allowed URL prefix starts with http:// or https:// and a host");
+        return CAP_EINVAL;
+    }
+    if (config->allowed_count == MAX_ALLOWED_URLS) {
+        set_error(error, "too many allowed URL prefixes (at most %d)", MAX_ALLOWED_URLS);
+        return CAP_EINVAL;
+    }
+    if (!(config->allowed_urls[config->allowed_count] = strdup(prefix))) {
+        set_error(error, "out of memory");
+        return CAP_ENOMEM;
+    }
+    config->allowed_count++;
+    return CAP_OK;
+}
+
+int cap_config_set_http_limits(cap_config *config, double timeout_seconds, size_t max_bytes,
+                               char *error) {
+    if (!config || timeout_seconds < 0 || timeout_seconds > 1e6) {
+        set_error(error, "HTTP timeout must be between 0 (default) and 1e6 seconds");
+        return CAP_EINVAL;
+    }
+    config->http_timeout = timeout_seconds;
+    config->http_max_bytes = max_bytes;
     return CAP_OK;
 }
 
@@ -399,7 +741,27 @@ int cap_sandbox_new(cap_config *config, cap_sandbox **out, char *error) {
     pid_t pid = fork();
     if (pid == 0) {
         close(pair[0]);
-        zygote_world world = {images, image_paths, config->image_count, config->env};
+        zygote_resource_mount resource_mounts[1 + MAX_PROVIDERS];
+        zygote_world world = {images,
+                              image_paths,
+                              config->image_count,
+                              config->env,
+                              config->output_directory ? config->output_directory
+                                                       : GUEST_OUTPUT_DIRECTORY,
+                              config->docs,
+                              config->doc_count,
+                              resource_mounts,
+                              0,
+                              config->host_guest_paths,
+                              config->host_mount_count};
+        /* /network first: its index is 0 in the workers' requests. */
+        if (config->resource_count)
+            resource_mounts[world.resource_mount_count++] = (zygote_resource_mount){
+                GUEST_NETWORK_DIRECTORY, config->resource_names, config->resource_count};
+        for (int i = 0; i < config->provider_count; i++)
+            resource_mounts[world.resource_mount_count++] = (zygote_resource_mount){
+                config->providers[i].guest_path, config->providers[i].names,
+                config->providers[i].name_count};
         zygote_main(&world, pair[1]);
     }
     close(pair[1]);
@@ -645,6 +1007,218 @@ static void parse_result(cap_result *result, const char *payload, size_t size) {
     cJSON_Delete(outer);
 }
 
+static const char *media_type(const char *name) {
+    static const char *const types[][2] = {
+        {"png", "image/png"}, {"jpg", "image/jpeg"}, {"jpeg", "image/jpeg"},
+        {"gif", "image/gif"}, {"svg", "image/svg+xml"}, {"webp", "image/webp"},
+        {"pdf", "application/pdf"}, {"csv", "text/csv"}, {"json", "application/json"},
+        {"txt", "text/plain"}, {"md", "text/markdown"}, {"html", "text/html"},
+        {"htm", "text/html"}, {"xml", "application/xml"}, {"zip", "application/zip"},
+        {"xlsx", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"},
+        {"docx", "application/vnd.openxmlformats-officedocument.wordprocessingml.document"},
+        {"pptx", "application/vnd.openxmlformats-officedocument.presentationml.presentation"},
+    };
+    const char *dot = strrchr(name, '.'), *slash = strrchr(name, '/');
+    if (dot && (!slash || dot > slash))
+        for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
+            if (strcasecmp(dot + 1, types[i][0]) == 0) return types[i][1];
+    return "application/octet-stream";
+}
+
+/* An 'A' frame: "relative/name", NUL, bytes.  The worker is guest code's
+ * neighbour, so the name is checked as strictly as any guest path: it must
+ * already be normalised and relative.  Returns 0, or -EPROTO for garbage
+ * and -EFBIG past the run's artifact budget. */
+static int add_artifact(cap_result *result, const char *payload, size_t size,
+                        size_t *artifact_bytes) {
+    const char *end = memchr(payload, '\0', size);
+    if (!end || end == payload || (size_t)(end - payload) >= VFS_PATH_MAX) return -EPROTO;
+    char normalized[VFS_PATH_MAX];
+    if (payload[0] == '/' || vfs_normalize("/", payload, (size_t)(end - payload), normalized) ||
+        strcmp(normalized + 1, payload) != 0)
+        return -EPROTO;
+    size_t data_size = size - (size_t)(end - payload) - 1;
+    if (data_size > MAX_ARTIFACT_BYTES - *artifact_bytes) return -EFBIG;
+    cap_artifact *grown =
+        realloc(result->artifacts, (result->artifact_count + 1) * sizeof *result->artifacts);
+    if (!grown) return -ENOMEM;
+    result->artifacts = grown;
+    cap_artifact *artifact = &grown[result->artifact_count];
+    unsigned char *data = malloc(data_size ? data_size : 1);
+    char *name = strdup(payload), *type = strdup(media_type(payload));
+    if (!data || !name || !type) {
+        free(data);
+        free(name);
+        free(type);
+        return -ENOMEM;
+    }
+    memcpy(data, end + 1, data_size);
+    *artifact = (cap_artifact){name, type, data, data_size};
+    result->artifact_count++;
+    *artifact_bytes += data_size;
+    return 0;
+}
+
+/* Opens a mount-relative path strictly beneath the mount's root: "..",
+ * absolute symbolic links and links leading outside fail (EXDEV), as do
+ * /proc-style magic links. */
+static int open_beneath(int root, const char *path, int flags) {
+    struct open_how how = {0};
+    how.flags = (uint64_t)(flags | O_CLOEXEC | (flags & O_PATH ? 0 : O_NOCTTY));
+    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
+    long fd = syscall(SYS_openat2, root, *path ? path : ".", &how, sizeof how);
+    return fd < 0 ? -errno : (int)fd;
+}
+
+static int host_stat_answer(int fd, buffer *body) {
+    struct stat st;
+    if (fstat(fd, &st) != 0) return -errno;
+    uint64_t fields[5] = {S_ISDIR(st.st_mode) ? VFS_DIRECTORY : VFS_FILE, (uint64_t)st.st_size,
+                          (uint64_t)st.st_ino,
+                          (uint64_t)st.st_mtim.tv_sec * 1000000000u + (uint64_t)st.st_mtim.tv_nsec,
+                          (uint64_t)st.st_nlink};
+    return buffer_append(body, fields, sizeof fields);
+}
+
+static int host_read_answer(int fd, buffer *body) {
+    struct stat st;
+    if (fstat(fd, &st) != 0) return -errno;
+    if (!S_ISREG(st.st_mode)) return -EACCES; /* devices, fifos: never read by the host */
+    if ((uint64_t)st.st_size > MAX_HOST_FILE) return -EFBIG;
+    char chunk[65536];
+    for (;;) {
+        ssize_t n = read(fd, chunk, sizeof chunk);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return -errno;
+        if (n == 0) return 0;
+        if (body->size + (size_t)n > MAX_HOST_FILE) return -EFBIG;
+        if (buffer_append(body, chunk, (size_t)n)) return -ENOMEM;
+    }
+}
+
+static int host_list_answer(int fd, buffer *body) {
+    DIR *directory = fdopendir(fd);
+    if (!directory) return -errno;
+    struct dirent *entry;
+    int rc = 0;
+    while (rc == 0 && (entry = readdir(directory))) {
+        if (strcmp(entry->d_name, ".") == 0 || strcmp(entry->d_name, "..") == 0) continue;
+        char type = entry->d_type == DT_DIR ? 'd' : 'f';
+        rc = buffer_append(body, &type, 1);
+        if (rc == 0) rc = buffer_append(body, entry->d_name, strlen(entry->d_name) + 1);
+    }
+    closedir(directory);
+    return rc;
+}
+
+/* A worker's 'H' frame: mount index, op ('s' stat, 'r' read, 'l' list),
+ * mount-relative path.  Checked field by field: it is untrusted. */
+static int answer_host(const cap_config *config, int fd, const char *payload, size_t size) {
+    int32_t rc = -EINVAL;
+    buffer body = {0};
+    if (size >= 2 && (unsigned char)payload[0] < config->host_mount_count &&
+        size - 2 < VFS_PATH_MAX && !memchr(payload + 2, '\0', size - 2) &&
+        (payload[1] == 's' || payload[1] == 'r' || payload[1] == 'l')) {
+        char path[VFS_PATH_MAX];
+        memcpy(path, payload + 2, size - 2);
+        path[size - 2] = '\0';
+        char op = payload[1];
+        int file = open_beneath(config->host_roots[(unsigned char)payload[0]], path,
+                                op == 's' ? O_PATH : op == 'l' ? O_RDONLY | O_DIRECTORY
+                                                               : O_RDONLY | O_NONBLOCK);
+        if (file == -EXDEV || file == -ELOOP) file = -EACCES;
+        rc = file < 0 ? file
+             : op == 's' ? host_stat_answer(file, &body)
+             : op == 'r' ? host_read_answer(file, &body)
+                         : host_list_answer(file, &body);
+        if (file >= 0 && op != 'l') close(file);
+    }
+    buffer reply = {0};
+    int status = buffer_append(&reply, &rc, sizeof rc);
+    if (status == 0 && rc == 0 && body.size) status = buffer_append(&reply, body.data, body.size);
+    if (status == 0) status = frame_write(fd, 'H', reply.data, reply.size);
+    buffer_free(&reply);
+    buffer_free(&body);
+    return status;
+}
+
+/* A provider's read, on the caller's thread: its message or a generic one. */
+static int provider_read(const struct provider *p, const char *name, buffer *body, char *message) {
+    void *data = NULL;
+    size_t size = 0;
+    char error[CAP_ERROR_SIZE] = "";
+    if (p->callbacks.read(p->userdata, name, &data, &size, error) != 0 || (!data && size)) {
+        free(data);
+        snprintf(message, 256, "%s", error[0] ? error : "the provider failed");
+        return -EIO;
+    }
+    body->data = data;
+    body->size = body->capacity = size;
+    return 0;
+}
+
+/* A worker's 'F' frame: the index of a resource mount, then a file name.
+ * Answered with an 'F' frame: a 32-bit errno (0 on success), then the body
+ * or a message.  Every field comes from the worker, so each is checked. */
+static int answer_fetch(const cap_config *config, int fd, const char *payload, size_t size,
+                        double deadline) {
+    int http_mounts = config->resource_count > 0;
+    int mount = size > 0 ? (unsigned char)payload[0] : -1;
+    const char *name = payload + 1;
+    size_t name_size = size > 0 ? size - 1 : 0;
+    char *const *names = NULL;
+    int count = 0;
+    if (mount >= 0 && mount < http_mounts) {
+        names = config->resource_names;
+        count = config->resource_count;
+    } else if (mount >= http_mounts && mount < http_mounts + config->provider_count) {
+        names = config->providers[mount - http_mounts].names;
+        count = config->providers[mount - http_mounts].name_count;
+    }
+    int index = -1;
+    for (int i = 0; i < count; i++)
+        if (strlen(names[i]) == name_size && memcmp(names[i], name, name_size) == 0) index = i;
+    char any_name[VFS_NAME_MAX + 1];
+    if (count < 0 && name_size > 0 && name_size <= VFS_NAME_MAX &&
+        !memchr(name, '/', name_size) && !memchr(name, '\0', name_size) &&
+        !(name_size <= 2 && memcmp(name, "..", name_size) == 0)) {
+        memcpy(any_name, name, name_size);
+        any_name[name_size] = '\0';
+        index = 0;
+    }
+    buffer body = {0};
+    char message[256] = "no such resource";
+    int32_t rc = -ENOENT;
+    if (index >= 0 && mount >= http_mounts) {
+        rc = provider_read(&config->providers[mount - http_mounts],
+                           count < 0 ? any_name : names[index], &body, message);
+    } else if (index >= 0) {
+        double left = deadline - now_seconds();
+        double timeout = config->http_timeout > 0 ? config->http_timeout : DEFAULT_HTTP_TIMEOUT;
+        http_policy policy = {config->allowed_urls, config->allowed_count,
+                              timeout < left ? timeout : left,
+                              config->http_max_bytes ? config->http_max_bytes
+                                                     : DEFAULT_HTTP_MAX_BYTES};
+        rc = policy.timeout_seconds > 0 ? http_fetch(&policy, config->resource_urls[index],
+                                                     &body, message)
+                                        : -ETIMEDOUT;
+    }
+    if (rc == 0 && body.size > FRAME_MAX - sizeof rc) {
+        buffer_free(&body);
+        snprintf(message, sizeof message, "content larger than %u bytes", FRAME_MAX / 2);
+        rc = -EFBIG;
+    }
+    buffer reply = {0};
+    int status = buffer_append(&reply, &rc, sizeof rc);
+    if (status == 0)
+        status = rc == 0 ? (body.size ? buffer_append(&reply, body.data, body.size) : 0)
+                         : buffer_append(&reply, message, strlen(message));
+    if (status == 0) status = frame_write(fd, 'F', reply.data, reply.size);
+    buffer_free(&reply);
+    buffer_free(&body);
+    return status;
+}
+
 /* The worker ended without a result: say why, from how it ended. */
 static void classify_death(cap_result *result, int wait_status, const cap_limits *limits) {
     int signal_number = WIFSIGNALED(wait_status) ? WTERMSIG(wait_status) : 0;
@@ -782,6 +1356,7 @@ int cap_sandbox_run(cap_sandbox *sandbox, const char *code, size_t code_size,
         return CAP_ENOMEM;
     }
     int finished = 0, alive = 1;
+    size_t artifact_bytes = 0, artifacts_dropped = 0;
     while (!finished) {
         int ready = wait_readable(w.fd, deadline, sandbox->cancel_fd);
         if (ready == WAIT_CANCELLED) {
@@ -827,6 +1402,21 @@ int cap_sandbox_run(cap_sandbox *sandbox, const char *code, size_t code_size,
                                                "stopped", run.max_output);
                 finished = 1;
             }
+        } else if (type == 'A') {
+            int artifact_rc = add_artifact(result, payload, size, &artifact_bytes);
+            if (artifact_rc == -EPROTO) {
+                result->status = CAP_STATUS_CRASH;
+                result->exit_code = 1;
+                result->error = strdup("the worker sent a malformed artifact and was stopped");
+                finished = 1;
+            } else if (artifact_rc) {
+                artifacts_dropped++;
+            }
+        } else if (type == 'H') {
+            answer_host(sandbox->config, w.fd, payload, size);
+        } else if (type == 'F') {
+            /* A failed answer means the worker is gone; the next read sees it. */
+            answer_fetch(sandbox->config, w.fd, payload, size, deadline);
         } else if (type == 'R') {
             parse_result(result, payload, size);
             finished = 2;
@@ -836,6 +1426,12 @@ int cap_sandbox_run(cap_sandbox *sandbox, const char *code, size_t code_size,
             finished = 1;
         }
         free(payload);
+    }
+    if (artifacts_dropped && options->capture) {
+        char note[128];
+        int n = snprintf(note, sizeof note, "\n[capsule: %zu artifacts dropped: over %u bytes]\n",
+                         artifacts_dropped, MAX_ARTIFACT_BYTES);
+        buffer_append(&run.err, note, (size_t)n);
     }
     if (run.output_exceeded && options->capture)
         buffer_append(&run.err, TRUNCATION_MARKER, sizeof TRUNCATION_MARKER - 1);

@@ -45,6 +45,7 @@
 #define CHANNEL_FD 4
 #define MAX_RESULT (64u << 20)
 #define WASM_PAGE 65536u
+#define MAX_ARTIFACT_FRAME (64u << 20) /* the host's budget for all artifacts of a run */
 
 #ifdef CAP_PROFILE_TRAINING
 /* Profile-guided builds: a worker ends with _exit, which skips gcov's
@@ -63,6 +64,8 @@ static struct {
     int session;    /* serve further requests after a result */
     vfs *fs;
     void *scratch;  /* the root memfs */
+    const char *output_directory;
+    const zygote_resource_mount *resource_mounts;
     wasi *w;
     phase phase;
     char *request;  /* what the runner reads: header line, code */
@@ -84,7 +87,60 @@ typedef struct device {
 static void zygote_serve(void);
 static void wait_for_request(void);
 
+/* Sends every regular file under `directory` as an 'A' frame and removes
+ * it, so that a session's next run returns only what it made itself. */
+static void send_artifacts(const char *directory, size_t root_length, int depth) {
+    vfs_file *listing;
+    if (depth > 32 || vfs_open(G.fs, directory, VFS_O_READ | VFS_O_DIRECTORY, &listing) != 0)
+        return;
+    vfs_dirent entry;
+    char path[VFS_PATH_MAX];
+    /* Removing entries shifts the listing, so the cookie advances only past
+     * what stays (directories, and files that could not be sent). */
+    for (uint64_t cookie = 0; listing->ops->readdir(listing, cookie, &entry) == 1;) {
+        int n = snprintf(path, sizeof path, "%s/%s", directory, entry.name);
+        if (n <= 0 || (size_t)n >= sizeof path) {
+            cookie++;
+            continue;
+        }
+        if (entry.type == VFS_DIRECTORY) {
+            send_artifacts(path, root_length, depth + 1);
+            cookie++;
+            continue;
+        }
+        vfs_file *file;
+        vfs_metadata st;
+        buffer frame = {0};
+        int rc = vfs_open(G.fs, path, VFS_O_READ, &file);
+        if (rc == 0) {
+            rc = file->ops->stat(file, &st);
+            if (rc == 0 && (st.type != VFS_FILE || st.size > MAX_ARTIFACT_FRAME)) rc = -EFBIG;
+            const char *name = path + root_length + 1;
+            if (rc == 0) rc = buffer_append(&frame, name, strlen(name) + 1);
+            char *data = rc == 0 && st.size ? malloc(st.size) : NULL;
+            if (rc == 0 && st.size && !data) rc = -ENOMEM;
+            size_t total = 0, done = 0;
+            while (rc == 0 && total < st.size &&
+                   (rc = file->ops->read(file, data + total, st.size - total, total, &done)) == 0 &&
+                   done > 0)
+                total += done;
+            if (rc == 0 && total) rc = buffer_append(&frame, data, total);
+            free(data);
+            vfs_file_release(file);
+        }
+        if (rc == 0) {
+            send_or_die('A', frame.data, frame.size);
+            vfs_unlink(G.fs, path);
+        } else {
+            cookie++;
+        }
+        buffer_free(&frame);
+    }
+    vfs_file_release(listing);
+}
+
 static void send_result(int trapped, const char *message, uint32_t exit_code) {
+    send_artifacts(G.output_directory, strlen(G.output_directory), 0);
     wasm_rt_memory_t *memory = wasi_memory(G.w);
     cJSON *json = cJSON_CreateObject();
     char *text = NULL;
@@ -312,6 +368,63 @@ static void wait_for_request(void) {
     G.phase = SERVING;
 }
 
+/* --- resources: the host fetches, the worker waits ---------------------------- */
+
+/* Sends a request frame and waits for the host's answer: a 32-bit errno,
+ * then the content (success) or a message (failure, into *message). */
+static int ask_host(char type, const char *header, size_t header_size, const char *name,
+                    unsigned char **data, size_t *size, char **message) {
+    char request[2 + VFS_PATH_MAX];
+    size_t name_length = strlen(name);
+    if (name_length >= VFS_PATH_MAX) return -ENAMETOOLONG;
+    memcpy(request, header, header_size);
+    memcpy(request + header_size, name, name_length);
+    send_or_die(type, request, header_size + name_length);
+    char reply_type;
+    char *payload;
+    size_t length;
+    if (frame_read(G.channel_fd, &reply_type, &payload, &length, FRAME_MAX, NULL) != 0) _exit(0);
+    int32_t rc;
+    if (reply_type != type || length < sizeof rc) {
+        free(payload);
+        return -EIO;
+    }
+    memcpy(&rc, payload, sizeof rc);
+    if (rc > 0 || rc < -4095) rc = -EIO;
+    *size = length - sizeof rc;
+    memmove(payload, payload + sizeof rc, *size);
+    payload[*size] = '\0';
+    if (rc) {
+        if (message) *message = payload;
+        else free(payload);
+        return rc;
+    }
+    *data = (unsigned char *)payload;
+    return 0;
+}
+
+static int fetch_from_host(void *context, const char *name, unsigned char **data, size_t *size) {
+    const zygote_resource_mount *mount = context;
+    if (!G.is_worker) return -EAGAIN; /* the zygote itself never asks */
+    char index = (char)(mount - G.resource_mounts), *message = NULL;
+    int rc = ask_host('F', &index, 1, name, data, size, &message);
+    if (message) {
+        /* errno alone would say little; the reason goes to stderr. */
+        char line[512];
+        int n = snprintf(line, sizeof line, "capsule: %s/%s: %.300s\n", mount->path, name, message);
+        send_or_die('E', line, n < (int)sizeof line ? (size_t)n : sizeof line - 1);
+        free(message);
+    }
+    return rc;
+}
+
+static int ask_broker(void *context, char op, const char *path, unsigned char **data,
+                      size_t *size) {
+    if (!G.is_worker) return -EAGAIN;
+    char header[2] = {(char)(intptr_t)context, op};
+    return ask_host('H', header, 2, path, data, size, NULL);
+}
+
 /* --- start-up ------------------------------------------------------------------ */
 
 static int build_world(const zygote_world *world) {
@@ -325,8 +438,42 @@ static int build_world(const zygote_world *world) {
         vfs_image_backend(world->images[i], &ops, &backend);
         rc = vfs_mount(G.fs, world->image_paths[i], ops, backend, 1);
     }
+    if (rc == 0 && world->doc_count) {
+        void *docs;
+        rc = vfs_memfs_new(0, &ops, &docs);
+        for (int i = 0; rc == 0 && i < world->doc_count; i++)
+            rc = vfs_memfs_put(docs, world->docs[i].name, world->docs[i].data, world->docs[i].size);
+        if (rc == 0)
+            rc = vfs_mount(G.fs, GUEST_DOCS_DIRECTORY, ops, docs, 1);
+        else if (docs)
+            ops->destroy(docs);
+    }
+    G.resource_mounts = world->resource_mounts;
+    for (int i = 0; rc == 0 && i < world->resource_mount_count; i++) {
+        const zygote_resource_mount *mount = &world->resource_mounts[i];
+        void *resources;
+        rc = vfs_resource_new((const char *const *)mount->names, mount->count, fetch_from_host,
+                              (void *)mount, &ops, &resources);
+        if (rc == 0) rc = vfs_mount(G.fs, mount->path, ops, resources, 1);
+    }
+    for (int i = 0; rc == 0 && i < world->host_mount_count; i++) {
+        void *host;
+        rc = vfs_hostfs_new(ask_broker, (void *)(intptr_t)i, &ops, &host);
+        if (rc == 0) rc = vfs_mount(G.fs, world->host_mounts[i], ops, host, 1);
+    }
     if (rc == 0) rc = vfs_mkdir(G.fs, GUEST_TEMP_DIRECTORY);
     if (rc == 0) rc = vfs_mkdir(G.fs, GUEST_WORK_DIRECTORY);
+    G.output_directory = world->output_directory;
+    char output[VFS_PATH_MAX];
+    snprintf(output, sizeof output, "%s", world->output_directory);
+    for (char *slash = strchr(output + 1, '/'); rc == 0; slash = strchr(slash + 1, '/')) {
+        /* mkdir -p of the artifacts directory */
+        if (slash) *slash = '\0';
+        rc = vfs_mkdir(G.fs, output);
+        if (rc == -EEXIST) rc = 0;
+        if (!slash) break;
+        *slash = '/';
+    }
     if (rc) return rc;
 
     char runner[96];

@@ -10,6 +10,30 @@
  * where relative paths, and input files given by value, land. */
 #define GUEST_WORK_DIRECTORY "/work"
 #define GUEST_TEMP_DIRECTORY "/tmp"
+/* Where documentation given with cap_config_add_docs appears, read-only. */
+#define GUEST_DOCS_DIRECTORY "/docs"
+/* HTTP resources: reading /network/NAME makes the host fetch NAME's URL
+ * ('F' frame: mount index byte, name; the host answers 'F': i32 errno, then
+ * the body or a message). */
+#define GUEST_NETWORK_DIRECTORY "/network"
+/* Default artifacts directory: files left there are returned with the
+ * result ('A' frames before 'R': name, NUL, bytes). */
+#define GUEST_OUTPUT_DIRECTORY "/output"
+
+/* A directory whose files the host produces on open ('F' frames carry the
+ * mount's index byte, then the file name). */
+typedef struct zygote_resource_mount {
+    const char *path;
+    char *const *names;
+    int count;
+} zygote_resource_mount;
+
+/* A file the zygote places in its world (documentation, say). */
+typedef struct zygote_file {
+    char *name;
+    unsigned char *data;
+    size_t size;
+} zygote_file;
 
 /* What the guest's world is made of; the images are already open (and
  * mapped) in the host, so the zygote opens no host file itself. */
@@ -18,6 +42,14 @@ typedef struct zygote_world {
     const char *const *image_paths; /* guest mount points */
     int image_count;
     char *const *env;               /* NULL-terminated NAME=VALUE */
+    const char *output_directory;   /* absolute guest path of the artifacts */
+    const zygote_file *docs;        /* mounted read-only at GUEST_DOCS_DIRECTORY */
+    int doc_count;
+    const struct zygote_resource_mount *resource_mounts;
+    int resource_mount_count;
+    char *const *host_mounts;       /* guest paths of read-only host directories ('H' frames:
+                                       index byte, op byte, path; answer 'H' like 'F') */
+    int host_mount_count;
 } zygote_world;
 
 /* Runs in the freshly forked zygote; never returns. */

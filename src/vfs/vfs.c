@@ -138,6 +138,12 @@ int vfs_mount(vfs *fs, const char *at, const vfs_backend_ops *ops, void *backend
     return 0;
 }
 
+int vfs_is_read_only(vfs *fs, const char *path) {
+    const char *relative;
+    mount *m = find_mount(fs, path, &relative);
+    return m && m->read_only;
+}
+
 int vfs_stat(vfs *fs, const char *path, vfs_metadata *st) {
     const char *relative;
     mount *m = find_mount(fs, path, &relative);

@@ -102,6 +102,8 @@ int vfs_normalize(const char *base, const char *path, size_t path_size, char *ou
 
 /* Operations on absolute normalised guest paths. */
 int vfs_stat(vfs *fs, const char *path, vfs_metadata *st);
+/* 1 if `path` lies in a read-only mount. */
+int vfs_is_read_only(vfs *fs, const char *path);
 int vfs_open(vfs *fs, const char *path, int flags, vfs_file **out);
 int vfs_mkdir(vfs *fs, const char *path);
 int vfs_rmdir(vfs *fs, const char *path);
@@ -135,5 +137,22 @@ void vfs_image_retain(vfs_image *image);
 void vfs_image_release(vfs_image *image);
 /* A backend view of an image; destroying it releases one reference. */
 int vfs_image_backend(vfs_image *image, const vfs_backend_ops **ops, void **backend);
+
+/* Read-only directory of named resources whose content `fetch` produces
+ * on each open (malloc'd bytes into *data, or a negative errno).  A count
+ * of -1: any plain name may be opened, and the listing is empty. */
+typedef int (*vfs_resource_fetch)(void *context, const char *name, unsigned char **data,
+                                  size_t *size);
+int vfs_resource_new(const char *const *names, int count, vfs_resource_fetch fetch, void *context,
+                     const vfs_backend_ops **ops, void **backend);
+
+/* Read-only host directory served by a broker in the host process:
+ * op 's' (stat: five u64 — type, size, inode, mtime_ns, links), 'l' (list:
+ * entries "f" or "d", name, NUL) or 'r' (read: the bytes) of a
+ * mount-relative path; malloc'd answer into *data, or a negative errno. */
+typedef int (*vfs_host_broker)(void *context, char op, const char *path, unsigned char **data,
+                               size_t *size);
+int vfs_hostfs_new(vfs_host_broker broker, void *context, const vfs_backend_ops **ops,
+                   void **backend);
 
 #endif /* CAP_VFS_H */

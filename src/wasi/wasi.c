@@ -128,9 +128,14 @@ uint16_t wasi_errno_from_posix(int negative_errno) {
     case EPERM: return WASI_EPERM;
     case EROFS: return WASI_EROFS;
     case ESPIPE: return WASI_ESPIPE;
+    case ETIMEDOUT: return WASI_ETIMEDOUT;
     case EXDEV: return WASI_EXDEV;
     default: return WASI_EIO;
     }
+}
+
+static int ends_with_slash(const u8 *path, u32 length) {
+    return length > 0 && path[length - 1] == '/';
 }
 
 /* Reads a guest path argument (not NUL-terminated in WASI). */
@@ -140,7 +145,14 @@ static u32 guest_path(wasi *w, u32 fd, u32 path, u32 path_length, char *out) {
     if (d->file->type != VFS_DIRECTORY) return WASI_ENOTDIR;
     const u8 *p = guest(w, path, path_length);
     if (!p) return WASI_EFAULT;
-    return wasi_errno_from_posix(vfs_normalize(d->path, (const char *)p, path_length, out));
+    int rc = vfs_normalize(d->path, (const char *)p, path_length, out);
+    /* Normalising drops a trailing "/", which on Linux says "a directory":
+     * stat("file/"), unlink("file/") and open("file/") are ENOTDIR. */
+    vfs_metadata st;
+    if (rc == 0 && ends_with_slash(p, path_length) && vfs_stat(w->fs, out, &st) == 0 &&
+        st.type != VFS_DIRECTORY)
+        return WASI_ENOTDIR;
+    return wasi_errno_from_posix(rc);
 }
 
 static descriptor *lookup(wasi *w, u32 fd) {
@@ -629,7 +641,9 @@ u32 Z_wasi_snapshot_preview1Z_path_filestat_set_times(wasi *w, u32 fd, u32 flags
     u32 rc = guest_path(w, fd, path, length, absolute);
     if (rc) return rc;
     if (fst_flags > 15) return WASI_EINVAL;
-    return wasi_errno_from_posix(vfs_stat(w->fs, absolute, &st));
+    int status = vfs_stat(w->fs, absolute, &st);
+    if (status == 0 && vfs_is_read_only(w->fs, absolute)) return WASI_EROFS;
+    return wasi_errno_from_posix(status);
 }
 
 /* Links are refused: a hard link would let one file appear under two
@@ -650,6 +664,10 @@ u32 Z_wasi_snapshot_preview1Z_path_open(wasi *w, u32 dir_fd, u32 dir_flags, u32 
     u32 rc = guest_path(w, dir_fd, path, length, absolute);
     if (rc) return rc;
     if (!guest(w, fd_out, 4)) return WASI_EFAULT;
+    vfs_metadata st;
+    if ((oflags & OFLAG_CREAT) && ends_with_slash(guest(w, path, length), length) &&
+        vfs_stat(w->fs, absolute, &st) == -ENOENT)
+        return WASI_EISDIR; /* open("missing/", O_CREAT): Linux will not make a file */
 
     /* wasi-libc asks for broad rights; FD_READ and FD_WRITE are what say
      * "for reading" and "for writing" (O_WRONLY leaves FD_READ out). */

@@ -431,6 +431,96 @@ static void input_files_land_in_the_scratch_space_only(void **state) {
     cap_result_free(result);
 }
 
+/* --- resource providers and artifacts ------------------------------------- */
+
+static const char *provider_list(void *userdata, size_t index) {
+    static const char *const names[] = {"greeting.txt", "broken", NULL};
+    (void)userdata;
+    return index < 2 ? names[index] : NULL;
+}
+
+static int provider_read(void *userdata, const char *name, void **data, size_t *size,
+                         char *error) {
+    int *calls = userdata;
+    (*calls)++;
+    if (strcmp(name, "greeting.txt") != 0) {
+        snprintf(error, CAP_ERROR_SIZE, "backend for %s is down", name);
+        return 1;
+    }
+    *data = strdup("hello from the host");
+    *size = strlen(*data);
+    return 0;
+}
+
+static void resource_provider_serves_reads_and_reports_failures(void **state) {
+    (void)state;
+    char error[CAP_ERROR_SIZE];
+    int calls = 0;
+    cap_resource_provider provider = {provider_list, provider_read};
+    cap_config *own;
+    own = cap_config_new();
+    assert_non_null(own);
+    assert_int_equal(cap_config_set_stdlib(own, "build/stdlib.img", error), CAP_OK);
+    assert_int_equal(cap_config_add_resource_provider(own, "/data/../backend/", &provider, &calls,
+                                                      error),
+                     CAP_OK);
+    cap_resource_provider incomplete = {provider_list, NULL};
+    assert_int_equal(cap_config_add_resource_provider(own, "/x", &incomplete, NULL, error),
+                     CAP_EINVAL);
+    cap_sandbox *made;
+    assert_int_equal(cap_sandbox_new(own, &made, error), CAP_OK);
+
+    expect(made, "import os; sorted(os.listdir('/backend'))", NULL, CAP_STATUS_SUCCESS,
+           "['broken', 'greeting.txt']");
+    expect(made, "open('/backend/greeting.txt').read()", NULL, CAP_STATUS_SUCCESS,
+           "'hello from the host'");
+    assert_int_equal(calls, 1);
+    cap_result *result = run(made,
+                             "try:\n    open('/backend/broken')\nexcept OSError as e:\n"
+                             "    r = type(e).__name__\nr",
+                             NULL);
+    assert_string_equal(cap_result_return_value(result), "'OSError'");
+    size_t size;
+    const char *err = cap_result_stderr(result, &size);
+    assert_non_null(strstr(err, "/backend/broken: backend for broken is down"));
+    cap_result_free(result);
+    assert_int_equal(calls, 2);
+    /* Not listed, not written, not read: the callback is not even asked. */
+    expect(made,
+           "import errno\nout = []\nfor p, m in (('/backend/other', 'r'), "
+           "('/backend/greeting.txt', 'w'), ('/backend/new', 'w')):\n"
+           "    try:\n        open(p, m)\n    except OSError as e:\n"
+           "        out.append(errno.errorcode[e.errno])\nout",
+           NULL, CAP_STATUS_SUCCESS, "['ENOENT', 'EROFS', 'EROFS']");
+    assert_int_equal(calls, 2);
+    cap_sandbox_free(made);
+    cap_config_free(own);
+}
+
+static void artifacts_come_back_with_the_result(void **state) {
+    (void)state;
+    cap_result *result = run(sandbox,
+                             "open('/output/chart.png', 'wb').write(b'\\x89PNG')\n"
+                             "open('/work/not-an-artifact', 'w').write('x')",
+                             "artifacts");
+    assert_int_equal(cap_result_artifact_count(result), 1);
+    const cap_artifact *artifact = cap_result_artifact(result, 0);
+    assert_string_equal(artifact->name, "chart.png");
+    assert_string_equal(artifact->media_type, "image/png");
+    assert_int_equal(artifact->size, 4);
+    assert_memory_equal(artifact->data, "\x89PNG", 4);
+    assert_null(cap_result_artifact(result, 1));
+    cap_result_free(result);
+    /* In a session, the next run returns only what it made. */
+    result = run(sandbox, "open('/output/b.csv', 'w').write('1')", "artifacts");
+    assert_int_equal(cap_result_artifact_count(result), 1);
+    assert_string_equal(cap_result_artifact(result, 0)->name, "b.csv");
+    assert_string_equal(cap_result_artifact(result, 0)->media_type, "text/csv");
+    cap_result_free(result);
+    char error[CAP_ERROR_SIZE];
+    assert_int_equal(cap_session_close(sandbox, "artifacts", error), CAP_OK);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(fresh_runs_share_nothing),
@@ -445,6 +535,8 @@ int main(void) {
         cmocka_unit_test(limits_give_distinct_statuses),
         cmocka_unit_test(oversized_program_is_refused_cleanly),
         cmocka_unit_test(input_files_land_in_the_scratch_space_only),
+        cmocka_unit_test(resource_provider_serves_reads_and_reports_failures),
+        cmocka_unit_test(artifacts_come_back_with_the_result),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -220,7 +220,7 @@ def test_host_files_are_not_visible(capsule, path):
 
 def test_root_holds_only_the_sandbox(capsule):
     result = capsule.json("import os; sorted(os.listdir('/'))")
-    assert result["return_value"] == "['tmp', 'usr', 'work']"
+    assert result["return_value"] == "['output', 'tmp', 'usr', 'work']"
 
 
 def test_host_environment_is_not_visible(capsule):

@@ -1,0 +1,29 @@
+/*
+ * http.h — the host side of /network/<name>: fetches done by the parent on
+ * behalf of a worker, confined to an allow-list of URL prefixes.
+ */
+#ifndef CAP_HTTP_H
+#define CAP_HTTP_H
+
+#include <stddef.h>
+
+#include "buffer.h"
+
+typedef struct http_policy {
+    char *const *allowed_prefixes; /* "http://127.0.0.1:8000/", "https://api.example.com/" */
+    int allowed_count;
+    double timeout_seconds;        /* whole transfer, redirects included */
+    size_t max_bytes;              /* body size cap */
+} http_policy;
+
+/* 1 if `url` lies under one of the allowed prefixes (a prefix matches only
+ * up to a boundary: "http://h:80" does not allow "http://h:8000/"). */
+int http_allowed(const http_policy *policy, const char *url);
+
+/* Fetches `url` into `body`, following at most a few redirects, each
+ * re-checked against the allow-list.  Returns 0 or a negative errno, with
+ * a message in `message` (256 bytes): -EACCES (not allowed), -ENOENT (404),
+ * -ETIMEDOUT, -EFBIG (over max_bytes), -EIO (anything else). */
+int http_fetch(const http_policy *policy, const char *url, buffer *body, char *message);
+
+#endif

@@ -1,0 +1,176 @@
+/*
+ * resource.c — a read-only directory whose files the host produces when
+ * they are opened (/network/<name>: an HTTP fetch done by the parent).
+ *
+ * The backend knows only names and a fetch callback; the zygote's callback
+ * asks the host over the worker's channel and blocks until the answer, so
+ * the guest sees an ordinary blocking open().  The content is fetched once
+ * per open and read from memory afterwards.
+ */
+#include "vfs.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct resource_backend {
+    char **names;
+    int count;
+    vfs_resource_fetch fetch;
+    void *context;
+} resource_backend;
+
+typedef struct resource_file {
+    vfs_file base;
+    resource_backend *backend; /* directories list its names */
+    unsigned char *data;
+    size_t size;
+} resource_file;
+
+/* The name's index, -1 if there is none; with no list (count < 0) any
+ * single plain name is accepted, at index 0. */
+static int find_name(resource_backend *backend, const char *path) {
+    if (backend->count < 0)
+        return *path && !strchr(path, '/') && strlen(path) <= VFS_NAME_MAX ? 0 : -1;
+    for (int i = 0; i < backend->count; i++)
+        if (strcmp(backend->names[i], path) == 0) return i;
+    return -1;
+}
+
+static int file_read(vfs_file *file, void *buffer, size_t size, uint64_t offset, size_t *done) {
+    resource_file *f = (resource_file *)file;
+    if (file->type == VFS_DIRECTORY) return -EISDIR;
+    size_t left = offset < f->size ? f->size - (size_t)offset : 0;
+    *done = size < left ? size : left;
+    memcpy(buffer, f->data + (offset < f->size ? offset : 0), *done);
+    return 0;
+}
+
+static int file_write(vfs_file *file, const void *buffer, size_t size, uint64_t offset,
+                      size_t *done) {
+    (void)file, (void)buffer, (void)size, (void)offset;
+    *done = 0;
+    return -EROFS;
+}
+
+static int file_stat(vfs_file *file, vfs_metadata *st) {
+    resource_file *f = (resource_file *)file;
+    memset(st, 0, sizeof *st);
+    st->type = file->type;
+    st->size = f->size;
+    st->inode = (uint64_t)(uintptr_t)file;
+    st->links = 1;
+    return 0;
+}
+
+static int file_truncate(vfs_file *file, uint64_t size) {
+    (void)file, (void)size;
+    return -EROFS;
+}
+
+static int file_readdir(vfs_file *file, uint64_t cookie, vfs_dirent *entry) {
+    resource_file *f = (resource_file *)file;
+    if (file->type != VFS_DIRECTORY) return -ENOTDIR;
+    if (f->backend->count < 0 || cookie >= (uint64_t)f->backend->count) return 0;
+    memset(entry, 0, sizeof *entry);
+    snprintf(entry->name, sizeof entry->name, "%s", f->backend->names[cookie]);
+    entry->type = VFS_FILE;
+    entry->inode = cookie + 2;
+    return 1;
+}
+
+static void file_close(vfs_file *file) {
+    free(((resource_file *)file)->data);
+    free(file);
+}
+
+static const vfs_file_ops resource_file_ops = {
+    file_read, file_write, file_stat, file_truncate, file_readdir, file_close,
+};
+
+static int backend_stat(void *opaque, const char *path, vfs_metadata *st) {
+    resource_backend *backend = opaque;
+    memset(st, 0, sizeof *st);
+    st->links = 1;
+    if (*path == '\0') {
+        st->type = VFS_DIRECTORY;
+        st->inode = 1;
+        return 0;
+    }
+    int index = find_name(backend, path);
+    if (index < 0) return -ENOENT;
+    st->type = VFS_FILE; /* size unknown until fetched: 0, as /proc files say */
+    st->inode = (uint64_t)index + 2;
+    return 0;
+}
+
+static int backend_open(void *opaque, const char *path, int flags, vfs_file **out) {
+    resource_backend *backend = opaque;
+    int index = *path ? find_name(backend, path) : -1;
+    if (*path && index < 0) return (flags & VFS_O_CREATE) ? -EROFS : -ENOENT;
+    if (flags & (VFS_O_WRITE | VFS_O_CREATE | VFS_O_TRUNCATE)) return -EROFS;
+    if (*path && (flags & VFS_O_DIRECTORY)) return -ENOTDIR;
+    resource_file *file = calloc(1, sizeof *file);
+    if (!file) return -ENOMEM;
+    file->base.ops = &resource_file_ops;
+    file->base.type = *path ? VFS_FILE : VFS_DIRECTORY;
+    file->base.refcount = 1;
+    file->backend = backend;
+    if (*path) {
+        int rc = backend->fetch(backend->context, path, &file->data, &file->size);
+        if (rc) {
+            free(file);
+            return rc;
+        }
+    }
+    *out = &file->base;
+    return 0;
+}
+
+static int backend_refuse(void *backend, const char *path) {
+    (void)backend, (void)path;
+    return -EROFS;
+}
+
+static int backend_rename(void *backend, const char *from, const char *to) {
+    (void)backend, (void)from, (void)to;
+    return -EROFS;
+}
+
+static void backend_destroy(void *opaque) {
+    resource_backend *backend = opaque;
+    if (backend->count < 0) backend->count = 0;
+    for (int i = 0; i < backend->count; i++) free(backend->names[i]);
+    free(backend->names);
+    free(backend);
+}
+
+static const vfs_backend_ops resource_backend_ops = {
+    backend_stat, backend_open, backend_refuse, backend_refuse, backend_refuse, backend_rename,
+    backend_destroy,
+};
+
+int vfs_resource_new(const char *const *names, int count, vfs_resource_fetch fetch, void *context,
+                     const vfs_backend_ops **ops, void **out) {
+    resource_backend *backend = calloc(1, sizeof *backend);
+    if (!backend) return -ENOMEM;
+    backend->names = calloc(count > 0 ? (size_t)count + 1 : 1, sizeof *backend->names);
+    backend->fetch = fetch;
+    backend->context = context;
+    if (!backend->names) {
+        free(backend);
+        return -ENOMEM;
+    }
+    if (count < 0) backend->count = -1;
+    for (; backend->count < count; backend->count++) {
+        backend->names[backend->count] = strdup(names[backend->count]);
+        if (!backend->names[backend->count]) {
+            backend_destroy(backend);
+            return -ENOMEM;
+        }
+    }
+    *ops = &resource_backend_ops;
+    *out = backend;
+    return 0;
+}
