@@ -23,7 +23,7 @@ LIBRARY_SOURCES := src/sandbox/sandbox.c src/sandbox/zygote.c src/sandbox/frame.
                    src/sandbox/lockdown.c src/sandbox/buffer.c src/sandbox/http.c src/wasi/wasi.c \
                    src/vfs/vfs.c src/vfs/memfs.c src/vfs/image.c src/vfs/device.c src/vfs/resource.c src/vfs/hostfs.c \
                    src/runtime/runtime.c
-CLI_SOURCES := src/cli/main.c src/cli/check.c src/cli/options.c src/cli/serve.c \
+CLI_SOURCES := src/cli/main.c src/cli/check.c src/cli/options.c src/cli/world.c src/cli/serve.c \
                src/mcp/server.c src/mcp/stdio.c src/mcp/http.c
 HEADERS := $(wildcard include/*.h src/*/*.h)
 

@@ -17,7 +17,7 @@ for _ in 1 2 3 4 5 6 7 8 9 10; do
         2>/dev/null && break
     sleep 0.2
 done
-build/capsule run --http "ip.json=http://127.0.0.1:$port/ip.json" \
+build/capsule run --network "ip.json=http://127.0.0.1:$port/ip.json" \
     --allow-url "http://127.0.0.1:$port/" --output-dir "$out" examples/network_report.py
 echo "--- $out/report.md"
 cat "$out/report.md"

@@ -1,6 +1,7 @@
 /* Command-line options shared by `capsule run` and `capsule serve`. */
 #include "options.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -103,3 +104,40 @@ int parse_shared_option(const char *arg, const char *value, cap_config *config,
     }
     return 1;
 }
+
+/* Reads a whole stream; NULL on error (errno set). */
+char *read_stream(FILE *stream, size_t *size) {
+    size_t capacity = 1 << 16, length = 0;
+    char *data = malloc(capacity);
+    while (data) {
+        size_t n = fread(data + length, 1, capacity - length, stream);
+        length += n;
+        if (n == 0) break;
+        if (length == capacity) {
+            char *grown = capacity < ((size_t)1 << 40) ? realloc(data, capacity *= 2) : NULL;
+            if (!grown) {
+                free(data);
+                errno = ENOMEM;
+                return NULL;
+            }
+            data = grown;
+        }
+    }
+    if (data && ferror(stream)) {
+        free(data);
+        return NULL;
+    }
+    *size = length;
+    return data;
+}
+
+char *read_file(const char *path, size_t *size) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    char *data = read_stream(f, size);
+    int saved = errno;
+    fclose(f);
+    errno = saved;
+    return data;
+}
+

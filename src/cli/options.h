@@ -21,6 +21,11 @@ uint64_t parse_size(const char *text);
 /* A positive number of seconds; 0 on error. */
 double parse_seconds(const char *text);
 
+/* A whole stream or file; NULL on error (errno set). */
+#include <stdio.h>
+char *read_stream(FILE *stream, size_t *size);
+char *read_file(const char *path, size_t *size);
+
 /* Lines of the usage text that describe the shared options. */
 extern const char shared_options_usage[];
 

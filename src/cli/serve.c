@@ -7,6 +7,7 @@
 
 #include "../mcp/transport.h"
 #include "options.h"
+#include "world.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,7 +25,8 @@ const char serve_options_usage[] =
     "  --token-file FILE    HTTP bearer token (or the CAPSULE_TOKEN environment variable)\n"
     "  --no-auth            HTTP without a token: only on a loopback address\n"
     "  --allow-origin URL   an Origin allowed besides loopback ones (repeatable)\n"
-    "  (and --env, --stdlib, --image and the limits above)\n";
+    "  (and --env, --stdlib, --image, the limits, and the mount and resource options\n"
+    "  of run above but --output-dir)\n";
 
 static double now_seconds(void) {
     struct timespec ts;
@@ -60,12 +62,13 @@ int command_serve(int argc, char **argv) {
     char host[64] = "127.0.0.1";
     transport.max_message_bytes = 16u << 20;
     transport.origins = origins;
+    world_settings world = {0};
     cap_config *config = cap_config_new();
     if (!config) return 1;
     int status = 0;
     for (int i = 0; i < argc && status == 0; i++) {
         const char *arg = argv[i], *value = i + 1 < argc ? argv[i + 1] : NULL;
-        int takes_value = is_shared_option(arg) || strcmp(arg, "--http") == 0 ||
+        int takes_value = is_shared_option(arg) || is_world_option(arg) || strcmp(arg, "--http") == 0 ||
                           strcmp(arg, "--workers") == 0 || strcmp(arg, "--queue") == 0 ||
                           strcmp(arg, "--max-body") == 0 || strcmp(arg, "--token-file") == 0 ||
                           strcmp(arg, "--allow-origin") == 0;
@@ -75,6 +78,7 @@ int command_serve(int argc, char **argv) {
             break;
         }
         int shared = parse_shared_option(arg, value, config, &server_options.limits);
+        if (shared == 0) shared = parse_world_option(arg, value, config, &world);
         if (shared < 0) status = EXIT_USAGE;
         else if (shared) i++;
         else if (strcmp(arg, "--stdio") == 0) stdio = 1;
@@ -110,6 +114,11 @@ int command_serve(int argc, char **argv) {
             status = EXIT_USAGE;
         }
     }
+    if (status == 0 && world.output_dir) {
+        fprintf(stderr, "capsule: serve returns artifacts to the client: --output-dir is for run\n");
+        status = EXIT_USAGE;
+    }
+    if (status == 0 && finish_world_options(config, &world) != 0) status = EXIT_USAGE;
     if (status == 0 && stdio == !!http) {
         fprintf(stderr, "capsule: serve wants exactly one of --stdio and --http HOST:PORT\n");
         status = EXIT_USAGE;
@@ -161,6 +170,7 @@ int command_serve(int argc, char **argv) {
     }
     mcp_server_free(server);
     cap_config_free(config);
+    free_world_options(&world);
     free(token);
     return status;
 }

@@ -462,3 +462,19 @@ def test_artifacts_come_back_as_mcp_content(stdio):
     names = sorted(a["name"] for a in result["structuredContent"]["artifacts"])
     assert names == ["blob.bin", "chart.png", "table.csv"]
     assert "resource" in by_kind
+
+
+def test_serve_takes_the_mount_options(binary, tmp_path):
+    (tmp_path / "howto.md").write_text("# How to do it\n\nCarefully.\n")
+    server = Stdio(binary, "--docs", str(tmp_path))
+    try:
+        result = run_code(server, "open('/docs/howto.md').read().splitlines()[0] + ' / ' + "
+                                  "open('/docs/README.md').read().count('How to do it').__str__()")
+        assert result["structuredContent"]["return_value"] == "# How to do it / 1"
+        result = run_code(server, "open('/docs/new.md', 'w')", id=2)
+        assert result["structuredContent"]["status"] == "run-error"
+    finally:
+        server.close()
+    completed = subprocess.run([str(binary), "serve", "--stdio", "--output-dir", str(tmp_path)],
+                               capture_output=True, timeout=60, env=_environment())
+    assert completed.returncode == 2 and b"--output-dir is for run" in completed.stderr

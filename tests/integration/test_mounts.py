@@ -239,7 +239,7 @@ def server():
 def network_args(server, *names):
     args = ["--allow-url", server + "/"]
     for name in names:
-        args += ["--http", f"{name}={server}/{name}"]
+        args += ["--network", f"{name}={server}/{name}"]
     return args
 
 
@@ -287,7 +287,7 @@ def test_redirects_are_rechecked_against_the_allow_list(capsule, server):
 
 
 def test_url_outside_the_allow_list_is_denied(capsule, server):
-    args = ["--http", f"ip.json={server}/ip.json"]
+    args = ["--network", f"ip.json={server}/ip.json"]
     denied = capsule.json(READ % "ip.json", *args)
     assert denied["stdout"].strip() == "error PermissionError"
     # A prefix only matches at a boundary: port 1 is not port 1xxxx.
