@@ -18,7 +18,8 @@
 
 const char serve_options_usage[] =
     "  --stdio              newline-delimited JSON-RPC on stdin/stdout (logs on stderr)\n"
-    "  --http HOST:PORT     Streamable HTTP at http://HOST:PORT/mcp (PORT 0: any free port)\n"
+    "  --http [HOST:]PORT   Streamable HTTP at http://HOST:PORT/mcp (HOST default 127.0.0.1;\n"
+    "                       PORT 0: any free port)\n"
     "  --workers N          runs in parallel, one sandbox each (default 2)\n"
     "  --queue N            calls that may wait for a worker before 'server busy' (default 16)\n"
     "  --max-body SIZE      largest message accepted (default 16M)\n"
@@ -34,8 +35,10 @@ static double now_seconds(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+static const char *listening_host = "127.0.0.1"; /* for announce(), a callback */
+
 static void announce(int port) {
-    fprintf(stderr, "capsule: MCP server listening on http://127.0.0.1:%d/mcp\n", port);
+    fprintf(stderr, "capsule: MCP server listening on http://%s:%d/mcp\n", listening_host, port);
 }
 
 /* The token file's first line, without surrounding whitespace. */
@@ -124,16 +127,18 @@ int command_serve(int argc, char **argv) {
         status = EXIT_USAGE;
     }
     if (status == 0 && http) {
+        /* HOST:PORT, or :PORT and PORT for 127.0.0.1: loopback unless asked. */
         const char *colon = strrchr(http, ':');
+        const char *port_text = colon ? colon + 1 : http;
+        size_t host_length = colon ? (size_t)(colon - http) : 0;
         char *end;
-        long port = colon ? strtol(colon + 1, &end, 10) : -1;
-        if (!colon || (size_t)(colon - http) >= sizeof host || colon == http || *end ||
-            port < 0 || port > 65535) {
-            fprintf(stderr, "capsule: --http wants HOST:PORT, e.g. 127.0.0.1:8000\n");
+        long port = *port_text ? strtol(port_text, &end, 10) : -1;
+        if (port < 0 || port > 65535 || *end || host_length >= sizeof host) {
+            fprintf(stderr, "capsule: --http wants [HOST:]PORT, e.g. 127.0.0.1:8000\n");
             status = EXIT_USAGE;
         } else {
-            snprintf(host, sizeof host, "%.*s", (int)(colon - http), http);
-            transport.host = host;
+            if (host_length) snprintf(host, sizeof host, "%.*s", (int)host_length, http);
+            transport.host = listening_host = host;
             transport.port = (int)port;
         }
     }
