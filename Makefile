@@ -174,6 +174,7 @@ $(BUILD)/bench_isolation: $(BUILD)/obj/bench/isolation.o $(LIBRARY_OBJECTS)
 bench: build $(BUILD)/bench_isolation
 	$(HOST_PYTHON) bench/bench.py --capsule $(BUILD)/capsule
 	$(BUILD)/bench_isolation
+	$(HOST_PYTHON) bench/mcp.py --capsule $(BUILD)/capsule
 
 clean:
 	rm -rf $(BUILD)/obj $(BUILD)/asan $(BUILD)/capsule $(BUILD)/capsule-asan $(BUILD)/test_unit
