@@ -5,19 +5,22 @@
  * guest got what it tried for.  Walls 1-4 pass when every attempt is denied
  * with a Python exception; wall 5 grants exactly one capability of each
  * kind (an environment variable, a file by value) and passes when those
- * work and nothing else does.  Uses only include/capsule.h.
+ * work and nothing else does; wall 6 mounts a host directory read-only
+ * (holding a symbolic link that points out of it) and passes when its file
+ * reads and every write or escape fails.  Uses only include/capsule.h.
  */
 #include "check.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define SECRET_NAME "CAPSULE_CHECK_SECRET"
 #define SECRET_VALUE "s3cr3t-from-the-host"
 
 typedef struct attempt {
-    int wall;            /* 1..5 */
+    int wall;            /* 1..6 */
     const char *what;    /* shown in the table */
     const char *code;    /* Python; the verdict is printed by the wrapper */
     int expect_allowed;  /* only for granted capabilities */
@@ -25,7 +28,9 @@ typedef struct attempt {
 
 static const char *wall_names[] = {
     "", "host files", "network", "host environment", "processes", "one capability",
+    "read-only mount",
 };
+#define WALL_COUNT 6
 
 static const attempt attempts[] = {
     {1, "open('/etc/passwd')", "open('/etc/passwd').read()", 0},
@@ -62,6 +67,12 @@ static const attempt attempts[] = {
      "import os\nextra = set(os.environ) - {'CAPSULE_GRANTED'}\n"
      "if extra: result = sorted(extra)\nelse: raise KeyError('only the granted variable')", 0},
     {5, "/etc/passwd still hidden", "open('/etc/passwd').read()", 0},
+    {6, "read /data/inside.txt", "result = open('/data/inside.txt').read()", 1},
+    {6, "symlink /data/escape -> /etc/passwd", "open('/data/escape').read()", 0},
+    {6, "write /data/new.txt", "open('/data/new.txt', 'w').write('x')", 0},
+    {6, "append to /data/inside.txt", "open('/data/inside.txt', 'a').write('x')", 0},
+    {6, "remove /data/inside.txt", "import os; os.remove('/data/inside.txt')", 0},
+    {6, "rename out of /data", "import os; os.rename('/data/inside.txt', '/tmp/taken')", 0},
 };
 
 #define ATTEMPT_COUNT (sizeof attempts / sizeof attempts[0])
@@ -89,8 +100,33 @@ static char *wrap(const char *code) {
     return out;
 }
 
+/* A directory holding inside.txt and a symbolic link to /etc/passwd. */
+static int make_mount_directory(char directory[64]) {
+    char path[128];
+    strcpy(directory, "/tmp/capsule-check-XXXXXX");
+    if (!mkdtemp(directory)) {
+        directory[0] = '\0';
+        return -1;
+    }
+    snprintf(path, sizeof path, "%s/inside.txt", directory);
+    FILE *f = fopen(path, "w");
+    if (!f || fputs("inside the mount", f) < 0 || fclose(f) != 0) return -1;
+    snprintf(path, sizeof path, "%s/escape", directory);
+    return symlink("/etc/passwd", path);
+}
+
+static void remove_mount_directory(const char directory[64]) {
+    char path[128];
+    if (!directory[0]) return;
+    snprintf(path, sizeof path, "%s/inside.txt", directory);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/escape", directory);
+    unlink(path);
+    rmdir(directory);
+}
+
 int capsule_check(cap_config *config, int quiet) {
-    char error[CAP_ERROR_SIZE];
+    char error[CAP_ERROR_SIZE], directory[64] = "";
     /* A secret in our own environment that the guest must never see. */
     setenv(SECRET_NAME, SECRET_VALUE, 1);
     cap_sandbox *sandbox;
@@ -101,7 +137,7 @@ int capsule_check(cap_config *config, int quiet) {
     static const char granted_text[] = "granted by value";
     cap_file granted = {"granted.txt", granted_text, sizeof granted_text - 1};
 
-    int failures = 0, wall_failures[6] = {0};
+    int failures = 0, wall_failures[WALL_COUNT + 1] = {0};
     if (!quiet) printf("%-3s %-17s %-42s %-8s %s\n", "#", "wall", "attempt", "verdict", "detail");
     for (size_t i = 0; i < ATTEMPT_COUNT; i++) {
         const attempt *a = &attempts[i];
@@ -115,6 +151,19 @@ int capsule_check(cap_config *config, int quiet) {
             if (cap_config_add_env(config, "CAPSULE_GRANTED", "yes", error) != CAP_OK ||
                 cap_sandbox_new(config, &sandbox, error) != CAP_OK) {
                 fprintf(stderr, "capsule: %s\n", error);
+                return 1;
+            }
+        }
+        if (a->wall == 6 && attempts[i - 1].wall != 6) {
+            /* Wall 6: a host directory of our own, mounted read-only. */
+            cap_sandbox_free(sandbox);
+            sandbox = NULL;
+            if (make_mount_directory(directory) != 0 ||
+                cap_config_add_mount(config, directory, "/data", CAP_MOUNT_READ_ONLY, 0, error) !=
+                    CAP_OK ||
+                cap_sandbox_new(config, &sandbox, error) != CAP_OK) {
+                fprintf(stderr, "capsule: wall 6: %s\n", directory[0] ? error : "no temporary directory");
+                remove_mount_directory(directory);
                 return 1;
             }
         }
@@ -147,9 +196,10 @@ int capsule_check(cap_config *config, int quiet) {
         cap_result_free(result);
     }
     cap_sandbox_free(sandbox);
+    remove_mount_directory(directory);
     if (!quiet) {
         printf("\n");
-        for (int wall = 1; wall <= 5; wall++)
+        for (int wall = 1; wall <= WALL_COUNT; wall++)
             printf("wall %d, %-17s %s\n", wall, wall_names[wall],
                    wall_failures[wall] ? "FAILED" : "holds");
     }
