@@ -171,12 +171,14 @@ int cap_config_add_resource_provider(cap_config *config, const char *guest_path,
                                      char *error);
 
 /* Mounts the host directory `host_path` at `guest_path`.  The guest never
- * touches it: every stat, listing and read is done by the host process,
- * beneath the directory (openat2 RESOLVE_BENEATH): "..", absolute symbolic
- * links and links pointing outside fail with EACCES.  Write-like calls
- * fail with EROFS.  Only CAP_MOUNT_READ_ONLY is supported so far;
- * `quota_bytes` is reserved for read-write mounts.  Files are read whole
- * when opened (64 MiB at most). */
+ * touches it: every stat, listing, read and write is done by the host
+ * process, beneath the directory (openat2 RESOLVE_BENEATH): "..", absolute
+ * symbolic links and links pointing outside fail with EACCES.  With
+ * CAP_MOUNT_READ_ONLY write-like calls fail with EROFS; otherwise the guest
+ * may create, write, truncate, rename and remove files and directories, and
+ * the mount may grow by at most `quota_bytes` (0: 256 MiB) over the
+ * config's lifetime (ENOSPC beyond); files with several hard links are
+ * never written.  Files are read whole when opened (64 MiB at most). */
 enum { CAP_MOUNT_READ_ONLY = 1 };
 int cap_config_add_mount(cap_config *config, const char *host_path, const char *guest_path,
                          int flags, uint64_t quota_bytes, char *error);

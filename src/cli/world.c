@@ -22,8 +22,8 @@
 
 const char world_options_usage[] =
     "  --config FILE        mounts and resources from a JSON file (docs/mounts.md)\n"
-    "  --mount HOST:GUEST[:ro]  the host directory HOST, read-only at GUEST (repeatable;\n"
-    "                       read-write mounts are not supported yet)\n"
+    "  --mount HOST:GUEST[:ro|:rw[:QUOTA]]  the host directory HOST at GUEST (repeatable),\n"
+    "                       read-only by default; rw may grow it by QUOTA (default 256M)\n"
     "  --docs DIR           markdown files of DIR read-only at /docs, with an index\n"
     "                       /docs/README.md of their titles\n"
     "  --output-dir DIR     write the files the code left in /output to DIR (run only)\n"
@@ -160,11 +160,14 @@ static int apply_config_file(cap_config *config, const char *path, file_settings
         const char *host = string_member(mount, "host", &bad);
         const char *guest = string_member(mount, "guest", &bad);
         const char *mode = string_member(mount, "mode", &bad);
-        if (!host || !guest || (mode && strcmp(mode, "ro") && strcmp(mode, "rw"))) bad = 1;
+        const cJSON *quota = cJSON_GetObjectItemCaseSensitive(mount, "quota_bytes");
+        if (!host || !guest || (mode && strcmp(mode, "ro") && strcmp(mode, "rw")) ||
+            (quota && !(cJSON_IsNumber(quota) && quota->valuedouble >= 1)))
+            bad = 1;
         if (!bad && rc == CAP_OK)
             rc = cap_config_add_mount(config, host, guest,
-                                      mode && strcmp(mode, "rw") == 0 ? 0 : CAP_MOUNT_READ_ONLY, 0,
-                                      error);
+                                      mode && strcmp(mode, "rw") == 0 ? 0 : CAP_MOUNT_READ_ONLY,
+                                      quota ? (uint64_t)quota->valuedouble : 0, error);
     }
     const char *docs = string_member(json, "docs", &bad);
     if (!bad && rc == CAP_OK && docs) rc = cap_config_add_docs(config, docs, error);
@@ -266,17 +269,20 @@ int parse_world_option(const char *arg, const char *value, cap_config *config,
                 if (!world->http_max) world->http_max = world->settings.http_max;
             }
         } else if (strcmp(arg, "--mount") == 0) {
-            char host[4096];
+            /* HOST:GUEST, HOST:GUEST:ro, HOST:GUEST:rw or HOST:GUEST:rw:QUOTA */
+            char host[4096], guest_path[4096];
             const char *colon = strchr(value, ':');
             size_t length = colon ? (size_t)(colon - value) : 0;
             const char *guest = colon ? colon + 1 : "";
             const char *mode = strchr(guest, ':');
-            char guest_path[4096];
             size_t guest_length = mode ? (size_t)(mode - guest) : strlen(guest);
             int read_only = !mode || strcmp(mode, ":ro") == 0;
+            uint64_t quota = 0;
+            int writable = mode && (strcmp(mode, ":rw") == 0 ||
+                                    (strncmp(mode, ":rw:", 4) == 0 && (quota = parse_size(mode + 4))));
             if (!colon || length == 0 || length >= sizeof host || guest_length == 0 ||
-                guest_length >= sizeof guest_path || (mode && !read_only && strcmp(mode, ":rw"))) {
-                fprintf(stderr, "capsule: --mount wants HOST_DIR:GUEST_PATH[:ro|rw]\n");
+                guest_length >= sizeof guest_path || (!read_only && !writable)) {
+                fprintf(stderr, "capsule: --mount wants HOST_DIR:GUEST_PATH[:ro|:rw[:QUOTA]]\n");
                 status = EXIT_USAGE;
                 break;
             }
@@ -285,7 +291,7 @@ int parse_world_option(const char *arg, const char *value, cap_config *config,
             memcpy(guest_path, guest, guest_length);
             guest_path[guest_length] = '\0';
             if (cap_config_add_mount(config, host, guest_path, read_only ? CAP_MOUNT_READ_ONLY : 0,
-                                     0, error) != CAP_OK) {
+                                     quota, error) != CAP_OK) {
                 fprintf(stderr, "capsule: %s\n", error);
                 status = EXIT_USAGE;
             }

@@ -110,6 +110,9 @@ struct cap_config {
     int provider_count;
     char *host_guest_paths[MAX_HOST_MOUNTS];
     int host_roots[MAX_HOST_MOUNTS]; /* O_PATH descriptors of the mounted directories */
+    int host_writable[MAX_HOST_MOUNTS];
+    uint64_t host_quota[MAX_HOST_MOUNTS]; /* bytes a writable mount may grow by */
+    uint64_t host_used[MAX_HOST_MOUNTS];  /* growth so far (atomic: sandboxes share configs) */
     int host_mount_count;
 };
 
@@ -474,16 +477,10 @@ int cap_config_add_resource_provider(cap_config *config, const char *guest_path,
 int cap_config_add_mount(cap_config *config, const char *host_path, const char *guest_path,
                          int flags, uint64_t quota_bytes, char *error) {
     char normalized[VFS_PATH_MAX];
-    (void)quota_bytes;
     if (!config || !host_path || !guest_path || guest_path[0] != '/' ||
         vfs_normalize(NULL, guest_path, strlen(guest_path), normalized) ||
         strcmp(normalized, "/") == 0) {
         set_error(error, "a mount needs a host directory and an absolute guest path other than /");
-        return CAP_EINVAL;
-    }
-    if (!(flags & CAP_MOUNT_READ_ONLY)) {
-        set_error(error, "read-write host mounts are not supported yet: mount %.100s read-only",
-                  host_path);
         return CAP_EINVAL;
     }
     if (config->host_mount_count == MAX_HOST_MOUNTS) {
@@ -501,8 +498,12 @@ int cap_config_add_mount(cap_config *config, const char *host_path, const char *
         set_error(error, "out of memory");
         return CAP_ENOMEM;
     }
-    config->host_guest_paths[config->host_mount_count] = copy;
-    config->host_roots[config->host_mount_count++] = root;
+    int index = config->host_mount_count++;
+    config->host_guest_paths[index] = copy;
+    config->host_roots[index] = root;
+    config->host_writable[index] = !(flags & CAP_MOUNT_READ_ONLY);
+    config->host_quota[index] = quota_bytes ? quota_bytes : DEFAULT_DISK;
+    config->host_used[index] = 0;
     return CAP_OK;
 }
 
@@ -753,7 +754,8 @@ int cap_sandbox_new(cap_config *config, cap_sandbox **out, char *error) {
                               resource_mounts,
                               0,
                               config->host_guest_paths,
-                              config->host_mount_count};
+                              config->host_mount_count,
+                              config->host_writable};
         /* /network first: its index is 0 in the workers' requests. */
         if (config->resource_count)
             resource_mounts[world.resource_mount_count++] = (zygote_resource_mount){
@@ -1111,27 +1113,157 @@ static int host_list_answer(int fd, buffer *body) {
     return rc;
 }
 
-/* A worker's 'H' frame: mount index, op ('s' stat, 'r' read, 'l' list),
- * mount-relative path.  Checked field by field: it is untrusted. */
-static int answer_host(const cap_config *config, int fd, const char *payload, size_t size) {
+/* Quota of a writable mount: takes `bytes` of growth, or -ENOSPC. */
+static int reserve_growth(cap_config *config, int mount, uint64_t bytes) {
+    uint64_t used = __atomic_load_n(&config->host_used[mount], __ATOMIC_RELAXED);
+    do {
+        if (bytes > config->host_quota[mount] || used > config->host_quota[mount] - bytes)
+            return -ENOSPC;
+    } while (!__atomic_compare_exchange_n(&config->host_used[mount], &used, used + bytes, 0,
+                                          __ATOMIC_RELAXED, __ATOMIC_RELAXED));
+    return 0;
+}
+
+static void release_growth(cap_config *config, int mount, uint64_t bytes) {
+    uint64_t used = __atomic_load_n(&config->host_used[mount], __ATOMIC_RELAXED);
+    while (!__atomic_compare_exchange_n(&config->host_used[mount], &used,
+                                        used > bytes ? used - bytes : 0, 0, __ATOMIC_RELAXED,
+                                        __ATOMIC_RELAXED))
+        continue;
+}
+
+/* Opens the directory that holds `path` beneath `root`, and puts the last
+ * component in `name`: a plain name, never "", "." or "..", so the *at()
+ * call that follows cannot leave the directory. */
+static int open_parent(int root, const char *path, char name[VFS_PATH_MAX]) {
+    char parent[VFS_PATH_MAX];
+    snprintf(parent, sizeof parent, "%s", path);
+    char *slash = strrchr(parent, '/');
+    const char *last = slash ? slash + 1 : parent;
+    if (!*last || strcmp(last, ".") == 0 || strcmp(last, "..") == 0) return -EPERM;
+    snprintf(name, VFS_PATH_MAX, "%s", last);
+    if (slash) *slash = '\0';
+    else parent[0] = '\0';
+    return open_beneath(root, parent, O_PATH | O_DIRECTORY);
+}
+
+/* An existing regular file opened for writing, refused when it has other
+ * hard links: one of them could be a file outside the mount. */
+static int open_for_writing(int root, const char *path, struct stat *st) {
+    int file = open_beneath(root, path, O_WRONLY | O_NONBLOCK);
+    if (file < 0) return file;
+    if (fstat(file, st) != 0 || !S_ISREG(st->st_mode) || st->st_nlink != 1) {
+        int rc = S_ISDIR(st->st_mode) ? -EISDIR : -EPERM;
+        close(file);
+        return rc;
+    }
+    return file;
+}
+
+static int host_write_answer(cap_config *config, int mount, char op, const char *path,
+                             const char *input, size_t input_size) {
+    int root = config->host_roots[mount], rc = 0;
+    char name[VFS_PATH_MAX], second[VFS_PATH_MAX];
+    struct stat st;
+    uint64_t number = 0;
+    if ((op == 'p' || op == 't') && input_size >= 8) memcpy(&number, input, 8);
+    switch (op) {
+    case 'p': case 't': {
+        if (input_size < 8 || (op == 't' && input_size != 8)) return -EINVAL;
+        size_t length = op == 'p' ? input_size - 8 : 0;
+        uint64_t end = op == 'p' ? number + length : number;
+        if (number > MAX_HOST_FILE || end > MAX_HOST_FILE) return -EFBIG;
+        int file = open_for_writing(root, path, &st);
+        if (file < 0) return file;
+        uint64_t old = (uint64_t)st.st_size;
+        rc = end > old ? reserve_growth(config, mount, end - old) : 0;
+        if (rc == 0 && op == 'p') {
+            for (size_t done = 0; rc == 0 && done < length;) {
+                ssize_t n = pwrite(file, input + 8 + done, length - done, (off_t)(number + done));
+                if (n < 0 && errno != EINTR) rc = -errno;
+                if (n > 0) done += (size_t)n;
+            }
+        } else if (rc == 0) {
+            if (ftruncate(file, (off_t)number) != 0) rc = -errno;
+            else if (number < old) release_growth(config, mount, old - number);
+        }
+        close(file);
+        return rc;
+    }
+    case 'c': case 'm': case 'u': case 'd': case 'n': {
+        if (op == 'c' ? input_size != 1 : op == 'n' ? input_size == 0 : input_size != 0)
+            return -EINVAL;
+        int parent = open_parent(root, path, name);
+        if (parent < 0) return parent;
+        if (op == 'c') {
+            int file = openat(parent, name, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC |
+                                                (input[0] ? O_EXCL : 0), 0644);
+            rc = file < 0 ? -errno : 0;
+            if (file >= 0) close(file);
+        } else if (op == 'm') {
+            rc = mkdirat(parent, name, 0755) ? -errno : 0;
+        } else if (op == 'u' || op == 'd') {
+            int regular = fstatat(parent, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+                          S_ISREG(st.st_mode) && st.st_nlink == 1;
+            rc = unlinkat(parent, name, op == 'd' ? AT_REMOVEDIR : 0) ? -errno : 0;
+            if (rc == 0 && regular) release_growth(config, mount, (uint64_t)st.st_size);
+        } else {
+            char to[VFS_PATH_MAX];
+            if (input_size >= sizeof to || memchr(input, '\0', input_size)) rc = -EINVAL;
+            if (rc == 0) {
+                memcpy(to, input, input_size);
+                to[input_size] = '\0';
+            }
+            int target = rc ? rc : open_parent(root, to, second);
+            if (target < 0) rc = target;
+            else {
+                rc = renameat(parent, name, target, second) ? -errno : 0;
+                close(target);
+            }
+        }
+        close(parent);
+        if (rc == -EXDEV || rc == -ELOOP) rc = -EACCES;
+        return rc;
+    }
+    }
+    return -EINVAL;
+}
+
+/* A worker's 'H' frame: mount index, op, mount-relative path, and for ops
+ * that carry input a NUL and the input.  Checked field by field: it is
+ * untrusted. */
+static int answer_host(cap_config *config, int fd, const char *payload, size_t size) {
     int32_t rc = -EINVAL;
     buffer body = {0};
+    const char *nul = size >= 2 ? memchr(payload + 2, '\0', size - 2) : NULL;
+    size_t path_length = nul ? (size_t)(nul - payload - 2) : size >= 2 ? size - 2 : 0;
+    const char *input = nul ? nul + 1 : payload + size;
+    size_t input_size = (size_t)(payload + size - input);
+    int reading = size >= 2 && (payload[1] == 's' || payload[1] == 'r' || payload[1] == 'l');
+    int writing = size >= 2 && strchr("ptcmudn", payload[1]) && payload[1] != '\0';
     if (size >= 2 && (unsigned char)payload[0] < config->host_mount_count &&
-        size - 2 < VFS_PATH_MAX && !memchr(payload + 2, '\0', size - 2) &&
-        (payload[1] == 's' || payload[1] == 'r' || payload[1] == 'l')) {
+        path_length < VFS_PATH_MAX && (reading ? !nul : writing)) {
         char path[VFS_PATH_MAX];
-        memcpy(path, payload + 2, size - 2);
-        path[size - 2] = '\0';
+        memcpy(path, payload + 2, path_length);
+        path[path_length] = '\0';
         char op = payload[1];
-        int file = open_beneath(config->host_roots[(unsigned char)payload[0]], path,
-                                op == 's' ? O_PATH : op == 'l' ? O_RDONLY | O_DIRECTORY
-                                                               : O_RDONLY | O_NONBLOCK);
-        if (file == -EXDEV || file == -ELOOP) file = -EACCES;
-        rc = file < 0 ? file
-             : op == 's' ? host_stat_answer(file, &body)
-             : op == 'r' ? host_read_answer(file, &body)
-                         : host_list_answer(file, &body);
-        if (file >= 0 && op != 'l') close(file);
+        int mount = (unsigned char)payload[0];
+        if (writing) {
+            rc = config->host_writable[mount]
+                     ? host_write_answer(config, mount, op, path, input, input_size)
+                     : -EROFS;
+        } else {
+            int file = open_beneath(config->host_roots[mount], path,
+                                    op == 's' ? O_PATH : op == 'l' ? O_RDONLY | O_DIRECTORY
+                                                                   : O_RDONLY | O_NONBLOCK);
+            if (file == -EXDEV || file == -ELOOP) file = -EACCES;
+            rc = file < 0 ? file
+                 : op == 's' ? host_stat_answer(file, &body)
+                 : op == 'r' ? host_read_answer(file, &body)
+                             : host_list_answer(file, &body);
+            if (file >= 0 && op != 'l') close(file);
+        }
+        if (rc == -EXDEV || rc == -ELOOP) rc = -EACCES;
     }
     buffer reply = {0};
     int status = buffer_append(&reply, &rc, sizeof rc);

@@ -372,14 +372,9 @@ static void wait_for_request(void) {
 
 /* Sends a request frame and waits for the host's answer: a 32-bit errno,
  * then the content (success) or a message (failure, into *message). */
-static int ask_host(char type, const char *header, size_t header_size, const char *name,
-                    unsigned char **data, size_t *size, char **message) {
-    char request[2 + VFS_PATH_MAX];
-    size_t name_length = strlen(name);
-    if (name_length >= VFS_PATH_MAX) return -ENAMETOOLONG;
-    memcpy(request, header, header_size);
-    memcpy(request + header_size, name, name_length);
-    send_or_die(type, request, header_size + name_length);
+static int ask_host(char type, const char *request, size_t request_size, unsigned char **data,
+                    size_t *size, char **message) {
+    send_or_die(type, request, request_size);
     char reply_type;
     char *payload;
     size_t length;
@@ -406,8 +401,12 @@ static int ask_host(char type, const char *header, size_t header_size, const cha
 static int fetch_from_host(void *context, const char *name, unsigned char **data, size_t *size) {
     const zygote_resource_mount *mount = context;
     if (!G.is_worker) return -EAGAIN; /* the zygote itself never asks */
-    char index = (char)(mount - G.resource_mounts), *message = NULL;
-    int rc = ask_host('F', &index, 1, name, data, size, &message);
+    char request[1 + VFS_PATH_MAX], *message = NULL;
+    size_t name_length = strlen(name);
+    if (name_length >= VFS_PATH_MAX) return -ENAMETOOLONG;
+    request[0] = (char)(mount - G.resource_mounts);
+    memcpy(request + 1, name, name_length);
+    int rc = ask_host('F', request, 1 + name_length, data, size, &message);
     if (message) {
         /* errno alone would say little; the reason goes to stderr. */
         char line[512];
@@ -418,11 +417,26 @@ static int fetch_from_host(void *context, const char *name, unsigned char **data
     return rc;
 }
 
-static int ask_broker(void *context, char op, const char *path, unsigned char **data,
-                      size_t *size) {
+static int ask_broker(void *context, char op, const char *path, const void *input,
+                      size_t input_size, unsigned char **data, size_t *size) {
     if (!G.is_worker) return -EAGAIN;
-    char header[2] = {(char)(intptr_t)context, op};
-    return ask_host('H', header, 2, path, data, size, NULL);
+    size_t path_length = strlen(path);
+    if (path_length >= VFS_PATH_MAX) return -ENAMETOOLONG;
+    if (input_size > FRAME_MAX - VFS_PATH_MAX - 3) return -EFBIG;
+    char *request = malloc(3 + path_length + input_size);
+    if (!request) return -ENOMEM;
+    request[0] = (char)(intptr_t)context;
+    request[1] = op;
+    memcpy(request + 2, path, path_length);
+    size_t request_size = 2 + path_length;
+    if (input_size || op == 'n') { /* the path ends at a NUL; the input follows */
+        request[request_size++] = '\0';
+        if (input_size) memcpy(request + request_size, input, input_size);
+        request_size += input_size;
+    }
+    int rc = ask_host('H', request, request_size, data, size, NULL);
+    free(request);
+    return rc;
 }
 
 /* --- start-up ------------------------------------------------------------------ */
@@ -458,8 +472,9 @@ static int build_world(const zygote_world *world) {
     }
     for (int i = 0; rc == 0 && i < world->host_mount_count; i++) {
         void *host;
-        rc = vfs_hostfs_new(ask_broker, (void *)(intptr_t)i, &ops, &host);
-        if (rc == 0) rc = vfs_mount(G.fs, world->host_mounts[i], ops, host, 1);
+        int writable = world->host_writable[i];
+        rc = vfs_hostfs_new(ask_broker, (void *)(intptr_t)i, writable, &ops, &host);
+        if (rc == 0) rc = vfs_mount(G.fs, world->host_mounts[i], ops, host, !writable);
     }
     if (rc == 0) rc = vfs_mkdir(G.fs, GUEST_TEMP_DIRECTORY);
     if (rc == 0) rc = vfs_mkdir(G.fs, GUEST_WORK_DIRECTORY);

@@ -47,9 +47,11 @@ typedef struct zygote_world {
     int doc_count;
     const struct zygote_resource_mount *resource_mounts;
     int resource_mount_count;
-    char *const *host_mounts;       /* guest paths of read-only host directories ('H' frames:
-                                       index byte, op byte, path; answer 'H' like 'F') */
+    char *const *host_mounts;       /* guest paths of host directories ('H' frames: index
+                                       byte, op byte, path, then NUL and input for ops that
+                                       carry one; answer 'H' like 'F') */
     int host_mount_count;
+    const int *host_writable;       /* per host mount: writes allowed (the host checks too) */
 } zygote_world;
 
 /* Runs in the freshly forked zygote; never returns. */

@@ -146,13 +146,19 @@ typedef int (*vfs_resource_fetch)(void *context, const char *name, unsigned char
 int vfs_resource_new(const char *const *names, int count, vfs_resource_fetch fetch, void *context,
                      const vfs_backend_ops **ops, void **backend);
 
-/* Read-only host directory served by a broker in the host process:
- * op 's' (stat: five u64 — type, size, inode, mtime_ns, links), 'l' (list:
- * entries "f" or "d", name, NUL) or 'r' (read: the bytes) of a
- * mount-relative path; malloc'd answer into *data, or a negative errno. */
-typedef int (*vfs_host_broker)(void *context, char op, const char *path, unsigned char **data,
-                               size_t *size);
-int vfs_hostfs_new(vfs_host_broker broker, void *context, const vfs_backend_ops **ops,
-                   void **backend);
+/* A host directory served by a broker in the host process.  Requests are
+ * an op, a mount-relative path and, for some ops, input bytes:
+ *   's' stat: answer five u64 (type, size, inode, mtime_ns, links)
+ *   'l' list: answer entries "f" or "d", name, NUL
+ *   'r' read: answer the bytes
+ * and on writable mounts only (the host enforces this and the quota):
+ *   'c' create (input: one byte, 1 = exclusive)   'p' write (input: u64 offset, bytes)
+ *   't' truncate (input: u64 size)   'm' mkdir   'u' unlink   'd' rmdir
+ *   'n' rename (input: the new mount-relative path)
+ * A malloc'd answer goes to *data (may be empty), or a negative errno. */
+typedef int (*vfs_host_broker)(void *context, char op, const char *path, const void *input,
+                               size_t input_size, unsigned char **data, size_t *size);
+int vfs_hostfs_new(vfs_host_broker broker, void *context, int writable,
+                   const vfs_backend_ops **ops, void **backend);
 
 #endif /* CAP_VFS_H */

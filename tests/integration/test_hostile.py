@@ -104,8 +104,9 @@ def test_check_command_passes(capsule):
     completed = subprocess.run([str(capsule.binary), "check"], capture_output=True, timeout=300)
     out = completed.stdout.decode()
     assert completed.returncode == 0, out
-    for wall in ("host files", "network", "host environment", "processes", "one capability"):
+    for wall in ("host files", "network", "host environment", "processes", "one capability",
+                 "read-only mount"):
         assert f"{wall}" in out
-    assert out.count("holds") == 5
+    assert out.count("holds") == 6
     assert "FAILED" not in out
     assert "0 failed" in out

@@ -513,12 +513,113 @@ print(seen)
 
 def test_host_mount_arguments_are_checked(capsule, tmp_path):
     root = make_host_tree(tmp_path)
-    rw = capsule.run("--mount", f"{root}:/data:rw", code="pass")
-    assert rw.returncode == 2 and b"read-write host mounts are not supported" in rw.stderr
+    for mode in (":rx", ":rw:lots", ":rw:"):
+        wrong = capsule.run("--mount", f"{root}:/data{mode}", code="pass")
+        assert wrong.returncode == 2 and b"--mount wants" in wrong.stderr, mode
     missing = capsule.run("--mount", f"{tmp_path}/missing:/data", code="pass")
     assert missing.returncode == 2 and b"cannot mount" in missing.stderr
     bad = capsule.run("--mount", f"{root}:relative", code="pass")
     assert bad.returncode == 2
+
+
+# --- read-write host mounts (--mount HOST:GUEST:rw[:QUOTA]) -------------------------
+
+def test_read_write_mount_changes_the_host_directory(capsule, tmp_path):
+    root = make_host_tree(tmp_path)
+    code = """
+import os
+with open('/data/new.txt', 'w') as f: f.write('written by the guest')
+with open('/data/a.txt', 'a') as f: f.write(' world')
+os.mkdir('/data/made')
+with open('/data/made/x.bin', 'wb') as f: f.write(bytes(range(10)))
+os.rename('/data/sub/b.txt', '/data/made/b.txt')
+os.rmdir('/data/sub')
+os.truncate('/data/made/x.bin', 4)
+with open('/data/made/x.bin', 'r+b') as f:
+    f.seek(2); f.write(b'AB'); f.seek(0); print(f.read().hex())
+os.remove('/data/inner')
+print(sorted(os.listdir('/data')), sorted(os.listdir('/data/made')), open('/data/a.txt').read())
+"""
+    result = capsule.json(code, "--mount", f"{root}:/data:rw")
+    assert result["status"] == "success", result
+    assert result["stdout"].splitlines() == [
+        "0001" + b"AB".hex(),
+        "['a.txt', 'absolute', 'dir-escape', 'escape', 'made', 'new.txt'] "
+        "['b.txt', 'x.bin'] hello world"]
+    assert (root / "new.txt").read_text() == "written by the guest"
+    assert (root / "a.txt").read_text() == "hello world"
+    assert (root / "made" / "b.txt").read_text() == "nested"
+    assert (root / "made" / "x.bin").read_bytes() == b"\x00\x01AB"
+    assert not (root / "sub").exists() and not (root / "inner").exists()
+
+
+def test_read_write_mount_cannot_be_left_or_write_outside(capsule, tmp_path):
+    root = make_host_tree(tmp_path)
+    outside = tmp_path / "outside"
+    hard = tmp_path / "hard-target"
+    hard.write_text("host file with two names")
+    os.link(hard, root / "hardlink")
+    code = """
+import errno, os
+seen = []
+for attempt in [lambda: open('/data/escape', 'w').close(),           # symlink out (relative)
+                lambda: open('/data/absolute', 'a').close(),         # symlink out (absolute)
+                lambda: open('/data/dir-escape/new', 'w').close(),   # through a linked directory
+                lambda: os.mkdir('/data/dir-escape/d'),
+                lambda: os.rename('/data/a.txt', '/data/dir-escape/a.txt'),
+                lambda: os.unlink('/data/dir-escape/secret.txt'),
+                lambda: open('/data/hardlink', 'w').close(),        # a name of an outside file
+                lambda: os.rename('/data/a.txt', '/work/a.txt'),     # out of the mount
+                lambda: os.rmdir('/data')]:
+    try:
+        attempt()
+        seen.append('allowed')
+    except OSError as error:
+        seen.append(errno.errorcode[error.errno])
+print(seen)
+"""
+    result = capsule.json(code, "--mount", f"{root}:/data:rw")
+    seen = eval(result["stdout"])
+    assert "allowed" not in seen, (seen, result)
+    assert sorted(p.name for p in outside.iterdir()) == ["secret.txt"]
+    assert (outside / "secret.txt").read_text() == "host secret"
+    assert hard.read_text() == "host file with two names"
+    assert (root / "a.txt").read_text() == "hello"
+
+
+def test_read_write_mount_quota_is_enforced(capsule, tmp_path):
+    root = make_host_tree(tmp_path)
+    code = """
+import errno, os
+with open('/data/one', 'wb') as f: f.write(b'x' * 600)
+try:
+    with open('/data/two', 'wb') as f: f.write(b'y' * 600)
+    print('second write allowed')
+except OSError as error:
+    print(errno.errorcode[error.errno])
+os.remove('/data/one')
+with open('/data/three', 'wb') as f: f.write(b'z' * 900)   # freed space can be reused
+print(os.path.getsize('/data/three'))
+with open('/data/three', 'wb') as f: f.write(b'z' * 5000)
+"""
+    result = capsule.json(code, "--mount", f"{root}:/data:rw:1K")
+    assert result["stdout"].splitlines() == ["ENOSPC", "900"], result
+    assert result["status"] == "disk-limit", result
+    assert (root / "three").stat().st_size <= 1024
+    assert not (root / "one").exists()
+
+
+def test_read_write_mount_in_a_config_file(capsule, tmp_path):
+    root = make_host_tree(tmp_path)
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"mounts": [
+        {"host": str(root), "guest": "/data", "mode": "rw", "quota_bytes": 100}]}))
+    code = ("import errno\ntry:\n    with open('/data/big', 'w') as f: f.write('x' * 200)\n"
+            "except OSError as e:\n    print(errno.errorcode[e.errno])\n"
+            "with open('/data/small', 'w') as f: f.write('ok')")
+    result = capsule.json(code, "--config", str(config))
+    assert result["stdout"].strip() == "ENOSPC", result
+    assert (root / "small").read_text() == "ok"
 
 
 # --- --config FILE ------------------------------------------------------------------
