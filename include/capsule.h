@@ -144,7 +144,9 @@ int cap_config_add_docs(cap_config *config, const char *host_directory, char *er
  * allowed by cap_config_allow_url ("http://127.0.0.1:8000/"); nothing is
  * allowed by default.  Failures are OSErrors in the guest (ENOENT for 404,
  * EACCES outside the allow-list, ETIMEDOUT, EFBIG over the size cap, EIO),
- * with the reason on the guest's stderr. */
+ * with the reason on the guest's stderr.  NAME may be a template with one
+ * "{}" that fills the URL's one "{}" (in its path or query), percent-encoded:
+ * "city-{}.json" with "https://host/weather?q={}". */
 int cap_config_add_http_resource(cap_config *config, const char *name, const char *url,
                                  char *error);
 int cap_config_allow_url(cap_config *config, const char *prefix, char *error);

@@ -408,6 +408,16 @@ int cap_config_add_http_resource(cap_config *config, const char *name, const cha
         set_error(error, "an HTTP resource needs a file name (no '/') and an http(s) URL");
         return CAP_EINVAL;
     }
+    /* A template: one "{}" in the name, one in the URL (and none else). */
+    const char *name_hole = strstr(name, "{}"), *url_hole = strstr(url, "{}");
+    const char *authority = strstr(url, "://") + 3;
+    const char *after_authority = authority + strcspn(authority, "/?#"); /* never the host */
+    if (!name_hole != !url_hole || (name_hole && strstr(name_hole + 2, "{}")) ||
+        (url_hole && (strstr(url_hole + 2, "{}") || url_hole < after_authority))) {
+        set_error(error, "an HTTP resource template has one {} in the name and one in the URL's "
+                         "path or query, e.g. city-{}.json=https://host/weather?city={}");
+        return CAP_EINVAL;
+    }
     for (int i = 0; i < config->resource_count; i++)
         if (strcmp(config->resource_names[i], name) == 0) {
             set_error(error, "HTTP resource %.100s is defined twice", name);
@@ -1289,6 +1299,28 @@ static int provider_read(const struct provider *p, const char *name, buffer *bod
     return 0;
 }
 
+/* The URL template with its "{}" replaced by `value`, percent-encoded
+ * (all but RFC 3986's unreserved characters), so a name cannot add a path
+ * segment, a query or a host to the URL. */
+static char *fill_template(const char *url, const char *value, size_t value_size) {
+    const char *hole = strstr(url, "{}");
+    size_t before = (size_t)(hole - url), after = strlen(hole + 2);
+    char *out = malloc(before + 3 * value_size + after + 1);
+    if (!out) return NULL;
+    memcpy(out, url, before);
+    char *p = out + before;
+    for (size_t i = 0; i < value_size; i++) {
+        unsigned char c = (unsigned char)value[i];
+        if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+            c == '-' || c == '.' || c == '_' || c == '~')
+            *p++ = (char)c;
+        else
+            p += sprintf(p, "%%%02X", c);
+    }
+    memcpy(p, hole + 2, after + 1);
+    return out;
+}
+
 /* A worker's 'F' frame: the index of a resource mount, then a file name.
  * Answered with an 'F' frame: a 32-bit errno (0 on success), then the body
  * or a message.  Every field comes from the worker, so each is checked. */
@@ -1310,6 +1342,14 @@ static int answer_fetch(const cap_config *config, int fd, const char *payload, s
     int index = -1;
     for (int i = 0; i < count; i++)
         if (strlen(names[i]) == name_size && memcmp(names[i], name, name_size) == 0) index = i;
+    char *templated_url = NULL; /* an HTTP template filled in with the name's value */
+    size_t value_start = 0, value_size = 0;
+    for (int i = 0; index < 0 && mount >= 0 && mount < http_mounts && i < count; i++) {
+        value_size = vfs_template_match(names[i], name, name_size, &value_start);
+        if (value_size && (templated_url = fill_template(config->resource_urls[i],
+                                                         name + value_start, value_size)))
+            index = i;
+    }
     char any_name[VFS_NAME_MAX + 1];
     if (count < 0 && name_size > 0 && name_size <= VFS_NAME_MAX &&
         !memchr(name, '/', name_size) && !memchr(name, '\0', name_size) &&
@@ -1331,9 +1371,8 @@ static int answer_fetch(const cap_config *config, int fd, const char *payload, s
                               timeout < left ? timeout : left,
                               config->http_max_bytes ? config->http_max_bytes
                                                      : DEFAULT_HTTP_MAX_BYTES};
-        rc = policy.timeout_seconds > 0 ? http_fetch(&policy, config->resource_urls[index],
-                                                     &body, message)
-                                        : -ETIMEDOUT;
+        const char *url = templated_url ? templated_url : config->resource_urls[index];
+        rc = policy.timeout_seconds > 0 ? http_fetch(&policy, url, &body, message) : -ETIMEDOUT;
     }
     if (rc == 0 && body.size > FRAME_MAX - sizeof rc) {
         buffer_free(&body);
@@ -1348,6 +1387,7 @@ static int answer_fetch(const cap_config *config, int fd, const char *payload, s
     if (status == 0) status = frame_write(fd, 'F', reply.data, reply.size);
     buffer_free(&reply);
     buffer_free(&body);
+    free(templated_url);
     return status;
 }
 

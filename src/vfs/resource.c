@@ -28,13 +28,35 @@ typedef struct resource_file {
     size_t size;
 } resource_file;
 
-/* The name's index, -1 if there is none; with no list (count < 0) any
- * single plain name is accepted, at index 0. */
+size_t vfs_template_match(const char *template, const char *name, size_t name_size,
+                          size_t *start) {
+    const char *hole = strstr(template, "{}");
+    if (!hole) return 0;
+    size_t prefix = (size_t)(hole - template), suffix = strlen(hole + 2);
+    if (name_size <= prefix + suffix || name_size > VFS_NAME_MAX ||
+        memcmp(name, template, prefix) != 0 ||
+        memcmp(name + name_size - suffix, hole + 2, suffix) != 0)
+        return 0;
+    size_t length = name_size - prefix - suffix;
+    const char *value = name + prefix;
+    if (memchr(value, '/', length) || memchr(value, '\0', length) ||
+        (length <= 2 && memcmp(value, "..", length) == 0))
+        return 0;
+    *start = prefix;
+    return length;
+}
+
+/* The name's index, -1 if there is none: an exact name first, then a
+ * template ("{}" in it) that the name fills in.  With no list (count < 0)
+ * any single plain name is accepted, at index 0. */
 static int find_name(resource_backend *backend, const char *path) {
     if (backend->count < 0)
         return *path && !strchr(path, '/') && strlen(path) <= VFS_NAME_MAX ? 0 : -1;
     for (int i = 0; i < backend->count; i++)
         if (strcmp(backend->names[i], path) == 0) return i;
+    size_t start;
+    for (int i = 0; i < backend->count; i++)
+        if (vfs_template_match(backend->names[i], path, strlen(path), &start)) return i;
     return -1;
 }
 

@@ -143,6 +143,12 @@ int vfs_image_backend(vfs_image *image, const vfs_backend_ops **ops, void **back
  * of -1: any plain name may be opened, and the listing is empty. */
 typedef int (*vfs_resource_fetch)(void *context, const char *name, unsigned char **data,
                                   size_t *size);
+/* A resource name may be a template with one "{}": `name` (of `name_size`
+ * bytes) matches when it is the template with "{}" replaced by a non-empty
+ * plain value (no '/', not "." or "..").  Returns the value's length, its
+ * offset in *start; 0 when it does not match. */
+size_t vfs_template_match(const char *template, const char *name, size_t name_size,
+                          size_t *start);
 int vfs_resource_new(const char *const *names, int count, vfs_resource_fetch fetch, void *context,
                      const vfs_backend_ops **ops, void **backend);
 

@@ -207,6 +207,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     time.sleep(0.2)
             except OSError:
                 pass
+        elif self.path.startswith("/echo/"):
+            self.reply(200, ("path=" + self.path).encode())
         elif self.path == "/redirect-in":
             self.redirect(f"http://127.0.0.1:{port}/ip.json")
         elif self.path == "/redirect-out":
@@ -256,6 +258,35 @@ def test_http_resource_is_fetched_by_the_host(capsule, server):
     code = "import json, os\nprint(os.listdir('/network'), json.load(open('/network/ip.json')))"
     result = capsule.json(code, *network_args(server, "ip.json"))
     assert result["stdout"].strip() == "['ip.json'] {'ip': '203.0.113.7'}", result
+
+
+def test_http_resource_template_fills_in_the_name(capsule, server):
+    code = """
+import os
+print(os.listdir('/network'))
+for name in ['city-paris.json', 'city-new york.json', 'city-a?b#c@d%.json']:
+    print(open('/network/' + name).read())
+for name in ['city-.json', 'city-..json', 'city-...json', 'other.json', 'city-x.txt']:
+    try:
+        open('/network/' + name)
+        print('opened', name)
+    except OSError as error:
+        print(type(error).__name__)
+"""
+    result = capsule.json(code, "--allow-url", server + "/echo/",
+                          "--network", f"city-{{}}.json={server}/echo/{{}}?format=json")
+    assert result["stdout"].splitlines() == [
+        "['city-{}.json']",
+        "path=/echo/paris?format=json",
+        "path=/echo/new%20york?format=json",
+        "path=/echo/a%3Fb%23c%40d%25?format=json"] + ["FileNotFoundError"] * 5, result
+
+
+def test_http_resource_template_is_checked(capsule, server):
+    for spec in (f"a-{{}}.json={server}/fixed", f"a.json={server}/{{}}",
+                 f"a-{{}}-{{}}={server}/{{}}", f"a-{{}}=http://{{}}.example.com/"):
+        bad = capsule.run("--network", spec, code="pass")
+        assert bad.returncode == 2 and b"template" in bad.stderr + b"template", spec
 
 
 def test_http_404_is_an_oserror_with_a_message(capsule, server):
