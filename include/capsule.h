@@ -155,9 +155,10 @@ int cap_config_allow_url(cap_config *config, const char *prefix, char *error);
 int cap_config_set_http_limits(cap_config *config, double timeout_seconds, size_t max_bytes,
                                char *error);
 
-/* A directory of files produced by the embedder: reading GUEST_PATH/NAME
- * calls `read` in the host, on the thread running cap_sandbox_run, while
- * the guest's open() waits.  The files are read-only. */
+/* A directory of files produced (and, with `write`, consumed) by the
+ * embedder: reading GUEST_PATH/NAME calls `read` in the host, on the thread
+ * running cap_sandbox_run, while the guest's open() waits; writing calls
+ * `write` the same way. */
 typedef struct cap_resource_provider {
     /* The file names (no '/'): the name at `index`, NULL past the end.
      * Called when the provider is added, not later (at most 64 names).
@@ -167,6 +168,13 @@ typedef struct cap_resource_provider {
      * *size; non-zero on failure, with a message in `error`
      * (CAP_ERROR_SIZE bytes) that the guest sees on stderr with OSError. */
     int (*read)(void *userdata, const char *name, void **data, size_t *size, char *error);
+    /* Optional (NULL: the files are read-only).  The guest wrote `size`
+     * bytes at `offset` of `name`, in the order it writes them (at most
+     * 1 MiB per call); opening with truncation first calls it with size 0
+     * at offset 0.  Non-zero on failure, with a message in `error`: the
+     * guest's write fails with OSError (EIO). */
+    int (*write)(void *userdata, const char *name, uint64_t offset, const void *data,
+                 size_t size, char *error);
 } cap_resource_provider;
 int cap_config_add_resource_provider(cap_config *config, const char *guest_path,
                                      const cap_resource_provider *provider, void *userdata,

@@ -186,7 +186,7 @@ static int apply_config_file(cap_config *config, const char *path, file_settings
         if (!bad && rc == CAP_OK) rc = cap_config_allow_url(config, entry->valuestring, error);
     }
     cJSON_ArrayForEach(entry, cJSON_GetObjectItemCaseSensitive(json, "exec_resources")) {
-        cap_resource_provider provider = {NULL, exec_read};
+        cap_resource_provider provider = {NULL, exec_read, NULL};
         if (!cJSON_IsString(entry)) bad = 1;
         if (!bad && rc == CAP_OK)
             rc = cap_config_add_resource_provider(config, entry->string, &provider,
@@ -300,7 +300,7 @@ int parse_world_option(const char *arg, const char *value, cap_config *config,
             char directory[4096];
             const char *equals = strchr(value, '=');
             size_t length = equals ? (size_t)(equals - value) : 0;
-            cap_resource_provider provider = {NULL, exec_read};
+            cap_resource_provider provider = {NULL, exec_read, NULL};
             if (!equals || length == 0 || length >= sizeof directory || !equals[1]) {
                 fprintf(stderr, "capsule: --exec-resource wants GUEST_DIR=COMMAND\n");
                 status = EXIT_USAGE;

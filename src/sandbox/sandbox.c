@@ -769,11 +769,11 @@ int cap_sandbox_new(cap_config *config, cap_sandbox **out, char *error) {
         /* /network first: its index is 0 in the workers' requests. */
         if (config->resource_count)
             resource_mounts[world.resource_mount_count++] = (zygote_resource_mount){
-                GUEST_NETWORK_DIRECTORY, config->resource_names, config->resource_count};
+                GUEST_NETWORK_DIRECTORY, config->resource_names, config->resource_count, 0};
         for (int i = 0; i < config->provider_count; i++)
             resource_mounts[world.resource_mount_count++] = (zygote_resource_mount){
                 config->providers[i].guest_path, config->providers[i].names,
-                config->providers[i].name_count};
+                config->providers[i].name_count, config->providers[i].callbacks.write != NULL};
         zygote_main(&world, pair[1]);
     }
     close(pair[1]);
@@ -1299,6 +1299,44 @@ static int provider_read(const struct provider *p, const char *name, buffer *bod
     return 0;
 }
 
+/* A worker's 'W' frame: the index of a resource mount, a file name, NUL,
+ * a u64 offset and the bytes written there, for a provider that takes
+ * writes.  Answered with a 'W' frame like 'F' (errno, then a message). */
+static int answer_store(const cap_config *config, int fd, const char *payload, size_t size) {
+    int http_mounts = config->resource_count > 0;
+    int mount = size > 0 ? (unsigned char)payload[0] - http_mounts : -1;
+    const char *name = payload + 1;
+    const char *nul = size > 1 ? memchr(name, '\0', size - 1) : NULL;
+    size_t name_size = nul ? (size_t)(nul - name) : 0;
+    char message[256] = "no such resource";
+    int32_t rc = -ENOENT;
+    if (mount >= 0 && mount < config->provider_count && nul && name_size &&
+        size - 2 - name_size >= 8) {
+        const struct provider *p = &config->providers[mount];
+        int known = p->name_count < 0 && !memchr(name, '/', name_size) &&
+                    strcmp(name, ".") != 0 && strcmp(name, "..") != 0;
+        for (int i = 0; i < p->name_count; i++) known |= strcmp(p->names[i], name) == 0;
+        uint64_t offset;
+        memcpy(&offset, nul + 1, 8);
+        const char *data = nul + 9;
+        size_t data_size = size - 2 - name_size - 8;
+        char error[CAP_ERROR_SIZE] = "";
+        if (!p->callbacks.write) {
+            rc = -EROFS;
+            snprintf(message, sizeof message, "read-only");
+        } else if (known) {
+            rc = p->callbacks.write(p->userdata, name, offset, data, data_size, error) ? -EIO : 0;
+            snprintf(message, sizeof message, "%s", error[0] ? error : "the provider failed");
+        }
+    }
+    buffer reply = {0};
+    int status = buffer_append(&reply, &rc, sizeof rc);
+    if (status == 0 && rc) status = buffer_append(&reply, message, strlen(message));
+    if (status == 0) status = frame_write(fd, 'W', reply.data, reply.size);
+    buffer_free(&reply);
+    return status;
+}
+
 /* The URL template with its "{}" replaced by `value`, percent-encoded
  * (all but RFC 3986's unreserved characters), so a name cannot add a path
  * segment, a query or a host to the URL. */
@@ -1589,6 +1627,8 @@ int cap_sandbox_run(cap_sandbox *sandbox, const char *code, size_t code_size,
         } else if (type == 'F') {
             /* A failed answer means the worker is gone; the next read sees it. */
             answer_fetch(sandbox->config, w.fd, payload, size, deadline);
+        } else if (type == 'W') {
+            answer_store(sandbox->config, w.fd, payload, size);
         } else if (type == 'R') {
             parse_result(result, payload, size);
             finished = 2;

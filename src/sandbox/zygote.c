@@ -417,6 +417,33 @@ static int fetch_from_host(void *context, const char *name, unsigned char **data
     return rc;
 }
 
+static int store_to_host(void *context, const char *name, uint64_t offset, const void *data,
+                         size_t size) {
+    const zygote_resource_mount *mount = context;
+    if (!G.is_worker) return -EAGAIN;
+    size_t name_length = strlen(name);
+    if (name_length >= VFS_PATH_MAX || size > FRAME_MAX - VFS_PATH_MAX - 16) return -EFBIG;
+    char *request = malloc(2 + name_length + 8 + size);
+    if (!request) return -ENOMEM;
+    request[0] = (char)(mount - G.resource_mounts);
+    memcpy(request + 1, name, name_length + 1);
+    memcpy(request + 2 + name_length, &offset, 8);
+    if (size) memcpy(request + 10 + name_length, data, size);
+    unsigned char *answer = NULL;
+    size_t answer_size = 0;
+    char *message = NULL;
+    int rc = ask_host('W', request, 10 + name_length + size, &answer, &answer_size, &message);
+    free(request);
+    free(answer);
+    if (message) {
+        char line[512];
+        int n = snprintf(line, sizeof line, "capsule: %s/%s: %.300s\n", mount->path, name, message);
+        send_or_die('E', line, n < (int)sizeof line ? (size_t)n : sizeof line - 1);
+        free(message);
+    }
+    return rc;
+}
+
 static int ask_broker(void *context, char op, const char *path, const void *input,
                       size_t input_size, unsigned char **data, size_t *size) {
     if (!G.is_worker) return -EAGAIN;
@@ -467,8 +494,9 @@ static int build_world(const zygote_world *world) {
         const zygote_resource_mount *mount = &world->resource_mounts[i];
         void *resources;
         rc = vfs_resource_new((const char *const *)mount->names, mount->count, fetch_from_host,
-                              (void *)mount, &ops, &resources);
-        if (rc == 0) rc = vfs_mount(G.fs, mount->path, ops, resources, 1);
+                              mount->writable ? store_to_host : NULL, (void *)mount, &ops,
+                              &resources);
+        if (rc == 0) rc = vfs_mount(G.fs, mount->path, ops, resources, !mount->writable);
     }
     for (int i = 0; rc == 0 && i < world->host_mount_count; i++) {
         void *host;

@@ -26,6 +26,8 @@ typedef struct zygote_resource_mount {
     const char *path;
     char *const *names;
     int count;
+    int writable; /* the host takes writes ('W' frames: index byte, name, NUL, u64 offset,
+                     bytes; answered like 'F') */
 } zygote_resource_mount;
 
 /* A file the zygote places in its world (documentation, say). */

@@ -1,6 +1,7 @@
 /*
- * resource.c — a read-only directory whose files the host produces when
- * they are opened (/network/<name>: an HTTP fetch done by the parent).
+ * resource.c — a directory whose files the host produces when they are
+ * opened (/network/<name>: an HTTP fetch done by the parent), and, for
+ * providers that take writes, consumes as they are written.
  *
  * The backend knows only names and a fetch callback; the zygote's callback
  * asks the host over the worker's channel and blocks until the answer, so
@@ -14,18 +15,24 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Largest write handed to the host in one request. */
+#define STORE_CHUNK (1u << 20)
+
 typedef struct resource_backend {
     char **names;
     int count;
     vfs_resource_fetch fetch;
+    vfs_resource_store store; /* NULL: read-only */
     void *context;
 } resource_backend;
 
 typedef struct resource_file {
     vfs_file base;
     resource_backend *backend; /* directories list its names */
-    unsigned char *data;
+    unsigned char *data;       /* fetched content, or what was written */
     size_t size;
+    int writable;
+    char name[VFS_NAME_MAX + 1];
 } resource_file;
 
 size_t vfs_template_match(const char *template, const char *name, size_t name_size,
@@ -69,11 +76,35 @@ static int file_read(vfs_file *file, void *buffer, size_t size, uint64_t offset,
     return 0;
 }
 
+/* Writes go to the host at once, in chunks, so a failure belongs to the
+ * write; the local copy keeps what was written for reads and stat. */
 static int file_write(vfs_file *file, const void *buffer, size_t size, uint64_t offset,
                       size_t *done) {
-    (void)file, (void)buffer, (void)size, (void)offset;
+    resource_file *f = (resource_file *)file;
     *done = 0;
-    return -EROFS;
+    if (!f->writable) return -EROFS;
+    if (offset > (64u << 20) || size > (64u << 20) - offset) return -EFBIG;
+    int rc = 0;
+    while (rc == 0 && *done < size) {
+        size_t chunk = size - *done < STORE_CHUNK ? size - *done : STORE_CHUNK;
+        uint64_t at = offset + *done;
+        const unsigned char *bytes = (const unsigned char *)buffer + *done;
+        rc = f->backend->store(f->backend->context, f->name, at, bytes, chunk);
+        if (rc == 0 && at + chunk > f->size) {
+            unsigned char *grown = realloc(f->data, (size_t)(at + chunk));
+            if (!grown) rc = -ENOMEM;
+            else {
+                memset(grown + f->size, 0, (size_t)(at + chunk) - f->size);
+                f->data = grown;
+                f->size = (size_t)(at + chunk);
+            }
+        }
+        if (rc == 0) {
+            memcpy(f->data + at, bytes, chunk);
+            *done += chunk;
+        }
+    }
+    return *done ? 0 : rc;
 }
 
 static int file_stat(vfs_file *file, vfs_metadata *st) {
@@ -130,8 +161,9 @@ static int backend_stat(void *opaque, const char *path, vfs_metadata *st) {
 static int backend_open(void *opaque, const char *path, int flags, vfs_file **out) {
     resource_backend *backend = opaque;
     int index = *path ? find_name(backend, path) : -1;
-    if (*path && index < 0) return (flags & VFS_O_CREATE) ? -EROFS : -ENOENT;
-    if (flags & (VFS_O_WRITE | VFS_O_CREATE | VFS_O_TRUNCATE)) return -EROFS;
+    int writing = flags & (VFS_O_WRITE | VFS_O_CREATE | VFS_O_TRUNCATE);
+    if (*path && index < 0) return (flags & VFS_O_CREATE) && !backend->store ? -EROFS : -ENOENT;
+    if (writing && (!backend->store || !*path)) return *path ? -EROFS : -EISDIR;
     if (*path && (flags & VFS_O_DIRECTORY)) return -ENOTDIR;
     resource_file *file = calloc(1, sizeof *file);
     if (!file) return -ENOMEM;
@@ -139,12 +171,18 @@ static int backend_open(void *opaque, const char *path, int flags, vfs_file **ou
     file->base.type = *path ? VFS_FILE : VFS_DIRECTORY;
     file->base.refcount = 1;
     file->backend = backend;
-    if (*path) {
-        int rc = backend->fetch(backend->context, path, &file->data, &file->size);
-        if (rc) {
-            free(file);
-            return rc;
-        }
+    file->writable = writing != 0;
+    snprintf(file->name, sizeof file->name, "%s", path);
+    /* Opened to write: the content starts empty (truncation is announced
+     * to the host); opened to read as well, it is fetched first. */
+    int rc = 0;
+    if (*path && writing && (flags & VFS_O_TRUNCATE))
+        rc = backend->store(backend->context, path, 0, "", 0);
+    if (rc == 0 && *path && (!writing || (flags & VFS_O_READ)) && !(flags & VFS_O_TRUNCATE))
+        rc = backend->fetch(backend->context, path, &file->data, &file->size);
+    if (rc) {
+        free(file);
+        return rc;
     }
     *out = &file->base;
     return 0;
@@ -173,12 +211,14 @@ static const vfs_backend_ops resource_backend_ops = {
     backend_destroy,
 };
 
-int vfs_resource_new(const char *const *names, int count, vfs_resource_fetch fetch, void *context,
-                     const vfs_backend_ops **ops, void **out) {
+int vfs_resource_new(const char *const *names, int count, vfs_resource_fetch fetch,
+                     vfs_resource_store store, void *context, const vfs_backend_ops **ops,
+                     void **out) {
     resource_backend *backend = calloc(1, sizeof *backend);
     if (!backend) return -ENOMEM;
     backend->names = calloc(count > 0 ? (size_t)count + 1 : 1, sizeof *backend->names);
     backend->fetch = fetch;
+    backend->store = store;
     backend->context = context;
     if (!backend->names) {
         free(backend);

@@ -149,8 +149,13 @@ typedef int (*vfs_resource_fetch)(void *context, const char *name, unsigned char
  * offset in *start; 0 when it does not match. */
 size_t vfs_template_match(const char *template, const char *name, size_t name_size,
                           size_t *start);
-int vfs_resource_new(const char *const *names, int count, vfs_resource_fetch fetch, void *context,
-                     const vfs_backend_ops **ops, void **backend);
+/* Hands `size` bytes written at `offset` of `name` to the host (0 or a
+ * negative errno); NULL for a read-only directory. */
+typedef int (*vfs_resource_store)(void *context, const char *name, uint64_t offset,
+                                  const void *data, size_t size);
+int vfs_resource_new(const char *const *names, int count, vfs_resource_fetch fetch,
+                     vfs_resource_store store, void *context, const vfs_backend_ops **ops,
+                     void **backend);
 
 /* A host directory served by a broker in the host process.  Requests are
  * an op, a mount-relative path and, for some ops, input bytes:

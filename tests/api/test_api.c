@@ -456,7 +456,7 @@ static void resource_provider_serves_reads_and_reports_failures(void **state) {
     (void)state;
     char error[CAP_ERROR_SIZE];
     int calls = 0;
-    cap_resource_provider provider = {provider_list, provider_read};
+    cap_resource_provider provider = {provider_list, provider_read, NULL};
     cap_config *own;
     own = cap_config_new();
     assert_non_null(own);
@@ -464,7 +464,7 @@ static void resource_provider_serves_reads_and_reports_failures(void **state) {
     assert_int_equal(cap_config_add_resource_provider(own, "/data/../backend/", &provider, &calls,
                                                       error),
                      CAP_OK);
-    cap_resource_provider incomplete = {provider_list, NULL};
+    cap_resource_provider incomplete = {provider_list, NULL, NULL};
     assert_int_equal(cap_config_add_resource_provider(own, "/x", &incomplete, NULL, error),
                      CAP_EINVAL);
     cap_sandbox *made;
@@ -493,6 +493,63 @@ static void resource_provider_serves_reads_and_reports_failures(void **state) {
            "        out.append(errno.errorcode[e.errno])\nout",
            NULL, CAP_STATUS_SUCCESS, "['ENOENT', 'EROFS', 'EROFS']");
     assert_int_equal(calls, 2);
+    cap_sandbox_free(made);
+    cap_config_free(own);
+}
+
+/* What a writable provider received: one string of "name@offset:bytes;". */
+typedef struct written {
+    char log[256];
+} written;
+
+static int provider_write(void *userdata, const char *name, uint64_t offset, const void *data,
+                          size_t size, char *error) {
+    written *w = userdata;
+    if (strcmp(name, "broken") == 0) {
+        snprintf(error, CAP_ERROR_SIZE, "the queue for %s is full", name);
+        return 1;
+    }
+    size_t used = strlen(w->log);
+    snprintf(w->log + used, sizeof w->log - used, "%s@%llu:%.*s;", name,
+             (unsigned long long)offset, (int)size, (const char *)data);
+    return 0;
+}
+
+static int no_read(void *userdata, const char *name, void **data, size_t *size, char *error) {
+    (void)userdata, (void)data, (void)size;
+    snprintf(error, CAP_ERROR_SIZE, "%s is write-only", name);
+    return 1;
+}
+
+static void resource_provider_consumes_writes(void **state) {
+    (void)state;
+    char error[CAP_ERROR_SIZE];
+    written w = {""};
+    cap_resource_provider provider = {provider_list, no_read, provider_write};
+    cap_config *own = cap_config_new();
+    assert_non_null(own);
+    assert_int_equal(cap_config_set_stdlib(own, "build/stdlib.img", error), CAP_OK);
+    assert_int_equal(cap_config_add_resource_provider(own, "/outbox", &provider, &w, error),
+                     CAP_OK);
+    cap_sandbox *made;
+    assert_int_equal(cap_sandbox_new(own, &made, error), CAP_OK);
+    expect(made,
+           "with open('/outbox/greeting.txt', 'w') as f:\n    f.write('hi'); f.flush(); "
+           "f.write(' there')\n",
+           NULL, CAP_STATUS_SUCCESS, NULL);
+    assert_string_equal(w.log, "greeting.txt@0:;greeting.txt@0:hi;greeting.txt@2: there;");
+    /* A failing consumer is the guest's OSError, with its message on
+     * stderr; names the provider does not list cannot be written. */
+    cap_result *result = run(made,
+                             "import errno\nout = []\nfor p in ('/outbox/broken', '/outbox/new'):\n"
+                             "    try:\n        with open(p, 'w') as f: f.write('x')\n"
+                             "    except OSError as e:\n        out.append(errno.errorcode[e.errno])\n"
+                             "out",
+                             NULL);
+    assert_string_equal(cap_result_return_value(result), "['EIO', 'ENOENT']");
+    size_t size;
+    assert_non_null(strstr(cap_result_stderr(result, &size), "the queue for broken is full"));
+    cap_result_free(result);
     cap_sandbox_free(made);
     cap_config_free(own);
 }
@@ -536,6 +593,7 @@ int main(void) {
         cmocka_unit_test(oversized_program_is_refused_cleanly),
         cmocka_unit_test(input_files_land_in_the_scratch_space_only),
         cmocka_unit_test(resource_provider_serves_reads_and_reports_failures),
+        cmocka_unit_test(resource_provider_consumes_writes),
         cmocka_unit_test(artifacts_come_back_with_the_result),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
