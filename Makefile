@@ -9,7 +9,7 @@ CC      := gcc
 WASM2C_RUNTIME := /usr/src/wasm2c
 WARNINGS := -Wall -Wextra -Werror
 CFLAGS  := -std=c11 -D_GNU_SOURCE -O2 -g $(WARNINGS) -Iinclude -I$(WASM2C_RUNTIME) -I$(BUILD)/runtime
-LDLIBS  := -lcjson -lseccomp -lcurl -lmicrohttpd -lpthread -lm
+LDLIBS  := -lcjson -lseccomp -lcurl -lmicrohttpd -lzip -lcrypto -lpthread -lm
 # wasm2c's README: required for conformance of the generated code.
 GENERATED_CFLAGS := -O2 -fno-optimize-sibling-calls -frounding-math -fsignaling-nans -I$(WASM2C_RUNTIME)
 # The sanitizer build cannot use guard pages (ASan owns SIGSEGV): explicit
@@ -21,7 +21,8 @@ SANITIZE := -fsanitize=address,undefined -fno-omit-frame-pointer
 
 LIBRARY_SOURCES := src/sandbox/sandbox.c src/sandbox/zygote.c src/sandbox/frame.c \
                    src/sandbox/lockdown.c src/sandbox/buffer.c src/sandbox/http.c src/wasi/wasi.c \
-                   src/vfs/vfs.c src/vfs/memfs.c src/vfs/image.c src/vfs/device.c src/vfs/resource.c src/vfs/hostfs.c \
+                   src/vfs/vfs.c src/vfs/memfs.c src/vfs/image.c src/vfs/image_writer.c src/vfs/device.c \
+                   src/vfs/resource.c src/vfs/hostfs.c src/deps/deps.c src/deps/wheel.c src/deps/requirement.c \
                    src/runtime/runtime.c
 CLI_SOURCES := src/cli/main.c src/cli/check.c src/cli/options.c src/cli/world.c src/cli/serve.c \
                src/mcp/server.c src/mcp/stdio.c src/mcp/http.c

@@ -10,12 +10,18 @@ _capsule_runner.main(FD)"`.  FD is the control channel the host gives us:
   error, exit_code, and the uncaught exception's type and errno;
 - reading again asks for the next request (a session), or ends the worker.
 
+When the request says `dependencies`, the program's imports and PEP 723
+block are read first and asked of the host through fd 5 (see
+_prepare_dependencies); the host installs them and mounts site-packages.
+
 The first read is where the zygote forks workers: everything imported
 before it is shared, copy-on-write, by every run.  Nothing here is trusted
 by the host: it parses the result defensively.
 """
 import ast
 import builtins
+import importlib
+import importlib.machinery
 import json
 import linecache
 import os
@@ -34,6 +40,7 @@ import random  # noqa: E402
 import re  # noqa: F401,E402
 
 _TOP_LEVEL_AWAIT = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+_DEPENDENCIES_FD = 5
 _CO_COROUTINE = 0x80
 
 
@@ -65,6 +72,178 @@ def _compile(source, filename):
     body = compile(tree, filename, "exec", _TOP_LEVEL_AWAIT, dont_inherit=True)
     tail = compile(last, filename, "eval", _TOP_LEVEL_AWAIT, dont_inherit=True) if last else None
     return body, tail
+
+
+# --- dependencies -------------------------------------------------------------
+
+# PEP 723's reference expression for `# /// TYPE` ... `# ///` blocks.
+_METADATA_BLOCK = re.compile(
+    r"(?m)^# /// (?P<type>[a-zA-Z0-9-]+)$\s(?P<content>(^#(| .*)$\s)+)^# ///$")
+_IMPORT_ERRORS = {"ImportError", "ModuleNotFoundError", "Exception", "BaseException"}
+# What a session has asked for so far: each request repeats it all, so the
+# host can build one environment holding everything.
+_wanted = {"requirements": [], "imports": [], "optional": [], "requires_python": None}
+_last_request = None
+_environment_path = None
+_finder_active = False
+_finder_tried = set()
+
+
+def _script_metadata(text):
+    """PEP 723: the `script` block's dependencies and requires-python, or
+    None without a block.  Raises ValueError when the block is malformed."""
+    blocks = [m for m in _METADATA_BLOCK.finditer(text) if m.group("type") == "script"]
+    if not blocks:
+        return None
+    if len(blocks) > 1:
+        raise ValueError("more than one '# /// script' block")
+    content = "".join(line[2:] if line.startswith("# ") else line[1:]
+                      for line in blocks[0].group("content").splitlines(keepends=True))
+    import tomllib
+    try:
+        data = tomllib.loads(content)
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"invalid TOML: {exc}") from None
+    dependencies = data.get("dependencies", [])
+    if not isinstance(dependencies, list) or not all(isinstance(d, str) for d in dependencies):
+        raise ValueError("'dependencies' must be a list of strings")
+    requires_python = data.get("requires-python")
+    if requires_python is not None and not isinstance(requires_python, str):
+        raise ValueError("'requires-python' must be a string")
+    return dependencies, requires_python
+
+
+def _catches_import_error(handler):
+    if handler.type is None:
+        return True
+    types_ = handler.type.elts if isinstance(handler.type, ast.Tuple) else [handler.type]
+    return any((isinstance(t, ast.Name) and t.id in _IMPORT_ERRORS) or
+               (isinstance(t, ast.Attribute) and t.attr in _IMPORT_ERRORS) for t in types_)
+
+
+def _imports(tree):
+    """Top-level names imported anywhere in the tree (functions, classes,
+    branches included): (required, optional), where optional ones appear only
+    inside a `try` that catches ImportError."""
+    required, optional = set(), set()
+    stack = [(tree, False)]
+    while stack:
+        node, guarded = stack.pop()
+        names = ()
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        for name in names:
+            (optional if guarded else required).add(name.partition(".")[0])
+        if isinstance(node, (ast.Try, ast.TryStar)):
+            inner = guarded or any(_catches_import_error(h) for h in node.handlers)
+            stack.extend((child, inner) for child in node.body)
+            stack.extend((child, guarded) for child in node.handlers + node.orelse + node.finalbody)
+        else:
+            stack.extend((child, guarded) for child in ast.iter_child_nodes(node))
+    return required, optional - required
+
+
+def _missing(name):
+    """Not in the standard library and not importable already."""
+    if name in sys.stdlib_module_names or name in sys.builtin_module_names or name == "__main__":
+        return False
+    try:
+        return importlib.machinery.PathFinder.find_spec(name) is None
+    except Exception:
+        return True
+
+
+def _ask_host(request):
+    data = json.dumps(request).encode()
+    while data:
+        data = data[os.write(_DEPENDENCIES_FD, data):]
+    answer = _read_all(_DEPENDENCIES_FD)
+    return json.loads(answer)
+
+
+def _request_environment():
+    """Asks the host for everything wanted so far; an error text or None."""
+    global _last_request, _environment_path
+    request = {key: (sorted(value) if isinstance(value, list) else value)
+               for key, value in _wanted.items()}
+    if request == _last_request:
+        return None
+    answer = _ask_host(request)
+    if not answer.get("ok"):
+        return answer.get("error") or "the packages could not be installed"
+    _last_request = request
+    path = answer.get("path")
+    if path and path != _environment_path:
+        if _environment_path in sys.path:
+            sys.path.remove(_environment_path)
+        sys.path.append(path)
+        _environment_path = path
+        importlib.invalidate_caches()
+    return None
+
+
+def _add_wanted(key, names):
+    for name in names:
+        if name not in _wanted[key]:
+            _wanted[key].append(name)
+
+
+def _prepare_dependencies(source, filename):
+    """Installs what the program needs before it runs; the install error
+    text, or None.  Code that does not compile is left to the compiler,
+    which reports it as the run's error."""
+    global _finder_active
+    try:
+        text = source.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    try:
+        script = _script_metadata(text)
+    except ValueError as exc:
+        return f"PEP 723 script metadata: {exc}"
+    if script is not None:
+        # Authoritative: the block lists everything, imports add nothing.
+        requirements, requires_python = script
+        _add_wanted("requirements", requirements)
+        if requires_python:
+            _wanted["requires_python"] = requires_python
+        _finder_active = False
+    else:
+        try:
+            tree = compile(source, filename, "exec", ast.PyCF_ONLY_AST | _TOP_LEVEL_AWAIT,
+                           dont_inherit=True)
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            return None
+        required, optional = _imports(tree)
+        _add_wanted("imports", sorted(name for name in required if _missing(name)))
+        _add_wanted("optional", sorted(name for name in optional if _missing(name)))
+        _finder_active = True
+    if not any(_wanted[key] for key in ("requirements", "imports", "optional", "requires_python")):
+        return None
+    return _request_environment()
+
+
+class _InstallingFinder:
+    """Last on sys.meta_path: a top-level import nothing else found (an
+    import the scan could not see, or one a package makes) is asked of the
+    host once, as an optional dependency."""
+
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        if (path is not None or not _finder_active or name in _finder_tried
+                or name in sys.stdlib_module_names):
+            return None
+        _finder_tried.add(name)
+        before = _environment_path
+        _add_wanted("optional", [name])
+        try:
+            if _request_environment() is not None or _environment_path == before:
+                return None
+        except Exception:
+            return None
+        return importlib.machinery.PathFinder.find_spec(name)
 
 
 def _install_event_loop_policy():
@@ -147,6 +326,10 @@ def _run(source, filename, options):
             linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)
         except UnicodeDecodeError:
             pass
+        if options.get("dependencies"):
+            failure = _prepare_dependencies(source, filename)
+            if failure is not None:
+                return "install-error", None, failure, 1, None, None
         body, tail = _compile(source, filename)
         if b"asyncio" in source or (body.co_flags | (tail.co_flags if tail else 0)) & _CO_COROUTINE:
             _install_event_loop_policy()
@@ -183,6 +366,7 @@ def main(channel):
     # CPython's WASI port defaults to 600; the guest's 8 MiB stack holds
     # native Python's 1000, and beyond the limit is a RecursionError.
     sys.setrecursionlimit(1000)
+    sys.meta_path.append(_InstallingFinder)
     first = True
     while True:
         request = _read_all(channel)

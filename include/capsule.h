@@ -193,6 +193,28 @@ enum { CAP_MOUNT_READ_ONLY = 1 };
 int cap_config_add_mount(cap_config *config, const char *host_path, const char *guest_path,
                          int flags, uint64_t quota_bytes, char *error);
 
+/* Packages.  When any source is configured, each run's imports (top-level
+ * and nested; a PEP 723 "# /// script" block instead, when present) are
+ * installed before the code runs: the host resolves them against the
+ * sources, in the order added, takes pure-Python distributions only,
+ * unpacks them into a read-only image and mounts it at
+ * /usr/local/lib/python3.11/site-packages.  The guest never reaches the
+ * sources itself.  A package that cannot be installed makes the result
+ * "install-error" (one line per package), and the code does not run.  Time
+ * spent installing does not count against the wall-clock limit.
+ * - a directory of wheels (*.whl);
+ * - a PEP 503/691 simple index ("https://pypi.org/simple/"); hashes it
+ *   gives are verified;
+ * - a site-packages directory of the host (Debian's
+ *   /usr/lib/python3/dist-packages): only the distributions asked for,
+ *   and their dependencies, are copied in.
+ * The cache directory keeps downloaded wheels and built environments
+ * across processes (default: none, environments are kept in memory). */
+int cap_config_add_wheel_directory(cap_config *config, const char *host_path, char *error);
+int cap_config_add_index_url(cap_config *config, const char *url, char *error);
+int cap_config_add_site_packages(cap_config *config, const char *host_path, char *error);
+int cap_config_set_package_cache(cap_config *config, const char *host_path, char *error);
+
 /* --- Sandboxes ---------------------------------------------------------- */
 
 int cap_sandbox_new(cap_config *config, cap_sandbox **out, char *error);
@@ -211,6 +233,9 @@ typedef struct cap_run_options {
     const char *globals_json; /* a JSON object: names bound in the program's globals first */
     int return_json;          /* non-zero: the return value as mcp-run-python gives it: a str
                                  as is, else JSON (indent 2), else repr() */
+    /* Called with a line of news while packages are resolved and installed
+     * ("resolving pypdf", "downloading x.whl"), on the calling thread. */
+    void (*on_progress)(void *userdata, const char *message);
 } cap_run_options;
 
 /* Runs `code` (Python source, any bytes) as the program `main.py`, in a

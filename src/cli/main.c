@@ -59,8 +59,26 @@ static void write_all(int fd, const char *data, size_t size) {
     }
 }
 
+/* Package installation news: one line on a terminal's stderr, rewritten
+ * in place and erased before the program's own output. */
+static int progress_shown;
+
+static void clear_progress(void) {
+    if (progress_shown) write_all(STDERR_FILENO, "\r\033[K", 4);
+    progress_shown = 0;
+}
+
+static void show_progress(void *userdata, const char *message) {
+    (void)userdata;
+    char line[512];
+    int n = snprintf(line, sizeof line, "\r\033[Kcapsule: %.400s", message);
+    write_all(STDERR_FILENO, line, (size_t)n);
+    progress_shown = 1;
+}
+
 static void stream_output(void *userdata, cap_stream stream, const char *data, size_t size) {
     (void)userdata;
+    clear_progress();
     write_all(stream == CAP_STDOUT ? STDOUT_FILENO : STDERR_FILENO, data, size);
 }
 
@@ -227,11 +245,13 @@ static int command_run(int argc, char **argv) {
         options.on_output = stream_output;
         options.traceback_to_stderr = 1;
     }
+    if (isatty(STDERR_FILENO)) options.on_progress = show_progress;
     cap_result *result = NULL;
     if (status == 0 && cap_sandbox_run(sandbox, code, code_size, &options, &result, error) != CAP_OK) {
         fprintf(stderr, "capsule: %s\n", error);
         status = 1;
     }
+    clear_progress();
     if (result) {
         if (json) {
             char *text = cap_result_to_json(result);

@@ -37,11 +37,18 @@ const char world_options_usage[] =
     "  --http-max SIZE      largest response body (default 8M)\n"
     "  --exec-resource GUEST_DIR=COMMAND  reading GUEST_DIR/NAME runs the host\n"
     "                       program COMMAND with NAME as its argument (no shell);\n"
-    "                       its stdout is the content (10 s, 8M at most)\n";
+    "                       its stdout is the content (10 s, 8M at most)\n"
+    "  --wheels DIR         install imported packages from the wheels in DIR (repeatable)\n"
+    "  --index-url URL      ... or from a PEP 503/691 simple index (repeatable)\n"
+    "  --site-packages DIR  ... or from a host site-packages directory, e.g.\n"
+    "                       /usr/lib/python3/dist-packages (pure-Python ones only)\n"
+    "  --package-cache DIR  downloaded wheels and built environments (default\n"
+    "                       ~/.cache/capsule when a package source is given)\n";
 
 static const char *const world_options[] = {
     "--config", "--mount", "--docs", "--output-dir", "--output", "--network", "--allow-url",
-    "--allow-host", "--http-timeout", "--http-max", "--exec-resource"};
+    "--allow-host", "--http-timeout", "--http-max", "--exec-resource", "--wheels", "--index-url",
+    "--site-packages", "--package-cache"};
 
 int is_world_option(const char *arg) {
     for (size_t i = 0; i < sizeof world_options / sizeof *world_options; i++)
@@ -130,7 +137,8 @@ static const char *string_member(const cJSON *object, const char *name, int *bad
 static int apply_config_file(cap_config *config, const char *path, file_settings *settings) {
     static const char *const keys[] = {"mounts", "docs", "output", "output_dir", "http",
                                        "allow_urls", "http_timeout", "http_max_bytes",
-                                       "exec_resources", NULL};
+                                       "exec_resources", "wheels", "index_urls", "site_packages",
+                                       "package_cache", NULL};
     char error[CAP_ERROR_SIZE] = "";
     size_t size;
     char *text = read_file(path, &size);
@@ -192,6 +200,22 @@ static int apply_config_file(cap_config *config, const char *path, file_settings
             rc = cap_config_add_resource_provider(config, entry->string, &provider,
                                                   entry->valuestring, error);
     }
+    /* Package sources, consulted in the order of the issue: wheels, indexes,
+     * host site-packages. */
+    static const char *const source_keys[] = {"wheels", "index_urls", "site_packages"};
+    for (int kind = 0; kind < 3; kind++) {
+        const cJSON *list = cJSON_GetObjectItemCaseSensitive(json, source_keys[kind]);
+        if (list && !cJSON_IsArray(list)) bad = 1;
+        cJSON_ArrayForEach(entry, list) {
+            if (!cJSON_IsString(entry)) bad = 1;
+            if (bad || rc != CAP_OK) continue;
+            rc = kind == 0   ? cap_config_add_wheel_directory(config, entry->valuestring, error)
+                 : kind == 1 ? cap_config_add_index_url(config, entry->valuestring, error)
+                             : cap_config_add_site_packages(config, entry->valuestring, error);
+            settings->package_sources++;
+        }
+    }
+    settings->package_cache = string_member(json, "package_cache", &bad);
     const cJSON *timeout = cJSON_GetObjectItemCaseSensitive(json, "http_timeout");
     const cJSON *max = cJSON_GetObjectItemCaseSensitive(json, "http_max_bytes");
     if ((timeout && !(cJSON_IsNumber(timeout) && timeout->valuedouble > 0)) ||
@@ -315,6 +339,18 @@ int parse_world_option(const char *arg, const char *value, cap_config *config,
             }
         } else if (strcmp(arg, "--output-dir") == 0) {
             world->output_dir = value;
+        } else if (strcmp(arg, "--package-cache") == 0) {
+            world->package_cache = value;
+        } else if (strcmp(arg, "--wheels") == 0 || strcmp(arg, "--index-url") == 0 ||
+                   strcmp(arg, "--site-packages") == 0) {
+            int rc = strcmp(arg, "--wheels") == 0 ? cap_config_add_wheel_directory(config, value, error)
+                     : strcmp(arg, "--index-url") == 0 ? cap_config_add_index_url(config, value, error)
+                                                       : cap_config_add_site_packages(config, value, error);
+            if (rc != CAP_OK) {
+                fprintf(stderr, "capsule: %s: %s\n", arg, error);
+                status = EXIT_USAGE;
+            }
+            world->package_sources++;
         }
     } while (0);
     return status ? -1 : 1;
@@ -322,6 +358,23 @@ int parse_world_option(const char *arg, const char *value, cap_config *config,
 
 int finish_world_options(cap_config *config, world_settings *world) {
     char error[CAP_ERROR_SIZE];
+    const char *cache = world->package_cache ? world->package_cache : world->settings.package_cache;
+    char default_cache[4096];
+    if (!cache && world->package_sources + world->settings.package_sources > 0) {
+        /* XDG's cache directory; without a home, no cache (in memory). */
+        const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+        if (xdg && xdg[0] == '/')
+            snprintf(default_cache, sizeof default_cache, "%s/capsule", xdg);
+        else if (home && home[0] == '/')
+            snprintf(default_cache, sizeof default_cache, "%s/.cache/capsule", home);
+        else
+            default_cache[0] = '\0';
+        if (default_cache[0] && cap_config_set_package_cache(config, default_cache, error) != CAP_OK)
+            fprintf(stderr, "capsule: warning: no package cache: %s\n", error);
+    } else if (cache && cap_config_set_package_cache(config, cache, error) != CAP_OK) {
+        fprintf(stderr, "capsule: %s\n", error);
+        return -1;
+    }
     if (cap_config_set_http_limits(config, world->http_timeout, (size_t)world->http_max, error) !=
         CAP_OK) {
         fprintf(stderr, "capsule: %s\n", error);

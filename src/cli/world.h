@@ -11,11 +11,15 @@ typedef struct file_settings {
     const char *output_dir;
     double http_timeout;
     uint64_t http_max;
+    const char *package_cache;
+    int package_sources;
 } file_settings;
 
 typedef struct world_settings {
     file_settings settings; /* from --config */
     const char *output_dir; /* --output-dir: where `run` writes artifacts */
+    const char *package_cache;
+    int package_sources;
     double http_timeout;
     uint64_t http_max;
 } world_settings;

@@ -471,6 +471,25 @@ static void send_log_line(call_state *call, cap_stream stream, const char *line,
     free(data);
 }
 
+/* Package installation news: progress (when asked) and an "info" log line. */
+static void on_progress(void *userdata, const char *message) {
+    call_state *call = userdata;
+    if (call->progress_token) {
+        cJSON *params = cJSON_CreateObject();
+        cJSON_AddItemToObject(params, "progressToken", cJSON_Duplicate(call->progress_token, 1));
+        cJSON_AddNumberToObject(params, "progress", ++call->progress);
+        cJSON_AddStringToObject(params, "message", message);
+        send_notification(call->to, "notifications/progress", params);
+    }
+    if (1 >= call->client->log_level) {
+        cJSON *params = cJSON_CreateObject();
+        cJSON_AddStringToObject(params, "level", "info");
+        cJSON_AddStringToObject(params, "logger", "capsule");
+        cJSON_AddStringToObject(params, "data", message);
+        send_notification(call->to, "notifications/message", params);
+    }
+}
+
 /* Output is forwarded while the code runs, a line at a time: as log
  * messages (stdout at "info", stderr at "warning") and, when the client
  * asked, as progress. */
@@ -575,6 +594,7 @@ static void run_code(mcp_server *server, mcp_client *client, const char *id, con
     cap_run_options options = {0};
     options.filename = "main.py";
     options.on_output = on_output;
+    options.on_progress = on_progress;
     options.userdata = &call;
     options.limits = server->limits;
     if (request->timeout_seconds > 0 &&

@@ -10,6 +10,8 @@
  *   zygote → host   'Y' ready (warm-up done) or 'X' start-up failed (text)
  *   host → worker   'Q' request: JSON header line, "\n", code bytes
  *   worker → host   'O' stdout bytes, 'E' stderr bytes, 'R' result (JSON)
+ *   worker → host   'D' dependencies wanted (JSON)    host → worker 'D' answer
+ *                       (JSON; the package image rides along as SCM_RIGHTS)
  */
 #ifndef CAP_FRAME_H
 #define CAP_FRAME_H

@@ -86,7 +86,15 @@ int http_fetch(const http_policy *policy, const char *url, buffer *body, char *m
         curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_data);
         curl_easy_setopt(curl, CURLOPT_WRITEDATA, &t);
         curl_easy_setopt(curl, CURLOPT_USERAGENT, "capsule");
+        struct curl_slist *headers = NULL;
+        if (policy->accept) {
+            char accept[512];
+            snprintf(accept, sizeof accept, "Accept: %s", policy->accept);
+            headers = curl_slist_append(NULL, accept);
+            curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
+        }
         CURLcode code = curl_easy_perform(curl);
+        curl_slist_free_all(headers);
         long status = 0;
         char *location = NULL;
         curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);

@@ -14,6 +14,7 @@ typedef struct http_policy {
     int allowed_count;
     double timeout_seconds;        /* whole transfer, redirects included */
     size_t max_bytes;              /* body size cap */
+    const char *accept;            /* an Accept header, or NULL */
 } http_policy;
 
 /* 1 if `url` lies under one of the allowed prefixes (a prefix matches only

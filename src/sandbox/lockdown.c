@@ -81,6 +81,9 @@ int lockdown_worker(void) {
         SCMP_SYS(getpid), SCMP_SYS(gettid),
         /* the per-run CPU limit is armed once the request arrives */
         SCMP_SYS(setitimer),
+        /* installed packages arrive as an image descriptor (SCM_RIGHTS)
+         * on the channel, the only socket a worker holds */
+        SCMP_SYS(recvmsg),
         SCMP_SYS(exit), SCMP_SYS(exit_group),
     };
     for (size_t i = 0; i < sizeof allowed / sizeof allowed[0] && !rc; i++)

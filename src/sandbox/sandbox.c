@@ -38,6 +38,7 @@
 #include "frame.h"
 #include "http.h"
 #include "zygote.h"
+#include "../deps/deps.h"
 
 #define STDLIB_GUEST_PATH "/usr/local/lib/python3.11"
 #define MAX_POOL 16
@@ -114,6 +115,7 @@ struct cap_config {
     uint64_t host_quota[MAX_HOST_MOUNTS]; /* bytes a writable mount may grow by */
     uint64_t host_used[MAX_HOST_MOUNTS];  /* growth so far (atomic: sandboxes share configs) */
     int host_mount_count;
+    deps_resolver *dependencies; /* NULL until a package source is added */
 };
 
 static char *default_stdlib_path(void) {
@@ -154,6 +156,7 @@ static void free_docs(cap_config *config) {
 }
 
 void cap_config_free(cap_config *config) {
+    if (config) deps_resolver_free(config->dependencies);
     if (!config) return;
     for (int i = 0; i < config->image_count; i++) {
         free(config->images[i].host_path);
@@ -559,6 +562,59 @@ struct cap_result {
     size_t dependency_count;
 };
 
+/* --- dependencies ------------------------------------------------------------ */
+
+static deps_resolver *dependencies_of(cap_config *config, char *error) {
+    if (!config->dependencies && !(config->dependencies = deps_resolver_new()))
+        set_error(error, "out of memory");
+    return config->dependencies;
+}
+
+static int add_package_source(cap_config *config, int kind, const char *location, char *error) {
+    if (!config || !location) {
+        set_error(error, "package source: missing argument");
+        return CAP_EINVAL;
+    }
+    deps_resolver *resolver = dependencies_of(config, error);
+    if (!resolver) return CAP_ENOMEM;
+    char message[DEPS_MESSAGE_SIZE] = "";
+    int rc = kind == 0   ? deps_add_wheel_directory(resolver, location, message)
+             : kind == 1 ? deps_add_index(resolver, location, message)
+                         : deps_add_site_packages(resolver, location, message);
+    if (rc) {
+        set_error(error, "%s", message);
+        return CAP_EINVAL;
+    }
+    return CAP_OK;
+}
+
+int cap_config_add_wheel_directory(cap_config *config, const char *host_path, char *error) {
+    return add_package_source(config, 0, host_path, error);
+}
+
+int cap_config_add_index_url(cap_config *config, const char *url, char *error) {
+    return add_package_source(config, 1, url, error);
+}
+
+int cap_config_add_site_packages(cap_config *config, const char *host_path, char *error) {
+    return add_package_source(config, 2, host_path, error);
+}
+
+int cap_config_set_package_cache(cap_config *config, const char *host_path, char *error) {
+    if (!config || !host_path) {
+        set_error(error, "cap_config_set_package_cache: missing argument");
+        return CAP_EINVAL;
+    }
+    deps_resolver *resolver = dependencies_of(config, error);
+    char message[DEPS_MESSAGE_SIZE] = "";
+    if (!resolver) return CAP_ENOMEM;
+    if (deps_set_cache_directory(resolver, host_path, message) != 0) {
+        set_error(error, "%s", message);
+        return CAP_EINVAL;
+    }
+    return CAP_OK;
+}
+
 /* --- sandboxes: the zygote and its workers -------------------------------- */
 
 typedef struct worker {
@@ -912,7 +968,7 @@ static int deliver_output(run_state *run, cap_stream stream, const char *data, s
 }
 
 static char *request_header(const cap_run_options *options, const cap_limits *limits,
-                            size_t code_size, int session) {
+                            size_t code_size, int session, int dependencies) {
     cJSON *header = cJSON_CreateObject();
     cJSON *limit_json = cJSON_AddObjectToObject(header, "limits");
     cJSON *files = cJSON_AddArrayToObject(header, "files");
@@ -926,6 +982,7 @@ static char *request_header(const cap_run_options *options, const cap_limits *li
     cJSON_AddBoolToObject(header, "session", session);
     cJSON_AddNumberToObject(header, "code_size", (double)code_size);
     cJSON_AddBoolToObject(header, "return_json", options->return_json);
+    cJSON_AddBoolToObject(header, "dependencies", dependencies);
     if (options->globals_json) {
         cJSON *globals = cJSON_Parse(options->globals_json);
         if (!cJSON_IsObject(globals)) {
@@ -998,6 +1055,8 @@ static void parse_result(cap_result *result, const char *payload, size_t size) {
         const cJSON *error_number = cJSON_GetObjectItemCaseSensitive(guest, "errno");
         int success = cJSON_IsString(status) && strcmp(status->valuestring, "success") == 0;
         result->status = success ? CAP_STATUS_SUCCESS : CAP_STATUS_RUN_ERROR;
+        if (cJSON_IsString(status) && strcmp(status->valuestring, "install-error") == 0)
+            result->status = CAP_STATUS_INSTALL_ERROR;
         result->exit_code = cJSON_IsNumber(code) ? code->valueint : (success ? 0 : 1);
         result->return_value = json_string(guest, "return_value");
         result->error = json_string(guest, "error");
@@ -1408,7 +1467,8 @@ static int answer_fetch(const cap_config *config, int fd, const char *payload, s
         http_policy policy = {config->allowed_urls, config->allowed_count,
                               timeout < left ? timeout : left,
                               config->http_max_bytes ? config->http_max_bytes
-                                                     : DEFAULT_HTTP_MAX_BYTES};
+                                                     : DEFAULT_HTTP_MAX_BYTES,
+                              NULL};
         const char *url = templated_url ? templated_url : config->resource_urls[index];
         rc = policy.timeout_seconds > 0 ? http_fetch(&policy, url, &body, message) : -ETIMEDOUT;
     }
@@ -1427,6 +1487,82 @@ static int answer_fetch(const cap_config *config, int fd, const char *payload, s
     buffer_free(&body);
     free(templated_url);
     return status;
+}
+
+/* --- dependencies: the worker asks, the host installs ------------------------------ */
+
+static char **json_strings(const cJSON *object, const char *name, size_t *count) {
+    const cJSON *array = cJSON_GetObjectItemCaseSensitive(object, name), *item;
+    *count = 0;
+    int size = cJSON_IsArray(array) ? cJSON_GetArraySize(array) : 0;
+    if (size <= 0 || size > 1000) return NULL;
+    char **strings = calloc((size_t)size, sizeof *strings);
+    cJSON_ArrayForEach(item, array) {
+        if (strings && cJSON_IsString(item) && strlen(item->valuestring) < 1024)
+            strings[(*count)++] = item->valuestring; /* borrowed from the JSON */
+    }
+    return strings;
+}
+
+typedef struct progress_relay {
+    const cap_run_options *options;
+} progress_relay;
+
+static void relay_progress(void *userdata, const char *message, double done, double total) {
+    const cap_run_options *options = ((progress_relay *)userdata)->options;
+    (void)done, (void)total;
+    if (options->on_progress) options->on_progress(options->userdata, message);
+}
+
+/* A 'D' frame: the runner's wanted packages (untrusted JSON: only lists of
+ * short strings are taken).  The answer is JSON, with the environment's
+ * image descriptor when something is installed.  Returns the seconds spent,
+ * which do not count against the run's wall-clock limit. */
+static double answer_dependencies(cap_config *config, int fd, const char *payload, size_t size,
+                                  const cap_run_options *options, cap_result *result) {
+    double started = now_seconds();
+    cJSON *wanted = cJSON_ParseWithLength(payload, size);
+    deps_request request = {0};
+    request.requirements = json_strings(wanted, "requirements", &request.requirement_count);
+    request.imports = json_strings(wanted, "imports", &request.import_count);
+    request.optional_imports = json_strings(wanted, "optional", &request.optional_count);
+    const cJSON *python = cJSON_GetObjectItemCaseSensitive(wanted, "requires_python");
+    if (cJSON_IsString(python) && strlen(python->valuestring) < 256)
+        request.requires_python = python->valuestring;
+    deps_environment environment;
+    char *message = NULL;
+    progress_relay relay = {options};
+    int rc = config->dependencies
+                 ? deps_prepare(config->dependencies, &request, relay_progress, &relay,
+                                &environment, &message)
+                 : -1;
+    cJSON *answer = cJSON_CreateObject();
+    cJSON_AddBoolToObject(answer, "ok", rc == 0);
+    if (rc == 0) {
+        cJSON_AddStringToObject(answer, "key", environment.key);
+        for (size_t i = 0; i < result->dependency_count; i++) free(result->dependencies[i]);
+        free(result->dependencies);
+        result->dependencies = environment.installed; /* the result takes them */
+        result->dependency_count = environment.installed_count;
+        environment.installed = NULL;
+        environment.installed_count = 0;
+    } else {
+        cJSON_AddStringToObject(answer, "error", message ? message : "no package sources");
+    }
+    char *text = cJSON_PrintUnformatted(answer);
+    if (text && rc == 0 && environment.fd >= 0)
+        frame_write_fd(fd, 'D', text, strlen(text), environment.fd);
+    else if (text)
+        frame_write(fd, 'D', text, strlen(text));
+    free(text);
+    cJSON_Delete(answer);
+    if (rc == 0) deps_environment_free(&environment);
+    free(message);
+    free(request.requirements);
+    free(request.imports);
+    free(request.optional_imports);
+    cJSON_Delete(wanted);
+    return now_seconds() - started;
 }
 
 /* The worker ended without a result: say why, from how it ended. */
@@ -1452,8 +1588,9 @@ static void classify_death(cap_result *result, int wait_status, const cap_limits
 }
 
 static int send_request(worker *w, const char *code, size_t code_size,
-                        const cap_run_options *options, const cap_limits *limits, int session) {
-    char *header = request_header(options, limits, code_size, session);
+                        const cap_run_options *options, const cap_limits *limits, int session,
+                        int dependencies) {
+    char *header = request_header(options, limits, code_size, session, dependencies);
     buffer request = {0};
     int rc = header ? 0 : -ENOMEM;
     if (!rc) rc = buffer_append(&request, header, strlen(header));
@@ -1539,7 +1676,9 @@ int cap_sandbox_run(cap_sandbox *sandbox, const char *code, size_t code_size,
     /* Armed before the worker can arm its CPU timer, so that with equal
      * limits the wall deadline always passes first. */
     double deadline = now_seconds() + limits.wall_seconds;
-    if (send_request(&w, code, code_size, options, &limits, options->session != NULL) != 0) {
+    int dependencies = deps_source_count(sandbox->config->dependencies) > 0;
+    if (send_request(&w, code, code_size, options, &limits, options->session != NULL,
+                     dependencies) != 0) {
         /* A pooled worker that died idle: the run goes to a new one. */
         worker_discard(&w);
         if (s) {
@@ -1550,7 +1689,7 @@ int cap_sandbox_run(cap_sandbox *sandbox, const char *code, size_t code_size,
         }
         int rc = spawn_worker(sandbox, &w, error);
         if (rc != CAP_OK) return rc;
-        if (send_request(&w, code, code_size, options, &limits, 0) != 0) {
+        if (send_request(&w, code, code_size, options, &limits, 0, dependencies) != 0) {
             worker_discard(&w);
             set_error(error, "cannot hand the run to a worker");
             return CAP_ERUNTIME;
@@ -1629,6 +1768,8 @@ int cap_sandbox_run(cap_sandbox *sandbox, const char *code, size_t code_size,
             answer_fetch(sandbox->config, w.fd, payload, size, deadline);
         } else if (type == 'W') {
             answer_store(sandbox->config, w.fd, payload, size);
+        } else if (type == 'D') {
+            deadline += answer_dependencies(sandbox->config, w.fd, payload, size, options, result);
         } else if (type == 'R') {
             parse_result(result, payload, size);
             finished = 2;

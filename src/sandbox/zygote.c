@@ -43,6 +43,9 @@
 #include "lockdown.h"
 
 #define CHANNEL_FD 4
+#define DEPENDENCIES_FD 5
+#define MAX_ENVIRONMENTS 16 /* environment mounts per worker (a session adds some) */
+#define MAX_DEPENDENCY_REQUEST (1u << 20)
 #define MAX_RESULT (64u << 20)
 #define WASM_PAGE 65536u
 #define MAX_ARTIFACT_FRAME (64u << 20) /* the host's budget for all artifacts of a run */
@@ -71,6 +74,11 @@ static struct {
     char *request;  /* what the runner reads: header line, code */
     size_t request_size, request_offset;
     buffer result;  /* the runner's JSON */
+    buffer dependency_request, dependency_reply; /* the runner's and ours (fd 5) */
+    size_t dependency_reply_offset;
+    char environment_key[65]; /* of the environment mounted last */
+    char environment_path[VFS_PATH_MAX];
+    int environment_count;
 } G = {.control_fd = -1, .channel_fd = -1};
 
 static void send_or_die(char type, const void *data, size_t size) {
@@ -81,7 +89,7 @@ static void send_or_die(char type, const void *data, size_t size) {
 
 typedef struct device {
     vfs_file base;
-    int kind; /* 0 stdin, 1 stdout, 2 stderr, 3 control channel */
+    int kind; /* 0 stdin, 1 stdout, 2 stderr, 3 control channel, 4 dependencies */
 } device;
 
 static void zygote_serve(void);
@@ -177,10 +185,86 @@ static int channel_read(void *data, size_t size, size_t *done) {
     return 0;
 }
 
+/* Dependencies: the runner writes its request (JSON) to fd 5, then reads
+ * the answer.  The first read sends the request to the host ('D'), which
+ * answers 'D' with JSON and, when packages were installed, the image's
+ * descriptor; it is mounted here, and the answer tells the runner where. */
+static void exchange_dependencies(void) {
+    buffer *reply = &G.dependency_reply;
+    buffer_free(reply);
+    G.dependency_reply_offset = 0;
+    send_or_die('D', G.dependency_request.data ? G.dependency_request.data : "",
+                G.dependency_request.size);
+    buffer_free(&G.dependency_request);
+    char type;
+    char *payload;
+    size_t size;
+    int fd = -1;
+    if (frame_read(G.channel_fd, &type, &payload, &size, FRAME_MAX, &fd) != 0) _exit(0);
+    cJSON *answer = type == 'D' ? cJSON_ParseWithLength(payload, size) : NULL;
+    free(payload);
+    const cJSON *key = cJSON_GetObjectItemCaseSensitive(answer, "key");
+    const char *failure = NULL;
+    if (!cJSON_IsObject(answer)) {
+        failure = "malformed answer from the host";
+    } else if (fd >= 0 && cJSON_IsString(key) && strlen(key->valuestring) < sizeof G.environment_key &&
+               strcmp(key->valuestring, G.environment_key) != 0) {
+        vfs_image *image = NULL;
+        const vfs_backend_ops *ops;
+        void *backend;
+        char path[VFS_PATH_MAX];
+        if (G.environment_count == 0)
+            snprintf(path, sizeof path, "%s", GUEST_SITE_PACKAGES);
+        else
+            snprintf(path, sizeof path, "%s-%d", GUEST_SITE_PACKAGES, G.environment_count + 1);
+        if (G.environment_count == MAX_ENVIRONMENTS) {
+            failure = "too many different package sets in one session";
+        } else if (vfs_image_open_fd(fd, &image) != 0) {
+            failure = "the host sent an unusable package image";
+        } else {
+            vfs_image_backend(image, &ops, &backend);
+            if (vfs_mount(G.fs, path, ops, backend, 1) != 0) {
+                failure = "cannot mount the installed packages";
+            } else {
+                G.environment_count++;
+                snprintf(G.environment_key, sizeof G.environment_key, "%s", key->valuestring);
+                snprintf(G.environment_path, sizeof G.environment_path, "%s", path);
+            }
+        }
+    }
+    if (fd >= 0) close(fd);
+    if (failure) {
+        cJSON_Delete(answer);
+        answer = cJSON_CreateObject();
+        cJSON_AddBoolToObject(answer, "ok", 0);
+        cJSON_AddStringToObject(answer, "error", failure);
+    } else if (G.environment_path[0]) {
+        cJSON_DeleteItemFromObjectCaseSensitive(answer, "path");
+        cJSON_AddStringToObject(answer, "path", G.environment_path);
+    }
+    char *text = answer ? cJSON_PrintUnformatted(answer) : NULL;
+    cJSON_Delete(answer);
+    if (!text || buffer_append(reply, text, strlen(text)) != 0) _exit(1);
+    free(text);
+}
+
+static int dependencies_read(void *data, size_t size, size_t *done) {
+    if (!G.is_worker) return -EBADF;
+    if (G.dependency_request.size) exchange_dependencies();
+    size_t left = G.dependency_reply.size - G.dependency_reply_offset;
+    *done = size < left ? size : left;
+    if (*done) memcpy(data, G.dependency_reply.data + G.dependency_reply_offset, *done);
+    G.dependency_reply_offset += *done;
+    return 0;
+}
+
 static int device_read(vfs_file *file, void *data, size_t size, uint64_t offset, size_t *done) {
     (void)offset;
     *done = 0;
-    return ((device *)file)->kind == 3 ? channel_read(data, size, done) : 0;
+    int kind = ((device *)file)->kind;
+    return kind == 3 ? channel_read(data, size, done)
+           : kind == 4 ? dependencies_read(data, size, done)
+                       : 0;
 }
 
 static int device_write(vfs_file *file, const void *data, size_t size, uint64_t offset,
@@ -191,6 +275,11 @@ static int device_write(vfs_file *file, const void *data, size_t size, uint64_t 
     if (d->kind == 3) {
         if (G.result.size + size > MAX_RESULT) return -EFBIG;
         return buffer_append(&G.result, data, size);
+    }
+    if (d->kind == 4) {
+        if (!G.is_worker) return -EBADF;
+        if (G.dependency_request.size + size > MAX_DEPENDENCY_REQUEST) return -EFBIG;
+        return buffer_append(&G.dependency_request, data, size);
     }
     if (!G.is_worker || size == 0) return 0; /* warm-up output is dropped */
     send_or_die(d->kind == 1 ? 'O' : 'E', data, size);
@@ -528,8 +617,8 @@ static int build_world(const zygote_world *world) {
     G.w = wasi_new(G.fs, &options);
     if (!G.w) return -ENOMEM;
 
-    vfs_file *files[4] = {0}, *root = NULL;
-    for (int kind = 0; kind < 4; kind++)
+    vfs_file *files[5] = {0}, *root = NULL;
+    for (int kind = 0; kind < 5; kind++)
         if (!(files[kind] = device_new(kind))) rc = -ENOMEM;
     if (rc == 0) rc = vfs_open(G.fs, "/", VFS_O_READ | VFS_O_DIRECTORY, &root);
     if (rc == 0) rc = wasi_install(G.w, 0, files[0], "/dev/stdin", 1, 0, 0);
@@ -537,7 +626,9 @@ static int build_world(const zygote_world *world) {
     if (rc == 0) rc = wasi_install(G.w, 2, files[2], "/dev/stderr", 0, 1, 0);
     if (rc == 0) rc = wasi_install(G.w, 3, root, "/", 1, 0, 1);
     if (rc == 0) rc = wasi_install(G.w, CHANNEL_FD, files[3], "/dev/capsule", 1, 1, 0);
-    for (int kind = 0; kind < 4; kind++) vfs_file_release(files[kind]);
+    if (rc == 0)
+        rc = wasi_install(G.w, DEPENDENCIES_FD, files[4], "/dev/capsule-dependencies", 1, 1, 0);
+    for (int kind = 0; kind < 5; kind++) vfs_file_release(files[kind]);
     vfs_file_release(root);
     return rc;
 }

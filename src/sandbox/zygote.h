@@ -16,6 +16,9 @@
  * ('F' frame: mount index byte, name; the host answers 'F': i32 errno, then
  * the body or a message). */
 #define GUEST_NETWORK_DIRECTORY "/network"
+/* Where installed packages appear (a read-only image per package set; a
+ * session that needs more gets SITE_PACKAGES-2, -3, ...). */
+#define GUEST_SITE_PACKAGES "/usr/local/lib/python3.11/site-packages"
 /* Default artifacts directory: files left there are returned with the
  * result ('A' frames before 'R': name, NUL, bytes). */
 #define GUEST_OUTPUT_DIRECTORY "/output"

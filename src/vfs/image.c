@@ -26,6 +26,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define IMAGE_MAGIC "CAPIMG01"
@@ -144,24 +145,13 @@ static int parse(vfs_image *image) {
     return check_tree(image);
 }
 
-int vfs_image_open(const char *host_path, vfs_image **out) {
-    int fd = open(host_path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return -errno;
-    struct stat st;
-    if (fstat(fd, &st) != 0 || st.st_size <= 0) {
-        close(fd);
-        return -EINVAL;
-    }
+static int map_image(int fd, size_t size, uint64_t mtime_ns, vfs_image **out) {
     vfs_image *image = calloc(1, sizeof *image);
-    if (!image) {
-        close(fd);
-        return -ENOMEM;
-    }
+    if (!image) return -ENOMEM;
     image->references = 1;
-    image->map_size = (size_t)st.st_size;
-    image->mtime_ns = (uint64_t)st.st_mtim.tv_sec * 1000000000u + (uint64_t)st.st_mtim.tv_nsec;
+    image->map_size = size;
+    image->mtime_ns = mtime_ns;
     image->map = mmap(NULL, image->map_size, PROT_READ, MAP_PRIVATE, fd, 0);
-    close(fd);
     if (image->map == MAP_FAILED) {
         free(image);
         return -ENOMEM;
@@ -174,6 +164,31 @@ int vfs_image_open(const char *host_path, vfs_image **out) {
     }
     *out = image;
     return 0;
+}
+
+int vfs_image_open(const char *host_path, vfs_image **out) {
+    int fd = open(host_path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -errno;
+    struct stat st;
+    int rc = fstat(fd, &st) != 0 || st.st_size <= 0
+                 ? -EINVAL
+                 : map_image(fd, (size_t)st.st_size,
+                             (uint64_t)st.st_mtim.tv_sec * 1000000000u +
+                                 (uint64_t)st.st_mtim.tv_nsec,
+                             out);
+    close(fd);
+    return rc;
+}
+
+/* Used by locked-down workers: lseek and clock_gettime, never fstat
+ * (glibc's fstat is newfstatat, a path call seccomp refuses). */
+int vfs_image_open_fd(int fd, vfs_image **out) {
+    off_t size = lseek(fd, 0, SEEK_END);
+    if (size <= 0) return -EINVAL;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    return map_image(fd, (size_t)size,
+                     (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec, out);
 }
 
 void vfs_image_retain(vfs_image *image) {

@@ -133,10 +133,26 @@ int vfs_memfs_put(void *memfs, const char *path, const void *data, size_t size);
 /* Read-only image built by tools/mkimage.py; shared, reference counted. */
 typedef struct vfs_image vfs_image;
 int vfs_image_open(const char *host_path, vfs_image **out);
+/* The same from an open descriptor (not closed: the mapping outlives it). */
+int vfs_image_open_fd(int fd, vfs_image **out);
 void vfs_image_retain(vfs_image *image);
 void vfs_image_release(vfs_image *image);
 /* A backend view of an image; destroying it releases one reference. */
 int vfs_image_backend(vfs_image *image, const vfs_backend_ops **ops, void **backend);
+
+/* Writes images (environments of installed packages, built by the host):
+ * files are added by relative path in any order, parent directories are
+ * implied, and the result is what vfs_image_open reads. */
+typedef struct vfs_image_builder vfs_image_builder;
+vfs_image_builder *vfs_image_builder_new(void);
+/* Copies `data`.  The path must be relative and plain ("a/b.py": no "",
+ * ".", ".." component, no NUL); a path added twice, or a file where a
+ * directory is (or the reverse), is -EEXIST. */
+int vfs_image_builder_add(vfs_image_builder *builder, const char *path, const void *data,
+                          size_t size);
+/* Writes the image to `fd` (at its current offset); 0 or -errno. */
+int vfs_image_builder_write(vfs_image_builder *builder, int fd);
+void vfs_image_builder_free(vfs_image_builder *builder);
 
 /* Read-only directory of named resources whose content `fetch` produces
  * on each open (malloc'd bytes into *data, or a negative errno).  A count

@@ -1,0 +1,454 @@
+"""Dependencies: imports and PEP 723 in, pure-Python packages installed by
+the host from wheel directories, a local PEP 503/691 index and Debian's
+site-packages.
+
+The wheels are built here, with zipfile, so every error path (native-only,
+conflicts, corrupt archives, "../" names, symbolic links, zip bombs, wrong
+hashes) has a real file behind it.  Guest code runs only through capsule.
+"""
+import base64
+import hashlib
+import http.server
+import io
+import json
+import os
+import threading
+import zipfile
+
+import pytest
+
+DIST_PACKAGES = "/usr/lib/python3/dist-packages"
+SITE = "/usr/local/lib/python3.11/site-packages"
+
+
+def make_wheel(directory, name, version, files, requires=(), tag="py3-none-any",
+               requires_python=None, extra_entries=()):
+    """Writes NAME-VERSION-TAG.whl with the files given, its METADATA, WHEEL
+    and RECORD; returns its path."""
+    info = f"{name}-{version}.dist-info"
+    metadata = [f"Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}"]
+    if requires_python:
+        metadata.append(f"Requires-Python: {requires_python}")
+    metadata += [f"Requires-Dist: {r}" for r in requires]
+    entries = dict(files)
+    entries[f"{info}/METADATA"] = "\n".join(metadata) + "\n\n"
+    entries[f"{info}/WHEEL"] = f"Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: {tag}\n"
+    record = []
+    for path, content in entries.items():
+        data = content.encode() if isinstance(content, str) else content
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append(f"{path},sha256={digest},{len(data)}")
+    entries[f"{info}/RECORD"] = "\n".join(record + [f"{info}/RECORD,,"]) + "\n"
+    path = os.path.join(directory, f"{name}-{version}-{tag}.whl")
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for entry, content in entries.items():
+            archive.writestr(entry, content)
+        for info_entry, content in extra_entries:
+            archive.writestr(info_entry, content)
+    return path
+
+
+def module(value):
+    return {"VALUE": value}
+
+
+@pytest.fixture(scope="session")
+def wheelhouse(tmp_path_factory):
+    d = str(tmp_path_factory.mktemp("wheelhouse"))
+    make_wheel(d, "capsule_demo", "1.0", {"capsule_demo/__init__.py": "VALUE = 'one'\n"})
+    make_wheel(d, "capsule_demo", "2.0", {"capsule_demo/__init__.py": "VALUE = 'two'\n"})
+    make_wheel(d, "capsule_demo", "3.0a1", {"capsule_demo/__init__.py": "VALUE = 'pre'\n"})
+    make_wheel(d, "demo_app", "1.0", {"demo_app.py": "import capsule_demo\nVALUE = capsule_demo.VALUE\n"},
+               requires=["capsule-demo<2", 'helper-lib; sys_platform != "wasi"',
+                         'extra_lib>=1; extra == "fancy"'])
+    make_wheel(d, "extra_lib", "1.0", {"extra_lib.py": "VALUE = 'extra'\n"})
+    make_wheel(d, "needs_new_demo", "1.0", {"needs_new_demo.py": ""}, requires=["capsule-demo>=2"])
+    make_wheel(d, "native_only", "1.0", {"native_only.py": ""},
+               tag="cp311-cp311-manylinux_2_17_x86_64")
+    make_wheel(d, "future_only", "1.0", {"future_only.py": ""}, requires_python=">=3.13")
+    make_wheel(d, "with_data", "1.0", {"with_data-1.0.data/purelib/with_data.py": "VALUE = 'data'\n",
+                                       "with_data-1.0.data/scripts/tool": "#!/bin/sh\n"})
+    make_wheel(d, "traversal_pkg", "1.0", {"traversal_pkg.py": ""},
+               extra_entries=[("../evil.py", "print('escaped')\n")])
+    link = zipfile.ZipInfo("symlink_pkg/passwd")
+    link.create_system = 3
+    link.external_attr = (0o120777 << 16)
+    make_wheel(d, "symlink_pkg", "1.0", {"symlink_pkg/__init__.py": ""},
+               extra_entries=[(link, "/etc/passwd")])
+    make_wheel(d, "bomb_pkg", "1.0", {"bomb_pkg/__init__.py": "",
+                                      "bomb_pkg/zeros.bin": b"\0" * (64 << 20)})
+    with open(os.path.join(d, "corrupt_pkg-1.0-py3-none-any.whl"), "wb") as f:
+        f.write(b"PK\x03\x04 this is not a zip archive" * 10)
+    return d
+
+
+class Index:
+    """A PEP 503 (HTML) and PEP 691 (JSON) simple index on loopback."""
+
+    def __init__(self, root):
+        self.root = root
+        self.projects = {}  # normalized name -> [(filename, sha256 given)]
+        self.json_projects = set()
+        self.downloads = []
+
+    def add(self, wheel, sha256=None, json_api=False):
+        name = os.path.basename(wheel).split("-")[0].replace("_", "-").lower()
+        with open(wheel, "rb") as f:
+            data = f.read()
+        os.makedirs(os.path.join(self.root, "files"), exist_ok=True)
+        with open(os.path.join(self.root, "files", os.path.basename(wheel)), "wb") as f:
+            f.write(data)
+        given = sha256 if sha256 is not None else hashlib.sha256(data).hexdigest()
+        self.projects.setdefault(name, []).append((os.path.basename(wheel), given))
+        if json_api:
+            self.json_projects.add(name)
+
+    def page(self, name, accept):
+        files = self.projects.get(name)
+        if files is None:
+            return None, None
+        if name in self.json_projects and "application/vnd.pypi.simple.v1+json" in accept:
+            body = {"meta": {"api-version": "1.0"}, "name": name,
+                    "files": [{"filename": f, "url": f"../../files/{f}", "hashes": {"sha256": h}}
+                              for f, h in files]}
+            return json.dumps(body).encode(), "application/vnd.pypi.simple.v1+json"
+        links = "".join(f'<a href="../../files/{f}#sha256={h}">{f}</a><br>\n' for f, h in files)
+        return f"<!DOCTYPE html><html><body>{links}</body></html>".encode(), "text/html"
+
+
+@pytest.fixture(scope="session")
+def index(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("index"))
+    built = str(tmp_path_factory.mktemp("index-wheels"))
+    state = Index(root)
+    state.add(make_wheel(built, "idx_pkg", "1.0", {"idx_pkg.py": "VALUE = 'from the index'\n"},
+                         requires=["idx-dep"]))
+    state.add(make_wheel(built, "idx_dep", "0.5", {"idx_dep.py": "VALUE = 'dep'\n"}), json_api=True)
+    state.add(make_wheel(built, "bad_hash", "1.0", {"bad_hash.py": ""}), sha256="0" * 64)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            parts = [p for p in self.path.split("?")[0].split("/") if p]
+            if len(parts) == 2 and parts[0] == "simple":
+                body, kind = state.page(parts[1], self.headers.get("Accept", ""))
+            elif len(parts) == 2 and parts[0] == "files":
+                state.downloads.append(parts[1])
+                try:
+                    with open(os.path.join(root, "files", os.path.basename(parts[1])), "rb") as f:
+                        body, kind = f.read(), "application/octet-stream"
+                except OSError:
+                    body, kind = None, None
+            else:
+                body, kind = None, None
+            if body is None:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    state.url = f"http://127.0.0.1:{server.server_address[1]}/simple/"
+    yield state
+    server.shutdown()
+
+
+def run(capsule, tmp_path, code, *sources, **kwargs):
+    return capsule.json(code, "--package-cache", str(tmp_path / "cache"), *sources, **kwargs)
+
+
+# --- detection and installation -------------------------------------------------------
+
+def test_an_import_installs_the_highest_stable_version(capsule, wheelhouse, tmp_path):
+    result = run(capsule, tmp_path, "import capsule_demo\nprint(capsule_demo.VALUE)",
+                 "--wheels", wheelhouse)
+    assert result["status"] == "success", result
+    assert result["stdout"] == "two\n"
+    assert result["dependencies"] == ["capsule_demo==2.0"]
+
+
+def test_nested_and_from_imports_are_found(capsule, wheelhouse, tmp_path):
+    code = ("def later():\n"
+            "    if True:\n"
+            "        from extra_lib import VALUE\n"
+            "        return VALUE\n"
+            "class C:\n"
+            "    def m(self):\n"
+            "        import with_data\n"
+            "        return with_data.VALUE\n"
+            "print(later(), C().m())")
+    result = run(capsule, tmp_path, code, "--wheels", wheelhouse)
+    assert result["status"] == "success", result
+    assert result["stdout"] == "extra data\n"
+    assert result["dependencies"] == ["extra_lib==1.0", "with_data==1.0"]
+
+
+def test_stdlib_imports_install_nothing(capsule, wheelhouse, tmp_path):
+    result = run(capsule, tmp_path, "import json, os.path, xml.etree.ElementTree\nfrom collections import abc",
+                 "--wheels", wheelhouse)
+    assert result["status"] == "success", result
+    assert result["dependencies"] == []
+
+
+def test_pep723_block_is_authoritative(capsule, wheelhouse, tmp_path):
+    pinned = ("# /// script\n# requires-python = \">=3.10\"\n# dependencies = [\"capsule-demo<2\"]\n# ///\n"
+              "import capsule_demo\nprint(capsule_demo.VALUE)")
+    result = run(capsule, tmp_path, pinned, "--wheels", wheelhouse)
+    assert result["status"] == "success", result
+    assert (result["stdout"], result["dependencies"]) == ("one\n", ["capsule_demo==1.0"])
+    # Imports outside the block are not installed when a block exists.
+    empty = "# /// script\n# dependencies = []\n# ///\nimport capsule_demo"
+    result = run(capsule, tmp_path, empty, "--wheels", wheelhouse)
+    assert result["status"] == "run-error"
+    assert "ModuleNotFoundError" in result["error"]
+
+
+def test_markers_and_extras_are_evaluated_for_the_sandbox(capsule, wheelhouse, tmp_path):
+    code = ("# /// script\n# dependencies = [\"demo_app[fancy]\"]\n# ///\n"
+            "import demo_app, extra_lib\nprint(demo_app.VALUE, extra_lib.VALUE)")
+    result = run(capsule, tmp_path, code, "--wheels", wheelhouse)
+    assert result["status"] == "success", result
+    assert result["stdout"] == "one extra\n"
+    # helper-lib is only for sys_platform != "wasi": not wanted, not missing.
+    assert result["dependencies"] == ["capsule_demo==1.0", "demo_app==1.0", "extra_lib==1.0"]
+
+
+def test_prereleases_only_when_asked_for(capsule, wheelhouse, tmp_path):
+    code = ("# /// script\n# dependencies = [\"capsule-demo>=3.0a1\"]\n# ///\n"
+            "import capsule_demo\nprint(capsule_demo.VALUE)")
+    result = run(capsule, tmp_path, code, "--wheels", wheelhouse)
+    assert (result["status"], result["stdout"]) == ("success", "pre\n"), result
+
+
+def test_a_syntax_error_is_a_run_error_not_an_install_error(capsule, wheelhouse, tmp_path):
+    result = run(capsule, tmp_path, "import capsule_demo\ndef broken(:\n", "--wheels", wheelhouse)
+    assert result["status"] == "run-error", result
+    assert "SyntaxError" in result["error"]
+    assert result["dependencies"] == []
+
+
+def test_optional_imports_that_nobody_has_are_skipped(capsule, wheelhouse, tmp_path):
+    code = ("try:\n    import no_such_dist_anywhere\nexcept ImportError:\n    fallback = True\n"
+            "print('ran', fallback)")
+    result = run(capsule, tmp_path, code, "--wheels", wheelhouse)
+    assert (result["status"], result["stdout"]) == ("success", "ran True\n"), result
+
+
+def test_imports_the_scan_cannot_see_are_installed_on_import(capsule, wheelhouse, tmp_path):
+    code = "import importlib\nprint(importlib.import_module('capsule' + '_demo').VALUE)"
+    result = run(capsule, tmp_path, code, "--wheels", wheelhouse)
+    assert (result["status"], result["stdout"]) == ("success", "two\n"), result
+    assert result["dependencies"] == ["capsule_demo==2.0"]
+
+
+def test_the_environment_is_read_only_and_holds_only_what_was_asked(capsule, wheelhouse, tmp_path):
+    code = (f"import os, capsule_demo\nprint(sorted(os.listdir({SITE!r})))\n"
+            f"open({SITE!r} + '/capsule_demo/__init__.py', 'w')")
+    result = run(capsule, tmp_path, code, "--wheels", wheelhouse)
+    assert result["status"] == "run-error"
+    assert result["stdout"] == "['capsule_demo', 'capsule_demo-2.0.dist-info']\n"
+    assert "Read-only file system" in result["error"] or "OSError" in result["error"]
+
+
+def test_data_scripts_are_not_installed(capsule, wheelhouse, tmp_path):
+    code = f"import os, with_data\nprint(sorted(os.listdir({SITE!r})))"
+    result = run(capsule, tmp_path, code, "--wheels", wheelhouse)
+    assert result["stdout"] == "['with_data-1.0.dist-info', 'with_data.py']\n", result
+
+
+# --- what stays denied ---------------------------------------------------------------------
+
+def test_without_a_source_nothing_is_installed(capsule, wheelhouse):
+    result = capsule.json("import capsule_demo")
+    assert result["status"] == "run-error"
+    assert "ModuleNotFoundError" in result["error"]
+    assert result["dependencies"] == []
+
+
+def test_the_sandbox_cannot_see_the_sources(capsule, wheelhouse, tmp_path):
+    code = (f"import os\nfor p in ({wheelhouse!r}, {DIST_PACKAGES!r}, {str(tmp_path / 'cache')!r}):\n"
+            "    print(os.path.exists(p))")
+    result = run(capsule, tmp_path, code, "--wheels", wheelhouse, "--site-packages", DIST_PACKAGES)
+    assert result["stdout"] == "False\nFalse\nFalse\n", result
+
+
+# --- install errors: one line per package, and the code does not run -------------------------
+
+@pytest.mark.parametrize("package, reason", [
+    ("no_such_dist_anywhere", "not found in any package source"),
+    ("native_only", "only platform-specific wheels"),
+    ("corrupt_pkg", "not a valid wheel"),
+    ("traversal_pkg", "unsafe wheel"),
+    ("symlink_pkg", "symbolic link"),
+    ("bomb_pkg", "zip bomb"),
+    ("future_only", "requires Python >=3.13"),
+])
+def test_install_errors(capsule, wheelhouse, tmp_path, package, reason):
+    result = run(capsule, tmp_path, f"print('the code ran')\nimport {package}", "--wheels", wheelhouse)
+    assert result["status"] == "install-error", result
+    assert result["stdout"] == ""
+    lines = result["error"].splitlines()
+    assert len(lines) == 1 and lines[0].startswith(package + ":") and reason in lines[0], lines
+
+
+def test_a_conflict_is_an_install_error(capsule, wheelhouse, tmp_path):
+    code = "# /// script\n# dependencies = [\"demo_app\", \"needs_new_demo\"]\n# ///\nprint('ran')"
+    result = run(capsule, tmp_path, code, "--wheels", wheelhouse)
+    assert result["status"] == "install-error", result
+    assert "capsule-demo" in result["error"] and "conflict" in result["error"]
+    assert result["stdout"] == ""
+
+
+def test_each_failed_package_gets_its_own_line(capsule, wheelhouse, tmp_path):
+    code = "import capsule_demo, no_such_one, native_only, no_such_two"
+    result = run(capsule, tmp_path, code, "--wheels", wheelhouse)
+    assert result["status"] == "install-error"
+    lines = sorted(result["error"].splitlines())
+    assert [line.split(":")[0] for line in lines] == ["native_only", "no_such_one", "no_such_two"]
+
+
+def test_malformed_pep723_metadata_is_an_install_error(capsule, wheelhouse, tmp_path):
+    code = "# /// script\n# dependencies = [\"a\"\n# ///\nprint('ran')"
+    result = run(capsule, tmp_path, code, "--wheels", wheelhouse)
+    assert result["status"] == "install-error"
+    assert "PEP 723" in result["error"] and result["stdout"] == ""
+    bad = run(capsule, tmp_path, "# /// script\n# dependencies = [\"x @ https://h/x.whl\"]\n# ///\n",
+              "--wheels", wheelhouse)
+    assert bad["status"] == "install-error" and "direct references" in bad["error"]
+
+
+def test_python_version_of_pep723_is_checked(capsule, wheelhouse, tmp_path):
+    code = "# /// script\n# requires-python = \">=3.12\"\n# ///\nprint('ran')"
+    result = run(capsule, tmp_path, code, "--wheels", wheelhouse)
+    assert result["status"] == "install-error" and "3.12" in result["error"], result
+
+
+def test_bad_source_options_are_usage_errors(capsule, tmp_path):
+    missing = capsule.run("--wheels", str(tmp_path / "nowhere"), code="pass")
+    assert missing.returncode == 2 and b"not a directory" in missing.stderr
+    ftp = capsule.run("--index-url", "ftp://example.com/simple", code="pass")
+    assert ftp.returncode == 2 and b"http" in ftp.stderr
+
+
+# --- an index on loopback --------------------------------------------------------------------
+
+def test_an_index_installs_with_hashes_checked_and_caches(capsule, index, tmp_path):
+    code = "import idx_pkg, idx_dep\nprint(idx_pkg.VALUE, idx_dep.VALUE)"
+    before = len(index.downloads)
+    result = run(capsule, tmp_path, code, "--index-url", index.url)
+    assert result["status"] == "success", result
+    assert result["stdout"] == "from the index dep\n"
+    assert result["dependencies"] == ["idx_dep==0.5", "idx_pkg==1.0"]
+    assert len(index.downloads) == before + 2
+    # Same cache directory, another process: nothing is downloaded again.
+    again = run(capsule, tmp_path, code, "--index-url", index.url)
+    assert again["stdout"] == "from the index dep\n"
+    assert len(index.downloads) == before + 2
+
+
+def test_a_wrong_hash_from_the_index_is_an_install_error(capsule, index, tmp_path):
+    result = run(capsule, tmp_path, "import bad_hash", "--index-url", index.url)
+    assert result["status"] == "install-error"
+    assert result["error"].startswith("bad_hash:") and "hash mismatch" in result["error"]
+
+
+def test_sources_are_tried_in_order(capsule, index, wheelhouse, tmp_path):
+    result = run(capsule, tmp_path, "import capsule_demo, idx_pkg\nprint(capsule_demo.VALUE)",
+                 "--wheels", wheelhouse, "--index-url", index.url)
+    assert result["status"] == "success", result
+    assert "capsule_demo==2.0" in result["dependencies"] and "idx_pkg==1.0" in result["dependencies"]
+
+
+def test_an_unreachable_index_is_an_install_error(capsule, tmp_path):
+    result = run(capsule, tmp_path, "import anything_at_all",
+                 "--index-url", "http://127.0.0.1:9/simple/")
+    assert result["status"] == "install-error"
+    assert result["error"].startswith("anything_at_all:") and "index" in result["error"]
+
+
+# --- Debian's pure-Python packages from the host's dist-packages ------------------------------
+
+def minimal_pdf(text):
+    """A one-page PDF showing `text`, with a correct cross-reference table."""
+    stream = f"BT /F1 24 Tf 72 720 Td ({text}) Tj ET".encode()
+    objects = [b"<< /Type /Catalog /Pages 2 0 R >>",
+               b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+               b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+               b"/Resources << /Font << /F1 5 0 R >> >> >>",
+               b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
+               b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
+    out = io.BytesIO()
+    out.write(b"%PDF-1.4\n")
+    offsets = []
+    for number, body in enumerate(objects, 1):
+        offsets.append(out.tell())
+        out.write(b"%d 0 obj\n" % number + body + b"\nendobj\n")
+    xref = out.tell()
+    out.write(b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1))
+    for offset in offsets:
+        out.write(b"%010d 00000 n \n" % offset)
+    out.write(b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n"
+              % (len(objects) + 1, xref))
+    return out.getvalue()
+
+
+@pytest.fixture
+def dist_packages(capsule, tmp_path):
+    def run_with(code, *args):
+        return run(capsule, tmp_path, code, "--site-packages", DIST_PACKAGES, *args, timeout=300)
+    return run_with
+
+
+def test_debian_pypdf_reads_a_pdf(dist_packages, tmp_path):
+    pdf = tmp_path / "hello.pdf"
+    pdf.write_bytes(minimal_pdf("Hello from capsule"))
+    code = ("import pypdf\nreader = pypdf.PdfReader('hello.pdf')\n"
+            "print(len(reader.pages), reader.pages[0].extract_text().strip())")
+    result = dist_packages(code, "--file", f"hello.pdf={pdf}")
+    assert result["status"] == "success", result
+    assert result["stdout"] == "1 Hello from capsule\n"
+    assert result["dependencies"] == ["pypdf==3.4.1"]
+
+
+def test_debian_openpyxl_writes_then_reads_a_workbook(dist_packages):
+    code = ("import openpyxl\nbook = openpyxl.Workbook()\nsheet = book.active\n"
+            "sheet.append(['city', 'people'])\nsheet.append(['Lyon', 522250])\n"
+            "book.save('/output/cities.xlsx')\n"
+            "again = openpyxl.load_workbook('/output/cities.xlsx')\n"
+            "print([[c.value for c in row] for row in again.active.iter_rows()])")
+    result = dist_packages(code)
+    assert result["status"] == "success", result
+    assert result["stdout"] == "[['city', 'people'], ['Lyon', 522250]]\n"
+    # Debian's metadata omits et_xmlfile; openpyxl's own import installs it.
+    names = [d.split("==")[0] for d in result["dependencies"]]
+    assert names == ["et-xmlfile", "openpyxl"], result["dependencies"]
+    assert [a["name"] for a in result["artifacts"]] == ["cities.xlsx"]
+
+
+def test_debian_markdown_renders(dist_packages):
+    result = dist_packages("import markdown\nprint(markdown.markdown('# Title\\n\\n*hi*'))")
+    assert result["status"] == "success", result
+    assert result["stdout"] == "<h1>Title</h1>\n<p><em>hi</em></p>\n"
+    assert result["dependencies"] == ["Markdown==3.4.1"]
+
+
+def test_debian_beautifulsoup_parses(dist_packages):
+    code = ("from bs4 import BeautifulSoup\nsoup = BeautifulSoup('<p class=a>x</p><p>y</p>', 'html.parser')\n"
+            "print([p.text for p in soup.find_all('p')], soup.select_one('p.a').text)")
+    result = dist_packages(code)
+    assert result["status"] == "success", result
+    assert result["stdout"] == "['x', 'y'] x\n"
+    assert "beautifulsoup4==4.11.2" in result["dependencies"]
+
+
+def test_native_host_packages_are_refused(dist_packages):
+    result = dist_packages("import yaml")
+    assert result["status"] == "install-error", result
+    assert result["error"].startswith("PyYAML:") and "native extension" in result["error"]
