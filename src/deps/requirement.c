@@ -456,7 +456,7 @@ static int marker_comparison(marker_parser *m, int *result) {
     if (marker_value(m, left, sizeof left, &left_extra) != 0) return -1;
     for (int i = 0; i < 8 && !op[0]; i++)
         if (strncmp(m->p, operators[i], strlen(operators[i])) == 0) {
-            snprintf(op, sizeof op, "%s", operators[i]);
+            memcpy(op, operators[i], strlen(operators[i]) + 1);
             m->p += strlen(operators[i]);
             skip_space(m);
         }

@@ -1532,7 +1532,8 @@ static double answer_dependencies(cap_config *config, int fd, const char *payloa
     deps_environment environment;
     char *message = NULL;
     progress_relay relay = {options};
-    int rc = config->dependencies
+    int rc = !cJSON_IsObject(wanted) ? (message = strdup("malformed request"), -1)
+             : config->dependencies
                  ? deps_prepare(config->dependencies, &request, relay_progress, &relay,
                                 &environment, &message)
                  : -1;

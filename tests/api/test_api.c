@@ -578,6 +578,54 @@ static void artifacts_come_back_with_the_result(void **state) {
     assert_int_equal(cap_session_close(sandbox, "artifacts", error), CAP_OK);
 }
 
+/* Packages from Debian's dist-packages: installed before the run, listed
+ * in the result; a second identical request is answered from memory. */
+static void count_progress(void *userdata, const char *message) {
+    (void)message;
+    (*(int *)userdata)++;
+}
+
+static void packages_are_installed_from_host_site_packages(void **state) {
+    (void)state;
+    char error[CAP_ERROR_SIZE];
+    cap_config *own = cap_config_new();
+    cap_sandbox *s = NULL;
+    assert_int_equal(cap_config_set_stdlib(own, "build/stdlib.img", error), CAP_OK);
+    assert_int_equal(cap_config_add_wheel_directory(own, "/nonexistent/wheels", error), CAP_EINVAL);
+    assert_non_null(strstr(error, "not a directory"));
+    assert_int_equal(cap_config_add_index_url(own, "file:///etc", error), CAP_EINVAL);
+    assert_int_equal(cap_config_add_site_packages(own, "/usr/lib/python3/dist-packages", error),
+                     CAP_OK);
+    assert_int_equal(cap_sandbox_new(own, &s, error), CAP_OK);
+    const char *code = "import markdown\nmarkdown.markdown('*x*')";
+    for (int round = 0; round < 2; round++) {
+        int progress = 0;
+        cap_run_options options = {0};
+        options.capture = 1;
+        options.on_progress = count_progress;
+        options.userdata = &progress;
+        cap_result *result = NULL;
+        assert_int_equal(cap_sandbox_run(s, code, strlen(code), &options, &result, error), CAP_OK);
+        assert_int_equal(cap_result_status(result), CAP_STATUS_SUCCESS);
+        assert_string_equal(cap_result_return_value(result), "'<p><em>x</em></p>'");
+        assert_int_equal(cap_result_dependency_count(result), 1);
+        assert_string_equal(cap_result_dependency(result, 0), "Markdown==3.4.1");
+        assert_null(cap_result_dependency(result, 1));
+        if (round == 0) assert_true(progress > 0);
+        else assert_int_equal(progress, 0); /* remembered: nothing resolved again */
+        cap_result_free(result);
+    }
+    cap_result *result = run(s, "print('not run')\nimport yaml", NULL);
+    assert_int_equal(cap_result_status(result), CAP_STATUS_INSTALL_ERROR);
+    assert_non_null(strstr(cap_result_error(result), "PyYAML: "));
+    size_t size;
+    cap_result_stdout(result, &size);
+    assert_int_equal(size, 0);
+    cap_result_free(result);
+    cap_sandbox_free(s);
+    cap_config_free(own);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(fresh_runs_share_nothing),
@@ -595,6 +643,7 @@ int main(void) {
         cmocka_unit_test(resource_provider_serves_reads_and_reports_failures),
         cmocka_unit_test(resource_provider_consumes_writes),
         cmocka_unit_test(artifacts_come_back_with_the_result),
+        cmocka_unit_test(packages_are_installed_from_host_site_packages),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

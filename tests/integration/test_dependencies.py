@@ -452,3 +452,82 @@ def test_native_host_packages_are_refused(dist_packages):
     result = dist_packages("import yaml")
     assert result["status"] == "install-error", result
     assert result["error"].startswith("PyYAML:") and "native extension" in result["error"]
+
+
+# --- the guest's side of the channel is untrusted ------------------------------------------
+
+def test_garbage_on_the_dependency_channel_is_refused(capsule, wheelhouse, tmp_path):
+    code = ("import os, json\n"
+            "def ask(data):\n"
+            "    os.write(5, data)\n"
+            "    out = b''\n"
+            "    while chunk := os.read(5, 65536):\n"
+            "        out += chunk\n"
+            "    return json.loads(out)\n"
+            "print(ask(b'not json')['ok'])\n"
+            "print(ask(json.dumps({'imports': ['../../etc/passwd', 'x' * 5000, 7]}).encode()))\n"
+            "import errno\n"
+            "try:\n"
+            "    os.write(5, b' ' * (2 << 20))\n"
+            "except OSError as e:\n"
+            "    print('refused', e.errno == errno.EFBIG)\n"
+            "answer = ask(json.dumps({'requirements': ['capsule-demo==1.0']}).encode())\n"
+            "print(answer['ok'], answer['path'])\n"
+            "print(open(answer['path'] + '/capsule_demo/__init__.py').read().strip())")
+    result = run(capsule, tmp_path, code, "--wheels", wheelhouse)
+    assert result["status"] == "success", result
+    lines = result["stdout"].splitlines()
+    assert lines[0] == "False"
+    assert "not a valid distribution name" in lines[1] or "not found" in lines[1]
+    assert lines[2:] == ["refused True", f"True {SITE}", "VALUE = 'one'"]
+
+
+def test_the_channel_without_sources_installs_nothing(capsule):
+    code = ("import os\nos.write(5, b'{\"requirements\": [\"anything\"]}')\n"
+            "print(os.read(5, 1000))")
+    result = capsule.json(code)
+    assert result["status"] == "success", result
+    assert b"no package sources" in eval(result["stdout"])
+    assert result["dependencies"] == []
+
+
+# --- the MCP server ----------------------------------------------------------------------
+
+def test_mcp_reports_dependencies_progress_and_keeps_them_in_a_session(capsule, wheelhouse, tmp_path):
+    from test_mcp import Stdio
+    server = Stdio(capsule.binary, "--wheels", wheelhouse, "--package-cache", str(tmp_path / "cache"))
+    try:
+        server.send({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                     "params": {"name": "run_python_code", "_meta": {"progressToken": "p1"},
+                                "arguments": {"python_code": "import capsule_demo\ncapsule_demo.VALUE"}}})
+        notifications = []
+        while True:
+            message = json.loads(server.lines.get(timeout=120))
+            if "method" not in message:
+                break
+            notifications.append(message)
+        result = message["result"]
+        assert result["structuredContent"]["dependencies"] == ["capsule_demo==2.0"]
+        assert '<dependencies>["capsule_demo==2.0"]</dependencies>' in result["content"][0]["text"]
+        progress = [n["params"].get("message", "") for n in notifications
+                    if n["method"] == "notifications/progress"]
+        assert any(m.startswith("resolving capsule_demo") for m in progress), progress
+
+        failed = server.request("tools/call", {"name": "run_python_code",
+                                               "arguments": {"python_code": "import native_only"}}, 2)
+        assert failed["result"]["structuredContent"]["status"] == "install-error"
+        assert "<status>install-error</status>" in failed["result"]["content"][0]["text"]
+
+        # A session adds packages run after run; what it imported stays.
+        session = {"session_id": "s1"}
+        first = server.request("tools/call", {"name": "run_python_code", "arguments": {
+            "python_code": "import capsule_demo", **session}}, 3)
+        assert first["result"]["structuredContent"]["status"] == "success", first
+        second = server.request("tools/call", {"name": "run_python_code", "arguments": {
+            "python_code": "import extra_lib\n(capsule_demo.VALUE, extra_lib.VALUE)", **session}}, 4)
+        structured = second["result"]["structuredContent"]
+        assert structured["status"] == "success", second
+        assert structured["dependencies"] == ["capsule_demo==2.0", "extra_lib==1.0"]
+        assert json.loads(structured["return_value"]) == ["two", "extra"]
+    finally:
+        server.close()
