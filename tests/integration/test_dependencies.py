@@ -531,3 +531,53 @@ def test_mcp_reports_dependencies_progress_and_keeps_them_in_a_session(capsule, 
         assert json.loads(structured["return_value"]) == ["two", "extra"]
     finally:
         server.close()
+
+
+# --- the CLI --------------------------------------------------------------------------------
+
+def test_progress_goes_to_a_terminal_and_is_erased(capsule, wheelhouse, tmp_path):
+    import select
+    import subprocess
+    master, slave = os.openpty()
+    try:
+        completed = subprocess.run(
+            [str(capsule.binary), "run", "--package-cache", str(tmp_path / "cache"),
+             "--wheels", wheelhouse, "-c", "import capsule_demo; print(capsule_demo.VALUE)"],
+            stdout=subprocess.PIPE, stderr=slave, timeout=120,
+            env={**os.environ, "ASAN_OPTIONS": "detect_leaks=1"})
+        os.close(slave)
+        slave = None
+        seen = b""
+        while select.select([master], [], [], 1)[0]:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        if slave is not None:
+            os.close(slave)
+        os.close(master)
+    assert completed.returncode == 0 and completed.stdout == b"two\n"
+    assert b"capsule: resolving capsule_demo" in seen, seen
+    assert seen.endswith(b"\r\x1b[K"), seen
+    # Not a terminal: no progress at all.
+    plain = capsule.run("--package-cache", str(tmp_path / "cache2"), "--wheels", wheelhouse,
+                        code="import capsule_demo")
+    assert plain.returncode == 0 and plain.stderr == b""
+
+
+def test_sources_from_a_config_file(capsule, wheelhouse, tmp_path):
+    config = tmp_path / "capsule.json"
+    config.write_text(json.dumps({"wheels": [wheelhouse], "site_packages": [DIST_PACKAGES],
+                                  "package_cache": str(tmp_path / "cache")}))
+    result = capsule.json("import capsule_demo, markdown\nprint(capsule_demo.VALUE)",
+                          "--config", str(config))
+    assert result["status"] == "success", result
+    assert result["dependencies"] == ["capsule_demo==2.0", "Markdown==3.4.1"]
+    assert (tmp_path / "cache" / "environments").is_dir()
+    config.write_text(json.dumps({"wheels": wheelhouse}))
+    bad = capsule.run("--config", str(config), code="pass")
+    assert bad.returncode != 0 and b"malformed" in bad.stderr
