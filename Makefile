@@ -92,8 +92,8 @@ $(BUILD)/capsule-asan: $(patsubst %.c,$(BUILD)/asan/%.o,$(LIBRARY_SOURCES) $(CLI
 	$(CC) $(SANITIZE) -o $@ $^ $(LDLIBS)
 
 # --- tests -------------------------------------------------------------------
-UNIT_SOURCES := src/wasi/wasi.c src/vfs/vfs.c src/vfs/memfs.c src/vfs/image.c src/vfs/device.c src/vfs/resource.c src/vfs/hostfs.c \
-                src/sandbox/buffer.c
+UNIT_SOURCES := src/wasi/wasi.c src/vfs/vfs.c src/vfs/memfs.c src/vfs/image.c src/vfs/image_writer.c src/vfs/device.c \
+                src/vfs/resource.c src/vfs/hostfs.c src/sandbox/buffer.c src/deps/requirement.c
 
 $(BUILD)/test_unit: tests/unit/test_unit.c $(UNIT_SOURCES) $(HEADERS) $(BUILD)/stdlib.img
 	@mkdir -p $(BUILD)

@@ -223,6 +223,7 @@ static void exchange_dependencies(void) {
             failure = "the host sent an unusable package image";
         } else {
             vfs_image_backend(image, &ops, &backend);
+            vfs_image_release(image); /* the backend holds its own reference */
             if (vfs_mount(G.fs, path, ops, backend, 1) != 0) {
                 failure = "cannot mount the installed packages";
             } else {

@@ -130,7 +130,8 @@ static int write_all(int fd, const void *data, size_t size) {
 }
 
 int vfs_image_builder_write(vfs_image_builder *builder, int fd) {
-    qsort(builder->entries, builder->count, sizeof *builder->entries, entry_order);
+    if (builder->count)
+        qsort(builder->entries, builder->count, sizeof *builder->entries, entry_order);
     /* Drop the repeated implied directories; any other repeat is a clash. */
     size_t kept = 0;
     for (size_t i = 0; i < builder->count; i++) {
