@@ -149,6 +149,8 @@ def _missing(name):
     """Not in the standard library and not importable already."""
     if name in sys.stdlib_module_names or name in sys.builtin_module_names or name == "__main__":
         return False
+    if os.path.exists(name + ".py") or os.path.isdir(name):
+        return False  # the program's own module, in the working directory
     try:
         return importlib.machinery.PathFinder.find_spec(name) is None
     except Exception:

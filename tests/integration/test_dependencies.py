@@ -581,3 +581,12 @@ def test_sources_from_a_config_file(capsule, wheelhouse, tmp_path):
     config.write_text(json.dumps({"wheels": wheelhouse}))
     bad = capsule.run("--config", str(config), code="pass")
     assert bad.returncode != 0 and b"malformed" in bad.stderr
+
+
+def test_the_programs_own_modules_are_not_packages(capsule, wheelhouse, tmp_path):
+    helper = tmp_path / "helper.py"
+    helper.write_text("VALUE = 'mine'\n")
+    code = "import sys\nsys.path.insert(0, '.')\nimport helper\nprint(helper.VALUE)"
+    result = run(capsule, tmp_path, code, "--wheels", wheelhouse, "--file", f"helper.py={helper}")
+    assert (result["status"], result["stdout"]) == ("success", "mine\n"), result
+    assert result["dependencies"] == []
