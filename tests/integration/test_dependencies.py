@@ -89,6 +89,7 @@ class Index:
         self.root = root
         self.projects = {}  # normalized name -> [(filename, sha256 given)]
         self.json_projects = set()
+        self.raw_pages = {}  # normalized name -> (body, content type), served as is
         self.downloads = []
 
     def add(self, wheel, sha256=None, json_api=False):
@@ -104,6 +105,8 @@ class Index:
             self.json_projects.add(name)
 
     def page(self, name, accept):
+        if name in self.raw_pages:
+            return self.raw_pages[name]
         files = self.projects.get(name)
         if files is None:
             return None, None
@@ -125,6 +128,19 @@ def index(tmp_path_factory):
                          requires=["idx-dep"]))
     state.add(make_wheel(built, "idx_dep", "0.5", {"idx_dep.py": "VALUE = 'dep'\n"}), json_api=True)
     state.add(make_wheel(built, "bad_hash", "1.0", {"bad_hash.py": ""}), sha256="0" * 64)
+    # Pages no index should serve: the host must shrug, not crash.
+    state.raw_pages = {
+        "broken-html": (b'<a href="../../files/x-1.0-py3-none-any.whl<a href=\'<a href= <a'
+                        b' data-yanked href=../../files/broken_html-1.0-py3-none-any.whl>'
+                        b'broken_html-1.0-py3-none-any.whl' + b"&amp;" * 5000, "text/html"),
+        "broken-json": (json.dumps({"files": [{"filename": 7, "url": None},
+                                              {"filename": "broken_json-1.0-py3-none-any.whl",
+                                               "url": {"no": 1}, "hashes": "x"},
+                                              "text", None]}).encode(),
+                        "application/vnd.pypi.simple.v1+json"),
+        "not-a-list": (b'{"files": "nope"}', "application/vnd.pypi.simple.v1+json"),
+        "binary-junk": (bytes(range(256)) * 64, "text/html"),
+    }
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
@@ -590,3 +606,10 @@ def test_the_programs_own_modules_are_not_packages(capsule, wheelhouse, tmp_path
     result = run(capsule, tmp_path, code, "--wheels", wheelhouse, "--file", f"helper.py={helper}")
     assert (result["status"], result["stdout"]) == ("success", "mine\n"), result
     assert result["dependencies"] == []
+
+
+@pytest.mark.parametrize("package", ["broken_html", "broken_json", "not_a_list", "binary_junk"])
+def test_malformed_index_pages_are_install_errors(capsule, index, tmp_path, package):
+    result = run(capsule, tmp_path, f"import {package}", "--index-url", index.url)
+    assert result["status"] == "install-error", result
+    assert result["error"].startswith(package + ":")
