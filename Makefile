@@ -159,13 +159,24 @@ $(BUILD)/fuzz/wasm-rt-impl.o: $(WASM2C_RUNTIME)/wasm-rt-impl.c
 $(BUILD)/fuzz_wasi: $(FUZZ_SOURCES) $(HEADERS) $(BUILD)/fuzz/wasm-rt-impl.o
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $(FUZZ_SOURCES) $(BUILD)/fuzz/wasm-rt-impl.o
 
+# What the host reads of packages: wheels (libzip), METADATA, PEP 440/508 text.
+PACKAGES_FUZZ_SOURCES := tests/fuzz/fuzz_packages.c src/deps/wheel.c src/deps/requirement.c \
+                         src/vfs/image.c src/vfs/image_writer.c
+$(BUILD)/fuzz_packages: $(PACKAGES_FUZZ_SOURCES) $(HEADERS)
+	@mkdir -p $(BUILD)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $(PACKAGES_FUZZ_SOURCES) -lzip
+
 # Needs $(BUILD)/stdlib.img (`make build`), but never rebuilds the guest for it.
-fuzz: $(BUILD)/fuzz_wasi
+fuzz: $(BUILD)/fuzz_wasi $(BUILD)/fuzz_packages
 	@test -f $(BUILD)/stdlib.img || { echo "make fuzz: $(BUILD)/stdlib.img is missing: run make build" >&2; exit 1; }
 	@mkdir -p $(BUILD)/fuzz-corpus $(BUILD)/fuzz-artifacts
 	$(BUILD)/fuzz_wasi -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -timeout=30 \
 	    -print_final_stats=1 -artifact_prefix=$(BUILD)/fuzz-artifacts/ \
 	    $(BUILD)/fuzz-corpus tests/fuzz/seeds
+	@mkdir -p $(BUILD)/fuzz-packages-corpus
+	$(BUILD)/fuzz_packages -max_total_time=$$(( $(FUZZ_SECONDS) / 2 )) -rss_limit_mb=2048 -timeout=30 \
+	    -print_final_stats=1 -artifact_prefix=$(BUILD)/fuzz-artifacts/ \
+	    $(BUILD)/fuzz-packages-corpus tests/fuzz/seeds-packages
 
 # The isolation benchmark: the library API only, linked like the CLI.
 LIBRARY_OBJECTS = $(patsubst %.c,$(BUILD)/obj/%.o,$(LIBRARY_SOURCES)) $(BUILD)/obj/wasm-rt-impl.o $(BUILD)/runtime/python.o

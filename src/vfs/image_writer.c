@@ -173,11 +173,8 @@ int vfs_image_builder_write(vfs_image_builder *builder, int fd) {
     while (depth) subtree_end[stack[--depth]] = count;
     free(stack);
 
-    uint64_t strings_size = 0, data_size = 0;
-    for (size_t i = 0; i < kept; i++) {
-        strings_size += builder->entries[i].path_length;
-        data_size += builder->entries[i].size;
-    }
+    uint64_t strings_size = 0;
+    for (size_t i = 0; i < kept; i++) strings_size += builder->entries[i].path_length;
     uint64_t table_end = HEADER_SIZE + (uint64_t)ENTRY_SIZE * count;
     uint64_t data_start = table_end + strings_size;
     size_t head_size = (size_t)data_start;
