@@ -93,19 +93,25 @@ $(BUILD)/capsule-asan: $(patsubst %.c,$(BUILD)/asan/%.o,$(LIBRARY_SOURCES) $(CLI
 
 # --- tests -------------------------------------------------------------------
 UNIT_SOURCES := src/wasi/wasi.c src/vfs/vfs.c src/vfs/memfs.c src/vfs/image.c src/vfs/image_writer.c src/vfs/device.c \
-                src/vfs/resource.c src/vfs/hostfs.c src/sandbox/buffer.c src/deps/requirement.c
+                src/vfs/resource.c src/vfs/hostfs.c src/sandbox/buffer.c
 
 $(BUILD)/test_unit: tests/unit/test_unit.c $(UNIT_SOURCES) $(HEADERS) $(BUILD)/stdlib.img
 	@mkdir -p $(BUILD)
 	$(CC) $(CFLAGS) $(SANITIZE) $(CHECKED_DEFINES) -o $@ tests/unit/test_unit.c $(UNIT_SOURCES) $(BUILD)/asan/wasm-rt-impl.o -lcmocka $(LDLIBS)
+
+# PEP 440/508 on their own (expected answers are the `packaging` library's).
+$(BUILD)/test_requirement: tests/unit/test_requirement.c src/deps/requirement.c src/deps/requirement.h
+	@mkdir -p $(BUILD)
+	$(CC) $(CFLAGS) $(SANITIZE) -o $@ tests/unit/test_requirement.c src/deps/requirement.c -lcmocka
 
 # The API end to end, under ASan/UBSan with the bounds-checked guest.
 LIBRARY_ASAN_OBJECTS = $(patsubst %.c,$(BUILD)/asan/%.o,$(LIBRARY_SOURCES)) $(BUILD)/asan/wasm-rt-impl.o $(BUILD)/runtime/python-checked.o
 $(BUILD)/test_api: tests/api/test_api.c $(LIBRARY_ASAN_OBJECTS)
 	$(CC) $(CFLAGS) $(SANITIZE) -o $@ $< $(LIBRARY_ASAN_OBJECTS) -lcmocka $(LDLIBS)
 
-unit-test: deps $(BUILD)/asan/wasm-rt-impl.o $(BUILD)/test_unit
+unit-test: deps $(BUILD)/asan/wasm-rt-impl.o $(BUILD)/test_unit $(BUILD)/test_requirement
 	$(BUILD)/test_unit
+	$(BUILD)/test_requirement
 
 integration-test: build $(BUILD)/capsule-asan
 	$(HOST_PYTHON) -m pytest -q tests/integration
@@ -129,8 +135,9 @@ regression-test: build
 # parallel), then runs the suites one after another.
 test: deps
 	$(MAKE) -j2 $(BUILD)/capsule $(BUILD)/capsule-asan $(BUILD)/stdlib.img $(BUILD)/asan/wasm-rt-impl.o
-	$(MAKE) $(BUILD)/test_unit $(BUILD)/test_api
+	$(MAKE) $(BUILD)/test_unit $(BUILD)/test_api $(BUILD)/test_requirement
 	$(BUILD)/test_unit
+	$(BUILD)/test_requirement
 	$(BUILD)/test_api
 	$(BUILD)/capsule check
 	$(MAKE) fuzz FUZZ_SECONDS=60

@@ -248,6 +248,36 @@ class _InstallingFinder:
         return importlib.machinery.PathFinder.find_spec(name)
 
 
+def _compile_environment(root, output):
+    """Host-requested, before any program runs in this worker: compiles
+    every module of a freshly installed environment to hash-checked .pyc
+    (valid while the source is unchanged, whatever the mtimes) under
+    `output`, whence the host adds them to the environment's image.  Only
+    compile() runs here; nothing of the packages is executed."""
+    import importlib.util
+    from importlib._bootstrap_external import _code_to_hash_pyc
+    compiled = 0
+    for directory, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if d != "__pycache__"]
+        for name in filenames:
+            if not name.endswith(".py"):
+                continue
+            path = os.path.join(directory, name)
+            try:
+                with open(path, "rb") as f:
+                    source = f.read()
+                code = compile(source, path, "exec", dont_inherit=True)
+            except (SyntaxError, ValueError, OSError, RecursionError, MemoryError):
+                continue  # the import will say what is wrong
+            data = _code_to_hash_pyc(code, importlib.util.source_hash(source), True)
+            target = os.path.join(output, os.path.relpath(importlib.util.cache_from_source(path), root))
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            with open(target, "wb") as f:
+                f.write(data)
+            compiled += 1
+    return "success", str(compiled), None, 0, None, None
+
+
 def _install_event_loop_policy():
     """asyncio's selector loop wakes itself through a socketpair, which WASI
     does not have.  One thread and no signals means nothing else can wake
@@ -382,7 +412,11 @@ def main(channel):
         filename = options.get("filename", "main.py")
         os.chdir(options.get("cwd", "/"))
 
-        status, value, error, exit_code, exception, errno = _run(source, filename, options)
+        if options.get("compile_environment"):
+            status, value, error, exit_code, exception, errno = _compile_environment(
+                options["compile_environment"], options["output"])
+        else:
+            status, value, error, exit_code, exception, errno = _run(source, filename, options)
 
         for stream in (sys.stdout, sys.stderr):
             try:

@@ -43,6 +43,7 @@
 #define MAX_QUEUE 4096
 #define MAX_MEMO 64
 #define MAX_RESTARTS 4
+#define MAX_UNFINISHED 8 /* environments waiting for their bytecode */
 #define MAX_WHEEL_BYTES (256u << 20)
 #define MAX_PAGE_BYTES (16u << 20)
 #define MAX_INSTALLED_FILES 20000
@@ -82,6 +83,11 @@ struct deps_resolver {
     size_t http_max_bytes;
     memo_entry memo[MAX_MEMO];
     int memo_count, memo_next;
+    struct unfinished {
+        char key[65];
+        vfs_image_builder *builder; /* the environment's files, kept to add bytecode */
+    } unfinished[MAX_UNFINISHED];
+    int unfinished_count;
 };
 
 /* Import names that differ from the distribution's name. */
@@ -190,6 +196,8 @@ void deps_resolver_free(deps_resolver *resolver) {
         free(resolver->memo[i].request);
         deps_environment_free(&resolver->memo[i].environment);
     }
+    for (int i = 0; i < resolver->unfinished_count; i++)
+        vfs_image_builder_free(resolver->unfinished[i].builder);
     free(resolver->cache_directory);
     pthread_mutex_destroy(&resolver->lock);
     free(resolver);
@@ -1331,26 +1339,28 @@ static int build_environment(resolution *r, deps_environment *out, char *message
         if (unpacked) fail(r, ch->c.name, "%s", reason);
     }
     if (rc == 0) {
-        /* An empty directory still makes a valid image. */
-        if (cached[0]) {
-            char temporary[PATH_MAX];
-            snprintf(temporary, sizeof temporary, "%s/environments/.build-XXXXXX",
-                     r->resolver->cache_directory);
-            int fd = mkstemp(temporary);
-            rc = fd < 0 ? -errno : vfs_image_builder_write(builder, fd);
-            if (fd >= 0) close(fd);
-            if (rc == 0 && rename(temporary, cached) != 0) rc = -errno;
-            if (rc) unlink(temporary);
-            out->fd = rc == 0 ? open(cached, O_RDONLY | O_CLOEXEC) : -1;
-        } else {
-            out->fd = open_sealed(builder);
-        }
+        /* In memory for now; the cache gets the image with bytecode
+         * (deps_finish_environment).  An empty one is still an image. */
+        out->fd = open_sealed(builder);
         if (out->fd < 0) {
-            sayf(message, "cannot write the environment: %s",
-                 strerror(rc ? -rc : out->fd < 0 ? -out->fd : EIO));
+            sayf(message, "cannot write the environment: %s", strerror(-out->fd));
             out->fd = -1;
             rc = -1;
         }
+    }
+    if (rc == 0 && r->chosen_count > 0) {
+        deps_resolver *resolver = r->resolver;
+        if (resolver->unfinished_count == MAX_UNFINISHED) { /* forget the oldest */
+            vfs_image_builder_free(resolver->unfinished[0].builder);
+            memmove(resolver->unfinished, resolver->unfinished + 1,
+                    (MAX_UNFINISHED - 1) * sizeof *resolver->unfinished);
+            resolver->unfinished_count--;
+        }
+        struct unfinished *slot = &resolver->unfinished[resolver->unfinished_count++];
+        memcpy(slot->key, out->key, sizeof slot->key);
+        slot->builder = builder;
+        builder = NULL;
+        out->needs_bytecode = 1;
     }
     vfs_image_builder_free(builder);
     return rc;
@@ -1390,6 +1400,7 @@ static int copy_environment(const deps_environment *from, deps_environment *to) 
     memset(to, 0, sizeof *to);
     to->fd = from->fd >= 0 ? fcntl(from->fd, F_DUPFD_CLOEXEC, 0) : -1;
     memcpy(to->key, from->key, sizeof to->key);
+    to->needs_bytecode = 0; /* only the one that built it compiles it */
     for (size_t i = 0; i < from->installed_count; i++)
         if (push_string(&to->installed, &to->installed_count, from->installed[i]) != 0) return -1;
     return from->fd >= 0 && to->fd < 0 ? -1 : 0;
@@ -1486,4 +1497,73 @@ int deps_prepare(deps_resolver *resolver, const deps_request *request, deps_prog
     free(key);
     if (rc != 0 && !*message) *message = strdup("out of memory");
     return rc == 0 ? 0 : -1;
+}
+
+/* A compiled module's path: NAME/__pycache__/MODULE.TAG.pyc, nothing else,
+ * so compiled output can only add bytecode beside sources. */
+static int is_bytecode_path(const char *path) {
+    const char *cache = strstr(path, "__pycache__/");
+    return cache && (cache == path || cache[-1] == '/') && has_suffix(path, ".pyc") &&
+           !strchr(cache + 12, '/');
+}
+
+int deps_finish_environment(deps_resolver *resolver, deps_environment *environment,
+                            const deps_file *files, size_t count, char *message) {
+    pthread_mutex_lock(&resolver->lock);
+    int index = -1, rc = 0;
+    for (int i = 0; i < resolver->unfinished_count; i++)
+        if (strcmp(resolver->unfinished[i].key, environment->key) == 0) index = i;
+    vfs_image_builder *builder = index >= 0 ? resolver->unfinished[index].builder : NULL;
+    if (index >= 0) {
+        memmove(resolver->unfinished + index, resolver->unfinished + index + 1,
+                (size_t)(resolver->unfinished_count - index - 1) * sizeof *resolver->unfinished);
+        resolver->unfinished_count--;
+    }
+    environment->needs_bytecode = 0;
+    for (size_t i = 0; builder && rc == 0 && i < count; i++)
+        if (!is_bytecode_path(files[i].path) ||
+            vfs_image_builder_add(builder, files[i].path, files[i].data, files[i].size) != 0) {
+            sayf(message, "unusable compiled file %.300s", files[i].path);
+            rc = -1;
+        }
+    /* Without bytecode (none given, or refused) the sources alone are kept. */
+    int fd = -1;
+    char cached[PATH_MAX] = "";
+    if (builder && rc != 0) {
+        vfs_image_builder_free(builder);
+        builder = NULL;
+    }
+    if (builder && resolver->cache_directory) {
+        char temporary[PATH_MAX];
+        snprintf(cached, sizeof cached, "%s/environments/%s.img", resolver->cache_directory,
+                 environment->key);
+        snprintf(temporary, sizeof temporary, "%s/environments/.build-XXXXXX",
+                 resolver->cache_directory);
+        int out = mkstemp(temporary);
+        int written = out < 0 ? -errno : vfs_image_builder_write(builder, out);
+        if (out >= 0) close(out);
+        if (written == 0 && rename(temporary, cached) != 0) written = -errno;
+        if (written) unlink(temporary);
+        fd = written == 0 ? open(cached, O_RDONLY | O_CLOEXEC) : -1;
+    } else if (builder) {
+        fd = open_sealed(builder);
+    }
+    int attempted = builder != NULL;
+    vfs_image_builder_free(builder);
+    if (fd >= 0) {
+        /* Everyone who remembers this environment gets the compiled one. */
+        for (int i = 0; i < resolver->memo_count; i++) {
+            deps_environment *known = &resolver->memo[i].environment;
+            if (strcmp(known->key, environment->key) != 0 || known->fd < 0) continue;
+            close(known->fd);
+            known->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+        }
+        if (environment->fd >= 0) close(environment->fd);
+        environment->fd = fd;
+    } else if (attempted) {
+        sayf(message, "cannot write the environment with bytecode");
+        rc = -1;
+    }
+    pthread_mutex_unlock(&resolver->lock);
+    return rc;
 }

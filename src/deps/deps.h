@@ -52,6 +52,7 @@ typedef struct deps_environment {
     char key[65];       /* sha256 of what is in it: equal keys, equal content */
     char **installed;   /* "name==version", sorted */
     size_t installed_count;
+    int needs_bytecode; /* built just now, without .pyc: see deps_finish_environment */
 } deps_environment;
 
 /* Resolves and installs; thread-safe (one resolution at a time per
@@ -60,6 +61,20 @@ typedef struct deps_environment {
 int deps_prepare(deps_resolver *resolver, const deps_request *request, deps_progress_fn progress,
                  void *userdata, deps_environment *out, char **message);
 void deps_environment_free(deps_environment *environment);
+
+/* A freshly built environment has sources only.  Its caller compiles them
+ * (in a sandbox: the host runs no Python) and hands back the .pyc files,
+ * paths relative to site-packages, each under a __pycache__ directory; the
+ * environment's image is then replaced by one with them, in the cache and
+ * in memory, and environment->fd with it.  With no files (compiling
+ * failed) the environment is kept as it is.  0, or -1 with a message. */
+typedef struct deps_file {
+    const char *path;
+    const unsigned char *data;
+    size_t size;
+} deps_file;
+int deps_finish_environment(deps_resolver *resolver, deps_environment *environment,
+                            const deps_file *files, size_t count, char *message);
 
 /* --- wheels (wheel.c) -------------------------------------------------------- */
 

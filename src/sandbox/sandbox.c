@@ -65,6 +65,8 @@
 #define MAX_DOCS 256
 #define MAX_DOC_BYTES (16u << 20)
 #define MAX_ARTIFACT_BYTES (64u << 20) /* all artifacts of one run together */
+#define COMPILE_SECONDS 120.0 /* compiling a new environment's modules to bytecode */
+#define COMPILE_DISK (1ull << 30)
 #define TRUNCATION_MARKER "\n[capsule: output truncated]\n"
 
 static void set_error(char *error, const char *format, ...) {
@@ -1514,12 +1516,92 @@ static void relay_progress(void *userdata, const char *message, double done, dou
     if (options->on_progress) options->on_progress(options->userdata, message);
 }
 
+/* The request that makes a fresh worker compile the environment mounted
+ * with it (the runner's _compile_environment): trusted code only, before
+ * any program has run in that worker. */
+static char *compile_header(const cap_config *config) {
+    cJSON *header = cJSON_CreateObject();
+    cJSON *limits = cJSON_AddObjectToObject(header, "limits");
+    if (!header || !limits || !cJSON_AddArrayToObject(header, "files")) {
+        cJSON_Delete(header);
+        return NULL;
+    }
+    cJSON_AddStringToObject(header, "filename", "compile");
+    cJSON_AddStringToObject(header, "cwd", GUEST_WORK_DIRECTORY);
+    cJSON_AddNumberToObject(header, "code_size", 0);
+    cJSON_AddStringToObject(header, "compile_environment", GUEST_SITE_PACKAGES);
+    cJSON_AddStringToObject(header, "output", config->output_directory ? config->output_directory
+                                                                       : GUEST_OUTPUT_DIRECTORY);
+    cJSON_AddNumberToObject(limits, "cpu_seconds", COMPILE_SECONDS);
+    cJSON_AddNumberToObject(limits, "memory_bytes", (double)DEFAULT_MEMORY);
+    cJSON_AddNumberToObject(limits, "disk_bytes", (double)COMPILE_DISK);
+    char *text = cJSON_PrintUnformatted(header);
+    cJSON_Delete(header);
+    return text;
+}
+
+/* Gives a freshly built environment its bytecode: a fresh worker mounts
+ * it, compiles every module, and returns the .pyc files as artifacts,
+ * which deps_finish_environment adds to the image.  Any failure only
+ * leaves the environment without bytecode (imports compile from source). */
+static void compile_environment(cap_sandbox *sandbox, deps_environment *environment,
+                                const cap_run_options *options) {
+    if (options->on_progress) options->on_progress(options->userdata, "compiling the packages");
+    cap_result *compiled = calloc(1, sizeof *compiled);
+    worker w;
+    int ok = 0;
+    if (compiled && take_worker(sandbox, &w, NULL) == CAP_OK) {
+        char *header = compile_header(sandbox->config);
+        buffer request = {0};
+        int rc = header ? buffer_append(&request, header, strlen(header)) : -ENOMEM;
+        if (rc == 0) rc = buffer_append(&request, "\n", 1);
+        if (rc == 0) rc = frame_write_fd(w.fd, 'Q', request.data, request.size, environment->fd);
+        free(header);
+        buffer_free(&request);
+        double deadline = now_seconds() + COMPILE_SECONDS;
+        size_t artifact_bytes = 0;
+        while (rc == 0 && wait_readable(w.fd, deadline, -1) == WAIT_READABLE) {
+            char type;
+            char *payload = NULL;
+            size_t size = 0;
+            if (frame_read(w.fd, &type, &payload, &size, FRAME_MAX, NULL) != 0) break;
+            if (type == 'A') {
+                rc = add_artifact(compiled, payload, size, &artifact_bytes);
+            } else if (type == 'R') {
+                parse_result(compiled, payload, size);
+                ok = compiled->status == CAP_STATUS_SUCCESS;
+                rc = 1;
+            } else if (type != 'O' && type != 'E') {
+                rc = -EPROTO;
+            }
+            free(payload);
+        }
+        if (ok) {
+            close(w.fd); /* it exits by itself after its result */
+            reap_later(sandbox, w.pid);
+        } else {
+            worker_discard(&w);
+        }
+    }
+    size_t count = ok ? compiled->artifact_count : 0;
+    deps_file *files = count ? calloc(count, sizeof *files) : NULL;
+    for (size_t i = 0; files && i < count; i++)
+        files[i] = (deps_file){compiled->artifacts[i].name, compiled->artifacts[i].data,
+                               compiled->artifacts[i].size};
+    char message[DEPS_MESSAGE_SIZE] = "";
+    deps_finish_environment(sandbox->config->dependencies, environment, files,
+                            files ? count : 0, message);
+    free(files);
+    if (compiled) cap_result_free(compiled);
+}
+
 /* A 'D' frame: the runner's wanted packages (untrusted JSON: only lists of
  * short strings are taken).  The answer is JSON, with the environment's
  * image descriptor when something is installed.  Returns the seconds spent,
  * which do not count against the run's wall-clock limit. */
-static double answer_dependencies(cap_config *config, int fd, const char *payload, size_t size,
+static double answer_dependencies(cap_sandbox *sandbox, int fd, const char *payload, size_t size,
                                   const cap_run_options *options, cap_result *result) {
+    cap_config *config = sandbox->config;
     double started = now_seconds();
     cJSON *wanted = cJSON_ParseWithLength(payload, size);
     deps_request request = {0};
@@ -1537,6 +1619,7 @@ static double answer_dependencies(cap_config *config, int fd, const char *payloa
                  ? deps_prepare(config->dependencies, &request, relay_progress, &relay,
                                 &environment, &message)
                  : -1;
+    if (rc == 0 && environment.needs_bytecode) compile_environment(sandbox, &environment, options);
     cJSON *answer = cJSON_CreateObject();
     cJSON_AddBoolToObject(answer, "ok", rc == 0);
     if (rc == 0) {
@@ -1770,7 +1853,7 @@ int cap_sandbox_run(cap_sandbox *sandbox, const char *code, size_t code_size,
         } else if (type == 'W') {
             answer_store(sandbox->config, w.fd, payload, size);
         } else if (type == 'D') {
-            deadline += answer_dependencies(sandbox->config, w.fd, payload, size, options, result);
+            deadline += answer_dependencies(sandbox, w.fd, payload, size, options, result);
         } else if (type == 'R') {
             parse_result(result, payload, size);
             finished = 2;

@@ -185,6 +185,31 @@ static int channel_read(void *data, size_t size, size_t *done) {
     return 0;
 }
 
+/* Mounts the package image `fd` unless it is the one mounted last (same
+ * key, same content); NULL, or what went wrong. */
+static const char *mount_environment(int fd, const char *key) {
+    if (strlen(key) >= sizeof G.environment_key) return "malformed answer from the host";
+    if (strcmp(key, G.environment_key) == 0) return NULL;
+    if (G.environment_count == MAX_ENVIRONMENTS)
+        return "too many different package sets in one session";
+    char path[VFS_PATH_MAX];
+    if (G.environment_count == 0)
+        snprintf(path, sizeof path, "%s", GUEST_SITE_PACKAGES);
+    else
+        snprintf(path, sizeof path, "%s-%d", GUEST_SITE_PACKAGES, G.environment_count + 1);
+    vfs_image *image = NULL;
+    const vfs_backend_ops *ops;
+    void *backend;
+    if (vfs_image_open_fd(fd, &image) != 0) return "the host sent an unusable package image";
+    vfs_image_backend(image, &ops, &backend);
+    vfs_image_release(image); /* the backend holds its own reference */
+    if (vfs_mount(G.fs, path, ops, backend, 1) != 0) return "cannot mount the installed packages";
+    G.environment_count++;
+    snprintf(G.environment_key, sizeof G.environment_key, "%s", key);
+    snprintf(G.environment_path, sizeof G.environment_path, "%s", path);
+    return NULL;
+}
+
 /* Dependencies: the runner writes its request (JSON) to fd 5, then reads
  * the answer.  The first read sends the request to the host ('D'), which
  * answers 'D' with JSON and, when packages were installed, the image's
@@ -205,34 +230,10 @@ static void exchange_dependencies(void) {
     free(payload);
     const cJSON *key = cJSON_GetObjectItemCaseSensitive(answer, "key");
     const char *failure = NULL;
-    if (!cJSON_IsObject(answer)) {
+    if (!cJSON_IsObject(answer))
         failure = "malformed answer from the host";
-    } else if (fd >= 0 && cJSON_IsString(key) && strlen(key->valuestring) < sizeof G.environment_key &&
-               strcmp(key->valuestring, G.environment_key) != 0) {
-        vfs_image *image = NULL;
-        const vfs_backend_ops *ops;
-        void *backend;
-        char path[VFS_PATH_MAX];
-        if (G.environment_count == 0)
-            snprintf(path, sizeof path, "%s", GUEST_SITE_PACKAGES);
-        else
-            snprintf(path, sizeof path, "%s-%d", GUEST_SITE_PACKAGES, G.environment_count + 1);
-        if (G.environment_count == MAX_ENVIRONMENTS) {
-            failure = "too many different package sets in one session";
-        } else if (vfs_image_open_fd(fd, &image) != 0) {
-            failure = "the host sent an unusable package image";
-        } else {
-            vfs_image_backend(image, &ops, &backend);
-            vfs_image_release(image); /* the backend holds its own reference */
-            if (vfs_mount(G.fs, path, ops, backend, 1) != 0) {
-                failure = "cannot mount the installed packages";
-            } else {
-                G.environment_count++;
-                snprintf(G.environment_key, sizeof G.environment_key, "%s", key->valuestring);
-                snprintf(G.environment_path, sizeof G.environment_path, "%s", path);
-            }
-        }
-    }
+    else if (fd >= 0 && cJSON_IsString(key))
+        failure = mount_environment(fd, key->valuestring);
     if (fd >= 0) close(fd);
     if (failure) {
         cJSON_Delete(answer);
@@ -451,10 +452,18 @@ static void wait_for_request(void) {
     size_t size;
     free(G.request);
     G.request = NULL;
-    int rc = frame_read(G.channel_fd, &type, &payload, &size, FRAME_MAX, NULL);
+    int fd = -1;
+    int rc = frame_read(G.channel_fd, &type, &payload, &size, FRAME_MAX, &fd);
     if (rc != 0) _exit(0); /* the host closed the channel: session over */
     if (type != 'Q') fail_request("unexpected message from the host");
     apply_request(payload, size);
+    if (fd >= 0) {
+        /* Packages to compile (deps_finish_environment), mounted before
+         * the runner starts. */
+        const char *failure = mount_environment(fd, "compile");
+        close(fd);
+        if (failure) fail_request(failure);
+    }
     G.phase = SERVING;
 }
 

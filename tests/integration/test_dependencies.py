@@ -273,10 +273,23 @@ def test_the_environment_is_read_only_and_holds_only_what_was_asked(capsule, whe
     assert "Read-only file system" in result["error"] or "OSError" in result["error"]
 
 
+def test_environments_hold_hash_checked_bytecode(capsule, wheelhouse, tmp_path):
+    code = ("import sys, demo_app, capsule_demo\n"
+            "for name in ('demo_app', 'capsule_demo'):\n"
+            "    data = open(sys.modules[name].__cached__, 'rb').read()\n"
+            "    print(name, int.from_bytes(data[4:8], 'little'))")
+    for attempt in range(2):  # built now, then from the cache
+        result = run(capsule, tmp_path, "# /// script\n# dependencies = ['demo_app']\n# ///\n" + code,
+                     "--wheels", wheelhouse)
+        assert result["status"] == "success", result
+        # flags 3: hash-based and checked against the source (PEP 552)
+        assert result["stdout"] == "demo_app 3\ncapsule_demo 3\n"
+
+
 def test_data_scripts_are_not_installed(capsule, wheelhouse, tmp_path):
     code = f"import os, with_data\nprint(sorted(os.listdir({SITE!r})))"
     result = run(capsule, tmp_path, code, "--wheels", wheelhouse)
-    assert result["stdout"] == "['with_data-1.0.dist-info', 'with_data.py']\n", result
+    assert result["stdout"] == "['__pycache__', 'with_data-1.0.dist-info', 'with_data.py']\n", result
 
 
 # --- what stays denied ---------------------------------------------------------------------

@@ -22,7 +22,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../../src/deps/requirement.h"
 #include "../../src/sandbox/buffer.h"
 #include "../../src/vfs/vfs.h"
 #include "../../src/wasi/wasi.h"
@@ -2226,178 +2225,6 @@ static void test_buffer_append(void **state) {
 
 /* ========================================================================= */
 
-/* --- PEP 440 / 508 (src/deps/requirement.c) ------------------------------------ */
-
-static int version_order(const char *a, const char *b) {
-    int order = 99;
-    assert_int_equal(deps_version_compare(a, b, &order, NULL, 0), 0);
-    return order;
-}
-
-static void test_versions_sort_as_pep440_says(void **state) {
-    (void)state;
-    /* PEP 440's own ordering example, each strictly before the next. */
-    static const char *const chain[] = {
-        "1.dev0", "1.0.dev456", "1.0a1", "1.0a2.dev456", "1.0a12.dev456", "1.0a12",
-        "1.0b1.dev456", "1.0b2", "1.0b2.post345.dev456", "1.0b2.post345", "1.0rc1.dev456",
-        "1.0rc1", "1.0", "1.0+abc.5", "1.0+abc.7", "1.0+5", "1.0.post456.dev34", "1.0.post456",
-        "1.0.15", "1.1.dev1", "1!0.5"};
-    size_t n = sizeof chain / sizeof *chain;
-    for (size_t i = 0; i + 1 < n; i++) {
-        if (version_order(chain[i], chain[i + 1]) >= 0) fail_msg("%s < %s", chain[i], chain[i + 1]);
-        assert_true(version_order(chain[i + 1], chain[i]) > 0);
-    }
-    /* Spellings that are the same version. */
-    assert_int_equal(version_order("1.0", "1.0.0"), 0);
-    assert_int_equal(version_order("1.0-ALPHA.1", "1.0a1"), 0);
-    assert_int_equal(version_order("1.0-1", "1.0.post1"), 0);
-    assert_int_equal(version_order("v1.0", "1.0"), 0);
-    assert_int_equal(version_order("1.0c1", "1.0rc1"), 0);
-    assert_int_equal(version_order(" 2.0.dev ", "2.0.dev0"), 0);
-    int order;
-    static const char *const invalid[] = {"", "1..0", "abc", "1.0+", "1.0+a..b", "1.0 x",
-                                          "1234567890123456789", "1.0-", "=1.0"};
-    for (size_t i = 0; i < sizeof invalid / sizeof *invalid; i++)
-        if (deps_version_compare(invalid[i], "1.0", &order, NULL, 0) != -1)
-            fail_msg("'%s' accepted as a version", invalid[i]);
-    assert_int_equal(deps_version_is_prerelease("1.0rc1"), 1);
-    assert_int_equal(deps_version_is_prerelease("1.0.dev1"), 1);
-    assert_int_equal(deps_version_is_prerelease("1.0.post1"), 0);
-}
-
-static int in_specifier(const char *specifier, const char *version) {
-    int contains = -1;
-    char error[128] = "";
-    if (deps_specifier_contains(specifier, version, 0, &contains, error, sizeof error) != 0)
-        fail_msg("'%s' against '%s': %s", version, specifier, error);
-    return contains;
-}
-
-static void test_specifiers(void **state) {
-    (void)state;
-    static const struct { const char *specifier, *version; int in; } cases[] = {
-        {"", "1.0", 1},           {">=1.0,<2", "1.5", 1},     {">=1.0, <2", "2.0", 0},
-        {"==1.0", "1.0.0", 1},    {"==1.0", "1.0+local", 1},  {"==1.0+local", "1.0", 0},
-        {"!=1.5.*", "1.5.3", 0},  {"!=1.5.*", "1.6", 1},      {"==1.*", "1.9.9", 1},
-        {"==1.*", "2.0", 0},      {"~=2.2", "2.9", 1},        {"~=2.2", "3.0", 0},
-        {"~=2.2", "2.1", 0},      {"~=1.4.5", "1.4.9", 1},    {"~=1.4.5", "1.5.0", 0},
-        {">1.7", "1.7.post1", 0}, {">1.7", "1.7.1", 1},       {">1.7.post1", "1.7.post2", 1},
-        {"<1.7", "1.7a1", 0},     {"<1.7", "1.6", 1},         {"<1.7rc1", "1.7a1", 1},
-        {">1.7", "1.7+local", 0}, {"<=2", "2.0", 1},          {"===1.0", "1.0", 1},
-        {"===1.0", "1.0.0", 0},   {">=1.0", "2.0rc1", 0},     {">=2.0rc1", "2.0rc2", 1},
-        {"<3", "3.0.dev1", 0},
-    };
-    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
-        if (in_specifier(cases[i].specifier, cases[i].version) != cases[i].in)
-            fail_msg("'%s' in '%s' should be %d", cases[i].version, cases[i].specifier,
-                     cases[i].in);
-    int contains;
-    assert_int_equal(deps_specifier_contains(">=1.0", "2.0rc1", 1, &contains, NULL, 0), 0);
-    assert_int_equal(contains, 1);
-    static const char *const malformed[] = {"1.0", ">=", "~=1", ">=1.*", "==1.0,", ",>=1",
-                                            "=>1.0", "<1.0+local"};
-    for (size_t i = 0; i < sizeof malformed / sizeof *malformed; i++)
-        if (deps_specifier_contains(malformed[i], "1.0", 0, &contains, NULL, 0) != -1)
-            fail_msg("'%s' accepted as a specifier", malformed[i]);
-}
-
-static int marker(const char *text, const char *extra) {
-    int result = -1;
-    char error[128] = "";
-    if (deps_marker_evaluate(text, extra, &result, error, sizeof error) != 0)
-        fail_msg("marker '%s': %s", text, error);
-    return result;
-}
-
-static void test_markers_are_evaluated_for_the_sandbox(void **state) {
-    (void)state;
-    assert_int_equal(marker("python_version >= \"3.8\"", NULL), 1);
-    assert_int_equal(marker("python_version < '3.10'", NULL), 0);
-    assert_int_equal(marker("sys_platform == 'win32'", NULL), 0);
-    assert_int_equal(marker("sys_platform != 'wasi'", NULL), 0);
-    assert_int_equal(marker("'wasi' == sys_platform", NULL), 1);
-    assert_int_equal(marker("platform_machine == 'x86_64'", NULL), 0);
-    assert_int_equal(marker("os_name == 'nt' or python_version >= '3.10' and sys_platform == 'wasi'",
-                            NULL), 1);
-    assert_int_equal(marker("(os_name == 'nt' or python_version >= '3.10') and sys_platform == 'linux'",
-                            NULL), 0);
-    assert_int_equal(marker("extra == 'test'", NULL), 0);
-    assert_int_equal(marker("extra == 'test'", "Test"), 1);
-    assert_int_equal(marker("extra == 'Fancy_Stuff'", "fancy-stuff"), 1);
-    assert_int_equal(marker("'cpy' in implementation_name", NULL), 1);
-    assert_int_equal(marker("'pypy' not in implementation_name", NULL), 1);
-    assert_int_equal(marker("python_full_version >= '3.11.1'", NULL), 1);
-    int result;
-    static const char *const malformed[] = {"", "foo == '1'", "(python_version > '3'",
-                                            "python_version >", "python_version '3'",
-                                            "python_version > '3' and", "'a' < 'b'"};
-    for (size_t i = 0; i < sizeof malformed / sizeof *malformed; i++)
-        if (deps_marker_evaluate(malformed[i], NULL, &result, NULL, 0) != -1)
-            fail_msg("marker '%s' accepted", malformed[i]);
-    char deep[200] = "";
-    for (int i = 0; i < 60; i++) strcat(deep, "(");
-    assert_int_equal(deps_marker_evaluate(deep, NULL, &result, NULL, 0), -1);
-}
-
-static void test_requirements_parse(void **state) {
-    (void)state;
-    deps_requirement r;
-    char error[256];
-    assert_int_equal(deps_requirement_parse(
-        "requests [security, socks] >=2.8.1, ==2.8.* ; python_version < \"2.7\"", &r, error,
-        sizeof error), 0);
-    assert_string_equal(r.name, "requests");
-    assert_int_equal(r.extra_count, 2);
-    assert_string_equal(r.extras[1], "socks");
-    assert_string_equal(r.specifier, ">=2.8.1,==2.8.*");
-    assert_string_equal(r.marker, "python_version < \"2.7\"");
-    int applies;
-    assert_int_equal(deps_requirement_applies(&r, NULL, &applies, NULL, 0), 0);
-    assert_int_equal(applies, 0);
-    assert_int_equal(deps_requirement_parse("Ruamel.YAML (>=0.17)", &r, NULL, 0), 0);
-    assert_string_equal(r.normalized, "ruamel-yaml");
-    assert_string_equal(r.specifier, ">=0.17");
-    assert_int_equal(deps_requirement_applies(&r, NULL, &applies, NULL, 0), 0);
-    assert_int_equal(applies, 1);
-    assert_int_equal(deps_requirement_parse("pkg @ https://example.com/pkg.whl", &r, error,
-                                            sizeof error), -1);
-    assert_non_null(strstr(error, "direct references"));
-    static const char *const bad[] = {"", "-pkg", "pkg[", "pkg[a b]", "pkg >= ", "pkg (>=1",
-                                      "pkg ; ", "pkg ; nonsense", "pkg 1.0", "pkg_ >=1"};
-    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
-        if (deps_requirement_parse(bad[i], &r, NULL, 0) != -1) fail_msg("'%s' accepted", bad[i]);
-    char big[4096];
-    memset(big, 'a', sizeof big - 1);
-    big[sizeof big - 1] = '\0';
-    assert_int_equal(deps_requirement_parse(big, &r, NULL, 0), -1);
-    char normalized[16];
-    assert_int_equal(deps_normalize_name("Foo__Bar.baz", normalized, sizeof normalized), 0);
-    assert_string_equal(normalized, "foo-bar-baz");
-    assert_int_equal(deps_normalize_name("much-too-long-for-this", normalized, sizeof normalized), -1);
-}
-
-/* Random text in every parser: an answer, never a crash (ASan watches). */
-static void test_packaging_parsers_are_total(void **state) {
-    (void)state;
-    static const char alphabet[] = "0123456789.!+-_*,;=<>~()[]'\" abcdeprstvwxyzon@";
-    unsigned seed = 12345;
-    char text[48];
-    for (int round = 0; round < 200000; round++) {
-        size_t n = (seed = seed * 1103515245u + 12345u) % sizeof text;
-        for (size_t i = 0; i < n; i++) {
-            seed = seed * 1103515245u + 12345u;
-            text[i] = alphabet[(seed >> 8) % (sizeof alphabet - 1)];
-        }
-        text[n] = '\0';
-        int value;
-        deps_requirement r;
-        assert_true(deps_version_compare(text, "1.0", &value, NULL, 0) >= -1);
-        assert_true(deps_specifier_contains(text, "1.0", 0, &value, NULL, 0) >= -1);
-        assert_true(deps_marker_evaluate(text, "x", &value, NULL, 0) >= -1);
-        assert_true(deps_requirement_parse(text, &r, NULL, 0) >= -1);
-    }
-}
-
 /* --- image writer (src/vfs/image_writer.c): what it writes, image.c reads --- */
 
 static int anonymous_file(void) {
@@ -2520,11 +2347,6 @@ int main(void) {
         cmocka_unit_test(test_utf8_valid_unchanged),
         cmocka_unit_test(test_utf8_invalid_replaced),
         cmocka_unit_test(test_buffer_append),
-        cmocka_unit_test(test_versions_sort_as_pep440_says),
-        cmocka_unit_test(test_specifiers),
-        cmocka_unit_test(test_markers_are_evaluated_for_the_sandbox),
-        cmocka_unit_test(test_requirements_parse),
-        cmocka_unit_test(test_packaging_parsers_are_total),
         cmocka_unit_test(test_image_writer_round_trip),
     };
 #undef WASI_TEST
