@@ -173,8 +173,18 @@ $(BUILD)/fuzz_packages: $(PACKAGES_FUZZ_SOURCES) $(HEADERS)
 	@mkdir -p $(BUILD)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $(PACKAGES_FUZZ_SOURCES) -lzip
 
+# What the host parses of a worker's frames (sandbox.c, included whole).
+FRAMES_FUZZ_SOURCES := tests/fuzz/fuzz_frames.c src/sandbox/frame.c src/sandbox/buffer.c \
+                       src/sandbox/http.c src/vfs/vfs.c src/vfs/image.c src/vfs/image_writer.c \
+                       src/vfs/resource.c src/vfs/memfs.c src/deps/deps.c src/deps/wheel.c \
+                       src/deps/requirement.c
+$(BUILD)/fuzz_frames: $(FRAMES_FUZZ_SOURCES) src/sandbox/sandbox.c $(HEADERS)
+	@mkdir -p $(BUILD)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $(FRAMES_FUZZ_SOURCES) \
+	    -lcjson -lcurl -lzip -lcrypto -lpthread -lm
+
 # Needs $(BUILD)/stdlib.img (`make build`), but never rebuilds the guest for it.
-fuzz: $(BUILD)/fuzz_wasi $(BUILD)/fuzz_packages
+fuzz: $(BUILD)/fuzz_wasi $(BUILD)/fuzz_packages $(BUILD)/fuzz_frames
 	@test -f $(BUILD)/stdlib.img || { echo "make fuzz: $(BUILD)/stdlib.img is missing: run make build" >&2; exit 1; }
 	@mkdir -p $(BUILD)/fuzz-corpus $(BUILD)/fuzz-artifacts
 	$(BUILD)/fuzz_wasi -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -timeout=30 \
@@ -184,6 +194,10 @@ fuzz: $(BUILD)/fuzz_wasi $(BUILD)/fuzz_packages
 	$(BUILD)/fuzz_packages -max_total_time=$$(( $(FUZZ_SECONDS) / 2 )) -rss_limit_mb=2048 -timeout=30 \
 	    -print_final_stats=1 -artifact_prefix=$(BUILD)/fuzz-artifacts/ \
 	    $(BUILD)/fuzz-packages-corpus tests/fuzz/seeds-packages
+	@mkdir -p $(BUILD)/fuzz-frames-corpus
+	$(BUILD)/fuzz_frames -max_total_time=$$(( $(FUZZ_SECONDS) / 2 )) -rss_limit_mb=2048 -timeout=30 \
+	    -print_final_stats=1 -artifact_prefix=$(BUILD)/fuzz-artifacts/ \
+	    $(BUILD)/fuzz-frames-corpus tests/fuzz/seeds-frames
 
 # The isolation benchmark: the library API only, linked like the CLI.
 LIBRARY_OBJECTS = $(patsubst %.c,$(BUILD)/obj/%.o,$(LIBRARY_SOURCES)) $(BUILD)/obj/wasm-rt-impl.o $(BUILD)/runtime/python.o

@@ -1,0 +1,153 @@
+/*
+ * fuzz_frames.c — libFuzzer target for what the host parses of a worker's
+ * frames: the security boundary if the guest ever took over its worker
+ * process (say, through a bug in CPython or wasm2c's output).
+ *
+ * The host side is src/sandbox/sandbox.c, included here whole so that its
+ * static answer functions can be called directly, each with the bytes a
+ * worker could send:
+ *   'R' parse_result         'A' add_artifact          'H' answer_host
+ *   'W' answer_store         'F' answer_fetch          'D' answer_dependencies
+ * against a configuration with a read-only and a read-write host mount
+ * (a temporary directory with a symbolic link out of it) and a resource
+ * provider that reads and takes writes.  Answers go to a socket that a
+ * thread drains.  Workers are never started: zygote_main is a stub.
+ *
+ * Checked besides ASan/UBSan/LeakSanitizer: nothing escapes the mounted
+ * directory (after each input, /tmp/capsule-fuzz-outside holds exactly
+ * what the harness put there), and the read-write mount's growth stays
+ * within its quota.
+ */
+#include "../../src/sandbox/sandbox.c"
+
+#include <pthread.h>
+
+void zygote_main(const zygote_world *world, int control_fd) {
+    (void)world, (void)control_fd;
+    abort(); /* never reached: no sandbox is created */
+}
+
+#define QUOTA (1u << 20)
+
+static cap_config *fuzz_config;
+static int host_end = -1, worker_end = -1;
+static char outside[] = "/tmp/capsule-fuzz-outside";
+
+static const char *provider_list(void *userdata, size_t index) {
+    (void)userdata;
+    static const char *const names[] = {"a.txt", "b.bin"};
+    return index < 2 ? names[index] : NULL;
+}
+
+static int provider_read_file(void *userdata, const char *name, void **data, size_t *size,
+                              char *error) {
+    (void)userdata;
+    if (name[0] == 'b') {
+        snprintf(error, CAP_ERROR_SIZE, "b.bin is not available");
+        return 1;
+    }
+    *data = strdup("provided content");
+    *size = 16;
+    return *data ? 0 : 1;
+}
+
+static int provider_write_file(void *userdata, const char *name, uint64_t offset,
+                               const void *data, size_t size, char *error) {
+    (void)userdata, (void)name, (void)data;
+    if (offset + size > 4096) {
+        snprintf(error, CAP_ERROR_SIZE, "too large");
+        return 1;
+    }
+    return 0;
+}
+
+static void *drain(void *unused) {
+    (void)unused;
+    char buffer_[1 << 16];
+    while (read(worker_end, buffer_, sizeof buffer_) > 0) {
+    }
+    return NULL;
+}
+
+static void write_file(const char *path, const char *text) {
+    FILE *f = fopen(path, "w");
+    if (!f) abort();
+    fputs(text, f);
+    fclose(f);
+}
+
+static void setup(void) {
+    static char root[] = "/tmp/capsule-fuzz-root-XXXXXX";
+    char path[PATH_MAX];
+    if (!mkdtemp(root)) abort();
+    mkdir(outside, 0755);
+    snprintf(path, sizeof path, "%s/secret", outside);
+    write_file(path, "outside\n");
+    snprintf(path, sizeof path, "%s/d", root);
+    mkdir(path, 0755);
+    snprintf(path, sizeof path, "%s/f.txt", root);
+    write_file(path, "inside\n");
+    snprintf(path, sizeof path, "%s/d/g.txt", root);
+    write_file(path, "deeper\n");
+    snprintf(path, sizeof path, "%s/out", root);
+    if (symlink(outside, path) != 0) abort();
+
+    char error[CAP_ERROR_SIZE];
+    fuzz_config = cap_config_new();
+    cap_resource_provider provider = {provider_list, provider_read_file, provider_write_file};
+    if (!fuzz_config ||
+        cap_config_add_mount(fuzz_config, root, "/data", CAP_MOUNT_READ_ONLY, 0, error) ||
+        cap_config_add_mount(fuzz_config, root, "/rw", 0, QUOTA, error) ||
+        cap_config_add_resource_provider(fuzz_config, "/provided", &provider, NULL, error))
+        abort();
+    int pair[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) abort();
+    host_end = pair[0];
+    worker_end = pair[1];
+    pthread_t thread;
+    if (pthread_create(&thread, NULL, drain, NULL) != 0) abort();
+}
+
+/* The outside directory must hold only what setup put there. */
+static void check_outside(void) {
+    DIR *directory = opendir(outside);
+    if (!directory) abort();
+    int entries = 0;
+    for (struct dirent *entry; (entry = readdir(directory));)
+        if (strcmp(entry->d_name, ".") && strcmp(entry->d_name, "..")) entries++;
+    closedir(directory);
+    char path[PATH_MAX], text[16] = "";
+    snprintf(path, sizeof path, "%s/secret", outside);
+    FILE *f = fopen(path, "r");
+    if (!f || !fgets(text, sizeof text, f)) abort();
+    fclose(f);
+    if (entries != 1 || strcmp(text, "outside\n") != 0) abort();
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    if (!fuzz_config) setup();
+    if (size == 0) return 0;
+    /* As frame_read gives it: the payload, NUL-terminated. */
+    size_t n = size - 1;
+    char *payload = malloc(n + 1);
+    if (!payload) return 0;
+    memcpy(payload, data + 1, n);
+    payload[n] = '\0';
+    cap_result *result = calloc(1, sizeof *result);
+    size_t artifact_bytes = 0;
+    cap_run_options options = {0};
+    cap_sandbox sandbox = {.config = fuzz_config};
+    switch (data[0] % 6) {
+    case 0: parse_result(result, payload, n); break;
+    case 1: add_artifact(result, payload, n, &artifact_bytes); break;
+    case 2: answer_host(fuzz_config, host_end, payload, n); break;
+    case 3: answer_store(fuzz_config, host_end, payload, n); break;
+    case 4: answer_fetch(fuzz_config, host_end, payload, n, now_seconds() + 1); break;
+    case 5: answer_dependencies(&sandbox, host_end, payload, n, &options, result); break;
+    }
+    if (result) cap_result_free(result);
+    free(payload);
+    check_outside();
+    if (fuzz_config->host_used[1] > QUOTA) abort();
+    return 0;
+}
