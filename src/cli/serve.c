@@ -122,6 +122,7 @@ int command_serve(int argc, char **argv) {
         status = EXIT_USAGE;
     }
     if (status == 0 && finish_world_options(config, &world) != 0) status = EXIT_USAGE;
+    server_options.installs_packages = world.package_sources + world.settings.package_sources > 0;
     if (status == 0 && stdio == !!http) {
         fprintf(stderr, "capsule: serve wants exactly one of --stdio and --http HOST:PORT\n");
         status = EXIT_USAGE;

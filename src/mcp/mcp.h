@@ -24,6 +24,7 @@ typedef struct mcp_server_options {
     int workers;      /* runs in parallel (default 2) */
     int queue;        /* calls allowed to wait for a worker (default 16) */
     cap_limits limits; /* per run; timeout_seconds in a call may only lower the wall limit */
+    int installs_packages; /* the config has package sources: the tool says so */
 } mcp_server_options;
 
 /* Sends one JSON-RPC message (a complete JSON text) to the client. */

@@ -63,6 +63,7 @@ struct mcp_server {
     int waiting, queue_limit;
     int next_slot; /* round-robin for new sessions */
     cap_limits limits;
+    int installs_packages;
     route routes[MAX_ROUTES];
     int route_count;
     in_flight calls[MAX_IN_FLIGHT];
@@ -90,6 +91,7 @@ int mcp_server_new(cap_config *config, const mcp_server_options *options, mcp_se
     pthread_cond_init(&server->slot_freed, NULL);
     server->queue_limit = options && options->queue >= 0 ? options->queue : 16;
     if (options) server->limits = options->limits;
+    if (options) server->installs_packages = options->installs_packages;
     for (; server->slot_count < workers; server->slot_count++) {
         int rc = cap_sandbox_new(config, &server->slots[server->slot_count].sandbox, error);
         if (rc != CAP_OK) {
@@ -810,7 +812,7 @@ static const char read_file_expression[] =
     "   {'base64': __import__('base64').b64encode(data).decode()})(data.decode('utf-8', "
     "'replace')))(open(__capsule_arguments__['path'], 'rb').read())";
 
-static cJSON *tool_definitions(void) {
+static cJSON *tool_definitions(const mcp_server *server) {
     static const char definitions[] =
         "["
         "{\"name\":\"run_python_code\","
@@ -864,7 +866,17 @@ static cJSON *tool_definitions(void) {
         "\"type\":\"string\"},\"encoding\":{\"enum\":[\"utf-8\",\"base64\"],\"default\":"
         "\"utf-8\"}},\"required\":[\"session_id\",\"path\",\"content\"]}}"
         "]";
-    return cJSON_Parse(definitions);
+    cJSON *tools = cJSON_Parse(definitions);
+    cJSON *run = cJSON_GetArrayItem(tools, 0);
+    const cJSON *description = cJSON_GetObjectItemCaseSensitive(run, "description");
+    if (server->installs_packages && cJSON_IsString(description)) {
+        char text[1024];
+        snprintf(text, sizeof text, "%s Imported packages are installed before the code runs "
+                 "(pure-Python ones only); a PEP 723 '# /// script' block with 'dependencies', "
+                 "when present, decides instead.", description->valuestring);
+        cJSON_ReplaceItemInObjectCaseSensitive(run, "description", cJSON_CreateString(text));
+    }
+    return tools;
 }
 
 static int random_session_id(char *out, size_t size) {
@@ -1114,7 +1126,7 @@ void mcp_handle(mcp_server *server, mcp_client *client, const char *message_text
         send_result(&to, id, NULL);
     } else if (strcmp(method, "tools/list") == 0) {
         cJSON *result = cJSON_CreateObject();
-        cJSON_AddItemToObject(result, "tools", tool_definitions());
+        cJSON_AddItemToObject(result, "tools", tool_definitions(server));
         send_result(&to, id, result);
     } else if (strcmp(method, "tools/call") == 0) {
         call_tool(server, client, id, &to, params);

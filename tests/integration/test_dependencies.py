@@ -526,6 +526,8 @@ def test_mcp_reports_dependencies_progress_and_keeps_them_in_a_session(capsule, 
     from test_mcp import Stdio
     server = Stdio(capsule.binary, "--wheels", wheelhouse, "--package-cache", str(tmp_path / "cache"))
     try:
+        tools = server.request("tools/list", id=9)["result"]["tools"]
+        assert "PEP 723" in tools[0]["description"]
         server.send({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
                      "params": {"name": "run_python_code", "_meta": {"progressToken": "p1"},
                                 "arguments": {"python_code": "import capsule_demo\ncapsule_demo.VALUE"}}})
