@@ -168,10 +168,10 @@ $(BUILD)/fuzz_wasi: $(FUZZ_SOURCES) $(HEADERS) $(BUILD)/fuzz/wasm-rt-impl.o
 
 # What the host reads of packages: wheels (libzip), METADATA, PEP 440/508 text.
 PACKAGES_FUZZ_SOURCES := tests/fuzz/fuzz_packages.c src/deps/wheel.c src/deps/requirement.c \
-                         src/vfs/image.c src/vfs/image_writer.c
-$(BUILD)/fuzz_packages: $(PACKAGES_FUZZ_SOURCES) $(HEADERS)
+                         src/vfs/image.c src/vfs/image_writer.c src/sandbox/http.c src/sandbox/buffer.c
+$(BUILD)/fuzz_packages: $(PACKAGES_FUZZ_SOURCES) src/deps/deps.c $(HEADERS)
 	@mkdir -p $(BUILD)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $(PACKAGES_FUZZ_SOURCES) -lzip
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $(PACKAGES_FUZZ_SOURCES) -lzip -lcjson -lcurl -lcrypto -lpthread
 
 # What the host parses of a worker's frames (sandbox.c, included whole).
 FRAMES_FUZZ_SOURCES := tests/fuzz/fuzz_frames.c src/sandbox/frame.c src/sandbox/buffer.c \

@@ -1,9 +1,12 @@
 /*
  * fuzz_packages.c — libFuzzer target for what the host reads of packages:
  * wheels (zip archives, via libzip and wheel.c's checks), their METADATA,
- * and the PEP 440/508 text of requirements, specifiers and markers.
+ * index pages (PEP 503 HTML and PEP 691 JSON: deps.c, included whole for
+ * its static parsers), and the PEP 440/508 text of requirements,
+ * specifiers and markers.
  *
- * The first input byte picks the part; the rest is its input.
+ * The first input byte picks the part (wheel, text, HTML page, JSON page);
+ * the rest is its input.
  * Checked besides ASan/UBSan/LeakSanitizer:
  * - every call returns its documented codes;
  * - a wheel that unpacks writes an image that image.c accepts, so the
@@ -17,7 +20,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "../../src/deps/deps.h"
+#include "../../src/deps/deps.c"
 
 static void fuzz_wheel(const uint8_t *data, size_t size) {
     char message[DEPS_MESSAGE_SIZE];
@@ -78,9 +81,28 @@ static void fuzz_text(const uint8_t *data, size_t size) {
         free_strings(values, count);
 }
 
+/* An index page, as http_fetch hands it over (NUL-terminated buffer). */
+static void fuzz_page(const uint8_t *data, size_t size, int json) {
+    buffer page = {0};
+    if (buffer_append(&page, data, size) != 0) return;
+    candidate_list list = {0};
+    if (json)
+        parse_json_page(&page, "http://127.0.0.1/simple/demo/", "demo", 0, &list);
+    else
+        parse_html_page(&page, "http://127.0.0.1/simple/demo/", "demo", 0, &list);
+    for (size_t i = 0; i < list.count; i++)
+        if (!list.items[i].location || strcmp(list.items[i].version, "") == 0) abort();
+    candidates_free(&list);
+    buffer_free(&page);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size == 0) return 0;
-    if (data[0] & 1) fuzz_wheel(data + 1, size - 1);
-    else fuzz_text(data + 1, size - 1);
+    switch (data[0] & 3) {
+    case 0: fuzz_text(data + 1, size - 1); break;
+    case 1: fuzz_wheel(data + 1, size - 1); break;
+    case 2: fuzz_page(data + 1, size - 1, 0); break;
+    case 3: fuzz_page(data + 1, size - 1, 1); break;
+    }
     return 0;
 }
