@@ -278,26 +278,35 @@ def _compile_environment(root, output):
     return "success", str(compiled), None, 0, None, None
 
 
-def _install_event_loop_policy():
+def _without_self_pipe(loop_class):
     """asyncio's selector loop wakes itself through a socketpair, which WASI
     does not have.  One thread and no signals means nothing else can wake
     it, so a loop without the self-pipe is complete here."""
-    import asyncio
+    loop_class._make_self_pipe = lambda self: None
+    loop_class._close_self_pipe = lambda self: None
+    loop_class._write_to_self = lambda self: None
 
-    class WasiEventLoop(asyncio.SelectorEventLoop):
-        def _make_self_pipe(self):
-            pass
 
-        def _close_self_pipe(self):
-            pass
+class _AsyncioPatcher:
+    """First on sys.meta_path: when asyncio.selector_events is imported,
+    its loop class loses the self-pipe, for every loop however it is made
+    (asyncio.run, a policy reset to the default, SelectorEventLoop())."""
 
-        def _write_to_self(self):
-            pass
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        if name != "asyncio.selector_events":
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None:
+            return spec
+        execute = spec.loader.exec_module
 
-    class WasiEventLoopPolicy(asyncio.DefaultEventLoopPolicy):
-        _loop_factory = WasiEventLoop
+        def exec_module(module):
+            execute(module)
+            _without_self_pipe(module.BaseSelectorEventLoop)
 
-    asyncio.set_event_loop_policy(WasiEventLoopPolicy())
+        spec.loader.exec_module = exec_module
+        return spec
 
 
 def _evaluate(code, namespace):
@@ -363,8 +372,6 @@ def _run(source, filename, options):
             if failure is not None:
                 return "install-error", None, failure, 1, None, None
         body, tail = _compile(source, filename)
-        if b"asyncio" in source or (body.co_flags | (tail.co_flags if tail else 0)) & _CO_COROUTINE:
-            _install_event_loop_policy()
         _evaluate(body, namespace)
         if tail is not None:
             result = _evaluate(tail, namespace)
@@ -398,6 +405,7 @@ def main(channel):
     # CPython's WASI port defaults to 600; the guest's 8 MiB stack holds
     # native Python's 1000, and beyond the limit is a RecursionError.
     sys.setrecursionlimit(1000)
+    sys.meta_path.insert(0, _AsyncioPatcher)
     sys.meta_path.append(_InstallingFinder)
     first = True
     while True:
