@@ -48,7 +48,7 @@
 #define MAX_PAGE_BYTES (16u << 20)
 #define MAX_INSTALLED_FILES 20000
 #define MAX_INSTALLED_BYTES (512ull << 20)
-#define DEFAULT_TIMEOUT 60.0
+#define DOWNLOAD_SECONDS 60.0
 #define PYTHON_FULL_VERSION "3.11.2"
 
 typedef enum { SOURCE_WHEELS, SOURCE_INDEX, SOURCE_SITE_PACKAGES } source_kind;
@@ -79,8 +79,6 @@ struct deps_resolver {
     source sources[MAX_SOURCES];
     int source_count;
     char *cache_directory;
-    double http_timeout;
-    size_t http_max_bytes;
     memo_entry memo[MAX_MEMO];
     int memo_count, memo_next;
     struct unfinished {
@@ -147,6 +145,43 @@ static int read_whole(int directory, const char *path, size_t max, unsigned char
     *data = bytes;
     *size = total;
     return 0;
+}
+
+/* Writes `path` whole or not at all (another process may be reading the
+ * cache): into a temporary file beside it, renamed over it when complete. */
+static int publish(const char *path, int (*write_to)(int fd, void *context), void *context) {
+    char temporary[PATH_MAX];
+    const char *slash = strrchr(path, '/');
+    int directory_length = slash ? (int)(slash - path) : 0;
+    snprintf(temporary, sizeof temporary, "%.*s/.partial-XXXXXX", directory_length, path);
+    int fd = mkstemp(temporary);
+    if (fd < 0) return -errno;
+    int rc = write_to(fd, context);
+    close(fd);
+    if (rc == 0 && rename(temporary, path) != 0) rc = -errno;
+    if (rc) unlink(temporary);
+    return rc;
+}
+
+static int write_buffer(int fd, void *context) {
+    const buffer *b = context;
+    for (size_t done = 0; done < b->size;) {
+        ssize_t n = write(fd, b->data + done, b->size - done);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return n < 0 ? -errno : -EIO;
+        done += (size_t)n;
+    }
+    return 0;
+}
+
+static int write_image(int fd, void *builder) {
+    return vfs_image_builder_write(builder, fd);
+}
+
+/* Where the cache keeps the environment `key`. */
+static void environment_path(const deps_resolver *resolver, const char *key, char *out,
+                             size_t out_size) {
+    snprintf(out, out_size, "%s/environments/%s.img", resolver->cache_directory, key);
 }
 
 static int push_string(char ***list, size_t *count, const char *text) {
@@ -276,11 +311,6 @@ int deps_set_cache_directory(deps_resolver *resolver, const char *path, char *er
     free(resolver->cache_directory);
     resolver->cache_directory = strdup(path);
     return resolver->cache_directory ? 0 : -1;
-}
-
-void deps_set_http_limits(deps_resolver *resolver, double timeout_seconds, size_t max_bytes) {
-    resolver->http_timeout = timeout_seconds;
-    resolver->http_max_bytes = max_bytes;
 }
 
 int deps_source_count(const deps_resolver *resolver) {
@@ -768,12 +798,11 @@ static void parse_html_page(const buffer *page, const char *url, const char *nor
     }
 }
 
-static http_policy download_policy(const deps_resolver *resolver, const char *accept) {
+/* The index and the files it links to are the embedder's choice, so any
+ * http(s) URL they lead to may be fetched. */
+static http_policy download_policy(const char *accept) {
     static char *const anywhere[] = {"http://", "https://"};
-    http_policy policy = {anywhere, 2,
-                          resolver->http_timeout > 0 ? resolver->http_timeout : DEFAULT_TIMEOUT,
-                          resolver->http_max_bytes ? resolver->http_max_bytes : MAX_WHEEL_BYTES,
-                          accept};
+    http_policy policy = {anywhere, 2, DOWNLOAD_SECONDS, MAX_WHEEL_BYTES, accept};
     return policy;
 }
 
@@ -816,7 +845,7 @@ static int find_candidates(deps_resolver *resolver, int index, const char *norma
     char *url = malloc(n);
     if (!url) return -1;
     snprintf(url, n, "%s%s/", s->location, normalized);
-    http_policy policy = download_policy(resolver, "application/vnd.pypi.simple.v1+json, "
+    http_policy policy = download_policy("application/vnd.pypi.simple.v1+json, "
                                                    "text/html;q=0.1");
     policy.max_bytes = MAX_PAGE_BYTES;
     buffer page = {0};
@@ -872,7 +901,7 @@ static int wheel_bytes(deps_resolver *resolver, const candidate *c, unsigned cha
         snprintf(line, sizeof line, "downloading %.250s", filename);
         progress(userdata, line, 0, 0);
     }
-    http_policy policy = download_policy(resolver, NULL);
+    http_policy policy = download_policy(NULL);
     buffer body = {0};
     char reason[256] = "";
     if (http_fetch(&policy, c->location, &body, reason) != 0) {
@@ -886,17 +915,7 @@ static int wheel_bytes(deps_resolver *resolver, const candidate *c, unsigned cha
         buffer_free(&body);
         return -1;
     }
-    if (cached[0]) {
-        char temporary[PATH_MAX];
-        snprintf(temporary, sizeof temporary, "%s/wheels/.download-XXXXXX",
-                 resolver->cache_directory);
-        int fd = mkstemp(temporary);
-        if (fd >= 0) {
-            int ok = write(fd, body.data, body.size) == (ssize_t)body.size;
-            close(fd);
-            if (!ok || rename(temporary, cached) != 0) unlink(temporary);
-        }
-    }
+    if (cached[0]) publish(cached, write_buffer, &body); /* a cache: failing to keep it is fine */
     *data = (unsigned char *)body.data;
     *size = body.size;
     return 0;
@@ -1305,8 +1324,7 @@ static int build_environment(resolution *r, deps_environment *out, char *message
 
     char cached[PATH_MAX] = "";
     if (r->resolver->cache_directory) {
-        snprintf(cached, sizeof cached, "%s/environments/%s.img", r->resolver->cache_directory,
-                 out->key);
+        environment_path(r->resolver, out->key, cached, sizeof cached);
         vfs_image *image;
         int fd = open(cached, O_RDONLY | O_CLOEXEC);
         if (fd >= 0 && vfs_image_open_fd(fd, &image) == 0) { /* checked, not trusted */
@@ -1534,17 +1552,8 @@ int deps_finish_environment(deps_resolver *resolver, deps_environment *environme
         builder = NULL;
     }
     if (builder && resolver->cache_directory) {
-        char temporary[PATH_MAX];
-        snprintf(cached, sizeof cached, "%s/environments/%s.img", resolver->cache_directory,
-                 environment->key);
-        snprintf(temporary, sizeof temporary, "%s/environments/.build-XXXXXX",
-                 resolver->cache_directory);
-        int out = mkstemp(temporary);
-        int written = out < 0 ? -errno : vfs_image_builder_write(builder, out);
-        if (out >= 0) close(out);
-        if (written == 0 && rename(temporary, cached) != 0) written = -errno;
-        if (written) unlink(temporary);
-        fd = written == 0 ? open(cached, O_RDONLY | O_CLOEXEC) : -1;
+        environment_path(resolver, environment->key, cached, sizeof cached);
+        fd = publish(cached, write_image, builder) == 0 ? open(cached, O_RDONLY | O_CLOEXEC) : -1;
     } else if (builder) {
         fd = open_sealed(builder);
     }

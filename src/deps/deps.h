@@ -29,7 +29,6 @@ int deps_add_site_packages(deps_resolver *resolver, const char *path, char *erro
 /* Downloaded wheels and built environments are kept there across
  * processes; without one, environments live in memory (memfd). */
 int deps_set_cache_directory(deps_resolver *resolver, const char *path, char *error);
-void deps_set_http_limits(deps_resolver *resolver, double timeout_seconds, size_t max_bytes);
 int deps_source_count(const deps_resolver *resolver);
 
 typedef void (*deps_progress_fn)(void *userdata, const char *message, double done, double total);

@@ -452,44 +452,37 @@ static int level_index(const char *name) {
     return -1;
 }
 
+static void send_log(call_state *call, int level, const char *logger, const char *data) {
+    if (level < call->client->log_level) return;
+    cJSON *params = cJSON_CreateObject();
+    cJSON_AddStringToObject(params, "level", log_levels[level]);
+    cJSON_AddStringToObject(params, "logger", logger);
+    cJSON_AddStringToObject(params, "data", data);
+    send_notification(call->to, "notifications/message", params);
+}
+
+static void send_progress(call_state *call, const char *message) {
+    if (!call->progress_token) return;
+    cJSON *params = cJSON_CreateObject();
+    cJSON_AddItemToObject(params, "progressToken", cJSON_Duplicate(call->progress_token, 1));
+    cJSON_AddNumberToObject(params, "progress", ++call->progress);
+    cJSON_AddStringToObject(params, "message", message);
+    send_notification(call->to, "notifications/progress", params);
+}
+
 static void send_log_line(call_state *call, cap_stream stream, const char *line, size_t size) {
     char *data = utf8_sanitize(line, size);
     if (!data) return;
-    int level = stream == CAP_STDOUT ? 1 : 3;
-    if (level >= call->client->log_level) {
-        cJSON *params = cJSON_CreateObject();
-        cJSON_AddStringToObject(params, "level", log_levels[level]);
-        cJSON_AddStringToObject(params, "logger", stream == CAP_STDOUT ? "stdout" : "stderr");
-        cJSON_AddStringToObject(params, "data", data);
-        send_notification(call->to, "notifications/message", params);
-    }
-    if (call->progress_token) {
-        cJSON *params = cJSON_CreateObject();
-        cJSON_AddItemToObject(params, "progressToken", cJSON_Duplicate(call->progress_token, 1));
-        cJSON_AddNumberToObject(params, "progress", ++call->progress);
-        cJSON_AddStringToObject(params, "message", data);
-        send_notification(call->to, "notifications/progress", params);
-    }
+    send_log(call, stream == CAP_STDOUT ? 1 : 3, stream == CAP_STDOUT ? "stdout" : "stderr", data);
+    send_progress(call, data);
     free(data);
 }
 
 /* Package installation news: progress (when asked) and an "info" log line. */
 static void on_progress(void *userdata, const char *message) {
     call_state *call = userdata;
-    if (call->progress_token) {
-        cJSON *params = cJSON_CreateObject();
-        cJSON_AddItemToObject(params, "progressToken", cJSON_Duplicate(call->progress_token, 1));
-        cJSON_AddNumberToObject(params, "progress", ++call->progress);
-        cJSON_AddStringToObject(params, "message", message);
-        send_notification(call->to, "notifications/progress", params);
-    }
-    if (1 >= call->client->log_level) {
-        cJSON *params = cJSON_CreateObject();
-        cJSON_AddStringToObject(params, "level", "info");
-        cJSON_AddStringToObject(params, "logger", "capsule");
-        cJSON_AddStringToObject(params, "data", message);
-        send_notification(call->to, "notifications/message", params);
-    }
+    send_progress(call, message);
+    send_log(call, 1, "capsule", message);
 }
 
 /* Output is forwarded while the code runs, a line at a time: as log

@@ -497,6 +497,16 @@ static int ask_host(char type, const char *request, size_t request_size, unsigne
     return 0;
 }
 
+/* errno alone would say little: the host's reason for a failed resource
+ * read or write goes to the guest's stderr (and is freed). */
+static void report_failure(const zygote_resource_mount *mount, const char *name, char *message) {
+    if (!message) return;
+    char line[512];
+    int n = snprintf(line, sizeof line, "capsule: %s/%s: %.300s\n", mount->path, name, message);
+    send_or_die('E', line, n < (int)sizeof line ? (size_t)n : sizeof line - 1);
+    free(message);
+}
+
 static int fetch_from_host(void *context, const char *name, unsigned char **data, size_t *size) {
     const zygote_resource_mount *mount = context;
     if (!G.is_worker) return -EAGAIN; /* the zygote itself never asks */
@@ -506,13 +516,7 @@ static int fetch_from_host(void *context, const char *name, unsigned char **data
     request[0] = (char)(mount - G.resource_mounts);
     memcpy(request + 1, name, name_length);
     int rc = ask_host('F', request, 1 + name_length, data, size, &message);
-    if (message) {
-        /* errno alone would say little; the reason goes to stderr. */
-        char line[512];
-        int n = snprintf(line, sizeof line, "capsule: %s/%s: %.300s\n", mount->path, name, message);
-        send_or_die('E', line, n < (int)sizeof line ? (size_t)n : sizeof line - 1);
-        free(message);
-    }
+    report_failure(mount, name, message);
     return rc;
 }
 
@@ -534,12 +538,7 @@ static int store_to_host(void *context, const char *name, uint64_t offset, const
     int rc = ask_host('W', request, 10 + name_length + size, &answer, &answer_size, &message);
     free(request);
     free(answer);
-    if (message) {
-        char line[512];
-        int n = snprintf(line, sizeof line, "capsule: %s/%s: %.300s\n", mount->path, name, message);
-        send_or_die('E', line, n < (int)sizeof line ? (size_t)n : sizeof line - 1);
-        free(message);
-    }
+    report_failure(mount, name, message);
     return rc;
 }
 
