@@ -899,7 +899,7 @@ static int wheel_bytes(deps_resolver *resolver, const candidate *c, unsigned cha
     if (progress) {
         char line[300];
         snprintf(line, sizeof line, "downloading %.250s", filename);
-        progress(userdata, line, 0, 0);
+        progress(userdata, line);
     }
     http_policy policy = download_policy(NULL);
     buffer body = {0};
@@ -1049,7 +1049,7 @@ static int choose(resolution *r, const pending *p, candidate *out) {
     if (r->progress) {
         char line[200];
         snprintf(line, sizeof line, "resolving %s", req->name);
-        r->progress(r->userdata, line, 0, 0);
+        r->progress(r->userdata, line);
     }
     for (int s = 0; s < r->resolver->source_count; s++) {
         candidate_list list;
@@ -1337,7 +1337,7 @@ static int build_environment(resolution *r, deps_environment *out, char *message
     if (r->progress) {
         char line[100];
         snprintf(line, sizeof line, "installing %d distributions", r->chosen_count);
-        r->progress(r->userdata, line, 0, 0);
+        r->progress(r->userdata, line);
     }
     vfs_image_builder *builder = vfs_image_builder_new();
     int rc = builder ? 0 : -1, unpacked = 0;

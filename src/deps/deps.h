@@ -31,7 +31,8 @@ int deps_add_site_packages(deps_resolver *resolver, const char *path, char *erro
 int deps_set_cache_directory(deps_resolver *resolver, const char *path, char *error);
 int deps_source_count(const deps_resolver *resolver);
 
-typedef void (*deps_progress_fn)(void *userdata, const char *message, double done, double total);
+/* A line of news ("resolving pypdf"); cap_run_options.on_progress's shape. */
+typedef void (*deps_progress_fn)(void *userdata, const char *message);
 
 /* What a program needs: PEP 508 requirements (from a PEP 723 block), and
  * top-level import names, mapped to distributions; an optional import (one

@@ -1506,16 +1506,6 @@ static char **json_strings(const cJSON *object, const char *name, size_t *count)
     return strings;
 }
 
-typedef struct progress_relay {
-    const cap_run_options *options;
-} progress_relay;
-
-static void relay_progress(void *userdata, const char *message, double done, double total) {
-    const cap_run_options *options = ((progress_relay *)userdata)->options;
-    (void)done, (void)total;
-    if (options->on_progress) options->on_progress(options->userdata, message);
-}
-
 /* The request that makes a fresh worker compile the environment mounted
  * with it (the runner's _compile_environment): trusted code only, before
  * any program has run in that worker. */
@@ -1613,11 +1603,10 @@ static double answer_dependencies(cap_sandbox *sandbox, int fd, const char *payl
         request.requires_python = python->valuestring;
     deps_environment environment;
     char *message = NULL;
-    progress_relay relay = {options};
     int rc = !cJSON_IsObject(wanted) ? (message = strdup("malformed request"), -1)
              : config->dependencies
-                 ? deps_prepare(config->dependencies, &request, relay_progress, &relay,
-                                &environment, &message)
+                 ? deps_prepare(config->dependencies, &request, options->on_progress,
+                                options->userdata, &environment, &message)
                  : -1;
     if (rc == 0 && environment.needs_bytecode) compile_environment(sandbox, &environment, options);
     cJSON *answer = cJSON_CreateObject();
