@@ -1,6 +1,6 @@
 #!/bin/sh
 # Builds the guest: CPython 3.11 for wasm32-wasi, from Debian's source packages,
-# with zlib and SQLite compiled in.  Everything comes from Debian: the sources
+# with zlib, bzip2, xz (liblzma) and SQLite compiled in.  Everything comes from Debian: the sources
 # (apt-get source), clang-19/lld-19, wasi-libc and the wasm32 compiler runtime.
 #
 # Usage: guest/build-python.sh BUILD_DIR
@@ -34,6 +34,9 @@ fetch_source() {  # package directory-glob
 python_src=$(fetch_source python3.11 'python3.11-3.11.*')
 zlib_src=$(fetch_source zlib 'zlib-1.*')
 sqlite_src=$(fetch_source sqlite3 'sqlite3-3.*')
+bzip2_src=$(fetch_source bzip2 'bzip2-1.*')
+xz_src=$(fetch_source xz-utils 'xz-utils-5.*')
+here=$(cd "$(dirname "$0")" && pwd)
 
 deps="$out/deps"
 mkdir -p "$deps/include" "$deps/lib"
@@ -49,24 +52,61 @@ if [ ! -f "$deps/lib/libz.a" ]; then
     cp "$zlib_src/zlib.h" "$zlib_src/zconf.h" "$deps/include/"
 fi
 
+# bzip2 (for _bz2): plain C, like zlib.
+if [ ! -f "$deps/lib/libbz2.a" ]; then
+    mkdir -p "$out/bzip2"
+    for f in blocksort huffman crctable randtable compress decompress bzlib; do
+        $wasi_cc $wasi_cflags -D_FILE_OFFSET_BITS=64 -c "$bzip2_src/$f.c" -o "$out/bzip2/$f.o"
+    done
+    $wasi_ar rcs "$deps/lib/libbz2.a" "$out/bzip2"/*.o
+    cp "$bzip2_src/bzlib.h" "$deps/include/"
+fi
+
+# liblzma (for _lzma), single-threaded.  Its header for the xz tool's signal
+# masking includes <signal.h>, which wasi-libc refuses; liblzma itself never
+# uses it, so the wasi target skips that block.
+if [ ! -f "$deps/lib/liblzma.a" ]; then
+    sed -i 's|^#if !(defined(_WIN32) \&\& !defined(__CYGWIN__))$|& \&\& !defined(__wasi__)|' \
+        "$xz_src/src/common/mythread.h"
+    mkdir -p "$out/xz"
+    (cd "$out/xz" && \
+     CC="$wasi_cc" AR="$wasi_ar" RANLIB="$wasi_ranlib" CFLAGS="-O2" \
+     "$xz_src/configure" -q --host=wasm32-unknown-wasi --build=x86_64-pc-linux-gnu \
+        --disable-threads --disable-shared --enable-static --disable-xz --disable-xzdec \
+        --disable-lzmadec --disable-lzmainfo --disable-scripts --disable-doc --disable-nls \
+        --disable-lzma-links >"$out/xz-configure.log" 2>&1 && \
+     make -s -j"$(nproc)" -C src/liblzma >"$out/xz-make.log" 2>&1) \
+    || { tail -30 "$out/xz-configure.log" "$out/xz-make.log"; exit 1; }
+    cp "$out/xz/src/liblzma/.libs/liblzma.a" "$deps/lib/"
+    cp -r "$xz_src/src/liblzma/api/lzma.h" "$xz_src/src/liblzma/api/lzma" "$deps/include/"
+fi
+
 # SQLite: the amalgamation is generated natively (needs tclsh), then compiled
 # for WASI.  wasi-libc has no file locking, so SQLite's unix VFS cannot be
-# used; SQLITE_OS_OTHER plus guest/sqlite-wasi-vfs.c (plain POSIX I/O, no
-# locks: one process owns the sandbox) takes its place.
+# used; SQLITE_OS_OTHER plus guest/sqlite-wasi-vfs.c takes its place: plain
+# POSIX I/O, and locks and the WAL index kept in process (several
+# connections of one program to one file see each other's commits).
+sqlite_flags="-DSQLITE_OS_OTHER=1 -DSQLITE_THREADSAFE=0 -DSQLITE_OMIT_LOAD_EXTENSION \
+    -DSQLITE_MAX_MMAP_SIZE=0 -DSQLITE_ENABLE_FTS5 -DSQLITE_ENABLE_MATH_FUNCTIONS"
+sqlite_stamp="$sqlite_flags $(sha256sum "$here/sqlite-wasi-vfs.c" | cut -c1-64)"
+if [ "$(cat "$deps/sqlite-stamp" 2>/dev/null)" != "$sqlite_stamp" ]; then
+    rm -f "$deps/lib/libsqlite3.a"
+fi
 if [ ! -f "$deps/lib/libsqlite3.a" ]; then
     mkdir -p "$out/sqlite-native"
     if [ ! -f "$out/sqlite-native/sqlite3.c" ]; then
         (cd "$out/sqlite-native" && "$sqlite_src/configure" --quiet >/dev/null && make -s sqlite3.c >/dev/null)
     fi
-    sqlite_flags="-DSQLITE_OS_OTHER=1 -DSQLITE_THREADSAFE=0 -DSQLITE_OMIT_LOAD_EXTENSION \
-        -DSQLITE_OMIT_WAL -DSQLITE_MAX_MMAP_SIZE=0 \
-        -DSQLITE_DEFAULT_LOCKING_MODE=1 -DSQLITE_ENABLE_FTS5 -DSQLITE_ENABLE_MATH_FUNCTIONS"
+    rm -rf "$out/sqlite"
     mkdir -p "$out/sqlite"
     $wasi_cc $wasi_cflags $sqlite_flags -c "$out/sqlite-native/sqlite3.c" -o "$out/sqlite/sqlite3.o"
     $wasi_cc $wasi_cflags $sqlite_flags -I"$out/sqlite-native" \
-        -c "$(dirname "$0")/sqlite-wasi-vfs.c" -o "$out/sqlite/vfs.o"
+        -c "$here/sqlite-wasi-vfs.c" -o "$out/sqlite/vfs.o"
     $wasi_ar rcs "$deps/lib/libsqlite3.a" "$out/sqlite"/*.o
     cp "$out/sqlite-native/sqlite3.h" "$deps/include/"
+    echo "$sqlite_stamp" > "$deps/sqlite-stamp"
+    # CPython links the archive: relink it.
+    rm -f "$out/cpython/python.wasm"
 fi
 
 # CPython, cross-compiled with the build Python being Debian's own
@@ -78,8 +118,10 @@ pybuild="$out/cpython"
 configure_flags="--host=wasm32-unknown-wasi --build=x86_64-pc-linux-gnu \
     --with-build-python=/usr/bin/python3.11 --prefix=/usr/local \
     --with-pymalloc --disable-test-modules --without-ensurepip"
+# What configure finds depends on these too (capsule-configure-flags).
+configure_libraries="zlib bz2 lzma sqlite3"
 # Reconfigure from scratch whenever the flags change.
-if [ "$(cat "$pybuild/capsule-configure-flags" 2>/dev/null)" != "$configure_flags $wasi_cflags" ]; then
+if [ "$(cat "$pybuild/capsule-configure-flags" 2>/dev/null)" != "$configure_flags $wasi_cflags $configure_libraries" ]; then
     rm -rf "$pybuild"
 fi
 mkdir -p "$pybuild"
@@ -91,10 +133,12 @@ if [ ! -f "$pybuild/Makefile" ]; then
      CFLAGS="$wasi_cflags" \
      ZLIB_CFLAGS="-I$deps/include" ZLIB_LIBS="-L$deps/lib -lz" \
      LIBSQLITE3_CFLAGS="-I$deps/include" LIBSQLITE3_LIBS="-L$deps/lib -lsqlite3" \
+     BZIP2_CFLAGS="-I$deps/include" BZIP2_LIBS="-L$deps/lib -lbz2" \
+     LIBLZMA_CFLAGS="-I$deps/include" LIBLZMA_LIBS="-L$deps/lib -llzma" \
      PKG_CONFIG_LIBDIR=/nonexistent \
      "$python_src/configure" -q $configure_flags >"$out/configure.log" 2>&1) \
     || { tail -30 "$out/configure.log"; exit 1; }
-    echo "$configure_flags $wasi_cflags" > "$pybuild/capsule-configure-flags"
+    echo "$configure_flags $wasi_cflags $configure_libraries" > "$pybuild/capsule-configure-flags"
 fi
 # The guest's C stack (wasm shadow stack) sits below the data, so overflow
 # traps instead of corrupting memory.  CPython's 512 KiB overflows through C
