@@ -209,6 +209,7 @@ void deps_environment_free(deps_environment *environment) {
     if (!environment) return;
     if (environment->fd >= 0) close(environment->fd);
     free_strings(environment->installed, environment->installed_count);
+    free_strings(environment->notes, environment->note_count);
     memset(environment, 0, sizeof *environment);
     environment->fd = -1;
 }
@@ -351,7 +352,39 @@ static int record_path(const char *line, size_t length, char *out, size_t out_si
     return 0;
 }
 
-/* Import names: top_level.txt, else the first components of RECORD. */
+/* Import names a distribution without top_level.txt or RECORD may have
+ * (an .egg-info that is a single file, as Debian ships XlsxWriter and
+ * jdcal): its name as is, in lower case, and with '-' and '.' as '_',
+ * where a package directory or a module of that name is there. */
+static void guessed_top_level(int root, installed *dist) {
+    char variants[3][sizeof dist->name];
+    snprintf(variants[0], sizeof variants[0], "%s", dist->name);
+    for (int v = 1; v < 3; v++) {
+        for (size_t i = 0;; i++) {
+            char c = dist->name[i];
+            if (v == 2 && (c == '-' || c == '.')) c = '_';
+            variants[v][i] = (char)tolower((unsigned char)c);
+            if (!c) break;
+        }
+    }
+    for (int v = 0; v < 3; v++) {
+        int seen = 0;
+        for (size_t i = 0; i < dist->top_level_count; i++)
+            seen |= strcmp(dist->top_level[i], variants[v]) == 0;
+        if (seen || strchr(variants[v], '.') || strchr(variants[v], '/') || !variants[v][0])
+            continue;
+        char module[sizeof dist->name + 8], package[sizeof dist->name + 16];
+        struct stat st;
+        snprintf(module, sizeof module, "%s.py", variants[v]);
+        snprintf(package, sizeof package, "%s/__init__.py", variants[v]);
+        if ((fstatat(root, module, &st, 0) == 0 && S_ISREG(st.st_mode)) ||
+            (fstatat(root, package, &st, 0) == 0 && S_ISREG(st.st_mode)))
+            push_string(&dist->top_level, &dist->top_level_count, variants[v]);
+    }
+}
+
+/* Import names: top_level.txt, else the first components of RECORD, else
+ * guessed from the distribution's name. */
 static void installed_top_level(int root, installed *dist) {
     char path[PATH_MAX];
     unsigned char *data = NULL;
@@ -360,7 +393,10 @@ static void installed_top_level(int root, installed *dist) {
     snprintf(path, sizeof path, "%s/top_level.txt", dist->info);
     if (read_whole(root, path, 1u << 20, &data, &size) != 0) {
         snprintf(path, sizeof path, "%s/RECORD", dist->info);
-        if (read_whole(root, path, 16u << 20, &data, &size) != 0) return;
+        if (read_whole(root, path, 16u << 20, &data, &size) != 0) {
+            guessed_top_level(root, dist);
+            return;
+        }
         from_record = 1;
     }
     for (char *save = NULL, *line = strtok_r((char *)data, "\r\n", &save); line;
@@ -482,11 +518,22 @@ static int installed_requires(const char *root_path, const installed *dist, char
 /* Files of an installed distribution, relative to the site-packages root:
  * RECORD when there is one, else the top-level names walked on disk. */
 typedef struct file_list {
-    char **paths;
+    char **paths;        /* what is installed */
     size_t count;
-    int native; /* an extension module was seen */
+    char **native_paths; /* extension modules: never installed */
+    size_t native_count;
     int too_many;
 } file_list;
+
+static void file_list_free(file_list *list) {
+    free_strings(list->paths, list->count);
+    free_strings(list->native_paths, list->native_count);
+    memset(list, 0, sizeof *list);
+}
+
+static int is_native(const char *path) {
+    return has_suffix(path, ".so") || has_suffix(path, ".pyd") || strstr(path, ".so.") != NULL;
+}
 
 static int plain_relative(const char *path) {
     if (!*path || path[0] == '/') return 0;
@@ -503,12 +550,12 @@ static int plain_relative(const char *path) {
 
 static void list_add(file_list *list, const char *path) {
     if (!plain_relative(path) || has_suffix(path, ".pyc")) return;
-    if (has_suffix(path, ".so") || has_suffix(path, ".pyd") || strstr(path, ".so.")) list->native = 1;
-    if (list->count >= MAX_INSTALLED_FILES) {
+    if (list->count + list->native_count >= MAX_INSTALLED_FILES) {
         list->too_many = 1;
         return;
     }
-    push_string(&list->paths, &list->count, path);
+    if (is_native(path)) push_string(&list->native_paths, &list->native_count, path);
+    else push_string(&list->paths, &list->count, path);
 }
 
 static void walk(int root, const char *path, file_list *list, int depth) {
@@ -567,12 +614,26 @@ static void installed_files(const char *root_path, const installed *dist, file_l
             size_t prefix = strlen(dist->top_level[i]);
             for (struct dirent *entry; directory && (entry = readdir(directory));)
                 if (!strncmp(entry->d_name, dist->top_level[i], prefix) &&
-                    entry->d_name[prefix] == '.' && has_suffix(entry->d_name, ".so"))
-                    list->native = 1;
+                    entry->d_name[prefix] == '.' && is_native(entry->d_name))
+                    list_add(list, entry->d_name);
             if (directory) closedir(directory);
         }
     }
     close(root);
+}
+
+/* 1 when the Python files left after the extension modules are taken out
+ * still make `name` importable: "name.py", or a package directory with
+ * Python in it (regular or namespace). */
+static int importable_without_native(const file_list *list, const char *name) {
+    size_t n = strlen(name);
+    for (size_t i = 0; i < list->count; i++) {
+        const char *path = list->paths[i];
+        if (strncmp(path, name, n) != 0) continue;
+        if (strcmp(path + n, ".py") == 0) return 1;
+        if (path[n] == '/' && has_suffix(path, ".py")) return 1;
+    }
+    return 0;
 }
 
 /* Copies the files into the image; only regular files beneath the root
@@ -933,6 +994,7 @@ typedef struct chosen {
     size_t wheel_size;
     char content_sha256[65];
     char wanted_by[160];
+    char note[400]; /* what the result should say about it, or "" */
 } chosen;
 
 typedef struct pending {
@@ -1107,15 +1169,39 @@ static int load(resolution *r, chosen *ch) {
     const source *s = &r->resolver->sources[ch->c.source];
     char message[DEPS_MESSAGE_SIZE] = "";
     if (s->kind == SOURCE_SITE_PACKAGES) {
+        /* An optional accelerator (PyYAML's yaml._yaml, MarkupSafe's
+         * _speedups) is left out and said so; a distribution whose import
+         * names would all be gone without its extension modules is refused. */
         file_list files;
         installed_files(s->location, ch->c.dist, &files);
-        int native = files.native;
-        free_strings(files.paths, files.count);
-        if (native) {
-            fail(r, ch->c.name, "%s in %s has native extension modules; only pure-Python "
-                                "distributions can be installed", ch->c.version, s->location);
-            return -1;
+        if (files.native_count > 0) {
+            int importable = 0;
+            for (size_t i = 0; i < ch->c.dist->top_level_count; i++)
+                importable |= importable_without_native(&files, ch->c.dist->top_level[i]);
+            buffer names = {0};
+            for (size_t i = 0; i < files.native_count && i < 8; i++) {
+                const char *base = strrchr(files.native_paths[i], '/');
+                base = base ? base + 1 : files.native_paths[i];
+                if (i) buffer_append(&names, ", ", 2);
+                buffer_append(&names, base, strcspn(base, "."));
+            }
+            if (files.native_count > 8) buffer_append(&names, ", ...", 5);
+            buffer_append(&names, "", 1);
+            if (!importable)
+                fail(r, ch->c.name, "%s in %s is native code only (%s); only pure-Python "
+                                    "distributions can be installed", ch->c.version, s->location,
+                     names.data ? names.data : "");
+            else
+                snprintf(ch->note, sizeof ch->note, "%s==%s: installed without its compiled "
+                         "extension modules (%.200s); its pure-Python code is used",
+                         ch->c.name, ch->c.version, names.data ? names.data : "");
+            buffer_free(&names);
+            if (!importable) {
+                file_list_free(&files);
+                return -1;
+            }
         }
+        file_list_free(&files);
         if (installed_requires(s->location, ch->c.dist, &ch->requires, &ch->require_count) != 0) {
             fail(r, ch->c.name, "cannot read its metadata in %s", s->location);
             return -1;
@@ -1318,6 +1404,7 @@ static int build_environment(resolution *r, deps_environment *out, char *message
         char installed_name[DEPS_NAME_MAX + 70];
         snprintf(installed_name, sizeof installed_name, "%s==%s", ch->c.name, ch->c.version);
         push_string(&out->installed, &out->installed_count, installed_name);
+        if (ch->note[0]) push_string(&out->notes, &out->note_count, ch->note);
     }
     sha256_hex(identity.data ? identity.data : "", identity.size, out->key);
     buffer_free(&identity);
@@ -1352,7 +1439,7 @@ static int build_environment(resolution *r, deps_environment *out, char *message
             file_list files;
             installed_files(root, ch->c.dist, &files);
             unpacked = install_files(root, &files, builder, reason);
-            free_strings(files.paths, files.count);
+            file_list_free(&files);
         }
         if (unpacked) fail(r, ch->c.name, "%s", reason);
     }
@@ -1421,6 +1508,8 @@ static int copy_environment(const deps_environment *from, deps_environment *to) 
     to->needs_bytecode = 0; /* only the one that built it compiles it */
     for (size_t i = 0; i < from->installed_count; i++)
         if (push_string(&to->installed, &to->installed_count, from->installed[i]) != 0) return -1;
+    for (size_t i = 0; i < from->note_count; i++)
+        if (push_string(&to->notes, &to->note_count, from->notes[i]) != 0) return -1;
     return from->fd >= 0 && to->fd < 0 ? -1 : 0;
 }
 

@@ -52,6 +52,8 @@ typedef struct deps_environment {
     char key[65];       /* sha256 of what is in it: equal keys, equal content */
     char **installed;   /* "name==version", sorted */
     size_t installed_count;
+    char **notes;       /* what the result should tell, e.g. accelerators left out */
+    size_t note_count;
     int needs_bytecode; /* built just now, without .pyc: see deps_finish_environment */
 } deps_environment;
 

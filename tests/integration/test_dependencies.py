@@ -477,10 +477,28 @@ def test_debian_beautifulsoup_parses(dist_packages):
     assert "beautifulsoup4==4.11.2" in result["dependencies"]
 
 
-def test_native_host_packages_are_refused(dist_packages):
-    result = dist_packages("import yaml")
+def test_accelerators_are_left_out_and_said_so(dist_packages):
+    result = dist_packages("import yaml\nprint(yaml.safe_dump({'a': 1}), yaml.__with_libyaml__)")
+    assert result["status"] == "success", result
+    assert result["stdout"] == "a: 1\n False\n"
+    assert result["notes"] == ["PyYAML==6.0: installed without its compiled extension modules "
+                               "(_yaml); its pure-Python code is used"]
+
+
+def test_native_only_host_packages_are_refused(capsule, tmp_path):
+    # A distribution whose only import name is an extension module: nothing
+    # importable remains without it.
+    site = tmp_path / "site"
+    info = site / "fastonly-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fastonly\nVersion: 1.0\n")
+    (site / "fastonly.cpython-311-x86_64-linux-gnu.so").write_bytes(b"\x7fELF")
+    (info / "RECORD").write_text("fastonly.cpython-311-x86_64-linux-gnu.so,,\n"
+                                 "fastonly-1.0.dist-info/METADATA,,\n")
+    (info / "top_level.txt").write_text("fastonly\n")
+    result = capsule.json("import fastonly", "--site-packages", str(site))
     assert result["status"] == "install-error", result
-    assert result["error"].startswith("PyYAML:") and "native extension" in result["error"]
+    assert result["error"].startswith("fastonly:") and "native code only" in result["error"]
 
 
 # --- the guest's side of the channel is untrusted ------------------------------------------
