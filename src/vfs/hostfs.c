@@ -42,7 +42,7 @@ static int parse_metadata(const unsigned char *data, size_t size, vfs_metadata *
     if (size != sizeof fields) return -EIO;
     memcpy(fields, data, sizeof fields);
     if (fields[0] != VFS_FILE && fields[0] != VFS_DIRECTORY) return -EIO;
-    *st = (vfs_metadata){(vfs_type)fields[0], fields[1], fields[2], fields[3], fields[4]};
+    *st = (vfs_metadata){(vfs_type)fields[0], fields[1], fields[2], fields[3], fields[4], 0};
     return 0;
 }
 
@@ -220,12 +220,22 @@ static int host_rename(void *backend, const char *from, const char *to) {
     return fs->writable ? ask(fs, 'n', from, to, strlen(to)) : -EROFS;
 }
 
+/* 'T': two u64 times in ns, UINT64_MAX for one to leave as it is. */
+static int host_set_times(void *backend, const char *path, const uint64_t *atime_ns,
+                          const uint64_t *mtime_ns) {
+    hostfs *fs = backend;
+    if (!fs->writable) return -EROFS;
+    uint64_t times[2] = {atime_ns ? *atime_ns : UINT64_MAX, mtime_ns ? *mtime_ns : UINT64_MAX};
+    return ask(fs, 'T', path, times, sizeof times);
+}
+
 static void host_destroy(void *backend) {
     free(backend);
 }
 
 static const vfs_backend_ops hostfs_ops = {
     host_stat, host_open, host_mkdir, host_rmdir, host_unlink, host_rename, host_destroy,
+    host_set_times,
 };
 
 int vfs_hostfs_new(vfs_host_broker broker, void *context, int writable,

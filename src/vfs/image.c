@@ -357,6 +357,7 @@ static void image_destroy(void *backend) {
 
 static const vfs_backend_ops image_ops = {
     image_stat, image_open, image_refuse, image_refuse, image_refuse, image_rename, image_destroy,
+    NULL, /* read-only */
 };
 
 int vfs_image_backend(vfs_image *image, const vfs_backend_ops **ops, void **backend) {

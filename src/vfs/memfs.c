@@ -4,7 +4,8 @@
  * A tree of nodes.  A node lives while it is linked in the tree or open:
  * `references` counts both, so a file unlinked while open keeps its data
  * until the last descriptor closes, as on POSIX.  File bytes count against
- * the quota; exceeding it is ENOSPC.
+ * the byte quota and nodes against the entry limit; exceeding either is
+ * ENOSPC.  A node counts from its creation until it is freed.
  */
 #include "vfs.h"
 
@@ -21,6 +22,7 @@ struct node {
     int references;  /* 1 while linked + 1 per open file */
     uint64_t inode;
     uint64_t mtime_ns;
+    uint64_t atime_ns; /* 0 until set: the same as mtime_ns */
     /* VFS_FILE */
     unsigned char *data;
     size_t size, capacity;
@@ -32,6 +34,7 @@ struct node {
 typedef struct memfs {
     node *root;
     uint64_t quota, used; /* file bytes */
+    uint64_t entry_limit, entries; /* nodes, the root excluded */
     uint64_t next_inode;
 } memfs;
 
@@ -47,14 +50,24 @@ static uint64_t now_ns(void) {
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/* NULL with errno ENOSPC past the entry limit, ENOMEM without memory. */
 static node *node_new(memfs *fs, vfs_type type, const char *name, size_t name_length) {
+    if (fs->entry_limit && fs->entries >= fs->entry_limit) {
+        errno = ENOSPC;
+        return NULL;
+    }
     node *n = calloc(1, sizeof *n);
-    if (!n) return NULL;
+    if (!n) {
+        errno = ENOMEM;
+        return NULL;
+    }
     n->name = strndup(name, name_length);
     if (!n->name) {
         free(n);
+        errno = ENOMEM;
         return NULL;
     }
+    fs->entries++;
     n->type = type;
     n->references = 1;
     n->inode = ++fs->next_inode;
@@ -69,6 +82,7 @@ static void node_release(memfs *fs, node *n) {
         node_release(fs, n->children[i]);
     }
     fs->used -= n->size;
+    fs->entries--;
     free(n->children);
     free(n->data);
     free(n->name);
@@ -141,6 +155,7 @@ static void fill_stat(const node *n, vfs_metadata *st) {
     st->size = n->type == VFS_FILE ? n->size : 0;
     st->inode = n->inode;
     st->mtime_ns = n->mtime_ns;
+    st->atime_ns = n->atime_ns;
     st->links = 1;
 }
 
@@ -255,7 +270,7 @@ static int memfs_open(void *backend, const char *path, int flags, vfs_file **out
         rc = walk(fs, path, 1, &dir, &name, &length);
         if (rc) return rc;
         n = node_new(fs, VFS_FILE, name, length);
-        if (!n) return -ENOMEM;
+        if (!n) return -errno;
         rc = attach(dir, n);
         if (rc) {
             node_release(fs, n);
@@ -294,7 +309,7 @@ static int memfs_mkdir(void *backend, const char *path) {
     if (rc) return rc == -EBUSY ? -EEXIST : rc;
     if (child_named(dir, name, length)) return -EEXIST;
     node *n = node_new(fs, VFS_DIRECTORY, name, length);
-    if (!n) return -ENOMEM;
+    if (!n) return -errno;
     rc = attach(dir, n);
     if (rc) node_release(fs, n);
     return rc;
@@ -368,8 +383,19 @@ static void memfs_destroy(void *backend) {
     free(fs);
 }
 
+static int memfs_set_times(void *backend, const char *path, const uint64_t *atime_ns,
+                           const uint64_t *mtime_ns) {
+    node *n;
+    int rc = walk(backend, path, 0, &n, NULL, NULL);
+    if (rc) return rc;
+    if (mtime_ns) n->mtime_ns = *mtime_ns;
+    if (atime_ns) n->atime_ns = *atime_ns ? *atime_ns : 1; /* 0 means "as mtime" */
+    return 0;
+}
+
 static const vfs_backend_ops memfs_ops = {
     memfs_stat, memfs_open, memfs_mkdir, memfs_rmdir, memfs_unlink, memfs_rename, memfs_destroy,
+    memfs_set_times,
 };
 
 int vfs_memfs_new(uint64_t quota_bytes, const vfs_backend_ops **ops, void **backend) {
@@ -381,6 +407,7 @@ int vfs_memfs_new(uint64_t quota_bytes, const vfs_backend_ops **ops, void **back
         free(fs);
         return -ENOMEM;
     }
+    fs->entries = 0; /* the root is not counted */
     *ops = &memfs_ops;
     *backend = fs;
     return 0;
@@ -388,6 +415,10 @@ int vfs_memfs_new(uint64_t quota_bytes, const vfs_backend_ops **ops, void **back
 
 void vfs_memfs_set_quota(void *backend, uint64_t quota_bytes) {
     ((memfs *)backend)->quota = quota_bytes;
+}
+
+void vfs_memfs_set_entry_limit(void *backend, uint64_t entries) {
+    ((memfs *)backend)->entry_limit = entries;
 }
 
 int vfs_memfs_put(void *backend, const char *path, const void *data, size_t size) {

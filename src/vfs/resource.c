@@ -35,6 +35,44 @@ typedef struct resource_file {
     char name[VFS_NAME_MAX + 1];
 } resource_file;
 
+static int hex_digit(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+/* A template's value goes into a URL, percent-encoded; the server decodes
+ * it once, or more.  It must not be a path there: decoded as often as it
+ * decodes, it may hold no '/', '\\' (a separator to some servers) or NUL,
+ * and may not be "." or "..". */
+static int plain_value(const char *value, size_t length) {
+    char decoded[VFS_NAME_MAX + 1];
+    memcpy(decoded, value, length);
+    for (int round = 0; round < 8; round++) {
+        size_t out = 0;
+        int changed = 0;
+        for (size_t i = 0; i < length; i++) {
+            int high, low;
+            if (decoded[i] == '%' && i + 2 < length &&
+                (high = hex_digit(decoded[i + 1])) >= 0 && (low = hex_digit(decoded[i + 2])) >= 0) {
+                decoded[out++] = (char)(high * 16 + low);
+                i += 2;
+                changed = 1;
+            } else {
+                decoded[out++] = decoded[i];
+            }
+        }
+        length = out;
+        if (memchr(decoded, '/', length) || memchr(decoded, '\\', length) ||
+            memchr(decoded, '\0', length) || (length == 1 && decoded[0] == '.') ||
+            (length == 2 && decoded[0] == '.' && decoded[1] == '.'))
+            return 0;
+        if (!changed) return 1;
+    }
+    return 0; /* still decoding after eight rounds: nobody means that */
+}
+
 size_t vfs_template_match(const char *template, const char *name, size_t name_size,
                           size_t *start) {
     const char *hole = strstr(template, "{}");
@@ -46,9 +84,7 @@ size_t vfs_template_match(const char *template, const char *name, size_t name_si
         return 0;
     size_t length = name_size - prefix - suffix;
     const char *value = name + prefix;
-    if (memchr(value, '/', length) || memchr(value, '\0', length) ||
-        (length <= 2 && memcmp(value, "..", length) == 0))
-        return 0;
+    if (!plain_value(value, length)) return 0;
     *start = prefix;
     return length;
 }
@@ -208,7 +244,7 @@ static void backend_destroy(void *opaque) {
 
 static const vfs_backend_ops resource_backend_ops = {
     backend_stat, backend_open, backend_refuse, backend_refuse, backend_refuse, backend_rename,
-    backend_destroy,
+    backend_destroy, NULL, /* resources keep no times */
 };
 
 int vfs_resource_new(const char *const *names, int count, vfs_resource_fetch fetch,

@@ -144,6 +144,13 @@ int vfs_is_read_only(vfs *fs, const char *path) {
     return m && m->read_only;
 }
 
+int vfs_mount_point(vfs *fs, int index, const char **at, int *read_only) {
+    if (index < 0 || index >= fs->mount_count) return -ENOENT;
+    *at = fs->mounts[index].at;
+    *read_only = fs->mounts[index].read_only;
+    return 0;
+}
+
 int vfs_stat(vfs *fs, const char *path, vfs_metadata *st) {
     const char *relative;
     mount *m = find_mount(fs, path, &relative);
@@ -219,6 +226,18 @@ int vfs_rename(vfs *fs, const char *from, const char *to) {
             fs->mounts[i].at[from_length] == '/')
             return -EBUSY;
     return source->ops->rename(source->backend, from_relative, to_relative);
+}
+
+int vfs_set_times(vfs *fs, const char *path, const uint64_t *atime_ns, const uint64_t *mtime_ns) {
+    const char *relative;
+    mount *m = find_mount(fs, path, &relative);
+    if (!m) return -ENOENT;
+    vfs_metadata st;
+    int rc = m->ops->stat(m->backend, relative, &st);
+    if (rc) return rc;
+    if (m->read_only) return -EROFS;
+    if (!m->ops->set_times) return 0;
+    return m->ops->set_times(m->backend, relative, atime_ns, mtime_ns);
 }
 
 void vfs_file_retain(vfs_file *file) {

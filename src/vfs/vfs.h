@@ -15,7 +15,8 @@
  *   create or follow (path_symlink is refused).
  * - Errors are negative POSIX errno values (-ENOENT, ...); the WASI layer
  *   maps them to WASI errno.  0 is success.
- * - Byte quota: the scratch file system counts file bytes against a limit.
+ * - Quotas: the scratch file system counts file bytes and entries (files
+ *   and directories) against limits; exceeding either is ENOSPC.
  */
 #ifndef CAP_VFS_H
 #define CAP_VFS_H
@@ -35,6 +36,7 @@ typedef struct vfs_metadata {
     uint64_t inode;
     uint64_t mtime_ns; /* modification time, ns since the epoch */
     uint64_t links;
+    uint64_t atime_ns; /* access time; 0: the same as mtime_ns */
 } vfs_metadata;
 
 typedef struct vfs_dirent {
@@ -83,6 +85,10 @@ typedef struct vfs_backend_ops {
     int (*unlink)(void *backend, const char *path);
     int (*rename)(void *backend, const char *from, const char *to);
     void (*destroy)(void *backend);
+    /* Sets the access and/or modification time (NULL: leave it); NULL
+     * for backends that keep no times of their own. */
+    int (*set_times)(void *backend, const char *path, const uint64_t *atime_ns,
+                     const uint64_t *mtime_ns);
 } vfs_backend_ops;
 
 typedef struct vfs vfs;
@@ -104,11 +110,17 @@ int vfs_normalize(const char *base, const char *path, size_t path_size, char *ou
 int vfs_stat(vfs *fs, const char *path, vfs_metadata *st);
 /* 1 if `path` lies in a read-only mount. */
 int vfs_is_read_only(vfs *fs, const char *path);
+/* The `index`th mount point (in mount order) into *at, and whether it is
+ * read-only; -ENOENT past the last. */
+int vfs_mount_point(vfs *fs, int index, const char **at, int *read_only);
 int vfs_open(vfs *fs, const char *path, int flags, vfs_file **out);
 int vfs_mkdir(vfs *fs, const char *path);
 int vfs_rmdir(vfs *fs, const char *path);
 int vfs_unlink(vfs *fs, const char *path);
 int vfs_rename(vfs *fs, const char *from, const char *to);
+/* os.utime: NULL leaves a time as it is.  -EROFS on read-only mounts; a
+ * backend that keeps no times accepts and ignores it. */
+int vfs_set_times(vfs *fs, const char *path, const uint64_t *atime_ns, const uint64_t *mtime_ns);
 
 void vfs_file_retain(vfs_file *file);
 void vfs_file_release(vfs_file *file);
@@ -127,8 +139,14 @@ void vfs_device_close(vfs_file *file);
 int vfs_memfs_new(uint64_t quota_bytes, const vfs_backend_ops **ops, void **backend);
 /* Changes the byte quota (0: none); files already there stay. */
 void vfs_memfs_set_quota(void *memfs, uint64_t quota_bytes);
+/* Bounds the files and directories it holds, the root excluded (0: none);
+ * creating one more is ENOSPC.  Entries already there stay. */
+void vfs_memfs_set_entry_limit(void *memfs, uint64_t entries);
 /* Creates (or replaces) a file with the given content, making parents. */
 int vfs_memfs_put(void *memfs, const char *path, const void *data, size_t size);
+
+/* /dev: null, zero, random, urandom; nothing can be created there. */
+int vfs_devfs_new(const vfs_backend_ops **ops, void **backend);
 
 /* Read-only image built by tools/mkimage.py; shared, reference counted. */
 typedef struct vfs_image vfs_image;
@@ -182,6 +200,7 @@ int vfs_resource_new(const char *const *names, int count, vfs_resource_fetch fet
  *   'c' create (input: one byte, 1 = exclusive)   'p' write (input: u64 offset, bytes)
  *   't' truncate (input: u64 size)   'm' mkdir   'u' unlink   'd' rmdir
  *   'n' rename (input: the new mount-relative path)
+ *   'T' set times (input: u64 atime_ns, u64 mtime_ns; all ones: leave it)
  * A malloc'd answer goes to *data (may be empty), or a negative errno. */
 typedef int (*vfs_host_broker)(void *context, char op, const char *path, const void *input,
                                size_t input_size, unsigned char **data, size_t *size);

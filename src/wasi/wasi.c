@@ -420,7 +420,7 @@ static u32 put_filestat(wasi *w, u32 out, const vfs_metadata *st) {
     p[16] = filetype_of(st->type);
     put64(p + 24, st->links);
     put64(p + 32, st->size);
-    put64(p + 40, st->mtime_ns);
+    put64(p + 40, st->atime_ns ? st->atime_ns : st->mtime_ns);
     put64(p + 48, st->mtime_ns);
     put64(p + 56, st->mtime_ns);
     return WASI_ESUCCESS;
@@ -441,13 +441,30 @@ u32 Z_wasi_snapshot_preview1Z_fd_filestat_set_size(wasi *w, u32 fd, u64 size) {
     return wasi_errno_from_posix(d->file->ops->truncate(d->file, size));
 }
 
-/* Timestamps are not stored separately from modification: accepting the
- * call keeps shutil.copy2 and friends working. */
+enum { FSTFLAG_ATIM = 1, FSTFLAG_ATIM_NOW = 2, FSTFLAG_MTIM = 4, FSTFLAG_MTIM_NOW = 8 };
+
+/* utimensat()/futimens(): which times to set, from the guest's flags.  A
+ * time and "now" for the same field at once is EINVAL, as in WASI. */
+static u32 set_times(wasi *w, const char *path, u64 atime, u64 mtime, u32 flags) {
+    if (flags > 15 || ((flags & FSTFLAG_ATIM) && (flags & FSTFLAG_ATIM_NOW)) ||
+        ((flags & FSTFLAG_MTIM) && (flags & FSTFLAG_MTIM_NOW)))
+        return WASI_EINVAL;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    u64 now_ns = (u64)now.tv_sec * 1000000000u + (u64)now.tv_nsec;
+    if (flags & FSTFLAG_ATIM_NOW) atime = now_ns;
+    if (flags & FSTFLAG_MTIM_NOW) mtime = now_ns;
+    const u64 *new_atime = (flags & (FSTFLAG_ATIM | FSTFLAG_ATIM_NOW)) ? &atime : NULL;
+    const u64 *new_mtime = (flags & (FSTFLAG_MTIM | FSTFLAG_MTIM_NOW)) ? &mtime : NULL;
+    return wasi_errno_from_posix(vfs_set_times(w->fs, path, new_atime, new_mtime));
+}
+
 u32 Z_wasi_snapshot_preview1Z_fd_filestat_set_times(wasi *w, u32 fd, u64 atime, u64 mtime,
                                                      u32 flags) {
-    (void)atime, (void)mtime;
-    if (!lookup(w, fd)) return WASI_EBADF;
-    return flags <= 15 ? WASI_ESUCCESS : WASI_EINVAL;
+    descriptor *d = lookup(w, fd);
+    if (!d) return WASI_EBADF;
+    if (d->file->type == VFS_CHARACTER_DEVICE) return flags <= 15 ? WASI_ESUCCESS : WASI_EINVAL;
+    return set_times(w, d->path, atime, mtime, flags);
 }
 
 /* Shared by read/pread/write/pwrite: walks the guest's iovec array. */
@@ -635,15 +652,11 @@ u32 Z_wasi_snapshot_preview1Z_path_filestat_get(wasi *w, u32 fd, u32 flags, u32 
 u32 Z_wasi_snapshot_preview1Z_path_filestat_set_times(wasi *w, u32 fd, u32 flags, u32 path,
                                                       u32 length, u64 atime, u64 mtime,
                                                       u32 fst_flags) {
-    (void)flags, (void)atime, (void)mtime;
+    (void)flags; /* there are no symbolic links to follow or not */
     char absolute[VFS_PATH_MAX];
-    vfs_metadata st;
     u32 rc = guest_path(w, fd, path, length, absolute);
     if (rc) return rc;
-    if (fst_flags > 15) return WASI_EINVAL;
-    int status = vfs_stat(w->fs, absolute, &st);
-    if (status == 0 && vfs_is_read_only(w->fs, absolute)) return WASI_EROFS;
-    return wasi_errno_from_posix(status);
+    return set_times(w, absolute, atime, mtime, fst_flags);
 }
 
 /* Links are refused: a hard link would let one file appear under two

@@ -646,6 +646,118 @@ static void test_memfs_rename(void **state) {
     vfs_free(fs);
 }
 
+/* Entries (files and directories) are bounded apart from bytes: a
+ * program could otherwise make millions of empty files. */
+static void test_memfs_entry_limit(void **state) {
+    (void)state;
+    const vfs_backend_ops *ops;
+    void *backend;
+    assert_int_equal(vfs_memfs_new(0, &ops, &backend), 0);
+    vfs_memfs_set_entry_limit(backend, 3);
+    vfs *fs = vfs_new();
+    assert_int_equal(vfs_mount(fs, "/", ops, backend, 0), 0);
+    assert_int_equal(vfs_mkdir(fs, "/d"), 0);
+    create_file(fs, "/d/a", "");
+    create_file(fs, "/b", "x");
+    assert_int_equal(vfs_mkdir(fs, "/e"), -ENOSPC);
+    vfs_file *file;
+    assert_int_equal(vfs_open(fs, "/c", VFS_O_WRITE | VFS_O_CREATE, &file), -ENOSPC);
+    /* Opening what exists costs nothing; removing gives an entry back. */
+    assert_int_equal(vfs_open(fs, "/b", VFS_O_WRITE, &file), 0);
+    vfs_file_release(file);
+    assert_int_equal(vfs_unlink(fs, "/b"), 0);
+    assert_int_equal(vfs_mkdir(fs, "/e"), 0);
+    vfs_free(fs);
+}
+
+static void test_memfs_set_times(void **state) {
+    (void)state;
+    const vfs_backend_ops *ops;
+    void *backend;
+    assert_int_equal(vfs_memfs_new(0, &ops, &backend), 0);
+    vfs *fs = vfs_new();
+    assert_int_equal(vfs_mount(fs, "/", ops, backend, 0), 0);
+    create_file(fs, "/f", "x");
+    uint64_t atime = 1000000000ull * 1000000000ull, mtime = 1234567890ull * 1000000000ull;
+    assert_int_equal(vfs_set_times(fs, "/f", &atime, &mtime), 0);
+    vfs_metadata st;
+    assert_int_equal(vfs_stat(fs, "/f", &st), 0);
+    assert_true(st.atime_ns == atime && st.mtime_ns == mtime);
+    uint64_t later = mtime + 5;
+    assert_int_equal(vfs_set_times(fs, "/f", NULL, &later), 0); /* atime stays */
+    assert_int_equal(vfs_stat(fs, "/f", &st), 0);
+    assert_true(st.atime_ns == atime && st.mtime_ns == later);
+    assert_int_equal(vfs_set_times(fs, "/missing", NULL, &later), -ENOENT);
+    vfs_free(fs);
+}
+
+static void test_devfs(void **state) {
+    (void)state;
+    vfs *fs = vfs_new();
+    const vfs_backend_ops *ops;
+    void *backend;
+    assert_int_equal(vfs_memfs_new(0, &ops, &backend), 0);
+    assert_int_equal(vfs_mount(fs, "/", ops, backend, 0), 0);
+    assert_int_equal(vfs_devfs_new(&ops, &backend), 0);
+    assert_int_equal(vfs_mount(fs, "/dev", ops, backend, 0), 0);
+    vfs_file *file;
+    char data[300];
+    size_t done = 99;
+    assert_int_equal(vfs_open(fs, "/dev/null", VFS_O_READ | VFS_O_WRITE, &file), 0);
+    assert_int_equal(file->ops->write(file, "gone", 4, 0, &done), 0);
+    assert_int_equal(done, 4);
+    assert_int_equal(file->ops->read(file, data, sizeof data, 0, &done), 0);
+    assert_int_equal(done, 0);
+    vfs_file_release(file);
+    assert_int_equal(vfs_open(fs, "/dev/zero", VFS_O_READ, &file), 0);
+    memset(data, 1, sizeof data);
+    assert_int_equal(file->ops->read(file, data, 8, 0, &done), 0);
+    assert_int_equal(done, 8);
+    assert_int_equal(data[0] | data[7], 0);
+    vfs_file_release(file);
+    assert_int_equal(vfs_open(fs, "/dev/urandom", VFS_O_READ, &file), 0);
+    assert_int_equal(file->ops->read(file, data, sizeof data, 0, &done), 0);
+    assert_true(done > 0 && done <= 256);
+    vfs_file_release(file);
+    vfs_metadata st;
+    assert_int_equal(vfs_stat(fs, "/dev/null", &st), 0);
+    assert_int_equal(st.type, VFS_CHARACTER_DEVICE);
+    assert_int_equal(vfs_stat(fs, "/dev/sda", &st), -ENOENT);
+    assert_int_equal(vfs_open(fs, "/dev/new", VFS_O_WRITE | VFS_O_CREATE, &file), -EACCES);
+    assert_int_equal(vfs_unlink(fs, "/dev/null"), -EACCES);
+    assert_int_equal(vfs_mkdir(fs, "/dev/d"), -EACCES);
+    assert_int_equal(vfs_rename(fs, "/dev/null", "/dev/x"), -EACCES);
+    assert_int_equal(vfs_open(fs, "/dev", VFS_O_READ | VFS_O_DIRECTORY, &file), 0);
+    vfs_dirent entry;
+    int count = 0;
+    while (file->ops->readdir(file, (uint64_t)count, &entry) == 1) count++;
+    assert_int_equal(count, 4);
+    vfs_file_release(file);
+    vfs_free(fs);
+}
+
+/* A template's value must not be a path to the server, however often it
+ * decodes the URL. */
+static void test_template_values(void **state) {
+    (void)state;
+    static const struct {
+        const char *name;
+        int matches;
+    } cases[] = {
+        {"t-paris.json", 1},        {"t-paris..json", 1},       {"t-100%25.json", 1},
+        {"t-...json", 0},           {"t-.json", 0},             {"t-....json", 1},
+        {"t-a\\b.json", 0},         {"t-..%5C..%5Cx.json", 0},  {"t-%2e%2e.json", 0},
+        {"t-%2E.json", 0},          {"t-..%2F..%2Fx.json", 0},  {"t-a%5cb.json", 0},
+        {"t-%252e%252e.json", 0},   {"t-a%00b.json", 0},        {"t-a/b.json", 0},
+        {"t-%25252F.json", 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        size_t start = 0;
+        size_t length = vfs_template_match("t-{}.json", cases[i].name, strlen(cases[i].name), &start);
+        if ((length > 0) != cases[i].matches) fail_msg("%s: %zu", cases[i].name, length);
+    }
+}
+
 static void test_memfs_quota(void **state) {
     (void)state;
     const vfs_backend_ops *ops;
@@ -2315,6 +2427,10 @@ int main(void) {
         cmocka_unit_test(test_memfs_remove),
         cmocka_unit_test(test_memfs_rename),
         cmocka_unit_test(test_memfs_quota),
+        cmocka_unit_test(test_memfs_entry_limit),
+        cmocka_unit_test(test_memfs_set_times),
+        cmocka_unit_test(test_devfs),
+        cmocka_unit_test(test_template_values),
         cmocka_unit_test(test_memfs_enotdir),
         cmocka_unit_test(test_memfs_put),
         cmocka_unit_test(test_image_stdlib_content),
