@@ -20,6 +20,7 @@ by the host: it parses the result defensively.
 """
 import ast
 import builtins
+import errno
 import importlib
 import importlib.machinery
 import json
@@ -309,6 +310,120 @@ class _AsyncioPatcher:
         return spec
 
 
+# --- what the sandbox does not grant: clear errors --------------------------------
+
+def _granted_alternatives():
+    """What the host did grant, as a sentence an agent can act on."""
+    hints = []
+    try:
+        if os.path.isdir("/network"):
+            names = sorted(os.listdir("/network"))
+            shown = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
+            hints.append("the host fetches the resources it granted: read them as files under "
+                         "/network/" + (f" ({shown})" if shown else ""))
+    except OSError:
+        pass
+    return ("; " + "; ".join(hints)) if hints else ""
+
+
+def _denied(what, error=PermissionError):
+    """A callable that raises what a denied capability raises: the standard
+    exception type (PermissionError, an OSError with errno EPERM) and a
+    message saying it is the sandbox, not a bug of the program."""
+    def denied(*args, **kwargs):
+        message = f"{what} is not available in the capsule sandbox"
+        if error is PermissionError:
+            raise PermissionError(errno.EPERM, message + _granted_alternatives())
+        raise error(message + _granted_alternatives())
+    denied.__name__ = denied.__qualname__ = "denied"
+    return denied
+
+
+# Functions Linux's _socket has and WASI's lacks: calling them was an
+# AttributeError on `_socket`, which says nothing to whoever reads it.
+_SOCKET_FUNCTIONS = ("getaddrinfo", "getnameinfo", "gethostbyname", "gethostbyname_ex",
+                     "gethostbyaddr", "getservbyname", "getservbyport", "getprotobyname",
+                     "socketpair", "fromfd", "sethostname", "if_nameindex", "if_nametoindex",
+                     "if_indextoname")
+
+
+def _deny_capabilities():
+    """Done once in the zygote: sockets, processes and threads fail with
+    PermissionError or RuntimeError and a message naming the sandbox."""
+    import socket
+    import subprocess
+    import _socket
+    import _thread
+    network = _denied("network access (sockets, DNS)")
+    for name in _SOCKET_FUNCTIONS:
+        if not hasattr(_socket, name):
+            setattr(_socket, name, network)
+            setattr(socket, name, network)
+    for name in ("create_connection", "create_server"):
+        setattr(socket, name, network)
+
+    def socket_init(self, *args, **kwargs):
+        network()
+    socket.socket.__init__ = socket_init
+
+    processes = _denied("running programs (subprocess, os.system)")
+
+    def popen_init(self, *args, **kwargs):
+        self._child_created = False  # what Popen.__del__ looks at
+        processes()
+    subprocess.Popen.__init__ = popen_init
+    os.system = processes
+
+    threads = _denied("starting a thread (WebAssembly here has one thread; use asyncio or "
+                      "do the work in turn)", RuntimeError)
+    _thread.start_new_thread = threads
+    _thread.start_new = threads
+    threading = sys.modules.get("threading")
+    if threading is not None:
+        threading._start_new_thread = threads
+
+
+_read_only_mounts = ()
+_access = os.access
+
+
+def _access_knowing_mounts(path, mode, *, dir_fd=None, effective_ids=False,
+                           follow_symlinks=True):
+    """os.access, except that W_OK is False on a read-only mount.  WASI has
+    no permission bits: wasi-libc answers from the rights of the directory
+    descriptor, which is the sandbox's one root for every path."""
+    allowed = _access(path, mode, dir_fd=dir_fd, effective_ids=effective_ids,
+                      follow_symlinks=follow_symlinks)
+    if allowed and mode & os.W_OK and dir_fd is None and not isinstance(path, int):
+        target = os.path.abspath(os.fsdecode(path))
+        for mount in _read_only_mounts:
+            if target == mount or target.startswith(mount.rstrip("/") + "/"):
+                return False
+    return allowed
+
+
+def _explain(exc):
+    """Adds a note to an uncaught OSError about a path the sandbox does not
+    have or may not write, naming what it does have."""
+    if not isinstance(exc, OSError) or not isinstance(exc.filename, str):
+        return
+    if exc.errno not in (errno.ENOENT, errno.EACCES, errno.EPERM, errno.EROFS):
+        return
+    path = os.path.abspath(exc.filename)
+    top = path.split("/")[1] if path.count("/") >= 1 else ""
+    try:
+        roots = sorted(n for n in os.listdir("/") if n not in ("usr",))
+    except OSError:
+        roots = []
+    if exc.errno == errno.EROFS:
+        exc.add_note(f"capsule: {path} is on a read-only mount of the sandbox; write under "
+                     f"/work, /tmp or a mount granted read-write")
+    elif exc.errno == errno.ENOENT and top and top not in roots:
+        listed = ", ".join("/" + n for n in roots)
+        exc.add_note(f"capsule: host files are not visible in the sandbox; it has only "
+                     f"{listed}{_granted_alternatives()}")
+
+
 def _evaluate(code, namespace):
     result = eval(code, namespace)
     if code.co_flags & _CO_COROUTINE:
@@ -364,7 +479,13 @@ def _run(source, filename, options):
     try:
         try:
             text = source.decode("utf-8")
-            linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)
+            lines = text.splitlines(True)
+            # traceback places its carets assuming every line ends with a
+            # newline, as lines read from a file do; code from -c, stdin
+            # or MCP often lacks the last one.
+            if lines and not lines[-1].endswith(("\n", "\r")):
+                lines[-1] += "\n"
+            linecache.cache[filename] = (len(text), None, lines, filename)
         except UnicodeDecodeError:
             pass
         if options.get("dependencies"):
@@ -390,6 +511,7 @@ def _run(source, filename, options):
             status, error = "run-error", f"SystemExit: {exc.code}"
     except BaseException as exc:  # noqa: B902 - everything the code raises is a result
         status, exit_code = "run-error", 1
+        _explain(exc)
         exception = type(exc).__name__
         errno = getattr(exc, "errno", None) if isinstance(exc, OSError) else None
         try:
@@ -401,10 +523,16 @@ def _run(source, filename, options):
     return status, value, error, exit_code, exception, errno
 
 
-def main(channel):
+def main(channel, read_only=()):
+    """Serves requests from `channel` until it ends.  `read_only`: the
+    guest paths the zygote mounted read-only (os.access reports them)."""
+    global _read_only_mounts
+    _read_only_mounts = tuple(os.fsdecode(mount) for mount in read_only)
     # CPython's WASI port defaults to 600; the guest's 8 MiB stack holds
     # native Python's 1000, and beyond the limit is a RecursionError.
     sys.setrecursionlimit(1000)
+    _deny_capabilities()
+    os.access = _access_knowing_mounts
     sys.meta_path.insert(0, _AsyncioPatcher)
     sys.meta_path.append(_InstallingFinder)
     first = True

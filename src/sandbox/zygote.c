@@ -400,6 +400,7 @@ static void apply_request(char *payload, size_t size) {
     double cpu = number_field(limits, "cpu_seconds");
     double memory = number_field(limits, "memory_bytes");
     double disk = number_field(limits, "disk_bytes");
+    double entries = number_field(limits, "disk_entries");
     if (cpu > 0) {
         /* ITIMER_PROF counts this process's CPU time from now, so it is
          * per run even in a session; SIGPROF's default action ends us. */
@@ -415,6 +416,7 @@ static void apply_request(char *payload, size_t size) {
         linear->max_pages = limit;
     }
     if (disk > 0) vfs_memfs_set_quota(G.scratch, (uint64_t)disk);
+    if (entries > 0) vfs_memfs_set_entry_limit(G.scratch, (uint64_t)entries);
 
     const cJSON *code_size = cJSON_GetObjectItemCaseSensitive(header, "code_size");
     size_t offset = (size_t)(newline - payload) + 1;
@@ -566,8 +568,42 @@ static int ask_broker(void *context, char op, const char *path, const void *inpu
 
 /* --- start-up ------------------------------------------------------------------ */
 
+/* The runner's command: main(CHANNEL, (b'/read/only', ...)), naming the
+ * read-only mount points (os.access cannot learn them through WASI).
+ * Paths are passed as bytes literals with every byte escaped that is not
+ * plainly safe, so no path can end the literal.  Malloc'd, or NULL. */
+static char *runner_command(void) {
+    buffer command = {0};
+    char head[96];
+    int n = snprintf(head, sizeof head, "import _capsule_runner; _capsule_runner.main(%d, (",
+                     CHANNEL_FD);
+    int rc = buffer_append(&command, head, (size_t)n);
+    const char *at;
+    int read_only;
+    for (int i = 0; rc == 0 && vfs_mount_point(G.fs, i, &at, &read_only) == 0; i++) {
+        if (!read_only) continue;
+        rc |= buffer_append(&command, "b'", 2);
+        for (const unsigned char *p = (const unsigned char *)at; *p; p++) {
+            char escaped[5];
+            int plain = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                        (*p >= '0' && *p <= '9') || *p == '/' || *p == '.' || *p == '-' || *p == '_';
+            int length = plain ? 1 : snprintf(escaped, sizeof escaped, "\\x%02x", *p);
+            if (plain) escaped[0] = (char)*p;
+            rc |= buffer_append(&command, escaped, (size_t)length);
+        }
+        rc |= buffer_append(&command, "',", 2);
+    }
+    rc |= buffer_append(&command, "))", 3); /* with the NUL */
+    if (rc) {
+        buffer_free(&command);
+        return NULL;
+    }
+    return command.data;
+}
+
 static int build_world(const zygote_world *world) {
     const vfs_backend_ops *ops;
+    void *devices;
     G.fs = vfs_new();
     if (!G.fs) return -ENOMEM;
     int rc = vfs_memfs_new(0, &ops, &G.scratch);
@@ -602,6 +638,8 @@ static int build_world(const zygote_world *world) {
         rc = vfs_hostfs_new(ask_broker, (void *)(intptr_t)i, writable, &ops, &host);
         if (rc == 0) rc = vfs_mount(G.fs, world->host_mounts[i], ops, host, !writable);
     }
+    if (rc == 0) rc = vfs_devfs_new(&ops, &devices);
+    if (rc == 0) rc = vfs_mount(G.fs, "/dev", ops, devices, 0);
     if (rc == 0) rc = vfs_mkdir(G.fs, GUEST_TEMP_DIRECTORY);
     if (rc == 0) rc = vfs_mkdir(G.fs, GUEST_WORK_DIRECTORY);
     G.output_directory = world->output_directory;
@@ -617,13 +655,14 @@ static int build_world(const zygote_world *world) {
     }
     if (rc) return rc;
 
-    char runner[96];
-    snprintf(runner, sizeof runner, "import _capsule_runner; _capsule_runner.main(%d)", CHANNEL_FD);
+    char *runner = runner_command();
+    if (!runner) return -ENOMEM;
     /* -I: ignore PYTHON* variables and the user site; -u: unbuffered, so
      * stdout and stderr interleave in the order they were written. */
     char *argv[] = {"python", "-I", "-u", "-c", runner, NULL};
     wasi_options options = {argv, world->env, 0};
     G.w = wasi_new(G.fs, &options);
+    free(runner); /* wasi_new copied argv */
     if (!G.w) return -ENOMEM;
 
     vfs_file *files[5] = {0}, *root = NULL;
