@@ -49,7 +49,7 @@ serve: build
 $(BUILD)/guest/python.wasm: guest/build-python.sh guest/sqlite-wasi-vfs.c
 	sh guest/build-python.sh $(BUILD)
 
-$(BUILD)/stdlib.img $(BUILD)/stdlib-tests.img &: $(BUILD)/guest/python.wasm guest/build-stdlib.sh guest/_capsule_runner.py tools/mkimage.py
+$(BUILD)/stdlib.img $(BUILD)/stdlib-tests.img $(BUILD)/tzdata.img &: $(BUILD)/guest/python.wasm guest/build-stdlib.sh guest/_capsule_runner.py tools/mkimage.py
 	sh guest/build-stdlib.sh $(BUILD)
 
 # --- runtime: wasm2c translation and its compilation ------------------------
@@ -92,7 +92,7 @@ $(BUILD)/capsule-asan: $(patsubst %.c,$(BUILD)/asan/%.o,$(LIBRARY_SOURCES) $(CLI
 	$(CC) $(SANITIZE) -o $@ $^ $(LDLIBS)
 
 # --- tests -------------------------------------------------------------------
-UNIT_SOURCES := src/wasi/wasi.c src/vfs/vfs.c src/vfs/memfs.c src/vfs/image.c src/vfs/image_writer.c src/vfs/device.c \
+UNIT_SOURCES := src/wasi/wasi.c src/vfs/vfs.c src/vfs/memfs.c src/vfs/devfs.c src/vfs/image.c src/vfs/image_writer.c src/vfs/device.c \
                 src/vfs/resource.c src/vfs/hostfs.c src/sandbox/buffer.c
 
 $(BUILD)/test_unit: tests/unit/test_unit.c $(UNIT_SOURCES) $(HEADERS) $(BUILD)/stdlib.img

@@ -28,5 +28,19 @@ mkdir -p "$stage/lib-dynload"
 
 mkdir -p "$build/stdlib-tests/test"
 (cd "$python_src/Lib/test" && tar cf - --exclude='__pycache__' .) | (cd "$build/stdlib-tests/test" && tar xf -)
+# Tests that live inside their packages; the regression harness adds these
+# directories to the packages' __path__.
+for package_tests in unittest/test lib2to3/tests; do
+    mkdir -p "$build/stdlib-tests/$package_tests"
+    (cd "$python_src/Lib/$package_tests" && tar cf - --exclude='__pycache__' .) | \
+        (cd "$build/stdlib-tests/$package_tests" && tar xf -)
+done
 /usr/bin/python3.11 -m compileall -q -j0 --invalidation-mode unchecked-hash "$build/stdlib-tests" >/dev/null || true
 /usr/bin/python3 "$here/../tools/mkimage.py" "$build/stdlib-tests.img" "$build/stdlib-tests"
+
+# The IANA time-zone database, from Debian's tzdata, for zoneinfo (mounted
+# read-only at /usr/share/zoneinfo, its TZPATH).  Links are stored as the
+# files they name.  Left out: `localtime` (the host's own zone, a link out
+# of the tree), and the `right/` and `posix/` variants nobody asks for.
+/usr/bin/python3 "$here/../tools/mkimage.py" "$build/tzdata.img" /usr/share/zoneinfo \
+    --exclude localtime --exclude 'right' --exclude 'posix' --exclude 'posixrules'

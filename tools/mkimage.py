@@ -37,7 +37,10 @@ def collect(root, excludes):
             path = f"{relative_dir}/{name}".lstrip("/")
             if any(fnmatch.fnmatch(path, pattern) for pattern in excludes):
                 continue
-            if os.path.isfile(os.path.join(root, path)):
+            full = os.path.join(root, path)
+            # A link is stored as the file it names, if that lies in the tree.
+            inside = os.path.realpath(full).startswith(os.path.realpath(root) + os.sep)
+            if os.path.isfile(full) and inside:
                 entries[path] = FILE
     return sorted(entries.items(), key=lambda item: sort_key(item[0]))
 
