@@ -41,8 +41,6 @@ MARKER = "CAPSULE_COUNTS "
 #   test_signal, test_concurrent_futures, test_mailbox, test_urllib*:
 #                    skip themselves as a whole in WASI (no threads, processes,
 #                    sockets, signals, gethostname)
-#   test_bz2, test_lzma: _bz2/_lzma are not in the guest build
-#   test_unittest:   its tests live in unittest.test, not shipped in stdlib.img
 MODULES = [
     # numbers, text, data structures
     "test_math", "test_cmath", "test_int", "test_long", "test_float", "test_complex",
@@ -72,7 +70,8 @@ MODULES = [
     "test_os", "test_posix", "test_posixpath", "test_genericpath", "test_stat", "test_pathlib",
     "test_glob", "test_fnmatch", "test_shutil", "test_tempfile", "test_io", "test_fileio",
     "test_memoryio", "test_fileinput", "test_filecmp", "test_linecache", "test_zlib",
-    "test_gzip", "test_zipfile", "test_zipimport", "test_tarfile", "test_csv", "test_sqlite3",
+    "test_gzip", "test_bz2", "test_lzma", "test_zipfile", "test_zipimport", "test_tarfile",
+    "test_csv", "test_sqlite3",
     "test_dbm_dumb", "test_shelve", "test_plistlib", "test_importlib", "test_import",
     "test_compileall", "test_py_compile", "test_runpy",
     # formats, protocols without the network
@@ -81,6 +80,8 @@ MODULES = [
     "test_urlparse", "test_ipaddress", "test_uuid", "test_hashlib", "test_hmac", "test_secrets",
     "test_difflib", "test_configparser", "test_argparse", "test_optparse", "test_getopt",
     "test_shlex", "test_gettext", "test_logging",
+    # the standard library's own tools
+    "test_unittest", "test_lib2to3",
     # time
     "test_datetime", "test_time", "test_calendar", "test_strftime", "test_strptime",
     "test_zoneinfo", "test_sched",
@@ -164,6 +165,14 @@ KNOWN = [
 GUEST_PROGRAM = r'''
 import collections, importlib, io, json, sys, traceback, unittest
 sys.path.insert(0, "/tests")
+# Package tests shipped beside Lib/test in the tests image (unittest.test,
+# lib2to3.tests): stdlib.img leaves every package's tests out.
+import warnings
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    import lib2to3
+unittest.__path__.append("/tests/unittest")
+lib2to3.__path__.append("/tests/lib2to3")
 OPTIONS = %(options)s
 NAME = "test." + OPTIONS["module"]
 MARKER = "%(marker)s"
