@@ -8,7 +8,7 @@
  * status: it kills the worker at the wall-clock deadline or when output
  * passes the cap, and reads the other limits off how the worker ended.
  */
-#include "capsule.h"
+#include "sandbox.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -40,618 +40,19 @@
 #include "zygote.h"
 #include "../deps/deps.h"
 
-#define STDLIB_GUEST_PATH "/usr/local/lib/python3.11"
-#define MAX_POOL 16
-#define MAX_SESSIONS 256
-#define EVICTED_MEMORY 64 /* evicted session ids remembered, for a clear error */
 #define DEFAULT_WALL_SECONDS 30.0
-#define DEFAULT_MEMORY (512ull << 20)
-#define DEFAULT_DISK (256ull << 20)
 #define STARTUP_SECONDS 60
-#define MAX_EXITING 64 /* finished workers not reaped yet */
-#define MAX_IMAGES 16
-#define MAX_ENV 256
 #define DEFAULT_MAX_OUTPUT (16u << 20)
-#define MAX_RESULT (64u << 20)
 #define MAX_CODE (64u << 20)
 #define GUEST_ENOSPC 51 /* the guest's errno numbering is WASI's, not Linux's */
-#define MAX_RESOURCES 64
-#define MAX_PROVIDERS 16
-#define MAX_HOST_MOUNTS 16
 #define MAX_HOST_FILE (64u << 20) /* largest host file a read-only mount serves */
-#define MAX_ALLOWED_URLS 64
 #define DEFAULT_HTTP_TIMEOUT 10.0
 #define DEFAULT_HTTP_MAX_BYTES (8u << 20)
-#define MAX_DOCS 256
-#define MAX_DOC_BYTES (16u << 20)
-#define MAX_ARTIFACT_BYTES (64u << 20) /* all artifacts of one run together */
 #define COMPILE_SECONDS 120.0 /* compiling a new environment's modules to bytecode */
 #define COMPILE_DISK (1ull << 30)
 #define TRUNCATION_MARKER "\n[capsule: output truncated]\n"
 
-static void set_error(char *error, const char *format, ...) {
-    if (!error) return;
-    va_list args;
-    va_start(args, format);
-    vsnprintf(error, CAP_ERROR_SIZE, format, args);
-    va_end(args);
-}
-
-/* --- configuration ------------------------------------------------------ */
-
-typedef struct image_mount {
-    char *host_path;
-    char *guest_path;
-    vfs_image *image; /* opened on first use, shared by sandboxes */
-} image_mount;
-
-struct cap_config {
-    image_mount images[MAX_IMAGES]; /* [0] is the standard library */
-    int image_count;
-    char *env[MAX_ENV + 1];
-    int env_count;
-    int pool_size;
-    int max_sessions;
-    double session_idle_seconds;
-    char *output_directory; /* NULL: GUEST_OUTPUT_DIRECTORY */
-    zygote_file docs[MAX_DOCS];
-    int doc_count;
-    char *resource_names[MAX_RESOURCES]; /* files of /network */
-    char *resource_urls[MAX_RESOURCES];
-    int resource_count;
-    char *allowed_urls[MAX_ALLOWED_URLS];
-    int allowed_count;
-    double http_timeout;
-    size_t http_max_bytes;
-    struct provider {
-        char *guest_path;
-        cap_resource_provider callbacks;
-        void *userdata;
-        char *names[MAX_RESOURCES];
-        int name_count;
-    } providers[MAX_PROVIDERS];
-    int provider_count;
-    char *host_guest_paths[MAX_HOST_MOUNTS];
-    int host_roots[MAX_HOST_MOUNTS]; /* O_PATH descriptors of the mounted directories */
-    int host_writable[MAX_HOST_MOUNTS];
-    uint64_t host_quota[MAX_HOST_MOUNTS]; /* bytes a writable mount may grow by */
-    uint64_t host_used[MAX_HOST_MOUNTS];  /* growth so far (atomic: sandboxes share configs) */
-    int host_mount_count;
-    deps_resolver *dependencies; /* NULL until a package source is added */
-};
-
-static char *default_stdlib_path(void) {
-    char executable[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", executable, sizeof executable - 1);
-    if (n <= 0) return strdup("stdlib.img");
-    executable[n] = '\0';
-    char *slash = strrchr(executable, '/');
-    if (slash) slash[1] = '\0';
-    size_t size = strlen(executable) + sizeof "stdlib.img";
-    char *path = malloc(size);
-    if (path) snprintf(path, size, "%sstdlib.img", slash ? executable : "");
-    return path;
-}
-
-cap_config *cap_config_new(void) {
-    cap_config *config = calloc(1, sizeof *config);
-    if (!config) return NULL;
-    config->images[0].host_path = default_stdlib_path();
-    config->images[0].guest_path = strdup(STDLIB_GUEST_PATH);
-    config->image_count = 1;
-    config->pool_size = 2;
-    config->max_sessions = 8;
-    config->session_idle_seconds = 600;
-    if (!config->images[0].host_path || !config->images[0].guest_path) {
-        cap_config_free(config);
-        return NULL;
-    }
-    return config;
-}
-
-static void free_docs(cap_config *config) {
-    for (int i = 0; i < config->doc_count; i++) {
-        free(config->docs[i].name);
-        free(config->docs[i].data);
-    }
-    config->doc_count = 0;
-}
-
-void cap_config_free(cap_config *config) {
-    if (config) deps_resolver_free(config->dependencies);
-    if (!config) return;
-    for (int i = 0; i < config->image_count; i++) {
-        free(config->images[i].host_path);
-        free(config->images[i].guest_path);
-        vfs_image_release(config->images[i].image);
-    }
-    for (int i = 0; i < config->env_count; i++) free(config->env[i]);
-    free_docs(config);
-    free(config->output_directory);
-    for (int i = 0; i < config->resource_count; i++) {
-        free(config->resource_names[i]);
-        free(config->resource_urls[i]);
-    }
-    for (int i = 0; i < config->allowed_count; i++) free(config->allowed_urls[i]);
-    for (int i = 0; i < config->host_mount_count; i++) {
-        free(config->host_guest_paths[i]);
-        close(config->host_roots[i]);
-    }
-    for (int i = 0; i < config->provider_count; i++) {
-        free(config->providers[i].guest_path);
-        for (int j = 0; j < config->providers[i].name_count; j++)
-            free(config->providers[i].names[j]);
-    }
-    free(config);
-}
-
-static int set_image(image_mount *mount, const char *host_path, const char *guest_path,
-                     char *error) {
-    char *host = strdup(host_path), *guest = strdup(guest_path);
-    if (!host || !guest) {
-        free(host);
-        free(guest);
-        set_error(error, "out of memory");
-        return CAP_ENOMEM;
-    }
-    free(mount->host_path);
-    free(mount->guest_path);
-    vfs_image_release(mount->image);
-    *mount = (image_mount){host, guest, NULL};
-    return CAP_OK;
-}
-
-int cap_config_set_stdlib(cap_config *config, const char *image_path, char *error) {
-    if (!config || !image_path) {
-        set_error(error, "cap_config_set_stdlib: missing argument");
-        return CAP_EINVAL;
-    }
-    return set_image(&config->images[0], image_path, STDLIB_GUEST_PATH, error);
-}
-
-int cap_config_add_image(cap_config *config, const char *image_path, const char *guest_path,
-                         char *error) {
-    if (!config || !image_path || !guest_path || guest_path[0] != '/') {
-        set_error(error, "cap_config_add_image: need an image and an absolute guest path");
-        return CAP_EINVAL;
-    }
-    if (config->image_count == MAX_IMAGES) {
-        set_error(error, "too many images (at most %d)", MAX_IMAGES);
-        return CAP_EINVAL;
-    }
-    int rc = set_image(&config->images[config->image_count], image_path, guest_path, error);
-    if (rc == CAP_OK) config->image_count++;
-    return rc;
-}
-
-int cap_config_set_pool_size(cap_config *config, int workers, char *error) {
-    if (!config || workers < 0 || workers > MAX_POOL) {
-        set_error(error, "pool size must be between 0 and %d", MAX_POOL);
-        return CAP_EINVAL;
-    }
-    config->pool_size = workers;
-    return CAP_OK;
-}
-
-int cap_config_set_sessions(cap_config *config, int max_sessions, double idle_seconds,
-                            char *error) {
-    if (!config || max_sessions < 0 || max_sessions > MAX_SESSIONS || !(idle_seconds > 0)) {
-        set_error(error, "sessions: 0 to %d sessions, idle timeout above 0", MAX_SESSIONS);
-        return CAP_EINVAL;
-    }
-    config->max_sessions = max_sessions;
-    config->session_idle_seconds = idle_seconds;
-    return CAP_OK;
-}
-
-int cap_config_add_env(cap_config *config, const char *name, const char *value, char *error) {
-    if (!config || !name || !value || !*name || strchr(name, '=')) {
-        set_error(error, "environment variable names must be non-empty and contain no '='");
-        return CAP_EINVAL;
-    }
-    if (config->env_count == MAX_ENV) {
-        set_error(error, "too many environment variables (at most %d)", MAX_ENV);
-        return CAP_EINVAL;
-    }
-    size_t size = strlen(name) + strlen(value) + 2;
-    char *entry = malloc(size);
-    if (!entry) {
-        set_error(error, "out of memory");
-        return CAP_ENOMEM;
-    }
-    snprintf(entry, size, "%s=%s", name, value);
-    config->env[config->env_count++] = entry;
-    return CAP_OK;
-}
-
-int cap_config_set_output_directory(cap_config *config, const char *guest_path, char *error) {
-    char normalized[VFS_PATH_MAX];
-    if (!config || !guest_path || guest_path[0] != '/' ||
-        vfs_normalize(NULL, guest_path, strlen(guest_path), normalized) != 0 ||
-        strcmp(normalized, "/") == 0) {
-        set_error(error, "the output directory must be an absolute guest path other than /");
-        return CAP_EINVAL;
-    }
-    char *copy = strdup(normalized);
-    if (!copy) {
-        set_error(error, "out of memory");
-        return CAP_ENOMEM;
-    }
-    free(config->output_directory);
-    config->output_directory = copy;
-    return CAP_OK;
-}
-
-static int compare_docs(const void *a, const void *b) {
-    return strcmp(((const zygote_file *)a)->name, ((const zygote_file *)b)->name);
-}
-
-/* The text after the first "# " heading line, else the file name. */
-static void doc_title(const zygote_file *doc, char *title, size_t title_size) {
-    const char *text = (const char *)doc->data, *end = text + doc->size;
-    for (const char *line = text; line < end;) {
-        const char *newline = memchr(line, '\n', (size_t)(end - line));
-        const char *line_end = newline ? newline : end;
-        if (line_end - line > 2 && line[0] == '#' && line[1] == ' ') {
-            int length = (int)(line_end - line - 2);
-            if (length > 0 && line[2 + length - 1] == '\r') length--;
-            snprintf(title, title_size, "%.*s", length, line + 2);
-            return;
-        }
-        line = line_end + 1;
-    }
-    snprintf(title, title_size, "%s", doc->name);
-}
-
-/* README.md: one line per document with its title.  A README.md of the
- * host directory is kept, below the generated index. */
-static int build_docs_index(cap_config *config, zygote_file *host_readme) {
-    buffer index = {0};
-    const char heading[] = "# Documentation\n\nFiles in /docs:\n\n";
-    int rc = buffer_append(&index, heading, sizeof heading - 1);
-    for (int i = 0; rc == 0 && i < config->doc_count; i++) {
-        char title[512], line[1024];
-        doc_title(&config->docs[i], title, sizeof title);
-        int n = snprintf(line, sizeof line, "- [%s](%s)\n", title, config->docs[i].name);
-        rc = buffer_append(&index, line, n < (int)sizeof line ? (size_t)n : sizeof line - 1);
-    }
-    if (rc == 0 && host_readme) {
-        rc = buffer_append(&index, "\n", 1);
-        if (rc == 0) rc = buffer_append(&index, host_readme->data, host_readme->size);
-    }
-    char *name = strdup("README.md");
-    if (rc != 0 || !name) {
-        free(name);
-        buffer_free(&index);
-        return -ENOMEM;
-    }
-    config->docs[config->doc_count++] = (zygote_file){name, (unsigned char *)index.data, index.size};
-    return 0;
-}
-
-static int read_doc(int directory_fd, const char *name, zygote_file *doc, char *error) {
-    int fd = openat(directory_fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-    struct stat st;
-    if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        if (fd >= 0) close(fd);
-        return 1; /* not a regular file: not documentation */
-    }
-    if ((uint64_t)st.st_size > MAX_DOC_BYTES) {
-        close(fd);
-        set_error(error, "documentation file %.100s is larger than %u bytes", name, MAX_DOC_BYTES);
-        return -EFBIG;
-    }
-    doc->size = (size_t)st.st_size;
-    doc->data = malloc(doc->size + 1);
-    doc->name = strdup(name);
-    size_t done = 0;
-    while (doc->data && done < doc->size) {
-        ssize_t n = read(fd, doc->data + done, doc->size - done);
-        if (n <= 0) break;
-        done += (size_t)n;
-    }
-    close(fd);
-    doc->size = done;
-    if (!doc->data || !doc->name) {
-        free(doc->data);
-        free(doc->name);
-        set_error(error, "out of memory");
-        return -ENOMEM;
-    }
-    return 0;
-}
-
-int cap_config_add_docs(cap_config *config, const char *host_directory, char *error) {
-    if (!config || !host_directory) {
-        set_error(error, "cap_config_add_docs: missing argument");
-        return CAP_EINVAL;
-    }
-    DIR *directory = opendir(host_directory);
-    if (!directory) {
-        set_error(error, "cannot open documentation directory %.150s: %s", host_directory,
-                  strerror(errno));
-        return CAP_EIO;
-    }
-    free_docs(config);
-    zygote_file host_readme = {0};
-    int rc = 0;
-    struct dirent *entry;
-    while (rc >= 0 && (entry = readdir(directory))) {
-        size_t length = strlen(entry->d_name);
-        if (length < 4 || strcmp(entry->d_name + length - 3, ".md") != 0) continue;
-        if (config->doc_count == MAX_DOCS - 1) {
-            set_error(error, "too many documentation files (at most %d)", MAX_DOCS - 1);
-            rc = -E2BIG;
-            break;
-        }
-        int is_readme = strcmp(entry->d_name, "README.md") == 0;
-        zygote_file *doc = is_readme ? &host_readme : &config->docs[config->doc_count];
-        rc = read_doc(dirfd(directory), entry->d_name, doc, error);
-        if (rc == 0 && !is_readme) config->doc_count++;
-    }
-    closedir(directory);
-    if (rc >= 0) {
-        qsort(config->docs, (size_t)config->doc_count, sizeof config->docs[0], compare_docs);
-        rc = build_docs_index(config, host_readme.name ? &host_readme : NULL);
-        if (rc) set_error(error, "out of memory");
-    }
-    free(host_readme.name);
-    free(host_readme.data);
-    if (rc < 0) {
-        free_docs(config);
-        return rc == -ENOMEM ? CAP_ENOMEM : CAP_EINVAL;
-    }
-    return CAP_OK;
-}
-
-int cap_config_add_http_resource(cap_config *config, const char *name, const char *url,
-                                 char *error) {
-    if (!config || !name || !url || !*name || strchr(name, '/') || strcmp(name, ".") == 0 ||
-        strcmp(name, "..") == 0 || strlen(name) > VFS_NAME_MAX ||
-        (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0) ||
-        strlen(url) >= 4096) {
-        set_error(error, "an HTTP resource needs a file name (no '/') and an http(s) URL");
-        return CAP_EINVAL;
-    }
-    /* A template: one "{}" in the name, one in the URL (and none else). */
-    const char *name_hole = strstr(name, "{}"), *url_hole = strstr(url, "{}");
-    const char *authority = strstr(url, "://") + 3;
-    const char *after_authority = authority + strcspn(authority, "/?#"); /* never the host */
-    if (!name_hole != !url_hole || (name_hole && strstr(name_hole + 2, "{}")) ||
-        (url_hole && (strstr(url_hole + 2, "{}") || url_hole < after_authority))) {
-        set_error(error, "an HTTP resource template has one {} in the name and one in the URL's "
-                         "path or query, e.g. city-{}.json=https://host/weather?city={}");
-        return CAP_EINVAL;
-    }
-    for (int i = 0; i < config->resource_count; i++)
-        if (strcmp(config->resource_names[i], name) == 0) {
-            set_error(error, "HTTP resource %.100s is defined twice", name);
-            return CAP_EINVAL;
-        }
-    if (config->resource_count == MAX_RESOURCES) {
-        set_error(error, "too many HTTP resources (at most %d)", MAX_RESOURCES);
-        return CAP_EINVAL;
-    }
-    char *name_copy = strdup(name), *url_copy = strdup(url);
-    if (!name_copy || !url_copy) {
-        free(name_copy);
-        free(url_copy);
-        set_error(error, "out of memory");
-        return CAP_ENOMEM;
-    }
-    config->resource_names[config->resource_count] = name_copy;
-    config->resource_urls[config->resource_count++] = url_copy;
-    return CAP_OK;
-}
-
-int cap_config_add_resource_provider(cap_config *config, const char *guest_path,
-                                     const cap_resource_provider *provider, void *userdata,
-                                     char *error) {
-    char normalized[VFS_PATH_MAX];
-    if (!config || !guest_path || !provider || !provider->read ||
-        guest_path[0] != '/' || vfs_normalize(NULL, guest_path, strlen(guest_path), normalized) ||
-        strcmp(normalized, "/") == 0) {
-        set_error(error, "a resource provider needs list and read callbacks and an absolute "
-                         "guest path other than /");
-        return CAP_EINVAL;
-    }
-    if (config->provider_count == MAX_PROVIDERS) {
-        set_error(error, "too many resource providers (at most %d)", MAX_PROVIDERS);
-        return CAP_EINVAL;
-    }
-    struct provider *p = &config->providers[config->provider_count];
-    memset(p, 0, sizeof *p);
-    int rc = (p->guest_path = strdup(normalized)) ? CAP_OK : CAP_ENOMEM;
-    const char *name;
-    if (!provider->list) p->name_count = -1; /* any name */
-    for (size_t i = 0; rc == CAP_OK && provider->list && (name = provider->list(userdata, i));
-         i++) {
-        if (!*name || strchr(name, '/') || strcmp(name, ".") == 0 || strcmp(name, "..") == 0 ||
-            strlen(name) > VFS_NAME_MAX || p->name_count == MAX_RESOURCES) {
-            set_error(error, "resource provider at %.100s: bad or too many names (at most %d)",
-                      normalized, MAX_RESOURCES);
-            rc = CAP_EINVAL;
-        } else if (!(p->names[p->name_count] = strdup(name))) {
-            rc = CAP_ENOMEM;
-        } else {
-            p->name_count++;
-        }
-    }
-    if (rc == CAP_ENOMEM) set_error(error, "out of memory");
-    if (rc != CAP_OK) {
-        free(p->guest_path);
-        for (int j = 0; j < p->name_count; j++) free(p->names[j]);
-        return rc;
-    }
-    p->callbacks = *provider;
-    p->userdata = userdata;
-    config->provider_count++;
-    return CAP_OK;
-}
-
-int cap_config_add_mount(cap_config *config, const char *host_path, const char *guest_path,
-                         int flags, uint64_t quota_bytes, char *error) {
-    char normalized[VFS_PATH_MAX];
-    if (!config || !host_path || !guest_path || guest_path[0] != '/' ||
-        vfs_normalize(NULL, guest_path, strlen(guest_path), normalized) ||
-        strcmp(normalized, "/") == 0) {
-        set_error(error, "a mount needs a host directory and an absolute guest path other than /");
-        return CAP_EINVAL;
-    }
-    if (config->host_mount_count == MAX_HOST_MOUNTS) {
-        set_error(error, "too many host mounts (at most %d)", MAX_HOST_MOUNTS);
-        return CAP_EINVAL;
-    }
-    int root = open(host_path, O_PATH | O_DIRECTORY | O_CLOEXEC);
-    if (root < 0) {
-        set_error(error, "cannot mount %.150s: %s", host_path, strerror(errno));
-        return CAP_EIO;
-    }
-    char *copy = strdup(normalized);
-    if (!copy) {
-        close(root);
-        set_error(error, "out of memory");
-        return CAP_ENOMEM;
-    }
-    int index = config->host_mount_count++;
-    config->host_guest_paths[index] = copy;
-    config->host_roots[index] = root;
-    config->host_writable[index] = !(flags & CAP_MOUNT_READ_ONLY);
-    config->host_quota[index] = quota_bytes ? quota_bytes : DEFAULT_DISK;
-    config->host_used[index] = 0;
-    return CAP_OK;
-}
-
-int cap_config_allow_url(cap_config *config, const char *prefix, char *error) {
-    if (!config || !prefix ||
-        (strncmp(prefix, "http://", 7) != 0 && strncmp(prefix, "https://", 8) != 0) ||
-        strlen(prefix) < 9) {
-        set_error(error, "an allowed URL prefix starts with http:// or https:// and a host");
-        return CAP_EINVAL;
-    }
-    if (config->allowed_count == MAX_ALLOWED_URLS) {
-        set_error(error, "too many allowed URL prefixes (at most %d)", MAX_ALLOWED_URLS);
-        return CAP_EINVAL;
-    }
-    if (!(config->allowed_urls[config->allowed_count] = strdup(prefix))) {
-        set_error(error, "out of memory");
-        return CAP_ENOMEM;
-    }
-    config->allowed_count++;
-    return CAP_OK;
-}
-
-int cap_config_set_http_limits(cap_config *config, double timeout_seconds, size_t max_bytes,
-                               char *error) {
-    if (!config || timeout_seconds < 0 || timeout_seconds > 1e6) {
-        set_error(error, "HTTP timeout must be between 0 (default) and 1e6 seconds");
-        return CAP_EINVAL;
-    }
-    config->http_timeout = timeout_seconds;
-    config->http_max_bytes = max_bytes;
-    return CAP_OK;
-}
-
-struct cap_result {
-    cap_status status;
-    int exit_code;
-    buffer out, err;
-    char *return_value;
-    char *error;
-    cap_artifact *artifacts; /* each field owned by the result */
-    size_t artifact_count;
-    char **dependencies;
-    size_t dependency_count;
-};
-
-/* --- dependencies ------------------------------------------------------------ */
-
-static deps_resolver *dependencies_of(cap_config *config, char *error) {
-    if (!config->dependencies && !(config->dependencies = deps_resolver_new()))
-        set_error(error, "out of memory");
-    return config->dependencies;
-}
-
-static int add_package_source(cap_config *config, int kind, const char *location, char *error) {
-    if (!config || !location) {
-        set_error(error, "package source: missing argument");
-        return CAP_EINVAL;
-    }
-    deps_resolver *resolver = dependencies_of(config, error);
-    if (!resolver) return CAP_ENOMEM;
-    char message[DEPS_MESSAGE_SIZE] = "";
-    int rc = kind == 0   ? deps_add_wheel_directory(resolver, location, message)
-             : kind == 1 ? deps_add_index(resolver, location, message)
-                         : deps_add_site_packages(resolver, location, message);
-    if (rc) {
-        set_error(error, "%s", message);
-        return CAP_EINVAL;
-    }
-    return CAP_OK;
-}
-
-int cap_config_add_wheel_directory(cap_config *config, const char *host_path, char *error) {
-    return add_package_source(config, 0, host_path, error);
-}
-
-int cap_config_add_index_url(cap_config *config, const char *url, char *error) {
-    return add_package_source(config, 1, url, error);
-}
-
-int cap_config_add_site_packages(cap_config *config, const char *host_path, char *error) {
-    return add_package_source(config, 2, host_path, error);
-}
-
-int cap_config_set_package_cache(cap_config *config, const char *host_path, char *error) {
-    if (!config || !host_path) {
-        set_error(error, "cap_config_set_package_cache: missing argument");
-        return CAP_EINVAL;
-    }
-    deps_resolver *resolver = dependencies_of(config, error);
-    char message[DEPS_MESSAGE_SIZE] = "";
-    if (!resolver) return CAP_ENOMEM;
-    if (deps_set_cache_directory(resolver, host_path, message) != 0) {
-        set_error(error, "%s", message);
-        return CAP_EINVAL;
-    }
-    return CAP_OK;
-}
-
 /* --- sandboxes: the zygote and its workers -------------------------------- */
-
-typedef struct worker {
-    pid_t pid; /* a child of this process (CLONE_PARENT) */
-    int fd;    /* its channel */
-} worker;
-
-typedef struct session {
-    char *id;
-    worker worker;
-    double last_used;
-} session;
-
-struct cap_sandbox {
-    cap_config *config;
-    pid_t zygote;
-    int control_fd;
-    int cancel_fd; /* eventfd: cap_sandbox_cancel() from any thread */
-    worker idle[MAX_POOL];
-    int idle_count;
-    /* Spawns asked of the zygote whose pid has not been read yet; the
-     * zygote answers in order.  Refilling this way keeps the clone off the
-     * critical path of the run that triggered it. */
-    int pending[MAX_POOL];
-    int pending_count;
-    /* Fresh workers exit by themselves after their result; waiting for
-     * that (unmapping guest memory takes ~0.2 ms) would delay the result,
-     * so they are reaped later, without blocking, at the next call. */
-    pid_t exiting[MAX_EXITING];
-    int exiting_count;
-    session sessions[MAX_SESSIONS];
-    int session_count;
-    char *evicted[EVICTED_MEMORY];
-    int evicted_next;
-};
 
 static double now_seconds(void) {
     struct timespec ts;
@@ -710,14 +111,14 @@ static void worker_discard(worker *w) {
 static int request_spawn(cap_sandbox *sandbox, int *fd, char *error) {
     int pair[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) {
-        set_error(error, "socketpair: %s", strerror(errno));
+        sandbox_set_error(error, "socketpair: %s", strerror(errno));
         return CAP_ERUNTIME;
     }
     int rc = frame_write_fd(sandbox->control_fd, 'S', "", 0, pair[1]);
     close(pair[1]);
     if (rc != 0) {
         close(pair[0]);
-        set_error(error, "the zygote is gone");
+        sandbox_set_error(error, "the zygote is gone");
         return CAP_ERUNTIME;
     }
     *fd = pair[0];
@@ -735,7 +136,7 @@ static int finish_spawn(cap_sandbox *sandbox, int fd, worker *out, char *error) 
     free(payload);
     if (pid == 0) {
         close(fd);
-        set_error(error, "the zygote could not start a worker%s", rc ? " (it is gone)" : "");
+        sandbox_set_error(error, "the zygote could not start a worker%s", rc ? " (it is gone)" : "");
         return CAP_ERUNTIME;
     }
     *out = (worker){(pid_t)pid, fd};
@@ -780,7 +181,7 @@ static void refill_pool(cap_sandbox *sandbox) {
 
 int cap_sandbox_new(cap_config *config, cap_sandbox **out, char *error) {
     if (!config || !out) {
-        set_error(error, "cap_sandbox_new: missing argument");
+        sandbox_set_error(error, "cap_sandbox_new: missing argument");
         return CAP_EINVAL;
     }
     vfs_image *images[MAX_IMAGES];
@@ -790,7 +191,7 @@ int cap_sandbox_new(cap_config *config, cap_sandbox **out, char *error) {
         if (!m->image) {
             int rc = vfs_image_open(m->host_path, &m->image);
             if (rc) {
-                set_error(error, "cannot open image %s: %s", m->host_path,
+                sandbox_set_error(error, "cannot open image %s: %s", m->host_path,
                           rc == -EINVAL ? "not a capsule image, or damaged" : strerror(-rc));
                 return CAP_EIO;
             }
@@ -802,7 +203,7 @@ int cap_sandbox_new(cap_config *config, cap_sandbox **out, char *error) {
     int pair[2];
     if (!sandbox || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) {
         free(sandbox);
-        set_error(error, "cannot create the sandbox: %s", strerror(errno));
+        sandbox_set_error(error, "cannot create the sandbox: %s", strerror(errno));
         return CAP_ENOMEM;
     }
     sandbox->config = config;
@@ -838,14 +239,14 @@ int cap_sandbox_new(cap_config *config, cap_sandbox **out, char *error) {
     if (pid < 0) {
         close(pair[0]);
         free(sandbox);
-        set_error(error, "cannot start the zygote: %s", strerror(errno));
+        sandbox_set_error(error, "cannot start the zygote: %s", strerror(errno));
         return CAP_ERUNTIME;
     }
     sandbox->zygote = pid;
     sandbox->control_fd = pair[0];
     sandbox->cancel_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (sandbox->cancel_fd < 0) {
-        set_error(error, "cannot create the sandbox: %s", strerror(errno));
+        sandbox_set_error(error, "cannot create the sandbox: %s", strerror(errno));
         cap_sandbox_free(sandbox);
         return CAP_ENOMEM;
     }
@@ -857,7 +258,7 @@ int cap_sandbox_new(cap_config *config, cap_sandbox **out, char *error) {
     int ready = wait_readable(pair[0], now_seconds() + STARTUP_SECONDS, -1);
     int rc = ready == 1 ? frame_read(pair[0], &type, &payload, &size, 4096, NULL) : -ETIMEDOUT;
     if (rc != 0 || type != 'Y') {
-        set_error(error, "the interpreter did not start: %s",
+        sandbox_set_error(error, "the interpreter did not start: %s",
                   rc == 0 && type == 'X' ? payload : rc ? strerror(-rc) : "unexpected reply");
         free(payload);
         cap_sandbox_free(sandbox);
@@ -941,7 +342,7 @@ int cap_session_close(cap_sandbox *sandbox, const char *id, char *error) {
             return CAP_OK;
         }
     }
-    set_error(error, "no session %s", id ? id : "(null)");
+    sandbox_set_error(error, "no session %s", id ? id : "(null)");
     return CAP_EINVAL;
 }
 
@@ -1691,13 +1092,13 @@ int cap_sandbox_run(cap_sandbox *sandbox, const char *code, size_t code_size,
                     const cap_run_options *options, cap_result **out, char *error) {
     static const cap_run_options defaults = {.capture = 1};
     if (!sandbox || !out || (!code && code_size)) {
-        set_error(error, "cap_sandbox_run: missing argument");
+        sandbox_set_error(error, "cap_sandbox_run: missing argument");
         return CAP_EINVAL;
     }
     if (!options) options = &defaults;
     for (size_t i = 0; i < options->file_count; i++) {
         if (!options->files[i].path || (!options->files[i].data && options->files[i].size)) {
-            set_error(error, "cap_sandbox_run: input file %zu has no path or data", i);
+            sandbox_set_error(error, "cap_sandbox_run: input file %zu has no path or data", i);
             return CAP_EINVAL;
         }
     }
@@ -1706,7 +1107,7 @@ int cap_sandbox_run(cap_sandbox *sandbox, const char *code, size_t code_size,
         int is_object = cJSON_IsObject(globals);
         cJSON_Delete(globals);
         if (!is_object) {
-            set_error(error, "cap_sandbox_run: globals_json is not a JSON object");
+            sandbox_set_error(error, "cap_sandbox_run: globals_json is not a JSON object");
             return CAP_EINVAL;
         }
     }
@@ -1764,7 +1165,7 @@ int cap_sandbox_run(cap_sandbox *sandbox, const char *code, size_t code_size,
         if (rc != CAP_OK) return rc;
         if (send_request(&w, code, code_size, options, &limits, 0, dependencies) != 0) {
             worker_discard(&w);
-            set_error(error, "cannot hand the run to a worker");
+            sandbox_set_error(error, "cannot hand the run to a worker");
             return CAP_ERUNTIME;
         }
     }
@@ -1774,7 +1175,7 @@ int cap_sandbox_run(cap_sandbox *sandbox, const char *code, size_t code_size,
     cap_result *result = calloc(1, sizeof *result);
     if (!result) {
         worker_discard(&w);
-        set_error(error, "out of memory");
+        sandbox_set_error(error, "out of memory");
         return CAP_ENOMEM;
     }
     int finished = 0, alive = 1;

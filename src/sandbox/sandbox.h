@@ -1,0 +1,157 @@
+/*
+ * sandbox.h — what the files of the sandbox's host side share (private; the
+ * API is include/capsule.h).
+ *
+ * Who owns what, and on which thread.  A cap_config is filled in by one
+ * thread before any sandbox is made from it; after that the sandboxes only
+ * read it, except for two things: a mount's growth (host_used, updated with
+ * atomics, because sandboxes on several threads share one config) and the
+ * images, which the first cap_sandbox_new opens (the API asks for sandboxes
+ * to be created before threads start).  A cap_sandbox belongs to the one
+ * thread that calls cap_sandbox_run on it; only cancel_fd is touched from
+ * elsewhere (cap_sandbox_cancel).  Every worker process is a child of this
+ * process, and each is held in exactly one place at a time: the idle pool,
+ * a session, the run in progress, or (its channel closed, only its pid left)
+ * the list of exiting workers still to be reaped; whoever holds a worker
+ * either hands it on or discards it.  Frames from a worker are untrusted:
+ * the handler of each frame type (the dispatch table in run.c) checks every
+ * field, answers on the worker's channel, and runs on the run's thread, as
+ * do the caller's provider callbacks.  A cap_result owns every field it
+ * points to.
+ *
+ * The files: config.c (cap_config_*), docs.c (/docs and its index), pool.c
+ * (the zygote and its idle workers), session.c (workers kept between runs),
+ * run.c (cap_sandbox_run: a worker's frames through one dispatch table),
+ * broker.c (host directories, 'H'), provider.c (resources and fetches, 'F'
+ * and 'W'), dependencies.c ('D', and compiling a new environment), result.c
+ * (cap_result_*).  Internal functions shared between them are sandbox_*.
+ */
+#ifndef CAP_SANDBOX_H
+#define CAP_SANDBOX_H
+
+#include "capsule.h"
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "../deps/deps.h"
+#include "../vfs/vfs.h"
+#include "buffer.h"
+#include "zygote.h"
+
+#define MAX_POOL 16
+#define MAX_SESSIONS 256
+#define EVICTED_MEMORY 64 /* evicted session ids remembered, for a clear error */
+#define DEFAULT_MEMORY (512ull << 20)
+#define DEFAULT_DISK (256ull << 20)
+#define MAX_EXITING 64 /* finished workers not reaped yet */
+#define MAX_IMAGES 16
+#define MAX_ENV 256
+#define MAX_RESOURCES 64
+#define MAX_PROVIDERS 16
+#define MAX_HOST_MOUNTS 16
+#define MAX_ALLOWED_URLS 64
+#define MAX_DOCS 256
+#define MAX_ARTIFACT_BYTES (64u << 20) /* all artifacts of one run together */
+
+/* --- configuration (config.c, docs.c) ----------------------------------- */
+
+typedef struct image_mount {
+    char *host_path;
+    char *guest_path;
+    vfs_image *image; /* opened on first use, shared by sandboxes */
+} image_mount;
+
+struct cap_config {
+    image_mount images[MAX_IMAGES]; /* [0] is the standard library */
+    int image_count;
+    char *env[MAX_ENV + 1];
+    int env_count;
+    int pool_size;
+    int max_sessions;
+    double session_idle_seconds;
+    char *output_directory; /* NULL: GUEST_OUTPUT_DIRECTORY */
+    zygote_file docs[MAX_DOCS];
+    int doc_count;
+    char *resource_names[MAX_RESOURCES]; /* files of /network */
+    char *resource_urls[MAX_RESOURCES];
+    int resource_count;
+    char *allowed_urls[MAX_ALLOWED_URLS];
+    int allowed_count;
+    double http_timeout;
+    size_t http_max_bytes;
+    struct provider {
+        char *guest_path;
+        cap_resource_provider callbacks;
+        void *userdata;
+        char *names[MAX_RESOURCES];
+        int name_count;
+    } providers[MAX_PROVIDERS];
+    int provider_count;
+    char *host_guest_paths[MAX_HOST_MOUNTS];
+    int host_roots[MAX_HOST_MOUNTS]; /* O_PATH descriptors of the mounted directories */
+    int host_writable[MAX_HOST_MOUNTS];
+    uint64_t host_quota[MAX_HOST_MOUNTS]; /* bytes a writable mount may grow by */
+    uint64_t host_used[MAX_HOST_MOUNTS];  /* growth so far (atomic: sandboxes share configs) */
+    int host_mount_count;
+    deps_resolver *dependencies; /* NULL until a package source is added */
+};
+
+/* Formats into the caller's CAP_ERROR_SIZE buffer; a NULL `error` is allowed. */
+void sandbox_set_error(char *error, const char *format, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Frees the documentation files (and their index) of `config`. */
+void sandbox_docs_free(cap_config *config);
+
+/* --- results (result.c) -------------------------------------------------- */
+
+struct cap_result {
+    cap_status status;
+    int exit_code;
+    buffer out, err;
+    char *return_value;
+    char *error;
+    cap_artifact *artifacts; /* each field owned by the result */
+    size_t artifact_count;
+    char **dependencies;
+    size_t dependency_count;
+};
+
+/* --- the zygote, its workers and sessions (pool.c, session.c) ------------ */
+
+typedef struct worker {
+    pid_t pid; /* a child of this process (CLONE_PARENT) */
+    int fd;    /* its channel */
+} worker;
+
+typedef struct session {
+    char *id;
+    worker worker;
+    double last_used;
+} session;
+
+struct cap_sandbox {
+    cap_config *config;
+    pid_t zygote;
+    int control_fd;
+    int cancel_fd; /* eventfd: cap_sandbox_cancel() from any thread */
+    worker idle[MAX_POOL];
+    int idle_count;
+    /* Spawns asked of the zygote whose pid has not been read yet; the
+     * zygote answers in order.  Refilling this way keeps the clone off the
+     * critical path of the run that triggered it. */
+    int pending[MAX_POOL];
+    int pending_count;
+    /* Fresh workers exit by themselves after their result; waiting for
+     * that (unmapping guest memory takes ~0.2 ms) would delay the result,
+     * so they are reaped later, without blocking, at the next call. */
+    pid_t exiting[MAX_EXITING];
+    int exiting_count;
+    session sessions[MAX_SESSIONS];
+    int session_count;
+    char *evicted[EVICTED_MEMORY];
+    int evicted_next;
+};
+
+#endif
