@@ -52,243 +52,6 @@
 #define COMPILE_DISK (1ull << 30)
 #define TRUNCATION_MARKER "\n[capsule: output truncated]\n"
 
-/* --- sandboxes: the zygote and its workers -------------------------------- */
-
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-enum { WAIT_DEADLINE = 0, WAIT_READABLE = 1, WAIT_CANCELLED = 2 };
-
-/* Waits until `fd` is readable, the deadline passes or `cancel_fd` (if not
- * -1) is signalled: a WAIT_* value, or -errno. */
-static int wait_readable(int fd, double deadline, int cancel_fd) {
-    for (;;) {
-        double left = deadline - now_seconds();
-        if (left <= 0) return WAIT_DEADLINE;
-        struct pollfd p[2] = {{fd, POLLIN, 0}, {cancel_fd, POLLIN, 0}};
-        int n = poll(p, cancel_fd >= 0 ? 2 : 1, (int)ceil(left * 1000));
-        if (n > 0 && cancel_fd >= 0 && (p[1].revents & POLLIN)) return WAIT_CANCELLED;
-        if (n > 0) return WAIT_READABLE;
-        if (n < 0 && errno != EINTR) return -errno;
-    }
-}
-
-/* waitpid, retried on EINTR: the pid, 0 if WNOHANG found it running, -1. */
-static pid_t reap(pid_t pid, int *status, int flags) {
-    pid_t rc;
-    do rc = waitpid(pid, status, flags);
-    while (rc < 0 && errno == EINTR);
-    return rc;
-}
-
-/* Reaps the finished workers that have exited; with `block`, all of them. */
-static void reap_exiting(cap_sandbox *sandbox, int block) {
-    int kept = 0;
-    for (int i = 0; i < sandbox->exiting_count; i++) {
-        pid_t pid = sandbox->exiting[i];
-        if (reap(pid, NULL, block ? 0 : WNOHANG) == 0) sandbox->exiting[kept++] = pid; /* still exiting */
-    }
-    sandbox->exiting_count = kept;
-}
-
-static void reap_later(cap_sandbox *sandbox, pid_t pid) {
-    if (sandbox->exiting_count == MAX_EXITING) reap_exiting(sandbox, 1);
-    sandbox->exiting[sandbox->exiting_count++] = pid;
-}
-
-static void worker_discard(worker *w) {
-    if (w->pid <= 0) return;
-    close(w->fd);
-    kill(w->pid, SIGKILL);
-    reap(w->pid, NULL, 0);
-    w->pid = 0;
-}
-
-/* Asks the zygote for a new worker; its pid comes later (finish_spawn). */
-static int request_spawn(cap_sandbox *sandbox, int *fd, char *error) {
-    int pair[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) {
-        sandbox_set_error(error, "socketpair: %s", strerror(errno));
-        return CAP_ERUNTIME;
-    }
-    int rc = frame_write_fd(sandbox->control_fd, 'S', "", 0, pair[1]);
-    close(pair[1]);
-    if (rc != 0) {
-        close(pair[0]);
-        sandbox_set_error(error, "the zygote is gone");
-        return CAP_ERUNTIME;
-    }
-    *fd = pair[0];
-    return CAP_OK;
-}
-
-/* Reads the zygote's answer to the oldest spawn request. */
-static int finish_spawn(cap_sandbox *sandbox, int fd, worker *out, char *error) {
-    char type = 0;
-    char *payload = NULL;
-    size_t size = 0;
-    uint32_t pid = 0;
-    int rc = frame_read(sandbox->control_fd, &type, &payload, &size, 64, NULL);
-    if (rc == 0 && type == 'P' && size == sizeof pid) memcpy(&pid, payload, sizeof pid);
-    free(payload);
-    if (pid == 0) {
-        close(fd);
-        sandbox_set_error(error, "the zygote could not start a worker%s", rc ? " (it is gone)" : "");
-        return CAP_ERUNTIME;
-    }
-    *out = (worker){(pid_t)pid, fd};
-    return CAP_OK;
-}
-
-/* Moves answered spawn requests into the idle pool. */
-static void collect_spawned(cap_sandbox *sandbox) {
-    for (int i = 0; i < sandbox->pending_count; i++) {
-        worker w;
-        if (finish_spawn(sandbox, sandbox->pending[i], &w, NULL) == CAP_OK)
-            sandbox->idle[sandbox->idle_count++] = w;
-    }
-    sandbox->pending_count = 0;
-}
-
-static int spawn_worker(cap_sandbox *sandbox, worker *out, char *error) {
-    int fd;
-    collect_spawned(sandbox); /* answers arrive in order: older requests first */
-    int rc = request_spawn(sandbox, &fd, error);
-    return rc == CAP_OK ? finish_spawn(sandbox, fd, out, error) : rc;
-}
-
-static int take_worker(cap_sandbox *sandbox, worker *out, char *error) {
-    collect_spawned(sandbox);
-    if (sandbox->idle_count > 0) {
-        *out = sandbox->idle[--sandbox->idle_count];
-        return CAP_OK;
-    }
-    return spawn_worker(sandbox, out, error);
-}
-
-/* Tops the pool up without waiting for the clones; failures only mean the
- * next run forks on demand. */
-static void refill_pool(cap_sandbox *sandbox) {
-    while (sandbox->idle_count + sandbox->pending_count < sandbox->config->pool_size) {
-        int fd;
-        if (request_spawn(sandbox, &fd, NULL) != CAP_OK) return;
-        sandbox->pending[sandbox->pending_count++] = fd;
-    }
-}
-
-int cap_sandbox_new(cap_config *config, cap_sandbox **out, char *error) {
-    if (!config || !out) {
-        sandbox_set_error(error, "cap_sandbox_new: missing argument");
-        return CAP_EINVAL;
-    }
-    vfs_image *images[MAX_IMAGES];
-    const char *image_paths[MAX_IMAGES];
-    for (int i = 0; i < config->image_count; i++) {
-        image_mount *m = &config->images[i];
-        if (!m->image) {
-            int rc = vfs_image_open(m->host_path, &m->image);
-            if (rc) {
-                sandbox_set_error(error, "cannot open image %s: %s", m->host_path,
-                          rc == -EINVAL ? "not a capsule image, or damaged" : strerror(-rc));
-                return CAP_EIO;
-            }
-        }
-        images[i] = m->image;
-        image_paths[i] = m->guest_path;
-    }
-    cap_sandbox *sandbox = calloc(1, sizeof *sandbox);
-    int pair[2];
-    if (!sandbox || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) {
-        free(sandbox);
-        sandbox_set_error(error, "cannot create the sandbox: %s", strerror(errno));
-        return CAP_ENOMEM;
-    }
-    sandbox->config = config;
-    fflush(NULL); /* nothing buffered is written twice by the child */
-    pid_t pid = fork();
-    if (pid == 0) {
-        close(pair[0]);
-        zygote_resource_mount resource_mounts[1 + MAX_PROVIDERS];
-        zygote_world world = {images,
-                              image_paths,
-                              config->image_count,
-                              config->env,
-                              config->output_directory ? config->output_directory
-                                                       : GUEST_OUTPUT_DIRECTORY,
-                              config->docs,
-                              config->doc_count,
-                              resource_mounts,
-                              0,
-                              config->host_guest_paths,
-                              config->host_mount_count,
-                              config->host_writable};
-        /* /network first: its index is 0 in the workers' requests. */
-        if (config->resource_count)
-            resource_mounts[world.resource_mount_count++] = (zygote_resource_mount){
-                GUEST_NETWORK_DIRECTORY, config->resource_names, config->resource_count, 0};
-        for (int i = 0; i < config->provider_count; i++)
-            resource_mounts[world.resource_mount_count++] = (zygote_resource_mount){
-                config->providers[i].guest_path, config->providers[i].names,
-                config->providers[i].name_count, config->providers[i].callbacks.write != NULL};
-        zygote_main(&world, pair[1]);
-    }
-    close(pair[1]);
-    if (pid < 0) {
-        close(pair[0]);
-        free(sandbox);
-        sandbox_set_error(error, "cannot start the zygote: %s", strerror(errno));
-        return CAP_ERUNTIME;
-    }
-    sandbox->zygote = pid;
-    sandbox->control_fd = pair[0];
-    sandbox->cancel_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (sandbox->cancel_fd < 0) {
-        sandbox_set_error(error, "cannot create the sandbox: %s", strerror(errno));
-        cap_sandbox_free(sandbox);
-        return CAP_ENOMEM;
-    }
-
-    /* The zygote says 'Y' once the interpreter is initialised and warm. */
-    char type = 0;
-    char *payload = NULL;
-    size_t size = 0;
-    int ready = wait_readable(pair[0], now_seconds() + STARTUP_SECONDS, -1);
-    int rc = ready == 1 ? frame_read(pair[0], &type, &payload, &size, 4096, NULL) : -ETIMEDOUT;
-    if (rc != 0 || type != 'Y') {
-        sandbox_set_error(error, "the interpreter did not start: %s",
-                  rc == 0 && type == 'X' ? payload : rc ? strerror(-rc) : "unexpected reply");
-        free(payload);
-        cap_sandbox_free(sandbox);
-        return CAP_ERUNTIME;
-    }
-    free(payload);
-    refill_pool(sandbox);
-    *out = sandbox;
-    return CAP_OK;
-}
-
-void cap_sandbox_free(cap_sandbox *sandbox) {
-    if (!sandbox) return;
-    reap_exiting(sandbox, 1);
-    if (sandbox->zygote > 0) collect_spawned(sandbox);
-    for (int i = 0; i < sandbox->idle_count; i++) worker_discard(&sandbox->idle[i]);
-    for (int i = 0; i < sandbox->session_count; i++) {
-        worker_discard(&sandbox->sessions[i].worker);
-        free(sandbox->sessions[i].id);
-    }
-    for (int i = 0; i < EVICTED_MEMORY; i++) free(sandbox->evicted[i]);
-    if (sandbox->cancel_fd > 0) close(sandbox->cancel_fd);
-    if (sandbox->zygote > 0) {
-        close(sandbox->control_fd); /* the zygote exits at end of stream */
-        kill(sandbox->zygote, SIGKILL);
-        reap(sandbox->zygote, NULL, 0);
-    }
-    free(sandbox);
-}
-
 static void drain_cancellation(cap_sandbox *sandbox) {
     uint64_t count;
     while (read(sandbox->cancel_fd, &count, sizeof count) > 0) continue;
@@ -298,52 +61,6 @@ int cap_sandbox_cancel(cap_sandbox *sandbox) {
     uint64_t one = 1;
     if (!sandbox) return CAP_EINVAL;
     return write(sandbox->cancel_fd, &one, sizeof one) == sizeof one ? CAP_OK : CAP_ERUNTIME;
-}
-
-/* --- sessions ----------------------------------------------------------------- */
-
-static void remember_evicted(cap_sandbox *sandbox, const char *id) {
-    free(sandbox->evicted[sandbox->evicted_next]);
-    sandbox->evicted[sandbox->evicted_next] = strdup(id);
-    sandbox->evicted_next = (sandbox->evicted_next + 1) % EVICTED_MEMORY;
-}
-
-static int was_evicted(const cap_sandbox *sandbox, const char *id) {
-    for (int i = 0; i < EVICTED_MEMORY; i++)
-        if (sandbox->evicted[i] && strcmp(sandbox->evicted[i], id) == 0) return 1;
-    return 0;
-}
-
-static void session_remove(cap_sandbox *sandbox, int index, int evicted) {
-    session *s = &sandbox->sessions[index];
-    worker_discard(&s->worker);
-    if (evicted) remember_evicted(sandbox, s->id);
-    free(s->id);
-    sandbox->sessions[index] = sandbox->sessions[--sandbox->session_count];
-}
-
-static void expire_sessions(cap_sandbox *sandbox) {
-    double now = now_seconds();
-    for (int i = sandbox->session_count - 1; i >= 0; i--)
-        if (now - sandbox->sessions[i].last_used > sandbox->config->session_idle_seconds)
-            session_remove(sandbox, i, 1);
-}
-
-static session *find_session(cap_sandbox *sandbox, const char *id) {
-    for (int i = 0; i < sandbox->session_count; i++)
-        if (strcmp(sandbox->sessions[i].id, id) == 0) return &sandbox->sessions[i];
-    return NULL;
-}
-
-int cap_session_close(cap_sandbox *sandbox, const char *id, char *error) {
-    for (int i = 0; sandbox && id && i < sandbox->session_count; i++) {
-        if (strcmp(sandbox->sessions[i].id, id) == 0) {
-            session_remove(sandbox, i, 0);
-            return CAP_OK;
-        }
-    }
-    sandbox_set_error(error, "no session %s", id ? id : "(null)");
-    return CAP_EINVAL;
 }
 
 /* --- runs ------------------------------------------------------------------------ */
@@ -865,7 +582,7 @@ static int answer_fetch(const cap_config *config, int fd, const char *payload, s
         rc = provider_read(&config->providers[mount - http_mounts],
                            count < 0 ? any_name : names[index], &body, message);
     } else if (index >= 0) {
-        double left = deadline - now_seconds();
+        double left = deadline - sandbox_now_seconds();
         double timeout = config->http_timeout > 0 ? config->http_timeout : DEFAULT_HTTP_TIMEOUT;
         http_policy policy = {config->allowed_urls, config->allowed_count,
                               timeout < left ? timeout : left,
@@ -941,7 +658,7 @@ static void compile_environment(cap_sandbox *sandbox, deps_environment *environm
     cap_result *compiled = calloc(1, sizeof *compiled);
     worker w;
     int ok = 0;
-    if (compiled && take_worker(sandbox, &w, NULL) == CAP_OK) {
+    if (compiled && sandbox_take_worker(sandbox, &w, NULL) == CAP_OK) {
         char *header = compile_header(sandbox->config);
         buffer request = {0};
         int rc = header ? buffer_append(&request, header, strlen(header)) : -ENOMEM;
@@ -949,9 +666,9 @@ static void compile_environment(cap_sandbox *sandbox, deps_environment *environm
         if (rc == 0) rc = frame_write_fd(w.fd, 'Q', request.data, request.size, environment->fd);
         free(header);
         buffer_free(&request);
-        double deadline = now_seconds() + COMPILE_SECONDS;
+        double deadline = sandbox_now_seconds() + COMPILE_SECONDS;
         size_t artifact_bytes = 0;
-        while (rc == 0 && wait_readable(w.fd, deadline, -1) == WAIT_READABLE) {
+        while (rc == 0 && sandbox_wait_readable(w.fd, deadline, -1) == WAIT_READABLE) {
             char type;
             char *payload = NULL;
             size_t size = 0;
@@ -969,9 +686,9 @@ static void compile_environment(cap_sandbox *sandbox, deps_environment *environm
         }
         if (ok) {
             close(w.fd); /* it exits by itself after its result */
-            reap_later(sandbox, w.pid);
+            sandbox_reap_later(sandbox, w.pid);
         } else {
-            worker_discard(&w);
+            sandbox_worker_discard(&w);
         }
     }
     size_t count = ok ? compiled->artifact_count : 0;
@@ -993,7 +710,7 @@ static void compile_environment(cap_sandbox *sandbox, deps_environment *environm
 static double answer_dependencies(cap_sandbox *sandbox, int fd, const char *payload, size_t size,
                                   const cap_run_options *options, cap_result *result) {
     cap_config *config = sandbox->config;
-    double started = now_seconds();
+    double started = sandbox_now_seconds();
     cJSON *wanted = cJSON_ParseWithLength(payload, size);
     deps_request request = {0};
     request.requirements = json_strings(wanted, "requirements", &request.requirement_count);
@@ -1036,7 +753,7 @@ static double answer_dependencies(cap_sandbox *sandbox, int fd, const char *payl
     free(request.imports);
     free(request.optional_imports);
     cJSON_Delete(wanted);
-    return now_seconds() - started;
+    return sandbox_now_seconds() - started;
 }
 
 /* The worker ended without a result: say why, from how it ended. */
@@ -1120,13 +837,13 @@ int cap_sandbox_run(cap_sandbox *sandbox, const char *code, size_t code_size,
     resolve_limits(&options->limits, &limits);
 
     /* Pick the worker: the session's, or a fresh one. */
-    reap_exiting(sandbox, 0);
-    expire_sessions(sandbox);
+    sandbox_reap_exiting(sandbox, 0);
+    sandbox_sessions_expire(sandbox);
     session *s = NULL;
     worker w;
     if (options->session) {
-        s = find_session(sandbox, options->session);
-        if (!s && was_evicted(sandbox, options->session)) {
+        s = sandbox_session_find(sandbox, options->session);
+        if (!s && sandbox_session_was_evicted(sandbox, options->session)) {
             char message[300];
             snprintf(message, sizeof message,
                      "session %.200s no longer exists (evicted or idle too long); start a new one",
@@ -1142,46 +859,46 @@ int cap_sandbox_run(cap_sandbox *sandbox, const char *code, size_t code_size,
     if (s) {
         w = s->worker;
     } else {
-        int rc = take_worker(sandbox, &w, error);
+        int rc = sandbox_take_worker(sandbox, &w, error);
         if (rc != CAP_OK) return rc;
     }
 
     drain_cancellation(sandbox); /* a cancel meant for an earlier run */
     /* Armed before the worker can arm its CPU timer, so that with equal
      * limits the wall deadline always passes first. */
-    double deadline = now_seconds() + limits.wall_seconds;
+    double deadline = sandbox_now_seconds() + limits.wall_seconds;
     int dependencies = deps_source_count(sandbox->config->dependencies) > 0;
     if (send_request(&w, code, code_size, options, &limits, options->session != NULL,
                      dependencies) != 0) {
         /* A pooled worker that died idle: the run goes to a new one. */
-        worker_discard(&w);
+        sandbox_worker_discard(&w);
         if (s) {
             s->worker.pid = 0; /* discarded just above: not twice */
-            session_remove(sandbox, (int)(s - sandbox->sessions), 1);
+            sandbox_session_remove(sandbox, (int)(s - sandbox->sessions), 1);
             *out = result_new(CAP_STATUS_SESSION_ERROR, "the session's worker is gone");
             return *out ? CAP_OK : CAP_ENOMEM;
         }
-        int rc = spawn_worker(sandbox, &w, error);
+        int rc = sandbox_spawn_worker(sandbox, &w, error);
         if (rc != CAP_OK) return rc;
         if (send_request(&w, code, code_size, options, &limits, 0, dependencies) != 0) {
-            worker_discard(&w);
+            sandbox_worker_discard(&w);
             sandbox_set_error(error, "cannot hand the run to a worker");
             return CAP_ERUNTIME;
         }
     }
-    if (!s) refill_pool(sandbox); /* fork the next worker while this one runs */
+    if (!s) sandbox_refill_pool(sandbox); /* fork the next worker while this one runs */
 
     run_state run = {.options = options, .max_output = (size_t)limits.output_bytes};
     cap_result *result = calloc(1, sizeof *result);
     if (!result) {
-        worker_discard(&w);
+        sandbox_worker_discard(&w);
         sandbox_set_error(error, "out of memory");
         return CAP_ENOMEM;
     }
     int finished = 0, alive = 1;
     size_t artifact_bytes = 0, artifacts_dropped = 0;
     while (!finished) {
-        int ready = wait_readable(w.fd, deadline, sandbox->cancel_fd);
+        int ready = sandbox_wait_readable(w.fd, deadline, sandbox->cancel_fd);
         if (ready == WAIT_CANCELLED) {
             result->status = CAP_STATUS_CANCELLED;
             result->exit_code = 128 + SIGKILL;
@@ -1203,13 +920,13 @@ int cap_sandbox_run(cap_sandbox *sandbox, const char *code, size_t code_size,
             /* End of stream without a result: the worker died. */
             int status = 0;
             kill(w.pid, SIGKILL);
-            reap(w.pid, &status, 0);
+            sandbox_reap(w.pid, &status, 0);
             alive = 0;
             classify_death(result, status, &limits);
             /* With the CPU limit at its default (equal to the wall limit)
              * a busy loop hits both; the wall deadline, armed first, is the
              * one the caller set, so it names the outcome. */
-            if (result->status == CAP_STATUS_CPU_LIMIT && now_seconds() >= deadline) {
+            if (result->status == CAP_STATUS_CPU_LIMIT && sandbox_now_seconds() >= deadline) {
                 free(result->error);
                 result->status = CAP_STATUS_TIMEOUT;
                 result->error = format_message("wall-clock limit of %g s exceeded",
@@ -1270,41 +987,24 @@ int cap_sandbox_run(cap_sandbox *sandbox, const char *code, size_t code_size,
 
     int keep = s || options->session;
     if (finished == 2 && keep) {
-        if (s) {
-            s->last_used = now_seconds();
-        } else if (sandbox->session_count < MAX_SESSIONS && sandbox->config->max_sessions > 0) {
-            if (sandbox->session_count >= sandbox->config->max_sessions) {
-                int oldest = 0; /* least recently used */
-                for (int i = 1; i < sandbox->session_count; i++)
-                    if (sandbox->sessions[i].last_used < sandbox->sessions[oldest].last_used)
-                        oldest = i;
-                session_remove(sandbox, oldest, 1);
-            }
-            char *id = strdup(options->session);
-            if (id) {
-                sandbox->sessions[sandbox->session_count++] = (session){id, w, now_seconds()};
-            } else {
-                worker_discard(&w);
-            }
-        } else {
-            worker_discard(&w);
-        }
+        if (s) s->last_used = sandbox_now_seconds();
+        else sandbox_session_add(sandbox, options->session, w);
     } else {
         if (alive) {
             if (finished == 2) {
                 /* A fresh worker exits by itself after its result. */
                 close(w.fd);
-                reap_later(sandbox, w.pid);
+                sandbox_reap_later(sandbox, w.pid);
                 w.pid = 0;
             } else {
-                worker_discard(&w);
+                sandbox_worker_discard(&w);
             }
         } else {
             close(w.fd);
         }
         if (s) {
             s->worker.pid = 0; /* its worker was handled above: not twice */
-            session_remove(sandbox, (int)(s - sandbox->sessions), 1);
+            sandbox_session_remove(sandbox, (int)(s - sandbox->sessions), 1);
         }
     }
     *out = result;

@@ -154,4 +154,56 @@ struct cap_sandbox {
     int evicted_next;
 };
 
+/* Seconds on the monotonic clock. */
+double sandbox_now_seconds(void);
+
+enum { WAIT_DEADLINE = 0, WAIT_READABLE = 1, WAIT_CANCELLED = 2 };
+
+/* Waits until `fd` is readable, the deadline passes or `cancel_fd` (if not
+ * -1) is signalled: a WAIT_* value, or -errno. */
+int sandbox_wait_readable(int fd, double deadline, int cancel_fd);
+
+/* waitpid, retried on EINTR: the pid, 0 if WNOHANG found it running, -1. */
+pid_t sandbox_reap(pid_t pid, int *status, int flags);
+
+/* Reaps the finished workers that have exited; with `block`, all of them. */
+void sandbox_reap_exiting(cap_sandbox *sandbox, int block);
+
+/* Takes the pid of a worker that exits by itself (its channel is closed),
+ * to be reaped later by sandbox_reap_exiting. */
+void sandbox_reap_later(cap_sandbox *sandbox, pid_t pid);
+
+/* Kills and reaps the worker and closes its channel; a pid of 0 means it
+ * was discarded already.  Sets the pid to 0. */
+void sandbox_worker_discard(worker *w);
+
+/* A new worker forked now, waiting for it (the pool is bypassed). */
+int sandbox_spawn_worker(cap_sandbox *sandbox, worker *out, char *error);
+
+/* An idle worker from the pool, or a new one if the pool is empty. */
+int sandbox_take_worker(cap_sandbox *sandbox, worker *out, char *error);
+
+/* Asks the zygote for workers until the pool (idle and asked for) is full
+ * again, without waiting for them. */
+void sandbox_refill_pool(cap_sandbox *sandbox);
+
+/* The session named `id`, or NULL. */
+session *sandbox_session_find(cap_sandbox *sandbox, const char *id);
+
+/* Whether `id` names a session evicted (or expired) recently. */
+int sandbox_session_was_evicted(const cap_sandbox *sandbox, const char *id);
+
+/* Discards the session at `index` and its worker; `evicted` remembers its id
+ * for sandbox_session_was_evicted.  The last session takes its index. */
+void sandbox_session_remove(cap_sandbox *sandbox, int index, int evicted);
+
+/* Removes (as evicted) the sessions idle for longer than the configured
+ * timeout. */
+void sandbox_sessions_expire(cap_sandbox *sandbox);
+
+/* Keeps `w`, whose run has just ended with a result, as session `id`, or
+ * discards it when no session can be kept; either way the caller no longer
+ * holds it. */
+void sandbox_session_add(cap_sandbox *sandbox, const char *id, worker w);
+
 #endif
