@@ -20,7 +20,7 @@ HOST_PYTHON := /usr/bin/python3
 SANITIZE := -fsanitize=address,undefined -fno-omit-frame-pointer
 
 LIBRARY_SOURCES := src/sandbox/sandbox.c src/sandbox/config.c src/sandbox/docs.c src/sandbox/pool.c \
-                   src/sandbox/session.c src/sandbox/zygote.c src/sandbox/frame.c \
+                   src/sandbox/session.c src/sandbox/broker.c src/sandbox/provider.c src/sandbox/zygote.c src/sandbox/frame.c \
                    src/sandbox/lockdown.c src/sandbox/buffer.c src/sandbox/http.c src/wasi/wasi.c \
                    src/vfs/vfs.c src/vfs/memfs.c src/vfs/image.c src/vfs/image_writer.c src/vfs/device.c \
                    src/vfs/resource.c src/vfs/hostfs.c src/deps/deps.c src/deps/wheel.c src/deps/requirement.c \
@@ -176,7 +176,7 @@ $(BUILD)/fuzz_packages: $(PACKAGES_FUZZ_SOURCES) src/deps/deps.c $(HEADERS)
 
 # What the host parses of a worker's frames (sandbox.c, included whole).
 FRAMES_FUZZ_SOURCES := tests/fuzz/fuzz_frames.c src/sandbox/config.c src/sandbox/docs.c src/sandbox/pool.c \
-                       src/sandbox/session.c src/sandbox/frame.c src/sandbox/buffer.c \
+                       src/sandbox/session.c src/sandbox/broker.c src/sandbox/provider.c src/sandbox/frame.c src/sandbox/buffer.c \
                        src/sandbox/http.c src/vfs/vfs.c src/vfs/image.c src/vfs/image_writer.c \
                        src/vfs/resource.c src/vfs/memfs.c src/deps/deps.c src/deps/wheel.c \
                        src/deps/requirement.c

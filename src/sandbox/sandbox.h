@@ -206,4 +206,18 @@ void sandbox_sessions_expire(cap_sandbox *sandbox);
  * holds it. */
 void sandbox_session_add(cap_sandbox *sandbox, const char *id, worker w);
 
+/* --- answers to a worker's requests (broker.c, provider.c) --------------- */
+
+/* An 'H' frame (a host directory: mount index, op, mount-relative path, for
+ * ops that carry input a NUL and the input), answered on `fd`. */
+int sandbox_answer_host(cap_config *config, int fd, const char *payload, size_t size);
+
+/* An 'F' frame (a resource read: mount index, name), answered on `fd`; an
+ * HTTP fetch ends by `deadline`. */
+int sandbox_answer_fetch(const cap_config *config, int fd, const char *payload, size_t size,
+                         double deadline);
+
+/* A 'W' frame (a write to a provider's resource), answered on `fd`. */
+int sandbox_answer_store(const cap_config *config, int fd, const char *payload, size_t size);
+
 #endif

@@ -140,9 +140,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     switch (data[0] % 6) {
     case 0: parse_result(result, payload, n); break;
     case 1: add_artifact(result, payload, n, &artifact_bytes); break;
-    case 2: answer_host(fuzz_config, host_end, payload, n); break;
-    case 3: answer_store(fuzz_config, host_end, payload, n); break;
-    case 4: answer_fetch(fuzz_config, host_end, payload, n, sandbox_now_seconds() + 1); break;
+    case 2: sandbox_answer_host(fuzz_config, host_end, payload, n); break;
+    case 3: sandbox_answer_store(fuzz_config, host_end, payload, n); break;
+    case 4: sandbox_answer_fetch(fuzz_config, host_end, payload, n, sandbox_now_seconds() + 1); break;
     case 5: answer_dependencies(&sandbox, host_end, payload, n, &options, result); break;
     }
     if (result) cap_result_free(result);
