@@ -118,6 +118,23 @@ struct cap_result {
     size_t dependency_count;
 };
 
+/* A result with `status` and a copy of `error` (may be NULL); NULL when out
+ * of memory. */
+cap_result *sandbox_result_new(cap_status status, const char *error);
+
+/* Reads a worker's 'R' frame into `result`: how the guest ended and the
+ * runner's JSON report, every field checked. */
+void sandbox_parse_result(cap_result *result, const char *payload, size_t size);
+
+/* Adds a worker's 'A' frame to the result's artifacts, counting its bytes
+ * in `*artifact_bytes`: 0, -EPROTO for garbage, -EFBIG past the budget of
+ * MAX_ARTIFACT_BYTES, or -ENOMEM. */
+int sandbox_add_artifact(cap_result *result, const char *payload, size_t size,
+                         size_t *artifact_bytes);
+
+/* A malloc'd message, formatted (at most 511 bytes); NULL when out of memory. */
+char *sandbox_format_message(const char *format, ...) __attribute__((format(printf, 1, 2)));
+
 /* --- the zygote, its workers and sessions (pool.c, session.c) ------------ */
 
 typedef struct worker {
@@ -219,5 +236,11 @@ int sandbox_answer_fetch(const cap_config *config, int fd, const char *payload, 
 
 /* A 'W' frame (a write to a provider's resource), answered on `fd`. */
 int sandbox_answer_store(const cap_config *config, int fd, const char *payload, size_t size);
+
+/* A 'D' frame (the packages a program wants), answered on `fd` with the
+ * environment's image; the installed packages go to `result`.  Returns the
+ * seconds spent, which do not count against the run's wall-clock limit. */
+double sandbox_answer_dependencies(cap_sandbox *sandbox, int fd, const char *payload, size_t size,
+                                   const cap_run_options *options, cap_result *result);
 
 #endif

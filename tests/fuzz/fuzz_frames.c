@@ -3,11 +3,13 @@
  * frames: the security boundary if the guest ever took over its worker
  * process (say, through a bug in CPython or wasm2c's output).
  *
- * The host side is src/sandbox/sandbox.c, included here whole so that its
- * static answer functions can be called directly, each with the bytes a
- * worker could send:
- *   'R' parse_result         'A' add_artifact          'H' answer_host
- *   'W' answer_store         'F' answer_fetch          'D' answer_dependencies
+ * The host side is src/sandbox/ (config.c, run.c, broker.c, provider.c,
+ * dependencies.c, result.c...), linked whole; its private header,
+ * sandbox.h, exposes the functions that answer each frame, which are called
+ * directly with the bytes a worker could send:
+ *   'R' sandbox_parse_result     'A' sandbox_add_artifact
+ *   'H' sandbox_answer_host      'W' sandbox_answer_store
+ *   'F' sandbox_answer_fetch     'D' sandbox_answer_dependencies
  * against a configuration with a read-only and a read-write host mount
  * (a temporary directory with a symbolic link out of it) and a resource
  * provider that reads and takes writes.  Answers go to a socket that a
@@ -18,9 +20,17 @@
  * what the harness put there), and the read-write mount's growth stays
  * within its quota.
  */
-#include "../../src/sandbox/sandbox.c"
+#include "../../src/sandbox/sandbox.h"
 
+#include <dirent.h>
+#include <limits.h>
 #include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 void zygote_main(const zygote_world *world, int control_fd) {
     (void)world, (void)control_fd;
@@ -138,12 +148,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     cap_run_options options = {0};
     cap_sandbox sandbox = {.config = fuzz_config};
     switch (data[0] % 6) {
-    case 0: parse_result(result, payload, n); break;
-    case 1: add_artifact(result, payload, n, &artifact_bytes); break;
+    case 0: sandbox_parse_result(result, payload, n); break;
+    case 1: sandbox_add_artifact(result, payload, n, &artifact_bytes); break;
     case 2: sandbox_answer_host(fuzz_config, host_end, payload, n); break;
     case 3: sandbox_answer_store(fuzz_config, host_end, payload, n); break;
     case 4: sandbox_answer_fetch(fuzz_config, host_end, payload, n, sandbox_now_seconds() + 1); break;
-    case 5: answer_dependencies(&sandbox, host_end, payload, n, &options, result); break;
+    case 5: sandbox_answer_dependencies(&sandbox, host_end, payload, n, &options, result); break;
     }
     if (result) cap_result_free(result);
     free(payload);
