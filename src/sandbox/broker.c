@@ -193,7 +193,7 @@ static int host_write_answer(cap_config *config, int mount, char op, const char 
 /* A worker's 'H' frame: mount index, op, mount-relative path, and for ops
  * that carry input a NUL and the input.  Checked field by field: it is
  * untrusted. */
-int sandbox_answer_host(cap_config *config, int fd, const char *payload, size_t size) {
+static int answer_host(cap_config *config, int fd, const char *payload, size_t size) {
     int32_t rc = -EINVAL;
     buffer body = {0};
     const char *nul = size >= 2 ? memchr(payload + 2, '\0', size - 2) : NULL;
@@ -235,3 +235,7 @@ int sandbox_answer_host(cap_config *config, int fd, const char *payload, size_t 
     return status;
 }
 
+sandbox_outcome sandbox_frame_host(sandbox_exchange *exchange, const char *payload, size_t size) {
+    answer_host(exchange->sandbox->config, exchange->fd, payload, size);
+    return SANDBOX_CONTINUE;
+}

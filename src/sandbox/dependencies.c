@@ -9,6 +9,7 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -61,6 +62,7 @@ static char *compile_header(const cap_config *config) {
  * leaves the environment without bytecode (imports compile from source). */
 static void compile_environment(cap_sandbox *sandbox, deps_environment *environment,
                                 const cap_run_options *options) {
+    static const cap_run_options quiet = {0}; /* no capture, no callbacks */
     if (options->on_progress) options->on_progress(options->userdata, "compiling the packages");
     cap_result *compiled = calloc(1, sizeof *compiled);
     worker w;
@@ -73,24 +75,18 @@ static void compile_environment(cap_sandbox *sandbox, deps_environment *environm
         if (rc == 0) rc = frame_write_fd(w.fd, 'Q', request.data, request.size, environment->fd);
         free(header);
         buffer_free(&request);
-        double deadline = sandbox_now_seconds() + COMPILE_SECONDS;
-        size_t artifact_bytes = 0;
-        while (rc == 0 && sandbox_wait_readable(w.fd, deadline, -1) == WAIT_READABLE) {
-            char type;
-            char *payload = NULL;
-            size_t size = 0;
-            if (frame_read(w.fd, &type, &payload, &size, FRAME_MAX, NULL) != 0) break;
-            if (type == 'A') {
-                rc = sandbox_add_artifact(compiled, payload, size, &artifact_bytes);
-            } else if (type == 'R') {
-                sandbox_parse_result(compiled, payload, size);
-                ok = compiled->status == CAP_STATUS_SUCCESS;
-                rc = 1;
-            } else if (type != 'O' && type != 'E') {
-                rc = -EPROTO;
-            }
-            free(payload);
-        }
+        /* Its frames go through the run's dispatch table, in the compile
+         * phase: output is dropped, and a request or anything unexpected
+         * ends the compile. */
+        sandbox_exchange exchange = {.sandbox = sandbox,
+                                     .phase = SANDBOX_PHASE_COMPILE,
+                                     .fd = w.fd,
+                                     .options = &quiet,
+                                     .result = compiled,
+                                     .deadline = sandbox_now_seconds() + COMPILE_SECONDS,
+                                     .max_output = SIZE_MAX};
+        ok = rc == 0 && sandbox_serve_worker(&exchange, -1) == SANDBOX_RESULT &&
+             compiled->status == CAP_STATUS_SUCCESS;
         if (ok) {
             close(w.fd); /* it exits by itself after its result */
             sandbox_reap_later(sandbox, w.pid);
@@ -114,7 +110,7 @@ static void compile_environment(cap_sandbox *sandbox, deps_environment *environm
  * short strings are taken).  The answer is JSON, with the environment's
  * image descriptor when something is installed.  Returns the seconds spent,
  * which do not count against the run's wall-clock limit. */
-double sandbox_answer_dependencies(cap_sandbox *sandbox, int fd, const char *payload, size_t size,
+static double answer_dependencies(cap_sandbox *sandbox, int fd, const char *payload, size_t size,
                                   const cap_run_options *options, cap_result *result) {
     cap_config *config = sandbox->config;
     double started = sandbox_now_seconds();
@@ -163,3 +159,9 @@ double sandbox_answer_dependencies(cap_sandbox *sandbox, int fd, const char *pay
     return sandbox_now_seconds() - started;
 }
 
+sandbox_outcome sandbox_frame_dependencies(sandbox_exchange *exchange, const char *payload,
+                                           size_t size) {
+    exchange->deadline += answer_dependencies(exchange->sandbox, exchange->fd, payload, size,
+                                              exchange->options, exchange->result);
+    return SANDBOX_CONTINUE;
+}

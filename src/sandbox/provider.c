@@ -37,7 +37,7 @@ static int provider_read(const struct provider *p, const char *name, buffer *bod
 /* A worker's 'W' frame: the index of a resource mount, a file name, NUL,
  * a u64 offset and the bytes written there, for a provider that takes
  * writes.  Answered with a 'W' frame like 'F' (errno, then a message). */
-int sandbox_answer_store(const cap_config *config, int fd, const char *payload, size_t size) {
+static int answer_store(const cap_config *config, int fd, const char *payload, size_t size) {
     int http_mounts = config->resource_count > 0;
     int mount = size > 0 ? (unsigned char)payload[0] - http_mounts : -1;
     const char *name = payload + 1;
@@ -97,7 +97,7 @@ static char *fill_template(const char *url, const char *value, size_t value_size
 /* A worker's 'F' frame: the index of a resource mount, then a file name.
  * Answered with an 'F' frame: a 32-bit errno (0 on success), then the body
  * or a message.  Every field comes from the worker, so each is checked. */
-int sandbox_answer_fetch(const cap_config *config, int fd, const char *payload, size_t size,
+static int answer_fetch(const cap_config *config, int fd, const char *payload, size_t size,
                         double deadline) {
     int http_mounts = config->resource_count > 0;
     int mount = size > 0 ? (unsigned char)payload[0] : -1;
@@ -165,3 +165,12 @@ int sandbox_answer_fetch(const cap_config *config, int fd, const char *payload, 
     return status;
 }
 
+sandbox_outcome sandbox_frame_fetch(sandbox_exchange *exchange, const char *payload, size_t size) {
+    answer_fetch(exchange->sandbox->config, exchange->fd, payload, size, exchange->deadline);
+    return SANDBOX_CONTINUE;
+}
+
+sandbox_outcome sandbox_frame_store(sandbox_exchange *exchange, const char *payload, size_t size) {
+    answer_store(exchange->sandbox->config, exchange->fd, payload, size);
+    return SANDBOX_CONTINUE;
+}

@@ -38,15 +38,9 @@ int cap_sandbox_cancel(cap_sandbox *sandbox) {
     return write(sandbox->cancel_fd, &one, sizeof one) == sizeof one ? CAP_OK : CAP_ERUNTIME;
 }
 
-typedef struct run_state {
-    const cap_run_options *options;
-    buffer out, err;
-    size_t output_total, max_output;
-    int output_exceeded;
-} run_state;
-
 /* Delivers output within the cap; returns 0 once the cap is passed. */
-static int deliver_output(run_state *run, cap_stream stream, const char *data, size_t size) {
+static int deliver_output(sandbox_exchange *run, cap_stream stream, const char *data,
+                          size_t size) {
     size_t room = run->max_output - run->output_total;
     size_t kept = size < room ? size : room;
     const cap_run_options *o = run->options;
@@ -59,6 +53,112 @@ static int deliver_output(run_state *run, cap_stream stream, const char *data, s
     }
     return 1;
 }
+
+/* --- the dispatch table ---------------------------------------------------------- */
+
+/* 'O' and 'E': the guest's stdout and stderr, within the output cap. */
+static sandbox_outcome frame_output(sandbox_exchange *exchange, cap_stream stream,
+                                    const char *payload, size_t size) {
+    if (deliver_output(exchange, stream, payload, size)) return SANDBOX_CONTINUE;
+    cap_result *result = exchange->result;
+    result->status = CAP_STATUS_OUTPUT_LIMIT;
+    result->exit_code = 1;
+    result->error = sandbox_format_message("output limit of %zu bytes exceeded; the run was "
+                                           "stopped", exchange->max_output);
+    return SANDBOX_STOPPED;
+}
+
+static sandbox_outcome frame_stdout(sandbox_exchange *exchange, const char *payload,
+                                    size_t size) {
+    return frame_output(exchange, CAP_STDOUT, payload, size);
+}
+
+static sandbox_outcome frame_stderr(sandbox_exchange *exchange, const char *payload,
+                                    size_t size) {
+    return frame_output(exchange, CAP_STDERR, payload, size);
+}
+
+/* 'A': a file of the output directory.  Garbage stops the worker; past the
+ * budget, a run drops the artifact and says so in stderr, while a compile
+ * (whose artifacts are the environment's bytecode) ends, without bytecode. */
+static sandbox_outcome frame_artifact(sandbox_exchange *exchange, const char *payload,
+                                      size_t size) {
+    cap_result *result = exchange->result;
+    int rc = sandbox_add_artifact(result, payload, size, &exchange->artifact_bytes);
+    if (rc == -EPROTO) {
+        result->status = CAP_STATUS_CRASH;
+        result->exit_code = 1;
+        result->error = strdup("the worker sent a malformed artifact and was stopped");
+        return SANDBOX_STOPPED;
+    }
+    if (rc && exchange->phase == SANDBOX_PHASE_COMPILE) return SANDBOX_STOPPED;
+    if (rc) exchange->artifacts_dropped++;
+    return SANDBOX_CONTINUE;
+}
+
+/* 'R': the result, the worker's last frame. */
+static sandbox_outcome frame_result(sandbox_exchange *exchange, const char *payload,
+                                    size_t size) {
+    sandbox_parse_result(exchange->result, payload, size);
+    return SANDBOX_RESULT;
+}
+
+/* 'X': the worker could not run the request (its message). */
+static sandbox_outcome frame_failure(sandbox_exchange *exchange, const char *payload,
+                                     size_t size) {
+    (void)size;
+    exchange->result->status = CAP_STATUS_CRASH;
+    exchange->result->error = strdup(payload);
+    return SANDBOX_STOPPED;
+}
+
+#define ANY_PHASE (SANDBOX_PHASE_RUN | SANDBOX_PHASE_COMPILE)
+
+/* The parent's handling of worker frames: one row per frame type a worker
+ * may send (layouts: frame.h, zygote.h), with its handler and the phases in
+ * which it may come.  A new kind of request is a handler and a row. */
+static const struct frame_row {
+    sandbox_frame_handler *handler;
+    unsigned phases; /* SANDBOX_PHASE_* bits */
+} frame_table[256] = {
+    ['O'] = {frame_stdout, ANY_PHASE},
+    ['E'] = {frame_stderr, ANY_PHASE},
+    ['A'] = {frame_artifact, ANY_PHASE},
+    ['R'] = {frame_result, ANY_PHASE},
+    ['X'] = {frame_failure, ANY_PHASE},
+    ['H'] = {sandbox_frame_host, SANDBOX_PHASE_RUN},         /* broker.c */
+    ['F'] = {sandbox_frame_fetch, SANDBOX_PHASE_RUN},        /* provider.c */
+    ['W'] = {sandbox_frame_store, SANDBOX_PHASE_RUN},        /* provider.c */
+    ['D'] = {sandbox_frame_dependencies, SANDBOX_PHASE_RUN}, /* dependencies.c */
+};
+
+sandbox_outcome sandbox_dispatch_frame(sandbox_exchange *exchange, char type,
+                                       const char *payload, size_t size) {
+    const struct frame_row *row = &frame_table[(unsigned char)type];
+    if (row->handler && (row->phases & exchange->phase))
+        return row->handler(exchange, payload, size);
+    /* Not expected now.  A compiling worker runs only trusted code, so this
+     * is a fault that ends the compile; a program's worker carries on. */
+    return exchange->phase == SANDBOX_PHASE_COMPILE ? SANDBOX_STOPPED : SANDBOX_CONTINUE;
+}
+
+sandbox_outcome sandbox_serve_worker(sandbox_exchange *exchange, int cancel_fd) {
+    for (;;) {
+        int ready = sandbox_wait_readable(exchange->fd, exchange->deadline, cancel_fd);
+        if (ready == WAIT_CANCELLED) return SANDBOX_CANCELLED;
+        if (ready == WAIT_DEADLINE) return SANDBOX_DEADLINE;
+        char type;
+        char *payload = NULL;
+        size_t size = 0;
+        if (ready < 0 || frame_read(exchange->fd, &type, &payload, &size, FRAME_MAX, NULL) != 0)
+            return SANDBOX_GONE;
+        sandbox_outcome next = sandbox_dispatch_frame(exchange, type, payload, size);
+        free(payload);
+        if (next != SANDBOX_CONTINUE) return next;
+    }
+}
+
+/* --- a run ----------------------------------------------------------------------- */
 
 static char *request_header(const cap_run_options *options, const cap_limits *limits,
                             size_t code_size, int session, int dependencies) {
@@ -230,93 +330,50 @@ int cap_sandbox_run(cap_sandbox *sandbox, const char *code, size_t code_size,
     }
     if (!s) sandbox_refill_pool(sandbox); /* fork the next worker while this one runs */
 
-    run_state run = {.options = options, .max_output = (size_t)limits.output_bytes};
     cap_result *result = calloc(1, sizeof *result);
     if (!result) {
         sandbox_worker_discard(&w);
         sandbox_set_error(error, "out of memory");
         return CAP_ENOMEM;
     }
-    int finished = 0, alive = 1;
-    size_t artifact_bytes = 0, artifacts_dropped = 0;
-    while (!finished) {
-        int ready = sandbox_wait_readable(w.fd, deadline, sandbox->cancel_fd);
-        if (ready == WAIT_CANCELLED) {
-            result->status = CAP_STATUS_CANCELLED;
-            result->exit_code = 128 + SIGKILL;
-            result->error = strdup("the run was cancelled");
-            break;
-        }
-        if (ready == WAIT_DEADLINE) {
-            result->status = CAP_STATUS_TIMEOUT;
-            result->exit_code = 128 + SIGKILL;
-            result->error = sandbox_format_message("wall-clock limit of %g s exceeded",
-                                           limits.wall_seconds);
-            break;
-        }
-        char type;
-        char *payload = NULL;
-        size_t size = 0;
-        int rc = ready < 0 ? ready : frame_read(w.fd, &type, &payload, &size, FRAME_MAX, NULL);
-        if (rc != 0) {
-            /* End of stream without a result: the worker died. */
-            int status = 0;
-            kill(w.pid, SIGKILL);
-            sandbox_reap(w.pid, &status, 0);
-            alive = 0;
-            classify_death(result, status, &limits);
-            /* With the CPU limit at its default (equal to the wall limit)
-             * a busy loop hits both; the wall deadline, armed first, is the
-             * one the caller set, so it names the outcome. */
-            if (result->status == CAP_STATUS_CPU_LIMIT && sandbox_now_seconds() >= deadline) {
-                free(result->error);
-                result->status = CAP_STATUS_TIMEOUT;
-                result->error = sandbox_format_message("wall-clock limit of %g s exceeded",
+    sandbox_exchange run = {.sandbox = sandbox,
+                            .phase = SANDBOX_PHASE_RUN,
+                            .fd = w.fd,
+                            .options = options,
+                            .result = result,
+                            .deadline = deadline,
+                            .max_output = (size_t)limits.output_bytes};
+    sandbox_outcome end = sandbox_serve_worker(&run, sandbox->cancel_fd);
+    int alive = end != SANDBOX_GONE;
+    if (end == SANDBOX_CANCELLED) {
+        result->status = CAP_STATUS_CANCELLED;
+        result->exit_code = 128 + SIGKILL;
+        result->error = strdup("the run was cancelled");
+    } else if (end == SANDBOX_DEADLINE) {
+        result->status = CAP_STATUS_TIMEOUT;
+        result->exit_code = 128 + SIGKILL;
+        result->error = sandbox_format_message("wall-clock limit of %g s exceeded",
                                                limits.wall_seconds);
-            }
-            break;
+    } else if (end == SANDBOX_GONE) {
+        /* End of stream without a result: the worker died. */
+        int status = 0;
+        kill(w.pid, SIGKILL);
+        sandbox_reap(w.pid, &status, 0);
+        classify_death(result, status, &limits);
+        /* With the CPU limit at its default (equal to the wall limit)
+         * a busy loop hits both; the wall deadline, armed first, is the
+         * one the caller set, so it names the outcome. */
+        if (result->status == CAP_STATUS_CPU_LIMIT && sandbox_now_seconds() >= run.deadline) {
+            free(result->error);
+            result->status = CAP_STATUS_TIMEOUT;
+            result->error = sandbox_format_message("wall-clock limit of %g s exceeded",
+                                                   limits.wall_seconds);
         }
-        if (type == 'O' || type == 'E') {
-            if (!deliver_output(&run, type == 'O' ? CAP_STDOUT : CAP_STDERR, payload, size)) {
-                result->status = CAP_STATUS_OUTPUT_LIMIT;
-                result->exit_code = 1;
-                result->error = sandbox_format_message("output limit of %zu bytes exceeded; the run was "
-                                               "stopped", run.max_output);
-                finished = 1;
-            }
-        } else if (type == 'A') {
-            int artifact_rc = sandbox_add_artifact(result, payload, size, &artifact_bytes);
-            if (artifact_rc == -EPROTO) {
-                result->status = CAP_STATUS_CRASH;
-                result->exit_code = 1;
-                result->error = strdup("the worker sent a malformed artifact and was stopped");
-                finished = 1;
-            } else if (artifact_rc) {
-                artifacts_dropped++;
-            }
-        } else if (type == 'H') {
-            sandbox_answer_host(sandbox->config, w.fd, payload, size);
-        } else if (type == 'F') {
-            /* A failed answer means the worker is gone; the next read sees it. */
-            sandbox_answer_fetch(sandbox->config, w.fd, payload, size, deadline);
-        } else if (type == 'W') {
-            sandbox_answer_store(sandbox->config, w.fd, payload, size);
-        } else if (type == 'D') {
-            deadline += sandbox_answer_dependencies(sandbox, w.fd, payload, size, options, result);
-        } else if (type == 'R') {
-            sandbox_parse_result(result, payload, size);
-            finished = 2;
-        } else if (type == 'X') {
-            result->status = CAP_STATUS_CRASH;
-            result->error = strdup(payload);
-            finished = 1;
-        }
-        free(payload);
     }
-    if (artifacts_dropped && options->capture) {
+    if (run.artifacts_dropped && options->capture) {
         char note[128];
         int n = snprintf(note, sizeof note, "\n[capsule: %zu artifacts dropped: over %u bytes]\n",
-                         artifacts_dropped, MAX_ARTIFACT_BYTES);
+                         run.artifacts_dropped, MAX_ARTIFACT_BYTES);
         buffer_append(&run.err, note, (size_t)n);
     }
     if (run.output_exceeded && options->capture)
@@ -328,12 +385,12 @@ int cap_sandbox_run(cap_sandbox *sandbox, const char *code, size_t code_size,
     result->err = run.err;
 
     int keep = s || options->session;
-    if (finished == 2 && keep) {
+    if (end == SANDBOX_RESULT && keep) {
         if (s) s->last_used = sandbox_now_seconds();
         else sandbox_session_add(sandbox, options->session, w);
     } else {
         if (alive) {
-            if (finished == 2) {
+            if (end == SANDBOX_RESULT) {
                 /* A fresh worker exits by itself after its result. */
                 close(w.fd);
                 sandbox_reap_later(sandbox, w.pid);

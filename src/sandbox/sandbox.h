@@ -223,24 +223,74 @@ void sandbox_sessions_expire(cap_sandbox *sandbox);
  * holds it. */
 void sandbox_session_add(cap_sandbox *sandbox, const char *id, worker w);
 
-/* --- answers to a worker's requests (broker.c, provider.c) --------------- */
+/* --- a worker's frames, through one dispatch table (run.c) -------------- */
 
-/* An 'H' frame (a host directory: mount index, op, mount-relative path, for
- * ops that carry input a NUL and the input), answered on `fd`. */
-int sandbox_answer_host(cap_config *config, int fd, const char *payload, size_t size);
+/* Whom a worker's frames are answered for: a program's run, or the compile
+ * of a new environment's bytecode (a fresh worker that runs only the
+ * runner's trusted code).  The dispatch table says, per frame type, in
+ * which phases it may come (a mask of these bits). */
+typedef enum sandbox_phase { SANDBOX_PHASE_RUN = 1, SANDBOX_PHASE_COMPILE = 2 } sandbox_phase;
 
-/* An 'F' frame (a resource read: mount index, name), answered on `fd`; an
- * HTTP fetch ends by `deadline`. */
-int sandbox_answer_fetch(const cap_config *config, int fd, const char *payload, size_t size,
-                         double deadline);
+/* A handler returns CONTINUE (read the next frame), STOPPED (the exchange
+ * ends without a result; the handler has said why in the result) or RESULT
+ * (the worker's 'R' was read).  sandbox_serve_worker returns one of the
+ * last two, or why it stopped waiting: the DEADLINE passed, the run was
+ * CANCELLED, or the worker is GONE (end of stream, no result). */
+typedef enum sandbox_outcome {
+    SANDBOX_CONTINUE,
+    SANDBOX_STOPPED,
+    SANDBOX_RESULT,
+    SANDBOX_DEADLINE,
+    SANDBOX_CANCELLED,
+    SANDBOX_GONE
+} sandbox_outcome;
 
-/* A 'W' frame (a write to a provider's resource), answered on `fd`. */
-int sandbox_answer_store(const cap_config *config, int fd, const char *payload, size_t size);
+/* One worker's frames being answered: what the handlers share.  It lives on
+ * the stack of whoever serves the worker (cap_sandbox_run, or the compile
+ * of an environment), on that thread; `out` and `err` are its own until the
+ * caller moves them into the result. */
+typedef struct sandbox_exchange {
+    cap_sandbox *sandbox;
+    sandbox_phase phase;
+    int fd;                         /* the worker's channel: answers go there */
+    const cap_run_options *options; /* output and progress callbacks, capture */
+    cap_result *result;             /* what the frames report */
+    double deadline;                /* wall clock; time spent installing packages is added */
+    buffer out, err;                /* captured output */
+    size_t output_total, max_output;
+    int output_exceeded;            /* output passed max_output and was cut */
+    size_t artifact_bytes;          /* of all artifacts so far (MAX_ARTIFACT_BYTES) */
+    size_t artifacts_dropped;       /* over that budget */
+} sandbox_exchange;
 
-/* A 'D' frame (the packages a program wants), answered on `fd` with the
- * environment's image; the installed packages go to `result`.  Returns the
- * seconds spent, which do not count against the run's wall-clock limit. */
-double sandbox_answer_dependencies(cap_sandbox *sandbox, int fd, const char *payload, size_t size,
-                                   const cap_run_options *options, cap_result *result);
+/* A row's handler: `payload` (NUL-terminated, `size` bytes without the NUL)
+ * is the worker's, untrusted, and only borrowed. */
+typedef sandbox_outcome sandbox_frame_handler(sandbox_exchange *exchange, const char *payload,
+                                              size_t size);
+
+/* Answers one frame of type `type` through the dispatch table.  A type the
+ * phase does not allow ends a compile (STOPPED) and is dropped during a
+ * run (CONTINUE). */
+sandbox_outcome sandbox_dispatch_frame(sandbox_exchange *exchange, char type,
+                                       const char *payload, size_t size);
+
+/* Reads the worker's frames and dispatches each until a handler ends the
+ * exchange, exchange->deadline passes, `cancel_fd` (-1: none) is signalled,
+ * or the worker's stream ends.  Never returns SANDBOX_CONTINUE. */
+sandbox_outcome sandbox_serve_worker(sandbox_exchange *exchange, int cancel_fd);
+
+/* The handlers that answer a worker's requests (each answers on the
+ * worker's channel; a failed answer means the worker is gone, which the
+ * next read finds, so they always return SANDBOX_CONTINUE):
+ *   'H' a host directory's stat, listing, read or change   broker.c
+ *   'F' a resource read (/network or a provider)           provider.c
+ *   'W' a write to a provider's resource                   provider.c
+ *   'D' the packages a program wants; the time spent is    dependencies.c
+ *       added to the deadline (it is not the program's) */
+sandbox_outcome sandbox_frame_host(sandbox_exchange *exchange, const char *payload, size_t size);
+sandbox_outcome sandbox_frame_fetch(sandbox_exchange *exchange, const char *payload, size_t size);
+sandbox_outcome sandbox_frame_store(sandbox_exchange *exchange, const char *payload, size_t size);
+sandbox_outcome sandbox_frame_dependencies(sandbox_exchange *exchange, const char *payload,
+                                           size_t size);
 
 #endif

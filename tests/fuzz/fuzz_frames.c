@@ -4,12 +4,11 @@
  * process (say, through a bug in CPython or wasm2c's output).
  *
  * The host side is src/sandbox/ (config.c, run.c, broker.c, provider.c,
- * dependencies.c, result.c...), linked whole; its private header,
- * sandbox.h, exposes the functions that answer each frame, which are called
- * directly with the bytes a worker could send:
- *   'R' sandbox_parse_result     'A' sandbox_add_artifact
- *   'H' sandbox_answer_host      'W' sandbox_answer_store
- *   'F' sandbox_answer_fetch     'D' sandbox_answer_dependencies
+ * dependencies.c, result.c...), linked whole.  Each input is one frame,
+ * answered through the parent's dispatch table (sandbox_dispatch_frame, as
+ * in a run) with the bytes a worker could send:
+ *   'R' the result           'A' an artifact            'H' the broker
+ *   'W' a provider's write   'F' a resource read        'D' dependencies
  * against a configuration with a read-only and a read-write host mount
  * (a temporary directory with a symbolic link out of it) and a resource
  * provider that reads and takes writes.  Answers go to a socket that a
@@ -143,18 +142,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (!payload) return 0;
     memcpy(payload, data + 1, n);
     payload[n] = '\0';
+    static const char types[6] = {'R', 'A', 'H', 'W', 'F', 'D'};
     cap_result *result = calloc(1, sizeof *result);
-    size_t artifact_bytes = 0;
     cap_run_options options = {0};
     cap_sandbox sandbox = {.config = fuzz_config};
-    switch (data[0] % 6) {
-    case 0: sandbox_parse_result(result, payload, n); break;
-    case 1: sandbox_add_artifact(result, payload, n, &artifact_bytes); break;
-    case 2: sandbox_answer_host(fuzz_config, host_end, payload, n); break;
-    case 3: sandbox_answer_store(fuzz_config, host_end, payload, n); break;
-    case 4: sandbox_answer_fetch(fuzz_config, host_end, payload, n, sandbox_now_seconds() + 1); break;
-    case 5: sandbox_answer_dependencies(&sandbox, host_end, payload, n, &options, result); break;
-    }
+    sandbox_exchange exchange = {.sandbox = &sandbox,
+                                 .phase = SANDBOX_PHASE_RUN,
+                                 .fd = host_end,
+                                 .options = &options,
+                                 .result = result,
+                                 .deadline = sandbox_now_seconds() + 1,
+                                 .max_output = 1 << 20};
+    if (result) sandbox_dispatch_frame(&exchange, types[data[0] % 6], payload, n);
+    buffer_free(&exchange.out);
+    buffer_free(&exchange.err);
     if (result) cap_result_free(result);
     free(payload);
     check_outside();
