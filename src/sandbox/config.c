@@ -167,7 +167,8 @@ int cap_config_set_output_directory(cap_config *config, const char *guest_path, 
     if (!config || !guest_path || guest_path[0] != '/' ||
         vfs_normalize(NULL, guest_path, strlen(guest_path), normalized) != 0 ||
         strcmp(normalized, "/") == 0) {
-        sandbox_set_error(error, "the output directory must be an absolute guest path other than /");
+        sandbox_set_error(error,
+                          "the output directory must be an absolute guest path other than /");
         return CAP_EINVAL;
     }
     char *copy = strdup(normalized);
@@ -195,8 +196,9 @@ int cap_config_add_http_resource(cap_config *config, const char *name, const cha
     const char *after_authority = authority + strcspn(authority, "/?#"); /* never the host */
     if (!name_hole != !url_hole || (name_hole && strstr(name_hole + 2, "{}")) ||
         (url_hole && (strstr(url_hole + 2, "{}") || url_hole < after_authority))) {
-        sandbox_set_error(error, "an HTTP resource template has one {} in the name and one in the URL's "
-                         "path or query, e.g. city-{}.json=https://host/weather?city={}");
+        sandbox_set_error(error, "an HTTP resource template has one {} in the name and one in "
+                                 "the URL's path or query, e.g. "
+                                 "city-{}.json=https://host/weather?city={}");
         return CAP_EINVAL;
     }
     for (int i = 0; i < config->resource_count; i++)
@@ -227,8 +229,8 @@ int cap_config_add_resource_provider(cap_config *config, const char *guest_path,
     if (!config || !guest_path || !provider || !provider->read ||
         guest_path[0] != '/' || vfs_normalize(NULL, guest_path, strlen(guest_path), normalized) ||
         strcmp(normalized, "/") == 0) {
-        sandbox_set_error(error, "a resource provider needs list and read callbacks and an absolute "
-                         "guest path other than /");
+        sandbox_set_error(error, "a resource provider needs list and read callbacks and an "
+                                 "absolute guest path other than /");
         return CAP_EINVAL;
     }
     if (config->provider_count == MAX_PROVIDERS) {
@@ -244,8 +246,9 @@ int cap_config_add_resource_provider(cap_config *config, const char *guest_path,
          i++) {
         if (!*name || strchr(name, '/') || strcmp(name, ".") == 0 || strcmp(name, "..") == 0 ||
             strlen(name) > VFS_NAME_MAX || p->name_count == MAX_RESOURCES) {
-            sandbox_set_error(error, "resource provider at %.100s: bad or too many names (at most %d)",
-                      normalized, MAX_RESOURCES);
+            sandbox_set_error(error,
+                              "resource provider at %.100s: bad or too many names (at most %d)",
+                              normalized, MAX_RESOURCES);
             rc = CAP_EINVAL;
         } else if (!(p->names[p->name_count] = strdup(name))) {
             rc = CAP_ENOMEM;
@@ -271,7 +274,8 @@ int cap_config_add_mount(cap_config *config, const char *host_path, const char *
     if (!config || !host_path || !guest_path || guest_path[0] != '/' ||
         vfs_normalize(NULL, guest_path, strlen(guest_path), normalized) ||
         strcmp(normalized, "/") == 0) {
-        sandbox_set_error(error, "a mount needs a host directory and an absolute guest path other than /");
+        sandbox_set_error(error, "a mount needs a host directory and an absolute guest path "
+                                 "other than /");
         return CAP_EINVAL;
     }
     if (config->host_mount_count == MAX_HOST_MOUNTS) {
@@ -302,7 +306,8 @@ int cap_config_allow_url(cap_config *config, const char *prefix, char *error) {
     if (!config || !prefix ||
         (strncmp(prefix, "http://", 7) != 0 && strncmp(prefix, "https://", 8) != 0) ||
         strlen(prefix) < 9) {
-        sandbox_set_error(error, "an allowed URL prefix starts with http:// or https:// and a host");
+        sandbox_set_error(error,
+                          "an allowed URL prefix starts with http:// or https:// and a host");
         return CAP_EINVAL;
     }
     if (config->allowed_count == MAX_ALLOWED_URLS) {

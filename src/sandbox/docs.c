@@ -81,7 +81,8 @@ static int read_doc(int directory_fd, const char *name, zygote_file *doc, char *
     }
     if ((uint64_t)st.st_size > MAX_DOC_BYTES) {
         close(fd);
-        sandbox_set_error(error, "documentation file %.100s is larger than %u bytes", name, MAX_DOC_BYTES);
+        sandbox_set_error(error, "documentation file %.100s is larger than %u bytes", name,
+                          MAX_DOC_BYTES);
         return -EFBIG;
     }
     doc->size = (size_t)st.st_size;
@@ -111,8 +112,8 @@ int cap_config_add_docs(cap_config *config, const char *host_directory, char *er
     }
     DIR *directory = opendir(host_directory);
     if (!directory) {
-        sandbox_set_error(error, "cannot open documentation directory %.150s: %s", host_directory,
-                  strerror(errno));
+        sandbox_set_error(error, "cannot open documentation directory %.150s: %s",
+                          host_directory, strerror(errno));
         return CAP_EIO;
     }
     sandbox_docs_free(config);

@@ -106,7 +106,8 @@ static int finish_spawn(cap_sandbox *sandbox, int fd, worker *out, char *error) 
     free(payload);
     if (pid == 0) {
         close(fd);
-        sandbox_set_error(error, "the zygote could not start a worker%s", rc ? " (it is gone)" : "");
+        sandbox_set_error(error, "the zygote could not start a worker%s",
+                          rc ? " (it is gone)" : "");
         return CAP_ERUNTIME;
     }
     *out = (worker){(pid_t)pid, fd};
@@ -162,7 +163,8 @@ int cap_sandbox_new(cap_config *config, cap_sandbox **out, char *error) {
             int rc = vfs_image_open(m->host_path, &m->image);
             if (rc) {
                 sandbox_set_error(error, "cannot open image %s: %s", m->host_path,
-                          rc == -EINVAL ? "not a capsule image, or damaged" : strerror(-rc));
+                                  rc == -EINVAL ? "not a capsule image, or damaged"
+                                                : strerror(-rc));
                 return CAP_EIO;
             }
         }
@@ -229,7 +231,9 @@ int cap_sandbox_new(cap_config *config, cap_sandbox **out, char *error) {
     int rc = ready == 1 ? frame_read(pair[0], &type, &payload, &size, 4096, NULL) : -ETIMEDOUT;
     if (rc != 0 || type != 'Y') {
         sandbox_set_error(error, "the interpreter did not start: %s",
-                  rc == 0 && type == 'X' ? payload : rc ? strerror(-rc) : "unexpected reply");
+                          rc == 0 && type == 'X' ? payload
+                          : rc                   ? strerror(-rc)
+                                                 : "unexpected reply");
         free(payload);
         cap_sandbox_free(sandbox);
         return CAP_ERUNTIME;

@@ -46,8 +46,9 @@ void sandbox_parse_result(cap_result *result, const char *payload, size_t size) 
         result->exit_code = 128 + SIGABRT;
         char *message = json_string(outer, "message");
         result->error = memory_exhausted
-                            ? sandbox_format_message("memory limit reached: the interpreter could not "
-                                             "recover (%s)", message ? message : "trap")
+                            ? sandbox_format_message("memory limit reached: the interpreter "
+                                                     "could not recover (%s)",
+                                                     message ? message : "trap")
                             : message;
         if (memory_exhausted) free(message);
     } else if (cJSON_IsObject(guest)) {

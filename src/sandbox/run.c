@@ -64,7 +64,8 @@ static sandbox_outcome frame_output(sandbox_exchange *exchange, cap_stream strea
     result->status = CAP_STATUS_OUTPUT_LIMIT;
     result->exit_code = 1;
     result->error = sandbox_format_message("output limit of %zu bytes exceeded; the run was "
-                                           "stopped", exchange->max_output);
+                                           "stopped",
+                                           exchange->max_output);
     return SANDBOX_STOPPED;
 }
 
@@ -213,19 +214,21 @@ static void classify_death(cap_result *result, int wait_status, const cap_limits
     int signal_number = WIFSIGNALED(wait_status) ? WTERMSIG(wait_status) : 0;
     if (signal_number == SIGPROF || signal_number == SIGXCPU) {
         result->status = CAP_STATUS_CPU_LIMIT;
-        result->error = sandbox_format_message("CPU time limit of %g s exceeded", limits->cpu_seconds);
+        result->error =
+            sandbox_format_message("CPU time limit of %g s exceeded", limits->cpu_seconds);
     } else if (signal_number == SIGSYS) {
         result->status = CAP_STATUS_CRASH;
         result->error = strdup("the worker made a forbidden system call and was stopped "
                                "(seccomp)");
     } else if (signal_number) {
         result->status = CAP_STATUS_CRASH;
-        result->error = sandbox_format_message("the worker died with signal %d (%s)", signal_number,
-                                       strsignal(signal_number));
+        result->error = sandbox_format_message("the worker died with signal %d (%s)",
+                                               signal_number, strsignal(signal_number));
     } else {
         result->status = CAP_STATUS_CRASH;
-        result->error = sandbox_format_message("the worker exited (status %d) without a result",
-                                       WIFEXITED(wait_status) ? WEXITSTATUS(wait_status) : -1);
+        result->error =
+            sandbox_format_message("the worker exited (status %d) without a result",
+                                   WIFEXITED(wait_status) ? WEXITSTATUS(wait_status) : -1);
     }
     result->exit_code = signal_number ? 128 + signal_number : 1;
 }
