@@ -63,9 +63,8 @@ static sandbox_outcome frame_output(sandbox_exchange *exchange, cap_stream strea
     cap_result *result = exchange->result;
     result->status = CAP_STATUS_OUTPUT_LIMIT;
     result->exit_code = 1;
-    result->error = sandbox_format_message("output limit of %zu bytes exceeded; the run was "
-                                           "stopped",
-                                           exchange->max_output);
+    result->error = sandbox_format_message(
+        "output limit of %zu bytes exceeded; the run was stopped", exchange->max_output);
     return SANDBOX_STOPPED;
 }
 

@@ -4,10 +4,11 @@
  *
  * Who owns what, and on which thread.  A cap_config is filled in by one
  * thread before any sandbox is made from it; after that the sandboxes only
- * read it, except for two things: a mount's growth (host_used, updated with
- * atomics, because sandboxes on several threads share one config) and the
- * images, which the first cap_sandbox_new opens (the API asks for sandboxes
- * to be created before threads start).  A cap_sandbox belongs to the one
+ * read it, except for three things: a mount's growth (host_used, updated
+ * with atomics, because sandboxes on several threads share one config), the
+ * package resolver (deps.c, which locks itself) and the images, which the
+ * first cap_sandbox_new opens (the API asks for sandboxes to be created
+ * before threads start).  A cap_sandbox belongs to the one
  * thread that calls cap_sandbox_run on it; only cancel_fd is touched from
  * elsewhere (cap_sandbox_cancel).  Every worker process is a child of this
  * process, and each is held in exactly one place at a time: the idle pool,
