@@ -19,7 +19,11 @@ CHECKED_DEFINES := -DWASM_RT_MEMCHECK_SIGNAL_HANDLER=0 -DWASM_RT_MAX_CALL_STACK_
 HOST_PYTHON := /usr/bin/python3
 SANITIZE := -fsanitize=address,undefined -fno-omit-frame-pointer
 
-LIBRARY_SOURCES := src/sandbox/sandbox.c src/sandbox/zygote.c src/sandbox/frame.c \
+# The host side of the sandbox (src/sandbox/sandbox.h), one concern per file.
+SANDBOX_HOST_SOURCES := src/sandbox/config.c src/sandbox/docs.c src/sandbox/pool.c src/sandbox/session.c \
+                        src/sandbox/run.c src/sandbox/broker.c src/sandbox/provider.c \
+                        src/sandbox/dependencies.c src/sandbox/result.c
+LIBRARY_SOURCES := $(SANDBOX_HOST_SOURCES) src/sandbox/zygote.c src/sandbox/frame.c \
                    src/sandbox/lockdown.c src/sandbox/buffer.c src/sandbox/http.c src/wasi/wasi.c \
                    src/vfs/vfs.c src/vfs/memfs.c src/vfs/image.c src/vfs/image_writer.c src/vfs/device.c \
                    src/vfs/resource.c src/vfs/hostfs.c src/deps/deps.c src/deps/wheel.c src/deps/requirement.c \
@@ -173,12 +177,13 @@ $(BUILD)/fuzz_packages: $(PACKAGES_FUZZ_SOURCES) src/deps/deps.c $(HEADERS)
 	@mkdir -p $(BUILD)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $(PACKAGES_FUZZ_SOURCES) -lzip -lcjson -lcurl -lcrypto -lpthread
 
-# What the host parses of a worker's frames (sandbox.c, included whole).
-FRAMES_FUZZ_SOURCES := tests/fuzz/fuzz_frames.c src/sandbox/frame.c src/sandbox/buffer.c \
-                       src/sandbox/http.c src/vfs/vfs.c src/vfs/image.c src/vfs/image_writer.c \
-                       src/vfs/resource.c src/vfs/memfs.c src/deps/deps.c src/deps/wheel.c \
-                       src/deps/requirement.c
-$(BUILD)/fuzz_frames: $(FRAMES_FUZZ_SOURCES) src/sandbox/sandbox.c $(HEADERS)
+# What the host parses of a worker's frames (the host side of the sandbox,
+# with a stub for the zygote).
+FRAMES_FUZZ_SOURCES := tests/fuzz/fuzz_frames.c $(SANDBOX_HOST_SOURCES) src/sandbox/frame.c \
+                       src/sandbox/buffer.c src/sandbox/http.c src/vfs/vfs.c src/vfs/image.c \
+                       src/vfs/image_writer.c src/vfs/resource.c src/vfs/memfs.c src/deps/deps.c \
+                       src/deps/wheel.c src/deps/requirement.c
+$(BUILD)/fuzz_frames: $(FRAMES_FUZZ_SOURCES) $(HEADERS)
 	@mkdir -p $(BUILD)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $(FRAMES_FUZZ_SOURCES) \
 	    -lcjson -lcurl -lzip -lcrypto -lpthread -lm

@@ -3,11 +3,12 @@
  * frames: the security boundary if the guest ever took over its worker
  * process (say, through a bug in CPython or wasm2c's output).
  *
- * The host side is src/sandbox/sandbox.c, included here whole so that its
- * static answer functions can be called directly, each with the bytes a
- * worker could send:
- *   'R' parse_result         'A' add_artifact          'H' answer_host
- *   'W' answer_store         'F' answer_fetch          'D' answer_dependencies
+ * The host side is src/sandbox/ (config.c, run.c, broker.c, provider.c,
+ * dependencies.c, result.c...), linked whole.  Each input is one frame,
+ * answered through the parent's dispatch table (sandbox_dispatch_frame, as
+ * in a run) with the bytes a worker could send:
+ *   'R' the result           'A' an artifact            'H' the broker
+ *   'W' a provider's write   'F' a resource read        'D' dependencies
  * against a configuration with a read-only and a read-write host mount
  * (a temporary directory with a symbolic link out of it) and a resource
  * provider that reads and takes writes.  Answers go to a socket that a
@@ -18,9 +19,17 @@
  * what the harness put there), and the read-write mount's growth stays
  * within its quota.
  */
-#include "../../src/sandbox/sandbox.c"
+#include "../../src/sandbox/sandbox.h"
 
+#include <dirent.h>
+#include <limits.h>
 #include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 void zygote_main(const zygote_world *world, int control_fd) {
     (void)world, (void)control_fd;
@@ -133,18 +142,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (!payload) return 0;
     memcpy(payload, data + 1, n);
     payload[n] = '\0';
+    static const char types[6] = {'R', 'A', 'H', 'W', 'F', 'D'};
     cap_result *result = calloc(1, sizeof *result);
-    size_t artifact_bytes = 0;
     cap_run_options options = {0};
     cap_sandbox sandbox = {.config = fuzz_config};
-    switch (data[0] % 6) {
-    case 0: parse_result(result, payload, n); break;
-    case 1: add_artifact(result, payload, n, &artifact_bytes); break;
-    case 2: answer_host(fuzz_config, host_end, payload, n); break;
-    case 3: answer_store(fuzz_config, host_end, payload, n); break;
-    case 4: answer_fetch(fuzz_config, host_end, payload, n, now_seconds() + 1); break;
-    case 5: answer_dependencies(&sandbox, host_end, payload, n, &options, result); break;
-    }
+    sandbox_exchange exchange = {.sandbox = &sandbox,
+                                 .phase = SANDBOX_PHASE_RUN,
+                                 .fd = host_end,
+                                 .options = &options,
+                                 .result = result,
+                                 .deadline = sandbox_now_seconds() + 1,
+                                 .max_output = 1 << 20};
+    if (result) sandbox_dispatch_frame(&exchange, types[data[0] % 6], payload, n);
+    buffer_free(&exchange.out);
+    buffer_free(&exchange.err);
     if (result) cap_result_free(result);
     free(payload);
     check_outside();

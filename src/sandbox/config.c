@@ -1,0 +1,388 @@
+/*
+ * config.c — cap_config: what every sandbox made from a configuration
+ * shares (images, environment, limits of the pool and of sessions, mounts,
+ * resources, package sources).  Every setter checks its arguments and
+ * copies them; nothing here starts a process or touches the network.
+ * Documentation files are docs.c's.
+ */
+#include "sandbox.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define STDLIB_GUEST_PATH "/usr/local/lib/python3.11"
+
+void sandbox_set_error(char *error, const char *format, ...) {
+    if (!error) return;
+    va_list args;
+    va_start(args, format);
+    vsnprintf(error, CAP_ERROR_SIZE, format, args);
+    va_end(args);
+}
+
+static char *default_stdlib_path(void) {
+    char executable[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", executable, sizeof executable - 1);
+    if (n <= 0) return strdup("stdlib.img");
+    executable[n] = '\0';
+    char *slash = strrchr(executable, '/');
+    if (slash) slash[1] = '\0';
+    size_t size = strlen(executable) + sizeof "stdlib.img";
+    char *path = malloc(size);
+    if (path) snprintf(path, size, "%sstdlib.img", slash ? executable : "");
+    return path;
+}
+
+cap_config *cap_config_new(void) {
+    cap_config *config = calloc(1, sizeof *config);
+    if (!config) return NULL;
+    config->images[0].host_path = default_stdlib_path();
+    config->images[0].guest_path = strdup(STDLIB_GUEST_PATH);
+    config->image_count = 1;
+    config->pool_size = 2;
+    config->max_sessions = 8;
+    config->session_idle_seconds = 600;
+    if (!config->images[0].host_path || !config->images[0].guest_path) {
+        cap_config_free(config);
+        return NULL;
+    }
+    return config;
+}
+
+void cap_config_free(cap_config *config) {
+    if (config) deps_resolver_free(config->dependencies);
+    if (!config) return;
+    for (int i = 0; i < config->image_count; i++) {
+        free(config->images[i].host_path);
+        free(config->images[i].guest_path);
+        vfs_image_release(config->images[i].image);
+    }
+    for (int i = 0; i < config->env_count; i++) free(config->env[i]);
+    sandbox_docs_free(config);
+    free(config->output_directory);
+    for (int i = 0; i < config->resource_count; i++) {
+        free(config->resource_names[i]);
+        free(config->resource_urls[i]);
+    }
+    for (int i = 0; i < config->allowed_count; i++) free(config->allowed_urls[i]);
+    for (int i = 0; i < config->host_mount_count; i++) {
+        free(config->host_guest_paths[i]);
+        close(config->host_roots[i]);
+    }
+    for (int i = 0; i < config->provider_count; i++) {
+        free(config->providers[i].guest_path);
+        for (int j = 0; j < config->providers[i].name_count; j++)
+            free(config->providers[i].names[j]);
+    }
+    free(config);
+}
+
+static int set_image(image_mount *mount, const char *host_path, const char *guest_path,
+                     char *error) {
+    char *host = strdup(host_path), *guest = strdup(guest_path);
+    if (!host || !guest) {
+        free(host);
+        free(guest);
+        sandbox_set_error(error, "out of memory");
+        return CAP_ENOMEM;
+    }
+    free(mount->host_path);
+    free(mount->guest_path);
+    vfs_image_release(mount->image);
+    *mount = (image_mount){host, guest, NULL};
+    return CAP_OK;
+}
+
+int cap_config_set_stdlib(cap_config *config, const char *image_path, char *error) {
+    if (!config || !image_path) {
+        sandbox_set_error(error, "cap_config_set_stdlib: missing argument");
+        return CAP_EINVAL;
+    }
+    return set_image(&config->images[0], image_path, STDLIB_GUEST_PATH, error);
+}
+
+int cap_config_add_image(cap_config *config, const char *image_path, const char *guest_path,
+                         char *error) {
+    if (!config || !image_path || !guest_path || guest_path[0] != '/') {
+        sandbox_set_error(error, "cap_config_add_image: need an image and an absolute guest path");
+        return CAP_EINVAL;
+    }
+    if (config->image_count == MAX_IMAGES) {
+        sandbox_set_error(error, "too many images (at most %d)", MAX_IMAGES);
+        return CAP_EINVAL;
+    }
+    int rc = set_image(&config->images[config->image_count], image_path, guest_path, error);
+    if (rc == CAP_OK) config->image_count++;
+    return rc;
+}
+
+int cap_config_set_pool_size(cap_config *config, int workers, char *error) {
+    if (!config || workers < 0 || workers > MAX_POOL) {
+        sandbox_set_error(error, "pool size must be between 0 and %d", MAX_POOL);
+        return CAP_EINVAL;
+    }
+    config->pool_size = workers;
+    return CAP_OK;
+}
+
+int cap_config_set_sessions(cap_config *config, int max_sessions, double idle_seconds,
+                            char *error) {
+    if (!config || max_sessions < 0 || max_sessions > MAX_SESSIONS || !(idle_seconds > 0)) {
+        sandbox_set_error(error, "sessions: 0 to %d sessions, idle timeout above 0", MAX_SESSIONS);
+        return CAP_EINVAL;
+    }
+    config->max_sessions = max_sessions;
+    config->session_idle_seconds = idle_seconds;
+    return CAP_OK;
+}
+
+int cap_config_add_env(cap_config *config, const char *name, const char *value, char *error) {
+    if (!config || !name || !value || !*name || strchr(name, '=')) {
+        sandbox_set_error(error, "environment variable names must be non-empty and contain no '='");
+        return CAP_EINVAL;
+    }
+    if (config->env_count == MAX_ENV) {
+        sandbox_set_error(error, "too many environment variables (at most %d)", MAX_ENV);
+        return CAP_EINVAL;
+    }
+    size_t size = strlen(name) + strlen(value) + 2;
+    char *entry = malloc(size);
+    if (!entry) {
+        sandbox_set_error(error, "out of memory");
+        return CAP_ENOMEM;
+    }
+    snprintf(entry, size, "%s=%s", name, value);
+    config->env[config->env_count++] = entry;
+    return CAP_OK;
+}
+
+int cap_config_set_output_directory(cap_config *config, const char *guest_path, char *error) {
+    char normalized[VFS_PATH_MAX];
+    if (!config || !guest_path || guest_path[0] != '/' ||
+        vfs_normalize(NULL, guest_path, strlen(guest_path), normalized) != 0 ||
+        strcmp(normalized, "/") == 0) {
+        sandbox_set_error(error,
+                          "the output directory must be an absolute guest path other than /");
+        return CAP_EINVAL;
+    }
+    char *copy = strdup(normalized);
+    if (!copy) {
+        sandbox_set_error(error, "out of memory");
+        return CAP_ENOMEM;
+    }
+    free(config->output_directory);
+    config->output_directory = copy;
+    return CAP_OK;
+}
+
+int cap_config_add_http_resource(cap_config *config, const char *name, const char *url,
+                                 char *error) {
+    if (!config || !name || !url || !*name || strchr(name, '/') || strcmp(name, ".") == 0 ||
+        strcmp(name, "..") == 0 || strlen(name) > VFS_NAME_MAX ||
+        (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0) ||
+        strlen(url) >= 4096) {
+        sandbox_set_error(error, "an HTTP resource needs a file name (no '/') and an http(s) URL");
+        return CAP_EINVAL;
+    }
+    /* A template: one "{}" in the name, one in the URL (and none else). */
+    const char *name_hole = strstr(name, "{}"), *url_hole = strstr(url, "{}");
+    const char *authority = strstr(url, "://") + 3;
+    const char *after_authority = authority + strcspn(authority, "/?#"); /* never the host */
+    if (!name_hole != !url_hole || (name_hole && strstr(name_hole + 2, "{}")) ||
+        (url_hole && (strstr(url_hole + 2, "{}") || url_hole < after_authority))) {
+        sandbox_set_error(error, "an HTTP resource template has one {} in the name and one in "
+                                 "the URL's path or query, e.g. "
+                                 "city-{}.json=https://host/weather?city={}");
+        return CAP_EINVAL;
+    }
+    for (int i = 0; i < config->resource_count; i++)
+        if (strcmp(config->resource_names[i], name) == 0) {
+            sandbox_set_error(error, "HTTP resource %.100s is defined twice", name);
+            return CAP_EINVAL;
+        }
+    if (config->resource_count == MAX_RESOURCES) {
+        sandbox_set_error(error, "too many HTTP resources (at most %d)", MAX_RESOURCES);
+        return CAP_EINVAL;
+    }
+    char *name_copy = strdup(name), *url_copy = strdup(url);
+    if (!name_copy || !url_copy) {
+        free(name_copy);
+        free(url_copy);
+        sandbox_set_error(error, "out of memory");
+        return CAP_ENOMEM;
+    }
+    config->resource_names[config->resource_count] = name_copy;
+    config->resource_urls[config->resource_count++] = url_copy;
+    return CAP_OK;
+}
+
+int cap_config_add_resource_provider(cap_config *config, const char *guest_path,
+                                     const cap_resource_provider *provider, void *userdata,
+                                     char *error) {
+    char normalized[VFS_PATH_MAX];
+    if (!config || !guest_path || !provider || !provider->read ||
+        guest_path[0] != '/' || vfs_normalize(NULL, guest_path, strlen(guest_path), normalized) ||
+        strcmp(normalized, "/") == 0) {
+        sandbox_set_error(error, "a resource provider needs list and read callbacks and an "
+                                 "absolute guest path other than /");
+        return CAP_EINVAL;
+    }
+    if (config->provider_count == MAX_PROVIDERS) {
+        sandbox_set_error(error, "too many resource providers (at most %d)", MAX_PROVIDERS);
+        return CAP_EINVAL;
+    }
+    struct provider *p = &config->providers[config->provider_count];
+    memset(p, 0, sizeof *p);
+    int rc = (p->guest_path = strdup(normalized)) ? CAP_OK : CAP_ENOMEM;
+    const char *name;
+    if (!provider->list) p->name_count = -1; /* any name */
+    for (size_t i = 0; rc == CAP_OK && provider->list && (name = provider->list(userdata, i));
+         i++) {
+        if (!*name || strchr(name, '/') || strcmp(name, ".") == 0 || strcmp(name, "..") == 0 ||
+            strlen(name) > VFS_NAME_MAX || p->name_count == MAX_RESOURCES) {
+            sandbox_set_error(error,
+                              "resource provider at %.100s: bad or too many names (at most %d)",
+                              normalized, MAX_RESOURCES);
+            rc = CAP_EINVAL;
+        } else if (!(p->names[p->name_count] = strdup(name))) {
+            rc = CAP_ENOMEM;
+        } else {
+            p->name_count++;
+        }
+    }
+    if (rc == CAP_ENOMEM) sandbox_set_error(error, "out of memory");
+    if (rc != CAP_OK) {
+        free(p->guest_path);
+        for (int j = 0; j < p->name_count; j++) free(p->names[j]);
+        return rc;
+    }
+    p->callbacks = *provider;
+    p->userdata = userdata;
+    config->provider_count++;
+    return CAP_OK;
+}
+
+int cap_config_add_mount(cap_config *config, const char *host_path, const char *guest_path,
+                         int flags, uint64_t quota_bytes, char *error) {
+    char normalized[VFS_PATH_MAX];
+    if (!config || !host_path || !guest_path || guest_path[0] != '/' ||
+        vfs_normalize(NULL, guest_path, strlen(guest_path), normalized) ||
+        strcmp(normalized, "/") == 0) {
+        sandbox_set_error(error, "a mount needs a host directory and an absolute guest path "
+                                 "other than /");
+        return CAP_EINVAL;
+    }
+    if (config->host_mount_count == MAX_HOST_MOUNTS) {
+        sandbox_set_error(error, "too many host mounts (at most %d)", MAX_HOST_MOUNTS);
+        return CAP_EINVAL;
+    }
+    int root = open(host_path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (root < 0) {
+        sandbox_set_error(error, "cannot mount %.150s: %s", host_path, strerror(errno));
+        return CAP_EIO;
+    }
+    char *copy = strdup(normalized);
+    if (!copy) {
+        close(root);
+        sandbox_set_error(error, "out of memory");
+        return CAP_ENOMEM;
+    }
+    int index = config->host_mount_count++;
+    config->host_guest_paths[index] = copy;
+    config->host_roots[index] = root;
+    config->host_writable[index] = !(flags & CAP_MOUNT_READ_ONLY);
+    config->host_quota[index] = quota_bytes ? quota_bytes : DEFAULT_DISK;
+    config->host_used[index] = 0;
+    return CAP_OK;
+}
+
+int cap_config_allow_url(cap_config *config, const char *prefix, char *error) {
+    if (!config || !prefix ||
+        (strncmp(prefix, "http://", 7) != 0 && strncmp(prefix, "https://", 8) != 0) ||
+        strlen(prefix) < 9) {
+        sandbox_set_error(error,
+                          "an allowed URL prefix starts with http:// or https:// and a host");
+        return CAP_EINVAL;
+    }
+    if (config->allowed_count == MAX_ALLOWED_URLS) {
+        sandbox_set_error(error, "too many allowed URL prefixes (at most %d)", MAX_ALLOWED_URLS);
+        return CAP_EINVAL;
+    }
+    if (!(config->allowed_urls[config->allowed_count] = strdup(prefix))) {
+        sandbox_set_error(error, "out of memory");
+        return CAP_ENOMEM;
+    }
+    config->allowed_count++;
+    return CAP_OK;
+}
+
+int cap_config_set_http_limits(cap_config *config, double timeout_seconds, size_t max_bytes,
+                               char *error) {
+    if (!config || timeout_seconds < 0 || timeout_seconds > 1e6) {
+        sandbox_set_error(error, "HTTP timeout must be between 0 (default) and 1e6 seconds");
+        return CAP_EINVAL;
+    }
+    config->http_timeout = timeout_seconds;
+    config->http_max_bytes = max_bytes;
+    return CAP_OK;
+}
+
+/* --- package sources ------------------------------------------------------- */
+
+static deps_resolver *dependencies_of(cap_config *config, char *error) {
+    if (!config->dependencies && !(config->dependencies = deps_resolver_new()))
+        sandbox_set_error(error, "out of memory");
+    return config->dependencies;
+}
+
+static int add_package_source(cap_config *config, int kind, const char *location, char *error) {
+    if (!config || !location) {
+        sandbox_set_error(error, "package source: missing argument");
+        return CAP_EINVAL;
+    }
+    deps_resolver *resolver = dependencies_of(config, error);
+    if (!resolver) return CAP_ENOMEM;
+    char message[DEPS_MESSAGE_SIZE] = "";
+    int rc = kind == 0   ? deps_add_wheel_directory(resolver, location, message)
+             : kind == 1 ? deps_add_index(resolver, location, message)
+                         : deps_add_site_packages(resolver, location, message);
+    if (rc) {
+        sandbox_set_error(error, "%s", message);
+        return CAP_EINVAL;
+    }
+    return CAP_OK;
+}
+
+int cap_config_add_wheel_directory(cap_config *config, const char *host_path, char *error) {
+    return add_package_source(config, 0, host_path, error);
+}
+
+int cap_config_add_index_url(cap_config *config, const char *url, char *error) {
+    return add_package_source(config, 1, url, error);
+}
+
+int cap_config_add_site_packages(cap_config *config, const char *host_path, char *error) {
+    return add_package_source(config, 2, host_path, error);
+}
+
+int cap_config_set_package_cache(cap_config *config, const char *host_path, char *error) {
+    if (!config || !host_path) {
+        sandbox_set_error(error, "cap_config_set_package_cache: missing argument");
+        return CAP_EINVAL;
+    }
+    deps_resolver *resolver = dependencies_of(config, error);
+    char message[DEPS_MESSAGE_SIZE] = "";
+    if (!resolver) return CAP_ENOMEM;
+    if (deps_set_cache_directory(resolver, host_path, message) != 0) {
+        sandbox_set_error(error, "%s", message);
+        return CAP_EINVAL;
+    }
+    return CAP_OK;
+}
+

@@ -1,0 +1,297 @@
+/*
+ * sandbox.h — what the files of the sandbox's host side share (private; the
+ * API is include/capsule.h).
+ *
+ * Who owns what, and on which thread.  A cap_config is filled in by one
+ * thread before any sandbox is made from it; after that the sandboxes only
+ * read it, except for three things: a mount's growth (host_used, updated
+ * with atomics, because sandboxes on several threads share one config), the
+ * package resolver (deps.c, which locks itself) and the images, which the
+ * first cap_sandbox_new opens (the API asks for sandboxes to be created
+ * before threads start).  A cap_sandbox belongs to the one
+ * thread that calls cap_sandbox_run on it; only cancel_fd is touched from
+ * elsewhere (cap_sandbox_cancel).  Every worker process is a child of this
+ * process, and each is held in exactly one place at a time: the idle pool,
+ * a session, the run in progress, or (its channel closed, only its pid left)
+ * the list of exiting workers still to be reaped; whoever holds a worker
+ * either hands it on or discards it.  Frames from a worker are untrusted:
+ * the handler of each frame type (the dispatch table in run.c) checks every
+ * field, answers on the worker's channel, and runs on the run's thread, as
+ * do the caller's provider callbacks.  A cap_result owns every field it
+ * points to.
+ *
+ * The files: config.c (cap_config_*), docs.c (/docs and its index), pool.c
+ * (the zygote and its idle workers), session.c (workers kept between runs),
+ * run.c (cap_sandbox_run: a worker's frames through one dispatch table),
+ * broker.c (host directories, 'H'), provider.c (resources and fetches, 'F'
+ * and 'W'), dependencies.c ('D', and compiling a new environment), result.c
+ * (cap_result_*).  Internal functions shared between them are sandbox_*.
+ */
+#ifndef CAP_SANDBOX_H
+#define CAP_SANDBOX_H
+
+#include "capsule.h"
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "../deps/deps.h"
+#include "../vfs/vfs.h"
+#include "buffer.h"
+#include "zygote.h"
+
+#define MAX_POOL 16
+#define MAX_SESSIONS 256
+#define EVICTED_MEMORY 64 /* evicted session ids remembered, for a clear error */
+#define DEFAULT_MEMORY (512ull << 20)
+#define DEFAULT_DISK (256ull << 20)
+#define MAX_EXITING 64 /* finished workers not reaped yet */
+#define MAX_IMAGES 16
+#define MAX_ENV 256
+#define MAX_RESOURCES 64
+#define MAX_PROVIDERS 16
+#define MAX_HOST_MOUNTS 16
+#define MAX_ALLOWED_URLS 64
+#define MAX_DOCS 256
+#define MAX_ARTIFACT_BYTES (64u << 20) /* all artifacts of one run together */
+
+/* --- configuration (config.c, docs.c) ----------------------------------- */
+
+typedef struct image_mount {
+    char *host_path;
+    char *guest_path;
+    vfs_image *image; /* opened on first use, shared by sandboxes */
+} image_mount;
+
+struct cap_config {
+    image_mount images[MAX_IMAGES]; /* [0] is the standard library */
+    int image_count;
+    char *env[MAX_ENV + 1];
+    int env_count;
+    int pool_size;
+    int max_sessions;
+    double session_idle_seconds;
+    char *output_directory; /* NULL: GUEST_OUTPUT_DIRECTORY */
+    zygote_file docs[MAX_DOCS];
+    int doc_count;
+    char *resource_names[MAX_RESOURCES]; /* files of /network */
+    char *resource_urls[MAX_RESOURCES];
+    int resource_count;
+    char *allowed_urls[MAX_ALLOWED_URLS];
+    int allowed_count;
+    double http_timeout;
+    size_t http_max_bytes;
+    struct provider {
+        char *guest_path;
+        cap_resource_provider callbacks;
+        void *userdata;
+        char *names[MAX_RESOURCES];
+        int name_count;
+    } providers[MAX_PROVIDERS];
+    int provider_count;
+    char *host_guest_paths[MAX_HOST_MOUNTS];
+    int host_roots[MAX_HOST_MOUNTS]; /* O_PATH descriptors of the mounted directories */
+    int host_writable[MAX_HOST_MOUNTS];
+    uint64_t host_quota[MAX_HOST_MOUNTS]; /* bytes a writable mount may grow by */
+    uint64_t host_used[MAX_HOST_MOUNTS];  /* growth so far (atomic: sandboxes share configs) */
+    int host_mount_count;
+    deps_resolver *dependencies; /* NULL until a package source is added */
+};
+
+/* Formats into the caller's CAP_ERROR_SIZE buffer; a NULL `error` is allowed. */
+void sandbox_set_error(char *error, const char *format, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Frees the documentation files (and their index) of `config`. */
+void sandbox_docs_free(cap_config *config);
+
+/* --- results (result.c) -------------------------------------------------- */
+
+struct cap_result {
+    cap_status status;
+    int exit_code;
+    buffer out, err;
+    char *return_value;
+    char *error;
+    cap_artifact *artifacts; /* each field owned by the result */
+    size_t artifact_count;
+    char **dependencies;
+    size_t dependency_count;
+};
+
+/* A result with `status` and a copy of `error` (may be NULL); NULL when out
+ * of memory. */
+cap_result *sandbox_result_new(cap_status status, const char *error);
+
+/* Reads a worker's 'R' frame into `result`: how the guest ended and the
+ * runner's JSON report, every field checked. */
+void sandbox_parse_result(cap_result *result, const char *payload, size_t size);
+
+/* Adds a worker's 'A' frame to the result's artifacts, counting its bytes
+ * in `*artifact_bytes`: 0, -EPROTO for garbage, -EFBIG past the budget of
+ * MAX_ARTIFACT_BYTES, or -ENOMEM. */
+int sandbox_add_artifact(cap_result *result, const char *payload, size_t size,
+                         size_t *artifact_bytes);
+
+/* A malloc'd message, formatted (at most 511 bytes); NULL when out of memory. */
+char *sandbox_format_message(const char *format, ...) __attribute__((format(printf, 1, 2)));
+
+/* --- the zygote, its workers and sessions (pool.c, session.c) ------------ */
+
+typedef struct worker {
+    pid_t pid; /* a child of this process (CLONE_PARENT) */
+    int fd;    /* its channel */
+} worker;
+
+typedef struct session {
+    char *id;
+    worker worker;
+    double last_used;
+} session;
+
+struct cap_sandbox {
+    cap_config *config;
+    pid_t zygote;
+    int control_fd;
+    int cancel_fd; /* eventfd: cap_sandbox_cancel() from any thread */
+    worker idle[MAX_POOL];
+    int idle_count;
+    /* Spawns asked of the zygote whose pid has not been read yet; the
+     * zygote answers in order.  Refilling this way keeps the clone off the
+     * critical path of the run that triggered it. */
+    int pending[MAX_POOL];
+    int pending_count;
+    /* Fresh workers exit by themselves after their result; waiting for
+     * that (unmapping guest memory takes ~0.2 ms) would delay the result,
+     * so they are reaped later, without blocking, at the next call. */
+    pid_t exiting[MAX_EXITING];
+    int exiting_count;
+    session sessions[MAX_SESSIONS];
+    int session_count;
+    char *evicted[EVICTED_MEMORY];
+    int evicted_next;
+};
+
+/* Seconds on the monotonic clock. */
+double sandbox_now_seconds(void);
+
+enum { WAIT_DEADLINE = 0, WAIT_READABLE = 1, WAIT_CANCELLED = 2 };
+
+/* Waits until `fd` is readable, the deadline passes or `cancel_fd` (if not
+ * -1) is signalled: a WAIT_* value, or -errno. */
+int sandbox_wait_readable(int fd, double deadline, int cancel_fd);
+
+/* waitpid, retried on EINTR: the pid, 0 if WNOHANG found it running, -1. */
+pid_t sandbox_reap(pid_t pid, int *status, int flags);
+
+/* Reaps the finished workers that have exited; with `block`, all of them. */
+void sandbox_reap_exiting(cap_sandbox *sandbox, int block);
+
+/* Takes the pid of a worker that exits by itself (its channel is closed),
+ * to be reaped later by sandbox_reap_exiting. */
+void sandbox_reap_later(cap_sandbox *sandbox, pid_t pid);
+
+/* Kills and reaps the worker and closes its channel; a pid of 0 means it
+ * was discarded already.  Sets the pid to 0. */
+void sandbox_worker_discard(worker *w);
+
+/* A new worker forked now, waiting for it (the pool is bypassed). */
+int sandbox_spawn_worker(cap_sandbox *sandbox, worker *out, char *error);
+
+/* An idle worker from the pool, or a new one if the pool is empty. */
+int sandbox_take_worker(cap_sandbox *sandbox, worker *out, char *error);
+
+/* Asks the zygote for workers until the pool (idle and asked for) is full
+ * again, without waiting for them. */
+void sandbox_refill_pool(cap_sandbox *sandbox);
+
+/* The session named `id`, or NULL. */
+session *sandbox_session_find(cap_sandbox *sandbox, const char *id);
+
+/* Whether `id` names a session evicted (or expired) recently. */
+int sandbox_session_was_evicted(const cap_sandbox *sandbox, const char *id);
+
+/* Discards the session at `index` and its worker; `evicted` remembers its id
+ * for sandbox_session_was_evicted.  The last session takes its index. */
+void sandbox_session_remove(cap_sandbox *sandbox, int index, int evicted);
+
+/* Removes (as evicted) the sessions idle for longer than the configured
+ * timeout. */
+void sandbox_sessions_expire(cap_sandbox *sandbox);
+
+/* Keeps `w`, whose run has just ended with a result, as session `id`, or
+ * discards it when no session can be kept; either way the caller no longer
+ * holds it. */
+void sandbox_session_add(cap_sandbox *sandbox, const char *id, worker w);
+
+/* --- a worker's frames, through one dispatch table (run.c) -------------- */
+
+/* Whom a worker's frames are answered for: a program's run, or the compile
+ * of a new environment's bytecode (a fresh worker that runs only the
+ * runner's trusted code).  The dispatch table says, per frame type, in
+ * which phases it may come (a mask of these bits). */
+typedef enum sandbox_phase { SANDBOX_PHASE_RUN = 1, SANDBOX_PHASE_COMPILE = 2 } sandbox_phase;
+
+/* A handler returns CONTINUE (read the next frame), STOPPED (the exchange
+ * ends without a result; the handler has said why in the result) or RESULT
+ * (the worker's 'R' was read).  sandbox_serve_worker returns one of the
+ * last two, or why it stopped waiting: the DEADLINE passed, the run was
+ * CANCELLED, or the worker is GONE (end of stream, no result). */
+typedef enum sandbox_outcome {
+    SANDBOX_CONTINUE,
+    SANDBOX_STOPPED,
+    SANDBOX_RESULT,
+    SANDBOX_DEADLINE,
+    SANDBOX_CANCELLED,
+    SANDBOX_GONE
+} sandbox_outcome;
+
+/* One worker's frames being answered: what the handlers share.  It lives on
+ * the stack of whoever serves the worker (cap_sandbox_run, or the compile
+ * of an environment), on that thread; `out` and `err` are its own until the
+ * caller moves them into the result. */
+typedef struct sandbox_exchange {
+    cap_sandbox *sandbox;
+    sandbox_phase phase;
+    int fd;                         /* the worker's channel: answers go there */
+    const cap_run_options *options; /* output and progress callbacks, capture */
+    cap_result *result;             /* what the frames report */
+    double deadline;                /* wall clock; time spent installing packages is added */
+    buffer out, err;                /* captured output */
+    size_t output_total, max_output;
+    int output_exceeded;            /* output passed max_output and was cut */
+    size_t artifact_bytes;          /* of all artifacts so far (MAX_ARTIFACT_BYTES) */
+    size_t artifacts_dropped;       /* over that budget */
+} sandbox_exchange;
+
+/* A row's handler: `payload` (NUL-terminated, `size` bytes without the NUL)
+ * is the worker's, untrusted, and only borrowed. */
+typedef sandbox_outcome sandbox_frame_handler(sandbox_exchange *exchange, const char *payload,
+                                              size_t size);
+
+/* Answers one frame of type `type` through the dispatch table.  A type the
+ * phase does not allow ends a compile (STOPPED) and is dropped during a
+ * run (CONTINUE). */
+sandbox_outcome sandbox_dispatch_frame(sandbox_exchange *exchange, char type,
+                                       const char *payload, size_t size);
+
+/* Reads the worker's frames and dispatches each until a handler ends the
+ * exchange, exchange->deadline passes, `cancel_fd` (-1: none) is signalled,
+ * or the worker's stream ends.  Never returns SANDBOX_CONTINUE. */
+sandbox_outcome sandbox_serve_worker(sandbox_exchange *exchange, int cancel_fd);
+
+/* The handlers that answer a worker's requests (each answers on the
+ * worker's channel; a failed answer means the worker is gone, which the
+ * next read finds, so they always return SANDBOX_CONTINUE):
+ *   'H' a host directory's stat, listing, read or change   broker.c
+ *   'F' a resource read (/network or a provider)           provider.c
+ *   'W' a write to a provider's resource                   provider.c
+ *   'D' the packages a program wants; the time spent is    dependencies.c
+ *       added to the deadline (it is not the program's) */
+sandbox_outcome sandbox_frame_host(sandbox_exchange *exchange, const char *payload, size_t size);
+sandbox_outcome sandbox_frame_fetch(sandbox_exchange *exchange, const char *payload, size_t size);
+sandbox_outcome sandbox_frame_store(sandbox_exchange *exchange, const char *payload, size_t size);
+sandbox_outcome sandbox_frame_dependencies(sandbox_exchange *exchange, const char *payload,
+                                           size_t size);
+
+#endif

@@ -1,0 +1,82 @@
+/*
+ * session.c — workers kept between runs under a caller's session id, so
+ * that a later run sees the same interpreter.  At most max_sessions are
+ * kept (the least recently used is evicted); an idle one expires.  The ids
+ * of evicted sessions are remembered for a while so that a late run gets a
+ * clear "no longer exists" instead of a fresh interpreter.
+ */
+#include "sandbox.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static void remember_evicted(cap_sandbox *sandbox, const char *id) {
+    free(sandbox->evicted[sandbox->evicted_next]);
+    sandbox->evicted[sandbox->evicted_next] = strdup(id);
+    sandbox->evicted_next = (sandbox->evicted_next + 1) % EVICTED_MEMORY;
+}
+
+int sandbox_session_was_evicted(const cap_sandbox *sandbox, const char *id) {
+    for (int i = 0; i < EVICTED_MEMORY; i++)
+        if (sandbox->evicted[i] && strcmp(sandbox->evicted[i], id) == 0) return 1;
+    return 0;
+}
+
+void sandbox_session_remove(cap_sandbox *sandbox, int index, int evicted) {
+    session *s = &sandbox->sessions[index];
+    sandbox_worker_discard(&s->worker);
+    if (evicted) remember_evicted(sandbox, s->id);
+    free(s->id);
+    sandbox->sessions[index] = sandbox->sessions[--sandbox->session_count];
+}
+
+void sandbox_sessions_expire(cap_sandbox *sandbox) {
+    double now = sandbox_now_seconds();
+    for (int i = sandbox->session_count - 1; i >= 0; i--)
+        if (now - sandbox->sessions[i].last_used > sandbox->config->session_idle_seconds)
+            sandbox_session_remove(sandbox, i, 1);
+}
+
+session *sandbox_session_find(cap_sandbox *sandbox, const char *id) {
+    for (int i = 0; i < sandbox->session_count; i++)
+        if (strcmp(sandbox->sessions[i].id, id) == 0) return &sandbox->sessions[i];
+    return NULL;
+}
+
+int cap_session_close(cap_sandbox *sandbox, const char *id, char *error) {
+    for (int i = 0; sandbox && id && i < sandbox->session_count; i++) {
+        if (strcmp(sandbox->sessions[i].id, id) == 0) {
+            sandbox_session_remove(sandbox, i, 0);
+            return CAP_OK;
+        }
+    }
+    sandbox_set_error(error, "no session %s", id ? id : "(null)");
+    return CAP_EINVAL;
+}
+
+
+/* Keeps `w`, whose run has just ended with a result, as session `id`,
+ * evicting the least recently used session when max_sessions are kept
+ * already.  When no session can be kept (sessions disabled, or out of
+ * memory) the worker is discarded: either way the caller no longer holds
+ * it. */
+void sandbox_session_add(cap_sandbox *sandbox, const char *id, worker w) {
+    if (sandbox->session_count < MAX_SESSIONS && sandbox->config->max_sessions > 0) {
+        if (sandbox->session_count >= sandbox->config->max_sessions) {
+            int oldest = 0; /* least recently used */
+            for (int i = 1; i < sandbox->session_count; i++)
+                if (sandbox->sessions[i].last_used < sandbox->sessions[oldest].last_used)
+                    oldest = i;
+            sandbox_session_remove(sandbox, oldest, 1);
+        }
+        char *copy = strdup(id);
+        if (copy) {
+            sandbox->sessions[sandbox->session_count++] =
+                (session){copy, w, sandbox_now_seconds()};
+        } else {
+            sandbox_worker_discard(&w);
+        }
+    } else {
+        sandbox_worker_discard(&w);
+    }
+}
