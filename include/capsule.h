@@ -79,6 +79,7 @@ typedef struct cap_limits {
     uint64_t memory_bytes; /* 512 MiB: guest linear memory (memory.grow fails beyond) */
     uint64_t output_bytes; /* 16 MiB: stdout + stderr together */
     uint64_t disk_bytes;   /* 256 MiB: bytes of files in the scratch file system */
+    uint64_t disk_entries; /* 10,000: files and directories in the scratch file system */
 } cap_limits;
 
 /* A file given to a run by value, placed in the scratch file system. */
@@ -186,10 +187,15 @@ int cap_config_add_resource_provider(cap_config *config, const char *guest_path,
  * symbolic links and links pointing outside fail with EACCES.  With
  * CAP_MOUNT_READ_ONLY write-like calls fail with EROFS; otherwise the guest
  * may create, write, truncate, rename and remove files and directories, and
- * the mount may grow by at most `quota_bytes` (0: 256 MiB) over the
- * config's lifetime (ENOSPC beyond); files with several hard links are
- * never written.  Files are read whole when opened (64 MiB at most). */
+ * the mount may grow by at most `quota_bytes` (0: 256 MiB) and gain at most
+ * the entry limit's files and directories (cap_config_set_mount_entry_limit)
+ * over the config's lifetime (ENOSPC beyond); files with several hard links
+ * are never written.  Files are read whole when opened (64 MiB at most). */
 enum { CAP_MOUNT_READ_ONLY = 1 };
+/* Files and directories each read-write mount may gain (created minus
+ * removed), default 10,000: a byte quota alone lets a program fill the
+ * host's inodes with empty files. */
+int cap_config_set_mount_entry_limit(cap_config *config, uint64_t entries, char *error);
 int cap_config_add_mount(cap_config *config, const char *host_path, const char *guest_path,
                          int flags, uint64_t quota_bytes, char *error);
 
@@ -282,6 +288,12 @@ const cap_artifact *cap_result_artifact(const cap_result *result, size_t index);
 /* Distributions installed for the run, as "name==version". */
 size_t cap_result_dependency_count(const cap_result *result);
 const char *cap_result_dependency(const cap_result *result, size_t index);
+
+/* What the run's caller should know and the status does not say, one
+ * sentence each: e.g. a distribution installed without its compiled
+ * accelerators. */
+size_t cap_result_note_count(const cap_result *result);
+const char *cap_result_note(const cap_result *result, size_t index);
 
 /* Ends a session and its worker; CAP_EINVAL if there is no such session. */
 int cap_session_close(cap_sandbox *sandbox, const char *session, char *error);

@@ -16,11 +16,13 @@ const char shared_options_usage[] =
     "  --cpu-time SECONDS   CPU time (default: the wall-clock limit)\n"
     "  --memory SIZE        guest memory, e.g. 256M (default 512M)\n"
     "  --max-output SIZE    stdout + stderr (default 16M)\n"
-    "  --disk SIZE          bytes of files in the scratch file system (default 256M)\n";
+    "  --disk SIZE          bytes of files in the scratch file system (default 256M)\n"
+    "  --max-files N        files and directories in the scratch file system per run, and\n"
+    "                       gained by each read-write mount (default 10000)\n";
 
 static const char *const shared_options[] = {"--env",    "--stdlib", "--image",
                                              "--timeout", "--cpu-time", "--memory",
-                                             "--max-output", "--disk"};
+                                             "--max-output", "--disk", "--max-files"};
 
 int is_shared_option(const char *arg) {
     for (size_t i = 0; i < sizeof shared_options / sizeof *shared_options; i++)
@@ -83,6 +85,15 @@ int parse_shared_option(const char *arg, const char *value, cap_config *config,
         *(strcmp(arg, "--memory") == 0       ? &limits->memory_bytes
           : strcmp(arg, "--max-output") == 0 ? &limits->output_bytes
                                              : &limits->disk_bytes) = size;
+    } else if (strcmp(arg, "--max-files") == 0) {
+        char *end;
+        unsigned long long entries = strtoull(value, &end, 10);
+        if (end == value || *end || entries == 0 || value[0] == '-') {
+            fprintf(stderr, "capsule: --max-files wants a positive number\n");
+            return -1;
+        }
+        limits->disk_entries = entries;
+        rc = cap_config_set_mount_entry_limit(config, entries, error);
     } else if (strcmp(arg, "--env") == 0) {
         if (split(value, '=', 0, left, 256, &right) != 0) {
             fprintf(stderr, "capsule: --env wants NAME=VALUE\n");

@@ -684,6 +684,17 @@ static cJSON *format_run_result(const cap_result *result, const text *output_tex
         text_append_string(&xml, "</dependencies>");
         free(list);
     }
+    /* What the installer left out (a C accelerator, say): the agent should
+     * know before it wonders why something is slow or missing. */
+    text notes = {0};
+    cJSON *note_list = cJSON_AddArrayToObject(structured, "notes");
+    for (size_t i = 0; i < cap_result_note_count(result); i++) {
+        cJSON_AddItemToArray(note_list, cJSON_CreateString(cap_result_note(result, i)));
+        if (i) text_append_string(&notes, "\n");
+        text_append_string(&notes, cap_result_note(result, i));
+    }
+    if (notes.size) append_section(&xml, "notes", notes.data, notes.size);
+    free(notes.data);
     /* The output's final newline belongs to the last line, not the block. */
     size_t output_size = output_text->size;
     if (output_size && output_text->data[output_size - 1] == '\n') output_size--;
@@ -830,6 +841,7 @@ static cJSON *tool_definitions(const mcp_server *server) {
         "\"status\":{\"enum\":[\"success\",\"install-error\",\"run-error\"]},"
         "\"capsule_status\":{\"type\":\"string\"},"
         "\"dependencies\":{\"type\":\"array\",\"items\":{\"type\":\"string\"}},"
+        "\"notes\":{\"type\":\"array\",\"items\":{\"type\":\"string\"}},"
         "\"output\":{\"type\":\"string\"},"
         "\"return_value\":{\"type\":[\"string\",\"null\"]},"
         "\"error\":{\"type\":[\"string\",\"null\"]},"

@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#include <time.h>
 
 #include "frame.h"
 
@@ -85,6 +86,24 @@ static int reserve_growth(cap_config *config, int mount, uint64_t bytes) {
     return 0;
 }
 
+/* Entries of a writable mount: one more file or directory, or -ENOSPC. */
+static int reserve_entry(cap_config *config, int mount) {
+    uint64_t used = __atomic_load_n(&config->host_entries[mount], __ATOMIC_RELAXED);
+    do {
+        if (used >= config->host_entry_limit) return -ENOSPC;
+    } while (!__atomic_compare_exchange_n(&config->host_entries[mount], &used, used + 1, 0,
+                                          __ATOMIC_RELAXED, __ATOMIC_RELAXED));
+    return 0;
+}
+
+static void release_entry(cap_config *config, int mount) {
+    uint64_t used = __atomic_load_n(&config->host_entries[mount], __ATOMIC_RELAXED);
+    while (!__atomic_compare_exchange_n(&config->host_entries[mount], &used,
+                                        used > 0 ? used - 1 : 0, 0, __ATOMIC_RELAXED,
+                                        __ATOMIC_RELAXED))
+        continue;
+}
+
 static void release_growth(cap_config *config, int mount, uint64_t bytes) {
     uint64_t used = __atomic_load_n(&config->host_used[mount], __ATOMIC_RELAXED);
     while (!__atomic_compare_exchange_n(&config->host_used[mount], &used,
@@ -151,23 +170,42 @@ static int host_write_answer(cap_config *config, int mount, char op, const char 
         close(file);
         return rc;
     }
-    case 'c': case 'm': case 'u': case 'd': case 'n': {
-        if (op == 'c' ? input_size != 1 : op == 'n' ? input_size == 0 : input_size != 0)
+    case 'c': case 'm': case 'u': case 'd': case 'n': case 'T': {
+        if (op == 'c' ? input_size != 1 : op == 'n' ? input_size == 0
+            : op == 'T' ? input_size != 16 : input_size != 0)
             return -EINVAL;
         int parent = open_parent(root, path, name);
         if (parent < 0) return parent;
-        if (op == 'c') {
+        /* A new entry is reserved before it is made and given back if the
+         * call fails, so concurrent runs never overshoot the limit. */
+        int exists = fstatat(parent, name, &st, AT_SYMLINK_NOFOLLOW) == 0;
+        if ((op == 'c' && !exists) || op == 'm') rc = reserve_entry(config, mount);
+        if (rc) {
+            /* over the entry limit */
+        } else if (op == 'c') {
             int file = openat(parent, name, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC |
                                                 (input[0] ? O_EXCL : 0), 0644);
             rc = file < 0 ? -errno : 0;
             if (file >= 0) close(file);
+            if (rc && !exists) release_entry(config, mount);
         } else if (op == 'm') {
             rc = mkdirat(parent, name, 0755) ? -errno : 0;
+            if (rc) release_entry(config, mount);
+        } else if (op == 'T') {
+            uint64_t times[2];
+            memcpy(times, input, sizeof times);
+            struct timespec at[2];
+            for (int i = 0; i < 2; i++)
+                at[i] = times[i] == UINT64_MAX
+                            ? (struct timespec){0, UTIME_OMIT}
+                            : (struct timespec){(time_t)(times[i] / 1000000000u),
+                                                (long)(times[i] % 1000000000u)};
+            rc = utimensat(parent, name, at, AT_SYMLINK_NOFOLLOW) ? -errno : 0;
         } else if (op == 'u' || op == 'd') {
-            int regular = fstatat(parent, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-                          S_ISREG(st.st_mode) && st.st_nlink == 1;
+            int regular = exists && S_ISREG(st.st_mode) && st.st_nlink == 1;
             rc = unlinkat(parent, name, op == 'd' ? AT_REMOVEDIR : 0) ? -errno : 0;
             if (rc == 0 && regular) release_growth(config, mount, (uint64_t)st.st_size);
+            if (rc == 0) release_entry(config, mount);
         } else {
             char to[VFS_PATH_MAX];
             if (input_size >= sizeof to || memchr(input, '\0', input_size)) rc = -EINVAL;
@@ -178,7 +216,10 @@ static int host_write_answer(cap_config *config, int mount, char op, const char 
             int target = rc ? rc : open_parent(root, to, second);
             if (target < 0) rc = target;
             else {
+                struct stat replaced;
+                int replacing = fstatat(target, second, &replaced, AT_SYMLINK_NOFOLLOW) == 0;
                 rc = renameat(parent, name, target, second) ? -errno : 0;
+                if (rc == 0 && replacing) release_entry(config, mount);
                 close(target);
             }
         }
@@ -201,7 +242,7 @@ static int answer_host(cap_config *config, int fd, const char *payload, size_t s
     const char *input = nul ? nul + 1 : payload + size;
     size_t input_size = (size_t)(payload + size - input);
     int reading = size >= 2 && (payload[1] == 's' || payload[1] == 'r' || payload[1] == 'l');
-    int writing = size >= 2 && strchr("ptcmudn", payload[1]) && payload[1] != '\0';
+    int writing = size >= 2 && strchr("ptcmudnT", payload[1]) && payload[1] != '\0';
     if (size >= 2 && (unsigned char)payload[0] < config->host_mount_count &&
         path_length < VFS_PATH_MAX && (reading ? !nul : writing)) {
         char path[VFS_PATH_MAX];

@@ -48,6 +48,7 @@ cap_config *cap_config_new(void) {
     config->pool_size = 2;
     config->max_sessions = 8;
     config->session_idle_seconds = 600;
+    config->host_entry_limit = DEFAULT_ENTRIES;
     if (!config->images[0].host_path || !config->images[0].guest_path) {
         cap_config_free(config);
         return NULL;
@@ -63,6 +64,7 @@ void cap_config_free(cap_config *config) {
         free(config->images[i].guest_path);
         vfs_image_release(config->images[i].image);
     }
+    vfs_image_release(config->time_zones);
     for (int i = 0; i < config->env_count; i++) free(config->env[i]);
     sandbox_docs_free(config);
     free(config->output_directory);
@@ -299,6 +301,7 @@ int cap_config_add_mount(cap_config *config, const char *host_path, const char *
     config->host_writable[index] = !(flags & CAP_MOUNT_READ_ONLY);
     config->host_quota[index] = quota_bytes ? quota_bytes : DEFAULT_DISK;
     config->host_used[index] = 0;
+    config->host_entries[index] = 0;
     return CAP_OK;
 }
 
@@ -319,6 +322,15 @@ int cap_config_allow_url(cap_config *config, const char *prefix, char *error) {
         return CAP_ENOMEM;
     }
     config->allowed_count++;
+    return CAP_OK;
+}
+
+int cap_config_set_mount_entry_limit(cap_config *config, uint64_t entries, char *error) {
+    if (!config || entries == 0) {
+        sandbox_set_error(error, "the mount entry limit must be positive");
+        return CAP_EINVAL;
+    }
+    config->host_entry_limit = entries;
     return CAP_OK;
 }
 

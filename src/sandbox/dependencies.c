@@ -51,6 +51,7 @@ static char *compile_header(const cap_config *config) {
     cJSON_AddNumberToObject(limits, "cpu_seconds", COMPILE_SECONDS);
     cJSON_AddNumberToObject(limits, "memory_bytes", (double)DEFAULT_MEMORY);
     cJSON_AddNumberToObject(limits, "disk_bytes", (double)COMPILE_DISK);
+    cJSON_AddNumberToObject(limits, "disk_entries", 1 << 20); /* one .pyc per module */
     char *text = cJSON_PrintUnformatted(header);
     cJSON_Delete(header);
     return text;
@@ -140,6 +141,11 @@ static double answer_dependencies(cap_sandbox *sandbox, int fd, const char *payl
         result->dependency_count = environment.installed_count;
         environment.installed = NULL;
         environment.installed_count = 0;
+        free_strings(result->notes, result->note_count);
+        result->notes = environment.notes;
+        result->note_count = environment.note_count;
+        environment.notes = NULL;
+        environment.note_count = 0;
     } else {
         cJSON_AddStringToObject(answer, "error", message ? message : "no package sources");
     }

@@ -9,6 +9,7 @@
 #include "sandbox.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <poll.h>
 #include <signal.h>
@@ -150,13 +151,35 @@ void sandbox_refill_pool(cap_sandbox *sandbox) {
     }
 }
 
+#define TIME_ZONES_GUEST_PATH "/usr/share/zoneinfo"
+
+/* The time-zone database (tzdata.img, built from Debian's tzdata) sits
+ * beside the standard library image and is mounted where zoneinfo looks.
+ * Optional: without it (an embedder shipping only stdlib.img), zoneinfo
+ * finds no zones, and nothing else changes.  0 when config->time_zones is
+ * open; an image the caller mounted there itself wins. */
+static int open_time_zones(cap_config *config) {
+    if (config->time_zones) return 0;
+    for (int i = 0; i < config->image_count; i++)
+        if (strcmp(config->images[i].guest_path, TIME_ZONES_GUEST_PATH) == 0) return -1;
+    const char *stdlib = config->images[0].host_path;
+    const char *slash = strrchr(stdlib, '/');
+    size_t directory = slash ? (size_t)(slash - stdlib) + 1 : 0;
+    char path[PATH_MAX];
+    if (directory + sizeof "tzdata.img" > sizeof path) return -1;
+    memcpy(path, stdlib, directory);
+    memcpy(path + directory, "tzdata.img", sizeof "tzdata.img");
+    return vfs_image_open(path, &config->time_zones) == 0 ? 0 : -1;
+}
+
 int cap_sandbox_new(cap_config *config, cap_sandbox **out, char *error) {
     if (!config || !out) {
         sandbox_set_error(error, "cap_sandbox_new: missing argument");
         return CAP_EINVAL;
     }
-    vfs_image *images[MAX_IMAGES];
-    const char *image_paths[MAX_IMAGES];
+    vfs_image *images[MAX_IMAGES + 1];
+    const char *image_paths[MAX_IMAGES + 1];
+    int image_count = config->image_count;
     for (int i = 0; i < config->image_count; i++) {
         image_mount *m = &config->images[i];
         if (!m->image) {
@@ -170,6 +193,10 @@ int cap_sandbox_new(cap_config *config, cap_sandbox **out, char *error) {
         }
         images[i] = m->image;
         image_paths[i] = m->guest_path;
+    }
+    if (open_time_zones(config) == 0) {
+        images[image_count] = config->time_zones;
+        image_paths[image_count++] = TIME_ZONES_GUEST_PATH;
     }
     cap_sandbox *sandbox = calloc(1, sizeof *sandbox);
     int pair[2];
@@ -186,7 +213,7 @@ int cap_sandbox_new(cap_config *config, cap_sandbox **out, char *error) {
         zygote_resource_mount resource_mounts[1 + MAX_PROVIDERS];
         zygote_world world = {images,
                               image_paths,
-                              config->image_count,
+                              image_count,
                               config->env,
                               config->output_directory ? config->output_directory
                                                        : GUEST_OUTPUT_DIRECTORY,

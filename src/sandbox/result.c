@@ -205,6 +205,14 @@ const char *cap_result_dependency(const cap_result *result, size_t index) {
     return index < result->dependency_count ? result->dependencies[index] : NULL;
 }
 
+size_t cap_result_note_count(const cap_result *result) {
+    return result->note_count;
+}
+
+const char *cap_result_note(const cap_result *result, size_t index) {
+    return index < result->note_count ? result->notes[index] : NULL;
+}
+
 static void add_text(cJSON *object, const char *name, const char *data, size_t size) {
     if (!data) {
         cJSON_AddNullToObject(object, name);
@@ -228,6 +236,9 @@ char *cap_result_to_json(const cap_result *result) {
     cJSON *dependencies = cJSON_AddArrayToObject(json, "dependencies");
     for (size_t i = 0; dependencies && i < result->dependency_count; i++)
         cJSON_AddItemToArray(dependencies, cJSON_CreateString(result->dependencies[i]));
+    cJSON *notes = cJSON_AddArrayToObject(json, "notes");
+    for (size_t i = 0; notes && i < result->note_count; i++)
+        cJSON_AddItemToArray(notes, cJSON_CreateString(result->notes[i]));
     cJSON *artifacts = cJSON_AddArrayToObject(json, "artifacts");
     for (size_t i = 0; artifacts && i < result->artifact_count; i++) {
         cJSON *artifact = cJSON_CreateObject();
@@ -253,8 +264,8 @@ void cap_result_free(cap_result *result) {
         free((unsigned char *)result->artifacts[i].data);
     }
     free(result->artifacts);
-    for (size_t i = 0; i < result->dependency_count; i++) free(result->dependencies[i]);
-    free(result->dependencies);
+    free_strings(result->dependencies, result->dependency_count);
+    free_strings(result->notes, result->note_count);
     free(result);
 }
 

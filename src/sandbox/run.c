@@ -188,6 +188,7 @@ static char *request_header(const cap_run_options *options, const cap_limits *li
     cJSON_AddNumberToObject(limit_json, "cpu_seconds", limits->cpu_seconds);
     cJSON_AddNumberToObject(limit_json, "memory_bytes", (double)limits->memory_bytes);
     cJSON_AddNumberToObject(limit_json, "disk_bytes", (double)limits->disk_bytes);
+    cJSON_AddNumberToObject(limit_json, "disk_entries", (double)limits->disk_entries);
     for (size_t i = 0; i < options->file_count; i++) {
         cJSON *file = cJSON_CreateObject();
         cJSON_AddStringToObject(file, "path", options->files[i].path);
@@ -206,6 +207,7 @@ static void resolve_limits(const cap_limits *in, cap_limits *out) {
     if (!out->memory_bytes) out->memory_bytes = DEFAULT_MEMORY;
     if (!out->output_bytes) out->output_bytes = DEFAULT_MAX_OUTPUT;
     if (!out->disk_bytes) out->disk_bytes = DEFAULT_DISK;
+    if (!out->disk_entries) out->disk_entries = DEFAULT_ENTRIES;
 }
 
 /* The worker ended without a result: say why, from how it ended. */

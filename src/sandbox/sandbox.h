@@ -4,8 +4,9 @@
  *
  * Who owns what, and on which thread.  A cap_config is filled in by one
  * thread before any sandbox is made from it; after that the sandboxes only
- * read it, except for three things: a mount's growth (host_used, updated
- * with atomics, because sandboxes on several threads share one config), the
+ * read it, except for three things: a mount's growth (host_used and
+ * host_entries, updated with atomics, because sandboxes on several threads
+ * share one config), the
  * package resolver (deps.c, which locks itself) and the images, which the
  * first cap_sandbox_new opens (the API asks for sandboxes to be created
  * before threads start).  A cap_sandbox belongs to the one
@@ -45,6 +46,7 @@
 #define EVICTED_MEMORY 64 /* evicted session ids remembered, for a clear error */
 #define DEFAULT_MEMORY (512ull << 20)
 #define DEFAULT_DISK (256ull << 20)
+#define DEFAULT_ENTRIES 10000 /* files and directories: scratch per run, host mounts per mount */
 #define MAX_EXITING 64 /* finished workers not reaped yet */
 #define MAX_IMAGES 16
 #define MAX_ENV 256
@@ -94,6 +96,9 @@ struct cap_config {
     int host_writable[MAX_HOST_MOUNTS];
     uint64_t host_quota[MAX_HOST_MOUNTS]; /* bytes a writable mount may grow by */
     uint64_t host_used[MAX_HOST_MOUNTS];  /* growth so far (atomic: sandboxes share configs) */
+    uint64_t host_entry_limit;            /* entries a writable mount may gain (each mount) */
+    uint64_t host_entries[MAX_HOST_MOUNTS]; /* entries gained so far (atomic, like host_used) */
+    vfs_image *time_zones; /* tzdata.img beside the stdlib image, NULL if there is none */
     int host_mount_count;
     deps_resolver *dependencies; /* NULL until a package source is added */
 };
@@ -117,6 +122,8 @@ struct cap_result {
     size_t artifact_count;
     char **dependencies;
     size_t dependency_count;
+    char **notes;
+    size_t note_count;
 };
 
 /* A result with `status` and a copy of `error` (may be NULL); NULL when out
