@@ -50,7 +50,7 @@ serve: build
 	$(BUILD)/capsule serve --http $(SERVE_ADDRESS) --no-auth
 
 # --- guest ---------------------------------------------------------------
-$(BUILD)/guest/python.wasm: guest/build-python.sh guest/sqlite-wasi-vfs.c
+$(BUILD)/guest/python.wasm: guest/build-python.sh guest/sqlite-wasi-vfs.c guest/capsule_entry.c
 	sh guest/build-python.sh $(BUILD)
 
 $(BUILD)/stdlib.img $(BUILD)/stdlib-tests.img $(BUILD)/tzdata.img &: $(BUILD)/guest/python.wasm guest/build-stdlib.sh guest/_capsule_runner.py tools/mkimage.py
@@ -113,6 +113,10 @@ LIBRARY_ASAN_OBJECTS = $(patsubst %.c,$(BUILD)/asan/%.o,$(LIBRARY_SOURCES)) $(BU
 $(BUILD)/test_api: tests/api/test_api.c $(LIBRARY_ASAN_OBJECTS)
 	$(CC) $(CFLAGS) $(SANITIZE) -o $@ $< $(LIBRARY_ASAN_OBJECTS) -lcmocka $(LDLIBS)
 
+# The runtime alone, in one process: snapshot and restore between calls.
+$(BUILD)/test_snapshot: tests/api/test_snapshot.c $(LIBRARY_ASAN_OBJECTS)
+	$(CC) $(CFLAGS) $(SANITIZE) $(CHECKED_DEFINES) -o $@ $< $(LIBRARY_ASAN_OBJECTS) -lcmocka $(LDLIBS)
+
 unit-test: deps $(BUILD)/asan/wasm-rt-impl.o $(BUILD)/test_unit $(BUILD)/test_requirement
 	$(BUILD)/test_unit
 	$(BUILD)/test_requirement
@@ -139,10 +143,11 @@ regression-test: build
 # parallel), then runs the suites one after another.
 test: deps
 	$(MAKE) -j2 $(BUILD)/capsule $(BUILD)/capsule-asan $(BUILD)/stdlib.img $(BUILD)/asan/wasm-rt-impl.o
-	$(MAKE) $(BUILD)/test_unit $(BUILD)/test_api $(BUILD)/test_requirement
+	$(MAKE) $(BUILD)/test_unit $(BUILD)/test_api $(BUILD)/test_snapshot $(BUILD)/test_requirement
 	$(BUILD)/test_unit
 	$(BUILD)/test_requirement
 	$(BUILD)/test_api
+	$(BUILD)/test_snapshot
 	$(BUILD)/capsule check
 	$(MAKE) fuzz FUZZ_SECONDS=60
 	$(HOST_PYTHON) tests/regression/run_cpython_tests.py --capsule $(BUILD)/capsule --check
@@ -215,4 +220,4 @@ bench: build $(BUILD)/bench_isolation
 	$(HOST_PYTHON) bench/mcp.py --capsule $(BUILD)/capsule
 
 clean:
-	rm -rf $(BUILD)/obj $(BUILD)/asan $(BUILD)/capsule $(BUILD)/capsule-asan $(BUILD)/test_unit
+	rm -rf $(BUILD)/obj $(BUILD)/asan $(BUILD)/capsule $(BUILD)/capsule-asan $(BUILD)/test_unit $(BUILD)/test_snapshot

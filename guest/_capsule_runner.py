@@ -1,22 +1,25 @@
 """capsule's guest-side runner: runs one request inside the sandbox.
 
-The host starts the interpreter as `python -I -c "import _capsule_runner;
-_capsule_runner.main(FD)"`.  FD is the control channel the host gives us:
+The host starts the interpreter as `python -I -u -c "import _capsule_runner;
+_capsule_runner.init(FD, READ_ONLY)"` through the guest's capsule_init
+export (guest/capsule_entry.c), then calls serve_one() through capsule_call
+once per request.  FD is the control channel the host gives us:
 
 - reading it yields the request: one line of JSON options, then the code
   as raw bytes (any bytes: decoding is the compiler's job, so invalid UTF-8
   is a SyntaxError like anywhere else), then end of file;
 - after the run we write one JSON object to it: status, return_value,
   error, exit_code, and the uncaught exception's type and errno;
-- reading again asks for the next request (a session), or ends the worker.
+- then serve_one returns: nothing of the run is left on the stack, and the
+  host sends the result and, in a session, calls again for the next request.
 
 When the request says `dependencies`, the program's imports and PEP 723
 block are read first and asked of the host through fd 5 (see
 _prepare_dependencies); the host installs them and mounts site-packages.
 
-The first read is where the zygote forks workers: everything imported
-before it is shared, copy-on-write, by every run.  Nothing here is trusted
-by the host: it parses the result defensively.
+init runs in the zygote, which then forks workers: everything imported
+before it returns is shared, copy-on-write, by every run.  Nothing here is
+trusted by the host: it parses the result defensively.
 """
 import ast
 import builtins
@@ -523,10 +526,16 @@ def _run(source, filename, options):
     return status, value, error, exit_code, exception, errno
 
 
-def main(channel, read_only=()):
-    """Serves requests from `channel` until it ends.  `read_only`: the
-    guest paths the zygote mounted read-only (os.access reports them)."""
-    global _read_only_mounts
+_channel = None
+_first_request = True
+
+
+def init(channel, read_only=()):
+    """Sets the runner up, once, before any request: `channel` is the
+    control channel; `read_only`, the guest paths the zygote mounted
+    read-only (os.access reports them)."""
+    global _channel, _read_only_mounts
+    _channel = channel
     _read_only_mounts = tuple(os.fsdecode(mount) for mount in read_only)
     # CPython's WASI port defaults to 600; the guest's 8 MiB stack holds
     # native Python's 1000, and beyond the limit is a RecursionError.
@@ -535,32 +544,46 @@ def main(channel, read_only=()):
     os.access = _access_knowing_mounts
     sys.meta_path.insert(0, _AsyncioPatcher)
     sys.meta_path.append(_InstallingFinder)
-    first = True
-    while True:
-        request = _read_all(channel)
-        if not request:
-            return
-        if first:
-            _refresh_after_fork()
-            first = False
-        header, _, source = request.partition(b"\n")
-        options = json.loads(header)
-        filename = options.get("filename", "main.py")
-        os.chdir(options.get("cwd", "/"))
 
-        if options.get("compile_environment"):
-            status, value, error, exit_code, exception, errno = _compile_environment(
-                options["compile_environment"], options["output"])
-        else:
-            status, value, error, exit_code, exception, errno = _run(source, filename, options)
 
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except Exception:
-                pass
-        result = {"status": status, "return_value": value, "error": error,
-                  "exit_code": exit_code, "exception": exception, "errno": errno}
-        data = json.dumps(result).encode("ascii")
-        while data:
-            data = data[os.write(channel, data):]
+def serve_one():
+    """Reads one request from the channel, runs it and writes its result.
+    False when there was no request (the channel is at its end)."""
+    global _first_request
+    channel = _channel
+    request = _read_all(channel)
+    if not request:
+        return False
+    if _first_request:
+        _refresh_after_fork()
+        _first_request = False
+    header, _, source = request.partition(b"\n")
+    options = json.loads(header)
+    filename = options.get("filename", "main.py")
+    os.chdir(options.get("cwd", "/"))
+
+    if options.get("compile_environment"):
+        status, value, error, exit_code, exception, errno = _compile_environment(
+            options["compile_environment"], options["output"])
+    else:
+        status, value, error, exit_code, exception, errno = _run(source, filename, options)
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    result = {"status": status, "return_value": value, "error": error,
+              "exit_code": exit_code, "exception": exception, "errno": errno}
+    data = json.dumps(result).encode("ascii")
+    while data:
+        data = data[os.write(channel, data):]
+    return True
+
+
+def main(channel, read_only=()):
+    """The same as a loop (for `python -c` through _start): serves
+    requests from `channel` until it ends."""
+    init(channel, read_only)
+    while serve_one():
+        pass

@@ -4,7 +4,8 @@
 # (apt-get source), clang-19/lld-19, wasi-libc and the wasm32 compiler runtime.
 #
 # Usage: guest/build-python.sh BUILD_DIR
-# Produces BUILD_DIR/guest/python.wasm (and the build tree in BUILD_DIR/guest/cpython).
+# Produces BUILD_DIR/guest/python.wasm (and the build tree in BUILD_DIR/guest/cpython),
+# with capsule's entries (guest/capsule_entry.c) exported beside _start.
 set -eu
 # Called from make -j: let the inner make use its own -j, not a jobserver
 # it cannot reach.
@@ -140,10 +141,26 @@ if [ ! -f "$pybuild/Makefile" ]; then
     || { tail -30 "$out/configure.log"; exit 1; }
     echo "$configure_flags $wasi_cflags $configure_libraries" > "$pybuild/capsule-configure-flags"
 fi
+# capsule's entries (capsule_init, capsule_call: guest/capsule_entry.c),
+# linked into python.wasm beside CPython's main; relink when they change.
+entry="$out/capsule_entry.o"
+$wasi_cc $wasi_cflags -Wall -Wextra -Werror -I"$pybuild" -I"$python_src/Include" \
+    -c "$here/capsule_entry.c" -o "$entry.new"
+if cmp -s "$entry.new" "$entry"; then
+    rm "$entry.new"
+else
+    mv "$entry.new" "$entry"
+    rm -f "$pybuild/python.wasm"
+fi
 # The guest's C stack (wasm shadow stack) sits below the data, so overflow
 # traps instead of corrupting memory.  CPython's 512 KiB overflows through C
 # recursion (repr of nested lists) before the recursion limit; 8 MiB does not.
 make -C "$pybuild" -s -j"$(nproc)" \
-    LDFLAGS_NODIST="-z stack-size=8388608 -Wl,--stack-first -Wl,--initial-memory=20971520" \
+    LDFLAGS_NODIST="-z stack-size=8388608 -Wl,--stack-first -Wl,--initial-memory=20971520 $entry" \
     python.wasm pybuilddir.txt >"$out/make.log" 2>&1 || { tail -40 "$out/make.log"; exit 1; }
+# The host enters the guest through these (src/runtime/runtime.c).
+for export in capsule_init capsule_call; do
+    wasm-objdump -x -j Export "$pybuild/python.wasm" | grep -q -e "-> \"$export\"" || \
+        { echo "build-python.sh: python.wasm does not export $export" >&2; exit 1; }
+done
 cp "$pybuild/python.wasm" "$out/python.wasm"

@@ -1,18 +1,37 @@
 /*
- * runtime.c — instantiate the translated CPython and run it to completion.
+ * runtime.c — instantiate the translated CPython and enter it per call.
  */
 #include "runtime.h"
 
+#include <errno.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 
 #include "python.h"
 #include "wasm-rt-impl.h"
 
-/* wasm2c reserves 8 GiB per memory (guard pages instead of bounds checks)
- * but its free only unmaps the used part; we release the rest. */
-#define RESERVATION_SIZE 0x200000000ull
+/* A snapshot copies the instance's mutable state field by field.  wasm2c
+ * puts every global of the module in this struct: if a rebuilt python.wasm
+ * gains one (or a second memory or table), the layout below stops matching
+ * and the build fails here, instead of snapshots silently missing it. */
+struct expected_instance {
+    struct Z_wasi_snapshot_preview1_instance_t *wasi;
+    u32 stack_pointer; /* w2c___stack_pointer */
+    wasm_rt_memory_t memory;
+    wasm_rt_funcref_table_t table; /* filled at instantiation, never written after */
+};
+_Static_assert(sizeof(Z_python_instance_t) == sizeof(struct expected_instance) &&
+                   offsetof(Z_python_instance_t, w2c___stack_pointer) ==
+                       offsetof(struct expected_instance, stack_pointer),
+               "python.wasm's instance has other state than memory and __stack_pointer: "
+               "update runtime_snapshot");
 
-static int module_initialised;
+/* Static: the instance must survive the longjmp out of a trap, and the
+ * zygote's workers inherit it through fork. */
+static Z_python_instance_t instance;
+static wasi *instance_wasi;
 
 static const char *describe_trap(wasm_rt_trap_t trap) {
     switch (trap) {
@@ -37,35 +56,70 @@ static const char *describe_trap(wasm_rt_trap_t trap) {
     }
 }
 
-runtime_outcome runtime_run(wasi *w, uint32_t *exit_code, const char **message) {
-    if (!module_initialised) {
-        wasm_rt_init();
-        Z_python_init_module();
-        module_initialised = 1;
-    }
-    /* static: the instance must survive the longjmp out of a trap. */
-    static Z_python_instance_t instance;
+void runtime_start(wasi *w) {
+    wasm_rt_init();
+    Z_python_init_module();
     Z_python_instantiate(&instance, w);
-    wasm_rt_memory_t *memory = Z_pythonZ_memory(&instance);
-    wasi_set_memory(w, memory);
+    instance_wasi = w;
+    wasi_set_memory(w, Z_pythonZ_memory(&instance));
+}
 
-    runtime_outcome outcome = RUNTIME_EXITED;
-    *exit_code = 0;
+runtime_outcome runtime_enter(runtime_entry entry, uint32_t *value, const char **message) {
+    *value = 0;
     wasm_rt_trap_t trap = wasm_rt_impl_try();
     if (trap == 0) {
-        Z_pythonZ__start(&instance);
-    } else if (!wasi_exited(w, exit_code)) {
-        outcome = RUNTIME_TRAPPED;
-        *message = describe_trap(trap);
+        *value = entry == RUNTIME_INIT ? Z_pythonZ_capsule_init(&instance)
+                                       : Z_pythonZ_capsule_call(&instance);
+        return RUNTIME_RETURNED;
     }
-    wasi_set_memory(w, NULL);
-    uint8_t *base = memory->data;
-    uint64_t used = memory->size;
-    Z_python_free(&instance);
+    /* proc_exit is a trap too, after it recorded the exit code. */
+    if (wasi_exited(instance_wasi, value)) return RUNTIME_EXITED;
+    *message = describe_trap(trap);
+    return RUNTIME_TRAPPED;
+}
+
+int runtime_snapshot_take(runtime_snapshot *snapshot) {
+    const wasm_rt_memory_t *memory = &instance.w2c_memory;
+    uint8_t *copy = malloc(memory->size ? memory->size : 1);
+    if (!copy) return -ENOMEM;
+    memcpy(copy, memory->data, memory->size);
+    snapshot->memory = copy;
+    snapshot->size = memory->size;
+    snapshot->pages = memory->pages;
+    snapshot->stack_pointer = instance.w2c___stack_pointer;
+    return 0;
+}
+
+int runtime_snapshot_restore(const runtime_snapshot *snapshot) {
+    wasm_rt_memory_t *memory = &instance.w2c_memory;
+    if (memory->pages < snapshot->pages) {
+        /* Back to the snapshot's size even under a lower limit set since. */
+        uint32_t limit = memory->max_pages;
+        if (memory->max_pages < snapshot->pages) memory->max_pages = snapshot->pages;
+        uint32_t grown = wasm_rt_grow_memory(memory, snapshot->pages - memory->pages);
+        memory->max_pages = limit;
+        if (grown == UINT32_MAX) return -ENOMEM;
+    } else if (memory->pages > snapshot->pages) {
+        uint8_t *tail = memory->data + snapshot->size;
+        size_t length = memory->size - snapshot->size;
 #if WASM_RT_MEMCHECK_SIGNAL_HANDLER
-    munmap(base + used, RESERVATION_SIZE - used);
+        /* wasm2c's grow only re-enables pages of its private anonymous
+         * reservation; dropping them makes them read as zero again, and
+         * PROT_NONE makes an access past the end trap as before. */
+        if (madvise(tail, length, MADV_DONTNEED) != 0 || mprotect(tail, length, PROT_NONE) != 0)
+            return -errno;
 #else
-    (void)base, (void)used;
+        memset(tail, 0, length); /* grow zeroes only what realloc adds */
 #endif
-    return outcome;
+        memory->pages = snapshot->pages;
+        memory->size = snapshot->size;
+    }
+    memcpy(memory->data, snapshot->memory, snapshot->size);
+    instance.w2c___stack_pointer = snapshot->stack_pointer;
+    return 0;
+}
+
+void runtime_snapshot_free(runtime_snapshot *snapshot) {
+    free(snapshot->memory);
+    snapshot->memory = NULL;
 }

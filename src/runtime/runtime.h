@@ -1,11 +1,21 @@
 /*
- * runtime.h — one instance of the wasm2c-translated CPython.
+ * runtime.h — one instance of the wasm2c-translated CPython, entered per call.
+ *
+ * The module is instantiated once per process (runtime_start: the zygote,
+ * whose workers inherit the instance through fork) and entered through its
+ * exports: capsule_init once, then capsule_call once per request
+ * (guest/capsule_entry.c).  Each entry returns to the host, so between two
+ * entries nothing of the guest is on the native stack: the guest's whole
+ * state is then its linear memory, its one mutable global
+ * (__stack_pointer) and the host's WASI state (VFS, descriptor table), and
+ * runtime_snapshot_take/restore can copy and put back the first two.
  *
  * wasm2c keeps its trap jmp_buf in a global, so the runtime is not
  * re-entrant: one guest runs at a time per process (workers isolate runs in
  * separate processes).  Its SIGSEGV handler turns any fault during a guest
  * call into a trap, which is why host code reached from the guest (WASI)
- * must be careful and small.
+ * must be careful and small.  After a trap or proc_exit the instance is in
+ * the middle of whatever it was doing: it must not be entered again.
  */
 #ifndef CAP_RUNTIME_H
 #define CAP_RUNTIME_H
@@ -15,13 +25,45 @@
 #include "../wasi/wasi.h"
 
 typedef enum {
-    RUNTIME_EXITED = 0,  /* _start returned or proc_exit was called */
-    RUNTIME_TRAPPED = 1, /* the guest trapped; message says why */
+    RUNTIME_RETURNED = 0, /* the entry returned; *value is its result */
+    RUNTIME_EXITED = 1,   /* proc_exit was called; *value is the exit code */
+    RUNTIME_TRAPPED = 2,  /* the guest trapped; *message says why */
 } runtime_outcome;
 
-/* Runs the module's _start with `w` as its WASI.  On a trap, *message is a
- * static description.  (A memory limit is applied while the guest runs, by
- * lowering max_pages of wasi_memory(w).) */
-runtime_outcome runtime_run(wasi *w, uint32_t *exit_code, const char **message);
+typedef enum {
+    RUNTIME_INIT, /* capsule_init: CPython initialised, the runner set up */
+    RUNTIME_CALL, /* capsule_call: one request served */
+} runtime_entry;
+
+/* Instantiates the module with `w` as its WASI and gives `w` its memory.
+ * Once per process; the instance lives until the process ends. */
+void runtime_start(wasi *w);
+
+/* Calls `entry` of the instance runtime_start made.  On RUNTIME_TRAPPED,
+ * *message is a static description.  (A memory limit is applied while the
+ * guest runs, by lowering max_pages of wasi_memory(w).) */
+runtime_outcome runtime_enter(runtime_entry entry, uint32_t *value, const char **message);
+
+/* What a snapshot holds: the linear memory and the mutable globals. */
+typedef struct runtime_snapshot {
+    uint8_t *memory;        /* a copy of the whole linear memory (malloc'd) */
+    uint64_t size;          /* its size in bytes */
+    uint32_t pages;         /* and in 64 KiB pages */
+    uint32_t stack_pointer; /* __stack_pointer, the module's one mutable global */
+} runtime_snapshot;
+
+/* Copies the instance's state into *snapshot.  Only between entries (never
+ * from inside the guest, e.g. a WASI call): then no guest frame exists that
+ * the copy would miss.  0, or -ENOMEM. */
+int runtime_snapshot_take(runtime_snapshot *snapshot);
+
+/* Puts a snapshot's state back: the memory's content and size (pages grown
+ * since are zeroed and, with guard pages, made inaccessible again, so a
+ * later memory.grow gives zeroed pages as WebAssembly requires) and the
+ * globals.  Host state (VFS, descriptors) is not part of it.  0, or
+ * -ENOMEM when the memory cannot grow back to the snapshot's size. */
+int runtime_snapshot_restore(const runtime_snapshot *snapshot);
+
+void runtime_snapshot_free(runtime_snapshot *snapshot);
 
 #endif /* CAP_RUNTIME_H */

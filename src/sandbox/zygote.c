@@ -2,13 +2,15 @@
  * zygote.c — the processes that run guest code.
  *
  * The zygote is forked by the host when a sandbox is created.  It builds the
- * guest's world (VFS, WASI, device files) and starts CPython; the runner
- * imports what most programs need and then reads the control channel.  That
- * read is the fork point: inside it the zygote serves "spawn" requests from
- * the host forever, and each spawn clones a worker whose copy of the guest
- * returns from the very same read with its request.  A worker therefore
- * starts with Py_Initialize done and modules imported, at the cost of a
- * clone.
+ * guest's world (VFS, WASI, device files), instantiates CPython and calls
+ * its capsule_init export: the interpreter is initialised and the runner
+ * imports what most programs need, then the call returns.  The zygote then
+ * serves "spawn" requests from the host forever, and each spawn clones a
+ * worker with a copy of that initialised guest.  A worker waits for a
+ * request on its channel and calls the guest's capsule_call, which reads
+ * the request from the control channel, runs it, writes the result and
+ * returns; the worker sends the result.  No guest frame is on the stack
+ * when the zygote forks or between two calls of a session.
  *
  * Workers are cloned with CLONE_PARENT: they are the host's children, so the
  * host can waitpid() them and see exactly how they ended (SIGKILL after a
@@ -57,8 +59,6 @@ void __gcov_dump(void);
 #define _exit(code) (__gcov_dump(), _exit(code))
 #endif
 
-typedef enum { WAITING, SERVING, RUNNING } phase;
-
 /* One per process: the zygote's, then each worker's inherited copy. */
 static struct {
     int control_fd; /* zygote <-> host */
@@ -70,8 +70,7 @@ static struct {
     const char *output_directory;
     const zygote_resource_mount *resource_mounts;
     wasi *w;
-    phase phase;
-    char *request;  /* what the runner reads: header line, code */
+    char *request;  /* what the runner reads: header line, code; NULL between runs */
     size_t request_size, request_offset;
     buffer result;  /* the runner's JSON */
     buffer dependency_request, dependency_reply; /* the runner's and ours (fd 5) */
@@ -91,9 +90,6 @@ typedef struct device {
     vfs_file base;
     int kind; /* 0 stdin, 1 stdout, 2 stderr, 3 control channel, 4 dependencies */
 } device;
-
-static void zygote_serve(void);
-static void wait_for_request(void);
 
 /* Sends every regular file under `directory` as an 'A' frame and removes
  * it, so that a session's next run returns only what it made itself. */
@@ -168,20 +164,13 @@ static void send_result(int trapped, const char *message, uint32_t exit_code) {
     buffer_free(&G.result);
 }
 
+/* The runner reads the request the worker received (wait_for_request),
+ * then end of file; once the call returned, reads see end of file too. */
 static int channel_read(void *data, size_t size, size_t *done) {
-    if (!G.is_worker) zygote_serve(); /* returns only in a new worker */
-    if (G.phase == RUNNING) {
-        /* The runner asks for its next request: the previous one is done. */
-        send_result(0, NULL, 0);
-        if (!G.session) _exit(0);
-        G.phase = WAITING;
-    }
-    if (G.phase == WAITING) wait_for_request();
-    size_t left = G.request_size - G.request_offset;
+    size_t left = G.request ? G.request_size - G.request_offset : 0;
     *done = size < left ? size : left;
-    memcpy(data, G.request + G.request_offset, *done);
+    if (*done) memcpy(data, G.request + G.request_offset, *done);
     G.request_offset += *done;
-    if (*done == 0) G.phase = RUNNING; /* end of file: the runner starts the code */
     return 0;
 }
 
@@ -329,7 +318,6 @@ static void zygote_serve(void) {
             G.control_fd = -1;
             G.channel_fd = fd;
             G.is_worker = 1;
-            G.phase = WAITING;
             int keep[] = {fd};
             lockdown_close_other_fds(keep, 1);
             rc = lockdown_worker();
@@ -466,7 +454,6 @@ static void wait_for_request(void) {
         close(fd);
         if (failure) fail_request(failure);
     }
-    G.phase = SERVING;
 }
 
 /* --- resources: the host fetches, the worker waits ---------------------------- */
@@ -568,14 +555,14 @@ static int ask_broker(void *context, char op, const char *path, const void *inpu
 
 /* --- start-up ------------------------------------------------------------------ */
 
-/* The runner's command: main(CHANNEL, (b'/read/only', ...)), naming the
+/* The runner's command: init(CHANNEL, (b'/read/only', ...)), naming the
  * read-only mount points (os.access cannot learn them through WASI).
  * Paths are passed as bytes literals with every byte escaped that is not
  * plainly safe, so no path can end the literal.  Malloc'd, or NULL. */
 static char *runner_command(void) {
     buffer command = {0};
     char head[96];
-    int n = snprintf(head, sizeof head, "import _capsule_runner; _capsule_runner.main(%d, (",
+    int n = snprintf(head, sizeof head, "import _capsule_runner; _capsule_runner.init(%d, (",
                      CHANNEL_FD);
     int rc = buffer_append(&command, head, (size_t)n);
     const char *at;
@@ -681,6 +668,30 @@ static int build_world(const zygote_world *world) {
     return rc;
 }
 
+/* A worker's life: one request per capsule_call, until the run that is not
+ * part of a session, or the host closes the channel (wait_for_request). */
+static void serve_requests(void) __attribute__((noreturn));
+static void serve_requests(void) {
+    for (;;) {
+        wait_for_request();
+        uint32_t value;
+        const char *trap = NULL;
+        runtime_outcome outcome = runtime_enter(RUNTIME_CALL, &value, &trap);
+        if (outcome != RUNTIME_RETURNED) {
+            /* The guest ended (exit, os._exit, a trap) inside the run: the
+             * instance cannot be entered again. */
+            send_result(outcome == RUNTIME_TRAPPED, trap, outcome == RUNTIME_EXITED ? value : 0);
+            _exit(0);
+        }
+        /* capsule_call returns 1 when the runner itself failed (its
+         * traceback is on stderr): exit status 1, as `python -c` would. */
+        send_result(0, NULL, value ? 1 : 0);
+        if (value || !G.session) _exit(0);
+        free(G.request);
+        G.request = NULL;
+    }
+}
+
 void zygote_main(const zygote_world *world, int control_fd) {
     G.control_fd = control_fd;
     int keep[] = {control_fd};
@@ -694,18 +705,19 @@ void zygote_main(const zygote_world *world, int control_fd) {
         frame_write(control_fd, 'X', message, strlen(message));
         _exit(1);
     }
-    uint32_t exit_code = 0;
+    runtime_start(G.w);
+    uint32_t value;
     const char *trap = NULL;
-    runtime_outcome outcome = runtime_run(G.w, &exit_code, &trap);
-
-    if (G.is_worker) {
-        /* The guest ended (exit, os._exit, a trap) inside a run. */
-        send_result(outcome == RUNTIME_TRAPPED, trap, exit_code);
-        _exit(0);
+    runtime_outcome outcome = runtime_enter(RUNTIME_INIT, &value, &trap);
+    if (outcome != RUNTIME_RETURNED || value != 0) {
+        char message[256];
+        snprintf(message, sizeof message,
+                 "the interpreter ended during start-up (%s, exit code %u)",
+                 outcome == RUNTIME_TRAPPED ? trap : outcome == RUNTIME_EXITED ? "exit" : "error",
+                 outcome == RUNTIME_RETURNED ? 1u : value);
+        frame_write(control_fd, 'X', message, strlen(message));
+        _exit(1);
     }
-    char message[256];
-    snprintf(message, sizeof message, "the interpreter ended during start-up (%s, exit code %u)",
-             outcome == RUNTIME_TRAPPED ? trap : "exit", exit_code);
-    frame_write(control_fd, 'X', message, strlen(message));
-    _exit(1);
+    zygote_serve(); /* returns only in a new worker */
+    serve_requests();
 }
