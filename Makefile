@@ -113,9 +113,11 @@ LIBRARY_ASAN_OBJECTS = $(patsubst %.c,$(BUILD)/asan/%.o,$(LIBRARY_SOURCES)) $(BU
 $(BUILD)/test_api: tests/api/test_api.c $(LIBRARY_ASAN_OBJECTS)
 	$(CC) $(CFLAGS) $(SANITIZE) -o $@ $< $(LIBRARY_ASAN_OBJECTS) -lcmocka $(LDLIBS)
 
-# The runtime alone, in one process: snapshot and restore between calls.
+# The runtime alone, in one process: snapshot and restore between calls
+# (test_snapshot-release, below: the same against the release objects).
 $(BUILD)/test_snapshot: tests/api/test_snapshot.c $(LIBRARY_ASAN_OBJECTS)
 	$(CC) $(CFLAGS) $(SANITIZE) $(CHECKED_DEFINES) -o $@ $< $(LIBRARY_ASAN_OBJECTS) -lcmocka $(LDLIBS)
+
 
 unit-test: deps $(BUILD)/asan/wasm-rt-impl.o $(BUILD)/test_unit $(BUILD)/test_requirement
 	$(BUILD)/test_unit
@@ -213,6 +215,10 @@ fuzz: $(BUILD)/fuzz_wasi $(BUILD)/fuzz_packages $(BUILD)/fuzz_frames
 LIBRARY_OBJECTS = $(patsubst %.c,$(BUILD)/obj/%.o,$(LIBRARY_SOURCES)) $(BUILD)/obj/wasm-rt-impl.o $(BUILD)/runtime/python.o
 $(BUILD)/bench_isolation: $(BUILD)/obj/bench/isolation.o $(LIBRARY_OBJECTS)
 	$(CC) -o $@ $^ $(LDLIBS)
+
+# tests/api/test_snapshot.c with guard pages and without ASan.
+$(BUILD)/test_snapshot-release: tests/api/test_snapshot.c $(LIBRARY_OBJECTS)
+	$(CC) $(CFLAGS) -o $@ $< $(LIBRARY_OBJECTS) -lcmocka $(LDLIBS)
 
 bench: build $(BUILD)/bench_isolation
 	$(HOST_PYTHON) bench/bench.py --capsule $(BUILD)/capsule
