@@ -28,11 +28,8 @@
 /* The schema, one migration per version.  docs/store.md shows it whole;
  * PostgreSQL's (postgres.c) must describe the same tables. */
 static const char *const sqlite_migrations[] = {
-    /* 0 -> 1: sessions, calls, snapshots, pages, blobs. */
-    "CREATE TABLE schema_version (\n"
-    "    version    INTEGER PRIMARY KEY,\n"
-    "    applied_at INTEGER NOT NULL\n"
-    ");\n"
+    /* 0 -> 1: sessions, calls, snapshots, pages, blobs (schema_version
+     * itself is store.c's, the same for every backend). */
     "CREATE TABLE sessions (\n"
     "    id              TEXT PRIMARY KEY,\n"
     "    principal       TEXT NOT NULL,\n"
