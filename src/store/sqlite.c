@@ -42,6 +42,7 @@ static const char *const sqlite_migrations[] = {
     "    call_count      INTEGER NOT NULL DEFAULT 0\n"
     ");\n"
     "CREATE INDEX sessions_parked ON sessions(last_used_at) WHERE status = 'parked';\n"
+    "CREATE INDEX sessions_latest_snapshot ON sessions(latest_snapshot);\n"
     "CREATE TABLE calls (\n"
     "    session         TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,\n"
     "    seq             INTEGER NOT NULL,\n"
@@ -213,6 +214,9 @@ static int sqlite_open(const char *location, void **out, int *exclusive, char *e
     }
     int result = sqlite_simple(connection, "PRAGMA synchronous=FULL", error);
     if (result == CAP_OK) result = sqlite_simple(connection, "PRAGMA foreign_keys=ON", error);
+    /* 32 MiB of page cache (the default is 2 MiB): a commit touches the
+     * blob index, the page index and the WAL's newest frames. */
+    if (result == CAP_OK) result = sqlite_simple(connection, "PRAGMA cache_size=-32768", error);
     if (result != CAP_OK) {
         sqlite_close(connection);
         return result;

@@ -189,6 +189,7 @@ static void test_truncated_file_is_a_clear_error(void **state) {
         result = store_check(s, error);
         store_close(s);
     }
+    print_message("truncated store: %s\n", error);
     assert_int_equal(result, STORE_ECORRUPT);
     assert_true(strstr(error, "corrupt") || strstr(error, "malformed") || strstr(error, "integrity"));
 }
@@ -209,6 +210,7 @@ static void test_migration_from_version_1(void **state) {
         " latest_snapshot INTEGER REFERENCES snapshots(id) ON DELETE SET NULL,"
         " call_count INTEGER NOT NULL DEFAULT 0);"
         "CREATE INDEX sessions_parked ON sessions(last_used_at) WHERE status = 'parked';"
+        "CREATE INDEX sessions_latest_snapshot ON sessions(latest_snapshot);"
         "CREATE TABLE calls (session TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,"
         " seq INTEGER NOT NULL, idempotency_key TEXT, status TEXT NOT NULL, request_hash BLOB,"
         " result TEXT, started_at INTEGER NOT NULL, finished_at INTEGER, PRIMARY KEY (session, seq),"
