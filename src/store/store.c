@@ -127,6 +127,11 @@ static int sum_integers(void *context, const store_value *columns, int count, ch
     return 0;
 }
 
+/* A row narrower than its statement's columns: only a damaged database. */
+static int malformed_row(int count, int expected, char *error) {
+    return fail(error, STORE_ECORRUPT, "a row of %d columns where %d are expected", count, expected);
+}
+
 static void copy_text(char *destination, size_t size, const store_value *value) {
     size_t length = value->type == STORE_TEXT ? value->size : 0;
     if (length >= size) length = size - 1;
@@ -313,9 +318,8 @@ static const char session_delete_snapshots[] = "DELETE FROM snapshots WHERE sess
 static const char session_delete[] = "DELETE FROM sessions WHERE id = $1 RETURNING 1";
 
 static int read_session(void *context, const store_value *columns, int count, char *error) {
-    (void)error;
     store_session *out = context;
-    if (count < 9) return CAP_EIO;
+    if (count < 9) return malformed_row(count, 9, error);
     copy_text(out->id, sizeof out->id, &columns[0]);
     copy_text(out->principal, sizeof out->principal, &columns[1]);
     char status[16];
@@ -572,7 +576,7 @@ typedef struct blob_read {
 
 static int read_blob(void *context, const store_value *columns, int count, char *error) {
     blob_read *read = context;
-    if (count < 2) return CAP_EIO;
+    if (count < 2) return malformed_row(count, 2, error);
     read->found = 1;
     read->size = columns[0].type == STORE_INTEGER ? (size_t)columns[0].integer : 0;
     return blob_decode(read->store, read->hash, &columns[0], &columns[1], 0, NULL, &read->data, error);
@@ -802,7 +806,7 @@ static const char snapshot_pages_select[] =
 
 static int read_snapshot(void *context, const store_value *columns, int count, char *error) {
     store_snapshot *out = context;
-    if (count < 7) return CAP_EIO;
+    if (count < 7) return malformed_row(count, 7, error);
     out->id = columns[0].integer;
     out->call_seq = columns[1].type == STORE_INTEGER ? columns[1].integer : 0;
     out->page_size = (uint32_t)columns[2].integer;
@@ -942,7 +946,7 @@ static const char call_finish[] =
     " WHERE session = $1 AND seq = $2 AND status = 'running' RETURNING 1";
 
 static int read_call(store_call *out, const store_value *columns, int count, char *error) {
-    if (count < 8) return CAP_EIO;
+    if (count < 8) return malformed_row(count, 8, error);
     memset(out, 0, sizeof *out);
     copy_text(out->session, sizeof out->session, &columns[0]);
     out->seq = columns[1].integer;

@@ -96,6 +96,15 @@ static int count_calls_with_status(store *s, const char *session, const char *st
     return matching;
 }
 
+/* Runs SQL on the store's file directly, as a damaged disk or a hand would. */
+static void raw_sql(fixture *f, const char *sql) {
+    sqlite3 *database;
+    assert_int_equal(sqlite3_open(f->path, &database), SQLITE_OK);
+    char *message = NULL;
+    if (sqlite3_exec(database, sql, NULL, NULL, &message) != SQLITE_OK) fail_msg("%s: %s", sql, message);
+    sqlite3_close(database);
+}
+
 /* --- opening --------------------------------------------------------------------- */
 
 static void test_open_creates_current_schema(void **state) {
@@ -194,6 +203,36 @@ static void test_truncated_file_is_a_clear_error(void **state) {
     assert_true(strstr(error, "corrupt") || strstr(error, "malformed") || strstr(error, "integrity"));
 }
 
+/* Schema version 1 as the first release wrote it, typed here independently
+ * of src/store/sqlite.c, with a session and a finished call. */
+static const char schema_v1[] =
+    "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL);"
+    "INSERT INTO schema_version VALUES (1, 1600000000000);"
+    "CREATE TABLE sessions (id TEXT PRIMARY KEY, principal TEXT NOT NULL, status TEXT NOT NULL"
+    " CHECK (status IN ('live', 'parked', 'expired')), created_at INTEGER NOT NULL,"
+    " last_used_at INTEGER NOT NULL, ttl_ms INTEGER NOT NULL, expires_at INTEGER,"
+    " latest_snapshot INTEGER REFERENCES snapshots(id) ON DELETE SET NULL,"
+    " call_count INTEGER NOT NULL DEFAULT 0);"
+    "CREATE INDEX sessions_parked ON sessions(last_used_at) WHERE status = 'parked';"
+    "CREATE INDEX sessions_latest_snapshot ON sessions(latest_snapshot);"
+    "CREATE TABLE calls (session TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,"
+    " seq INTEGER NOT NULL, idempotency_key TEXT, status TEXT NOT NULL, request_hash BLOB,"
+    " result TEXT, started_at INTEGER NOT NULL, finished_at INTEGER, PRIMARY KEY (session, seq),"
+    " UNIQUE (session, idempotency_key));"
+    "CREATE INDEX calls_running ON calls(session) WHERE status = 'running';"
+    "CREATE TABLE blobs (hash BLOB PRIMARY KEY CHECK (length(hash) = 32), raw_size INTEGER NOT NULL,"
+    " stored_size INTEGER NOT NULL, data BLOB NOT NULL, created_at INTEGER NOT NULL);"
+    "CREATE TABLE snapshots (id INTEGER PRIMARY KEY, session TEXT NOT NULL REFERENCES sessions(id)"
+    " ON DELETE CASCADE, call_seq INTEGER, build_id TEXT NOT NULL, page_size INTEGER NOT NULL,"
+    " manifest TEXT NOT NULL, created_at INTEGER NOT NULL);"
+    "CREATE INDEX snapshots_session ON snapshots(session);"
+    "CREATE TABLE snapshot_pages (snapshot INTEGER NOT NULL REFERENCES snapshots(id) ON DELETE CASCADE,"
+    " page_index INTEGER NOT NULL, hash BLOB NOT NULL REFERENCES blobs(hash),"
+    " PRIMARY KEY (snapshot, page_index)) WITHOUT ROWID;"
+    "CREATE INDEX snapshot_pages_hash ON snapshot_pages(hash);"
+    "INSERT INTO sessions VALUES ('old', 'alice', 'parked', 1, 2, 0, NULL, NULL, 1);"
+    "INSERT INTO calls VALUES ('old', 1, 'key-1', 'success', NULL, '{\"v\":1}', 1, 2);";
+
 /* A database at schema version 1, written here by hand (not by the code
  * under test), with a session, a call and a blob: opening migrates it to 2,
  * the usage counter is computed from the blob, and every row is readable. */
@@ -201,35 +240,8 @@ static void test_migration_from_version_1(void **state) {
     fixture *f = *state;
     sqlite3 *database;
     assert_int_equal(sqlite3_open(f->path, &database), SQLITE_OK);
-    const char *v1 =
-        "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL);"
-        "INSERT INTO schema_version VALUES (1, 1600000000000);"
-        "CREATE TABLE sessions (id TEXT PRIMARY KEY, principal TEXT NOT NULL, status TEXT NOT NULL"
-        " CHECK (status IN ('live', 'parked', 'expired')), created_at INTEGER NOT NULL,"
-        " last_used_at INTEGER NOT NULL, ttl_ms INTEGER NOT NULL, expires_at INTEGER,"
-        " latest_snapshot INTEGER REFERENCES snapshots(id) ON DELETE SET NULL,"
-        " call_count INTEGER NOT NULL DEFAULT 0);"
-        "CREATE INDEX sessions_parked ON sessions(last_used_at) WHERE status = 'parked';"
-        "CREATE INDEX sessions_latest_snapshot ON sessions(latest_snapshot);"
-        "CREATE TABLE calls (session TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,"
-        " seq INTEGER NOT NULL, idempotency_key TEXT, status TEXT NOT NULL, request_hash BLOB,"
-        " result TEXT, started_at INTEGER NOT NULL, finished_at INTEGER, PRIMARY KEY (session, seq),"
-        " UNIQUE (session, idempotency_key));"
-        "CREATE INDEX calls_running ON calls(session) WHERE status = 'running';"
-        "CREATE TABLE blobs (hash BLOB PRIMARY KEY CHECK (length(hash) = 32), raw_size INTEGER NOT NULL,"
-        " stored_size INTEGER NOT NULL, data BLOB NOT NULL, created_at INTEGER NOT NULL);"
-        "CREATE TABLE snapshots (id INTEGER PRIMARY KEY, session TEXT NOT NULL REFERENCES sessions(id)"
-        " ON DELETE CASCADE, call_seq INTEGER, build_id TEXT NOT NULL, page_size INTEGER NOT NULL,"
-        " manifest TEXT NOT NULL, created_at INTEGER NOT NULL);"
-        "CREATE INDEX snapshots_session ON snapshots(session);"
-        "CREATE TABLE snapshot_pages (snapshot INTEGER NOT NULL REFERENCES snapshots(id) ON DELETE CASCADE,"
-        " page_index INTEGER NOT NULL, hash BLOB NOT NULL REFERENCES blobs(hash),"
-        " PRIMARY KEY (snapshot, page_index)) WITHOUT ROWID;"
-        "CREATE INDEX snapshot_pages_hash ON snapshot_pages(hash);"
-        "INSERT INTO sessions VALUES ('old', 'alice', 'parked', 1, 2, 0, NULL, NULL, 1);"
-        "INSERT INTO calls VALUES ('old', 1, 'key-1', 'success', NULL, '{\"v\":1}', 1, 2);";
     char *message = NULL;
-    if (sqlite3_exec(database, v1, NULL, NULL, &message) != SQLITE_OK) fail_msg("v1: %s", message);
+    if (sqlite3_exec(database, schema_v1, NULL, NULL, &message) != SQLITE_OK) fail_msg("v1: %s", message);
     uint8_t page[PAGE], hash[STORE_HASH_SIZE], compressed[PAGE + 512];
     fill_page(page, 3, 1);
     store_hash(page, PAGE, hash);
@@ -283,6 +295,35 @@ static void test_migration_from_version_1(void **state) {
     assert_string_equal((const char *)sqlite3_column_text(statement, 0), "1,2");
     sqlite3_finalize(statement);
     sqlite3_close(database);
+}
+
+/* A migration that fails leaves the database at its version: the
+ * migration's statements and its version row are one transaction. */
+static void test_failed_migration_changes_nothing(void **state) {
+    fixture *f = *state;
+    raw_sql(f, schema_v1);
+    raw_sql(f, "CREATE TABLE usage (stray INTEGER)"); /* migration 2 creates `usage` */
+    store *s = NULL;
+    char error[CAP_ERROR_SIZE] = "";
+    assert_int_equal(store_open(f->url, &s, error), CAP_EIO);
+    assert_null(s);
+    assert_non_null(strstr(error, "migration to version 2"));
+    assert_non_null(strstr(error, "already exists"));
+    sqlite3 *database;
+    assert_int_equal(sqlite3_open(f->path, &database), SQLITE_OK);
+    sqlite3_stmt *statement;
+    sqlite3_prepare_v2(database, "SELECT MAX(version), (SELECT COUNT(*) FROM sessions) FROM schema_version", -1,
+                       &statement, NULL);
+    assert_int_equal(sqlite3_step(statement), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(statement, 0), 1);
+    assert_int_equal(sqlite3_column_int(statement, 1), 1);
+    sqlite3_finalize(statement);
+    sqlite3_close(database);
+    /* Repaired by hand, it migrates. */
+    raw_sql(f, "DROP TABLE usage");
+    s = open_store(f);
+    assert_int_equal(store_schema_version(s), 2);
+    store_close(s);
 }
 
 static void test_newer_schema_is_refused(void **state) {
@@ -627,6 +668,33 @@ static void test_corrupted_blob_is_a_clear_error(void **state) {
     assert_int_equal(store_blob_get(s, hash, &bytes, &size, error), CAP_OK);
     free(bytes);
     assert_int_equal(store_check(s, error), CAP_OK); /* the database itself is sound */
+    store_close(s);
+
+    /* A raw size that lies (too large to allocate, or not the frame's),
+     * and a page whose blob row is gone (foreign keys off, by hand). */
+    uint8_t lying[PAGE], lying_hash[STORE_HASH_SIZE];
+    fill_page(lying, 14, 1);
+    s = open_store(f);
+    assert_int_equal(store_blob_put(s, lying, PAGE, lying_hash, error), CAP_OK);
+    store_close(s);
+    raw_sql(f, "UPDATE blobs SET raw_size = 1099511627776 WHERE raw_size = 4096 AND hash = "
+               "(SELECT hash FROM blobs ORDER BY created_at DESC, rowid DESC LIMIT 1)");
+    s = open_store(f);
+    assert_int_equal(store_blob_get(s, lying_hash, &bytes, &size, error), STORE_ECORRUPT);
+    assert_non_null(strstr(error, "malformed row"));
+    store_close(s);
+    raw_sql(f, "UPDATE blobs SET raw_size = 4095 WHERE raw_size = 1099511627776");
+    s = open_store(f);
+    assert_int_equal(store_blob_get(s, lying_hash, &bytes, &size, error), STORE_ECORRUPT);
+    assert_non_null(strstr(error, "not a zstd frame of 4095 bytes"));
+    store_close(s);
+    raw_sql(f, "PRAGMA foreign_keys = OFF; DELETE FROM blobs WHERE hash IN (SELECT hash FROM snapshot_pages)");
+    s = open_store(f);
+    pages_seen = 0;
+    assert_int_equal(store_snapshot_read_pages(s, snapshot_id, count_pages, &pages_seen, error), STORE_ECORRUPT);
+    assert_non_null(strstr(error, "its blob is missing"));
+    assert_int_equal(pages_seen, 0);
+    assert_int_equal(store_check(s, error), STORE_ECORRUPT); /* usage no longer matches */
     store_close(s);
 }
 
@@ -1056,6 +1124,10 @@ static void test_kill_9_loses_no_acknowledged_commit(void **state) {
             store_snapshot snapshot;
             assert_int_equal(store_snapshot_latest(s, "crash", &snapshot, error), CAP_OK);
             assert_true(snapshot.call_seq >= last_finished);
+            store_call call; /* never the snapshot of a call that did not finish */
+            assert_int_equal(store_call_get(s, "crash", snapshot.call_seq, &call, error), CAP_OK);
+            assert_string_equal(call.status, "success");
+            store_call_clear(&call);
             int64_t seq = snapshot.call_seq;
             assert_int_equal(store_snapshot_read_pages(s, snapshot.id, check_page_of_call, &seq, error), CAP_OK);
             store_snapshot_clear(&snapshot);
@@ -1076,6 +1148,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_garbage_file_is_a_clear_error, setup, teardown),
         cmocka_unit_test_setup_teardown(test_truncated_file_is_a_clear_error, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migration_from_version_1, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_failed_migration_changes_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_newer_schema_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sessions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_expiry, setup, teardown),
