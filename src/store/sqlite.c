@@ -122,10 +122,14 @@ static int sqlite_error(sqlite_connection *connection, int code, const char *wha
     default: result = CAP_EIO; break;
     }
     if (error) {
-        const char *message = connection && connection->database ? sqlite3_errmsg(connection->database)
-                                                                  : sqlite3_errstr(code);
-        snprintf(error, CAP_ERROR_SIZE, "store sqlite:%s: %s: %s",
-                 connection && connection->path ? connection->path : "?", what, message);
+        sqlite3 *database = connection ? connection->database : NULL;
+        const char *message = database ? sqlite3_errmsg(database) : sqlite3_errstr(code);
+        /* For an I/O error or a full disk, what the system said (ENOSPC...). */
+        int system_errno = database && (primary == SQLITE_IOERR || primary == SQLITE_FULL)
+                               ? sqlite3_system_errno(database) : 0;
+        snprintf(error, CAP_ERROR_SIZE, "store sqlite:%s: %s: %s%s%s%s",
+                 connection && connection->path ? connection->path : "?", what, message,
+                 system_errno ? " (" : "", system_errno ? strerror(system_errno) : "", system_errno ? ")" : "");
     }
     return result;
 }

@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -1141,6 +1142,91 @@ static void test_kill_9_loses_no_acknowledged_commit(void **state) {
     assert_true(interrupted_total > 0);
 }
 
+/* --- a full disk ---------------------------------------------------------------- */
+
+/* A child whose files cannot grow past 512 KiB (RLIMIT_FSIZE: write(2) fails
+ * with EFBIG, as it fails with ENOSPC on a full disk) commits 64 KiB
+ * snapshots until the store refuses; it reports each finished seq, then the
+ * refusal's code and message. */
+static void full_disk_child(const char *url, int pipe_fd) {
+    signal(SIGXFSZ, SIG_IGN);
+    store *s = NULL;
+    char error[CAP_ERROR_SIZE] = "";
+    if (store_open(url, &s, error) != CAP_OK || store_session_create(s, "full", "", 0, error) != CAP_OK) _exit(2);
+    struct rlimit limit = {512 << 10, 512 << 10};
+    if (setrlimit(RLIMIT_FSIZE, &limit) != 0) _exit(3);
+    static uint8_t pages[16][PAGE];
+    store_page list[16];
+    store_snapshot_data data = {.build_id = "b", .manifest = "{}", .page_size = PAGE, .pages = list,
+                                .page_count = 16};
+    for (uint32_t n = 0;; n++) {
+        for (int i = 0; i < 16; i++) {
+            fill_page(pages[i], n * 16 + (uint32_t)i, 0);
+            list[i] = (store_page){.index = (uint32_t)i, .data = pages[i]};
+        }
+        store_call call;
+        int replayed;
+        int result = store_call_begin(s, "full", NULL, NULL, &call, &replayed, error);
+        if (result == CAP_OK) result = store_call_finish(s, "full", call.seq, "success", "{}", &data, NULL, error);
+        int64_t report[2] = {result, call.seq};
+        if (write(pipe_fd, report, sizeof report) != sizeof report) _exit(4);
+        if (result != CAP_OK) {
+            if (write(pipe_fd, error, CAP_ERROR_SIZE) != CAP_ERROR_SIZE) _exit(5);
+            store_close(s);
+            _exit(0);
+        }
+    }
+}
+
+static void test_full_disk_is_a_clear_error(void **state) {
+    fixture *f = *state;
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0) {
+        close(fds[0]);
+        full_disk_child(f->url, fds[1]);
+    }
+    close(fds[1]);
+    int64_t report[2];
+    int64_t finished = 0, failure = CAP_OK;
+    char message[CAP_ERROR_SIZE] = "";
+    while (read(fds[0], report, sizeof report) == sizeof report) {
+        if (report[0] == CAP_OK) {
+            finished = report[1];
+            continue;
+        }
+        failure = report[0];
+        assert_int_equal(read(fds[0], message, sizeof message), (ssize_t)sizeof message);
+        break;
+    }
+    close(fds[0]);
+    int status;
+    assert_int_equal(waitpid(child, &status, 0), child);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    print_message("full disk after %lld calls: %s\n", (long long)finished, message);
+    assert_int_equal(failure, CAP_EIO);
+    assert_non_null(strstr(message, f->path));
+    assert_true(finished >= 1);
+
+    /* With room again: intact, every acknowledged call there. */
+    store *s = open_store(f);
+    char error[CAP_ERROR_SIZE];
+    assert_int_equal(store_check(s, error), CAP_OK);
+    assert_int_equal(count_calls_with_status(s, "full", "running"), 0);
+    assert_int_equal(count_calls_with_status(s, "full", "success"), finished);
+    store_snapshot snapshot;
+    assert_int_equal(store_snapshot_latest(s, "full", &snapshot, error), CAP_OK);
+    assert_int_equal(snapshot.call_seq, finished);
+    int seen = 0;
+    assert_int_equal(store_snapshot_read_pages(s, snapshot.id, count_pages, &seen, error), CAP_OK);
+    assert_int_equal(seen, 16);
+    store_snapshot_clear(&snapshot);
+    store_close(s);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_open_creates_current_schema, setup, teardown),
@@ -1161,6 +1247,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_fork, setup, teardown),
         cmocka_unit_test_setup_teardown(test_quota, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kill_9_loses_no_acknowledged_commit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_full_disk_is_a_clear_error, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
