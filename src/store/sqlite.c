@@ -6,9 +6,9 @@
  * machine), foreign keys on, a busy timeout, and BEGIN IMMEDIATE for writes
  * so that a write transaction holds the lock from its first statement.
  *
- * The process that opens the store owns it: an exclusive flock(2) on
- * PATH-lock, released by the kernel when the process dies, so whatever the
- * database says is `running` when we get the lock was left by a dead process.
+ * The process that opens the store owns it: an exclusive lock on PATH-lock,
+ * released by the kernel when the process dies, so whatever the database
+ * says is `running` when we get the lock was left by a dead process.
  *
  * Prepared statements are cached by their SQL text's address (store.c passes
  * static strings); parameters `$N` are bound by name.
@@ -19,7 +19,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
+#include <pthread.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "backend.h"
@@ -101,6 +102,9 @@ typedef struct sqlite_connection {
     sqlite3 *database;
     char *path;
     int lock_fd;
+    dev_t lock_device;                   /* the lock file's identity, for owned_stores */
+    ino_t lock_inode;
+    struct sqlite_connection *next_owned;
     struct {
         const char *sql;
         sqlite3_stmt *statement;
@@ -139,12 +143,71 @@ static int sqlite_simple(sqlite_connection *connection, const char *sql, char *e
     return code == SQLITE_OK ? CAP_OK : sqlite_error(connection, code, sql, error);
 }
 
+/* The owner lock is a POSIX record lock (fcntl F_SETLK), which belongs to
+ * the process, not to the open file: a child the server forks (the zygote, a
+ * worker) does not inherit it, so a killed server's store is free again
+ * even while its children live on (an flock would stay with them).  Such a
+ * lock does not exclude its own process, so this process's owned stores are
+ * listed too, and a second open of one of them is refused like another
+ * process's. */
+static pthread_mutex_t owned_mutex = PTHREAD_MUTEX_INITIALIZER;
+static sqlite_connection *owned_stores;
+
+static int owner_lock(sqlite_connection *connection, char *error) {
+    struct stat file;
+    if (fstat(connection->lock_fd, &file) != 0) {
+        if (error) snprintf(error, CAP_ERROR_SIZE, "store sqlite:%s: lock file: %s", connection->path, strerror(errno));
+        return CAP_EIO;
+    }
+    connection->lock_device = file.st_dev;
+    connection->lock_inode = file.st_ino;
+    pthread_mutex_lock(&owned_mutex);
+    int busy = 0, failure = 0;
+    for (sqlite_connection *other = owned_stores; other; other = other->next_owned)
+        busy |= other->lock_device == file.st_dev && other->lock_inode == file.st_ino;
+    struct flock lock = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
+    if (!busy && fcntl(connection->lock_fd, F_SETLK, &lock) != 0) {
+        busy = errno == EACCES || errno == EAGAIN;
+        failure = busy ? 0 : errno;
+    }
+    if (!busy && !failure) {
+        connection->next_owned = owned_stores;
+        owned_stores = connection;
+    }
+    pthread_mutex_unlock(&owned_mutex);
+    if (busy || failure) {
+        if (error)
+            snprintf(error, CAP_ERROR_SIZE, "store sqlite:%s: %s", connection->path,
+                     busy ? "in use (one process at a time owns an SQLite store, through one handle)"
+                          : strerror(failure));
+        close(connection->lock_fd); /* not owned: closing releases nothing of another handle's */
+        connection->lock_fd = -1;
+        return busy ? STORE_EBUSY : CAP_EIO;
+    }
+    return CAP_OK;
+}
+
+/* Closing the lock file releases the lock (and would release it whatever
+ * descriptor of the file this process closed: nothing else opens it). */
+static void owner_unlock(sqlite_connection *connection) {
+    if (connection->lock_fd < 0) return;
+    pthread_mutex_lock(&owned_mutex);
+    for (sqlite_connection **link = &owned_stores; *link; link = &(*link)->next_owned)
+        if (*link == connection) {
+            *link = connection->next_owned;
+            break;
+        }
+    close(connection->lock_fd);
+    connection->lock_fd = -1;
+    pthread_mutex_unlock(&owned_mutex);
+}
+
 static void sqlite_close(void *handle) {
     sqlite_connection *connection = handle;
     if (!connection) return;
     for (int i = 0; i < STATEMENT_CACHE_SIZE; i++) sqlite3_finalize(connection->cache[i].statement);
     sqlite3_close(connection->database);
-    if (connection->lock_fd >= 0) close(connection->lock_fd);
+    owner_unlock(connection);
     free(connection->path);
     free(connection);
 }
@@ -180,14 +243,10 @@ static int sqlite_open(const char *location, void **out, int *exclusive, char *e
         sqlite_close(connection);
         return CAP_EIO;
     }
-    if (flock(connection->lock_fd, LOCK_EX | LOCK_NB) != 0) {
-        int busy = errno == EWOULDBLOCK;
-        if (error)
-            snprintf(error, CAP_ERROR_SIZE, "store sqlite:%s: %s", location,
-                     busy ? "in use by another process (one process owns an SQLite store)"
-                          : strerror(errno));
+    int result = owner_lock(connection, error);
+    if (result != CAP_OK) {
         sqlite_close(connection);
-        return busy ? STORE_EBUSY : CAP_EIO;
+        return result;
     }
     int code = sqlite3_open_v2(location, &connection->database,
                                SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
@@ -216,7 +275,7 @@ static int sqlite_open(const char *location, void **out, int *exclusive, char *e
         sqlite_close(connection);
         return CAP_EIO;
     }
-    int result = sqlite_simple(connection, "PRAGMA synchronous=FULL", error);
+    result = sqlite_simple(connection, "PRAGMA synchronous=FULL", error);
     if (result == CAP_OK) result = sqlite_simple(connection, "PRAGMA foreign_keys=ON", error);
     /* 32 MiB of page cache (the default is 2 MiB): a commit touches the
      * blob index, the page index and the WAL's newest frames. */

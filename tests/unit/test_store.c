@@ -145,10 +145,57 @@ static void test_open_refuses_bad_urls_and_a_second_owner(void **state) {
 
     store *first = open_store(f);
     assert_int_equal(store_open(f->url, &s, error), STORE_EBUSY);
-    assert_non_null(strstr(error, "in use by another process"));
+    assert_non_null(strstr(error, "in use"));
     store_close(first);
     store *again = open_store(f);
     store_close(again);
+
+    /* Another process is refused too. */
+    store *owner = open_store(f);
+    pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0) {
+        store *other = NULL;
+        _exit(store_open(f->url, &other, NULL) == STORE_EBUSY ? 0 : 1);
+    }
+    int status;
+    assert_int_equal(waitpid(child, &status, 0), child);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    store_close(owner);
+}
+
+/* The owner's lock dies with the owner, even when a child it forked (the
+ * server's zygote, say) lives on with its descriptors. */
+static void test_lock_is_not_inherited_by_children(void **state) {
+    fixture *f = *state;
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    pid_t server = fork();
+    assert_true(server >= 0);
+    if (server == 0) {
+        store *s = NULL;
+        if (store_open(f->url, &s, NULL) != CAP_OK) _exit(1);
+        pid_t zygote = fork();
+        if (zygote == 0) {
+            for (;;) pause(); /* holds every inherited descriptor */
+        }
+        if (write(fds[1], &zygote, sizeof zygote) != sizeof zygote) _exit(2);
+        for (;;) pause();
+    }
+    close(fds[1]);
+    pid_t zygote = 0;
+    assert_int_equal(read(fds[0], &zygote, sizeof zygote), (ssize_t)sizeof zygote);
+    close(fds[0]);
+    store *s = NULL;
+    char error[CAP_ERROR_SIZE];
+    assert_int_equal(store_open(f->url, &s, error), STORE_EBUSY); /* the server owns it */
+    kill(server, SIGKILL);
+    int status;
+    assert_int_equal(waitpid(server, &status, 0), server);
+    int result = store_open(f->url, &s, error);
+    kill(zygote, SIGKILL); /* reparented to init, which reaps it */
+    assert_int_equal(result, CAP_OK);
+    store_close(s);
 }
 
 static void test_garbage_file_is_a_clear_error(void **state) {
@@ -1231,6 +1278,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_open_creates_current_schema, setup, teardown),
         cmocka_unit_test_setup_teardown(test_open_refuses_bad_urls_and_a_second_owner, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lock_is_not_inherited_by_children, setup, teardown),
         cmocka_unit_test_setup_teardown(test_garbage_file_is_a_clear_error, setup, teardown),
         cmocka_unit_test_setup_teardown(test_truncated_file_is_a_clear_error, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migration_from_version_1, setup, teardown),
