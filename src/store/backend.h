@@ -72,4 +72,12 @@ typedef struct store_backend {
 
 extern const store_backend store_sqlite_backend;
 
+/* store_open (store.h) with the backend given rather than chosen by the
+ * URL's scheme, `location` being the URL without it; tests wrap a backend
+ * to inject a failure into any of its calls.  The backend must outlive the
+ * store. */
+struct store;
+int store_open_backend(const store_backend *backend, const char *location, struct store **out,
+                       char *error);
+
 #endif

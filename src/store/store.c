@@ -231,11 +231,16 @@ int store_open(const char *url, store **out, char *error) {
         if (strncmp(url, backends[i]->scheme, strlen(backends[i]->scheme)) == 0) backend = backends[i];
     if (!backend)
         return fail(error, CAP_EINVAL, "'%.100s': unknown kind of store (expected sqlite:PATH)", url);
+    return store_open_backend(backend, url + strlen(backend->scheme), out, error);
+}
+
+int store_open_backend(const store_backend *backend, const char *location, store **out, char *error) {
+    *out = NULL;
     store *opened = calloc(1, sizeof *opened);
     if (!opened) return fail(error, CAP_ENOMEM, "out of memory");
     opened->backend = backend;
     int exclusive = 0;
-    int result = backend->open(url + strlen(backend->scheme), &opened->connection, &exclusive, error);
+    int result = backend->open(location, &opened->connection, &exclusive, error);
     if (result == CAP_OK) result = store_migrate(opened, error);
     if (result == CAP_OK && exclusive) result = store_recover(opened, error);
     if (result != CAP_OK) {

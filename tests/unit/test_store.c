@@ -28,6 +28,7 @@
 #include <unistd.h>
 #include <zstd.h>
 
+#include "../../src/store/backend.h"
 #include "../../src/store/store.h"
 
 #define PAGE 4096
@@ -1189,6 +1190,182 @@ static void test_kill_9_loses_no_acknowledged_commit(void **state) {
     assert_true(interrupted_total > 0);
 }
 
+/* --- fault injection ------------------------------------------------------------ */
+
+/* The SQLite backend with a countdown: the call that brings it to zero
+ * fails with CAP_EIO, as a lost connection or an I/O error would. */
+static int fault_countdown = -1; /* < 0: no fault */
+static int faults_fired;
+static int backend_calls; /* calls that could have failed, faults on or off */
+
+static int fault_now(char *error) {
+    backend_calls++;
+    if (fault_countdown < 0 || fault_countdown-- > 0) return 0;
+    faults_fired++;
+    if (error) snprintf(error, CAP_ERROR_SIZE, "injected fault");
+    return 1;
+}
+
+static int faulty_begin(void *connection, int write, char *error) {
+    return fault_now(error) ? CAP_EIO : store_sqlite_backend.begin(connection, write, error);
+}
+
+static int faulty_commit(void *connection, char *error) {
+    return fault_now(error) ? CAP_EIO : store_sqlite_backend.commit(connection, error);
+}
+
+static int faulty_execute(void *connection, const char *sql, const store_value *parameters, int count,
+                          store_row_function row, void *context, char *error) {
+    if (fault_now(error)) return CAP_EIO;
+    return store_sqlite_backend.execute(connection, sql, parameters, count, row, context, error);
+}
+
+static int faulty_script(void *connection, const char *sql, char *error) {
+    return fault_now(error) ? CAP_EIO : store_sqlite_backend.script(connection, sql, error);
+}
+
+static store_backend faulty_backend(void) {
+    store_backend backend = store_sqlite_backend;
+    backend.begin = faulty_begin;
+    backend.commit = faulty_commit;
+    backend.execute = faulty_execute;
+    backend.script = faulty_script;
+    return backend;
+}
+
+/* Every session's latest snapshot reads back; the usage counters agree. */
+static void assert_store_sound(store *s) {
+    char error[CAP_ERROR_SIZE];
+    if (store_check(s, error) != CAP_OK) fail_msg("store_check: %s", error);
+    const char *sessions[] = {"a", "b", "c"};
+    for (int i = 0; i < 3; i++) {
+        store_snapshot snapshot;
+        int result = store_snapshot_latest(s, sessions[i], &snapshot, error);
+        if (result == STORE_ENOTFOUND) continue;
+        assert_int_equal(result, CAP_OK);
+        int seen = 0;
+        if (store_snapshot_read_pages(s, snapshot.id, count_pages, &seen, error) != CAP_OK)
+            fail_msg("session %s: %s", sessions[i], error);
+        assert_int_equal((size_t)seen, snapshot.page_count);
+        store_snapshot_clear(&snapshot);
+    }
+}
+
+/* Opening, then a server's day (a call with its snapshot, a fork, a
+ * deletion, expiry, collection), with a failure injected at the 1st, 2nd,
+ * ... backend call until a run sees none.  After each: the failing
+ * operation reported it; with the faults off the store is sound; and the
+ * call is either finished with its snapshot the latest, or still running
+ * with the previous snapshot the latest, never in between. */
+static void test_a_failure_at_any_backend_call_leaves_the_store_sound(void **state) {
+    fixture *f = *state;
+    store_backend backend = faulty_backend();
+    static uint8_t pages[3][PAGE];
+    for (int i = 0; i < 3; i++) fill_page(pages[i], (uint32_t)(900 + i), i);
+    uint8_t hash0[STORE_HASH_SIZE];
+    store_hash(pages[0], PAGE, hash0);
+    store_page first[] = {{.index = 0, .data = pages[0]}, {.index = 1, .data = pages[1]}};
+    store_page second[] = {{.index = 0, .hash = hash0}, {.index = 1, .data = pages[2]}};
+    store_snapshot_data data = {.build_id = "b", .manifest = "{}", .page_size = PAGE, .page_count = 2};
+    char error[CAP_ERROR_SIZE];
+    int injected_runs = 0;
+    /* How many backend calls opening a new store makes: faults below that
+     * number hit the open, the others the day. */
+    store *s = NULL;
+    backend_calls = 0;
+    assert_int_equal(store_open_backend(&backend, f->path, &s, error), CAP_OK);
+    store_close(s);
+    int open_calls = backend_calls;
+    for (int n = 0;; n++) {
+        teardown(state);
+        setup(state);
+        f = *state;
+        /* Opening a new store: migrations and recovery. */
+        s = NULL;
+        fault_countdown = n;
+        faults_fired = 0;
+        int result = store_open_backend(&backend, f->path, &s, error);
+        fault_countdown = -1;
+        assert_int_equal(faults_fired, n < open_calls);
+        if (n < open_calls) {
+            assert_int_equal(result, CAP_EIO);
+            assert_null(s);
+            s = NULL;
+            assert_int_equal(store_open_backend(&backend, f->path, &s, error), CAP_OK);
+            assert_int_equal(store_schema_version(s), 2);
+            assert_store_sound(s);
+            store_close(s);
+            injected_runs++;
+            continue;
+        }
+        store_close(s);
+        /* The day, on a prepared store. */
+        assert_int_equal(store_open_backend(&backend, f->path, &s, error), CAP_OK);
+        store_set_clock(s, fixture_clock, f);
+        store_call call;
+        int replayed;
+        data.pages = first;
+        assert_int_equal(store_session_create(s, "a", "", 0, error), CAP_OK);
+        assert_int_equal(store_call_begin(s, "a", NULL, NULL, &call, &replayed, error), CAP_OK);
+        int64_t first_snapshot;
+        assert_int_equal(store_call_finish(s, "a", 1, "success", "{}", &data, &first_snapshot, error), CAP_OK);
+        assert_int_equal(store_session_create(s, "b", "", 1, error), CAP_OK);
+        assert_int_equal(store_snapshot_write(s, "b", &data, NULL, error), CAP_OK);
+        assert_int_equal(store_session_set_status(s, "b", STORE_SESSION_PARKED, error), CAP_OK);
+        f->now += 10;
+
+        assert_int_equal(result, CAP_OK);
+        fault_countdown = n - open_calls; /* counted from here on */
+        faults_fired = 0;
+        data.pages = second;
+        int64_t seq = 0;
+        result = store_call_begin(s, "a", "key", NULL, &call, &replayed, error);
+        if (result == CAP_OK) {
+            seq = call.seq;
+            result = store_call_finish(s, "a", seq, "success", "{\"r\":2}", &data, NULL, error);
+        }
+        if (result == CAP_OK) result = store_session_fork(s, "a", "c", "", 0, error);
+        if (result == CAP_OK) result = store_expire(s, NULL, error);
+        if (result == CAP_OK) result = store_session_delete(s, "b", error);
+        if (result == CAP_OK) result = store_gc(s, NULL, NULL, error);
+        int fired = faults_fired;
+        fault_countdown = -1;
+        if (fired) {
+            assert_int_equal(result, CAP_EIO); /* the failure is reported, not swallowed */
+            assert_string_equal(error, "injected fault");
+        } else {
+            assert_int_equal(result, CAP_OK);
+        }
+
+        assert_store_sound(s);
+        store_session a;
+        assert_int_equal(store_session_get(s, "a", &a, error), CAP_OK);
+        store_snapshot latest;
+        assert_int_equal(store_snapshot_latest(s, "a", &latest, error), CAP_OK);
+        if (seq) {
+            assert_int_equal(store_call_get(s, "a", seq, &call, error), CAP_OK);
+            if (strcmp(call.status, "success") == 0) {
+                assert_string_equal(call.result, "{\"r\":2}");
+                assert_int_equal(latest.call_seq, seq);
+            } else {
+                assert_string_equal(call.status, "running");
+                assert_null(call.result);
+                assert_int_equal(latest.id, first_snapshot);
+            }
+            store_call_clear(&call);
+        } else {
+            assert_int_equal(a.call_count, 1);
+            assert_int_equal(latest.id, first_snapshot);
+        }
+        store_snapshot_clear(&latest);
+        store_close(s);
+        if (!fired) break;
+        injected_runs++;
+    }
+    print_message("fault injection: %d runs with a failure, each at a different backend call\n", injected_runs);
+    assert_true(injected_runs > 20);
+}
+
 /* --- a full disk ---------------------------------------------------------------- */
 
 /* A child whose files cannot grow past 512 KiB (RLIMIT_FSIZE: write(2) fails
@@ -1296,6 +1473,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_quota, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kill_9_loses_no_acknowledged_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_full_disk_is_a_clear_error, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_failure_at_any_backend_call_leaves_the_store_sound, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
