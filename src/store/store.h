@@ -19,9 +19,10 @@
  *   STORE_ECORRUPT, never wrong data.
  * - A blob lives as long as a snapshot page references it; store_gc deletes
  *   the others.  A session keeps only its latest snapshot.
- * - The SQLite backend is owned by one process at a time (a lock next to the
- *   database); at open it marks calls left `running` by a crashed owner as
- *   `interrupted` and sessions left `live` as `parked`.
+ * - An SQLite store is owned by one process, through one handle, at a time
+ *   (a lock next to the database that dies with the process and is not
+ *   inherited by its children); at open it marks calls left `running` by a
+ *   crashed owner as `interrupted` and sessions left `live` as `parked`.
  * - A store handle is used by one thread at a time.
  * - Errors are a CAP_* or STORE_E* code and, when `error` is not NULL, a
  *   message in a buffer of CAP_ERROR_SIZE bytes.  Nothing exits or prints.
@@ -224,8 +225,11 @@ int store_snapshot_latest(store *store, const char *session, store_snapshot *out
 void store_snapshot_clear(store_snapshot *snapshot);
 
 /* Calls page(context, index, bytes, page_size) for each page of a snapshot in
- * index order, each verified (decompressed, re-hashed).  A non-zero return of
- * `page` stops the walk and is returned. */
+ * index order, each verified (decompressed, re-hashed) before it is passed;
+ * `bytes` is valid during the call only, and `page` must not call the store.
+ * A non-zero return of `page` stops the walk and is returned.  A bad page is
+ * STORE_ECORRUPT, possibly after earlier pages were passed: restore into
+ * memory that is thrown away on failure. */
 int store_snapshot_read_pages(store *store, int64_t snapshot_id,
                               int (*page)(void *context, uint32_t index, const void *bytes,
                                           size_t size),
@@ -238,7 +242,9 @@ void store_hash(const void *data, size_t size, uint8_t hash[STORE_HASH_SIZE]);
 
 /* Stores `size` bytes (at most STORE_BLOB_MAX) under their hash, written to
  * `hash`; storing bytes already there is free.  A blob no snapshot references
- * is removed by the next store_gc.  STORE_EQUOTA if it does not fit. */
+ * is removed by the next store_gc (or a commit that needs room), so snapshot
+ * pages go through store_call_finish, not here.  STORE_EQUOTA if the blobs
+ * are over the quota afterwards (nothing is expired to make room). */
 int store_blob_put(store *store, const void *data, size_t size, uint8_t hash[STORE_HASH_SIZE],
                    char *error);
 
