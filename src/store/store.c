@@ -1019,6 +1019,15 @@ int store_call_begin(store *store, const char *session, const char *key,
     if (result != CAP_OK) return result;
     if ((result = store_write_begin(store, error)) != CAP_OK) return result;
     result = session_usable(store, session, error);
+    /* The seq first: updating the session's row locks it, so concurrent
+     * begins of one session serialise here (on PostgreSQL; SQLite's write
+     * transactions are serial anyway) and the key check below sees any
+     * call with the same key that another transaction committed.  A replay
+     * rolls this back. */
+    int64_t now = store_now(store);
+    integers seq = {0};
+    if (result == CAP_OK)
+        result = RUN(store, session_next_seq, collect_integers, &seq, error, TEXT(session), INTEGER(now));
     if (result == CAP_OK && key) {
         call_read earlier = {.call = out};
         result = RUN(store, call_by_key_select, read_one_call, &earlier, error, TEXT(session), TEXT(key));
@@ -1044,10 +1053,6 @@ int store_call_begin(store *store, const char *session, const char *key,
             memset(out, 0, sizeof *out);
         }
     }
-    int64_t now = store_now(store);
-    integers seq = {0};
-    if (result == CAP_OK)
-        result = RUN(store, session_next_seq, collect_integers, &seq, error, TEXT(session), INTEGER(now));
     if (result == CAP_OK)
         result = RUN(store, call_insert, NULL, NULL, error, TEXT(session), INTEGER(seq.value[0]),
                      key ? TEXT(key) : NOTHING, request_hash ? BLOB(request_hash, STORE_HASH_SIZE) : NOTHING,
