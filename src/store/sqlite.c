@@ -280,6 +280,8 @@ static int sqlite_open(const char *location, void **out, int *exclusive, char *e
     /* 32 MiB of page cache (the default is 2 MiB): a commit touches the
      * blob index, the page index and the WAL's newest frames. */
     if (result == CAP_OK) result = sqlite_simple(connection, "PRAGMA cache_size=-32768", error);
+    /* After a checkpoint, a WAL that one large snapshot grew is cut back. */
+    if (result == CAP_OK) result = sqlite_simple(connection, "PRAGMA journal_size_limit=67108864", error);
     if (result != CAP_OK) {
         sqlite_close(connection);
         return result;
