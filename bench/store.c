@@ -55,13 +55,13 @@ static void fill(uint8_t *page, size_t size) {
     }
 }
 
-#define CHECK(call)                                                                    \
-    do {                                                                               \
-        int code_ = (call);                                                            \
-        if (code_ != CAP_OK) {                                                         \
-            fprintf(stderr, "bench_store: %s: %d %s\n", #call, code_, error);          \
-            exit(1);                                                                   \
-        }                                                                              \
+#define CHECK(call)                                                                                \
+    do {                                                                                           \
+        int code_ = (call);                                                                        \
+        if (code_ != CAP_OK) {                                                                     \
+            fprintf(stderr, "bench_store: %s: %d %s\n", #call, code_, error);                      \
+            exit(1);                                                                               \
+        }                                                                                          \
     } while (0)
 
 typedef struct restore_check {
@@ -103,14 +103,18 @@ static void bench_page_size(const char *directory, size_t page_size, int commits
     const size_t session_bytes = 1 << 20, delta_bytes = 256 << 10;
     size_t pages = session_bytes / page_size, delta_pages = delta_bytes / page_size;
     uint8_t *memory = malloc(session_bytes);
-    uint8_t (*hashes)[STORE_HASH_SIZE] = malloc(pages * STORE_HASH_SIZE);
+    uint8_t(*hashes)[STORE_HASH_SIZE] = malloc(pages * STORE_HASH_SIZE);
     store_page *list = malloc(pages * sizeof *list);
     for (size_t i = 0; i < pages; i++) fill(memory + i * page_size, page_size);
-    store_snapshot_data data = {.build_id = "bench", .manifest = "{\"format\":1}", .page_size = (uint32_t)page_size,
-                                .pages = list, .page_count = pages};
+    store_snapshot_data data = {.build_id = "bench",
+                                .manifest = "{\"format\":1}",
+                                .page_size = (uint32_t)page_size,
+                                .pages = list,
+                                .page_count = pages};
     CHECK(store_session_create(s, "bench", "", 0, error));
     /* The first snapshot stores every page. */
-    for (size_t i = 0; i < pages; i++) list[i] = (store_page){.index = (uint32_t)i, .data = memory + i * page_size};
+    for (size_t i = 0; i < pages; i++)
+        list[i] = (store_page){.index = (uint32_t)i, .data = memory + i * page_size};
     CHECK(store_snapshot_write(s, "bench", &data, NULL, error));
     for (size_t i = 0; i < pages; i++) store_hash(memory + i * page_size, page_size, hashes[i]);
 
@@ -128,13 +132,16 @@ static void bench_page_size(const char *directory, size_t page_size, int commits
         store_call call;
         int replayed;
         CHECK(store_call_begin(s, "bench", NULL, NULL, &call, &replayed, error));
-        CHECK(store_call_finish(s, "bench", call.seq, "success", "{\"stdout\":\"\"}", &data, NULL, error));
+        CHECK(store_call_finish(s, "bench", call.seq, "success", "{\"stdout\":\"\"}", &data, NULL,
+                                error));
         latency[c] = now_ms() - start;
         total += latency[c];
-        for (size_t i = first; i < first + delta_pages; i++) store_hash(memory + i * page_size, page_size, hashes[i]);
+        for (size_t i = first; i < first + delta_pages; i++)
+            store_hash(memory + i * page_size, page_size, hashes[i]);
     }
     double mean = total / commits;
-    double p50 = percentile(latency, (size_t)commits, 0.5), p99 = percentile(latency, (size_t)commits, 0.99);
+    double p50 = percentile(latency, (size_t)commits, 0.5),
+           p99 = percentile(latency, (size_t)commits, 0.99);
 
     restore_check check = {.memory = memory, .page_size = page_size, .pages = pages};
     double restore_small = time_restore(s, "bench", &check, 5);
@@ -158,8 +165,11 @@ static void bench_page_size(const char *directory, size_t page_size, int commits
         fill(big + i * page_size, page_size);
         big_list[i] = (store_page){.index = (uint32_t)i, .data = big + i * page_size};
     }
-    store_snapshot_data big_data = {.build_id = "bench", .manifest = "{}", .page_size = (uint32_t)page_size,
-                                    .pages = big_list, .page_count = big_pages};
+    store_snapshot_data big_data = {.build_id = "bench",
+                                    .manifest = "{}",
+                                    .page_size = (uint32_t)page_size,
+                                    .pages = big_list,
+                                    .page_count = big_pages};
     CHECK(store_session_create(s, "big", "", 0, error));
     start = now_ms();
     CHECK(store_snapshot_write(s, "big", &big_data, NULL, error));
@@ -173,9 +183,10 @@ static void bench_page_size(const char *directory, size_t page_size, int commits
 
     store_usage usage;
     CHECK(store_get_usage(s, &usage, error));
-    printf("| %zu KiB | %.2f | %.2f | %.2f | %.0f | %.0f | %.2f | %.1f | %.1f | %.2f | %.2f |\n", page_size >> 10,
-           p50, p99, mean, (double)delta_pages / (mean / 1e3), put_rate, restore_small, big_commit, big_restore,
-           touch, (double)usage.raw_bytes / (double)usage.blob_bytes);
+    printf("| %zu KiB | %.2f | %.2f | %.2f | %.0f | %.0f | %.2f | %.1f | %.1f | %.2f | %.2f |\n",
+           page_size >> 10, p50, p99, mean, (double)delta_pages / (mean / 1e3), put_rate,
+           restore_small, big_commit, big_restore, touch,
+           (double)usage.raw_bytes / (double)usage.blob_bytes);
     fflush(stdout);
 
     store_close(s);
@@ -192,8 +203,10 @@ int main(int argc, char **argv) {
     int commits = 200;
     const char *directory = "/tmp";
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--commits") == 0 && i + 1 < argc) commits = atoi(argv[++i]);
-        else if (strcmp(argv[i], "--directory") == 0 && i + 1 < argc) directory = argv[++i];
+        if (strcmp(argv[i], "--commits") == 0 && i + 1 < argc)
+            commits = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--directory") == 0 && i + 1 < argc)
+            directory = argv[++i];
         else {
             fprintf(stderr, "usage: %s [--commits N] [--directory DIR]\n", argv[0]);
             return 2;
@@ -204,7 +217,8 @@ int main(int argc, char **argv) {
            "synchronous=FULL, in %s\n\n",
            commits, directory);
     printf("| page | commit p50 ms | p99 ms | mean ms | new blobs/s in commits | lone puts/s "
-           "| restore 1 MiB ms | commit 20 MiB ms | restore 20 MiB ms | durable txn ms | compression |\n");
+           "| restore 1 MiB ms | commit 20 MiB ms | restore 20 MiB ms | durable txn ms "
+           "| compression |\n");
     printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
     bench_page_size(directory, 4096, commits);
     bench_page_size(directory, 65536, commits);

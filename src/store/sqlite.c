@@ -92,7 +92,8 @@ static const char *const sqlite_migrations[] = {
     "    raw_bytes  INTEGER NOT NULL\n"
     ");\n"
     "INSERT INTO usage (id, blob_bytes, blob_count, raw_bytes)\n"
-    "    SELECT 1, COALESCE(SUM(stored_size), 0), COUNT(*), COALESCE(SUM(raw_size), 0) FROM blobs;\n",
+    "    SELECT 1, COALESCE(SUM(stored_size), 0), COUNT(*), COALESCE(SUM(raw_size), 0)\n"
+    "    FROM blobs;\n",
 };
 
 #define STATEMENT_CACHE_SIZE 48
@@ -102,7 +103,8 @@ typedef struct sqlite_connection {
     sqlite3 *database;
     char *path;
     int lock_fd;
-    dev_t lock_device;                   /* the lock file's identity, for owned_stores */
+    /* The lock file's identity, for owned_stores. */
+    dev_t lock_device;
     ino_t lock_inode;
     struct sqlite_connection *next_owned;
     struct {
@@ -118,22 +120,34 @@ static int sqlite_error(sqlite_connection *connection, int code, const char *wha
     int result;
     switch (primary) {
     case SQLITE_CORRUPT:
-    case SQLITE_NOTADB: result = STORE_ECORRUPT; break;
+    case SQLITE_NOTADB:
+        result = STORE_ECORRUPT;
+        break;
     case SQLITE_BUSY:
-    case SQLITE_LOCKED: result = STORE_EBUSY; break;
-    case SQLITE_NOMEM: result = CAP_ENOMEM; break;
-    case SQLITE_CONSTRAINT: result = STORE_ECONFLICT; break;
-    default: result = CAP_EIO; break;
+    case SQLITE_LOCKED:
+        result = STORE_EBUSY;
+        break;
+    case SQLITE_NOMEM:
+        result = CAP_ENOMEM;
+        break;
+    case SQLITE_CONSTRAINT:
+        result = STORE_ECONFLICT;
+        break;
+    default:
+        result = CAP_EIO;
+        break;
     }
     if (error) {
         sqlite3 *database = connection ? connection->database : NULL;
         const char *message = database ? sqlite3_errmsg(database) : sqlite3_errstr(code);
         /* For an I/O error or a full disk, what the system said (ENOSPC...). */
         int system_errno = database && (primary == SQLITE_IOERR || primary == SQLITE_FULL)
-                               ? sqlite3_system_errno(database) : 0;
+                               ? sqlite3_system_errno(database)
+                               : 0;
         snprintf(error, CAP_ERROR_SIZE, "store sqlite:%s: %s: %s%s%s%s",
                  connection && connection->path ? connection->path : "?", what, message,
-                 system_errno ? " (" : "", system_errno ? strerror(system_errno) : "", system_errno ? ")" : "");
+                 system_errno ? " (" : "", system_errno ? strerror(system_errno) : "",
+                 system_errno ? ")" : "");
     }
     return result;
 }
@@ -156,7 +170,9 @@ static sqlite_connection *owned_stores;
 static int owner_lock(sqlite_connection *connection, char *error) {
     struct stat file;
     if (fstat(connection->lock_fd, &file) != 0) {
-        if (error) snprintf(error, CAP_ERROR_SIZE, "store sqlite:%s: lock file: %s", connection->path, strerror(errno));
+        if (error)
+            snprintf(error, CAP_ERROR_SIZE, "store sqlite:%s: lock file: %s", connection->path,
+                     strerror(errno));
         return CAP_EIO;
     }
     connection->lock_device = file.st_dev;
@@ -178,8 +194,9 @@ static int owner_lock(sqlite_connection *connection, char *error) {
     if (busy || failure) {
         if (error)
             snprintf(error, CAP_ERROR_SIZE, "store sqlite:%s: %s", connection->path,
-                     busy ? "in use (one process at a time owns an SQLite store, through one handle)"
-                          : strerror(failure));
+                     busy
+                         ? "in use (one process at a time owns an SQLite store, through one handle)"
+                         : strerror(failure));
         close(connection->lock_fd); /* not owned: closing releases nothing of another handle's */
         connection->lock_fd = -1;
         return busy ? STORE_EBUSY : CAP_EIO;
@@ -248,8 +265,9 @@ static int sqlite_open(const char *location, void **out, int *exclusive, char *e
         sqlite_close(connection);
         return result;
     }
-    int code = sqlite3_open_v2(location, &connection->database,
-                               SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    int code =
+        sqlite3_open_v2(location, &connection->database,
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (code != SQLITE_OK) {
         int result = sqlite_error(connection, code, "open", error);
         sqlite_close(connection);
@@ -260,10 +278,11 @@ static int sqlite_open(const char *location, void **out, int *exclusive, char *e
     /* journal_mode answers with the mode in force: anything but "wal" means
      * the setting did not take (a read-only directory, say). */
     sqlite3_stmt *statement = NULL;
-    code = sqlite3_prepare_v2(connection->database, "PRAGMA journal_mode=WAL", -1, &statement, NULL);
+    code =
+        sqlite3_prepare_v2(connection->database, "PRAGMA journal_mode=WAL", -1, &statement, NULL);
     if (code == SQLITE_OK) code = sqlite3_step(statement);
-    int wal = code == SQLITE_ROW &&
-              strcmp((const char *)sqlite3_column_text(statement, 0), "wal") == 0;
+    int wal =
+        code == SQLITE_ROW && strcmp((const char *)sqlite3_column_text(statement, 0), "wal") == 0;
     sqlite3_finalize(statement);
     if (code != SQLITE_ROW) {
         int result = sqlite_error(connection, code, "open", error);
@@ -281,7 +300,8 @@ static int sqlite_open(const char *location, void **out, int *exclusive, char *e
      * blob index, the page index and the WAL's newest frames. */
     if (result == CAP_OK) result = sqlite_simple(connection, "PRAGMA cache_size=-32768", error);
     /* After a checkpoint, a WAL that one large snapshot grew is cut back. */
-    if (result == CAP_OK) result = sqlite_simple(connection, "PRAGMA journal_size_limit=67108864", error);
+    if (result == CAP_OK)
+        result = sqlite_simple(connection, "PRAGMA journal_size_limit=67108864", error);
     if (result != CAP_OK) {
         sqlite_close(connection);
         return result;
@@ -318,7 +338,8 @@ static int sqlite_statement(sqlite_connection *connection, const char *sql, sqli
         }
         if (!connection->cache[i].sql && free_slot < 0) free_slot = i;
     }
-    int code = sqlite3_prepare_v3(connection->database, sql, -1, SQLITE_PREPARE_PERSISTENT, out, NULL);
+    int code =
+        sqlite3_prepare_v3(connection->database, sql, -1, SQLITE_PREPARE_PERSISTENT, out, NULL);
     if (code != SQLITE_OK) return sqlite_error(connection, code, "prepare", error);
     *cached = free_slot >= 0;
     if (*cached) {
@@ -343,16 +364,21 @@ static int sqlite_bind(sqlite_connection *connection, sqlite3_stmt *statement,
         const store_value *value = &parameters[number - 1];
         int code;
         switch (value->type) {
-        case STORE_INTEGER: code = sqlite3_bind_int64(statement, i, value->integer); break;
+        case STORE_INTEGER:
+            code = sqlite3_bind_int64(statement, i, value->integer);
+            break;
         case STORE_TEXT:
             code = sqlite3_bind_text64(statement, i, value->size ? value->bytes : "", value->size,
                                        SQLITE_STATIC, SQLITE_UTF8);
             break;
         case STORE_BLOB:
-            code = value->size ? sqlite3_bind_blob64(statement, i, value->bytes, value->size, SQLITE_STATIC)
-                               : sqlite3_bind_zeroblob(statement, i, 0);
+            code = value->size
+                       ? sqlite3_bind_blob64(statement, i, value->bytes, value->size, SQLITE_STATIC)
+                       : sqlite3_bind_zeroblob(statement, i, 0);
             break;
-        default: code = sqlite3_bind_null(statement, i); break;
+        default:
+            code = sqlite3_bind_null(statement, i);
+            break;
         }
         if (code != SQLITE_OK) return sqlite_error(connection, code, "bind", error);
     }
@@ -397,7 +423,9 @@ static int sqlite_execute(void *handle, const char *sql, const store_value *para
                 column->bytes = sqlite3_column_blob(statement, i);
                 column->size = (size_t)sqlite3_column_bytes(statement, i);
                 break;
-            default: column->type = STORE_NULL; break;
+            default:
+                column->type = STORE_NULL;
+                break;
             }
         }
         result = row(context, columns, count, error);
@@ -420,7 +448,8 @@ static int sqlite_script(void *handle, const char *sql, char *error) {
 static int sqlite_check(void *handle, char *error) {
     sqlite_connection *connection = handle;
     sqlite3_stmt *statement;
-    int code = sqlite3_prepare_v2(connection->database, "PRAGMA integrity_check", -1, &statement, NULL);
+    int code =
+        sqlite3_prepare_v2(connection->database, "PRAGMA integrity_check", -1, &statement, NULL);
     if (code != SQLITE_OK) return sqlite_error(connection, code, "integrity_check", error);
     code = sqlite3_step(statement);
     int result = CAP_OK;

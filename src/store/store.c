@@ -36,12 +36,12 @@ struct store {
     void *connection;
     int schema_version;
     int64_t recovered_calls;
-    uint64_t quota;                     /* 0: none */
-    int64_t (*clock)(void *context);    /* NULL: the real-time clock */
+    uint64_t quota;                  /* 0: none */
+    int64_t (*clock)(void *context); /* NULL: the real-time clock */
     void *clock_context;
     ZSTD_CCtx *compressor;
     ZSTD_DCtx *decompressor;
-    void *scratch;                      /* compression output */
+    void *scratch;                   /* compression output */
     size_t scratch_size;
 };
 
@@ -53,12 +53,13 @@ static const store_backend *const backends[] = {&store_sqlite_backend};
 #define BLOB(p, n) ((store_value){.type = STORE_BLOB, .bytes = (p), .size = (n)})
 #define NOTHING ((store_value){.type = STORE_NULL})
 /* run(store, sql, row, context, error, parameters...) */
-#define RUN(s, sql, row, context, error, ...)                                                       \
-    store_run((s), (sql), (const store_value[]){__VA_ARGS__},                                       \
-              (int)(sizeof((const store_value[]){__VA_ARGS__}) / sizeof(store_value)), (row),       \
+#define RUN(s, sql, row, context, error, ...)                                                      \
+    store_run((s), (sql), (const store_value[]){__VA_ARGS__},                                      \
+              (int)(sizeof((const store_value[]){__VA_ARGS__}) / sizeof(store_value)), (row),      \
               (context), (error))
 
-static int fail(char *error, int code, const char *format, ...) __attribute__((format(printf, 3, 4)));
+static int fail(char *error, int code, const char *format, ...)
+    __attribute__((format(printf, 3, 4)));
 static int fail(char *error, int code, const char *format, ...) {
     if (error) {
         va_list arguments;
@@ -129,7 +130,8 @@ static int sum_integers(void *context, const store_value *columns, int count, ch
 
 /* A row narrower than its statement's columns: only a damaged database. */
 static int malformed_row(int count, int expected, char *error) {
-    return fail(error, STORE_ECORRUPT, "a row of %d columns where %d are expected", count, expected);
+    return fail(error, STORE_ECORRUPT, "a row of %d columns where %d are expected", count,
+                expected);
 }
 
 static void copy_text(char *destination, size_t size, const store_value *value) {
@@ -170,9 +172,11 @@ void store_hash(const void *data, size_t size, uint8_t hash[STORE_HASH_SIZE]) {
 /* --- opening --------------------------------------------------------------------- */
 
 static const char schema_version_table[] =
-    "CREATE TABLE IF NOT EXISTS schema_version (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)";
+    "CREATE TABLE IF NOT EXISTS schema_version"
+    " (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)";
 static const char schema_version_select[] = "SELECT MAX(version) FROM schema_version";
-static const char schema_version_insert[] = "INSERT INTO schema_version (version, applied_at) VALUES ($1, $2)";
+static const char schema_version_insert[] =
+    "INSERT INTO schema_version (version, applied_at) VALUES ($1, $2)";
 
 /* Applies the migrations the database lacks, each in its own write
  * transaction that re-reads the version first (another process may have
@@ -183,7 +187,8 @@ static int store_migrate(store *store, char *error) {
         if (result != CAP_OK) return result;
         if ((result = store_write_begin(store, error)) != CAP_OK) return result;
         integers version = {0};
-        result = store_run(store, schema_version_select, NULL, 0, collect_integers, &version, error);
+        result =
+            store_run(store, schema_version_select, NULL, 0, collect_integers, &version, error);
         int current = (int)version.value[0];
         if (result == CAP_OK && current > store->backend->migration_count)
             result = fail(error, STORE_EVERSION,
@@ -194,7 +199,8 @@ static int store_migrate(store *store, char *error) {
             return store_write_end(store, CAP_OK, error);
         }
         if (result == CAP_OK)
-            result = store->backend->script(store->connection, store->backend->migrations[current], error);
+            result = store->backend->script(store->connection, store->backend->migrations[current],
+                                            error);
         if (result == CAP_OK)
             result = RUN(store, schema_version_insert, NULL, NULL, error, INTEGER(current + 1),
                          INTEGER(store_now(store)));
@@ -208,8 +214,10 @@ static int store_migrate(store *store, char *error) {
 }
 
 static const char recover_calls[] =
-    "UPDATE calls SET status = 'interrupted', finished_at = $1 WHERE status = 'running' RETURNING seq";
-static const char recover_sessions[] = "UPDATE sessions SET status = 'parked' WHERE status = 'live'";
+    "UPDATE calls SET status = 'interrupted', finished_at = $1 WHERE status = 'running'"
+    " RETURNING seq";
+static const char recover_sessions[] =
+    "UPDATE sessions SET status = 'parked' WHERE status = 'live'";
 
 /* The previous owner is dead: its running calls never finished and no
  * worker holds its sessions any more. */
@@ -228,13 +236,16 @@ int store_open(const char *url, store **out, char *error) {
     if (!url) return fail(error, CAP_EINVAL, "no URL");
     const store_backend *backend = NULL;
     for (size_t i = 0; i < COUNT(backends); i++)
-        if (strncmp(url, backends[i]->scheme, strlen(backends[i]->scheme)) == 0) backend = backends[i];
+        if (strncmp(url, backends[i]->scheme, strlen(backends[i]->scheme)) == 0)
+            backend = backends[i];
     if (!backend)
-        return fail(error, CAP_EINVAL, "'%.100s': unknown kind of store (expected sqlite:PATH)", url);
+        return fail(error, CAP_EINVAL, "'%.100s': unknown kind of store (expected sqlite:PATH)",
+                    url);
     return store_open_backend(backend, url + strlen(backend->scheme), out, error);
 }
 
-int store_open_backend(const store_backend *backend, const char *location, store **out, char *error) {
+int store_open_backend(const store_backend *backend, const char *location, store **out,
+                       char *error) {
     *out = NULL;
     store *opened = calloc(1, sizeof *opened);
     if (!opened) return fail(error, CAP_ENOMEM, "out of memory");
@@ -260,9 +271,15 @@ void store_close(store *store) {
     free(store);
 }
 
-int64_t store_recovered_calls(const store *store) { return store->recovered_calls; }
-int store_schema_version(const store *store) { return store->schema_version; }
-void store_set_quota(store *store, uint64_t blob_bytes) { store->quota = blob_bytes; }
+int64_t store_recovered_calls(const store *store) {
+    return store->recovered_calls;
+}
+int store_schema_version(const store *store) {
+    return store->schema_version;
+}
+void store_set_quota(store *store, uint64_t blob_bytes) {
+    store->quota = blob_bytes;
+}
 
 void store_set_clock(store *store, int64_t (*now_ms)(void *context), void *context) {
     store->clock = now_ms;
@@ -270,7 +287,8 @@ void store_set_clock(store *store, int64_t (*now_ms)(void *context), void *conte
 }
 
 static const char usage_select[] =
-    "SELECT blob_bytes, blob_count, raw_bytes, (SELECT COUNT(*) FROM sessions) FROM usage WHERE id = 1";
+    "SELECT blob_bytes, blob_count, raw_bytes, (SELECT COUNT(*) FROM sessions)"
+    " FROM usage WHERE id = 1";
 
 int store_get_usage(store *store, store_usage *out, char *error) {
     integers usage = {0};
@@ -293,10 +311,13 @@ int store_check(store *store, char *error) {
     store_usage usage;
     integers counted = {0};
     if ((result = store_get_usage(store, &usage, error)) != CAP_OK) return result;
-    if ((result = store_run(store, usage_recount, NULL, 0, collect_integers, &counted, error)) != CAP_OK)
+    if ((result = store_run(store, usage_recount, NULL, 0, collect_integers, &counted, error)) !=
+        CAP_OK)
         return result;
-    if ((uint64_t)counted.value[0] != usage.blob_bytes || (uint64_t)counted.value[1] != usage.blob_count)
-        return fail(error, STORE_ECORRUPT, "usage says %llu bytes in %llu blobs, the blobs %lld in %lld",
+    if ((uint64_t)counted.value[0] != usage.blob_bytes ||
+        (uint64_t)counted.value[1] != usage.blob_count)
+        return fail(error, STORE_ECORRUPT,
+                    "usage says %llu bytes in %llu blobs, the blobs %lld in %lld",
                     (unsigned long long)usage.blob_bytes, (unsigned long long)usage.blob_count,
                     (long long)counted.value[0], (long long)counted.value[1]);
     return CAP_OK;
@@ -318,7 +339,8 @@ static const char session_touch[] =
     " WHERE id = $1 AND status <> 'expired' RETURNING 1";
 static const char session_set_status[] =
     "UPDATE sessions SET status = $2 WHERE id = $1 AND status <> 'expired' RETURNING 1";
-static const char session_unlink_snapshot[] = "UPDATE sessions SET latest_snapshot = NULL WHERE id = $1";
+static const char session_unlink_snapshot[] =
+    "UPDATE sessions SET latest_snapshot = NULL WHERE id = $1";
 static const char session_delete_snapshots[] = "DELETE FROM snapshots WHERE session = $1";
 static const char session_delete[] = "DELETE FROM sessions WHERE id = $1 RETURNING 1";
 
@@ -358,12 +380,12 @@ static int session_unusable(store *store, const char *id, char *error) {
     return fail(error, STORE_ECONFLICT, "session '%s' has expired", id);
 }
 
-static int session_insert_row(store *store, const char *id, const char *principal, const char *status,
-                              int64_t ttl_ms, char *error) {
+static int session_insert_row(store *store, const char *id, const char *principal,
+                              const char *status, int64_t ttl_ms, char *error) {
     int64_t now = store_now(store);
     integers inserted = {0};
-    int result = RUN(store, session_insert, collect_integers, &inserted, error, TEXT(id), TEXT(principal),
-                     TEXT(status), INTEGER(now), INTEGER(ttl_ms),
+    int result = RUN(store, session_insert, collect_integers, &inserted, error, TEXT(id),
+                     TEXT(principal), TEXT(status), INTEGER(now), INTEGER(ttl_ms),
                      ttl_ms > 0 ? INTEGER(now + ttl_ms) : NOTHING);
     if (result == CAP_OK && inserted.rows == 0)
         result = fail(error, STORE_EEXIST, "session '%s' exists already", id);
@@ -388,12 +410,14 @@ int store_session_touch(store *store, const char *id, char *error) {
     int result = check_name(id, "session id", 0, error);
     if (result != CAP_OK) return result;
     integers updated = {0};
-    result = RUN(store, session_touch, collect_integers, &updated, error, TEXT(id), INTEGER(store_now(store)));
+    result = RUN(store, session_touch, collect_integers, &updated, error, TEXT(id),
+                 INTEGER(store_now(store)));
     if (result == CAP_OK && updated.rows == 0) result = session_unusable(store, id, error);
     return result;
 }
 
-int store_session_set_status(store *store, const char *id, store_session_status status, char *error) {
+int store_session_set_status(store *store, const char *id, store_session_status status,
+                             char *error) {
     int result = check_name(id, "session id", 0, error);
     if (result != CAP_OK) return result;
     if (status != STORE_SESSION_LIVE && status != STORE_SESSION_PARKED)
@@ -411,9 +435,12 @@ int store_session_delete(store *store, const char *id, char *error) {
     if ((result = store_write_begin(store, error)) != CAP_OK) return result;
     integers deleted = {0};
     result = RUN(store, session_unlink_snapshot, NULL, NULL, error, TEXT(id));
-    if (result == CAP_OK) result = RUN(store, session_delete_snapshots, NULL, NULL, error, TEXT(id));
-    if (result == CAP_OK) result = RUN(store, session_delete, collect_integers, &deleted, error, TEXT(id));
-    if (result == CAP_OK && deleted.rows == 0) result = fail(error, STORE_ENOTFOUND, "no session '%s'", id);
+    if (result == CAP_OK)
+        result = RUN(store, session_delete_snapshots, NULL, NULL, error, TEXT(id));
+    if (result == CAP_OK)
+        result = RUN(store, session_delete, collect_integers, &deleted, error, TEXT(id));
+    if (result == CAP_OK && deleted.rows == 0)
+        result = fail(error, STORE_ENOTFOUND, "no session '%s'", id);
     return store_write_end(store, result, error);
 }
 
@@ -423,8 +450,7 @@ static const char snapshot_copy[] =
 static const char snapshot_pages_copy[] =
     "INSERT INTO snapshot_pages (snapshot, page_index, hash)"
     " SELECT $2, page_index, hash FROM snapshot_pages WHERE snapshot = $1";
-static const char session_set_latest[] =
-    "UPDATE sessions SET latest_snapshot = $2 WHERE id = $1";
+static const char session_set_latest[] = "UPDATE sessions SET latest_snapshot = $2 WHERE id = $1";
 
 int store_session_fork(store *store, const char *source, const char *id, const char *principal,
                        int64_t ttl_ms, char *error) {
@@ -442,13 +468,14 @@ int store_session_fork(store *store, const char *source, const char *id, const c
     if (result == CAP_OK)
         result = session_insert_row(store, id, principal ? principal : "", "parked", ttl_ms, error);
     if (result == CAP_OK)
-        result = RUN(store, snapshot_copy, collect_integers, &copy, error, INTEGER(from.latest_snapshot),
-                     TEXT(id), INTEGER(store_now(store)));
+        result = RUN(store, snapshot_copy, collect_integers, &copy, error,
+                     INTEGER(from.latest_snapshot), TEXT(id), INTEGER(store_now(store)));
     if (result == CAP_OK)
         result = RUN(store, snapshot_pages_copy, NULL, NULL, error, INTEGER(from.latest_snapshot),
                      INTEGER(copy.value[0]));
     if (result == CAP_OK)
-        result = RUN(store, session_set_latest, NULL, NULL, error, TEXT(id), INTEGER(copy.value[0]));
+        result =
+            RUN(store, session_set_latest, NULL, NULL, error, TEXT(id), INTEGER(copy.value[0]));
     return store_write_end(store, result, error);
 }
 
@@ -467,9 +494,11 @@ static const char blob_select[] = "SELECT raw_size, data FROM blobs WHERE hash =
  * already, compressing it only then, and adds it to *added (bytes stored,
  * count, raw bytes) for one usage_add at the end. */
 static int blob_insert_if_absent(store *store, const void *data, size_t size,
-                                 const uint8_t hash[STORE_HASH_SIZE], integers *added, char *error) {
+                                 const uint8_t hash[STORE_HASH_SIZE], integers *added,
+                                 char *error) {
     integers present = {0};
-    int result = RUN(store, blob_exists, collect_integers, &present, error, BLOB(hash, STORE_HASH_SIZE));
+    int result =
+        RUN(store, blob_exists, collect_integers, &present, error, BLOB(hash, STORE_HASH_SIZE));
     if (result != CAP_OK || present.rows) return result;
     size_t bound = ZSTD_compressBound(size);
     if (!store->compressor && !(store->compressor = ZSTD_createCCtx()))
@@ -480,12 +509,13 @@ static int blob_insert_if_absent(store *store, const void *data, size_t size,
         store->scratch = larger;
         store->scratch_size = bound;
     }
-    size_t stored = ZSTD_compressCCtx(store->compressor, store->scratch, bound, data, size, COMPRESSION_LEVEL);
+    size_t stored =
+        ZSTD_compressCCtx(store->compressor, store->scratch, bound, data, size, COMPRESSION_LEVEL);
     if (ZSTD_isError(stored)) return fail(error, CAP_EIO, "zstd: %s", ZSTD_getErrorName(stored));
     integers inserted = {0};
-    result = RUN(store, blob_insert, collect_integers, &inserted, error, BLOB(hash, STORE_HASH_SIZE),
-                 INTEGER((int64_t)size), INTEGER((int64_t)stored), BLOB(store->scratch, stored),
-                 INTEGER(store_now(store)));
+    result = RUN(store, blob_insert, collect_integers, &inserted, error,
+                 BLOB(hash, STORE_HASH_SIZE), INTEGER((int64_t)size), INTEGER((int64_t)stored),
+                 BLOB(store->scratch, stored), INTEGER(store_now(store)));
     if (result == CAP_OK && inserted.rows) {
         added->value[0] += (int64_t)stored;
         added->value[1] += 1;
@@ -496,16 +526,16 @@ static int blob_insert_if_absent(store *store, const void *data, size_t size,
 
 static int usage_apply(store *store, const integers *added, char *error) {
     if (!added->value[1]) return CAP_OK;
-    return RUN(store, usage_add, NULL, NULL, error, INTEGER(added->value[0]), INTEGER(added->value[1]),
-               INTEGER(added->value[2]));
+    return RUN(store, usage_add, NULL, NULL, error, INTEGER(added->value[0]),
+               INTEGER(added->value[1]), INTEGER(added->value[2]));
 }
 
 /* Decompresses a blob row and checks it is exactly what `hash` names;
  * `expected_size` (0: any) is what the caller needs.  *out is malloc'd
  * unless `into` (expected_size bytes) is given. */
-static int blob_decode(store *store, const uint8_t hash[STORE_HASH_SIZE], const store_value *raw_size,
-                       const store_value *data, size_t expected_size, void *into, void **out,
-                       char *error) {
+static int blob_decode(store *store, const uint8_t hash[STORE_HASH_SIZE],
+                       const store_value *raw_size, const store_value *data, size_t expected_size,
+                       void *into, void **out, char *error) {
     char name[17];
     hex(hash, name);
     if (raw_size->type != STORE_INTEGER || data->type != STORE_BLOB || raw_size->integer < 0 ||
@@ -522,7 +552,8 @@ static int blob_decode(store *store, const uint8_t hash[STORE_HASH_SIZE], const 
         return fail(error, CAP_ENOMEM, "out of memory");
     void *bytes = into ? into : malloc(size ? size : 1);
     if (!bytes) return fail(error, CAP_ENOMEM, "out of memory");
-    size_t produced = ZSTD_decompressDCtx(store->decompressor, bytes, size, data->bytes, data->size);
+    size_t produced =
+        ZSTD_decompressDCtx(store->decompressor, bytes, size, data->bytes, data->size);
     uint8_t actual[STORE_HASH_SIZE];
     int result = CAP_OK;
     if (ZSTD_isError(produced)) {
@@ -566,8 +597,9 @@ int store_blob_put(store *store, const void *data, size_t size, uint8_t hash[STO
     if (result == CAP_OK) result = usage_apply(store, &added, error);
     if (result == CAP_OK) result = usage_over_quota(store, &over, error);
     if (result == CAP_OK && over)
-        result = fail(error, STORE_EQUOTA, "blob of %zu bytes: the store's quota (%llu bytes) is full",
-                      size, (unsigned long long)store->quota);
+        result =
+            fail(error, STORE_EQUOTA, "blob of %zu bytes: the store's quota (%llu bytes) is full",
+                 size, (unsigned long long)store->quota);
     return store_write_end(store, result, error);
 }
 
@@ -584,7 +616,8 @@ static int read_blob(void *context, const store_value *columns, int count, char 
     if (count < 2) return malformed_row(count, 2, error);
     read->found = 1;
     read->size = columns[0].type == STORE_INTEGER ? (size_t)columns[0].integer : 0;
-    return blob_decode(read->store, read->hash, &columns[0], &columns[1], 0, NULL, &read->data, error);
+    return blob_decode(read->store, read->hash, &columns[0], &columns[1], 0, NULL, &read->data,
+                       error);
 }
 
 int store_blob_get(store *store, const uint8_t hash[STORE_HASH_SIZE], void **data, size_t *size,
@@ -607,7 +640,8 @@ int store_blob_get(store *store, const uint8_t hash[STORE_HASH_SIZE], void **dat
 /* --- expiry and collection ------------------------------------------------------- */
 
 static const char blobs_collect[] =
-    "DELETE FROM blobs WHERE NOT EXISTS (SELECT 1 FROM snapshot_pages WHERE snapshot_pages.hash = blobs.hash)"
+    "DELETE FROM blobs WHERE NOT EXISTS"
+    " (SELECT 1 FROM snapshot_pages WHERE snapshot_pages.hash = blobs.hash)"
     " RETURNING stored_size, 1, raw_size";
 static const char usage_subtract[] =
     "UPDATE usage SET blob_bytes = blob_bytes - $1, blob_count = blob_count - $2,"
@@ -616,13 +650,15 @@ static const char sessions_expire_due[] =
     "UPDATE sessions SET status = 'expired', latest_snapshot = NULL"
     " WHERE status = 'parked' AND expires_at IS NOT NULL AND expires_at <= $1 RETURNING 1";
 static const char sessions_expire_oldest[] =
-    "UPDATE sessions SET status = 'expired', latest_snapshot = NULL WHERE id = (SELECT id FROM sessions"
+    "UPDATE sessions SET status = 'expired', latest_snapshot = NULL"
+    " WHERE id = (SELECT id FROM sessions"
     " WHERE status = 'parked' AND id <> $1 ORDER BY last_used_at, id LIMIT 1) RETURNING 1";
 static const char expired_snapshots_delete[] =
     "DELETE FROM snapshots WHERE session IN (SELECT id FROM sessions WHERE status = 'expired')";
 
 /* Inside a write transaction. */
-static int gc_in_transaction(store *store, uint64_t *freed_blobs, uint64_t *freed_bytes, char *error) {
+static int gc_in_transaction(store *store, uint64_t *freed_blobs, uint64_t *freed_bytes,
+                             char *error) {
     integers freed = {0};
     int result = store_run(store, blobs_collect, NULL, 0, sum_integers, &freed, error);
     if (result == CAP_OK && freed.rows)
@@ -644,8 +680,10 @@ int store_expire(store *store, int64_t *expired, char *error) {
     int result = store_write_begin(store, error);
     if (result != CAP_OK) return result;
     integers due = {0};
-    result = RUN(store, sessions_expire_due, collect_integers, &due, error, INTEGER(store_now(store)));
-    if (result == CAP_OK && due.rows) result = store_run(store, expired_snapshots_delete, NULL, 0, NULL, NULL, error);
+    result =
+        RUN(store, sessions_expire_due, collect_integers, &due, error, INTEGER(store_now(store)));
+    if (result == CAP_OK && due.rows)
+        result = store_run(store, expired_snapshots_delete, NULL, 0, NULL, NULL, error);
     if (expired) *expired = due.rows;
     return store_write_end(store, result, error);
 }
@@ -664,7 +702,8 @@ static int make_room(store *store, const char *keep, char *error) {
         result = RUN(store, sessions_expire_oldest, collect_integers, &expired, error, TEXT(keep));
         if (result != CAP_OK) return result;
         if (!expired.rows)
-            return fail(error, STORE_EQUOTA, "the snapshot does not fit in the store's quota (%llu bytes)",
+            return fail(error, STORE_EQUOTA,
+                        "the snapshot does not fit in the store's quota (%llu bytes)",
                         (unsigned long long)store->quota);
         result = store_run(store, expired_snapshots_delete, NULL, 0, NULL, NULL, error);
         if (result == CAP_OK) result = gc_in_transaction(store, NULL, NULL, error);
@@ -682,7 +721,8 @@ static const char snapshot_page_insert[] =
 static const char session_after_snapshot[] =
     "UPDATE sessions SET latest_snapshot = $2, last_used_at = $3,"
     " expires_at = CASE WHEN ttl_ms > 0 THEN $3 + ttl_ms ELSE NULL END WHERE id = $1";
-static const char snapshots_older_delete[] = "DELETE FROM snapshots WHERE session = $1 AND id <> $2";
+static const char snapshots_older_delete[] =
+    "DELETE FROM snapshots WHERE session = $1 AND id <> $2";
 
 static int check_snapshot(const store_snapshot_data *snapshot, char *error) {
     int result = check_name(snapshot->build_id, "build id", 0, error);
@@ -694,7 +734,8 @@ static int check_snapshot(const store_snapshot_data *snapshot, char *error) {
     for (size_t i = 0; i < snapshot->page_count; i++) {
         const store_page *page = &snapshot->pages[i];
         if (i && page->index <= snapshot->pages[i - 1].index)
-            return fail(error, CAP_EINVAL, "pages not in increasing index order at page %u", page->index);
+            return fail(error, CAP_EINVAL, "pages not in increasing index order at page %u",
+                        page->index);
         if (!page->data && !page->hash)
             return fail(error, CAP_EINVAL, "page %u has neither bytes nor a hash", page->index);
     }
@@ -713,10 +754,12 @@ static int snapshot_write_in_transaction(store *store, const char *session, int6
         const store_page *page = &snapshot->pages[i];
         const uint8_t *hash = hashes + i * STORE_HASH_SIZE;
         if (page->data) {
-            result = blob_insert_if_absent(store, page->data, snapshot->page_size, hash, &added, error);
+            result =
+                blob_insert_if_absent(store, page->data, snapshot->page_size, hash, &added, error);
         } else {
             integers present = {0};
-            result = RUN(store, blob_exists, collect_integers, &present, error, BLOB(hash, STORE_HASH_SIZE));
+            result = RUN(store, blob_exists, collect_integers, &present, error,
+                         BLOB(hash, STORE_HASH_SIZE));
             if (result == CAP_OK && !present.rows) {
                 char name[17];
                 hex(hash, name);
@@ -735,10 +778,13 @@ static int snapshot_write_in_transaction(store *store, const char *session, int6
     int64_t id = inserted.value[0];
     for (size_t i = 0; i < snapshot->page_count && result == CAP_OK; i++)
         result = RUN(store, snapshot_page_insert, NULL, NULL, error, INTEGER(id),
-                     INTEGER(snapshot->pages[i].index), BLOB(hashes + i * STORE_HASH_SIZE, STORE_HASH_SIZE));
+                     INTEGER(snapshot->pages[i].index),
+                     BLOB(hashes + i * STORE_HASH_SIZE, STORE_HASH_SIZE));
     if (result == CAP_OK)
-        result = RUN(store, session_after_snapshot, NULL, NULL, error, TEXT(session), INTEGER(id), INTEGER(now));
-    if (result == CAP_OK) result = RUN(store, snapshots_older_delete, NULL, NULL, error, TEXT(session), INTEGER(id));
+        result = RUN(store, session_after_snapshot, NULL, NULL, error, TEXT(session), INTEGER(id),
+                     INTEGER(now));
+    if (result == CAP_OK)
+        result = RUN(store, snapshots_older_delete, NULL, NULL, error, TEXT(session), INTEGER(id));
     if (result == CAP_OK) result = make_room(store, session, error);
     if (result == CAP_OK && snapshot_id) *snapshot_id = id;
     return result;
@@ -754,8 +800,10 @@ static int snapshot_prepare(const store_snapshot_data *snapshot, uint8_t **hashe
     if (!*hashes) return fail(error, CAP_ENOMEM, "out of memory");
     for (size_t i = 0; i < snapshot->page_count; i++) {
         const store_page *page = &snapshot->pages[i];
-        if (page->data) store_hash(page->data, snapshot->page_size, *hashes + i * STORE_HASH_SIZE);
-        else memcpy(*hashes + i * STORE_HASH_SIZE, page->hash, STORE_HASH_SIZE);
+        if (page->data)
+            store_hash(page->data, snapshot->page_size, *hashes + i * STORE_HASH_SIZE);
+        else
+            memcpy(*hashes + i * STORE_HASH_SIZE, page->hash, STORE_HASH_SIZE);
     }
     return CAP_OK;
 }
@@ -780,7 +828,8 @@ static int session_usable(store *store, const char *id, char *error) {
     int result = RUN(store, session_status_select, collect_text, &status, error, TEXT(id));
     if (result != CAP_OK) return result;
     if (!status.rows) return fail(error, STORE_ENOTFOUND, "no session '%s'", id);
-    if (strcmp(status.text, "expired") == 0) return fail(error, STORE_ECONFLICT, "session '%s' has expired", id);
+    if (strcmp(status.text, "expired") == 0)
+        return fail(error, STORE_ECONFLICT, "session '%s' has expired", id);
     return CAP_OK;
 }
 
@@ -795,7 +844,8 @@ int store_snapshot_write(store *store, const char *session, const store_snapshot
     if ((result = store_write_begin(store, error)) == CAP_OK) {
         result = session_usable(store, session, error);
         if (result == CAP_OK)
-            result = snapshot_write_in_transaction(store, session, 0, snapshot, hashes, snapshot_id, error);
+            result = snapshot_write_in_transaction(store, session, 0, snapshot, hashes, snapshot_id,
+                                                   error);
         result = store_write_end(store, result, error);
     }
     free(hashes);
@@ -805,7 +855,8 @@ int store_snapshot_write(store *store, const char *session, const store_snapshot
 
 static const char snapshot_latest_select[] =
     "SELECT s.id, s.call_seq, s.page_size, s.created_at, s.session, s.build_id, s.manifest"
-    " FROM sessions AS owner JOIN snapshots AS s ON s.id = owner.latest_snapshot WHERE owner.id = $1";
+    " FROM sessions AS owner JOIN snapshots AS s ON s.id = owner.latest_snapshot"
+    " WHERE owner.id = $1";
 static const char snapshot_pages_select[] =
     "SELECT page_index, hash FROM snapshot_pages WHERE snapshot = $1 ORDER BY page_index";
 
@@ -831,7 +882,8 @@ static int read_page_reference(void *context, const store_value *columns, int co
     page_list *list = context;
     store_snapshot *snapshot = list->snapshot;
     if (count < 2 || columns[1].type != STORE_BLOB || columns[1].size != STORE_HASH_SIZE)
-        return fail(error, STORE_ECORRUPT, "snapshot %lld: malformed page row", (long long)snapshot->id);
+        return fail(error, STORE_ECORRUPT, "snapshot %lld: malformed page row",
+                    (long long)snapshot->id);
     if (snapshot->page_count == list->capacity) {
         size_t capacity = list->capacity ? 2 * list->capacity : 64;
         void *larger = realloc(snapshot->pages, capacity * sizeof *snapshot->pages);
@@ -854,11 +906,13 @@ int store_snapshot_latest(store *store, const char *session, store_snapshot *out
     if (result == CAP_OK && !out->id) {
         store_session exists;
         result = session_load(store, session, &exists, error);
-        if (result == CAP_OK) result = fail(error, STORE_ENOTFOUND, "session '%s' has no snapshot", session);
+        if (result == CAP_OK)
+            result = fail(error, STORE_ENOTFOUND, "session '%s' has no snapshot", session);
     }
     page_list list = {.snapshot = out};
     if (result == CAP_OK)
-        result = RUN(store, snapshot_pages_select, read_page_reference, &list, error, INTEGER(out->id));
+        result =
+            RUN(store, snapshot_pages_select, read_page_reference, &list, error, INTEGER(out->id));
     store->backend->rollback(store->connection);
     if (result != CAP_OK) store_snapshot_clear(out);
     return result;
@@ -891,8 +945,8 @@ static int walk_page(void *context, const store_value *columns, int count, char 
     uint32_t index = (uint32_t)columns[0].integer;
     if (columns[3].type == STORE_NULL)
         return fail(error, STORE_ECORRUPT, "page %u: its blob is missing", index);
-    int result = blob_decode(walk->store, columns[1].bytes, &columns[2], &columns[3], walk->page_size,
-                             walk->buffer, NULL, error);
+    int result = blob_decode(walk->store, columns[1].bytes, &columns[2], &columns[3],
+                             walk->page_size, walk->buffer, NULL, error);
     if (result != CAP_OK) return result;
     result = walk->page(walk->context, index, walk->buffer, walk->page_size);
     if (result) {
@@ -903,25 +957,29 @@ static int walk_page(void *context, const store_value *columns, int count, char 
 }
 
 int store_snapshot_read_pages(store *store, int64_t snapshot_id,
-                              int (*page)(void *context, uint32_t index, const void *bytes, size_t size),
+                              int (*page)(void *context, uint32_t index, const void *bytes,
+                                          size_t size),
                               void *context, char *error) {
     if (!page) return fail(error, CAP_EINVAL, "no page function");
     int result = store->backend->begin(store->connection, 0, error);
     if (result != CAP_OK) return result;
     integers size = {0};
     page_walk walk = {.store = store, .page = page, .context = context};
-    result = RUN(store, snapshot_page_size_select, collect_integers, &size, error, INTEGER(snapshot_id));
+    result =
+        RUN(store, snapshot_page_size_select, collect_integers, &size, error, INTEGER(snapshot_id));
     if (result == CAP_OK && !size.rows)
         result = fail(error, STORE_ENOTFOUND, "no snapshot %lld", (long long)snapshot_id);
     if (result == CAP_OK && (size.value[0] < 512 || size.value[0] > STORE_BLOB_MAX))
-        result = fail(error, STORE_ECORRUPT, "snapshot %lld: page size %lld", (long long)snapshot_id,
-                      (long long)size.value[0]);
+        result = fail(error, STORE_ECORRUPT, "snapshot %lld: page size %lld",
+                      (long long)snapshot_id, (long long)size.value[0]);
     if (result == CAP_OK) {
         walk.page_size = (uint32_t)size.value[0];
-        if (!(walk.buffer = malloc(walk.page_size))) result = fail(error, CAP_ENOMEM, "out of memory");
+        if (!(walk.buffer = malloc(walk.page_size)))
+            result = fail(error, CAP_ENOMEM, "out of memory");
     }
     if (result == CAP_OK)
-        result = RUN(store, snapshot_page_data_select, walk_page, &walk, error, INTEGER(snapshot_id));
+        result =
+            RUN(store, snapshot_page_data_select, walk_page, &walk, error, INTEGER(snapshot_id));
     store->backend->rollback(store->connection);
     free(walk.buffer);
     return result;
@@ -942,7 +1000,8 @@ static const char call_release_key[] =
     "UPDATE calls SET idempotency_key = NULL WHERE session = $1 AND seq = $2";
 static const char session_next_seq[] =
     "UPDATE sessions SET call_count = call_count + 1, last_used_at = $2,"
-    " expires_at = CASE WHEN ttl_ms > 0 THEN $2 + ttl_ms ELSE NULL END WHERE id = $1 RETURNING call_count";
+    " expires_at = CASE WHEN ttl_ms > 0 THEN $2 + ttl_ms ELSE NULL END"
+    " WHERE id = $1 RETURNING call_count";
 static const char call_insert[] =
     "INSERT INTO calls (session, seq, idempotency_key, status, request_hash, started_at)"
     " VALUES ($1, $2, $3, 'running', $4, $5)";
@@ -1027,23 +1086,28 @@ int store_call_begin(store *store, const char *session, const char *key,
     int64_t now = store_now(store);
     integers seq = {0};
     if (result == CAP_OK)
-        result = RUN(store, session_next_seq, collect_integers, &seq, error, TEXT(session), INTEGER(now));
+        result = RUN(store, session_next_seq, collect_integers, &seq, error, TEXT(session),
+                     INTEGER(now));
     if (result == CAP_OK && key) {
         call_read earlier = {.call = out};
-        result = RUN(store, call_by_key_select, read_one_call, &earlier, error, TEXT(session), TEXT(key));
+        result = RUN(store, call_by_key_select, read_one_call, &earlier, error, TEXT(session),
+                     TEXT(key));
         if (result == CAP_OK && earlier.rows) {
-            int same_request = out->has_request_hash == (request_hash != NULL) &&
-                               (!request_hash || memcmp(out->request_hash, request_hash, STORE_HASH_SIZE) == 0);
+            int same_request =
+                out->has_request_hash == (request_hash != NULL) &&
+                (!request_hash || memcmp(out->request_hash, request_hash, STORE_HASH_SIZE) == 0);
             if (!same_request) {
                 result = fail(error, STORE_ECONFLICT,
                               "idempotency key '%s' was used for another request (call %lld)", key,
                               (long long)out->seq);
             } else if (strcmp(out->status, "running") == 0) {
-                result = fail(error, STORE_EBUSY, "the call with idempotency key '%s' is still running", key);
+                result = fail(error, STORE_EBUSY,
+                              "the call with idempotency key '%s' is still running", key);
             } else if (strcmp(out->status, "interrupted") == 0) {
                 /* It never finished, so no client saw a result: run it
                  * again as a new call, which takes the key over. */
-                result = RUN(store, call_release_key, NULL, NULL, error, TEXT(session), INTEGER(out->seq));
+                result = RUN(store, call_release_key, NULL, NULL, error, TEXT(session),
+                             INTEGER(out->seq));
             } else {
                 *replayed = 1;
                 store->backend->rollback(store->connection);
@@ -1055,8 +1119,8 @@ int store_call_begin(store *store, const char *session, const char *key,
     }
     if (result == CAP_OK)
         result = RUN(store, call_insert, NULL, NULL, error, TEXT(session), INTEGER(seq.value[0]),
-                     key ? TEXT(key) : NOTHING, request_hash ? BLOB(request_hash, STORE_HASH_SIZE) : NOTHING,
-                     INTEGER(now));
+                     key ? TEXT(key) : NOTHING,
+                     request_hash ? BLOB(request_hash, STORE_HASH_SIZE) : NOTHING, INTEGER(now));
     result = store_write_end(store, result, error);
     if (result != CAP_OK) {
         store_call_clear(out);
@@ -1079,11 +1143,14 @@ int store_call_begin(store *store, const char *session, const char *key,
 static int call_not_running(store *store, const char *session, int64_t seq, char *error) {
     store_call call;
     call_read read = {.call = &call};
-    int result = RUN(store, call_by_seq_select, read_one_call, &read, error, TEXT(session), INTEGER(seq));
+    int result =
+        RUN(store, call_by_seq_select, read_one_call, &read, error, TEXT(session), INTEGER(seq));
     if (result != CAP_OK) return result;
-    if (!read.rows) return fail(error, STORE_ENOTFOUND, "session '%s' has no call %lld", session, (long long)seq);
-    result = fail(error, STORE_ECONFLICT, "call %lld of session '%s' is %s, not running", (long long)seq,
-                  session, call.status);
+    if (!read.rows)
+        return fail(error, STORE_ENOTFOUND, "session '%s' has no call %lld", session,
+                    (long long)seq);
+    result = fail(error, STORE_ECONFLICT, "call %lld of session '%s' is %s, not running",
+                  (long long)seq, session, call.status);
     store_call_clear(&call);
     return result;
 }
@@ -1094,19 +1161,23 @@ int store_call_finish(store *store, const char *session, int64_t seq, const char
     if (snapshot_id) *snapshot_id = 0;
     int result = check_name(session, "session id", 0, error);
     if (result != CAP_OK) return result;
-    if (!status || !status[0] || strlen(status) >= STORE_STATUS_SIZE || strcmp(status, "running") == 0 ||
-        strcmp(status, "interrupted") == 0)
-        return fail(error, CAP_EINVAL, "'%.40s' is not a status a call finishes with", status ? status : "");
+    if (!status || !status[0] || strlen(status) >= STORE_STATUS_SIZE ||
+        strcmp(status, "running") == 0 || strcmp(status, "interrupted") == 0)
+        return fail(error, CAP_EINVAL, "'%.40s' is not a status a call finishes with",
+                    status ? status : "");
     uint8_t *hashes = NULL;
     if (snapshot && (result = snapshot_prepare(snapshot, &hashes, error)) != CAP_OK) return result;
     if ((result = store_write_begin(store, error)) == CAP_OK) {
         integers finished = {0};
-        result = RUN(store, call_finish, collect_integers, &finished, error, TEXT(session), INTEGER(seq),
-                     TEXT(status), result_json ? TEXT(result_json) : NOTHING, INTEGER(store_now(store)));
-        if (result == CAP_OK && !finished.rows) result = call_not_running(store, session, seq, error);
+        result =
+            RUN(store, call_finish, collect_integers, &finished, error, TEXT(session), INTEGER(seq),
+                TEXT(status), result_json ? TEXT(result_json) : NOTHING, INTEGER(store_now(store)));
+        if (result == CAP_OK && !finished.rows)
+            result = call_not_running(store, session, seq, error);
         if (result == CAP_OK && snapshot) result = session_usable(store, session, error);
         if (result == CAP_OK && snapshot)
-            result = snapshot_write_in_transaction(store, session, seq, snapshot, hashes, snapshot_id, error);
+            result = snapshot_write_in_transaction(store, session, seq, snapshot, hashes,
+                                                   snapshot_id, error);
         result = store_write_end(store, result, error);
     }
     free(hashes);
@@ -1119,9 +1190,11 @@ int store_call_get(store *store, const char *session, int64_t seq, store_call *o
     int result = check_name(session, "session id", 0, error);
     if (result != CAP_OK) return result;
     call_read read = {.call = out};
-    result = RUN(store, call_by_seq_select, read_one_call, &read, error, TEXT(session), INTEGER(seq));
+    result =
+        RUN(store, call_by_seq_select, read_one_call, &read, error, TEXT(session), INTEGER(seq));
     if (result == CAP_OK && !read.rows)
-        result = fail(error, STORE_ENOTFOUND, "session '%s' has no call %lld", session, (long long)seq);
+        result =
+            fail(error, STORE_ENOTFOUND, "session '%s' has no call %lld", session, (long long)seq);
     return result;
 }
 
@@ -1136,8 +1209,8 @@ int store_call_list(store *store, const char *session, int64_t after_seq, size_t
     call_list list = {0};
     result = session_load(store, session, &exists, error);
     if (result == CAP_OK)
-        result = RUN(store, calls_select, read_listed_call, &list, error, TEXT(session), INTEGER(after_seq),
-                     INTEGER(limit ? (int64_t)limit : INT64_MAX));
+        result = RUN(store, calls_select, read_listed_call, &list, error, TEXT(session),
+                     INTEGER(after_seq), INTEGER(limit ? (int64_t)limit : INT64_MAX));
     store->backend->rollback(store->connection);
     if (result != CAP_OK) {
         store_call_list_free(list.calls, list.count);

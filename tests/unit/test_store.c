@@ -64,7 +64,9 @@ static int teardown(void **state) {
     return 0;
 }
 
-static int64_t fixture_clock(void *context) { return ((fixture *)context)->now; }
+static int64_t fixture_clock(void *context) {
+    return ((fixture *)context)->now;
+}
 
 static store *open_store(fixture *f) {
     store *s = NULL;
@@ -103,7 +105,8 @@ static void raw_sql(fixture *f, const char *sql) {
     sqlite3 *database;
     assert_int_equal(sqlite3_open(f->path, &database), SQLITE_OK);
     char *message = NULL;
-    if (sqlite3_exec(database, sql, NULL, NULL, &message) != SQLITE_OK) fail_msg("%s: %s", sql, message);
+    if (sqlite3_exec(database, sql, NULL, NULL, &message) != SQLITE_OK)
+        fail_msg("%s: %s", sql, message);
     sqlite3_close(database);
 }
 
@@ -125,7 +128,8 @@ static void test_open_creates_current_schema(void **state) {
     sqlite3 *database;
     assert_int_equal(sqlite3_open(f->path, &database), SQLITE_OK);
     sqlite3_stmt *statement;
-    assert_int_equal(sqlite3_prepare_v2(database, "PRAGMA journal_mode", -1, &statement, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(database, "PRAGMA journal_mode", -1, &statement, NULL),
+                     SQLITE_OK);
     assert_int_equal(sqlite3_step(statement), SQLITE_ROW);
     assert_string_equal((const char *)sqlite3_column_text(statement, 0), "wal");
     sqlite3_finalize(statement);
@@ -141,7 +145,8 @@ static void test_open_refuses_bad_urls_and_a_second_owner(void **state) {
     assert_null(s);
     assert_int_equal(store_open("sqlite:", &s, error), CAP_EINVAL);
     char missing_directory[200];
-    snprintf(missing_directory, sizeof missing_directory, "sqlite:%s/no/such/dir/x.db", f->directory);
+    snprintf(missing_directory, sizeof missing_directory, "sqlite:%s/no/such/dir/x.db",
+             f->directory);
     assert_int_equal(store_open(missing_directory, &s, error), CAP_EIO);
 
     store *first = open_store(f);
@@ -226,8 +231,8 @@ static void test_truncated_file_is_a_clear_error(void **state) {
         fill_page(pages[i], (uint32_t)i, 0);
         list[i] = (store_page){.index = (uint32_t)i, .data = pages[i]};
     }
-    store_snapshot_data data = {.build_id = "b1", .manifest = "{}", .page_size = PAGE, .pages = list,
-                                .page_count = 16};
+    store_snapshot_data data = {
+        .build_id = "b1", .manifest = "{}", .page_size = PAGE, .pages = list, .page_count = 16};
     char id[16];
     for (int n = 0; n < 40; n++) {
         snprintf(id, sizeof id, "s%d", n);
@@ -249,7 +254,8 @@ static void test_truncated_file_is_a_clear_error(void **state) {
     }
     print_message("truncated store: %s\n", error);
     assert_int_equal(result, STORE_ECORRUPT);
-    assert_true(strstr(error, "corrupt") || strstr(error, "malformed") || strstr(error, "integrity"));
+    assert_true(strstr(error, "corrupt") || strstr(error, "malformed") ||
+                strstr(error, "integrity"));
 }
 
 /* Schema version 1 as the first release wrote it, typed here independently
@@ -269,13 +275,15 @@ static const char schema_v1[] =
     " result TEXT, started_at INTEGER NOT NULL, finished_at INTEGER, PRIMARY KEY (session, seq),"
     " UNIQUE (session, idempotency_key));"
     "CREATE INDEX calls_running ON calls(session) WHERE status = 'running';"
-    "CREATE TABLE blobs (hash BLOB PRIMARY KEY CHECK (length(hash) = 32), raw_size INTEGER NOT NULL,"
+    "CREATE TABLE blobs (hash BLOB PRIMARY KEY CHECK (length(hash) = 32),"
+    " raw_size INTEGER NOT NULL,"
     " stored_size INTEGER NOT NULL, data BLOB NOT NULL, created_at INTEGER NOT NULL);"
     "CREATE TABLE snapshots (id INTEGER PRIMARY KEY, session TEXT NOT NULL REFERENCES sessions(id)"
     " ON DELETE CASCADE, call_seq INTEGER, build_id TEXT NOT NULL, page_size INTEGER NOT NULL,"
     " manifest TEXT NOT NULL, created_at INTEGER NOT NULL);"
     "CREATE INDEX snapshots_session ON snapshots(session);"
-    "CREATE TABLE snapshot_pages (snapshot INTEGER NOT NULL REFERENCES snapshots(id) ON DELETE CASCADE,"
+    "CREATE TABLE snapshot_pages ("
+    " snapshot INTEGER NOT NULL REFERENCES snapshots(id) ON DELETE CASCADE,"
     " page_index INTEGER NOT NULL, hash BLOB NOT NULL REFERENCES blobs(hash),"
     " PRIMARY KEY (snapshot, page_index)) WITHOUT ROWID;"
     "CREATE INDEX snapshot_pages_hash ON snapshot_pages(hash);"
@@ -290,15 +298,17 @@ static void test_migration_from_version_1(void **state) {
     sqlite3 *database;
     assert_int_equal(sqlite3_open(f->path, &database), SQLITE_OK);
     char *message = NULL;
-    if (sqlite3_exec(database, schema_v1, NULL, NULL, &message) != SQLITE_OK) fail_msg("v1: %s", message);
+    if (sqlite3_exec(database, schema_v1, NULL, NULL, &message) != SQLITE_OK)
+        fail_msg("v1: %s", message);
     uint8_t page[PAGE], hash[STORE_HASH_SIZE], compressed[PAGE + 512];
     fill_page(page, 3, 1);
     store_hash(page, PAGE, hash);
     size_t stored = ZSTD_compress(compressed, sizeof compressed, page, PAGE, 3);
     assert_false(ZSTD_isError(stored));
     sqlite3_stmt *insert;
-    assert_int_equal(sqlite3_prepare_v2(database, "INSERT INTO blobs VALUES (?, ?, ?, ?, 5)", -1, &insert, NULL),
-                     SQLITE_OK);
+    assert_int_equal(
+        sqlite3_prepare_v2(database, "INSERT INTO blobs VALUES (?, ?, ?, ?, 5)", -1, &insert, NULL),
+        SQLITE_OK);
     sqlite3_bind_blob(insert, 1, hash, STORE_HASH_SIZE, SQLITE_STATIC);
     sqlite3_bind_int(insert, 2, PAGE);
     sqlite3_bind_int64(insert, 3, (sqlite3_int64)stored);
@@ -339,7 +349,8 @@ static void test_migration_from_version_1(void **state) {
     /* Version rows: 1 by hand, 2 by the migration. */
     assert_int_equal(sqlite3_open(f->path, &database), SQLITE_OK);
     sqlite3_stmt *statement;
-    sqlite3_prepare_v2(database, "SELECT group_concat(version) FROM schema_version", -1, &statement, NULL);
+    sqlite3_prepare_v2(database, "SELECT group_concat(version) FROM schema_version", -1, &statement,
+                       NULL);
     assert_int_equal(sqlite3_step(statement), SQLITE_ROW);
     assert_string_equal((const char *)sqlite3_column_text(statement, 0), "1,2");
     sqlite3_finalize(statement);
@@ -361,8 +372,9 @@ static void test_failed_migration_changes_nothing(void **state) {
     sqlite3 *database;
     assert_int_equal(sqlite3_open(f->path, &database), SQLITE_OK);
     sqlite3_stmt *statement;
-    sqlite3_prepare_v2(database, "SELECT MAX(version), (SELECT COUNT(*) FROM sessions) FROM schema_version", -1,
-                       &statement, NULL);
+    sqlite3_prepare_v2(database,
+                       "SELECT MAX(version), (SELECT COUNT(*) FROM sessions) FROM schema_version",
+                       -1, &statement, NULL);
     assert_int_equal(sqlite3_step(statement), SQLITE_ROW);
     assert_int_equal(sqlite3_column_int(statement, 0), 1);
     assert_int_equal(sqlite3_column_int(statement, 1), 1);
@@ -381,8 +393,9 @@ static void test_newer_schema_is_refused(void **state) {
     store_close(s);
     sqlite3 *database;
     assert_int_equal(sqlite3_open(f->path, &database), SQLITE_OK);
-    assert_int_equal(sqlite3_exec(database, "INSERT INTO schema_version VALUES (99, 0)", NULL, NULL, NULL),
-                     SQLITE_OK);
+    assert_int_equal(
+        sqlite3_exec(database, "INSERT INTO schema_version VALUES (99, 0)", NULL, NULL, NULL),
+        SQLITE_OK);
     sqlite3_close(database);
     char error[CAP_ERROR_SIZE] = "";
     assert_int_equal(store_open(f->url, &s, error), STORE_EVERSION);
@@ -450,8 +463,8 @@ static void test_expiry(void **state) {
     uint8_t page[PAGE];
     fill_page(page, 1, 0);
     store_page pages[] = {{.index = 0, .data = page}};
-    store_snapshot_data data = {.build_id = "b", .manifest = "{}", .page_size = PAGE, .pages = pages,
-                                .page_count = 1};
+    store_snapshot_data data = {
+        .build_id = "b", .manifest = "{}", .page_size = PAGE, .pages = pages, .page_count = 1};
     assert_int_equal(store_session_create(s, "short", "", 1000, error), CAP_OK);
     assert_int_equal(store_snapshot_write(s, "short", &data, NULL, error), CAP_OK);
     assert_int_equal(store_session_set_status(s, "short", STORE_SESSION_PARKED, error), CAP_OK);
@@ -473,10 +486,12 @@ static void test_expiry(void **state) {
     assert_int_equal(store_snapshot_latest(s, "short", &snapshot, error), STORE_ENOTFOUND);
     assert_int_equal(store_session_touch(s, "short", error), STORE_ECONFLICT);
     assert_non_null(strstr(error, "expired"));
-    assert_int_equal(store_session_set_status(s, "short", STORE_SESSION_LIVE, error), STORE_ECONFLICT);
+    assert_int_equal(store_session_set_status(s, "short", STORE_SESSION_LIVE, error),
+                     STORE_ECONFLICT);
     store_call call;
     int replayed;
-    assert_int_equal(store_call_begin(s, "short", NULL, NULL, &call, &replayed, error), STORE_ECONFLICT);
+    assert_int_equal(store_call_begin(s, "short", NULL, NULL, &call, &replayed, error),
+                     STORE_ECONFLICT);
     assert_int_equal(store_snapshot_write(s, "short", &data, NULL, error), STORE_ECONFLICT);
     assert_int_equal(store_session_get(s, "live", &session, error), CAP_OK);
     assert_int_equal(session.status, STORE_SESSION_LIVE);
@@ -495,7 +510,8 @@ static void test_calls(void **state) {
     char error[CAP_ERROR_SIZE];
     store_call call;
     int replayed = -1;
-    assert_int_equal(store_call_begin(s, "none", NULL, NULL, &call, &replayed, error), STORE_ENOTFOUND);
+    assert_int_equal(store_call_begin(s, "none", NULL, NULL, &call, &replayed, error),
+                     STORE_ENOTFOUND);
     assert_int_equal(store_session_create(s, "a", "", 0, error), CAP_OK);
     assert_int_equal(store_call_begin(s, "a", NULL, NULL, &call, &replayed, error), CAP_OK);
     assert_int_equal(call.seq, 1);
@@ -507,14 +523,19 @@ static void test_calls(void **state) {
     assert_int_equal(call.seq, 2);
 
     assert_int_equal(store_call_finish(s, "a", 1, "running", "{}", NULL, NULL, error), CAP_EINVAL);
-    assert_int_equal(store_call_finish(s, "a", 1, "interrupted", "{}", NULL, NULL, error), CAP_EINVAL);
+    assert_int_equal(store_call_finish(s, "a", 1, "interrupted", "{}", NULL, NULL, error),
+                     CAP_EINVAL);
     assert_int_equal(store_call_finish(s, "a", 1, "", "{}", NULL, NULL, error), CAP_EINVAL);
-    assert_int_equal(store_call_finish(s, "a", 9, "success", "{}", NULL, NULL, error), STORE_ENOTFOUND);
-    assert_int_equal(store_call_finish(s, "a", 1, "success", "{\"out\":\"1\"}", NULL, NULL, error), CAP_OK);
-    assert_int_equal(store_call_finish(s, "a", 1, "success", "{}", NULL, NULL, error), STORE_ECONFLICT);
+    assert_int_equal(store_call_finish(s, "a", 9, "success", "{}", NULL, NULL, error),
+                     STORE_ENOTFOUND);
+    assert_int_equal(store_call_finish(s, "a", 1, "success", "{\"out\":\"1\"}", NULL, NULL, error),
+                     CAP_OK);
+    assert_int_equal(store_call_finish(s, "a", 1, "success", "{}", NULL, NULL, error),
+                     STORE_ECONFLICT);
     assert_non_null(strstr(error, "not running"));
     f->now += 10;
-    assert_int_equal(store_call_finish(s, "a", 2, "run-error", "{\"error\":true}", NULL, NULL, error), CAP_OK);
+    assert_int_equal(
+        store_call_finish(s, "a", 2, "run-error", "{\"error\":true}", NULL, NULL, error), CAP_OK);
 
     assert_int_equal(store_call_get(s, "a", 1, &call, error), CAP_OK);
     assert_string_equal(call.status, "success");
@@ -560,8 +581,9 @@ static void test_idempotency(void **state) {
     assert_string_equal(call.idempotency_key, "k1");
     /* A retry while the first is running runs nothing. */
     assert_int_equal(store_call_begin(s, "a", "k1", request, &call, &replayed, error), STORE_EBUSY);
-    assert_int_equal(store_call_finish(s, "a", 1, "success", "{\"stdout\":\"1\\n\"}", NULL, NULL, error),
-                     CAP_OK);
+    assert_int_equal(
+        store_call_finish(s, "a", 1, "success", "{\"stdout\":\"1\\n\"}", NULL, NULL, error),
+        CAP_OK);
     /* A retry after: the stored result, no new call. */
     assert_int_equal(store_call_begin(s, "a", "k1", request, &call, &replayed, error), CAP_OK);
     assert_int_equal(replayed, 1);
@@ -570,9 +592,11 @@ static void test_idempotency(void **state) {
     assert_string_equal(call.result, "{\"stdout\":\"1\\n\"}");
     store_call_clear(&call);
     /* The same key for another request is refused. */
-    assert_int_equal(store_call_begin(s, "a", "k1", other, &call, &replayed, error), STORE_ECONFLICT);
+    assert_int_equal(store_call_begin(s, "a", "k1", other, &call, &replayed, error),
+                     STORE_ECONFLICT);
     assert_non_null(strstr(error, "another request"));
-    assert_int_equal(store_call_begin(s, "a", "k1", NULL, &call, &replayed, error), STORE_ECONFLICT);
+    assert_int_equal(store_call_begin(s, "a", "k1", NULL, &call, &replayed, error),
+                     STORE_ECONFLICT);
     store_session session;
     assert_int_equal(store_session_get(s, "a", &session, error), CAP_OK);
     assert_int_equal(session.call_count, 1);
@@ -593,7 +617,8 @@ static void test_idempotency(void **state) {
     assert_null(call.result);
     assert_int_equal(store_session_get(s, "a", &session, error), CAP_OK);
     assert_int_equal(session.status, STORE_SESSION_PARKED);
-    assert_int_equal(store_call_finish(s, "a", 2, "success", "{}", NULL, NULL, error), STORE_ECONFLICT);
+    assert_int_equal(store_call_finish(s, "a", 2, "success", "{}", NULL, NULL, error),
+                     STORE_ECONFLICT);
     assert_int_equal(store_call_begin(s, "a", "k2", request, &call, &replayed, error), CAP_OK);
     assert_int_equal(replayed, 0);
     assert_int_equal(call.seq, 3);
@@ -653,8 +678,9 @@ static void flip_blob_byte(fixture *f, const uint8_t hash[STORE_HASH_SIZE], int 
     sqlite3 *database;
     assert_int_equal(sqlite3_open(f->path, &database), SQLITE_OK);
     sqlite3_stmt *statement;
-    assert_int_equal(sqlite3_prepare_v2(database, "SELECT data FROM blobs WHERE hash = ?", -1, &statement, NULL),
-                     SQLITE_OK);
+    assert_int_equal(
+        sqlite3_prepare_v2(database, "SELECT data FROM blobs WHERE hash = ?", -1, &statement, NULL),
+        SQLITE_OK);
     sqlite3_bind_blob(statement, 1, hash, STORE_HASH_SIZE, SQLITE_STATIC);
     assert_int_equal(sqlite3_step(statement), SQLITE_ROW);
     int size = sqlite3_column_bytes(statement, 0);
@@ -662,7 +688,8 @@ static void flip_blob_byte(fixture *f, const uint8_t hash[STORE_HASH_SIZE], int 
     memcpy(data, sqlite3_column_blob(statement, 0), (size_t)size);
     sqlite3_finalize(statement);
     data[size - 1 - from_end] ^= 0x40;
-    assert_int_equal(sqlite3_prepare_v2(database, "UPDATE blobs SET data = ? WHERE hash = ?", -1, &statement, NULL),
+    assert_int_equal(sqlite3_prepare_v2(database, "UPDATE blobs SET data = ? WHERE hash = ?", -1,
+                                        &statement, NULL),
                      SQLITE_OK);
     sqlite3_bind_blob(statement, 1, data, size, SQLITE_STATIC);
     sqlite3_bind_blob(statement, 2, hash, STORE_HASH_SIZE, SQLITE_STATIC);
@@ -686,8 +713,8 @@ static void test_corrupted_blob_is_a_clear_error(void **state) {
     fill_page(random_page, 11, 0); /* stored raw inside the frame: a flip changes a byte */
     fill_page(sparse_page, 12, 1); /* mostly a match: a flip breaks the frame */
     store_page pages[] = {{.index = 0, .data = random_page}, {.index = 1, .data = sparse_page}};
-    store_snapshot_data data = {.build_id = "b", .manifest = "{}", .page_size = PAGE, .pages = pages,
-                                .page_count = 2};
+    store_snapshot_data data = {
+        .build_id = "b", .manifest = "{}", .page_size = PAGE, .pages = pages, .page_count = 2};
     assert_int_equal(store_session_create(s, "a", "", 0, error), CAP_OK);
     int64_t snapshot_id;
     assert_int_equal(store_snapshot_write(s, "a", &data, &snapshot_id, error), CAP_OK);
@@ -708,7 +735,8 @@ static void test_corrupted_blob_is_a_clear_error(void **state) {
     assert_null(bytes);
     assert_non_null(strstr(error, "blob"));
     int pages_seen = 0;
-    assert_int_equal(store_snapshot_read_pages(s, snapshot_id, count_pages, &pages_seen, error), STORE_ECORRUPT);
+    assert_int_equal(store_snapshot_read_pages(s, snapshot_id, count_pages, &pages_seen, error),
+                     STORE_ECORRUPT);
     assert_int_equal(pages_seen, 0);
     /* The store goes on working. */
     uint8_t fine[PAGE], hash[STORE_HASH_SIZE];
@@ -737,10 +765,14 @@ static void test_corrupted_blob_is_a_clear_error(void **state) {
     assert_int_equal(store_blob_get(s, lying_hash, &bytes, &size, error), STORE_ECORRUPT);
     assert_non_null(strstr(error, "not a zstd frame of 4095 bytes"));
     store_close(s);
-    raw_sql(f, "PRAGMA foreign_keys = OFF; DELETE FROM blobs WHERE hash IN (SELECT hash FROM snapshot_pages)");
+    raw_sql(
+        f,
+        "PRAGMA foreign_keys = OFF;"
+        " DELETE FROM blobs WHERE hash IN (SELECT hash FROM snapshot_pages)");
     s = open_store(f);
     pages_seen = 0;
-    assert_int_equal(store_snapshot_read_pages(s, snapshot_id, count_pages, &pages_seen, error), STORE_ECORRUPT);
+    assert_int_equal(store_snapshot_read_pages(s, snapshot_id, count_pages, &pages_seen, error),
+                     STORE_ECORRUPT);
     assert_non_null(strstr(error, "its blob is missing"));
     assert_int_equal(pages_seen, 0);
     assert_int_equal(store_check(s, error), STORE_ECORRUPT); /* usage no longer matches */
@@ -774,16 +806,21 @@ static void test_snapshot_committed_with_the_call(void **state) {
     char error[CAP_ERROR_SIZE];
     static uint8_t pages[4][PAGE];
     for (int i = 0; i < 4; i++) fill_page(pages[i], (uint32_t)(20 + i), i % 2);
-    store_page first[] = {{.index = 0, .data = pages[0]}, {.index = 7, .data = pages[1]},
+    store_page first[] = {{.index = 0, .data = pages[0]},
+                          {.index = 7, .data = pages[1]},
                           {.index = 9, .data = pages[2]}};
-    store_snapshot_data data = {.build_id = "build-1", .manifest = "{\"globals\":[1]}", .page_size = PAGE,
-                                .pages = first, .page_count = 3};
+    store_snapshot_data data = {.build_id = "build-1",
+                                .manifest = "{\"globals\":[1]}",
+                                .page_size = PAGE,
+                                .pages = first,
+                                .page_count = 3};
     assert_int_equal(store_session_create(s, "a", "", 0, error), CAP_OK);
     store_call call;
     int replayed;
     assert_int_equal(store_call_begin(s, "a", NULL, NULL, &call, &replayed, error), CAP_OK);
     int64_t id1 = 0;
-    assert_int_equal(store_call_finish(s, "a", 1, "success", "{\"r\":1}", &data, &id1, error), CAP_OK);
+    assert_int_equal(store_call_finish(s, "a", 1, "success", "{\"r\":1}", &data, &id1, error),
+                     CAP_OK);
     assert_true(id1 > 0);
 
     store_snapshot snapshot;
@@ -813,11 +850,13 @@ static void test_snapshot_committed_with_the_call(void **state) {
      * snapshot is dropped, and its page 9 becomes garbage. */
     uint8_t hash0[STORE_HASH_SIZE];
     store_hash(pages[0], PAGE, hash0);
-    store_page second[] = {{.index = 0, .hash = hash0}, {.index = 7, .hash = hash}, {.index = 8, .data = pages[3]}};
+    store_page second[] = {
+        {.index = 0, .hash = hash0}, {.index = 7, .hash = hash}, {.index = 8, .data = pages[3]}};
     data.pages = second;
     assert_int_equal(store_call_begin(s, "a", NULL, NULL, &call, &replayed, error), CAP_OK);
     int64_t id2 = 0;
-    assert_int_equal(store_call_finish(s, "a", 2, "success", "{\"r\":2}", &data, &id2, error), CAP_OK);
+    assert_int_equal(store_call_finish(s, "a", 2, "success", "{\"r\":2}", &data, &id2, error),
+                     CAP_OK);
     assert_true(id2 > id1);
     assert_int_equal(store_snapshot_read_pages(s, id1, count_pages, &seen, error), STORE_ENOTFOUND);
     store_session session;
@@ -840,7 +879,8 @@ static void test_snapshot_committed_with_the_call(void **state) {
     data.page_count = 2;
     assert_int_equal(store_call_begin(s, "a", NULL, NULL, &call, &replayed, error), CAP_OK);
     int64_t id3 = -1;
-    assert_int_equal(store_call_finish(s, "a", 3, "success", "{}", &data, &id3, error), STORE_ENOTFOUND);
+    assert_int_equal(store_call_finish(s, "a", 3, "success", "{}", &data, &id3, error),
+                     STORE_ENOTFOUND);
     assert_int_equal(id3, 0);
     assert_non_null(strstr(error, "not stored"));
     assert_int_equal(store_call_get(s, "a", 3, &call, error), CAP_OK);
@@ -876,8 +916,8 @@ static void test_pages_shared_by_sessions_are_stored_once(void **state) {
     uint8_t shared[PAGE], own[PAGE];
     fill_page(shared, 50, 0);
     store_page pages[] = {{.index = 0, .data = shared}, {.index = 1, .data = own}};
-    store_snapshot_data data = {.build_id = "b", .manifest = "{}", .page_size = PAGE, .pages = pages,
-                                .page_count = 2};
+    store_snapshot_data data = {
+        .build_id = "b", .manifest = "{}", .page_size = PAGE, .pages = pages, .page_count = 2};
     char id[16];
     for (int n = 0; n < 100; n++) {
         snprintf(id, sizeof id, "s%d", n);
@@ -915,7 +955,10 @@ static void test_fork(void **state) {
     uint8_t page[PAGE];
     fill_page(page, 60, 0);
     store_page pages[] = {{.index = 3, .data = page}};
-    store_snapshot_data data = {.build_id = "b", .manifest = "{\"m\":1}", .page_size = PAGE, .pages = pages,
+    store_snapshot_data data = {.build_id = "b",
+                                .manifest = "{\"m\":1}",
+                                .page_size = PAGE,
+                                .pages = pages,
                                 .page_count = 1};
     assert_int_equal(store_session_create(s, "parent", "alice", 0, error), CAP_OK);
     assert_int_equal(store_session_fork(s, "parent", "child", "", 0, error), STORE_ENOTFOUND);
@@ -964,8 +1007,8 @@ static void test_quota(void **state) {
     char error[CAP_ERROR_SIZE];
     static uint8_t pages[8][PAGE];
     store_page list[8];
-    store_snapshot_data data = {.build_id = "b", .manifest = "{}", .page_size = PAGE, .pages = list,
-                                .page_count = 4};
+    store_snapshot_data data = {
+        .build_id = "b", .manifest = "{}", .page_size = PAGE, .pages = list, .page_count = 4};
     /* Random pages do not compress: 4 pages are a little over 16 KiB. */
     const char *sessions[] = {"oldest", "older", "current"};
     for (int n = 0; n < 3; n++) {
@@ -975,7 +1018,9 @@ static void test_quota(void **state) {
         }
         assert_int_equal(store_session_create(s, sessions[n], "", 0, error), CAP_OK);
         assert_int_equal(store_snapshot_write(s, sessions[n], &data, NULL, error), CAP_OK);
-        if (n < 2) assert_int_equal(store_session_set_status(s, sessions[n], STORE_SESSION_PARKED, error), CAP_OK);
+        if (n < 2)
+            assert_int_equal(store_session_set_status(s, sessions[n], STORE_SESSION_PARKED, error),
+                             CAP_OK);
         f->now += 1000;
     }
     store_usage usage;
@@ -989,7 +1034,8 @@ static void test_quota(void **state) {
     store_call call;
     int replayed;
     assert_int_equal(store_call_begin(s, "current", NULL, NULL, &call, &replayed, error), CAP_OK);
-    assert_int_equal(store_call_finish(s, "current", call.seq, "success", "{}", &data, NULL, error), CAP_OK);
+    assert_int_equal(store_call_finish(s, "current", call.seq, "success", "{}", &data, NULL, error),
+                     CAP_OK);
     store_session session;
     assert_int_equal(store_session_get(s, "oldest", &session, error), CAP_OK);
     assert_int_equal(session.status, STORE_SESSION_EXPIRED);
@@ -1009,7 +1055,8 @@ static void test_quota(void **state) {
     }
     data.page_count = 8;
     assert_int_equal(store_call_begin(s, "current", NULL, NULL, &call, &replayed, error), CAP_OK);
-    assert_int_equal(store_call_finish(s, "current", call.seq, "success", "{}", &data, NULL, error), STORE_EQUOTA);
+    assert_int_equal(store_call_finish(s, "current", call.seq, "success", "{}", &data, NULL, error),
+                     STORE_EQUOTA);
     assert_non_null(strstr(error, "quota"));
     assert_int_equal(store_call_get(s, "current", call.seq, &call, error), CAP_OK);
     assert_string_equal(call.status, "running");
@@ -1025,15 +1072,18 @@ static void test_quota(void **state) {
     assert_int_equal(store_blob_put(s, pages[7], PAGE, hash, error), STORE_EQUOTA);
     /* Without a quota the same commit goes through. */
     store_set_quota(s, 0);
-    assert_int_equal(store_call_finish(s, "current", call.seq, "success", "{}", &data, NULL, error), CAP_OK);
+    assert_int_equal(store_call_finish(s, "current", call.seq, "success", "{}", &data, NULL, error),
+                     CAP_OK);
     assert_int_equal(store_check(s, error), CAP_OK);
     store_close(s);
 }
 
 /* --- crash ----------------------------------------------------------------------- */
 
+/* 'B': a call begun (committed `running`); 'F': finished (result and
+ * snapshot committed). */
 typedef struct acknowledgement {
-    char kind; /* 'B': call begun (committed running), 'F': finished (result and snapshot committed) */
+    char kind;
     int64_t seq;
 } acknowledgement;
 
@@ -1052,8 +1102,8 @@ static void crash_child(const char *url, int pipe_fd) {
     for (int i = 0; i < 3; i++) fill_page(pages[i], (uint32_t)(7000 + i), 1);
     store_page list[4];
     for (int i = 0; i < 4; i++) list[i] = (store_page){.index = (uint32_t)i, .data = pages[i]};
-    store_snapshot_data data = {.build_id = "crash", .manifest = "{}", .page_size = PAGE, .pages = list,
-                                .page_count = 4};
+    store_snapshot_data data = {
+        .build_id = "crash", .manifest = "{}", .page_size = PAGE, .pages = list, .page_count = 4};
     for (;;) {
         store_call call;
         int replayed;
@@ -1065,7 +1115,8 @@ static void crash_child(const char *url, int pipe_fd) {
         fill_page(pages[3], (uint32_t)call.seq, 0); /* a page of its own */
         char result_json[64];
         snprintf(result_json, sizeof result_json, "{\"seq\":%lld}", (long long)call.seq);
-        if (store_call_finish(s, "crash", call.seq, "success", result_json, &data, NULL, error) != CAP_OK) {
+        if (store_call_finish(s, "crash", call.seq, "success", result_json, &data, NULL, error) !=
+            CAP_OK) {
             fprintf(stderr, "child: %s\n", error);
             _exit(6);
         }
@@ -1077,7 +1128,7 @@ static void crash_child(const char *url, int pipe_fd) {
 static int check_page_of_call(void *context, uint32_t index, const void *bytes, size_t size) {
     if (index != 3) return 0;
     uint8_t expected[PAGE];
-    fill_page(expected, (uint32_t)*(int64_t *)context, 0);
+    fill_page(expected, (uint32_t) * (int64_t *)context, 0);
     return size == PAGE && memcmp(bytes, expected, PAGE) == 0 ? 0 : 1;
 }
 
@@ -1160,7 +1211,8 @@ static void test_kill_9_loses_no_acknowledged_commit(void **state) {
         if (last_begun > last_finished) {
             store_call call;
             assert_int_equal(store_call_get(s, "crash", last_begun, &call, error), CAP_OK);
-            assert_true(strcmp(call.status, "interrupted") == 0 || strcmp(call.status, "success") == 0);
+            assert_true(strcmp(call.status, "interrupted") == 0 ||
+                        strcmp(call.status, "success") == 0);
             store_call_clear(&call);
         }
         calls_before = (int64_t)count;
@@ -1178,14 +1230,15 @@ static void test_kill_9_loses_no_acknowledged_commit(void **state) {
             assert_string_equal(call.status, "success");
             store_call_clear(&call);
             int64_t seq = snapshot.call_seq;
-            assert_int_equal(store_snapshot_read_pages(s, snapshot.id, check_page_of_call, &seq, error), CAP_OK);
+            assert_int_equal(
+                store_snapshot_read_pages(s, snapshot.id, check_page_of_call, &seq, error), CAP_OK);
             store_snapshot_clear(&snapshot);
         }
         store_close(s);
     }
     free(finished);
-    print_message("crash: %d rounds, %d acknowledged calls, %d interrupted\n", rounds, finished_total,
-                  interrupted_total);
+    print_message("crash: %d rounds, %d acknowledged calls, %d interrupted\n", rounds,
+                  finished_total, interrupted_total);
     assert_true(finished_total > 0);
     assert_true(interrupted_total > 0);
 }
@@ -1214,8 +1267,8 @@ static int faulty_commit(void *connection, char *error) {
     return fault_now(error) ? CAP_EIO : store_sqlite_backend.commit(connection, error);
 }
 
-static int faulty_execute(void *connection, const char *sql, const store_value *parameters, int count,
-                          store_row_function row, void *context, char *error) {
+static int faulty_execute(void *connection, const char *sql, const store_value *parameters,
+                          int count, store_row_function row, void *context, char *error) {
     if (fault_now(error)) return CAP_EIO;
     return store_sqlite_backend.execute(connection, sql, parameters, count, row, context, error);
 }
@@ -1266,7 +1319,8 @@ static void test_a_failure_at_any_backend_call_leaves_the_store_sound(void **sta
     store_hash(pages[0], PAGE, hash0);
     store_page first[] = {{.index = 0, .data = pages[0]}, {.index = 1, .data = pages[1]}};
     store_page second[] = {{.index = 0, .hash = hash0}, {.index = 1, .data = pages[2]}};
-    store_snapshot_data data = {.build_id = "b", .manifest = "{}", .page_size = PAGE, .page_count = 2};
+    store_snapshot_data data = {
+        .build_id = "b", .manifest = "{}", .page_size = PAGE, .page_count = 2};
     char error[CAP_ERROR_SIZE];
     int injected_runs = 0;
     /* How many backend calls opening a new store makes: faults below that
@@ -1308,7 +1362,8 @@ static void test_a_failure_at_any_backend_call_leaves_the_store_sound(void **sta
         assert_int_equal(store_session_create(s, "a", "", 0, error), CAP_OK);
         assert_int_equal(store_call_begin(s, "a", NULL, NULL, &call, &replayed, error), CAP_OK);
         int64_t first_snapshot;
-        assert_int_equal(store_call_finish(s, "a", 1, "success", "{}", &data, &first_snapshot, error), CAP_OK);
+        assert_int_equal(
+            store_call_finish(s, "a", 1, "success", "{}", &data, &first_snapshot, error), CAP_OK);
         assert_int_equal(store_session_create(s, "b", "", 1, error), CAP_OK);
         assert_int_equal(store_snapshot_write(s, "b", &data, NULL, error), CAP_OK);
         assert_int_equal(store_session_set_status(s, "b", STORE_SESSION_PARKED, error), CAP_OK);
@@ -1362,7 +1417,8 @@ static void test_a_failure_at_any_backend_call_leaves_the_store_sound(void **sta
         if (!fired) break;
         injected_runs++;
     }
-    print_message("fault injection: %d runs with a failure, each at a different backend call\n", injected_runs);
+    print_message("fault injection: %d runs with a failure, each at a different backend call\n",
+                  injected_runs);
     assert_true(injected_runs > 20);
 }
 
@@ -1376,13 +1432,15 @@ static void full_disk_child(const char *url, int pipe_fd) {
     signal(SIGXFSZ, SIG_IGN);
     store *s = NULL;
     char error[CAP_ERROR_SIZE] = "";
-    if (store_open(url, &s, error) != CAP_OK || store_session_create(s, "full", "", 0, error) != CAP_OK) _exit(2);
+    if (store_open(url, &s, error) != CAP_OK ||
+        store_session_create(s, "full", "", 0, error) != CAP_OK)
+        _exit(2);
     struct rlimit limit = {512 << 10, 512 << 10};
     if (setrlimit(RLIMIT_FSIZE, &limit) != 0) _exit(3);
     static uint8_t pages[16][PAGE];
     store_page list[16];
-    store_snapshot_data data = {.build_id = "b", .manifest = "{}", .page_size = PAGE, .pages = list,
-                                .page_count = 16};
+    store_snapshot_data data = {
+        .build_id = "b", .manifest = "{}", .page_size = PAGE, .pages = list, .page_count = 16};
     for (uint32_t n = 0;; n++) {
         for (int i = 0; i < 16; i++) {
             fill_page(pages[i], n * 16 + (uint32_t)i, 0);
@@ -1391,7 +1449,8 @@ static void full_disk_child(const char *url, int pipe_fd) {
         store_call call;
         int replayed;
         int result = store_call_begin(s, "full", NULL, NULL, &call, &replayed, error);
-        if (result == CAP_OK) result = store_call_finish(s, "full", call.seq, "success", "{}", &data, NULL, error);
+        if (result == CAP_OK)
+            result = store_call_finish(s, "full", call.seq, "success", "{}", &data, NULL, error);
         int64_t report[2] = {result, call.seq};
         if (write(pipe_fd, report, sizeof report) != sizeof report) _exit(4);
         if (result != CAP_OK) {
@@ -1454,7 +1513,8 @@ static void test_full_disk_is_a_clear_error(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_open_creates_current_schema, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_open_refuses_bad_urls_and_a_second_owner, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_open_refuses_bad_urls_and_a_second_owner, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_lock_is_not_inherited_by_children, setup, teardown),
         cmocka_unit_test_setup_teardown(test_garbage_file_is_a_clear_error, setup, teardown),
         cmocka_unit_test_setup_teardown(test_truncated_file_is_a_clear_error, setup, teardown),
@@ -1468,13 +1528,14 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_blobs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_corrupted_blob_is_a_clear_error, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_committed_with_the_call, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_pages_shared_by_sessions_are_stored_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pages_shared_by_sessions_are_stored_once, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_fork, setup, teardown),
         cmocka_unit_test_setup_teardown(test_quota, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kill_9_loses_no_acknowledged_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_full_disk_is_a_clear_error, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_a_failure_at_any_backend_call_leaves_the_store_sound, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(test_a_failure_at_any_backend_call_leaves_the_store_sound,
+                                        setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
