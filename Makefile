@@ -113,9 +113,18 @@ LIBRARY_ASAN_OBJECTS = $(patsubst %.c,$(BUILD)/asan/%.o,$(LIBRARY_SOURCES)) $(BU
 $(BUILD)/test_api: tests/api/test_api.c $(LIBRARY_ASAN_OBJECTS)
 	$(CC) $(CFLAGS) $(SANITIZE) -o $@ $< $(LIBRARY_ASAN_OBJECTS) -lcmocka $(LDLIBS)
 
-unit-test: deps $(BUILD)/asan/wasm-rt-impl.o $(BUILD)/test_unit $(BUILD)/test_requirement
+# The durable store (src/store/, docs/store.md) on its own: real SQLite files,
+# real processes killed with SIGKILL.
+STORE_SOURCES := src/store/store.c src/store/sqlite.c
+STORE_LDLIBS := -lsqlite3 -lzstd -lcrypto
+$(BUILD)/test_store: tests/unit/test_store.c $(STORE_SOURCES) src/store/store.h src/store/backend.h include/capsule.h
+	@mkdir -p $(BUILD)
+	$(CC) $(CFLAGS) $(SANITIZE) -o $@ tests/unit/test_store.c $(STORE_SOURCES) -lcmocka $(STORE_LDLIBS)
+
+unit-test: deps $(BUILD)/asan/wasm-rt-impl.o $(BUILD)/test_unit $(BUILD)/test_requirement $(BUILD)/test_store
 	$(BUILD)/test_unit
 	$(BUILD)/test_requirement
+	$(BUILD)/test_store
 
 integration-test: build $(BUILD)/capsule-asan
 	$(HOST_PYTHON) -m pytest -q tests/integration
@@ -140,8 +149,10 @@ regression-test: build
 test: deps
 	$(MAKE) -j2 $(BUILD)/capsule $(BUILD)/capsule-asan $(BUILD)/stdlib.img $(BUILD)/asan/wasm-rt-impl.o
 	$(MAKE) $(BUILD)/test_unit $(BUILD)/test_api $(BUILD)/test_requirement
+	$(MAKE) $(BUILD)/test_store
 	$(BUILD)/test_unit
 	$(BUILD)/test_requirement
+	$(BUILD)/test_store
 	$(BUILD)/test_api
 	$(BUILD)/capsule check
 	$(MAKE) fuzz FUZZ_SECONDS=60
@@ -213,6 +224,15 @@ bench: build $(BUILD)/bench_isolation
 	$(HOST_PYTHON) bench/bench.py --capsule $(BUILD)/capsule
 	$(BUILD)/bench_isolation
 	$(HOST_PYTHON) bench/mcp.py --capsule $(BUILD)/capsule
+
+# The store's benchmark (docs/store.md): commit latency, blobs/s, restore.
+.PHONY: bench-store
+$(BUILD)/bench_store: bench/store.c $(STORE_SOURCES) src/store/store.h src/store/backend.h include/capsule.h
+	@mkdir -p $(BUILD)
+	$(CC) $(CFLAGS) -o $@ bench/store.c $(STORE_SOURCES) $(STORE_LDLIBS)
+
+bench-store: $(BUILD)/bench_store
+	$(BUILD)/bench_store
 
 clean:
 	rm -rf $(BUILD)/obj $(BUILD)/asan $(BUILD)/capsule $(BUILD)/capsule-asan $(BUILD)/test_unit
