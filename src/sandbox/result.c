@@ -223,6 +223,12 @@ static void add_text(cJSON *object, const char *name, const char *data, size_t s
     free(text);
 }
 
+static void add_strings(cJSON *object, const char *name, char *const *strings, size_t count) {
+    cJSON *array = cJSON_AddArrayToObject(object, name);
+    for (size_t i = 0; array && i < count; i++)
+        cJSON_AddItemToArray(array, cJSON_CreateString(strings[i]));
+}
+
 char *cap_result_to_json(const cap_result *result) {
     cJSON *json = cJSON_CreateObject();
     if (!json) return NULL;
@@ -233,12 +239,8 @@ char *cap_result_to_json(const cap_result *result) {
     add_text(json, "return_value", result->return_value,
              result->return_value ? strlen(result->return_value) : 0);
     add_text(json, "error", result->error, result->error ? strlen(result->error) : 0);
-    cJSON *dependencies = cJSON_AddArrayToObject(json, "dependencies");
-    for (size_t i = 0; dependencies && i < result->dependency_count; i++)
-        cJSON_AddItemToArray(dependencies, cJSON_CreateString(result->dependencies[i]));
-    cJSON *notes = cJSON_AddArrayToObject(json, "notes");
-    for (size_t i = 0; notes && i < result->note_count; i++)
-        cJSON_AddItemToArray(notes, cJSON_CreateString(result->notes[i]));
+    add_strings(json, "dependencies", result->dependencies, result->dependency_count);
+    add_strings(json, "notes", result->notes, result->note_count);
     cJSON *artifacts = cJSON_AddArrayToObject(json, "artifacts");
     for (size_t i = 0; artifacts && i < result->artifact_count; i++) {
         cJSON *artifact = cJSON_CreateObject();
