@@ -23,9 +23,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include <zstd.h>
 
 #include "backend.h"
+
+/* How long a node's lease lasts after each renewal, unless store_set_lease. */
+#define DEFAULT_LEASE_MS 30000
 
 /* Pages are small and written on the call's critical path: the fastest
  * positive level (bench/store.c: level 3 costs more and gains little). */
@@ -35,6 +39,9 @@ struct store {
     const store_backend *backend;
     void *connection;
     int schema_version;
+    int exclusive;                   /* the backend said: no other user until closed */
+    char node[STORE_ID_SIZE];        /* this handle's node id (nodes.id) */
+    int64_t lease_ms;
     int64_t recovered_calls;
     uint64_t quota;                  /* 0: none */
     int64_t (*clock)(void *context); /* NULL: the real-time clock */
@@ -45,7 +52,8 @@ struct store {
     size_t scratch_size;
 };
 
-static const store_backend *const backends[] = {&store_sqlite_backend};
+static const store_backend *const backends[] = {&store_sqlite_backend, &store_postgres_backend,
+                                                &store_postgresql_backend};
 
 #define COUNT(array) (sizeof(array) / sizeof *(array))
 #define INTEGER(x) ((store_value){.type = STORE_INTEGER, .integer = (x)})
@@ -179,16 +187,21 @@ static const char schema_version_insert[] =
     "INSERT INTO schema_version (version, applied_at) VALUES ($1, $2)";
 
 /* Applies the migrations the database lacks, each in its own write
- * transaction that re-reads the version first (another process may have
- * migrated in between). */
+ * transaction that takes the backend's schema lock, then re-reads the
+ * version (another process may have migrated in between). */
 static int store_migrate(store *store, char *error) {
-    int result = store->backend->script(store->connection, schema_version_table, error);
+    int result = CAP_OK;
     for (;;) {
         if (result != CAP_OK) return result;
         if ((result = store_write_begin(store, error)) != CAP_OK) return result;
+        if (store->backend->lock_schema)
+            result = store->backend->lock_schema(store->connection, error);
+        if (result == CAP_OK)
+            result = store->backend->script(store->connection, schema_version_table, error);
         integers version = {0};
-        result =
-            store_run(store, schema_version_select, NULL, 0, collect_integers, &version, error);
+        if (result == CAP_OK)
+            result =
+                store_run(store, schema_version_select, NULL, 0, collect_integers, &version, error);
         int current = (int)version.value[0];
         if (result == CAP_OK && current > store->backend->migration_count)
             result = fail(error, STORE_EVERSION,
@@ -213,22 +226,123 @@ static int store_migrate(store *store, char *error) {
     }
 }
 
-static const char recover_calls[] =
-    "UPDATE calls SET status = 'interrupted', finished_at = $1 WHERE status = 'running'"
+/* Nodes and leases (docs/store.md, "Several nodes").  Every store handle is
+ * a node: a row in `nodes` whose lease it renews; its running calls and its
+ * live sessions name it.  A node whose lease has expired is dead (or cut
+ * off, which is the same to the others): any node's sweep marks its running
+ * calls `interrupted` and parks its live sessions.  With an exclusive
+ * backend (SQLite) every other node is dead by definition. */
+static const char node_register[] =
+    "INSERT INTO nodes (id, started_at, lease_expires_at) VALUES ($1, $2, $3)"
+    " ON CONFLICT (id) DO UPDATE SET lease_expires_at = excluded.lease_expires_at";
+static const char node_renew[] =
+    "UPDATE nodes SET lease_expires_at = $3 WHERE id = $1 AND lease_expires_at >= $2 RETURNING 1";
+static const char node_release[] = "UPDATE nodes SET lease_expires_at = 0 WHERE id = $1";
+/* $1 now, $2 this node, $3 the oldest lease still alive (now; or, for an
+ * exclusive store, beyond any lease). */
+static const char sweep_calls[] =
+    "UPDATE calls SET status = 'interrupted', finished_at = $1"
+    " WHERE status = 'running' AND (node IS NULL OR node <> $2) AND NOT EXISTS"
+    " (SELECT 1 FROM nodes WHERE nodes.id = calls.node AND nodes.lease_expires_at >= $3)"
     " RETURNING seq";
-static const char recover_sessions[] =
-    "UPDATE sessions SET status = 'parked' WHERE status = 'live'";
+static const char sweep_sessions[] =
+    "UPDATE sessions SET status = 'parked', owner = NULL"
+    " WHERE status = 'live' AND (owner IS NULL OR owner <> $1) AND NOT EXISTS"
+    " (SELECT 1 FROM nodes WHERE nodes.id = sessions.owner AND nodes.lease_expires_at >= $2)";
+static const char sweep_nodes[] = "DELETE FROM nodes WHERE id <> $1 AND lease_expires_at < $2";
+/* This node's own, when it finds its lease lost. */
+static const char own_calls_interrupt[] =
+    "UPDATE calls SET status = 'interrupted', finished_at = $1"
+    " WHERE status = 'running' AND node = $2 RETURNING seq";
+static const char own_sessions_park[] =
+    "UPDATE sessions SET status = 'parked', owner = NULL WHERE status = 'live' AND owner = $1";
 
-/* The previous owner is dead: its running calls never finished and no
- * worker holds its sessions any more. */
+/* Inside a write transaction: interrupts the running calls and parks the
+ * live sessions of every node whose lease ended before `alive_since`, and
+ * forgets those nodes; *calls receives how many calls. */
+static int sweep_in_transaction(store *store, int64_t alive_since, int64_t *calls, char *error) {
+    int64_t now = store_now(store);
+    integers swept = {0};
+    int result = RUN(store, sweep_calls, collect_integers, &swept, error, INTEGER(now),
+                     TEXT(store->node), INTEGER(alive_since));
+    if (result == CAP_OK)
+        result = RUN(store, sweep_sessions, NULL, NULL, error, TEXT(store->node),
+                     INTEGER(alive_since));
+    if (result == CAP_OK)
+        result = RUN(store, sweep_nodes, NULL, NULL, error, TEXT(store->node),
+                     INTEGER(alive_since));
+    if (calls) *calls = swept.rows;
+    return result;
+}
+
+/* At open: this node joins with a fresh lease, and what dead nodes left is
+ * recovered (with an exclusive backend, everything others left). */
 static int store_recover(store *store, char *error) {
     int result = store_write_begin(store, error);
     if (result != CAP_OK) return result;
-    integers calls = {0};
-    result = RUN(store, recover_calls, collect_integers, &calls, error, INTEGER(store_now(store)));
-    if (result == CAP_OK) result = store_run(store, recover_sessions, NULL, 0, NULL, NULL, error);
-    store->recovered_calls = calls.rows;
+    int64_t now = store_now(store);
+    result = RUN(store, node_register, NULL, NULL, error, TEXT(store->node), INTEGER(now),
+                 INTEGER(now + store->lease_ms));
+    if (result == CAP_OK)
+        result = sweep_in_transaction(store, store->exclusive ? INT64_MAX : now,
+                                      &store->recovered_calls, error);
     return store_write_end(store, result, error);
+}
+
+/* A node id unique among the store's users: host, pid and 32 random bits. */
+static void make_node_id(char node[STORE_ID_SIZE]) {
+    char host[64] = "";
+    if (gethostname(host, sizeof host) != 0 || !host[0]) snprintf(host, sizeof host, "host");
+    host[sizeof host - 1] = '\0';
+    uint32_t random = 0;
+    if (getentropy(&random, sizeof random) != 0) {
+        struct timespec now;
+        clock_gettime(CLOCK_REALTIME, &now);
+        random = (uint32_t)now.tv_nsec ^ (uint32_t)now.tv_sec;
+    }
+    snprintf(node, STORE_ID_SIZE, "%s:%ld:%08x", host, (long)getpid(), random);
+}
+
+const char *store_node(const store *store) {
+    return store->node;
+}
+
+void store_set_lease(store *store, int64_t lease_ms) {
+    store->lease_ms = lease_ms > 0 ? lease_ms : DEFAULT_LEASE_MS;
+}
+
+int store_renew(store *store, int64_t *recovered, char *error) {
+    if (recovered) *recovered = 0;
+    int result = store_write_begin(store, error);
+    if (result != CAP_OK) return result;
+    int64_t now = store_now(store);
+    integers renewed = {0};
+    result = RUN(store, node_renew, collect_integers, &renewed, error, TEXT(store->node),
+                 INTEGER(now), INTEGER(now + store->lease_ms));
+    int lost = result == CAP_OK && !renewed.rows;
+    integers own = {0};
+    if (lost) {
+        /* Others may have taken over already: what this node still marks
+         * as its own is given up too, and it joins again afresh. */
+        result = RUN(store, own_calls_interrupt, collect_integers, &own, error, INTEGER(now),
+                     TEXT(store->node));
+        if (result == CAP_OK)
+            result = RUN(store, own_sessions_park, NULL, NULL, error, TEXT(store->node));
+        if (result == CAP_OK)
+            result = RUN(store, node_register, NULL, NULL, error, TEXT(store->node), INTEGER(now),
+                         INTEGER(now + store->lease_ms));
+    }
+    int64_t swept = 0;
+    if (result == CAP_OK) result = sweep_in_transaction(store, now, &swept, error);
+    result = store_write_end(store, result, error);
+    if (result != CAP_OK) return result;
+    if (recovered) *recovered = swept;
+    if (lost)
+        return fail(error, STORE_ECONFLICT,
+                    "node %s: its lease had expired; its %lld running calls are interrupted and"
+                    " its live sessions parked (stop their workers)",
+                    store->node, (long long)own.rows);
+    return CAP_OK;
 }
 
 int store_open(const char *url, store **out, char *error) {
@@ -239,7 +353,8 @@ int store_open(const char *url, store **out, char *error) {
         if (strncmp(url, backends[i]->scheme, strlen(backends[i]->scheme)) == 0)
             backend = backends[i];
     if (!backend)
-        return fail(error, CAP_EINVAL, "'%.100s': unknown kind of store (expected sqlite:PATH)",
+        return fail(error, CAP_EINVAL,
+                    "'%.100s': unknown kind of store (expected sqlite:PATH or postgres://...)",
                     url);
     return store_open_backend(backend, url + strlen(backend->scheme), out, error);
 }
@@ -250,10 +365,11 @@ int store_open_backend(const store_backend *backend, const char *location, store
     store *opened = calloc(1, sizeof *opened);
     if (!opened) return fail(error, CAP_ENOMEM, "out of memory");
     opened->backend = backend;
-    int exclusive = 0;
-    int result = backend->open(location, &opened->connection, &exclusive, error);
+    opened->lease_ms = DEFAULT_LEASE_MS;
+    make_node_id(opened->node);
+    int result = backend->open(location, &opened->connection, &opened->exclusive, error);
     if (result == CAP_OK) result = store_migrate(opened, error);
-    if (result == CAP_OK && exclusive) result = store_recover(opened, error);
+    if (result == CAP_OK) result = store_recover(opened, error);
     if (result != CAP_OK) {
         store_close(opened);
         return result;
@@ -264,6 +380,13 @@ int store_open_backend(const store_backend *backend, const char *location, store
 
 void store_close(store *store) {
     if (!store) return;
+    /* Leaving, the node gives its lease up: whatever it leaves running is
+     * recovered by the next sweep rather than after the lease.  Best
+     * effort: a store that cannot be written to is recovered all the same. */
+    if (store->connection && store->schema_version) {
+        store->backend->rollback(store->connection);
+        RUN(store, node_release, NULL, NULL, NULL, TEXT(store->node));
+    }
     if (store->connection) store->backend->close(store->connection);
     ZSTD_freeCCtx(store->compressor);
     ZSTD_freeDCtx(store->decompressor);
@@ -328,8 +451,8 @@ int store_check(store *store, char *error) {
 static const char *const session_statuses[] = {"live", "parked", "expired"};
 
 static const char session_insert[] =
-    "INSERT INTO sessions (id, principal, status, created_at, last_used_at, ttl_ms, expires_at)"
-    " VALUES ($1, $2, $3, $4, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING 1";
+    "INSERT INTO sessions (id, principal, status, created_at, last_used_at, ttl_ms, expires_at,"
+    " owner) VALUES ($1, $2, $3, $4, $4, $5, $6, $7) ON CONFLICT DO NOTHING RETURNING 1";
 static const char session_select[] =
     "SELECT id, principal, status, created_at, last_used_at, ttl_ms, expires_at, latest_snapshot,"
     " call_count FROM sessions WHERE id = $1";
@@ -338,7 +461,7 @@ static const char session_touch[] =
     " expires_at = CASE WHEN ttl_ms > 0 THEN $2 + ttl_ms ELSE NULL END"
     " WHERE id = $1 AND status <> 'expired' RETURNING 1";
 static const char session_set_status[] =
-    "UPDATE sessions SET status = $2 WHERE id = $1 AND status <> 'expired' RETURNING 1";
+    "UPDATE sessions SET status = $2, owner = $3 WHERE id = $1 AND status <> 'expired' RETURNING 1";
 static const char session_unlink_snapshot[] =
     "UPDATE sessions SET latest_snapshot = NULL WHERE id = $1";
 static const char session_delete_snapshots[] = "DELETE FROM snapshots WHERE session = $1";
@@ -386,7 +509,8 @@ static int session_insert_row(store *store, const char *id, const char *principa
     integers inserted = {0};
     int result = RUN(store, session_insert, collect_integers, &inserted, error, TEXT(id),
                      TEXT(principal), TEXT(status), INTEGER(now), INTEGER(ttl_ms),
-                     ttl_ms > 0 ? INTEGER(now + ttl_ms) : NOTHING);
+                     ttl_ms > 0 ? INTEGER(now + ttl_ms) : NOTHING,
+                     strcmp(status, "live") == 0 ? TEXT(store->node) : NOTHING);
     if (result == CAP_OK && inserted.rows == 0)
         result = fail(error, STORE_EEXIST, "session '%s' exists already", id);
     return result;
@@ -424,7 +548,8 @@ int store_session_set_status(store *store, const char *id, store_session_status 
         return fail(error, CAP_EINVAL, "a session is set live or parked; store_expire expires");
     integers updated = {0};
     result = RUN(store, session_set_status, collect_integers, &updated, error, TEXT(id),
-                 TEXT(session_statuses[status]));
+                 TEXT(session_statuses[status]),
+                 status == STORE_SESSION_LIVE ? TEXT(store->node) : NOTHING);
     if (result == CAP_OK && updated.rows == 0) result = session_unusable(store, id, error);
     return result;
 }
@@ -1003,8 +1128,8 @@ static const char session_next_seq[] =
     " expires_at = CASE WHEN ttl_ms > 0 THEN $2 + ttl_ms ELSE NULL END"
     " WHERE id = $1 RETURNING call_count";
 static const char call_insert[] =
-    "INSERT INTO calls (session, seq, idempotency_key, status, request_hash, started_at)"
-    " VALUES ($1, $2, $3, 'running', $4, $5)";
+    "INSERT INTO calls (session, seq, idempotency_key, status, request_hash, started_at, node)"
+    " VALUES ($1, $2, $3, 'running', $4, $5, $6)";
 static const char call_finish[] =
     "UPDATE calls SET status = $3, result = $4, finished_at = $5"
     " WHERE session = $1 AND seq = $2 AND status = 'running' RETURNING 1";
@@ -1120,7 +1245,8 @@ int store_call_begin(store *store, const char *session, const char *key,
     if (result == CAP_OK)
         result = RUN(store, call_insert, NULL, NULL, error, TEXT(session), INTEGER(seq.value[0]),
                      key ? TEXT(key) : NOTHING,
-                     request_hash ? BLOB(request_hash, STORE_HASH_SIZE) : NOTHING, INTEGER(now));
+                     request_hash ? BLOB(request_hash, STORE_HASH_SIZE) : NOTHING, INTEGER(now),
+                     TEXT(store->node));
     result = store_write_end(store, result, error);
     if (result != CAP_OK) {
         store_call_clear(out);

@@ -2,8 +2,8 @@
  * store.h — the durable store: sessions, their calls, their snapshots and the
  * content-addressed blobs the snapshots are made of (docs/store.md).
  *
- * A store is opened from a URL: `sqlite:PATH` today, `postgres://...` once a
- * PostgreSQL backend exists (issue 16).  Every operation below is written once,
+ * A store is opened from a URL: `sqlite:PATH`, or `postgres://...` /
+ * `postgresql://...` (any libpq URL).  Every operation below is written once,
  * in store.c, as SQL text run through a backend (backend.h): a backend is a
  * struct of function pointers that opens a connection, runs one statement
  * with parameters, and begins, commits or rolls back a transaction.
@@ -19,10 +19,17 @@
  *   STORE_ECORRUPT, never wrong data.
  * - A blob lives as long as a snapshot page references it; store_gc deletes
  *   the others.  A session keeps only its latest snapshot.
+ * - Every store handle is a node (store_node) with a lease, renewed by
+ *   store_renew.  A node's running calls and live sessions name it; when its
+ *   lease has expired, the next sweep (any node's store_open or store_renew)
+ *   marks its running calls `interrupted` and parks its live sessions.
+ *   store_close gives the lease up at once.
  * - An SQLite store is owned by one process, through one handle, at a time
  *   (a lock next to the database that dies with the process and is not
- *   inherited by its children); at open it marks calls left `running` by a
- *   crashed owner as `interrupted` and sessions left `live` as `parked`.
+ *   inherited by its children): at open every other node is dead, so every
+ *   call left `running` is marked `interrupted` and every `live` session
+ *   `parked`.  A PostgreSQL store is shared by any number of nodes: at open
+ *   only what nodes with an expired lease left is recovered.
  * - A store handle is used by one thread at a time.
  * - Errors are a CAP_* or STORE_E* code and, when `error` is not NULL, a
  *   message in a buffer of CAP_ERROR_SIZE bytes.  Nothing exits or prints.
@@ -138,6 +145,25 @@ void store_close(store *store);
 
 /* Calls marked `interrupted` by this open's recovery. */
 int64_t store_recovered_calls(const store *store);
+
+/* This handle's node id: "host:pid:random", unique among the store's users. */
+const char *store_node(const store *store);
+
+/* How long the node's lease lasts after each renewal; the default (and
+ * lease_ms <= 0) is 30 s.  Takes effect at the next store_renew. */
+void store_set_lease(store *store, int64_t lease_ms);
+
+/* Renews this node's lease (now + lease) and sweeps: the running calls of
+ * nodes whose lease has expired become `interrupted`, their live sessions
+ * `parked`; *recovered (may be NULL) receives how many calls.  To be called
+ * well within every lease (e.g. every lease / 3), by host code, never on
+ * the guest's behalf; the handle is still used by one thread at a time (a
+ * heartbeat thread takes the lock its other users take).  If this
+ * node's own lease had expired, others may have recovered its work: its own
+ * running calls are interrupted and its sessions parked as well, the lease
+ * is taken again, and the result is STORE_ECONFLICT: stop the workers of
+ * those calls and sessions (their commits would be refused anyway). */
+int store_renew(store *store, int64_t *recovered, char *error);
 
 /* The schema version the database is at (after migrations). */
 int store_schema_version(const store *store);
