@@ -104,6 +104,7 @@ static const char *const sqlite_migrations[] = {
     "    lease_expires_at INTEGER NOT NULL\n"
     ");\n"
     "ALTER TABLE calls ADD COLUMN node TEXT;\n"
+    "ALTER TABLE calls ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;\n"
     "ALTER TABLE sessions ADD COLUMN owner TEXT;\n"
     "ALTER TABLE sessions ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;\n"
     "CREATE INDEX sessions_live ON sessions(owner) WHERE status = 'live';\n",

@@ -450,12 +450,14 @@ int store_check(store *store, char *error) {
 
 static const char *const session_statuses[] = {"live", "parked", "expired"};
 
+static int session_usable(store *store, const char *id, char *error);
+
 static const char session_insert[] =
     "INSERT INTO sessions (id, principal, status, created_at, last_used_at, ttl_ms, expires_at,"
     " owner) VALUES ($1, $2, $3, $4, $4, $5, $6, $7) ON CONFLICT DO NOTHING RETURNING 1";
 static const char session_select[] =
     "SELECT id, principal, status, created_at, last_used_at, ttl_ms, expires_at, latest_snapshot,"
-    " call_count FROM sessions WHERE id = $1";
+    " call_count, owner, epoch FROM sessions WHERE id = $1";
 static const char session_touch[] =
     "UPDATE sessions SET last_used_at = $2,"
     " expires_at = CASE WHEN ttl_ms > 0 THEN $2 + ttl_ms ELSE NULL END"
@@ -469,7 +471,7 @@ static const char session_delete[] = "DELETE FROM sessions WHERE id = $1 RETURNI
 
 static int read_session(void *context, const store_value *columns, int count, char *error) {
     store_session *out = context;
-    if (count < 9) return malformed_row(count, 9, error);
+    if (count < 11) return malformed_row(count, 11, error);
     copy_text(out->id, sizeof out->id, &columns[0]);
     copy_text(out->principal, sizeof out->principal, &columns[1]);
     char status[16];
@@ -483,6 +485,8 @@ static int read_session(void *context, const store_value *columns, int count, ch
     out->expires_at = columns[6].type == STORE_INTEGER ? columns[6].integer : 0;
     out->latest_snapshot = columns[7].type == STORE_INTEGER ? columns[7].integer : 0;
     out->call_count = columns[8].integer;
+    copy_text(out->owner, sizeof out->owner, &columns[9]);
+    out->epoch = columns[10].integer;
     return 0;
 }
 
@@ -551,6 +555,52 @@ int store_session_set_status(store *store, const char *id, store_session_status 
                  TEXT(session_statuses[status]),
                  status == STORE_SESSION_LIVE ? TEXT(store->node) : NOTHING);
     if (result == CAP_OK && updated.rows == 0) result = session_unusable(store, id, error);
+    return result;
+}
+
+/* Claiming a session (store.h): first the running calls of it that dead
+ * nodes left (the same rule as the sweep's), then the session itself, in
+ * that order because store_call_finish locks the call before the session:
+ * one order, no deadlock between them. */
+static const char claim_calls_interrupt[] =
+    "UPDATE calls SET status = 'interrupted', finished_at = $2"
+    " WHERE session = $1 AND status = 'running' AND (node IS NULL OR node <> $3) AND NOT EXISTS"
+    " (SELECT 1 FROM nodes WHERE nodes.id = calls.node AND nodes.lease_expires_at >= $2)";
+/* On PostgreSQL, of two nodes claiming at once, the second waits for the
+ * first's row lock and then re-checks the condition against the row the
+ * first wrote: its owner is alive, so the second updates nothing. */
+static const char session_claim[] =
+    "UPDATE sessions SET status = 'live', owner = $2, epoch = epoch + 1"
+    " WHERE id = $1 AND status <> 'expired' AND (owner IS NULL OR owner <> $2) AND NOT EXISTS"
+    " (SELECT 1 FROM nodes WHERE nodes.id = sessions.owner AND nodes.lease_expires_at >= $3)"
+    " RETURNING epoch";
+
+int store_session_claim(store *store, const char *id, int64_t *epoch, char *error) {
+    if (epoch) *epoch = 0;
+    int result = check_name(id, "session id", 0, error);
+    if (result != CAP_OK) return result;
+    if ((result = store_write_begin(store, error)) != CAP_OK) return result;
+    int64_t now = store_now(store);
+    result = session_usable(store, id, error);
+    if (result == CAP_OK)
+        result = RUN(store, claim_calls_interrupt, NULL, NULL, error, TEXT(id), INTEGER(now),
+                     TEXT(store->node));
+    integers claimed = {0};
+    if (result == CAP_OK)
+        result = RUN(store, session_claim, collect_integers, &claimed, error, TEXT(id),
+                     TEXT(store->node), INTEGER(now));
+    store_session session;
+    if (result == CAP_OK && !claimed.rows) {
+        result = session_load(store, id, &session, error);
+        if (result == CAP_OK && session.status == STORE_SESSION_LIVE &&
+            strcmp(session.owner, store->node) == 0)
+            claimed.value[0] = session.epoch; /* already this node's */
+        else if (result == CAP_OK)
+            result = fail(error, STORE_EBUSY, "session '%s' is live on node %s, whose lease holds",
+                          id, session.owner);
+    }
+    result = store_write_end(store, result, error);
+    if (result == CAP_OK && epoch) *epoch = claimed.value[0];
     return result;
 }
 
@@ -947,6 +997,14 @@ static int collect_text(void *context, const store_value *columns, int count, ch
     return 0;
 }
 
+/* The third column as text (call_epochs_select's owner). */
+static int collect_owner(void *context, const store_value *columns, int count, char *error) {
+    (void)error;
+    text_column *out = context;
+    if (out->rows++ == 0 && count > 2) copy_text(out->text, sizeof out->text, &columns[2]);
+    return 0;
+}
+
 /* Inside a transaction: the session exists and is not expired. */
 static int session_usable(store *store, const char *id, char *error) {
     text_column status = {0};
@@ -1126,13 +1184,19 @@ static const char call_release_key[] =
 static const char session_next_seq[] =
     "UPDATE sessions SET call_count = call_count + 1, last_used_at = $2,"
     " expires_at = CASE WHEN ttl_ms > 0 THEN $2 + ttl_ms ELSE NULL END"
-    " WHERE id = $1 RETURNING call_count";
+    " WHERE id = $1 RETURNING call_count, epoch";
 static const char call_insert[] =
-    "INSERT INTO calls (session, seq, idempotency_key, status, request_hash, started_at, node)"
-    " VALUES ($1, $2, $3, 'running', $4, $5, $6)";
+    "INSERT INTO calls (session, seq, idempotency_key, status, request_hash, started_at, node,"
+    " epoch) VALUES ($1, $2, $3, 'running', $4, $5, $6, $7)";
+/* Fenced: a call begun in an earlier epoch of its session (before another
+ * node claimed it) does not commit. */
 static const char call_finish[] =
     "UPDATE calls SET status = $3, result = $4, finished_at = $5"
-    " WHERE session = $1 AND seq = $2 AND status = 'running' RETURNING 1";
+    " WHERE session = $1 AND seq = $2 AND status = 'running'"
+    " AND epoch = (SELECT epoch FROM sessions WHERE id = $1) RETURNING 1";
+static const char call_epochs_select[] =
+    "SELECT c.epoch, s.epoch, s.owner FROM calls AS c JOIN sessions AS s ON s.id = c.session"
+    " WHERE c.session = $1 AND c.seq = $2";
 
 static int read_call(store_call *out, const store_value *columns, int count, char *error) {
     if (count < 8) return malformed_row(count, 8, error);
@@ -1246,7 +1310,7 @@ int store_call_begin(store *store, const char *session, const char *key,
         result = RUN(store, call_insert, NULL, NULL, error, TEXT(session), INTEGER(seq.value[0]),
                      key ? TEXT(key) : NOTHING,
                      request_hash ? BLOB(request_hash, STORE_HASH_SIZE) : NOTHING, INTEGER(now),
-                     TEXT(store->node));
+                     TEXT(store->node), INTEGER(seq.value[1]));
     result = store_write_end(store, result, error);
     if (result != CAP_OK) {
         store_call_clear(out);
@@ -1275,6 +1339,23 @@ static int call_not_running(store *store, const char *session, int64_t seq, char
     if (!read.rows)
         return fail(error, STORE_ENOTFOUND, "session '%s' has no call %lld", session,
                     (long long)seq);
+    if (strcmp(call.status, "running") == 0) {
+        store_call_clear(&call);
+        /* Running, so fenced: the session changed hands since it began. */
+        integers epochs = {0};
+        text_column owner = {0};
+        result = RUN(store, call_epochs_select, collect_integers, &epochs, error, TEXT(session),
+                     INTEGER(seq));
+        if (result == CAP_OK)
+            result = RUN(store, call_epochs_select, collect_owner, &owner, error, TEXT(session),
+                         INTEGER(seq));
+        if (result != CAP_OK) return result;
+        return fail(error, STORE_ECONFLICT,
+                    "call %lld of session '%s' began in epoch %lld; the session is in epoch %lld"
+                    " now, held by %s: its result is not committed",
+                    (long long)seq, session, (long long)epochs.value[0],
+                    (long long)epochs.value[1], owner.text[0] ? owner.text : "no node");
+    }
     result = fail(error, STORE_ECONFLICT, "call %lld of session '%s' is %s, not running",
                   (long long)seq, session, call.status);
     store_call_clear(&call);

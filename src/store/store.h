@@ -77,6 +77,8 @@ typedef struct store_session {
     int64_t expires_at;      /* last_used_at + ttl_ms; 0: never */
     int64_t latest_snapshot; /* 0: none yet */
     int64_t call_count;      /* calls begun so far (the last seq) */
+    char owner[STORE_ID_SIZE]; /* the node holding it live ("" when not live) */
+    int64_t epoch;           /* how many times it was claimed (store_session_claim) */
 } store_session;
 
 /* One call of a session.  `result` is malloc'd: store_call_clear frees it. */
@@ -194,6 +196,19 @@ int store_session_touch(store *store, const char *id, char *error);
 /* live <-> parked.  An expired session cannot come back (STORE_ECONFLICT). */
 int store_session_set_status(store *store, const char *id, store_session_status status,
                              char *error);
+
+/* Takes the session for this node (several nodes on one PostgreSQL store,
+ * docs/store.md): it becomes live, owned by this node, and its epoch grows
+ * by one, returned in *epoch (may be NULL).  Possible when the session is
+ * parked, or live on a node whose lease has expired (that node's running
+ * calls of it are interrupted); when it is live on this node already,
+ * nothing changes and *epoch is its epoch.  Live on another node whose
+ * lease holds: STORE_EBUSY naming it.  Of nodes claiming at once, exactly
+ * one gets it.  Calls are fenced by the epoch: a call begun before the
+ * session was claimed cannot be finished (STORE_ECONFLICT), so a node cut
+ * off past its lease cannot commit over the new owner.  Then restore the
+ * latest snapshot. */
+int store_session_claim(store *store, const char *id, int64_t *epoch, char *error);
 
 /* Deletes the session, its calls and its snapshots; blobs wait for store_gc. */
 int store_session_delete(store *store, const char *id, char *error);

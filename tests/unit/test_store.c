@@ -1670,6 +1670,62 @@ static void test_full_disk_is_a_clear_error(void **state) {
     store_close(s);
 }
 
+/* --- claims and epochs ----------------------------------------------------------- */
+
+/* One node: a claim makes a parked session live with the next epoch, a
+ * claim of its own live session changes nothing, and a call begun before a
+ * claim is fenced off. */
+static void test_session_claim_and_fencing(void **state) {
+    fixture *f = *state;
+    store *s = open_store(f);
+    char error[CAP_ERROR_SIZE] = "";
+    int64_t epoch = -1;
+    assert_int_equal(store_session_claim(s, "none", &epoch, error), STORE_ENOTFOUND);
+    assert_int_equal(store_session_create(s, "a", "", 0, error), CAP_OK);
+    store_session session;
+    assert_int_equal(store_session_get(s, "a", &session, error), CAP_OK);
+    assert_string_equal(session.owner, store_node(s));
+    assert_int_equal(session.epoch, 0);
+    assert_int_equal(store_session_claim(s, "a", &epoch, error), CAP_OK);
+    assert_int_equal(epoch, 0); /* already this node's */
+    assert_int_equal(store_session_set_status(s, "a", STORE_SESSION_PARKED, error), CAP_OK);
+    assert_int_equal(store_session_get(s, "a", &session, error), CAP_OK);
+    assert_string_equal(session.owner, "");
+    assert_int_equal(store_session_claim(s, "a", &epoch, error), CAP_OK);
+    assert_int_equal(epoch, 1);
+    assert_int_equal(store_session_get(s, "a", &session, error), CAP_OK);
+    assert_int_equal(session.status, STORE_SESSION_LIVE);
+    assert_string_equal(session.owner, store_node(s));
+    assert_int_equal(session.epoch, 1);
+
+    /* A call of epoch 1; the session is parked and claimed again (as a
+     * node that lost it and another that took it would): fenced. */
+    store_call call;
+    int replayed;
+    assert_int_equal(store_call_begin(s, "a", NULL, NULL, &call, &replayed, error), CAP_OK);
+    assert_int_equal(store_session_set_status(s, "a", STORE_SESSION_PARKED, error), CAP_OK);
+    assert_int_equal(store_session_claim(s, "a", &epoch, error), CAP_OK);
+    assert_int_equal(epoch, 2);
+    assert_int_equal(store_call_finish(s, "a", call.seq, "success", "{}", NULL, NULL, error),
+                     STORE_ECONFLICT);
+    assert_non_null(strstr(error, "epoch 1"));
+    assert_int_equal(store_call_get(s, "a", call.seq, &call, error), CAP_OK);
+    assert_string_equal(call.status, "running");
+    assert_null(call.result);
+    /* A call of the new epoch commits. */
+    assert_int_equal(store_call_begin(s, "a", NULL, NULL, &call, &replayed, error), CAP_OK);
+    assert_int_equal(store_call_finish(s, "a", call.seq, "success", "{}", NULL, NULL, error),
+                     CAP_OK);
+    /* An expired session cannot be claimed. */
+    assert_int_equal(store_session_create(s, "short", "", 1, error), CAP_OK);
+    assert_int_equal(store_session_set_status(s, "short", STORE_SESSION_PARKED, error), CAP_OK);
+    f->now += 10;
+    store_set_clock(s, fixture_clock, f);
+    assert_int_equal(store_expire(s, NULL, error), CAP_OK);
+    assert_int_equal(store_session_claim(s, "short", &epoch, error), STORE_ECONFLICT);
+    store_close(s);
+}
+
 /* --- PostgreSQL: several nodes, an unreachable or restarted server ------------- */
 
 /* A server that is not there, a database that does not exist: clear errors
@@ -1960,6 +2016,100 @@ static void test_postgres_concurrent_first_opens(void **state) {
     assert_string_equal(versions, "3,3");
 }
 
+/* Two nodes race to claim sessions whose owner's lease has expired: for
+ * each, exactly one wins (epoch 1, its node the owner), the other gets
+ * STORE_EBUSY, and the dead owner's running call is interrupted. */
+#define CLAIM_SESSIONS 20
+static void claim_child(const char *url, int ready_fd, int go_fd, int report_fd) {
+    store *s = NULL;
+    char error[CAP_ERROR_SIZE];
+    if (store_open(url, &s, error) != CAP_OK) _exit(2);
+    char node[STORE_ID_SIZE];
+    snprintf(node, sizeof node, "%s", store_node(s));
+    char byte = 'r';
+    if (write(ready_fd, &byte, 1) != 1 || read(go_fd, &byte, 1) != 1) _exit(3);
+    int results[CLAIM_SESSIONS];
+    for (int i = 0; i < CLAIM_SESSIONS; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "r%d", i);
+        int64_t epoch = 0;
+        results[i] = store_session_claim(s, id, &epoch, error);
+        if (results[i] == CAP_OK && epoch != 1) results[i] = -1;
+    }
+    if (write(report_fd, node, sizeof node) != sizeof node ||
+        write(report_fd, results, sizeof results) != sizeof results)
+        _exit(4);
+    store_close(s);
+    _exit(0);
+}
+
+static void test_postgres_two_nodes_race_for_an_expired_lease(void **state) {
+    fixture *f = *state;
+    store *dead = open_store(f);
+    char error[CAP_ERROR_SIZE] = "";
+    store_call call;
+    int replayed;
+    for (int i = 0; i < CLAIM_SESSIONS; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "r%d", i);
+        assert_int_equal(store_session_create(dead, id, "", 0, error), CAP_OK);
+        assert_int_equal(store_call_begin(dead, id, NULL, NULL, &call, &replayed, error), CAP_OK);
+    }
+    /* Its lease lasts until both racers have opened (their sweeps spare
+     * it), then runs out: it never renews again. */
+    store_set_clock(dead, NULL, NULL);
+    store_set_lease(dead, 1500);
+    assert_int_equal(store_renew(dead, NULL, error), CAP_OK);
+    int ready[2], go[2], reports[2][2];
+    assert_int_equal(pipe(ready), 0);
+    assert_int_equal(pipe(go), 0);
+    pid_t children[2];
+    for (int c = 0; c < 2; c++) {
+        assert_int_equal(pipe(reports[c]), 0);
+        children[c] = fork();
+        assert_true(children[c] >= 0);
+        if (children[c] == 0) claim_child(f->url, ready[1], go[0], reports[c][1]);
+        close(reports[c][1]);
+    }
+    char byte;
+    for (int c = 0; c < 2; c++) assert_int_equal(read(ready[0], &byte, 1), 1);
+    struct timespec expiry = {1, 600 * 1000 * 1000L};
+    nanosleep(&expiry, NULL);
+    assert_int_equal(write(go[1], "gg", 2), 2); /* both at once */
+    char nodes[2][STORE_ID_SIZE];
+    int results[2][CLAIM_SESSIONS];
+    for (int c = 0; c < 2; c++) {
+        assert_int_equal(read(reports[c][0], nodes[c], sizeof nodes[c]), (ssize_t)sizeof nodes[c]);
+        assert_int_equal(read(reports[c][0], results[c], sizeof results[c]),
+                         (ssize_t)sizeof results[c]);
+        close(reports[c][0]);
+        int status;
+        assert_int_equal(waitpid(children[c], &status, 0), children[c]);
+        assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    }
+    close(ready[0]), close(ready[1]), close(go[0]), close(go[1]);
+    int wins[2] = {0, 0};
+    for (int i = 0; i < CLAIM_SESSIONS; i++) {
+        int winner = results[0][i] == CAP_OK ? 0 : 1;
+        assert_int_equal(results[winner][i], CAP_OK);         /* one won... */
+        assert_int_equal(results[1 - winner][i], STORE_EBUSY); /* ...and one only */
+        wins[winner]++;
+        char id[16];
+        snprintf(id, sizeof id, "r%d", i);
+        store_session session;
+        assert_int_equal(store_session_get(dead, id, &session, error), CAP_OK);
+        assert_int_equal(session.epoch, 1);
+        assert_string_equal(session.owner, nodes[winner]);
+        assert_int_equal(store_call_get(dead, id, 1, &call, error), CAP_OK);
+        assert_string_equal(call.status, "interrupted");
+    }
+    print_message("claim race: %d and %d of %d sessions won\n", wins[0], wins[1], CLAIM_SESSIONS);
+    /* The dead node's late commit is refused. */
+    assert_int_equal(store_call_finish(dead, "r0", 1, "success", "{}", NULL, NULL, error),
+                     STORE_ECONFLICT);
+    store_close(dead);
+}
+
 #define TEST(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
 
 int main(void) {
@@ -1981,6 +2131,7 @@ int main(void) {
         TEST(test_quota),
         TEST(test_kill_9_loses_no_acknowledged_commit),
         TEST(test_a_failure_at_any_backend_call_leaves_the_store_sound),
+        TEST(test_session_claim_and_fencing),
     };
     /* SQLite's own: the owner lock, the database file, a full disk under
      * the client's file-size limit. */
@@ -1998,6 +2149,7 @@ int main(void) {
         TEST(test_postgres_sweep_spares_live_nodes),
         TEST(test_postgres_two_processes_share_a_store),
         TEST(test_postgres_concurrent_first_opens),
+        TEST(test_postgres_two_nodes_race_for_an_expired_lease),
     };
     size_t common_count = sizeof common / sizeof *common;
     struct CMUnitTest tests[64];
