@@ -144,8 +144,8 @@ enum {
     OID_NUMERIC = 1700,
 };
 
-#define STATEMENT_CACHE_SIZE 64
-#define MAX_PARAMETERS 16
+#define STATEMENT_CACHE_SIZE 80
+#define MAX_PARAMETERS 96
 #define MAX_COLUMNS 16
 
 typedef struct postgres_connection {

@@ -110,7 +110,7 @@ static const char *const sqlite_migrations[] = {
     "CREATE INDEX sessions_live ON sessions(owner) WHERE status = 'live';\n",
 };
 
-#define STATEMENT_CACHE_SIZE 48
+#define STATEMENT_CACHE_SIZE 80
 #define MAX_COLUMNS 16
 
 typedef struct sqlite_connection {

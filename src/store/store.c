@@ -18,6 +18,7 @@
 #include "store.h"
 
 #include <openssl/evp.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,6 +51,8 @@ struct store {
     ZSTD_DCtx *decompressor;
     void *scratch;                   /* compression output */
     size_t scratch_size;
+    void *batch_scratch;             /* compression output of a batch of blobs */
+    size_t batch_scratch_size;
 };
 
 static const store_backend *const backends[] = {&store_sqlite_backend, &store_postgres_backend,
@@ -391,6 +394,7 @@ void store_close(store *store) {
     ZSTD_freeCCtx(store->compressor);
     ZSTD_freeDCtx(store->decompressor);
     free(store->scratch);
+    free(store->batch_scratch);
     free(store);
 }
 
@@ -899,6 +903,165 @@ static const char session_after_snapshot[] =
 static const char snapshots_older_delete[] =
     "DELETE FROM snapshots WHERE session = $1 AND id <> $2";
 
+/* Statements over BATCH rows at once: a snapshot has hundreds of pages,
+ * and each statement is a round trip to a PostgreSQL server (SQLite does
+ * not mind).  Built once: the backends cache statements by their text's
+ * address.  The rows that do not fill a batch go one by one. */
+#define BATCH 16
+static char page_insert_batch[80 + BATCH * 24]; /* VALUES ($1, $2, $3), ($1, $4, $5)... */
+static char blobs_count_batch[80 + BATCH * 8];  /* COUNT(*) ... IN ($1, ... $16) */
+static char blobs_present_batch[80 + BATCH * 8]; /* SELECT hash ... IN ($1, ... $16) */
+static char blob_insert_batch[160 + BATCH * 40]; /* VALUES ($1, ..., $5), ($6, ...)... */
+static pthread_once_t batch_once = PTHREAD_ONCE_INIT;
+
+static void batch_statements(void) {
+    int at = snprintf(page_insert_batch, sizeof page_insert_batch,
+                      "INSERT INTO snapshot_pages (snapshot, page_index, hash) VALUES");
+    for (int i = 0; i < BATCH; i++)
+        at += snprintf(page_insert_batch + at, sizeof page_insert_batch - (size_t)at,
+                       "%s ($1, $%d, $%d)", i ? "," : "", 2 + 2 * i, 3 + 2 * i);
+    at = snprintf(blobs_count_batch, sizeof blobs_count_batch,
+                  "SELECT COUNT(*) FROM blobs WHERE hash IN (");
+    for (int i = 0; i < BATCH; i++)
+        at += snprintf(blobs_count_batch + at, sizeof blobs_count_batch - (size_t)at, "%s$%d",
+                       i ? ", " : "", i + 1);
+    snprintf(blobs_count_batch + at, sizeof blobs_count_batch - (size_t)at, ")");
+    at = snprintf(blobs_present_batch, sizeof blobs_present_batch,
+                  "SELECT hash FROM blobs WHERE hash IN (");
+    for (int i = 0; i < BATCH; i++)
+        at += snprintf(blobs_present_batch + at, sizeof blobs_present_batch - (size_t)at, "%s$%d",
+                       i ? ", " : "", i + 1);
+    snprintf(blobs_present_batch + at, sizeof blobs_present_batch - (size_t)at, ")");
+    at = snprintf(blob_insert_batch, sizeof blob_insert_batch,
+                  "INSERT INTO blobs (hash, raw_size, stored_size, data, created_at) VALUES");
+    for (int i = 0; i < BATCH; i++)
+        at += snprintf(blob_insert_batch + at, sizeof blob_insert_batch - (size_t)at,
+                       "%s ($%d, $%d, $%d, $%d, $%d)", i ? "," : "", 5 * i + 1, 5 * i + 2,
+                       5 * i + 3, 5 * i + 4, 5 * i + 5);
+    snprintf(blob_insert_batch + at, sizeof blob_insert_batch - (size_t)at,
+             " ON CONFLICT DO NOTHING RETURNING stored_size, raw_size");
+}
+
+typedef struct present_hashes {
+    const uint8_t *hashes;
+    const size_t *which;
+    int present[BATCH];
+} present_hashes;
+
+static int mark_present(void *context, const store_value *columns, int count, char *error) {
+    present_hashes *batch = context;
+    if (count < 1 || columns[0].type != STORE_BLOB || columns[0].size != STORE_HASH_SIZE)
+        return fail(error, STORE_ECORRUPT, "malformed blob hash");
+    for (size_t i = 0; i < BATCH; i++)
+        if (memcmp(columns[0].bytes, batch->hashes + batch->which[i] * STORE_HASH_SIZE,
+                   STORE_HASH_SIZE) == 0)
+            batch->present[i] = 1;
+    return 0;
+}
+
+/* Inside a write transaction: stores the blobs of pages `which[0..BATCH)`
+ * (pages given by their bytes) that are not stored yet, adding them to
+ * *added like blob_insert_if_absent.  One statement finds which are stored;
+ * when none of the 16 is (and no two are the same, the usual case for the
+ * changed pages of a call), one statement inserts them all; otherwise the
+ * missing ones go one by one. */
+static int blobs_insert_batch(store *store, const store_snapshot_data *snapshot,
+                              const uint8_t *hashes, const size_t *which, integers *added,
+                              char *error) {
+    present_hashes batch = {.hashes = hashes, .which = which};
+    store_value values[5 * BATCH];
+    for (size_t i = 0; i < BATCH; i++)
+        values[i] = BLOB(hashes + which[i] * STORE_HASH_SIZE, STORE_HASH_SIZE);
+    int result = store_run(store, blobs_present_batch, values, BATCH, mark_present, &batch, error);
+    if (result != CAP_OK) return result;
+    int all_new = 1;
+    for (size_t i = 0; i < BATCH && all_new; i++) {
+        all_new = !batch.present[i];
+        for (size_t j = 0; j < i && all_new; j++)
+            all_new = memcmp(hashes + which[i] * STORE_HASH_SIZE,
+                             hashes + which[j] * STORE_HASH_SIZE, STORE_HASH_SIZE) != 0;
+    }
+    if (!all_new) {
+        for (size_t i = 0; i < BATCH && result == CAP_OK; i++)
+            if (!batch.present[i])
+                result = blob_insert_if_absent(store, snapshot->pages[which[i]].data,
+                                               snapshot->page_size,
+                                               hashes + which[i] * STORE_HASH_SIZE, added, error);
+        return result;
+    }
+    size_t size = snapshot->page_size, bound = ZSTD_compressBound(size);
+    if (!store->compressor && !(store->compressor = ZSTD_createCCtx()))
+        return fail(error, CAP_ENOMEM, "out of memory");
+    if (store->batch_scratch_size < BATCH * bound) {
+        void *larger = realloc(store->batch_scratch, BATCH * bound);
+        if (!larger) return fail(error, CAP_ENOMEM, "out of memory");
+        store->batch_scratch = larger;
+        store->batch_scratch_size = BATCH * bound;
+    }
+    int64_t now = store_now(store);
+    for (size_t i = 0; i < BATCH; i++) {
+        uint8_t *out = (uint8_t *)store->batch_scratch + i * bound;
+        size_t stored = ZSTD_compressCCtx(store->compressor, out, bound,
+                                          snapshot->pages[which[i]].data, size, COMPRESSION_LEVEL);
+        if (ZSTD_isError(stored))
+            return fail(error, CAP_EIO, "zstd: %s", ZSTD_getErrorName(stored));
+        values[5 * i] = BLOB(hashes + which[i] * STORE_HASH_SIZE, STORE_HASH_SIZE);
+        values[5 * i + 1] = INTEGER((int64_t)size);
+        values[5 * i + 2] = INTEGER((int64_t)stored);
+        values[5 * i + 3] = BLOB(out, stored);
+        values[5 * i + 4] = INTEGER(now);
+    }
+    /* Another transaction may have stored some meanwhile: RETURNING names
+     * only the rows this one inserted. */
+    integers inserted = {0};
+    result = store_run(store, blob_insert_batch, values, 5 * BATCH, sum_integers, &inserted, error);
+    if (result == CAP_OK) {
+        added->value[0] += inserted.value[0];
+        added->value[1] += inserted.rows;
+        added->value[2] += inserted.value[1];
+    }
+    return result;
+}
+
+/* Inside a write transaction: the blobs that pages `which[0..count)` name
+ * by hash are all stored; STORE_ENOTFOUND naming the first that is not.  A
+ * full batch is one statement (its distinct hashes counted), otherwise, or
+ * to find which is missing, one per page. */
+static int blobs_check_present(store *store, const store_snapshot_data *snapshot,
+                               const uint8_t *hashes, const size_t *which, size_t count,
+                               char *error) {
+    if (count == BATCH) {
+        store_value values[BATCH];
+        int64_t distinct = 0;
+        for (size_t i = 0; i < BATCH; i++) {
+            const uint8_t *hash = hashes + which[i] * STORE_HASH_SIZE;
+            values[i] = BLOB(hash, STORE_HASH_SIZE);
+            int seen = 0;
+            for (size_t j = 0; j < i && !seen; j++)
+                seen = memcmp(hash, hashes + which[j] * STORE_HASH_SIZE, STORE_HASH_SIZE) == 0;
+            distinct += !seen;
+        }
+        integers present = {0};
+        int result = store_run(store, blobs_count_batch, values, BATCH, collect_integers, &present,
+                               error);
+        if (result != CAP_OK || present.value[0] == distinct) return result;
+    }
+    for (size_t i = 0; i < count; i++) {
+        const uint8_t *hash = hashes + which[i] * STORE_HASH_SIZE;
+        integers present = {0};
+        int result =
+            RUN(store, blob_exists, collect_integers, &present, error, BLOB(hash, STORE_HASH_SIZE));
+        if (result != CAP_OK) return result;
+        if (!present.rows) {
+            char name[17];
+            hex(hash, name);
+            return fail(error, STORE_ENOTFOUND, "page %u names blob %s, which is not stored",
+                        snapshot->pages[which[i]].index, name);
+        }
+    }
+    return CAP_OK;
+}
+
 static int check_snapshot(const store_snapshot_data *snapshot, char *error) {
     int result = check_name(snapshot->build_id, "build id", 0, error);
     if (result != CAP_OK) return result;
@@ -925,24 +1088,32 @@ static int snapshot_write_in_transaction(store *store, const char *session, int6
                                          int64_t *snapshot_id, char *error) {
     int result = CAP_OK;
     integers added = {0};
+    pthread_once(&batch_once, batch_statements);
+    /* The pages given by their bytes first: a page named by hash may name
+     * a blob stored by another page of this very snapshot. */
+    size_t batch[BATCH], queued = 0;
     for (size_t i = 0; i < snapshot->page_count && result == CAP_OK; i++) {
-        const store_page *page = &snapshot->pages[i];
-        const uint8_t *hash = hashes + i * STORE_HASH_SIZE;
-        if (page->data) {
-            result =
-                blob_insert_if_absent(store, page->data, snapshot->page_size, hash, &added, error);
-        } else {
-            integers present = {0};
-            result = RUN(store, blob_exists, collect_integers, &present, error,
-                         BLOB(hash, STORE_HASH_SIZE));
-            if (result == CAP_OK && !present.rows) {
-                char name[17];
-                hex(hash, name);
-                result = fail(error, STORE_ENOTFOUND, "page %u names blob %s, which is not stored",
-                              page->index, name);
-            }
+        if (!snapshot->pages[i].data) continue;
+        batch[queued++] = i;
+        if (queued == BATCH) {
+            result = blobs_insert_batch(store, snapshot, hashes, batch, &added, error);
+            queued = 0;
         }
     }
+    for (size_t i = 0; i < queued && result == CAP_OK; i++)
+        result = blob_insert_if_absent(store, snapshot->pages[batch[i]].data, snapshot->page_size,
+                                       hashes + batch[i] * STORE_HASH_SIZE, &added, error);
+    queued = 0;
+    for (size_t i = 0; i < snapshot->page_count && result == CAP_OK; i++) {
+        if (snapshot->pages[i].data) continue;
+        batch[queued++] = i;
+        if (queued == BATCH) {
+            result = blobs_check_present(store, snapshot, hashes, batch, queued, error);
+            queued = 0;
+        }
+    }
+    if (result == CAP_OK && queued)
+        result = blobs_check_present(store, snapshot, hashes, batch, queued, error);
     if (result == CAP_OK) result = usage_apply(store, &added, error);
     int64_t now = store_now(store);
     integers inserted = {0};
@@ -951,7 +1122,17 @@ static int snapshot_write_in_transaction(store *store, const char *session, int6
                      call_seq ? INTEGER(call_seq) : NOTHING, TEXT(snapshot->build_id),
                      INTEGER(snapshot->page_size), TEXT(snapshot->manifest), INTEGER(now));
     int64_t id = inserted.value[0];
-    for (size_t i = 0; i < snapshot->page_count && result == CAP_OK; i++)
+    size_t i = 0;
+    for (; i + BATCH <= snapshot->page_count && result == CAP_OK; i += BATCH) {
+        store_value values[1 + 2 * BATCH];
+        values[0] = INTEGER(id);
+        for (size_t j = 0; j < BATCH; j++) {
+            values[1 + 2 * j] = INTEGER(snapshot->pages[i + j].index);
+            values[2 + 2 * j] = BLOB(hashes + (i + j) * STORE_HASH_SIZE, STORE_HASH_SIZE);
+        }
+        result = store_run(store, page_insert_batch, values, 1 + 2 * BATCH, NULL, NULL, error);
+    }
+    for (; i < snapshot->page_count && result == CAP_OK; i++)
         result = RUN(store, snapshot_page_insert, NULL, NULL, error, INTEGER(id),
                      INTEGER(snapshot->pages[i].index),
                      BLOB(hashes + i * STORE_HASH_SIZE, STORE_HASH_SIZE));

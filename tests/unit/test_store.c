@@ -924,7 +924,7 @@ static void test_corrupted_blob_is_a_clear_error(void **state) {
 
 typedef struct page_copy {
     uint8_t (*pages)[PAGE];
-    uint32_t indices[64];
+    uint32_t indices[64]; /* at most 64 pages */
     int count;
 } page_copy;
 
@@ -1085,6 +1085,71 @@ static void test_pages_shared_by_sessions_are_stored_once(void **state) {
     assert_int_equal(store_snapshot_read_pages(s, snapshot.id, count_pages, &seen, error), CAP_OK);
     assert_int_equal(seen, 2);
     store_snapshot_clear(&snapshot);
+    assert_int_equal(store_check(s, error), CAP_OK);
+    store_close(s);
+}
+
+/* Snapshots of many pages go in batches of statements (store.c's BATCH,
+ * 16): full batches, a remainder, a batch with a page repeated, a batch of
+ * pages by hash with one the store lacks, and a page by hash naming a
+ * blob that a later page of the same snapshot brings. */
+#define MANY 40
+static void test_many_pages_in_batches(void **state) {
+    fixture *f = *state;
+    store *s = open_store(f);
+    char error[CAP_ERROR_SIZE] = "";
+    static uint8_t pages[MANY][PAGE];
+    uint8_t hashes[MANY][STORE_HASH_SIZE];
+    store_page list[MANY];
+    for (int i = 0; i < MANY; i++) {
+        fill_page(pages[i], (uint32_t)(5000 + i), i % 3 == 0);
+        list[i] = (store_page){.index = (uint32_t)(2 * i), .data = pages[i]};
+    }
+    memcpy(pages[5], pages[3], PAGE); /* the same bytes twice in the first batch */
+    for (int i = 0; i < MANY; i++) store_hash(pages[i], PAGE, hashes[i]);
+    store_snapshot_data data = {
+        .build_id = "b", .manifest = "{}", .page_size = PAGE, .pages = list, .page_count = MANY};
+    assert_int_equal(store_session_create(s, "a", "", 0, error), CAP_OK);
+    int64_t id;
+    assert_int_equal(store_snapshot_write(s, "a", &data, &id, error), CAP_OK);
+    store_usage usage;
+    assert_int_equal(store_get_usage(s, &usage, error), CAP_OK);
+    assert_int_equal(usage.blob_count, MANY - 1);
+    assert_int_equal(usage.raw_bytes, (MANY - 1) * PAGE);
+    assert_int_equal(store_check(s, error), CAP_OK);
+    static uint8_t copies[MANY][PAGE];
+    page_copy copy = {.pages = copies};
+    assert_int_equal(store_snapshot_read_pages(s, id, copy_page, &copy, error), CAP_OK);
+    assert_int_equal(copy.count, MANY);
+    for (int i = 0; i < MANY; i++) {
+        assert_int_equal(copy.indices[i], 2 * i);
+        assert_memory_equal(copies[i], pages[i], PAGE);
+    }
+
+    /* Every page by hash: three statements' worth, all there. */
+    for (int i = 0; i < MANY; i++)
+        list[i] = (store_page){.index = (uint32_t)(2 * i), .hash = hashes[i]};
+    assert_int_equal(store_snapshot_write(s, "a", &data, &id, error), CAP_OK);
+    copy.count = 0;
+    assert_int_equal(store_snapshot_read_pages(s, id, copy_page, &copy, error), CAP_OK);
+    assert_memory_equal(copies[MANY - 1], pages[MANY - 1], PAGE);
+    /* One hash in a full batch names nothing: refused, naming its page. */
+    uint8_t unknown[STORE_HASH_SIZE] = {7, 7, 7};
+    list[9].hash = unknown;
+    assert_int_equal(store_snapshot_write(s, "a", &data, NULL, error), STORE_ENOTFOUND);
+    assert_non_null(strstr(error, "page 18 "));
+    list[9].hash = hashes[9];
+    /* Page 0 by hash of a blob that page 1 (later in the list) brings. */
+    uint8_t fresh[PAGE], fresh_hash[STORE_HASH_SIZE];
+    fill_page(fresh, 6000, 0);
+    store_hash(fresh, PAGE, fresh_hash);
+    list[0] = (store_page){.index = 0, .hash = fresh_hash};
+    list[1] = (store_page){.index = 2, .data = fresh};
+    assert_int_equal(store_snapshot_write(s, "a", &data, &id, error), CAP_OK);
+    copy.count = 0;
+    assert_int_equal(store_snapshot_read_pages(s, id, copy_page, &copy, error), CAP_OK);
+    assert_memory_equal(copies[0], fresh, PAGE);
+    assert_memory_equal(copies[1], fresh, PAGE);
     assert_int_equal(store_check(s, error), CAP_OK);
     store_close(s);
 }
@@ -2132,6 +2197,7 @@ int main(void) {
         TEST(test_kill_9_loses_no_acknowledged_commit),
         TEST(test_a_failure_at_any_backend_call_leaves_the_store_sound),
         TEST(test_session_claim_and_fencing),
+        TEST(test_many_pages_in_batches),
     };
     /* SQLite's own: the owner lock, the database file, a full disk under
      * the client's file-size limit. */
