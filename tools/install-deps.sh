@@ -28,6 +28,12 @@ Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 SRC
     need_update=1
 fi
+# Installing postgresql would create and start the system's own cluster
+# (15/main, on port 5432); the tests need none, so it is not created.
+case " $missing " in *" postgresql "*)
+    mkdir -p /etc/postgresql-common/createcluster.d
+    echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.d/capsule.conf ;;
+esac
 if [ -n "$missing" ] || [ "${need_update:-0}" = 1 ]; then
     echo "capsule: installing from Debian:$missing" >&2
     apt-get update -qq

@@ -563,11 +563,8 @@ static int postgres_execute(void *handle, const char *sql, const store_value *pa
     return result;
 }
 
-/* Migrations, inside store.c's write transaction; the advisory lock, held
- * until that transaction ends, makes nodes starting together on a new
- * database migrate one after the other (the second then finds the schema
- * current).  The statement creating schema_version comes first and is
- * what takes it. */
+/* Migrations (and schema_version's CREATE TABLE IF NOT EXISTS), inside
+ * store.c's write transaction, after postgres_lock_schema. */
 static int postgres_script(void *handle, const char *sql, char *error) {
     postgres_connection *c = handle;
     if (!in_transaction(c)) {
@@ -583,9 +580,13 @@ static int postgres_script(void *handle, const char *sql, char *error) {
     return result;
 }
 
+/* An advisory lock held until the migration's transaction ends: nodes
+ * starting together on a new database migrate one after the other (the
+ * second then finds the schema current), and two CREATE TABLE IF NOT
+ * EXISTS never race (PostgreSQL lets them, and one fails).  The key is any
+ * constant every capsule uses; it is per database, so stores in several
+ * schemas of one database take turns, which costs nothing but a wait. */
 static int postgres_lock_schema(void *handle, char *error) {
-    /* The key: the first 8 bytes of "capsule store schema" hashed by hand
-     * would do as well; any constant shared by every capsule works. */
     return postgres_simple(handle, "SELECT pg_advisory_xact_lock(7340218493519042561)", error);
 }
 

@@ -906,10 +906,11 @@ static void test_corrupted_blob_is_a_clear_error(void **state) {
     store_close(s);
     /* SQLite: foreign keys are per connection; PostgreSQL: replication
      * mode fires no foreign-key triggers. */
-    raw_sql(f, kind == SQLITE ? "PRAGMA foreign_keys = OFF;"
-                                " DELETE FROM blobs WHERE hash IN (SELECT hash FROM snapshot_pages)"
-                              : "SET session_replication_role = replica;"
-                                " DELETE FROM blobs WHERE hash IN (SELECT hash FROM snapshot_pages)");
+    raw_sql(f, kind == SQLITE
+                   ? "PRAGMA foreign_keys = OFF;"
+                     " DELETE FROM blobs WHERE hash IN (SELECT hash FROM snapshot_pages)"
+                   : "SET session_replication_role = replica;"
+                     " DELETE FROM blobs WHERE hash IN (SELECT hash FROM snapshot_pages)");
     s = open_store(f);
     pages_seen = 0;
     assert_int_equal(store_snapshot_read_pages(s, snapshot_id, count_pages, &pages_seen, error),
