@@ -138,11 +138,17 @@ typedef struct store_usage {
 /* --- opening --------------------------------------------------------------------- */
 
 /* Opens (creating if needed) the store at `url`, brings its schema up to
- * date (each migration in its own transaction) and, when this process is the
- * store's only owner, recovers from a crash of the previous one.  Fails with
- * STORE_ECORRUPT for a file that is not a database, STORE_EVERSION for a
- * newer schema, STORE_EBUSY when another process owns the store. */
+ * date (each migration in its own transaction), joins it as a new node with
+ * a lease, and recovers what dead nodes left (SQLite: every other node is
+ * dead; PostgreSQL: those whose lease expired).  Fails with STORE_ECORRUPT
+ * for a file that is not a database, STORE_EVERSION for a newer schema,
+ * STORE_EBUSY when another process owns an SQLite store, CAP_EIO when a
+ * PostgreSQL server cannot be reached or refuses (libpq's reason in the
+ * message). */
 int store_open(const char *url, store **out, char *error);
+
+/* Closes the handle; its node gives its lease up, so what it leaves running
+ * is recovered by the next sweep.  NULL is fine. */
 void store_close(store *store);
 
 /* Calls marked `interrupted` by this open's recovery. */
