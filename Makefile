@@ -32,7 +32,7 @@ CLI_SOURCES := src/cli/main.c src/cli/check.c src/cli/options.c src/cli/world.c 
                src/mcp/server.c src/mcp/stdio.c src/mcp/http.c
 HEADERS := $(wildcard include/*.h src/*/*.h)
 
-.PHONY: all build deps sample serve test unit-test integration-test interop-test regression-test bench clean fuzz
+.PHONY: all build deps sample serve test unit-test test-store integration-test interop-test regression-test bench clean fuzz
 # The main job: build, then serve MCP over HTTP on loopback (Ctrl-C stops it).
 all: build serve
 
@@ -113,18 +113,24 @@ LIBRARY_ASAN_OBJECTS = $(patsubst %.c,$(BUILD)/asan/%.o,$(LIBRARY_SOURCES)) $(BU
 $(BUILD)/test_api: tests/api/test_api.c $(LIBRARY_ASAN_OBJECTS)
 	$(CC) $(CFLAGS) $(SANITIZE) -o $@ $< $(LIBRARY_ASAN_OBJECTS) -lcmocka $(LDLIBS)
 
-# The durable store (src/store/, docs/store.md) on its own: real SQLite files,
-# real processes killed with SIGKILL.
-STORE_SOURCES := src/store/store.c src/store/sqlite.c
-STORE_LDLIBS := -lsqlite3 -lzstd -lcrypto
+# The durable store (src/store/, docs/store.md) on its own: real SQLite files
+# and a real PostgreSQL server (started for the run by
+# tests/store/with-postgres.sh, stopped after it whatever the outcome), real
+# processes killed with SIGKILL.
+STORE_SOURCES := src/store/store.c src/store/sqlite.c src/store/postgres.c
+STORE_LDLIBS := -lsqlite3 -lpq -lzstd -lcrypto
+STORE_CFLAGS := -I/usr/include/postgresql
 $(BUILD)/test_store: tests/unit/test_store.c $(STORE_SOURCES) src/store/store.h src/store/backend.h include/capsule.h
 	@mkdir -p $(BUILD)
-	$(CC) $(CFLAGS) $(SANITIZE) -o $@ tests/unit/test_store.c $(STORE_SOURCES) -lcmocka $(STORE_LDLIBS)
+	$(CC) $(CFLAGS) $(STORE_CFLAGS) $(SANITIZE) -o $@ tests/unit/test_store.c $(STORE_SOURCES) -lcmocka $(STORE_LDLIBS)
+
+test-store: deps $(BUILD)/test_store
+	sh tests/store/with-postgres.sh $(BUILD)/test_store
 
 unit-test: deps $(BUILD)/asan/wasm-rt-impl.o $(BUILD)/test_unit $(BUILD)/test_requirement $(BUILD)/test_store
 	$(BUILD)/test_unit
 	$(BUILD)/test_requirement
-	$(BUILD)/test_store
+	sh tests/store/with-postgres.sh $(BUILD)/test_store
 
 integration-test: build $(BUILD)/capsule-asan
 	$(HOST_PYTHON) -m pytest -q tests/integration
@@ -152,7 +158,7 @@ test: deps
 	$(MAKE) $(BUILD)/test_store
 	$(BUILD)/test_unit
 	$(BUILD)/test_requirement
-	$(BUILD)/test_store
+	sh tests/store/with-postgres.sh $(BUILD)/test_store
 	$(BUILD)/test_api
 	$(BUILD)/capsule check
 	$(MAKE) fuzz FUZZ_SECONDS=60
@@ -225,14 +231,15 @@ bench: build $(BUILD)/bench_isolation
 	$(BUILD)/bench_isolation
 	$(HOST_PYTHON) bench/mcp.py --capsule $(BUILD)/capsule
 
-# The store's benchmark (docs/store.md): commit latency, blobs/s, restore.
+# The store's benchmark (docs/store.md): commit latency, blobs/s, restore, on
+# SQLite and on a throwaway PostgreSQL server.
 .PHONY: bench-store
 $(BUILD)/bench_store: bench/store.c $(STORE_SOURCES) src/store/store.h src/store/backend.h include/capsule.h
 	@mkdir -p $(BUILD)
-	$(CC) $(CFLAGS) -o $@ bench/store.c $(STORE_SOURCES) $(STORE_LDLIBS)
+	$(CC) $(CFLAGS) $(STORE_CFLAGS) -o $@ bench/store.c $(STORE_SOURCES) $(STORE_LDLIBS)
 
 bench-store: $(BUILD)/bench_store
-	$(BUILD)/bench_store
+	sh tests/store/with-postgres.sh $(BUILD)/bench_store
 
 clean:
 	rm -rf $(BUILD)/obj $(BUILD)/asan $(BUILD)/capsule $(BUILD)/capsule-asan $(BUILD)/test_unit

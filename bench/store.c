@@ -1,10 +1,13 @@
 /*
  * store.c — the store's benchmark (src/store/, docs/store.md):
  *
- *     make bench-store        (build/bench_store [--commits N] [--directory DIR])
+ *     make bench-store
+ *     build/bench_store [--commits N] [--directory DIR] [--url URL]
  *
  * For two page sizes (4 KiB chunks and 64 KiB wasm pages) it measures, on a
- * real SQLite file (WAL, synchronous=FULL) in DIR (default /tmp):
+ * real SQLite file (WAL, synchronous=FULL) in DIR (default /tmp), then on
+ * the PostgreSQL database at URL (default: $CAPSULE_TEST_POSTGRES, which
+ * `make bench-store` sets to a throwaway server; none: SQLite only):
  *
  * 1. a call committed with its snapshot (store_call_begin + store_call_finish)
  *    whose delta is 256 KiB of changed pages, in a session whose snapshot
@@ -16,7 +19,8 @@
  * 4. the bare cost of a durable transaction (store_session_touch).
  *
  * Page contents imitate a heap: a quarter random bytes, the rest zeros
- * (compresses about 4:1).  Every restore is checked byte for byte.
+ * (compresses about 4:1).  Every restore is checked byte for byte.  On
+ * PostgreSQL the run's sessions are deleted and collected at the end.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -93,12 +97,23 @@ static double time_restore(store *s, const char *session, restore_check *check, 
     return best;
 }
 
-static void bench_page_size(const char *directory, size_t page_size, int commits) {
-    char path[512], url[520];
+static void bench_page_size(const char *directory, const char *database_url, size_t page_size,
+                            int commits) {
+    char path[512], url[1024];
     snprintf(path, sizeof path, "%s/bench-store-%d-%zu.db", directory, (int)getpid(), page_size);
-    snprintf(url, sizeof url, "sqlite:%s", path);
+    if (database_url)
+        snprintf(url, sizeof url, "%s", database_url);
+    else
+        snprintf(url, sizeof url, "sqlite:%s", path);
     store *s;
     CHECK(store_open(url, &s, error));
+    /* Empty at the start, as the SQLite file is (the usage row is global). */
+    store_usage before;
+    CHECK(store_get_usage(s, &before, error));
+    if (before.sessions) {
+        fprintf(stderr, "bench_store: the store at %s is not empty\n", url);
+        exit(1);
+    }
 
     const size_t session_bytes = 1 << 20, delta_bytes = 256 << 10;
     size_t pages = session_bytes / page_size, delta_pages = delta_bytes / page_size;
@@ -189,7 +204,15 @@ static void bench_page_size(const char *directory, size_t page_size, int commits
            (double)usage.raw_bytes / (double)usage.blob_bytes);
     fflush(stdout);
 
+    CHECK(store_session_delete(s, "bench", error));
+    CHECK(store_session_delete(s, "big", error));
+    CHECK(store_gc(s, NULL, NULL, error));
     store_close(s);
+    if (database_url) {
+        free(memory), free(hashes), free(list), free(latency), free(blob), free(big),
+            free(big_list);
+        return;
+    }
     const char *suffixes[] = {"", "-wal", "-shm", "-lock"};
     char file[600];
     for (int i = 0; i < 4; i++) {
@@ -199,28 +222,43 @@ static void bench_page_size(const char *directory, size_t page_size, int commits
     free(memory), free(hashes), free(list), free(latency), free(blob), free(big), free(big_list);
 }
 
+static void print_header(void) {
+    printf("| page | commit p50 ms | p99 ms | mean ms | new blobs/s in commits | lone puts/s "
+           "| restore 1 MiB ms | commit 20 MiB ms | restore 20 MiB ms | durable txn ms "
+           "| compression |\n");
+    printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
+}
+
 int main(int argc, char **argv) {
     int commits = 200;
     const char *directory = "/tmp";
+    const char *url = getenv("CAPSULE_TEST_POSTGRES");
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--commits") == 0 && i + 1 < argc)
             commits = atoi(argv[++i]);
         else if (strcmp(argv[i], "--directory") == 0 && i + 1 < argc)
             directory = argv[++i];
+        else if (strcmp(argv[i], "--url") == 0 && i + 1 < argc)
+            url = argv[++i];
         else {
-            fprintf(stderr, "usage: %s [--commits N] [--directory DIR]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--commits N] [--directory DIR] [--url postgres://...]\n",
+                    argv[0]);
             return 2;
         }
     }
     if (commits < 1) commits = 1;
-    printf("store benchmark: %d commits of a 256 KiB delta in a 1 MiB session; SQLite WAL, "
-           "synchronous=FULL, in %s\n\n",
-           commits, directory);
-    printf("| page | commit p50 ms | p99 ms | mean ms | new blobs/s in commits | lone puts/s "
-           "| restore 1 MiB ms | commit 20 MiB ms | restore 20 MiB ms | durable txn ms "
-           "| compression |\n");
-    printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
-    bench_page_size(directory, 4096, commits);
-    bench_page_size(directory, 65536, commits);
+    printf("store benchmark: %d commits of a 256 KiB delta in a 1 MiB session\n\n", commits);
+    printf("SQLite (WAL, synchronous=FULL) in %s:\n\n", directory);
+    print_header();
+    bench_page_size(directory, NULL, 4096, commits);
+    bench_page_size(directory, NULL, 65536, commits);
+    if (url && url[0]) {
+        /* The URL may hold a password: say where, not how. */
+        printf("\nPostgreSQL (synchronous_commit=on), %s:\n\n",
+               strstr(url, "host=") ? strstr(url, "host=") : "the given URL");
+        print_header();
+        bench_page_size(directory, url, 4096, commits);
+        bench_page_size(directory, url, 65536, commits);
+    }
     return 0;
 }

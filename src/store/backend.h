@@ -1,7 +1,7 @@
 /*
  * backend.h — what a database must offer the store (store.c), in the shape
  * of SQLite's sqlite3_vfs: a struct of function pointers, one per backend
- * file (sqlite.c; postgres.c for issue 16), chosen by the URL's scheme.
+ * file (sqlite.c, postgres.c), chosen by the URL's scheme.
  *
  * The store's SQL is written once, in store.c, in the dialect both SQLite
  * (3.35+) and PostgreSQL accept: parameters are `$1`, `$2`, ... (SQLite binds
@@ -48,7 +48,9 @@ typedef struct store_backend {
 
     /* Opens the database at `location` (the URL without the scheme).
      * *exclusive = 1 when this connection is the database's only user until
-     * closed (then rows left `running` are from a dead process). */
+     * closed (then rows left `running` are from a dead process, whatever
+     * their node's lease says); 0 when other nodes may be using it (then
+     * only the rows of nodes whose lease expired are). */
     int (*open)(const char *location, void **connection, int *exclusive, char *error);
     void (*close)(void *connection);
 
@@ -66,11 +68,19 @@ typedef struct store_backend {
     /* Runs several statements without parameters (migrations). */
     int (*script)(void *connection, const char *sql, char *error);
 
+    /* Optional (NULL: nothing to do).  Called first in each migration's
+     * write transaction: serialises the migrations of processes opening the
+     * same database at once when `begin` does not (PostgreSQL: an advisory
+     * lock held until the transaction ends; SQLite's BEGIN IMMEDIATE does). */
+    int (*lock_schema)(void *connection, char *error);
+
     /* The database's own full consistency check. */
     int (*check)(void *connection, char *error);
 } store_backend;
 
 extern const store_backend store_sqlite_backend;
+extern const store_backend store_postgres_backend;   /* "postgres://" */
+extern const store_backend store_postgresql_backend; /* "postgresql://", the same */
 
 /* store_open (store.h) with the backend given rather than chosen by the
  * URL's scheme, `location` being the URL without it; tests wrap a backend

@@ -94,9 +94,23 @@ static const char *const sqlite_migrations[] = {
     "INSERT INTO usage (id, blob_bytes, blob_count, raw_bytes)\n"
     "    SELECT 1, COALESCE(SUM(stored_size), 0), COUNT(*), COALESCE(SUM(raw_size), 0)\n"
     "    FROM blobs;\n",
+
+    /* 2 -> 3: nodes and their leases (docs/store.md, "Several nodes"): the
+     * node running a call, the node holding a live session, and the epoch a
+     * session's owner changes bump.  The same in postgres.c. */
+    "CREATE TABLE nodes (\n"
+    "    id               TEXT PRIMARY KEY,\n"
+    "    started_at       INTEGER NOT NULL,\n"
+    "    lease_expires_at INTEGER NOT NULL\n"
+    ");\n"
+    "ALTER TABLE calls ADD COLUMN node TEXT;\n"
+    "ALTER TABLE calls ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;\n"
+    "ALTER TABLE sessions ADD COLUMN owner TEXT;\n"
+    "ALTER TABLE sessions ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;\n"
+    "CREATE INDEX sessions_live ON sessions(owner) WHERE status = 'live';\n",
 };
 
-#define STATEMENT_CACHE_SIZE 48
+#define STATEMENT_CACHE_SIZE 80
 #define MAX_COLUMNS 16
 
 typedef struct sqlite_connection {

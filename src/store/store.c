@@ -18,14 +18,19 @@
 #include "store.h"
 
 #include <openssl/evp.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include <zstd.h>
 
 #include "backend.h"
+
+/* How long a node's lease lasts after each renewal, unless store_set_lease. */
+#define DEFAULT_LEASE_MS 30000
 
 /* Pages are small and written on the call's critical path: the fastest
  * positive level (bench/store.c: level 3 costs more and gains little). */
@@ -35,6 +40,9 @@ struct store {
     const store_backend *backend;
     void *connection;
     int schema_version;
+    int exclusive;                   /* the backend said: no other user until closed */
+    char node[STORE_ID_SIZE];        /* this handle's node id (nodes.id) */
+    int64_t lease_ms;
     int64_t recovered_calls;
     uint64_t quota;                  /* 0: none */
     int64_t (*clock)(void *context); /* NULL: the real-time clock */
@@ -43,9 +51,12 @@ struct store {
     ZSTD_DCtx *decompressor;
     void *scratch;                   /* compression output */
     size_t scratch_size;
+    void *batch_scratch;             /* compression output of a batch of blobs */
+    size_t batch_scratch_size;
 };
 
-static const store_backend *const backends[] = {&store_sqlite_backend};
+static const store_backend *const backends[] = {&store_sqlite_backend, &store_postgres_backend,
+                                                &store_postgresql_backend};
 
 #define COUNT(array) (sizeof(array) / sizeof *(array))
 #define INTEGER(x) ((store_value){.type = STORE_INTEGER, .integer = (x)})
@@ -179,16 +190,21 @@ static const char schema_version_insert[] =
     "INSERT INTO schema_version (version, applied_at) VALUES ($1, $2)";
 
 /* Applies the migrations the database lacks, each in its own write
- * transaction that re-reads the version first (another process may have
- * migrated in between). */
+ * transaction that takes the backend's schema lock, then re-reads the
+ * version (another process may have migrated in between). */
 static int store_migrate(store *store, char *error) {
-    int result = store->backend->script(store->connection, schema_version_table, error);
+    int result = CAP_OK;
     for (;;) {
         if (result != CAP_OK) return result;
         if ((result = store_write_begin(store, error)) != CAP_OK) return result;
+        if (store->backend->lock_schema)
+            result = store->backend->lock_schema(store->connection, error);
+        if (result == CAP_OK)
+            result = store->backend->script(store->connection, schema_version_table, error);
         integers version = {0};
-        result =
-            store_run(store, schema_version_select, NULL, 0, collect_integers, &version, error);
+        if (result == CAP_OK)
+            result =
+                store_run(store, schema_version_select, NULL, 0, collect_integers, &version, error);
         int current = (int)version.value[0];
         if (result == CAP_OK && current > store->backend->migration_count)
             result = fail(error, STORE_EVERSION,
@@ -213,22 +229,123 @@ static int store_migrate(store *store, char *error) {
     }
 }
 
-static const char recover_calls[] =
-    "UPDATE calls SET status = 'interrupted', finished_at = $1 WHERE status = 'running'"
+/* Nodes and leases (docs/store.md, "Several nodes").  Every store handle is
+ * a node: a row in `nodes` whose lease it renews; its running calls and its
+ * live sessions name it.  A node whose lease has expired is dead (or cut
+ * off, which is the same to the others): any node's sweep marks its running
+ * calls `interrupted` and parks its live sessions.  With an exclusive
+ * backend (SQLite) every other node is dead by definition. */
+static const char node_register[] =
+    "INSERT INTO nodes (id, started_at, lease_expires_at) VALUES ($1, $2, $3)"
+    " ON CONFLICT (id) DO UPDATE SET lease_expires_at = excluded.lease_expires_at";
+static const char node_renew[] =
+    "UPDATE nodes SET lease_expires_at = $3 WHERE id = $1 AND lease_expires_at >= $2 RETURNING 1";
+static const char node_release[] = "UPDATE nodes SET lease_expires_at = 0 WHERE id = $1";
+/* $1 now, $2 this node, $3 the oldest lease still alive (now; or, for an
+ * exclusive store, beyond any lease). */
+static const char sweep_calls[] =
+    "UPDATE calls SET status = 'interrupted', finished_at = $1"
+    " WHERE status = 'running' AND (node IS NULL OR node <> $2) AND NOT EXISTS"
+    " (SELECT 1 FROM nodes WHERE nodes.id = calls.node AND nodes.lease_expires_at >= $3)"
     " RETURNING seq";
-static const char recover_sessions[] =
-    "UPDATE sessions SET status = 'parked' WHERE status = 'live'";
+static const char sweep_sessions[] =
+    "UPDATE sessions SET status = 'parked', owner = NULL"
+    " WHERE status = 'live' AND (owner IS NULL OR owner <> $1) AND NOT EXISTS"
+    " (SELECT 1 FROM nodes WHERE nodes.id = sessions.owner AND nodes.lease_expires_at >= $2)";
+static const char sweep_nodes[] = "DELETE FROM nodes WHERE id <> $1 AND lease_expires_at < $2";
+/* This node's own, when it finds its lease lost. */
+static const char own_calls_interrupt[] =
+    "UPDATE calls SET status = 'interrupted', finished_at = $1"
+    " WHERE status = 'running' AND node = $2 RETURNING seq";
+static const char own_sessions_park[] =
+    "UPDATE sessions SET status = 'parked', owner = NULL WHERE status = 'live' AND owner = $1";
 
-/* The previous owner is dead: its running calls never finished and no
- * worker holds its sessions any more. */
+/* Inside a write transaction: interrupts the running calls and parks the
+ * live sessions of every node whose lease ended before `alive_since`, and
+ * forgets those nodes; *calls receives how many calls. */
+static int sweep_in_transaction(store *store, int64_t alive_since, int64_t *calls, char *error) {
+    int64_t now = store_now(store);
+    integers swept = {0};
+    int result = RUN(store, sweep_calls, collect_integers, &swept, error, INTEGER(now),
+                     TEXT(store->node), INTEGER(alive_since));
+    if (result == CAP_OK)
+        result = RUN(store, sweep_sessions, NULL, NULL, error, TEXT(store->node),
+                     INTEGER(alive_since));
+    if (result == CAP_OK)
+        result = RUN(store, sweep_nodes, NULL, NULL, error, TEXT(store->node),
+                     INTEGER(alive_since));
+    if (calls) *calls = swept.rows;
+    return result;
+}
+
+/* At open: this node joins with a fresh lease, and what dead nodes left is
+ * recovered (with an exclusive backend, everything others left). */
 static int store_recover(store *store, char *error) {
     int result = store_write_begin(store, error);
     if (result != CAP_OK) return result;
-    integers calls = {0};
-    result = RUN(store, recover_calls, collect_integers, &calls, error, INTEGER(store_now(store)));
-    if (result == CAP_OK) result = store_run(store, recover_sessions, NULL, 0, NULL, NULL, error);
-    store->recovered_calls = calls.rows;
+    int64_t now = store_now(store);
+    result = RUN(store, node_register, NULL, NULL, error, TEXT(store->node), INTEGER(now),
+                 INTEGER(now + store->lease_ms));
+    if (result == CAP_OK)
+        result = sweep_in_transaction(store, store->exclusive ? INT64_MAX : now,
+                                      &store->recovered_calls, error);
     return store_write_end(store, result, error);
+}
+
+/* A node id unique among the store's users: host, pid and 32 random bits. */
+static void make_node_id(char node[STORE_ID_SIZE]) {
+    char host[64] = "";
+    if (gethostname(host, sizeof host) != 0 || !host[0]) snprintf(host, sizeof host, "host");
+    host[sizeof host - 1] = '\0';
+    uint32_t random = 0;
+    if (getentropy(&random, sizeof random) != 0) {
+        struct timespec now;
+        clock_gettime(CLOCK_REALTIME, &now);
+        random = (uint32_t)now.tv_nsec ^ (uint32_t)now.tv_sec;
+    }
+    snprintf(node, STORE_ID_SIZE, "%s:%ld:%08x", host, (long)getpid(), random);
+}
+
+const char *store_node(const store *store) {
+    return store->node;
+}
+
+void store_set_lease(store *store, int64_t lease_ms) {
+    store->lease_ms = lease_ms > 0 ? lease_ms : DEFAULT_LEASE_MS;
+}
+
+int store_renew(store *store, int64_t *recovered, char *error) {
+    if (recovered) *recovered = 0;
+    int result = store_write_begin(store, error);
+    if (result != CAP_OK) return result;
+    int64_t now = store_now(store);
+    integers renewed = {0};
+    result = RUN(store, node_renew, collect_integers, &renewed, error, TEXT(store->node),
+                 INTEGER(now), INTEGER(now + store->lease_ms));
+    int lost = result == CAP_OK && !renewed.rows;
+    integers own = {0};
+    if (lost) {
+        /* Others may have taken over already: what this node still marks
+         * as its own is given up too, and it joins again afresh. */
+        result = RUN(store, own_calls_interrupt, collect_integers, &own, error, INTEGER(now),
+                     TEXT(store->node));
+        if (result == CAP_OK)
+            result = RUN(store, own_sessions_park, NULL, NULL, error, TEXT(store->node));
+        if (result == CAP_OK)
+            result = RUN(store, node_register, NULL, NULL, error, TEXT(store->node), INTEGER(now),
+                         INTEGER(now + store->lease_ms));
+    }
+    int64_t swept = 0;
+    if (result == CAP_OK) result = sweep_in_transaction(store, now, &swept, error);
+    result = store_write_end(store, result, error);
+    if (result != CAP_OK) return result;
+    if (recovered) *recovered = swept;
+    if (lost)
+        return fail(error, STORE_ECONFLICT,
+                    "node %s: its lease had expired; its %lld running calls are interrupted and"
+                    " its live sessions parked (stop their workers)",
+                    store->node, (long long)own.rows);
+    return CAP_OK;
 }
 
 int store_open(const char *url, store **out, char *error) {
@@ -239,7 +356,8 @@ int store_open(const char *url, store **out, char *error) {
         if (strncmp(url, backends[i]->scheme, strlen(backends[i]->scheme)) == 0)
             backend = backends[i];
     if (!backend)
-        return fail(error, CAP_EINVAL, "'%.100s': unknown kind of store (expected sqlite:PATH)",
+        return fail(error, CAP_EINVAL,
+                    "'%.100s': unknown kind of store (expected sqlite:PATH or postgres://...)",
                     url);
     return store_open_backend(backend, url + strlen(backend->scheme), out, error);
 }
@@ -250,10 +368,11 @@ int store_open_backend(const store_backend *backend, const char *location, store
     store *opened = calloc(1, sizeof *opened);
     if (!opened) return fail(error, CAP_ENOMEM, "out of memory");
     opened->backend = backend;
-    int exclusive = 0;
-    int result = backend->open(location, &opened->connection, &exclusive, error);
+    opened->lease_ms = DEFAULT_LEASE_MS;
+    make_node_id(opened->node);
+    int result = backend->open(location, &opened->connection, &opened->exclusive, error);
     if (result == CAP_OK) result = store_migrate(opened, error);
-    if (result == CAP_OK && exclusive) result = store_recover(opened, error);
+    if (result == CAP_OK) result = store_recover(opened, error);
     if (result != CAP_OK) {
         store_close(opened);
         return result;
@@ -264,10 +383,18 @@ int store_open_backend(const store_backend *backend, const char *location, store
 
 void store_close(store *store) {
     if (!store) return;
+    /* Leaving, the node gives its lease up: whatever it leaves running is
+     * recovered by the next sweep rather than after the lease.  Best
+     * effort: a store that cannot be written to is recovered all the same. */
+    if (store->connection && store->schema_version) {
+        store->backend->rollback(store->connection);
+        RUN(store, node_release, NULL, NULL, NULL, TEXT(store->node));
+    }
     if (store->connection) store->backend->close(store->connection);
     ZSTD_freeCCtx(store->compressor);
     ZSTD_freeDCtx(store->decompressor);
     free(store->scratch);
+    free(store->batch_scratch);
     free(store);
 }
 
@@ -327,18 +454,20 @@ int store_check(store *store, char *error) {
 
 static const char *const session_statuses[] = {"live", "parked", "expired"};
 
+static int session_usable(store *store, const char *id, char *error);
+
 static const char session_insert[] =
-    "INSERT INTO sessions (id, principal, status, created_at, last_used_at, ttl_ms, expires_at)"
-    " VALUES ($1, $2, $3, $4, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING 1";
+    "INSERT INTO sessions (id, principal, status, created_at, last_used_at, ttl_ms, expires_at,"
+    " owner) VALUES ($1, $2, $3, $4, $4, $5, $6, $7) ON CONFLICT DO NOTHING RETURNING 1";
 static const char session_select[] =
     "SELECT id, principal, status, created_at, last_used_at, ttl_ms, expires_at, latest_snapshot,"
-    " call_count FROM sessions WHERE id = $1";
+    " call_count, owner, epoch FROM sessions WHERE id = $1";
 static const char session_touch[] =
     "UPDATE sessions SET last_used_at = $2,"
     " expires_at = CASE WHEN ttl_ms > 0 THEN $2 + ttl_ms ELSE NULL END"
     " WHERE id = $1 AND status <> 'expired' RETURNING 1";
 static const char session_set_status[] =
-    "UPDATE sessions SET status = $2 WHERE id = $1 AND status <> 'expired' RETURNING 1";
+    "UPDATE sessions SET status = $2, owner = $3 WHERE id = $1 AND status <> 'expired' RETURNING 1";
 static const char session_unlink_snapshot[] =
     "UPDATE sessions SET latest_snapshot = NULL WHERE id = $1";
 static const char session_delete_snapshots[] = "DELETE FROM snapshots WHERE session = $1";
@@ -346,7 +475,7 @@ static const char session_delete[] = "DELETE FROM sessions WHERE id = $1 RETURNI
 
 static int read_session(void *context, const store_value *columns, int count, char *error) {
     store_session *out = context;
-    if (count < 9) return malformed_row(count, 9, error);
+    if (count < 11) return malformed_row(count, 11, error);
     copy_text(out->id, sizeof out->id, &columns[0]);
     copy_text(out->principal, sizeof out->principal, &columns[1]);
     char status[16];
@@ -360,6 +489,8 @@ static int read_session(void *context, const store_value *columns, int count, ch
     out->expires_at = columns[6].type == STORE_INTEGER ? columns[6].integer : 0;
     out->latest_snapshot = columns[7].type == STORE_INTEGER ? columns[7].integer : 0;
     out->call_count = columns[8].integer;
+    copy_text(out->owner, sizeof out->owner, &columns[9]);
+    out->epoch = columns[10].integer;
     return 0;
 }
 
@@ -386,7 +517,8 @@ static int session_insert_row(store *store, const char *id, const char *principa
     integers inserted = {0};
     int result = RUN(store, session_insert, collect_integers, &inserted, error, TEXT(id),
                      TEXT(principal), TEXT(status), INTEGER(now), INTEGER(ttl_ms),
-                     ttl_ms > 0 ? INTEGER(now + ttl_ms) : NOTHING);
+                     ttl_ms > 0 ? INTEGER(now + ttl_ms) : NOTHING,
+                     strcmp(status, "live") == 0 ? TEXT(store->node) : NOTHING);
     if (result == CAP_OK && inserted.rows == 0)
         result = fail(error, STORE_EEXIST, "session '%s' exists already", id);
     return result;
@@ -424,8 +556,55 @@ int store_session_set_status(store *store, const char *id, store_session_status 
         return fail(error, CAP_EINVAL, "a session is set live or parked; store_expire expires");
     integers updated = {0};
     result = RUN(store, session_set_status, collect_integers, &updated, error, TEXT(id),
-                 TEXT(session_statuses[status]));
+                 TEXT(session_statuses[status]),
+                 status == STORE_SESSION_LIVE ? TEXT(store->node) : NOTHING);
     if (result == CAP_OK && updated.rows == 0) result = session_unusable(store, id, error);
+    return result;
+}
+
+/* Claiming a session (store.h): first the running calls of it that dead
+ * nodes left (the same rule as the sweep's), then the session itself, in
+ * that order because store_call_finish locks the call before the session:
+ * one order, no deadlock between them. */
+static const char claim_calls_interrupt[] =
+    "UPDATE calls SET status = 'interrupted', finished_at = $2"
+    " WHERE session = $1 AND status = 'running' AND (node IS NULL OR node <> $3) AND NOT EXISTS"
+    " (SELECT 1 FROM nodes WHERE nodes.id = calls.node AND nodes.lease_expires_at >= $2)";
+/* On PostgreSQL, of two nodes claiming at once, the second waits for the
+ * first's row lock and then re-checks the condition against the row the
+ * first wrote: its owner is alive, so the second updates nothing. */
+static const char session_claim[] =
+    "UPDATE sessions SET status = 'live', owner = $2, epoch = epoch + 1"
+    " WHERE id = $1 AND status <> 'expired' AND (owner IS NULL OR owner <> $2) AND NOT EXISTS"
+    " (SELECT 1 FROM nodes WHERE nodes.id = sessions.owner AND nodes.lease_expires_at >= $3)"
+    " RETURNING epoch";
+
+int store_session_claim(store *store, const char *id, int64_t *epoch, char *error) {
+    if (epoch) *epoch = 0;
+    int result = check_name(id, "session id", 0, error);
+    if (result != CAP_OK) return result;
+    if ((result = store_write_begin(store, error)) != CAP_OK) return result;
+    int64_t now = store_now(store);
+    result = session_usable(store, id, error);
+    if (result == CAP_OK)
+        result = RUN(store, claim_calls_interrupt, NULL, NULL, error, TEXT(id), INTEGER(now),
+                     TEXT(store->node));
+    integers claimed = {0};
+    if (result == CAP_OK)
+        result = RUN(store, session_claim, collect_integers, &claimed, error, TEXT(id),
+                     TEXT(store->node), INTEGER(now));
+    store_session session;
+    if (result == CAP_OK && !claimed.rows) {
+        result = session_load(store, id, &session, error);
+        if (result == CAP_OK && session.status == STORE_SESSION_LIVE &&
+            strcmp(session.owner, store->node) == 0)
+            claimed.value[0] = session.epoch; /* already this node's */
+        else if (result == CAP_OK)
+            result = fail(error, STORE_EBUSY, "session '%s' is live on node %s, whose lease holds",
+                          id, session.owner);
+    }
+    result = store_write_end(store, result, error);
+    if (result == CAP_OK && epoch) *epoch = claimed.value[0];
     return result;
 }
 
@@ -724,6 +903,165 @@ static const char session_after_snapshot[] =
 static const char snapshots_older_delete[] =
     "DELETE FROM snapshots WHERE session = $1 AND id <> $2";
 
+/* Statements over BATCH rows at once: a snapshot has hundreds of pages,
+ * and each statement is a round trip to a PostgreSQL server (SQLite does
+ * not mind).  Built once: the backends cache statements by their text's
+ * address.  The rows that do not fill a batch go one by one. */
+#define BATCH 16
+static char page_insert_batch[80 + BATCH * 24]; /* VALUES ($1, $2, $3), ($1, $4, $5)... */
+static char blobs_count_batch[80 + BATCH * 8];  /* COUNT(*) ... IN ($1, ... $16) */
+static char blobs_present_batch[80 + BATCH * 8]; /* SELECT hash ... IN ($1, ... $16) */
+static char blob_insert_batch[160 + BATCH * 40]; /* VALUES ($1, ..., $5), ($6, ...)... */
+static pthread_once_t batch_once = PTHREAD_ONCE_INIT;
+
+static void batch_statements(void) {
+    int at = snprintf(page_insert_batch, sizeof page_insert_batch,
+                      "INSERT INTO snapshot_pages (snapshot, page_index, hash) VALUES");
+    for (int i = 0; i < BATCH; i++)
+        at += snprintf(page_insert_batch + at, sizeof page_insert_batch - (size_t)at,
+                       "%s ($1, $%d, $%d)", i ? "," : "", 2 + 2 * i, 3 + 2 * i);
+    at = snprintf(blobs_count_batch, sizeof blobs_count_batch,
+                  "SELECT COUNT(*) FROM blobs WHERE hash IN (");
+    for (int i = 0; i < BATCH; i++)
+        at += snprintf(blobs_count_batch + at, sizeof blobs_count_batch - (size_t)at, "%s$%d",
+                       i ? ", " : "", i + 1);
+    snprintf(blobs_count_batch + at, sizeof blobs_count_batch - (size_t)at, ")");
+    at = snprintf(blobs_present_batch, sizeof blobs_present_batch,
+                  "SELECT hash FROM blobs WHERE hash IN (");
+    for (int i = 0; i < BATCH; i++)
+        at += snprintf(blobs_present_batch + at, sizeof blobs_present_batch - (size_t)at, "%s$%d",
+                       i ? ", " : "", i + 1);
+    snprintf(blobs_present_batch + at, sizeof blobs_present_batch - (size_t)at, ")");
+    at = snprintf(blob_insert_batch, sizeof blob_insert_batch,
+                  "INSERT INTO blobs (hash, raw_size, stored_size, data, created_at) VALUES");
+    for (int i = 0; i < BATCH; i++)
+        at += snprintf(blob_insert_batch + at, sizeof blob_insert_batch - (size_t)at,
+                       "%s ($%d, $%d, $%d, $%d, $%d)", i ? "," : "", 5 * i + 1, 5 * i + 2,
+                       5 * i + 3, 5 * i + 4, 5 * i + 5);
+    snprintf(blob_insert_batch + at, sizeof blob_insert_batch - (size_t)at,
+             " ON CONFLICT DO NOTHING RETURNING stored_size, raw_size");
+}
+
+typedef struct present_hashes {
+    const uint8_t *hashes;
+    const size_t *which;
+    int present[BATCH];
+} present_hashes;
+
+static int mark_present(void *context, const store_value *columns, int count, char *error) {
+    present_hashes *batch = context;
+    if (count < 1 || columns[0].type != STORE_BLOB || columns[0].size != STORE_HASH_SIZE)
+        return fail(error, STORE_ECORRUPT, "malformed blob hash");
+    for (size_t i = 0; i < BATCH; i++)
+        if (memcmp(columns[0].bytes, batch->hashes + batch->which[i] * STORE_HASH_SIZE,
+                   STORE_HASH_SIZE) == 0)
+            batch->present[i] = 1;
+    return 0;
+}
+
+/* Inside a write transaction: stores the blobs of pages `which[0..BATCH)`
+ * (pages given by their bytes) that are not stored yet, adding them to
+ * *added like blob_insert_if_absent.  One statement finds which are stored;
+ * when none of the 16 is (and no two are the same, the usual case for the
+ * changed pages of a call), one statement inserts them all; otherwise the
+ * missing ones go one by one. */
+static int blobs_insert_batch(store *store, const store_snapshot_data *snapshot,
+                              const uint8_t *hashes, const size_t *which, integers *added,
+                              char *error) {
+    present_hashes batch = {.hashes = hashes, .which = which};
+    store_value values[5 * BATCH];
+    for (size_t i = 0; i < BATCH; i++)
+        values[i] = BLOB(hashes + which[i] * STORE_HASH_SIZE, STORE_HASH_SIZE);
+    int result = store_run(store, blobs_present_batch, values, BATCH, mark_present, &batch, error);
+    if (result != CAP_OK) return result;
+    int all_new = 1;
+    for (size_t i = 0; i < BATCH && all_new; i++) {
+        all_new = !batch.present[i];
+        for (size_t j = 0; j < i && all_new; j++)
+            all_new = memcmp(hashes + which[i] * STORE_HASH_SIZE,
+                             hashes + which[j] * STORE_HASH_SIZE, STORE_HASH_SIZE) != 0;
+    }
+    if (!all_new) {
+        for (size_t i = 0; i < BATCH && result == CAP_OK; i++)
+            if (!batch.present[i])
+                result = blob_insert_if_absent(store, snapshot->pages[which[i]].data,
+                                               snapshot->page_size,
+                                               hashes + which[i] * STORE_HASH_SIZE, added, error);
+        return result;
+    }
+    size_t size = snapshot->page_size, bound = ZSTD_compressBound(size);
+    if (!store->compressor && !(store->compressor = ZSTD_createCCtx()))
+        return fail(error, CAP_ENOMEM, "out of memory");
+    if (store->batch_scratch_size < BATCH * bound) {
+        void *larger = realloc(store->batch_scratch, BATCH * bound);
+        if (!larger) return fail(error, CAP_ENOMEM, "out of memory");
+        store->batch_scratch = larger;
+        store->batch_scratch_size = BATCH * bound;
+    }
+    int64_t now = store_now(store);
+    for (size_t i = 0; i < BATCH; i++) {
+        uint8_t *out = (uint8_t *)store->batch_scratch + i * bound;
+        size_t stored = ZSTD_compressCCtx(store->compressor, out, bound,
+                                          snapshot->pages[which[i]].data, size, COMPRESSION_LEVEL);
+        if (ZSTD_isError(stored))
+            return fail(error, CAP_EIO, "zstd: %s", ZSTD_getErrorName(stored));
+        values[5 * i] = BLOB(hashes + which[i] * STORE_HASH_SIZE, STORE_HASH_SIZE);
+        values[5 * i + 1] = INTEGER((int64_t)size);
+        values[5 * i + 2] = INTEGER((int64_t)stored);
+        values[5 * i + 3] = BLOB(out, stored);
+        values[5 * i + 4] = INTEGER(now);
+    }
+    /* Another transaction may have stored some meanwhile: RETURNING names
+     * only the rows this one inserted. */
+    integers inserted = {0};
+    result = store_run(store, blob_insert_batch, values, 5 * BATCH, sum_integers, &inserted, error);
+    if (result == CAP_OK) {
+        added->value[0] += inserted.value[0];
+        added->value[1] += inserted.rows;
+        added->value[2] += inserted.value[1];
+    }
+    return result;
+}
+
+/* Inside a write transaction: the blobs that pages `which[0..count)` name
+ * by hash are all stored; STORE_ENOTFOUND naming the first that is not.  A
+ * full batch is one statement (its distinct hashes counted), otherwise, or
+ * to find which is missing, one per page. */
+static int blobs_check_present(store *store, const store_snapshot_data *snapshot,
+                               const uint8_t *hashes, const size_t *which, size_t count,
+                               char *error) {
+    if (count == BATCH) {
+        store_value values[BATCH];
+        int64_t distinct = 0;
+        for (size_t i = 0; i < BATCH; i++) {
+            const uint8_t *hash = hashes + which[i] * STORE_HASH_SIZE;
+            values[i] = BLOB(hash, STORE_HASH_SIZE);
+            int seen = 0;
+            for (size_t j = 0; j < i && !seen; j++)
+                seen = memcmp(hash, hashes + which[j] * STORE_HASH_SIZE, STORE_HASH_SIZE) == 0;
+            distinct += !seen;
+        }
+        integers present = {0};
+        int result = store_run(store, blobs_count_batch, values, BATCH, collect_integers, &present,
+                               error);
+        if (result != CAP_OK || present.value[0] == distinct) return result;
+    }
+    for (size_t i = 0; i < count; i++) {
+        const uint8_t *hash = hashes + which[i] * STORE_HASH_SIZE;
+        integers present = {0};
+        int result =
+            RUN(store, blob_exists, collect_integers, &present, error, BLOB(hash, STORE_HASH_SIZE));
+        if (result != CAP_OK) return result;
+        if (!present.rows) {
+            char name[17];
+            hex(hash, name);
+            return fail(error, STORE_ENOTFOUND, "page %u names blob %s, which is not stored",
+                        snapshot->pages[which[i]].index, name);
+        }
+    }
+    return CAP_OK;
+}
+
 static int check_snapshot(const store_snapshot_data *snapshot, char *error) {
     int result = check_name(snapshot->build_id, "build id", 0, error);
     if (result != CAP_OK) return result;
@@ -750,24 +1088,32 @@ static int snapshot_write_in_transaction(store *store, const char *session, int6
                                          int64_t *snapshot_id, char *error) {
     int result = CAP_OK;
     integers added = {0};
+    pthread_once(&batch_once, batch_statements);
+    /* The pages given by their bytes first: a page named by hash may name
+     * a blob stored by another page of this very snapshot. */
+    size_t batch[BATCH], queued = 0;
     for (size_t i = 0; i < snapshot->page_count && result == CAP_OK; i++) {
-        const store_page *page = &snapshot->pages[i];
-        const uint8_t *hash = hashes + i * STORE_HASH_SIZE;
-        if (page->data) {
-            result =
-                blob_insert_if_absent(store, page->data, snapshot->page_size, hash, &added, error);
-        } else {
-            integers present = {0};
-            result = RUN(store, blob_exists, collect_integers, &present, error,
-                         BLOB(hash, STORE_HASH_SIZE));
-            if (result == CAP_OK && !present.rows) {
-                char name[17];
-                hex(hash, name);
-                result = fail(error, STORE_ENOTFOUND, "page %u names blob %s, which is not stored",
-                              page->index, name);
-            }
+        if (!snapshot->pages[i].data) continue;
+        batch[queued++] = i;
+        if (queued == BATCH) {
+            result = blobs_insert_batch(store, snapshot, hashes, batch, &added, error);
+            queued = 0;
         }
     }
+    for (size_t i = 0; i < queued && result == CAP_OK; i++)
+        result = blob_insert_if_absent(store, snapshot->pages[batch[i]].data, snapshot->page_size,
+                                       hashes + batch[i] * STORE_HASH_SIZE, &added, error);
+    queued = 0;
+    for (size_t i = 0; i < snapshot->page_count && result == CAP_OK; i++) {
+        if (snapshot->pages[i].data) continue;
+        batch[queued++] = i;
+        if (queued == BATCH) {
+            result = blobs_check_present(store, snapshot, hashes, batch, queued, error);
+            queued = 0;
+        }
+    }
+    if (result == CAP_OK && queued)
+        result = blobs_check_present(store, snapshot, hashes, batch, queued, error);
     if (result == CAP_OK) result = usage_apply(store, &added, error);
     int64_t now = store_now(store);
     integers inserted = {0};
@@ -776,7 +1122,17 @@ static int snapshot_write_in_transaction(store *store, const char *session, int6
                      call_seq ? INTEGER(call_seq) : NOTHING, TEXT(snapshot->build_id),
                      INTEGER(snapshot->page_size), TEXT(snapshot->manifest), INTEGER(now));
     int64_t id = inserted.value[0];
-    for (size_t i = 0; i < snapshot->page_count && result == CAP_OK; i++)
+    size_t i = 0;
+    for (; i + BATCH <= snapshot->page_count && result == CAP_OK; i += BATCH) {
+        store_value values[1 + 2 * BATCH];
+        values[0] = INTEGER(id);
+        for (size_t j = 0; j < BATCH; j++) {
+            values[1 + 2 * j] = INTEGER(snapshot->pages[i + j].index);
+            values[2 + 2 * j] = BLOB(hashes + (i + j) * STORE_HASH_SIZE, STORE_HASH_SIZE);
+        }
+        result = store_run(store, page_insert_batch, values, 1 + 2 * BATCH, NULL, NULL, error);
+    }
+    for (; i < snapshot->page_count && result == CAP_OK; i++)
         result = RUN(store, snapshot_page_insert, NULL, NULL, error, INTEGER(id),
                      INTEGER(snapshot->pages[i].index),
                      BLOB(hashes + i * STORE_HASH_SIZE, STORE_HASH_SIZE));
@@ -819,6 +1175,14 @@ static int collect_text(void *context, const store_value *columns, int count, ch
     (void)error;
     text_column *out = context;
     if (out->rows++ == 0 && count > 0) copy_text(out->text, sizeof out->text, &columns[0]);
+    return 0;
+}
+
+/* The third column as text (call_epochs_select's owner). */
+static int collect_owner(void *context, const store_value *columns, int count, char *error) {
+    (void)error;
+    text_column *out = context;
+    if (out->rows++ == 0 && count > 2) copy_text(out->text, sizeof out->text, &columns[2]);
     return 0;
 }
 
@@ -1001,13 +1365,19 @@ static const char call_release_key[] =
 static const char session_next_seq[] =
     "UPDATE sessions SET call_count = call_count + 1, last_used_at = $2,"
     " expires_at = CASE WHEN ttl_ms > 0 THEN $2 + ttl_ms ELSE NULL END"
-    " WHERE id = $1 RETURNING call_count";
+    " WHERE id = $1 RETURNING call_count, epoch";
 static const char call_insert[] =
-    "INSERT INTO calls (session, seq, idempotency_key, status, request_hash, started_at)"
-    " VALUES ($1, $2, $3, 'running', $4, $5)";
+    "INSERT INTO calls (session, seq, idempotency_key, status, request_hash, started_at, node,"
+    " epoch) VALUES ($1, $2, $3, 'running', $4, $5, $6, $7)";
+/* Fenced: a call begun in an earlier epoch of its session (before another
+ * node claimed it) does not commit. */
 static const char call_finish[] =
     "UPDATE calls SET status = $3, result = $4, finished_at = $5"
-    " WHERE session = $1 AND seq = $2 AND status = 'running' RETURNING 1";
+    " WHERE session = $1 AND seq = $2 AND status = 'running'"
+    " AND epoch = (SELECT epoch FROM sessions WHERE id = $1) RETURNING 1";
+static const char call_epochs_select[] =
+    "SELECT c.epoch, s.epoch, s.owner FROM calls AS c JOIN sessions AS s ON s.id = c.session"
+    " WHERE c.session = $1 AND c.seq = $2";
 
 static int read_call(store_call *out, const store_value *columns, int count, char *error) {
     if (count < 8) return malformed_row(count, 8, error);
@@ -1120,7 +1490,8 @@ int store_call_begin(store *store, const char *session, const char *key,
     if (result == CAP_OK)
         result = RUN(store, call_insert, NULL, NULL, error, TEXT(session), INTEGER(seq.value[0]),
                      key ? TEXT(key) : NOTHING,
-                     request_hash ? BLOB(request_hash, STORE_HASH_SIZE) : NOTHING, INTEGER(now));
+                     request_hash ? BLOB(request_hash, STORE_HASH_SIZE) : NOTHING, INTEGER(now),
+                     TEXT(store->node), INTEGER(seq.value[1]));
     result = store_write_end(store, result, error);
     if (result != CAP_OK) {
         store_call_clear(out);
@@ -1149,6 +1520,23 @@ static int call_not_running(store *store, const char *session, int64_t seq, char
     if (!read.rows)
         return fail(error, STORE_ENOTFOUND, "session '%s' has no call %lld", session,
                     (long long)seq);
+    if (strcmp(call.status, "running") == 0) {
+        store_call_clear(&call);
+        /* Running, so fenced: the session changed hands since it began. */
+        integers epochs = {0};
+        text_column owner = {0};
+        result = RUN(store, call_epochs_select, collect_integers, &epochs, error, TEXT(session),
+                     INTEGER(seq));
+        if (result == CAP_OK)
+            result = RUN(store, call_epochs_select, collect_owner, &owner, error, TEXT(session),
+                         INTEGER(seq));
+        if (result != CAP_OK) return result;
+        return fail(error, STORE_ECONFLICT,
+                    "call %lld of session '%s' began in epoch %lld; the session is in epoch %lld"
+                    " now, held by %s: its result is not committed",
+                    (long long)seq, session, (long long)epochs.value[0],
+                    (long long)epochs.value[1], owner.text[0] ? owner.text : "no node");
+    }
     result = fail(error, STORE_ECONFLICT, "call %lld of session '%s' is %s, not running",
                   (long long)seq, session, call.status);
     store_call_clear(&call);

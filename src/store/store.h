@@ -2,8 +2,8 @@
  * store.h — the durable store: sessions, their calls, their snapshots and the
  * content-addressed blobs the snapshots are made of (docs/store.md).
  *
- * A store is opened from a URL: `sqlite:PATH` today, `postgres://...` once a
- * PostgreSQL backend exists (issue 16).  Every operation below is written once,
+ * A store is opened from a URL: `sqlite:PATH`, or `postgres://...` /
+ * `postgresql://...` (any libpq URL).  Every operation below is written once,
  * in store.c, as SQL text run through a backend (backend.h): a backend is a
  * struct of function pointers that opens a connection, runs one statement
  * with parameters, and begins, commits or rolls back a transaction.
@@ -19,10 +19,17 @@
  *   STORE_ECORRUPT, never wrong data.
  * - A blob lives as long as a snapshot page references it; store_gc deletes
  *   the others.  A session keeps only its latest snapshot.
+ * - Every store handle is a node (store_node) with a lease, renewed by
+ *   store_renew.  A node's running calls and live sessions name it; when its
+ *   lease has expired, the next sweep (any node's store_open or store_renew)
+ *   marks its running calls `interrupted` and parks its live sessions.
+ *   store_close gives the lease up at once.
  * - An SQLite store is owned by one process, through one handle, at a time
  *   (a lock next to the database that dies with the process and is not
- *   inherited by its children); at open it marks calls left `running` by a
- *   crashed owner as `interrupted` and sessions left `live` as `parked`.
+ *   inherited by its children): at open every other node is dead, so every
+ *   call left `running` is marked `interrupted` and every `live` session
+ *   `parked`.  A PostgreSQL store is shared by any number of nodes: at open
+ *   only what nodes with an expired lease left is recovered.
  * - A store handle is used by one thread at a time.
  * - Errors are a CAP_* or STORE_E* code and, when `error` is not NULL, a
  *   message in a buffer of CAP_ERROR_SIZE bytes.  Nothing exits or prints.
@@ -70,6 +77,8 @@ typedef struct store_session {
     int64_t expires_at;      /* last_used_at + ttl_ms; 0: never */
     int64_t latest_snapshot; /* 0: none yet */
     int64_t call_count;      /* calls begun so far (the last seq) */
+    char owner[STORE_ID_SIZE]; /* the node holding it live ("" when not live) */
+    int64_t epoch;           /* how many times it was claimed (store_session_claim) */
 } store_session;
 
 /* One call of a session.  `result` is malloc'd: store_call_clear frees it. */
@@ -129,15 +138,40 @@ typedef struct store_usage {
 /* --- opening --------------------------------------------------------------------- */
 
 /* Opens (creating if needed) the store at `url`, brings its schema up to
- * date (each migration in its own transaction) and, when this process is the
- * store's only owner, recovers from a crash of the previous one.  Fails with
- * STORE_ECORRUPT for a file that is not a database, STORE_EVERSION for a
- * newer schema, STORE_EBUSY when another process owns the store. */
+ * date (each migration in its own transaction), joins it as a new node with
+ * a lease, and recovers what dead nodes left (SQLite: every other node is
+ * dead; PostgreSQL: those whose lease expired).  Fails with STORE_ECORRUPT
+ * for a file that is not a database, STORE_EVERSION for a newer schema,
+ * STORE_EBUSY when another process owns an SQLite store, CAP_EIO when a
+ * PostgreSQL server cannot be reached or refuses (libpq's reason in the
+ * message). */
 int store_open(const char *url, store **out, char *error);
+
+/* Closes the handle; its node gives its lease up, so what it leaves running
+ * is recovered by the next sweep.  NULL is fine. */
 void store_close(store *store);
 
 /* Calls marked `interrupted` by this open's recovery. */
 int64_t store_recovered_calls(const store *store);
+
+/* This handle's node id: "host:pid:random", unique among the store's users. */
+const char *store_node(const store *store);
+
+/* How long the node's lease lasts after each renewal; the default (and
+ * lease_ms <= 0) is 30 s.  Takes effect at the next store_renew. */
+void store_set_lease(store *store, int64_t lease_ms);
+
+/* Renews this node's lease (now + lease) and sweeps: the running calls of
+ * nodes whose lease has expired become `interrupted`, their live sessions
+ * `parked`; *recovered (may be NULL) receives how many calls.  To be called
+ * well within every lease (e.g. every lease / 3), by host code, never on
+ * the guest's behalf; the handle is still used by one thread at a time (a
+ * heartbeat thread takes the lock its other users take).  If this
+ * node's own lease had expired, others may have recovered its work: its own
+ * running calls are interrupted and its sessions parked as well, the lease
+ * is taken again, and the result is STORE_ECONFLICT: stop the workers of
+ * those calls and sessions (their commits would be refused anyway). */
+int store_renew(store *store, int64_t *recovered, char *error);
 
 /* The schema version the database is at (after migrations). */
 int store_schema_version(const store *store);
@@ -168,6 +202,19 @@ int store_session_touch(store *store, const char *id, char *error);
 /* live <-> parked.  An expired session cannot come back (STORE_ECONFLICT). */
 int store_session_set_status(store *store, const char *id, store_session_status status,
                              char *error);
+
+/* Takes the session for this node (several nodes on one PostgreSQL store,
+ * docs/store.md): it becomes live, owned by this node, and its epoch grows
+ * by one, returned in *epoch (may be NULL).  Possible when the session is
+ * parked, or live on a node whose lease has expired (that node's running
+ * calls of it are interrupted); when it is live on this node already,
+ * nothing changes and *epoch is its epoch.  Live on another node whose
+ * lease holds: STORE_EBUSY naming it.  Of nodes claiming at once, exactly
+ * one gets it.  Calls are fenced by the epoch: a call begun before the
+ * session was claimed cannot be finished (STORE_ECONFLICT), so a node cut
+ * off past its lease cannot commit over the new owner.  Then restore the
+ * latest snapshot. */
+int store_session_claim(store *store, const char *id, int64_t *epoch, char *error);
 
 /* Deletes the session, its calls and its snapshots; blobs wait for store_gc. */
 int store_session_delete(store *store, const char *id, char *error);

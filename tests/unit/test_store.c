@@ -1,12 +1,20 @@
 /*
- * test_store.c — the durable store (src/store/) against real SQLite files
- * in a fresh temporary directory per test, and real processes killed with
- * SIGKILL for the crash test:
+ * test_store.c — the durable store (src/store/) against its two backends:
+ * real SQLite files in a fresh temporary directory per test, and a real
+ * PostgreSQL server (a fresh schema per test), with real processes killed
+ * with SIGKILL for the crash test:
  *
- *   make build/test_store && build/test_store
+ *   make test-store          (starts a throwaway PostgreSQL server, then:)
+ *   build/test_store                                 SQLite only
+ *   CAPSULE_TEST_POSTGRES=URL CAPSULE_TEST_POSTGRES_DIR=DIR build/test_store
+ *                                                    SQLite, then PostgreSQL
  *
- * Nothing is mocked: corruption is made by editing the database with
- * SQLite itself (a flipped byte in a blob row) or by overwriting the file.
+ * The tests common to both backends run once per backend; a few are one
+ * backend's (SQLite's owner lock and files; PostgreSQL's several nodes,
+ * server restarts).  Nothing is mocked: corruption is made by editing the
+ * database with the database itself (a flipped byte in a blob row) or by
+ * overwriting the file; the PostgreSQL server is restarted with pg_ctl
+ * (tests/store/postgres-server.sh restart DIR).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -16,6 +24,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <libpq-fe.h>
 #include <signal.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -33,19 +42,45 @@
 
 #define PAGE 4096
 
+/* The backend the running group tests. */
+static enum { SQLITE, POSTGRES } kind = SQLITE;
+static const char *postgres_url; /* the server's database (CAPSULE_TEST_POSTGRES) */
+static const char *postgres_dir; /* its directory, for restarts (CAPSULE_TEST_POSTGRES_DIR) */
+
 typedef struct fixture {
     char directory[64];
-    char path[128];
-    char url[140];
+    char path[128];     /* SQLite: the database file */
+    char schema[64];    /* PostgreSQL: this test's schema */
+    char url[640];      /* the store's URL */
+    const char *location; /* the URL without its scheme (store_open_backend) */
     int64_t now; /* the store's clock, when a test sets it */
 } fixture;
 
+/* Runs SQL on the database directly, as a damaged disk or a hand would;
+ * with `answer`, the first column of the first row as text. */
+static void database_sql(const char *url, const char *sql, char *answer, size_t size);
+
 static int setup(void **state) {
+    static int tests;
     fixture *f = calloc(1, sizeof *f);
     snprintf(f->directory, sizeof f->directory, "/tmp/capsule-store-XXXXXX");
     if (!mkdtemp(f->directory)) return -1;
     snprintf(f->path, sizeof f->path, "%s/store.db", f->directory);
-    snprintf(f->url, sizeof f->url, "sqlite:%s", f->path);
+    if (kind == SQLITE) {
+        snprintf(f->url, sizeof f->url, "sqlite:%s", f->path);
+        f->location = f->url + strlen("sqlite:");
+    } else {
+        /* A schema of its own: the test's tables are its alone, and
+         * dropping the schema removes them. */
+        snprintf(f->schema, sizeof f->schema, "test_%d_%d", (int)getpid(), ++tests);
+        char sql[200];
+        snprintf(sql, sizeof sql, "DROP SCHEMA IF EXISTS %s CASCADE; CREATE SCHEMA %s", f->schema,
+                 f->schema);
+        database_sql(postgres_url, sql, NULL, 0);
+        snprintf(f->url, sizeof f->url, "%s%coptions=-csearch_path%%3D%s", postgres_url,
+                 strchr(postgres_url, '?') ? '&' : '?', f->schema);
+        f->location = strstr(f->url, "://") + 3;
+    }
     f->now = 1700000000000;
     *state = f;
     return 0;
@@ -53,6 +88,11 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
     fixture *f = *state;
+    if (kind == POSTGRES) {
+        char sql[128];
+        snprintf(sql, sizeof sql, "DROP SCHEMA IF EXISTS %s CASCADE", f->schema);
+        database_sql(postgres_url, sql, NULL, 0);
+    }
     static const char *const suffixes[] = {"", "-wal", "-shm", "-lock", "-journal"};
     char file[160];
     for (size_t i = 0; i < sizeof suffixes / sizeof *suffixes; i++) {
@@ -100,15 +140,65 @@ static int count_calls_with_status(store *s, const char *session, const char *st
     return matching;
 }
 
-/* Runs SQL on the store's file directly, as a damaged disk or a hand would. */
-static void raw_sql(fixture *f, const char *sql) {
-    sqlite3 *database;
-    assert_int_equal(sqlite3_open(f->path, &database), SQLITE_OK);
-    char *message = NULL;
-    if (sqlite3_exec(database, sql, NULL, NULL, &message) != SQLITE_OK)
-        fail_msg("%s: %s", sql, message);
-    sqlite3_close(database);
+static void quiet(void *context, const char *message) {
+    (void)context, (void)message;
 }
+
+static void database_sql(const char *url, const char *sql, char *answer, size_t size) {
+    if (answer) answer[0] = '\0';
+    if (strncmp(url, "sqlite:", 7) == 0) {
+        sqlite3 *database;
+        assert_int_equal(sqlite3_open(url + 7, &database), SQLITE_OK);
+        if (!answer) {
+            char *message = NULL;
+            if (sqlite3_exec(database, sql, NULL, NULL, &message) != SQLITE_OK)
+                fail_msg("%s: %s", sql, message);
+        } else {
+            sqlite3_stmt *statement;
+            if (sqlite3_prepare_v2(database, sql, -1, &statement, NULL) != SQLITE_OK)
+                fail_msg("%s: %s", sql, sqlite3_errmsg(database));
+            assert_int_equal(sqlite3_step(statement), SQLITE_ROW);
+            const char *text = (const char *)sqlite3_column_text(statement, 0);
+            snprintf(answer, size, "%s", text ? text : "");
+            sqlite3_finalize(statement);
+        }
+        sqlite3_close(database);
+        return;
+    }
+    PGconn *database = PQconnectdb(url);
+    if (PQstatus(database) != CONNECTION_OK) fail_msg("%s: %s", url, PQerrorMessage(database));
+    PQsetNoticeProcessor(database, quiet, NULL); /* DROP SCHEMA's NOTICEs */
+    PGresult *result = PQexec(database, sql);
+    int status = PQresultStatus(result);
+    if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK)
+        fail_msg("%s: %s", sql, PQresultErrorMessage(result));
+    if (answer) {
+        assert_true(PQntuples(result) > 0);
+        snprintf(answer, size, "%s", PQgetvalue(result, 0, 0));
+    }
+    PQclear(result);
+    PQfinish(database);
+}
+
+static void raw_sql(fixture *f, const char *sql) {
+    database_sql(f->url, sql, NULL, 0);
+}
+
+static void raw_query(fixture *f, const char *sql, char *answer, size_t size) {
+    database_sql(f->url, sql, answer, size);
+}
+
+/* A hash as an SQL literal of the backend's dialect. */
+static const char *hash_literal(const uint8_t hash[STORE_HASH_SIZE]) {
+    static char text[2 * STORE_HASH_SIZE + 16];
+    size_t at = (size_t)snprintf(text, sizeof text, kind == SQLITE ? "X'" : "'\\x");
+    for (int i = 0; i < STORE_HASH_SIZE; i++)
+        at += (size_t)snprintf(text + at, sizeof text - at, "%02x", hash[i]);
+    snprintf(text + at, sizeof text - at, kind == SQLITE ? "'" : "'::bytea");
+    return text;
+}
+
+#define SCHEMA_VERSION 3
 
 /* --- opening --------------------------------------------------------------------- */
 
@@ -116,7 +206,7 @@ static void test_open_creates_current_schema(void **state) {
     fixture *f = *state;
     store *s = open_store(f);
     char error[CAP_ERROR_SIZE];
-    assert_int_equal(store_schema_version(s), 2);
+    assert_int_equal(store_schema_version(s), SCHEMA_VERSION);
     assert_int_equal(store_recovered_calls(s), 0);
     store_usage usage;
     assert_int_equal(store_get_usage(s, &usage, error), CAP_OK);
@@ -124,6 +214,20 @@ static void test_open_creates_current_schema(void **state) {
     assert_int_equal(usage.sessions, 0);
     assert_int_equal(store_check(s, error), CAP_OK);
     store_close(s);
+    char answer[64];
+    raw_query(f, "SELECT CAST(COUNT(*) AS TEXT) FROM nodes", answer, sizeof answer);
+    assert_string_equal(answer, "1"); /* this handle's node, its lease given up */
+    raw_query(f, "SELECT CAST(lease_expires_at AS TEXT) FROM nodes", answer, sizeof answer);
+    assert_string_equal(answer, "0");
+    if (kind == POSTGRES) {
+        /* Blob data, already compressed, is not compressed again. */
+        raw_query(f,
+                  "SELECT attstorage FROM pg_attribute WHERE attrelid = 'blobs'::regclass"
+                  " AND attname = 'data'",
+                  answer, sizeof answer);
+        assert_string_equal(answer, "e");
+        return;
+    }
     /* The settings the guarantees rest on. */
     sqlite3 *database;
     assert_int_equal(sqlite3_open(f->path, &database), SQLITE_OK);
@@ -290,36 +394,71 @@ static const char schema_v1[] =
     "INSERT INTO sessions VALUES ('old', 'alice', 'parked', 1, 2, 0, NULL, NULL, 1);"
     "INSERT INTO calls VALUES ('old', 1, 'key-1', 'success', NULL, '{\"v\":1}', 1, 2);";
 
+/* The same in PostgreSQL's types, as postgres.c's first migration made it. */
+static const char schema_v1_postgres[] =
+    "CREATE TABLE schema_version (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL);"
+    "INSERT INTO schema_version VALUES (1, 1600000000000);"
+    "CREATE TABLE sessions (id TEXT PRIMARY KEY, principal TEXT NOT NULL, status TEXT NOT NULL"
+    " CHECK (status IN ('live', 'parked', 'expired')), created_at BIGINT NOT NULL,"
+    " last_used_at BIGINT NOT NULL, ttl_ms BIGINT NOT NULL, expires_at BIGINT,"
+    " latest_snapshot BIGINT, call_count BIGINT NOT NULL DEFAULT 0);"
+    "CREATE INDEX sessions_parked ON sessions(last_used_at) WHERE status = 'parked';"
+    "CREATE INDEX sessions_latest_snapshot ON sessions(latest_snapshot);"
+    "CREATE TABLE calls (session TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,"
+    " seq BIGINT NOT NULL, idempotency_key TEXT, status TEXT NOT NULL, request_hash BYTEA,"
+    " result TEXT, started_at BIGINT NOT NULL, finished_at BIGINT, PRIMARY KEY (session, seq),"
+    " UNIQUE (session, idempotency_key));"
+    "CREATE INDEX calls_running ON calls(session) WHERE status = 'running';"
+    "CREATE TABLE blobs (hash BYTEA PRIMARY KEY CHECK (length(hash) = 32),"
+    " raw_size BIGINT NOT NULL, stored_size BIGINT NOT NULL, data BYTEA NOT NULL,"
+    " created_at BIGINT NOT NULL);"
+    "CREATE TABLE snapshots (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+    " session TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE, call_seq BIGINT,"
+    " build_id TEXT NOT NULL, page_size BIGINT NOT NULL, manifest TEXT NOT NULL,"
+    " created_at BIGINT NOT NULL);"
+    "CREATE INDEX snapshots_session ON snapshots(session);"
+    "CREATE TABLE snapshot_pages ("
+    " snapshot BIGINT NOT NULL REFERENCES snapshots(id) ON DELETE CASCADE,"
+    " page_index BIGINT NOT NULL, hash BYTEA NOT NULL REFERENCES blobs(hash),"
+    " PRIMARY KEY (snapshot, page_index));"
+    "CREATE INDEX snapshot_pages_hash ON snapshot_pages(hash);"
+    "ALTER TABLE sessions ADD FOREIGN KEY (latest_snapshot) REFERENCES snapshots(id)"
+    " ON DELETE SET NULL;"
+    "INSERT INTO sessions VALUES ('old', 'alice', 'parked', 1, 2, 0, NULL, NULL, 1);"
+    "INSERT INTO calls VALUES ('old', 1, 'key-1', 'success', NULL, '{\"v\":1}', 1, 2);";
+
+/* Bytes as an SQL literal of the backend's dialect (malloc'd). */
+static char *bytes_literal(const uint8_t *bytes, size_t size) {
+    char *text = malloc(2 * size + 16);
+    size_t at = (size_t)sprintf(text, kind == SQLITE ? "X'" : "'\\x");
+    for (size_t i = 0; i < size; i++) at += (size_t)sprintf(text + at, "%02x", bytes[i]);
+    sprintf(text + at, kind == SQLITE ? "'" : "'::bytea");
+    return text;
+}
+
 /* A database at schema version 1, written here by hand (not by the code
- * under test), with a session, a call and a blob: opening migrates it to 2,
- * the usage counter is computed from the blob, and every row is readable. */
+ * under test), with a session, a call and a blob: opening migrates it to
+ * the current version, the usage counter is computed from the blob, and
+ * every row is readable. */
 static void test_migration_from_version_1(void **state) {
     fixture *f = *state;
-    sqlite3 *database;
-    assert_int_equal(sqlite3_open(f->path, &database), SQLITE_OK);
-    char *message = NULL;
-    if (sqlite3_exec(database, schema_v1, NULL, NULL, &message) != SQLITE_OK)
-        fail_msg("v1: %s", message);
+    raw_sql(f, kind == SQLITE ? schema_v1 : schema_v1_postgres);
     uint8_t page[PAGE], hash[STORE_HASH_SIZE], compressed[PAGE + 512];
     fill_page(page, 3, 1);
     store_hash(page, PAGE, hash);
     size_t stored = ZSTD_compress(compressed, sizeof compressed, page, PAGE, 3);
     assert_false(ZSTD_isError(stored));
-    sqlite3_stmt *insert;
-    assert_int_equal(
-        sqlite3_prepare_v2(database, "INSERT INTO blobs VALUES (?, ?, ?, ?, 5)", -1, &insert, NULL),
-        SQLITE_OK);
-    sqlite3_bind_blob(insert, 1, hash, STORE_HASH_SIZE, SQLITE_STATIC);
-    sqlite3_bind_int(insert, 2, PAGE);
-    sqlite3_bind_int64(insert, 3, (sqlite3_int64)stored);
-    sqlite3_bind_blob(insert, 4, compressed, (int)stored, SQLITE_STATIC);
-    assert_int_equal(sqlite3_step(insert), SQLITE_DONE);
-    sqlite3_finalize(insert);
-    sqlite3_close(database);
+    char *hash_text = bytes_literal(hash, STORE_HASH_SIZE);
+    char *data_text = bytes_literal(compressed, stored);
+    char *insert = malloc(strlen(hash_text) + strlen(data_text) + 128);
+    sprintf(insert, "INSERT INTO blobs VALUES (%s, %d, %zu, %s, 5)", hash_text, PAGE, stored,
+            data_text);
+    raw_sql(f, insert);
+    free(hash_text), free(data_text), free(insert);
 
     store *s = open_store(f);
     char error[CAP_ERROR_SIZE];
-    assert_int_equal(store_schema_version(s), 2);
+    assert_int_equal(store_schema_version(s), SCHEMA_VERSION);
     store_usage usage;
     assert_int_equal(store_get_usage(s, &usage, error), CAP_OK);
     assert_int_equal(usage.blob_count, 1);
@@ -346,22 +485,21 @@ static void test_migration_from_version_1(void **state) {
     assert_int_equal(store_check(s, error), CAP_OK);
     store_close(s);
 
-    /* Version rows: 1 by hand, 2 by the migration. */
-    assert_int_equal(sqlite3_open(f->path, &database), SQLITE_OK);
-    sqlite3_stmt *statement;
-    sqlite3_prepare_v2(database, "SELECT group_concat(version) FROM schema_version", -1, &statement,
-                       NULL);
-    assert_int_equal(sqlite3_step(statement), SQLITE_ROW);
-    assert_string_equal((const char *)sqlite3_column_text(statement, 0), "1,2");
-    sqlite3_finalize(statement);
-    sqlite3_close(database);
+    /* Version rows: 1 by hand, the others by the migrations. */
+    char versions[64];
+    raw_query(f,
+              kind == SQLITE ? "SELECT group_concat(version) FROM schema_version"
+                             : "SELECT string_agg(CAST(version AS TEXT), ',' ORDER BY version)"
+                               " FROM schema_version",
+              versions, sizeof versions);
+    assert_string_equal(versions, "1,2,3");
 }
 
 /* A migration that fails leaves the database at its version: the
  * migration's statements and its version row are one transaction. */
 static void test_failed_migration_changes_nothing(void **state) {
     fixture *f = *state;
-    raw_sql(f, schema_v1);
+    raw_sql(f, kind == SQLITE ? schema_v1 : schema_v1_postgres);
     raw_sql(f, "CREATE TABLE usage (stray INTEGER)"); /* migration 2 creates `usage` */
     store *s = NULL;
     char error[CAP_ERROR_SIZE] = "";
@@ -369,21 +507,16 @@ static void test_failed_migration_changes_nothing(void **state) {
     assert_null(s);
     assert_non_null(strstr(error, "migration to version 2"));
     assert_non_null(strstr(error, "already exists"));
-    sqlite3 *database;
-    assert_int_equal(sqlite3_open(f->path, &database), SQLITE_OK);
-    sqlite3_stmt *statement;
-    sqlite3_prepare_v2(database,
-                       "SELECT MAX(version), (SELECT COUNT(*) FROM sessions) FROM schema_version",
-                       -1, &statement, NULL);
-    assert_int_equal(sqlite3_step(statement), SQLITE_ROW);
-    assert_int_equal(sqlite3_column_int(statement, 0), 1);
-    assert_int_equal(sqlite3_column_int(statement, 1), 1);
-    sqlite3_finalize(statement);
-    sqlite3_close(database);
+    char answer[64];
+    raw_query(f,
+              "SELECT CAST(MAX(version) AS TEXT) || ',' ||"
+              " CAST((SELECT COUNT(*) FROM sessions) AS TEXT) FROM schema_version",
+              answer, sizeof answer);
+    assert_string_equal(answer, "1,1");
     /* Repaired by hand, it migrates. */
     raw_sql(f, "DROP TABLE usage");
     s = open_store(f);
-    assert_int_equal(store_schema_version(s), 2);
+    assert_int_equal(store_schema_version(s), SCHEMA_VERSION);
     store_close(s);
 }
 
@@ -391,12 +524,7 @@ static void test_newer_schema_is_refused(void **state) {
     fixture *f = *state;
     store *s = open_store(f);
     store_close(s);
-    sqlite3 *database;
-    assert_int_equal(sqlite3_open(f->path, &database), SQLITE_OK);
-    assert_int_equal(
-        sqlite3_exec(database, "INSERT INTO schema_version VALUES (99, 0)", NULL, NULL, NULL),
-        SQLITE_OK);
-    sqlite3_close(database);
+    raw_sql(f, "INSERT INTO schema_version VALUES (99, 0)");
     char error[CAP_ERROR_SIZE] = "";
     assert_int_equal(store_open(f->url, &s, error), STORE_EVERSION);
     assert_non_null(strstr(error, "version 99"));
@@ -675,6 +803,15 @@ static void test_blobs(void **state) {
 }
 
 static void flip_blob_byte(fixture *f, const uint8_t hash[STORE_HASH_SIZE], int from_end) {
+    if (kind == POSTGRES) {
+        char sql[512];
+        snprintf(sql, sizeof sql,
+                 "UPDATE blobs SET data = set_byte(data, length(data) - %d,"
+                 " get_byte(data, length(data) - %d) # 64) WHERE hash = %s",
+                 1 + from_end, 1 + from_end, hash_literal(hash));
+        raw_sql(f, sql);
+        return;
+    }
     sqlite3 *database;
     assert_int_equal(sqlite3_open(f->path, &database), SQLITE_OK);
     sqlite3_stmt *statement;
@@ -754,8 +891,10 @@ static void test_corrupted_blob_is_a_clear_error(void **state) {
     s = open_store(f);
     assert_int_equal(store_blob_put(s, lying, PAGE, lying_hash, error), CAP_OK);
     store_close(s);
-    raw_sql(f, "UPDATE blobs SET raw_size = 1099511627776 WHERE raw_size = 4096 AND hash = "
-               "(SELECT hash FROM blobs ORDER BY created_at DESC, rowid DESC LIMIT 1)");
+    char sql[256];
+    snprintf(sql, sizeof sql, "UPDATE blobs SET raw_size = 1099511627776 WHERE hash = %s",
+             hash_literal(lying_hash));
+    raw_sql(f, sql);
     s = open_store(f);
     assert_int_equal(store_blob_get(s, lying_hash, &bytes, &size, error), STORE_ECORRUPT);
     assert_non_null(strstr(error, "malformed row"));
@@ -765,10 +904,13 @@ static void test_corrupted_blob_is_a_clear_error(void **state) {
     assert_int_equal(store_blob_get(s, lying_hash, &bytes, &size, error), STORE_ECORRUPT);
     assert_non_null(strstr(error, "not a zstd frame of 4095 bytes"));
     store_close(s);
-    raw_sql(
-        f,
-        "PRAGMA foreign_keys = OFF;"
-        " DELETE FROM blobs WHERE hash IN (SELECT hash FROM snapshot_pages)");
+    /* SQLite: foreign keys are per connection; PostgreSQL: replication
+     * mode fires no foreign-key triggers. */
+    raw_sql(f, kind == SQLITE
+                   ? "PRAGMA foreign_keys = OFF;"
+                     " DELETE FROM blobs WHERE hash IN (SELECT hash FROM snapshot_pages)"
+                   : "SET session_replication_role = replica;"
+                     " DELETE FROM blobs WHERE hash IN (SELECT hash FROM snapshot_pages)");
     s = open_store(f);
     pages_seen = 0;
     assert_int_equal(store_snapshot_read_pages(s, snapshot_id, count_pages, &pages_seen, error),
@@ -783,7 +925,7 @@ static void test_corrupted_blob_is_a_clear_error(void **state) {
 
 typedef struct page_copy {
     uint8_t (*pages)[PAGE];
-    uint32_t indices[64];
+    uint32_t indices[64]; /* at most 64 pages */
     int count;
 } page_copy;
 
@@ -948,6 +1090,71 @@ static void test_pages_shared_by_sessions_are_stored_once(void **state) {
     store_close(s);
 }
 
+/* Snapshots of many pages go in batches of statements (store.c's BATCH,
+ * 16): full batches, a remainder, a batch with a page repeated, a batch of
+ * pages by hash with one the store lacks, and a page by hash naming a
+ * blob that a later page of the same snapshot brings. */
+#define MANY 40
+static void test_many_pages_in_batches(void **state) {
+    fixture *f = *state;
+    store *s = open_store(f);
+    char error[CAP_ERROR_SIZE] = "";
+    static uint8_t pages[MANY][PAGE];
+    uint8_t hashes[MANY][STORE_HASH_SIZE];
+    store_page list[MANY];
+    for (int i = 0; i < MANY; i++) {
+        fill_page(pages[i], (uint32_t)(5000 + i), i % 3 == 0);
+        list[i] = (store_page){.index = (uint32_t)(2 * i), .data = pages[i]};
+    }
+    memcpy(pages[5], pages[3], PAGE); /* the same bytes twice in the first batch */
+    for (int i = 0; i < MANY; i++) store_hash(pages[i], PAGE, hashes[i]);
+    store_snapshot_data data = {
+        .build_id = "b", .manifest = "{}", .page_size = PAGE, .pages = list, .page_count = MANY};
+    assert_int_equal(store_session_create(s, "a", "", 0, error), CAP_OK);
+    int64_t id;
+    assert_int_equal(store_snapshot_write(s, "a", &data, &id, error), CAP_OK);
+    store_usage usage;
+    assert_int_equal(store_get_usage(s, &usage, error), CAP_OK);
+    assert_int_equal(usage.blob_count, MANY - 1);
+    assert_int_equal(usage.raw_bytes, (MANY - 1) * PAGE);
+    assert_int_equal(store_check(s, error), CAP_OK);
+    static uint8_t copies[MANY][PAGE];
+    page_copy copy = {.pages = copies};
+    assert_int_equal(store_snapshot_read_pages(s, id, copy_page, &copy, error), CAP_OK);
+    assert_int_equal(copy.count, MANY);
+    for (int i = 0; i < MANY; i++) {
+        assert_int_equal(copy.indices[i], 2 * i);
+        assert_memory_equal(copies[i], pages[i], PAGE);
+    }
+
+    /* Every page by hash: three statements' worth, all there. */
+    for (int i = 0; i < MANY; i++)
+        list[i] = (store_page){.index = (uint32_t)(2 * i), .hash = hashes[i]};
+    assert_int_equal(store_snapshot_write(s, "a", &data, &id, error), CAP_OK);
+    copy.count = 0;
+    assert_int_equal(store_snapshot_read_pages(s, id, copy_page, &copy, error), CAP_OK);
+    assert_memory_equal(copies[MANY - 1], pages[MANY - 1], PAGE);
+    /* One hash in a full batch names nothing: refused, naming its page. */
+    uint8_t unknown[STORE_HASH_SIZE] = {7, 7, 7};
+    list[9].hash = unknown;
+    assert_int_equal(store_snapshot_write(s, "a", &data, NULL, error), STORE_ENOTFOUND);
+    assert_non_null(strstr(error, "page 18 "));
+    list[9].hash = hashes[9];
+    /* Page 0 by hash of a blob that page 1 (later in the list) brings. */
+    uint8_t fresh[PAGE], fresh_hash[STORE_HASH_SIZE];
+    fill_page(fresh, 6000, 0);
+    store_hash(fresh, PAGE, fresh_hash);
+    list[0] = (store_page){.index = 0, .hash = fresh_hash};
+    list[1] = (store_page){.index = 2, .data = fresh};
+    assert_int_equal(store_snapshot_write(s, "a", &data, &id, error), CAP_OK);
+    copy.count = 0;
+    assert_int_equal(store_snapshot_read_pages(s, id, copy_page, &copy, error), CAP_OK);
+    assert_memory_equal(copies[0], fresh, PAGE);
+    assert_memory_equal(copies[1], fresh, PAGE);
+    assert_int_equal(store_check(s, error), CAP_OK);
+    store_close(s);
+}
+
 static void test_fork(void **state) {
     fixture *f = *state;
     store *s = open_store(f);
@@ -1080,12 +1287,14 @@ static void test_quota(void **state) {
 
 /* --- crash ----------------------------------------------------------------------- */
 
-/* 'B': a call begun (committed `running`); 'F': finished (result and
- * snapshot committed). */
+/* 'O': the store opened; 'B': a call begun (committed `running`); 'F':
+ * finished (result and snapshot committed). */
 typedef struct acknowledgement {
     char kind;
     int64_t seq;
 } acknowledgement;
+
+#define CRASH_LEASE_MS 100
 
 /* The child: commits calls with snapshots for ever, telling the parent each
  * acknowledged step through the pipe. */
@@ -1096,8 +1305,15 @@ static void crash_child(const char *url, int pipe_fd) {
         fprintf(stderr, "child: %s\n", error);
         _exit(2);
     }
+    /* A short lease, never renewed: once killed, this node is dead to the
+     * next opener within CRASH_LEASE_MS (SQLite's owner lock says so at
+     * once; a PostgreSQL store has only the lease to go by). */
+    store_set_lease(s, CRASH_LEASE_MS);
+    if (store_renew(s, NULL, error) != CAP_OK) _exit(3);
     int result = store_session_create(s, "crash", "", 0, error);
     if (result != CAP_OK && result != STORE_EEXIST) _exit(3);
+    acknowledgement ready = {'O', 0};
+    if (write(pipe_fd, &ready, sizeof ready) != sizeof ready) _exit(3);
     static uint8_t pages[4][PAGE];
     for (int i = 0; i < 3; i++) fill_page(pages[i], (uint32_t)(7000 + i), 1);
     store_page list[4];
@@ -1149,13 +1365,19 @@ static void test_kill_9_loses_no_acknowledged_commit(void **state) {
             crash_child(f->url, fds[1]);
         }
         close(fds[1]);
-        /* Long enough for the child (under ASan) to open and commit some. */
+        /* Once the child has opened the store, long enough for it (under
+         * ASan) to commit some. */
+        acknowledgement ready;
+        assert_int_equal(read(fds[0], &ready, sizeof ready), (ssize_t)sizeof ready);
+        assert_int_equal(ready.kind, 'O');
         struct timespec wait = {0, (150 + rand() % 250) * 1000 * 1000L};
         nanosleep(&wait, NULL);
         kill(child, SIGKILL);
         int status;
         assert_int_equal(waitpid(child, &status, 0), child);
         assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+        struct timespec lease = {0, (CRASH_LEASE_MS + 20) * 1000 * 1000L};
+        nanosleep(&lease, NULL);
 
         int64_t last_finished = 0, last_begun = 0;
         size_t finished_count = 0;
@@ -1245,8 +1467,12 @@ static void test_kill_9_loses_no_acknowledged_commit(void **state) {
 
 /* --- fault injection ------------------------------------------------------------ */
 
-/* The SQLite backend with a countdown: the call that brings it to zero
+/* The backend under test with a countdown: the call that brings it to zero
  * fails with CAP_EIO, as a lost connection or an I/O error would. */
+static const store_backend *base_backend(void) {
+    return kind == SQLITE ? &store_sqlite_backend : &store_postgres_backend;
+}
+
 static int fault_countdown = -1; /* < 0: no fault */
 static int faults_fired;
 static int backend_calls; /* calls that could have failed, faults on or off */
@@ -1260,25 +1486,25 @@ static int fault_now(char *error) {
 }
 
 static int faulty_begin(void *connection, int write, char *error) {
-    return fault_now(error) ? CAP_EIO : store_sqlite_backend.begin(connection, write, error);
+    return fault_now(error) ? CAP_EIO : base_backend()->begin(connection, write, error);
 }
 
 static int faulty_commit(void *connection, char *error) {
-    return fault_now(error) ? CAP_EIO : store_sqlite_backend.commit(connection, error);
+    return fault_now(error) ? CAP_EIO : base_backend()->commit(connection, error);
 }
 
 static int faulty_execute(void *connection, const char *sql, const store_value *parameters,
                           int count, store_row_function row, void *context, char *error) {
     if (fault_now(error)) return CAP_EIO;
-    return store_sqlite_backend.execute(connection, sql, parameters, count, row, context, error);
+    return base_backend()->execute(connection, sql, parameters, count, row, context, error);
 }
 
 static int faulty_script(void *connection, const char *sql, char *error) {
-    return fault_now(error) ? CAP_EIO : store_sqlite_backend.script(connection, sql, error);
+    return fault_now(error) ? CAP_EIO : base_backend()->script(connection, sql, error);
 }
 
 static store_backend faulty_backend(void) {
-    store_backend backend = store_sqlite_backend;
+    store_backend backend = *base_backend();
     backend.begin = faulty_begin;
     backend.commit = faulty_commit;
     backend.execute = faulty_execute;
@@ -1327,9 +1553,9 @@ static void test_a_failure_at_any_backend_call_leaves_the_store_sound(void **sta
      * number hit the open, the others the day. */
     store *s = NULL;
     backend_calls = 0;
-    assert_int_equal(store_open_backend(&backend, f->path, &s, error), CAP_OK);
-    store_close(s);
+    assert_int_equal(store_open_backend(&backend, f->location, &s, error), CAP_OK);
     int open_calls = backend_calls;
+    store_close(s);
     for (int n = 0;; n++) {
         teardown(state);
         setup(state);
@@ -1338,15 +1564,15 @@ static void test_a_failure_at_any_backend_call_leaves_the_store_sound(void **sta
         s = NULL;
         fault_countdown = n;
         faults_fired = 0;
-        int result = store_open_backend(&backend, f->path, &s, error);
+        int result = store_open_backend(&backend, f->location, &s, error);
         fault_countdown = -1;
         assert_int_equal(faults_fired, n < open_calls);
         if (n < open_calls) {
             assert_int_equal(result, CAP_EIO);
             assert_null(s);
             s = NULL;
-            assert_int_equal(store_open_backend(&backend, f->path, &s, error), CAP_OK);
-            assert_int_equal(store_schema_version(s), 2);
+            assert_int_equal(store_open_backend(&backend, f->location, &s, error), CAP_OK);
+            assert_int_equal(store_schema_version(s), SCHEMA_VERSION);
             assert_store_sound(s);
             store_close(s);
             injected_runs++;
@@ -1354,7 +1580,7 @@ static void test_a_failure_at_any_backend_call_leaves_the_store_sound(void **sta
         }
         store_close(s);
         /* The day, on a prepared store. */
-        assert_int_equal(store_open_backend(&backend, f->path, &s, error), CAP_OK);
+        assert_int_equal(store_open_backend(&backend, f->location, &s, error), CAP_OK);
         store_set_clock(s, fixture_clock, f);
         store_call call;
         int replayed;
@@ -1510,32 +1736,507 @@ static void test_full_disk_is_a_clear_error(void **state) {
     store_close(s);
 }
 
+/* --- claims and epochs ----------------------------------------------------------- */
+
+/* One node: a claim makes a parked session live with the next epoch, a
+ * claim of its own live session changes nothing, and a call begun before a
+ * claim is fenced off. */
+static void test_session_claim_and_fencing(void **state) {
+    fixture *f = *state;
+    store *s = open_store(f);
+    char error[CAP_ERROR_SIZE] = "";
+    int64_t epoch = -1;
+    assert_int_equal(store_session_claim(s, "none", &epoch, error), STORE_ENOTFOUND);
+    assert_int_equal(store_session_create(s, "a", "", 0, error), CAP_OK);
+    store_session session;
+    assert_int_equal(store_session_get(s, "a", &session, error), CAP_OK);
+    assert_string_equal(session.owner, store_node(s));
+    assert_int_equal(session.epoch, 0);
+    assert_int_equal(store_session_claim(s, "a", &epoch, error), CAP_OK);
+    assert_int_equal(epoch, 0); /* already this node's */
+    assert_int_equal(store_session_set_status(s, "a", STORE_SESSION_PARKED, error), CAP_OK);
+    assert_int_equal(store_session_get(s, "a", &session, error), CAP_OK);
+    assert_string_equal(session.owner, "");
+    assert_int_equal(store_session_claim(s, "a", &epoch, error), CAP_OK);
+    assert_int_equal(epoch, 1);
+    assert_int_equal(store_session_get(s, "a", &session, error), CAP_OK);
+    assert_int_equal(session.status, STORE_SESSION_LIVE);
+    assert_string_equal(session.owner, store_node(s));
+    assert_int_equal(session.epoch, 1);
+
+    /* A call of epoch 1; the session is parked and claimed again (as a
+     * node that lost it and another that took it would): fenced. */
+    store_call call;
+    int replayed;
+    assert_int_equal(store_call_begin(s, "a", NULL, NULL, &call, &replayed, error), CAP_OK);
+    assert_int_equal(store_session_set_status(s, "a", STORE_SESSION_PARKED, error), CAP_OK);
+    assert_int_equal(store_session_claim(s, "a", &epoch, error), CAP_OK);
+    assert_int_equal(epoch, 2);
+    assert_int_equal(store_call_finish(s, "a", call.seq, "success", "{}", NULL, NULL, error),
+                     STORE_ECONFLICT);
+    assert_non_null(strstr(error, "epoch 1"));
+    assert_int_equal(store_call_get(s, "a", call.seq, &call, error), CAP_OK);
+    assert_string_equal(call.status, "running");
+    assert_null(call.result);
+    /* A call of the new epoch commits. */
+    assert_int_equal(store_call_begin(s, "a", NULL, NULL, &call, &replayed, error), CAP_OK);
+    assert_int_equal(store_call_finish(s, "a", call.seq, "success", "{}", NULL, NULL, error),
+                     CAP_OK);
+    /* An expired session cannot be claimed. */
+    assert_int_equal(store_session_create(s, "short", "", 1, error), CAP_OK);
+    assert_int_equal(store_session_set_status(s, "short", STORE_SESSION_PARKED, error), CAP_OK);
+    f->now += 10;
+    store_set_clock(s, fixture_clock, f);
+    assert_int_equal(store_expire(s, NULL, error), CAP_OK);
+    assert_int_equal(store_session_claim(s, "short", &epoch, error), STORE_ECONFLICT);
+    store_close(s);
+}
+
+/* --- PostgreSQL: several nodes, an unreachable or restarted server ------------- */
+
+/* A server that is not there, a database that does not exist: clear errors
+ * from store_open, quickly. */
+static void test_postgres_unreachable_at_open_is_a_clear_error(void **state) {
+    fixture *f = *state;
+    store *s = NULL;
+    char error[CAP_ERROR_SIZE] = "";
+    char url[700];
+    snprintf(url, sizeof url, "postgres:///capsule?host=%s/no-server-here", f->directory);
+    assert_int_equal(store_open(url, &s, error), CAP_EIO);
+    assert_null(s);
+    print_message("no server: %s\n", error);
+    assert_non_null(strstr(error, "cannot connect"));
+    assert_non_null(strstr(error, "no-server-here"));
+    /* The real server, a database it does not have. */
+    char *at = strstr(f->url, "/capsule?");
+    assert_non_null(at);
+    snprintf(url, sizeof url, "%.*s/no_such_database%s", (int)(at - f->url), f->url,
+             at + strlen("/capsule"));
+    assert_int_equal(store_open(url, &s, error), CAP_EIO);
+    assert_null(s);
+    print_message("no database: %s\n", error);
+    assert_non_null(strstr(error, "no_such_database"));
+    assert_non_null(strstr(error, "does not exist"));
+    /* Not a URL libpq reads. */
+    assert_int_equal(store_open("postgres://[::1", &s, error), CAP_EIO);
+    assert_null(s);
+}
+
+static void restart_server(const char *mode) {
+    char command[600];
+    snprintf(command, sizeof command, "sh tests/store/postgres-server.sh restart '%s' %s",
+             postgres_dir, mode);
+    if (system(command) != 0) fail_msg("%s failed", command);
+}
+
+/* The PostgreSQL backend that restarts the server (immediately: a crash of
+ * the server, with its recovery) just before its n-th statement. */
+static int restart_countdown = -1;
+static int restarting_execute(void *connection, const char *sql, const store_value *parameters,
+                              int count, store_row_function row, void *context, char *error) {
+    if (restart_countdown >= 0 && restart_countdown-- == 0) restart_server("immediate");
+    return store_postgres_backend.execute(connection, sql, parameters, count, row, context, error);
+}
+
+/* The server restarted while the store is idle: the next operation
+ * reconnects.  Restarted (crashed) in the middle of a commit: that
+ * operation fails with a clear error, nothing half-done is visible, the
+ * next one reconnects, and everything committed before is there. */
+static void test_postgres_server_restarted_during_use(void **state) {
+    fixture *f = *state;
+    store_backend backend = store_postgres_backend;
+    backend.execute = restarting_execute;
+    store *s = NULL;
+    char error[CAP_ERROR_SIZE] = "";
+    assert_int_equal(store_open_backend(&backend, f->location, &s, error), CAP_OK);
+    static uint8_t pages[3][PAGE];
+    for (int i = 0; i < 3; i++) fill_page(pages[i], (uint32_t)(300 + i), 0);
+    store_page first[] = {{.index = 0, .data = pages[0]}, {.index = 1, .data = pages[1]}};
+    store_snapshot_data data = {
+        .build_id = "b", .manifest = "{}", .page_size = PAGE, .pages = first, .page_count = 2};
+    store_call call;
+    int replayed;
+    int64_t first_snapshot = 0;
+    assert_int_equal(store_session_create(s, "a", "", 0, error), CAP_OK);
+    assert_int_equal(store_call_begin(s, "a", "k1", NULL, &call, &replayed, error), CAP_OK);
+    assert_int_equal(store_call_finish(s, "a", 1, "success", "{\"r\":1}", &data, &first_snapshot,
+                                       error),
+                     CAP_OK);
+
+    /* Idle: a clean restart, then the next calls work. */
+    restart_server("fast");
+    store_session session;
+    if (store_session_get(s, "a", &session, error) != CAP_OK) fail_msg("after restart: %s", error);
+    assert_int_equal(session.call_count, 1);
+    assert_int_equal(store_call_begin(s, "a", "k1", NULL, &call, &replayed, error), CAP_OK);
+    assert_int_equal(replayed, 1); /* the committed result, after the restart */
+    assert_string_equal(call.result, "{\"r\":1}");
+    store_call_clear(&call);
+
+    /* A crash of the server in the middle of a commit. */
+    assert_int_equal(store_call_begin(s, "a", "k2", NULL, &call, &replayed, error), CAP_OK);
+    int64_t seq = call.seq;
+    store_page second[] = {{.index = 0, .data = pages[0]}, {.index = 1, .data = pages[2]}};
+    data.pages = second;
+    restart_countdown = 3; /* inside store_call_finish's transaction */
+    int result = store_call_finish(s, "a", seq, "success", "{\"r\":2}", &data, NULL, error);
+    restart_countdown = -1;
+    print_message("server crashed mid-commit: %s\n", error);
+    assert_int_equal(result, CAP_EIO);
+    assert_non_null(strstr(error, "connection lost"));
+    /* Nothing of it committed; the store reconnects; the earlier state. */
+    assert_int_equal(store_call_get(s, "a", seq, &call, error), CAP_OK);
+    assert_string_equal(call.status, "running");
+    assert_null(call.result);
+    store_snapshot latest;
+    assert_int_equal(store_snapshot_latest(s, "a", &latest, error), CAP_OK);
+    assert_int_equal(latest.id, first_snapshot);
+    store_snapshot_clear(&latest);
+    assert_int_equal(store_check(s, error), CAP_OK);
+    /* The retry goes through. */
+    assert_int_equal(store_call_finish(s, "a", seq, "success", "{\"r\":2}", &data, NULL, error),
+                     CAP_OK);
+    assert_int_equal(store_call_get(s, "a", seq, &call, error), CAP_OK);
+    assert_string_equal(call.result, "{\"r\":2}");
+    store_call_clear(&call);
+    int seen = 0;
+    assert_int_equal(store_snapshot_latest(s, "a", &latest, error), CAP_OK);
+    assert_int_equal(latest.call_seq, seq);
+    assert_int_equal(store_snapshot_read_pages(s, latest.id, count_pages, &seen, error), CAP_OK);
+    assert_int_equal(seen, 2);
+    store_snapshot_clear(&latest);
+    store_close(s);
+}
+
+/* Another node's open and sweeps spare a live node's running calls and
+ * sessions; once its lease expires they are recovered, its late commit is
+ * refused, and its next renewal tells it so. */
+static void test_postgres_sweep_spares_live_nodes(void **state) {
+    fixture *f = *state;
+    store *a = open_store(f);
+    char error[CAP_ERROR_SIZE] = "";
+    store_call call;
+    int replayed;
+    assert_int_equal(store_session_create(a, "of-a", "", 0, error), CAP_OK);
+    assert_int_equal(store_call_begin(a, "of-a", NULL, NULL, &call, &replayed, error), CAP_OK);
+
+    store *b = NULL;
+    assert_int_equal(store_open(f->url, &b, error), CAP_OK); /* no exclusive lock */
+    assert_string_not_equal(store_node(a), store_node(b));
+    assert_int_equal(store_recovered_calls(b), 0);
+    int64_t recovered = -1;
+    assert_int_equal(store_renew(b, &recovered, error), CAP_OK);
+    assert_int_equal(recovered, 0);
+    assert_int_equal(store_call_get(b, "of-a", 1, &call, error), CAP_OK);
+    assert_string_equal(call.status, "running");
+    store_session session;
+    assert_int_equal(store_session_get(b, "of-a", &session, error), CAP_OK);
+    assert_int_equal(session.status, STORE_SESSION_LIVE);
+
+    /* a stops renewing: its lease runs out. */
+    store_set_lease(a, 50);
+    assert_int_equal(store_renew(a, NULL, error), CAP_OK);
+    struct timespec pause = {0, 120 * 1000 * 1000L};
+    nanosleep(&pause, NULL);
+    assert_int_equal(store_renew(b, &recovered, error), CAP_OK);
+    assert_int_equal(recovered, 1);
+    assert_int_equal(store_call_get(b, "of-a", 1, &call, error), CAP_OK);
+    assert_string_equal(call.status, "interrupted");
+    assert_int_equal(store_session_get(b, "of-a", &session, error), CAP_OK);
+    assert_int_equal(session.status, STORE_SESSION_PARKED);
+    /* a's late result is refused; its renewal says why, then it goes on. */
+    assert_int_equal(store_call_finish(a, "of-a", 1, "success", "{}", NULL, NULL, error),
+                     STORE_ECONFLICT);
+    assert_int_equal(store_renew(a, NULL, error), STORE_ECONFLICT);
+    assert_non_null(strstr(error, "lease had expired"));
+    store_set_lease(a, 0);
+    assert_int_equal(store_renew(a, NULL, error), CAP_OK);
+    assert_int_equal(store_call_begin(a, "of-a", NULL, NULL, &call, &replayed, error), CAP_OK);
+    assert_int_equal(call.seq, 2);
+    store_close(b);
+    store_close(a);
+}
+
+/* Two processes on one database at once: both work, and an idempotency key
+ * holds across them.  Each process runs calls with keys k0..k29 of one
+ * session, racing the other for each key: a key's call runs once in all,
+ * the loser replays its result. */
+#define RACE_KEYS 30
+static int race_keys(const char *url, int *ran, char *error) {
+    store *s = NULL;
+    int result = store_open(url, &s, error);
+    if (result != CAP_OK) return result;
+    *ran = 0;
+    for (int k = 0; k < RACE_KEYS && result == CAP_OK; k++) {
+        char key[16], request[16], answer[64];
+        snprintf(key, sizeof key, "k%d", k);
+        snprintf(request, sizeof request, "request %d", k);
+        uint8_t hash[STORE_HASH_SIZE];
+        store_hash(request, strlen(request), hash);
+        for (;;) {
+            store_call call;
+            int replayed = 0;
+            result = store_call_begin(s, "shared", key, hash, &call, &replayed, error);
+            if (result == STORE_EBUSY) { /* the other one is running it */
+                struct timespec pause = {0, 1000 * 1000L};
+                nanosleep(&pause, NULL);
+                continue;
+            }
+            if (result != CAP_OK) break;
+            if (replayed) {
+                snprintf(answer, sizeof answer, "{\"key\":\"%s\"", key);
+                if (!call.result || strncmp(call.result, answer, strlen(answer)) != 0) {
+                    snprintf(error, CAP_ERROR_SIZE, "replayed %s: %s", key,
+                             call.result ? call.result : "(null)");
+                    result = CAP_EINVAL;
+                }
+                store_call_clear(&call);
+                break;
+            }
+            snprintf(answer, sizeof answer, "{\"key\":\"%s\",\"pid\":%d}", key, (int)getpid());
+            result = store_call_finish(s, "shared", call.seq, "success", answer, NULL, NULL, error);
+            if (result == CAP_OK) ++*ran;
+            break;
+        }
+    }
+    store_close(s);
+    return result;
+}
+
+static void test_postgres_two_processes_share_a_store(void **state) {
+    fixture *f = *state;
+    store *s = open_store(f);
+    char error[CAP_ERROR_SIZE] = "";
+    assert_int_equal(store_session_create(s, "shared", "", 0, error), CAP_OK);
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0) {
+        close(fds[0]);
+        int ran = 0;
+        char child_error[CAP_ERROR_SIZE] = "";
+        int result = race_keys(f->url, &ran, child_error);
+        int report[2] = {result, ran};
+        if (write(fds[1], report, sizeof report) != sizeof report ||
+            write(fds[1], child_error, sizeof child_error) != sizeof child_error)
+            _exit(2);
+        _exit(0);
+    }
+    close(fds[1]);
+    int ran = 0;
+    int result = race_keys(f->url, &ran, error);
+    int report[2] = {-1, 0};
+    char child_error[CAP_ERROR_SIZE] = "";
+    assert_int_equal(read(fds[0], report, sizeof report), (ssize_t)sizeof report);
+    assert_int_equal(read(fds[0], child_error, sizeof child_error), (ssize_t)sizeof child_error);
+    close(fds[0]);
+    int status;
+    assert_int_equal(waitpid(child, &status, 0), child);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    if (result != CAP_OK) fail_msg("parent: %d %s", result, error);
+    if (report[0] != CAP_OK) fail_msg("child: %d %s", report[0], child_error);
+    print_message("two processes: %d and %d of %d keyed calls run\n", ran, report[1], RACE_KEYS);
+    assert_int_equal(ran + report[1], RACE_KEYS); /* each key's call ran once */
+    store_call *calls;
+    size_t count;
+    assert_int_equal(store_call_list(s, "shared", 0, 0, &calls, &count, error), CAP_OK);
+    assert_int_equal(count, RACE_KEYS);
+    for (size_t i = 0; i < count; i++) {
+        assert_string_equal(calls[i].status, "success");
+        assert_non_null(calls[i].result);
+    }
+    store_call_list_free(calls, count);
+    /* The child's node left: nothing of the parent's was touched. */
+    store_session session;
+    assert_int_equal(store_session_get(s, "shared", &session, error), CAP_OK);
+    assert_int_equal(session.status, STORE_SESSION_LIVE);
+    assert_int_equal(session.call_count, RACE_KEYS);
+    store_close(s);
+}
+
+/* Nodes opening a new database at once migrate one after the other. */
+static void test_postgres_concurrent_first_opens(void **state) {
+    fixture *f = *state;
+    pid_t children[4];
+    for (int i = 0; i < 4; i++) {
+        children[i] = fork();
+        assert_true(children[i] >= 0);
+        if (children[i] == 0) {
+            store *s = NULL;
+            char error[CAP_ERROR_SIZE];
+            int result = store_open(f->url, &s, error);
+            if (result != CAP_OK) fprintf(stderr, "child %d: %s\n", i, error);
+            store_close(s);
+            _exit(result == CAP_OK ? 0 : 1);
+        }
+    }
+    for (int i = 0; i < 4; i++) {
+        int status;
+        assert_int_equal(waitpid(children[i], &status, 0), children[i]);
+        assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    }
+    char versions[64];
+    raw_query(f, "SELECT CAST(COUNT(*) AS TEXT) || ',' || CAST(MAX(version) AS TEXT)"
+                 " FROM schema_version", versions, sizeof versions);
+    assert_string_equal(versions, "3,3");
+}
+
+/* Two nodes race to claim sessions whose owner's lease has expired: for
+ * each, exactly one wins (epoch 1, its node the owner), the other gets
+ * STORE_EBUSY, and the dead owner's running call is interrupted. */
+#define CLAIM_SESSIONS 20
+static void claim_child(const char *url, int ready_fd, int go_fd, int report_fd) {
+    store *s = NULL;
+    char error[CAP_ERROR_SIZE];
+    if (store_open(url, &s, error) != CAP_OK) _exit(2);
+    char node[STORE_ID_SIZE];
+    snprintf(node, sizeof node, "%s", store_node(s));
+    char byte = 'r';
+    if (write(ready_fd, &byte, 1) != 1 || read(go_fd, &byte, 1) != 1) _exit(3);
+    int results[CLAIM_SESSIONS];
+    for (int i = 0; i < CLAIM_SESSIONS; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "r%d", i);
+        int64_t epoch = 0;
+        results[i] = store_session_claim(s, id, &epoch, error);
+        if (results[i] == CAP_OK && epoch != 1) results[i] = -1;
+    }
+    if (write(report_fd, node, sizeof node) != sizeof node ||
+        write(report_fd, results, sizeof results) != sizeof results)
+        _exit(4);
+    store_close(s);
+    _exit(0);
+}
+
+static void test_postgres_two_nodes_race_for_an_expired_lease(void **state) {
+    fixture *f = *state;
+    store *dead = open_store(f);
+    char error[CAP_ERROR_SIZE] = "";
+    store_call call;
+    int replayed;
+    for (int i = 0; i < CLAIM_SESSIONS; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "r%d", i);
+        assert_int_equal(store_session_create(dead, id, "", 0, error), CAP_OK);
+        assert_int_equal(store_call_begin(dead, id, NULL, NULL, &call, &replayed, error), CAP_OK);
+    }
+    /* Its lease lasts until both racers have opened (their sweeps spare
+     * it), then runs out: it never renews again. */
+    store_set_clock(dead, NULL, NULL);
+    store_set_lease(dead, 1500);
+    assert_int_equal(store_renew(dead, NULL, error), CAP_OK);
+    int ready[2], go[2], reports[2][2];
+    assert_int_equal(pipe(ready), 0);
+    assert_int_equal(pipe(go), 0);
+    pid_t children[2];
+    for (int c = 0; c < 2; c++) {
+        assert_int_equal(pipe(reports[c]), 0);
+        children[c] = fork();
+        assert_true(children[c] >= 0);
+        if (children[c] == 0) claim_child(f->url, ready[1], go[0], reports[c][1]);
+        close(reports[c][1]);
+    }
+    char byte;
+    for (int c = 0; c < 2; c++) assert_int_equal(read(ready[0], &byte, 1), 1);
+    struct timespec expiry = {1, 600 * 1000 * 1000L};
+    nanosleep(&expiry, NULL);
+    assert_int_equal(write(go[1], "gg", 2), 2); /* both at once */
+    char nodes[2][STORE_ID_SIZE];
+    int results[2][CLAIM_SESSIONS];
+    for (int c = 0; c < 2; c++) {
+        assert_int_equal(read(reports[c][0], nodes[c], sizeof nodes[c]), (ssize_t)sizeof nodes[c]);
+        assert_int_equal(read(reports[c][0], results[c], sizeof results[c]),
+                         (ssize_t)sizeof results[c]);
+        close(reports[c][0]);
+        int status;
+        assert_int_equal(waitpid(children[c], &status, 0), children[c]);
+        assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    }
+    close(ready[0]), close(ready[1]), close(go[0]), close(go[1]);
+    int wins[2] = {0, 0};
+    for (int i = 0; i < CLAIM_SESSIONS; i++) {
+        int winner = results[0][i] == CAP_OK ? 0 : 1;
+        assert_int_equal(results[winner][i], CAP_OK);         /* one won... */
+        assert_int_equal(results[1 - winner][i], STORE_EBUSY); /* ...and one only */
+        wins[winner]++;
+        char id[16];
+        snprintf(id, sizeof id, "r%d", i);
+        store_session session;
+        assert_int_equal(store_session_get(dead, id, &session, error), CAP_OK);
+        assert_int_equal(session.epoch, 1);
+        assert_string_equal(session.owner, nodes[winner]);
+        assert_int_equal(store_call_get(dead, id, 1, &call, error), CAP_OK);
+        assert_string_equal(call.status, "interrupted");
+    }
+    print_message("claim race: %d and %d of %d sessions won\n", wins[0], wins[1], CLAIM_SESSIONS);
+    /* The dead node's late commit is refused. */
+    assert_int_equal(store_call_finish(dead, "r0", 1, "success", "{}", NULL, NULL, error),
+                     STORE_ECONFLICT);
+    store_close(dead);
+}
+
+#define TEST(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+
 int main(void) {
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_open_creates_current_schema, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_open_refuses_bad_urls_and_a_second_owner, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_lock_is_not_inherited_by_children, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_garbage_file_is_a_clear_error, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_truncated_file_is_a_clear_error, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_migration_from_version_1, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_failed_migration_changes_nothing, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_newer_schema_is_refused, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_sessions, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_expiry, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_calls, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_idempotency, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_blobs, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_corrupted_blob_is_a_clear_error, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_snapshot_committed_with_the_call, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_pages_shared_by_sessions_are_stored_once, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_fork, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_quota, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_kill_9_loses_no_acknowledged_commit, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_full_disk_is_a_clear_error, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_a_failure_at_any_backend_call_leaves_the_store_sound,
-                                        setup, teardown),
+    /* Both backends. */
+    const struct CMUnitTest common[] = {
+        TEST(test_open_creates_current_schema),
+        TEST(test_migration_from_version_1),
+        TEST(test_failed_migration_changes_nothing),
+        TEST(test_newer_schema_is_refused),
+        TEST(test_sessions),
+        TEST(test_expiry),
+        TEST(test_calls),
+        TEST(test_idempotency),
+        TEST(test_blobs),
+        TEST(test_corrupted_blob_is_a_clear_error),
+        TEST(test_snapshot_committed_with_the_call),
+        TEST(test_pages_shared_by_sessions_are_stored_once),
+        TEST(test_fork),
+        TEST(test_quota),
+        TEST(test_kill_9_loses_no_acknowledged_commit),
+        TEST(test_a_failure_at_any_backend_call_leaves_the_store_sound),
+        TEST(test_session_claim_and_fencing),
+        TEST(test_many_pages_in_batches),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    /* SQLite's own: the owner lock, the database file, a full disk under
+     * the client's file-size limit. */
+    const struct CMUnitTest sqlite_only[] = {
+        TEST(test_open_refuses_bad_urls_and_a_second_owner),
+        TEST(test_lock_is_not_inherited_by_children),
+        TEST(test_garbage_file_is_a_clear_error),
+        TEST(test_truncated_file_is_a_clear_error),
+        TEST(test_full_disk_is_a_clear_error),
+    };
+    /* PostgreSQL's own: a server, several nodes. */
+    const struct CMUnitTest postgres_only[] = {
+        TEST(test_postgres_unreachable_at_open_is_a_clear_error),
+        TEST(test_postgres_server_restarted_during_use),
+        TEST(test_postgres_sweep_spares_live_nodes),
+        TEST(test_postgres_two_processes_share_a_store),
+        TEST(test_postgres_concurrent_first_opens),
+        TEST(test_postgres_two_nodes_race_for_an_expired_lease),
+    };
+    size_t common_count = sizeof common / sizeof *common;
+    struct CMUnitTest tests[64];
+    memcpy(tests, common, sizeof common);
+    memcpy(tests + common_count, sqlite_only, sizeof sqlite_only);
+    kind = SQLITE;
+    int failures = _cmocka_run_group_tests("store on SQLite", tests,
+                                           common_count + sizeof sqlite_only / sizeof *sqlite_only,
+                                           NULL, NULL);
+    postgres_url = getenv("CAPSULE_TEST_POSTGRES");
+    postgres_dir = getenv("CAPSULE_TEST_POSTGRES_DIR");
+    if (!postgres_url || !postgres_url[0] || !postgres_dir || !postgres_dir[0]) {
+        print_message("store on PostgreSQL: not run (CAPSULE_TEST_POSTGRES and "
+                      "CAPSULE_TEST_POSTGRES_DIR unset; `make test-store` sets them)\n");
+        return failures;
+    }
+    memcpy(tests + common_count, postgres_only, sizeof postgres_only);
+    kind = POSTGRES;
+    failures += _cmocka_run_group_tests("store on PostgreSQL", tests,
+                                        common_count + sizeof postgres_only / sizeof *postgres_only,
+                                        NULL, NULL);
+    return failures;
 }
