@@ -402,6 +402,47 @@ def _access_knowing_mounts(path, mode, *, dir_fd=None, effective_ids=False,
     return allowed
 
 
+# WASI has no permission bits: wasi-libc's stat gives every file mode 000,
+# which zipfile and tarfile would write into archives (unreadable once
+# extracted elsewhere), and os.chmod changed nothing anyone could see.  So
+# os.stat reports the usual 644/755, and os.chmod's bits for the paths it
+# was given (remembered for the life of the interpreter, like the files of a
+# session).  importlib keeps posix.stat itself.
+_modes = {}
+_stat, _lstat, _chmod = os.stat, os.lstat, os.chmod
+
+
+def _with_mode(result, path):
+    kind = result.st_mode & 0o170000
+    bits = _modes.get(path)
+    if bits is None:
+        bits = 0o755 if kind == 0o040000 else 0o644
+    values, extra = result.__reduce__()[1]
+    return os.stat_result((kind | bits,) + tuple(values)[1:], extra)
+
+
+def _key(path, dir_fd):
+    if isinstance(path, int) or dir_fd is not None:
+        return None
+    return os.path.abspath(os.fsdecode(path))
+
+
+def _stat_with_mode(path, *, dir_fd=None, follow_symlinks=True):
+    return _with_mode(_stat(path, dir_fd=dir_fd, follow_symlinks=follow_symlinks),
+                      _key(path, dir_fd))
+
+
+def _lstat_with_mode(path, *, dir_fd=None):
+    return _with_mode(_lstat(path, dir_fd=dir_fd), _key(path, dir_fd))
+
+
+def _chmod_remembered(path, mode, *, dir_fd=None, follow_symlinks=True):
+    _chmod(path, mode, dir_fd=dir_fd, follow_symlinks=follow_symlinks)
+    key = _key(path, dir_fd)
+    if key is not None:
+        _modes[key] = mode & 0o7777
+
+
 def _explain(exc):
     """Adds a note to an uncaught OSError about a path the sandbox does not
     have or may not write, naming what it does have."""
@@ -533,6 +574,7 @@ def main(channel, read_only=()):
     sys.setrecursionlimit(1000)
     _deny_capabilities()
     os.access = _access_knowing_mounts
+    os.stat, os.lstat, os.chmod = _stat_with_mode, _lstat_with_mode, _chmod_remembered
     sys.meta_path.insert(0, _AsyncioPatcher)
     sys.meta_path.append(_InstallingFinder)
     first = True
