@@ -27,6 +27,7 @@ import json
 import linecache
 import os
 import sys
+import time
 import traceback
 import types
 
@@ -409,7 +410,8 @@ def _access_knowing_mounts(path, mode, *, dir_fd=None, effective_ids=False,
 # was given (remembered for the life of the interpreter, like the files of a
 # session).  importlib keeps posix.stat itself.
 _modes = {}
-_stat, _lstat, _chmod = os.stat, os.lstat, os.chmod
+_stat, _lstat, _chmod, _mkdir = os.stat, os.lstat, os.chmod, os.mkdir
+_UMASK = 0o022
 
 
 def _with_mode(result, path):
@@ -441,6 +443,27 @@ def _chmod_remembered(path, mode, *, dir_fd=None, follow_symlinks=True):
     key = _key(path, dir_fd)
     if key is not None:
         _modes[key] = mode & 0o7777
+
+
+_utime = os.utime
+
+
+def _utime_now_explicit(path, times=None, *, ns=None, dir_fd=None, follow_symlinks=True):
+    """os.utime: "now" (no times given) reaches WASI as the time 0 through
+    this wasi-libc and CPython, so the current time is passed explicitly."""
+    if times is None and ns is None:
+        now = time.time_ns()
+        ns = (now, now)
+    if ns is not None:
+        return _utime(path, ns=ns, dir_fd=dir_fd, follow_symlinks=follow_symlinks)
+    return _utime(path, times, dir_fd=dir_fd, follow_symlinks=follow_symlinks)
+
+
+def _mkdir_remembered(path, mode=0o777, *, dir_fd=None):
+    _mkdir(path, mode, dir_fd=dir_fd)
+    key = _key(path, dir_fd)
+    if key is not None:
+        _modes[key] = mode & 0o7777 & ~_UMASK
 
 
 def _explain(exc):
@@ -573,8 +596,16 @@ def main(channel, read_only=()):
     # native Python's 1000, and beyond the limit is a RecursionError.
     sys.setrecursionlimit(1000)
     _deny_capabilities()
-    os.access = _access_knowing_mounts
-    os.stat, os.lstat, os.chmod = _stat_with_mode, _lstat_with_mode, _chmod_remembered
+    for name, wrapper in (("access", _access_knowing_mounts), ("stat", _stat_with_mode),
+                          ("lstat", _lstat_with_mode), ("chmod", _chmod_remembered),
+                          ("utime", _utime_now_explicit), ("mkdir", _mkdir_remembered)):
+        original = getattr(os, name)
+        setattr(os, name, wrapper)
+        # Code asks these sets whether a function takes fd / dir_fd / ...
+        for support in (os.supports_fd, os.supports_dir_fd, os.supports_follow_symlinks,
+                        os.supports_effective_ids):
+            if original in support:
+                support.add(wrapper)
     sys.meta_path.insert(0, _AsyncioPatcher)
     sys.meta_path.append(_InstallingFinder)
     first = True
