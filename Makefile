@@ -20,11 +20,14 @@ HOST_PYTHON := /usr/bin/python3
 SANITIZE := -fsanitize=address,undefined -fno-omit-frame-pointer
 # Release objects are position-independent, so that one compilation of the
 # generated C serves both the binary and libcapsule.so (docs/install.md
-# gives the measured cost: within noise).  The objects depend on a file that
-# holds their flags, rewritten only when the flags change: a build directory
-# made with other flags is rebuilt once, not left half PIC.
+# gives the measured cost).  Each set of objects depends on a file holding
+# its flags, rewritten only when they change: a build directory made with
+# other flags is rebuilt once, not left half PIC, and a change to the host
+# code's flags does not recompile the generated C.
 PIC := -fPIC
-RELEASE_FLAGS := $(BUILD)/release-flags
+RELEASE_CFLAGS := $(CFLAGS) $(PIC) -D_FORTIFY_SOURCE=2
+RELEASE_FLAGS := $(BUILD)/obj/flags
+GENERATED_FLAGS := $(BUILD)/runtime/flags
 LINK_HARDENING := -Wl,-z,relro,-z,now
 
 LIBRARY_SOURCES := src/sandbox/sandbox.c src/sandbox/zygote.c src/sandbox/frame.c \
@@ -72,10 +75,14 @@ $(BUILD)/runtime/python.c $(BUILD)/runtime/python.h &: $(BUILD)/guest/python.was
 	rm $(BUILD)/runtime/python.raw.c
 
 $(RELEASE_FLAGS): FORCE
-	@mkdir -p $(BUILD)
-	@echo '$(CFLAGS) $(GENERATED_CFLAGS) $(PIC)' | cmp -s - $@ || echo '$(CFLAGS) $(GENERATED_CFLAGS) $(PIC)' > $@
+	@mkdir -p $(dir $@)
+	@echo '$(RELEASE_CFLAGS)' | cmp -s - $@ || echo '$(RELEASE_CFLAGS)' > $@
 
-$(BUILD)/runtime/python.o: $(BUILD)/runtime/python.c $(RELEASE_FLAGS)
+$(GENERATED_FLAGS): FORCE
+	@mkdir -p $(dir $@)
+	@echo '$(GENERATED_CFLAGS) $(PIC)' | cmp -s - $@ || echo '$(GENERATED_CFLAGS) $(PIC)' > $@
+
+$(BUILD)/runtime/python.o: $(BUILD)/runtime/python.c $(GENERATED_FLAGS)
 	$(CC) $(GENERATED_CFLAGS) $(PIC) -c $< -o $@
 
 $(BUILD)/runtime/python-checked.o: $(BUILD)/runtime/python.c
@@ -83,11 +90,11 @@ $(BUILD)/runtime/python-checked.o: $(BUILD)/runtime/python.c
 
 $(BUILD)/obj/%.o: %.c $(HEADERS) $(BUILD)/runtime/python.h $(RELEASE_FLAGS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(PIC) -DCAP_WASI_CHECK_PROTOTYPES -c $< -o $@
+	$(CC) $(RELEASE_CFLAGS) -DCAP_WASI_CHECK_PROTOTYPES -c $< -o $@
 
 $(BUILD)/obj/wasm-rt-impl.o: $(WASM2C_RUNTIME)/wasm-rt-impl.c $(RELEASE_FLAGS)
 	@mkdir -p $(dir $@)
-	$(CC) -O2 $(PIC) -I$(WASM2C_RUNTIME) -c $< -o $@
+	$(CC) -O2 $(PIC) -D_FORTIFY_SOURCE=2 -I$(WASM2C_RUNTIME) -c $< -o $@
 
 $(BUILD)/capsule: $(patsubst %.c,$(BUILD)/obj/%.o,$(LIBRARY_SOURCES) $(CLI_SOURCES)) $(BUILD)/obj/wasm-rt-impl.o $(BUILD)/runtime/python.o
 	$(CC) $(LINK_HARDENING) -o $@ $(filter %.o,$^) $(LDLIBS)

@@ -24,8 +24,12 @@ gzip -9n "$stage/usr/share/man/man1/capsule.1"
 doc=$stage/usr/share/doc/capsule
 install -d "$doc"
 install -m 644 packaging/debian/copyright "$doc/copyright"
-gzip -9n < packaging/debian/changelog > "$doc/changelog.Debian.gz"
+# The maintainer, as Debian's tools take it (DEBFULLNAME, DEBEMAIL).
+maintainer="${DEBFULLNAME:-capsule maintainers} <${DEBEMAIL:-capsule@example.org}>"
+sed "s/@MAINTAINER@/$maintainer/" packaging/debian/changelog | gzip -9n > "$doc/changelog.Debian.gz"
 install -m 644 docs/api.md "$doc/api.md"
+install -d "$stage/usr/share/lintian/overrides"
+install -m 644 packaging/debian/lintian-overrides "$stage/usr/share/lintian/overrides/capsule"
 find "$stage/usr" -type d -exec chmod 755 {} +
 
 # Dependencies from the ELF files, as debhelper would: dpkg-shlibdeps wants
@@ -37,7 +41,7 @@ depends=$(cd "$work/source" && dpkg-shlibdeps -O -e"$stage/usr/bin/capsule" \
 
 size=$(du -sk --exclude=DEBIAN "$stage" | cut -f1)
 sed -e "s/@VERSION@/$version/" -e "s/@ARCH@/$arch/" -e "s/@DEPENDS@/$depends/" \
-    -e "s/@SIZE@/$size/" packaging/debian/control.in > "$stage/DEBIAN/control"
+    -e "s/@SIZE@/$size/" -e "s/@MAINTAINER@/$maintainer/" packaging/debian/control.in > "$stage/DEBIAN/control"
 # The shared library: its shlibs entry, and ldconfig run by dpkg's trigger.
 echo "libcapsule 0 capsule (>= $version)" > "$stage/DEBIAN/shlibs"
 echo "activate-noawait ldconfig" > "$stage/DEBIAN/triggers"

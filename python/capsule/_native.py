@@ -14,7 +14,7 @@ import ctypes.util
 import os
 import pathlib
 import threading
-from typing import Optional
+from typing import List, Optional
 
 ERROR_SIZE = 256  # CAP_ERROR_SIZE
 
@@ -78,8 +78,8 @@ class RunOptions(ctypes.Structure):
     ]
 
 
-def _candidates() -> list:
-    found = []
+def _candidates() -> List[str]:
+    found: List[str] = []
     override = os.environ.get("CAPSULE_LIBRARY")
     if override:
         return [override]

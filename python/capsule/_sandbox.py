@@ -427,18 +427,22 @@ class Sandbox:
         # A callback's exception cannot cross C: it is kept and raised after.
         callback_errors: List[BaseException] = []
         if on_output is not None:
+            output_handler: OutputHandler = on_output
+
             def output(_userdata: Any, stream: int, data: int, size: int) -> None:
                 try:
                     name = "stderr" if stream == _native.CAP_STDERR else "stdout"
-                    on_output(name, ctypes.string_at(data, size))
+                    output_handler(name, ctypes.string_at(data, size))
                 except BaseException as exc:  # noqa: B902
                     callback_errors.append(exc)
             options.on_output = _native.OUTPUT_FUNCTION(output)
             keep_alive.append(options.on_output)
         if on_progress is not None:
+            progress_handler: ProgressHandler = on_progress
+
             def progress(_userdata: Any, message: bytes) -> None:
                 try:
-                    on_progress(message.decode("utf-8", "replace"))
+                    progress_handler(message.decode("utf-8", "replace"))
                 except BaseException as exc:  # noqa: B902
                     callback_errors.append(exc)
             options.on_progress = _native.PROGRESS_FUNCTION(progress)
@@ -461,10 +465,12 @@ class Sandbox:
                 with self._state_lock:
                     self._current = None
         _check(code_status, error, "cap_sandbox_run")
+        result_handle = handle.value
+        assert result_handle, "cap_sandbox_run returned CAP_OK without a result"
         try:
-            result = _read_result(self._lib, handle.value)
+            result = _read_result(self._lib, result_handle)
         finally:
-            self._lib.cap_result_free(handle.value)
+            self._lib.cap_result_free(result_handle)
         if callback_errors:
             raise callback_errors[0]
         return result
