@@ -239,6 +239,7 @@ BINDIR ?= $(PREFIX)/bin
 LIBDIR ?= $(PREFIX)/lib
 INCLUDEDIR ?= $(PREFIX)/include
 MANDIR ?= $(PREFIX)/share/man
+DOCDIR ?= $(PREFIX)/share/doc/capsule
 BASH_COMPLETION_DIR ?= $(PREFIX)/share/bash-completion/completions
 VERSION := $(shell sed -n 's/^\#define CAP_VERSION "\(.*\)"/\1/p' include/capsule.h)
 SONAME := libcapsule.so.0
@@ -267,7 +268,7 @@ $(BUILD)/libcapsule.a: $(LIBRARY_OBJECTS)
 
 install: $(BUILD)/capsule $(BUILD)/stdlib.img $(SHARED_LIBRARY) $(BUILD)/libcapsule.a
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR)/capsule $(DESTDIR)$(LIBDIR)/pkgconfig \
-	    $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(BASH_COMPLETION_DIR)
+	    $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(BASH_COMPLETION_DIR) $(DESTDIR)$(DOCDIR)
 	install -m 755 $(BUILD)/capsule $(DESTDIR)$(BINDIR)/capsule
 	install -m 644 $(BUILD)/stdlib.img $(DESTDIR)$(LIBDIR)/capsule/stdlib.img
 	install -m 644 $(SHARED_LIBRARY) $(DESTDIR)$(LIBDIR)/libcapsule.so.$(VERSION)
@@ -280,6 +281,7 @@ install: $(BUILD)/capsule $(BUILD)/stdlib.img $(SHARED_LIBRARY) $(BUILD)/libcaps
 	    -e 's|@LIBS_PRIVATE@|$(LIBRARY_LDLIBS)|' packaging/capsule.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/capsule.pc
 	install -m 644 docs/capsule.1 $(DESTDIR)$(MANDIR)/man1/capsule.1
 	install -m 644 packaging/capsule.bash-completion $(DESTDIR)$(BASH_COMPLETION_DIR)/capsule
+	install -m 644 docs/api.md $(DESTDIR)$(DOCDIR)/api.md
 	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ]; then ldconfig; fi
 
 uninstall:
@@ -287,8 +289,8 @@ uninstall:
 	    $(DESTDIR)$(LIBDIR)/libcapsule.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME) \
 	    $(DESTDIR)$(LIBDIR)/libcapsule.so $(DESTDIR)$(LIBDIR)/libcapsule.a \
 	    $(DESTDIR)$(INCLUDEDIR)/capsule.h $(DESTDIR)$(LIBDIR)/pkgconfig/capsule.pc \
-	    $(DESTDIR)$(MANDIR)/man1/capsule.1 $(DESTDIR)$(BASH_COMPLETION_DIR)/capsule
-	-rmdir $(DESTDIR)$(LIBDIR)/capsule
+	    $(DESTDIR)$(MANDIR)/man1/capsule.1 $(DESTDIR)$(BASH_COMPLETION_DIR)/capsule $(DESTDIR)$(DOCDIR)/api.md
+	-rmdir $(DESTDIR)$(LIBDIR)/capsule $(DESTDIR)$(DOCDIR)
 	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ]; then ldconfig; fi
 
 # build/capsule_VERSION-1_amd64.deb, from `make install` into a staging root.
@@ -308,4 +310,5 @@ python-test: $(SHARED_LIBRARY) $(BUILD)/stdlib.img
 FORCE:
 
 clean:
-	rm -rf $(BUILD)/obj $(BUILD)/asan $(BUILD)/capsule $(BUILD)/capsule-asan $(BUILD)/test_unit
+	rm -rf $(BUILD)/obj $(BUILD)/asan $(BUILD)/capsule $(BUILD)/capsule-asan $(BUILD)/test_unit \
+	    $(BUILD)/libcapsule.* $(BUILD)/$(SONAME) $(BUILD)/libcapsule.so $(BUILD)/deb $(BUILD)/dist $(BUILD)/capsule_*.deb

@@ -27,7 +27,6 @@ install -m 644 packaging/debian/copyright "$doc/copyright"
 # The maintainer, as Debian's tools take it (DEBFULLNAME, DEBEMAIL).
 maintainer="${DEBFULLNAME:-capsule maintainers} <${DEBEMAIL:-capsule@example.org}>"
 sed "s/@MAINTAINER@/$maintainer/" packaging/debian/changelog | gzip -9n > "$doc/changelog.Debian.gz"
-install -m 644 docs/api.md "$doc/api.md"
 install -d "$stage/usr/share/lintian/overrides"
 install -m 644 packaging/debian/lintian-overrides "$stage/usr/share/lintian/overrides/capsule"
 find "$stage/usr" -type d -exec chmod 755 {} +

@@ -56,6 +56,7 @@ def test_install_lays_out_the_fhs_paths(destdir):
         "lib/pkgconfig/capsule.pc",
         "share/man/man1/capsule.1",
         "share/bash-completion/completions/capsule",
+        "share/doc/capsule/api.md",
     ])
     assert os.readlink(prefix / "lib/libcapsule.so") == "libcapsule.so.0"
     assert os.readlink(prefix / "lib/libcapsule.so.0") == f"libcapsule.so.{VERSION}"
