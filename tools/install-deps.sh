@@ -6,11 +6,11 @@ packages="gcc make clang-19 lld-19 llvm-19 libclang-rt-19-dev-wasm32 libclang-rt
           dpkg-dev python3 python3.11 python3-pytest libcjson-dev libcmocka-dev libseccomp-dev libmicrohttpd-dev
           libcurl4-openssl-dev libzip-dev libssl-dev
           python3-pypdf python3-openpyxl python3-markdown python3-bs4
-          pkg-config python3-venv man-db python3-mypy"
+          pkg-config python3-venv man-db bash-completion python3-mypy"
 missing=""
 # pkg-config, python3-venv and man-db are for the installation tests
 # (tests/integration/test_install.py: embed.c via pkg-config, the wheel in a
-# fresh venv, the man page rendered); python3-mypy checks the Python
+# fresh venv, the man page rendered, the completion run); python3-mypy checks the Python
 # binding's types (python/tests).
 # The python3-* packages are what the dependency tests install into the
 # sandbox from /usr/lib/python3/dist-packages (pure Python, from Debian).

@@ -87,9 +87,22 @@ def test_man_page_and_completion_load(destdir):
     assert "capsule - run untrusted Python" in page.stdout
     assert page.stderr == ""
     script = destdir / "usr/local/share/bash-completion/completions/capsule"
-    completion = run(["bash", "-c", "_init_completion() { return 1; }; source \"$0\"; complete -p capsule",
-                      str(script)])
+    complete = """
+        source /usr/share/bash-completion/bash_completion
+        source "$0"
+        complete -p capsule
+        for line in "capsule se" "capsule run --ti" "capsule serve --no-"; do
+            read -ra COMP_WORDS <<< "$line"
+            COMP_CWORD=$(( ${#COMP_WORDS[@]} - 1 )) COMP_LINE=$line COMP_POINT=${#line}
+            _capsule
+            echo "$line: ${COMPREPLY[*]}"
+        done
+    """
+    completion = run(["bash", "-c", complete, str(script)])
     assert "-F _capsule capsule" in completion.stdout
+    assert "capsule se: serve\n" in completion.stdout
+    assert "capsule run --ti: --timeout\n" in completion.stdout
+    assert "capsule serve --no-: --no-auth\n" in completion.stdout
 
 
 def embed_environment(destdir):
