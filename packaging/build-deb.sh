@@ -49,5 +49,7 @@ chmod 644 "$stage/DEBIAN/shlibs" "$stage/DEBIAN/triggers"
 chmod 644 "$stage/DEBIAN/md5sums"
 
 package=$build/capsule_${version}-1_${arch}.deb
-dpkg-deb --root-owner-group -Zxz -z6 --build "$stage" "$package" >/dev/null
+# gzip: 8 s here against 115 s for xz -6 (20 MB against 15 MB); dpkg and
+# apt take either.  DEB_COMPRESSION="-Zxz -z6" for the smaller file.
+dpkg-deb --root-owner-group ${DEB_COMPRESSION:--Zgzip -z6} --build "$stage" "$package" >/dev/null
 echo "$package"
