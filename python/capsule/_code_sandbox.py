@@ -21,6 +21,7 @@ lines; return_value or error).  The differences, by construction:
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from contextlib import asynccontextmanager
@@ -129,8 +130,10 @@ async def code_sandbox(
         if log_handler and _LEVELS.index(level) >= threshold:
             log_handler(level, message)
 
-    sandbox = Sandbox(**sandbox_options)
+    # Starting the zygote and stopping it take a while: not on the loop.
+    loop = asyncio.get_running_loop()
+    sandbox = await loop.run_in_executor(None, lambda: Sandbox(**sandbox_options))
     try:
         yield CodeSandbox(sandbox, dependencies or [], log if log_handler else None)
     finally:
-        sandbox.close()
+        await loop.run_in_executor(None, sandbox.close)
