@@ -7,10 +7,12 @@ checked with `capsule check`, and removed.
 Nothing is left in /usr or /usr/local: the DESTDIR and the venv are
 temporary directories, and the package is purged in a `finally`.
 """
+import json
 import os
 import pathlib
 import shutil
 import subprocess
+import threading
 
 import pytest
 
@@ -79,6 +81,45 @@ def test_installed_binary_finds_its_stdlib_in_lib_capsule(destdir):
     assert not (binary.parent / "stdlib.img").exists()
     completed = run([str(binary), "run", "--json", "-c", "import sys; sys.platform"])
     assert '"return_value":"\'wasi\'"' in completed.stdout
+
+
+def test_mcp_client_configs_start_the_installed_server(destdir):
+    """Each example config's command line, with the installed binary
+    (relocated into DESTDIR), answers a tool call over stdio."""
+    configs = sorted((ROOT / "examples/mcp").glob("*.json"))
+    assert len(configs) == 3
+    for config in configs:
+        data = json.loads(config.read_text())
+        (server,) = (data.get("mcpServers") or data["servers"]).values()
+        assert server["command"] == "/usr/local/bin/capsule"
+        requests = [
+            {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+             "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                        "clientInfo": {"name": "test_install", "version": "0"}}},
+            {"jsonrpc": "2.0", "method": "notifications/initialized"},
+            {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+             "params": {"name": "run_python_code", "arguments": {"python_code": "print(6 * 7)"}}},
+        ]
+        # stdin stays open until the answer: at EOF the server cancels what runs.
+        process = subprocess.Popen([str(destdir) + server["command"], *server["args"]], text=True,
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        watchdog = threading.Timer(60, process.kill)
+        watchdog.start()
+        try:
+            process.stdin.write("".join(json.dumps(r) + "\n" for r in requests))
+            process.stdin.flush()
+            answer = None
+            for line in process.stdout:
+                message = json.loads(line)
+                if message.get("id") == 2:
+                    answer = message
+                    break
+        finally:
+            watchdog.cancel()
+            process.stdin.close()
+            process.wait(timeout=30)
+        assert answer is not None, config.name
+        assert answer["result"]["structuredContent"]["output"] == "42", config.name
 
 
 def test_man_page_and_completion_load(destdir):
