@@ -41,7 +41,7 @@ CLI_SOURCES := src/cli/main.c src/cli/check.c src/cli/options.c src/cli/world.c 
 HEADERS := $(wildcard include/*.h src/*/*.h)
 
 .PHONY: all build deps sample serve test unit-test integration-test interop-test regression-test bench clean fuzz \
-        library install uninstall wheel deb python-test install-test FORCE
+        library install uninstall wheel deb python-test FORCE
 # The main job: build, then serve MCP over HTTP on loopback (Ctrl-C stops it).
 all: build serve
 
