@@ -18,6 +18,18 @@ CHECKED_DEFINES := -DWASM_RT_MEMCHECK_SIGNAL_HANDLER=0 -DWASM_RT_MAX_CALL_STACK_
 # Debian's interpreter (with python3-pytest), not whatever python3 is first on PATH.
 HOST_PYTHON := /usr/bin/python3
 SANITIZE := -fsanitize=address,undefined -fno-omit-frame-pointer
+# Release objects are position-independent, so that one compilation of the
+# generated C serves both the binary and libcapsule.so.  It costs nothing:
+# python.o is byte-identical to the default -fPIE one (docs/install.md has
+# the measurements).  Each set of objects depends on a file holding
+# its flags, rewritten only when they change: a build directory made with
+# other flags is rebuilt once, not left half PIC, and a change to the host
+# code's flags does not recompile the generated C.
+PIC := -fPIC
+RELEASE_CFLAGS := $(CFLAGS) $(PIC) -D_FORTIFY_SOURCE=2
+RELEASE_FLAGS := $(BUILD)/obj/flags
+GENERATED_FLAGS := $(BUILD)/runtime/flags
+LINK_HARDENING := -Wl,-z,relro,-z,now
 
 # The host side of the sandbox (src/sandbox/sandbox.h), one concern per file.
 SANDBOX_HOST_SOURCES := src/sandbox/config.c src/sandbox/docs.c src/sandbox/pool.c src/sandbox/session.c \
@@ -32,7 +44,8 @@ CLI_SOURCES := src/cli/main.c src/cli/check.c src/cli/options.c src/cli/world.c 
                src/mcp/server.c src/mcp/stdio.c src/mcp/http.c
 HEADERS := $(wildcard include/*.h src/*/*.h)
 
-.PHONY: all build deps sample serve test unit-test test-store integration-test interop-test regression-test bench clean fuzz
+.PHONY: all build deps sample serve test unit-test test-store integration-test interop-test regression-test bench clean fuzz \
+        library install uninstall wheel deb python-test FORCE
 # The main job: build, then serve MCP over HTTP on loopback (Ctrl-C stops it).
 all: build serve
 
@@ -66,22 +79,30 @@ $(BUILD)/runtime/python.c $(BUILD)/runtime/python.h &: $(BUILD)/guest/python.was
 	sed -i 's/python.raw.h/python.h/' $(BUILD)/runtime/python.c
 	rm $(BUILD)/runtime/python.raw.c
 
-$(BUILD)/runtime/python.o: $(BUILD)/runtime/python.c
-	$(CC) $(GENERATED_CFLAGS) -c $< -o $@
+$(RELEASE_FLAGS): FORCE
+	@mkdir -p $(dir $@)
+	@echo '$(RELEASE_CFLAGS)' | cmp -s - $@ || echo '$(RELEASE_CFLAGS)' > $@
+
+$(GENERATED_FLAGS): FORCE
+	@mkdir -p $(dir $@)
+	@echo '$(GENERATED_CFLAGS) $(PIC)' | cmp -s - $@ || echo '$(GENERATED_CFLAGS) $(PIC)' > $@
+
+$(BUILD)/runtime/python.o: $(BUILD)/runtime/python.c $(GENERATED_FLAGS)
+	$(CC) $(GENERATED_CFLAGS) $(PIC) -c $< -o $@
 
 $(BUILD)/runtime/python-checked.o: $(BUILD)/runtime/python.c
 	$(CC) $(GENERATED_CFLAGS) $(CHECKED_DEFINES) -c $< -o $@
 
-$(BUILD)/obj/%.o: %.c $(HEADERS) $(BUILD)/runtime/python.h
+$(BUILD)/obj/%.o: %.c $(HEADERS) $(BUILD)/runtime/python.h $(RELEASE_FLAGS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -DCAP_WASI_CHECK_PROTOTYPES -c $< -o $@
+	$(CC) $(RELEASE_CFLAGS) -DCAP_WASI_CHECK_PROTOTYPES -c $< -o $@
 
-$(BUILD)/obj/wasm-rt-impl.o: $(WASM2C_RUNTIME)/wasm-rt-impl.c
+$(BUILD)/obj/wasm-rt-impl.o: $(WASM2C_RUNTIME)/wasm-rt-impl.c $(RELEASE_FLAGS)
 	@mkdir -p $(dir $@)
-	$(CC) -O2 -I$(WASM2C_RUNTIME) -c $< -o $@
+	$(CC) -O2 $(PIC) -D_FORTIFY_SOURCE=2 -I$(WASM2C_RUNTIME) -c $< -o $@
 
 $(BUILD)/capsule: $(patsubst %.c,$(BUILD)/obj/%.o,$(LIBRARY_SOURCES) $(CLI_SOURCES)) $(BUILD)/obj/wasm-rt-impl.o $(BUILD)/runtime/python.o
-	$(CC) -o $@ $^ $(LDLIBS)
+	$(CC) $(LINK_HARDENING) -o $@ $(filter %.o,$^) $(LDLIBS)
 
 # --- sanitizer build of the host code (tests) ------------------------------
 $(BUILD)/asan/%.o: %.c $(HEADERS) $(BUILD)/runtime/python.h
@@ -154,6 +175,7 @@ regression-test: build
 # parallel), then runs the suites one after another.
 test: deps
 	$(MAKE) -j2 $(BUILD)/capsule $(BUILD)/capsule-asan $(BUILD)/stdlib.img $(BUILD)/asan/wasm-rt-impl.o
+	$(MAKE) library
 	$(MAKE) $(BUILD)/test_unit $(BUILD)/test_api $(BUILD)/test_requirement
 	$(MAKE) $(BUILD)/test_store
 	$(BUILD)/test_unit
@@ -164,6 +186,7 @@ test: deps
 	$(MAKE) fuzz FUZZ_SECONDS=60
 	$(HOST_PYTHON) tests/regression/run_cpython_tests.py --capsule $(BUILD)/capsule --check
 	$(HOST_PYTHON) -m pytest -q tests/integration
+	$(MAKE) python-test
 	$(MAKE) interop-test
 
 # --- fuzzing (docs/fuzzing.md) -------------------------------------------------
@@ -241,5 +264,86 @@ $(BUILD)/bench_store: bench/store.c $(STORE_SOURCES) src/store/store.h src/store
 bench-store: $(BUILD)/bench_store
 	sh tests/store/with-postgres.sh $(BUILD)/bench_store
 
+# --- installation (docs/install.md) -----------------------------------------
+# `make install` (PREFIX, DESTDIR), `make uninstall`, and the two packages
+# built from the same files: `make deb` and `make wheel`.
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+LIBDIR ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+MANDIR ?= $(PREFIX)/share/man
+DOCDIR ?= $(PREFIX)/share/doc/capsule
+BASH_COMPLETION_DIR ?= $(PREFIX)/share/bash-completion/completions
+VERSION := $(shell sed -n 's/^\#define CAP_VERSION "\(.*\)"/\1/p' include/capsule.h)
+SONAME := libcapsule.so.0
+SHARED_LIBRARY := $(BUILD)/libcapsule.so.$(VERSION)
+# The library needs everything the CLI links but libmicrohttpd (MCP over HTTP).
+LIBRARY_LDLIBS := $(filter-out -lmicrohttpd,$(LDLIBS))
+
+library: $(SHARED_LIBRARY) $(BUILD)/libcapsule.a
+
+# Exports the cap_* API only (packaging/libcapsule.map): the VFS, WASI and
+# w2c_* symbols stay inside, bound locally.
+$(SHARED_LIBRARY): $(LIBRARY_OBJECTS) packaging/libcapsule.map
+	$(CC) -shared -Wl,-soname,$(SONAME) -Wl,--version-script=packaging/libcapsule.map -Wl,-z,defs \
+	    $(LINK_HARDENING) -o $@ $(LIBRARY_OBJECTS) $(LIBRARY_LDLIBS)
+	ln -sf $(notdir $@) $(BUILD)/$(SONAME)
+	ln -sf $(SONAME) $(BUILD)/libcapsule.so
+
+# One relocatable object with only cap_* left global, so that a program
+# linked statically cannot collide with vfs_open or w2c_python_*.
+$(BUILD)/libcapsule.a: $(LIBRARY_OBJECTS)
+	ld -r -o $(BUILD)/libcapsule-static.o $(LIBRARY_OBJECTS)
+	objcopy -w --keep-global-symbol='cap_*' $(BUILD)/libcapsule-static.o
+	rm -f $@
+	ar rcs $@ $(BUILD)/libcapsule-static.o
+	rm $(BUILD)/libcapsule-static.o
+
+install: $(BUILD)/capsule $(BUILD)/stdlib.img $(SHARED_LIBRARY) $(BUILD)/libcapsule.a
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR)/capsule $(DESTDIR)$(LIBDIR)/pkgconfig \
+	    $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(BASH_COMPLETION_DIR) $(DESTDIR)$(DOCDIR)
+	install -m 755 $(BUILD)/capsule $(DESTDIR)$(BINDIR)/capsule
+	install -m 644 $(BUILD)/stdlib.img $(DESTDIR)$(LIBDIR)/capsule/stdlib.img
+	install -m 644 $(BUILD)/tzdata.img $(DESTDIR)$(LIBDIR)/capsule/tzdata.img
+	install -m 644 $(SHARED_LIBRARY) $(DESTDIR)$(LIBDIR)/libcapsule.so.$(VERSION)
+	ln -sf libcapsule.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libcapsule.so
+	install -m 644 $(BUILD)/libcapsule.a $(DESTDIR)$(LIBDIR)/libcapsule.a
+	install -m 644 include/capsule.h $(DESTDIR)$(INCLUDEDIR)/capsule.h
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(patsubst $(PREFIX)%,$${prefix}%,$(LIBDIR))|' \
+	    -e 's|@INCLUDEDIR@|$(patsubst $(PREFIX)%,$${prefix}%,$(INCLUDEDIR))|' -e 's|@VERSION@|$(VERSION)|' \
+	    -e 's|@LIBS_PRIVATE@|$(LIBRARY_LDLIBS)|' packaging/capsule.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/capsule.pc
+	install -m 644 docs/capsule.1 $(DESTDIR)$(MANDIR)/man1/capsule.1
+	install -m 644 packaging/capsule.bash-completion $(DESTDIR)$(BASH_COMPLETION_DIR)/capsule
+	install -m 644 docs/api.md $(DESTDIR)$(DOCDIR)/api.md
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ]; then ldconfig; fi
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/capsule $(DESTDIR)$(LIBDIR)/capsule/stdlib.img \
+	    $(DESTDIR)$(LIBDIR)/capsule/tzdata.img \
+	    $(DESTDIR)$(LIBDIR)/libcapsule.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME) \
+	    $(DESTDIR)$(LIBDIR)/libcapsule.so $(DESTDIR)$(LIBDIR)/libcapsule.a \
+	    $(DESTDIR)$(INCLUDEDIR)/capsule.h $(DESTDIR)$(LIBDIR)/pkgconfig/capsule.pc \
+	    $(DESTDIR)$(MANDIR)/man1/capsule.1 $(DESTDIR)$(BASH_COMPLETION_DIR)/capsule $(DESTDIR)$(DOCDIR)/api.md
+	-rmdir $(DESTDIR)$(LIBDIR)/capsule $(DESTDIR)$(DOCDIR)
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ]; then ldconfig; fi
+
+# build/capsule_VERSION-1_amd64.deb, from `make install` into a staging root.
+deb: deps $(BUILD)/capsule $(BUILD)/stdlib.img $(SHARED_LIBRARY) $(BUILD)/libcapsule.a
+	sh packaging/build-deb.sh $(BUILD) $(VERSION)
+
+# build/dist/capsule_sandbox-VERSION-py3-none-linux_x86_64.whl: the Python
+# binding with the library and the stdlib image inside.
+wheel: deps $(SHARED_LIBRARY) $(BUILD)/stdlib.img
+	$(HOST_PYTHON) packaging/build-wheel.py --library $(SHARED_LIBRARY) --stdlib $(BUILD)/stdlib.img \
+	    --output $(BUILD)/dist python
+
+# The Python binding against build/libcapsule.so, from the source tree.
+python-test: $(SHARED_LIBRARY) $(BUILD)/stdlib.img
+	CAPSULE_LIBRARY=$(abspath $(BUILD)/$(SONAME)) PYTHONPATH=python $(HOST_PYTHON) -m pytest -q python/tests
+
+FORCE:
+
 clean:
-	rm -rf $(BUILD)/obj $(BUILD)/asan $(BUILD)/capsule $(BUILD)/capsule-asan $(BUILD)/test_unit
+	rm -rf $(BUILD)/obj $(BUILD)/asan $(BUILD)/capsule $(BUILD)/capsule-asan $(BUILD)/test_unit \
+	    $(BUILD)/libcapsule.* $(BUILD)/$(SONAME) $(BUILD)/libcapsule.so $(BUILD)/deb $(BUILD)/dist $(BUILD)/capsule_*.deb

@@ -106,7 +106,10 @@ cap_config *cap_config_new(void);
 void cap_config_free(cap_config *config);
 
 /* The read-only standard library image (build/stdlib.img).  Default: the
- * file `stdlib.img` beside the running executable. */
+ * first that exists of `stdlib.img` beside the running executable,
+ * `stdlib.img` or `capsule/stdlib.img` beside the shared library holding
+ * libcapsule, and `../lib/capsule/stdlib.img` from the executable (an
+ * installation: $(PREFIX)/lib/capsule/stdlib.img). */
 int cap_config_set_stdlib(cap_config *config, const char *image_path, char *error);
 
 /* Mount another read-only image at a guest path (for example CPython's test

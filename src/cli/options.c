@@ -8,7 +8,8 @@
 
 const char shared_options_usage[] =
     "  --env NAME=VALUE     set a variable in the guest environment (repeatable)\n"
-    "  --stdlib IMAGE       standard library image (default: stdlib.img beside capsule)\n"
+    "  --stdlib IMAGE       standard library image (default: stdlib.img beside capsule,\n"
+    "                       else ../lib/capsule/stdlib.img from it)\n"
     "  --image IMAGE:GUEST  mount another read-only image at GUEST (repeatable)\n"
     "\n"
     "limits (each run is killed or stopped when it passes one):\n"
