@@ -453,10 +453,10 @@ def _utime_now_explicit(path, times=None, *, ns=None, dir_fd=None, follow_symlin
     this wasi-libc and CPython, so the current time is passed explicitly."""
     if times is None and ns is None:
         now = time.time_ns()
-        ns = (now, now)
-    if ns is not None:
-        return _utime(path, ns=ns, dir_fd=dir_fd, follow_symlinks=follow_symlinks)
-    return _utime(path, times, dir_fd=dir_fd, follow_symlinks=follow_symlinks)
+        return _utime(path, ns=(now, now), dir_fd=dir_fd, follow_symlinks=follow_symlinks)
+    if ns is None:
+        return _utime(path, times, dir_fd=dir_fd, follow_symlinks=follow_symlinks)
+    return _utime(path, times, ns=ns, dir_fd=dir_fd, follow_symlinks=follow_symlinks)
 
 
 def _mkdir_remembered(path, mode=0o777, *, dir_fd=None):

@@ -35,6 +35,9 @@ for package_tests in unittest/test lib2to3/tests; do
     (cd "$python_src/Lib/$package_tests" && tar cf - --exclude='__pycache__' .) | \
         (cd "$build/stdlib-tests/$package_tests" && tar xf -)
 done
+# lib2to3's tests read the grammars beside their package.
+cp "$python_src/Lib/lib2to3/Grammar.txt" "$python_src/Lib/lib2to3/PatternGrammar.txt" \
+    "$build/stdlib-tests/lib2to3/"
 /usr/bin/python3.11 -m compileall -q -j0 --invalidation-mode unchecked-hash "$build/stdlib-tests" >/dev/null || true
 /usr/bin/python3 "$here/../tools/mkimage.py" "$build/stdlib-tests.img" "$build/stdlib-tests"
 
