@@ -401,3 +401,43 @@ def test_a_running_json_call_does_not_hold_up_others(server):
             "slept"
     finally:
         connection.close()
+
+
+def test_the_server_stops_with_calls_and_streams_open(binary, tmp_path):
+    """SIGTERM while a call runs (SSE and JSON) and a GET stream is open:
+    the calls are cancelled, every suspended connection is woken, and the
+    server exits cleanly and soon."""
+    server = Server(binary, tmp_path)
+    sockets = []
+    try:
+        session = server.initialize(TOKENS[0])
+        call = json.dumps({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+                           "params": {"name": "run_python_code",
+                                      "arguments": {"python_code": "while True: pass"}}}).encode()
+        for accept in ("text/event-stream", "application/json"):
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+            sockets.append(sock)
+            sock.sendall(b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                         b"Content-Type: application/json\r\nAccept: " + accept.encode() +
+                         f"\r\nAuthorization: Bearer {TOKENS[0]}\r\nMcp-Session-Id: {session}"
+                         f"\r\nContent-Length: {len(call)}\r\n\r\n".encode() + call)
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+        sockets.append(sock)
+        sock.sendall(f"GET /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n"
+                     f"Authorization: Bearer {TOKENS[0]}\r\nMcp-Session-Id: {session}\r\n\r\n"
+                     .encode())
+        assert b"200" in sock.recv(4096).split(b"\r\n")[0]
+        time.sleep(1.5)  # both calls run, the SSE one has had a heartbeat
+        started = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        server.process.wait(timeout=30)
+        assert time.monotonic() - started < 10
+    finally:
+        for sock in sockets:
+            sock.close()
+        if server.process.poll() is None:
+            server.process.kill()
+            server.process.wait()
+    stderr = server.process.stderr.read().decode(errors="replace")
+    assert server.process.returncode == 0, stderr
+    assert "ERROR: AddressSanitizer" not in stderr and "LeakSanitizer" not in stderr, stderr
