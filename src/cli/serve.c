@@ -49,8 +49,9 @@ static void announce(int port) {
     fprintf(stderr, "capsule: MCP server listening on http://%s:%d/mcp\n", listening_host, port);
 }
 
-/* The tokens of a token file: one a line, surrounding whitespace removed;
- * empty lines and lines that start with '#' are skipped.  Appends to
+/* The tokens of a token file: one a line (at most 1022 characters),
+ * surrounding whitespace removed; empty lines and lines that start with '#'
+ * are skipped.  Appends to
  * `tokens` (at most MAX_TOKENS in all); the number read, or -1 when the
  * file cannot be read or has too many tokens. */
 static int read_tokens(const char *path, char **tokens, size_t *count) {
@@ -59,6 +60,10 @@ static int read_tokens(const char *path, char **tokens, size_t *count) {
     int read = 0;
     if (!f) return -1;
     while (fgets(line, sizeof line, f)) {
+        if (!strchr(line, '\n') && !feof(f)) { /* a token longer than the buffer, */
+            read = -1;                          /* never to be cut in two tokens */
+            break;
+        }
         char *start = line;
         while (*start == ' ' || *start == '\t') start++;
         size_t length = strcspn(start, "\r\n");

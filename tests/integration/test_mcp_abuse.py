@@ -252,6 +252,16 @@ def test_the_token_file_takes_several_tokens_and_no_other(server):
         assert response.status == status, token
 
 
+def test_a_token_is_never_cut_in_two(binary, tmp_path):
+    """A line longer than a token may be is refused, not read as two tokens."""
+    token_file = tmp_path / "tokens"
+    token_file.write_text("a" * 1500 + "\n")
+    completed = subprocess.run([str(binary), "serve", "--http", "127.0.0.1:0", "--token-file",
+                                str(token_file)], capture_output=True, timeout=60, cwd=ROOT)
+    assert completed.returncode != 0
+    assert b"cannot read tokens" in completed.stderr
+
+
 # --- floods --------------------------------------------------------------------------
 
 
