@@ -334,8 +334,9 @@ deb: deps $(BUILD)/capsule $(BUILD)/stdlib.img $(SHARED_LIBRARY) $(BUILD)/libcap
 
 # build/dist/capsule_sandbox-VERSION-py3-none-linux_x86_64.whl: the Python
 # binding with the library and the stdlib image inside.
-wheel: deps $(SHARED_LIBRARY) $(BUILD)/stdlib.img
+wheel: deps $(SHARED_LIBRARY) $(BUILD)/stdlib.img $(BUILD)/tzdata.img
 	$(HOST_PYTHON) packaging/build-wheel.py --library $(SHARED_LIBRARY) --stdlib $(BUILD)/stdlib.img \
+	    --tzdata $(BUILD)/tzdata.img \
 	    --output $(BUILD)/dist python
 
 # The Python binding against build/libcapsule.so, from the source tree.

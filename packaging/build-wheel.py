@@ -46,6 +46,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--library", required=True)
     parser.add_argument("--stdlib", required=True)
+    parser.add_argument("--tzdata", help="the time-zone image, put beside the stdlib image")
     parser.add_argument("--output", required=True)
     parser.add_argument("source")
     args = parser.parse_args()
@@ -68,6 +69,9 @@ def main() -> None:
                 files.append((path.relative_to(source).as_posix(), path.read_bytes(), False))
         files.append(("capsule/_native/libcapsule.so.0", stripped.read_bytes(), True))
         files.append(("capsule/_native/stdlib.img", pathlib.Path(args.stdlib).read_bytes(), False))
+        if args.tzdata:
+            files.append(("capsule/_native/tzdata.img", pathlib.Path(args.tzdata).read_bytes(),
+                          False))
 
     files.append((f"{dist_info}/METADATA", metadata(project, readme).encode(), False))
     files.append((f"{dist_info}/WHEEL", (

@@ -37,6 +37,7 @@ class Limits(ctypes.Structure):
         ("memory_bytes", ctypes.c_uint64),
         ("output_bytes", ctypes.c_uint64),
         ("disk_bytes", ctypes.c_uint64),
+        ("disk_entries", ctypes.c_uint64),
     ]
 
 
@@ -135,6 +136,8 @@ def _declare(library: ctypes.CDLL) -> None:
         "cap_result_artifact": (ctypes.POINTER(Artifact), [c_void_p, c_size_t]),
         "cap_result_dependency_count": (c_size_t, [c_void_p]),
         "cap_result_dependency": (c_char_p, [c_void_p, c_size_t]),
+        "cap_result_note_count": (c_size_t, [c_void_p]),
+        "cap_result_note": (c_char_p, [c_void_p, c_size_t]),
         "cap_session_close": (c_int, [c_void_p, c_char_p, error]),
     }
     for name, (restype, argtypes) in signatures.items():

@@ -120,6 +120,7 @@ class Result:
     error: Optional[str]         # the traceback, or which limit stopped the run
     dependencies: List[str] = field(default_factory=list)  # "name==version"
     artifacts: List[Artifact] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)  # e.g. a C accelerator left out
 
     @property
     def ok(self) -> bool:
@@ -135,6 +136,7 @@ class Result:
             "return_value": self.return_value,
             "error": self.error,
             "dependencies": list(self.dependencies),
+            "notes": list(self.notes),
             "artifacts": [{"name": a.name, "media_type": a.media_type, "size": a.size}
                           for a in self.artifacts],
         }
@@ -162,6 +164,8 @@ def _read_result(lib: ctypes.CDLL, handle: int) -> Result:
         ))
     dependencies = [lib.cap_result_dependency(handle, i).decode("utf-8", "replace")
                     for i in range(lib.cap_result_dependency_count(handle))]
+    notes = [lib.cap_result_note(handle, i).decode("utf-8", "replace")
+             for i in range(lib.cap_result_note_count(handle))]
     return Result(
         status=lib.cap_status_name(lib.cap_result_status(handle)).decode(),
         exit_code=lib.cap_result_exit_code(handle),
@@ -171,6 +175,7 @@ def _read_result(lib: ctypes.CDLL, handle: int) -> Result:
         error=_optional_text(lib.cap_result_error(handle)),
         dependencies=dependencies,
         artifacts=artifacts,
+        notes=notes,
     )
 
 
@@ -335,6 +340,7 @@ class Sandbox:
         memory: Optional[int] = None,
         max_output: Optional[int] = None,
         disk: Optional[int] = None,
+        max_files: Optional[int] = None,
         globals: Optional[Mapping[str, Any]] = None,
         return_json: bool = False,
         filename: str = "main.py",
@@ -346,8 +352,9 @@ class Sandbox:
         files: {path: content} placed in the scratch file system (relative
         paths under the working directory /work);  session: a session's id
         (any string: created on first use, kept between runs);  timeout,
-        cpu_time (seconds), memory, max_output, disk (bytes): limits of this
-        run (None: the defaults, 30 s, 512 MiB, 16 MiB, 256 MiB);  globals:
+        cpu_time (seconds), memory, max_output, disk (bytes), max_files (files
+        and directories in the scratch file system): limits of this run (None:
+        the defaults, 30 s, 512 MiB, 16 MiB, 256 MiB, 10,000);  globals:
         JSON-serialisable names bound before the code runs;  return_json:
         return_value as mcp-run-python gives it (a str as is, else JSON);
         on_output(stream, data): each chunk of output as it is written;
@@ -358,7 +365,7 @@ class Sandbox:
         """
         return self._run(code, _Ticket(), files=files, session=session, timeout=timeout,
                          cpu_time=cpu_time, memory=memory, max_output=max_output, disk=disk,
-                         globals=globals, return_json=return_json, filename=filename,
+                         max_files=max_files, globals=globals, return_json=return_json, filename=filename,
                          on_output=on_output, on_progress=on_progress)
 
     async def run_async(self, code: Union[str, bytes], **options: Any) -> Result:
@@ -395,6 +402,7 @@ class Sandbox:
              session: Optional[str] = None, timeout: Optional[float] = None,
              cpu_time: Optional[float] = None, memory: Optional[int] = None,
              max_output: Optional[int] = None, disk: Optional[int] = None,
+             max_files: Optional[int] = None,
              globals: Optional[Mapping[str, Any]] = None, return_json: bool = False,
              filename: str = "main.py", on_output: Optional[OutputHandler] = None,
              on_progress: Optional[ProgressHandler] = None) -> Result:
@@ -408,6 +416,7 @@ class Sandbox:
         options.limits.memory_bytes = int(memory or 0)
         options.limits.output_bytes = int(max_output or 0)
         options.limits.disk_bytes = int(disk or 0)
+        options.limits.disk_entries = int(max_files or 0)
         keep_alive: List[Any] = []  # buffers the C side points into during the run
         if files:
             array = (_native.File * len(files))()

@@ -51,6 +51,7 @@ def test_install_lays_out_the_fhs_paths(destdir):
         "bin/capsule",
         "include/capsule.h",
         "lib/capsule/stdlib.img",
+        "lib/capsule/tzdata.img",
         f"lib/libcapsule.so.{VERSION}",
         "lib/libcapsule.so.0",
         "lib/libcapsule.so",
