@@ -30,18 +30,6 @@ PER_ADDRESS = 64            # the default --max-connections-per-address
 TOKENS = ("token-of-alice", "token-of-bob")
 
 
-def _binaries():
-    found = [BUILD / "capsule"]
-    if (BUILD / "capsule-asan").exists():
-        found.append(BUILD / "capsule-asan")
-    return found
-
-
-@pytest.fixture(params=_binaries(), ids=lambda p: p.name)
-def binary(request):
-    return request.param
-
-
 @pytest.fixture(scope="module", autouse=True)
 def enough_descriptors():
     """The floods need a few thousand sockets in this process."""
