@@ -2121,11 +2121,11 @@ static void test_postgres_two_nodes_race_for_an_expired_lease(void **state) {
         assert_int_equal(store_session_create(dead, id, "", 0, error), CAP_OK);
         assert_int_equal(store_call_begin(dead, id, NULL, NULL, &call, &replayed, error), CAP_OK);
     }
-    /* Its lease lasts until both racers have opened (their sweeps spare
-     * it), then runs out: it never renews again. */
+    /* Its lease (the default 30 s) lasts while both racers open, so their
+     * sweeps spare it; once both are ready it is cut to 1.5 s and runs out:
+     * it never renews again.  Cutting it only then keeps a slow machine
+     * from letting it expire during the racers' start-up. */
     store_set_clock(dead, NULL, NULL);
-    store_set_lease(dead, 1500);
-    assert_int_equal(store_renew(dead, NULL, error), CAP_OK);
     int ready[2], go[2], reports[2][2];
     assert_int_equal(pipe(ready), 0);
     assert_int_equal(pipe(go), 0);
@@ -2139,6 +2139,8 @@ static void test_postgres_two_nodes_race_for_an_expired_lease(void **state) {
     }
     char byte;
     for (int c = 0; c < 2; c++) assert_int_equal(read(ready[0], &byte, 1), 1);
+    store_set_lease(dead, 1500);
+    assert_int_equal(store_renew(dead, NULL, error), CAP_OK);
     struct timespec expiry = {1, 600 * 1000 * 1000L};
     nanosleep(&expiry, NULL);
     assert_int_equal(write(go[1], "gg", 2), 2); /* both at once */
