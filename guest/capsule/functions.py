@@ -59,8 +59,10 @@ def _json_as_bytes(item):
     return item
 
 
-def _exchange(request):
-    """One request through the call device: the answer's header and body."""
+def _exchange(request, what):
+    """One request through the call device: the answer's body, read back
+    from its file when the worker spilled it there (`what` names it in
+    errors)."""
     data = json.dumps(request, default=_bytes_as_json, allow_nan=False,
                       separators=(",", ":")).encode()
     view = memoryview(data)
@@ -77,30 +79,29 @@ def _exchange(request):
     if not header.get("ok"):
         error = _ERRORS.get(header.get("error"), ToolError)
         raise error(str(header.get("message") or "the call failed"))
-    return header, body
+    path = header.get("spilled")
+    if not path:
+        return _decode(body, what)
+    try:
+        with open(path, "rb") as spilled:
+            value = _decode(spilled.read(), what)
+    except MemoryError:
+        raise ResultTooLarge(f"the result of {what} ({header.get('size')} bytes) is too large "
+                             f"to load here; it is kept in {path}", path) from None
+    os.remove(path)
+    return value
 
 
-def _decode(text, name):
+def _decode(text, what):
     try:
         return json.loads(text, object_hook=_json_as_bytes)
     except ValueError:
-        raise ToolError(f"{name} returned something that is not JSON") from None
+        raise ToolError(f"{what} returned something that is not JSON") from None
 
 
 def call(name, /, **arguments):
     """Calls the host function `name` with keyword `arguments`; its result."""
-    header, body = _exchange({"op": "call", "function": name, "arguments": arguments})
-    path = header.get("spilled")
-    if not path:
-        return _decode(body, name)
-    try:
-        with open(path, "rb") as spilled:
-            value = _decode(spilled.read(), name)
-    except MemoryError:
-        raise ResultTooLarge(f"the result of {name} ({header.get('size')} bytes) is too large "
-                             f"to load here; it is kept in {path}", path) from None
-    os.remove(path)
-    return value
+    return _exchange({"op": "call", "function": name, "arguments": arguments}, name)
 
 
 _functions = None
@@ -192,6 +193,7 @@ def _build(entry):
     function.__module__ = __name__
     function.__doc__ = "\n".join(doc)
     function.__signature__ = signature
+    function._summary = description.split("\n")[0]
     function.__annotations__ = {p.name: p.annotation for p in parameters
                                 if p.annotation is not inspect.Parameter.empty}
     return function
@@ -201,8 +203,7 @@ def _granted():
     """The granted functions by name, asked of the host once per run."""
     global _functions
     if _functions is None:
-        _, body = _exchange({"op": "list"})
-        catalog = json.loads(body)
+        catalog = _exchange({"op": "list"}, "the list of functions")
         functions = {}
         for entry in catalog if isinstance(catalog, list) else []:
             function = _build(entry)
@@ -216,9 +217,8 @@ def describe():
     """The granted functions, one signature and summary line each."""
     lines = []
     for name, function in sorted(_granted().items()):
-        text = function.__doc__.split("\n")
-        summary = text[2] if len(text) > 2 and not text[2].startswith("Args:") else ""
-        lines.append(text[0] + (f"\n    {summary}" if summary else ""))
+        summary = function._summary
+        lines.append(f"{name}{function.__signature__}" + (f"\n    {summary}" if summary else ""))
     return "\n".join(lines) if lines else "no host functions are granted to this sandbox"
 
 

@@ -373,7 +373,7 @@ static void guessed_top_level(int root, installed *dist) {
             seen |= strcmp(dist->top_level[i], variants[v]) == 0;
         if (seen || strchr(variants[v], '.') || strchr(variants[v], '/') || !variants[v][0])
             continue;
-        char module[sizeof dist->name + 8], package[sizeof dist->name + 16];
+        char module[PATH_MAX], package[PATH_MAX];
         struct stat st;
         snprintf(module, sizeof module, "%s.py", variants[v]);
         snprintf(package, sizeof package, "%s/__init__.py", variants[v]);

@@ -346,9 +346,9 @@ static void audit(const sandbox_exchange *exchange, const call_record *record) {
     struct tm utc;
     gmtime_r(&now.tv_sec, &utc);
     char when[40], hash[65];
-    snprintf(when, sizeof when, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", utc.tm_year + 1900,
-             utc.tm_mon + 1, utc.tm_mday, utc.tm_hour, utc.tm_min, utc.tm_sec,
-             now.tv_nsec / 1000000);
+    size_t length = strftime(when, 24, "%Y-%m-%dT%H:%M:%S", &utc);
+    snprintf(when + length, sizeof when - length, ".%03uZ",
+             (unsigned)(now.tv_nsec / 1000000) % 1000u);
     cJSON *line = cJSON_CreateObject();
     if (!line) return;
     cJSON_AddStringToObject(line, "time", when);
@@ -374,7 +374,7 @@ static void audit(const sandbox_exchange *exchange, const call_record *record) {
     char *text = cJSON_PrintUnformatted(line);
     cJSON_Delete(line);
     if (!text) return;
-    size_t length = strlen(text);
+    length = strlen(text);
     text[length] = '\n'; /* replaces the NUL: written with its length */
     ssize_t written;
     do written = write(fd, text, length + 1);

@@ -18,7 +18,9 @@
  * either hands it on or discards it.  Frames from a worker are untrusted:
  * the handler of each frame type (the dispatch table in run.c) checks every
  * field, answers on the worker's channel, and runs on the run's thread, as
- * do the caller's provider callbacks.  A cap_result owns every field it
+ * do the caller's provider, host-function and approval callbacks.  The
+ * audit log's descriptor is shared by every sandbox of a config: each line
+ * is one write() with O_APPEND.  A cap_result owns every field it
  * points to.
  *
  * The files: config.c (cap_config_*), docs.c (/docs and its index), pool.c
@@ -26,7 +28,8 @@
  * run.c (cap_sandbox_run: a worker's frames through one dispatch table),
  * broker.c (host directories, 'H'), provider.c (resources and fetches, 'F'
  * and 'W'), dependencies.c ('D', and compiling a new environment),
- * functions.c (host functions, 'C'), result.c (cap_result_*).  Internal functions shared between them are sandbox_*.
+ * functions.c (host functions, 'C'), result.c (cap_result_*).  Internal
+ * functions shared between them are sandbox_*.
  */
 #ifndef CAP_SANDBOX_H
 #define CAP_SANDBOX_H

@@ -903,12 +903,12 @@ static void large_results_are_spilled_not_lost(void **state) {
                              "    try:\n        echo(i=i)\n"
                              "    except PermissionError as e:\n        out.append(str(e))\nout",
                           &options),
-                 "[2097152, 2097152, 'the run\\'s budget of 3145728 result bytes is used up', "
-                 "'the run\\'s budget of 3145728 result bytes is used up', "
-                 "'the run\\'s budget of 3145728 result bytes is used up', "
-                 "'the run\\'s budget of 3145728 result bytes is used up', "
-                 "'the run\\'s budget of 3145728 result bytes is used up', "
-                 "'the run\\'s budget of 3145728 result bytes is used up']");
+                 "[2097152, 2097152, \"the run's budget of 3145728 result bytes is used up\", "
+                 "\"the run's budget of 3145728 result bytes is used up\", "
+                 "\"the run's budget of 3145728 result bytes is used up\", "
+                 "\"the run's budget of 3145728 result bytes is used up\", "
+                 "\"the run's budget of 3145728 result bytes is used up\", "
+                 "\"the run's budget of 3145728 result bytes is used up\"]");
     options.limits.function_result_bytes = 0;
     options.limits.function_calls = 2;
     expect_returned(run_with(s, "from capsule.functions import echo\nout = []\n"
@@ -916,7 +916,7 @@ static void large_results_are_spilled_not_lost(void **state) {
                              "    try:\n        out.append(echo(i=i)['i'])\n"
                              "    except PermissionError as e:\n        out.append(str(e))\nout",
                           &options),
-                 "[0, 1, 'the run\\'s limit of 2 function calls is reached']");
+                 "[0, 1, \"the run's limit of 2 function calls is reached\"]");
     cap_sandbox_free(s);
     cap_config_free(own);
 }
