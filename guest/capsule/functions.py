@@ -59,22 +59,33 @@ def _json_as_bytes(item):
     return item
 
 
+# Made once: json.dumps and json.loads with options build a new encoder or
+# decoder on every call, which would be most of a small call's cost.
+_ENCODER = json.JSONEncoder(default=_bytes_as_json, allow_nan=False, separators=(",", ":"))
+_DECODER = json.JSONDecoder(object_hook=_json_as_bytes)
+_READ = 1 << 16
+
+
 def _exchange(request, what):
     """One request through the call device: the answer's body, read back
     from its file when the worker spilled it there (`what` names it in
     errors)."""
-    data = json.dumps(request, default=_bytes_as_json, allow_nan=False,
-                      separators=(",", ":")).encode()
+    data = _ENCODER.encode(request).encode()
     view = memoryview(data)
     while view:
         view = view[os.write(_DEVICE, view):]
-    chunks = []
-    while True:
-        chunk = os.read(_DEVICE, 1 << 20)
-        if not chunk:
-            break
-        chunks.append(chunk)
-    head, _, body = b"".join(chunks).partition(b"\n")
+    # The device hands out what is left of the answer, up to the size asked
+    # for: a short read is its end.
+    answer = os.read(_DEVICE, _READ)
+    if len(answer) == _READ:
+        chunks = [answer]
+        while True:
+            chunk = os.read(_DEVICE, 1 << 20)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        answer = b"".join(chunks)
+    head, _, body = answer.partition(b"\n")
     header = json.loads(head)
     if not header.get("ok"):
         error = _ERRORS.get(header.get("error"), ToolError)
@@ -92,10 +103,10 @@ def _exchange(request, what):
     return value
 
 
-def _decode(text, what):
+def _decode(data, what):
     try:
-        return json.loads(text, object_hook=_json_as_bytes)
-    except ValueError:
+        return _DECODER.decode(data.decode())
+    except ValueError:  # UnicodeDecodeError included
         raise ToolError(f"{what} returned something that is not JSON") from None
 
 
