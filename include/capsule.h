@@ -280,6 +280,15 @@ int cap_config_add_function(cap_config *config, const char *name, const char *de
                             const char *input_schema_json, cap_function_fn callback,
                             void *userdata, char *error);
 
+/* A function backed by an HTTP endpoint: each call POSTs the arguments
+ * (JSON, Content-Type application/json) to `url`, which, like every
+ * redirect, must be allowed by cap_config_allow_url (else PermissionError);
+ * a 2xx response whose body is JSON is the result; anything else is a
+ * ToolError, and the call's time limit a TimeoutError.  The host makes the
+ * request: the guest has no socket. */
+int cap_config_add_http_function(cap_config *config, const char *name, const char *description,
+                                 const char *input_schema_json, const char *url, char *error);
+
 /* Marks a function as needing approval: each call first asks the run's
  * cap_run_options.approve; without one, or when it says no, the call fails
  * closed (PermissionError) and the function does not run. */

@@ -47,7 +47,8 @@ const char world_options_usage[] =
     "  --function NAME=COMMAND  grant the host function NAME (capsule.functions.NAME in\n"
     "                       the guest): each call runs the host program COMMAND (split\n"
     "                       into words, no shell) with the JSON arguments on stdin; its\n"
-    "                       stdout (JSON) is the result (repeatable; docs/functions.md)\n"
+    "                       stdout (JSON) is the result (repeatable; docs/functions.md);\n"
+    "                       NAME=URL: the host POSTs the arguments to URL (--allow-url)\n"
     "  --allow-function GLOB  grant only the functions matching GLOB (repeatable)\n"
     "  --deny-function GLOB   never grant the functions matching GLOB (repeatable)\n"
     "  --audit-log FILE     append one JSON line per function call to FILE\n";
@@ -147,7 +148,7 @@ static const char *string_member(const cJSON *object, const char *name, int *bad
  * "timeout": SECONDS, "max_output_bytes": N}}. */
 static int add_config_functions(cap_config *config, const cJSON *functions,
                                 world_settings *world, char *error) {
-    static const char *const keys[] = {"command", "description", "input_schema",
+    static const char *const keys[] = {"command", "url", "description", "input_schema",
                                        "needs_approval", "timeout", "max_output_bytes", NULL};
     if (functions && !cJSON_IsObject(functions)) {
         snprintf(error, CAP_ERROR_SIZE, "\"functions\" is an object of NAME: {\"command\": ...}");
@@ -168,19 +169,31 @@ static int add_config_functions(cap_config *config, const cJSON *functions,
         const cJSON *approval = cJSON_GetObjectItemCaseSensitive(entry, "needs_approval");
         const cJSON *timeout = cJSON_GetObjectItemCaseSensitive(entry, "timeout");
         const cJSON *max = cJSON_GetObjectItemCaseSensitive(entry, "max_output_bytes");
-        if (!(cJSON_IsString(command) || cJSON_IsArray(command)) ||
+        const cJSON *url = cJSON_GetObjectItemCaseSensitive(entry, "url");
+        if (!(cJSON_IsString(command) || cJSON_IsArray(command) || cJSON_IsString(url)) ||
+            (command && url) ||
             (description && !cJSON_IsString(description)) || (schema && !cJSON_IsObject(schema)) ||
             (approval && !cJSON_IsBool(approval)) ||
             (timeout && !(cJSON_IsNumber(timeout) && timeout->valuedouble > 0)) ||
             (max && !(cJSON_IsNumber(max) && max->valuedouble >= 1)))
             bad = 1;
         if (bad || world->program_count == MAX_PROGRAM_FUNCTIONS) {
-            snprintf(error, CAP_ERROR_SIZE, "function %.80s: malformed (keys: command, "
+            snprintf(error, CAP_ERROR_SIZE, "function %.80s: malformed (keys: command or url, "
                      "description, input_schema, needs_approval, timeout, max_output_bytes)",
                      entry->string);
             return -1;
         }
         char *schema_text = schema ? cJSON_PrintUnformatted(schema) : NULL;
+        if (url) {
+            int rc = cap_config_add_http_function(
+                config, entry->string, description ? description->valuestring : NULL,
+                schema_text, url->valuestring, error);
+            free(schema_text);
+            if (rc != CAP_OK) return -1;
+            if (cJSON_IsTrue(approval) && cap_config_require_approval(config, entry->string, error))
+                return -1;
+            continue;
+        }
         program_function *program = program_function_add(
             config, entry->string, cJSON_IsString(command) ? command->valuestring : NULL, command,
             description ? description->valuestring : NULL, schema_text,
@@ -429,6 +442,15 @@ int parse_world_option(const char *arg, const char *value, cap_config *config,
             }
             memcpy(name, value, length);
             name[length] = '\0';
+            if (strncmp(equals + 1, "http://", 7) == 0 || strncmp(equals + 1, "https://", 8) == 0) {
+                /* An endpoint: POSTed to by the host, under the allow-list. */
+                if (cap_config_add_http_function(config, name, NULL, NULL, equals + 1, error) !=
+                    CAP_OK) {
+                    fprintf(stderr, "capsule: %s\n", error);
+                    status = EXIT_USAGE;
+                }
+                break;
+            }
             program_function *program =
                 program_function_add(config, name, equals + 1, NULL, NULL, NULL, 0, 0, error);
             if (!program) {

@@ -37,6 +37,7 @@
 #include <unistd.h>
 
 #include "frame.h"
+#include "http.h"
 
 #define MAX_NAME 64
 #define MAX_DESCRIPTION (64u << 10)
@@ -170,7 +171,7 @@ int cap_config_add_function(cap_config *config, const char *name, const char *de
     }
     struct function *f = &config->functions[config->function_count];
     *f = (struct function){strdup(name), clean_text(description ? description : ""), schema,
-                           callback, userdata, 0};
+                           callback, userdata, 0, NULL};
     if (!f->name || !f->description) {
         free(f->name);
         free(f->description);
@@ -179,6 +180,64 @@ int cap_config_add_function(cap_config *config, const char *name, const char *de
         return CAP_ENOMEM;
     }
     config->function_count++;
+    return CAP_OK;
+}
+
+/* An HTTP function's call: the arguments POSTed as JSON to its URL, which
+ * (and every redirect) must be in the config's allow-list; the response
+ * body, which must be JSON, is the result. */
+static int call_endpoint(void *userdata, const cap_function_call *call, char **result,
+                         size_t *result_size, char *error) {
+    cap_config *config = userdata;
+    const struct function *f = find_function(config, call->name, strlen(call->name));
+    if (!f || !f->url) {
+        snprintf(error, CAP_ERROR_SIZE, "no endpoint for %.100s", call->name);
+        return CAP_FUNCTION_ERROR;
+    }
+    http_policy policy = {config->allowed_urls, config->allowed_count, call->timeout_seconds,
+                          (size_t)call->max_result_bytes, "application/json"};
+    buffer body = {0};
+    char message[256] = "";
+    int rc = http_post(&policy, f->url, call->arguments, call->arguments_size, &body, message);
+    if (rc == 0) {
+        cJSON *parsed = cJSON_ParseWithLength(body.data ? body.data : "", body.size);
+        if (!parsed) {
+            snprintf(message, sizeof message, "the endpoint's answer is not JSON");
+            rc = -EPROTO;
+        }
+        cJSON_Delete(parsed);
+    }
+    if (rc) {
+        buffer_free(&body);
+        snprintf(error, CAP_ERROR_SIZE, "%s", message);
+        return rc == -ETIMEDOUT ? CAP_FUNCTION_TIMEOUT
+               : rc == -EACCES  ? CAP_FUNCTION_DENIED
+                                : CAP_FUNCTION_ERROR;
+    }
+    *result = body.data;
+    *result_size = body.size;
+    return CAP_FUNCTION_OK;
+}
+
+int cap_config_add_http_function(cap_config *config, const char *name, const char *description,
+                                 const char *input_schema_json, const char *url, char *error) {
+    if (!config || !url || (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0) ||
+        strlen(url) >= 4096) {
+        sandbox_set_error(error, "an HTTP function needs an http:// or https:// URL");
+        return CAP_EINVAL;
+    }
+    char *copy = strdup(url);
+    if (!copy) {
+        sandbox_set_error(error, "out of memory");
+        return CAP_ENOMEM;
+    }
+    int rc = cap_config_add_function(config, name, description, input_schema_json,
+                                     call_endpoint, config, error);
+    if (rc != CAP_OK) {
+        free(copy);
+        return rc;
+    }
+    config->functions[config->function_count - 1].url = copy;
     return CAP_OK;
 }
 
@@ -239,6 +298,7 @@ void sandbox_functions_free(cap_config *config) {
     for (int i = 0; i < config->function_count; i++) {
         free(config->functions[i].name);
         free(config->functions[i].description);
+        free(config->functions[i].url);
         cJSON_Delete(config->functions[i].schema);
     }
     for (int i = 0; i < config->allowed_function_count; i++) free(config->allowed_functions[i]);

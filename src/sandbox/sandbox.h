@@ -115,6 +115,7 @@ struct cap_config {
         cap_function_fn callback;
         void *userdata;
         int needs_approval;
+        char *url;              /* an HTTP function's endpoint (its userdata is the config) */
     } functions[MAX_FUNCTIONS];
     int function_count;
     char *allowed_functions[MAX_FUNCTION_PATTERNS]; /* fnmatch patterns */

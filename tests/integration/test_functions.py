@@ -201,3 +201,44 @@ def test_bad_function_options_are_usage_errors(capsule, tmp_path):
                  ["--function", "f=prog 'unbalanced"], ["--audit-log", "/nonexistent/a/b"]):
         completed = capsule.run(*args, code="pass")
         assert completed.returncode == 2, (args, completed.stderr)
+
+
+def test_http_endpoint_function_behind_the_allow_list(capsule):
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            length = int(self.headers["Content-Length"])
+            arguments = json.loads(self.rfile.read(length))
+            if self.path == "/broken":
+                self.send_response(500)
+                self.end_headers()
+                return
+            body = json.dumps({"sum": arguments["a"] + arguments["b"],
+                               "type": self.headers["Content-Type"]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        code = ("from capsule.functions import add\nadd(a=2, b=3)")
+        result = capsule.json(code, "--function", f"add={base}/add", "--allow-url", f"{base}/")
+        assert result["return_value"] == "{'sum': 5, 'type': 'application/json'}", result
+        # Outside the allow-list: refused in the host, PermissionError in the guest.
+        result = capsule.json(code, "--function", f"add={base}/add")
+        assert result["status"] == "run-error"
+        assert "PermissionError" in result["error"] and "allow-list" in result["error"]
+        result = capsule.json("from capsule.functions import bad\nbad(a=1, b=1)",
+                              "--function", f"bad={base}/broken", "--allow-url", f"{base}/")
+        assert "capsule.functions.ToolError: HTTP 500" in result["error"], result
+    finally:
+        server.shutdown()
