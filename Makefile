@@ -34,13 +34,13 @@ LINK_HARDENING := -Wl,-z,relro,-z,now
 # The host side of the sandbox (src/sandbox/sandbox.h), one concern per file.
 SANDBOX_HOST_SOURCES := src/sandbox/config.c src/sandbox/docs.c src/sandbox/pool.c src/sandbox/session.c \
                         src/sandbox/run.c src/sandbox/broker.c src/sandbox/provider.c \
-                        src/sandbox/dependencies.c src/sandbox/result.c
+                        src/sandbox/dependencies.c src/sandbox/functions.c src/sandbox/result.c
 LIBRARY_SOURCES := $(SANDBOX_HOST_SOURCES) src/sandbox/zygote.c src/sandbox/frame.c \
                    src/sandbox/lockdown.c src/sandbox/buffer.c src/sandbox/http.c src/wasi/wasi.c \
                    src/vfs/vfs.c src/vfs/memfs.c src/vfs/devfs.c src/vfs/image.c src/vfs/image_writer.c src/vfs/device.c \
                    src/vfs/resource.c src/vfs/hostfs.c src/deps/deps.c src/deps/wheel.c src/deps/requirement.c \
                    src/runtime/runtime.c
-CLI_SOURCES := src/cli/main.c src/cli/check.c src/cli/options.c src/cli/world.c src/cli/serve.c \
+CLI_SOURCES := src/cli/main.c src/cli/check.c src/cli/options.c src/cli/world.c src/cli/program.c src/cli/serve.c \
                src/mcp/server.c src/mcp/stdio.c src/mcp/http.c
 HEADERS := $(wildcard include/*.h src/*/*.h)
 
@@ -66,7 +66,7 @@ serve: build
 $(BUILD)/guest/python.wasm: guest/build-python.sh guest/sqlite-wasi-vfs.c
 	sh guest/build-python.sh $(BUILD)
 
-$(BUILD)/stdlib.img $(BUILD)/stdlib-tests.img $(BUILD)/tzdata.img &: $(BUILD)/guest/python.wasm guest/build-stdlib.sh guest/_capsule_runner.py tools/mkimage.py
+$(BUILD)/stdlib.img $(BUILD)/stdlib-tests.img $(BUILD)/tzdata.img &: $(BUILD)/guest/python.wasm guest/build-stdlib.sh guest/_capsule_runner.py $(wildcard guest/capsule/*.py) tools/mkimage.py
 	sh guest/build-stdlib.sh $(BUILD)
 
 # --- runtime: wasm2c translation and its compilation ------------------------
@@ -249,9 +249,14 @@ LIBRARY_OBJECTS = $(patsubst %.c,$(BUILD)/obj/%.o,$(LIBRARY_SOURCES)) $(BUILD)/o
 $(BUILD)/bench_isolation: $(BUILD)/obj/bench/isolation.o $(LIBRARY_OBJECTS)
 	$(CC) -o $@ $^ $(LDLIBS)
 
-bench: build $(BUILD)/bench_isolation
+# The host-function round trip (docs/functions.md), the library API only.
+$(BUILD)/bench_functions: $(BUILD)/obj/bench/functions.o $(LIBRARY_OBJECTS)
+	$(CC) -o $@ $^ $(LDLIBS)
+
+bench: build $(BUILD)/bench_isolation $(BUILD)/bench_functions
 	$(HOST_PYTHON) bench/bench.py --capsule $(BUILD)/capsule
 	$(BUILD)/bench_isolation
+	$(BUILD)/bench_functions
 	$(HOST_PYTHON) bench/mcp.py --capsule $(BUILD)/capsule
 
 # The store's benchmark (docs/store.md): commit latency, blobs/s, restore, on

@@ -21,6 +21,8 @@ cp "$build"/guest/cpython/build/lib.wasi-wasm32-3.11/_sysconfigdata_*.py "$stage
 # Debian's sysconfig patch names the module after the multiarch tuple only.
 cp "$stage"/_sysconfigdata__wasi_wasm32-wasi.py "$stage/_sysconfigdata__wasm32-wasi.py"
 cp "$here/_capsule_runner.py" "$stage/"
+# The guest's own library: capsule.functions (host functions).
+rm -rf "$stage/capsule" && cp -r "$here/capsule" "$stage/capsule"
 # getpath looks for lib-dynload to find exec_prefix; modules are static here.
 mkdir -p "$stage/lib-dynload"
 /usr/bin/python3.11 -m compileall -q -j0 --invalidation-mode unchecked-hash "$stage" >/dev/null

@@ -73,6 +73,7 @@ cap_config *cap_config_new(void) {
     config->max_sessions = 8;
     config->session_idle_seconds = 600;
     config->host_entry_limit = DEFAULT_ENTRIES;
+    config->audit_fd = -1;
     if (!config->images[0].host_path || !config->images[0].guest_path) {
         cap_config_free(config);
         return NULL;
@@ -91,6 +92,7 @@ void cap_config_free(cap_config *config) {
     vfs_image_release(config->time_zones);
     for (int i = 0; i < config->env_count; i++) free(config->env[i]);
     sandbox_docs_free(config);
+    sandbox_functions_free(config);
     free(config->output_directory);
     for (int i = 0; i < config->resource_count; i++) {
         free(config->resource_names[i]);
