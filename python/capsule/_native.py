@@ -38,6 +38,9 @@ class Limits(ctypes.Structure):
         ("output_bytes", ctypes.c_uint64),
         ("disk_bytes", ctypes.c_uint64),
         ("disk_entries", ctypes.c_uint64),
+        ("function_calls", ctypes.c_uint32),
+        ("function_result_bytes", ctypes.c_uint64),
+        ("function_seconds", ctypes.c_double),
     ]
 
 
@@ -60,6 +63,7 @@ class Artifact(ctypes.Structure):
 
 OUTPUT_FUNCTION = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t)
 PROGRESS_FUNCTION = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_char_p)
+APPROVE_FUNCTION = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p)
 
 
 class RunOptions(ctypes.Structure):
@@ -76,6 +80,7 @@ class RunOptions(ctypes.Structure):
         ("globals_json", ctypes.c_char_p),
         ("return_json", ctypes.c_int),
         ("on_progress", PROGRESS_FUNCTION),
+        ("approve", APPROVE_FUNCTION),
     ]
 
 
