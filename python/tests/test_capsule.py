@@ -189,3 +189,21 @@ def test_the_package_is_typed():
     if "No module named mypy" in checked.stderr:
         pytest.skip("mypy is not installed (Debian: python3-mypy)")
     assert checked.returncode == 0, checked.stdout
+
+
+def test_ctypes_structures_match_the_header(tmp_path):
+    # The binding mirrors cap_limits and cap_run_options by hand: a field
+    # added to the header and not here shifts every field after it.
+    import ctypes
+    from capsule import _native
+    source = tmp_path / "sizes.c"
+    source.write_text('#include "capsule.h"\n#include <stddef.h>\n#include <stdio.h>\n'
+                      'int main(void) { printf("%zu %zu %zu\\n", sizeof(cap_limits), '
+                      'sizeof(cap_run_options), offsetof(cap_run_options, files)); return 0; }\n')
+    subprocess.run(["gcc", "-I", str(ROOT / "include"), str(source), "-o", str(tmp_path / "sizes")],
+                   check=True)
+    sizes = subprocess.run([str(tmp_path / "sizes")], capture_output=True, text=True,
+                           check=True).stdout.split()
+    assert [int(n) for n in sizes] == [ctypes.sizeof(_native.Limits),
+                                       ctypes.sizeof(_native.RunOptions),
+                                       _native.RunOptions.files.offset]
