@@ -18,21 +18,34 @@ CHECKED_DEFINES := -DWASM_RT_MEMCHECK_SIGNAL_HANDLER=0 -DWASM_RT_MAX_CALL_STACK_
 # Debian's interpreter (with python3-pytest), not whatever python3 is first on PATH.
 HOST_PYTHON := /usr/bin/python3
 SANITIZE := -fsanitize=address,undefined -fno-omit-frame-pointer
+# Release objects are position-independent, so that one compilation of the
+# generated C serves both the binary and libcapsule.so.  It costs nothing:
+# python.o is byte-identical to the default -fPIE one (docs/install.md has
+# the measurements).  Each set of objects depends on a file holding
+# its flags, rewritten only when they change: a build directory made with
+# other flags is rebuilt once, not left half PIC, and a change to the host
+# code's flags does not recompile the generated C.
+PIC := -fPIC
+RELEASE_CFLAGS := $(CFLAGS) $(PIC) -D_FORTIFY_SOURCE=2
+RELEASE_FLAGS := $(BUILD)/obj/flags
+GENERATED_FLAGS := $(BUILD)/runtime/flags
+LINK_HARDENING := -Wl,-z,relro,-z,now
 
 # The host side of the sandbox (src/sandbox/sandbox.h), one concern per file.
 SANDBOX_HOST_SOURCES := src/sandbox/config.c src/sandbox/docs.c src/sandbox/pool.c src/sandbox/session.c \
                         src/sandbox/run.c src/sandbox/broker.c src/sandbox/provider.c \
-                        src/sandbox/dependencies.c src/sandbox/result.c
+                        src/sandbox/dependencies.c src/sandbox/functions.c src/sandbox/result.c
 LIBRARY_SOURCES := $(SANDBOX_HOST_SOURCES) src/sandbox/zygote.c src/sandbox/frame.c \
                    src/sandbox/lockdown.c src/sandbox/buffer.c src/sandbox/http.c src/wasi/wasi.c \
                    src/vfs/vfs.c src/vfs/memfs.c src/vfs/devfs.c src/vfs/image.c src/vfs/image_writer.c src/vfs/device.c \
                    src/vfs/resource.c src/vfs/hostfs.c src/deps/deps.c src/deps/wheel.c src/deps/requirement.c \
                    src/runtime/runtime.c
-CLI_SOURCES := src/cli/main.c src/cli/check.c src/cli/options.c src/cli/world.c src/cli/serve.c \
+CLI_SOURCES := src/cli/main.c src/cli/check.c src/cli/options.c src/cli/world.c src/cli/program.c src/cli/serve.c \
                src/mcp/server.c src/mcp/stdio.c src/mcp/http.c
 HEADERS := $(wildcard include/*.h src/*/*.h)
 
-.PHONY: all build deps sample serve test unit-test integration-test interop-test regression-test bench clean fuzz
+.PHONY: all build deps sample serve test unit-test test-store integration-test interop-test regression-test bench clean fuzz \
+        library install uninstall wheel deb python-test FORCE
 # The main job: build, then serve MCP over HTTP on loopback (Ctrl-C stops it).
 all: build serve
 
@@ -53,7 +66,7 @@ serve: build
 $(BUILD)/guest/python.wasm: guest/build-python.sh guest/sqlite-wasi-vfs.c guest/capsule_entry.c
 	sh guest/build-python.sh $(BUILD)
 
-$(BUILD)/stdlib.img $(BUILD)/stdlib-tests.img $(BUILD)/tzdata.img &: $(BUILD)/guest/python.wasm guest/build-stdlib.sh guest/_capsule_runner.py tools/mkimage.py
+$(BUILD)/stdlib.img $(BUILD)/stdlib-tests.img $(BUILD)/tzdata.img &: $(BUILD)/guest/python.wasm guest/build-stdlib.sh guest/_capsule_runner.py $(wildcard guest/capsule/*.py) tools/mkimage.py
 	sh guest/build-stdlib.sh $(BUILD)
 
 # --- runtime: wasm2c translation and its compilation ------------------------
@@ -66,22 +79,30 @@ $(BUILD)/runtime/python.c $(BUILD)/runtime/python.h &: $(BUILD)/guest/python.was
 	sed -i 's/python.raw.h/python.h/' $(BUILD)/runtime/python.c
 	rm $(BUILD)/runtime/python.raw.c
 
-$(BUILD)/runtime/python.o: $(BUILD)/runtime/python.c
-	$(CC) $(GENERATED_CFLAGS) -c $< -o $@
+$(RELEASE_FLAGS): FORCE
+	@mkdir -p $(dir $@)
+	@echo '$(RELEASE_CFLAGS)' | cmp -s - $@ || echo '$(RELEASE_CFLAGS)' > $@
+
+$(GENERATED_FLAGS): FORCE
+	@mkdir -p $(dir $@)
+	@echo '$(GENERATED_CFLAGS) $(PIC)' | cmp -s - $@ || echo '$(GENERATED_CFLAGS) $(PIC)' > $@
+
+$(BUILD)/runtime/python.o: $(BUILD)/runtime/python.c $(GENERATED_FLAGS)
+	$(CC) $(GENERATED_CFLAGS) $(PIC) -c $< -o $@
 
 $(BUILD)/runtime/python-checked.o: $(BUILD)/runtime/python.c
 	$(CC) $(GENERATED_CFLAGS) $(CHECKED_DEFINES) -c $< -o $@
 
-$(BUILD)/obj/%.o: %.c $(HEADERS) $(BUILD)/runtime/python.h
+$(BUILD)/obj/%.o: %.c $(HEADERS) $(BUILD)/runtime/python.h $(RELEASE_FLAGS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -DCAP_WASI_CHECK_PROTOTYPES -c $< -o $@
+	$(CC) $(RELEASE_CFLAGS) -DCAP_WASI_CHECK_PROTOTYPES -c $< -o $@
 
-$(BUILD)/obj/wasm-rt-impl.o: $(WASM2C_RUNTIME)/wasm-rt-impl.c
+$(BUILD)/obj/wasm-rt-impl.o: $(WASM2C_RUNTIME)/wasm-rt-impl.c $(RELEASE_FLAGS)
 	@mkdir -p $(dir $@)
-	$(CC) -O2 -I$(WASM2C_RUNTIME) -c $< -o $@
+	$(CC) -O2 $(PIC) -D_FORTIFY_SOURCE=2 -I$(WASM2C_RUNTIME) -c $< -o $@
 
 $(BUILD)/capsule: $(patsubst %.c,$(BUILD)/obj/%.o,$(LIBRARY_SOURCES) $(CLI_SOURCES)) $(BUILD)/obj/wasm-rt-impl.o $(BUILD)/runtime/python.o
-	$(CC) -o $@ $^ $(LDLIBS)
+	$(CC) $(LINK_HARDENING) -o $@ $(filter %.o,$^) $(LDLIBS)
 
 # --- sanitizer build of the host code (tests) ------------------------------
 $(BUILD)/asan/%.o: %.c $(HEADERS) $(BUILD)/runtime/python.h
@@ -119,9 +140,24 @@ $(BUILD)/test_snapshot: tests/api/test_snapshot.c $(LIBRARY_ASAN_OBJECTS)
 	$(CC) $(CFLAGS) $(SANITIZE) $(CHECKED_DEFINES) -o $@ $< $(LIBRARY_ASAN_OBJECTS) -lcmocka $(LDLIBS)
 
 
-unit-test: deps $(BUILD)/asan/wasm-rt-impl.o $(BUILD)/test_unit $(BUILD)/test_requirement
+# The durable store (src/store/, docs/store.md) on its own: real SQLite files
+# and a real PostgreSQL server (started for the run by
+# tests/store/with-postgres.sh, stopped after it whatever the outcome), real
+# processes killed with SIGKILL.
+STORE_SOURCES := src/store/store.c src/store/sqlite.c src/store/postgres.c
+STORE_LDLIBS := -lsqlite3 -lpq -lzstd -lcrypto
+STORE_CFLAGS := -I/usr/include/postgresql
+$(BUILD)/test_store: tests/unit/test_store.c $(STORE_SOURCES) src/store/store.h src/store/backend.h include/capsule.h
+	@mkdir -p $(BUILD)
+	$(CC) $(CFLAGS) $(STORE_CFLAGS) $(SANITIZE) -o $@ tests/unit/test_store.c $(STORE_SOURCES) -lcmocka $(STORE_LDLIBS)
+
+test-store: deps $(BUILD)/test_store
+	sh tests/store/with-postgres.sh $(BUILD)/test_store
+
+unit-test: deps $(BUILD)/asan/wasm-rt-impl.o $(BUILD)/test_unit $(BUILD)/test_requirement $(BUILD)/test_store
 	$(BUILD)/test_unit
 	$(BUILD)/test_requirement
+	sh tests/store/with-postgres.sh $(BUILD)/test_store
 
 integration-test: build $(BUILD)/capsule-asan
 	$(HOST_PYTHON) -m pytest -q tests/integration
@@ -145,15 +181,19 @@ regression-test: build
 # parallel), then runs the suites one after another.
 test: deps
 	$(MAKE) -j2 $(BUILD)/capsule $(BUILD)/capsule-asan $(BUILD)/stdlib.img $(BUILD)/asan/wasm-rt-impl.o
+	$(MAKE) library
 	$(MAKE) $(BUILD)/test_unit $(BUILD)/test_api $(BUILD)/test_snapshot $(BUILD)/test_requirement
+	$(MAKE) $(BUILD)/test_store
 	$(BUILD)/test_unit
 	$(BUILD)/test_requirement
+	sh tests/store/with-postgres.sh $(BUILD)/test_store
 	$(BUILD)/test_api
 	$(BUILD)/test_snapshot
 	$(BUILD)/capsule check
 	$(MAKE) fuzz FUZZ_SECONDS=60
 	$(HOST_PYTHON) tests/regression/run_cpython_tests.py --capsule $(BUILD)/capsule --check
 	$(HOST_PYTHON) -m pytest -q tests/integration
+	$(MAKE) python-test
 	$(MAKE) interop-test
 
 # --- fuzzing (docs/fuzzing.md) -------------------------------------------------
@@ -220,10 +260,107 @@ $(BUILD)/bench_isolation: $(BUILD)/obj/bench/isolation.o $(LIBRARY_OBJECTS)
 $(BUILD)/test_snapshot-release: tests/api/test_snapshot.c $(LIBRARY_OBJECTS)
 	$(CC) $(CFLAGS) -o $@ $< $(LIBRARY_OBJECTS) -lcmocka $(LDLIBS)
 
-bench: build $(BUILD)/bench_isolation
+# The host-function round trip (docs/functions.md), the library API only.
+$(BUILD)/bench_functions: $(BUILD)/obj/bench/functions.o $(LIBRARY_OBJECTS)
+	$(CC) -o $@ $^ $(LDLIBS)
+
+bench: build $(BUILD)/bench_isolation $(BUILD)/bench_functions
 	$(HOST_PYTHON) bench/bench.py --capsule $(BUILD)/capsule
 	$(BUILD)/bench_isolation
+	$(BUILD)/bench_functions
 	$(HOST_PYTHON) bench/mcp.py --capsule $(BUILD)/capsule
 
+# The store's benchmark (docs/store.md): commit latency, blobs/s, restore, on
+# SQLite and on a throwaway PostgreSQL server.
+.PHONY: bench-store
+$(BUILD)/bench_store: bench/store.c $(STORE_SOURCES) src/store/store.h src/store/backend.h include/capsule.h
+	@mkdir -p $(BUILD)
+	$(CC) $(CFLAGS) $(STORE_CFLAGS) -o $@ bench/store.c $(STORE_SOURCES) $(STORE_LDLIBS)
+
+bench-store: $(BUILD)/bench_store
+	sh tests/store/with-postgres.sh $(BUILD)/bench_store
+
+# --- installation (docs/install.md) -----------------------------------------
+# `make install` (PREFIX, DESTDIR), `make uninstall`, and the two packages
+# built from the same files: `make deb` and `make wheel`.
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+LIBDIR ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+MANDIR ?= $(PREFIX)/share/man
+DOCDIR ?= $(PREFIX)/share/doc/capsule
+BASH_COMPLETION_DIR ?= $(PREFIX)/share/bash-completion/completions
+VERSION := $(shell sed -n 's/^\#define CAP_VERSION "\(.*\)"/\1/p' include/capsule.h)
+SONAME := libcapsule.so.0
+SHARED_LIBRARY := $(BUILD)/libcapsule.so.$(VERSION)
+# The library needs everything the CLI links but libmicrohttpd (MCP over HTTP).
+LIBRARY_LDLIBS := $(filter-out -lmicrohttpd,$(LDLIBS))
+
+library: $(SHARED_LIBRARY) $(BUILD)/libcapsule.a
+
+# Exports the cap_* API only (packaging/libcapsule.map): the VFS, WASI and
+# w2c_* symbols stay inside, bound locally.
+$(SHARED_LIBRARY): $(LIBRARY_OBJECTS) packaging/libcapsule.map
+	$(CC) -shared -Wl,-soname,$(SONAME) -Wl,--version-script=packaging/libcapsule.map -Wl,-z,defs \
+	    $(LINK_HARDENING) -o $@ $(LIBRARY_OBJECTS) $(LIBRARY_LDLIBS)
+	ln -sf $(notdir $@) $(BUILD)/$(SONAME)
+	ln -sf $(SONAME) $(BUILD)/libcapsule.so
+
+# One relocatable object with only cap_* left global, so that a program
+# linked statically cannot collide with vfs_open or w2c_python_*.
+$(BUILD)/libcapsule.a: $(LIBRARY_OBJECTS)
+	ld -r -o $(BUILD)/libcapsule-static.o $(LIBRARY_OBJECTS)
+	objcopy -w --keep-global-symbol='cap_*' $(BUILD)/libcapsule-static.o
+	rm -f $@
+	ar rcs $@ $(BUILD)/libcapsule-static.o
+	rm $(BUILD)/libcapsule-static.o
+
+install: $(BUILD)/capsule $(BUILD)/stdlib.img $(SHARED_LIBRARY) $(BUILD)/libcapsule.a
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR)/capsule $(DESTDIR)$(LIBDIR)/pkgconfig \
+	    $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(BASH_COMPLETION_DIR) $(DESTDIR)$(DOCDIR)
+	install -m 755 $(BUILD)/capsule $(DESTDIR)$(BINDIR)/capsule
+	install -m 644 $(BUILD)/stdlib.img $(DESTDIR)$(LIBDIR)/capsule/stdlib.img
+	install -m 644 $(BUILD)/tzdata.img $(DESTDIR)$(LIBDIR)/capsule/tzdata.img
+	install -m 644 $(SHARED_LIBRARY) $(DESTDIR)$(LIBDIR)/libcapsule.so.$(VERSION)
+	ln -sf libcapsule.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libcapsule.so
+	install -m 644 $(BUILD)/libcapsule.a $(DESTDIR)$(LIBDIR)/libcapsule.a
+	install -m 644 include/capsule.h $(DESTDIR)$(INCLUDEDIR)/capsule.h
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(patsubst $(PREFIX)%,$${prefix}%,$(LIBDIR))|' \
+	    -e 's|@INCLUDEDIR@|$(patsubst $(PREFIX)%,$${prefix}%,$(INCLUDEDIR))|' -e 's|@VERSION@|$(VERSION)|' \
+	    -e 's|@LIBS_PRIVATE@|$(LIBRARY_LDLIBS)|' packaging/capsule.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/capsule.pc
+	install -m 644 docs/capsule.1 $(DESTDIR)$(MANDIR)/man1/capsule.1
+	install -m 644 packaging/capsule.bash-completion $(DESTDIR)$(BASH_COMPLETION_DIR)/capsule
+	install -m 644 docs/api.md $(DESTDIR)$(DOCDIR)/api.md
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ]; then ldconfig; fi
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/capsule $(DESTDIR)$(LIBDIR)/capsule/stdlib.img \
+	    $(DESTDIR)$(LIBDIR)/capsule/tzdata.img \
+	    $(DESTDIR)$(LIBDIR)/libcapsule.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME) \
+	    $(DESTDIR)$(LIBDIR)/libcapsule.so $(DESTDIR)$(LIBDIR)/libcapsule.a \
+	    $(DESTDIR)$(INCLUDEDIR)/capsule.h $(DESTDIR)$(LIBDIR)/pkgconfig/capsule.pc \
+	    $(DESTDIR)$(MANDIR)/man1/capsule.1 $(DESTDIR)$(BASH_COMPLETION_DIR)/capsule $(DESTDIR)$(DOCDIR)/api.md
+	-rmdir $(DESTDIR)$(LIBDIR)/capsule $(DESTDIR)$(DOCDIR)
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ]; then ldconfig; fi
+
+# build/capsule_VERSION-1_amd64.deb, from `make install` into a staging root.
+deb: deps $(BUILD)/capsule $(BUILD)/stdlib.img $(SHARED_LIBRARY) $(BUILD)/libcapsule.a
+	sh packaging/build-deb.sh $(BUILD) $(VERSION)
+
+# build/dist/capsule_sandbox-VERSION-py3-none-linux_x86_64.whl: the Python
+# binding with the library and the stdlib image inside.
+wheel: deps $(SHARED_LIBRARY) $(BUILD)/stdlib.img $(BUILD)/tzdata.img
+	$(HOST_PYTHON) packaging/build-wheel.py --library $(SHARED_LIBRARY) --stdlib $(BUILD)/stdlib.img \
+	    --tzdata $(BUILD)/tzdata.img \
+	    --output $(BUILD)/dist python
+
+# The Python binding against build/libcapsule.so, from the source tree.
+python-test: $(SHARED_LIBRARY) $(BUILD)/stdlib.img
+	CAPSULE_LIBRARY=$(abspath $(BUILD)/$(SONAME)) PYTHONPATH=python $(HOST_PYTHON) -m pytest -q python/tests
+
+FORCE:
+
 clean:
-	rm -rf $(BUILD)/obj $(BUILD)/asan $(BUILD)/capsule $(BUILD)/capsule-asan $(BUILD)/test_unit $(BUILD)/test_snapshot
+	rm -rf $(BUILD)/obj $(BUILD)/asan $(BUILD)/capsule $(BUILD)/capsule-asan $(BUILD)/test_unit $(BUILD)/test_snapshot \
+	    $(BUILD)/libcapsule.* $(BUILD)/$(SONAME) $(BUILD)/libcapsule.so $(BUILD)/deb $(BUILD)/dist $(BUILD)/capsule_*.deb

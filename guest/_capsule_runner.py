@@ -30,6 +30,7 @@ import json
 import linecache
 import os
 import sys
+import time
 import traceback
 import types
 
@@ -405,6 +406,69 @@ def _access_knowing_mounts(path, mode, *, dir_fd=None, effective_ids=False,
     return allowed
 
 
+# WASI has no permission bits: wasi-libc's stat gives every file mode 000,
+# which zipfile and tarfile would write into archives (unreadable once
+# extracted elsewhere), and os.chmod changed nothing anyone could see.  So
+# os.stat reports the usual 644/755, and os.chmod's bits for the paths it
+# was given (remembered for the life of the interpreter, like the files of a
+# session).  importlib keeps posix.stat itself.
+_modes = {}
+_stat, _lstat, _chmod, _mkdir = os.stat, os.lstat, os.chmod, os.mkdir
+_UMASK = 0o022
+
+
+def _with_mode(result, path):
+    kind = result.st_mode & 0o170000
+    bits = _modes.get(path)
+    if bits is None:
+        bits = 0o755 if kind == 0o040000 else 0o644
+    values, extra = result.__reduce__()[1]
+    return os.stat_result((kind | bits,) + tuple(values)[1:], extra)
+
+
+def _key(path, dir_fd):
+    if isinstance(path, int) or dir_fd is not None:
+        return None
+    return os.path.abspath(os.fsdecode(path))
+
+
+def _stat_with_mode(path, *, dir_fd=None, follow_symlinks=True):
+    return _with_mode(_stat(path, dir_fd=dir_fd, follow_symlinks=follow_symlinks),
+                      _key(path, dir_fd))
+
+
+def _lstat_with_mode(path, *, dir_fd=None):
+    return _with_mode(_lstat(path, dir_fd=dir_fd), _key(path, dir_fd))
+
+
+def _chmod_remembered(path, mode, *, dir_fd=None, follow_symlinks=True):
+    _chmod(path, mode, dir_fd=dir_fd, follow_symlinks=follow_symlinks)
+    key = _key(path, dir_fd)
+    if key is not None:
+        _modes[key] = mode & 0o7777
+
+
+_utime = os.utime
+
+
+def _utime_now_explicit(path, times=None, *, ns=None, dir_fd=None, follow_symlinks=True):
+    """os.utime: "now" (no times given) reaches WASI as the time 0 through
+    this wasi-libc and CPython, so the current time is passed explicitly."""
+    if times is None and ns is None:
+        now = time.time_ns()
+        return _utime(path, ns=(now, now), dir_fd=dir_fd, follow_symlinks=follow_symlinks)
+    if ns is None:
+        return _utime(path, times, dir_fd=dir_fd, follow_symlinks=follow_symlinks)
+    return _utime(path, times, ns=ns, dir_fd=dir_fd, follow_symlinks=follow_symlinks)
+
+
+def _mkdir_remembered(path, mode=0o777, *, dir_fd=None):
+    _mkdir(path, mode, dir_fd=dir_fd)
+    key = _key(path, dir_fd)
+    if key is not None:
+        _modes[key] = mode & 0o7777 & ~_UMASK
+
+
 def _explain(exc):
     """Adds a note to an uncaught OSError about a path the sandbox does not
     have or may not write, naming what it does have."""
@@ -541,7 +605,16 @@ def init(channel, read_only=()):
     # native Python's 1000, and beyond the limit is a RecursionError.
     sys.setrecursionlimit(1000)
     _deny_capabilities()
-    os.access = _access_knowing_mounts
+    for name, wrapper in (("access", _access_knowing_mounts), ("stat", _stat_with_mode),
+                          ("lstat", _lstat_with_mode), ("chmod", _chmod_remembered),
+                          ("utime", _utime_now_explicit), ("mkdir", _mkdir_remembered)):
+        original = getattr(os, name)
+        setattr(os, name, wrapper)
+        # Code asks these sets whether a function takes fd / dir_fd / ...
+        for support in (os.supports_fd, os.supports_dir_fd, os.supports_follow_symlinks,
+                        os.supports_effective_ids):
+            if original in support:
+                support.add(wrapper)
     sys.meta_path.insert(0, _AsyncioPatcher)
     sys.meta_path.append(_InstallingFinder)
 

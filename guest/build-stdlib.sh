@@ -21,6 +21,8 @@ cp "$build"/guest/cpython/build/lib.wasi-wasm32-3.11/_sysconfigdata_*.py "$stage
 # Debian's sysconfig patch names the module after the multiarch tuple only.
 cp "$stage"/_sysconfigdata__wasi_wasm32-wasi.py "$stage/_sysconfigdata__wasm32-wasi.py"
 cp "$here/_capsule_runner.py" "$stage/"
+# The guest's own library: capsule.functions (host functions).
+rm -rf "$stage/capsule" && cp -r "$here/capsule" "$stage/capsule"
 # getpath looks for lib-dynload to find exec_prefix; modules are static here.
 mkdir -p "$stage/lib-dynload"
 /usr/bin/python3.11 -m compileall -q -j0 --invalidation-mode unchecked-hash "$stage" >/dev/null
@@ -35,6 +37,9 @@ for package_tests in unittest/test lib2to3/tests; do
     (cd "$python_src/Lib/$package_tests" && tar cf - --exclude='__pycache__' .) | \
         (cd "$build/stdlib-tests/$package_tests" && tar xf -)
 done
+# lib2to3's tests read the grammars beside their package.
+cp "$python_src/Lib/lib2to3/Grammar.txt" "$python_src/Lib/lib2to3/PatternGrammar.txt" \
+    "$build/stdlib-tests/lib2to3/"
 /usr/bin/python3.11 -m compileall -q -j0 --invalidation-mode unchecked-hash "$build/stdlib-tests" >/dev/null || true
 /usr/bin/python3 "$here/../tools/mkimage.py" "$build/stdlib-tests.img" "$build/stdlib-tests"
 

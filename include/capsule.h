@@ -80,6 +80,10 @@ typedef struct cap_limits {
     uint64_t output_bytes; /* 16 MiB: stdout + stderr together */
     uint64_t disk_bytes;   /* 256 MiB: bytes of files in the scratch file system */
     uint64_t disk_entries; /* 10,000: files and directories in the scratch file system */
+    /* Host functions (cap_config_add_function): */
+    uint32_t function_calls;        /* 1,000: calls per run; then PermissionError */
+    uint64_t function_result_bytes; /* 64 MiB: result bytes per run; then PermissionError */
+    double function_seconds;        /* wall_seconds: per call, never past the wall clock */
 } cap_limits;
 
 /* A file given to a run by value, placed in the scratch file system. */
@@ -106,7 +110,10 @@ cap_config *cap_config_new(void);
 void cap_config_free(cap_config *config);
 
 /* The read-only standard library image (build/stdlib.img).  Default: the
- * file `stdlib.img` beside the running executable. */
+ * first that exists of `stdlib.img` beside the running executable,
+ * `stdlib.img` or `capsule/stdlib.img` beside the shared library holding
+ * libcapsule, and `../lib/capsule/stdlib.img` from the executable (an
+ * installation: $(PREFIX)/lib/capsule/stdlib.img). */
 int cap_config_set_stdlib(cap_config *config, const char *image_path, char *error);
 
 /* Mount another read-only image at a guest path (for example CPython's test
@@ -221,6 +228,89 @@ int cap_config_add_index_url(cap_config *config, const char *url, char *error);
 int cap_config_add_site_packages(cap_config *config, const char *host_path, char *error);
 int cap_config_set_package_cache(cap_config *config, const char *host_path, char *error);
 
+/* --- Host functions ----------------------------------------------------- */
+
+/* A host function is called by the guest and runs here, in the host, on
+ * the thread running cap_sandbox_run, while the guest waits:
+ *
+ *     from capsule.functions import lookup_order
+ *     lookup_order(order_id=42)
+ *
+ * The worker never runs it and never sees the callback, its userdata or
+ * anything the host holds; it only forwards the call.  Arguments and
+ * results are JSON; a bytes value crosses as the object {"$bytes":
+ * "<base64>"} (the guest's library converts both ways).  In the guest,
+ * each granted function is a plain Python function with keyword-only
+ * arguments, its signature and docstring made from `input_schema_json`
+ * (never executed).  Errors become the guest's exceptions: a function not
+ * granted, denied or past a limit is PermissionError, a callback's
+ * CAP_FUNCTION_ERROR is capsule.functions.ToolError(message),
+ * CAP_FUNCTION_TIMEOUT is TimeoutError.  Results larger than 1 MiB reach
+ * the guest through a file of its scratch file system (outside its disk
+ * quota), read back transparently: a result the host has is never lost. */
+
+/* One call, as the callback sees it; valid during the callback only. */
+typedef struct cap_function_call {
+    const char *name;        /* the function's registered name */
+    const char *arguments;   /* a JSON object, NUL-terminated; checked against the schema's
+                                top level (required names, property types, additionalProperties) */
+    size_t arguments_size;
+    const char *session;     /* the run's session id, NULL for a fresh run */
+    double timeout_seconds;  /* the time the call may take (cap_limits.function_seconds, never
+                                past the run's wall clock): capsule cannot interrupt a callback,
+                                so it is the callback's to honour */
+    uint64_t max_result_bytes; /* what is left of the run's result budget */
+} cap_function_call;
+
+/* What a callback returns. */
+enum {
+    CAP_FUNCTION_OK = 0,      /* *result holds JSON text (malloc'd; capsule frees it) */
+    CAP_FUNCTION_ERROR = 1,   /* the guest raises capsule.functions.ToolError(error) */
+    CAP_FUNCTION_TIMEOUT = 2, /* the guest raises TimeoutError(error) */
+    CAP_FUNCTION_DENIED = 3,  /* the guest raises PermissionError(error) */
+};
+
+/* `error` is a CAP_ERROR_SIZE buffer for the message the guest sees. */
+typedef int (*cap_function_fn)(void *userdata, const cap_function_call *call, char **result,
+                               size_t *result_size, char *error);
+
+/* Grants the function `name` (a Python identifier, not a keyword, at most
+ * 64 bytes; a dotted "namespace.name" is reserved for tools of other
+ * servers).  `description` (may be NULL) and `input_schema_json` (a JSON
+ * Schema of type "object"; NULL: any keyword arguments) are shown to the
+ * guest as text only.  Names are unique; at most 256 functions. */
+int cap_config_add_function(cap_config *config, const char *name, const char *description,
+                            const char *input_schema_json, cap_function_fn callback,
+                            void *userdata, char *error);
+
+/* A function backed by an HTTP endpoint: each call POSTs the arguments
+ * (JSON, Content-Type application/json) to `url`, which, like every
+ * redirect, must be allowed by cap_config_allow_url (else PermissionError);
+ * a 2xx response whose body is JSON is the result; anything else is a
+ * ToolError, and the call's time limit a TimeoutError.  The host makes the
+ * request: the guest has no socket. */
+int cap_config_add_http_function(cap_config *config, const char *name, const char *description,
+                                 const char *input_schema_json, const char *url, char *error);
+
+/* Marks a function as needing approval: each call first asks the run's
+ * cap_run_options.approve; without one, or when it says no, the call fails
+ * closed (PermissionError) and the function does not run. */
+int cap_config_require_approval(cap_config *config, const char *name, char *error);
+
+/* Allow and deny lists of glob patterns (fnmatch: "github.*", "*delete*")
+ * over the functions' names.  A function is granted when it is added, it
+ * matches an allow pattern (or none were given) and no deny pattern.
+ * Functions not granted are not listed to the guest and their calls fail
+ * with PermissionError.  At most 64 patterns each. */
+int cap_config_allow_functions(cap_config *config, const char *pattern, char *error);
+int cap_config_deny_functions(cap_config *config, const char *pattern, char *error);
+
+/* Appends one JSON line per call to the file at `path` (created 0600 if
+ * needed): time (UTC), session, function, sizes and SHA-256 of the
+ * arguments and the result, duration, and outcome ("ok", "error",
+ * "timeout", "denied", "not-granted", "invalid-arguments", "limit"). */
+int cap_config_set_audit_log(cap_config *config, const char *path, char *error);
+
 /* --- Sandboxes ---------------------------------------------------------- */
 
 int cap_sandbox_new(cap_config *config, cap_sandbox **out, char *error);
@@ -242,6 +332,10 @@ typedef struct cap_run_options {
     /* Called with a line of news while packages are resolved and installed
      * ("resolving pypdf", "downloading x.whl"), on the calling thread. */
     void (*on_progress)(void *userdata, const char *message);
+    /* Asked before each call of a function that needs approval
+     * (cap_config_require_approval), on the calling thread: non-zero
+     * allows this one call.  NULL: such calls fail with PermissionError. */
+    int (*approve)(void *userdata, const char *function, const char *arguments_json);
 } cap_run_options;
 
 /* Runs `code` (Python source, any bytes) as the program `main.py`, in a

@@ -4,8 +4,9 @@
  * Each attempt runs inside a fresh sandbox worker and reports whether the
  * guest got what it tried for.  Walls 1-4 pass when every attempt is denied
  * with a Python exception; wall 5 grants exactly one capability of each
- * kind (an environment variable, a file by value) and passes when those
- * work and nothing else does; wall 6 mounts a host directory read-only
+ * kind (an environment variable, a file by value, a host function) and
+ * passes when those work, a function not granted is refused, and the
+ * other four walls still hold; wall 6 mounts a host directory read-only
  * (holding a symbolic link that points out of it) and passes when its file
  * reads and every write or escape fails.  Uses only include/capsule.h.
  */
@@ -27,7 +28,7 @@ typedef struct attempt {
 } attempt;
 
 static const char *wall_names[] = {
-    "", "host files", "network", "host environment", "processes", "one capability",
+    "", "host files", "network", "host environment", "processes", "one grant each",
     "read-only mount",
 };
 #define WALL_COUNT 6
@@ -66,7 +67,17 @@ static const attempt attempts[] = {
     {5, "other variables still hidden",
      "import os\nextra = set(os.environ) - {'CAPSULE_GRANTED'}\n"
      "if extra: result = sorted(extra)\nelse: raise KeyError('only the granted variable')", 0},
+    {5, "granted function lookup_order(order_id=7)",
+     "from capsule.functions import lookup_order\nresult = lookup_order(order_id=7)\n"
+     "if result != {'order': 7, 'status': 'shipped'}: raise ValueError(result)", 1},
+    {5, "exactly one function is listed",
+     "import capsule.functions as f\nresult = f.__all__\n"
+     "if result != ['lookup_order']: raise PermissionError(result)", 1},
+    {5, "function not granted: delete_order",
+     "from capsule.functions import call; call('delete_order', order_id=7)", 0},
     {5, "/etc/passwd still hidden", "open('/etc/passwd').read()", 0},
+    {5, "network still denied", "import socket; socket.create_connection(('127.0.0.1', 22))", 0},
+    {5, "processes still denied", "import os; os.system('id')", 0},
     {6, "read /data/inside.txt", "result = open('/data/inside.txt').read()", 1},
     {6, "symlink /data/escape -> /etc/passwd", "open('/data/escape').read()", 0},
     {6, "write /data/new.txt", "open('/data/new.txt', 'w').write('x')", 0},
@@ -76,6 +87,25 @@ static const attempt attempts[] = {
 };
 
 #define ATTEMPT_COUNT (sizeof attempts / sizeof attempts[0])
+
+/* Wall 5's one host function: answers in the host, counting its calls. */
+static int lookup_order(void *userdata, const cap_function_call *call, char **result,
+                        size_t *result_size, char *error) {
+    (void)error;
+    ++*(int *)userdata;
+    const char *id = strstr(call->arguments, "\"order_id\":");
+    char text[96];
+    int n = snprintf(text, sizeof text, "{\"order\":%d,\"status\":\"shipped\"}",
+                     id ? atoi(id + 11) : -1);
+    *result = strdup(text);
+    *result_size = (size_t)n;
+    return *result ? CAP_FUNCTION_OK : CAP_FUNCTION_ERROR;
+}
+
+static const char lookup_schema[] =
+    "{\"type\":\"object\",\"properties\":{\"order_id\":{\"type\":\"integer\","
+    "\"description\":\"the order's number\"}},\"required\":[\"order_id\"],"
+    "\"additionalProperties\":false}";
 
 /* Wraps an attempt so the guest prints one verdict line. */
 static char *wrap(const char *code) {
@@ -137,7 +167,7 @@ int capsule_check(cap_config *config, int quiet) {
     static const char granted_text[] = "granted by value";
     cap_file granted = {"granted.txt", granted_text, sizeof granted_text - 1};
 
-    int failures = 0, wall_failures[WALL_COUNT + 1] = {0};
+    int failures = 0, wall_failures[WALL_COUNT + 1] = {0}, lookups = 0;
     if (!quiet) printf("%-3s %-17s %-42s %-8s %s\n", "#", "wall", "attempt", "verdict", "detail");
     for (size_t i = 0; i < ATTEMPT_COUNT; i++) {
         const attempt *a = &attempts[i];
@@ -145,10 +175,13 @@ int capsule_check(cap_config *config, int quiet) {
         options.capture = 1;
         options.limits.wall_seconds = 20;
         if (a->wall == 5 && (i == 0 || attempts[i - 1].wall != 5)) {
-            /* Wall 5 gets its own sandbox, granted one variable. */
+            /* Wall 5 gets its own sandbox, granted one variable and one
+             * function (and a file with each run). */
             cap_sandbox_free(sandbox);
             sandbox = NULL;
             if (cap_config_add_env(config, "CAPSULE_GRANTED", "yes", error) != CAP_OK ||
+                cap_config_add_function(config, "lookup_order", "Looks an order up.",
+                                        lookup_schema, lookup_order, &lookups, error) != CAP_OK ||
                 cap_sandbox_new(config, &sandbox, error) != CAP_OK) {
                 fprintf(stderr, "capsule: %s\n", error);
                 return 1;
@@ -183,6 +216,9 @@ int capsule_check(cap_config *config, int quiet) {
         /* Anything but a clean verdict (a crash, a trap) fails the check:
          * a wall must hold with a Python exception, not by breaking. */
         int pass = a->expect_allowed ? allowed : denied;
+        /* The granted function must have run in the host, once. */
+        if (a->wall == 5 && strstr(a->what, "granted function") == a->what && lookups != 1)
+            pass = 0;
         const char *detail = out_size ? out + (allowed ? 8 : denied ? 7 : 0)
                                       : (rc == CAP_OK ? cap_status_name(cap_result_status(result))
                                                       : error);

@@ -8,7 +8,8 @@
 
 const char shared_options_usage[] =
     "  --env NAME=VALUE     set a variable in the guest environment (repeatable)\n"
-    "  --stdlib IMAGE       standard library image (default: stdlib.img beside capsule)\n"
+    "  --stdlib IMAGE       standard library image (default: stdlib.img beside capsule,\n"
+    "                       else ../lib/capsule/stdlib.img from it)\n"
     "  --image IMAGE:GUEST  mount another read-only image at GUEST (repeatable)\n"
     "\n"
     "limits (each run is killed or stopped when it passes one):\n"
@@ -18,11 +19,15 @@ const char shared_options_usage[] =
     "  --max-output SIZE    stdout + stderr (default 16M)\n"
     "  --disk SIZE          bytes of files in the scratch file system (default 256M)\n"
     "  --max-files N        files and directories in the scratch file system per run, and\n"
-    "                       gained by each read-write mount (default 10000)\n";
+    "                       gained by each read-write mount (default 10000)\n"
+    "  --max-calls N        host-function calls per run (default 1000)\n"
+    "  --max-result SIZE    host-function result bytes per run (default 64M)\n"
+    "  --call-timeout SECONDS  per host-function call (default: the wall-clock limit)\n";
 
 static const char *const shared_options[] = {"--env",    "--stdlib", "--image",
                                              "--timeout", "--cpu-time", "--memory",
-                                             "--max-output", "--disk", "--max-files"};
+                                             "--max-output", "--disk", "--max-files",
+                                             "--max-calls", "--max-result", "--call-timeout"};
 
 int is_shared_option(const char *arg) {
     for (size_t i = 0; i < sizeof shared_options / sizeof *shared_options; i++)
@@ -68,13 +73,29 @@ int parse_shared_option(const char *arg, const char *value, cap_config *config,
     const char *right;
     int rc = CAP_OK;
     if (!is_shared_option(arg)) return 0;
-    if (strcmp(arg, "--timeout") == 0 || strcmp(arg, "--cpu-time") == 0) {
+    if (strcmp(arg, "--timeout") == 0 || strcmp(arg, "--cpu-time") == 0 ||
+        strcmp(arg, "--call-timeout") == 0) {
         double seconds = parse_seconds(value);
         if (!seconds) {
             fprintf(stderr, "capsule: %s wants a positive number of seconds\n", arg);
             return -1;
         }
-        *(arg[2] == 't' ? &limits->wall_seconds : &limits->cpu_seconds) = seconds;
+        *(arg[2] == 't' ? &limits->wall_seconds
+          : arg[3] == 'p' ? &limits->cpu_seconds
+                          : &limits->function_seconds) = seconds;
+    } else if (strcmp(arg, "--max-result") == 0) {
+        if (!(limits->function_result_bytes = parse_size(value))) {
+            fprintf(stderr, "capsule: --max-result wants a size such as 64M\n");
+            return -1;
+        }
+    } else if (strcmp(arg, "--max-calls") == 0) {
+        char *end;
+        unsigned long calls = strtoul(value, &end, 10);
+        if (end == value || *end || calls == 0 || calls > 1000000000 || value[0] == '-') {
+            fprintf(stderr, "capsule: --max-calls wants a positive number\n");
+            return -1;
+        }
+        limits->function_calls = (uint32_t)calls;
     } else if (strcmp(arg, "--memory") == 0 || strcmp(arg, "--max-output") == 0 ||
                strcmp(arg, "--disk") == 0) {
         uint64_t size = parse_size(value);

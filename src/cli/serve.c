@@ -15,6 +15,7 @@
 #include <time.h>
 
 #define MAX_ORIGINS 16
+#define MAX_TOKENS 256
 
 const char serve_options_usage[] =
     "  --stdio              newline-delimited JSON-RPC on stdin/stdout (logs on stderr)\n"
@@ -23,8 +24,15 @@ const char serve_options_usage[] =
     "  --workers N          runs in parallel, one sandbox each (default 2)\n"
     "  --queue N            calls that may wait for a worker before 'server busy' (default 16)\n"
     "  --max-body SIZE      largest message accepted (default 16M)\n"
-    "  --token-file FILE    HTTP bearer token (or the CAPSULE_TOKEN environment variable)\n"
-    "  --no-auth            HTTP without a token: only on a loopback address\n"
+    "  --token-file FILE    HTTP bearer tokens, one a line, each its own principal: a\n"
+    "                       client reaches only the sessions its token created\n"
+    "                       (or one token in the CAPSULE_TOKEN environment variable)\n"
+    "  --no-auth            HTTP without a token: only on a loopback address; then each\n"
+    "                       MCP session (Mcp-Session-Id) is its own principal\n"
+    "  --max-connections N  HTTP connections open at once (default 4096)\n"
+    "  --max-connections-per-address N\n"
+    "                       from one client address (default 64); headers must arrive\n"
+    "                       within 5 s of connecting\n"
     "  --allow-origin URL   an Origin allowed besides loopback ones (repeatable)\n"
     "  (and --env, --stdlib, --image, the limits, and the mount and resource options\n"
     "  of run above but --output-dir)\n";
@@ -41,17 +49,36 @@ static void announce(int port) {
     fprintf(stderr, "capsule: MCP server listening on http://%s:%d/mcp\n", listening_host, port);
 }
 
-/* The token file's first line, without surrounding whitespace. */
-static char *read_token(const char *path) {
+/* The tokens of a token file: one a line (at most 1022 characters),
+ * surrounding whitespace removed; empty lines and lines that start with '#'
+ * are skipped.  Appends to
+ * `tokens` (at most MAX_TOKENS in all); the number read, or -1 when the
+ * file cannot be read or has too many tokens. */
+static int read_tokens(const char *path, char **tokens, size_t *count) {
     FILE *f = fopen(path, "r");
     char line[1024];
-    if (!f) return NULL;
-    char *got = fgets(line, sizeof line, f);
+    int read = 0;
+    if (!f) return -1;
+    while (fgets(line, sizeof line, f)) {
+        if (!strchr(line, '\n') && !feof(f)) { /* a token longer than the buffer, */
+            read = -1;                          /* never to be cut in two tokens */
+            break;
+        }
+        char *start = line;
+        while (*start == ' ' || *start == '\t') start++;
+        size_t length = strcspn(start, "\r\n");
+        while (length && (start[length - 1] == ' ' || start[length - 1] == '\t')) length--;
+        start[length] = '\0';
+        if (!length || *start == '#') continue;
+        if (*count == MAX_TOKENS || !(tokens[*count] = strdup(start))) {
+            read = -1;
+            break;
+        }
+        (*count)++;
+        read++;
+    }
     fclose(f);
-    if (!got) return NULL;
-    size_t length = strcspn(line, "\r\n");
-    line[length] = '\0';
-    return length ? strdup(line) : NULL;
+    return read;
 }
 
 int command_serve(int argc, char **argv) {
@@ -74,7 +101,9 @@ int command_serve(int argc, char **argv) {
         int takes_value = is_shared_option(arg) || is_world_option(arg) || strcmp(arg, "--http") == 0 ||
                           strcmp(arg, "--workers") == 0 || strcmp(arg, "--queue") == 0 ||
                           strcmp(arg, "--max-body") == 0 || strcmp(arg, "--token-file") == 0 ||
-                          strcmp(arg, "--allow-origin") == 0;
+                          strcmp(arg, "--allow-origin") == 0 ||
+                          strcmp(arg, "--max-connections") == 0 ||
+                          strcmp(arg, "--max-connections-per-address") == 0;
         if (takes_value && !value) {
             fprintf(stderr, "capsule: %s needs a value\n", arg);
             status = EXIT_USAGE;
@@ -96,6 +125,18 @@ int command_serve(int argc, char **argv) {
                 status = EXIT_USAGE;
             }
             *(arg[2] == 'w' ? &server_options.workers : &server_options.queue) = (int)n;
+            i++;
+        } else if (strcmp(arg, "--max-connections") == 0 ||
+                   strcmp(arg, "--max-connections-per-address") == 0) {
+            char *end;
+            long n = strtol(value, &end, 10);
+            if (*end || n < 1 || n > 1000000) {
+                fprintf(stderr, "capsule: %s wants a number from 1 to 1000000\n", arg);
+                status = EXIT_USAGE;
+            }
+            *(strcmp(arg, "--max-connections") == 0 ? &transport.max_connections
+                                                    : &transport.max_connections_per_address) =
+                (int)n;
             i++;
         } else if (strcmp(arg, "--max-body") == 0) {
             transport.max_message_bytes = parse_size(value);
@@ -143,15 +184,18 @@ int command_serve(int argc, char **argv) {
             transport.port = (int)port;
         }
     }
-    char *token = NULL;
+    char *tokens[MAX_TOKENS];
+    size_t token_count = 0;
     if (status == 0 && http) {
-        if (token_file && !(token = read_token(token_file))) {
-            fprintf(stderr, "capsule: cannot read a token from %s\n", token_file);
+        if (token_file && read_tokens(token_file, tokens, &token_count) <= 0) {
+            fprintf(stderr, "capsule: cannot read tokens from %s (one a line, at most %d)\n",
+                    token_file, MAX_TOKENS);
             status = 1;
-        } else if (!token && getenv("CAPSULE_TOKEN") && *getenv("CAPSULE_TOKEN")) {
-            token = strdup(getenv("CAPSULE_TOKEN"));
+        } else if (!token_count && getenv("CAPSULE_TOKEN") && *getenv("CAPSULE_TOKEN")) {
+            if ((tokens[0] = strdup(getenv("CAPSULE_TOKEN")))) token_count = 1;
         }
-        transport.token = token;
+        transport.tokens = (const char *const *)tokens;
+        transport.token_count = token_count;
     }
     mcp_server *server = NULL;
     char error[CAP_ERROR_SIZE];
@@ -177,7 +221,7 @@ int command_serve(int argc, char **argv) {
     mcp_server_free(server);
     cap_config_free(config);
     free_world_options(&world);
-    free(token);
+    for (size_t i = 0; i < token_count; i++) free(tokens[i]);
     return status;
 }
 

@@ -43,12 +43,21 @@ const char world_options_usage[] =
     "  --site-packages DIR  ... or from a host site-packages directory, e.g.\n"
     "                       /usr/lib/python3/dist-packages (pure-Python ones only)\n"
     "  --package-cache DIR  downloaded wheels and built environments (default\n"
-    "                       ~/.cache/capsule when a package source is given)\n";
+    "                       ~/.cache/capsule when a package source is given)\n"
+    "  --function NAME=COMMAND  grant the host function NAME (capsule.functions.NAME in\n"
+    "                       the guest): each call runs the host program COMMAND (split\n"
+    "                       into words, no shell) with the JSON arguments on stdin; its\n"
+    "                       stdout (JSON) is the result (repeatable; docs/functions.md);\n"
+    "                       NAME=URL: the host POSTs the arguments to URL (--allow-url)\n"
+    "  --allow-function GLOB  grant only the functions matching GLOB (repeatable)\n"
+    "  --deny-function GLOB   never grant the functions matching GLOB (repeatable)\n"
+    "  --audit-log FILE     append one JSON line per function call to FILE\n";
 
 static const char *const world_options[] = {
     "--config", "--mount", "--docs", "--output-dir", "--output", "--network", "--allow-url",
     "--allow-host", "--http-timeout", "--http-max", "--exec-resource", "--wheels", "--index-url",
-    "--site-packages", "--package-cache"};
+    "--site-packages", "--package-cache", "--function", "--allow-function", "--deny-function",
+    "--audit-log"};
 
 int is_world_option(const char *arg) {
     for (size_t i = 0; i < sizeof world_options / sizeof *world_options; i++)
@@ -134,11 +143,77 @@ static const char *string_member(const cJSON *object, const char *name, int *bad
 
 /* --config FILE: the same settings as the flags, as JSON (docs/mounts.md).
  * Unknown keys are errors, so a typo does not silently grant nothing. */
-static int apply_config_file(cap_config *config, const char *path, file_settings *settings) {
+/* "functions": {"NAME": {"command": "prog args" or ["prog", "args"],
+ * "description": TEXT, "input_schema": {...}, "needs_approval": BOOL,
+ * "timeout": SECONDS, "max_output_bytes": N}}. */
+static int add_config_functions(cap_config *config, const cJSON *functions,
+                                world_settings *world, char *error) {
+    static const char *const keys[] = {"command", "url", "description", "input_schema",
+                                       "needs_approval", "timeout", "max_output_bytes", NULL};
+    if (functions && !cJSON_IsObject(functions)) {
+        snprintf(error, CAP_ERROR_SIZE, "\"functions\" is an object of NAME: {\"command\": ...}");
+        return -1;
+    }
+    const cJSON *entry;
+    cJSON_ArrayForEach(entry, functions) {
+        const cJSON *item;
+        int bad = !cJSON_IsObject(entry);
+        cJSON_ArrayForEach(item, entry) {
+            int known = 0;
+            for (int i = 0; keys[i]; i++) known |= strcmp(item->string, keys[i]) == 0;
+            if (!known) bad = 1;
+        }
+        const cJSON *command = cJSON_GetObjectItemCaseSensitive(entry, "command");
+        const cJSON *description = cJSON_GetObjectItemCaseSensitive(entry, "description");
+        const cJSON *schema = cJSON_GetObjectItemCaseSensitive(entry, "input_schema");
+        const cJSON *approval = cJSON_GetObjectItemCaseSensitive(entry, "needs_approval");
+        const cJSON *timeout = cJSON_GetObjectItemCaseSensitive(entry, "timeout");
+        const cJSON *max = cJSON_GetObjectItemCaseSensitive(entry, "max_output_bytes");
+        const cJSON *url = cJSON_GetObjectItemCaseSensitive(entry, "url");
+        if (!(cJSON_IsString(command) || cJSON_IsArray(command) || cJSON_IsString(url)) ||
+            (command && url) ||
+            (description && !cJSON_IsString(description)) || (schema && !cJSON_IsObject(schema)) ||
+            (approval && !cJSON_IsBool(approval)) ||
+            (timeout && !(cJSON_IsNumber(timeout) && timeout->valuedouble > 0)) ||
+            (max && !(cJSON_IsNumber(max) && max->valuedouble >= 1)))
+            bad = 1;
+        if (bad || world->program_count == MAX_PROGRAM_FUNCTIONS) {
+            snprintf(error, CAP_ERROR_SIZE, "function %.80s: malformed (keys: command or url, "
+                     "description, input_schema, needs_approval, timeout, max_output_bytes)",
+                     entry->string);
+            return -1;
+        }
+        char *schema_text = schema ? cJSON_PrintUnformatted(schema) : NULL;
+        if (url) {
+            int rc = cap_config_add_http_function(
+                config, entry->string, description ? description->valuestring : NULL,
+                schema_text, url->valuestring, error);
+            free(schema_text);
+            if (rc != CAP_OK) return -1;
+            if (cJSON_IsTrue(approval) && cap_config_require_approval(config, entry->string, error))
+                return -1;
+            continue;
+        }
+        program_function *program = program_function_add(
+            config, entry->string, cJSON_IsString(command) ? command->valuestring : NULL, command,
+            description ? description->valuestring : NULL, schema_text,
+            timeout ? timeout->valuedouble : 0, max ? (size_t)max->valuedouble : 0, error);
+        free(schema_text);
+        if (!program) return -1;
+        world->programs[world->program_count++] = program;
+        if (cJSON_IsTrue(approval) && cap_config_require_approval(config, entry->string, error))
+            return -1;
+    }
+    return 0;
+}
+
+static int apply_config_file(cap_config *config, const char *path, world_settings *world) {
     static const char *const keys[] = {"mounts", "docs", "output", "output_dir", "http",
                                        "allow_urls", "http_timeout", "http_max_bytes",
                                        "exec_resources", "wheels", "index_urls", "site_packages",
-                                       "package_cache", NULL};
+                                       "package_cache", "functions", "allow_functions",
+                                       "deny_functions", "audit_log", NULL};
+    file_settings *settings = &world->settings;
     char error[CAP_ERROR_SIZE] = "";
     size_t size;
     char *text = read_file(path, &size);
@@ -216,6 +291,23 @@ static int apply_config_file(cap_config *config, const char *path, file_settings
         }
     }
     settings->package_cache = string_member(json, "package_cache", &bad);
+    if (!bad && rc == CAP_OK &&
+        add_config_functions(config, cJSON_GetObjectItemCaseSensitive(json, "functions"), world,
+                             error) != 0)
+        bad = 1;
+    for (int deny = 0; deny < 2; deny++) {
+        const cJSON *list =
+            cJSON_GetObjectItemCaseSensitive(json, deny ? "deny_functions" : "allow_functions");
+        if (list && !cJSON_IsArray(list)) bad = 1;
+        cJSON_ArrayForEach(entry, list) {
+            if (!cJSON_IsString(entry)) bad = 1;
+            if (bad || rc != CAP_OK) continue;
+            rc = deny ? cap_config_deny_functions(config, entry->valuestring, error)
+                      : cap_config_allow_functions(config, entry->valuestring, error);
+        }
+    }
+    const char *audit = string_member(json, "audit_log", &bad);
+    if (!bad && rc == CAP_OK && audit) rc = cap_config_set_audit_log(config, audit, error);
     const cJSON *timeout = cJSON_GetObjectItemCaseSensitive(json, "http_timeout");
     const cJSON *max = cJSON_GetObjectItemCaseSensitive(json, "http_max_bytes");
     if ((timeout && !(cJSON_IsNumber(timeout) && timeout->valuedouble > 0)) ||
@@ -286,7 +378,7 @@ int parse_world_option(const char *arg, const char *value, cap_config *config,
             if (world->settings.json) {
                 fprintf(stderr, "capsule: one --config at a time\n");
                 status = EXIT_USAGE;
-            } else if (apply_config_file(config, value, &world->settings) != 0) {
+            } else if (apply_config_file(config, value, world) != 0) {
                 status = EXIT_USAGE;
             } else {
                 if (!world->output_dir) world->output_dir = world->settings.output_dir;
@@ -335,6 +427,46 @@ int parse_world_option(const char *arg, const char *value, cap_config *config,
             if (cap_config_add_resource_provider(config, directory, &provider,
                                                  (void *)(equals + 1), error) != CAP_OK) {
                 fprintf(stderr, "capsule: %s\n", error);
+                status = EXIT_USAGE;
+            }
+        } else if (strcmp(arg, "--function") == 0) {
+            char name[128];
+            const char *equals = strchr(value, '=');
+            size_t length = equals ? (size_t)(equals - value) : 0;
+            if (!equals || length == 0 || length >= sizeof name || !equals[1] ||
+                world->program_count == MAX_PROGRAM_FUNCTIONS) {
+                fprintf(stderr, "capsule: --function wants NAME=COMMAND (at most %d)\n",
+                        MAX_PROGRAM_FUNCTIONS);
+                status = EXIT_USAGE;
+                break;
+            }
+            memcpy(name, value, length);
+            name[length] = '\0';
+            if (strncmp(equals + 1, "http://", 7) == 0 || strncmp(equals + 1, "https://", 8) == 0) {
+                /* An endpoint: POSTed to by the host, under the allow-list. */
+                if (cap_config_add_http_function(config, name, NULL, NULL, equals + 1, error) !=
+                    CAP_OK) {
+                    fprintf(stderr, "capsule: %s\n", error);
+                    status = EXIT_USAGE;
+                }
+                break;
+            }
+            program_function *program =
+                program_function_add(config, name, equals + 1, NULL, NULL, NULL, 0, 0, error);
+            if (!program) {
+                fprintf(stderr, "capsule: %s\n", error);
+                status = EXIT_USAGE;
+                break;
+            }
+            world->programs[world->program_count++] = program;
+        } else if (strcmp(arg, "--allow-function") == 0 || strcmp(arg, "--deny-function") == 0 ||
+                   strcmp(arg, "--audit-log") == 0) {
+            int rc = arg[2] == 'a' && arg[3] == 'l'
+                         ? cap_config_allow_functions(config, value, error)
+                     : arg[2] == 'd' ? cap_config_deny_functions(config, value, error)
+                                     : cap_config_set_audit_log(config, value, error);
+            if (rc != CAP_OK) {
+                fprintf(stderr, "capsule: %s: %s\n", arg, error);
                 status = EXIT_USAGE;
             }
         } else if (strcmp(arg, "--output-dir") == 0) {
@@ -386,4 +518,6 @@ int finish_world_options(cap_config *config, world_settings *world) {
 void free_world_options(world_settings *world) {
     cJSON_Delete(world->settings.json);
     world->settings.json = NULL;
+    for (int i = 0; i < world->program_count; i++) program_function_free(world->programs[i]);
+    world->program_count = 0;
 }

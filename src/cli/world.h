@@ -6,6 +6,10 @@
 
 #include <cjson/cJSON.h>
 
+#include "program.h"
+
+#define MAX_PROGRAM_FUNCTIONS 256
+
 typedef struct file_settings {
     cJSON *json; /* kept until the end: strings in it are used by the config */
     const char *output_dir;
@@ -22,6 +26,9 @@ typedef struct world_settings {
     int package_sources;
     double http_timeout;
     uint64_t http_max;
+    program_function *programs[MAX_PROGRAM_FUNCTIONS]; /* --function and "functions": freed
+                                                          after the config */
+    int program_count;
 } world_settings;
 
 extern const char world_options_usage[];

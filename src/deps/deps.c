@@ -47,6 +47,7 @@
 #define MAX_WHEEL_BYTES (256u << 20)
 #define MAX_PAGE_BYTES (16u << 20)
 #define MAX_INSTALLED_FILES 20000
+#define MAX_ACCELERATORS 4 /* extension modules an installable distribution may leave out */
 #define MAX_INSTALLED_BYTES (512ull << 20)
 #define DOWNLOAD_SECONDS 60.0
 #define PYTHON_FULL_VERSION "3.11.2"
@@ -1170,8 +1171,11 @@ static int load(resolution *r, chosen *ch) {
     char message[DEPS_MESSAGE_SIZE] = "";
     if (s->kind == SOURCE_SITE_PACKAGES) {
         /* An optional accelerator (PyYAML's yaml._yaml, MarkupSafe's
-         * _speedups) is left out and said so; a distribution whose import
-         * names would all be gone without its extension modules is refused. */
+         * _speedups) is left out and said so.  Refused: a distribution whose
+         * import names would all be gone without its extension modules, and
+         * one built on native code (more than MAX_ACCELERATORS of them, as
+         * pycryptodome's dozens of ciphers): its Python is glue, and an
+         * optional import of it (pypdf's) must fail, not half-work. */
         file_list files;
         installed_files(s->location, ch->c.dist, &files);
         if (files.native_count > 0) {
@@ -1187,14 +1191,20 @@ static int load(resolution *r, chosen *ch) {
             }
             if (files.native_count > 8) buffer_append(&names, ", ...", 5);
             buffer_append(&names, "", 1);
-            if (!importable)
+            if (files.native_count > MAX_ACCELERATORS) {
+                fail(r, ch->c.name, "%s in %s is built on native code (%zu extension modules: "
+                                    "%s); only pure-Python distributions can be installed",
+                     ch->c.version, s->location, files.native_count, names.data ? names.data : "");
+                importable = 0;
+            } else if (!importable) {
                 fail(r, ch->c.name, "%s in %s is native code only (%s); only pure-Python "
                                     "distributions can be installed", ch->c.version, s->location,
                      names.data ? names.data : "");
-            else
+            } else {
                 snprintf(ch->note, sizeof ch->note, "%s==%s: installed without its compiled "
                          "extension modules (%.200s); its pure-Python code is used",
                          ch->c.name, ch->c.version, names.data ? names.data : "");
+            }
             buffer_free(&names);
             if (!importable) {
                 file_list_free(&files);

@@ -1,6 +1,6 @@
 /*
  * MCP's Streamable HTTP transport (spec revision 2025-11-25) on
- * libmicrohttpd, one thread per connection.
+ * libmicrohttpd, as an event loop.
  *
  *   POST /mcp    one JSON-RPC message; a request is answered with JSON, or
  *                with an SSE stream when the client accepts one and the
@@ -10,15 +10,38 @@
  *                none; the stream carries keep-alive comments).
  *   DELETE /mcp  ends the session named by Mcp-Session-Id.
  *
- * Before anything else: Host and Origin must be loopback names (or an
- * allowed origin) — DNS-rebinding protection — and the bearer token must
- * match.  A tool call whose connection closes is cancelled.
+ * Before anything else, as soon as the headers are in (so a refused client
+ * cannot make the server read or keep its body): Host and Origin must be
+ * loopback names (or an allowed origin) — DNS-rebinding protection — and
+ * the bearer token must be one of the configured ones.
+ *
+ * Principals.  Each token is a principal, known by a hash of the token; an
+ * MCP session (Mcp-Session-Id) belongs to the principal that created it,
+ * and so do the Python sessions its calls start (server.c scopes them).
+ * Without tokens (--no-auth) each MCP session is its own principal.
+ *
+ * Holding under abuse.  A few event-loop threads (epoll) serve every
+ * connection, so an idle or slow socket costs a file descriptor and a
+ * bounded buffer, not a thread.  Nothing on the loop may block: a tool
+ * call runs on its own thread while its connection is suspended
+ * (MHD_suspend_connection), and the call wakes it when there is something
+ * to send; a stream with nothing to send suspends itself the same way, and
+ * the main thread wakes it once a second for a heartbeat.  The main thread
+ * also enforces what libmicrohttpd 0.9.75 cannot: a deadline for a
+ * request's headers (its idle timeout restarts with every byte, so a
+ * client sending a byte a second would hold a connection for ever); it
+ * shuts down the socket of a connection past it.  Per-address and total
+ * connection limits and a per-connection memory limit are libmicrohttpd's.
+ *
+ * A tool call whose connection closes is cancelled.
  */
 #include "transport.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <microhttpd.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
@@ -27,26 +50,59 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/random.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #define MAX_SESSIONS 256
-#define KEEPALIVE_SECONDS 15
-#define HEARTBEAT_SECONDS 1
-#define CONNECTION_TIMEOUT_SECONDS 60
+#define SESSION_ID_LENGTH 32      /* hex digits: 128 random bits */
+#define PRINCIPAL_SIZE 48
+#define KEEPALIVE_SECONDS 15      /* GET streams: a comment this often */
+#define IDLE_TIMEOUT_SECONDS 60   /* libmicrohttpd's: no byte either way */
+#define HEADER_SECONDS 5          /* a new connection's first request headers */
+#define KEEP_ALIVE_SECONDS 30     /* the next request's headers on a kept-alive one */
+#define DEFAULT_MAX_CONNECTIONS 4096
+#define DEFAULT_MAX_PER_ADDRESS 64
+#define RESERVED_DESCRIPTORS 256  /* not for connections: sandboxes, files, logs */
+#define EVENT_THREADS 2
+#define CONNECTION_MEMORY (32 * 1024) /* libmicrohttpd's buffers: headers must fit */
+#define LISTEN_BACKLOG 1024
 
 typedef struct http_session {
-    char id[33];
+    char id[SESSION_ID_LENGTH + 1];
+    char principal[PRINCIPAL_SIZE];
     mcp_client *client;
     int references; /* the table's, plus one per request using it */
     int deleted;
 } http_session;
 
+typedef struct stream stream;
+
+/* An open connection, watched for its request headers' deadline. */
+typedef struct watched {
+    int fd;
+    double deadline; /* headers due by then (monotonic seconds); 0 while a request runs */
+    int shut;        /* its socket was shut down for missing the deadline */
+    struct watched *next, *previous;
+} watched;
+
 typedef struct http_server {
     mcp_server *server;
     const mcp_transport_options *options;
     int loopback; /* bound to a loopback address: Host is checked too */
-    pthread_mutex_t lock;
+    unsigned char (*token_digests)[32]; /* SHA-256 of each token */
+    size_t token_count;
+    pthread_mutex_t lock; /* the session table */
     http_session *sessions[MAX_SESSIONS];
+    /* Streams and calls: their state, their connections' suspension,
+     * `stopping` and `running_calls`. */
+    pthread_mutex_t streams_lock;
+    pthread_cond_t calls_done;
+    stream *streams;
+    int running_calls;
+    int stopping;
+    pthread_mutex_t connections_lock; /* `connections` */
+    watched *connections;
 } http_server;
 
 /* A request being received. */
@@ -54,7 +110,41 @@ typedef struct request {
     char *body;
     size_t size;
     int too_large;
+    char principal[PRINCIPAL_SIZE]; /* the token's; "" without tokens */
+    stream *call;                   /* a tool call answered with JSON, once started */
 } request;
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void to_hex(const unsigned char *bytes, size_t size, char *out) {
+    for (size_t i = 0; i < size; i++) snprintf(out + 2 * i, 3, "%02x", bytes[i]);
+}
+
+/* --- principals ------------------------------------------------------------------ */
+
+/* Finds the configured token `given` is, and writes its principal ("token:"
+ * and half its SHA-256 in hex).  Every token is compared, each over its
+ * digest with CRYPTO_memcmp, so the time taken tells nothing of how much of
+ * a token matched.  1 if one matched, else 0. */
+static int token_principal(const http_server *http, const char *given,
+                           char principal[PRINCIPAL_SIZE]) {
+    unsigned char digest[32];
+    unsigned int length = 0;
+    if (!EVP_Digest(given, strlen(given), digest, &length, EVP_sha256(), NULL) || length != 32)
+        return 0;
+    int found = 0;
+    for (size_t i = 0; i < http->token_count; i++)
+        found |= CRYPTO_memcmp(digest, http->token_digests[i], sizeof digest) == 0;
+    if (found) {
+        memcpy(principal, "token:", 6);
+        to_hex(digest, 16, principal + 6);
+    }
+    return found;
+}
 
 /* --- sessions ------------------------------------------------------------------ */
 
@@ -68,15 +158,28 @@ static void session_release(http_server *http, http_session *session) {
     }
 }
 
-static http_session *session_create(http_server *http) {
+/* A new MCP session for `principal` (NULL without tokens: the session is a
+ * principal of its own), with a reference for the caller; NULL when the
+ * table is full or randomness or memory is short. */
+static http_session *session_create(http_server *http, const char *principal) {
     http_session *session = calloc(1, sizeof *session);
-    unsigned char bytes[16];
+    unsigned char bytes[SESSION_ID_LENGTH / 2], own[16];
     if (!session || getrandom(bytes, sizeof bytes, 0) != (ssize_t)sizeof bytes ||
-        !(session->client = mcp_client_new(http->server))) {
+        getrandom(own, sizeof own, 0) != (ssize_t)sizeof own) {
         free(session);
         return NULL;
     }
-    for (size_t i = 0; i < sizeof bytes; i++) snprintf(session->id + 2 * i, 3, "%02x", bytes[i]);
+    to_hex(bytes, sizeof bytes, session->id);
+    if (principal) {
+        snprintf(session->principal, sizeof session->principal, "%s", principal);
+    } else {
+        memcpy(session->principal, "session:", 8);
+        to_hex(own, sizeof own, session->principal + 8);
+    }
+    if (!(session->client = mcp_client_new(http->server, session->principal))) {
+        free(session);
+        return NULL;
+    }
     session->references = 2; /* the table and the caller */
     pthread_mutex_lock(&http->lock);
     int slot = -1;
@@ -92,19 +195,26 @@ static http_session *session_create(http_server *http) {
     return session;
 }
 
-/* The session with that id, with a reference for the caller; or NULL. */
-static http_session *session_find(http_server *http, const char *id) {
+/* The session with that id, with a reference for the caller; or NULL.  With
+ * tokens, a session another principal created is not found: the caller
+ * cannot tell it from one that never existed. */
+static http_session *session_find(http_server *http, const char *id, const char *principal) {
     http_session *found = NULL;
+    if (strlen(id) != SESSION_ID_LENGTH) return NULL;
     pthread_mutex_lock(&http->lock);
     for (int i = 0; i < MAX_SESSIONS && !found; i++) {
-        if (http->sessions[i] && strcmp(http->sessions[i]->id, id) == 0) {
-            found = http->sessions[i];
+        http_session *session = http->sessions[i];
+        if (session && CRYPTO_memcmp(session->id, id, SESSION_ID_LENGTH) == 0 &&
+            (!*principal || strcmp(session->principal, principal) == 0)) {
+            found = session;
             found->references++;
         }
     }
     pthread_mutex_unlock(&http->lock);
     return found;
 }
+
+static void wake_listeners(http_server *http, http_session *session);
 
 static void session_delete(http_server *http, http_session *session) {
     int removed = 0;
@@ -118,6 +228,7 @@ static void session_delete(http_server *http, http_session *session) {
     }
     pthread_mutex_unlock(&http->lock);
     if (removed) {
+        wake_listeners(http, session);
         mcp_cancel_client(http->server, session->client);
         session_release(http, session);
     }
@@ -152,15 +263,6 @@ static int origin_allowed(const http_server *http, const char *origin) {
     if (strncmp(origin, "http://", 7) == 0) host = origin + 7;
     else if (strncmp(origin, "https://", 8) == 0) host = origin + 8;
     return host && is_loopback_host(host, strlen(host));
-}
-
-/* Compares without an early exit, so timing does not reveal the token. */
-static int token_matches(const char *given, const char *expected) {
-    size_t given_length = strlen(given), expected_length = strlen(expected);
-    unsigned char difference = given_length != expected_length;
-    for (size_t i = 0; i < expected_length; i++)
-        difference |= (unsigned char)(expected[i] ^ (i < given_length ? given[i] : 0));
-    return difference == 0;
 }
 
 /* --- responses ------------------------------------------------------------------ */
@@ -203,91 +305,168 @@ static void collect(void *context, const char *json) {
     c->last = strdup(json);
 }
 
-/* --- SSE streams of tool calls --------------------------------------------------- */
+/* --- streams: tool calls and GET listeners ------------------------------------------
+ *
+ * A stream is what a suspended connection waits for.  Its connection is
+ * suspended ("parked") only by the event loop, from the access handler or
+ * the content reader, and resumed by whoever has news (the call's thread,
+ * the ticker, a session's deletion), always under streams_lock, so that a
+ * resume never misses a suspension nor touches a closed connection. */
 
-typedef struct stream {
-    pthread_mutex_t lock;
-    pthread_cond_t changed;
-    char *pending;
-    size_t pending_size;
-    int finished, closed, references;
+typedef enum {
+    STREAM_CALL_SSE,  /* a tool call answered as an SSE stream */
+    STREAM_CALL_JSON, /* a tool call answered with JSON once it ends */
+    STREAM_LISTENER   /* a GET stream */
+} stream_kind;
+
+struct stream {
+    stream_kind kind;
     http_server *http;
-    http_session *session;
+    http_session *session; /* a reference */
+    struct MHD_Connection *connection;
+    /* under streams_lock: */
+    int parked;   /* the connection is suspended, waiting for this stream */
+    int wake;     /* a heartbeat (call) or keep-alive (listener) is due */
+    int ticks;    /* listener: seconds since its last keep-alive */
+    int opened;   /* listener: its opening comment was sent */
+    int gone;     /* listener: its session was deleted */
+    int finished; /* call: mcp_handle returned */
+    int closed;   /* the connection is done with the stream: never resume it */
+    int references;
+    char *pending; /* SSE bytes not yet sent */
+    size_t pending_size;
+    char *last; /* JSON: the last message sent, i.e. the response */
+    stream *next, *previous;
+    /* the call, immutable: */
     char *message;
     size_t message_size;
     char *id;
-} stream;
+};
 
+/* Suspends the stream's connection until unpark(); 0 (and no suspension)
+ * while the server stops.  Only on the event loop; streams_lock held. */
+static int park(stream *s) {
+    if (s->http->stopping) return 0;
+    s->parked = 1;
+    MHD_suspend_connection(s->connection);
+    return 1;
+}
+
+/* streams_lock held. */
+static void unpark(stream *s) {
+    if (s->parked && !s->closed) {
+        s->parked = 0;
+        MHD_resume_connection(s->connection);
+    }
+}
+
+static stream *stream_new(http_server *http, stream_kind kind, http_session *session,
+                          struct MHD_Connection *connection, int references) {
+    stream *s = calloc(1, sizeof *s);
+    if (!s) return NULL;
+    s->kind = kind;
+    s->http = http;
+    s->session = session;
+    s->connection = connection;
+    s->references = references;
+    pthread_mutex_lock(&http->streams_lock);
+    s->next = http->streams;
+    if (s->next) s->next->previous = s;
+    http->streams = s;
+    pthread_mutex_unlock(&http->streams_lock);
+    return s;
+}
+
+/* Drops a reference; the last one frees the stream and its session's
+ * reference. */
 static void stream_release(stream *s) {
-    pthread_mutex_lock(&s->lock);
+    http_server *http = s->http;
+    pthread_mutex_lock(&http->streams_lock);
     int last = --s->references == 0;
-    pthread_mutex_unlock(&s->lock);
+    if (last) {
+        if (s->previous) s->previous->next = s->next;
+        else http->streams = s->next;
+        if (s->next) s->next->previous = s->previous;
+    }
+    pthread_mutex_unlock(&http->streams_lock);
     if (!last) return;
-    session_release(s->http, s->session);
+    session_release(http, s->session);
     free(s->pending);
+    free(s->last);
     free(s->message);
     free(s->id);
-    pthread_cond_destroy(&s->changed);
-    pthread_mutex_destroy(&s->lock);
     free(s);
 }
 
+static void append_pending(stream *s, const char *data, size_t size) {
+    char *grown = realloc(s->pending, s->pending_size + size);
+    if (!grown) return; /* a lost notification, not a lost server */
+    memcpy(grown + s->pending_size, data, size);
+    s->pending = grown;
+    s->pending_size += size;
+}
+
+/* The call's messages, from its thread: SSE events, or the last one kept. */
 static void stream_send(void *context, const char *json) {
     stream *s = context;
-    pthread_mutex_lock(&s->lock);
-    if (!s->closed) {
-        size_t length = strlen(json);
-        char *grown = realloc(s->pending, s->pending_size + length + 32);
-        if (grown) {
-            s->pending = grown;
-            s->pending_size += (size_t)sprintf(s->pending + s->pending_size,
-                                               "event: message\ndata: %s\n\n", json);
-        }
-        pthread_cond_broadcast(&s->changed);
+    pthread_mutex_lock(&s->http->streams_lock);
+    if (s->kind == STREAM_CALL_JSON) {
+        free(s->last);
+        s->last = strdup(json);
+    } else if (!s->closed) {
+        static const char head[] = "event: message\ndata: ", tail[] = "\n\n";
+        append_pending(s, head, sizeof head - 1);
+        append_pending(s, json, strlen(json));
+        append_pending(s, tail, sizeof tail - 1);
+        unpark(s);
     }
-    pthread_mutex_unlock(&s->lock);
+    pthread_mutex_unlock(&s->http->streams_lock);
 }
 
 static void *stream_run(void *argument) {
     stream *s = argument;
-    mcp_handle(s->http->server, s->session->client, s->message, s->message_size, stream_send, s);
-    pthread_mutex_lock(&s->lock);
+    http_server *http = s->http;
+    mcp_handle(http->server, s->session->client, s->message, s->message_size, stream_send, s);
+    pthread_mutex_lock(&http->streams_lock);
     s->finished = 1;
-    pthread_cond_broadcast(&s->changed);
-    pthread_mutex_unlock(&s->lock);
+    unpark(s);
+    pthread_mutex_unlock(&http->streams_lock);
     stream_release(s);
+    pthread_mutex_lock(&http->streams_lock);
+    if (--http->running_calls == 0) pthread_cond_broadcast(&http->calls_done);
+    pthread_mutex_unlock(&http->streams_lock);
     return NULL;
 }
 
+static ssize_t copy_out(char *buffer, size_t max, const char *data, size_t size) {
+    size_t n = size < max ? size : max;
+    memcpy(buffer, data, n);
+    return (ssize_t)n;
+}
+
+/* The content reader of a call's SSE stream.  With nothing to send, the
+ * connection is parked; the call's thread wakes it with news, the ticker
+ * every second for a heartbeat comment (libmicrohttpd notices a client
+ * that went away only when a write fails). */
 static ssize_t stream_read(void *context, uint64_t position, char *buffer, size_t max) {
     (void)position;
     stream *s = context;
-    pthread_mutex_lock(&s->lock);
-    /* A silent run still writes a comment every second: MHD notices a
-     * client that went away only when a write fails. */
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += HEARTBEAT_SECONDS;
-    while (!s->pending_size && !s->finished &&
-           pthread_cond_timedwait(&s->changed, &s->lock, &until) == 0)
-        continue;
-    if (!s->pending_size && !s->finished) {
-        static const char heartbeat[] = ": running\n\n";
-        pthread_mutex_unlock(&s->lock);
-        memcpy(buffer, heartbeat, sizeof heartbeat - 1 < max ? sizeof heartbeat - 1 : max);
-        return (ssize_t)(sizeof heartbeat - 1 < max ? sizeof heartbeat - 1 : max);
-    }
-    ssize_t n;
+    ssize_t n = 0;
+    pthread_mutex_lock(&s->http->streams_lock);
     if (s->pending_size) {
-        size_t take = s->pending_size < max ? s->pending_size : max;
-        memcpy(buffer, s->pending, take);
-        memmove(s->pending, s->pending + take, s->pending_size - take);
-        s->pending_size -= take;
-        n = (ssize_t)take;
-    } else {
+        n = copy_out(buffer, max, s->pending, s->pending_size);
+        memmove(s->pending, s->pending + n, s->pending_size - (size_t)n);
+        s->pending_size -= (size_t)n;
+    } else if (s->finished) {
         n = MHD_CONTENT_READER_END_OF_STREAM;
+    } else if (s->wake) {
+        static const char heartbeat[] = ": running\n\n";
+        s->wake = 0;
+        n = copy_out(buffer, max, heartbeat, sizeof heartbeat - 1);
+    } else if (!park(s)) {
+        n = MHD_CONTENT_READER_END_OF_STREAM; /* the server stops */
     }
-    pthread_mutex_unlock(&s->lock);
+    pthread_mutex_unlock(&s->http->streams_lock);
     return n;
 }
 
@@ -295,43 +474,62 @@ static ssize_t stream_read(void *context, uint64_t position, char *buffer, size_
  * client went away, so the run is cancelled. */
 static void stream_closed(void *context) {
     stream *s = context;
-    pthread_mutex_lock(&s->lock);
+    pthread_mutex_lock(&s->http->streams_lock);
     s->closed = 1;
-    int running = !s->finished;
-    pthread_mutex_unlock(&s->lock);
+    int running = s->kind != STREAM_LISTENER && !s->finished;
+    pthread_mutex_unlock(&s->http->streams_lock);
     if (running) mcp_cancel_request(s->http->server, s->session->client, s->id);
     stream_release(s);
 }
 
-static enum MHD_Result start_stream(http_server *http, struct MHD_Connection *connection,
-                                    http_session *session, request *r, char *id) {
-    stream *s = calloc(1, sizeof *s);
-    if (!s) return respond_error(connection, 500, -32603, "out of memory");
-    pthread_mutex_init(&s->lock, NULL);
-    pthread_cond_init(&s->changed, NULL);
-    s->http = http;
-    s->session = session; /* the caller's reference passes to the stream */
+static enum MHD_Result finish_json_call(struct MHD_Connection *connection, request *r);
+
+/* Starts a tool call on its own thread.  `session`'s reference and `id`
+ * pass to the call.  With `sse`, the response is an SSE stream queued now;
+ * without, the connection is parked until the call ends and the handler,
+ * called again, answers with finish_json_call(). */
+static enum MHD_Result start_call(http_server *http, struct MHD_Connection *connection,
+                                  http_session *session, request *r, char *id, int sse) {
+    stream *s = stream_new(http, sse ? STREAM_CALL_SSE : STREAM_CALL_JSON, session, connection,
+                           2 /* the call's thread, and the response or request */);
+    if (!s) {
+        session_release(http, session);
+        free(id);
+        return respond_error(connection, 500, -32603, "out of memory");
+    }
     s->message = r->body;
     s->message_size = r->size;
     r->body = NULL;
     s->id = id;
-    s->references = 2; /* the run thread and the response */
     /* SEP-1699's priming event: an id and no data, and a retry interval. */
     static const char priming[] = "id: 0\nretry: 1000\ndata:\n\n";
-    if ((s->pending = malloc(sizeof priming))) {
-        memcpy(s->pending, priming, sizeof priming);
-        s->pending_size = sizeof priming - 1;
-    }
+    if (sse) append_pending(s, priming, sizeof priming - 1);
     struct MHD_Response *response =
-        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_read, s, stream_closed);
+        sse ? MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_read, s,
+                                                stream_closed)
+            : NULL;
+    pthread_mutex_lock(&http->streams_lock);
+    int stopping = http->stopping;
+    if (!stopping) http->running_calls++;
+    pthread_mutex_unlock(&http->streams_lock);
     pthread_t thread;
-    if (!response || pthread_create(&thread, NULL, stream_run, s) != 0) {
-        if (response) MHD_destroy_response(response);
-        s->references = 1;
+    if (stopping || (sse && !response) || pthread_create(&thread, NULL, stream_run, s) != 0) {
+        if (!stopping) {
+            pthread_mutex_lock(&http->streams_lock);
+            http->running_calls--;
+            pthread_mutex_unlock(&http->streams_lock);
+        }
+        if (response) MHD_destroy_response(response); /* releases a reference */
+        else stream_release(s);
         stream_release(s);
-        return respond_error(connection, 500, -32603, "cannot start the call");
+        return respond_error(connection, 503, -32000,
+                             stopping ? "the server is stopping" : "cannot start the call");
     }
     pthread_detach(thread);
+    if (!sse) {
+        r->call = s;
+        return finish_json_call(connection, r);
+    }
     MHD_add_response_header(response, "Content-Type", "text/event-stream");
     MHD_add_response_header(response, "Cache-Control", "no-cache");
     MHD_add_response_header(response, "Mcp-Session-Id", session->id);
@@ -340,39 +538,134 @@ static enum MHD_Result start_stream(http_server *http, struct MHD_Connection *co
     return result;
 }
 
-/* --- the GET stream ----------------------------------------------------------- */
-
-typedef struct listener {
-    http_server *http;
-    http_session *session;
-    int opened;
-} listener;
-
-static ssize_t listener_read(void *context, uint64_t position, char *buffer, size_t max) {
-    (void)position;
-    listener *l = context;
-    static const char opening[] = ": capsule sends no server-initiated messages\n\n";
-    static const char keepalive[] = ": keep-alive\n\n";
-    if (!l->opened) {
-        l->opened = 1;
-        size_t n = sizeof opening - 1 < max ? sizeof opening - 1 : max;
-        memcpy(buffer, opening, n);
-        return (ssize_t)n;
-    }
-    for (int waited = 0; waited < KEEPALIVE_SECONDS; waited++) {
-        if (l->session->deleted) return MHD_CONTENT_READER_END_OF_STREAM;
-        struct timespec second = {1, 0};
-        nanosleep(&second, NULL);
-    }
-    size_t n = sizeof keepalive - 1 < max ? sizeof keepalive - 1 : max;
-    memcpy(buffer, keepalive, n);
-    return (ssize_t)n;
+/* For a JSON tool call, when it starts and whenever the handler is called
+ * again: the response once the call has ended, else the connection parks
+ * (every return leaves a response queued or the connection suspended:
+ * libmicrohttpd would otherwise call the handler again at once). */
+static enum MHD_Result finish_json_call(struct MHD_Connection *connection, request *r) {
+    stream *s = r->call;
+    pthread_mutex_lock(&s->http->streams_lock);
+    int finished = s->finished;
+    char *last = finished ? s->last : NULL;
+    s->last = NULL;
+    if (!finished && !park(s)) finished = 1; /* stopping: no response will come */
+    pthread_mutex_unlock(&s->http->streams_lock);
+    if (!finished) return MHD_YES;
+    enum MHD_Result result =
+        last ? respond(connection, MHD_HTTP_OK, "application/json", last, NULL)
+             : respond_error(connection, 503, -32000, "the server is stopping");
+    free(last);
+    return result;
 }
 
-static void listener_closed(void *context) {
-    listener *l = context;
-    session_release(l->http, l->session);
-    free(l);
+/* The content reader of a GET stream: an opening comment, then a
+ * keep-alive comment when the ticker says so, parked in between; it ends
+ * when its session is deleted or the server stops. */
+static ssize_t listener_read(void *context, uint64_t position, char *buffer, size_t max) {
+    (void)position;
+    stream *s = context;
+    static const char opening[] = ": capsule sends no server-initiated messages\n\n";
+    static const char keepalive[] = ": keep-alive\n\n";
+    ssize_t n = 0;
+    pthread_mutex_lock(&s->http->streams_lock);
+    if (!s->opened) {
+        s->opened = 1;
+        n = copy_out(buffer, max, opening, sizeof opening - 1);
+    } else if (s->gone) {
+        n = MHD_CONTENT_READER_END_OF_STREAM;
+    } else if (s->wake) {
+        s->wake = 0;
+        n = copy_out(buffer, max, keepalive, sizeof keepalive - 1);
+    } else if (!park(s)) {
+        n = MHD_CONTENT_READER_END_OF_STREAM;
+    }
+    pthread_mutex_unlock(&s->http->streams_lock);
+    return n;
+}
+
+static void wake_listeners(http_server *http, http_session *session) {
+    pthread_mutex_lock(&http->streams_lock);
+    for (stream *s = http->streams; s; s = s->next) {
+        if (s->kind == STREAM_LISTENER && s->session == session) {
+            s->gone = 1;
+            unpark(s);
+        }
+    }
+    pthread_mutex_unlock(&http->streams_lock);
+}
+
+/* --- connections' deadlines --------------------------------------------------------- */
+
+static watched *watched_of(struct MHD_Connection *connection) {
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(connection, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return info ? info->socket_context : NULL;
+}
+
+/* A request's headers are in: no deadline while it is served.  `seconds`
+ * after its end, the next request's headers are due.  (0: in a request.) */
+static void set_deadline(http_server *http, struct MHD_Connection *connection, double seconds) {
+    watched *w = watched_of(connection);
+    if (!w) return;
+    pthread_mutex_lock(&http->connections_lock);
+    w->deadline = seconds ? now_seconds() + seconds : 0;
+    pthread_mutex_unlock(&http->connections_lock);
+}
+
+/* libmicrohttpd's notice of a connection opened (on an event thread, before
+ * its first byte is read) or closed (before its socket is). */
+static void connection_changed(void *context, struct MHD_Connection *connection,
+                               void **socket_context, enum MHD_ConnectionNotificationCode code) {
+    http_server *http = context;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *info =
+            MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CONNECTION_FD);
+        watched *w = info ? calloc(1, sizeof *w) : NULL;
+        *socket_context = w;
+        if (!w) return; /* no deadline for this one: the idle timeout remains */
+        w->fd = info->connect_fd;
+        w->deadline = now_seconds() + HEADER_SECONDS;
+        pthread_mutex_lock(&http->connections_lock);
+        w->next = http->connections;
+        if (w->next) w->next->previous = w;
+        http->connections = w;
+        pthread_mutex_unlock(&http->connections_lock);
+    } else if (code == MHD_CONNECTION_NOTIFY_CLOSED && *socket_context) {
+        watched *w = *socket_context;
+        pthread_mutex_lock(&http->connections_lock);
+        if (w->previous) w->previous->next = w->next;
+        else http->connections = w->next;
+        if (w->next) w->next->previous = w->previous;
+        pthread_mutex_unlock(&http->connections_lock);
+        free(w);
+        *socket_context = NULL;
+    }
+}
+
+/* Once a second, on the main thread: connections past their headers'
+ * deadline are shut down (their event thread then sees the end of the
+ * stream and closes them; the socket stays open until it has, so the
+ * descriptor cannot be another's yet), and streams get their heartbeat. */
+static void tick(http_server *http) {
+    double now = now_seconds();
+    pthread_mutex_lock(&http->connections_lock);
+    for (watched *w = http->connections; w; w = w->next) {
+        if (w->deadline && now > w->deadline && !w->shut) {
+            shutdown(w->fd, SHUT_RDWR);
+            w->shut = 1;
+        }
+    }
+    pthread_mutex_unlock(&http->connections_lock);
+    pthread_mutex_lock(&http->streams_lock);
+    for (stream *s = http->streams; s; s = s->next) {
+        if (s->kind == STREAM_CALL_SSE ||
+            (s->kind == STREAM_LISTENER && ++s->ticks >= KEEPALIVE_SECONDS)) {
+            s->ticks = 0;
+            s->wake = 1;
+            unpark(s);
+        }
+    }
+    pthread_mutex_unlock(&http->streams_lock);
 }
 
 /* --- the handler ---------------------------------------------------------------- */
@@ -396,7 +689,7 @@ static enum MHD_Result handle_post(http_server *http, struct MHD_Connection *con
     const char *session_id =
         MHD_lookup_connection_value(connection, MHD_HEADER_KIND, "Mcp-Session-Id");
     if (info.is_initialize) {
-        session = session_create(http);
+        session = session_create(http, *r->principal ? r->principal : NULL);
         if (!session) {
             free(info.id);
             return respond_error(connection, 503, -32000, "too many sessions");
@@ -404,7 +697,7 @@ static enum MHD_Result handle_post(http_server *http, struct MHD_Connection *con
     } else if (!session_id) {
         free(info.id);
         return respond_error(connection, 400, -32600, "missing Mcp-Session-Id header");
-    } else if (!(session = session_find(http, session_id))) {
+    } else if (!(session = session_find(http, session_id, r->principal))) {
         free(info.id);
         return respond_error(connection, 404, -32001, "session not found");
     }
@@ -416,8 +709,10 @@ static enum MHD_Result handle_post(http_server *http, struct MHD_Connection *con
         result = respond(connection, MHD_HTTP_ACCEPTED, NULL, NULL, NULL);
         session_release(http, session);
         free(info.id);
-    } else if (info.is_tool_call && header_contains(connection, "Accept", "text/event-stream")) {
-        result = start_stream(http, connection, session, r, info.id);
+    } else if (info.is_tool_call) {
+        /* Runs long: on its own thread, never on the event loop. */
+        result = start_call(http, connection, session, r, info.id,
+                            header_contains(connection, "Accept", "text/event-stream"));
     } else {
         collector c = {0};
         mcp_handle(http->server, session->client, r->body, r->size, collect, &c);
@@ -430,18 +725,88 @@ static enum MHD_Result handle_post(http_server *http, struct MHD_Connection *con
     return result;
 }
 
+/* What the headers alone decide: 1 with *result when the request is refused
+ * (answered at once; libmicrohttpd then reads no body and closes the
+ * connection after the answer), else 0 with r->principal set. */
+static int refuse_early(http_server *http, struct MHD_Connection *connection, const char *url,
+                        request *r, enum MHD_Result *result) {
+    /* DNS rebinding: a page elsewhere must not reach a local server. */
+    const char *origin = MHD_lookup_connection_value(connection, MHD_HEADER_KIND, "Origin");
+    const char *host = MHD_lookup_connection_value(connection, MHD_HEADER_KIND, "Host");
+    if ((origin && !origin_allowed(http, origin)) ||
+        (http->loopback && (!host || !is_loopback_host(host, strlen(host))))) {
+        *result = respond_error(connection, MHD_HTTP_FORBIDDEN, -32600,
+                                "forbidden: Host or Origin is not allowed");
+        return 1;
+    }
+    if (http->token_count) {
+        const char *authorization =
+            MHD_lookup_connection_value(connection, MHD_HEADER_KIND, "Authorization");
+        if (!authorization || strncasecmp(authorization, "Bearer ", 7) != 0 ||
+            !token_principal(http, authorization + 7, r->principal)) {
+            *result = respond_error(connection, MHD_HTTP_UNAUTHORIZED, -32600,
+                                    "unauthorized: a valid bearer token is required");
+            return 1;
+        }
+    }
+    if (strcmp(url, "/mcp") != 0 && strcmp(url, "/") != 0) {
+        *result = respond_error(connection, MHD_HTTP_NOT_FOUND, -32600,
+                                "not found: the endpoint is /mcp");
+        return 1;
+    }
+    const char *protocol =
+        MHD_lookup_connection_value(connection, MHD_HEADER_KIND, "MCP-Protocol-Version");
+    if (protocol && !mcp_protocol_supported(protocol)) {
+        *result = respond_error(connection, MHD_HTTP_BAD_REQUEST, -32600,
+                                "unsupported MCP-Protocol-Version");
+        return 1;
+    }
+    return 0;
+}
+
+static enum MHD_Result handle_get(http_server *http, struct MHD_Connection *connection,
+                                  http_session *session) {
+    if (!header_contains(connection, "Accept", "text/event-stream")) {
+        session_release(http, session);
+        return respond_error(connection, MHD_HTTP_NOT_ACCEPTABLE, -32600,
+                             "GET needs Accept: text/event-stream");
+    }
+    stream *s = stream_new(http, STREAM_LISTENER, session, connection, 1);
+    struct MHD_Response *response =
+        s ? MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 256, listener_read, s,
+                                              stream_closed)
+          : NULL;
+    if (!response) {
+        if (s) stream_release(s);
+        else session_release(http, session);
+        return respond_error(connection, 500, -32603, "out of memory");
+    }
+    pthread_mutex_lock(&http->lock);
+    int deleted = session->deleted;
+    pthread_mutex_unlock(&http->lock);
+    if (deleted) wake_listeners(http, session); /* deleted meanwhile: end the stream */
+    MHD_add_response_header(response, "Content-Type", "text/event-stream");
+    MHD_add_response_header(response, "Cache-Control", "no-cache");
+    enum MHD_Result result = MHD_queue_response(connection, MHD_HTTP_OK, response);
+    MHD_destroy_response(response);
+    return result;
+}
+
 static enum MHD_Result handle(void *context, struct MHD_Connection *connection, const char *url,
                               const char *method, const char *version, const char *upload_data,
                               size_t *upload_data_size, void **request_context) {
     (void)version;
     http_server *http = context;
     request *r = *request_context;
-    if (!r) {
+    if (!r) { /* the headers are in */
+        set_deadline(http, connection, 0);
         r = calloc(1, sizeof *r);
         if (!r) return MHD_NO;
         *request_context = r;
-        return MHD_YES;
+        enum MHD_Result result;
+        return refuse_early(http, connection, url, r, &result) ? result : MHD_YES;
     }
+    if (r->call) return finish_json_call(connection, r);
     if (*upload_data_size) {
         if (!r->too_large && r->size + *upload_data_size <= http->options->max_message_bytes) {
             char *grown = realloc(r->body, r->size + *upload_data_size + 1);
@@ -460,33 +825,10 @@ static enum MHD_Result handle(void *context, struct MHD_Connection *connection, 
         return MHD_YES;
     }
 
-    /* DNS rebinding: a page elsewhere must not reach a local server. */
-    const char *origin = MHD_lookup_connection_value(connection, MHD_HEADER_KIND, "Origin");
-    const char *host = MHD_lookup_connection_value(connection, MHD_HEADER_KIND, "Host");
-    if ((origin && !origin_allowed(http, origin)) ||
-        (http->loopback && (!host || !is_loopback_host(host, strlen(host)))))
-        return respond_error(connection, MHD_HTTP_FORBIDDEN, -32600,
-                             "forbidden: Host or Origin is not allowed");
-    if (http->options->token) {
-        const char *authorization =
-            MHD_lookup_connection_value(connection, MHD_HEADER_KIND, "Authorization");
-        if (!authorization || strncasecmp(authorization, "Bearer ", 7) != 0 ||
-            !token_matches(authorization + 7, http->options->token))
-            return respond_error(connection, MHD_HTTP_UNAUTHORIZED, -32600,
-                                 "unauthorized: a valid bearer token is required");
-    }
-    if (strcmp(url, "/mcp") != 0 && strcmp(url, "/") != 0)
-        return respond_error(connection, MHD_HTTP_NOT_FOUND, -32600, "not found: the endpoint is /mcp");
-    const char *protocol =
-        MHD_lookup_connection_value(connection, MHD_HEADER_KIND, "MCP-Protocol-Version");
-    if (protocol && !mcp_protocol_supported(protocol))
-        return respond_error(connection, MHD_HTTP_BAD_REQUEST, -32600,
-                             "unsupported MCP-Protocol-Version");
-
     if (strcmp(method, "POST") == 0) return handle_post(http, connection, r);
     const char *session_id =
         MHD_lookup_connection_value(connection, MHD_HEADER_KIND, "Mcp-Session-Id");
-    http_session *session = session_id ? session_find(http, session_id) : NULL;
+    http_session *session = session_id ? session_find(http, session_id, r->principal) : NULL;
     if (strcmp(method, "GET") == 0 || strcmp(method, "DELETE") == 0) {
         if (!session_id) return respond_error(connection, 400, -32600, "missing Mcp-Session-Id header");
         if (!session) return respond_error(connection, 404, -32001, "session not found");
@@ -496,63 +838,118 @@ static enum MHD_Result handle(void *context, struct MHD_Connection *connection, 
         session_release(http, session);
         return respond(connection, MHD_HTTP_OK, NULL, NULL, NULL);
     }
-    if (strcmp(method, "GET") == 0) {
-        if (!header_contains(connection, "Accept", "text/event-stream")) {
-            session_release(http, session);
-            return respond_error(connection, MHD_HTTP_NOT_ACCEPTABLE, -32600,
-                                 "GET needs Accept: text/event-stream");
-        }
-        listener *l = calloc(1, sizeof *l);
-        struct MHD_Response *response =
-            l ? MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 256, listener_read, l,
-                                                  listener_closed)
-              : NULL;
-        if (!response) {
-            free(l);
-            session_release(http, session);
-            return respond_error(connection, 500, -32603, "out of memory");
-        }
-        *l = (listener){http, session, 0};
-        MHD_add_response_header(response, "Content-Type", "text/event-stream");
-        MHD_add_response_header(response, "Cache-Control", "no-cache");
-        enum MHD_Result result = MHD_queue_response(connection, MHD_HTTP_OK, response);
-        MHD_destroy_response(response);
-        return result;
-    }
+    if (strcmp(method, "GET") == 0) return handle_get(http, connection, session);
     if (session) session_release(http, session);
     return respond_error(connection, MHD_HTTP_METHOD_NOT_ALLOWED, -32600, "method not allowed");
 }
 
 static void request_completed(void *context, struct MHD_Connection *connection,
                               void **request_context, enum MHD_RequestTerminationCode code) {
-    (void)context;
-    (void)connection;
     (void)code;
+    http_server *http = context;
     request *r = *request_context;
+    set_deadline(http, connection, KEEP_ALIVE_SECONDS);
     if (r) {
+        if (r->call) stream_release(r->call);
         free(r->body);
         free(r);
         *request_context = NULL;
     }
 }
 
+/* --- the server ------------------------------------------------------------------- */
+
+/* Raises the soft limit of open files to the hard one and returns how many
+ * connections fit under it, at most `wanted`. */
+static int connections_that_fit(int wanted) {
+    struct rlimit limit;
+    if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return wanted;
+    if (limit.rlim_cur < limit.rlim_max) {
+        limit.rlim_cur = limit.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &limit);
+        getrlimit(RLIMIT_NOFILE, &limit);
+    }
+    if (limit.rlim_cur == RLIM_INFINITY) return wanted;
+    long fit = (long)limit.rlim_cur - RESERVED_DESCRIPTORS;
+    if (fit < 16) fit = 16;
+    return fit < wanted ? (int)fit : wanted;
+}
+
+/* Ends every session (cancelling its calls), waits for the calls' threads,
+ * and wakes every parked connection: libmicrohttpd must not be stopped with
+ * a suspended connection, and with `stopping` set none parks again. */
+static void stop_streams(http_server *http) {
+    pthread_mutex_lock(&http->streams_lock);
+    http->stopping = 1;
+    pthread_mutex_unlock(&http->streams_lock);
+    for (int i = 0; i < MAX_SESSIONS; i++) {
+        pthread_mutex_lock(&http->lock);
+        http_session *session = http->sessions[i];
+        if (session) session->references++;
+        pthread_mutex_unlock(&http->lock);
+        if (!session) continue;
+        session_delete(http, session);
+        session_release(http, session);
+    }
+    pthread_mutex_lock(&http->streams_lock);
+    while (http->running_calls) pthread_cond_wait(&http->calls_done, &http->streams_lock);
+    for (stream *s = http->streams; s; s = s->next) {
+        s->gone = 1;
+        unpark(s);
+    }
+    pthread_mutex_unlock(&http->streams_lock);
+}
+
 int mcp_serve_http(mcp_server *server, const mcp_transport_options *options, char *error) {
-    http_server http = {server, options, 0, PTHREAD_MUTEX_INITIALIZER, {0}};
+    http_server http = {0};
+    http.server = server;
+    http.options = options;
+    pthread_mutex_init(&http.lock, NULL);
+    pthread_mutex_init(&http.streams_lock, NULL);
+    pthread_mutex_init(&http.connections_lock, NULL);
+    pthread_cond_init(&http.calls_done, NULL);
+    int rc = CAP_OK;
     struct sockaddr_in address = {0};
     address.sin_family = AF_INET;
     address.sin_port = htons((uint16_t)options->port);
     if (inet_pton(AF_INET, options->host ? options->host : "127.0.0.1", &address.sin_addr) != 1) {
         snprintf(error, CAP_ERROR_SIZE, "not an IPv4 address: %s", options->host);
-        return CAP_EINVAL;
+        rc = CAP_EINVAL;
+        goto done;
     }
     http.loopback = (ntohl(address.sin_addr.s_addr) >> 24) == 127;
-    if (!options->token && !(options->allow_no_auth && http.loopback)) {
+    if (!options->token_count && !(options->allow_no_auth && http.loopback)) {
         snprintf(error, CAP_ERROR_SIZE,
                  "HTTP needs a bearer token (--token-file or CAPSULE_TOKEN); --no-auth is allowed "
                  "only on a loopback address");
-        return CAP_EINVAL;
+        rc = CAP_EINVAL;
+        goto done;
     }
-    /* The daemon's threads inherit this mask; this thread waits for them. */
+    if (options->token_count) {
+        http.token_digests = calloc(options->token_count, sizeof *http.token_digests);
+        if (!http.token_digests) {
+            snprintf(error, CAP_ERROR_SIZE, "out of memory");
+            rc = CAP_ENOMEM;
+            goto done;
+        }
+        for (size_t i = 0; i < options->token_count; i++) {
+            unsigned int length = 0;
+            if (!EVP_Digest(options->tokens[i], strlen(options->tokens[i]),
+                            http.token_digests[i], &length, EVP_sha256(), NULL)) {
+                snprintf(error, CAP_ERROR_SIZE, "cannot hash the tokens (SHA-256)");
+                rc = CAP_EIO;
+                goto done;
+            }
+        }
+        http.token_count = options->token_count;
+    }
+    int max_connections = connections_that_fit(
+        options->max_connections > 0 ? options->max_connections : DEFAULT_MAX_CONNECTIONS);
+    int per_address = options->max_connections_per_address > 0
+                          ? options->max_connections_per_address
+                          : DEFAULT_MAX_PER_ADDRESS;
+
+    /* The daemon's threads inherit this mask; this thread takes the signals. */
     sigset_t stop, previous;
     sigemptyset(&stop);
     sigaddset(&stop, SIGINT);
@@ -560,25 +957,34 @@ int mcp_serve_http(mcp_server *server, const mcp_transport_options *options, cha
     pthread_sigmask(SIG_BLOCK, &stop, &previous);
     signal(SIGPIPE, SIG_IGN);
     struct MHD_Daemon *daemon = MHD_start_daemon(
-        MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD, (uint16_t)options->port,
-        NULL, NULL, handle, &http, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&address,
-        MHD_OPTION_NOTIFY_COMPLETED, request_completed, NULL, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)CONNECTION_TIMEOUT_SECONDS, MHD_OPTION_CONNECTION_LIMIT, 512u,
-        MHD_OPTION_END);
+        MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME, (uint16_t)options->port, NULL,
+        NULL, handle, &http, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&address,
+        MHD_OPTION_NOTIFY_COMPLETED, request_completed, &http, MHD_OPTION_NOTIFY_CONNECTION,
+        connection_changed, &http, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)IDLE_TIMEOUT_SECONDS, MHD_OPTION_CONNECTION_LIMIT, (unsigned)max_connections,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)per_address,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONNECTION_MEMORY,
+        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)EVENT_THREADS, MHD_OPTION_LISTEN_BACKLOG_SIZE,
+        (unsigned)LISTEN_BACKLOG, MHD_OPTION_END);
     if (!daemon) {
         pthread_sigmask(SIG_SETMASK, &previous, NULL);
         snprintf(error, CAP_ERROR_SIZE, "cannot listen on %s:%d: %s",
                  options->host ? options->host : "127.0.0.1", options->port, strerror(errno));
-        return CAP_EIO;
+        rc = CAP_EIO;
+        goto done;
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(daemon, MHD_DAEMON_INFO_BIND_PORT);
     if (options->on_listening) options->on_listening(info ? info->port : options->port);
-    int signal_number;
-    sigwait(&stop, &signal_number);
-    /* Runs end and streams close first: the daemon joins their threads. */
-    for (int i = 0; i < MAX_SESSIONS; i++)
-        if (http.sessions[i]) session_delete(&http, http.sessions[i]);
+    struct timespec second = {1, 0};
+    while (sigtimedwait(&stop, NULL, &second) < 0) tick(&http);
+    stop_streams(&http);
     MHD_stop_daemon(daemon);
     pthread_sigmask(SIG_SETMASK, &previous, NULL);
-    return CAP_OK;
+done:
+    free(http.token_digests);
+    pthread_cond_destroy(&http.calls_done);
+    pthread_mutex_destroy(&http.connections_lock);
+    pthread_mutex_destroy(&http.streams_lock);
+    pthread_mutex_destroy(&http.lock);
+    return rc;
 }

@@ -34,9 +34,17 @@ int mcp_server_new(cap_config *config, const mcp_server_options *options, mcp_se
                    char *error);
 void mcp_server_free(mcp_server *server);
 
-/* One client: its negotiated protocol version and log level.  The stdio
- * transport has one; the HTTP transport one per Mcp-Session-Id. */
-mcp_client *mcp_client_new(mcp_server *server);
+/* One client: its log level, and the principal it acts for.  The stdio
+ * transport has one; the HTTP transport one per Mcp-Session-Id.
+ *
+ * A principal is whoever owns Python sessions: a string the transport
+ * chooses (stdio: one; HTTP: one per bearer token, or per MCP session
+ * without a token), copied.  A client reaches only its principal's
+ * sessions: the session_id values it names are scoped by the principal, so
+ * the same name from two principals means two interpreters, and an id
+ * another principal created is, to this one, a session that does not exist.
+ * NULL when out of memory. */
+mcp_client *mcp_client_new(mcp_server *server, const char *principal);
 /* Cancels the client's calls in progress and frees it once they end. */
 void mcp_client_free(mcp_client *client);
 

@@ -32,6 +32,8 @@ enum {
 #define MAX_ROUTES 1024   /* Python sessions the server remembers */
 #define MAX_IN_FLIGHT 1024
 #define MAX_FILES 64
+#define MAX_SESSION_NAME 128 /* characters of a client's session_id: the sandbox quotes 200 */
+#define SESSION_ID_BYTES 16  /* of randomness in a minted session id: 128 bits */
 
 static const char *const protocol_versions[] = {"2025-11-25", "2025-06-18", "2025-03-26"};
 
@@ -71,6 +73,7 @@ struct mcp_server {
 
 struct mcp_client {
     mcp_server *server;
+    char *principal; /* who the client acts for: its Python sessions are its own */
     int log_level; /* index in log_levels: messages below it are not sent */
     int calls;     /* in progress */
     int freed;     /* mcp_client_free was called: the last call frees it */
@@ -205,13 +208,22 @@ void mcp_cancel_client(mcp_server *server, mcp_client *client) {
 
 /* --- clients ------------------------------------------------------------------ */
 
-mcp_client *mcp_client_new(mcp_server *server) {
+mcp_client *mcp_client_new(mcp_server *server, const char *principal) {
     mcp_client *client = calloc(1, sizeof *client);
+    if (client && !(client->principal = strdup(principal))) {
+        free(client);
+        return NULL;
+    }
     if (client) {
         client->server = server;
         client->log_level = 1; /* info, until the client sets a level */
     }
     return client;
+}
+
+static void client_destroy(mcp_client *client) {
+    free(client->principal);
+    free(client);
 }
 
 void mcp_client_free(mcp_client *client) {
@@ -222,7 +234,7 @@ void mcp_client_free(mcp_client *client) {
     int last = client->calls == 0;
     client->freed = 1;
     pthread_mutex_unlock(&server->lock);
-    if (last) free(client);
+    if (last) client_destroy(client);
 }
 
 static void client_call_begins(mcp_client *client) {
@@ -236,7 +248,7 @@ static void client_call_ends(mcp_client *client) {
     pthread_mutex_lock(&server->lock);
     int free_now = --client->calls == 0 && client->freed;
     pthread_mutex_unlock(&server->lock);
-    if (free_now) free(client);
+    if (free_now) client_destroy(client);
 }
 
 int mcp_protocol_supported(const char *version) {
@@ -339,6 +351,23 @@ static void text_append(text *t, const char *data, size_t size) {
 
 static void text_append_string(text *t, const char *s) {
     text_append(t, s, strlen(s));
+}
+
+/* A copy of `message` (NULL: NULL) in which the internal, principal-scoped
+ * name of a session reads as the name its client gave: the sandbox's
+ * messages name the session it knows. */
+static char *unscope(const char *message, const char *scoped, const char *name) {
+    if (!message) return NULL;
+    text out = {0};
+    size_t scoped_length = scoped ? strlen(scoped) : 0;
+    const char *at;
+    while (scoped_length && (at = strstr(message, scoped))) {
+        text_append(&out, message, (size_t)(at - message));
+        text_append_string(&out, name);
+        message = at + scoped_length;
+    }
+    text_append_string(&out, message);
+    return out.data ? out.data : strdup("");
 }
 
 static int lower(int c) {
@@ -662,8 +691,10 @@ static int is_text(const char *media_type) {
 }
 
 /* The tool result: the text block, artifacts as content, and the same
- * fields as structuredContent. */
-static cJSON *format_run_result(const cap_result *result, const text *output_text) {
+ * fields as structuredContent.  `scoped` (or NULL) is the session's internal
+ * name, shown to the client as `name`. */
+static cJSON *format_run_result(const cap_result *result, const text *output_text,
+                                const char *scoped, const char *name) {
     cap_status status = cap_result_status(result);
     const char *status_name = mcp_status(status);
     cJSON *structured = cJSON_CreateObject();
@@ -703,7 +734,8 @@ static cJSON *format_run_result(const cap_result *result, const text *output_tex
     cJSON_AddStringToObject(structured, "output", output ? output : "");
     free(output);
     const char *value = cap_result_return_value(result);
-    const char *error = cap_result_error(result);
+    char *own_error = unscope(cap_result_error(result), scoped, name);
+    const char *error = own_error;
     if (status == CAP_STATUS_SUCCESS) {
         if (value) append_section(&xml, "return_value", value, strlen(value));
         cJSON_AddItemToObject(structured, "return_value",
@@ -717,6 +749,7 @@ static cJSON *format_run_result(const cap_result *result, const text *output_tex
         cJSON_AddNullToObject(structured, "return_value");
         cJSON_AddStringToObject(structured, "error", error);
     }
+    free(own_error);
 
     cJSON *tool_result = cJSON_CreateObject();
     cJSON *content = cJSON_AddArrayToObject(tool_result, "content");
@@ -884,22 +917,35 @@ static cJSON *tool_definitions(const mcp_server *server) {
     return tools;
 }
 
-static int random_session_id(char *out, size_t size) {
-    unsigned char bytes[12];
+/* A session id nobody can guess: SESSION_ID_BYTES from getrandom as hex
+ * into `out` (2 * SESSION_ID_BYTES + 1 characters).  0, or -1. */
+static int random_session_id(char out[2 * SESSION_ID_BYTES + 1]) {
+    unsigned char bytes[SESSION_ID_BYTES];
     if (getrandom(bytes, sizeof bytes, 0) != (ssize_t)sizeof bytes) return -1;
-    for (size_t i = 0; i < sizeof bytes && 2 * i + 2 < size; i++)
-        snprintf(out + 2 * i, 3, "%02x", bytes[i]);
+    for (size_t i = 0; i < sizeof bytes; i++) snprintf(out + 2 * i, 3, "%02x", bytes[i]);
     return 0;
 }
 
-/* Runs one of the fixed session programs; the tool result, or NULL after
- * sending a JSON-RPC error. */
+/* The name under which the sandboxes and the route table know the session
+ * a client calls `name`: its principal, a slash, the name.  So a session
+ * belongs to the principal that started it, and another principal naming
+ * the same id reaches a different (new or unknown) session, exactly as if
+ * the id had never been used.  The caller frees it. */
+static char *scoped_session(const mcp_client *client, const char *name) {
+    size_t size = strlen(client->principal) + 1 + strlen(name) + 1;
+    char *scoped = malloc(size);
+    if (scoped) snprintf(scoped, size, "%s/%s", client->principal, name);
+    return scoped;
+}
+
+/* Runs one of the fixed session programs in the session `scoped` (the
+ * client calls it `name`); the tool result. */
 static cJSON *session_program(mcp_server *server, mcp_client *client, const char *id,
-                              const reply *to, const char *session, const char *code,
-                              cJSON *arguments_for_guest) {
+                              const reply *to, const char *scoped, const char *name,
+                              const char *code, cJSON *arguments_for_guest) {
     cJSON *globals = cJSON_CreateObject();
     cJSON_AddItemToObject(globals, "__capsule_arguments__", arguments_for_guest);
-    run_request request = {code, session, globals, NULL, 0};
+    run_request request = {code, scoped, globals, NULL, 0};
     run_outcome outcome;
     run_code(server, client, id, to, NULL, &request, &outcome);
     cJSON_Delete(globals);
@@ -919,8 +965,9 @@ static cJSON *session_program(mcp_server *server, mcp_client *client, const char
             cJSON_AddItemToObject(tool_result, "structuredContent", wrapped);
         }
     } else {
-        const char *error = cap_result_error(outcome.result);
+        char *error = unscope(cap_result_error(outcome.result), scoped, name);
         tool_result = tool_error(error ? error : cap_status_name(status));
+        free(error);
     }
     cap_result_free(outcome.result);
     return tool_result;
@@ -944,8 +991,15 @@ static void call_tool(mcp_server *server, mcp_client *client, const cJSON *id, c
     char *id_text = cJSON_PrintUnformatted(id);
     const char *session = argument_string(arguments, "session_id");
     const cJSON *session_item = cJSON_GetObjectItemCaseSensitive(arguments, "session_id");
+    char *scoped = session && strlen(session) <= MAX_SESSION_NAME
+                       ? scoped_session(client, session)
+                       : NULL;
     if (session_item && !cJSON_IsNull(session_item) && !session) {
         send_error(to, id, RPC_INVALID_PARAMS, "session_id must be a string");
+    } else if (session && strlen(session) > MAX_SESSION_NAME) {
+        send_error(to, id, RPC_INVALID_PARAMS, "session_id is too long");
+    } else if (session && !scoped) {
+        send_error(to, id, RPC_INTERNAL_ERROR, "out of memory");
     } else if (strcmp(name, "run_python_code") == 0) {
         const char *code = argument_string(arguments, "python_code");
         const cJSON *globals = cJSON_GetObjectItemCaseSensitive(arguments, "global_variables");
@@ -958,13 +1012,14 @@ static void call_tool(mcp_server *server, mcp_client *client, const cJSON *id, c
         } else if (timeout && !(cJSON_IsNumber(timeout) && timeout->valuedouble > 0)) {
             send_error(to, id, RPC_INVALID_PARAMS, "timeout_seconds must be a positive number");
         } else {
-            run_request request = {code, session, cJSON_IsObject(globals) ? globals : NULL,
+            run_request request = {code, scoped, cJSON_IsObject(globals) ? globals : NULL,
                                    cJSON_IsNull(files) ? NULL : files,
                                    timeout ? timeout->valuedouble : 0};
             run_outcome outcome;
             run_code(server, client, id_text, to, progress_token, &request, &outcome);
             if (outcome.result) {
-                send_result(to, id, format_run_result(outcome.result, &outcome.output));
+                send_result(to, id, format_run_result(outcome.result, &outcome.output, scoped,
+                                                      session));
                 cap_result_free(outcome.result);
             } else if (outcome.busy) {
                 send_error(to, id, RPC_SERVER_BUSY, outcome.message);
@@ -974,12 +1029,13 @@ static void call_tool(mcp_server *server, mcp_client *client, const cJSON *id, c
             free(outcome.output.data);
         }
     } else if (strcmp(name, "create_session") == 0) {
-        char session_id[32];
-        if (random_session_id(session_id, sizeof session_id) != 0) {
+        char session_id[2 * SESSION_ID_BYTES + 1];
+        char *minted = NULL;
+        if (random_session_id(session_id) != 0 || !(minted = scoped_session(client, session_id))) {
             send_error(to, id, RPC_INTERNAL_ERROR, "no randomness for a session id");
         } else {
             /* A first run creates the session in its sandbox. */
-            run_request request = {"pass", session_id, NULL, NULL, 0};
+            run_request request = {"pass", minted, NULL, NULL, 0};
             run_outcome outcome;
             run_code(server, client, id_text, to, NULL, &request, &outcome);
             free(outcome.output.data);
@@ -990,11 +1046,15 @@ static void call_tool(mcp_server *server, mcp_client *client, const cJSON *id, c
             } else if (outcome.busy) {
                 send_error(to, id, RPC_SERVER_BUSY, outcome.message);
             } else {
-                send_result(to, id, tool_error(outcome.result ? cap_result_error(outcome.result)
-                                                               : outcome.message));
+                char *error = unscope(outcome.result ? cap_result_error(outcome.result)
+                                                     : outcome.message,
+                                      minted, session_id);
+                send_result(to, id, tool_error(error ? error : "out of memory"));
+                free(error);
             }
             cap_result_free(outcome.result);
         }
+        free(minted);
     } else if (!session) {
         if (strcmp(name, "close_session") == 0 || strcmp(name, "list_files") == 0 ||
             strcmp(name, "read_file") == 0 || strcmp(name, "write_file") == 0)
@@ -1003,22 +1063,24 @@ static void call_tool(mcp_server *server, mcp_client *client, const cJSON *id, c
             send_error(to, id, RPC_INVALID_PARAMS, "unknown tool");
     } else if (strcmp(name, "close_session") == 0) {
         pthread_mutex_lock(&server->lock);
-        int index = find_route(server, session);
+        int index = find_route(server, scoped);
         int slot_index = index >= 0 ? server->routes[index].slot : -1;
         pthread_mutex_unlock(&server->lock);
         char error[CAP_ERROR_SIZE] = "no such session";
         int closed = 0;
         if (slot_index >= 0) {
-            int taken = acquire_slot(server, client, id_text, session);
+            int taken = acquire_slot(server, client, id_text, scoped);
             if (taken >= 0) {
-                closed = cap_session_close(server->slots[taken].sandbox, session, error) == CAP_OK;
+                closed = cap_session_close(server->slots[taken].sandbox, scoped, error) == CAP_OK;
                 pthread_mutex_lock(&server->lock);
-                forget_route(server, session);
+                forget_route(server, scoped);
                 pthread_mutex_unlock(&server->lock);
                 release_slot(server, client, taken);
             }
         }
-        send_result(to, id, closed ? tool_text("closed", NULL) : tool_error(error));
+        char *shown = unscope(error, scoped, session);
+        send_result(to, id, closed ? tool_text("closed", NULL) : tool_error(shown ? shown : error));
+        free(shown);
     } else if (strcmp(name, "list_files") == 0 || strcmp(name, "read_file") == 0 ||
                strcmp(name, "write_file") == 0) {
         const char *path = argument_string(arguments, "path");
@@ -1033,7 +1095,7 @@ static void call_tool(mcp_server *server, mcp_client *client, const cJSON *id, c
             send_error(to, id, RPC_INVALID_PARAMS, "encoding must be utf-8 or base64");
         } else {
             pthread_mutex_lock(&server->lock);
-            int known = find_route(server, session) >= 0;
+            int known = find_route(server, scoped) >= 0;
             pthread_mutex_unlock(&server->lock);
             if (!known) {
                 send_result(to, id, tool_error("no such session; create one with create_session"));
@@ -1049,13 +1111,14 @@ static void call_tool(mcp_server *server, mcp_client *client, const cJSON *id, c
                                    : writing ? write_file_code
                                              : read_file_expression;
                 send_result(to, id,
-                            session_program(server, client, id_text, to, session, code,
+                            session_program(server, client, id_text, to, scoped, session, code,
                                             guest_arguments));
             }
         }
     } else {
         send_error(to, id, RPC_INVALID_PARAMS, "unknown tool");
     }
+    free(scoped);
     free(id_text);
 }
 

@@ -86,7 +86,8 @@ static void dispatch(stdio_state *state, char *message, size_t size) {
 }
 
 int mcp_serve_stdio(mcp_server *server, const mcp_transport_options *options, char *error) {
-    stdio_state state = {server, mcp_client_new(server), PTHREAD_MUTEX_INITIALIZER,
+    /* One client on one pipe: one principal. */
+    stdio_state state = {server, mcp_client_new(server, "stdio"), PTHREAD_MUTEX_INITIALIZER,
                          PTHREAD_COND_INITIALIZER, 0};
     if (!state.client) {
         snprintf(error, CAP_ERROR_SIZE, "out of memory");

@@ -13,8 +13,11 @@ typedef struct mcp_transport_options {
     /* HTTP only */
     const char *host;           /* address to bind, default 127.0.0.1 */
     int port;
-    const char *token;          /* bearer token; NULL only with allow_no_auth */
+    const char *const *tokens;  /* bearer tokens, each its own principal; none only */
+    size_t token_count;         /* with allow_no_auth */
     int allow_no_auth;          /* explicitly disabled, and only on loopback */
+    int max_connections;        /* open at once (0: 4096; bounded by RLIMIT_NOFILE) */
+    int max_connections_per_address; /* from one client address (0: 64) */
     const char *const *origins; /* allowed Origin values besides loopback ones */
     size_t origin_count;
     void (*on_listening)(int port); /* called once the socket is bound */

@@ -7,6 +7,7 @@
  */
 #include "sandbox.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -26,17 +27,40 @@ void sandbox_set_error(char *error, const char *format, ...) {
     va_end(args);
 }
 
-static char *default_stdlib_path(void) {
-    char executable[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", executable, sizeof executable - 1);
-    if (n <= 0) return strdup("stdlib.img");
-    executable[n] = '\0';
-    char *slash = strrchr(executable, '/');
+/* The directory part of `path`, with its final '/' ("" for a bare name). */
+static void directory_of(char *path) {
+    char *slash = strrchr(path, '/');
     if (slash) slash[1] = '\0';
-    size_t size = strlen(executable) + sizeof "stdlib.img";
-    char *path = malloc(size);
-    if (path) snprintf(path, size, "%sstdlib.img", slash ? executable : "");
-    return path;
+    else path[0] = '\0';
+}
+
+/* Where the stdlib image is, the first of these that exists (else the
+ * first): beside the executable (the build tree: build/capsule and
+ * build/stdlib.img); beside the shared object holding this code (the build
+ * tree's libcapsule.so, the Python wheel's copy), or in capsule/ there (an
+ * installed $(libdir)/libcapsule.so.0 and $(libdir)/capsule/stdlib.img);
+ * in ../lib/capsule/ from the executable (an installed binary, or a program
+ * linked with libcapsule.a).  Found relative to the files themselves, so
+ * an installation moved elsewhere (a DESTDIR, a venv) still works. */
+static char *default_stdlib_path(void) {
+    char executable[PATH_MAX] = "", library[PATH_MAX] = "";
+    ssize_t n = readlink("/proc/self/exe", executable, sizeof executable - 1);
+    executable[n > 0 ? n : 0] = '\0';
+    directory_of(executable);
+    Dl_info info;
+    if (dladdr((void *)default_stdlib_path, &info) && info.dli_fname &&
+        strlen(info.dli_fname) < sizeof library) {
+        strcpy(library, info.dli_fname);
+        directory_of(library);
+    }
+    char candidates[4][PATH_MAX + 32];
+    snprintf(candidates[0], sizeof candidates[0], "%sstdlib.img", executable);
+    snprintf(candidates[1], sizeof candidates[1], "%sstdlib.img", library);
+    snprintf(candidates[2], sizeof candidates[2], "%scapsule/stdlib.img", library);
+    snprintf(candidates[3], sizeof candidates[3], "%s../lib/capsule/stdlib.img", executable);
+    for (int i = 0; i < 4; i++)
+        if (access(candidates[i], R_OK) == 0) return strdup(candidates[i]);
+    return strdup(candidates[0]);
 }
 
 cap_config *cap_config_new(void) {
@@ -49,6 +73,7 @@ cap_config *cap_config_new(void) {
     config->max_sessions = 8;
     config->session_idle_seconds = 600;
     config->host_entry_limit = DEFAULT_ENTRIES;
+    config->audit_fd = -1;
     if (!config->images[0].host_path || !config->images[0].guest_path) {
         cap_config_free(config);
         return NULL;
@@ -67,6 +92,7 @@ void cap_config_free(cap_config *config) {
     vfs_image_release(config->time_zones);
     for (int i = 0; i < config->env_count; i++) free(config->env[i]);
     sandbox_docs_free(config);
+    sandbox_functions_free(config);
     free(config->output_directory);
     for (int i = 0; i < config->resource_count; i++) {
         free(config->resource_names[i]);

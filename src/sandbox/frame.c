@@ -44,11 +44,20 @@ static void encode_header(unsigned char header[5], char type, size_t size) {
     for (int i = 0; i < 4; i++) header[1 + i] = (unsigned char)(size >> (8 * i));
 }
 
+/* A small frame goes out in one send: with the header sent apart, the
+ * reader would wake for the header and again for the payload, which is
+ * most of a short request's round trip (a host-function call, say). */
+#define SMALL_FRAME 4096
+
 int frame_write(int fd, char type, const void *payload, size_t size) {
-    unsigned char header[5];
+    unsigned char header[5 + SMALL_FRAME];
     if (size > FRAME_MAX) return -EMSGSIZE;
     encode_header(header, type, size);
-    int rc = write_all(fd, header, sizeof header);
+    if (size <= SMALL_FRAME) {
+        if (size) memcpy(header + 5, payload, size);
+        return write_all(fd, header, 5 + size);
+    }
+    int rc = write_all(fd, header, 5);
     return rc ? rc : write_all(fd, payload, size);
 }
 

@@ -12,6 +12,8 @@
  *   worker → host   'O' stdout bytes, 'E' stderr bytes, 'R' result (JSON)
  *   worker → host   'D' dependencies wanted (JSON)    host → worker 'D' answer
  *                       (JSON; the package image rides along as SCM_RIGHTS)
+ *   worker → host   'C' a host-function call or list (JSON)   host → worker 'C'
+ *                       a JSON header line, then the result (functions.c)
  */
 #ifndef CAP_FRAME_H
 #define CAP_FRAME_H

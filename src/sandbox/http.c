@@ -51,7 +51,8 @@ static double seconds_now(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-int http_fetch(const http_policy *policy, const char *url, buffer *body, char *message) {
+static int transfer_url(const http_policy *policy, const char *url, const char *post_body,
+                        size_t post_size, buffer *body, char *message) {
     static int initialised;
     if (!initialised) {
         curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -91,8 +92,13 @@ int http_fetch(const http_policy *policy, const char *url, buffer *body, char *m
             char accept[512];
             snprintf(accept, sizeof accept, "Accept: %s", policy->accept);
             headers = curl_slist_append(NULL, accept);
-            curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
         }
+        if (post_body) {
+            headers = curl_slist_append(headers, "Content-Type: application/json");
+            curl_easy_setopt(curl, CURLOPT_POSTFIELDS, post_body);
+            curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)post_size);
+        }
+        if (headers) curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
         CURLcode code = curl_easy_perform(curl);
         curl_slist_free_all(headers);
         long status = 0;
@@ -109,7 +115,7 @@ int http_fetch(const http_policy *policy, const char *url, buffer *body, char *m
         } else if (code != CURLE_OK) {
             snprintf(message, MESSAGE_SIZE, "fetch failed: %s", curl_easy_strerror(code));
             rc = -EIO;
-        } else if (status >= 300 && status < 400 && location) {
+        } else if (status >= 300 && status < 400 && location && !post_body) {
             snprintf(current, sizeof current, "%s", location);
             rc = 1; /* follow */
         } else if (status == 404 || status == 410) {
@@ -128,4 +134,13 @@ int http_fetch(const http_policy *policy, const char *url, buffer *body, char *m
     buffer_free(body);
     snprintf(message, MESSAGE_SIZE, "more than %d redirects", MAX_REDIRECTS);
     return -EIO;
+}
+
+int http_fetch(const http_policy *policy, const char *url, buffer *body, char *message) {
+    return transfer_url(policy, url, NULL, 0, body, message);
+}
+
+int http_post(const http_policy *policy, const char *url, const char *request,
+              size_t request_size, buffer *body, char *message) {
+    return transfer_url(policy, url, request ? request : "", request_size, body, message);
 }

@@ -27,4 +27,9 @@ int http_allowed(const http_policy *policy, const char *url);
  * -ETIMEDOUT, -EFBIG (over max_bytes), -EIO (anything else). */
 int http_fetch(const http_policy *policy, const char *url, buffer *body, char *message);
 
+/* Same, POSTing `request` (`request_size` bytes of JSON) to `url`;
+ * redirects are not followed (a 3xx is -EIO). */
+int http_post(const http_policy *policy, const char *url, const char *request,
+              size_t request_size, buffer *body, char *message);
+
 #endif

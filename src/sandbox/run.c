@@ -24,6 +24,8 @@
 
 #define DEFAULT_WALL_SECONDS 30.0
 #define DEFAULT_MAX_OUTPUT (16u << 20)
+#define DEFAULT_FUNCTION_CALLS 1000
+#define DEFAULT_FUNCTION_RESULT_BYTES (64ull << 20)
 #define MAX_CODE (64u << 20)
 #define TRUNCATION_MARKER "\n[capsule: output truncated]\n"
 
@@ -130,6 +132,7 @@ static const struct frame_row {
     ['F'] = {sandbox_frame_fetch, SANDBOX_PHASE_RUN},        /* provider.c */
     ['W'] = {sandbox_frame_store, SANDBOX_PHASE_RUN},        /* provider.c */
     ['D'] = {sandbox_frame_dependencies, SANDBOX_PHASE_RUN}, /* dependencies.c */
+    ['C'] = {sandbox_frame_call, SANDBOX_PHASE_RUN},         /* functions.c */
 };
 
 sandbox_outcome sandbox_dispatch_frame(sandbox_exchange *exchange, char type,
@@ -208,6 +211,9 @@ static void resolve_limits(const cap_limits *in, cap_limits *out) {
     if (!out->output_bytes) out->output_bytes = DEFAULT_MAX_OUTPUT;
     if (!out->disk_bytes) out->disk_bytes = DEFAULT_DISK;
     if (!out->disk_entries) out->disk_entries = DEFAULT_ENTRIES;
+    if (!out->function_calls) out->function_calls = DEFAULT_FUNCTION_CALLS;
+    if (!out->function_result_bytes) out->function_result_bytes = DEFAULT_FUNCTION_RESULT_BYTES;
+    if (!(out->function_seconds > 0)) out->function_seconds = out->wall_seconds;
 }
 
 /* The worker ended without a result: say why, from how it ended. */
@@ -346,7 +352,8 @@ int cap_sandbox_run(cap_sandbox *sandbox, const char *code, size_t code_size,
                             .options = options,
                             .result = result,
                             .deadline = deadline,
-                            .max_output = (size_t)limits.output_bytes};
+                            .max_output = (size_t)limits.output_bytes,
+                            .limits = &limits};
     sandbox_outcome end = sandbox_serve_worker(&run, sandbox->cancel_fd);
     int alive = end != SANDBOX_GONE;
     if (end == SANDBOX_CANCELLED) {

@@ -18,15 +18,18 @@
  * either hands it on or discards it.  Frames from a worker are untrusted:
  * the handler of each frame type (the dispatch table in run.c) checks every
  * field, answers on the worker's channel, and runs on the run's thread, as
- * do the caller's provider callbacks.  A cap_result owns every field it
+ * do the caller's provider, host-function and approval callbacks.  The
+ * audit log's descriptor is shared by every sandbox of a config: each line
+ * is one write() with O_APPEND.  A cap_result owns every field it
  * points to.
  *
  * The files: config.c (cap_config_*), docs.c (/docs and its index), pool.c
  * (the zygote and its idle workers), session.c (workers kept between runs),
  * run.c (cap_sandbox_run: a worker's frames through one dispatch table),
  * broker.c (host directories, 'H'), provider.c (resources and fetches, 'F'
- * and 'W'), dependencies.c ('D', and compiling a new environment), result.c
- * (cap_result_*).  Internal functions shared between them are sandbox_*.
+ * and 'W'), dependencies.c ('D', and compiling a new environment),
+ * functions.c (host functions, 'C'), result.c (cap_result_*).  Internal
+ * functions shared between them are sandbox_*.
  */
 #ifndef CAP_SANDBOX_H
 #define CAP_SANDBOX_H
@@ -56,6 +59,8 @@
 #define MAX_ALLOWED_URLS 64
 #define MAX_DOCS 256
 #define MAX_ARTIFACT_BYTES (64u << 20) /* all artifacts of one run together */
+#define MAX_FUNCTIONS 256
+#define MAX_FUNCTION_PATTERNS 64
 
 /* --- configuration (config.c, docs.c) ----------------------------------- */
 
@@ -101,6 +106,23 @@ struct cap_config {
     vfs_image *time_zones; /* tzdata.img beside the stdlib image, NULL if there is none */
     int host_mount_count;
     deps_resolver *dependencies; /* NULL until a package source is added */
+    /* Host functions (functions.c): the one registry a guest's call is
+     * looked up in, by name. */
+    struct function {
+        char *name;
+        char *description;      /* "" when none */
+        void *schema;           /* cJSON object: the input schema */
+        cap_function_fn callback;
+        void *userdata;
+        int needs_approval;
+        char *url;              /* an HTTP function's endpoint (its userdata is the config) */
+    } functions[MAX_FUNCTIONS];
+    int function_count;
+    char *allowed_functions[MAX_FUNCTION_PATTERNS]; /* fnmatch patterns */
+    int allowed_function_count;
+    char *denied_functions[MAX_FUNCTION_PATTERNS];
+    int denied_function_count;
+    int audit_fd; /* -1: no audit log; O_APPEND, one write per line */
 };
 
 /* Formats into the caller's CAP_ERROR_SIZE buffer; a NULL `error` is allowed. */
@@ -109,6 +131,9 @@ void sandbox_set_error(char *error, const char *format, ...)
 
 /* Frees the documentation files (and their index) of `config`. */
 void sandbox_docs_free(cap_config *config);
+
+/* Frees the functions, patterns and audit log of `config` (functions.c). */
+void sandbox_functions_free(cap_config *config);
 
 /* --- results (result.c) -------------------------------------------------- */
 
@@ -269,6 +294,9 @@ typedef struct sandbox_exchange {
     int output_exceeded;            /* output passed max_output and was cut */
     size_t artifact_bytes;          /* of all artifacts so far (MAX_ARTIFACT_BYTES) */
     size_t artifacts_dropped;       /* over that budget */
+    const cap_limits *limits;       /* the run's, resolved (NULL in a compile) */
+    uint32_t function_calls;        /* host-function calls answered so far */
+    uint64_t function_result_bytes; /* result bytes sent back so far */
 } sandbox_exchange;
 
 /* A row's handler: `payload` (NUL-terminated, `size` bytes without the NUL)
@@ -294,11 +322,13 @@ sandbox_outcome sandbox_serve_worker(sandbox_exchange *exchange, int cancel_fd);
  *   'F' a resource read (/network or a provider)           provider.c
  *   'W' a write to a provider's resource                   provider.c
  *   'D' the packages a program wants; the time spent is    dependencies.c
- *       added to the deadline (it is not the program's) */
+ *       added to the deadline (it is not the program's)
+ *   'C' a host function's call, or the list of functions   functions.c */
 sandbox_outcome sandbox_frame_host(sandbox_exchange *exchange, const char *payload, size_t size);
 sandbox_outcome sandbox_frame_fetch(sandbox_exchange *exchange, const char *payload, size_t size);
 sandbox_outcome sandbox_frame_store(sandbox_exchange *exchange, const char *payload, size_t size);
 sandbox_outcome sandbox_frame_dependencies(sandbox_exchange *exchange, const char *payload,
                                            size_t size);
+sandbox_outcome sandbox_frame_call(sandbox_exchange *exchange, const char *payload, size_t size);
 
 #endif

@@ -46,6 +46,12 @@
 
 #define CHANNEL_FD 4
 #define DEPENDENCIES_FD 5
+#define FUNCTIONS_FD 6
+#define MAX_CALL_REQUEST (16u << 20) /* the host refuses more, too */
+/* A host function's result larger than this reaches the guest through a
+ * file of the scratch file system rather than through its reads. */
+#define INLINE_RESULT (1u << 20)
+#define SPILL_DIRECTORY GUEST_TEMP_DIRECTORY "/capsule-results"
 #define MAX_ENVIRONMENTS 16 /* environment mounts per worker (a session adds some) */
 #define MAX_DEPENDENCY_REQUEST (1u << 20)
 #define MAX_RESULT (64u << 20)
@@ -75,6 +81,10 @@ static struct {
     buffer result;  /* the runner's JSON */
     buffer dependency_request, dependency_reply; /* the runner's and ours (fd 5) */
     size_t dependency_reply_offset;
+    buffer call_request, call_reply; /* the guest's host-function call and its answer (fd 6) */
+    size_t call_reply_offset;
+    unsigned spilled;                /* results written to SPILL_DIRECTORY so far */
+    uint64_t disk_quota, disk_entries; /* the run's, raised by what is spilled */
     char environment_key[65]; /* of the environment mounted last */
     char environment_path[VFS_PATH_MAX];
     int environment_count;
@@ -88,7 +98,7 @@ static void send_or_die(char type, const void *data, size_t size) {
 
 typedef struct device {
     vfs_file base;
-    int kind; /* 0 stdin, 1 stdout, 2 stderr, 3 control channel, 4 dependencies */
+    int kind; /* 0 stdin, 1 stdout, 2 stderr, 3 control channel, 4 dependencies, 5 functions */
 } device;
 
 /* Sends every regular file under `directory` as an 'A' frame and removes
@@ -249,12 +259,87 @@ static int dependencies_read(void *data, size_t size, size_t *done) {
     return 0;
 }
 
+/* Writes a large result into the scratch file system, outside the
+ * run's quota (which grows by its size: the host bounded it with the
+ * run's result budget), so that it is never lost for want of disk.  The
+ * path, or NULL. */
+static const char *spill_result(const char *data, size_t size, char path[VFS_PATH_MAX]) {
+    if (G.disk_quota) vfs_memfs_set_quota(G.scratch, G.disk_quota += size);
+    if (G.disk_entries) vfs_memfs_set_entry_limit(G.scratch, G.disk_entries += 2);
+    int rc = vfs_mkdir(G.fs, SPILL_DIRECTORY);
+    if (rc == -EEXIST) rc = 0;
+    snprintf(path, VFS_PATH_MAX, "%s/result-%u.json", SPILL_DIRECTORY, ++G.spilled);
+    vfs_file *file;
+    if (rc == 0) rc = vfs_open(G.fs, path, VFS_O_WRITE | VFS_O_CREATE | VFS_O_TRUNCATE, &file);
+    if (rc) return NULL;
+    size_t written = 0, done = 0;
+    while (rc == 0 && written < size &&
+           (rc = file->ops->write(file, data + written, size - written, written, &done)) == 0 &&
+           done > 0)
+        written += done;
+    vfs_file_release(file);
+    return rc == 0 && written == size ? path : NULL;
+}
+
+/* Host functions: the guest writes one request (JSON) to fd 6, then reads
+ * the answer to its end.  The first read sends the request, unread, to the
+ * host ('C'), which answers with a JSON header line and the body (functions.c).
+ * A body over INLINE_RESULT is spilled to a file whose path replaces it
+ * in the header, so the guest reads it back as a file. */
+static void exchange_call(void) {
+    buffer *reply = &G.call_reply;
+    buffer_free(reply);
+    G.call_reply_offset = 0;
+    send_or_die('C', G.call_request.data, G.call_request.size);
+    buffer_free(&G.call_request);
+    char type;
+    char *payload;
+    size_t size;
+    if (frame_read(G.channel_fd, &type, &payload, &size, FRAME_MAX, NULL) != 0) _exit(0);
+    char *newline = type == 'C' ? memchr(payload, '\n', size) : NULL;
+    size_t body = newline ? size - (size_t)(newline + 1 - payload) : 0;
+    char path[VFS_PATH_MAX];
+    char header[VFS_PATH_MAX + 96];
+    int rc = 0;
+    if (!newline) {
+        snprintf(header, sizeof header,
+                 "{\"ok\":false,\"error\":\"malformed\",\"message\":\"malformed answer "
+                 "from the host\"}\n");
+        rc = buffer_append(reply, header, strlen(header));
+    } else if (body > INLINE_RESULT && strncmp(payload, "{\"ok\":true}", 11) == 0) {
+        /* The path is ours (no quote or backslash in it): plain JSON. */
+        if (spill_result(newline + 1, body, path))
+            snprintf(header, sizeof header, "{\"ok\":true,\"spilled\":\"%s\",\"size\":%zu}\n",
+                     path, body);
+        else
+            snprintf(header, sizeof header,
+                     "{\"ok\":false,\"error\":\"error\",\"message\":\"the result (%zu bytes) "
+                     "could not be written to %s\"}\n", body, SPILL_DIRECTORY);
+        rc = buffer_append(reply, header, strlen(header));
+    } else {
+        rc = buffer_append(reply, payload, size);
+    }
+    free(payload);
+    if (rc) _exit(1);
+}
+
+static int functions_read(void *data, size_t size, size_t *done) {
+    if (!G.is_worker) return -EBADF;
+    if (G.call_request.size) exchange_call();
+    size_t left = G.call_reply.size - G.call_reply_offset;
+    *done = size < left ? size : left;
+    if (*done) memcpy(data, G.call_reply.data + G.call_reply_offset, *done);
+    G.call_reply_offset += *done;
+    return 0;
+}
+
 static int device_read(vfs_file *file, void *data, size_t size, uint64_t offset, size_t *done) {
     (void)offset;
     *done = 0;
     int kind = ((device *)file)->kind;
-    return kind == 3 ? channel_read(data, size, done)
+    return kind == 3   ? channel_read(data, size, done)
            : kind == 4 ? dependencies_read(data, size, done)
+           : kind == 5 ? functions_read(data, size, done)
                        : 0;
 }
 
@@ -271,6 +356,11 @@ static int device_write(vfs_file *file, const void *data, size_t size, uint64_t 
         if (!G.is_worker) return -EBADF;
         if (G.dependency_request.size + size > MAX_DEPENDENCY_REQUEST) return -EFBIG;
         return buffer_append(&G.dependency_request, data, size);
+    }
+    if (d->kind == 5) {
+        if (!G.is_worker) return -EBADF;
+        if (G.call_request.size + size > MAX_CALL_REQUEST) return -EFBIG;
+        return buffer_append(&G.call_request, data, size);
     }
     if (!G.is_worker || size == 0) return 0; /* warm-up output is dropped */
     send_or_die(d->kind == 1 ? 'O' : 'E', data, size);
@@ -403,8 +493,15 @@ static void apply_request(char *payload, size_t size) {
         if (limit < linear->pages) limit = linear->pages;
         linear->max_pages = limit;
     }
-    if (disk > 0) vfs_memfs_set_quota(G.scratch, (uint64_t)disk);
-    if (entries > 0) vfs_memfs_set_entry_limit(G.scratch, (uint64_t)entries);
+    G.disk_quota = disk > 0 ? (uint64_t)disk : 0;
+    G.disk_entries = entries > 0 ? (uint64_t)entries : 0;
+    if (disk > 0) vfs_memfs_set_quota(G.scratch, G.disk_quota);
+    if (entries > 0) vfs_memfs_set_entry_limit(G.scratch, G.disk_entries);
+    /* A call half-written or half-read by the previous run of a session
+     * is not this run's. */
+    buffer_free(&G.call_request);
+    buffer_free(&G.call_reply);
+    G.call_reply_offset = 0;
 
     const cJSON *code_size = cJSON_GetObjectItemCaseSensitive(header, "code_size");
     size_t offset = (size_t)(newline - payload) + 1;
@@ -652,8 +749,8 @@ static int build_world(const zygote_world *world) {
     free(runner); /* wasi_new copied argv */
     if (!G.w) return -ENOMEM;
 
-    vfs_file *files[5] = {0}, *root = NULL;
-    for (int kind = 0; kind < 5; kind++)
+    vfs_file *files[6] = {0}, *root = NULL;
+    for (int kind = 0; kind < 6; kind++)
         if (!(files[kind] = device_new(kind))) rc = -ENOMEM;
     if (rc == 0) rc = vfs_open(G.fs, "/", VFS_O_READ | VFS_O_DIRECTORY, &root);
     if (rc == 0) rc = wasi_install(G.w, 0, files[0], "/dev/stdin", 1, 0, 0);
@@ -663,7 +760,8 @@ static int build_world(const zygote_world *world) {
     if (rc == 0) rc = wasi_install(G.w, CHANNEL_FD, files[3], "/dev/capsule", 1, 1, 0);
     if (rc == 0)
         rc = wasi_install(G.w, DEPENDENCIES_FD, files[4], "/dev/capsule-dependencies", 1, 1, 0);
-    for (int kind = 0; kind < 5; kind++) vfs_file_release(files[kind]);
+    if (rc == 0) rc = wasi_install(G.w, FUNCTIONS_FD, files[5], "/dev/capsule-functions", 1, 1, 0);
+    for (int kind = 0; kind < 6; kind++) vfs_file_release(files[kind]);
     vfs_file_release(root);
     return rc;
 }

@@ -9,9 +9,12 @@
  * in a run) with the bytes a worker could send:
  *   'R' the result           'A' an artifact            'H' the broker
  *   'W' a provider's write   'F' a resource read        'D' dependencies
+ *   'C' a host function's call or list
  * against a configuration with a read-only and a read-write host mount
- * (a temporary directory with a symbolic link out of it) and a resource
- * provider that reads and takes writes.  Answers go to a socket that a
+ * (a temporary directory with a symbolic link out of it), a resource
+ * provider that reads and takes writes, and host functions (one that
+ * echoes its arguments, one that fails, one that needs approval, one
+ * denied by a pattern), audited to /dev/null.  Answers go to a socket that a
  * thread drains.  Workers are never started: zygote_main is a stub.
  *
  * Checked besides ASan/UBSan/LeakSanitizer: nothing escapes the mounted
@@ -70,6 +73,23 @@ static int provider_write_file(void *userdata, const char *name, uint64_t offset
     return 0;
 }
 
+/* Host functions: "echo" returns its arguments, "broken" fails; the
+ * arguments must be the JSON object the schema check let through. */
+static int echo_function(void *userdata, const cap_function_call *call, char **result,
+                         size_t *result_size, char *error) {
+    (void)userdata;
+    if (strlen(call->arguments) != call->arguments_size || call->arguments[0] != '{' ||
+        !(call->timeout_seconds > 0))
+        abort();
+    if (strcmp(call->name, "broken") == 0) {
+        snprintf(error, CAP_ERROR_SIZE, "broken on purpose");
+        return CAP_FUNCTION_ERROR;
+    }
+    *result = strdup(call->arguments);
+    *result_size = call->arguments_size;
+    return *result ? CAP_FUNCTION_OK : CAP_FUNCTION_ERROR;
+}
+
 static void *drain(void *unused) {
     (void)unused;
     char buffer_[1 << 16];
@@ -107,7 +127,18 @@ static void setup(void) {
     if (!fuzz_config ||
         cap_config_add_mount(fuzz_config, root, "/data", CAP_MOUNT_READ_ONLY, 0, error) ||
         cap_config_add_mount(fuzz_config, root, "/rw", 0, QUOTA, error) ||
-        cap_config_add_resource_provider(fuzz_config, "/provided", &provider, NULL, error))
+        cap_config_add_resource_provider(fuzz_config, "/provided", &provider, NULL, error) ||
+        cap_config_add_function(fuzz_config, "echo", "Echoes.",
+                                "{\"type\":\"object\",\"properties\":{\"n\":{\"type\":"
+                                "\"integer\"},\"s\":{\"type\":[\"string\",\"null\"]}},"
+                                "\"required\":[\"n\"],\"additionalProperties\":false}",
+                                echo_function, NULL, error) ||
+        cap_config_add_function(fuzz_config, "broken", NULL, NULL, echo_function, NULL, error) ||
+        cap_config_add_function(fuzz_config, "guarded", NULL, NULL, echo_function, NULL, error) ||
+        cap_config_add_function(fuzz_config, "hidden", NULL, NULL, echo_function, NULL, error) ||
+        cap_config_require_approval(fuzz_config, "guarded", error) ||
+        cap_config_deny_functions(fuzz_config, "hid*", error) ||
+        cap_config_set_audit_log(fuzz_config, "/dev/null", error))
         abort();
     int pair[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) abort();
@@ -142,7 +173,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (!payload) return 0;
     memcpy(payload, data + 1, n);
     payload[n] = '\0';
-    static const char types[6] = {'R', 'A', 'H', 'W', 'F', 'D'};
+    static const char types[7] = {'R', 'A', 'H', 'W', 'F', 'D', 'C'};
     cap_result *result = calloc(1, sizeof *result);
     cap_run_options options = {0};
     cap_sandbox sandbox = {.config = fuzz_config};
@@ -153,7 +184,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                                  .result = result,
                                  .deadline = sandbox_now_seconds() + 1,
                                  .max_output = 1 << 20};
-    if (result) sandbox_dispatch_frame(&exchange, types[data[0] % 6], payload, n);
+    if (result) sandbox_dispatch_frame(&exchange, types[data[0] % 7], payload, n);
     buffer_free(&exchange.out);
     buffer_free(&exchange.err);
     if (result) cap_result_free(result);

@@ -48,6 +48,13 @@ class Capsule:
         return result
 
 
+@pytest.fixture(params=_binaries(), ids=lambda p: p.name)
+def binary(request):
+    """Each capsule binary (release, and ASan when built), for tests that
+    start it themselves (the MCP server)."""
+    return request.param
+
+
 @pytest.fixture(scope="session", params=_binaries(), ids=lambda p: p.name)
 def capsule(request):
     instance = Capsule(request.param)

@@ -501,6 +501,25 @@ def test_native_only_host_packages_are_refused(capsule, tmp_path):
     assert result["error"].startswith("fastonly:") and "native code only" in result["error"]
 
 
+def test_distributions_built_on_native_code_are_refused(capsule, tmp_path):
+    # Python glue over many extension modules (pycryptodome's shape): not an
+    # optional accelerator, so not installed half-working.
+    site = tmp_path / "site"
+    info = site / "gluey-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: gluey\nVersion: 1.0\n")
+    (site / "gluey").mkdir()
+    (site / "gluey" / "__init__.py").write_text("from . import _a\n")
+    record = ["gluey/__init__.py,,", "gluey-1.0.dist-info/METADATA,,"]
+    for name in "abcde":
+        (site / "gluey" / f"_{name}.cpython-311-x86_64-linux-gnu.so").write_bytes(b"\x7fELF")
+        record.append(f"gluey/_{name}.cpython-311-x86_64-linux-gnu.so,,")
+    (info / "RECORD").write_text("\n".join(record) + "\n")
+    result = capsule.json("import gluey", "--site-packages", str(site))
+    assert result["status"] == "install-error", result
+    assert result["error"].startswith("gluey:") and "built on native code" in result["error"]
+
+
 # --- the guest's side of the channel is untrusted ------------------------------------------
 
 def test_garbage_on_the_dependency_channel_is_refused(capsule, wheelhouse, tmp_path):

@@ -104,9 +104,12 @@ def test_check_command_passes(capsule):
     completed = subprocess.run([str(capsule.binary), "check"], capture_output=True, timeout=300)
     out = completed.stdout.decode()
     assert completed.returncode == 0, out
-    for wall in ("host files", "network", "host environment", "processes", "one capability",
+    for wall in ("host files", "network", "host environment", "processes", "one grant each",
                  "read-only mount"):
         assert f"{wall}" in out
+    # Wall 5 grants exactly one host function: it works, another is refused.
+    assert "granted function lookup_order(order_id=7)  ok" in out
+    assert "function not granted: delete_order" in out
     assert out.count("holds") == 6
     assert "FAILED" not in out
     assert "0 failed" in out

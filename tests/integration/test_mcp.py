@@ -19,19 +19,7 @@ import time
 
 import pytest
 
-from conftest import BUILD, ROOT
-
-
-def _binaries():
-    found = [BUILD / "capsule"]
-    if (BUILD / "capsule-asan").exists():
-        found.append(BUILD / "capsule-asan")
-    return found
-
-
-@pytest.fixture(params=_binaries(), ids=lambda p: p.name)
-def binary(request):
-    return request.param
+from conftest import ROOT
 
 
 def _environment():

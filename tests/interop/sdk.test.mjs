@@ -96,7 +96,7 @@ function commonTests(name, connect) {
   test(`${name}: sessions keep state and files`, async () => {
     const created = await client.callTool({ name: "create_session", arguments: {} });
     const session_id = created.structuredContent.session_id;
-    assert.match(session_id, /^[0-9a-f]{24}$/);
+    assert.match(session_id, /^[0-9a-f]{32}$/);
     await runCode(client, "x = 41", { session_id });
     const next = await runCode(client, "x + 1", { session_id });
     assert.match(textOf(next), /<return_value>\n42\n<\/return_value>/);

@@ -126,12 +126,9 @@ KNOWN = [
      "`/tests` are read-only images, where `unlink` of a missing file gives `EROFS` (as Linux "
      "does on a read-only mount). Affects `test_import` and `test_runpy`."),
     (r"(?i)test_os\.UtimeTests|test_add_file_before_1980|pathlike_name|utime",
-     "**`os.utime` is accepted but not stored** (capsule's `fd_filestat_set_times` and "
-     "`path_filestat_set_times` return success and change nothing; atime and ctime are "
-     "always reported equal to mtime). Tests that set a time and read it back fail: "
-     "`os.utime` itself, tarfile extraction (restores member mtimes), zipfile's 1980 check. "
-     "A few more tests skip because of it (zipfile's 2107 test detects a \"kernel bug\", "
-     "compileall's large-timestamp test)."),
+     "**Times**: `os.utime` is stored (atime and mtime; ctime is reported equal to mtime, "
+     "and there are no nanosecond-exact ctime updates). What still differs is listed "
+     "here."),
     (r"test_copyfile_nonexistent_dir",
      "**Trailing slash dropped by capsule's path normalisation** (`vfs_normalize`): "
      "`open('dir/missing/', 'w')` creates a regular file `missing` instead of failing with "
@@ -166,13 +163,17 @@ GUEST_PROGRAM = r'''
 import collections, importlib, io, json, sys, traceback, unittest
 sys.path.insert(0, "/tests")
 # Package tests shipped beside Lib/test in the tests image (unittest.test,
-# lib2to3.tests): stdlib.img leaves every package's tests out.
-import warnings
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    import lib2to3
-unittest.__path__.append("/tests/unittest")
-lib2to3.__path__.append("/tests/lib2to3")
+# lib2to3.tests): stdlib.img leaves every package's tests out.  A finder,
+# not __path__, because test_lib2to3 re-imports lib2to3 fresh.
+import importlib.machinery
+class PackageTests:
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        package, _, rest = name.partition(".")
+        if package in ("unittest", "lib2to3") and rest in ("test", "tests"):
+            return importlib.machinery.PathFinder.find_spec(name, ["/tests/" + package])
+        return None
+sys.meta_path.append(PackageTests)
 OPTIONS = %(options)s
 NAME = "test." + OPTIONS["module"]
 MARKER = "%(marker)s"

@@ -1,0 +1,1610 @@
+/*
+ * store.c — the store's operations (store.h), once for every backend.
+ *
+ * Each operation is a few statements of shared SQL (backend.h says which
+ * dialect) run through the backend chosen by the URL.  Writes of more than
+ * one statement run in one write transaction: store_write_begin, the
+ * statements, store_write_end (commit, or roll back on any error).
+ *
+ * Blobs: the key is SHA-256 of the raw bytes, the row holds a zstd frame.
+ * Compression happens inside the write transaction, only for blobs not
+ * already stored, so a page shared by many snapshots is compressed once.
+ * Reads trust nothing: the frame's declared size, the row's raw size and the
+ * hash of what comes out must all agree.
+ *
+ * Usage (bytes of blobs) is a counter row kept in step with every blob
+ * inserted or deleted, in the same transaction; store_check recomputes it.
+ */
+#include "store.h"
+
+#include <openssl/evp.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <zstd.h>
+
+#include "backend.h"
+
+/* How long a node's lease lasts after each renewal, unless store_set_lease. */
+#define DEFAULT_LEASE_MS 30000
+
+/* Pages are small and written on the call's critical path: the fastest
+ * positive level (bench/store.c: level 3 costs more and gains little). */
+#define COMPRESSION_LEVEL 1
+
+struct store {
+    const store_backend *backend;
+    void *connection;
+    int schema_version;
+    int exclusive;                   /* the backend said: no other user until closed */
+    char node[STORE_ID_SIZE];        /* this handle's node id (nodes.id) */
+    int64_t lease_ms;
+    int64_t recovered_calls;
+    uint64_t quota;                  /* 0: none */
+    int64_t (*clock)(void *context); /* NULL: the real-time clock */
+    void *clock_context;
+    ZSTD_CCtx *compressor;
+    ZSTD_DCtx *decompressor;
+    void *scratch;                   /* compression output */
+    size_t scratch_size;
+    void *batch_scratch;             /* compression output of a batch of blobs */
+    size_t batch_scratch_size;
+};
+
+static const store_backend *const backends[] = {&store_sqlite_backend, &store_postgres_backend,
+                                                &store_postgresql_backend};
+
+#define COUNT(array) (sizeof(array) / sizeof *(array))
+#define INTEGER(x) ((store_value){.type = STORE_INTEGER, .integer = (x)})
+#define TEXT(s) ((store_value){.type = STORE_TEXT, .bytes = (s), .size = strlen(s)})
+#define BLOB(p, n) ((store_value){.type = STORE_BLOB, .bytes = (p), .size = (n)})
+#define NOTHING ((store_value){.type = STORE_NULL})
+/* run(store, sql, row, context, error, parameters...) */
+#define RUN(s, sql, row, context, error, ...)                                                      \
+    store_run((s), (sql), (const store_value[]){__VA_ARGS__},                                      \
+              (int)(sizeof((const store_value[]){__VA_ARGS__}) / sizeof(store_value)), (row),      \
+              (context), (error))
+
+static int fail(char *error, int code, const char *format, ...)
+    __attribute__((format(printf, 3, 4)));
+static int fail(char *error, int code, const char *format, ...) {
+    if (error) {
+        va_list arguments;
+        va_start(arguments, format);
+        int length = snprintf(error, CAP_ERROR_SIZE, "store: ");
+        vsnprintf(error + length, CAP_ERROR_SIZE - (size_t)length, format, arguments);
+        va_end(arguments);
+    }
+    return code;
+}
+
+static int64_t store_now(store *store) {
+    if (store->clock) return store->clock(store->clock_context);
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+}
+
+static int store_run(store *store, const char *sql, const store_value *parameters, int count,
+                     store_row_function row, void *context, char *error) {
+    return store->backend->execute(store->connection, sql, parameters, count, row, context, error);
+}
+
+static int store_write_begin(store *store, char *error) {
+    return store->backend->begin(store->connection, 1, error);
+}
+
+/* Commits when result is CAP_OK, else (or if the commit fails) rolls back;
+ * returns the outcome. */
+static int store_write_end(store *store, int result, char *error) {
+    if (result == CAP_OK) {
+        result = store->backend->commit(store->connection, error);
+        if (result == CAP_OK) return CAP_OK;
+    }
+    store->backend->rollback(store->connection);
+    return result;
+}
+
+/* --- row collectors ------------------------------------------------------------ */
+
+/* The first row's integer columns (others read as 0) and how many rows came. */
+typedef struct integers {
+    int64_t rows;
+    int64_t value[4];
+    int null[4];
+} integers;
+
+static int collect_integers(void *context, const store_value *columns, int count, char *error) {
+    (void)error;
+    integers *out = context;
+    if (out->rows++ == 0)
+        for (int i = 0; i < count && i < 4; i++) {
+            out->value[i] = columns[i].type == STORE_INTEGER ? columns[i].integer : 0;
+            out->null[i] = columns[i].type == STORE_NULL;
+        }
+    return 0;
+}
+
+/* Sums the integer columns of every row (blob sizes of a DELETE ... RETURNING). */
+static int sum_integers(void *context, const store_value *columns, int count, char *error) {
+    (void)error;
+    integers *out = context;
+    out->rows++;
+    for (int i = 0; i < count && i < 4; i++)
+        if (columns[i].type == STORE_INTEGER) out->value[i] += columns[i].integer;
+    return 0;
+}
+
+/* A row narrower than its statement's columns: only a damaged database. */
+static int malformed_row(int count, int expected, char *error) {
+    return fail(error, STORE_ECORRUPT, "a row of %d columns where %d are expected", count,
+                expected);
+}
+
+static void copy_text(char *destination, size_t size, const store_value *value) {
+    size_t length = value->type == STORE_TEXT ? value->size : 0;
+    if (length >= size) length = size - 1;
+    if (length) memcpy(destination, value->bytes, length);
+    destination[length] = '\0';
+}
+
+static char *duplicate_text(const store_value *value) {
+    if (value->type != STORE_TEXT) return NULL;
+    char *copy = malloc(value->size + 1);
+    if (!copy) return NULL;
+    memcpy(copy, value->bytes, value->size);
+    copy[value->size] = '\0';
+    return copy;
+}
+
+static void hex(const uint8_t hash[STORE_HASH_SIZE], char out[17]) {
+    for (int i = 0; i < 8; i++) snprintf(out + 2 * i, 3, "%02x", hash[i]);
+}
+
+/* Ids, principals and keys: 1..128 bytes, no NUL (C strings). */
+static int check_name(const char *value, const char *what, int empty_allowed, char *error) {
+    if (!value) return fail(error, CAP_EINVAL, "%s missing", what);
+    size_t length = strlen(value);
+    if ((!empty_allowed && length == 0) || length >= STORE_ID_SIZE)
+        return fail(error, CAP_EINVAL, "%s must be %s1 to %d bytes", what,
+                    empty_allowed ? "0 or " : "", STORE_ID_SIZE - 1);
+    return CAP_OK;
+}
+
+void store_hash(const void *data, size_t size, uint8_t hash[STORE_HASH_SIZE]) {
+    unsigned int length = STORE_HASH_SIZE;
+    EVP_Digest(size ? data : "", size, hash, &length, EVP_sha256(), NULL);
+}
+
+/* --- opening --------------------------------------------------------------------- */
+
+static const char schema_version_table[] =
+    "CREATE TABLE IF NOT EXISTS schema_version"
+    " (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)";
+static const char schema_version_select[] = "SELECT MAX(version) FROM schema_version";
+static const char schema_version_insert[] =
+    "INSERT INTO schema_version (version, applied_at) VALUES ($1, $2)";
+
+/* Applies the migrations the database lacks, each in its own write
+ * transaction that takes the backend's schema lock, then re-reads the
+ * version (another process may have migrated in between). */
+static int store_migrate(store *store, char *error) {
+    int result = CAP_OK;
+    for (;;) {
+        if (result != CAP_OK) return result;
+        if ((result = store_write_begin(store, error)) != CAP_OK) return result;
+        if (store->backend->lock_schema)
+            result = store->backend->lock_schema(store->connection, error);
+        if (result == CAP_OK)
+            result = store->backend->script(store->connection, schema_version_table, error);
+        integers version = {0};
+        if (result == CAP_OK)
+            result =
+                store_run(store, schema_version_select, NULL, 0, collect_integers, &version, error);
+        int current = (int)version.value[0];
+        if (result == CAP_OK && current > store->backend->migration_count)
+            result = fail(error, STORE_EVERSION,
+                          "the database's schema is version %d, newer than this capsule's %d",
+                          current, store->backend->migration_count);
+        if (result == CAP_OK && current == store->backend->migration_count) {
+            store->schema_version = current;
+            return store_write_end(store, CAP_OK, error);
+        }
+        if (result == CAP_OK)
+            result = store->backend->script(store->connection, store->backend->migrations[current],
+                                            error);
+        if (result == CAP_OK)
+            result = RUN(store, schema_version_insert, NULL, NULL, error, INTEGER(current + 1),
+                         INTEGER(store_now(store)));
+        if (result != CAP_OK && error) {
+            char detail[CAP_ERROR_SIZE];
+            snprintf(detail, sizeof detail, "%s", error);
+            fail(error, result, "migration to version %d: %s", current + 1, detail);
+        }
+        result = store_write_end(store, result, error);
+    }
+}
+
+/* Nodes and leases (docs/store.md, "Several nodes").  Every store handle is
+ * a node: a row in `nodes` whose lease it renews; its running calls and its
+ * live sessions name it.  A node whose lease has expired is dead (or cut
+ * off, which is the same to the others): any node's sweep marks its running
+ * calls `interrupted` and parks its live sessions.  With an exclusive
+ * backend (SQLite) every other node is dead by definition. */
+static const char node_register[] =
+    "INSERT INTO nodes (id, started_at, lease_expires_at) VALUES ($1, $2, $3)"
+    " ON CONFLICT (id) DO UPDATE SET lease_expires_at = excluded.lease_expires_at";
+static const char node_renew[] =
+    "UPDATE nodes SET lease_expires_at = $3 WHERE id = $1 AND lease_expires_at >= $2 RETURNING 1";
+static const char node_release[] = "UPDATE nodes SET lease_expires_at = 0 WHERE id = $1";
+/* $1 now, $2 this node, $3 the oldest lease still alive (now; or, for an
+ * exclusive store, beyond any lease). */
+static const char sweep_calls[] =
+    "UPDATE calls SET status = 'interrupted', finished_at = $1"
+    " WHERE status = 'running' AND (node IS NULL OR node <> $2) AND NOT EXISTS"
+    " (SELECT 1 FROM nodes WHERE nodes.id = calls.node AND nodes.lease_expires_at >= $3)"
+    " RETURNING seq";
+static const char sweep_sessions[] =
+    "UPDATE sessions SET status = 'parked', owner = NULL"
+    " WHERE status = 'live' AND (owner IS NULL OR owner <> $1) AND NOT EXISTS"
+    " (SELECT 1 FROM nodes WHERE nodes.id = sessions.owner AND nodes.lease_expires_at >= $2)";
+static const char sweep_nodes[] = "DELETE FROM nodes WHERE id <> $1 AND lease_expires_at < $2";
+/* This node's own, when it finds its lease lost. */
+static const char own_calls_interrupt[] =
+    "UPDATE calls SET status = 'interrupted', finished_at = $1"
+    " WHERE status = 'running' AND node = $2 RETURNING seq";
+static const char own_sessions_park[] =
+    "UPDATE sessions SET status = 'parked', owner = NULL WHERE status = 'live' AND owner = $1";
+
+/* Inside a write transaction: interrupts the running calls and parks the
+ * live sessions of every node whose lease ended before `alive_since`, and
+ * forgets those nodes; *calls receives how many calls. */
+static int sweep_in_transaction(store *store, int64_t alive_since, int64_t *calls, char *error) {
+    int64_t now = store_now(store);
+    integers swept = {0};
+    int result = RUN(store, sweep_calls, collect_integers, &swept, error, INTEGER(now),
+                     TEXT(store->node), INTEGER(alive_since));
+    if (result == CAP_OK)
+        result = RUN(store, sweep_sessions, NULL, NULL, error, TEXT(store->node),
+                     INTEGER(alive_since));
+    if (result == CAP_OK)
+        result = RUN(store, sweep_nodes, NULL, NULL, error, TEXT(store->node),
+                     INTEGER(alive_since));
+    if (calls) *calls = swept.rows;
+    return result;
+}
+
+/* At open: this node joins with a fresh lease, and what dead nodes left is
+ * recovered (with an exclusive backend, everything others left). */
+static int store_recover(store *store, char *error) {
+    int result = store_write_begin(store, error);
+    if (result != CAP_OK) return result;
+    int64_t now = store_now(store);
+    result = RUN(store, node_register, NULL, NULL, error, TEXT(store->node), INTEGER(now),
+                 INTEGER(now + store->lease_ms));
+    if (result == CAP_OK)
+        result = sweep_in_transaction(store, store->exclusive ? INT64_MAX : now,
+                                      &store->recovered_calls, error);
+    return store_write_end(store, result, error);
+}
+
+/* A node id unique among the store's users: host, pid and 32 random bits. */
+static void make_node_id(char node[STORE_ID_SIZE]) {
+    char host[64] = "";
+    if (gethostname(host, sizeof host) != 0 || !host[0]) snprintf(host, sizeof host, "host");
+    host[sizeof host - 1] = '\0';
+    uint32_t random = 0;
+    if (getentropy(&random, sizeof random) != 0) {
+        struct timespec now;
+        clock_gettime(CLOCK_REALTIME, &now);
+        random = (uint32_t)now.tv_nsec ^ (uint32_t)now.tv_sec;
+    }
+    snprintf(node, STORE_ID_SIZE, "%s:%ld:%08x", host, (long)getpid(), random);
+}
+
+const char *store_node(const store *store) {
+    return store->node;
+}
+
+void store_set_lease(store *store, int64_t lease_ms) {
+    store->lease_ms = lease_ms > 0 ? lease_ms : DEFAULT_LEASE_MS;
+}
+
+int store_renew(store *store, int64_t *recovered, char *error) {
+    if (recovered) *recovered = 0;
+    int result = store_write_begin(store, error);
+    if (result != CAP_OK) return result;
+    int64_t now = store_now(store);
+    integers renewed = {0};
+    result = RUN(store, node_renew, collect_integers, &renewed, error, TEXT(store->node),
+                 INTEGER(now), INTEGER(now + store->lease_ms));
+    int lost = result == CAP_OK && !renewed.rows;
+    integers own = {0};
+    if (lost) {
+        /* Others may have taken over already: what this node still marks
+         * as its own is given up too, and it joins again afresh. */
+        result = RUN(store, own_calls_interrupt, collect_integers, &own, error, INTEGER(now),
+                     TEXT(store->node));
+        if (result == CAP_OK)
+            result = RUN(store, own_sessions_park, NULL, NULL, error, TEXT(store->node));
+        if (result == CAP_OK)
+            result = RUN(store, node_register, NULL, NULL, error, TEXT(store->node), INTEGER(now),
+                         INTEGER(now + store->lease_ms));
+    }
+    int64_t swept = 0;
+    if (result == CAP_OK) result = sweep_in_transaction(store, now, &swept, error);
+    result = store_write_end(store, result, error);
+    if (result != CAP_OK) return result;
+    if (recovered) *recovered = swept;
+    if (lost)
+        return fail(error, STORE_ECONFLICT,
+                    "node %s: its lease had expired; its %lld running calls are interrupted and"
+                    " its live sessions parked (stop their workers)",
+                    store->node, (long long)own.rows);
+    return CAP_OK;
+}
+
+int store_open(const char *url, store **out, char *error) {
+    *out = NULL;
+    if (!url) return fail(error, CAP_EINVAL, "no URL");
+    const store_backend *backend = NULL;
+    for (size_t i = 0; i < COUNT(backends); i++)
+        if (strncmp(url, backends[i]->scheme, strlen(backends[i]->scheme)) == 0)
+            backend = backends[i];
+    if (!backend)
+        return fail(error, CAP_EINVAL,
+                    "'%.100s': unknown kind of store (expected sqlite:PATH or postgres://...)",
+                    url);
+    return store_open_backend(backend, url + strlen(backend->scheme), out, error);
+}
+
+int store_open_backend(const store_backend *backend, const char *location, store **out,
+                       char *error) {
+    *out = NULL;
+    store *opened = calloc(1, sizeof *opened);
+    if (!opened) return fail(error, CAP_ENOMEM, "out of memory");
+    opened->backend = backend;
+    opened->lease_ms = DEFAULT_LEASE_MS;
+    make_node_id(opened->node);
+    int result = backend->open(location, &opened->connection, &opened->exclusive, error);
+    if (result == CAP_OK) result = store_migrate(opened, error);
+    if (result == CAP_OK) result = store_recover(opened, error);
+    if (result != CAP_OK) {
+        store_close(opened);
+        return result;
+    }
+    *out = opened;
+    return CAP_OK;
+}
+
+void store_close(store *store) {
+    if (!store) return;
+    /* Leaving, the node gives its lease up: whatever it leaves running is
+     * recovered by the next sweep rather than after the lease.  Best
+     * effort: a store that cannot be written to is recovered all the same. */
+    if (store->connection && store->schema_version) {
+        store->backend->rollback(store->connection);
+        RUN(store, node_release, NULL, NULL, NULL, TEXT(store->node));
+    }
+    if (store->connection) store->backend->close(store->connection);
+    ZSTD_freeCCtx(store->compressor);
+    ZSTD_freeDCtx(store->decompressor);
+    free(store->scratch);
+    free(store->batch_scratch);
+    free(store);
+}
+
+int64_t store_recovered_calls(const store *store) {
+    return store->recovered_calls;
+}
+int store_schema_version(const store *store) {
+    return store->schema_version;
+}
+void store_set_quota(store *store, uint64_t blob_bytes) {
+    store->quota = blob_bytes;
+}
+
+void store_set_clock(store *store, int64_t (*now_ms)(void *context), void *context) {
+    store->clock = now_ms;
+    store->clock_context = context;
+}
+
+static const char usage_select[] =
+    "SELECT blob_bytes, blob_count, raw_bytes, (SELECT COUNT(*) FROM sessions)"
+    " FROM usage WHERE id = 1";
+
+int store_get_usage(store *store, store_usage *out, char *error) {
+    integers usage = {0};
+    int result = store_run(store, usage_select, NULL, 0, collect_integers, &usage, error);
+    if (result != CAP_OK) return result;
+    if (usage.rows != 1) return fail(error, STORE_ECORRUPT, "the usage row is missing");
+    out->blob_bytes = (uint64_t)usage.value[0];
+    out->blob_count = (uint64_t)usage.value[1];
+    out->raw_bytes = (uint64_t)usage.value[2];
+    out->sessions = usage.value[3];
+    return CAP_OK;
+}
+
+static const char usage_recount[] =
+    "SELECT COALESCE(SUM(stored_size), 0), COUNT(*), COALESCE(SUM(raw_size), 0) FROM blobs";
+
+int store_check(store *store, char *error) {
+    int result = store->backend->check(store->connection, error);
+    if (result != CAP_OK) return result;
+    store_usage usage;
+    integers counted = {0};
+    if ((result = store_get_usage(store, &usage, error)) != CAP_OK) return result;
+    if ((result = store_run(store, usage_recount, NULL, 0, collect_integers, &counted, error)) !=
+        CAP_OK)
+        return result;
+    if ((uint64_t)counted.value[0] != usage.blob_bytes ||
+        (uint64_t)counted.value[1] != usage.blob_count)
+        return fail(error, STORE_ECORRUPT,
+                    "usage says %llu bytes in %llu blobs, the blobs %lld in %lld",
+                    (unsigned long long)usage.blob_bytes, (unsigned long long)usage.blob_count,
+                    (long long)counted.value[0], (long long)counted.value[1]);
+    return CAP_OK;
+}
+
+/* --- sessions -------------------------------------------------------------------- */
+
+static const char *const session_statuses[] = {"live", "parked", "expired"};
+
+static int session_usable(store *store, const char *id, char *error);
+
+static const char session_insert[] =
+    "INSERT INTO sessions (id, principal, status, created_at, last_used_at, ttl_ms, expires_at,"
+    " owner) VALUES ($1, $2, $3, $4, $4, $5, $6, $7) ON CONFLICT DO NOTHING RETURNING 1";
+static const char session_select[] =
+    "SELECT id, principal, status, created_at, last_used_at, ttl_ms, expires_at, latest_snapshot,"
+    " call_count, owner, epoch FROM sessions WHERE id = $1";
+static const char session_touch[] =
+    "UPDATE sessions SET last_used_at = $2,"
+    " expires_at = CASE WHEN ttl_ms > 0 THEN $2 + ttl_ms ELSE NULL END"
+    " WHERE id = $1 AND status <> 'expired' RETURNING 1";
+static const char session_set_status[] =
+    "UPDATE sessions SET status = $2, owner = $3 WHERE id = $1 AND status <> 'expired' RETURNING 1";
+static const char session_unlink_snapshot[] =
+    "UPDATE sessions SET latest_snapshot = NULL WHERE id = $1";
+static const char session_delete_snapshots[] = "DELETE FROM snapshots WHERE session = $1";
+static const char session_delete[] = "DELETE FROM sessions WHERE id = $1 RETURNING 1";
+
+static int read_session(void *context, const store_value *columns, int count, char *error) {
+    store_session *out = context;
+    if (count < 11) return malformed_row(count, 11, error);
+    copy_text(out->id, sizeof out->id, &columns[0]);
+    copy_text(out->principal, sizeof out->principal, &columns[1]);
+    char status[16];
+    copy_text(status, sizeof status, &columns[2]);
+    out->status = STORE_SESSION_EXPIRED;
+    for (int i = 0; i < 3; i++)
+        if (strcmp(status, session_statuses[i]) == 0) out->status = (store_session_status)i;
+    out->created_at = columns[3].integer;
+    out->last_used_at = columns[4].integer;
+    out->ttl_ms = columns[5].integer;
+    out->expires_at = columns[6].type == STORE_INTEGER ? columns[6].integer : 0;
+    out->latest_snapshot = columns[7].type == STORE_INTEGER ? columns[7].integer : 0;
+    out->call_count = columns[8].integer;
+    copy_text(out->owner, sizeof out->owner, &columns[9]);
+    out->epoch = columns[10].integer;
+    return 0;
+}
+
+static int session_load(store *store, const char *id, store_session *out, char *error) {
+    memset(out, 0, sizeof *out);
+    out->id[0] = '\0';
+    int result = RUN(store, session_select, read_session, out, error, TEXT(id));
+    if (result != CAP_OK) return result;
+    if (!out->id[0]) return fail(error, STORE_ENOTFOUND, "no session '%s'", id);
+    return CAP_OK;
+}
+
+/* Why an UPDATE of a session found no row: gone, or expired. */
+static int session_unusable(store *store, const char *id, char *error) {
+    store_session session;
+    int result = session_load(store, id, &session, error);
+    if (result != CAP_OK) return result;
+    return fail(error, STORE_ECONFLICT, "session '%s' has expired", id);
+}
+
+static int session_insert_row(store *store, const char *id, const char *principal,
+                              const char *status, int64_t ttl_ms, char *error) {
+    int64_t now = store_now(store);
+    integers inserted = {0};
+    int result = RUN(store, session_insert, collect_integers, &inserted, error, TEXT(id),
+                     TEXT(principal), TEXT(status), INTEGER(now), INTEGER(ttl_ms),
+                     ttl_ms > 0 ? INTEGER(now + ttl_ms) : NOTHING,
+                     strcmp(status, "live") == 0 ? TEXT(store->node) : NOTHING);
+    if (result == CAP_OK && inserted.rows == 0)
+        result = fail(error, STORE_EEXIST, "session '%s' exists already", id);
+    return result;
+}
+
+int store_session_create(store *store, const char *id, const char *principal, int64_t ttl_ms,
+                         char *error) {
+    int result = check_name(id, "session id", 0, error);
+    if (result == CAP_OK) result = check_name(principal ? principal : "", "principal", 1, error);
+    if (result == CAP_OK && ttl_ms < 0) result = fail(error, CAP_EINVAL, "negative ttl");
+    if (result != CAP_OK) return result;
+    return session_insert_row(store, id, principal ? principal : "", "live", ttl_ms, error);
+}
+
+int store_session_get(store *store, const char *id, store_session *out, char *error) {
+    int result = check_name(id, "session id", 0, error);
+    return result != CAP_OK ? result : session_load(store, id, out, error);
+}
+
+int store_session_touch(store *store, const char *id, char *error) {
+    int result = check_name(id, "session id", 0, error);
+    if (result != CAP_OK) return result;
+    integers updated = {0};
+    result = RUN(store, session_touch, collect_integers, &updated, error, TEXT(id),
+                 INTEGER(store_now(store)));
+    if (result == CAP_OK && updated.rows == 0) result = session_unusable(store, id, error);
+    return result;
+}
+
+int store_session_set_status(store *store, const char *id, store_session_status status,
+                             char *error) {
+    int result = check_name(id, "session id", 0, error);
+    if (result != CAP_OK) return result;
+    if (status != STORE_SESSION_LIVE && status != STORE_SESSION_PARKED)
+        return fail(error, CAP_EINVAL, "a session is set live or parked; store_expire expires");
+    integers updated = {0};
+    result = RUN(store, session_set_status, collect_integers, &updated, error, TEXT(id),
+                 TEXT(session_statuses[status]),
+                 status == STORE_SESSION_LIVE ? TEXT(store->node) : NOTHING);
+    if (result == CAP_OK && updated.rows == 0) result = session_unusable(store, id, error);
+    return result;
+}
+
+/* Claiming a session (store.h): first the running calls of it that dead
+ * nodes left (the same rule as the sweep's), then the session itself, in
+ * that order because store_call_finish locks the call before the session:
+ * one order, no deadlock between them. */
+static const char claim_calls_interrupt[] =
+    "UPDATE calls SET status = 'interrupted', finished_at = $2"
+    " WHERE session = $1 AND status = 'running' AND (node IS NULL OR node <> $3) AND NOT EXISTS"
+    " (SELECT 1 FROM nodes WHERE nodes.id = calls.node AND nodes.lease_expires_at >= $2)";
+/* On PostgreSQL, of two nodes claiming at once, the second waits for the
+ * first's row lock and then re-checks the condition against the row the
+ * first wrote: its owner is alive, so the second updates nothing. */
+static const char session_claim[] =
+    "UPDATE sessions SET status = 'live', owner = $2, epoch = epoch + 1"
+    " WHERE id = $1 AND status <> 'expired' AND (owner IS NULL OR owner <> $2) AND NOT EXISTS"
+    " (SELECT 1 FROM nodes WHERE nodes.id = sessions.owner AND nodes.lease_expires_at >= $3)"
+    " RETURNING epoch";
+
+int store_session_claim(store *store, const char *id, int64_t *epoch, char *error) {
+    if (epoch) *epoch = 0;
+    int result = check_name(id, "session id", 0, error);
+    if (result != CAP_OK) return result;
+    if ((result = store_write_begin(store, error)) != CAP_OK) return result;
+    int64_t now = store_now(store);
+    result = session_usable(store, id, error);
+    if (result == CAP_OK)
+        result = RUN(store, claim_calls_interrupt, NULL, NULL, error, TEXT(id), INTEGER(now),
+                     TEXT(store->node));
+    integers claimed = {0};
+    if (result == CAP_OK)
+        result = RUN(store, session_claim, collect_integers, &claimed, error, TEXT(id),
+                     TEXT(store->node), INTEGER(now));
+    store_session session;
+    if (result == CAP_OK && !claimed.rows) {
+        result = session_load(store, id, &session, error);
+        if (result == CAP_OK && session.status == STORE_SESSION_LIVE &&
+            strcmp(session.owner, store->node) == 0)
+            claimed.value[0] = session.epoch; /* already this node's */
+        else if (result == CAP_OK)
+            result = fail(error, STORE_EBUSY, "session '%s' is live on node %s, whose lease holds",
+                          id, session.owner);
+    }
+    result = store_write_end(store, result, error);
+    if (result == CAP_OK && epoch) *epoch = claimed.value[0];
+    return result;
+}
+
+int store_session_delete(store *store, const char *id, char *error) {
+    int result = check_name(id, "session id", 0, error);
+    if (result != CAP_OK) return result;
+    if ((result = store_write_begin(store, error)) != CAP_OK) return result;
+    integers deleted = {0};
+    result = RUN(store, session_unlink_snapshot, NULL, NULL, error, TEXT(id));
+    if (result == CAP_OK)
+        result = RUN(store, session_delete_snapshots, NULL, NULL, error, TEXT(id));
+    if (result == CAP_OK)
+        result = RUN(store, session_delete, collect_integers, &deleted, error, TEXT(id));
+    if (result == CAP_OK && deleted.rows == 0)
+        result = fail(error, STORE_ENOTFOUND, "no session '%s'", id);
+    return store_write_end(store, result, error);
+}
+
+static const char snapshot_copy[] =
+    "INSERT INTO snapshots (session, call_seq, build_id, page_size, manifest, created_at)"
+    " SELECT $2, NULL, build_id, page_size, manifest, $3 FROM snapshots WHERE id = $1 RETURNING id";
+static const char snapshot_pages_copy[] =
+    "INSERT INTO snapshot_pages (snapshot, page_index, hash)"
+    " SELECT $2, page_index, hash FROM snapshot_pages WHERE snapshot = $1";
+static const char session_set_latest[] = "UPDATE sessions SET latest_snapshot = $2 WHERE id = $1";
+
+int store_session_fork(store *store, const char *source, const char *id, const char *principal,
+                       int64_t ttl_ms, char *error) {
+    int result = check_name(source, "source session id", 0, error);
+    if (result == CAP_OK) result = check_name(id, "session id", 0, error);
+    if (result == CAP_OK) result = check_name(principal ? principal : "", "principal", 1, error);
+    if (result == CAP_OK && ttl_ms < 0) result = fail(error, CAP_EINVAL, "negative ttl");
+    if (result != CAP_OK) return result;
+    if ((result = store_write_begin(store, error)) != CAP_OK) return result;
+    store_session from;
+    integers copy = {0};
+    result = session_load(store, source, &from, error);
+    if (result == CAP_OK && !from.latest_snapshot)
+        result = fail(error, STORE_ENOTFOUND, "session '%s' has no snapshot to fork", source);
+    if (result == CAP_OK)
+        result = session_insert_row(store, id, principal ? principal : "", "parked", ttl_ms, error);
+    if (result == CAP_OK)
+        result = RUN(store, snapshot_copy, collect_integers, &copy, error,
+                     INTEGER(from.latest_snapshot), TEXT(id), INTEGER(store_now(store)));
+    if (result == CAP_OK)
+        result = RUN(store, snapshot_pages_copy, NULL, NULL, error, INTEGER(from.latest_snapshot),
+                     INTEGER(copy.value[0]));
+    if (result == CAP_OK)
+        result =
+            RUN(store, session_set_latest, NULL, NULL, error, TEXT(id), INTEGER(copy.value[0]));
+    return store_write_end(store, result, error);
+}
+
+/* --- blobs ----------------------------------------------------------------------- */
+
+static const char blob_exists[] = "SELECT 1 FROM blobs WHERE hash = $1";
+static const char blob_insert[] =
+    "INSERT INTO blobs (hash, raw_size, stored_size, data, created_at) VALUES ($1, $2, $3, $4, $5)"
+    " ON CONFLICT DO NOTHING RETURNING stored_size, raw_size";
+static const char usage_add[] =
+    "UPDATE usage SET blob_bytes = blob_bytes + $1, blob_count = blob_count + $2,"
+    " raw_bytes = raw_bytes + $3 WHERE id = 1";
+static const char blob_select[] = "SELECT raw_size, data FROM blobs WHERE hash = $1";
+
+/* Inside a write transaction: stores the blob unless its hash is there
+ * already, compressing it only then, and adds it to *added (bytes stored,
+ * count, raw bytes) for one usage_add at the end. */
+static int blob_insert_if_absent(store *store, const void *data, size_t size,
+                                 const uint8_t hash[STORE_HASH_SIZE], integers *added,
+                                 char *error) {
+    integers present = {0};
+    int result =
+        RUN(store, blob_exists, collect_integers, &present, error, BLOB(hash, STORE_HASH_SIZE));
+    if (result != CAP_OK || present.rows) return result;
+    size_t bound = ZSTD_compressBound(size);
+    if (!store->compressor && !(store->compressor = ZSTD_createCCtx()))
+        return fail(error, CAP_ENOMEM, "out of memory");
+    if (store->scratch_size < bound) {
+        void *larger = realloc(store->scratch, bound);
+        if (!larger) return fail(error, CAP_ENOMEM, "out of memory");
+        store->scratch = larger;
+        store->scratch_size = bound;
+    }
+    size_t stored =
+        ZSTD_compressCCtx(store->compressor, store->scratch, bound, data, size, COMPRESSION_LEVEL);
+    if (ZSTD_isError(stored)) return fail(error, CAP_EIO, "zstd: %s", ZSTD_getErrorName(stored));
+    integers inserted = {0};
+    result = RUN(store, blob_insert, collect_integers, &inserted, error,
+                 BLOB(hash, STORE_HASH_SIZE), INTEGER((int64_t)size), INTEGER((int64_t)stored),
+                 BLOB(store->scratch, stored), INTEGER(store_now(store)));
+    if (result == CAP_OK && inserted.rows) {
+        added->value[0] += (int64_t)stored;
+        added->value[1] += 1;
+        added->value[2] += (int64_t)size;
+    }
+    return result;
+}
+
+static int usage_apply(store *store, const integers *added, char *error) {
+    if (!added->value[1]) return CAP_OK;
+    return RUN(store, usage_add, NULL, NULL, error, INTEGER(added->value[0]),
+               INTEGER(added->value[1]), INTEGER(added->value[2]));
+}
+
+/* Decompresses a blob row and checks it is exactly what `hash` names;
+ * `expected_size` (0: any) is what the caller needs.  *out is malloc'd
+ * unless `into` (expected_size bytes) is given. */
+static int blob_decode(store *store, const uint8_t hash[STORE_HASH_SIZE],
+                       const store_value *raw_size, const store_value *data, size_t expected_size,
+                       void *into, void **out, char *error) {
+    char name[17];
+    hex(hash, name);
+    if (raw_size->type != STORE_INTEGER || data->type != STORE_BLOB || raw_size->integer < 0 ||
+        raw_size->integer > STORE_BLOB_MAX)
+        return fail(error, STORE_ECORRUPT, "blob %s: malformed row", name);
+    size_t size = (size_t)raw_size->integer;
+    if (expected_size && size != expected_size)
+        return fail(error, STORE_ECORRUPT, "blob %s: %zu bytes where %zu are expected", name, size,
+                    expected_size);
+    unsigned long long declared = ZSTD_getFrameContentSize(data->bytes, data->size);
+    if (declared != size)
+        return fail(error, STORE_ECORRUPT, "blob %s: not a zstd frame of %zu bytes", name, size);
+    if (!store->decompressor && !(store->decompressor = ZSTD_createDCtx()))
+        return fail(error, CAP_ENOMEM, "out of memory");
+    void *bytes = into ? into : malloc(size ? size : 1);
+    if (!bytes) return fail(error, CAP_ENOMEM, "out of memory");
+    size_t produced =
+        ZSTD_decompressDCtx(store->decompressor, bytes, size, data->bytes, data->size);
+    uint8_t actual[STORE_HASH_SIZE];
+    int result = CAP_OK;
+    if (ZSTD_isError(produced)) {
+        result = fail(error, STORE_ECORRUPT, "blob %s: does not decompress: %s", name,
+                      ZSTD_getErrorName(produced));
+    } else if (produced != size) {
+        result = fail(error, STORE_ECORRUPT, "blob %s: decompresses to %zu bytes, not %zu", name,
+                      produced, size);
+    } else {
+        store_hash(bytes, size, actual);
+        if (memcmp(actual, hash, STORE_HASH_SIZE) != 0)
+            result = fail(error, STORE_ECORRUPT, "blob %s: its bytes do not match its hash", name);
+    }
+    if (result != CAP_OK) {
+        if (!into) free(bytes);
+        return result;
+    }
+    if (out) *out = bytes;
+    return CAP_OK;
+}
+
+static int usage_over_quota(store *store, int *over, char *error) {
+    *over = 0;
+    if (!store->quota) return CAP_OK;
+    store_usage usage;
+    int result = store_get_usage(store, &usage, error);
+    if (result == CAP_OK) *over = usage.blob_bytes > store->quota;
+    return result;
+}
+
+int store_blob_put(store *store, const void *data, size_t size, uint8_t hash[STORE_HASH_SIZE],
+                   char *error) {
+    if (!data && size) return fail(error, CAP_EINVAL, "blob without bytes");
+    if (size > STORE_BLOB_MAX) return fail(error, CAP_EINVAL, "blob of %zu bytes: too large", size);
+    store_hash(data, size, hash);
+    int result = store_write_begin(store, error);
+    if (result != CAP_OK) return result;
+    int over = 0;
+    integers added = {0};
+    result = blob_insert_if_absent(store, data, size, hash, &added, error);
+    if (result == CAP_OK) result = usage_apply(store, &added, error);
+    if (result == CAP_OK) result = usage_over_quota(store, &over, error);
+    if (result == CAP_OK && over)
+        result =
+            fail(error, STORE_EQUOTA, "blob of %zu bytes: the store's quota (%llu bytes) is full",
+                 size, (unsigned long long)store->quota);
+    return store_write_end(store, result, error);
+}
+
+typedef struct blob_read {
+    store *store;
+    const uint8_t *hash;
+    int found;
+    void *data;
+    size_t size;
+} blob_read;
+
+static int read_blob(void *context, const store_value *columns, int count, char *error) {
+    blob_read *read = context;
+    if (count < 2) return malformed_row(count, 2, error);
+    read->found = 1;
+    read->size = columns[0].type == STORE_INTEGER ? (size_t)columns[0].integer : 0;
+    return blob_decode(read->store, read->hash, &columns[0], &columns[1], 0, NULL, &read->data,
+                       error);
+}
+
+int store_blob_get(store *store, const uint8_t hash[STORE_HASH_SIZE], void **data, size_t *size,
+                   char *error) {
+    *data = NULL;
+    *size = 0;
+    blob_read read = {.store = store, .hash = hash};
+    int result = RUN(store, blob_select, read_blob, &read, error, BLOB(hash, STORE_HASH_SIZE));
+    if (result != CAP_OK) return result;
+    if (!read.found) {
+        char name[17];
+        hex(hash, name);
+        return fail(error, STORE_ENOTFOUND, "no blob %s", name);
+    }
+    *data = read.data;
+    *size = read.size;
+    return CAP_OK;
+}
+
+/* --- expiry and collection ------------------------------------------------------- */
+
+static const char blobs_collect[] =
+    "DELETE FROM blobs WHERE NOT EXISTS"
+    " (SELECT 1 FROM snapshot_pages WHERE snapshot_pages.hash = blobs.hash)"
+    " RETURNING stored_size, 1, raw_size";
+static const char usage_subtract[] =
+    "UPDATE usage SET blob_bytes = blob_bytes - $1, blob_count = blob_count - $2,"
+    " raw_bytes = raw_bytes - $3 WHERE id = 1";
+static const char sessions_expire_due[] =
+    "UPDATE sessions SET status = 'expired', latest_snapshot = NULL"
+    " WHERE status = 'parked' AND expires_at IS NOT NULL AND expires_at <= $1 RETURNING 1";
+static const char sessions_expire_oldest[] =
+    "UPDATE sessions SET status = 'expired', latest_snapshot = NULL"
+    " WHERE id = (SELECT id FROM sessions"
+    " WHERE status = 'parked' AND id <> $1 ORDER BY last_used_at, id LIMIT 1) RETURNING 1";
+static const char expired_snapshots_delete[] =
+    "DELETE FROM snapshots WHERE session IN (SELECT id FROM sessions WHERE status = 'expired')";
+
+/* Inside a write transaction. */
+static int gc_in_transaction(store *store, uint64_t *freed_blobs, uint64_t *freed_bytes,
+                             char *error) {
+    integers freed = {0};
+    int result = store_run(store, blobs_collect, NULL, 0, sum_integers, &freed, error);
+    if (result == CAP_OK && freed.rows)
+        result = RUN(store, usage_subtract, NULL, NULL, error, INTEGER(freed.value[0]),
+                     INTEGER(freed.value[1]), INTEGER(freed.value[2]));
+    if (freed_blobs) *freed_blobs = (uint64_t)freed.value[1];
+    if (freed_bytes) *freed_bytes = (uint64_t)freed.value[0];
+    return result;
+}
+
+int store_gc(store *store, uint64_t *freed_blobs, uint64_t *freed_bytes, char *error) {
+    int result = store_write_begin(store, error);
+    if (result != CAP_OK) return result;
+    result = gc_in_transaction(store, freed_blobs, freed_bytes, error);
+    return store_write_end(store, result, error);
+}
+
+int store_expire(store *store, int64_t *expired, char *error) {
+    int result = store_write_begin(store, error);
+    if (result != CAP_OK) return result;
+    integers due = {0};
+    result =
+        RUN(store, sessions_expire_due, collect_integers, &due, error, INTEGER(store_now(store)));
+    if (result == CAP_OK && due.rows)
+        result = store_run(store, expired_snapshots_delete, NULL, 0, NULL, NULL, error);
+    if (expired) *expired = due.rows;
+    return store_write_end(store, result, error);
+}
+
+/* Inside a write transaction, when over quota: frees unreferenced blobs,
+ * then expires parked sessions other than `keep`, least recently used
+ * first, until the blobs fit; STORE_EQUOTA if they cannot. */
+static int make_room(store *store, const char *keep, char *error) {
+    int over = 0;
+    int result = usage_over_quota(store, &over, error);
+    if (result != CAP_OK || !over) return result;
+    if ((result = gc_in_transaction(store, NULL, NULL, error)) != CAP_OK) return result;
+    for (;;) {
+        if ((result = usage_over_quota(store, &over, error)) != CAP_OK || !over) return result;
+        integers expired = {0};
+        result = RUN(store, sessions_expire_oldest, collect_integers, &expired, error, TEXT(keep));
+        if (result != CAP_OK) return result;
+        if (!expired.rows)
+            return fail(error, STORE_EQUOTA,
+                        "the snapshot does not fit in the store's quota (%llu bytes)",
+                        (unsigned long long)store->quota);
+        result = store_run(store, expired_snapshots_delete, NULL, 0, NULL, NULL, error);
+        if (result == CAP_OK) result = gc_in_transaction(store, NULL, NULL, error);
+        if (result != CAP_OK) return result;
+    }
+}
+
+/* --- snapshots ------------------------------------------------------------------- */
+
+static const char snapshot_insert[] =
+    "INSERT INTO snapshots (session, call_seq, build_id, page_size, manifest, created_at)"
+    " VALUES ($1, $2, $3, $4, $5, $6) RETURNING id";
+static const char snapshot_page_insert[] =
+    "INSERT INTO snapshot_pages (snapshot, page_index, hash) VALUES ($1, $2, $3)";
+static const char session_after_snapshot[] =
+    "UPDATE sessions SET latest_snapshot = $2, last_used_at = $3,"
+    " expires_at = CASE WHEN ttl_ms > 0 THEN $3 + ttl_ms ELSE NULL END WHERE id = $1";
+static const char snapshots_older_delete[] =
+    "DELETE FROM snapshots WHERE session = $1 AND id <> $2";
+
+/* Statements over BATCH rows at once: a snapshot has hundreds of pages,
+ * and each statement is a round trip to a PostgreSQL server (SQLite does
+ * not mind).  Built once: the backends cache statements by their text's
+ * address.  The rows that do not fill a batch go one by one. */
+#define BATCH 16
+static char page_insert_batch[80 + BATCH * 24]; /* VALUES ($1, $2, $3), ($1, $4, $5)... */
+static char blobs_count_batch[80 + BATCH * 8];  /* COUNT(*) ... IN ($1, ... $16) */
+static char blobs_present_batch[80 + BATCH * 8]; /* SELECT hash ... IN ($1, ... $16) */
+static char blob_insert_batch[160 + BATCH * 40]; /* VALUES ($1, ..., $5), ($6, ...)... */
+static pthread_once_t batch_once = PTHREAD_ONCE_INIT;
+
+static void batch_statements(void) {
+    int at = snprintf(page_insert_batch, sizeof page_insert_batch,
+                      "INSERT INTO snapshot_pages (snapshot, page_index, hash) VALUES");
+    for (int i = 0; i < BATCH; i++)
+        at += snprintf(page_insert_batch + at, sizeof page_insert_batch - (size_t)at,
+                       "%s ($1, $%d, $%d)", i ? "," : "", 2 + 2 * i, 3 + 2 * i);
+    at = snprintf(blobs_count_batch, sizeof blobs_count_batch,
+                  "SELECT COUNT(*) FROM blobs WHERE hash IN (");
+    for (int i = 0; i < BATCH; i++)
+        at += snprintf(blobs_count_batch + at, sizeof blobs_count_batch - (size_t)at, "%s$%d",
+                       i ? ", " : "", i + 1);
+    snprintf(blobs_count_batch + at, sizeof blobs_count_batch - (size_t)at, ")");
+    at = snprintf(blobs_present_batch, sizeof blobs_present_batch,
+                  "SELECT hash FROM blobs WHERE hash IN (");
+    for (int i = 0; i < BATCH; i++)
+        at += snprintf(blobs_present_batch + at, sizeof blobs_present_batch - (size_t)at, "%s$%d",
+                       i ? ", " : "", i + 1);
+    snprintf(blobs_present_batch + at, sizeof blobs_present_batch - (size_t)at, ")");
+    at = snprintf(blob_insert_batch, sizeof blob_insert_batch,
+                  "INSERT INTO blobs (hash, raw_size, stored_size, data, created_at) VALUES");
+    for (int i = 0; i < BATCH; i++)
+        at += snprintf(blob_insert_batch + at, sizeof blob_insert_batch - (size_t)at,
+                       "%s ($%d, $%d, $%d, $%d, $%d)", i ? "," : "", 5 * i + 1, 5 * i + 2,
+                       5 * i + 3, 5 * i + 4, 5 * i + 5);
+    snprintf(blob_insert_batch + at, sizeof blob_insert_batch - (size_t)at,
+             " ON CONFLICT DO NOTHING RETURNING stored_size, raw_size");
+}
+
+typedef struct present_hashes {
+    const uint8_t *hashes;
+    const size_t *which;
+    int present[BATCH];
+} present_hashes;
+
+static int mark_present(void *context, const store_value *columns, int count, char *error) {
+    present_hashes *batch = context;
+    if (count < 1 || columns[0].type != STORE_BLOB || columns[0].size != STORE_HASH_SIZE)
+        return fail(error, STORE_ECORRUPT, "malformed blob hash");
+    for (size_t i = 0; i < BATCH; i++)
+        if (memcmp(columns[0].bytes, batch->hashes + batch->which[i] * STORE_HASH_SIZE,
+                   STORE_HASH_SIZE) == 0)
+            batch->present[i] = 1;
+    return 0;
+}
+
+/* Inside a write transaction: stores the blobs of pages `which[0..BATCH)`
+ * (pages given by their bytes) that are not stored yet, adding them to
+ * *added like blob_insert_if_absent.  One statement finds which are stored;
+ * when none of the 16 is (and no two are the same, the usual case for the
+ * changed pages of a call), one statement inserts them all; otherwise the
+ * missing ones go one by one. */
+static int blobs_insert_batch(store *store, const store_snapshot_data *snapshot,
+                              const uint8_t *hashes, const size_t *which, integers *added,
+                              char *error) {
+    present_hashes batch = {.hashes = hashes, .which = which};
+    store_value values[5 * BATCH];
+    for (size_t i = 0; i < BATCH; i++)
+        values[i] = BLOB(hashes + which[i] * STORE_HASH_SIZE, STORE_HASH_SIZE);
+    int result = store_run(store, blobs_present_batch, values, BATCH, mark_present, &batch, error);
+    if (result != CAP_OK) return result;
+    int all_new = 1;
+    for (size_t i = 0; i < BATCH && all_new; i++) {
+        all_new = !batch.present[i];
+        for (size_t j = 0; j < i && all_new; j++)
+            all_new = memcmp(hashes + which[i] * STORE_HASH_SIZE,
+                             hashes + which[j] * STORE_HASH_SIZE, STORE_HASH_SIZE) != 0;
+    }
+    if (!all_new) {
+        for (size_t i = 0; i < BATCH && result == CAP_OK; i++)
+            if (!batch.present[i])
+                result = blob_insert_if_absent(store, snapshot->pages[which[i]].data,
+                                               snapshot->page_size,
+                                               hashes + which[i] * STORE_HASH_SIZE, added, error);
+        return result;
+    }
+    size_t size = snapshot->page_size, bound = ZSTD_compressBound(size);
+    if (!store->compressor && !(store->compressor = ZSTD_createCCtx()))
+        return fail(error, CAP_ENOMEM, "out of memory");
+    if (store->batch_scratch_size < BATCH * bound) {
+        void *larger = realloc(store->batch_scratch, BATCH * bound);
+        if (!larger) return fail(error, CAP_ENOMEM, "out of memory");
+        store->batch_scratch = larger;
+        store->batch_scratch_size = BATCH * bound;
+    }
+    int64_t now = store_now(store);
+    for (size_t i = 0; i < BATCH; i++) {
+        uint8_t *out = (uint8_t *)store->batch_scratch + i * bound;
+        size_t stored = ZSTD_compressCCtx(store->compressor, out, bound,
+                                          snapshot->pages[which[i]].data, size, COMPRESSION_LEVEL);
+        if (ZSTD_isError(stored))
+            return fail(error, CAP_EIO, "zstd: %s", ZSTD_getErrorName(stored));
+        values[5 * i] = BLOB(hashes + which[i] * STORE_HASH_SIZE, STORE_HASH_SIZE);
+        values[5 * i + 1] = INTEGER((int64_t)size);
+        values[5 * i + 2] = INTEGER((int64_t)stored);
+        values[5 * i + 3] = BLOB(out, stored);
+        values[5 * i + 4] = INTEGER(now);
+    }
+    /* Another transaction may have stored some meanwhile: RETURNING names
+     * only the rows this one inserted. */
+    integers inserted = {0};
+    result = store_run(store, blob_insert_batch, values, 5 * BATCH, sum_integers, &inserted, error);
+    if (result == CAP_OK) {
+        added->value[0] += inserted.value[0];
+        added->value[1] += inserted.rows;
+        added->value[2] += inserted.value[1];
+    }
+    return result;
+}
+
+/* Inside a write transaction: the blobs that pages `which[0..count)` name
+ * by hash are all stored; STORE_ENOTFOUND naming the first that is not.  A
+ * full batch is one statement (its distinct hashes counted), otherwise, or
+ * to find which is missing, one per page. */
+static int blobs_check_present(store *store, const store_snapshot_data *snapshot,
+                               const uint8_t *hashes, const size_t *which, size_t count,
+                               char *error) {
+    if (count == BATCH) {
+        store_value values[BATCH];
+        int64_t distinct = 0;
+        for (size_t i = 0; i < BATCH; i++) {
+            const uint8_t *hash = hashes + which[i] * STORE_HASH_SIZE;
+            values[i] = BLOB(hash, STORE_HASH_SIZE);
+            int seen = 0;
+            for (size_t j = 0; j < i && !seen; j++)
+                seen = memcmp(hash, hashes + which[j] * STORE_HASH_SIZE, STORE_HASH_SIZE) == 0;
+            distinct += !seen;
+        }
+        integers present = {0};
+        int result = store_run(store, blobs_count_batch, values, BATCH, collect_integers, &present,
+                               error);
+        if (result != CAP_OK || present.value[0] == distinct) return result;
+    }
+    for (size_t i = 0; i < count; i++) {
+        const uint8_t *hash = hashes + which[i] * STORE_HASH_SIZE;
+        integers present = {0};
+        int result =
+            RUN(store, blob_exists, collect_integers, &present, error, BLOB(hash, STORE_HASH_SIZE));
+        if (result != CAP_OK) return result;
+        if (!present.rows) {
+            char name[17];
+            hex(hash, name);
+            return fail(error, STORE_ENOTFOUND, "page %u names blob %s, which is not stored",
+                        snapshot->pages[which[i]].index, name);
+        }
+    }
+    return CAP_OK;
+}
+
+static int check_snapshot(const store_snapshot_data *snapshot, char *error) {
+    int result = check_name(snapshot->build_id, "build id", 0, error);
+    if (result != CAP_OK) return result;
+    if (!snapshot->manifest) return fail(error, CAP_EINVAL, "snapshot without a manifest");
+    if (snapshot->page_size < 512 || snapshot->page_size > STORE_BLOB_MAX)
+        return fail(error, CAP_EINVAL, "page size %u out of range", snapshot->page_size);
+    if (snapshot->page_count && !snapshot->pages) return fail(error, CAP_EINVAL, "no pages");
+    for (size_t i = 0; i < snapshot->page_count; i++) {
+        const store_page *page = &snapshot->pages[i];
+        if (i && page->index <= snapshot->pages[i - 1].index)
+            return fail(error, CAP_EINVAL, "pages not in increasing index order at page %u",
+                        page->index);
+        if (!page->data && !page->hash)
+            return fail(error, CAP_EINVAL, "page %u has neither bytes nor a hash", page->index);
+    }
+    return CAP_OK;
+}
+
+/* Inside a write transaction: the blobs, the snapshot row and its pages,
+ * the session pointing at it, older snapshots gone, the quota met.
+ * `hashes` holds each page's hash (computed before the transaction). */
+static int snapshot_write_in_transaction(store *store, const char *session, int64_t call_seq,
+                                         const store_snapshot_data *snapshot, const uint8_t *hashes,
+                                         int64_t *snapshot_id, char *error) {
+    int result = CAP_OK;
+    integers added = {0};
+    pthread_once(&batch_once, batch_statements);
+    /* The pages given by their bytes first: a page named by hash may name
+     * a blob stored by another page of this very snapshot. */
+    size_t batch[BATCH], queued = 0;
+    for (size_t i = 0; i < snapshot->page_count && result == CAP_OK; i++) {
+        if (!snapshot->pages[i].data) continue;
+        batch[queued++] = i;
+        if (queued == BATCH) {
+            result = blobs_insert_batch(store, snapshot, hashes, batch, &added, error);
+            queued = 0;
+        }
+    }
+    for (size_t i = 0; i < queued && result == CAP_OK; i++)
+        result = blob_insert_if_absent(store, snapshot->pages[batch[i]].data, snapshot->page_size,
+                                       hashes + batch[i] * STORE_HASH_SIZE, &added, error);
+    queued = 0;
+    for (size_t i = 0; i < snapshot->page_count && result == CAP_OK; i++) {
+        if (snapshot->pages[i].data) continue;
+        batch[queued++] = i;
+        if (queued == BATCH) {
+            result = blobs_check_present(store, snapshot, hashes, batch, queued, error);
+            queued = 0;
+        }
+    }
+    if (result == CAP_OK && queued)
+        result = blobs_check_present(store, snapshot, hashes, batch, queued, error);
+    if (result == CAP_OK) result = usage_apply(store, &added, error);
+    int64_t now = store_now(store);
+    integers inserted = {0};
+    if (result == CAP_OK)
+        result = RUN(store, snapshot_insert, collect_integers, &inserted, error, TEXT(session),
+                     call_seq ? INTEGER(call_seq) : NOTHING, TEXT(snapshot->build_id),
+                     INTEGER(snapshot->page_size), TEXT(snapshot->manifest), INTEGER(now));
+    int64_t id = inserted.value[0];
+    size_t i = 0;
+    for (; i + BATCH <= snapshot->page_count && result == CAP_OK; i += BATCH) {
+        store_value values[1 + 2 * BATCH];
+        values[0] = INTEGER(id);
+        for (size_t j = 0; j < BATCH; j++) {
+            values[1 + 2 * j] = INTEGER(snapshot->pages[i + j].index);
+            values[2 + 2 * j] = BLOB(hashes + (i + j) * STORE_HASH_SIZE, STORE_HASH_SIZE);
+        }
+        result = store_run(store, page_insert_batch, values, 1 + 2 * BATCH, NULL, NULL, error);
+    }
+    for (; i < snapshot->page_count && result == CAP_OK; i++)
+        result = RUN(store, snapshot_page_insert, NULL, NULL, error, INTEGER(id),
+                     INTEGER(snapshot->pages[i].index),
+                     BLOB(hashes + i * STORE_HASH_SIZE, STORE_HASH_SIZE));
+    if (result == CAP_OK)
+        result = RUN(store, session_after_snapshot, NULL, NULL, error, TEXT(session), INTEGER(id),
+                     INTEGER(now));
+    if (result == CAP_OK)
+        result = RUN(store, snapshots_older_delete, NULL, NULL, error, TEXT(session), INTEGER(id));
+    if (result == CAP_OK) result = make_room(store, session, error);
+    if (result == CAP_OK && snapshot_id) *snapshot_id = id;
+    return result;
+}
+
+/* Checks a snapshot and hashes its pages (outside any transaction: the
+ * write lock is not held while hashing).  *hashes is malloc'd. */
+static int snapshot_prepare(const store_snapshot_data *snapshot, uint8_t **hashes, char *error) {
+    *hashes = NULL;
+    int result = check_snapshot(snapshot, error);
+    if (result != CAP_OK) return result;
+    *hashes = malloc(snapshot->page_count ? snapshot->page_count * STORE_HASH_SIZE : 1);
+    if (!*hashes) return fail(error, CAP_ENOMEM, "out of memory");
+    for (size_t i = 0; i < snapshot->page_count; i++) {
+        const store_page *page = &snapshot->pages[i];
+        if (page->data)
+            store_hash(page->data, snapshot->page_size, *hashes + i * STORE_HASH_SIZE);
+        else
+            memcpy(*hashes + i * STORE_HASH_SIZE, page->hash, STORE_HASH_SIZE);
+    }
+    return CAP_OK;
+}
+
+static const char session_status_select[] = "SELECT status FROM sessions WHERE id = $1";
+
+typedef struct text_column {
+    int rows;
+    char text[STORE_ID_SIZE];
+} text_column;
+
+static int collect_text(void *context, const store_value *columns, int count, char *error) {
+    (void)error;
+    text_column *out = context;
+    if (out->rows++ == 0 && count > 0) copy_text(out->text, sizeof out->text, &columns[0]);
+    return 0;
+}
+
+/* The third column as text (call_epochs_select's owner). */
+static int collect_owner(void *context, const store_value *columns, int count, char *error) {
+    (void)error;
+    text_column *out = context;
+    if (out->rows++ == 0 && count > 2) copy_text(out->text, sizeof out->text, &columns[2]);
+    return 0;
+}
+
+/* Inside a transaction: the session exists and is not expired. */
+static int session_usable(store *store, const char *id, char *error) {
+    text_column status = {0};
+    int result = RUN(store, session_status_select, collect_text, &status, error, TEXT(id));
+    if (result != CAP_OK) return result;
+    if (!status.rows) return fail(error, STORE_ENOTFOUND, "no session '%s'", id);
+    if (strcmp(status.text, "expired") == 0)
+        return fail(error, STORE_ECONFLICT, "session '%s' has expired", id);
+    return CAP_OK;
+}
+
+int store_snapshot_write(store *store, const char *session, const store_snapshot_data *snapshot,
+                         int64_t *snapshot_id, char *error) {
+    if (snapshot_id) *snapshot_id = 0;
+    int result = check_name(session, "session id", 0, error);
+    if (result != CAP_OK) return result;
+    if (!snapshot) return fail(error, CAP_EINVAL, "no snapshot");
+    uint8_t *hashes;
+    if ((result = snapshot_prepare(snapshot, &hashes, error)) != CAP_OK) return result;
+    if ((result = store_write_begin(store, error)) == CAP_OK) {
+        result = session_usable(store, session, error);
+        if (result == CAP_OK)
+            result = snapshot_write_in_transaction(store, session, 0, snapshot, hashes, snapshot_id,
+                                                   error);
+        result = store_write_end(store, result, error);
+    }
+    free(hashes);
+    if (result != CAP_OK && snapshot_id) *snapshot_id = 0;
+    return result;
+}
+
+static const char snapshot_latest_select[] =
+    "SELECT s.id, s.call_seq, s.page_size, s.created_at, s.session, s.build_id, s.manifest"
+    " FROM sessions AS owner JOIN snapshots AS s ON s.id = owner.latest_snapshot"
+    " WHERE owner.id = $1";
+static const char snapshot_pages_select[] =
+    "SELECT page_index, hash FROM snapshot_pages WHERE snapshot = $1 ORDER BY page_index";
+
+static int read_snapshot(void *context, const store_value *columns, int count, char *error) {
+    store_snapshot *out = context;
+    if (count < 7) return malformed_row(count, 7, error);
+    out->id = columns[0].integer;
+    out->call_seq = columns[1].type == STORE_INTEGER ? columns[1].integer : 0;
+    out->page_size = (uint32_t)columns[2].integer;
+    out->created_at = columns[3].integer;
+    copy_text(out->session, sizeof out->session, &columns[4]);
+    copy_text(out->build_id, sizeof out->build_id, &columns[5]);
+    out->manifest = duplicate_text(&columns[6]);
+    return out->manifest ? 0 : fail(error, CAP_ENOMEM, "out of memory");
+}
+
+typedef struct page_list {
+    store_snapshot *snapshot;
+    size_t capacity;
+} page_list;
+
+static int read_page_reference(void *context, const store_value *columns, int count, char *error) {
+    page_list *list = context;
+    store_snapshot *snapshot = list->snapshot;
+    if (count < 2 || columns[1].type != STORE_BLOB || columns[1].size != STORE_HASH_SIZE)
+        return fail(error, STORE_ECORRUPT, "snapshot %lld: malformed page row",
+                    (long long)snapshot->id);
+    if (snapshot->page_count == list->capacity) {
+        size_t capacity = list->capacity ? 2 * list->capacity : 64;
+        void *larger = realloc(snapshot->pages, capacity * sizeof *snapshot->pages);
+        if (!larger) return fail(error, CAP_ENOMEM, "out of memory");
+        snapshot->pages = larger;
+        list->capacity = capacity;
+    }
+    struct store_page_reference *page = &snapshot->pages[snapshot->page_count++];
+    page->index = (uint32_t)columns[0].integer;
+    memcpy(page->hash, columns[1].bytes, STORE_HASH_SIZE);
+    return 0;
+}
+
+int store_snapshot_latest(store *store, const char *session, store_snapshot *out, char *error) {
+    memset(out, 0, sizeof *out);
+    int result = check_name(session, "session id", 0, error);
+    if (result != CAP_OK) return result;
+    if ((result = store->backend->begin(store->connection, 0, error)) != CAP_OK) return result;
+    result = RUN(store, snapshot_latest_select, read_snapshot, out, error, TEXT(session));
+    if (result == CAP_OK && !out->id) {
+        store_session exists;
+        result = session_load(store, session, &exists, error);
+        if (result == CAP_OK)
+            result = fail(error, STORE_ENOTFOUND, "session '%s' has no snapshot", session);
+    }
+    page_list list = {.snapshot = out};
+    if (result == CAP_OK)
+        result =
+            RUN(store, snapshot_pages_select, read_page_reference, &list, error, INTEGER(out->id));
+    store->backend->rollback(store->connection);
+    if (result != CAP_OK) store_snapshot_clear(out);
+    return result;
+}
+
+void store_snapshot_clear(store_snapshot *snapshot) {
+    free(snapshot->manifest);
+    free(snapshot->pages);
+    memset(snapshot, 0, sizeof *snapshot);
+}
+
+static const char snapshot_page_size_select[] = "SELECT page_size FROM snapshots WHERE id = $1";
+static const char snapshot_page_data_select[] =
+    "SELECT p.page_index, p.hash, b.raw_size, b.data FROM snapshot_pages AS p"
+    " LEFT JOIN blobs AS b ON b.hash = p.hash WHERE p.snapshot = $1 ORDER BY p.page_index";
+
+typedef struct page_walk {
+    store *store;
+    void *buffer;
+    uint32_t page_size;
+    int (*page)(void *context, uint32_t index, const void *bytes, size_t size);
+    void *context;
+    int stopped;
+} page_walk;
+
+static int walk_page(void *context, const store_value *columns, int count, char *error) {
+    page_walk *walk = context;
+    if (count < 4 || columns[1].type != STORE_BLOB || columns[1].size != STORE_HASH_SIZE)
+        return fail(error, STORE_ECORRUPT, "malformed page row");
+    uint32_t index = (uint32_t)columns[0].integer;
+    if (columns[3].type == STORE_NULL)
+        return fail(error, STORE_ECORRUPT, "page %u: its blob is missing", index);
+    int result = blob_decode(walk->store, columns[1].bytes, &columns[2], &columns[3],
+                             walk->page_size, walk->buffer, NULL, error);
+    if (result != CAP_OK) return result;
+    result = walk->page(walk->context, index, walk->buffer, walk->page_size);
+    if (result) {
+        walk->stopped = 1;
+        if (error) error[0] = '\0';
+    }
+    return result;
+}
+
+int store_snapshot_read_pages(store *store, int64_t snapshot_id,
+                              int (*page)(void *context, uint32_t index, const void *bytes,
+                                          size_t size),
+                              void *context, char *error) {
+    if (!page) return fail(error, CAP_EINVAL, "no page function");
+    int result = store->backend->begin(store->connection, 0, error);
+    if (result != CAP_OK) return result;
+    integers size = {0};
+    page_walk walk = {.store = store, .page = page, .context = context};
+    result =
+        RUN(store, snapshot_page_size_select, collect_integers, &size, error, INTEGER(snapshot_id));
+    if (result == CAP_OK && !size.rows)
+        result = fail(error, STORE_ENOTFOUND, "no snapshot %lld", (long long)snapshot_id);
+    if (result == CAP_OK && (size.value[0] < 512 || size.value[0] > STORE_BLOB_MAX))
+        result = fail(error, STORE_ECORRUPT, "snapshot %lld: page size %lld",
+                      (long long)snapshot_id, (long long)size.value[0]);
+    if (result == CAP_OK) {
+        walk.page_size = (uint32_t)size.value[0];
+        if (!(walk.buffer = malloc(walk.page_size)))
+            result = fail(error, CAP_ENOMEM, "out of memory");
+    }
+    if (result == CAP_OK)
+        result =
+            RUN(store, snapshot_page_data_select, walk_page, &walk, error, INTEGER(snapshot_id));
+    store->backend->rollback(store->connection);
+    free(walk.buffer);
+    return result;
+}
+
+/* --- calls ----------------------------------------------------------------------- */
+
+static const char call_by_key_select[] =
+    "SELECT session, seq, idempotency_key, status, request_hash, result, started_at, finished_at"
+    " FROM calls WHERE session = $1 AND idempotency_key = $2";
+static const char call_by_seq_select[] =
+    "SELECT session, seq, idempotency_key, status, request_hash, result, started_at, finished_at"
+    " FROM calls WHERE session = $1 AND seq = $2";
+static const char calls_select[] =
+    "SELECT session, seq, idempotency_key, status, request_hash, result, started_at, finished_at"
+    " FROM calls WHERE session = $1 AND seq > $2 ORDER BY seq LIMIT $3";
+static const char call_release_key[] =
+    "UPDATE calls SET idempotency_key = NULL WHERE session = $1 AND seq = $2";
+static const char session_next_seq[] =
+    "UPDATE sessions SET call_count = call_count + 1, last_used_at = $2,"
+    " expires_at = CASE WHEN ttl_ms > 0 THEN $2 + ttl_ms ELSE NULL END"
+    " WHERE id = $1 RETURNING call_count, epoch";
+static const char call_insert[] =
+    "INSERT INTO calls (session, seq, idempotency_key, status, request_hash, started_at, node,"
+    " epoch) VALUES ($1, $2, $3, 'running', $4, $5, $6, $7)";
+/* Fenced: a call begun in an earlier epoch of its session (before another
+ * node claimed it) does not commit. */
+static const char call_finish[] =
+    "UPDATE calls SET status = $3, result = $4, finished_at = $5"
+    " WHERE session = $1 AND seq = $2 AND status = 'running'"
+    " AND epoch = (SELECT epoch FROM sessions WHERE id = $1) RETURNING 1";
+static const char call_epochs_select[] =
+    "SELECT c.epoch, s.epoch, s.owner FROM calls AS c JOIN sessions AS s ON s.id = c.session"
+    " WHERE c.session = $1 AND c.seq = $2";
+
+static int read_call(store_call *out, const store_value *columns, int count, char *error) {
+    if (count < 8) return malformed_row(count, 8, error);
+    memset(out, 0, sizeof *out);
+    copy_text(out->session, sizeof out->session, &columns[0]);
+    out->seq = columns[1].integer;
+    copy_text(out->idempotency_key, sizeof out->idempotency_key, &columns[2]);
+    copy_text(out->status, sizeof out->status, &columns[3]);
+    if (columns[4].type == STORE_BLOB && columns[4].size == STORE_HASH_SIZE) {
+        memcpy(out->request_hash, columns[4].bytes, STORE_HASH_SIZE);
+        out->has_request_hash = 1;
+    }
+    if (columns[5].type == STORE_TEXT && !(out->result = duplicate_text(&columns[5])))
+        return fail(error, CAP_ENOMEM, "out of memory");
+    out->started_at = columns[6].integer;
+    out->finished_at = columns[7].type == STORE_INTEGER ? columns[7].integer : 0;
+    return 0;
+}
+
+typedef struct call_read {
+    int rows;
+    store_call *call;
+} call_read;
+
+static int read_one_call(void *context, const store_value *columns, int count, char *error) {
+    call_read *read = context;
+    if (read->rows++) return 0;
+    return read_call(read->call, columns, count, error);
+}
+
+typedef struct call_list {
+    store_call *calls;
+    size_t count;
+    size_t capacity;
+} call_list;
+
+static int read_listed_call(void *context, const store_value *columns, int count, char *error) {
+    call_list *list = context;
+    if (list->count == list->capacity) {
+        size_t capacity = list->capacity ? 2 * list->capacity : 16;
+        void *larger = realloc(list->calls, capacity * sizeof *list->calls);
+        if (!larger) return fail(error, CAP_ENOMEM, "out of memory");
+        list->calls = larger;
+        list->capacity = capacity;
+    }
+    int result = read_call(&list->calls[list->count], columns, count, error);
+    if (result == 0) list->count++;
+    return result;
+}
+
+void store_call_clear(store_call *call) {
+    free(call->result);
+    call->result = NULL;
+}
+
+void store_call_list_free(store_call *calls, size_t count) {
+    for (size_t i = 0; i < count; i++) store_call_clear(&calls[i]);
+    free(calls);
+}
+
+int store_call_begin(store *store, const char *session, const char *key,
+                     const uint8_t request_hash[STORE_HASH_SIZE], store_call *out, int *replayed,
+                     char *error) {
+    memset(out, 0, sizeof *out);
+    *replayed = 0;
+    int result = check_name(session, "session id", 0, error);
+    if (result == CAP_OK && key) result = check_name(key, "idempotency key", 0, error);
+    if (result != CAP_OK) return result;
+    if ((result = store_write_begin(store, error)) != CAP_OK) return result;
+    result = session_usable(store, session, error);
+    /* The seq first: updating the session's row locks it, so concurrent
+     * begins of one session serialise here (on PostgreSQL; SQLite's write
+     * transactions are serial anyway) and the key check below sees any
+     * call with the same key that another transaction committed.  A replay
+     * rolls this back. */
+    int64_t now = store_now(store);
+    integers seq = {0};
+    if (result == CAP_OK)
+        result = RUN(store, session_next_seq, collect_integers, &seq, error, TEXT(session),
+                     INTEGER(now));
+    if (result == CAP_OK && key) {
+        call_read earlier = {.call = out};
+        result = RUN(store, call_by_key_select, read_one_call, &earlier, error, TEXT(session),
+                     TEXT(key));
+        if (result == CAP_OK && earlier.rows) {
+            int same_request =
+                out->has_request_hash == (request_hash != NULL) &&
+                (!request_hash || memcmp(out->request_hash, request_hash, STORE_HASH_SIZE) == 0);
+            if (!same_request) {
+                result = fail(error, STORE_ECONFLICT,
+                              "idempotency key '%s' was used for another request (call %lld)", key,
+                              (long long)out->seq);
+            } else if (strcmp(out->status, "running") == 0) {
+                result = fail(error, STORE_EBUSY,
+                              "the call with idempotency key '%s' is still running", key);
+            } else if (strcmp(out->status, "interrupted") == 0) {
+                /* It never finished, so no client saw a result: run it
+                 * again as a new call, which takes the key over. */
+                result = RUN(store, call_release_key, NULL, NULL, error, TEXT(session),
+                             INTEGER(out->seq));
+            } else {
+                *replayed = 1;
+                store->backend->rollback(store->connection);
+                return CAP_OK;
+            }
+            store_call_clear(out);
+            memset(out, 0, sizeof *out);
+        }
+    }
+    if (result == CAP_OK)
+        result = RUN(store, call_insert, NULL, NULL, error, TEXT(session), INTEGER(seq.value[0]),
+                     key ? TEXT(key) : NOTHING,
+                     request_hash ? BLOB(request_hash, STORE_HASH_SIZE) : NOTHING, INTEGER(now),
+                     TEXT(store->node), INTEGER(seq.value[1]));
+    result = store_write_end(store, result, error);
+    if (result != CAP_OK) {
+        store_call_clear(out);
+        memset(out, 0, sizeof *out);
+        return result;
+    }
+    snprintf(out->session, sizeof out->session, "%s", session);
+    out->seq = seq.value[0];
+    snprintf(out->idempotency_key, sizeof out->idempotency_key, "%s", key ? key : "");
+    snprintf(out->status, sizeof out->status, "running");
+    if (request_hash) {
+        memcpy(out->request_hash, request_hash, STORE_HASH_SIZE);
+        out->has_request_hash = 1;
+    }
+    out->started_at = now;
+    return CAP_OK;
+}
+
+/* Why finishing found no running call: none with that seq, or not running. */
+static int call_not_running(store *store, const char *session, int64_t seq, char *error) {
+    store_call call;
+    call_read read = {.call = &call};
+    int result =
+        RUN(store, call_by_seq_select, read_one_call, &read, error, TEXT(session), INTEGER(seq));
+    if (result != CAP_OK) return result;
+    if (!read.rows)
+        return fail(error, STORE_ENOTFOUND, "session '%s' has no call %lld", session,
+                    (long long)seq);
+    if (strcmp(call.status, "running") == 0) {
+        store_call_clear(&call);
+        /* Running, so fenced: the session changed hands since it began. */
+        integers epochs = {0};
+        text_column owner = {0};
+        result = RUN(store, call_epochs_select, collect_integers, &epochs, error, TEXT(session),
+                     INTEGER(seq));
+        if (result == CAP_OK)
+            result = RUN(store, call_epochs_select, collect_owner, &owner, error, TEXT(session),
+                         INTEGER(seq));
+        if (result != CAP_OK) return result;
+        return fail(error, STORE_ECONFLICT,
+                    "call %lld of session '%s' began in epoch %lld; the session is in epoch %lld"
+                    " now, held by %s: its result is not committed",
+                    (long long)seq, session, (long long)epochs.value[0],
+                    (long long)epochs.value[1], owner.text[0] ? owner.text : "no node");
+    }
+    result = fail(error, STORE_ECONFLICT, "call %lld of session '%s' is %s, not running",
+                  (long long)seq, session, call.status);
+    store_call_clear(&call);
+    return result;
+}
+
+int store_call_finish(store *store, const char *session, int64_t seq, const char *status,
+                      const char *result_json, const store_snapshot_data *snapshot,
+                      int64_t *snapshot_id, char *error) {
+    if (snapshot_id) *snapshot_id = 0;
+    int result = check_name(session, "session id", 0, error);
+    if (result != CAP_OK) return result;
+    if (!status || !status[0] || strlen(status) >= STORE_STATUS_SIZE ||
+        strcmp(status, "running") == 0 || strcmp(status, "interrupted") == 0)
+        return fail(error, CAP_EINVAL, "'%.40s' is not a status a call finishes with",
+                    status ? status : "");
+    uint8_t *hashes = NULL;
+    if (snapshot && (result = snapshot_prepare(snapshot, &hashes, error)) != CAP_OK) return result;
+    if ((result = store_write_begin(store, error)) == CAP_OK) {
+        integers finished = {0};
+        result =
+            RUN(store, call_finish, collect_integers, &finished, error, TEXT(session), INTEGER(seq),
+                TEXT(status), result_json ? TEXT(result_json) : NOTHING, INTEGER(store_now(store)));
+        if (result == CAP_OK && !finished.rows)
+            result = call_not_running(store, session, seq, error);
+        if (result == CAP_OK && snapshot) result = session_usable(store, session, error);
+        if (result == CAP_OK && snapshot)
+            result = snapshot_write_in_transaction(store, session, seq, snapshot, hashes,
+                                                   snapshot_id, error);
+        result = store_write_end(store, result, error);
+    }
+    free(hashes);
+    if (result != CAP_OK && snapshot_id) *snapshot_id = 0;
+    return result;
+}
+
+int store_call_get(store *store, const char *session, int64_t seq, store_call *out, char *error) {
+    memset(out, 0, sizeof *out);
+    int result = check_name(session, "session id", 0, error);
+    if (result != CAP_OK) return result;
+    call_read read = {.call = out};
+    result =
+        RUN(store, call_by_seq_select, read_one_call, &read, error, TEXT(session), INTEGER(seq));
+    if (result == CAP_OK && !read.rows)
+        result =
+            fail(error, STORE_ENOTFOUND, "session '%s' has no call %lld", session, (long long)seq);
+    return result;
+}
+
+int store_call_list(store *store, const char *session, int64_t after_seq, size_t limit,
+                    store_call **calls, size_t *count, char *error) {
+    *calls = NULL;
+    *count = 0;
+    int result = check_name(session, "session id", 0, error);
+    if (result != CAP_OK) return result;
+    if ((result = store->backend->begin(store->connection, 0, error)) != CAP_OK) return result;
+    store_session exists;
+    call_list list = {0};
+    result = session_load(store, session, &exists, error);
+    if (result == CAP_OK)
+        result = RUN(store, calls_select, read_listed_call, &list, error, TEXT(session),
+                     INTEGER(after_seq), INTEGER(limit ? (int64_t)limit : INT64_MAX));
+    store->backend->rollback(store->connection);
+    if (result != CAP_OK) {
+        store_call_list_free(list.calls, list.count);
+        return result;
+    }
+    *calls = list.calls;
+    *count = list.count;
+    return CAP_OK;
+}

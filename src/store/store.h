@@ -1,0 +1,313 @@
+/*
+ * store.h — the durable store: sessions, their calls, their snapshots and the
+ * content-addressed blobs the snapshots are made of (docs/store.md).
+ *
+ * A store is opened from a URL: `sqlite:PATH`, or `postgres://...` /
+ * `postgresql://...` (any libpq URL).  Every operation below is written once,
+ * in store.c, as SQL text run through a backend (backend.h): a backend is a
+ * struct of function pointers that opens a connection, runs one statement
+ * with parameters, and begins, commits or rolls back a transaction.
+ *
+ * Invariants:
+ * - Every write is one transaction: it happens whole or not at all.  In
+ *   particular store_call_finish commits a call's result together with the
+ *   snapshot taken after it, so a result the client saw is never lost and
+ *   never refers to a state that was not saved.
+ * - Blobs are keyed by the SHA-256 of their raw bytes and kept zstd
+ *   compressed; the same page saved by 100 sessions is stored once.  Every
+ *   read decompresses and re-hashes: a blob whose bytes changed on disk is
+ *   STORE_ECORRUPT, never wrong data.
+ * - A blob lives as long as a snapshot page references it; store_gc deletes
+ *   the others.  A session keeps only its latest snapshot.
+ * - Every store handle is a node (store_node) with a lease, renewed by
+ *   store_renew.  A node's running calls and live sessions name it; when its
+ *   lease has expired, the next sweep (any node's store_open or store_renew)
+ *   marks its running calls `interrupted` and parks its live sessions.
+ *   store_close gives the lease up at once.
+ * - An SQLite store is owned by one process, through one handle, at a time
+ *   (a lock next to the database that dies with the process and is not
+ *   inherited by its children): at open every other node is dead, so every
+ *   call left `running` is marked `interrupted` and every `live` session
+ *   `parked`.  A PostgreSQL store is shared by any number of nodes: at open
+ *   only what nodes with an expired lease left is recovered.
+ * - A store handle is used by one thread at a time.
+ * - Errors are a CAP_* or STORE_E* code and, when `error` is not NULL, a
+ *   message in a buffer of CAP_ERROR_SIZE bytes.  Nothing exits or prints.
+ * - Times are milliseconds since the Unix epoch (the store's clock).
+ */
+#ifndef CAPSULE_STORE_H
+#define CAPSULE_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "capsule.h"
+
+/* Error codes beyond capsule.h's CAP_OK, CAP_EINVAL, CAP_ENOMEM, CAP_EIO. */
+enum {
+    STORE_ENOTFOUND = 64, /* no such session, call, snapshot or blob */
+    STORE_EEXIST,         /* a session with this id exists already */
+    STORE_ECONFLICT,      /* an idempotency key reused for another request; a call not running */
+    STORE_EBUSY,          /* locked by another process, or the keyed call is still running */
+    STORE_ECORRUPT,       /* the database file or a blob fails its checks */
+    STORE_EQUOTA,         /* the blob quota cannot be met even after expiring parked sessions */
+    STORE_EVERSION,       /* the database's schema is newer than this program */
+};
+
+#define STORE_ID_SIZE 129          /* session ids, principals, keys: at most 128 bytes */
+#define STORE_STATUS_SIZE 32       /* a call's status: "running", "success", ... */
+#define STORE_HASH_SIZE 32         /* SHA-256 */
+#define STORE_BLOB_MAX (64u << 20) /* largest blob (raw bytes) put or read */
+
+typedef struct store store;
+
+typedef enum {
+    STORE_SESSION_LIVE = 0,    /* a worker holds it */
+    STORE_SESSION_PARKED = 1,  /* only its snapshot: the next call restores it */
+    STORE_SESSION_EXPIRED = 2, /* its snapshot was dropped (expiry or quota); calls remain */
+} store_session_status;
+
+typedef struct store_session {
+    char id[STORE_ID_SIZE];
+    char principal[STORE_ID_SIZE]; /* who owns it ("" for nobody in particular) */
+    store_session_status status;
+    int64_t created_at;
+    int64_t last_used_at;
+    int64_t ttl_ms;          /* idle time to expiry; 0: never expires */
+    int64_t expires_at;      /* last_used_at + ttl_ms; 0: never */
+    int64_t latest_snapshot; /* 0: none yet */
+    int64_t call_count;      /* calls begun so far (the last seq) */
+    char owner[STORE_ID_SIZE]; /* the node holding it live ("" when not live) */
+    int64_t epoch;           /* how many times it was claimed (store_session_claim) */
+} store_session;
+
+/* One call of a session.  `result` is malloc'd: store_call_clear frees it. */
+typedef struct store_call {
+    char session[STORE_ID_SIZE];
+    int64_t seq;                  /* 1, 2, ... per session */
+    char idempotency_key[STORE_ID_SIZE]; /* "" for none */
+    char status[STORE_STATUS_SIZE]; /* "running", "interrupted", or the caller's finish status */
+    uint8_t request_hash[STORE_HASH_SIZE];
+    int has_request_hash;
+    char *result;                 /* JSON text; NULL while running or interrupted */
+    int64_t started_at;
+    int64_t finished_at;          /* 0 while running */
+} store_call;
+
+/* A page of a snapshot being written: either its bytes (`data`, exactly the
+ * snapshot's page_size) or, with data NULL, the hash of a blob already in the
+ * store (a page unchanged since an earlier snapshot). */
+typedef struct store_page {
+    uint32_t index;       /* page number in linear memory */
+    const void *data;
+    const uint8_t *hash;  /* STORE_HASH_SIZE bytes, when data is NULL */
+} store_page;
+
+/* What a snapshot is made of; the store does not interpret the manifest. */
+typedef struct store_snapshot_data {
+    const char *build_id;   /* python.wasm build the pages belong to */
+    const char *manifest;   /* JSON, validated by the caller */
+    uint32_t page_size;     /* bytes per page, 512 .. STORE_BLOB_MAX */
+    const store_page *pages;
+    size_t page_count;
+} store_snapshot_data;
+
+/* A stored snapshot: store_snapshot_clear frees manifest and pages. */
+typedef struct store_snapshot {
+    int64_t id;
+    char session[STORE_ID_SIZE];
+    int64_t call_seq;       /* the call after which it was taken; 0: none (fork) */
+    char build_id[STORE_ID_SIZE];
+    uint32_t page_size;
+    char *manifest;
+    int64_t created_at;
+    size_t page_count;
+    struct store_page_reference {
+        uint32_t index;
+        uint8_t hash[STORE_HASH_SIZE];
+    } *pages;               /* in index order */
+} store_snapshot;
+
+typedef struct store_usage {
+    uint64_t blob_bytes;    /* compressed bytes of all blobs: what the quota counts */
+    uint64_t blob_count;
+    uint64_t raw_bytes;     /* their uncompressed size */
+    int64_t sessions;       /* rows, whatever their status */
+} store_usage;
+
+/* --- opening --------------------------------------------------------------------- */
+
+/* Opens (creating if needed) the store at `url`, brings its schema up to
+ * date (each migration in its own transaction), joins it as a new node with
+ * a lease, and recovers what dead nodes left (SQLite: every other node is
+ * dead; PostgreSQL: those whose lease expired).  Fails with STORE_ECORRUPT
+ * for a file that is not a database, STORE_EVERSION for a newer schema,
+ * STORE_EBUSY when another process owns an SQLite store, CAP_EIO when a
+ * PostgreSQL server cannot be reached or refuses (libpq's reason in the
+ * message). */
+int store_open(const char *url, store **out, char *error);
+
+/* Closes the handle; its node gives its lease up, so what it leaves running
+ * is recovered by the next sweep.  NULL is fine. */
+void store_close(store *store);
+
+/* Calls marked `interrupted` by this open's recovery. */
+int64_t store_recovered_calls(const store *store);
+
+/* This handle's node id: "host:pid:random", unique among the store's users. */
+const char *store_node(const store *store);
+
+/* How long the node's lease lasts after each renewal; the default (and
+ * lease_ms <= 0) is 30 s.  Takes effect at the next store_renew. */
+void store_set_lease(store *store, int64_t lease_ms);
+
+/* Renews this node's lease (now + lease) and sweeps: the running calls of
+ * nodes whose lease has expired become `interrupted`, their live sessions
+ * `parked`; *recovered (may be NULL) receives how many calls.  To be called
+ * well within every lease (e.g. every lease / 3), by host code, never on
+ * the guest's behalf; the handle is still used by one thread at a time (a
+ * heartbeat thread takes the lock its other users take).  If this
+ * node's own lease had expired, others may have recovered its work: its own
+ * running calls are interrupted and its sessions parked as well, the lease
+ * is taken again, and the result is STORE_ECONFLICT: stop the workers of
+ * those calls and sessions (their commits would be refused anyway). */
+int store_renew(store *store, int64_t *recovered, char *error);
+
+/* The schema version the database is at (after migrations). */
+int store_schema_version(const store *store);
+
+/* Bounds the compressed bytes of all blobs; 0 (the default) for no bound. */
+void store_set_quota(store *store, uint64_t blob_bytes);
+
+/* Replaces the clock (milliseconds since the epoch); for tests. NULL restores it. */
+void store_set_clock(store *store, int64_t (*now_ms)(void *context), void *context);
+
+int store_get_usage(store *store, store_usage *out, char *error);
+
+/* Runs the backend's full integrity check (SQLite: PRAGMA integrity_check)
+ * and checks the usage counters against the blobs: CAP_OK or STORE_ECORRUPT. */
+int store_check(store *store, char *error);
+
+/* --- sessions -------------------------------------------------------------------- */
+
+/* A new live session with no snapshot; STORE_EEXIST if the id is taken
+ * (whatever its status).  ttl_ms 0: never expires. */
+int store_session_create(store *store, const char *id, const char *principal, int64_t ttl_ms,
+                         char *error);
+int store_session_get(store *store, const char *id, store_session *out, char *error);
+
+/* Marks the session used now: last_used_at and expires_at move forward. */
+int store_session_touch(store *store, const char *id, char *error);
+
+/* live <-> parked.  An expired session cannot come back (STORE_ECONFLICT). */
+int store_session_set_status(store *store, const char *id, store_session_status status,
+                             char *error);
+
+/* Takes the session for this node (several nodes on one PostgreSQL store,
+ * docs/store.md): it becomes live, owned by this node, and its epoch grows
+ * by one, returned in *epoch (may be NULL).  Possible when the session is
+ * parked, or live on a node whose lease has expired (that node's running
+ * calls of it are interrupted); when it is live on this node already,
+ * nothing changes and *epoch is its epoch.  Live on another node whose
+ * lease holds: STORE_EBUSY naming it.  Of nodes claiming at once, exactly
+ * one gets it.  Calls are fenced by the epoch: a call begun before the
+ * session was claimed cannot be finished (STORE_ECONFLICT), so a node cut
+ * off past its lease cannot commit over the new owner.  Then restore the
+ * latest snapshot. */
+int store_session_claim(store *store, const char *id, int64_t *epoch, char *error);
+
+/* Deletes the session, its calls and its snapshots; blobs wait for store_gc. */
+int store_session_delete(store *store, const char *id, char *error);
+
+/* A new parked session `id` whose latest snapshot is a copy of `source`'s
+ * (pages shared, not copied).  STORE_ENOTFOUND if source has no snapshot. */
+int store_session_fork(store *store, const char *source, const char *id, const char *principal,
+                       int64_t ttl_ms, char *error);
+
+/* --- calls ----------------------------------------------------------------------- */
+
+/* Begins a call of a live or parked session: a new row `running` with the
+ * next seq, returned in *out (*replayed = 0).  With an idempotency key
+ * already used in this session:
+ * - by a finished call with the same request hash: *out is that call, with
+ *   its stored result, and *replayed = 1: do not run it again;
+ * - by a call still running: STORE_EBUSY;
+ * - with another request hash: STORE_ECONFLICT;
+ * - by an interrupted call: the key moves to a new call, which runs.
+ * key and request_hash may be NULL.  Free *out with store_call_clear. */
+int store_call_begin(store *store, const char *session, const char *key,
+                     const uint8_t request_hash[STORE_HASH_SIZE], store_call *out, int *replayed,
+                     char *error);
+
+/* Finishes a running call with `status` (the run's outcome, e.g. "success";
+ * not "running" or "interrupted") and its result JSON, and, when snapshot is
+ * not NULL, writes the snapshot taken after it as the session's latest (older
+ * ones are dropped): all in one transaction.  If the blobs exceed the quota,
+ * parked sessions are expired oldest first (never this one) in the same
+ * transaction; if that is not enough, STORE_EQUOTA and nothing is written.
+ * *snapshot_id (may be NULL) receives the new snapshot's id, or 0. */
+int store_call_finish(store *store, const char *session, int64_t seq, const char *status,
+                      const char *result_json, const store_snapshot_data *snapshot,
+                      int64_t *snapshot_id, char *error);
+
+int store_call_get(store *store, const char *session, int64_t seq, store_call *out, char *error);
+
+/* Calls with seq > after_seq, in order, at most `limit` (0: all).  Free
+ * with store_call_list_free. */
+int store_call_list(store *store, const char *session, int64_t after_seq, size_t limit,
+                    store_call **calls, size_t *count, char *error);
+void store_call_clear(store_call *call);
+void store_call_list_free(store_call *calls, size_t count);
+
+/* --- snapshots ------------------------------------------------------------------- */
+
+/* Writes a snapshot outside a call (e.g. when parking after a state change
+ * that was not a call) as the session's latest; same rules as in
+ * store_call_finish. */
+int store_snapshot_write(store *store, const char *session, const store_snapshot_data *snapshot,
+                         int64_t *snapshot_id, char *error);
+
+/* The session's latest snapshot, with its page list; STORE_ENOTFOUND if none. */
+int store_snapshot_latest(store *store, const char *session, store_snapshot *out, char *error);
+void store_snapshot_clear(store_snapshot *snapshot);
+
+/* Calls page(context, index, bytes, page_size) for each page of a snapshot in
+ * index order, each verified (decompressed, re-hashed) before it is passed;
+ * `bytes` is valid during the call only, and `page` must not call the store.
+ * A non-zero return of `page` stops the walk and is returned.  A bad page is
+ * STORE_ECORRUPT, possibly after earlier pages were passed: restore into
+ * memory that is thrown away on failure. */
+int store_snapshot_read_pages(store *store, int64_t snapshot_id,
+                              int (*page)(void *context, uint32_t index, const void *bytes,
+                                          size_t size),
+                              void *context, char *error);
+
+/* --- blobs ----------------------------------------------------------------------- */
+
+/* SHA-256 of `size` bytes. */
+void store_hash(const void *data, size_t size, uint8_t hash[STORE_HASH_SIZE]);
+
+/* Stores `size` bytes (at most STORE_BLOB_MAX) under their hash, written to
+ * `hash`; storing bytes already there is free.  A blob no snapshot references
+ * is removed by the next store_gc (or a commit that needs room), so snapshot
+ * pages go through store_call_finish, not here.  STORE_EQUOTA if the blobs
+ * are over the quota afterwards (nothing is expired to make room). */
+int store_blob_put(store *store, const void *data, size_t size, uint8_t hash[STORE_HASH_SIZE],
+                   char *error);
+
+/* The blob's bytes in a malloc'd buffer (*data, *size), verified;
+ * STORE_ENOTFOUND if absent, STORE_ECORRUPT if its bytes do not decompress
+ * to exactly what was hashed. */
+int store_blob_get(store *store, const uint8_t hash[STORE_HASH_SIZE], void **data, size_t *size,
+                   char *error);
+
+/* --- expiry and collection ------------------------------------------------------- */
+
+/* Expires parked sessions whose expires_at has passed (their snapshots are
+ * dropped, their calls kept); *expired (may be NULL) receives how many. */
+int store_expire(store *store, int64_t *expired, char *error);
+
+/* Deletes blobs no snapshot page references; counts may be NULL. */
+int store_gc(store *store, uint64_t *freed_blobs, uint64_t *freed_bytes, char *error);
+
+#endif
