@@ -8,8 +8,8 @@ BUILD   := build
 CC      := gcc
 WASM2C_RUNTIME := /usr/src/wasm2c
 WARNINGS := -Wall -Wextra -Werror
-CFLAGS  := -std=c11 -D_GNU_SOURCE -O2 -g $(WARNINGS) -Iinclude -I$(WASM2C_RUNTIME) -I$(BUILD)/runtime
-LDLIBS  := -lcjson -lseccomp -lcurl -lmicrohttpd -lzip -lcrypto -lpthread -lm
+CFLAGS  := -std=c11 -D_GNU_SOURCE -O2 -g $(WARNINGS) -Iinclude -I$(WASM2C_RUNTIME) -I$(BUILD)/runtime -I/usr/include/postgresql
+LDLIBS  := -lcjson -lseccomp -lcurl -lmicrohttpd -lzip -lsqlite3 -lpq -lzstd -lcrypto -lpthread -lm
 # wasm2c's README: required for conformance of the generated code.
 GENERATED_CFLAGS := -O2 -fno-optimize-sibling-calls -frounding-math -fsignaling-nans -I$(WASM2C_RUNTIME)
 # The sanitizer build cannot use guard pages (ASan owns SIGSEGV): explicit
@@ -34,12 +34,14 @@ LINK_HARDENING := -Wl,-z,relro,-z,now
 # The host side of the sandbox (src/sandbox/sandbox.h), one concern per file.
 SANDBOX_HOST_SOURCES := src/sandbox/config.c src/sandbox/docs.c src/sandbox/pool.c src/sandbox/session.c \
                         src/sandbox/run.c src/sandbox/broker.c src/sandbox/provider.c \
-                        src/sandbox/dependencies.c src/sandbox/functions.c src/sandbox/result.c
-LIBRARY_SOURCES := $(SANDBOX_HOST_SOURCES) src/sandbox/zygote.c src/sandbox/frame.c \
+                        src/sandbox/dependencies.c src/sandbox/functions.c src/sandbox/result.c \
+                        src/sandbox/durable.c
+STORE_SOURCES := src/store/store.c src/store/sqlite.c src/store/postgres.c
+LIBRARY_SOURCES := $(SANDBOX_HOST_SOURCES) src/sandbox/zygote.c src/sandbox/durable_worker.c src/sandbox/frame.c \
                    src/sandbox/lockdown.c src/sandbox/buffer.c src/sandbox/http.c src/wasi/wasi.c \
                    src/vfs/vfs.c src/vfs/memfs.c src/vfs/devfs.c src/vfs/image.c src/vfs/image_writer.c src/vfs/device.c \
                    src/vfs/resource.c src/vfs/hostfs.c src/deps/deps.c src/deps/wheel.c src/deps/requirement.c \
-                   src/runtime/runtime.c
+                   src/runtime/runtime.c $(STORE_SOURCES)
 CLI_SOURCES := src/cli/main.c src/cli/check.c src/cli/options.c src/cli/world.c src/cli/program.c src/cli/serve.c \
                src/mcp/server.c src/mcp/stdio.c src/mcp/http.c
 HEADERS := $(wildcard include/*.h src/*/*.h)
@@ -87,13 +89,18 @@ $(GENERATED_FLAGS): FORCE
 	@mkdir -p $(dir $@)
 	@echo '$(GENERATED_CFLAGS) $(PIC)' | cmp -s - $@ || echo '$(GENERATED_CFLAGS) $(PIC)' > $@
 
+# Names the guest build in durable snapshots (runtime_build_id).
+$(BUILD)/runtime/build_id.h: $(BUILD)/guest/python.wasm
+	@mkdir -p $(dir $@)
+	echo "#define CAPSULE_GUEST_BUILD_ID \"$$(sha256sum $< | cut -c1-64)\"" > $@
+
 $(BUILD)/runtime/python.o: $(BUILD)/runtime/python.c $(GENERATED_FLAGS)
 	$(CC) $(GENERATED_CFLAGS) $(PIC) -c $< -o $@
 
 $(BUILD)/runtime/python-checked.o: $(BUILD)/runtime/python.c
 	$(CC) $(GENERATED_CFLAGS) $(CHECKED_DEFINES) -c $< -o $@
 
-$(BUILD)/obj/%.o: %.c $(HEADERS) $(BUILD)/runtime/python.h $(RELEASE_FLAGS)
+$(BUILD)/obj/%.o: %.c $(HEADERS) $(BUILD)/runtime/python.h $(BUILD)/runtime/build_id.h $(RELEASE_FLAGS)
 	@mkdir -p $(dir $@)
 	$(CC) $(RELEASE_CFLAGS) -DCAP_WASI_CHECK_PROTOTYPES -c $< -o $@
 
@@ -105,7 +112,7 @@ $(BUILD)/capsule: $(patsubst %.c,$(BUILD)/obj/%.o,$(LIBRARY_SOURCES) $(CLI_SOURC
 	$(CC) $(LINK_HARDENING) -o $@ $(filter %.o,$^) $(LDLIBS)
 
 # --- sanitizer build of the host code (tests) ------------------------------
-$(BUILD)/asan/%.o: %.c $(HEADERS) $(BUILD)/runtime/python.h
+$(BUILD)/asan/%.o: %.c $(HEADERS) $(BUILD)/runtime/python.h $(BUILD)/runtime/build_id.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(SANITIZE) $(CHECKED_DEFINES) -DCAP_WASI_CHECK_PROTOTYPES -c $< -o $@
 
@@ -144,7 +151,6 @@ $(BUILD)/test_snapshot: tests/api/test_snapshot.c $(LIBRARY_ASAN_OBJECTS)
 # and a real PostgreSQL server (started for the run by
 # tests/store/with-postgres.sh, stopped after it whatever the outcome), real
 # processes killed with SIGKILL.
-STORE_SOURCES := src/store/store.c src/store/sqlite.c src/store/postgres.c
 STORE_LDLIBS := -lsqlite3 -lpq -lzstd -lcrypto
 STORE_CFLAGS := -I/usr/include/postgresql
 $(BUILD)/test_store: tests/unit/test_store.c $(STORE_SOURCES) src/store/store.h src/store/backend.h include/capsule.h
@@ -229,11 +235,11 @@ $(BUILD)/fuzz_packages: $(PACKAGES_FUZZ_SOURCES) src/deps/deps.c $(HEADERS)
 FRAMES_FUZZ_SOURCES := tests/fuzz/fuzz_frames.c $(SANDBOX_HOST_SOURCES) src/sandbox/frame.c \
                        src/sandbox/buffer.c src/sandbox/http.c src/vfs/vfs.c src/vfs/image.c \
                        src/vfs/image_writer.c src/vfs/resource.c src/vfs/memfs.c src/deps/deps.c \
-                       src/deps/wheel.c src/deps/requirement.c
+                       src/deps/wheel.c src/deps/requirement.c $(STORE_SOURCES)
 $(BUILD)/fuzz_frames: $(FRAMES_FUZZ_SOURCES) $(HEADERS)
 	@mkdir -p $(BUILD)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $(FRAMES_FUZZ_SOURCES) \
-	    -lcjson -lcurl -lzip -lcrypto -lpthread -lm
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(STORE_CFLAGS) -o $@ $(FRAMES_FUZZ_SOURCES) \
+	    -lcjson -lcurl -lzip -lsqlite3 -lpq -lzstd -lcrypto -lpthread -lm
 
 # Needs $(BUILD)/stdlib.img (`make build`), but never rebuilds the guest for it.
 fuzz: $(BUILD)/fuzz_wasi $(BUILD)/fuzz_packages $(BUILD)/fuzz_frames

@@ -121,6 +121,18 @@ int cap_config_set_stdlib(cap_config *config, const char *image_path, char *erro
 int cap_config_add_image(cap_config *config, const char *image_path, const char *guest_path,
                          char *error);
 
+/* Durable sessions (docs/sessions.md): sessions are kept in the store at
+ * `url` ("sqlite:PATH", created if needed, or a "postgres://" URL), which
+ * this call opens.  After each call of a session its interpreter (memory,
+ * files under /tmp and /work) is saved with the result, in one transaction,
+ * before the result is returned; a session whose worker was evicted, ended
+ * idle, or lived in a process that died continues from its latest saved
+ * state, on any sandbox of this config.  Host mounts, /network and
+ * packages are granted again, not saved.  CAP_EIO when the store cannot be
+ * opened (another process holds an SQLite store; a damaged file; a newer
+ * schema), with the reason. */
+int cap_config_set_store(cap_config *config, const char *url, char *error);
+
 /* Idle pre-forked workers kept ready (default 2; 0 forks on demand). */
 int cap_config_set_pool_size(cap_config *config, int workers, char *error);
 
@@ -336,6 +348,9 @@ typedef struct cap_run_options {
      * (cap_config_require_approval), on the calling thread: non-zero
      * allows this one call.  NULL: such calls fail with PermissionError. */
     int (*approve)(void *userdata, const char *function, const char *arguments_json);
+    /* With a store and a session: a retried call with the same key (and
+     * the same code) returns the stored result instead of running again. */
+    const char *idempotency_key;
 } cap_run_options;
 
 /* Runs `code` (Python source, any bytes) as the program `main.py`, in a
@@ -388,6 +403,17 @@ const char *cap_result_dependency(const cap_result *result, size_t index);
  * accelerators. */
 size_t cap_result_note_count(const cap_result *result);
 const char *cap_result_note(const cap_result *result, size_t index);
+
+/* Durable sessions (with cap_config_set_store).  Whether a session named
+ * `id` exists, live or parked (0 without a store). */
+int cap_session_exists(cap_config *config, const char *id);
+/* A new session `id` starting from `source`'s latest saved state (its last
+ * finished call); `source` goes on unchanged. */
+int cap_session_fork(cap_config *config, const char *source, const char *id, char *error);
+/* The session's state ("live", "parked", "expired") and its calls (seq,
+ * status, times, idempotency key) as a JSON object; free() it.  NULL with
+ * the message when there is no such session or no store. */
+char *cap_session_history(cap_config *config, const char *id, char *error);
 
 /* Ends a session and its worker; CAP_EINVAL if there is no such session. */
 int cap_session_close(cap_sandbox *sandbox, const char *session, char *error);

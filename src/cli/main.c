@@ -35,6 +35,10 @@ static const char usage_text[] =
     "  -c CODE              run CODE instead of a file ('-' or no file: stdin)\n"
     "  --json               print one JSON result object instead of streaming output\n"
     "  --file GUEST=HOST    copy a host file into the sandbox's scratch space\n"
+    "  --session NAME       run in durable session NAME: its variables, imports and files\n"
+    "                       carry over to the next run with the same NAME (the store)\n"
+    "  --idempotency-key K  with --session: a retried run with the same K and code gives\n"
+    "                       the stored result instead of running again\n"
     "%s"
     "%s"
     "\n"
@@ -129,7 +133,7 @@ static int write_artifacts(const cap_result *result, const char *directory) {
 }
 
 static int command_run(int argc, char **argv) {
-    const char *code_arg = NULL, *file_arg = NULL;
+    const char *code_arg = NULL, *file_arg = NULL, *session_arg = NULL, *key_arg = NULL;
     int json = 0;
     world_settings world = {0};
     cap_limits limits = {0};
@@ -146,7 +150,8 @@ static int command_run(int argc, char **argv) {
         const char *arg = argv[i];
         const char *value = i + 1 < argc ? argv[i + 1] : NULL;
         int takes_value = strcmp(arg, "-c") == 0 || is_shared_option(arg) ||
-                          is_world_option(arg) || strcmp(arg, "--file") == 0;
+                          is_world_option(arg) || strcmp(arg, "--file") == 0 ||
+                          strcmp(arg, "--session") == 0 || strcmp(arg, "--idempotency-key") == 0;
         if (takes_value && !value) {
             fprintf(stderr, "capsule: %s needs a value\n", arg);
             status = EXIT_USAGE;
@@ -162,6 +167,12 @@ static int command_run(int argc, char **argv) {
             i++;
         } else if (strcmp(arg, "-c") == 0) {
             code_arg = value;
+            i++;
+        } else if (strcmp(arg, "--session") == 0) {
+            session_arg = value;
+            i++;
+        } else if (strcmp(arg, "--idempotency-key") == 0) {
+            key_arg = value;
             i++;
         } else if (strcmp(arg, "--json") == 0) {
             json = 1;
@@ -186,6 +197,12 @@ static int command_run(int argc, char **argv) {
         }
     }
     if (status == 0 && code_arg && file_arg) status = usage_error("give -c CODE or a FILE, not both");
+    if (status == 0 && key_arg && !session_arg) status = usage_error("--idempotency-key needs --session");
+    if (status == 0 && session_arg && !store_option_given &&
+        open_default_store(config, error) != CAP_OK) {
+        fprintf(stderr, "capsule: %s\n", error);
+        status = 1;
+    }
     if (status) {
         cap_config_free(config);
         free_world_options(&world);
@@ -239,6 +256,8 @@ static int command_run(int argc, char **argv) {
     options.files = files;
     options.file_count = (size_t)input_count;
     options.filename = "main.py";
+    options.session = session_arg;
+    options.idempotency_key = key_arg;
     if (json) {
         options.capture = 1;
     } else {

@@ -5,12 +5,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 const char shared_options_usage[] =
     "  --env NAME=VALUE     set a variable in the guest environment (repeatable)\n"
     "  --stdlib IMAGE       standard library image (default: stdlib.img beside capsule,\n"
     "                       else ../lib/capsule/stdlib.img from it)\n"
     "  --image IMAGE:GUEST  mount another read-only image at GUEST (repeatable)\n"
+    "  --store URL          durable sessions: sqlite:PATH or postgres://... (docs/sessions.md);\n"
+    "                       default for serve and run --session:\n"
+    "                       sqlite:$XDG_STATE_HOME/capsule/sessions.db\n"
     "\n"
     "limits (each run is killed or stopped when it passes one):\n"
     "  --timeout SECONDS    wall-clock time (default 30)\n"
@@ -27,7 +31,10 @@ const char shared_options_usage[] =
 static const char *const shared_options[] = {"--env",    "--stdlib", "--image",
                                              "--timeout", "--cpu-time", "--memory",
                                              "--max-output", "--disk", "--max-files",
-                                             "--max-calls", "--max-result", "--call-timeout"};
+                                             "--max-calls", "--max-result", "--call-timeout",
+                                             "--store"};
+
+int store_option_given;
 
 int is_shared_option(const char *arg) {
     for (size_t i = 0; i < sizeof shared_options / sizeof *shared_options; i++)
@@ -121,6 +128,9 @@ int parse_shared_option(const char *arg, const char *value, cap_config *config,
             return -1;
         }
         rc = cap_config_add_env(config, left, right, error);
+    } else if (strcmp(arg, "--store") == 0) {
+        store_option_given = 1;
+        rc = cap_config_set_store(config, value, error);
     } else if (strcmp(arg, "--stdlib") == 0) {
         rc = cap_config_set_stdlib(config, value, error);
     } else { /* --image */
@@ -173,3 +183,31 @@ char *read_file(const char *path, size_t *size) {
     return data;
 }
 
+
+int open_default_store(cap_config *config, char *error) {
+    const char *state = getenv("XDG_STATE_HOME");
+    const char *home = getenv("HOME");
+    char directory[4096];
+    int n = state && state[0] == '/' ? snprintf(directory, sizeof directory, "%s/capsule", state)
+            : home && home[0] == '/'  ? snprintf(directory, sizeof directory,
+                                                 "%s/.local/state/capsule", home)
+                                      : -1;
+    if (n < 0 || (size_t)n >= sizeof directory - 32) {
+        snprintf(error, CAP_ERROR_SIZE, "no XDG_STATE_HOME or HOME for the default store: "
+                                        "give --store");
+        return CAP_EINVAL;
+    }
+    /* mkdir -p, private to the user: the store holds every session's state. */
+    for (char *slash = strchr(directory + 1, '/');; slash = strchr(slash + 1, '/')) {
+        if (slash) *slash = '\0';
+        if (mkdir(directory, 0700) != 0 && errno != EEXIST) {
+            snprintf(error, CAP_ERROR_SIZE, "cannot create %.150s: %.80s", directory, strerror(errno));
+            return CAP_EIO;
+        }
+        if (!slash) break;
+        *slash = '/';
+    }
+    char url[4200];
+    snprintf(url, sizeof url, "sqlite:%s/sessions.db", directory);
+    return cap_config_set_store(config, url, error);
+}

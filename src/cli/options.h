@@ -26,6 +26,13 @@ double parse_seconds(const char *text);
 char *read_stream(FILE *stream, size_t *size);
 char *read_file(const char *path, size_t *size);
 
+/* Set when --store was given (parse_shared_option). */
+extern int store_option_given;
+
+/* Opens the default store, sqlite:$XDG_STATE_HOME/capsule/sessions.db (or
+ * ~/.local/state/...), creating its directory: CAP_OK or an error. */
+int open_default_store(cap_config *config, char *error);
+
 /* Lines of the usage text that describe the shared options. */
 extern const char shared_options_usage[];
 

@@ -9,7 +9,10 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#define WASM_PAGE_SIZE 65536u
+
 #include "python.h"
+#include "build_id.h"
 #include "wasm-rt-impl.h"
 
 /* A snapshot copies the instance's mutable state field by field.  wasm2c
@@ -90,18 +93,19 @@ int runtime_snapshot_take(runtime_snapshot *snapshot) {
     return 0;
 }
 
-int runtime_snapshot_restore(const runtime_snapshot *snapshot) {
+int runtime_resize_memory(uint32_t pages) {
     wasm_rt_memory_t *memory = &instance.w2c_memory;
-    if (memory->pages < snapshot->pages) {
+    if (memory->pages < pages) {
         /* Back to the snapshot's size even under a lower limit set since. */
         uint32_t limit = memory->max_pages;
-        if (memory->max_pages < snapshot->pages) memory->max_pages = snapshot->pages;
-        uint32_t grown = wasm_rt_grow_memory(memory, snapshot->pages - memory->pages);
+        if (memory->max_pages < pages) memory->max_pages = pages;
+        uint32_t grown = wasm_rt_grow_memory(memory, pages - memory->pages);
         memory->max_pages = limit;
         if (grown == UINT32_MAX) return -ENOMEM;
-    } else if (memory->pages > snapshot->pages) {
-        uint8_t *tail = memory->data + snapshot->size;
-        size_t length = memory->size - snapshot->size;
+    } else if (memory->pages > pages) {
+        uint64_t size = (uint64_t)pages * WASM_PAGE_SIZE;
+        uint8_t *tail = memory->data + size;
+        size_t length = memory->size - size;
 #if WASM_RT_MEMCHECK_SIGNAL_HANDLER
         /* wasm2c's grow only re-enables pages of its private anonymous
          * reservation; dropping them makes them read as zero again, and
@@ -111,10 +115,32 @@ int runtime_snapshot_restore(const runtime_snapshot *snapshot) {
 #else
         memset(tail, 0, length); /* grow zeroes only what realloc adds */
 #endif
-        memory->pages = snapshot->pages;
-        memory->size = snapshot->size;
+        memory->pages = pages;
+        memory->size = size;
     }
-    memcpy(memory->data, snapshot->memory, snapshot->size);
+    return 0;
+}
+
+uint8_t *runtime_memory_data(void) {
+    return instance.w2c_memory.data;
+}
+
+uint32_t runtime_stack_pointer(void) {
+    return instance.w2c___stack_pointer;
+}
+
+void runtime_set_stack_pointer(uint32_t value) {
+    instance.w2c___stack_pointer = value;
+}
+
+const char *runtime_build_id(void) {
+    return CAPSULE_GUEST_BUILD_ID;
+}
+
+int runtime_snapshot_restore(const runtime_snapshot *snapshot) {
+    int rc = runtime_resize_memory(snapshot->pages);
+    if (rc) return rc;
+    memcpy(instance.w2c_memory.data, snapshot->memory, snapshot->size);
     instance.w2c___stack_pointer = snapshot->stack_pointer;
     return 0;
 }

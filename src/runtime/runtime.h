@@ -66,4 +66,18 @@ int runtime_snapshot_restore(const runtime_snapshot *snapshot);
 
 void runtime_snapshot_free(runtime_snapshot *snapshot);
 
+/* Durable sessions move the same state piecewise (zygote.c): the memory is
+ * read and written in place through wasi_memory(), these set its size and
+ * the global.  runtime_resize_memory grows or shrinks the linear memory to
+ * `pages` (grown pages read as zero; dropped ones trap again), even past a
+ * lower max_pages; 0, -ENOMEM or -errno.  Only between entries. */
+int runtime_resize_memory(uint32_t pages);
+uint8_t *runtime_memory_data(void);
+uint32_t runtime_stack_pointer(void);
+void runtime_set_stack_pointer(uint32_t value);
+
+/* The SHA-256 (hex, 64 characters) of the python.wasm this runtime was
+ * translated from: a snapshot's memory means something only to that build. */
+const char *runtime_build_id(void);
+
 #endif /* CAP_RUNTIME_H */

@@ -74,6 +74,7 @@ cap_config *cap_config_new(void) {
     config->session_idle_seconds = 600;
     config->host_entry_limit = DEFAULT_ENTRIES;
     config->audit_fd = -1;
+    pthread_mutex_init(&config->store_lock, NULL);
     if (!config->images[0].host_path || !config->images[0].guest_path) {
         cap_config_free(config);
         return NULL;
@@ -93,6 +94,8 @@ void cap_config_free(cap_config *config) {
     for (int i = 0; i < config->env_count; i++) free(config->env[i]);
     sandbox_docs_free(config);
     sandbox_functions_free(config);
+    store_close(config->store);
+    pthread_mutex_destroy(&config->store_lock);
     free(config->output_directory);
     for (int i = 0; i < config->resource_count; i++) {
         free(config->resource_names[i]);
@@ -167,6 +170,22 @@ int cap_config_set_sessions(cap_config *config, int max_sessions, double idle_se
     }
     config->max_sessions = max_sessions;
     config->session_idle_seconds = idle_seconds;
+    return CAP_OK;
+}
+
+int cap_config_set_store(cap_config *config, const char *url, char *error) {
+    if (!config || !url || !*url) {
+        sandbox_set_error(error, "cap_config_set_store: missing store URL");
+        return CAP_EINVAL;
+    }
+    if (config->store) {
+        sandbox_set_error(error, "the configuration has a store already");
+        return CAP_EINVAL;
+    }
+    store *opened = NULL;
+    int rc = store_open(url, &opened, error);
+    if (rc != CAP_OK) return rc == CAP_EINVAL || rc == CAP_ENOMEM || rc == CAP_EIO ? rc : CAP_EIO;
+    config->store = opened;
     return CAP_OK;
 }
 

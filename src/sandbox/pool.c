@@ -223,7 +223,8 @@ int cap_sandbox_new(cap_config *config, cap_sandbox **out, char *error) {
                               0,
                               config->host_guest_paths,
                               config->host_mount_count,
-                              config->host_writable};
+                              config->host_writable,
+                              config->store != NULL};
         /* /network first: its index is 0 in the workers' requests. */
         if (config->resource_count)
             resource_mounts[world.resource_mount_count++] = (zygote_resource_mount){
@@ -255,7 +256,9 @@ int cap_sandbox_new(cap_config *config, cap_sandbox **out, char *error) {
     char *payload = NULL;
     size_t size = 0;
     int ready = sandbox_wait_readable(pair[0], sandbox_now_seconds() + STARTUP_SECONDS, -1);
-    int rc = ready == 1 ? frame_read(pair[0], &type, &payload, &size, 4096, NULL) : -ETIMEDOUT;
+    /* A durable sandbox's 'Y' carries the base: a hash per page (durable.h). */
+    size_t most = config->store ? 8 + (size_t)65536 * 32 : 4096;
+    int rc = ready == 1 ? frame_read(pair[0], &type, &payload, &size, most, NULL) : -ETIMEDOUT;
     if (rc != 0 || type != 'Y') {
         sandbox_set_error(error, "the interpreter did not start: %s",
                           rc == 0 && type == 'X' ? payload
@@ -264,6 +267,11 @@ int cap_sandbox_new(cap_config *config, cap_sandbox **out, char *error) {
         free(payload);
         cap_sandbox_free(sandbox);
         return CAP_ERUNTIME;
+    }
+    if (config->store && (rc = sandbox_durable_base(sandbox, payload, size, error)) != CAP_OK) {
+        free(payload);
+        cap_sandbox_free(sandbox);
+        return rc;
     }
     free(payload);
     sandbox_refill_pool(sandbox);
@@ -278,9 +286,11 @@ void cap_sandbox_free(cap_sandbox *sandbox) {
     for (int i = 0; i < sandbox->idle_count; i++) sandbox_worker_discard(&sandbox->idle[i]);
     for (int i = 0; i < sandbox->session_count; i++) {
         sandbox_worker_discard(&sandbox->sessions[i].worker);
+        if (sandbox->config->store) sandbox_durable_park(sandbox, sandbox->sessions[i].id, 0);
         free(sandbox->sessions[i].id);
     }
     for (int i = 0; i < EVICTED_MEMORY; i++) free(sandbox->evicted[i]);
+    free(sandbox->base_hashes);
     if (sandbox->cancel_fd > 0) close(sandbox->cancel_fd);
     if (sandbox->zygote > 0) {
         close(sandbox->control_fd); /* the zygote exits at end of stream */

@@ -271,3 +271,51 @@ void cap_result_free(cap_result *result) {
     free(result);
 }
 
+
+int sandbox_result_add_note(cap_result *result, const char *note) {
+    char **grown = realloc(result->notes, (result->note_count + 1) * sizeof *grown);
+    if (!grown) return CAP_ENOMEM;
+    result->notes = grown;
+    if (!(grown[result->note_count] = strdup(note))) return CAP_ENOMEM;
+    result->note_count++;
+    return CAP_OK;
+}
+
+static char **json_strings(const cJSON *array, size_t *count) {
+    *count = 0;
+    size_t n = (size_t)cJSON_GetArraySize(array);
+    char **strings = n ? calloc(n, sizeof *strings) : NULL;
+    const cJSON *item;
+    cJSON_ArrayForEach(item, array) {
+        if (strings && cJSON_IsString(item) && (strings[*count] = strdup(item->valuestring)))
+            (*count)++;
+    }
+    return strings;
+}
+
+cap_result *sandbox_result_from_json(const char *text) {
+    cJSON *json = cJSON_Parse(text);
+    const cJSON *status = cJSON_GetObjectItemCaseSensitive(json, "status");
+    cap_result *result = cJSON_IsString(status) ? calloc(1, sizeof *result) : NULL;
+    if (!result) {
+        cJSON_Delete(json);
+        return NULL;
+    }
+    result->status = CAP_STATUS_RUN_ERROR;
+    for (int s = CAP_STATUS_SUCCESS; s <= CAP_STATUS_CANCELLED; s++)
+        if (strcmp(cap_status_name((cap_status)s), status->valuestring) == 0)
+            result->status = (cap_status)s;
+    const cJSON *code = cJSON_GetObjectItemCaseSensitive(json, "exit_code");
+    result->exit_code = cJSON_IsNumber(code) ? code->valueint : 0;
+    const cJSON *out = cJSON_GetObjectItemCaseSensitive(json, "stdout");
+    const cJSON *err = cJSON_GetObjectItemCaseSensitive(json, "stderr");
+    if (cJSON_IsString(out)) buffer_append(&result->out, out->valuestring, strlen(out->valuestring));
+    if (cJSON_IsString(err)) buffer_append(&result->err, err->valuestring, strlen(err->valuestring));
+    result->return_value = json_string(json, "return_value");
+    result->error = json_string(json, "error");
+    result->dependencies =
+        json_strings(cJSON_GetObjectItemCaseSensitive(json, "dependencies"), &result->dependency_count);
+    result->notes = json_strings(cJSON_GetObjectItemCaseSensitive(json, "notes"), &result->note_count);
+    cJSON_Delete(json);
+    return result;
+}

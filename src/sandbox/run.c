@@ -295,7 +295,8 @@ int cap_sandbox_run(cap_sandbox *sandbox, const char *code, size_t code_size,
     worker w;
     if (options->session) {
         s = sandbox_session_find(sandbox, options->session);
-        if (!s && sandbox_session_was_evicted(sandbox, options->session)) {
+        if (!s && !sandbox->config->store &&
+            sandbox_session_was_evicted(sandbox, options->session)) {
             char message[300];
             snprintf(message, sizeof message,
                      "session %.200s no longer exists (evicted or idle too long); start a new one",
@@ -308,11 +309,37 @@ int cap_sandbox_run(cap_sandbox *sandbox, const char *code, size_t code_size,
             return *out ? CAP_OK : CAP_ENOMEM;
         }
     }
+    /* A durable session's call is begun in the store first; one that is not
+     * live here continues from its latest snapshot in a fresh worker. */
+    int durable = options->session && sandbox->config->store;
+    int64_t seq = 0;
+    sandbox->interrupted_seq = 0;
+    if (durable) {
+        int rc = sandbox_durable_begin(sandbox, code, code_size, options, s != NULL, &seq, out,
+                                       error);
+        if (rc != CAP_OK || *out) return rc;
+    }
     if (s) {
         w = s->worker;
     } else {
         int rc = sandbox_take_worker(sandbox, &w, error);
         if (rc != CAP_OK) return rc;
+        if (durable) {
+            char reason[CAP_ERROR_SIZE] = "";
+            rc = sandbox_durable_restore(sandbox, w.fd, options->session, reason);
+            if (rc != CAP_OK) {
+                sandbox_worker_discard(&w);
+                char message[CAP_ERROR_SIZE + 64];
+                snprintf(message, sizeof message, "session %.100s cannot be restored: %s",
+                         options->session, reason);
+                *out = sandbox_result_new(CAP_STATUS_SESSION_ERROR, message);
+                char *json = *out ? cap_result_to_json(*out) : NULL;
+                if (json) sandbox_durable_commit(sandbox, -1, options->session, seq,
+                                                 "session-error", json, reason);
+                free(json);
+                return *out ? CAP_OK : CAP_ENOMEM;
+            }
+        }
     }
 
     drain_cancellation(sandbox); /* a cancel meant for an earlier run */
@@ -324,7 +351,22 @@ int cap_sandbox_run(cap_sandbox *sandbox, const char *code, size_t code_size,
                      dependencies) != 0) {
         /* A pooled worker that died idle: the run goes to a new one. */
         sandbox_worker_discard(&w);
-        if (s) {
+        if (s || durable) {
+            if (durable) {
+                cap_result *gone = sandbox_result_new(CAP_STATUS_SESSION_ERROR,
+                                                      "the session's worker is gone");
+                char *json = gone ? cap_result_to_json(gone) : NULL;
+                if (json) sandbox_durable_commit(sandbox, -1, options->session, seq,
+                                                 "session-error", json, error);
+                free(json);
+                cap_result_free(gone);
+                if (s) s->worker.pid = 0;
+                if (s) sandbox_session_remove(sandbox, (int)(s - sandbox->sessions), 0);
+                *out = sandbox_result_new(CAP_STATUS_SESSION_ERROR,
+                                          "the session's worker is gone; the session continues "
+                                          "from its last saved state at the next call");
+                return *out ? CAP_OK : CAP_ENOMEM;
+            }
             s->worker.pid = 0; /* discarded just above: not twice */
             sandbox_session_remove(sandbox, (int)(s - sandbox->sessions), 1);
             *out = sandbox_result_new(CAP_STATUS_SESSION_ERROR, "the session's worker is gone");
@@ -396,6 +438,38 @@ int cap_sandbox_run(cap_sandbox *sandbox, const char *code, size_t code_size,
     result->err = run.err;
 
     int keep = s || options->session;
+    if (durable) {
+        /* The result is returned only once it is committed, with the state
+         * it left (or, when the worker is gone, the state before it). */
+        if (sandbox->interrupted_seq) {
+            char note[160];
+            snprintf(note, sizeof note,
+                     "call %lld of this session was interrupted (the server stopped); the "
+                     "session continued from its state before that call",
+                     (long long)sandbox->interrupted_seq);
+            sandbox_result_add_note(result, note);
+        }
+        char *json = cap_result_to_json(result);
+        char reason[CAP_ERROR_SIZE] = "out of memory";
+        int saved = json ? sandbox_durable_commit(sandbox, end == SANDBOX_RESULT ? w.fd : -1,
+                                                  options->session, seq,
+                                                  cap_status_name(result->status), json, reason)
+                         : CAP_ENOMEM;
+        free(json);
+        if (saved != CAP_OK) {
+            result->status = CAP_STATUS_SESSION_ERROR;
+            free(result->error);
+            result->error = sandbox_format_message(
+                "the call ran, but the session's state could not be saved (%.300s); the session "
+                "continues from its state before this call", reason);
+            end = SANDBOX_STOPPED; /* the worker is discarded below */
+            cap_result *failed = result;
+            json = cap_result_to_json(failed);
+            if (json) sandbox_durable_commit(sandbox, -1, options->session, seq, "session-error",
+                                             json, reason);
+            free(json);
+        }
+    }
     if (end == SANDBOX_RESULT && keep) {
         if (s) s->last_used = sandbox_now_seconds();
         else sandbox_session_add(sandbox, options->session, w);

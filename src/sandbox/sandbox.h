@@ -36,10 +36,12 @@
 
 #include "capsule.h"
 
+#include <pthread.h>
 #include <stdint.h>
 #include <sys/types.h>
 
 #include "../deps/deps.h"
+#include "../store/store.h"
 #include "../vfs/vfs.h"
 #include "buffer.h"
 #include "zygote.h"
@@ -123,6 +125,10 @@ struct cap_config {
     char *denied_functions[MAX_FUNCTION_PATTERNS];
     int denied_function_count;
     int audit_fd; /* -1: no audit log; O_APPEND, one write per line */
+    /* Durable sessions (durable.c): NULL without a store.  The lock is
+     * held around every use of the handle. */
+    store *store;
+    pthread_mutex_t store_lock;
 };
 
 /* Formats into the caller's CAP_ERROR_SIZE buffer; a NULL `error` is allowed. */
@@ -165,6 +171,13 @@ void sandbox_parse_result(cap_result *result, const char *payload, size_t size);
 int sandbox_add_artifact(cap_result *result, const char *payload, size_t size,
                          size_t *artifact_bytes);
 
+/* Adds a note (copied) to the result: CAP_OK or CAP_ENOMEM. */
+int sandbox_result_add_note(cap_result *result, const char *note);
+
+/* A result read back from cap_result_to_json's text (a stored call's);
+ * artifacts are not in that text.  NULL when it is not such a text. */
+cap_result *sandbox_result_from_json(const char *text);
+
 /* A malloc'd message, formatted (at most 511 bytes); NULL when out of memory. */
 char *sandbox_format_message(const char *format, ...) __attribute__((format(printf, 1, 2)));
 
@@ -202,6 +215,13 @@ struct cap_sandbox {
     int session_count;
     char *evicted[EVICTED_MEMORY];
     int evicted_next;
+    /* Durable sandboxes: the zygote's memory after capsule_init, by page
+     * hash, which snapshots name instead of sending (durable.c). */
+    uint8_t *base_hashes;
+    uint32_t base_pages;
+    uint32_t base_stack_pointer;
+    int base_stored; /* a full snapshot put the base's pages in the store */
+    int64_t interrupted_seq; /* set by sandbox_durable_begin: the call before was interrupted */
 };
 
 /* Seconds on the monotonic clock. */
@@ -255,6 +275,40 @@ void sandbox_sessions_expire(cap_sandbox *sandbox);
  * discards it when no session can be kept; either way the caller no longer
  * holds it. */
 void sandbox_session_add(cap_sandbox *sandbox, const char *id, worker w);
+
+/* --- durable sessions (durable.c) ---------------------------------------- */
+
+/* Reads the base the zygote's 'Y' carries (durable.h) into the sandbox. */
+int sandbox_durable_base(cap_sandbox *sandbox, const char *payload, size_t size, char *error);
+
+/* Finishes call `seq` of `session` in the store with its status and result
+ * JSON and, in the same transaction, the snapshot of the worker on
+ * `worker_fd` (between two calls); with worker_fd -1 (the worker died,
+ * its state is lost) the result alone, and the session is parked at its
+ * previous snapshot.  CAP_OK, or a store or CAP_* code with the message:
+ * then nothing was committed. */
+int sandbox_durable_commit(cap_sandbox *sandbox, int worker_fd, const char *session, int64_t seq,
+                           const char *status, const char *result_json, char *error);
+
+/* Puts the session's latest snapshot into the fresh worker on `worker_fd`
+ * (nothing when it has none yet).  On failure the worker is half-written
+ * and must be discarded; STORE_EVERSION means another build saved it. */
+int sandbox_durable_restore(cap_sandbox *sandbox, int worker_fd, const char *session, char *error);
+
+/* Before a call of durable session options->session: creates the session
+ * if new, claims it for this node unless it is live in this sandbox
+ * (`live_here`), and begins the call in the store (*seq).  When the call
+ * must not run, *early is its result: a replay of the idempotency key's
+ * stored result, or a session-error (expired, the store failed, a key
+ * reused for other code).  CAP_OK, or CAP_ENOMEM. */
+int sandbox_durable_begin(cap_sandbox *sandbox, const char *code, size_t code_size,
+                          const cap_run_options *options, int live_here, int64_t *seq,
+                          cap_result **early, char *error);
+
+/* The session's worker is gone from this sandbox (evicted, idle): the
+ * store has it parked at its latest snapshot; with `forget`, the session
+ * is deleted from the store (closed). */
+void sandbox_durable_park(cap_sandbox *sandbox, const char *session, int forget);
 
 /* --- a worker's frames, through one dispatch table (run.c) -------------- */
 

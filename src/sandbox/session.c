@@ -25,7 +25,9 @@ int sandbox_session_was_evicted(const cap_sandbox *sandbox, const char *id) {
 void sandbox_session_remove(cap_sandbox *sandbox, int index, int evicted) {
     session *s = &sandbox->sessions[index];
     sandbox_worker_discard(&s->worker);
-    if (evicted) remember_evicted(sandbox, s->id);
+    /* A durable session is parked, not lost: its next call restores it. */
+    if (sandbox->config->store) sandbox_durable_park(sandbox, s->id, !evicted);
+    else if (evicted) remember_evicted(sandbox, s->id);
     free(s->id);
     sandbox->sessions[index] = sandbox->sessions[--sandbox->session_count];
 }
@@ -49,6 +51,13 @@ int cap_session_close(cap_sandbox *sandbox, const char *id, char *error) {
             sandbox_session_remove(sandbox, i, 0);
             return CAP_OK;
         }
+    }
+    /* A parked durable session is only in the store. */
+    if (sandbox && id && sandbox->config->store) {
+        pthread_mutex_lock(&sandbox->config->store_lock);
+        int rc = store_session_delete(sandbox->config->store, id, NULL);
+        pthread_mutex_unlock(&sandbox->config->store_lock);
+        if (rc == CAP_OK) return CAP_OK;
     }
     sandbox_set_error(error, "no session %s", id ? id : "(null)");
     return CAP_EINVAL;

@@ -40,7 +40,9 @@
 #include <unistd.h>
 
 #include "../runtime/runtime.h"
+#include "../store/store.h"
 #include "buffer.h"
+#include "durable.h"
 #include "frame.h"
 #include "lockdown.h"
 
@@ -88,6 +90,12 @@ static struct {
     char environment_key[65]; /* of the environment mounted last */
     char environment_path[VFS_PATH_MAX];
     int environment_count;
+    /* Durable sandboxes: the memory as capsule_init left it (shared with
+     * every worker, never written), which snapshots are taken against, and
+     * the 'Y' payload that tells the host its hashes. */
+    uint8_t *base;
+    uint32_t base_pages;
+    buffer ready;
 } G = {.control_fd = -1, .channel_fd = -1};
 
 static void send_or_die(char type, const void *data, size_t size) {
@@ -388,7 +396,9 @@ static void zygote_serve(void) {
     static int announced;
     if (!announced) {
         announced = 1;
-        if (frame_write(G.control_fd, 'Y', "", 0) != 0) _exit(0);
+        if (frame_write(G.control_fd, 'Y', G.ready.data ? G.ready.data : "", G.ready.size) != 0)
+            _exit(0);
+        buffer_free(&G.ready);
     }
     for (;;) {
         char type;
@@ -542,6 +552,22 @@ static void wait_for_request(void) {
     int fd = -1;
     int rc = frame_read(G.channel_fd, &type, &payload, &size, FRAME_MAX, &fd);
     if (rc != 0) _exit(0); /* the host closed the channel: session over */
+    /* Between calls the host may save this worker's state or, before its
+     * first request, put a saved one in place (durable.h). */
+    while ((type == 'K' && G.base) || type == 'L') {
+        wasm_rt_memory_t *memory = wasi_memory(G.w);
+        if (type == 'K') {
+            rc = durable_worker_snapshot(G.channel_fd, memory->data, memory->pages, G.base,
+                                         G.base_pages, G.scratch, size == 4 && !memcmp(payload, "full", 4));
+        } else {
+            rc = durable_worker_restore(G.channel_fd, payload, size, G.scratch);
+        }
+        free(payload);
+        if (fd >= 0) close(fd);
+        fd = -1;
+        if (rc != 0) _exit(0);
+        if (frame_read(G.channel_fd, &type, &payload, &size, FRAME_MAX, &fd) != 0) _exit(0);
+    }
     if (type != 'Q') fail_request("unexpected message from the host");
     apply_request(payload, size);
     if (fd >= 0) {
@@ -790,6 +816,27 @@ static void serve_requests(void) {
     }
 }
 
+/* Keeps the memory capsule_init left, and prepares the 'Y' payload that
+ * gives the host its page hashes (durable.h).  The copy is private to the
+ * zygote and, through fork, shared with every worker until the zygote
+ * ends; nothing writes it. */
+static int keep_base(void) {
+    wasm_rt_memory_t *memory = wasi_memory(G.w);
+    size_t size = (size_t)memory->pages * DURABLE_PAGE;
+    G.base = malloc(size ? size : 1);
+    if (!G.base) return -ENOMEM;
+    memcpy(G.base, memory->data, size);
+    G.base_pages = memory->pages;
+    uint32_t head[2] = {memory->pages, runtime_stack_pointer()};
+    int rc = buffer_append(&G.ready, head, sizeof head);
+    for (uint32_t page = 0; rc == 0 && page < memory->pages; page++) {
+        uint8_t hash[DURABLE_HASH];
+        store_hash(G.base + (size_t)page * DURABLE_PAGE, DURABLE_PAGE, hash);
+        rc = buffer_append(&G.ready, hash, sizeof hash);
+    }
+    return rc;
+}
+
 void zygote_main(const zygote_world *world, int control_fd) {
     G.control_fd = control_fd;
     int keep[] = {control_fd};
@@ -814,6 +861,10 @@ void zygote_main(const zygote_world *world, int control_fd) {
                  outcome == RUNTIME_TRAPPED ? trap : outcome == RUNTIME_EXITED ? "exit" : "error",
                  outcome == RUNTIME_RETURNED ? 1u : value);
         frame_write(control_fd, 'X', message, strlen(message));
+        _exit(1);
+    }
+    if (world->durable && keep_base() != 0) {
+        frame_write(control_fd, 'X', "out of memory for the base snapshot", 35);
         _exit(1);
     }
     zygote_serve(); /* returns only in a new worker */

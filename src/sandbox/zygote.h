@@ -57,6 +57,7 @@ typedef struct zygote_world {
                                        carry one; answer 'H' like 'F') */
     int host_mount_count;
     const int *host_writable;       /* per host mount: writes allowed (the host checks too) */
+    int durable;                    /* keep the base and answer snapshots (durable.h) */
 } zygote_world;
 
 /* Runs in the freshly forked zygote; never returns. */

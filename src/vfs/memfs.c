@@ -440,3 +440,123 @@ int vfs_memfs_put(void *backend, const char *path, const void *data, size_t size
     vfs_file_release(file);
     return rc;
 }
+
+/* --- saving and loading the tree (durable sessions) ------------------------ */
+
+#define SAVE_MAGIC "capsule-memfs-1\n"
+
+typedef struct save_state {
+    vfs_memfs_writer write;
+    void *context;
+    char path[VFS_PATH_MAX];
+} save_state;
+
+static int put_u64(save_state *s, uint64_t value) {
+    unsigned char bytes[8];
+    for (int i = 0; i < 8; i++) bytes[i] = (unsigned char)(value >> (8 * i));
+    return s->write(s->context, bytes, sizeof bytes);
+}
+
+/* Pre-order, so that a directory's record comes before its children's and
+ * loading never needs to create a parent itself. */
+static int save_node(save_state *s, const node *n, size_t length, int depth) {
+    if (depth > 64) return -ELOOP;
+    for (size_t i = 0; i < n->child_count; i++) {
+        const node *c = n->children[i];
+        size_t name_length = strlen(c->name);
+        size_t child_length = length + (length ? 1 : 0) + name_length;
+        if (child_length >= sizeof s->path) return -ENAMETOOLONG;
+        if (length) s->path[length] = '/';
+        memcpy(s->path + length + (length ? 1 : 0), c->name, name_length);
+        s->path[child_length] = '\0';
+        unsigned char type = c->type == VFS_DIRECTORY ? 'd' : 'f';
+        int rc = s->write(s->context, &type, 1);
+        if (rc == 0) rc = put_u64(s, child_length);
+        if (rc == 0) rc = s->write(s->context, s->path, child_length);
+        if (rc == 0) rc = put_u64(s, c->mtime_ns);
+        if (rc == 0) rc = put_u64(s, c->atime_ns);
+        if (rc == 0 && c->type == VFS_FILE) {
+            rc = put_u64(s, c->size);
+            if (rc == 0 && c->size) rc = s->write(s->context, c->data, c->size);
+        }
+        if (rc == 0 && c->type == VFS_DIRECTORY) rc = save_node(s, c, child_length, depth + 1);
+        if (rc) return rc;
+        s->path[length] = '\0';
+    }
+    return 0;
+}
+
+int vfs_memfs_save(void *backend, vfs_memfs_writer write, void *context) {
+    memfs *fs = backend;
+    save_state s = {write, context, {0}};
+    int rc = write(context, SAVE_MAGIC, sizeof SAVE_MAGIC - 1);
+    if (rc == 0) rc = save_node(&s, fs->root, 0, 0);
+    unsigned char end = 'e';
+    if (rc == 0) rc = write(context, &end, 1);
+    return rc;
+}
+
+static int take(const unsigned char **p, const unsigned char *end, size_t size,
+                const unsigned char **out) {
+    if ((size_t)(end - *p) < size) return -EINVAL;
+    *out = *p;
+    *p += size;
+    return 0;
+}
+
+static int take_u64(const unsigned char **p, const unsigned char *end, uint64_t *value) {
+    const unsigned char *bytes;
+    if (take(p, end, 8, &bytes)) return -EINVAL;
+    *value = 0;
+    for (int i = 0; i < 8; i++) *value |= (uint64_t)bytes[i] << (8 * i);
+    return 0;
+}
+
+int vfs_memfs_load(void *backend, const void *data, size_t size) {
+    memfs *fs = backend;
+    const unsigned char *p = data, *end = p + size, *bytes;
+    if (take(&p, end, sizeof SAVE_MAGIC - 1, &bytes) ||
+        memcmp(bytes, SAVE_MAGIC, sizeof SAVE_MAGIC - 1) != 0)
+        return -EINVAL;
+    for (;;) {
+        const unsigned char *type;
+        uint64_t length, mtime, atime, file_size = 0;
+        if (take(&p, end, 1, &type)) return -EINVAL;
+        if (*type == 'e') return p == end ? 0 : -EINVAL;
+        if ((*type != 'd' && *type != 'f') || take_u64(&p, end, &length) || length == 0 ||
+            length >= VFS_PATH_MAX || take(&p, end, (size_t)length, &bytes) ||
+            take_u64(&p, end, &mtime) || take_u64(&p, end, &atime))
+            return -EINVAL;
+        char path[VFS_PATH_MAX];
+        memcpy(path, bytes, (size_t)length);
+        path[length] = '\0';
+        /* Plain relative paths only: no empty, "." or ".." component. */
+        if (memchr(path, '\0', (size_t)length) || path[0] == '/' || path[length - 1] == '/' ||
+            strstr(path, "//") || strcmp(path, ".") == 0 || strcmp(path, "..") == 0 ||
+            strncmp(path, "./", 2) == 0 || strncmp(path, "../", 3) == 0 || strstr(path, "/./") ||
+            strstr(path, "/../") ||
+            (length >= 2 && strcmp(path + length - 2, "/.") == 0) ||
+            (length >= 3 && strcmp(path + length - 3, "/..") == 0))
+            return -EINVAL;
+        int rc;
+        if (*type == 'd') {
+            rc = memfs_mkdir(fs, path);
+            if (rc == -EEXIST) rc = 0;
+        } else {
+            if (take_u64(&p, end, &file_size) || file_size > (uint64_t)(end - p)) return -EINVAL;
+            take(&p, end, (size_t)file_size, &bytes);
+            vfs_file *file;
+            rc = memfs_open(fs, path, VFS_O_WRITE | VFS_O_CREATE | VFS_O_TRUNCATE, &file);
+            if (rc == 0) {
+                size_t done = 0;
+                if (file_size) rc = file_write(file, bytes, (size_t)file_size, 0, &done);
+                vfs_file_release(file);
+            }
+        }
+        node *n;
+        if (rc == 0) rc = walk(fs, path, 0, &n, NULL, NULL);
+        if (rc) return rc;
+        n->mtime_ns = mtime;
+        n->atime_ns = atime;
+    }
+}

@@ -145,6 +145,19 @@ void vfs_memfs_set_entry_limit(void *memfs, uint64_t entries);
 /* Creates (or replaces) a file with the given content, making parents. */
 int vfs_memfs_put(void *memfs, const char *path, const void *data, size_t size);
 
+/* Writes the whole tree (directories, files, their bytes and times) as
+ * one stream through `write` (0 or a negative errno, which stops the walk);
+ * vfs_memfs_load puts it back.  Open files and unlinked-but-open data are
+ * not part of it.  Durable sessions keep a session's scratch space this way. */
+typedef int (*vfs_memfs_writer)(void *context, const void *data, size_t size);
+int vfs_memfs_save(void *memfs, vfs_memfs_writer write, void *context);
+/* Adds what vfs_memfs_save wrote to the tree (directories that exist are
+ * kept, files replaced), within the quota and entry limit.  A stream that is
+ * malformed in any way (bad magic, lengths past the end, a path with "..")
+ * is -EINVAL, possibly after earlier entries were added: load into a tree
+ * that is thrown away on failure. */
+int vfs_memfs_load(void *memfs, const void *data, size_t size);
+
 /* /dev: null, zero, random, urandom; nothing can be created there. */
 int vfs_devfs_new(const vfs_backend_ops **ops, void **backend);
 

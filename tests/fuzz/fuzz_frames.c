@@ -39,6 +39,12 @@ void zygote_main(const zygote_world *world, int control_fd) {
     abort(); /* never reached: no sandbox is created */
 }
 
+/* durable.c names the guest build in snapshots; no guest is linked here. */
+const char *runtime_build_id(void);
+const char *runtime_build_id(void) {
+    return "fuzz";
+}
+
 #define QUOTA (1u << 20)
 
 static cap_config *fuzz_config;

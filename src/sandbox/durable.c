@@ -1,0 +1,577 @@
+/*
+ * durable.c — the host's side of durable sessions: a session's worker saved
+ * into the store after each call, and put back into a fresh worker when
+ * the session is not live (docs/sessions.md, durable.h).
+ *
+ * A snapshot is the store's list of pages: the linear memory's 64 KiB pages
+ * at their page numbers, then the scratch file system's stream cut into
+ * pages from FILES_PAGE on, with a manifest (JSON) saying what the pages
+ * are.  Pages that a worker did not send are the base's (the memory the
+ * zygote had after capsule_init): the host names them by the hashes the
+ * zygote gave, so only what a session changed is sent, hashed and
+ * compressed, and identical pages are stored once (content addressing).
+ *
+ * The worker is untrusted: every count, index and size it sends is checked
+ * against its own header and the limits, and it can name by hash only base
+ * pages, whose hashes the host holds; anything else is sent in full and
+ * hashed here.  A snapshot is restored only into the build of the guest
+ * that took it (the manifest names it; another build is a session-error).
+ *
+ * Store calls hold config->store_lock: a store handle is one thread's at a
+ * time, and a config's sandboxes run on several threads.
+ */
+#include "sandbox.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../runtime/runtime.h"
+#include "durable.h"
+#include "frame.h"
+
+#define MANIFEST_FORMAT 1
+#define FILES_PAGE DURABLE_MAX_PAGES /* first page number of the file system's stream */
+#define WORKER_SECONDS 60.0          /* a worker that takes longer to save or load is dead */
+
+int sandbox_durable_base(cap_sandbox *sandbox, const char *payload, size_t size, char *error) {
+    uint32_t head[2];
+    if (size < sizeof head) {
+        sandbox_set_error(error, "the zygote sent no base for durable sessions");
+        return CAP_ERUNTIME;
+    }
+    memcpy(head, payload, sizeof head);
+    if (head[0] == 0 || head[0] > DURABLE_MAX_PAGES ||
+        size != sizeof head + (size_t)head[0] * DURABLE_HASH) {
+        sandbox_set_error(error, "the zygote sent a malformed base");
+        return CAP_ERUNTIME;
+    }
+    sandbox->base_hashes = malloc((size_t)head[0] * DURABLE_HASH);
+    if (!sandbox->base_hashes) {
+        sandbox_set_error(error, "out of memory");
+        return CAP_ENOMEM;
+    }
+    memcpy(sandbox->base_hashes, payload + sizeof head, (size_t)head[0] * DURABLE_HASH);
+    sandbox->base_pages = head[0];
+    sandbox->base_stack_pointer = head[1];
+    return CAP_OK;
+}
+
+/* frame_read with a deadline: 0, or -ETIMEDOUT / -errno. */
+static int read_within(int fd, double deadline, char *type, char **payload, size_t *size,
+                       size_t max_size) {
+    int ready = sandbox_wait_readable(fd, deadline, -1);
+    if (ready != WAIT_READABLE) return ready < 0 ? ready : -ETIMEDOUT;
+    return frame_read(fd, type, payload, size, max_size, NULL);
+}
+
+static double number(const cJSON *object, const char *name) {
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(object, name);
+    return cJSON_IsNumber(item) ? item->valuedouble : -1;
+}
+
+/* What a worker sent for one snapshot, checked. */
+typedef struct taken {
+    uint32_t pages;
+    uint32_t stack_pointer;
+    uint8_t *sent;       /* the pages sent, DURABLE_PAGE each, in index order */
+    uint32_t *sent_index;
+    uint32_t sent_count;
+    buffer files;        /* the scratch file system's stream */
+} taken;
+
+static void taken_free(taken *t) {
+    free(t->sent);
+    free(t->sent_index);
+    buffer_free(&t->files);
+}
+
+/* Asks the worker for its state and reads it all, checking each frame. */
+static int take_from_worker(cap_sandbox *sandbox, int fd, int full, taken *t, char *error) {
+    memset(t, 0, sizeof *t);
+    double deadline = sandbox_now_seconds() + WORKER_SECONDS;
+    if (frame_write(fd, 'K', full ? "full" : "", full ? 4 : 0) != 0) {
+        sandbox_set_error(error, "the session's worker is gone");
+        return CAP_ERUNTIME;
+    }
+    char type;
+    char *payload = NULL;
+    size_t size;
+    int rc = read_within(fd, deadline, &type, &payload, &size, 512);
+    cJSON *header = rc == 0 && type == 'K' ? cJSON_ParseWithLength(payload, size) : NULL;
+    free(payload);
+    double pages = number(header, "pages"), stack_pointer = number(header, "stack_pointer");
+    double changed = number(header, "changed"), files = number(header, "vfs_bytes");
+    cJSON_Delete(header);
+    if (!(pages >= sandbox->base_pages && pages <= DURABLE_MAX_PAGES && changed >= 0 &&
+          changed <= pages && files >= 0 && files <= (double)DURABLE_MAX_VFS &&
+          stack_pointer == (double)sandbox->base_stack_pointer && pages == (uint32_t)pages &&
+          changed == (uint32_t)changed && files == (uint64_t)files)) {
+        sandbox_set_error(error, "the worker sent a malformed snapshot header");
+        return CAP_ERUNTIME;
+    }
+    t->pages = (uint32_t)pages;
+    t->stack_pointer = (uint32_t)stack_pointer;
+    t->sent_count = (uint32_t)changed;
+    /* Every page beyond the base must be sent (the host has no hash for it). */
+    if (t->sent_count < t->pages - sandbox->base_pages || (full && t->sent_count != t->pages)) {
+        sandbox_set_error(error, "the worker's snapshot misses pages");
+        return CAP_ERUNTIME;
+    }
+    t->sent = malloc(t->sent_count ? (size_t)t->sent_count * DURABLE_PAGE : 1);
+    t->sent_index = malloc(t->sent_count ? t->sent_count * sizeof *t->sent_index : 1);
+    if (!t->sent || !t->sent_index) {
+        sandbox_set_error(error, "out of memory for the session's snapshot");
+        return CAP_ENOMEM;
+    }
+    for (uint32_t i = 0; i < t->sent_count; i++) {
+        rc = read_within(fd, deadline, &type, &payload, &size, 4 + DURABLE_PAGE);
+        uint32_t index = 0;
+        if (rc == 0 && size == 4 + DURABLE_PAGE)
+            for (int b = 0; b < 4; b++) index |= (uint32_t)(uint8_t)payload[b] << (8 * b);
+        int good = rc == 0 && type == 'k' && size == 4 + DURABLE_PAGE && index < t->pages &&
+                   (i == 0 || index > t->sent_index[i - 1]);
+        if (good) memcpy(t->sent + (size_t)i * DURABLE_PAGE, payload + 4, DURABLE_PAGE);
+        if (rc == 0) free(payload);
+        if (!good) {
+            sandbox_set_error(error, "the worker sent a malformed snapshot page");
+            return CAP_ERUNTIME;
+        }
+        t->sent_index[i] = index;
+    }
+    /* Pages at and past the base's end must all have been among them. */
+    uint32_t beyond = 0;
+    for (uint32_t i = 0; i < t->sent_count; i++) beyond += t->sent_index[i] >= sandbox->base_pages;
+    if (beyond != t->pages - sandbox->base_pages) {
+        sandbox_set_error(error, "the worker's snapshot misses pages");
+        return CAP_ERUNTIME;
+    }
+    while (t->files.size < (size_t)files) {
+        rc = read_within(fd, deadline, &type, &payload, &size, DURABLE_VFS_CHUNK);
+        int good = rc == 0 && type == 'v' && size > 0 && t->files.size + size <= (size_t)files;
+        if (good && buffer_append(&t->files, payload, size) != 0) good = 0;
+        if (rc == 0) free(payload);
+        if (!good) {
+            sandbox_set_error(error, "the worker sent malformed snapshot files");
+            return CAP_ERUNTIME;
+        }
+    }
+    return CAP_OK;
+}
+
+/* The store's view of `t`: every memory page (sent ones by their bytes,
+ * the others by the base's hash), then the files' pages.  `pages` and
+ * `tail` (the last, zero-padded files page) are the caller's to free. */
+static int describe(const cap_sandbox *sandbox, const taken *t, store_page **pages,
+                    size_t *count, uint8_t **tail) {
+    size_t file_pages = (t->files.size + DURABLE_PAGE - 1) / DURABLE_PAGE;
+    *count = t->pages + file_pages;
+    *pages = calloc(*count ? *count : 1, sizeof **pages);
+    *tail = calloc(1, DURABLE_PAGE);
+    if (!*pages || !*tail) return CAP_ENOMEM;
+    uint32_t next = 0;
+    for (uint32_t page = 0; page < t->pages; page++) {
+        store_page *p = &(*pages)[page];
+        p->index = page;
+        if (next < t->sent_count && t->sent_index[next] == page)
+            p->data = t->sent + (size_t)next++ * DURABLE_PAGE;
+        else
+            p->hash = sandbox->base_hashes + (size_t)page * DURABLE_HASH;
+    }
+    for (size_t i = 0; i < file_pages; i++) {
+        store_page *p = &(*pages)[t->pages + i];
+        p->index = FILES_PAGE + (uint32_t)i;
+        size_t offset = i * DURABLE_PAGE, left = t->files.size - offset;
+        if (left >= DURABLE_PAGE) {
+            p->data = t->files.data + offset;
+        } else {
+            memcpy(*tail, t->files.data + offset, left);
+            p->data = *tail;
+        }
+    }
+    return CAP_OK;
+}
+
+static char *manifest_text(const taken *t) {
+    cJSON *manifest = cJSON_CreateObject();
+    cJSON_AddNumberToObject(manifest, "format", MANIFEST_FORMAT);
+    cJSON_AddStringToObject(manifest, "build", runtime_build_id());
+    cJSON_AddNumberToObject(manifest, "pages", t->pages);
+    cJSON_AddNumberToObject(manifest, "stack_pointer", t->stack_pointer);
+    cJSON_AddNumberToObject(manifest, "vfs_bytes", (double)t->files.size);
+    char *text = cJSON_PrintUnformatted(manifest);
+    cJSON_Delete(manifest);
+    return text;
+}
+
+int sandbox_durable_commit(cap_sandbox *sandbox, int worker_fd, const char *session, int64_t seq,
+                           const char *status, const char *result_json, char *error) {
+    cap_config *config = sandbox->config;
+    if (worker_fd < 0) { /* the worker is gone: the result alone, the state as before */
+        pthread_mutex_lock(&config->store_lock);
+        int rc = store_call_finish(config->store, session, seq, status, result_json, NULL, NULL,
+                                   error);
+        if (rc == CAP_OK) rc = store_session_set_status(config->store, session,
+                                                        STORE_SESSION_PARKED, error);
+        pthread_mutex_unlock(&config->store_lock);
+        return rc;
+    }
+    /* The first snapshot of a sandbox sends every page, which stores the
+     * base's pages; later ones name them.  Should the store have lost them
+     * (expiry, collection), the commit is tried once more in full. */
+    int rc = CAP_OK;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        int full = !sandbox->base_stored || attempt > 0;
+        taken t;
+        rc = take_from_worker(sandbox, worker_fd, full, &t, error);
+        store_page *pages = NULL;
+        size_t count = 0;
+        uint8_t *tail = NULL;
+        char *manifest = rc == CAP_OK ? manifest_text(&t) : NULL;
+        if (rc == CAP_OK && (!manifest || describe(sandbox, &t, &pages, &count, &tail) != CAP_OK)) {
+            sandbox_set_error(error, "out of memory for the session's snapshot");
+            rc = CAP_ENOMEM;
+        }
+        if (rc == CAP_OK) {
+            store_snapshot_data snapshot = {runtime_build_id(), manifest, DURABLE_PAGE, pages,
+                                            count};
+            pthread_mutex_lock(&config->store_lock);
+            rc = store_call_finish(config->store, session, seq, status, result_json, &snapshot,
+                                   NULL, error);
+            pthread_mutex_unlock(&config->store_lock);
+        }
+        free(pages);
+        free(tail);
+        free(manifest);
+        taken_free(&t);
+        if (rc == CAP_OK) sandbox->base_stored = 1;
+        if (rc != STORE_ENOTFOUND || full) break;
+    }
+    return rc;
+}
+
+/* --- restore ----------------------------------------------------------------- */
+
+typedef struct restoring {
+    const cap_sandbox *sandbox;
+    const store_snapshot *snapshot;
+    int fd;
+    uint32_t pages;
+    buffer files;
+    uint64_t vfs_bytes;
+    uint8_t frame[4 + DURABLE_PAGE];
+} restoring;
+
+/* Whether the fresh worker has this page already: a base page of this
+ * sandbox with the same content. */
+static int worker_has(const cap_sandbox *sandbox, uint32_t index, const uint8_t *hash) {
+    return index < sandbox->base_pages &&
+           memcmp(sandbox->base_hashes + (size_t)index * DURABLE_HASH, hash, DURABLE_HASH) == 0;
+}
+
+static int send_page(void *context, uint32_t index, const void *bytes, size_t size) {
+    restoring *r = context;
+    if (size != DURABLE_PAGE) return STORE_ECORRUPT;
+    if (index >= FILES_PAGE) {
+        size_t offset = (size_t)(index - FILES_PAGE) * DURABLE_PAGE;
+        if (offset != r->files.size || offset >= r->vfs_bytes) return STORE_ECORRUPT;
+        size_t n = r->vfs_bytes - offset < DURABLE_PAGE ? r->vfs_bytes - offset : DURABLE_PAGE;
+        return buffer_append(&r->files, bytes, n) ? CAP_ENOMEM : 0;
+    }
+    /* Memory pages come in index order at their own position, checked
+     * against the manifest before the walk; the store verified the bytes
+     * against this very hash. */
+    if (index >= r->pages || r->snapshot->pages[index].index != index) return STORE_ECORRUPT;
+    if (worker_has(r->sandbox, index, r->snapshot->pages[index].hash)) return 0;
+    for (int b = 0; b < 4; b++) r->frame[b] = (uint8_t)(index >> (8 * b));
+    memcpy(r->frame + 4, bytes, DURABLE_PAGE);
+    return frame_write(r->fd, 'l', r->frame, sizeof r->frame) == 0 ? 0 : CAP_ERUNTIME;
+}
+
+int sandbox_durable_restore(cap_sandbox *sandbox, int worker_fd, const char *session,
+                            char *error) {
+    cap_config *config = sandbox->config;
+    store_snapshot snapshot = {0};
+    pthread_mutex_lock(&config->store_lock);
+    int rc = store_snapshot_latest(config->store, session, &snapshot, error);
+    if (rc == STORE_ENOTFOUND) { /* created, but no call committed yet: a fresh interpreter */
+        pthread_mutex_unlock(&config->store_lock);
+        return CAP_OK;
+    }
+    cJSON *manifest = rc == CAP_OK ? cJSON_Parse(snapshot.manifest) : NULL;
+    const cJSON *build = cJSON_GetObjectItemCaseSensitive(manifest, "build");
+    double format = number(manifest, "format"), pages = number(manifest, "pages");
+    double stack_pointer = number(manifest, "stack_pointer"), files = number(manifest, "vfs_bytes");
+    size_t file_pages = files >= 0 ? (size_t)((files + DURABLE_PAGE - 1) / DURABLE_PAGE) : 0;
+    if (rc != CAP_OK) {
+        /* the store's message */
+    } else if (!cJSON_IsObject(manifest) || format != MANIFEST_FORMAT || !cJSON_IsString(build)) {
+        sandbox_set_error(error, "the session's snapshot has an unreadable manifest");
+        rc = STORE_ECORRUPT;
+    } else if (strcmp(build->valuestring, runtime_build_id()) != 0 ||
+               strcmp(snapshot.build_id, runtime_build_id()) != 0) {
+        sandbox_set_error(error, "the session was saved by another build of capsule's guest "
+                                 "(%.16s, this is %.16s) and cannot be restored",
+                          build->valuestring, runtime_build_id());
+        rc = STORE_EVERSION;
+    } else if (!(pages >= sandbox->base_pages && pages <= DURABLE_MAX_PAGES &&
+                 files >= 0 && files <= (double)DURABLE_MAX_VFS && stack_pointer >= 0 &&
+                 stack_pointer < 4294967296.0 && snapshot.page_size == DURABLE_PAGE &&
+                 snapshot.page_count == (size_t)pages + file_pages)) {
+        sandbox_set_error(error, "the session's snapshot does not match its manifest");
+        rc = STORE_ECORRUPT;
+    } else {
+        /* The page list must be exactly 0..pages-1, then the files' pages. */
+        for (size_t i = 0; i < snapshot.page_count && rc == CAP_OK; i++) {
+            uint32_t want = i < (size_t)pages ? (uint32_t)i : FILES_PAGE + (uint32_t)(i - (size_t)pages);
+            if (snapshot.pages[i].index != want) {
+                sandbox_set_error(error, "the session's snapshot does not match its manifest");
+                rc = STORE_ECORRUPT;
+            }
+        }
+    }
+    cJSON_Delete(manifest);
+    restoring *r = rc == CAP_OK ? calloc(1, sizeof *r) : NULL;
+    if (rc == CAP_OK && !r) {
+        sandbox_set_error(error, "out of memory");
+        rc = CAP_ENOMEM;
+    }
+    if (rc == CAP_OK) {
+        r->sandbox = sandbox;
+        r->snapshot = &snapshot;
+        r->fd = worker_fd;
+        r->pages = (uint32_t)pages;
+        r->vfs_bytes = (uint64_t)files;
+        uint32_t page_frames = 0;
+        for (size_t i = 0; i < (size_t)pages; i++)
+            page_frames += !worker_has(sandbox, snapshot.pages[i].index, snapshot.pages[i].hash);
+        char header[192];
+        int length = snprintf(header, sizeof header,
+                              "{\"pages\":%u,\"stack_pointer\":%u,\"page_frames\":%u,"
+                              "\"vfs_bytes\":%llu}",
+                              (uint32_t)pages, (uint32_t)stack_pointer, page_frames,
+                              (unsigned long long)files);
+        if (frame_write(worker_fd, 'L', header, (size_t)length) != 0) {
+            sandbox_set_error(error, "the worker for the session's restore is gone");
+            rc = CAP_ERUNTIME;
+        }
+        if (rc == CAP_OK)
+            rc = store_snapshot_read_pages(config->store, snapshot.id, send_page, r, error);
+        if (rc == STORE_ECORRUPT && !strstr(error, "snapshot"))
+            sandbox_set_error(error, "the session's snapshot is damaged in the store "
+                                     "(a page fails its hash)");
+        if (rc == CAP_OK && r->files.size != r->vfs_bytes) {
+            sandbox_set_error(error, "the session's snapshot misses file pages");
+            rc = STORE_ECORRUPT;
+        }
+    }
+    pthread_mutex_unlock(&config->store_lock);
+    for (size_t offset = 0; rc == CAP_OK && offset < r->files.size; offset += DURABLE_VFS_CHUNK) {
+        size_t n = r->files.size - offset < DURABLE_VFS_CHUNK ? r->files.size - offset
+                                                              : DURABLE_VFS_CHUNK;
+        if (frame_write(worker_fd, 'v', r->files.data + offset, n) != 0) {
+            sandbox_set_error(error, "the worker for the session's restore is gone");
+            rc = CAP_ERUNTIME;
+        }
+    }
+    if (rc == CAP_OK) {
+        char type;
+        char *payload = NULL;
+        size_t size = 0;
+        int read = read_within(worker_fd, sandbox_now_seconds() + WORKER_SECONDS, &type, &payload,
+                               &size, 512);
+        if (read != 0 || type != 'L' || size != 0) {
+            sandbox_set_error(error, "the session could not be restored: %.200s",
+                              read == 0 && type == 'L' ? payload : "the worker failed");
+            rc = CAP_ERUNTIME;
+        }
+        if (read == 0) free(payload);
+    }
+    if (r) buffer_free(&r->files);
+    free(r);
+    store_snapshot_clear(&snapshot);
+    return rc;
+}
+
+/* --- a durable session's call ------------------------------------------------- */
+
+/* A result for a call that does not run; `stopped` records that it was
+ * wanted even if memory for it ran out. */
+static cap_result *early_result(int *stopped, cap_status status, const char *message) {
+    *stopped = 1;
+    return sandbox_result_new(status, message);
+}
+
+/* What makes two calls "the same request" for an idempotency key. */
+static void request_hash(const char *code, size_t code_size, const cap_run_options *options,
+                         uint8_t hash[STORE_HASH_SIZE]) {
+    buffer text = {0};
+    int rc = buffer_append(&text, code ? code : "", code_size);
+    rc |= buffer_append(&text, "", 1);
+    if (options->globals_json)
+        rc |= buffer_append(&text, options->globals_json, strlen(options->globals_json) + 1);
+    for (size_t i = 0; i < options->file_count; i++) {
+        rc |= buffer_append(&text, options->files[i].path, strlen(options->files[i].path) + 1);
+        rc |= buffer_append(&text, options->files[i].data, options->files[i].size);
+    }
+    if (rc == 0) store_hash(text.data, text.size, hash);
+    else memset(hash, 0, STORE_HASH_SIZE);
+    buffer_free(&text);
+}
+
+int sandbox_durable_begin(cap_sandbox *sandbox, const char *code, size_t code_size,
+                          const cap_run_options *options, int live_here, int64_t *seq,
+                          cap_result **early, char *error) {
+    cap_config *config = sandbox->config;
+    const char *id = options->session;
+    *early = NULL;
+    *seq = 0;
+    int stopped = 0;
+    char message[CAP_ERROR_SIZE + 64];
+    uint8_t hash[STORE_HASH_SIZE];
+    request_hash(code, code_size, options, hash);
+    pthread_mutex_lock(&config->store_lock);
+    store_session stored;
+    int rc = store_session_get(config->store, id, &stored, error);
+    int created = 0;
+    if (rc == STORE_ENOTFOUND) { /* new: live on this node from the start */
+        rc = store_session_create(config->store, id, "", 0, error);
+        if (rc == CAP_OK) rc = store_session_get(config->store, id, &stored, error);
+        created = rc == CAP_OK;
+    }
+    if (rc == CAP_OK && stored.status == STORE_SESSION_EXPIRED) {
+        snprintf(message, sizeof message,
+                 "session %.200s expired: its saved state was dropped (idle too long, or the "
+                 "store's quota); start a new one", id);
+        *early = early_result(&stopped, CAP_STATUS_SESSION_ERROR, message);
+    } else if (rc == CAP_OK && !live_here && !created && stored.status == STORE_SESSION_LIVE &&
+               strcmp(stored.owner, store_node(config->store)) == 0) {
+        snprintf(message, sizeof message,
+                 "session %.200s is live in another sandbox of this process", id);
+        *early = early_result(&stopped, CAP_STATUS_SESSION_ERROR, message);
+    } else if (rc == CAP_OK && !live_here && !created) {
+        rc = store_session_claim(config->store, id, NULL, error);
+    }
+    store_call call = {0};
+    int replayed = 0;
+    if (rc == CAP_OK && !stopped) {
+        rc = store_call_begin(config->store, id, options->idempotency_key, hash, &call, &replayed,
+                              error);
+        if (rc == STORE_EBUSY || rc == STORE_ECONFLICT) {
+            snprintf(message, sizeof message, "%s", rc == STORE_EBUSY
+                         ? "a call with this idempotency key is still running"
+                         : "this idempotency key was used for a different request");
+            *early = early_result(&stopped, CAP_STATUS_SESSION_ERROR, message);
+            rc = CAP_OK;
+        }
+    }
+    if (rc == CAP_OK && !stopped && replayed) {
+        stopped = 1;
+        *early = call.result ? sandbox_result_from_json(call.result) : NULL;
+        if (*early) sandbox_result_add_note(*early, "replayed: this idempotency key's stored "
+                                                    "result; the code did not run again");
+        else *early = early_result(&stopped, CAP_STATUS_SESSION_ERROR, "the stored result is unreadable");
+    } else if (rc == CAP_OK && !stopped) {
+        *seq = call.seq;
+        store_call previous = {0};
+        if (call.seq > 1 &&
+            store_call_get(config->store, id, call.seq - 1, &previous, NULL) == CAP_OK &&
+            strcmp(previous.status, "interrupted") == 0)
+            sandbox->interrupted_seq = call.seq - 1;
+        store_call_clear(&previous);
+    }
+    store_call_clear(&call);
+    pthread_mutex_unlock(&config->store_lock);
+    if (rc != CAP_OK && !stopped) {
+        snprintf(message, sizeof message, "the session store failed: %s", error);
+        *early = early_result(&stopped, CAP_STATUS_SESSION_ERROR, message);
+        rc = CAP_OK;
+    }
+    return stopped && !*early ? CAP_ENOMEM : CAP_OK;
+}
+
+void sandbox_durable_park(cap_sandbox *sandbox, const char *session, int forget) {
+    cap_config *config = sandbox->config;
+    pthread_mutex_lock(&config->store_lock);
+    if (forget) store_session_delete(config->store, session, NULL);
+    else store_session_set_status(config->store, session, STORE_SESSION_PARKED, NULL);
+    pthread_mutex_unlock(&config->store_lock);
+}
+
+/* --- the public calls on durable sessions ---------------------------------------- */
+
+int cap_session_exists(cap_config *config, const char *id) {
+    if (!config || !config->store || !id) return 0;
+    store_session stored;
+    pthread_mutex_lock(&config->store_lock);
+    int found = store_session_get(config->store, id, &stored, NULL) == CAP_OK &&
+                stored.status != STORE_SESSION_EXPIRED;
+    pthread_mutex_unlock(&config->store_lock);
+    return found;
+}
+
+int cap_session_fork(cap_config *config, const char *source, const char *id, char *error) {
+    if (!config || !source || !id) {
+        sandbox_set_error(error, "cap_session_fork: missing argument");
+        return CAP_EINVAL;
+    }
+    if (!config->store) {
+        sandbox_set_error(error, "forking a session needs a store (cap_config_set_store)");
+        return CAP_EINVAL;
+    }
+    pthread_mutex_lock(&config->store_lock);
+    int rc = store_session_fork(config->store, source, id, "", 0, error);
+    pthread_mutex_unlock(&config->store_lock);
+    if (rc == STORE_ENOTFOUND)
+        sandbox_set_error(error, "session %.200s has no saved state to fork (no call of it "
+                                 "finished yet, or no such session)", source);
+    else if (rc == STORE_EEXIST)
+        sandbox_set_error(error, "a session named %.200s exists already", id);
+    return rc == CAP_OK ? CAP_OK : rc == CAP_ENOMEM ? CAP_ENOMEM : CAP_EINVAL;
+}
+
+char *cap_session_history(cap_config *config, const char *id, char *error) {
+    if (!config || !config->store || !id) {
+        sandbox_set_error(error, "a session's history needs a store (cap_config_set_store)");
+        return NULL;
+    }
+    store_call *calls = NULL;
+    size_t count = 0;
+    pthread_mutex_lock(&config->store_lock);
+    store_session stored;
+    int rc = store_session_get(config->store, id, &stored, error);
+    if (rc == CAP_OK) rc = store_call_list(config->store, id, 0, 0, &calls, &count, error);
+    pthread_mutex_unlock(&config->store_lock);
+    if (rc != CAP_OK) {
+        if (rc == STORE_ENOTFOUND) sandbox_set_error(error, "no session %.200s", id);
+        return NULL;
+    }
+    static const char *const states[] = {"live", "parked", "expired"};
+    cJSON *history = cJSON_CreateObject();
+    cJSON_AddStringToObject(history, "state", states[stored.status]);
+    cJSON_AddNumberToObject(history, "created_at_ms", (double)stored.created_at);
+    cJSON_AddNumberToObject(history, "last_used_at_ms", (double)stored.last_used_at);
+    cJSON *list = cJSON_AddArrayToObject(history, "calls");
+    for (size_t i = 0; i < count; i++) {
+        cJSON *call = cJSON_CreateObject();
+        cJSON_AddNumberToObject(call, "seq", (double)calls[i].seq);
+        cJSON_AddStringToObject(call, "status", calls[i].status);
+        cJSON_AddNumberToObject(call, "started_at_ms", (double)calls[i].started_at);
+        if (calls[i].finished_at) {
+            cJSON_AddNumberToObject(call, "finished_at_ms", (double)calls[i].finished_at);
+            cJSON_AddNumberToObject(call, "duration_ms",
+                                    (double)(calls[i].finished_at - calls[i].started_at));
+        }
+        if (calls[i].idempotency_key[0])
+            cJSON_AddStringToObject(call, "idempotency_key", calls[i].idempotency_key);
+        cJSON_AddItemToArray(list, call);
+    }
+    store_call_list_free(calls, count);
+    char *text = cJSON_PrintUnformatted(history);
+    cJSON_Delete(history);
+    if (!text) sandbox_set_error(error, "out of memory");
+    return text;
+}

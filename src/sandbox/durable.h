@@ -1,0 +1,51 @@
+/*
+ * durable.h — moving a session's state between a worker and the host
+ * (durable sessions, docs/sessions.md).
+ *
+ * Between two calls a session's whole state is its linear memory, the
+ * guest's __stack_pointer and the scratch file system (runtime.h); these
+ * frames carry them.  Memory travels in WebAssembly pages of 64 KiB.
+ *
+ *   zygote → host   'Y' ready; when the sandbox is durable its payload is the
+ *                       base: u32 pages, u32 stack pointer, then the SHA-256
+ *                       of each page of the memory as capsule_init left it
+ *                       (the zygote ran no program yet: the host trusts it)
+ *   host → worker   'K' take a snapshot; payload "full" asks for every page
+ *   worker → host   'K' JSON {"pages":N,"stack_pointer":S,"changed":C,"vfs_bytes":V}
+ *                   then C 'k' frames, u32 page index + the page, indices
+ *                   strictly increasing, every page not sent being equal to
+ *                   the base's; then 'v' frames holding the V bytes of the
+ *                   scratch file system (vfs_memfs_save)
+ *   host → worker   'L' restore, in a fresh worker: JSON {"pages":N,
+ *                   "stack_pointer":S,"page_frames":C,"vfs_bytes":V}, then C
+ *                   'l' frames (u32 index + page; pages not sent are the
+ *                   base's), then 'v' frames of V bytes
+ *   worker → host   'L' "" when restored, else the reason (and it exits)
+ *
+ * All of the worker's side is untrusted: the host checks every count, index
+ * and size against the header and the limits before it keeps anything.
+ */
+#ifndef CAP_DURABLE_H
+#define CAP_DURABLE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define DURABLE_PAGE 65536u
+#define DURABLE_MAX_PAGES 65536u        /* 4 GiB: wasm32's whole address space */
+#define DURABLE_MAX_VFS (2048ull << 20) /* a scratch file system's stream */
+#define DURABLE_VFS_CHUNK (1u << 20)    /* bytes per 'v' frame */
+#define DURABLE_HASH 32
+
+/* Worker side (durable_worker.c).  `memory` and `pages` are the instance's
+ * linear memory; `base` the copy of it the zygote kept after capsule_init
+ * (base_pages long); `scratch` the worker's root memfs.  Both answer on
+ * `fd` and return 0, or a negative errno once the host is gone. */
+int durable_worker_snapshot(int fd, const uint8_t *memory, uint32_t pages, const uint8_t *base,
+                            uint32_t base_pages, void *scratch, int full);
+/* Reads the restore that the 'L' header `payload` begins, puts it in place,
+ * and answers 'L'.  Returns 0 when restored, else non-zero (the worker must
+ * then exit: its state is half-written). */
+int durable_worker_restore(int fd, const char *payload, size_t size, void *scratch);
+
+#endif
