@@ -27,6 +27,7 @@ const char serve_options_usage[] =
     "  --token-file FILE    HTTP bearer tokens, one a line, each its own principal: a\n"
     "                       client reaches only the sessions its token created\n"
     "                       (or one token in the CAPSULE_TOKEN environment variable)\n"
+    "  --no-store           sessions live only in memory (no default store)\n"
     "  --no-auth            HTTP without a token: only on a loopback address; then each\n"
     "                       MCP session (Mcp-Session-Id) is its own principal\n"
     "  --max-connections N  HTTP connections open at once (default 4096)\n"
@@ -88,7 +89,7 @@ int command_serve(int argc, char **argv) {
     mcp_transport_options transport = {0};
     const char *origins[MAX_ORIGINS];
     const char *http = NULL, *token_file = NULL;
-    int stdio = 0;
+    int stdio = 0, no_store = 0;
     char host[64] = "127.0.0.1";
     transport.max_message_bytes = 16u << 20;
     transport.origins = origins;
@@ -115,6 +116,7 @@ int command_serve(int argc, char **argv) {
         else if (shared) i++;
         else if (strcmp(arg, "--stdio") == 0) stdio = 1;
         else if (strcmp(arg, "--no-auth") == 0) transport.allow_no_auth = 1;
+        else if (strcmp(arg, "--no-store") == 0) no_store = 1;
         else if (strcmp(arg, "--http") == 0) http = argv[++i];
         else if (strcmp(arg, "--token-file") == 0) token_file = argv[++i];
         else if (strcmp(arg, "--workers") == 0 || strcmp(arg, "--queue") == 0) {
@@ -197,8 +199,24 @@ int command_serve(int argc, char **argv) {
         transport.tokens = (const char *const *)tokens;
         transport.token_count = token_count;
     }
-    mcp_server *server = NULL;
     char error[CAP_ERROR_SIZE];
+    if (status == 0 && no_store && store_option_given) {
+        fprintf(stderr, "capsule: give --store or --no-store, not both\n");
+        status = EXIT_USAGE;
+    }
+    /* Durable sessions by default.  The default store belongs to one server
+     * at a time: a second server on the machine runs without one (and says
+     * so) rather than not at all; an explicit --store must open. */
+    int durable = store_option_given;
+    if (status == 0 && !no_store && !store_option_given) {
+        if (open_default_store(config, error) == CAP_OK)
+            durable = 1;
+        else
+            fprintf(stderr, "capsule: sessions are not durable (%s); give --store URL, or "
+                            "--no-store to silence this\n", error);
+    }
+    server_options.durable = durable;
+    mcp_server *server = NULL;
     if (status == 0) {
         double started = now_seconds();
         if (mcp_server_new(config, &server_options, &server, error) != CAP_OK) {

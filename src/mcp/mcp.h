@@ -25,6 +25,8 @@ typedef struct mcp_server_options {
     int queue;        /* calls allowed to wait for a worker (default 16) */
     cap_limits limits; /* per run; timeout_seconds in a call may only lower the wall limit */
     int installs_packages; /* the config has package sources: the tool says so */
+    int durable;           /* the config has a store: sessions survive restarts, and
+                              fork_session and session_history are offered */
 } mcp_server_options;
 
 /* Sends one JSON-RPC message (a complete JSON text) to the client. */

@@ -69,6 +69,8 @@ struct mcp_server {
     route routes[MAX_ROUTES];
     int route_count;
     in_flight calls[MAX_IN_FLIGHT];
+    cap_config *config; /* the sandboxes'; with a store, sessions are durable */
+    int durable;
 };
 
 struct mcp_client {
@@ -95,6 +97,8 @@ int mcp_server_new(cap_config *config, const mcp_server_options *options, mcp_se
     server->queue_limit = options && options->queue >= 0 ? options->queue : 16;
     if (options) server->limits = options->limits;
     if (options) server->installs_packages = options->installs_packages;
+    server->config = config;
+    server->durable = options && options->durable;
     for (; server->slot_count < workers; server->slot_count++) {
         int rc = cap_sandbox_new(config, &server->slots[server->slot_count].sandbox, error);
         if (rc != CAP_OK) {
@@ -135,6 +139,14 @@ static int route_session(mcp_server *server, const char *session) {
     char *copy = strdup(session);
     if (copy) server->routes[server->route_count++] = (route){copy, slot_index};
     return slot_index;
+}
+
+/* Whether `session` exists: a sandbox holds it (a route), or, when
+ * sessions are durable, the store has it (parked, or saved by an earlier
+ * run of the server).  Called with the lock held. */
+static int session_known(const mcp_server *server, const char *session) {
+    return find_route(server, session) >= 0 ||
+           (server->durable && cap_session_exists(server->config, session));
 }
 
 static void forget_route(mcp_server *server, const char *session) {
@@ -556,6 +568,7 @@ typedef struct run_request {
     const cJSON *globals; /* an object or NULL */
     const cJSON *files;   /* an array or NULL */
     double timeout_seconds;
+    const char *idempotency_key; /* durable sessions: a retry returns the stored result */
 } run_request;
 
 typedef struct run_outcome {
@@ -629,6 +642,7 @@ static void run_code(mcp_server *server, mcp_client *client, const char *id, con
     options.session = request->session;
     options.globals_json = globals;
     options.return_json = 1;
+    options.idempotency_key = request->idempotency_key;
 
     client_call_begins(client);
     int slot_index = acquire_slot(server, client, id, request->session);
@@ -863,6 +877,9 @@ static cJSON *tool_definitions(const mcp_server *server) {
         "\"description\":\"Map of global variables in context when the code runs\"},"
         "\"session_id\":{\"type\":\"string\",\"description\":\"Run in this session: state is "
         "kept between calls with the same id\"},"
+        "\"idempotency_key\":{\"type\":\"string\",\"description\":\"With session_id on a "
+        "durable server: a retry with the same key and code returns the stored result instead "
+        "of running again\"},"
         "\"timeout_seconds\":{\"type\":\"number\",\"exclusiveMinimum\":0,\"description\":"
         "\"Wall-clock limit of this run (at most the server's)\"},"
         "\"files\":{\"type\":\"array\",\"description\":\"Input files placed in the working "
@@ -904,7 +921,23 @@ static cJSON *tool_definitions(const mcp_server *server) {
         "\"type\":\"string\"},\"encoding\":{\"enum\":[\"utf-8\",\"base64\"],\"default\":"
         "\"utf-8\"}},\"required\":[\"session_id\",\"path\",\"content\"]}}"
         "]";
+    static const char durable_definitions[] =
+        "[{\"name\":\"fork_session\",\"description\":\"Start a new session from another "
+        "session's state after its last finished call (variables, imports, files); the other "
+        "goes on unchanged.\",\"inputSchema\":{\"type\":\"object\",\"properties\":{"
+        "\"session_id\":{\"type\":\"string\"}},\"required\":[\"session_id\"]},"
+        "\"outputSchema\":{\"type\":\"object\",\"properties\":{\"session_id\":{\"type\":"
+        "\"string\"}},\"required\":[\"session_id\"]}},"
+        "{\"name\":\"session_history\",\"description\":\"A session's state (live, parked, "
+        "expired) and its calls with status and timing; a call cut off by a server restart "
+        "says interrupted.\",\"inputSchema\":{\"type\":\"object\",\"properties\":{"
+        "\"session_id\":{\"type\":\"string\"}},\"required\":[\"session_id\"]}}]";
     cJSON *tools = cJSON_Parse(definitions);
+    if (server->durable) {
+        cJSON *more = cJSON_Parse(durable_definitions), *tool;
+        while (more && (tool = cJSON_DetachItemFromArray(more, 0))) cJSON_AddItemToArray(tools, tool);
+        cJSON_Delete(more);
+    }
     cJSON *run = cJSON_GetArrayItem(tools, 0);
     const cJSON *description = cJSON_GetObjectItemCaseSensitive(run, "description");
     if (server->installs_packages && cJSON_IsString(description)) {
@@ -945,7 +978,7 @@ static cJSON *session_program(mcp_server *server, mcp_client *client, const char
                               const char *code, cJSON *arguments_for_guest) {
     cJSON *globals = cJSON_CreateObject();
     cJSON_AddItemToObject(globals, "__capsule_arguments__", arguments_for_guest);
-    run_request request = {code, scoped, globals, NULL, 0};
+    run_request request = {code, scoped, globals, NULL, 0, NULL};
     run_outcome outcome;
     run_code(server, client, id, to, NULL, &request, &outcome);
     cJSON_Delete(globals);
@@ -971,6 +1004,46 @@ static cJSON *session_program(mcp_server *server, mcp_client *client, const char
     }
     cap_result_free(outcome.result);
     return tool_result;
+}
+
+/* fork_session and session_history, offered when sessions are durable. */
+static void durable_session_tool(mcp_server *server, mcp_client *client, const cJSON *id,
+                                 const reply *to, const char *name, const char *scoped,
+                                 const char *session) {
+    char error[CAP_ERROR_SIZE];
+    if (!server->durable) {
+        send_error(to, id, RPC_INVALID_PARAMS, "unknown tool (sessions are not durable: no store)");
+        return;
+    }
+    if (strcmp(name, "session_history") == 0) {
+        char *history = cap_session_history(server->config, scoped, error);
+        cJSON *structured = history ? cJSON_Parse(history) : NULL;
+        if (structured) {
+            send_result(to, id, tool_text(history, structured));
+        } else {
+            char *shown = unscope(error, scoped, session);
+            send_result(to, id, tool_error(shown ? shown : error));
+            free(shown);
+        }
+        free(history);
+        return;
+    }
+    char session_id[2 * SESSION_ID_BYTES + 1];
+    char *minted = NULL;
+    if (random_session_id(session_id) != 0 || !(minted = scoped_session(client, session_id))) {
+        send_error(to, id, RPC_INTERNAL_ERROR, "no randomness for a session id");
+        return;
+    }
+    if (cap_session_fork(server->config, scoped, minted, error) == CAP_OK) {
+        cJSON *structured = cJSON_CreateObject();
+        cJSON_AddStringToObject(structured, "session_id", session_id);
+        send_result(to, id, tool_text(session_id, structured));
+    } else {
+        char *shown = unscope(error, scoped, session);
+        send_result(to, id, tool_error(shown ? shown : error));
+        free(shown);
+    }
+    free(minted);
 }
 
 static void call_tool(mcp_server *server, mcp_client *client, const cJSON *id, const reply *to,
@@ -1014,7 +1087,8 @@ static void call_tool(mcp_server *server, mcp_client *client, const cJSON *id, c
         } else {
             run_request request = {code, scoped, cJSON_IsObject(globals) ? globals : NULL,
                                    cJSON_IsNull(files) ? NULL : files,
-                                   timeout ? timeout->valuedouble : 0};
+                                   timeout ? timeout->valuedouble : 0,
+                                   argument_string(arguments, "idempotency_key")};
             run_outcome outcome;
             run_code(server, client, id_text, to, progress_token, &request, &outcome);
             if (outcome.result) {
@@ -1035,7 +1109,7 @@ static void call_tool(mcp_server *server, mcp_client *client, const cJSON *id, c
             send_error(to, id, RPC_INTERNAL_ERROR, "no randomness for a session id");
         } else {
             /* A first run creates the session in its sandbox. */
-            run_request request = {"pass", minted, NULL, NULL, 0};
+            run_request request = {"pass", minted, NULL, NULL, 0, NULL};
             run_outcome outcome;
             run_code(server, client, id_text, to, NULL, &request, &outcome);
             free(outcome.output.data);
@@ -1061,10 +1135,11 @@ static void call_tool(mcp_server *server, mcp_client *client, const cJSON *id, c
             send_error(to, id, RPC_INVALID_PARAMS, "this tool needs session_id");
         else
             send_error(to, id, RPC_INVALID_PARAMS, "unknown tool");
+    } else if (strcmp(name, "fork_session") == 0 || strcmp(name, "session_history") == 0) {
+        durable_session_tool(server, client, id, to, name, scoped, session);
     } else if (strcmp(name, "close_session") == 0) {
         pthread_mutex_lock(&server->lock);
-        int index = find_route(server, scoped);
-        int slot_index = index >= 0 ? server->routes[index].slot : -1;
+        int slot_index = session_known(server, scoped) ? route_session(server, scoped) : -1;
         pthread_mutex_unlock(&server->lock);
         char error[CAP_ERROR_SIZE] = "no such session";
         int closed = 0;
@@ -1095,7 +1170,7 @@ static void call_tool(mcp_server *server, mcp_client *client, const cJSON *id, c
             send_error(to, id, RPC_INVALID_PARAMS, "encoding must be utf-8 or base64");
         } else {
             pthread_mutex_lock(&server->lock);
-            int known = find_route(server, scoped) >= 0;
+            int known = session_known(server, scoped);
             pthread_mutex_unlock(&server->lock);
             if (!known) {
                 send_result(to, id, tool_error("no such session; create one with create_session"));

@@ -60,6 +60,19 @@ int sandbox_durable_base(cap_sandbox *sandbox, const char *payload, size_t size,
     return CAP_OK;
 }
 
+int sandbox_durable_fresh(const cap_sandbox *sandbox, durable_pages *known) {
+    known->hashes = malloc((size_t)sandbox->base_pages * DURABLE_HASH);
+    known->count = known->hashes ? sandbox->base_pages : 0;
+    if (!known->hashes) return CAP_ENOMEM;
+    memcpy(known->hashes, sandbox->base_hashes, (size_t)sandbox->base_pages * DURABLE_HASH);
+    return CAP_OK;
+}
+
+void sandbox_durable_pages_free(durable_pages *pages) {
+    free(pages->hashes);
+    *pages = (durable_pages){0};
+}
+
 /* frame_read with a deadline: 0, or -ETIMEDOUT / -errno. */
 static int read_within(int fd, double deadline, char *type, char **payload, size_t *size,
                        size_t max_size) {
@@ -79,6 +92,7 @@ typedef struct taken {
     uint32_t stack_pointer;
     uint8_t *sent;       /* the pages sent, DURABLE_PAGE each, in index order */
     uint32_t *sent_index;
+    uint8_t *sent_hash;  /* their SHA-256, computed here */
     uint32_t sent_count;
     buffer files;        /* the scratch file system's stream */
 } taken;
@@ -86,11 +100,13 @@ typedef struct taken {
 static void taken_free(taken *t) {
     free(t->sent);
     free(t->sent_index);
+    free(t->sent_hash);
     buffer_free(&t->files);
 }
 
 /* Asks the worker for its state and reads it all, checking each frame. */
-static int take_from_worker(cap_sandbox *sandbox, int fd, int full, taken *t, char *error) {
+static int take_from_worker(cap_sandbox *sandbox, int fd, const durable_pages *known, int full,
+                            taken *t, char *error) {
     memset(t, 0, sizeof *t);
     double deadline = sandbox_now_seconds() + WORKER_SECONDS;
     if (frame_write(fd, 'K', full ? "full" : "", full ? 4 : 0) != 0) {
@@ -106,7 +122,7 @@ static int take_from_worker(cap_sandbox *sandbox, int fd, int full, taken *t, ch
     double pages = number(header, "pages"), stack_pointer = number(header, "stack_pointer");
     double changed = number(header, "changed"), files = number(header, "vfs_bytes");
     cJSON_Delete(header);
-    if (!(pages >= sandbox->base_pages && pages <= DURABLE_MAX_PAGES && changed >= 0 &&
+    if (!(pages >= known->count && pages <= DURABLE_MAX_PAGES && changed >= 0 &&
           changed <= pages && files >= 0 && files <= (double)DURABLE_MAX_VFS &&
           stack_pointer == (double)sandbox->base_stack_pointer && pages == (uint32_t)pages &&
           changed == (uint32_t)changed && files == (uint64_t)files)) {
@@ -116,14 +132,17 @@ static int take_from_worker(cap_sandbox *sandbox, int fd, int full, taken *t, ch
     t->pages = (uint32_t)pages;
     t->stack_pointer = (uint32_t)stack_pointer;
     t->sent_count = (uint32_t)changed;
-    /* Every page beyond the base must be sent (the host has no hash for it). */
-    if (t->sent_count < t->pages - sandbox->base_pages || (full && t->sent_count != t->pages)) {
+    /* Every page beyond those known must be sent (the host has no hash for
+     * it), and with `full` every page but the dead stack's. */
+    uint32_t dead = sandbox->base_stack_pointer / DURABLE_PAGE;
+    if (t->sent_count < t->pages - known->count || (full && t->sent_count != t->pages - dead)) {
         sandbox_set_error(error, "the worker's snapshot misses pages");
         return CAP_ERUNTIME;
     }
     t->sent = malloc(t->sent_count ? (size_t)t->sent_count * DURABLE_PAGE : 1);
     t->sent_index = malloc(t->sent_count ? t->sent_count * sizeof *t->sent_index : 1);
-    if (!t->sent || !t->sent_index) {
+    t->sent_hash = malloc(t->sent_count ? (size_t)t->sent_count * DURABLE_HASH : 1);
+    if (!t->sent || !t->sent_index || !t->sent_hash) {
         sandbox_set_error(error, "out of memory for the session's snapshot");
         return CAP_ENOMEM;
     }
@@ -133,7 +152,7 @@ static int take_from_worker(cap_sandbox *sandbox, int fd, int full, taken *t, ch
         if (rc == 0 && size == 4 + DURABLE_PAGE)
             for (int b = 0; b < 4; b++) index |= (uint32_t)(uint8_t)payload[b] << (8 * b);
         int good = rc == 0 && type == 'k' && size == 4 + DURABLE_PAGE && index < t->pages &&
-                   (i == 0 || index > t->sent_index[i - 1]);
+                   index >= dead && (i == 0 || index > t->sent_index[i - 1]);
         if (good) memcpy(t->sent + (size_t)i * DURABLE_PAGE, payload + 4, DURABLE_PAGE);
         if (rc == 0) free(payload);
         if (!good) {
@@ -141,11 +160,13 @@ static int take_from_worker(cap_sandbox *sandbox, int fd, int full, taken *t, ch
             return CAP_ERUNTIME;
         }
         t->sent_index[i] = index;
+        store_hash(t->sent + (size_t)i * DURABLE_PAGE, DURABLE_PAGE,
+                   t->sent_hash + (size_t)i * DURABLE_HASH);
     }
-    /* Pages at and past the base's end must all have been among them. */
+    /* Pages at and past the known ones' end must all have been among them. */
     uint32_t beyond = 0;
-    for (uint32_t i = 0; i < t->sent_count; i++) beyond += t->sent_index[i] >= sandbox->base_pages;
-    if (beyond != t->pages - sandbox->base_pages) {
+    for (uint32_t i = 0; i < t->sent_count; i++) beyond += t->sent_index[i] >= known->count;
+    if (beyond != t->pages - known->count) {
         sandbox_set_error(error, "the worker's snapshot misses pages");
         return CAP_ERUNTIME;
     }
@@ -165,8 +186,16 @@ static int take_from_worker(cap_sandbox *sandbox, int fd, int full, taken *t, ch
 /* The store's view of `t`: every memory page (sent ones by their bytes,
  * the others by the base's hash), then the files' pages.  `pages` and
  * `tail` (the last, zero-padded files page) are the caller's to free. */
-static int describe(const cap_sandbox *sandbox, const taken *t, store_page **pages,
-                    size_t *count, uint8_t **tail) {
+static int describe(const cap_sandbox *sandbox, const durable_pages *known, const taken *t,
+                    store_page **pages, size_t *count, uint8_t **tail) {
+    static const uint8_t zero_page[DURABLE_PAGE];
+    static uint8_t zero_hash[DURABLE_HASH];
+    static int zero_hashed;
+    if (!zero_hashed) { /* the same value from any thread: a benign race */
+        store_hash(zero_page, DURABLE_PAGE, zero_hash);
+        zero_hashed = 1;
+    }
+    uint32_t dead = sandbox->base_stack_pointer / DURABLE_PAGE;
     size_t file_pages = (t->files.size + DURABLE_PAGE - 1) / DURABLE_PAGE;
     *count = t->pages + file_pages;
     *pages = calloc(*count ? *count : 1, sizeof **pages);
@@ -176,10 +205,15 @@ static int describe(const cap_sandbox *sandbox, const taken *t, store_page **pag
     for (uint32_t page = 0; page < t->pages; page++) {
         store_page *p = &(*pages)[page];
         p->index = page;
-        if (next < t->sent_count && t->sent_index[next] == page)
-            p->data = t->sent + (size_t)next++ * DURABLE_PAGE;
-        else
-            p->hash = sandbox->base_hashes + (size_t)page * DURABLE_HASH;
+        if (page < dead) { /* the dead stack: stored as a zero page */
+            p->data = zero_page;
+            p->hash = zero_hash;
+        } else if (next < t->sent_count && t->sent_index[next] == page) {
+            p->data = t->sent + (size_t)next * DURABLE_PAGE;
+            p->hash = t->sent_hash + (size_t)next++ * DURABLE_HASH; /* hashed here already */
+        } else {
+            p->hash = known->hashes + (size_t)page * DURABLE_HASH;
+        }
     }
     for (size_t i = 0; i < file_pages; i++) {
         store_page *p = &(*pages)[t->pages + i];
@@ -207,8 +241,26 @@ static char *manifest_text(const taken *t) {
     return text;
 }
 
-int sandbox_durable_commit(cap_sandbox *sandbox, int worker_fd, const char *session, int64_t seq,
-                           const char *status, const char *result_json, char *error) {
+/* After a commit: `known` becomes the snapshot's memory page hashes. */
+static int remember(durable_pages *known, const taken *t) {
+    uint8_t *hashes = malloc((size_t)t->pages * DURABLE_HASH);
+    if (!hashes) return CAP_ENOMEM;
+    uint32_t next = 0;
+    for (uint32_t page = 0; page < t->pages; page++) {
+        const uint8_t *hash = next < t->sent_count && t->sent_index[next] == page
+                                  ? t->sent_hash + (size_t)next++ * DURABLE_HASH
+                                  : known->hashes + (size_t)page * DURABLE_HASH;
+        memcpy(hashes + (size_t)page * DURABLE_HASH, hash, DURABLE_HASH);
+    }
+    free(known->hashes);
+    known->hashes = hashes;
+    known->count = t->pages;
+    return CAP_OK;
+}
+
+int sandbox_durable_commit(cap_sandbox *sandbox, int worker_fd, durable_pages *known,
+                           const char *session, int64_t seq, const char *status,
+                           const char *result_json, char *error) {
     cap_config *config = sandbox->config;
     if (worker_fd < 0) { /* the worker is gone: the result alone, the state as before */
         pthread_mutex_lock(&config->store_lock);
@@ -226,12 +278,13 @@ int sandbox_durable_commit(cap_sandbox *sandbox, int worker_fd, const char *sess
     for (int attempt = 0; attempt < 2; attempt++) {
         int full = !sandbox->base_stored || attempt > 0;
         taken t;
-        rc = take_from_worker(sandbox, worker_fd, full, &t, error);
+        rc = take_from_worker(sandbox, worker_fd, known, full, &t, error);
         store_page *pages = NULL;
         size_t count = 0;
         uint8_t *tail = NULL;
         char *manifest = rc == CAP_OK ? manifest_text(&t) : NULL;
-        if (rc == CAP_OK && (!manifest || describe(sandbox, &t, &pages, &count, &tail) != CAP_OK)) {
+        if (rc == CAP_OK &&
+            (!manifest || describe(sandbox, known, &t, &pages, &count, &tail) != CAP_OK)) {
             sandbox_set_error(error, "out of memory for the session's snapshot");
             rc = CAP_ENOMEM;
         }
@@ -246,8 +299,15 @@ int sandbox_durable_commit(cap_sandbox *sandbox, int worker_fd, const char *sess
         free(pages);
         free(tail);
         free(manifest);
+        if (rc == CAP_OK) {
+            sandbox->base_stored = 1;
+            if (remember(known, &t) != CAP_OK) {
+                /* The commit stands; without the hashes the worker cannot
+                 * be described next time, so the caller drops it. */
+                sandbox_durable_pages_free(known);
+            }
+        }
         taken_free(&t);
-        if (rc == CAP_OK) sandbox->base_stored = 1;
         if (rc != STORE_ENOTFOUND || full) break;
     }
     return rc;
@@ -268,6 +328,7 @@ typedef struct restoring {
 /* Whether the fresh worker has this page already: a base page of this
  * sandbox with the same content. */
 static int worker_has(const cap_sandbox *sandbox, uint32_t index, const uint8_t *hash) {
+    if (index < sandbox->base_stack_pointer / DURABLE_PAGE) return 1; /* dead stack: anything */
     return index < sandbox->base_pages &&
            memcmp(sandbox->base_hashes + (size_t)index * DURABLE_HASH, hash, DURABLE_HASH) == 0;
 }
@@ -291,8 +352,8 @@ static int send_page(void *context, uint32_t index, const void *bytes, size_t si
     return frame_write(r->fd, 'l', r->frame, sizeof r->frame) == 0 ? 0 : CAP_ERUNTIME;
 }
 
-int sandbox_durable_restore(cap_sandbox *sandbox, int worker_fd, const char *session,
-                            char *error) {
+int sandbox_durable_restore(cap_sandbox *sandbox, int worker_fd, durable_pages *known,
+                            const char *session, char *error) {
     cap_config *config = sandbox->config;
     store_snapshot snapshot = {0};
     pthread_mutex_lock(&config->store_lock);
@@ -389,6 +450,19 @@ int sandbox_durable_restore(cap_sandbox *sandbox, int worker_fd, const char *ses
             rc = CAP_ERUNTIME;
         }
         if (read == 0) free(payload);
+    }
+    if (rc == CAP_OK) { /* the worker now holds the snapshot's pages */
+        uint8_t *hashes = malloc((size_t)pages * DURABLE_HASH);
+        if (!hashes) {
+            sandbox_set_error(error, "out of memory");
+            rc = CAP_ENOMEM;
+        } else {
+            for (size_t i = 0; i < (size_t)pages; i++)
+                memcpy(hashes + i * DURABLE_HASH, snapshot.pages[i].hash, DURABLE_HASH);
+            free(known->hashes);
+            known->hashes = hashes;
+            known->count = (uint32_t)pages;
+        }
     }
     if (r) buffer_free(&r->files);
     free(r);

@@ -14,13 +14,19 @@
  *   worker → host   'K' JSON {"pages":N,"stack_pointer":S,"changed":C,"vfs_bytes":V}
  *                   then C 'k' frames, u32 page index + the page, indices
  *                   strictly increasing, every page not sent being equal to
- *                   the base's; then 'v' frames holding the V bytes of the
- *                   scratch file system (vfs_memfs_save)
+ *                   the reference's (the base for a fresh worker, else what
+ *                   the last snapshot or restore left: the host keeps the
+ *                   page hashes of each); then 'v' frames holding the V
+ *                   bytes of the scratch file system (vfs_memfs_save)
  *   host → worker   'L' restore, in a fresh worker: JSON {"pages":N,
  *                   "stack_pointer":S,"page_frames":C,"vfs_bytes":V}, then C
  *                   'l' frames (u32 index + page; pages not sent are the
  *                   base's), then 'v' frames of V bytes
  *   worker → host   'L' "" when restored, else the reason (and it exits)
+ *
+ * Pages below the stack pointer (the shadow stack, whose frames are all
+ * dead between two calls) are never sent either way: a snapshot names them
+ * as zero pages, and a restore leaves whatever the fresh worker has there.
  *
  * All of the worker's side is untrusted: the host checks every count, index
  * and size against the header and the limits before it keeps anything.
@@ -37,12 +43,17 @@
 #define DURABLE_VFS_CHUNK (1u << 20)    /* bytes per 'v' frame */
 #define DURABLE_HASH 32
 
-/* Worker side (durable_worker.c).  `memory` and `pages` are the instance's
- * linear memory; `base` the copy of it the zygote kept after capsule_init
- * (base_pages long); `scratch` the worker's root memfs.  Both answer on
- * `fd` and return 0, or a negative errno once the host is gone. */
-int durable_worker_snapshot(int fd, const uint8_t *memory, uint32_t pages, const uint8_t *base,
-                            uint32_t base_pages, void *scratch, int full);
+/* Worker side (durable_worker.c).  The reference is the state the host
+ * knows this worker's memory by: the base (the zygote's copy after
+ * capsule_init) for a fresh worker, then what the last snapshot or restore
+ * left.  Only pages that differ from it are sent. */
+void durable_worker_set_base(uint8_t *base, uint32_t pages);
+
+/* Sends the snapshot (every page with `full`) of `memory` (`pages` long)
+ * and of the root memfs `scratch` on `fd`, then takes it as the new
+ * reference.  0, or a negative errno once the host is gone. */
+int durable_worker_snapshot(int fd, const uint8_t *memory, uint32_t pages, void *scratch,
+                            int full);
 /* Reads the restore that the 'L' header `payload` begins, puts it in place,
  * and answers 'L'.  Returns 0 when restored, else non-zero (the worker must
  * then exit: its state is half-written). */

@@ -23,34 +23,75 @@ static int append(void *context, const void *data, size_t size) {
     return buffer_append(context, data, size);
 }
 
-int durable_worker_snapshot(int fd, const uint8_t *memory, uint32_t pages, const uint8_t *base,
-                            uint32_t base_pages, void *scratch, int full) {
+/* The reference (durable.h): at first the zygote's base, shared with it
+ * copy-on-write; a page the worker updates becomes its own.  Grown (and
+ * then owned) when the memory grows past it. */
+static uint8_t *reference;
+static uint32_t reference_pages;
+static int reference_owned;
+
+void durable_worker_set_base(uint8_t *base, uint32_t pages) {
+    reference = base;
+    reference_pages = pages;
+}
+
+static int reference_reserve(uint32_t pages) {
+    if (pages <= reference_pages) return 0;
+    uint8_t *grown = malloc((size_t)pages * DURABLE_PAGE);
+    if (!grown) return -ENOMEM;
+    memcpy(grown, reference, (size_t)reference_pages * DURABLE_PAGE);
+    /* Pages the reference never had: the host knows no hash for them, so
+     * they are always sent (page >= the old count); their content here
+     * is set when they are. */
+    memset(grown + (size_t)reference_pages * DURABLE_PAGE, 0,
+           (size_t)(pages - reference_pages) * DURABLE_PAGE);
+    if (reference_owned) free(reference);
+    reference = grown;
+    reference_pages = pages;
+    reference_owned = 1;
+    return 0;
+}
+
+/* Pages below the stack pointer hold only dead frames between two calls
+ * (the shadow stack grows down from it, and a call returns to it): they are
+ * never sent, and a snapshot names them as zero pages (durable.h). */
+static uint32_t dead_pages(void) {
+    return runtime_stack_pointer() / DURABLE_PAGE;
+}
+
+static int page_changed(const uint8_t *memory, uint32_t page, uint32_t known_pages) {
+    size_t offset = (size_t)page * DURABLE_PAGE;
+    if (page < dead_pages()) return 0;
+    return page >= known_pages || memcmp(memory + offset, reference + offset, DURABLE_PAGE) != 0;
+}
+
+int durable_worker_snapshot(int fd, const uint8_t *memory, uint32_t pages, void *scratch,
+                            int full) {
     buffer files = {0};
     if (vfs_memfs_save(scratch, append, &files) != 0) {
         buffer_free(&files);
         return frame_write(fd, 'K', "{\"error\":\"cannot save the scratch files\"}", 41);
     }
-    /* Pages equal to the base are not sent: the host knows their hashes. */
+    uint32_t known_pages = reference_pages; /* pages past these are new to the host */
+    if (reference_reserve(pages) != 0) full = 1; /* no room to remember: send it all */
     uint32_t changed = 0;
-    for (uint32_t page = 0; page < pages; page++)
-        if (full || page >= base_pages ||
-            memcmp(memory + (size_t)page * DURABLE_PAGE, base + (size_t)page * DURABLE_PAGE,
-                   DURABLE_PAGE) != 0)
-            changed++;
+    for (uint32_t page = dead_pages(); page < pages; page++)
+        changed += full || page_changed(memory, page, known_pages);
     char header[192];
     int length = snprintf(header, sizeof header,
                           "{\"pages\":%u,\"stack_pointer\":%u,\"changed\":%u,\"vfs_bytes\":%zu}",
                           pages, runtime_stack_pointer(), changed, files.size);
     int rc = frame_write(fd, 'K', header, (size_t)length);
     static uint8_t frame[4 + DURABLE_PAGE];
-    for (uint32_t page = 0; rc == 0 && page < pages; page++) {
+    for (uint32_t page = dead_pages(); rc == 0 && page < pages; page++) {
+        if (!full && !page_changed(memory, page, known_pages)) continue;
         const uint8_t *bytes = memory + (size_t)page * DURABLE_PAGE;
-        if (!full && page < base_pages &&
-            memcmp(bytes, base + (size_t)page * DURABLE_PAGE, DURABLE_PAGE) == 0)
-            continue;
         for (int i = 0; i < 4; i++) frame[i] = (uint8_t)(page >> (8 * i));
         memcpy(frame + 4, bytes, DURABLE_PAGE);
         rc = frame_write(fd, 'k', frame, sizeof frame);
+        /* The host keeps this page's hash from now on. */
+        if (rc == 0 && page < reference_pages)
+            memcpy(reference + (size_t)page * DURABLE_PAGE, bytes, DURABLE_PAGE);
     }
     for (size_t offset = 0; rc == 0 && offset < files.size; offset += DURABLE_VFS_CHUNK) {
         size_t n = files.size - offset < DURABLE_VFS_CHUNK ? files.size - offset : DURABLE_VFS_CHUNK;
@@ -122,5 +163,8 @@ int durable_worker_restore(int fd, const char *payload, size_t size, void *scrat
     if (rc) return refuse(fd, rc == -ENOSPC ? "the saved files exceed the disk limit"
                                             : "the saved files are malformed");
     runtime_set_stack_pointer(stack_pointer);
+    /* The host now knows this memory by the snapshot's hashes. */
+    if (reference_reserve(pages) != 0) return refuse(fd, "out of memory for the reference");
+    memcpy(reference, runtime_memory_data(), (size_t)pages * DURABLE_PAGE);
     return frame_write(fd, 'L', "", 0) == 0 ? 0 : -1;
 }

@@ -287,6 +287,7 @@ void cap_sandbox_free(cap_sandbox *sandbox) {
     for (int i = 0; i < sandbox->session_count; i++) {
         sandbox_worker_discard(&sandbox->sessions[i].worker);
         if (sandbox->config->store) sandbox_durable_park(sandbox, sandbox->sessions[i].id, 0);
+        sandbox_durable_pages_free(&sandbox->sessions[i].pages);
         free(sandbox->sessions[i].id);
     }
     for (int i = 0; i < EVICTED_MEMORY; i++) free(sandbox->evicted[i]);

@@ -313,6 +313,7 @@ int cap_sandbox_run(cap_sandbox *sandbox, const char *code, size_t code_size,
      * live here continues from its latest snapshot in a fresh worker. */
     int durable = options->session && sandbox->config->store;
     int64_t seq = 0;
+    durable_pages fresh_pages = {0}; /* a new worker's, until it is a session's */
     sandbox->interrupted_seq = 0;
     if (durable) {
         int rc = sandbox_durable_begin(sandbox, code, code_size, options, s != NULL, &seq, out,
@@ -325,16 +326,19 @@ int cap_sandbox_run(cap_sandbox *sandbox, const char *code, size_t code_size,
         int rc = sandbox_take_worker(sandbox, &w, error);
         if (rc != CAP_OK) return rc;
         if (durable) {
-            char reason[CAP_ERROR_SIZE] = "";
-            rc = sandbox_durable_restore(sandbox, w.fd, options->session, reason);
+            char reason[CAP_ERROR_SIZE] = "out of memory";
+            rc = sandbox_durable_fresh(sandbox, &fresh_pages);
+            if (rc == CAP_OK)
+                rc = sandbox_durable_restore(sandbox, w.fd, &fresh_pages, options->session, reason);
             if (rc != CAP_OK) {
                 sandbox_worker_discard(&w);
+                sandbox_durable_pages_free(&fresh_pages);
                 char message[CAP_ERROR_SIZE + 64];
                 snprintf(message, sizeof message, "session %.100s cannot be restored: %s",
                          options->session, reason);
                 *out = sandbox_result_new(CAP_STATUS_SESSION_ERROR, message);
                 char *json = *out ? cap_result_to_json(*out) : NULL;
-                if (json) sandbox_durable_commit(sandbox, -1, options->session, seq,
+                if (json) sandbox_durable_commit(sandbox, -1, NULL, options->session, seq,
                                                  "session-error", json, reason);
                 free(json);
                 return *out ? CAP_OK : CAP_ENOMEM;
@@ -356,12 +360,13 @@ int cap_sandbox_run(cap_sandbox *sandbox, const char *code, size_t code_size,
                 cap_result *gone = sandbox_result_new(CAP_STATUS_SESSION_ERROR,
                                                       "the session's worker is gone");
                 char *json = gone ? cap_result_to_json(gone) : NULL;
-                if (json) sandbox_durable_commit(sandbox, -1, options->session, seq,
+                if (json) sandbox_durable_commit(sandbox, -1, NULL, options->session, seq,
                                                  "session-error", json, error);
                 free(json);
                 cap_result_free(gone);
+                sandbox_durable_pages_free(&fresh_pages);
                 if (s) s->worker.pid = 0;
-                if (s) sandbox_session_remove(sandbox, (int)(s - sandbox->sessions), 0);
+                if (s) sandbox_session_remove(sandbox, (int)(s - sandbox->sessions), 1);
                 *out = sandbox_result_new(CAP_STATUS_SESSION_ERROR,
                                           "the session's worker is gone; the session continues "
                                           "from its last saved state at the next call");
@@ -451,8 +456,9 @@ int cap_sandbox_run(cap_sandbox *sandbox, const char *code, size_t code_size,
         }
         char *json = cap_result_to_json(result);
         char reason[CAP_ERROR_SIZE] = "out of memory";
+        durable_pages *known = s ? &s->pages : &fresh_pages;
         int saved = json ? sandbox_durable_commit(sandbox, end == SANDBOX_RESULT ? w.fd : -1,
-                                                  options->session, seq,
+                                                  known, options->session, seq,
                                                   cap_status_name(result->status), json, reason)
                          : CAP_ENOMEM;
         free(json);
@@ -463,16 +469,18 @@ int cap_sandbox_run(cap_sandbox *sandbox, const char *code, size_t code_size,
                 "the call ran, but the session's state could not be saved (%.300s); the session "
                 "continues from its state before this call", reason);
             end = SANDBOX_STOPPED; /* the worker is discarded below */
+        } else if (!known->hashes) {
+            end = SANDBOX_STOPPED; /* committed, but it cannot be described again */
             cap_result *failed = result;
             json = cap_result_to_json(failed);
-            if (json) sandbox_durable_commit(sandbox, -1, options->session, seq, "session-error",
+            if (json) sandbox_durable_commit(sandbox, -1, NULL, options->session, seq, "session-error",
                                              json, reason);
             free(json);
         }
     }
     if (end == SANDBOX_RESULT && keep) {
         if (s) s->last_used = sandbox_now_seconds();
-        else sandbox_session_add(sandbox, options->session, w);
+        else sandbox_session_add(sandbox, options->session, w, &fresh_pages);
     } else {
         if (alive) {
             if (end == SANDBOX_RESULT) {
@@ -491,6 +499,7 @@ int cap_sandbox_run(cap_sandbox *sandbox, const char *code, size_t code_size,
             sandbox_session_remove(sandbox, (int)(s - sandbox->sessions), 1);
         }
     }
+    sandbox_durable_pages_free(&fresh_pages);
     *out = result;
     return CAP_OK;
 }

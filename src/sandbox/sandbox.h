@@ -188,10 +188,18 @@ typedef struct worker {
     int fd;    /* its channel */
 } worker;
 
+/* The page hashes the host knows a durable session's worker memory by
+ * (durable.c): the base's for a fresh worker, then its last snapshot's. */
+typedef struct durable_pages {
+    uint8_t *hashes; /* DURABLE_HASH bytes per page; malloc'd */
+    uint32_t count;
+} durable_pages;
+
 typedef struct session {
     char *id;
     worker worker;
     double last_used;
+    durable_pages pages; /* with a store */
 } session;
 
 struct cap_sandbox {
@@ -274,26 +282,34 @@ void sandbox_sessions_expire(cap_sandbox *sandbox);
 /* Keeps `w`, whose run has just ended with a result, as session `id`, or
  * discards it when no session can be kept; either way the caller no longer
  * holds it. */
-void sandbox_session_add(cap_sandbox *sandbox, const char *id, worker w);
+void sandbox_session_add(cap_sandbox *sandbox, const char *id, worker w, durable_pages *pages);
 
 /* --- durable sessions (durable.c) ---------------------------------------- */
 
 /* Reads the base the zygote's 'Y' carries (durable.h) into the sandbox. */
 int sandbox_durable_base(cap_sandbox *sandbox, const char *payload, size_t size, char *error);
 
+/* The hashes a fresh worker of this sandbox is known by: the base's. */
+int sandbox_durable_fresh(const cap_sandbox *sandbox, durable_pages *known);
+void sandbox_durable_pages_free(durable_pages *pages);
+
 /* Finishes call `seq` of `session` in the store with its status and result
  * JSON and, in the same transaction, the snapshot of the worker on
- * `worker_fd` (between two calls); with worker_fd -1 (the worker died,
+ * `worker_fd` (between two calls), which `known` describes before and
+ * after (it is updated on success); with worker_fd -1 (the worker died,
  * its state is lost) the result alone, and the session is parked at its
  * previous snapshot.  CAP_OK, or a store or CAP_* code with the message:
  * then nothing was committed. */
-int sandbox_durable_commit(cap_sandbox *sandbox, int worker_fd, const char *session, int64_t seq,
-                           const char *status, const char *result_json, char *error);
+int sandbox_durable_commit(cap_sandbox *sandbox, int worker_fd, durable_pages *known,
+                           const char *session, int64_t seq, const char *status,
+                           const char *result_json, char *error);
 
 /* Puts the session's latest snapshot into the fresh worker on `worker_fd`
- * (nothing when it has none yet).  On failure the worker is half-written
+ * (nothing when it has none yet), and sets `known` to what the worker
+ * then holds.  On failure the worker is half-written
  * and must be discarded; STORE_EVERSION means another build saved it. */
-int sandbox_durable_restore(cap_sandbox *sandbox, int worker_fd, const char *session, char *error);
+int sandbox_durable_restore(cap_sandbox *sandbox, int worker_fd, durable_pages *known,
+                            const char *session, char *error);
 
 /* Before a call of durable session options->session: creates the session
  * if new, claims it for this node unless it is live in this sandbox

@@ -25,6 +25,7 @@ int sandbox_session_was_evicted(const cap_sandbox *sandbox, const char *id) {
 void sandbox_session_remove(cap_sandbox *sandbox, int index, int evicted) {
     session *s = &sandbox->sessions[index];
     sandbox_worker_discard(&s->worker);
+    sandbox_durable_pages_free(&s->pages);
     /* A durable session is parked, not lost: its next call restores it. */
     if (sandbox->config->store) sandbox_durable_park(sandbox, s->id, !evicted);
     else if (evicted) remember_evicted(sandbox, s->id);
@@ -64,12 +65,13 @@ int cap_session_close(cap_sandbox *sandbox, const char *id, char *error) {
 }
 
 
-/* Keeps `w`, whose run has just ended with a result, as session `id`,
+/* Keeps `w`, whose run has just ended with a result, as session `id` (with
+ * the page hashes of a durable one, which it takes),
  * evicting the least recently used session when max_sessions are kept
  * already.  When no session can be kept (sessions disabled, or out of
  * memory) the worker is discarded: either way the caller no longer holds
  * it. */
-void sandbox_session_add(cap_sandbox *sandbox, const char *id, worker w) {
+void sandbox_session_add(cap_sandbox *sandbox, const char *id, worker w, durable_pages *pages) {
     if (sandbox->session_count < MAX_SESSIONS && sandbox->config->max_sessions > 0) {
         if (sandbox->session_count >= sandbox->config->max_sessions) {
             int oldest = 0; /* least recently used */
@@ -81,7 +83,8 @@ void sandbox_session_add(cap_sandbox *sandbox, const char *id, worker w) {
         char *copy = strdup(id);
         if (copy) {
             sandbox->sessions[sandbox->session_count++] =
-                (session){copy, w, sandbox_now_seconds()};
+                (session){copy, w, sandbox_now_seconds(), *pages};
+            *pages = (durable_pages){0}; /* the session's now */
         } else {
             sandbox_worker_discard(&w);
         }

@@ -557,8 +557,8 @@ static void wait_for_request(void) {
     while ((type == 'K' && G.base) || type == 'L') {
         wasm_rt_memory_t *memory = wasi_memory(G.w);
         if (type == 'K') {
-            rc = durable_worker_snapshot(G.channel_fd, memory->data, memory->pages, G.base,
-                                         G.base_pages, G.scratch, size == 4 && !memcmp(payload, "full", 4));
+            rc = durable_worker_snapshot(G.channel_fd, memory->data, memory->pages, G.scratch,
+                                         size == 4 && !memcmp(payload, "full", 4));
         } else {
             rc = durable_worker_restore(G.channel_fd, payload, size, G.scratch);
         }
@@ -827,6 +827,7 @@ static int keep_base(void) {
     if (!G.base) return -ENOMEM;
     memcpy(G.base, memory->data, size);
     G.base_pages = memory->pages;
+    durable_worker_set_base(G.base, G.base_pages);
     uint32_t head[2] = {memory->pages, runtime_stack_pointer()};
     int rc = buffer_append(&G.ready, head, sizeof head);
     for (uint32_t page = 0; rc == 0 && page < memory->pages; page++) {

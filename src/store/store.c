@@ -1156,7 +1156,7 @@ static int snapshot_prepare(const store_snapshot_data *snapshot, uint8_t **hashe
     if (!*hashes) return fail(error, CAP_ENOMEM, "out of memory");
     for (size_t i = 0; i < snapshot->page_count; i++) {
         const store_page *page = &snapshot->pages[i];
-        if (page->data)
+        if (page->data && !page->hash)
             store_hash(page->data, snapshot->page_size, *hashes + i * STORE_HASH_SIZE);
         else
             memcpy(*hashes + i * STORE_HASH_SIZE, page->hash, STORE_HASH_SIZE);

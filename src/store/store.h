@@ -95,8 +95,9 @@ typedef struct store_call {
 } store_call;
 
 /* A page of a snapshot being written: either its bytes (`data`, exactly the
- * snapshot's page_size) or, with data NULL, the hash of a blob already in the
- * store (a page unchanged since an earlier snapshot). */
+ * snapshot's page_size; with `hash` too when the caller hashed them already,
+ * which the store then trusts) or, with data NULL, the hash of a blob already
+ * in the store (a page unchanged since an earlier snapshot). */
 typedef struct store_page {
     uint32_t index;       /* page number in linear memory */
     const void *data;

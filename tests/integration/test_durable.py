@@ -1,0 +1,214 @@
+"""Durable sessions (docs/sessions.md): a session's interpreter saved into
+the store after each call, and restored after its worker is gone, its
+server killed with SIGKILL, or in another process.
+
+The store is real SQLite in a temporary directory; the servers are real
+processes killed with SIGKILL.  The host's sqlite3 module only edits the
+store's file to damage it on purpose; guest code runs only inside capsule.
+"""
+import json
+import sqlite3
+import time
+
+import pytest
+
+from test_mcp import Stdio
+
+
+def store_url(tmp_path):
+    return f"sqlite:{tmp_path / 'sessions.db'}"
+
+
+def call(server, code, session, id=1, **arguments):
+    response = server.request("tools/call", {
+        "name": "run_python_code",
+        "arguments": {"python_code": code, "session_id": session, **arguments}}, id)
+    return response["result"]
+
+
+def tool(server, name, id=1, **arguments):
+    return server.request("tools/call", {"name": name, "arguments": arguments}, id)["result"]
+
+
+def value(result):
+    assert not result.get("isError"), result
+    return result["structuredContent"]["return_value"]
+
+
+def kill(server):
+    server.process.kill()
+    server.process.wait(timeout=30)
+
+
+# --- capsule run --session ------------------------------------------------------------
+
+
+def test_cli_session_carries_state_across_processes(capsule, tmp_path):
+    store = ["--store", store_url(tmp_path), "--session", "notes"]
+    first = capsule.json("import json, re\nx = 41\n"
+                         "open('/work/data.txt', 'w').write('kept')\n"
+                         "open('/tmp/t.txt', 'w').write('tmp too')", *store)
+    assert first["status"] == "success", first
+    second = capsule.json("(x + 1, json.dumps([1]), re.sub('a', 'b', 'aa'), "
+                          "open('/work/data.txt').read(), open('/tmp/t.txt').read())", *store)
+    assert second["return_value"] == "(42, '[1]', 'bb', 'kept', 'tmp too')", second
+    # Another session in the same store starts fresh.
+    other = capsule.json("'x' in globals()", "--store", store_url(tmp_path), "--session", "other")
+    assert other["return_value"] == "False", other
+
+
+def test_cli_an_idempotency_key_replays_the_stored_result(capsule, tmp_path):
+    store = ["--store", store_url(tmp_path), "--session", "s"]
+    code = "n = globals().get('n', 0) + 1\nprint('run', n)"
+    first = capsule.json(code, *store, "--idempotency-key", "k1")
+    again = capsule.json(code, *store, "--idempotency-key", "k1")
+    assert first["stdout"] == again["stdout"] == "run 1\n", (first, again)
+    assert any("replayed" in note for note in again["notes"]), again
+    # The code did not run twice: the session's n is still 1.
+    assert capsule.json("n", *store)["return_value"] == "1"
+    # The same key with other code is refused, not run.
+    other = capsule.json("n = 100", *store, "--idempotency-key", "k1")
+    assert other["status"] == "session-error" and "different request" in other["error"], other
+    assert capsule.json("n", *store)["return_value"] == "1"
+
+
+def test_cli_idempotency_key_needs_a_session(capsule):
+    completed = capsule.run("--idempotency-key", "k", code="1")
+    assert completed.returncode == 2 and b"needs --session" in completed.stderr
+
+
+def test_cli_an_unusable_store_is_a_clear_error(capsule, tmp_path):
+    (tmp_path / "not-a-db").write_bytes(b"this is not an SQLite database" * 100)
+    completed = capsule.run("--store", f"sqlite:{tmp_path / 'not-a-db'}", "--session", "s",
+                            code="1")
+    assert completed.returncode != 0
+    assert b"capsule:" in completed.stderr and b"Traceback" not in completed.stderr
+
+
+# --- capsule serve: kill -9 and restart -------------------------------------------------
+
+
+def test_server_killed_while_idle_keeps_every_session(binary, tmp_path):
+    server = Stdio(binary, "--store", store_url(tmp_path))
+    assert value(call(server, "import json\nx = 41\n_ = open('/work/a.txt', 'w').write('A')", "a")) \
+        is None
+    assert value(call(server, "y = 'b'", "b", id=2)) is None
+    kill(server)
+
+    server = Stdio(binary, "--store", store_url(tmp_path))
+    assert value(call(server, "(x + 1, json.dumps({'k': 1}), open('/work/a.txt').read())",
+                      "a")) == "[\n  42,\n  \"{\\\"k\\\": 1}\",\n  \"A\"\n]"
+    assert value(call(server, "y", "b", id=2)) == "b"
+    # The session's files are there for the file tools too, before any run.
+    listing = tool(server, "list_files", id=3, session_id="a")
+    assert "a.txt" in json.dumps(listing), listing
+    server.close()
+
+
+def test_server_killed_during_a_call_reports_it_interrupted(binary, tmp_path):
+    server = Stdio(binary, "--store", store_url(tmp_path))
+    assert value(call(server, "x = 1", "s")) is None
+    server.send({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+        "name": "run_python_code",
+        "arguments": {"python_code": "x = 2\nimport time\ntime.sleep(60)", "session_id": "s"}}})
+    time.sleep(2)  # the call is running (x is 2 in the worker, not saved)
+    kill(server)
+
+    server = Stdio(binary, "--store", store_url(tmp_path))
+    result = call(server, "x", "s", id=3)
+    assert value(result) == "1", result  # as before the interrupted call
+    notes = result["structuredContent"].get("notes", [])
+    assert any("interrupted" in note for note in notes), result
+    history = tool(server, "session_history", id=4, session_id="s")["structuredContent"]
+    assert [c["status"] for c in history["calls"]] == ["success", "interrupted", "success"], history
+    server.close()
+
+
+def test_fork_session_copies_the_state_and_leaves_the_source(binary, tmp_path):
+    server = Stdio(binary, "--store", store_url(tmp_path))
+    assert value(call(server, "items = [1, 2]", "source")) is None
+    forked = tool(server, "fork_session", id=2, session_id="source")
+    fork = forked["structuredContent"]["session_id"]
+    assert value(call(server, "items.append(3); items", fork, id=3)) == "[\n  1,\n  2,\n  3\n]"
+    assert value(call(server, "items", "source", id=4)) == "[\n  1,\n  2\n]"
+    missing = tool(server, "fork_session", id=5, session_id="never-ran")
+    assert missing.get("isError") and "no saved state" in json.dumps(missing), missing
+    server.close()
+
+
+def test_a_hundred_sessions_are_parked_and_resumed(binary, tmp_path):
+    """Only 8 workers hold sessions (the default): the others are parked
+    in the store and restored on their next call."""
+    server = Stdio(binary, "--store", store_url(tmp_path))
+    for i in range(100):
+        assert value(call(server, f"n = {i} * 3\n_ = open('f', 'w').write(str(n))", f"s{i}", id=i)) \
+            is None
+    for i in range(100):
+        assert value(call(server, "(n, open('f').read())", f"s{i}", id=1000 + i)) == \
+            f"[\n  {i * 3},\n  \"{i * 3}\"\n]"
+    server.close()
+
+
+def test_close_session_deletes_it_from_the_store(binary, tmp_path):
+    server = Stdio(binary, "--store", store_url(tmp_path))
+    assert value(call(server, "x = 1", "gone")) is None
+    assert not tool(server, "close_session", id=2, session_id="gone").get("isError")
+    kill(server)
+    server = Stdio(binary, "--store", store_url(tmp_path))
+    assert value(call(server, "'x' in globals()", "gone", id=3)) == "false"
+    server.close()
+
+
+# --- a damaged store gives a clear error and stays usable --------------------------------
+
+
+def _damage(tmp_path, statement):
+    database = sqlite3.connect(tmp_path / "sessions.db")
+    with database:
+        database.execute(statement)
+    database.close()
+
+
+def _latest_snapshot(session):
+    return (f"(SELECT id FROM snapshots WHERE session = '{session}' "
+            f"ORDER BY id DESC LIMIT 1)")
+
+
+@pytest.mark.parametrize("damage, message", [
+    # A page's bytes changed on disk: its hash no longer matches.
+    ("UPDATE blobs SET data = zeroblob(length(data)) WHERE hash IN (SELECT hash FROM "
+     "snapshot_pages WHERE snapshot = {snapshot} AND page_index = 200)", "damaged"),
+    ("UPDATE snapshots SET manifest = substr(manifest, 1, 10) WHERE id = {snapshot}",
+     "manifest"),
+    ("UPDATE snapshots SET build_id = 'another-build', manifest = replace(manifest, "
+     "'\"build\":\"', '\"build\":\"0') WHERE id = {snapshot}", "another build"),
+    ("DELETE FROM snapshot_pages WHERE snapshot = {snapshot} AND page_index = 150",
+     "manifest"),
+])
+def test_a_damaged_snapshot_is_a_clear_session_error(binary, tmp_path, damage, message):
+    server = Stdio(binary, "--store", store_url(tmp_path))
+    assert value(call(server, "x = 'precious'", "victim")) is None
+    assert value(call(server, "y = 1", "bystander", id=2)) is None
+    server.close()
+    _damage(tmp_path, damage.format(snapshot=_latest_snapshot(_scoped(tmp_path, "victim"))))
+    server = Stdio(binary, "--store", store_url(tmp_path))
+    result = call(server, "x", "victim", id=3)["structuredContent"]
+    assert result["capsule_status"] == "session-error", result
+    assert message in result["error"], result
+    # The store is still usable: a new session works.
+    assert value(call(server, "z = 5\nz", "newcomer", id=4)) == "5"
+    server.close()
+    database = sqlite3.connect(tmp_path / "sessions.db")
+    assert database.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    database.close()
+
+
+def _scoped(tmp_path, name):
+    """The store's id of session `name` of the stdio client (its principal
+    prefixes the name: a session belongs to whoever created it)."""
+    database = sqlite3.connect(tmp_path / "sessions.db")
+    rows = [row[0] for row in database.execute("SELECT id FROM sessions")]
+    database.close()
+    matches = [row for row in rows if row.endswith("/" + name)]
+    assert len(matches) == 1, rows
+    return matches[0]
