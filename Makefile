@@ -141,6 +141,10 @@ LIBRARY_ASAN_OBJECTS = $(patsubst %.c,$(BUILD)/asan/%.o,$(LIBRARY_SOURCES)) $(BU
 $(BUILD)/test_api: tests/api/test_api.c $(LIBRARY_ASAN_OBJECTS)
 	$(CC) $(CFLAGS) $(SANITIZE) -o $@ $< $(LIBRARY_ASAN_OBJECTS) -lcmocka $(LDLIBS)
 
+# The host's side of durable sessions against a hostile worker (no guest).
+$(BUILD)/test_durable: tests/api/test_durable.c $(LIBRARY_ASAN_OBJECTS)
+	$(CC) $(CFLAGS) $(SANITIZE) -o $@ $< $(LIBRARY_ASAN_OBJECTS) -lcmocka $(LDLIBS)
+
 # The runtime alone, in one process: snapshot and restore between calls
 # (test_snapshot-release, below: the same against the release objects).
 $(BUILD)/test_snapshot: tests/api/test_snapshot.c $(LIBRARY_ASAN_OBJECTS)
@@ -183,17 +187,23 @@ interop-test: build $(INTEROP)/node_modules/.installed
 regression-test: build
 	$(HOST_PYTHON) tests/regression/run_cpython_tests.py --capsule $(BUILD)/capsule --check
 
+# The servers the tests start open their default session store here, not in
+# the user's ~/.local/state (docs/sessions.md).
+test integration-test interop-test python-test: export XDG_STATE_HOME := $(abspath $(BUILD))/test-state
+
 # Builds everything the tests need (two compilations of the generated C in
 # parallel), then runs the suites one after another.
 test: deps
 	$(MAKE) -j2 $(BUILD)/capsule $(BUILD)/capsule-asan $(BUILD)/stdlib.img $(BUILD)/asan/wasm-rt-impl.o
 	$(MAKE) library
-	$(MAKE) $(BUILD)/test_unit $(BUILD)/test_api $(BUILD)/test_snapshot $(BUILD)/test_requirement
+	$(MAKE) $(BUILD)/test_unit $(BUILD)/test_api $(BUILD)/test_snapshot $(BUILD)/test_requirement \
+	    $(BUILD)/test_durable
 	$(MAKE) $(BUILD)/test_store
 	$(BUILD)/test_unit
 	$(BUILD)/test_requirement
 	sh tests/store/with-postgres.sh $(BUILD)/test_store
 	$(BUILD)/test_api
+	$(BUILD)/test_durable
 	$(BUILD)/test_snapshot
 	$(BUILD)/capsule check
 	$(MAKE) fuzz FUZZ_SECONDS=60
@@ -368,5 +378,5 @@ python-test: $(SHARED_LIBRARY) $(BUILD)/stdlib.img
 FORCE:
 
 clean:
-	rm -rf $(BUILD)/obj $(BUILD)/asan $(BUILD)/capsule $(BUILD)/capsule-asan $(BUILD)/test_unit $(BUILD)/test_snapshot \
+	rm -rf $(BUILD)/obj $(BUILD)/asan $(BUILD)/capsule $(BUILD)/capsule-asan $(BUILD)/test_unit $(BUILD)/test_snapshot $(BUILD)/test_durable \
 	    $(BUILD)/libcapsule.* $(BUILD)/$(SONAME) $(BUILD)/libcapsule.so $(BUILD)/deb $(BUILD)/dist $(BUILD)/capsule_*.deb

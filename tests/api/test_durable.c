@@ -1,0 +1,214 @@
+/*
+ * test_durable.c — the host's side of durable sessions against a hostile
+ * worker: every malformed snapshot a worker could send is refused with an
+ * error, nothing is committed, the host does not crash (ASan/UBSan), and the
+ * store stays usable.
+ *
+ * No guest runs here: a thread plays the worker on one end of a socketpair
+ * and answers the host's snapshot request ('K', durable.h) with bytes chosen
+ * to break one rule each.  The store is real SQLite in a temporary
+ * directory.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "../../src/sandbox/durable.h"
+#include "../../src/sandbox/frame.h"
+#include "../../src/sandbox/sandbox.h"
+
+#define BASE_PAGES 320u
+#define STACK_POINTER (8u << 20) /* 128 dead pages below it */
+
+static char directory[] = "/tmp/capsule-test-durable-XXXXXX";
+static cap_config *config;
+static cap_sandbox sandbox;
+static uint8_t zero_hash[DURABLE_HASH];
+
+/* What the fake worker sends after reading the host's 'K'. */
+typedef struct script {
+    const char *header;     /* the 'K' header */
+    int page_count;         /* 'k' frames to send */
+    uint32_t first_index;   /* their indices: first_index, + step, ... */
+    int step;
+    size_t page_size;       /* bytes per 'k' frame (4 + DURABLE_PAGE when well formed) */
+    size_t vfs_bytes;       /* bytes of 'v' frames to send */
+    int close_early;        /* hang up after the header */
+    int fd;
+} script;
+
+static void *play_worker(void *argument) {
+    script *s = argument;
+    char type;
+    char *payload;
+    size_t size;
+    if (frame_read(s->fd, &type, &payload, &size, 64, NULL) != 0) return NULL;
+    free(payload);
+    frame_write(s->fd, 'K', s->header, strlen(s->header));
+    if (s->close_early) {
+        shutdown(s->fd, SHUT_RDWR);
+        return NULL;
+    }
+    uint8_t *page = calloc(1, s->page_size + 1);
+    for (int i = 0; i < s->page_count; i++) {
+        uint32_t index = s->first_index + (uint32_t)(i * s->step);
+        memcpy(page, &index, 4); /* little-endian, like the worker */
+        page[4] = (uint8_t)i;
+        if (frame_write(s->fd, 'k', page, s->page_size) != 0) break;
+    }
+    free(page);
+    char chunk[4096] = {0};
+    for (size_t sent = 0; sent < s->vfs_bytes;) {
+        size_t n = s->vfs_bytes - sent < sizeof chunk ? s->vfs_bytes - sent : sizeof chunk;
+        if (frame_write(s->fd, 'v', chunk, n) != 0) break;
+        sent += n;
+    }
+    shutdown(s->fd, SHUT_WR);
+    return NULL;
+}
+
+/* Begins a call of session "s", plays `s` as the worker against the
+ * host's commit, and returns the commit's code; the call is then finished
+ * plainly, which shows the store still takes writes. */
+static int commit_against(script *s, char *error) {
+    store *db = config->store;
+    store_call call;
+    int replayed;
+    assert_int_equal(store_call_begin(db, "s", NULL, NULL, &call, &replayed, error), CAP_OK);
+    int64_t seq = call.seq;
+    store_call_clear(&call);
+    int pair[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, pair), 0);
+    s->fd = pair[1];
+    pthread_t thread;
+    pthread_create(&thread, NULL, play_worker, s);
+    durable_pages known = {0};
+    assert_int_equal(sandbox_durable_fresh(&sandbox, &known), CAP_OK);
+    for (uint32_t page = 0; page < known.count; page++)
+        memcpy(known.hashes + (size_t)page * DURABLE_HASH, zero_hash, DURABLE_HASH);
+    int rc = sandbox_durable_commit(&sandbox, pair[0], &known, "s", seq, "success", "{}", error);
+    shutdown(pair[0], SHUT_RDWR);
+    pthread_join(thread, NULL);
+    close(pair[0]);
+    close(pair[1]);
+    sandbox_durable_pages_free(&known);
+    if (rc != CAP_OK) {
+        char message[CAP_ERROR_SIZE];
+        assert_int_equal(store_call_finish(db, "s", seq, "session-error", "{}", NULL, NULL,
+                                           message), CAP_OK);
+    }
+    assert_int_equal(store_check(db, error), CAP_OK);
+    return rc;
+}
+
+static int setup(void **state) {
+    (void)state;
+    if (!mkdtemp(directory)) return -1;
+    char url[256], error[CAP_ERROR_SIZE];
+    snprintf(url, sizeof url, "sqlite:%s/sessions.db", directory);
+    config = cap_config_new();
+    if (!config || cap_config_set_store(config, url, error) != CAP_OK) {
+        fprintf(stderr, "%s\n", error);
+        return -1;
+    }
+    sandbox.config = config;
+    sandbox.base_pages = BASE_PAGES;
+    sandbox.base_stack_pointer = STACK_POINTER;
+    sandbox.base_stored = 1;
+    sandbox.base_hashes = calloc(BASE_PAGES, DURABLE_HASH);
+    /* Every known page is the zero page, which the store holds. */
+    static const uint8_t zero[DURABLE_PAGE];
+    if (store_blob_put(config->store, zero, sizeof zero, zero_hash, error) != CAP_OK) return -1;
+    for (uint32_t page = 0; page < BASE_PAGES; page++)
+        memcpy(sandbox.base_hashes + (size_t)page * DURABLE_HASH, zero_hash, DURABLE_HASH);
+    return store_session_create(config->store, "s", "", 0, error) == CAP_OK ? 0 : -1;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    free(sandbox.base_hashes);
+    cap_config_free(config);
+    char command[128];
+    snprintf(command, sizeof command, "rm -rf %s", directory);
+    return system(command) == 0 ? 0 : -1;
+}
+
+static void a_well_formed_snapshot_is_committed(void **state) {
+    (void)state;
+    char error[CAP_ERROR_SIZE];
+    /* Pages 200, 240, 280 changed and 320 grown (past the 320 known). */
+    script s = {"{\"pages\":321,\"stack_pointer\":8388608,\"changed\":4,\"vfs_bytes\":5000}",
+                4, 200, 40, 4 + DURABLE_PAGE, 5000, 0, -1};
+    assert_int_equal(commit_against(&s, error), CAP_OK);
+    store_snapshot snapshot;
+    assert_int_equal(store_snapshot_latest(config->store, "s", &snapshot, error), CAP_OK);
+    assert_int_equal(snapshot.page_count, 321 + 1); /* the files' one page */
+    assert_non_null(strstr(snapshot.manifest, "\"vfs_bytes\":5000"));
+    store_snapshot_clear(&snapshot);
+}
+
+/* Each breaks one rule; none may be committed. */
+static void malformed_snapshots_are_refused(void **state) {
+    (void)state;
+    const size_t page = 4 + DURABLE_PAGE;
+    script cases[] = {
+        {"not json", 0, 0, 1, page, 0, 0, -1},
+        {"{\"pages\":70000,\"stack_pointer\":8388608,\"changed\":0,\"vfs_bytes\":0}", 0, 0, 1, page,
+         0, 0, -1},                                     /* past 4 GiB */
+        {"{\"pages\":100,\"stack_pointer\":8388608,\"changed\":0,\"vfs_bytes\":0}", 0, 0, 1, page,
+         0, 0, -1},                                     /* fewer pages than known */
+        {"{\"pages\":320,\"stack_pointer\":4096,\"changed\":0,\"vfs_bytes\":0}", 0, 0, 1, page, 0,
+         0, -1},                                        /* a live frame between calls */
+        {"{\"pages\":320,\"stack_pointer\":8388608,\"changed\":400,\"vfs_bytes\":0}", 0, 0, 1,
+         page, 0, 0, -1},                               /* more changed than pages */
+        {"{\"pages\":320,\"stack_pointer\":8388608,\"changed\":2,\"vfs_bytes\":0}", 2, 250, -10,
+         page, 0, 0, -1},                               /* indices going down */
+        {"{\"pages\":320,\"stack_pointer\":8388608,\"changed\":2,\"vfs_bytes\":0}", 2, 200, 0,
+         page, 0, 0, -1},                               /* the same index twice */
+        {"{\"pages\":320,\"stack_pointer\":8388608,\"changed\":1,\"vfs_bytes\":0}", 1, 5, 1, page,
+         0, 0, -1},                                     /* a page of the dead stack */
+        {"{\"pages\":320,\"stack_pointer\":8388608,\"changed\":1,\"vfs_bytes\":0}", 1, 400, 1,
+         page, 0, 0, -1},                               /* an index past the memory */
+        {"{\"pages\":320,\"stack_pointer\":8388608,\"changed\":1,\"vfs_bytes\":0}", 1, 200, 1,
+         page - 1, 0, 0, -1},                           /* a short page */
+        {"{\"pages\":322,\"stack_pointer\":8388608,\"changed\":1,\"vfs_bytes\":0}", 1, 320, 1,
+         page, 0, 0, -1},                               /* a grown page left out */
+        {"{\"pages\":320,\"stack_pointer\":8388608,\"changed\":0,\"vfs_bytes\":1e12}", 0, 0, 1,
+         page, 0, 0, -1},                               /* files past the bound */
+        {"{\"pages\":320,\"stack_pointer\":8388608,\"changed\":0,\"vfs_bytes\":100}", 0, 0, 1,
+         page, 5000, 0, -1},                            /* more file bytes than said */
+        {"{\"pages\":320,\"stack_pointer\":8388608,\"changed\":3,\"vfs_bytes\":0}", 0, 0, 1, page,
+         0, 1, -1},                                     /* hangs up */
+        {"{\"pages\":320.5,\"stack_pointer\":8388608,\"changed\":0,\"vfs_bytes\":0}", 0, 0, 1,
+         page, 0, 0, -1},                               /* not a whole number */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char error[CAP_ERROR_SIZE] = "";
+        int rc = commit_against(&cases[i], error);
+        if (rc == CAP_OK) fail_msg("case %zu was committed", i);
+        if (!error[0]) fail_msg("case %zu: no message", i);
+    }
+    /* The snapshot of the well-formed case is still the latest. */
+    char error[CAP_ERROR_SIZE];
+    store_snapshot snapshot;
+    assert_int_equal(store_snapshot_latest(config->store, "s", &snapshot, error), CAP_OK);
+    assert_int_equal(snapshot.page_count, 322);
+    store_snapshot_clear(&snapshot);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(a_well_formed_snapshot_is_committed),
+        cmocka_unit_test(malformed_snapshots_are_refused),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
