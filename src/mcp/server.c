@@ -44,7 +44,7 @@ enum {
 #define STATE_KEY_BYTES 32          /* HMAC-SHA256 key of requestState */
 #define STATE_SECONDS 600           /* a requestState is good for ten minutes */
 #define MAX_APPROVALS 32            /* host-function calls approved in one requestState */
-#define TOOLS_LIST_TTL_MS 300000    /* the tool list changes only with the server's flags */
+#define TOOLS_LIST_TTL_MS 300000    /* tools and capabilities change only with the server's flags */
 
 #define MAX_ROUTES 1024   /* Python sessions the server remembers */
 #define MAX_IN_FLIGHT 1024
@@ -1581,6 +1581,8 @@ static void handle_stateless(mcp_server *server, mcp_client *client, const reply
         cJSON_AddObjectToObject(capabilities, "tools");
         cJSON_AddObjectToObject(capabilities, "logging");
         cJSON_AddStringToObject(result, "instructions", instructions);
+        cJSON_AddNumberToObject(result, "ttlMs", TOOLS_LIST_TTL_MS);
+        cJSON_AddStringToObject(result, "cacheScope", "public");
         cJSON *result_meta = cJSON_AddObjectToObject(result, "_meta");
         server_info(cJSON_AddObjectToObject(result_meta, META_SERVER_INFO));
         send_result(&to, id, result);
