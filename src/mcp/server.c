@@ -359,15 +359,15 @@ void mcp_classify(const char *text, size_t size, mcp_message_info *info) {
     }
     const cJSON *method = cJSON_GetObjectItemCaseSensitive(message, "method");
     const cJSON *id = cJSON_GetObjectItemCaseSensitive(message, "id");
+    const cJSON *params = cJSON_GetObjectItemCaseSensitive(message, "params");
+    info->stateless =
+        cJSON_HasObjectItem(cJSON_GetObjectItemCaseSensitive(params, "_meta"), META_PROTOCOL);
     if (!cJSON_IsString(method)) {
         info->kind = id ? MCP_MESSAGE_RESPONSE : MCP_MESSAGE_INVALID;
     } else if (id) {
         info->kind = is_valid_id(id) ? MCP_MESSAGE_REQUEST : MCP_MESSAGE_INVALID;
         info->is_initialize = strcmp(method->valuestring, "initialize") == 0;
         info->is_tool_call = strcmp(method->valuestring, "tools/call") == 0;
-        const cJSON *params = cJSON_GetObjectItemCaseSensitive(message, "params");
-        const cJSON *meta = cJSON_GetObjectItemCaseSensitive(params, "_meta");
-        info->stateless = cJSON_HasObjectItem(meta, META_PROTOCOL);
         if (info->kind == MCP_MESSAGE_REQUEST) info->id = cJSON_PrintUnformatted(id);
     } else {
         info->kind = MCP_MESSAGE_NOTIFICATION;
