@@ -1,6 +1,10 @@
 /*
- * MCP's Streamable HTTP transport (spec revision 2025-11-25) on
- * libmicrohttpd, as an event loop.
+ * MCP's Streamable HTTP transport on libmicrohttpd, as an event loop, for
+ * both eras of the protocol on one endpoint: the legacy revisions (up to
+ * 2025-11-25: initialize, Mcp-Session-Id) and 2026-07-28 (stateless: a POST
+ * without Mcp-Session-Id whose _meta or MCP-Protocol-Version names it; its
+ * headers are checked against its body by mcp_check_stateless before it is
+ * handled, and it gets a client of its own for the request's life).
  *
  *   POST /mcp    one JSON-RPC message; a request is answered with JSON, or
  *                with an SSE stream when the client accepts one and the

@@ -1185,7 +1185,8 @@ static int resume_approval(const mcp_server *server, const mcp_client *client,
     const cJSON *ask = cJSON_GetObjectItemCaseSensitive(payload, "ask");
     cJSON *approved = cJSON_DetachItemFromObjectCaseSensitive(payload, "approved");
     cJSON *declined = cJSON_DetachItemFromObjectCaseSensitive(payload, "declined");
-    const cJSON *function = cJSON_GetArrayItem(ask, 0), *function_arguments = cJSON_GetArrayItem(ask, 1);
+    const cJSON *function = cJSON_GetArrayItem(ask, 0);
+    const cJSON *function_arguments = cJSON_GetArrayItem(ask, 1);
     if (!payload || !principal || strcmp(principal, client->principal) != 0 || !digested ||
         strcmp(digested, digest) != 0 || !key || !cJSON_IsNumber(expires) ||
         expires->valuedouble < (double)time(NULL) || !cJSON_IsArray(approved) ||
@@ -1508,7 +1509,8 @@ static int check_stateless(const reply *to, const cJSON *id, const char *method,
         cJSON_AddItemToArray(supported, cJSON_CreateString(MCP_STATELESS_PROTOCOL));
         cJSON_AddStringToObject(data, "requested", version->valuestring);
         send_error_data(to, id, RPC_UNSUPPORTED_VERSION,
-                        "unsupported protocol version: per-request _meta speaks " MCP_STATELESS_PROTOCOL
+                        "unsupported protocol version: per-request _meta speaks "
+                        MCP_STATELESS_PROTOCOL
                         " (2025-03-26 to 2025-11-25 are spoken after initialize)",
                         data);
         return 400;
