@@ -116,8 +116,14 @@ describe("host-function approval over input_required (SDK v2, 2026-07-28)", () =
     input_schema: { type: "object", properties: { amount: { type: "number" } } } } } }));
   const code = "from capsule.functions import pay\ntry:\n    r = pay(amount=10)\nexcept PermissionError as e:\n    r = 'refused: ' + str(e)\nr";
 
-  async function approvingClient(answer, asked) {
-    const client = await connectStdio(MODERN, ["--config", config], { elicitation: {} });
+  let approvalHttp;
+  before(async () => { approvalHttp = await startHttpServer(["--config", config]); });
+  after(() => { approvalHttp?.child.kill("SIGTERM"); });
+
+  async function approvingClient(answer, asked, overHttp = false) {
+    const client = overHttp
+      ? await connectHttp(approvalHttp.url, MODERN, { elicitation: {} })
+      : await connectStdio(MODERN, ["--config", config], { elicitation: {} });
     client.setRequestHandler("elicitation/create", async (request) => {
       asked.push(request.params.message);
       return answer;
@@ -125,7 +131,23 @@ describe("host-function approval over input_required (SDK v2, 2026-07-28)", () =
     return client;
   }
 
+  test("an approved call runs (HTTP)", async () => {
+    rmSync(marker, { force: true });
+    const asked = [];
+    const client = await approvingClient({ action: "accept", content: { approve: true } }, asked, true);
+    try {
+      const result = await run(client, code);
+      assert.equal(asked.length, 1);
+      assert.equal(result.structuredContent.status, "success", JSON.stringify(result));
+      assert.match(result.structuredContent.return_value, /ok/);
+      assert.ok(existsSync(marker), "the approved program ran");
+    } finally {
+      await client.close();
+    }
+  });
+
   test("an approved call runs", async () => {
+    rmSync(marker, { force: true });
     const asked = [];
     const client = await approvingClient({ action: "accept", content: { approve: true } }, asked);
     try {
