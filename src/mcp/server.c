@@ -33,7 +33,6 @@ enum {
     RPC_SERVER_BUSY = -32000, /* implementation-defined range */
     /* 2026-07-28 */
     RPC_HEADER_MISMATCH = -32020,
-    RPC_MISSING_CAPABILITY = -32021,
     RPC_UNSUPPORTED_VERSION = -32022,
 };
 
@@ -313,11 +312,11 @@ static cJSON *envelope(void) {
  * handler made it something else (input_required). */
 static void send_result(const reply *to, const cJSON *id, cJSON *result) {
     if (!result) result = cJSON_CreateObject();
-    if (to->stateless && result && !cJSON_HasObjectItem(result, "resultType"))
+    if (to->stateless && !cJSON_HasObjectItem(result, "resultType"))
         cJSON_AddStringToObject(result, "resultType", "complete");
     cJSON *message = envelope();
     cJSON_AddItemToObject(message, "id", cJSON_Duplicate(id, 1));
-    cJSON_AddItemToObject(message, "result", result ? result : cJSON_CreateObject());
+    cJSON_AddItemToObject(message, "result", result);
     send_json(to, message);
 }
 
@@ -685,6 +684,11 @@ static int approve_call(void *userdata, const char *function, const char *argume
         !pair_listed(approval->declined, function, arguments)) {
         approval->ask_function = strdup(function);
         approval->ask_arguments = strdup(arguments);
+        if (!approval->ask_function || !approval->ask_arguments) { /* out of memory: refused */
+            free(approval->ask_function);
+            free(approval->ask_arguments);
+            approval->ask_function = approval->ask_arguments = NULL;
+        }
     }
     return 0;
 }
