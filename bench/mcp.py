@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
-"""Throughput and latency of run_python_code over Streamable HTTP on loopback.
+"""Throughput and latency of run_python_code over Streamable HTTP on loopback,
+and over stdio, in both protocol eras.
 
 Starts `capsule serve --http 127.0.0.1:0`, then calls run_python_code with
 `print(1)` from 1 and from 8 concurrent clients (each on its own keep-alive
-connection, JSON responses) and prints requests/second, p50 and p99.  For
-scale it also times native `python3.11 -c 'print(1)'` process starts, the
-cost an agent pays when it runs code in a fresh native interpreter.
+connection, JSON responses) and prints requests/second, p50 and p99: as a
+legacy client (initialize, Mcp-Session-Id) and as a 2026-07-28 one (per-request
+_meta and Mcp-Method/Mcp-Name headers, no session).  Then the same call, one at
+a time, over `capsule serve --stdio` in both eras.  For scale it also times
+native `python3.11 -c 'print(1)'` process starts, the cost an agent pays when
+it runs code in a fresh native interpreter.
 
     python3 bench/mcp.py [--capsule build/capsule] [--requests 400] [--workers 2]
 """
@@ -27,18 +31,33 @@ def percentile(values, fraction):
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
+STATELESS_META = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                  "io.modelcontextprotocol/clientCapabilities": {}}
+
+
+def call_message(request_id, stateless):
+    params = {"name": "run_python_code", "arguments": {"python_code": "print(1)"}}
+    if stateless:
+        params["_meta"] = STATELESS_META
+    return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}
+
+
 class Client:
+    """One keep-alive connection; `session` None speaks 2026-07-28."""
+
     def __init__(self, port, session):
         self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         self.session = session
 
     def call(self, request_id):
-        body = json.dumps({"jsonrpc": "2.0", "id": request_id, "method": "tools/call",
-                           "params": {"name": "run_python_code",
-                                      "arguments": {"python_code": "print(1)"}}})
-        self.connection.request("POST", "/mcp", body, {
-            "Content-Type": "application/json", "Accept": "application/json",
-            "Mcp-Session-Id": self.session})
+        body = json.dumps(call_message(request_id, self.session is None))
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if self.session:
+            headers["Mcp-Session-Id"] = self.session
+        else:
+            headers.update({"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call",
+                            "Mcp-Name": "run_python_code"})
+        self.connection.request("POST", "/mcp", body, headers)
         reply = json.loads(self.connection.getresponse().read())
         assert reply["result"]["structuredContent"]["output"] == "1", reply
 
@@ -81,6 +100,38 @@ def measure(port, session, concurrency, requests):
     return len(latencies) / elapsed, percentile(latencies, 0.5), percentile(latencies, 0.99)
 
 
+def measure_stdio(binary, stateless, requests):
+    """p50 and p99 of sequential calls over `capsule serve --stdio`."""
+    server = subprocess.Popen([binary, "serve", "--stdio", "--workers", "1"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL)
+
+    def exchange(message):
+        server.stdin.write(json.dumps(message).encode() + b"\n")
+        server.stdin.flush()
+        while True:
+            reply = json.loads(server.stdout.readline())
+            if "method" not in reply:
+                return reply
+
+    try:
+        if not stateless:
+            exchange({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+                      "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                                 "clientInfo": {"name": "bench", "version": "1"}}})
+        exchange(call_message(0, stateless))
+        latencies = []
+        for i in range(requests):
+            started = time.perf_counter()
+            reply = exchange(call_message(i + 1, stateless))
+            latencies.append(time.perf_counter() - started)
+            assert reply["result"]["structuredContent"]["output"] == "1", reply
+        return percentile(latencies, 0.5), percentile(latencies, 0.99)
+    finally:
+        server.stdin.close()
+        server.wait()
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--capsule", default="build/capsule")
@@ -112,11 +163,16 @@ def main():
               f"{arguments.requests} requests per level")
         print(f"first call after start-up: {first * 1000:.2f} ms")
         print(f"native python3.11 -c 'print(1)' process: p50 {native_p50 * 1000:.2f} ms")
-        for concurrency in (1, 8):
-            rate, p50, p99 = measure(port, session, concurrency, arguments.requests)
-            print(f"concurrency {concurrency}: {rate:7.0f} requests/s  p50 {p50 * 1000:6.2f} ms  "
-                  f"p99 {p99 * 1000:6.2f} ms  (p50 = {p50 / native_p50:.2f}x a native "
-                  f"python3.11 start)")
+        for era, era_session in (("2025-11-25", session), ("2026-07-28", None)):
+            for concurrency in (1, 8):
+                rate, p50, p99 = measure(port, era_session, concurrency, arguments.requests)
+                print(f"HTTP  {era} concurrency {concurrency}: {rate:7.0f} requests/s  "
+                      f"p50 {p50 * 1000:6.2f} ms  p99 {p99 * 1000:6.2f} ms  "
+                      f"(p50 = {p50 / native_p50:.2f}x a native python3.11 start)")
+        for era, stateless in (("2025-11-25", False), ("2026-07-28", True)):
+            p50, p99 = measure_stdio(arguments.capsule, stateless, arguments.requests)
+            print(f"stdio {era} sequential:                      p50 {p50 * 1000:6.2f} ms  "
+                  f"p99 {p99 * 1000:6.2f} ms")
     finally:
         server.terminate()
         server.wait()

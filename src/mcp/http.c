@@ -1,6 +1,10 @@
 /*
- * MCP's Streamable HTTP transport (spec revision 2025-11-25) on
- * libmicrohttpd, as an event loop.
+ * MCP's Streamable HTTP transport on libmicrohttpd, as an event loop, for
+ * both eras of the protocol on one endpoint: the legacy revisions (up to
+ * 2025-11-25: initialize, Mcp-Session-Id) and 2026-07-28 (stateless: a POST
+ * without Mcp-Session-Id whose _meta or MCP-Protocol-Version names it; its
+ * headers are checked against its body by mcp_check_stateless before it is
+ * handled, and it gets a client of its own for the request's life).
  *
  *   POST /mcp    one JSON-RPC message; a request is answered with JSON, or
  *                with an SSE stream when the client accepts one and the
@@ -192,6 +196,23 @@ static http_session *session_create(http_server *http, const char *principal) {
         free(session);
         return NULL;
     }
+    return session;
+}
+
+/* A 2026-07-28 request's stand-in for a session: not in the table, no id,
+ * gone with the request's last reference.  Its principal is the token's;
+ * without tokens every such request shares the principal "stateless" (its
+ * Python sessions are reached by the unguessable ids create_session mints). */
+static http_session *session_for_request(http_server *http, const char *principal) {
+    http_session *session = calloc(1, sizeof *session);
+    if (!session) return NULL;
+    snprintf(session->principal, sizeof session->principal, "%s",
+             principal && *principal ? principal : "stateless");
+    if (!(session->client = mcp_client_new(http->server, session->principal))) {
+        free(session);
+        return NULL;
+    }
+    session->references = 1;
     return session;
 }
 
@@ -532,7 +553,7 @@ static enum MHD_Result start_call(http_server *http, struct MHD_Connection *conn
     }
     MHD_add_response_header(response, "Content-Type", "text/event-stream");
     MHD_add_response_header(response, "Cache-Control", "no-cache");
-    MHD_add_response_header(response, "Mcp-Session-Id", session->id);
+    if (session->id[0]) MHD_add_response_header(response, "Mcp-Session-Id", session->id);
     enum MHD_Result result = MHD_queue_response(connection, MHD_HTTP_OK, response);
     MHD_destroy_response(response);
     return result;
@@ -688,7 +709,38 @@ static enum MHD_Result handle_post(http_server *http, struct MHD_Connection *con
     http_session *session;
     const char *session_id =
         MHD_lookup_connection_value(connection, MHD_HEADER_KIND, "Mcp-Session-Id");
-    if (info.is_initialize) {
+    const char *protocol =
+        MHD_lookup_connection_value(connection, MHD_HEADER_KIND, "MCP-Protocol-Version");
+    /* Two eras on one endpoint: a message without a session that names a
+     * 2026-07-28 version (in _meta, or a version header no legacy revision
+     * has) is stateless; everything else is as in 2025-11-25. */
+    int stateless =
+        !session_id && (info.stateless || (protocol && !mcp_protocol_supported(protocol)));
+    if (stateless) {
+        mcp_http_headers headers = {
+            protocol, MHD_lookup_connection_value(connection, MHD_HEADER_KIND, "Mcp-Method"),
+            MHD_lookup_connection_value(connection, MHD_HEADER_KIND, "Mcp-Name")};
+        collector c = {0};
+        int status = info.kind == MCP_MESSAGE_REQUEST
+                         ? mcp_check_stateless(r->body, r->size, &headers, collect, &c)
+                         : 0;
+        if (status) {
+            enum MHD_Result result = respond(connection, (unsigned)status, "application/json",
+                                             c.last, NULL);
+            free(c.last);
+            free(info.id);
+            return result;
+        }
+        session = session_for_request(http, r->principal);
+        if (!session) {
+            free(info.id);
+            return respond_error(connection, 503, -32000, "out of memory");
+        }
+    } else if (protocol && !mcp_protocol_supported(protocol)) {
+        free(info.id);
+        return respond_error(connection, MHD_HTTP_BAD_REQUEST, -32600,
+                             "unsupported MCP-Protocol-Version");
+    } else if (info.is_initialize) {
         session = session_create(http, *r->principal ? r->principal : NULL);
         if (!session) {
             free(info.id);
@@ -717,7 +769,7 @@ static enum MHD_Result handle_post(http_server *http, struct MHD_Connection *con
         collector c = {0};
         mcp_handle(http->server, session->client, r->body, r->size, collect, &c);
         result = respond(connection, MHD_HTTP_OK, "application/json", c.last,
-                         info.is_initialize ? session->id : NULL);
+                         info.is_initialize && session->id[0] ? session->id : NULL);
         free(c.last);
         session_release(http, session);
         free(info.id);
@@ -729,7 +781,7 @@ static enum MHD_Result handle_post(http_server *http, struct MHD_Connection *con
  * (answered at once; libmicrohttpd then reads no body and closes the
  * connection after the answer), else 0 with r->principal set. */
 static int refuse_early(http_server *http, struct MHD_Connection *connection, const char *url,
-                        request *r, enum MHD_Result *result) {
+                        const char *method, request *r, enum MHD_Result *result) {
     /* DNS rebinding: a page elsewhere must not reach a local server. */
     const char *origin = MHD_lookup_connection_value(connection, MHD_HEADER_KIND, "Origin");
     const char *host = MHD_lookup_connection_value(connection, MHD_HEADER_KIND, "Host");
@@ -754,9 +806,10 @@ static int refuse_early(http_server *http, struct MHD_Connection *connection, co
                                 "not found: the endpoint is /mcp");
         return 1;
     }
+    /* POST checks the version once its body is in: 2026-07-28 names it there too. */
     const char *protocol =
         MHD_lookup_connection_value(connection, MHD_HEADER_KIND, "MCP-Protocol-Version");
-    if (protocol && !mcp_protocol_supported(protocol)) {
+    if (protocol && !mcp_protocol_supported(protocol) && strcmp(method, "POST") != 0) {
         *result = respond_error(connection, MHD_HTTP_BAD_REQUEST, -32600,
                                 "unsupported MCP-Protocol-Version");
         return 1;
@@ -804,7 +857,7 @@ static enum MHD_Result handle(void *context, struct MHD_Connection *connection, 
         if (!r) return MHD_NO;
         *request_context = r;
         enum MHD_Result result;
-        return refuse_early(http, connection, url, r, &result) ? result : MHD_YES;
+        return refuse_early(http, connection, url, method, r, &result) ? result : MHD_YES;
     }
     if (r->call) return finish_json_call(connection, r);
     if (*upload_data_size) {

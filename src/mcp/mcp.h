@@ -16,6 +16,9 @@
 #include <stddef.h>
 
 #define MCP_LATEST_PROTOCOL "2025-11-25"
+/* The stateless revision: no initialize, no Mcp-Session-Id; every request
+ * carries its protocol version and client capabilities in params._meta. */
+#define MCP_STATELESS_PROTOCOL "2026-07-28"
 
 typedef struct mcp_server mcp_server;
 typedef struct mcp_client mcp_client;
@@ -69,6 +72,7 @@ typedef struct mcp_message_info {
     int is_initialize; /* an initialize request */
     int is_tool_call;  /* a tools/call request: may run long */
     char *id;          /* a request's id as JSON text (caller frees), else NULL */
+    int stateless;     /* params._meta names a protocol version: a 2026-07-28 message */
 } mcp_message_info;
 void mcp_classify(const char *text, size_t size, mcp_message_info *info);
 
@@ -79,7 +83,23 @@ void mcp_cancel_request(mcp_server *server, mcp_client *client, const char *id);
 /* Cancels every call of `client` in progress (e.g. its connection closed). */
 void mcp_cancel_client(mcp_server *server, mcp_client *client);
 
-/* True if `version` is a protocol revision this server speaks. */
+/* True if `version` is a legacy (initialize-based) revision this server
+ * speaks; MCP_STATELESS_PROTOCOL is spoken without initialize. */
 int mcp_protocol_supported(const char *version);
+
+/* The HTTP headers a 2026-07-28 request must carry (NULL when absent). */
+typedef struct mcp_http_headers {
+    const char *protocol_version; /* MCP-Protocol-Version */
+    const char *method;           /* Mcp-Method */
+    const char *name;             /* Mcp-Name */
+} mcp_http_headers;
+
+/* For HTTP, before a 2026-07-28 request is handled (on the event loop, so
+ * that a refusal gets its HTTP status even for a tool call answered later):
+ * checks its _meta, its headers against its body, its version and its
+ * method.  0 when it may go on to mcp_handle; else the error response went
+ * to `send` and the return value is its HTTP status (400 or 404). */
+int mcp_check_stateless(const char *text, size_t size, const mcp_http_headers *headers,
+                        mcp_send_fn send, void *context);
 
 #endif

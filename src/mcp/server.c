@@ -13,12 +13,16 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <time.h>
 
 enum {
     RPC_PARSE_ERROR = -32700,
@@ -27,7 +31,19 @@ enum {
     RPC_INVALID_PARAMS = -32602,
     RPC_INTERNAL_ERROR = -32603,
     RPC_SERVER_BUSY = -32000, /* implementation-defined range */
+    /* 2026-07-28 */
+    RPC_HEADER_MISMATCH = -32020,
+    RPC_UNSUPPORTED_VERSION = -32022,
 };
+
+#define META_PROTOCOL "io.modelcontextprotocol/protocolVersion"
+#define META_CAPABILITIES "io.modelcontextprotocol/clientCapabilities"
+#define META_LOG_LEVEL "io.modelcontextprotocol/logLevel"
+#define META_SERVER_INFO "io.modelcontextprotocol/serverInfo"
+#define STATE_KEY_BYTES 32          /* HMAC-SHA256 key of requestState */
+#define STATE_SECONDS 600           /* a requestState is good for ten minutes */
+#define MAX_APPROVALS 32            /* host-function calls approved in one requestState */
+#define TOOLS_LIST_TTL_MS 300000    /* tools and capabilities change only with the server's flags */
 
 #define MAX_ROUTES 1024   /* Python sessions the server remembers */
 #define MAX_IN_FLIGHT 1024
@@ -71,6 +87,7 @@ struct mcp_server {
     in_flight calls[MAX_IN_FLIGHT];
     cap_config *config; /* the sandboxes'; with a store, sessions are durable */
     int durable;
+    unsigned char state_key[STATE_KEY_BYTES]; /* signs requestState; random per server */
 };
 
 struct mcp_client {
@@ -94,6 +111,12 @@ int mcp_server_new(cap_config *config, const mcp_server_options *options, mcp_se
     }
     pthread_mutex_init(&server->lock, NULL);
     pthread_cond_init(&server->slot_freed, NULL);
+    if (getrandom(server->state_key, sizeof server->state_key, 0) !=
+        (ssize_t)sizeof server->state_key) {
+        mcp_server_free(server);
+        snprintf(error, CAP_ERROR_SIZE, "no randomness for the requestState key");
+        return CAP_EIO;
+    }
     server->queue_limit = options && options->queue >= 0 ? options->queue : 16;
     if (options) server->limits = options->limits;
     if (options) server->installs_packages = options->installs_packages;
@@ -115,6 +138,7 @@ void mcp_server_free(mcp_server *server) {
     for (int i = 0; i < server->slot_count; i++) cap_sandbox_free(server->slots[i].sandbox);
     for (int i = 0; i < server->route_count; i++) free(server->routes[i].session);
     free(server->slots);
+    OPENSSL_cleanse(server->state_key, sizeof server->state_key);
     pthread_cond_destroy(&server->slot_freed);
     pthread_mutex_destroy(&server->lock);
     free(server);
@@ -271,9 +295,16 @@ int mcp_protocol_supported(const char *version) {
 
 /* --- JSON-RPC plumbing ---------------------------------------------------------- */
 
+/* What a 2026-07-28 request said about its client in _meta. */
+typedef struct stateless_request {
+    int log_level;                   /* index in log_levels; past the end: no logs */
+    const cJSON *capabilities;       /* clientCapabilities, an object */
+} stateless_request;
+
 typedef struct reply {
     mcp_send_fn send;
     void *context;
+    const stateless_request *stateless; /* NULL for the legacy revisions */
 } reply;
 
 static void send_json(const reply *to, cJSON *message) {
@@ -289,20 +320,32 @@ static cJSON *envelope(void) {
     return message;
 }
 
+/* In 2026-07-28 every result says what it is: "complete" unless the
+ * handler made it something else (input_required). */
 static void send_result(const reply *to, const cJSON *id, cJSON *result) {
+    if (!result) result = cJSON_CreateObject();
+    if (to->stateless && !cJSON_HasObjectItem(result, "resultType"))
+        cJSON_AddStringToObject(result, "resultType", "complete");
     cJSON *message = envelope();
     cJSON_AddItemToObject(message, "id", cJSON_Duplicate(id, 1));
-    cJSON_AddItemToObject(message, "result", result ? result : cJSON_CreateObject());
+    cJSON_AddItemToObject(message, "result", result);
     send_json(to, message);
 }
 
-static void send_error(const reply *to, const cJSON *id, int code, const char *text) {
+/* `data` (or NULL) passes to the message. */
+static void send_error_data(const reply *to, const cJSON *id, int code, const char *text,
+                            cJSON *data) {
     cJSON *message = envelope();
     cJSON_AddItemToObject(message, "id", id ? cJSON_Duplicate(id, 1) : cJSON_CreateNull());
     cJSON *error = cJSON_AddObjectToObject(message, "error");
     cJSON_AddNumberToObject(error, "code", code);
     cJSON_AddStringToObject(error, "message", text);
+    if (data) cJSON_AddItemToObject(error, "data", data);
     send_json(to, message);
+}
+
+static void send_error(const reply *to, const cJSON *id, int code, const char *text) {
+    send_error_data(to, id, code, text, NULL);
 }
 
 static void send_notification(const reply *to, const char *method, cJSON *params) {
@@ -327,6 +370,9 @@ void mcp_classify(const char *text, size_t size, mcp_message_info *info) {
     }
     const cJSON *method = cJSON_GetObjectItemCaseSensitive(message, "method");
     const cJSON *id = cJSON_GetObjectItemCaseSensitive(message, "id");
+    const cJSON *params = cJSON_GetObjectItemCaseSensitive(message, "params");
+    info->stateless =
+        cJSON_HasObjectItem(cJSON_GetObjectItemCaseSensitive(params, "_meta"), META_PROTOCOL);
     if (!cJSON_IsString(method)) {
         info->kind = id ? MCP_MESSAGE_RESPONSE : MCP_MESSAGE_INVALID;
     } else if (id) {
@@ -478,9 +524,21 @@ static unsigned char *base64_decode(const char *in, size_t *size) {
 
 /* --- running code ---------------------------------------------------------------------- */
 
+/* Host-function approval over input_required (2026-07-28): the calls the
+ * client approved or declined in earlier rounds, and the first call of this
+ * run that needs an answer.  A [function, arguments] pair each. */
+typedef struct approval_state {
+    int can_ask;       /* the client declared elicitation: unapproved calls are asked */
+    cJSON *approved;   /* array of pairs */
+    cJSON *declined;   /* array of pairs */
+    char *ask_function, *ask_arguments; /* the call to ask about, once refused */
+} approval_state;
+
 typedef struct call_state {
     const reply *to;
     mcp_client *client;
+    int log_level;     /* messages below it are not sent */
+    approval_state *approval; /* NULL: no approver, calls needing approval fail */
     const cJSON *progress_token;
     double progress;
     text output;     /* stdout and stderr interleaved, as written */
@@ -494,7 +552,7 @@ static int level_index(const char *name) {
 }
 
 static void send_log(call_state *call, int level, const char *logger, const char *data) {
-    if (level < call->client->log_level) return;
+    if (level < call->log_level) return;
     cJSON *params = cJSON_CreateObject();
     cJSON_AddStringToObject(params, "level", log_levels[level]);
     cJSON_AddStringToObject(params, "logger", logger);
@@ -563,6 +621,7 @@ static const char *argument_string(const cJSON *arguments, const char *name) {
 }
 
 typedef struct run_request {
+    approval_state *approval; /* or NULL */
     const char *code;
     const char *session;
     const cJSON *globals; /* an object or NULL */
@@ -616,6 +675,37 @@ static int decode_files(const cJSON *files, cap_file *out, size_t *count, char *
     return 0;
 }
 
+static int pair_listed(const cJSON *pairs, const char *function, const char *arguments) {
+    const cJSON *pair;
+    cJSON_ArrayForEach(pair, pairs) {
+        const cJSON *name = cJSON_GetArrayItem(pair, 0), *args = cJSON_GetArrayItem(pair, 1);
+        if (cJSON_IsString(name) && cJSON_IsString(args) &&
+            strcmp(name->valuestring, function) == 0 && strcmp(args->valuestring, arguments) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* The run's approver (cap_run_options.approve, on the run's thread): yes
+ * for a call the client approved; no otherwise, remembering the first call
+ * not yet asked about so that the tool call can ask the client. */
+static int approve_call(void *userdata, const char *function, const char *arguments_json) {
+    approval_state *approval = ((call_state *)userdata)->approval;
+    const char *arguments = arguments_json ? arguments_json : "null";
+    if (pair_listed(approval->approved, function, arguments)) return 1;
+    if (approval->can_ask && !approval->ask_function &&
+        !pair_listed(approval->declined, function, arguments)) {
+        approval->ask_function = strdup(function);
+        approval->ask_arguments = strdup(arguments);
+        if (!approval->ask_function || !approval->ask_arguments) { /* out of memory: refused */
+            free(approval->ask_function);
+            free(approval->ask_arguments);
+            approval->ask_function = approval->ask_arguments = NULL;
+        }
+    }
+    return 0;
+}
+
 static void run_code(mcp_server *server, mcp_client *client, const char *id, const reply *to,
                      const cJSON *progress_token, const run_request *request,
                      run_outcome *outcome) {
@@ -627,8 +717,11 @@ static void run_code(mcp_server *server, mcp_client *client, const char *id, con
         return;
     }
     char *globals = request->globals ? cJSON_PrintUnformatted(request->globals) : NULL;
-    call_state call = {to, client, progress_token, 0, {0}, {{0}, {0}}};
+    call_state call = {to, client,
+                       to->stateless ? to->stateless->log_level : client->log_level,
+                       request->approval, progress_token, 0, {0}, {{0}, {0}}};
     cap_run_options options = {0};
+    if (request->approval) options.approve = approve_call;
     options.filename = "main.py";
     options.on_output = on_output;
     options.on_progress = on_progress;
@@ -978,7 +1071,7 @@ static cJSON *session_program(mcp_server *server, mcp_client *client, const char
                               const char *code, cJSON *arguments_for_guest) {
     cJSON *globals = cJSON_CreateObject();
     cJSON_AddItemToObject(globals, "__capsule_arguments__", arguments_for_guest);
-    run_request request = {code, scoped, globals, NULL, 0, NULL};
+    run_request request = {NULL, code, scoped, globals, NULL, 0, NULL};
     run_outcome outcome;
     run_code(server, client, id, to, NULL, &request, &outcome);
     cJSON_Delete(globals);
@@ -1046,6 +1139,218 @@ static void durable_session_tool(mcp_server *server, mcp_client *client, const c
     free(minted);
 }
 
+/* --- requestState: host-function approval over input_required ---------------------
+ *
+ * In 2026-07-28 a server does not send requests to the client; it answers
+ * with an input_required result instead, and the client retries the call
+ * with its answers (inputResponses) and the requestState it was given.
+ * capsule uses it for host functions that need approval
+ * (cap_config_require_approval): run_python_code runs the code, refusing
+ * every call not yet approved; if one was refused and the client declared
+ * elicitation, the result is an elicitation asking for it, and the retry
+ * runs the code again from the start with that call approved.  The
+ * requestState holds what was approved, so it is signed: a client that
+ * alters it, or replays it for other arguments, as another principal, or
+ * at another server (or after a restart), gets an error. */
+
+static char *base64url(const unsigned char *data, size_t size) {
+    char *out = base64_encode(data, size);
+    if (!out) return NULL;
+    size_t o = 0;
+    for (size_t i = 0; out[i]; i++) {
+        if (out[i] == '=') continue;
+        out[o++] = out[i] == '+' ? '-' : out[i] == '/' ? '_' : out[i];
+    }
+    out[o] = '\0';
+    return out;
+}
+
+static int state_mac(const mcp_server *server, const char *payload, size_t size,
+                     unsigned char mac[32]) {
+    unsigned int length = 0;
+    return HMAC(EVP_sha256(), server->state_key, sizeof server->state_key,
+                (const unsigned char *)payload, size, mac, &length) && length == 32
+               ? 0
+               : -1;
+}
+
+/* "PAYLOAD.MAC": base64url of the payload's JSON, and of its HMAC-SHA256. */
+static char *sign_state(const mcp_server *server, const cJSON *payload) {
+    char *json = cJSON_PrintUnformatted(payload);
+    char *encoded = json ? base64url((const unsigned char *)json, strlen(json)) : NULL;
+    free(json);
+    unsigned char mac[32];
+    char *mac_text = NULL, *state = NULL;
+    if (encoded && state_mac(server, encoded, strlen(encoded), mac) == 0 &&
+        (mac_text = base64url(mac, sizeof mac))) {
+        size_t size = strlen(encoded) + 1 + strlen(mac_text) + 1;
+        if ((state = malloc(size))) snprintf(state, size, "%s.%s", encoded, mac_text);
+    }
+    free(encoded);
+    free(mac_text);
+    return state;
+}
+
+/* The payload of a state this server signed, or NULL (compared in constant
+ * time, so the MAC cannot be found a byte at a time). */
+static cJSON *verify_state(const mcp_server *server, const char *state) {
+    const char *dot = strrchr(state, '.');
+    if (!dot || dot == state) return NULL;
+    unsigned char mac[32];
+    size_t given_size = 0;
+    unsigned char *given = base64_decode(dot + 1, &given_size);
+    int valid = given && given_size == sizeof mac &&
+                state_mac(server, state, (size_t)(dot - state), mac) == 0 &&
+                CRYPTO_memcmp(mac, given, sizeof mac) == 0;
+    free(given);
+    if (!valid) return NULL;
+    char *encoded = strndup(state, (size_t)(dot - state));
+    size_t size = 0;
+    unsigned char *json = encoded ? base64_decode(encoded, &size) : NULL;
+    free(encoded);
+    cJSON *payload = json ? cJSON_ParseWithLength((const char *)json, size) : NULL;
+    free(json);
+    return payload;
+}
+
+/* SHA-256 (hex) of the call's arguments as sent: a state is good only for
+ * the call it was issued for. */
+static void arguments_digest(const cJSON *arguments, char out[65]) {
+    char *text = arguments ? cJSON_PrintUnformatted(arguments) : NULL;
+    const char *data = text ? text : "null";
+    unsigned char digest[32];
+    unsigned int length = 0;
+    if (!EVP_Digest(data, strlen(data), digest, &length, EVP_sha256(), NULL))
+        memset(digest, 0, sizeof digest);
+    for (int i = 0; i < 32; i++) snprintf(out + 2 * i, 3, "%02x", digest[i]);
+    free(text);
+    OPENSSL_cleanse(digest, sizeof digest);
+}
+
+static void add_pair(cJSON *pairs, const char *function, const char *arguments) {
+    cJSON *pair = cJSON_CreateArray();
+    cJSON_AddItemToArray(pair, cJSON_CreateString(function));
+    cJSON_AddItemToArray(pair, cJSON_CreateString(arguments));
+    cJSON_AddItemToArray(pairs, pair);
+}
+
+/* A retried run_python_code: verifies its requestState and takes the
+ * client's answer from inputResponses into `approval`.  0; or -1 with
+ * `message` when the state does not verify or the answer is malformed (a
+ * JSON-RPC error: the retry is not a call the server issued). */
+static int resume_approval(const mcp_server *server, const mcp_client *client,
+                           const cJSON *params, const cJSON *arguments, approval_state *approval,
+                           char *message) {
+    const cJSON *state = cJSON_GetObjectItemCaseSensitive(params, "requestState");
+    const cJSON *responses = cJSON_GetObjectItemCaseSensitive(params, "inputResponses");
+    if (responses && !cJSON_IsObject(responses)) {
+        snprintf(message, CAP_ERROR_SIZE, "inputResponses must be an object");
+        return -1;
+    }
+    if (!state || cJSON_IsNull(state)) return 0; /* nothing was asked: answers are ignored */
+    if (!cJSON_IsString(state)) {
+        snprintf(message, CAP_ERROR_SIZE, "requestState must be a string");
+        return -1;
+    }
+    cJSON *payload = verify_state(server, state->valuestring);
+    char digest[65];
+    arguments_digest(arguments, digest);
+    const char *principal = argument_string(payload, "principal");
+    const char *digested = argument_string(payload, "arguments");
+    const char *key = argument_string(payload, "key");
+    const cJSON *expires = cJSON_GetObjectItemCaseSensitive(payload, "expires");
+    const cJSON *ask = cJSON_GetObjectItemCaseSensitive(payload, "ask");
+    cJSON *approved = cJSON_DetachItemFromObjectCaseSensitive(payload, "approved");
+    cJSON *declined = cJSON_DetachItemFromObjectCaseSensitive(payload, "declined");
+    const cJSON *function = cJSON_GetArrayItem(ask, 0);
+    const cJSON *function_arguments = cJSON_GetArrayItem(ask, 1);
+    if (!payload || !principal || strcmp(principal, client->principal) != 0 || !digested ||
+        strcmp(digested, digest) != 0 || !key || !cJSON_IsNumber(expires) ||
+        expires->valuedouble < (double)time(NULL) || !cJSON_IsArray(approved) ||
+        !cJSON_IsArray(declined) || !cJSON_IsString(function) ||
+        !cJSON_IsString(function_arguments)) {
+        snprintf(message, CAP_ERROR_SIZE,
+                 "requestState rejected: it does not verify as one this server issued for this "
+                 "call (altered, expired, from another server or client, or for other "
+                 "arguments); call again without requestState");
+        cJSON_Delete(approved);
+        cJSON_Delete(declined);
+        cJSON_Delete(payload);
+        return -1;
+    }
+    cJSON_Delete(approval->approved);
+    cJSON_Delete(approval->declined);
+    approval->approved = approved;
+    approval->declined = declined;
+    const cJSON *answer = cJSON_GetObjectItemCaseSensitive(responses, key);
+    int failed = 0;
+    if (answer && !cJSON_IsObject(answer)) {
+        snprintf(message, CAP_ERROR_SIZE,
+                 "inputResponses.%.64s must be the result of elicitation/create (an object)", key);
+        failed = 1;
+    } else if (answer) {
+        const char *action = argument_string(answer, "action");
+        const cJSON *content = cJSON_GetObjectItemCaseSensitive(answer, "content");
+        int yes = action && strcmp(action, "accept") == 0 &&
+                  cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(content, "approve"));
+        add_pair(yes ? approved : declined, function->valuestring,
+                 function_arguments->valuestring);
+    } /* no answer: the call is asked again */
+    if (cJSON_GetArraySize(approved) + cJSON_GetArraySize(declined) >= MAX_APPROVALS)
+        approval->can_ask = 0;
+    cJSON_Delete(payload);
+    return failed ? -1 : 0;
+}
+
+/* The input_required result asking the client to approve the call the run
+ * was refused, with the signed state of this round. */
+static cJSON *approval_request(const mcp_server *server, const mcp_client *client,
+                               const cJSON *arguments, const approval_state *approval) {
+    char digest[65], key[40];
+    arguments_digest(arguments, digest);
+    snprintf(key, sizeof key, "approve_call_%d",
+             cJSON_GetArraySize(approval->approved) + cJSON_GetArraySize(approval->declined) + 1);
+    cJSON *payload = cJSON_CreateObject();
+    cJSON_AddNumberToObject(payload, "v", 1);
+    cJSON_AddStringToObject(payload, "tool", "run_python_code");
+    cJSON_AddStringToObject(payload, "principal", client->principal);
+    cJSON_AddStringToObject(payload, "arguments", digest);
+    cJSON_AddNumberToObject(payload, "expires", (double)time(NULL) + STATE_SECONDS);
+    cJSON_AddStringToObject(payload, "key", key);
+    cJSON *ask = cJSON_AddArrayToObject(payload, "ask");
+    cJSON_AddItemToArray(ask, cJSON_CreateString(approval->ask_function));
+    cJSON_AddItemToArray(ask, cJSON_CreateString(approval->ask_arguments));
+    cJSON_AddItemToObject(payload, "approved", cJSON_Duplicate(approval->approved, 1));
+    cJSON_AddItemToObject(payload, "declined", cJSON_Duplicate(approval->declined, 1));
+    char *state = sign_state(server, payload);
+    cJSON_Delete(payload);
+    if (!state) return NULL;
+
+    cJSON *result = cJSON_CreateObject();
+    cJSON_AddStringToObject(result, "resultType", "input_required");
+    cJSON *requests = cJSON_AddObjectToObject(result, "inputRequests");
+    cJSON *request = cJSON_AddObjectToObject(requests, key);
+    cJSON_AddStringToObject(request, "method", "elicitation/create");
+    cJSON *params = cJSON_AddObjectToObject(request, "params");
+    char question[1024];
+    snprintf(question, sizeof question,
+             "The Python code asks to call the host function '%.100s' with arguments %.700s. "
+             "Allow this call?",
+             approval->ask_function, approval->ask_arguments);
+    cJSON_AddStringToObject(params, "message", question);
+    cJSON *schema = cJSON_AddObjectToObject(params, "requestedSchema");
+    cJSON_AddStringToObject(schema, "type", "object");
+    cJSON *properties = cJSON_AddObjectToObject(schema, "properties");
+    cJSON *approve = cJSON_AddObjectToObject(properties, "approve");
+    cJSON_AddStringToObject(approve, "type", "boolean");
+    cJSON_AddStringToObject(approve, "title", "Allow this call");
+    cJSON *required = cJSON_AddArrayToObject(schema, "required");
+    cJSON_AddItemToArray(required, cJSON_CreateString("approve"));
+    cJSON_AddStringToObject(result, "requestState", state);
+    free(state);
+    return result;
+}
+
 static void call_tool(mcp_server *server, mcp_client *client, const cJSON *id, const reply *to,
                       const cJSON *params) {
     const char *name = argument_string(params, "name");
@@ -1085,22 +1390,47 @@ static void call_tool(mcp_server *server, mcp_client *client, const cJSON *id, c
         } else if (timeout && !(cJSON_IsNumber(timeout) && timeout->valuedouble > 0)) {
             send_error(to, id, RPC_INVALID_PARAMS, "timeout_seconds must be a positive number");
         } else {
-            run_request request = {code, scoped, cJSON_IsObject(globals) ? globals : NULL,
+            approval_state approval = {0};
+            char message[CAP_ERROR_SIZE];
+            if (to->stateless) {
+                approval.can_ask = cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(
+                    to->stateless->capabilities, "elicitation"));
+                approval.approved = cJSON_CreateArray();
+                approval.declined = cJSON_CreateArray();
+            }
+            run_request request = {to->stateless ? &approval : NULL, code, scoped,
+                                   cJSON_IsObject(globals) ? globals : NULL,
                                    cJSON_IsNull(files) ? NULL : files,
                                    timeout ? timeout->valuedouble : 0,
                                    argument_string(arguments, "idempotency_key")};
-            run_outcome outcome;
-            run_code(server, client, id_text, to, progress_token, &request, &outcome);
-            if (outcome.result) {
+            run_outcome outcome = {0};
+            cJSON *asking = NULL;
+            int rejected = to->stateless && resume_approval(server, client, params, arguments,
+                                                            &approval, message) != 0;
+            if (rejected) {
+                send_error(to, id, RPC_INVALID_PARAMS, message);
+            } else {
+                run_code(server, client, id_text, to, progress_token, &request, &outcome);
+                if (outcome.result && approval.ask_function)
+                    asking = approval_request(server, client, arguments, &approval);
+            }
+            if (asking) {
+                send_result(to, id, asking);
+                cap_result_free(outcome.result);
+            } else if (outcome.result) {
                 send_result(to, id, format_run_result(outcome.result, &outcome.output, scoped,
                                                       session));
                 cap_result_free(outcome.result);
             } else if (outcome.busy) {
                 send_error(to, id, RPC_SERVER_BUSY, outcome.message);
-            } else {
+            } else if (!rejected) {
                 send_result(to, id, tool_error(outcome.message));
             }
             free(outcome.output.data);
+            cJSON_Delete(approval.approved);
+            cJSON_Delete(approval.declined);
+            free(approval.ask_function);
+            free(approval.ask_arguments);
         }
     } else if (strcmp(name, "create_session") == 0) {
         char session_id[2 * SESSION_ID_BYTES + 1];
@@ -1109,7 +1439,7 @@ static void call_tool(mcp_server *server, mcp_client *client, const cJSON *id, c
             send_error(to, id, RPC_INTERNAL_ERROR, "no randomness for a session id");
         } else {
             /* A first run creates the session in its sandbox. */
-            run_request request = {"pass", minted, NULL, NULL, 0, NULL};
+            run_request request = {NULL, "pass", minted, NULL, NULL, 0, NULL};
             run_outcome outcome;
             run_code(server, client, id_text, to, NULL, &request, &outcome);
             free(outcome.output.data);
@@ -1199,6 +1529,156 @@ static void call_tool(mcp_server *server, mcp_client *client, const cJSON *id, c
 
 /* --- dispatch ---------------------------------------------------------------------------- */
 
+/* What a 2026-07-28 client may call: everything else, including the
+ * legacy revisions' initialize, ping and logging/setLevel, is not found. */
+static const char *const stateless_methods[] = {"server/discover", "tools/list", "tools/call"};
+
+static int stateless_method_known(const char *method) {
+    for (size_t i = 0; i < sizeof stateless_methods / sizeof *stateless_methods; i++)
+        if (strcmp(method, stateless_methods[i]) == 0) return 1;
+    return 0;
+}
+
+/* `header` equals `expected`, but for the whitespace HTTP allows around a
+ * field value; case matters (method names and tool names are case-sensitive). */
+static int header_equals(const char *header, const char *expected) {
+    while (*header == ' ' || *header == '\t') header++;
+    size_t length = strlen(header);
+    while (length && (header[length - 1] == ' ' || header[length - 1] == '\t')) length--;
+    return strlen(expected) == length && memcmp(header, expected, length) == 0;
+}
+
+/* The value a request's Mcp-Name header must repeat, or NULL if it has none. */
+static const char *request_name(const char *method, const cJSON *params) {
+    if (strcmp(method, "tools/call") == 0 || strcmp(method, "prompts/get") == 0)
+        return argument_string(params, "name");
+    if (strcmp(method, "resources/read") == 0) return argument_string(params, "uri");
+    return NULL;
+}
+
+/* A 2026-07-28 request's envelope, in the order the specification's
+ * errors imply: its headers' presence, its _meta, headers against body,
+ * the version, the method.  0, or the HTTP status of the error sent.
+ * `headers` is NULL off HTTP. */
+static int check_stateless(const reply *to, const cJSON *id, const char *method,
+                           const cJSON *params, const mcp_http_headers *headers) {
+    const cJSON *meta = cJSON_GetObjectItemCaseSensitive(params, "_meta");
+    const cJSON *version = cJSON_GetObjectItemCaseSensitive(meta, META_PROTOCOL);
+    const cJSON *capabilities = cJSON_GetObjectItemCaseSensitive(meta, META_CAPABILITIES);
+    if (headers && !headers->protocol_version) {
+        send_error(to, id, RPC_HEADER_MISMATCH,
+                   "header mismatch: the MCP-Protocol-Version header is missing");
+        return 400;
+    }
+    if (!cJSON_IsString(version) || !cJSON_IsObject(capabilities)) {
+        send_error(to, id, RPC_INVALID_PARAMS,
+                   "invalid params: a 2026-07-28 request carries params._meta with \""
+                   META_PROTOCOL "\" (a string) and \"" META_CAPABILITIES "\" (an object)");
+        return 400;
+    }
+    if (headers && !header_equals(headers->protocol_version, version->valuestring)) {
+        send_error(to, id, RPC_HEADER_MISMATCH,
+                   "header mismatch: MCP-Protocol-Version differs from params._meta's "
+                   "protocol version");
+        return 400;
+    }
+    if (strcmp(version->valuestring, MCP_STATELESS_PROTOCOL) != 0) {
+        cJSON *data = cJSON_CreateObject();
+        cJSON *supported = cJSON_AddArrayToObject(data, "supported");
+        cJSON_AddItemToArray(supported, cJSON_CreateString(MCP_STATELESS_PROTOCOL));
+        cJSON_AddStringToObject(data, "requested", version->valuestring);
+        send_error_data(to, id, RPC_UNSUPPORTED_VERSION,
+                        "unsupported protocol version: per-request _meta speaks "
+                        MCP_STATELESS_PROTOCOL
+                        " (2025-03-26 to 2025-11-25 are spoken after initialize)",
+                        data);
+        return 400;
+    }
+    if (headers) {
+        const char *name = request_name(method, params);
+        if (!headers->method || !header_equals(headers->method, method)) {
+            send_error(to, id, RPC_HEADER_MISMATCH,
+                       "header mismatch: the Mcp-Method header must repeat the body's method");
+            return 400;
+        }
+        if (name && (!headers->name || !header_equals(headers->name, name))) {
+            send_error(to, id, RPC_HEADER_MISMATCH,
+                       "header mismatch: the Mcp-Name header must repeat the body's params.name "
+                       "(params.uri for resources/read)");
+            return 400;
+        }
+    }
+    if (!stateless_method_known(method)) {
+        send_error(to, id, RPC_METHOD_NOT_FOUND,
+                   "method not found: in 2026-07-28 capsule answers server/discover, tools/list "
+                   "and tools/call");
+        return 404;
+    }
+    return 0;
+}
+
+int mcp_check_stateless(const char *text, size_t size, const mcp_http_headers *headers,
+                        mcp_send_fn send, void *context) {
+    reply to = {send, context, NULL};
+    cJSON *message = cJSON_ParseWithLength(text, size);
+    const cJSON *method = cJSON_GetObjectItemCaseSensitive(message, "method");
+    const cJSON *id = cJSON_GetObjectItemCaseSensitive(message, "id");
+    const cJSON *params = cJSON_GetObjectItemCaseSensitive(message, "params");
+    int status = 0;
+    if (cJSON_IsObject(message) && cJSON_IsString(method) && is_valid_id(id) &&
+        (!params || cJSON_IsObject(params)))
+        status = check_stateless(&to, id, method->valuestring, params, headers);
+    cJSON_Delete(message);
+    return status;
+}
+
+static void server_info(cJSON *info) {
+    cJSON_AddStringToObject(info, "name", "capsule");
+    cJSON_AddStringToObject(info, "title", "capsule: Python in a WebAssembly sandbox");
+    cJSON_AddStringToObject(info, "version", CAP_VERSION);
+}
+
+static const char instructions[] =
+    "Call run_python_code to run Python 3.11 in a sandbox without network or host files. Use a "
+    "session (create_session) to keep state between calls.";
+
+/* A 2026-07-28 request: its client is described by its _meta alone. */
+static void handle_stateless(mcp_server *server, mcp_client *client, const reply *plain,
+                             const cJSON *id, const char *method, const cJSON *params) {
+    if (check_stateless(plain, id, method, params, NULL)) return;
+    const cJSON *meta = cJSON_GetObjectItemCaseSensitive(params, "_meta");
+    const cJSON *level = cJSON_GetObjectItemCaseSensitive(meta, META_LOG_LEVEL);
+    stateless_request request = {(int)(sizeof log_levels / sizeof *log_levels),
+                                 cJSON_GetObjectItemCaseSensitive(meta, META_CAPABILITIES)};
+    if (cJSON_IsString(level) && level_index(level->valuestring) >= 0)
+        request.log_level = level_index(level->valuestring);
+    reply to = *plain;
+    to.stateless = &request;
+    if (strcmp(method, "server/discover") == 0) {
+        cJSON *result = cJSON_CreateObject();
+        cJSON *versions = cJSON_AddArrayToObject(result, "supportedVersions");
+        cJSON_AddItemToArray(versions, cJSON_CreateString(MCP_STATELESS_PROTOCOL));
+        cJSON *capabilities = cJSON_AddObjectToObject(result, "capabilities");
+        cJSON_AddObjectToObject(capabilities, "tools");
+        cJSON_AddObjectToObject(capabilities, "logging");
+        cJSON_AddStringToObject(result, "instructions", instructions);
+        cJSON_AddNumberToObject(result, "ttlMs", TOOLS_LIST_TTL_MS);
+        cJSON_AddStringToObject(result, "cacheScope", "public");
+        cJSON *result_meta = cJSON_AddObjectToObject(result, "_meta");
+        server_info(cJSON_AddObjectToObject(result_meta, META_SERVER_INFO));
+        send_result(&to, id, result);
+    } else if (strcmp(method, "tools/list") == 0) {
+        cJSON *result = cJSON_CreateObject();
+        cJSON_AddItemToObject(result, "tools", tool_definitions(server));
+        /* The same for every client, changing only with the server's flags. */
+        cJSON_AddNumberToObject(result, "ttlMs", TOOLS_LIST_TTL_MS);
+        cJSON_AddStringToObject(result, "cacheScope", "public");
+        send_result(&to, id, result);
+    } else {
+        call_tool(server, client, id, &to, params);
+    }
+}
+
 static void initialize(const reply *to, const cJSON *id, const cJSON *params) {
     const char *requested = argument_string(params, "protocolVersion");
     cJSON *result = cJSON_CreateObject();
@@ -1209,20 +1689,14 @@ static void initialize(const reply *to, const cJSON *id, const cJSON *params) {
     cJSON *tools = cJSON_AddObjectToObject(capabilities, "tools");
     cJSON_AddBoolToObject(tools, "listChanged", 0);
     cJSON_AddObjectToObject(capabilities, "logging");
-    cJSON *info = cJSON_AddObjectToObject(result, "serverInfo");
-    cJSON_AddStringToObject(info, "name", "capsule");
-    cJSON_AddStringToObject(info, "title", "capsule: Python in a WebAssembly sandbox");
-    cJSON_AddStringToObject(info, "version", CAP_VERSION);
-    cJSON_AddStringToObject(result, "instructions",
-                            "Call run_python_code to run Python 3.11 in a sandbox without "
-                            "network or host files. Use a session (create_session) to keep "
-                            "state between calls.");
+    server_info(cJSON_AddObjectToObject(result, "serverInfo"));
+    cJSON_AddStringToObject(result, "instructions", instructions);
     send_result(to, id, result);
 }
 
 void mcp_handle(mcp_server *server, mcp_client *client, const char *message_text, size_t size,
                 mcp_send_fn send, void *context) {
-    reply to = {send, context};
+    reply to = {send, context, NULL};
     cJSON *message = cJSON_ParseWithLength(message_text, size);
     if (!message) {
         send_error(&to, NULL, RPC_PARSE_ERROR, "parse error: not valid JSON");
@@ -1263,7 +1737,9 @@ void mcp_handle(mcp_server *server, mcp_client *client, const char *message_text
         cJSON_Delete(message);
         return;
     }
-    if (strcmp(method, "initialize") == 0) {
+    if (cJSON_HasObjectItem(cJSON_GetObjectItemCaseSensitive(params, "_meta"), META_PROTOCOL)) {
+        handle_stateless(server, client, &to, id, method, params);
+    } else if (strcmp(method, "initialize") == 0) {
         initialize(&to, id, params);
     } else if (strcmp(method, "ping") == 0) {
         send_result(&to, id, NULL);
