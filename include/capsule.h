@@ -133,6 +133,11 @@ int cap_config_add_image(cap_config *config, const char *image_path, const char 
  * schema), with the reason. */
 int cap_config_set_store(cap_config *config, const char *url, char *error);
 
+/* Bounds the store's compressed bytes; parked sessions are expired oldest
+ * first to make room, and a call whose state cannot fit even then is a
+ * session-error (the session stays as before it).  0: no bound. */
+int cap_config_set_store_quota(cap_config *config, uint64_t bytes, char *error);
+
 /* Idle pre-forked workers kept ready (default 2; 0 forks on demand). */
 int cap_config_set_pool_size(cap_config *config, int workers, char *error);
 

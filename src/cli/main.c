@@ -203,6 +203,10 @@ static int command_run(int argc, char **argv) {
         fprintf(stderr, "capsule: %s\n", error);
         status = 1;
     }
+    if (status == 0 && finish_store_options(config, error) != CAP_OK) {
+        fprintf(stderr, "capsule: %s\n", error);
+        status = EXIT_USAGE;
+    }
     if (status) {
         cap_config_free(config);
         free_world_options(&world);

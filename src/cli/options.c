@@ -15,6 +15,7 @@ const char shared_options_usage[] =
     "  --store URL          durable sessions: sqlite:PATH or postgres://... (docs/sessions.md);\n"
     "                       default for serve and run --session:\n"
     "                       sqlite:$XDG_STATE_HOME/capsule/sessions.db\n"
+    "  --store-quota SIZE   bound the store's size (oldest parked sessions expire first)\n"
     "\n"
     "limits (each run is killed or stopped when it passes one):\n"
     "  --timeout SECONDS    wall-clock time (default 30)\n"
@@ -32,9 +33,14 @@ static const char *const shared_options[] = {"--env",    "--stdlib", "--image",
                                              "--timeout", "--cpu-time", "--memory",
                                              "--max-output", "--disk", "--max-files",
                                              "--max-calls", "--max-result", "--call-timeout",
-                                             "--store"};
+                                             "--store", "--store-quota"};
 
 int store_option_given;
+static uint64_t store_quota;
+
+int finish_store_options(cap_config *config, char *error) {
+    return store_quota ? cap_config_set_store_quota(config, store_quota, error) : CAP_OK;
+}
 
 int is_shared_option(const char *arg) {
     for (size_t i = 0; i < sizeof shared_options / sizeof *shared_options; i++)
@@ -131,6 +137,13 @@ int parse_shared_option(const char *arg, const char *value, cap_config *config,
     } else if (strcmp(arg, "--store") == 0) {
         store_option_given = 1;
         rc = cap_config_set_store(config, value, error);
+    } else if (strcmp(arg, "--store-quota") == 0) {
+        uint64_t size = parse_size(value);
+        if (!size) {
+            fprintf(stderr, "capsule: --store-quota wants a size such as 1G\n");
+            return -1;
+        }
+        store_quota = size; /* applied once the store is open (finish_store_options) */
     } else if (strcmp(arg, "--stdlib") == 0) {
         rc = cap_config_set_stdlib(config, value, error);
     } else { /* --image */

@@ -33,6 +33,9 @@ extern int store_option_given;
  * ~/.local/state/...), creating its directory: CAP_OK or an error. */
 int open_default_store(cap_config *config, char *error);
 
+/* Applies --store-quota once a store is open: CAP_OK or an error. */
+int finish_store_options(cap_config *config, char *error);
+
 /* Lines of the usage text that describe the shared options. */
 extern const char shared_options_usage[];
 

@@ -215,6 +215,10 @@ int command_serve(int argc, char **argv) {
             fprintf(stderr, "capsule: sessions are not durable (%s); give --store URL, or "
                             "--no-store to silence this\n", error);
     }
+    if (status == 0 && finish_store_options(config, error) != CAP_OK) {
+        fprintf(stderr, "capsule: %s\n", error);
+        status = EXIT_USAGE;
+    }
     server_options.durable = durable;
     mcp_server *server = NULL;
     if (status == 0) {

@@ -189,6 +189,15 @@ int cap_config_set_store(cap_config *config, const char *url, char *error) {
     return CAP_OK;
 }
 
+int cap_config_set_store_quota(cap_config *config, uint64_t bytes, char *error) {
+    if (!config || !config->store) {
+        sandbox_set_error(error, "a store quota needs a store (cap_config_set_store first)");
+        return CAP_EINVAL;
+    }
+    store_set_quota(config->store, bytes);
+    return CAP_OK;
+}
+
 int cap_config_add_env(cap_config *config, const char *name, const char *value, char *error) {
     if (!config || !name || !value || !*name || strchr(name, '=')) {
         sandbox_set_error(error, "environment variable names must be non-empty and contain no '='");

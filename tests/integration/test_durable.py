@@ -212,3 +212,16 @@ def _scoped(tmp_path, name):
     matches = [row for row in rows if row.endswith("/" + name)]
     assert len(matches) == 1, rows
     return matches[0]
+
+
+def test_the_store_quota_is_enforced_and_loses_nothing(capsule, tmp_path):
+    store = ["--store", store_url(tmp_path), "--store-quota", "12M"]
+    assert capsule.json("x = 'small'", *store, "--session", "small")["status"] == "success"
+    # 20 MB that do not compress cannot fit: the call's state is not saved,
+    # the session stays as it was, and the other session is untouched.
+    big = capsule.json("import os\nb = os.urandom(20_000_000)\nmarker = 1", *store,
+                       "--session", "big")
+    assert big["status"] == "session-error" and "quota" in big["error"], big
+    assert capsule.json("'marker' in globals()", *store, "--session", "big")["return_value"] \
+        == "False"
+    assert capsule.json("x", *store, "--session", "small")["return_value"] == "'small'"
