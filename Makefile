@@ -47,7 +47,7 @@ CLI_SOURCES := src/cli/main.c src/cli/check.c src/cli/options.c src/cli/world.c 
 HEADERS := $(wildcard include/*.h src/*/*.h)
 
 .PHONY: all build deps sample serve test unit-test test-store integration-test interop-test regression-test bench clean fuzz \
-        library install uninstall wheel deb python-test FORCE
+        library install uninstall wheel deb python-test bench-sessions FORCE
 # The main job: build, then serve MCP over HTTP on loopback (Ctrl-C stops it).
 all: build serve
 
@@ -292,6 +292,11 @@ bench: build $(BUILD)/bench_isolation $(BUILD)/bench_functions
 $(BUILD)/bench_store: bench/store.c $(STORE_SOURCES) src/store/store.h src/store/backend.h include/capsule.h
 	@mkdir -p $(BUILD)
 	$(CC) $(CFLAGS) $(STORE_CFLAGS) -o $@ bench/store.c $(STORE_SOURCES) $(STORE_LDLIBS)
+
+# Durable sessions (docs/sessions.md): call cost with and without the store,
+# bytes stored, restore after a restart, cold `capsule run` against native.
+bench-sessions: build
+	$(HOST_PYTHON) bench/sessions.py --capsule $(BUILD)/capsule
 
 bench-store: $(BUILD)/bench_store
 	sh tests/store/with-postgres.sh $(BUILD)/bench_store

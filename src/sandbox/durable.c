@@ -125,6 +125,7 @@ static int take_from_worker(cap_sandbox *sandbox, int fd, const durable_pages *k
     if (!(pages >= known->count && pages <= DURABLE_MAX_PAGES && changed >= 0 &&
           changed <= pages && files >= 0 && files <= (double)DURABLE_MAX_VFS &&
           stack_pointer == (double)sandbox->base_stack_pointer && pages == (uint32_t)pages &&
+          (uint32_t)pages % DURABLE_PER_WASM_PAGE == 0 &&
           changed == (uint32_t)changed && files == (uint64_t)files)) {
         sandbox_set_error(error, "the worker sent a malformed snapshot header");
         return CAP_ERUNTIME;
@@ -333,6 +334,13 @@ static int worker_has(const cap_sandbox *sandbox, uint32_t index, const uint8_t 
            memcmp(sandbox->base_hashes + (size_t)index * DURABLE_HASH, hash, DURABLE_HASH) == 0;
 }
 
+/* Pages the fresh worker has already (the base's, the dead stack) are not
+ * even read from the store. */
+static int worker_lacks(void *context, uint32_t index, const uint8_t *hash) {
+    const restoring *r = context;
+    return index >= FILES_PAGE || !worker_has(r->sandbox, index, hash);
+}
+
 static int send_page(void *context, uint32_t index, const void *bytes, size_t size) {
     restoring *r = context;
     if (size != DURABLE_PAGE) return STORE_ECORRUPT;
@@ -379,6 +387,7 @@ int sandbox_durable_restore(cap_sandbox *sandbox, int worker_fd, durable_pages *
                           build->valuestring, runtime_build_id());
         rc = STORE_EVERSION;
     } else if (!(pages >= sandbox->base_pages && pages <= DURABLE_MAX_PAGES &&
+                 (uint32_t)pages % DURABLE_PER_WASM_PAGE == 0 &&
                  files >= 0 && files <= (double)DURABLE_MAX_VFS && stack_pointer >= 0 &&
                  stack_pointer < 4294967296.0 && snapshot.page_size == DURABLE_PAGE &&
                  snapshot.page_count == (size_t)pages + file_pages)) {
@@ -420,7 +429,8 @@ int sandbox_durable_restore(cap_sandbox *sandbox, int worker_fd, durable_pages *
             rc = CAP_ERUNTIME;
         }
         if (rc == CAP_OK)
-            rc = store_snapshot_read_pages(config->store, snapshot.id, send_page, r, error);
+            rc = store_snapshot_read_wanted_pages(config->store, snapshot.id, worker_lacks,
+                                                  send_page, r, error);
         if (rc == STORE_ECORRUPT && !strstr(error, "snapshot"))
             sandbox_set_error(error, "the session's snapshot is damaged in the store "
                                      "(a page fails its hash)");

@@ -4,7 +4,8 @@
  *
  * Between two calls a session's whole state is its linear memory, the
  * guest's __stack_pointer and the scratch file system (runtime.h); these
- * frames carry them.  Memory travels in WebAssembly pages of 64 KiB.
+ * frames carry them.  Memory travels in pages of DURABLE_PAGE bytes; page
+ * counts are in those pages, always whole WebAssembly pages.
  *
  *   zygote → host   'Y' ready; when the sandbox is durable its payload is the
  *                       base: u32 pages, u32 stack pointer, then the SHA-256
@@ -37,8 +38,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define DURABLE_PAGE 65536u
-#define DURABLE_MAX_PAGES 65536u        /* 4 GiB: wasm32's whole address space */
+/* Snapshots are cut in 16 KiB pages, not WebAssembly's 64 KiB ones.  A
+ * small call changes ~100 scattered 4 KiB pages (~70 of 16 KiB, ~42 of 64
+ * KiB): 16 KiB stores 250 KiB a call, 64 KiB 660 KiB, while 4 KiB (84 KiB)
+ * costs twice the time in page rows (docs/sessions.md, bench/sessions.py). */
+#define DURABLE_PAGE 16384u
+#define DURABLE_PER_WASM_PAGE (65536u / DURABLE_PAGE)
+#define DURABLE_MAX_PAGES (65536u * DURABLE_PER_WASM_PAGE) /* 4 GiB: all of wasm32 */
 #define DURABLE_MAX_VFS (2048ull << 20) /* a scratch file system's stream */
 #define DURABLE_VFS_CHUNK (1u << 20)    /* bytes per 'v' frame */
 #define DURABLE_HASH 32
@@ -53,7 +59,7 @@ void durable_worker_set_base(uint8_t *base, uint32_t pages);
  * and of the root memfs `scratch` on `fd`, then takes it as the new
  * reference.  0, or a negative errno once the host is gone. */
 int durable_worker_snapshot(int fd, const uint8_t *memory, uint32_t pages, void *scratch,
-                            int full);
+                            int full); /* `pages` in DURABLE_PAGE */
 /* Reads the restore that the 'L' header `payload` begins, puts it in place,
  * and answers 'L'.  Returns 0 when restored, else non-zero (the worker must
  * then exit: its state is half-written). */

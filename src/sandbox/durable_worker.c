@@ -115,6 +115,7 @@ static int refuse(int fd, const char *reason) {
 int durable_worker_restore(int fd, const char *payload, size_t size, void *scratch) {
     cJSON *header = cJSON_ParseWithLength(payload, size);
     uint32_t pages = field(header, "pages", DURABLE_MAX_PAGES);
+    if (pages != UINT32_MAX && pages % DURABLE_PER_WASM_PAGE) pages = UINT32_MAX;
     uint32_t stack_pointer = field(header, "stack_pointer", UINT32_MAX - 1.0);
     uint32_t page_frames = field(header, "page_frames", DURABLE_MAX_PAGES);
     const cJSON *vfs_item = cJSON_GetObjectItemCaseSensitive(header, "vfs_bytes");
@@ -123,7 +124,8 @@ int durable_worker_restore(int fd, const char *payload, size_t size, void *scrat
     if (pages == UINT32_MAX || stack_pointer == UINT32_MAX || page_frames == UINT32_MAX ||
         vfs_bytes < 0 || vfs_bytes > (double)DURABLE_MAX_VFS)
         return refuse(fd, "malformed restore header");
-    if (runtime_resize_memory(pages) != 0) return refuse(fd, "cannot size the memory");
+    if (runtime_resize_memory(pages / DURABLE_PER_WASM_PAGE) != 0)
+        return refuse(fd, "cannot size the memory");
     uint8_t *memory = runtime_memory_data(); /* after the resize: it may move */
     for (uint32_t i = 0; i < page_frames; i++) {
         char type;

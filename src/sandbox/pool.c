@@ -8,6 +8,8 @@
  */
 #include "sandbox.h"
 
+#include "durable.h"
+
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -257,7 +259,7 @@ int cap_sandbox_new(cap_config *config, cap_sandbox **out, char *error) {
     size_t size = 0;
     int ready = sandbox_wait_readable(pair[0], sandbox_now_seconds() + STARTUP_SECONDS, -1);
     /* A durable sandbox's 'Y' carries the base: a hash per page (durable.h). */
-    size_t most = config->store ? 8 + (size_t)65536 * 32 : 4096;
+    size_t most = config->store ? 8 + (size_t)DURABLE_MAX_PAGES * DURABLE_HASH : 4096;
     int rc = ready == 1 ? frame_read(pair[0], &type, &payload, &size, most, NULL) : -ETIMEDOUT;
     if (rc != 0 || type != 'Y') {
         sandbox_set_error(error, "the interpreter did not start: %s",

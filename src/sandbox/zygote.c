@@ -557,7 +557,8 @@ static void wait_for_request(void) {
     while ((type == 'K' && G.base) || type == 'L') {
         wasm_rt_memory_t *memory = wasi_memory(G.w);
         if (type == 'K') {
-            rc = durable_worker_snapshot(G.channel_fd, memory->data, memory->pages, G.scratch,
+            rc = durable_worker_snapshot(G.channel_fd, memory->data,
+                                         memory->pages * DURABLE_PER_WASM_PAGE, G.scratch,
                                          size == 4 && !memcmp(payload, "full", 4));
         } else {
             rc = durable_worker_restore(G.channel_fd, payload, size, G.scratch);
@@ -822,15 +823,16 @@ static void serve_requests(void) {
  * ends; nothing writes it. */
 static int keep_base(void) {
     wasm_rt_memory_t *memory = wasi_memory(G.w);
-    size_t size = (size_t)memory->pages * DURABLE_PAGE;
+    uint32_t pages = memory->pages * DURABLE_PER_WASM_PAGE;
+    size_t size = (size_t)pages * DURABLE_PAGE;
     G.base = malloc(size ? size : 1);
     if (!G.base) return -ENOMEM;
     memcpy(G.base, memory->data, size);
-    G.base_pages = memory->pages;
+    G.base_pages = pages;
     durable_worker_set_base(G.base, G.base_pages);
-    uint32_t head[2] = {memory->pages, runtime_stack_pointer()};
+    uint32_t head[2] = {pages, runtime_stack_pointer()};
     int rc = buffer_append(&G.ready, head, sizeof head);
-    for (uint32_t page = 0; rc == 0 && page < memory->pages; page++) {
+    for (uint32_t page = 0; rc == 0 && page < pages; page++) {
         uint8_t hash[DURABLE_HASH];
         store_hash(G.base + (size_t)page * DURABLE_PAGE, DURABLE_PAGE, hash);
         rc = buffer_append(&G.ready, hash, sizeof hash);

@@ -1298,6 +1298,7 @@ typedef struct page_walk {
     void *buffer;
     uint32_t page_size;
     int (*page)(void *context, uint32_t index, const void *bytes, size_t size);
+    int (*want)(void *context, uint32_t index, const uint8_t *hash);
     void *context;
     int stopped;
 } page_walk;
@@ -1307,6 +1308,7 @@ static int walk_page(void *context, const store_value *columns, int count, char 
     if (count < 4 || columns[1].type != STORE_BLOB || columns[1].size != STORE_HASH_SIZE)
         return fail(error, STORE_ECORRUPT, "malformed page row");
     uint32_t index = (uint32_t)columns[0].integer;
+    if (walk->want && !walk->want(walk->context, index, columns[1].bytes)) return 0;
     if (columns[3].type == STORE_NULL)
         return fail(error, STORE_ECORRUPT, "page %u: its blob is missing", index);
     int result = blob_decode(walk->store, columns[1].bytes, &columns[2], &columns[3],
@@ -1324,11 +1326,20 @@ int store_snapshot_read_pages(store *store, int64_t snapshot_id,
                               int (*page)(void *context, uint32_t index, const void *bytes,
                                           size_t size),
                               void *context, char *error) {
+    return store_snapshot_read_wanted_pages(store, snapshot_id, NULL, page, context, error);
+}
+
+int store_snapshot_read_wanted_pages(store *store, int64_t snapshot_id,
+                                     int (*want)(void *context, uint32_t index,
+                                                 const uint8_t *hash),
+                                     int (*page)(void *context, uint32_t index, const void *bytes,
+                                                 size_t size),
+                                     void *context, char *error) {
     if (!page) return fail(error, CAP_EINVAL, "no page function");
     int result = store->backend->begin(store->connection, 0, error);
     if (result != CAP_OK) return result;
     integers size = {0};
-    page_walk walk = {.store = store, .page = page, .context = context};
+    page_walk walk = {.store = store, .page = page, .want = want, .context = context};
     result =
         RUN(store, snapshot_page_size_select, collect_integers, &size, error, INTEGER(snapshot_id));
     if (result == CAP_OK && !size.rows)

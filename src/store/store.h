@@ -283,6 +283,16 @@ int store_snapshot_read_pages(store *store, int64_t snapshot_id,
                                           size_t size),
                               void *context, char *error);
 
+/* The same, reading (and verifying) only the pages for which want(context,
+ * index, hash) is non-zero: a caller that has a page's content already
+ * (its hash says so) skips it.  want may be NULL: every page. */
+int store_snapshot_read_wanted_pages(store *store, int64_t snapshot_id,
+                                     int (*want)(void *context, uint32_t index,
+                                                 const uint8_t *hash),
+                                     int (*page)(void *context, uint32_t index, const void *bytes,
+                                                 size_t size),
+                                     void *context, char *error);
+
 /* --- blobs ----------------------------------------------------------------------- */
 
 /* SHA-256 of `size` bytes. */

@@ -26,8 +26,8 @@
 #include "../../src/sandbox/frame.h"
 #include "../../src/sandbox/sandbox.h"
 
-#define BASE_PAGES 320u
-#define STACK_POINTER (8u << 20) /* 128 dead pages below it */
+#define BASE_PAGES (320u * DURABLE_PER_WASM_PAGE)
+#define STACK_POINTER (8u << 20) /* the pages below it are the dead stack */
 
 static char directory[] = "/tmp/capsule-test-durable-XXXXXX";
 static cap_config *config;
@@ -142,16 +142,23 @@ static int teardown(void **state) {
     return system(command) == 0 ? 0 : -1;
 }
 
+/* Headers: the known memory is 1280 pages of 16 KiB (320 WebAssembly
+ * pages), 1284 after growing by one WebAssembly page; pages below 512
+ * are the dead stack. */
+#define HEADER(pages, stack_pointer, changed, files)                                           \
+    "{\"pages\":" pages ",\"stack_pointer\":" stack_pointer ",\"changed\":" changed          \
+    ",\"vfs_bytes\":" files "}"
+
 static void a_well_formed_snapshot_is_committed(void **state) {
     (void)state;
     char error[CAP_ERROR_SIZE];
-    /* Pages 200, 240, 280 changed and 320 grown (past the 320 known). */
-    script s = {"{\"pages\":321,\"stack_pointer\":8388608,\"changed\":4,\"vfs_bytes\":5000}",
-                4, 200, 40, 4 + DURABLE_PAGE, 5000, 0, -1};
+    /* The 4 grown pages, and some file bytes. */
+    script s = {HEADER("1284", "8388608", "4", "5000"), 4, 1280, 1, 4 + DURABLE_PAGE, 5000, 0,
+                -1};
     assert_int_equal(commit_against(&s, error), CAP_OK);
     store_snapshot snapshot;
     assert_int_equal(store_snapshot_latest(config->store, "s", &snapshot, error), CAP_OK);
-    assert_int_equal(snapshot.page_count, 321 + 1); /* the files' one page */
+    assert_int_equal(snapshot.page_count, 1284 + 1); /* and the files' page */
     assert_non_null(strstr(snapshot.manifest, "\"vfs_bytes\":5000"));
     store_snapshot_clear(&snapshot);
 }
@@ -162,34 +169,21 @@ static void malformed_snapshots_are_refused(void **state) {
     const size_t page = 4 + DURABLE_PAGE;
     script cases[] = {
         {"not json", 0, 0, 1, page, 0, 0, -1},
-        {"{\"pages\":70000,\"stack_pointer\":8388608,\"changed\":0,\"vfs_bytes\":0}", 0, 0, 1, page,
-         0, 0, -1},                                     /* past 4 GiB */
-        {"{\"pages\":100,\"stack_pointer\":8388608,\"changed\":0,\"vfs_bytes\":0}", 0, 0, 1, page,
-         0, 0, -1},                                     /* fewer pages than known */
-        {"{\"pages\":320,\"stack_pointer\":4096,\"changed\":0,\"vfs_bytes\":0}", 0, 0, 1, page, 0,
-         0, -1},                                        /* a live frame between calls */
-        {"{\"pages\":320,\"stack_pointer\":8388608,\"changed\":400,\"vfs_bytes\":0}", 0, 0, 1,
-         page, 0, 0, -1},                               /* more changed than pages */
-        {"{\"pages\":320,\"stack_pointer\":8388608,\"changed\":2,\"vfs_bytes\":0}", 2, 250, -10,
-         page, 0, 0, -1},                               /* indices going down */
-        {"{\"pages\":320,\"stack_pointer\":8388608,\"changed\":2,\"vfs_bytes\":0}", 2, 200, 0,
-         page, 0, 0, -1},                               /* the same index twice */
-        {"{\"pages\":320,\"stack_pointer\":8388608,\"changed\":1,\"vfs_bytes\":0}", 1, 5, 1, page,
-         0, 0, -1},                                     /* a page of the dead stack */
-        {"{\"pages\":320,\"stack_pointer\":8388608,\"changed\":1,\"vfs_bytes\":0}", 1, 400, 1,
-         page, 0, 0, -1},                               /* an index past the memory */
-        {"{\"pages\":320,\"stack_pointer\":8388608,\"changed\":1,\"vfs_bytes\":0}", 1, 200, 1,
-         page - 1, 0, 0, -1},                           /* a short page */
-        {"{\"pages\":322,\"stack_pointer\":8388608,\"changed\":1,\"vfs_bytes\":0}", 1, 320, 1,
-         page, 0, 0, -1},                               /* a grown page left out */
-        {"{\"pages\":320,\"stack_pointer\":8388608,\"changed\":0,\"vfs_bytes\":1e12}", 0, 0, 1,
-         page, 0, 0, -1},                               /* files past the bound */
-        {"{\"pages\":320,\"stack_pointer\":8388608,\"changed\":0,\"vfs_bytes\":100}", 0, 0, 1,
-         page, 5000, 0, -1},                            /* more file bytes than said */
-        {"{\"pages\":320,\"stack_pointer\":8388608,\"changed\":3,\"vfs_bytes\":0}", 0, 0, 1, page,
-         0, 1, -1},                                     /* hangs up */
-        {"{\"pages\":320.5,\"stack_pointer\":8388608,\"changed\":0,\"vfs_bytes\":0}", 0, 0, 1,
-         page, 0, 0, -1},                               /* not a whole number */
+        {HEADER("2000000", "8388608", "0", "0"), 0, 0, 1, page, 0, 0, -1}, /* past 4 GiB */
+        {HEADER("400", "8388608", "0", "0"), 0, 0, 1, page, 0, 0, -1}, /* fewer than known */
+        {HEADER("1281", "8388608", "1", "0"), 1, 1280, 1, page, 0, 0, -1}, /* not whole wasm pages */
+        {HEADER("1280", "4096", "0", "0"), 0, 0, 1, page, 0, 0, -1}, /* a live frame */
+        {HEADER("1280", "8388608", "9999", "0"), 0, 0, 1, page, 0, 0, -1}, /* changed > pages */
+        {HEADER("1280", "8388608", "2", "0"), 2, 900, -10, page, 0, 0, -1}, /* going down */
+        {HEADER("1280", "8388608", "2", "0"), 2, 900, 0, page, 0, 0, -1}, /* the same twice */
+        {HEADER("1280", "8388608", "1", "0"), 1, 5, 1, page, 0, 0, -1}, /* the dead stack */
+        {HEADER("1280", "8388608", "1", "0"), 1, 1500, 1, page, 0, 0, -1}, /* past the memory */
+        {HEADER("1280", "8388608", "1", "0"), 1, 900, 1, page - 1, 0, 0, -1}, /* short page */
+        {HEADER("1284", "8388608", "1", "0"), 1, 1280, 1, page, 0, 0, -1}, /* grown pages missing */
+        {HEADER("1280", "8388608", "0", "1e12"), 0, 0, 1, page, 0, 0, -1}, /* files too big */
+        {HEADER("1280", "8388608", "0", "100"), 0, 0, 1, page, 5000, 0, -1}, /* more than said */
+        {HEADER("1280", "8388608", "3", "0"), 0, 0, 1, page, 0, 1, -1}, /* hangs up */
+        {HEADER("1280.5", "8388608", "0", "0"), 0, 0, 1, page, 0, 0, -1}, /* not whole */
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         char error[CAP_ERROR_SIZE] = "";
@@ -201,7 +195,7 @@ static void malformed_snapshots_are_refused(void **state) {
     char error[CAP_ERROR_SIZE];
     store_snapshot snapshot;
     assert_int_equal(store_snapshot_latest(config->store, "s", &snapshot, error), CAP_OK);
-    assert_int_equal(snapshot.page_count, 322);
+    assert_int_equal(snapshot.page_count, 1284 + 1);
     store_snapshot_clear(&snapshot);
 }
 

@@ -175,14 +175,14 @@ def _latest_snapshot(session):
 
 
 @pytest.mark.parametrize("damage, message", [
-    # A page's bytes changed on disk: its hash no longer matches.
+    # Its pages' bytes changed on disk: their hashes no longer match.
     ("UPDATE blobs SET data = zeroblob(length(data)) WHERE hash IN (SELECT hash FROM "
-     "snapshot_pages WHERE snapshot = {snapshot} AND page_index = 200)", "damaged"),
+     "snapshot_pages WHERE snapshot = {snapshot})", "damaged"),
     ("UPDATE snapshots SET manifest = substr(manifest, 1, 10) WHERE id = {snapshot}",
      "manifest"),
     ("UPDATE snapshots SET build_id = 'another-build', manifest = replace(manifest, "
      "'\"build\":\"', '\"build\":\"0') WHERE id = {snapshot}", "another build"),
-    ("DELETE FROM snapshot_pages WHERE snapshot = {snapshot} AND page_index = 150",
+    ("DELETE FROM snapshot_pages WHERE snapshot = {snapshot} AND page_index = 900",
      "manifest"),
 ])
 def test_a_damaged_snapshot_is_a_clear_session_error(binary, tmp_path, damage, message):

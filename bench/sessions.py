@@ -1,0 +1,136 @@
+#!/usr/bin/env python3
+"""Durable sessions (docs/sessions.md): what a call of a durable session
+costs, what it stores, how long a restore takes, against native Python.
+
+Prints, in one run on this machine:
+- the latency of a session call with the store (snapshot committed before
+  the result) and without it (--no-store), p50 over N calls, for a small
+  session (x = 1) and one holding a 20 MB heap (a list of 1M ints, json, re
+  and datetime imported);
+- the bytes the store gained for each session's first snapshot and per
+  later call (compressed, content-addressed: unchanged pages cost nothing);
+- the first call after a server restart (the restore) against a call to a
+  live session;
+- `capsule run -c pass` against `python3.11 -c pass`.
+
+Run: make bench-sessions   (or python3 bench/sessions.py --capsule build/capsule)
+"""
+import argparse
+import json
+import os
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import tempfile
+import time
+
+
+class Server:
+    def __init__(self, capsule, *args):
+        self.process = subprocess.Popen([capsule, "serve", "--stdio", *args],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=subprocess.DEVNULL)
+        self.next_id = 0
+
+    def call(self, code, session):
+        self.next_id += 1
+        arguments = {"python_code": code}
+        if session:
+            arguments["session_id"] = session
+        message = {"jsonrpc": "2.0", "id": self.next_id, "method": "tools/call",
+                   "params": {"name": "run_python_code", "arguments": arguments}}
+        started = time.perf_counter()
+        self.process.stdin.write(json.dumps(message).encode() + b"\n")
+        self.process.stdin.flush()
+        while True:
+            reply = json.loads(self.process.stdout.readline())
+            if reply.get("id") == self.next_id:
+                elapsed = time.perf_counter() - started
+                content = reply["result"]["structuredContent"]
+                assert content["capsule_status"] == "success", content
+                return elapsed, content
+
+    def close(self):
+        self.process.stdin.close()
+        self.process.wait(timeout=60)
+
+
+def stored_bytes(database):
+    connection = sqlite3.connect(database)
+    try:
+        return connection.execute("SELECT blob_bytes FROM usage").fetchone()[0]
+    finally:
+        connection.close()
+
+
+def ms(seconds):
+    return f"{seconds * 1000:.1f} ms"
+
+
+def p50(samples):
+    return statistics.median(samples)
+
+
+SESSIONS = {
+    "small (x = 1)": ("x = 1", "x += 1"),
+    "20 MB heap": ("import json, re, datetime\nbig = list(range(1_000_000))", "big[0] += 1"),
+}
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--capsule", default="build/capsule")
+    parser.add_argument("--calls", type=int, default=20)
+    options = parser.parse_args()
+    directory = tempfile.mkdtemp(prefix="capsule-bench-sessions-")
+    database = os.path.join(directory, "sessions.db")
+    try:
+        print(f"durable sessions, {options.calls} calls each, p50 (this machine, one run)")
+        print(f"{'session':<16} {'call, no store':>15} {'call, store':>12} {'1st snapshot':>13} "
+              f"{'per call':>10} {'live call':>10} {'restore call':>13}")
+        for name, (setup, step) in SESSIONS.items():
+            plain = Server(options.capsule, "--no-store")
+            plain.call(setup, "s")
+            without = p50([plain.call(step, "s")[0] for _ in range(options.calls)])
+            plain.close()
+
+            durable = Server(options.capsule, "--store", f"sqlite:{database}")
+            session = name.split()[0]
+            before = stored_bytes(database) if os.path.exists(database) else 0
+            durable.call(setup, session)
+            first = stored_bytes(database) - before
+            durable.call(step, session)  # settles pages touched once
+            before_calls = stored_bytes(database)
+            with_store = p50([durable.call(step, session)[0] for _ in range(options.calls)])
+            per_call = (stored_bytes(database) - before_calls) / options.calls
+            live = p50([durable.call("0", session)[0] for _ in range(5)])
+            durable.close()
+
+            restores = []
+            for _ in range(3):  # a new server each time: the session is parked
+                again = Server(options.capsule, "--store", f"sqlite:{database}")
+                again.call("0", None)  # the server is up and its sandboxes warm
+                restores.append(again.call("0", session)[0])
+                again.close()
+            print(f"{name:<16} {ms(without):>15} {ms(with_store):>12} "
+                  f"{first / 1024:>10.0f} KiB {per_call / 1024:>6.0f} KiB {ms(live):>10} "
+                  f"{ms(p50(restores)):>13}")
+
+        native = shutil.which("python3.11") or shutil.which("python3")
+        runs = {"capsule run -c pass": [options.capsule, "run", "-c", "pass"],
+                f"{os.path.basename(native)} -c pass": [native, "-c", "pass"]}
+        print()
+        for label, command in runs.items():
+            samples = []
+            for _ in range(10):
+                started = time.perf_counter()
+                subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+                samples.append(time.perf_counter() - started)
+            print(f"{label:<28} p50 {ms(p50(samples))}")
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
