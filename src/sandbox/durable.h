@@ -18,7 +18,11 @@
  *                   the reference's (the base for a fresh worker, else what
  *                   the last snapshot or restore left: the host keeps the
  *                   page hashes of each); then 'v' frames holding the V
- *                   bytes of the scratch file system (vfs_memfs_save)
+ *                   bytes of the worker's files: u64 length, the scratch
+ *                   file system (vfs_memfs_save), then the descriptors the
+ *                   guest opened (fd, flags, offset, path: reopened by a
+ *                   restore, so that a file object kept across calls still
+ *                   names its file and no later open() takes its fd)
  *   host → worker   'L' restore, in a fresh worker: JSON {"pages":N,
  *                   "stack_pointer":S,"page_frames":C,"vfs_bytes":V}, then C
  *                   'l' frames (u32 index + page; pages not sent are the
@@ -58,11 +62,14 @@ void durable_worker_set_base(uint8_t *base, uint32_t pages);
 /* Sends the snapshot (every page with `full`) of `memory` (`pages` long)
  * and of the root memfs `scratch` on `fd`, then takes it as the new
  * reference.  0, or a negative errno once the host is gone. */
+struct Z_wasi_snapshot_preview1_instance_t;
 int durable_worker_snapshot(int fd, const uint8_t *memory, uint32_t pages, void *scratch,
+                            struct Z_wasi_snapshot_preview1_instance_t *wasi, uint32_t first_fd,
                             int full); /* `pages` in DURABLE_PAGE */
 /* Reads the restore that the 'L' header `payload` begins, puts it in place,
  * and answers 'L'.  Returns 0 when restored, else non-zero (the worker must
  * then exit: its state is half-written). */
-int durable_worker_restore(int fd, const char *payload, size_t size, void *scratch);
+int durable_worker_restore(int fd, const char *payload, size_t size, void *scratch,
+                           struct Z_wasi_snapshot_preview1_instance_t *wasi);
 
 #endif

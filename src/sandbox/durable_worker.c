@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "../runtime/runtime.h"
+#include "../wasi/wasi.h"
 #include "../vfs/vfs.h"
 #include "buffer.h"
 #include "frame.h"
@@ -65,10 +66,75 @@ static int page_changed(const uint8_t *memory, uint32_t page, uint32_t known_pag
     return page >= known_pages || memcmp(memory + offset, reference + offset, DURABLE_PAGE) != 0;
 }
 
+static int put_u64(buffer *out, uint64_t value) {
+    uint8_t bytes[8];
+    for (int i = 0; i < 8; i++) bytes[i] = (uint8_t)(value >> (8 * i));
+    return buffer_append(out, bytes, sizeof bytes);
+}
+
+static uint64_t get_u64(const uint8_t *bytes) {
+    uint64_t value = 0;
+    for (int i = 0; i < 8; i++) value |= (uint64_t)bytes[i] << (8 * i);
+    return value;
+}
+
+/* One descriptor record: u64 fd, u64 offset, u64 flags and rights, u64
+ * path length, path. */
+static int save_descriptor(void *context, const wasi_descriptor_state *state) {
+    buffer *out = context;
+    size_t length = strlen(state->path);
+    uint64_t bits = (uint64_t)state->flags | (uint64_t)!!state->readable << 16 |
+                    (uint64_t)!!state->writable << 17 | (uint64_t)!!state->directory << 18;
+    int rc = put_u64(out, state->fd);
+    if (rc == 0) rc = put_u64(out, state->offset);
+    if (rc == 0) rc = put_u64(out, bits);
+    if (rc == 0) rc = put_u64(out, length);
+    if (rc == 0) rc = buffer_append(out, state->path, length);
+    return rc;
+}
+
+/* The worker's files: u64 length of the memfs stream, the stream, then the
+ * descriptor records. */
+static int save_files(buffer *files, void *scratch, wasi *w, uint32_t first_fd) {
+    int rc = put_u64(files, 0);
+    size_t start = files->size;
+    if (rc == 0) rc = vfs_memfs_save(scratch, append, files);
+    if (rc == 0) {
+        uint64_t length = files->size - start;
+        for (int i = 0; i < 8; i++) files->data[start - 8 + i] = (char)(length >> (8 * i));
+        rc = wasi_descriptors(w, first_fd, save_descriptor, files);
+    }
+    return rc;
+}
+
+static int load_files(const uint8_t *data, size_t size, void *scratch, wasi *w) {
+    if (size < 8) return -EINVAL;
+    uint64_t length = get_u64(data);
+    if (length > size - 8) return -EINVAL;
+    int rc = vfs_memfs_load(scratch, data + 8, (size_t)length);
+    for (size_t at = 8 + (size_t)length; rc == 0 && at < size;) {
+        if (size - at < 32) return -EINVAL;
+        uint64_t fd = get_u64(data + at), offset = get_u64(data + at + 8);
+        uint64_t bits = get_u64(data + at + 16), path_length = get_u64(data + at + 24);
+        at += 32;
+        if (path_length == 0 || path_length >= 4096 || path_length > size - at || fd > UINT32_MAX)
+            return -EINVAL;
+        char path[4096];
+        memcpy(path, data + at, (size_t)path_length);
+        path[path_length] = '\0';
+        at += (size_t)path_length;
+        wasi_descriptor_state state = {(uint32_t)fd, path, offset, (uint16_t)(bits & 0xffff),
+                                       (int)(bits >> 16 & 1), (int)(bits >> 17 & 1),
+                                       (int)(bits >> 18 & 1)};
+        rc = wasi_descriptor_restore(w, &state);
+    }
+    return rc;
+}
+
 int durable_worker_snapshot(int fd, const uint8_t *memory, uint32_t pages, void *scratch,
-                            int full) {
+                            wasi *w, uint32_t first_fd, int full) {
     buffer files = {0};
-    if (vfs_memfs_save(scratch, append, &files) != 0) {
+    if (save_files(&files, scratch, w, first_fd) != 0) {
         buffer_free(&files);
         return frame_write(fd, 'K', "{\"error\":\"cannot save the scratch files\"}", 41);
     }
@@ -112,7 +178,7 @@ static int refuse(int fd, const char *reason) {
     return -1;
 }
 
-int durable_worker_restore(int fd, const char *payload, size_t size, void *scratch) {
+int durable_worker_restore(int fd, const char *payload, size_t size, void *scratch, wasi *w) {
     cJSON *header = cJSON_ParseWithLength(payload, size);
     uint32_t pages = field(header, "pages", DURABLE_MAX_PAGES);
     if (pages != UINT32_MAX && pages % DURABLE_PER_WASM_PAGE) pages = UINT32_MAX;
@@ -160,7 +226,7 @@ int durable_worker_restore(int fd, const char *payload, size_t size, void *scrat
             return refuse(fd, "malformed restore files");
         }
     }
-    int rc = files.size ? vfs_memfs_load(scratch, files.data, files.size) : 0;
+    int rc = files.size ? load_files((const uint8_t *)files.data, files.size, scratch, w) : 0;
     buffer_free(&files);
     if (rc) return refuse(fd, rc == -ENOSPC ? "the saved files exceed the disk limit"
                                             : "the saved files are malformed");

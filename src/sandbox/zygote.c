@@ -558,10 +558,10 @@ static void wait_for_request(void) {
         wasm_rt_memory_t *memory = wasi_memory(G.w);
         if (type == 'K') {
             rc = durable_worker_snapshot(G.channel_fd, memory->data,
-                                         memory->pages * DURABLE_PER_WASM_PAGE, G.scratch,
-                                         size == 4 && !memcmp(payload, "full", 4));
+                                         memory->pages * DURABLE_PER_WASM_PAGE, G.scratch, G.w,
+                                         FUNCTIONS_FD + 1, size == 4 && !memcmp(payload, "full", 4));
         } else {
-            rc = durable_worker_restore(G.channel_fd, payload, size, G.scratch);
+            rc = durable_worker_restore(G.channel_fd, payload, size, G.scratch, G.w);
         }
         free(payload);
         if (fd >= 0) close(fd);

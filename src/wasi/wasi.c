@@ -246,6 +246,74 @@ int wasi_install(wasi *w, uint32_t fd, vfs_file *file, const char *path, int rea
     return 0;
 }
 
+int wasi_descriptors(wasi *w, uint32_t first,
+                     int (*each)(void *context, const wasi_descriptor_state *state),
+                     void *context) {
+    for (u32 fd = first; fd < w->fd_count; fd++) {
+        descriptor *d = &w->fds[fd];
+        if (!d->file || d->preopen) continue;
+        vfs_metadata st;
+        int directory = d->file->ops->stat(d->file, &st) == 0 && st.type == VFS_DIRECTORY;
+        wasi_descriptor_state state = {fd, d->path, d->offset, d->flags, d->readable,
+                                       d->writable, directory};
+        int rc = each(context, &state);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+/* Every operation of a descriptor whose file could not be opened again. */
+static int closed_read(vfs_file *file, void *data, size_t size, uint64_t offset, size_t *done) {
+    (void)file, (void)data, (void)size, (void)offset, (void)done;
+    return -EBADF;
+}
+
+static int closed_write(vfs_file *file, const void *data, size_t size, uint64_t offset,
+                        size_t *done) {
+    (void)file, (void)data, (void)size, (void)offset, (void)done;
+    return -EBADF;
+}
+
+static int closed_stat(vfs_file *file, vfs_metadata *st) {
+    (void)file, (void)st;
+    return -EBADF;
+}
+
+static int closed_truncate(vfs_file *file, uint64_t size) {
+    (void)file, (void)size;
+    return -EBADF;
+}
+
+static int closed_readdir(vfs_file *file, uint64_t cookie, vfs_dirent *entry) {
+    (void)file, (void)cookie, (void)entry;
+    return -EBADF;
+}
+
+static const vfs_file_ops closed_ops = {closed_read, closed_write, closed_stat, closed_truncate,
+                                        closed_readdir, vfs_device_close};
+
+int wasi_descriptor_restore(wasi *w, const wasi_descriptor_state *state) {
+    if (state->fd < 3 || state->fd >= w->max_fds || !state->path || state->path[0] != '/')
+        return -EINVAL;
+    vfs_file *file = NULL;
+    int flags = (state->readable ? VFS_O_READ : 0) | (state->writable ? VFS_O_WRITE : 0) |
+                (state->directory ? VFS_O_DIRECTORY : 0);
+    if (vfs_open(w->fs, state->path, flags, &file) != 0) {
+        vfs_file *closed = calloc(1, sizeof *closed);
+        if (!closed) return -ENOMEM;
+        closed->ops = &closed_ops;
+        closed->refcount = 1;
+        file = closed;
+    }
+    int rc = wasi_install(w, state->fd, file, state->path, state->readable, state->writable, 0);
+    vfs_file_release(file);
+    if (rc == 0) {
+        w->fds[state->fd].offset = state->offset;
+        w->fds[state->fd].flags = (u16)(state->flags & 0x1f);
+    }
+    return rc;
+}
+
 /* Lowest free descriptor, as POSIX open() does. */
 static int allocate_fd(wasi *w, u32 *fd) {
     for (u32 i = 0; i < w->fd_count; i++) {

@@ -55,6 +55,28 @@ wasm_rt_memory_t *wasi_memory(wasi *w);
 int wasi_install(wasi *w, uint32_t fd, vfs_file *file, const char *path, int readable,
                  int writable, int preopen);
 
+/* A descriptor the guest opened itself, as durable sessions save it. */
+typedef struct wasi_descriptor_state {
+    uint32_t fd;
+    const char *path; /* absolute guest path */
+    uint64_t offset;
+    uint16_t flags;   /* the guest's fdflags (append, ...) */
+    int readable, writable, directory;
+} wasi_descriptor_state;
+
+/* Calls `each` for every open descriptor from `first` on that is not a
+ * preopen, in fd order; a non-zero return stops the walk and is returned. */
+int wasi_descriptors(wasi *w, uint32_t first,
+                     int (*each)(void *context, const wasi_descriptor_state *state),
+                     void *context);
+
+/* Opens state->path again at state->fd with its offset, flags and rights
+ * (never creating or truncating).  When the file is gone (or its mount was
+ * not granted again), the fd is still taken, by a descriptor on which every
+ * operation fails with EBADF: a later open() must not get the fd a Python
+ * file object still names.  0 or a negative errno. */
+int wasi_descriptor_restore(wasi *w, const wasi_descriptor_state *state);
+
 /* After proc_exit: 1 and the exit code; 0 if the guest did not exit. */
 int wasi_exited(const wasi *w, uint32_t *code);
 

@@ -225,3 +225,20 @@ def test_the_store_quota_is_enforced_and_loses_nothing(capsule, tmp_path):
     assert capsule.json("'marker' in globals()", *store, "--session", "big")["return_value"] \
         == "False"
     assert capsule.json("x", *store, "--session", "small")["return_value"] == "'small'"
+
+
+def test_open_files_are_reopened_and_their_descriptors_kept(capsule, tmp_path):
+    """A file object kept across calls goes on writing where it was after a
+    restore; no later open() takes its descriptor; one whose file is gone
+    fails with EBADF instead of writing somewhere else."""
+    session = ["--store", store_url(tmp_path), "--session", "files"]
+    assert capsule.json("f = open('/work/log.txt', 'w')\nf.write('a'); f.flush()\n"
+                        "g = open('/work/gone.txt', 'w')", *session)["status"] == "success"
+    assert capsule.json("import os\nos.unlink('/work/gone.txt')", *session)["status"] == "success"
+    result = capsule.json("f.write('b'); f.flush()\nh = open('/work/new.txt', 'w')\n"
+                          "other = h.fileno(); h.write('n'); h.close()\n"
+                          "(open('/work/log.txt').read(), open('/work/new.txt').read(), "
+                          "f.fileno() != other)", *session)
+    assert result["return_value"] == "('ab', 'n', True)", result
+    gone = capsule.json("g.write('x'); g.flush()", *session)
+    assert gone["status"] == "run-error" and "Bad file descriptor" in gone["error"], gone
