@@ -39,7 +39,7 @@ LIBRARY_SOURCES := $(SANDBOX_HOST_SOURCES) src/sandbox/zygote.c src/sandbox/fram
                    src/sandbox/lockdown.c src/sandbox/buffer.c src/sandbox/http.c src/wasi/wasi.c \
                    src/vfs/vfs.c src/vfs/memfs.c src/vfs/devfs.c src/vfs/image.c src/vfs/image_writer.c src/vfs/device.c \
                    src/vfs/resource.c src/vfs/hostfs.c src/deps/deps.c src/deps/wheel.c src/deps/requirement.c \
-                   src/runtime/runtime.c
+                   src/runtime/runtime.c src/functions/mcp_client.c src/functions/code_mode.c
 CLI_SOURCES := src/cli/main.c src/cli/check.c src/cli/options.c src/cli/world.c src/cli/program.c src/cli/serve.c \
                src/mcp/server.c src/mcp/stdio.c src/mcp/http.c
 HEADERS := $(wildcard include/*.h src/*/*.h)

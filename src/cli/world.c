@@ -51,13 +51,17 @@ const char world_options_usage[] =
     "                       NAME=URL: the host POSTs the arguments to URL (--allow-url)\n"
     "  --allow-function GLOB  grant only the functions matching GLOB (repeatable)\n"
     "  --deny-function GLOB   never grant the functions matching GLOB (repeatable)\n"
-    "  --audit-log FILE     append one JSON line per function call to FILE\n";
+    "  --audit-log FILE     append one JSON line per function call to FILE\n"
+    "  --mcp-config FILE    code mode: the tools of the MCP servers in FILE (the\n"
+    "                       \"mcpServers\" JSON of Claude Desktop: stdio commands or\n"
+    "                       HTTP URLs) become host functions SERVER.TOOL, importable\n"
+    "                       as `from servers.SERVER import TOOL` (docs/code-mode.md)\n";
 
 static const char *const world_options[] = {
     "--config", "--mount", "--docs", "--output-dir", "--output", "--network", "--allow-url",
     "--allow-host", "--http-timeout", "--http-max", "--exec-resource", "--wheels", "--index-url",
     "--site-packages", "--package-cache", "--function", "--allow-function", "--deny-function",
-    "--audit-log"};
+    "--audit-log", "--mcp-config"};
 
 int is_world_option(const char *arg) {
     for (size_t i = 0; i < sizeof world_options / sizeof *world_options; i++)
@@ -205,6 +209,41 @@ static int add_config_functions(cap_config *config, const cJSON *functions,
             return -1;
     }
     return 0;
+}
+
+/* --mcp-config FILE: {"mcpServers": {NAME: {...}, ...}}, each server added
+ * (connected, its tools listed) in the file's order.  0, or -1 after
+ * printing why not. */
+static int apply_mcp_config(cap_config *config, const char *path) {
+    char error[CAP_ERROR_SIZE];
+    size_t size;
+    char *text = read_file(path, &size);
+    if (!text) {
+        fprintf(stderr, "capsule: cannot read %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    cJSON *json = cJSON_ParseWithLength(text, size);
+    free(text);
+    const cJSON *servers = cJSON_GetObjectItemCaseSensitive(json, "mcpServers");
+    if (!cJSON_IsObject(servers)) {
+        cJSON_Delete(json);
+        fprintf(stderr, "capsule: %s: want {\"mcpServers\": {NAME: {\"command\": ...} or "
+                        "{\"url\": ...}}}\n", path);
+        return -1;
+    }
+    const cJSON *server;
+    int rc = 0;
+    cJSON_ArrayForEach(server, servers) {
+        char *spec = cJSON_PrintUnformatted(server);
+        if (!spec || cap_config_add_mcp_server(config, server->string, spec, error) != CAP_OK) {
+            fprintf(stderr, "capsule: %s: %s\n", path, spec ? error : "out of memory");
+            rc = -1;
+        }
+        free(spec);
+        if (rc) break;
+    }
+    cJSON_Delete(json);
+    return rc;
 }
 
 static int apply_config_file(cap_config *config, const char *path, world_settings *world) {
@@ -469,6 +508,8 @@ int parse_world_option(const char *arg, const char *value, cap_config *config,
                 fprintf(stderr, "capsule: %s: %s\n", arg, error);
                 status = EXIT_USAGE;
             }
+        } else if (strcmp(arg, "--mcp-config") == 0) {
+            if (apply_mcp_config(config, value) != 0) status = EXIT_USAGE;
         } else if (strcmp(arg, "--output-dir") == 0) {
             world->output_dir = value;
         } else if (strcmp(arg, "--package-cache") == 0) {

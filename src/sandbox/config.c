@@ -92,6 +92,7 @@ void cap_config_free(cap_config *config) {
     vfs_image_release(config->time_zones);
     for (int i = 0; i < config->env_count; i++) free(config->env[i]);
     sandbox_docs_free(config);
+    sandbox_code_mode_free(config); /* before the registry its tools are in */
     sandbox_functions_free(config);
     free(config->output_directory);
     for (int i = 0; i < config->resource_count; i++) {

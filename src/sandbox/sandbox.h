@@ -123,6 +123,7 @@ struct cap_config {
     char *denied_functions[MAX_FUNCTION_PATTERNS];
     int denied_function_count;
     int audit_fd; /* -1: no audit log; O_APPEND, one write per line */
+    void *code_mode; /* MCP servers whose tools are in the registry (code_mode.c); NULL */
 };
 
 /* Formats into the caller's CAP_ERROR_SIZE buffer; a NULL `error` is allowed. */
@@ -134,6 +135,24 @@ void sandbox_docs_free(cap_config *config);
 
 /* Frees the functions, patterns and audit log of `config` (functions.c). */
 void sandbox_functions_free(cap_config *config);
+
+/* An upstream tool in the registry, named "SERVER.TOOL" (code_mode.c);
+ * otherwise as cap_config_add_function. */
+int sandbox_add_upstream_function(cap_config *config, const char *name, const char *description,
+                                  const char *input_schema_json, cap_function_fn callback,
+                                  void *userdata, char *error);
+/* The registry's entry for `name`, or NULL. */
+const struct function *sandbox_find_function(cap_config *config, const char *name);
+/* True when the allow and deny patterns grant `name`. */
+int sandbox_function_granted(const cap_config *config, const char *name);
+
+/* Code mode (src/functions/code_mode.c): ends the upstream connections. */
+void sandbox_code_mode_free(cap_config *config);
+/* The /servers tree of a new sandbox: one stub per granted upstream tool
+ * and the packages' __init__.py files; 0, or -1 when out of memory.  The
+ * caller frees them with sandbox_free_server_files. */
+int sandbox_server_files(cap_config *config, zygote_file **files, int *count);
+void sandbox_free_server_files(zygote_file *files, int count);
 
 /* --- results (result.c) -------------------------------------------------- */
 
