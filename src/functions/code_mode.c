@@ -32,6 +32,7 @@
 #define CONNECT_SECONDS 60.0
 #define MAX_UPSTREAM_MESSAGE ((size_t)512 << 20)
 #define SUMMARY_LENGTH 200
+#define DETAILS_LENGTH 1000
 
 typedef struct upstream_tool {
     char *function;   /* the registry's name: "S.T" */
@@ -386,22 +387,33 @@ int cap_config_add_mcp_server(cap_config *config, const char *name, const char *
 
 /* --- the /servers tree ---------------------------------------------------------------- */
 
-/* Appends `text` for the inside of a """ docstring: backslashes and
- * quotes escaped (so nothing can end the string), control characters
- * other than newline dropped, invalid UTF-8 replaced, each newline
- * followed by `indent`. */
+/* Appends `text` for the inside of a """ docstring so that nothing can
+ * end the string: backslashes escaped, a quote left as is only when
+ * neither the one before nor the one after is a quote and it is not the
+ * text's last character (so JSON stays readable, and no two unescaped
+ * quotes ever touch); control characters other than newline dropped,
+ * invalid UTF-8 replaced, each newline followed by `indent`. */
 static int append_docstring(buffer *out, const char *text, const char *indent) {
     char *clean = utf8_sanitize(text, strlen(text));
     if (!clean) return -1;
-    int rc = 0;
-    for (const unsigned char *c = (const unsigned char *)clean; rc == 0 && *c; c++) {
+    /* First what is kept, so that the quote rule sees neighbours as written. */
+    char *kept = clean;
+    for (const unsigned char *c = (const unsigned char *)clean; *c; c++) {
+        if (*c == '\t') *kept++ = ' ';
+        else if (*c == '\n' || (*c >= 0x20 && *c != 0x7f)) *kept++ = (char)*c;
+    }
+    *kept = '\0';
+    int rc = 0, raw_quote = 0;
+    for (const char *c = clean; rc == 0 && *c; c++) {
+        int quote_here = *c == '"' && !raw_quote && c[1] && c[1] != '"';
+        raw_quote = quote_here;
         if (*c == '\\') rc = buffer_append(out, "\\\\", 2);
+        else if (quote_here) rc = buffer_append(out, "\"", 1);
         else if (*c == '"') rc = buffer_append(out, "\\\"", 2);
         else if (*c == '\n') {
             rc = buffer_append(out, "\n", 1);
             if (rc == 0 && c[1] && c[1] != '\n') rc = buffer_append(out, indent, strlen(indent));
-        } else if (*c == '\t') rc = buffer_append(out, " ", 1);
-        else if (*c >= 0x20 && *c != 0x7f) rc = buffer_append(out, c, 1);
+        } else rc = buffer_append(out, c, 1);
     }
     free(clean);
     return rc;
@@ -441,6 +453,31 @@ static int append_annotation(buffer *out, const cJSON *type) {
         }
     }
     if (!written && rc == 0) rc = buffer_append(out, "object", 6);
+    return rc;
+}
+
+/* The rest of a property's schema (items, enum, default...), as compact
+ * JSON on its own docstring line, so that nested shapes are documented;
+ * long ones are cut. */
+static int append_details(buffer *out, const cJSON *property) {
+    cJSON *rest = cJSON_Duplicate(property, 1);
+    if (!rest) return -1;
+    cJSON_DeleteItemFromObjectCaseSensitive(rest, "type");
+    cJSON_DeleteItemFromObjectCaseSensitive(rest, "description");
+    int rc = 0;
+    if (rest->child) {
+        char *text = cJSON_PrintUnformatted(rest);
+        if (!text) rc = -1;
+        if (text && strlen(text) > DETAILS_LENGTH) {
+            size_t n = DETAILS_LENGTH - 3;
+            while (n && ((unsigned char)text[n] & 0xC0) == 0x80) n--;
+            strcpy(text + n, "...");
+        }
+        if (rc == 0) rc = buffer_append(out, "\n            schema: ", 21);
+        if (rc == 0) rc = append_docstring(out, text, "            ");
+        free(text);
+    }
+    cJSON_Delete(rest);
     return rc;
 }
 
@@ -530,6 +567,7 @@ static int tool_stub(const struct function *f, const upstream_tool *tool, const 
             rc = buffer_append(out, ": ", 2);
             if (rc == 0) rc = append_docstring(out, what->valuestring, "            ");
         }
+        if (rc == 0) rc = append_details(out, parameters[i].property);
     }
     if (rc == 0)
         rc = appendf(out, "\n\n    Returns the tool's structuredContent, else its content (text "

@@ -7,11 +7,14 @@ first argument:
   hang       initialises, then never answers a tools/call
   garbage    initialises, then answers a tools/call with a line of non-JSON
   huge       initialises, then answers a tools/call with a text of N MB (argv[2])
-  inject     tool names and descriptions that try to inject code into stubs
+  inject     tool names and descriptions that try to inject code into stubs,
+             plus tools d0, d1... described by the JSON list argv[2]
+  crash-at-start  exits at once
 
-`crash`, `hang`, `garbage` and `huge` misbehave only while the file named by
-the environment variable MISBEHAVE exists (when it is set), so that a test
-can show the next run works.
+When the environment variable MISBEHAVE names a file, `crash`, `hang`,
+`garbage` and `huge` misbehave once, if that file exists, removing it
+first, so that a test can show that the next call works; without it they
+always misbehave.
 """
 import base64
 import json
@@ -44,7 +47,13 @@ INJECT = [
 
 def misbehaving():
     flag = os.environ.get("MISBEHAVE")
-    return flag is None or os.path.exists(flag)
+    if flag is None:
+        return True
+    try:
+        os.remove(flag)
+        return True
+    except FileNotFoundError:
+        return False
 
 
 def send(message):
@@ -71,6 +80,12 @@ def call(name, arguments):
         return {"content": [{"type": "text", "text": "it failed, as it always does"}], "isError": True}
     return None
 
+
+if MODE == "crash-at-start":
+    sys.exit(1)
+if MODE == "inject" and len(sys.argv) > 2:
+    INJECT += [{"name": f"d{index}", "description": text, "inputSchema": {"type": "object"}}
+               for index, text in enumerate(json.loads(sys.argv[2]))]
 
 for line in sys.stdin:
     request = json.loads(line)
