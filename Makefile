@@ -159,8 +159,15 @@ unit-test: deps $(BUILD)/asan/wasm-rt-impl.o $(BUILD)/test_unit $(BUILD)/test_re
 	$(BUILD)/test_requirement
 	sh tests/store/with-postgres.sh $(BUILD)/test_store
 
-integration-test: build $(BUILD)/capsule-asan
+integration-test: build $(BUILD)/capsule-asan $(UPSTREAMS)/node_modules/.installed
 	$(HOST_PYTHON) -m pytest -q tests/integration
+
+# Code mode's upstreams: real MCP servers from npm (memory, filesystem,
+# everything) and the Node 22 that runs them, from the lock file.
+UPSTREAMS := tests/upstreams
+$(UPSTREAMS)/node_modules/.installed: $(UPSTREAMS)/package.json $(UPSTREAMS)/package-lock.json
+	cd $(UPSTREAMS) && npm ci --no-audit --no-fund
+	touch $@
 
 # The MCP server against real peers: the TypeScript SDK client and the
 # conformance suite, run by the Node 22 that npm installs (tests/interop).
@@ -192,6 +199,7 @@ test: deps
 	$(BUILD)/capsule check
 	$(MAKE) fuzz FUZZ_SECONDS=60
 	$(HOST_PYTHON) tests/regression/run_cpython_tests.py --capsule $(BUILD)/capsule --check
+	$(MAKE) $(UPSTREAMS)/node_modules/.installed
 	$(HOST_PYTHON) -m pytest -q tests/integration
 	$(MAKE) python-test
 	$(MAKE) interop-test
