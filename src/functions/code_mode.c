@@ -378,8 +378,11 @@ int cap_config_add_mcp_server(cap_config *config, const char *name, const char *
     rc = register_tools(config, s, tools, error);
     cJSON_Delete(tools);
     if (rc != CAP_OK) {
-        free_server(s); /* registered tools stay in the registry, pointing nowhere: */
-        return rc;      /* the config is unusable, as with any failed add */
+        /* All or nothing: the tools added so far leave the registry with
+         * the server (their userdata is freed with it). */
+        for (int i = 0; i < s->tool_count; i++) sandbox_remove_function(config, s->tools[i].function);
+        free_server(s);
+        return rc;
     }
     mode->server_count++;
     return CAP_OK;
@@ -579,11 +582,9 @@ static int tool_stub(const struct function *f, const upstream_tool *tool, const 
     for (int i = 0; i < used && rc == 0; i++)
         rc = appendf(out, "%s\"%s\": %s", i ? ", " : "", parameters[i].name, parameters[i].name);
     if (rc == 0) rc = buffer_append(out, "}, (", 4);
-    int listed = 0;
     for (int i = 0; i < used && rc == 0; i++)
-        if (parameters[i].required) rc = appendf(out, "\"%s\", ", parameters[i].name), listed++;
+        if (parameters[i].required) rc = appendf(out, "\"%s\", ", parameters[i].name);
     if (rc == 0) rc = appendf(out, "), %s)\n", extra ? "_arguments" : "{}");
-    (void)listed;
     buffer_free(&signature);
     free(parameters);
     return rc;

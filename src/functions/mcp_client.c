@@ -111,6 +111,8 @@ static int start_process(mcp_upstream *up, char *error) {
     posix_spawn_file_actions_adddup2(&actions, in[1], 0);
     posix_spawn_file_actions_adddup2(&actions, out[1], 1);
     posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
+    /* Nothing else of capsule's: not a client's connection, not a log. */
+    posix_spawn_file_actions_addclosefrom_np(&actions, 3);
     posix_spawnattr_init(&attributes);
     sigset_t none, all;
     sigemptyset(&none);
@@ -282,6 +284,7 @@ typedef struct http_reply {
     int event_stream;    /* Content-Type: text/event-stream */
     int too_large;
     size_t scanned;      /* SSE: bytes of body already split into events */
+    size_t searched;     /* SSE: bytes of body known to hold no event's end past `scanned` */
     cJSON *response;     /* found in the event stream */
     char *session_id;
 } http_reply;
@@ -310,12 +313,19 @@ static size_t on_header(char *data, size_t size, size_t count, void *userdata) {
 static int scan_events(http_reply *reply) {
     for (;;) {
         char *start = reply->body.data + reply->scanned;
-        size_t left = reply->body.size - reply->scanned;
-        char *end = memmem(start, left, "\n\n", 2);
-        char *end_crlf = memmem(start, left, "\r\n\r\n", 4);
+        /* Only the new bytes (and the 3 before them) can hold an end: a
+         * long event arriving in many chunks is searched once. */
+        size_t from = reply->searched > reply->scanned + 3 ? reply->searched - 3 : reply->scanned;
+        char *search = reply->body.data + from;
+        size_t left = reply->body.size - from;
+        char *end = memmem(search, left, "\n\n", 2);
+        char *end_crlf = memmem(search, left, "\r\n\r\n", 4);
         size_t skip = 2;
         if (end_crlf && (!end || end_crlf < end)) end = end_crlf, skip = 4;
-        if (!end) return 0;
+        if (!end) {
+            reply->searched = reply->body.size;
+            return 0;
+        }
         buffer data = {0};
         for (char *line = start; line < end;) {
             char *eol = memchr(line, '\n', (size_t)(end - line));
@@ -382,7 +392,7 @@ static int http_exchange(mcp_upstream *up, const char *request, long id, double 
         snprintf(line, sizeof line, "MCP-Protocol-Version: %s", up->protocol_version);
         headers = curl_slist_append(headers, line);
     }
-    http_reply reply = {up, {0}, max_bytes, id, 0, 0, 0, NULL, NULL};
+    http_reply reply = {up, {0}, max_bytes, id, 0, 0, 0, 0, NULL, NULL};
     curl_easy_setopt(curl, CURLOPT_URL, up->url);
     curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
     curl_easy_setopt(curl, CURLOPT_POSTFIELDS, request);

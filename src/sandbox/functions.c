@@ -337,6 +337,18 @@ int cap_config_set_audit_log(cap_config *config, const char *path, char *error) 
     return CAP_OK;
 }
 
+void sandbox_remove_function(cap_config *config, const char *name) {
+    struct function *f = find_function(config, name, strlen(name));
+    if (!f) return;
+    free(f->name);
+    free(f->description);
+    free(f->url);
+    cJSON_Delete(f->schema);
+    struct function *end = config->functions + config->function_count;
+    memmove(f, f + 1, (size_t)(end - f - 1) * sizeof *f);
+    config->function_count--;
+}
+
 void sandbox_functions_free(cap_config *config) {
     for (int i = 0; i < config->function_count; i++) {
         free(config->functions[i].name);

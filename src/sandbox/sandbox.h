@@ -141,6 +141,9 @@ void sandbox_functions_free(cap_config *config);
 int sandbox_add_upstream_function(cap_config *config, const char *name, const char *description,
                                   const char *input_schema_json, cap_function_fn callback,
                                   void *userdata, char *error);
+/* Takes `name` out of the registry (a server whose tools could not all be
+ * added); nothing if there is no such function. */
+void sandbox_remove_function(cap_config *config, const char *name);
 /* The registry's entry for `name`, or NULL. */
 const struct function *sandbox_find_function(cap_config *config, const char *name);
 /* True when the allow and deny patterns grant `name`. */

@@ -11,6 +11,9 @@ first argument:
              plus tools d0, d1... described by the JSON list argv[2]
   crash-at-start  exits at once
 
+With --http, the same over Streamable HTTP on a loopback port printed on
+stdout (a crash is then a connection closed without an answer).
+
 When the environment variable MISBEHAVE names a file, `crash`, `hang`,
 `garbage` and `huge` misbehave once, if that file exists, removing it
 first, so that a test can show that the next call works; without it they
@@ -20,7 +23,11 @@ import base64
 import json
 import os
 import sys
+import time
 
+HTTP = "--http" in sys.argv
+if HTTP:
+    sys.argv.remove("--http")
 MODE = sys.argv[1]
 SCHEMA = {"type": "object", "properties": {"text": {"type": "string", "description": "what to echo"}},
           "required": ["text"]}
@@ -56,11 +63,6 @@ def misbehaving():
         return False
 
 
-def send(message):
-    sys.stdout.write(json.dumps(message) + "\n")
-    sys.stdout.flush()
-
-
 def result(text):
     return {"content": [{"type": "text", "text": text}]}
 
@@ -87,37 +89,91 @@ if MODE == "inject" and len(sys.argv) > 2:
     INJECT += [{"name": f"d{index}", "description": text, "inputSchema": {"type": "object"}}
                for index, text in enumerate(json.loads(sys.argv[2]))]
 
-for line in sys.stdin:
-    request = json.loads(line)
+def answer(request):
+    """What to do about one request: ("send", message), ("raw", text),
+    ("crash",), ("hang",), or None for a notification."""
     method, ident = request.get("method"), request.get("id")
     if ident is None:
-        continue
+        return None
     if method == "initialize":
-        send({"jsonrpc": "2.0", "id": ident, "result": {
+        return ("send", {"jsonrpc": "2.0", "id": ident, "result": {
             "protocolVersion": "2025-06-18", "capabilities": {"tools": {}},
             "serverInfo": {"name": "test-upstream", "version": "1"}}})
-    elif method == "tools/list":
-        send({"jsonrpc": "2.0", "id": ident, "result": {"tools": INJECT if MODE == "inject" else TOOLS}})
-    elif method == "tools/call":
-        params = request["params"]
-        if MODE in ("crash", "hang", "garbage", "huge") and misbehaving():
-            if MODE == "crash":
-                os._exit(3)
-            if MODE == "hang":
-                import time
+    if method == "tools/list":
+        return ("send", {"jsonrpc": "2.0", "id": ident,
+                         "result": {"tools": INJECT if MODE == "inject" else TOOLS}})
+    if method != "tools/call":
+        return ("send", {"jsonrpc": "2.0", "id": ident,
+                         "error": {"code": -32601, "message": "unknown method"}})
+    params = request["params"]
+    if MODE in ("crash", "hang", "garbage", "huge") and misbehaving():
+        if MODE in ("crash", "hang"):
+            return (MODE,)
+        if MODE == "garbage":
+            return ("raw", "this is not JSON {{{")
+        return ("send", {"jsonrpc": "2.0", "id": ident,
+                         "result": result("x" * (int(sys.argv[2]) << 20))})
+    reply = call(params["name"], params.get("arguments") or {})
+    if reply is None:
+        return ("send", {"jsonrpc": "2.0", "id": ident,
+                         "error": {"code": -32602, "message": "no such tool"}})
+    return ("send", {"jsonrpc": "2.0", "id": ident, "result": reply})
+
+
+def serve_stdio():
+    for line in sys.stdin:
+        action = answer(json.loads(line))
+        if action is None:
+            continue
+        if action[0] == "crash":
+            os._exit(3)
+        if action[0] == "hang":
+            time.sleep(3600)
+        text = json.dumps(action[1]) if action[0] == "send" else action[1]
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+
+
+def serve_http():
+    """Streamable HTTP on a free loopback port, printed on stdout: tools/call
+    is answered as an event stream, the rest as JSON."""
+    import http.server
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):
+            length = int(self.headers.get("Content-Length", 0))
+            request = json.loads(self.rfile.read(length))
+            action = answer(request)
+            if action is None:
+                self.send_response(202)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            if action[0] == "crash":
+                self.close_connection = True  # no answer at all
+                return
+            if action[0] == "hang":
                 time.sleep(3600)
-            if MODE == "garbage":
-                sys.stdout.write("this is not JSON {{{\n")
-                sys.stdout.flush()
-                continue
-            if MODE == "huge":
-                size = int(sys.argv[2]) << 20
-                send({"jsonrpc": "2.0", "id": ident, "result": result("x" * size)})
-                continue
-        answer = call(params["name"], params.get("arguments") or {})
-        if answer is None:
-            send({"jsonrpc": "2.0", "id": ident, "error": {"code": -32602, "message": "no such tool"}})
-        else:
-            send({"jsonrpc": "2.0", "id": ident, "result": answer})
-    else:
-        send({"jsonrpc": "2.0", "id": ident, "error": {"code": -32601, "message": "unknown method"}})
+            stream = request.get("method") == "tools/call"
+            text = json.dumps(action[1]) if action[0] == "send" else action[1]
+            body = (f"event: message\ndata: {text}\n\n" if stream else text).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream" if stream else "application/json")
+            self.send_header("Mcp-Session-Id", "session-1")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    print(server.server_address[1], flush=True)
+    server.serve_forever()
+
+
+if HTTP:
+    serve_http()
+else:
+    serve_stdio()

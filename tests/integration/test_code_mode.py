@@ -11,8 +11,11 @@ tests runs only inside capsule (the `capsule` fixture checks that the guest
 is the WASI sandbox).
 """
 import json
-import pathlib
+import os
+import socket
+import subprocess
 import sys
+import time
 
 import pytest
 
@@ -303,3 +306,91 @@ def test_an_unreachable_server_is_a_usage_error(capsule, tmp_path):
     completed = capsule.run("--mcp-config", mcp, code="1")
     assert completed.returncode != 0
     assert b"broken" in completed.stderr
+
+
+# --- Streamable HTTP upstreams ------------------------------------------------------
+
+def wait_for_port(port, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"nothing listens on {port}")
+
+
+@pytest.fixture
+def http_upstream(tmp_path):
+    """Starts a host-side HTTP upstream (a server, not guest code): the
+    function takes its command and environment and returns its URL."""
+    started = []
+
+    def start(command, env=None, port=None):
+        environment = dict(os.environ, **(env or {}))
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                   env=environment)
+        started.append(process)
+        if port is None:
+            port = int(process.stdout.readline())
+        wait_for_port(port)
+        return f"http://127.0.0.1:{port}/mcp"
+
+    yield start
+    for process in started:
+        process.kill()
+        process.wait()
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_a_program_chains_tools_of_a_real_server_over_streamable_http(capsule, tmp_path,
+                                                                      http_upstream):
+    script = npm_server("server-everything")["args"][0]
+    port = free_port()
+    url = http_upstream([str(NODE), script, "streamableHttp"], {"PORT": str(port)}, port)
+    mcp = config(tmp_path, web={"url": url, "headers": {"X-Capsule-Test": "1"}})
+    code = """
+from servers.web import get_sum, echo, get_tiny_image, get_structured_content
+total = get_sum(a=get_structured_content(location="Chicago")["humidity"], b=1)
+[total, echo(message="over HTTP"), type(get_tiny_image()[1]).__name__]
+"""
+    result = capsule.json(code, "--mcp-config", mcp)
+    assert result["status"] == "success", result
+    total, echoed, image = eval(result["return_value"])
+    assert total.startswith("The sum of ") and echoed == "Echo: over HTTP" and image == "bytes"
+
+
+@pytest.mark.parametrize("mode, args, error, words", [
+    ("crash", (), "ToolError", "server bad"),
+    ("hang", (), "TimeoutError", "in time"),
+    ("garbage", (), "ToolError", "no JSON-RPC answer"),
+    ("huge", (20,), "ToolError", "more than"),
+])
+def test_a_misbehaving_http_upstream_is_a_clear_exception_and_the_next_call_works(
+        capsule, tmp_path, http_upstream, mode, args, error, words):
+    flag = tmp_path / "misbehave"
+    flag.write_text("once")
+    url = http_upstream([HOST_PYTHON, str(UPSTREAM), mode, *map(str, args), "--http"],
+                        {"MISBEHAVE": str(flag)})
+    mcp = config(tmp_path, bad={"url": url})
+    code = """
+from servers.bad import echo
+outcomes = []
+for attempt in range(2):
+    try:
+        outcomes.append(("ok", echo(text="fine")))
+    except Exception as exception:
+        outcomes.append((type(exception).__name__, str(exception)))
+outcomes
+"""
+    result = capsule.json(code, "--mcp-config", mcp, "--call-timeout", "2", "--max-result", "4M")
+    assert result["status"] == "success", result
+    first, second = eval(result["return_value"])
+    assert first[0] == error and words in first[1], first
+    assert second == ("ok", "fine"), second
