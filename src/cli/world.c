@@ -211,9 +211,29 @@ static int add_config_functions(cap_config *config, const cJSON *functions,
     return 0;
 }
 
-/* --mcp-config FILE: {"mcpServers": {NAME: {...}, ...}}, each server added
- * (connected, its tools listed) in the file's order.  0, or -1 after
- * printing why not. */
+/* Adds each server of an "mcpServers" object (connected, its tools listed)
+ * in order.  0, or -1 with the message in `error`. */
+static int add_mcp_servers(cap_config *config, const cJSON *servers, char *error) {
+    if (!cJSON_IsObject(servers)) {
+        snprintf(error, CAP_ERROR_SIZE, "want {\"mcpServers\": {NAME: {\"command\": ...} or "
+                 "{\"url\": ...}}}");
+        return -1;
+    }
+    const cJSON *server;
+    cJSON_ArrayForEach(server, servers) {
+        char *spec = cJSON_PrintUnformatted(server);
+        int rc = spec ? cap_config_add_mcp_server(config, server->string, spec, error) : CAP_ENOMEM;
+        free(spec);
+        if (rc != CAP_OK) {
+            if (rc == CAP_ENOMEM) snprintf(error, CAP_ERROR_SIZE, "out of memory");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* --mcp-config FILE: the "mcpServers" JSON of Claude Desktop and others.
+ * 0, or -1 after printing why not. */
 static int apply_mcp_config(cap_config *config, const char *path) {
     char error[CAP_ERROR_SIZE];
     size_t size;
@@ -224,25 +244,9 @@ static int apply_mcp_config(cap_config *config, const char *path) {
     }
     cJSON *json = cJSON_ParseWithLength(text, size);
     free(text);
-    const cJSON *servers = cJSON_GetObjectItemCaseSensitive(json, "mcpServers");
-    if (!cJSON_IsObject(servers)) {
-        cJSON_Delete(json);
-        fprintf(stderr, "capsule: %s: want {\"mcpServers\": {NAME: {\"command\": ...} or "
-                        "{\"url\": ...}}}\n", path);
-        return -1;
-    }
-    const cJSON *server;
-    int rc = 0;
-    cJSON_ArrayForEach(server, servers) {
-        char *spec = cJSON_PrintUnformatted(server);
-        if (!spec || cap_config_add_mcp_server(config, server->string, spec, error) != CAP_OK) {
-            fprintf(stderr, "capsule: %s: %s\n", path, spec ? error : "out of memory");
-            rc = -1;
-        }
-        free(spec);
-        if (rc) break;
-    }
+    int rc = add_mcp_servers(config, cJSON_GetObjectItemCaseSensitive(json, "mcpServers"), error);
     cJSON_Delete(json);
+    if (rc != 0) fprintf(stderr, "capsule: %s: %s\n", path, error);
     return rc;
 }
 
@@ -251,7 +255,7 @@ static int apply_config_file(cap_config *config, const char *path, world_setting
                                        "allow_urls", "http_timeout", "http_max_bytes",
                                        "exec_resources", "wheels", "index_urls", "site_packages",
                                        "package_cache", "functions", "allow_functions",
-                                       "deny_functions", "audit_log", NULL};
+                                       "deny_functions", "audit_log", "mcpServers", NULL};
     file_settings *settings = &world->settings;
     char error[CAP_ERROR_SIZE] = "";
     size_t size;
@@ -334,6 +338,8 @@ static int apply_config_file(cap_config *config, const char *path, world_setting
         add_config_functions(config, cJSON_GetObjectItemCaseSensitive(json, "functions"), world,
                              error) != 0)
         bad = 1;
+    const cJSON *servers = cJSON_GetObjectItemCaseSensitive(json, "mcpServers");
+    if (!bad && rc == CAP_OK && servers && add_mcp_servers(config, servers, error) != 0) bad = 1;
     for (int deny = 0; deny < 2; deny++) {
         const cJSON *list =
             cJSON_GetObjectItemCaseSensitive(json, deny ? "deny_functions" : "allow_functions");

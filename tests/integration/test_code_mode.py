@@ -394,3 +394,15 @@ outcomes
     first, second = eval(result["return_value"])
     assert first[0] == error and words in first[1], first
     assert second == ("ok", "fine"), second
+
+
+def test_servers_can_be_given_in_the_config_file_too(capsule, tmp_path):
+    settings = tmp_path / "settings.json"
+    settings.write_text(json.dumps({"mcpServers": {"test": python_server("well")},
+                                    "deny_functions": ["test.fail"]}))
+    code = "import os\nfrom servers.test import add\n[add(a=1, b=1), sorted(os.listdir('/servers/test'))]"
+    result = capsule.json(code, "--config", str(settings))
+    assert result["status"] == "success", result
+    total, files = eval(result["return_value"])
+    assert total == {"sum": 2}
+    assert files == ["__init__.py", "add.py", "echo.py", "get_image.py"]
