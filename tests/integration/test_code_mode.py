@@ -11,6 +11,7 @@ tests runs only inside capsule (the `capsule` fixture checks that the guest
 is the WASI sandbox).
 """
 import json
+import random
 import os
 import socket
 import subprocess
@@ -406,3 +407,30 @@ def test_servers_can_be_given_in_the_config_file_too(capsule, tmp_path):
     total, files = eval(result["return_value"])
     assert total == {"sum": 2}
     assert files == ["__init__.py", "add.py", "echo.py", "get_image.py"]
+
+
+def test_random_hostile_descriptions_all_come_back_as_text(capsule, tmp_path):
+    """200 random descriptions over the characters that matter to a Python
+    string literal: every stub still imports, and each module docstring
+    holds the description exactly (what the registry keeps of it)."""
+    rng = random.Random(15)
+    alphabet = ['"', '"', '"', "'", "\\", "\n", "\t", "\r", "\x01", "\x1b", "a", " ", "é",
+                "\u2028", "#", "{", "}"]
+    texts = ["a" + "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 14)))
+             for _ in range(200)]
+    mcp = config(tmp_path, evil=python_server("inject", json.dumps(texts)))
+    code = """
+import importlib
+docs = []
+for index in range(%d):
+    module = importlib.import_module(f"servers.evil.d{index}")
+    docs.append(module.__doc__)
+docs
+""" % len(texts)
+    result = capsule.json(code, "--mcp-config", mcp)
+    assert result["status"] == "success", result
+    docs = eval(result["return_value"])
+    for index, (text, doc) in enumerate(zip(texts, docs)):
+        kept = "".join(" " if c == "\t" else c for c in text if c >= " " or c in "\t\n")
+        expected = f"evil.d{index}(**_arguments) -> object\n\n{kept}\n\nMCP server 'evil'"
+        assert doc.startswith(expected), (text, doc)
