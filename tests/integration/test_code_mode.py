@@ -434,3 +434,22 @@ docs
         kept = "".join(" " if c == "\t" else c for c in text if c >= " " or c in "\t\n")
         expected = f"evil.d{index}(**_arguments) -> object\n\n{kept}\n\nMCP server 'evil'"
         assert doc.startswith(expected), (text, doc)
+
+
+def test_the_runs_call_limit_counts_upstream_tools(capsule, tmp_path):
+    mcp = config(tmp_path, test=python_server("well"))
+    code = """
+from servers.test import add, echo
+results = [add(a=1, b=1), echo(text="two")]
+try:
+    echo(text="three")
+    results.append(None)
+except PermissionError as error:
+    results.append(str(error))
+results
+"""
+    result = capsule.json(code, "--mcp-config", mcp, "--max-calls", "2")
+    assert result["status"] == "success", result
+    first, second, third = eval(result["return_value"])
+    assert first == {"sum": 2} and second == "two"
+    assert "limit of 2 function calls" in third
