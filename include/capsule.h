@@ -316,7 +316,8 @@ int cap_config_set_audit_log(cap_config *config, const char *path, char *error);
  * "mcpServers" config Claude Desktop uses: {"command": "...", "args":
  * [...], "env": {...}} (stdio: spawned now, without a shell, and again
  * after a crash) or {"url": "https://...", "headers": {...}} (Streamable
- * HTTP).  Its tools are listed now and each becomes the host function
+ * HTTP; "type": "sse" for the 2024-11-05 HTTP+SSE transport, which is
+ * also tried when a server refuses the POST).  Its tools are listed now and each becomes the host function
  * "SERVER.TOOL" (both made Python identifiers: other characters become
  * '_'), so the allow/deny patterns ("github.*"), limits, approval and audit
  * log apply; in the guest, `from servers.SERVER import TOOL` (stubs in

@@ -13,6 +13,11 @@
  * body is the answer.  The Mcp-Session-Id the server gives at initialize is
  * sent back; a 404 (session expired) re-initialises once.
  *
+ * HTTP+SSE (2024-11-05): with "type": "sse", or when a server refuses to
+ * initialise by POST (4xx), a GET event stream is opened and kept (curl
+ * multi); its "endpoint" event says where to POST, on the same origin
+ * only, and answers arrive as its "message" events.
+ *
  * A failure that leaves the connection in an unknown state (a timeout, a
  * line that is not JSON, a message past the cap, the server's exit) cuts
  * it: the next request reconnects and initialises again.
@@ -59,9 +64,23 @@ struct mcp_upstream {
     buffer pending;         /* bytes read past the last message */
     /* HTTP */
     char *url;
-    struct curl_slist *headers; /* the config's, plus ours */
+    struct curl_slist *headers; /* the config's */
+    struct curl_slist *stream_headers; /* the config's, and Accept, for the legacy stream */
     char *session_id;
     char *protocol_version;
+    long last_status;       /* of the last POST */
+    /* HTTP+SSE, the 2024-11-05 transport: answers come on a GET stream */
+    int legacy;             /* "type": "sse", or the server refused to initialise by POST */
+    CURLM *multi;
+    CURL *stream;
+    buffer events;          /* the stream's bytes not yet split into events */
+    size_t events_searched;
+    char *endpoint;         /* where messages are POSTed (the "endpoint" event) */
+    cJSON *inbox;           /* messages received, not yet claimed */
+    size_t stream_cap;      /* bytes one event may have */
+    int stream_failed;      /* the stream ended, or sent too much */
+    int post_done;          /* the POST in flight has ended ... */
+    CURLcode post_result;   /* ... so */
 };
 
 static double now_seconds(void) {
@@ -408,6 +427,7 @@ static int http_exchange(mcp_upstream *up, const char *request, long id, double 
     curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
     curl_easy_cleanup(curl);
     curl_slist_free_all(headers);
+    up->last_status = status;
     int rc = MCP_UPSTREAM_OK;
     if (reply.session_id) {
         free(up->session_id);
@@ -454,6 +474,235 @@ static int http_exchange(mcp_upstream *up, const char *request, long id, double 
     return rc;
 }
 
+/* --- HTTP+SSE (2024-11-05) ---------------------------------------------------------- */
+
+/* The endpoint event's URL: a path on the server's own origin (scheme,
+ * host and port of "url"), or an absolute URL with that origin; anything
+ * else is refused, so a server cannot send capsule's messages elsewhere. */
+static char *endpoint_url(const mcp_upstream *up, const char *data, size_t size) {
+    const char *host = strstr(up->url, "://") + 3;
+    size_t origin = strcspn(host, "/?#") + (size_t)(host - up->url);
+    char *url = NULL;
+    if (size && data[0] == '/' && (size < 2 || data[1] != '/')) {
+        url = malloc(origin + size + 1);
+        if (url) {
+            memcpy(url, up->url, origin);
+            memcpy(url + origin, data, size);
+            url[origin + size] = '\0';
+        }
+    } else if (size > origin && memcmp(data, up->url, origin) == 0 &&
+               strchr("/?", data[origin])) {
+        url = strndup(data, size);
+    }
+    if (url && (strpbrk(url, " \r\n") || strlen(url) >= 4096)) {
+        free(url);
+        url = NULL;
+    }
+    return url;
+}
+
+/* Splits the stream's complete events: "endpoint" sets where to POST,
+ * "message" (or unnamed) events go to the inbox. */
+static void split_stream(mcp_upstream *up) {
+    for (;;) {
+        size_t from = up->events_searched > 3 ? up->events_searched - 3 : 0;
+        char *data = up->events.data;
+        char *end = memmem(data + from, up->events.size - from, "\n\n", 2);
+        char *end_crlf = memmem(data + from, up->events.size - from, "\r\n\r\n", 4);
+        size_t skip = 2;
+        if (end_crlf && (!end || end_crlf < end)) end = end_crlf, skip = 4;
+        if (!end) {
+            up->events_searched = up->events.size;
+            return;
+        }
+        buffer value = {0};
+        char name[32] = "message";
+        for (char *line = data; line < end;) {
+            char *eol = memchr(line, '\n', (size_t)(end - line));
+            char *line_end = eol ? eol : end;
+            size_t n = (size_t)(line_end - line);
+            if (n && line[n - 1] == '\r') n--;
+            if (n >= 5 && memcmp(line, "data:", 5) == 0) {
+                size_t m = n - 5, offset = 5 + (m && line[5] == ' ');
+                if (value.size) buffer_append(&value, "\n", 1);
+                buffer_append(&value, line + offset, n - offset);
+            } else if (n >= 6 && memcmp(line, "event:", 6) == 0) {
+                size_t offset = 6 + (n > 6 && line[6] == ' ');
+                snprintf(name, sizeof name, "%.*s", (int)(n - offset), line + offset);
+            }
+            line = line_end + 1;
+        }
+        if (strcmp(name, "endpoint") == 0 && !up->endpoint && value.size) {
+            up->endpoint = endpoint_url(up, value.data, value.size);
+            if (!up->endpoint) up->stream_failed = 1;
+        } else if (strcmp(name, "message") == 0 && value.size) {
+            cJSON *message = cJSON_ParseWithLength(value.data, value.size);
+            if (message) cJSON_AddItemToArray(up->inbox, message);
+            else up->stream_failed = 1; /* garbage: the stream is not to be trusted */
+        }
+        buffer_free(&value);
+        size_t used = (size_t)(end - data) + skip;
+        memmove(data, data + used, up->events.size - used);
+        up->events.size -= used;
+        up->events.data[up->events.size] = '\0';
+        up->events_searched = 0;
+    }
+}
+
+static size_t on_stream(char *data, size_t size, size_t count, void *userdata) {
+    mcp_upstream *up = userdata;
+    size_t length = size * count;
+    if (up->events.size + length > up->stream_cap ||
+        buffer_append(&up->events, data, length) != 0) {
+        up->stream_failed = 1;
+        return 0;
+    }
+    split_stream(up);
+    return up->stream_failed ? 0 : length;
+}
+
+static void note_done(mcp_upstream *up) {
+    CURLMsg *message;
+    int left;
+    while ((message = curl_multi_info_read(up->multi, &left))) {
+        if (message->msg != CURLMSG_DONE) continue;
+        if (message->easy_handle == up->stream) {
+            up->stream_failed = 1;
+        } else {
+            up->post_done = 1;
+            up->post_result = message->data.result;
+        }
+    }
+}
+
+/* Lets curl move the stream (and a POST in flight) for at most until
+ * `deadline` (100 ms at a time).  The stream's end marks the connection
+ * failed; a POST's end is noted in post_done. */
+static void pump(mcp_upstream *up, double deadline) {
+    int running = 0;
+    curl_multi_perform(up->multi, &running);
+    note_done(up);
+    int wait = (int)((deadline - now_seconds()) * 1000);
+    if (wait > 100) wait = 100;
+    if (wait > 0) curl_multi_poll(up->multi, NULL, 0, wait, NULL);
+    curl_multi_perform(up->multi, &running);
+    note_done(up);
+}
+
+static void legacy_disconnect(mcp_upstream *up) {
+    if (up->multi && up->stream) curl_multi_remove_handle(up->multi, up->stream);
+    if (up->stream) curl_easy_cleanup(up->stream);
+    if (up->multi) curl_multi_cleanup(up->multi);
+    up->multi = NULL;
+    up->stream = NULL;
+    buffer_free(&up->events);
+    up->events_searched = 0;
+    free(up->endpoint);
+    up->endpoint = NULL;
+    cJSON_Delete(up->inbox);
+    up->inbox = NULL;
+    up->stream_failed = 0;
+}
+
+/* Opens the GET stream and waits for its endpoint event. */
+static int legacy_connect(mcp_upstream *up, double deadline, char *error) {
+    up->multi = curl_multi_init();
+    up->stream = curl_easy_init();
+    up->inbox = cJSON_CreateArray();
+    up->stream_cap = HANDSHAKE_BYTES;
+    if (!up->multi || !up->stream || !up->inbox) {
+        snprintf(error, ERROR_SIZE, "out of memory");
+        return MCP_UPSTREAM_FAILED;
+    }
+    curl_easy_setopt(up->stream, CURLOPT_URL, up->url);
+    curl_easy_setopt(up->stream, CURLOPT_HTTPHEADER, up->stream_headers);
+    curl_easy_setopt(up->stream, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(up->stream, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(up->stream, CURLOPT_FAILONERROR, 1L);
+    curl_easy_setopt(up->stream, CURLOPT_WRITEFUNCTION, on_stream);
+    curl_easy_setopt(up->stream, CURLOPT_WRITEDATA, up);
+    curl_multi_add_handle(up->multi, up->stream);
+    while (!up->endpoint && !up->stream_failed && now_seconds() < deadline) pump(up, deadline);
+    if (up->endpoint) return MCP_UPSTREAM_OK;
+    snprintf(error, ERROR_SIZE, up->stream_failed ? "server %s: its event stream failed or named "
+             "no usable endpoint" : "server %s: no endpoint event in time", up->name);
+    return up->stream_failed ? MCP_UPSTREAM_FAILED : MCP_UPSTREAM_TIMEOUT;
+}
+
+static size_t ignore_body(char *data, size_t size, size_t count, void *userdata) {
+    (void)data;
+    (void)userdata;
+    return size * count;
+}
+
+/* POSTs the message to the endpoint, then waits for the answer with `id`
+ * on the stream (a notification: for the POST only). */
+static int legacy_exchange(mcp_upstream *up, const char *request, long id, double deadline,
+                           size_t max_bytes, cJSON **response, char *error) {
+    CURL *post = curl_easy_init();
+    struct curl_slist *headers = NULL;
+    for (struct curl_slist *h = up->headers; h; h = h->next)
+        headers = curl_slist_append(headers, h->data);
+    headers = curl_slist_append(headers, "Content-Type: application/json");
+    if (!post || !headers) {
+        if (post) curl_easy_cleanup(post);
+        curl_slist_free_all(headers);
+        snprintf(error, ERROR_SIZE, "out of memory");
+        return MCP_UPSTREAM_FAILED;
+    }
+    up->stream_cap = max_bytes;
+    curl_easy_setopt(post, CURLOPT_URL, up->endpoint);
+    curl_easy_setopt(post, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(post, CURLOPT_POSTFIELDS, request);
+    curl_easy_setopt(post, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(post, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(post, CURLOPT_WRITEFUNCTION, ignore_body);
+    curl_multi_add_handle(up->multi, post);
+    int posted = 0, rc = MCP_UPSTREAM_TIMEOUT;
+    long status = 0;
+    *response = NULL;
+    up->post_done = 0;
+    while (now_seconds() < deadline) {
+        pump(up, deadline);
+        curl_easy_getinfo(post, CURLINFO_RESPONSE_CODE, &status);
+        if (status >= 200 && status < 300) posted = 1; /* the answer may come before its end */
+        if (up->post_done && (up->post_result != CURLE_OK || !posted)) posted = -1;
+        if (posted < 0) {
+            snprintf(error, ERROR_SIZE, "server %s refused the message (HTTP %ld)", up->name,
+                     status);
+            rc = MCP_UPSTREAM_FAILED;
+            break;
+        }
+        const cJSON *item;
+        cJSON_ArrayForEach(item, up->inbox) {
+            const cJSON *their_id = cJSON_GetObjectItemCaseSensitive(item, "id");
+            if (id >= 0 && !cJSON_GetObjectItemCaseSensitive(item, "method") &&
+                cJSON_IsNumber(their_id) && their_id->valuedouble == (double)id) {
+                *response = cJSON_DetachItemViaPointer(up->inbox, (cJSON *)item);
+                break;
+            }
+        }
+        if (*response || (id < 0 && posted)) {
+            rc = MCP_UPSTREAM_OK;
+            break;
+        }
+        if (up->stream_failed) {
+            snprintf(error, ERROR_SIZE, "server %s: its event stream ended, sent garbage or a "
+                     "message of more than %zu bytes", up->name, max_bytes);
+            rc = MCP_UPSTREAM_FAILED;
+            break;
+        }
+    }
+    if (rc == MCP_UPSTREAM_TIMEOUT)
+        snprintf(error, ERROR_SIZE, "server %s did not answer in time", up->name);
+    curl_multi_remove_handle(up->multi, post);
+    curl_easy_cleanup(post);
+    curl_slist_free_all(headers);
+    /* Requests and notifications from the server are not served here. */
+    while (cJSON_GetArraySize(up->inbox) > 64) cJSON_DeleteItemFromArray(up->inbox, 0);
+    return rc;
+}
+
 /* --- the protocol ----------------------------------------------------------------- */
 
 static void disconnect(mcp_upstream *up) {
@@ -462,13 +711,15 @@ static void disconnect(mcp_upstream *up) {
     } else {
         free(up->session_id);
         up->session_id = NULL;
+        legacy_disconnect(up);
     }
     free(up->protocol_version);
     up->protocol_version = NULL;
 }
 
 static int connected(const mcp_upstream *up) {
-    return up->argv ? up->pid > 0 : up->protocol_version != NULL;
+    if (up->argv) return up->pid > 0;
+    return up->protocol_version != NULL && !(up->legacy && (!up->endpoint || up->stream_failed));
 }
 
 /* Sends one message (a request if `method` expects an answer, else a
@@ -488,8 +739,9 @@ static int roundtrip(mcp_upstream *up, const char *method, cJSON *params, int no
         return MCP_UPSTREAM_FAILED;
     }
     cJSON *response = NULL;
-    int rc = up->argv ? stdio_exchange(up, text, id, deadline, max_bytes, &response, error)
-                      : http_exchange(up, text, id, deadline, max_bytes, &response, error);
+    int rc = up->argv     ? stdio_exchange(up, text, id, deadline, max_bytes, &response, error)
+             : up->legacy ? legacy_exchange(up, text, id, deadline, max_bytes, &response, error)
+                          : http_exchange(up, text, id, deadline, max_bytes, &response, error);
     free(text);
     if (rc != MCP_UPSTREAM_OK || notification) return rc;
     const cJSON *failure = cJSON_GetObjectItemCaseSensitive(response, "error");
@@ -513,6 +765,13 @@ static int roundtrip(mcp_upstream *up, const char *method, cJSON *params, int no
 /* Connects and runs initialize, then notifications/initialized. */
 static int connect_upstream(mcp_upstream *up, double deadline, char *error) {
     if (up->argv && start_process(up, error) != 0) return MCP_UPSTREAM_FAILED;
+    if (up->legacy) {
+        int rc = legacy_connect(up, deadline, error);
+        if (rc != MCP_UPSTREAM_OK) {
+            disconnect(up);
+            return rc;
+        }
+    }
     cJSON *params = cJSON_CreateObject();
     cJSON_AddStringToObject(params, "protocolVersion", PROTOCOL_VERSION);
     cJSON_AddObjectToObject(params, "capabilities");
@@ -532,6 +791,19 @@ static int connect_upstream(mcp_upstream *up, double deadline, char *error) {
                        NULL, error);
     }
     if (rc != MCP_UPSTREAM_OK) disconnect(up);
+    /* A server of the 2024-11-05 era refuses the POST (4xx): its GET
+     * stream is tried instead, from then on. */
+    if (rc == MCP_UPSTREAM_FAILED && !up->argv && !up->legacy && up->last_status >= 400 &&
+        up->last_status < 500) {
+        long status = up->last_status;
+        up->legacy = 1;
+        rc = connect_upstream(up, deadline, error);
+        if (rc != MCP_UPSTREAM_OK) {
+            up->legacy = 0; /* the next attempt starts with a POST again */
+            snprintf(error, ERROR_SIZE, "server %s answered HTTP %ld to initialize (and has no "
+                     "2024-11-05 event stream either)", up->name, status);
+        }
+    }
     return rc;
 }
 
@@ -635,6 +907,8 @@ static int parse_http(mcp_upstream *up, const cJSON *spec, char *error) {
                  "object of strings", up->name);
         return -1;
     }
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(spec, "type");
+    up->legacy = cJSON_IsString(type) && strcmp(type->valuestring, "sse") == 0;
     up->url = strdup(url->valuestring);
     const cJSON *each;
     cJSON_ArrayForEach(each, headers) {
@@ -648,8 +922,10 @@ static int parse_http(mcp_upstream *up, const cJSON *spec, char *error) {
             return -1;
         }
         up->headers = curl_slist_append(up->headers, line);
+        up->stream_headers = curl_slist_append(up->stream_headers, line);
     }
-    return up->url ? 0 : -1;
+    up->stream_headers = curl_slist_append(up->stream_headers, "Accept: text/event-stream");
+    return up->url && up->stream_headers ? 0 : -1;
 }
 
 int mcp_upstream_open(const char *name, const cJSON *spec, double timeout_seconds,
@@ -724,6 +1000,7 @@ void mcp_upstream_free(mcp_upstream *up) {
     free_strings(up->envp);
     free(up->url);
     curl_slist_free_all(up->headers);
+    curl_slist_free_all(up->stream_headers);
     free(up->session_id);
     pthread_mutex_destroy(&up->lock);
     free(up->name);

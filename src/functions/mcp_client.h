@@ -1,7 +1,8 @@
 /*
  * mcp_client.h — capsule as an MCP *client* of upstream servers (code
  * mode): one connection per server of an `mcpServers` config, over stdio
- * (a spawned program, no shell) or Streamable HTTP.  Everything an upstream
+ * (a spawned program, no shell), Streamable HTTP, or the 2024-11-05
+ * HTTP+SSE transport.  Everything an upstream
  * sends is untrusted: every message is parsed and checked, and a server
  * that crashes, hangs, or sends garbage or too much is cut off (a stdio
  * server is killed) and reconnected at the next request.
@@ -22,7 +23,7 @@ typedef enum {
 } mcp_upstream_status;
 
 /* Connects to the server `name` described by `spec` (one entry of
- * "mcpServers": {"command", "args", "env"} or {"url", "headers"}), runs
+ * "mcpServers": {"command", "args", "env"} or {"url", "headers", "type"}), runs
  * the initialize handshake and lists its tools (`*tools`: a cJSON array of
  * the servers' tool objects, unchecked, the caller's to free).  Returns a
  * mcp_upstream_status with a message in `error` (CAP_ERROR_SIZE bytes). */

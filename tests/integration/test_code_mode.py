@@ -453,3 +453,31 @@ results
     first, second, third = eval(result["return_value"])
     assert first == {"sum": 2} and second == "two"
     assert "limit of 2 function calls" in third
+
+
+@pytest.mark.parametrize("explicit", [True, False], ids=["type-sse", "fallback"])
+def test_a_server_of_the_2024_era_over_http_and_sse(capsule, tmp_path, http_upstream, explicit):
+    """The 2024-11-05 transport: a GET event stream names where to POST,
+    and answers come on the stream.  Given as "type": "sse", or found
+    because the server refuses the POST of a Streamable HTTP client."""
+    script = npm_server("server-everything")["args"][0]
+    port = free_port()
+    url = http_upstream([str(NODE), script, "sse"], {"PORT": str(port)}, port)
+    server = {"url": url.removesuffix("/mcp") + "/sse"}
+    if explicit:
+        server["type"] = "sse"
+    mcp = config(tmp_path, old=server)
+    code = """
+from servers.old import get_sum, echo, get_tiny_image
+[get_sum(a=1, b=2), echo(message="legacy"), type(get_tiny_image()[1]).__name__]
+"""
+    result = capsule.json(code, "--mcp-config", mcp)
+    assert result["status"] == "success", result
+    assert eval(result["return_value"]) == ["The sum of 1 and 2 is 3.", "Echo: legacy", "bytes"]
+
+
+def test_an_http_server_that_refuses_everything_is_a_clear_error(capsule, tmp_path):
+    mcp = config(tmp_path, nothing={"url": f"http://127.0.0.1:{free_port()}/mcp"})
+    completed = capsule.run("--mcp-config", mcp, code="1")
+    assert completed.returncode != 0
+    assert b"server nothing" in completed.stderr
