@@ -277,9 +277,10 @@ void sandbox_code_mode_free(cap_config *config) {
     config->code_mode = NULL;
 }
 
-/* Registers each usable tool; a tool whose name cannot be mapped, or
- * collides with another's, is left out (and said so on the list of
- * skipped names for the caller's message). */
+/* Registers each usable tool.  A tool whose name cannot be mapped, that
+ * collides with an earlier one, or whose description or schema the
+ * registry refuses is left out (the server's other tools stay usable);
+ * running out of memory or of room in the registry fails the server. */
 static int register_tools(cap_config *config, server *s, const cJSON *tools, char *error) {
     int count = cJSON_GetArraySize(tools);
     s->tools = calloc((size_t)(count ? count : 1), sizeof *s->tools);

@@ -813,7 +813,10 @@ int mcp_upstream_request(mcp_upstream *up, const char *method, cJSON *params,
     pthread_mutex_lock(&up->lock);
     int rc = MCP_UPSTREAM_OK;
     for (int attempt = 0; attempt < 2; attempt++) {
-        if (!connected(up)) rc = connect_upstream(up, deadline, error);
+        if (!connected(up)) {
+            disconnect(up); /* what is left of a broken connection */
+            rc = connect_upstream(up, deadline, error);
+        }
         if (rc != MCP_UPSTREAM_OK) break;
         cJSON *copy = attempt == 0 ? cJSON_Duplicate(params, 1) : params;
         if (attempt == 1) params = NULL;
