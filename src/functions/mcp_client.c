@@ -812,6 +812,12 @@ int mcp_upstream_request(mcp_upstream *up, const char *method, cJSON *params,
     double deadline = now_seconds() + timeout_seconds;
     pthread_mutex_lock(&up->lock);
     int rc = MCP_UPSTREAM_OK;
+    /* A server that exited since the last call is started again before
+     * this one, rather than failing it. */
+    if (up->argv && up->pid > 0 && waitpid(up->pid, NULL, WNOHANG) == up->pid) {
+        up->pid = 0; /* reaped: nothing to kill */
+        stop_process(up);
+    }
     for (int attempt = 0; attempt < 2; attempt++) {
         if (!connected(up)) {
             disconnect(up); /* what is left of a broken connection */

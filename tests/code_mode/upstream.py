@@ -10,6 +10,7 @@ first argument:
   inject     tool names and descriptions that try to inject code into stubs,
              plus tools d0, d1... described by the JSON list argv[2]
   crash-at-start  exits at once
+  exit-after-call  well, but exits after answering each tools/call
 
 With --http, the same over Streamable HTTP on a loopback port printed on
 stdout (a crash is then a connection closed without an answer).
@@ -70,6 +71,8 @@ def result(text):
 def call(name, arguments):
     if MODE == "inject":
         return result(json.dumps({"tool": name, "arguments": arguments}))
+    if MODE == "exit-after-call":
+        return result(str(os.getpid()))
     if name == "echo":
         return result(arguments.get("text", ""))
     if name == "add":
@@ -125,6 +128,10 @@ def serve_stdio():
         action = answer(json.loads(line))
         if action is None:
             continue
+        if MODE == "exit-after-call" and json.loads(line).get("method") == "tools/call":
+            sys.stdout.write(json.dumps(action[1]) + "\n")
+            sys.stdout.flush()
+            os._exit(0)
         if action[0] == "crash":
             os._exit(3)
         if action[0] == "hang":

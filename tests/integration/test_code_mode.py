@@ -481,3 +481,20 @@ def test_an_http_server_that_refuses_everything_is_a_clear_error(capsule, tmp_pa
     completed = capsule.run("--mcp-config", mcp, code="1")
     assert completed.returncode != 0
     assert b"server nothing" in completed.stderr
+
+
+def test_a_server_that_exited_between_calls_is_started_again_first(capsule, tmp_path):
+    mcp = config(tmp_path, brief=python_server("exit-after-call"))
+    code = """
+import time
+from servers.brief import echo
+pids = []
+for attempt in range(3):
+    pids.append(echo(text="anything"))
+    time.sleep(0.3)  # the server is gone by the next call
+pids
+"""
+    result = capsule.json(code, "--mcp-config", mcp)
+    assert result["status"] == "success", result
+    pids = eval(result["return_value"])
+    assert len(set(pids)) == 3, pids  # three processes, and no call failed
