@@ -41,7 +41,8 @@ LIBRARY_SOURCES := $(SANDBOX_HOST_SOURCES) src/sandbox/zygote.c src/sandbox/dura
                    src/sandbox/lockdown.c src/sandbox/buffer.c src/sandbox/http.c src/wasi/wasi.c \
                    src/vfs/vfs.c src/vfs/memfs.c src/vfs/devfs.c src/vfs/image.c src/vfs/image_writer.c src/vfs/device.c \
                    src/vfs/resource.c src/vfs/hostfs.c src/deps/deps.c src/deps/wheel.c src/deps/requirement.c \
-                   src/runtime/runtime.c $(STORE_SOURCES)
+                   src/runtime/runtime.c src/functions/mcp_client.c src/functions/code_mode.c \
+                   $(STORE_SOURCES)
 CLI_SOURCES := src/cli/main.c src/cli/check.c src/cli/options.c src/cli/world.c src/cli/program.c src/cli/serve.c \
                src/mcp/server.c src/mcp/stdio.c src/mcp/http.c
 HEADERS := $(wildcard include/*.h src/*/*.h)
@@ -169,8 +170,15 @@ unit-test: deps $(BUILD)/asan/wasm-rt-impl.o $(BUILD)/test_unit $(BUILD)/test_re
 	$(BUILD)/test_requirement
 	sh tests/store/with-postgres.sh $(BUILD)/test_store
 
-integration-test: build $(BUILD)/capsule-asan
+integration-test: build $(BUILD)/capsule-asan $(UPSTREAMS)/node_modules/.installed
 	$(HOST_PYTHON) -m pytest -q tests/integration
+
+# Code mode's upstreams: real MCP servers from npm (memory, filesystem,
+# everything) and the Node 22 that runs them, from the lock file.
+UPSTREAMS := tests/upstreams
+$(UPSTREAMS)/node_modules/.installed: $(UPSTREAMS)/package.json $(UPSTREAMS)/package-lock.json
+	cd $(UPSTREAMS) && npm ci --no-audit --no-fund
+	touch $@
 
 # The MCP server against real peers: the TypeScript SDK client and the
 # conformance suite, run by the Node 22 that npm installs (tests/interop).
@@ -208,6 +216,7 @@ test: deps
 	$(BUILD)/capsule check
 	$(MAKE) fuzz FUZZ_SECONDS=60
 	$(HOST_PYTHON) tests/regression/run_cpython_tests.py --capsule $(BUILD)/capsule --check
+	$(MAKE) $(UPSTREAMS)/node_modules/.installed
 	$(HOST_PYTHON) -m pytest -q tests/integration
 	$(MAKE) python-test
 	$(MAKE) interop-test

@@ -617,6 +617,10 @@ def init(channel, read_only=()):
                 support.add(wrapper)
     sys.meta_path.insert(0, _AsyncioPatcher)
     sys.meta_path.append(_InstallingFinder)
+    # Code mode: the host's stubs, /servers/<server>/<tool>.py, are the
+    # package `servers` (last on the path: nothing else is shadowed).
+    if os.path.isfile("/servers/__init__.py"):
+        sys.path.append("/")
 
 
 def serve_one():

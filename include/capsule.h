@@ -328,6 +328,24 @@ int cap_config_deny_functions(cap_config *config, const char *pattern, char *err
  * "timeout", "denied", "not-granted", "invalid-arguments", "limit"). */
 int cap_config_set_audit_log(cap_config *config, const char *path, char *error);
 
+/* Code mode (docs/code-mode.md): capsule becomes an MCP client of the
+ * server `name`, described by `server_json` as one entry of the
+ * "mcpServers" config Claude Desktop uses: {"command": "...", "args":
+ * [...], "env": {...}} (stdio: spawned now, without a shell, and again
+ * after a crash) or {"url": "https://...", "headers": {...}} (Streamable
+ * HTTP; "type": "sse" for the 2024-11-05 HTTP+SSE transport, which is
+ * also tried when a server refuses the POST).  Its tools are listed now and each becomes the host function
+ * "SERVER.TOOL" (both made Python identifiers: other characters become
+ * '_'), so the allow/deny patterns ("github.*"), limits, approval and audit
+ * log apply; in the guest, `from servers.SERVER import TOOL` (stubs in
+ * /servers/SERVER/TOOL.py) and capsule.tools.search().  CAP_EINVAL when the
+ * server cannot be reached or answers wrongly (the message says why). */
+int cap_config_add_mcp_server(cap_config *config, const char *name, const char *server_json,
+                              char *error);
+/* The servers added, as the guest names them, ", "-separated into `out`
+ * (truncated to `size`); returns how many there are. */
+int cap_config_mcp_server_names(const cap_config *config, char *out, size_t size);
+
 /* --- Sandboxes ---------------------------------------------------------- */
 
 int cap_sandbox_new(cap_config *config, cap_sandbox **out, char *error);

@@ -51,13 +51,17 @@ const char world_options_usage[] =
     "                       NAME=URL: the host POSTs the arguments to URL (--allow-url)\n"
     "  --allow-function GLOB  grant only the functions matching GLOB (repeatable)\n"
     "  --deny-function GLOB   never grant the functions matching GLOB (repeatable)\n"
-    "  --audit-log FILE     append one JSON line per function call to FILE\n";
+    "  --audit-log FILE     append one JSON line per function call to FILE\n"
+    "  --mcp-config FILE    code mode: the tools of the MCP servers in FILE (the\n"
+    "                       \"mcpServers\" JSON of Claude Desktop: stdio commands or\n"
+    "                       HTTP URLs) become host functions SERVER.TOOL, importable\n"
+    "                       as `from servers.SERVER import TOOL` (docs/code-mode.md)\n";
 
 static const char *const world_options[] = {
     "--config", "--mount", "--docs", "--output-dir", "--output", "--network", "--allow-url",
     "--allow-host", "--http-timeout", "--http-max", "--exec-resource", "--wheels", "--index-url",
     "--site-packages", "--package-cache", "--function", "--allow-function", "--deny-function",
-    "--audit-log"};
+    "--audit-log", "--mcp-config"};
 
 int is_world_option(const char *arg) {
     for (size_t i = 0; i < sizeof world_options / sizeof *world_options; i++)
@@ -207,12 +211,51 @@ static int add_config_functions(cap_config *config, const cJSON *functions,
     return 0;
 }
 
+/* Adds each server of an "mcpServers" object (connected, its tools listed)
+ * in order.  0, or -1 with the message in `error`. */
+static int add_mcp_servers(cap_config *config, const cJSON *servers, char *error) {
+    if (!cJSON_IsObject(servers)) {
+        snprintf(error, CAP_ERROR_SIZE, "want {\"mcpServers\": {NAME: {\"command\": ...} or "
+                 "{\"url\": ...}}}");
+        return -1;
+    }
+    const cJSON *server;
+    cJSON_ArrayForEach(server, servers) {
+        char *spec = cJSON_PrintUnformatted(server);
+        int rc = spec ? cap_config_add_mcp_server(config, server->string, spec, error) : CAP_ENOMEM;
+        free(spec);
+        if (rc != CAP_OK) {
+            if (rc == CAP_ENOMEM) snprintf(error, CAP_ERROR_SIZE, "out of memory");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* --mcp-config FILE: the "mcpServers" JSON of Claude Desktop and others.
+ * 0, or -1 after printing why not. */
+static int apply_mcp_config(cap_config *config, const char *path) {
+    char error[CAP_ERROR_SIZE];
+    size_t size;
+    char *text = read_file(path, &size);
+    if (!text) {
+        fprintf(stderr, "capsule: cannot read %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    cJSON *json = cJSON_ParseWithLength(text, size);
+    free(text);
+    int rc = add_mcp_servers(config, cJSON_GetObjectItemCaseSensitive(json, "mcpServers"), error);
+    cJSON_Delete(json);
+    if (rc != 0) fprintf(stderr, "capsule: %s: %s\n", path, error);
+    return rc;
+}
+
 static int apply_config_file(cap_config *config, const char *path, world_settings *world) {
     static const char *const keys[] = {"mounts", "docs", "output", "output_dir", "http",
                                        "allow_urls", "http_timeout", "http_max_bytes",
                                        "exec_resources", "wheels", "index_urls", "site_packages",
                                        "package_cache", "functions", "allow_functions",
-                                       "deny_functions", "audit_log", NULL};
+                                       "deny_functions", "audit_log", "mcpServers", NULL};
     file_settings *settings = &world->settings;
     char error[CAP_ERROR_SIZE] = "";
     size_t size;
@@ -295,6 +338,8 @@ static int apply_config_file(cap_config *config, const char *path, world_setting
         add_config_functions(config, cJSON_GetObjectItemCaseSensitive(json, "functions"), world,
                              error) != 0)
         bad = 1;
+    const cJSON *servers = cJSON_GetObjectItemCaseSensitive(json, "mcpServers");
+    if (!bad && rc == CAP_OK && servers && add_mcp_servers(config, servers, error) != 0) bad = 1;
     for (int deny = 0; deny < 2; deny++) {
         const cJSON *list =
             cJSON_GetObjectItemCaseSensitive(json, deny ? "deny_functions" : "allow_functions");
@@ -469,6 +514,8 @@ int parse_world_option(const char *arg, const char *value, cap_config *config,
                 fprintf(stderr, "capsule: %s: %s\n", arg, error);
                 status = EXIT_USAGE;
             }
+        } else if (strcmp(arg, "--mcp-config") == 0) {
+            if (apply_mcp_config(config, value) != 0) status = EXIT_USAGE;
         } else if (strcmp(arg, "--output-dir") == 0) {
             world->output_dir = value;
         } else if (strcmp(arg, "--package-cache") == 0) {

@@ -82,6 +82,7 @@ struct mcp_server {
     int next_slot; /* round-robin for new sessions */
     cap_limits limits;
     int installs_packages;
+    char code_mode_servers[1024]; /* "" without code mode: their names, for the tool's text */
     route routes[MAX_ROUTES];
     int route_count;
     in_flight calls[MAX_IN_FLIGHT];
@@ -122,6 +123,8 @@ int mcp_server_new(cap_config *config, const mcp_server_options *options, mcp_se
     if (options) server->installs_packages = options->installs_packages;
     server->config = config;
     server->durable = options && options->durable;
+    cap_config_mcp_server_names(config, server->code_mode_servers,
+                                sizeof server->code_mode_servers);
     for (; server->slot_count < workers; server->slot_count++) {
         int rc = cap_sandbox_new(config, &server->slots[server->slot_count].sandbox, error);
         if (rc != CAP_OK) {
@@ -1033,8 +1036,20 @@ static cJSON *tool_definitions(const mcp_server *server) {
     }
     cJSON *run = cJSON_GetArrayItem(tools, 0);
     const cJSON *description = cJSON_GetObjectItemCaseSensitive(run, "description");
+    const char *servers = server->code_mode_servers;
+    if (servers[0] && cJSON_IsString(description)) {
+        /* Code mode: the servers' names only; the tools are found in the sandbox. */
+        char text[2048];
+        snprintf(text, sizeof text, "%s Tools of these MCP servers are Python functions here: "
+                 "%s. List /servers (one file per tool, /servers/<server>/<tool>.py, with its "
+                 "signature and docstring) or call capsule.tools.search('words'); then `from "
+                 "servers.<server> import <tool>` and call it with keyword arguments. Chain many "
+                 "calls in one program.", description->valuestring, servers);
+        cJSON_ReplaceItemInObjectCaseSensitive(run, "description", cJSON_CreateString(text));
+        description = cJSON_GetObjectItemCaseSensitive(run, "description");
+    }
     if (server->installs_packages && cJSON_IsString(description)) {
-        char text[1024];
+        char text[4096];
         snprintf(text, sizeof text, "%s Imported packages are installed before the code runs "
                  "(pure-Python ones only); a PEP 723 '# /// script' block with 'dependencies', "
                  "when present, decides instead.", description->valuestring);

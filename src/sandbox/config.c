@@ -93,6 +93,7 @@ void cap_config_free(cap_config *config) {
     vfs_image_release(config->time_zones);
     for (int i = 0; i < config->env_count; i++) free(config->env[i]);
     sandbox_docs_free(config);
+    sandbox_code_mode_free(config); /* before the registry its tools are in */
     sandbox_functions_free(config);
     store_close(config->store);
     pthread_mutex_destroy(&config->store_lock);

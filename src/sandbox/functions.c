@@ -134,14 +134,39 @@ static struct function *find_function(cap_config *config, const char *name, size
     return NULL;
 }
 
-int cap_config_add_function(cap_config *config, const char *name, const char *description,
-                            const char *input_schema_json, cap_function_fn callback,
-                            void *userdata, char *error) {
+/* An upstream tool's name (code mode): "SERVER.TOOL", each part a name
+ * the guest can import (reserved names are fine: they are not in
+ * capsule.functions' namespace). */
+static int valid_upstream_name(const char *name) {
+    const char *dot = strchr(name, '.');
+    if (!dot || strchr(dot + 1, '.') || dot - name > MAX_NAME || strlen(dot + 1) > MAX_NAME + 1)
+        return 0;
+    char server[MAX_NAME + 2];
+    memcpy(server, name, (size_t)(dot - name));
+    server[dot - name] = '\0';
+    for (const char *part = server; part; part = part == server ? dot + 1 : NULL) {
+        if (!((part[0] >= 'a' && part[0] <= 'z') || (part[0] >= 'A' && part[0] <= 'Z')))
+            return 0;
+        for (const char *c = part; *c; c++)
+            if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
+                  (*c >= '0' && *c <= '9') || *c == '_'))
+                return 0;
+        for (size_t i = 0; i < sizeof python_keywords / sizeof *python_keywords; i++)
+            if (strcmp(part, python_keywords[i]) == 0) return 0;
+    }
+    return 1;
+}
+
+/* Both entries of the registry: host functions (plain names) and
+ * upstream tools (dotted names, code_mode.c). */
+static int add_function(cap_config *config, const char *name, const char *description,
+                        const char *input_schema_json, cap_function_fn callback, void *userdata,
+                        int upstream, char *error) {
     if (!config || !name || !callback) {
         sandbox_set_error(error, "cap_config_add_function: missing argument");
         return CAP_EINVAL;
     }
-    if (!valid_function_name(name)) {
+    if (upstream ? !valid_upstream_name(name) : !valid_function_name(name)) {
         sandbox_set_error(error, "function name %.80s: need a Python identifier starting with a "
                                  "letter, at most %d bytes, not a keyword (nor call, describe, "
                                  "ToolError, ResultTooLarge)", name, MAX_NAME);
@@ -181,6 +206,24 @@ int cap_config_add_function(cap_config *config, const char *name, const char *de
     }
     config->function_count++;
     return CAP_OK;
+}
+
+int cap_config_add_function(cap_config *config, const char *name, const char *description,
+                            const char *input_schema_json, cap_function_fn callback,
+                            void *userdata, char *error) {
+    return add_function(config, name, description, input_schema_json, callback, userdata, 0,
+                        error);
+}
+
+int sandbox_add_upstream_function(cap_config *config, const char *name, const char *description,
+                                  const char *input_schema_json, cap_function_fn callback,
+                                  void *userdata, char *error) {
+    return add_function(config, name, description, input_schema_json, callback, userdata, 1,
+                        error);
+}
+
+const struct function *sandbox_find_function(cap_config *config, const char *name) {
+    return find_function(config, name, strlen(name));
 }
 
 /* An HTTP function's call: the arguments POSTed as JSON to its URL, which
@@ -294,6 +337,18 @@ int cap_config_set_audit_log(cap_config *config, const char *path, char *error) 
     return CAP_OK;
 }
 
+void sandbox_remove_function(cap_config *config, const char *name) {
+    struct function *f = find_function(config, name, strlen(name));
+    if (!f) return;
+    free(f->name);
+    free(f->description);
+    free(f->url);
+    cJSON_Delete(f->schema);
+    struct function *end = config->functions + config->function_count;
+    memmove(f, f + 1, (size_t)(end - f - 1) * sizeof *f);
+    config->function_count--;
+}
+
 void sandbox_functions_free(cap_config *config) {
     for (int i = 0; i < config->function_count; i++) {
         free(config->functions[i].name);
@@ -308,7 +363,7 @@ void sandbox_functions_free(cap_config *config) {
     config->audit_fd = -1;
 }
 
-static int granted(const cap_config *config, const char *name) {
+int sandbox_function_granted(const cap_config *config, const char *name) {
     int allowed = config->allowed_function_count == 0;
     for (int i = 0; !allowed && i < config->allowed_function_count; i++)
         allowed = fnmatch(config->allowed_functions[i], name, 0) == 0;
@@ -472,7 +527,7 @@ static void answer_list(sandbox_exchange *exchange) {
     cJSON *list = cJSON_CreateArray();
     for (int i = 0; list && i < config->function_count; i++) {
         const struct function *f = &config->functions[i];
-        if (!granted(config, f->name)) continue;
+        if (!sandbox_function_granted(config, f->name)) continue;
         cJSON *entry = cJSON_CreateObject();
         cJSON_AddStringToObject(entry, "name", f->name);
         cJSON_AddStringToObject(entry, "description", f->description);
@@ -515,7 +570,7 @@ static void answer_call(sandbox_exchange *exchange, const cJSON *request, const 
             record.arguments_size = strlen(arguments_text);
         }
         f = find_function(config, name->valuestring, strlen(name->valuestring));
-        if (!f || !granted(config, f->name)) {
+        if (!f || !sandbox_function_granted(config, f->name)) {
             kind = "not-granted";
             snprintf(message, sizeof message, "function '%.100s' is not granted to this sandbox",
                      name->valuestring);

@@ -208,6 +208,16 @@ int cap_sandbox_new(cap_config *config, cap_sandbox **out, char *error) {
         return CAP_ENOMEM;
     }
     sandbox->config = config;
+    /* Code mode's stubs, made now: the allow and deny patterns are final. */
+    zygote_file *server_files;
+    int server_file_count;
+    if (sandbox_server_files(config, &server_files, &server_file_count) != 0) {
+        close(pair[0]);
+        close(pair[1]);
+        free(sandbox);
+        sandbox_set_error(error, "cannot create the sandbox: out of memory");
+        return CAP_ENOMEM;
+    }
     fflush(NULL); /* nothing buffered is written twice by the child */
     pid_t pid = fork();
     if (pid == 0) {
@@ -226,6 +236,8 @@ int cap_sandbox_new(cap_config *config, cap_sandbox **out, char *error) {
                               config->host_guest_paths,
                               config->host_mount_count,
                               config->host_writable,
+                              server_files,
+                              server_file_count,
                               config->store != NULL};
         /* /network first: its index is 0 in the workers' requests. */
         if (config->resource_count)
@@ -238,6 +250,7 @@ int cap_sandbox_new(cap_config *config, cap_sandbox **out, char *error) {
         zygote_main(&world, pair[1]);
     }
     close(pair[1]);
+    sandbox_free_server_files(server_files, server_file_count);
     if (pid < 0) {
         close(pair[0]);
         free(sandbox);

@@ -129,6 +129,7 @@ struct cap_config {
      * held around every use of the handle. */
     store *store;
     pthread_mutex_t store_lock;
+    void *code_mode; /* MCP servers whose tools are in the registry (code_mode.c); NULL */
 };
 
 /* Formats into the caller's CAP_ERROR_SIZE buffer; a NULL `error` is allowed. */
@@ -140,6 +141,27 @@ void sandbox_docs_free(cap_config *config);
 
 /* Frees the functions, patterns and audit log of `config` (functions.c). */
 void sandbox_functions_free(cap_config *config);
+
+/* An upstream tool in the registry, named "SERVER.TOOL" (code_mode.c);
+ * otherwise as cap_config_add_function. */
+int sandbox_add_upstream_function(cap_config *config, const char *name, const char *description,
+                                  const char *input_schema_json, cap_function_fn callback,
+                                  void *userdata, char *error);
+/* Takes `name` out of the registry (a server whose tools could not all be
+ * added); nothing if there is no such function. */
+void sandbox_remove_function(cap_config *config, const char *name);
+/* The registry's entry for `name`, or NULL. */
+const struct function *sandbox_find_function(cap_config *config, const char *name);
+/* True when the allow and deny patterns grant `name`. */
+int sandbox_function_granted(const cap_config *config, const char *name);
+
+/* Code mode (src/functions/code_mode.c): ends the upstream connections. */
+void sandbox_code_mode_free(cap_config *config);
+/* The /servers tree of a new sandbox: one stub per granted upstream tool
+ * and the packages' __init__.py files; 0, or -1 when out of memory.  The
+ * caller frees them with sandbox_free_server_files. */
+int sandbox_server_files(cap_config *config, zygote_file **files, int *count);
+void sandbox_free_server_files(zygote_file *files, int count);
 
 /* --- results (result.c) -------------------------------------------------- */
 

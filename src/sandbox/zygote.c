@@ -734,6 +734,17 @@ static int build_world(const zygote_world *world) {
         else if (docs)
             ops->destroy(docs);
     }
+    if (rc == 0 && world->server_file_count) {
+        void *servers;
+        rc = vfs_memfs_new(0, &ops, &servers);
+        for (int i = 0; rc == 0 && i < world->server_file_count; i++)
+            rc = vfs_memfs_put(servers, world->server_files[i].name, world->server_files[i].data,
+                               world->server_files[i].size);
+        if (rc == 0)
+            rc = vfs_mount(G.fs, GUEST_SERVERS_DIRECTORY, ops, servers, 1);
+        else if (servers)
+            ops->destroy(servers);
+    }
     G.resource_mounts = world->resource_mounts;
     for (int i = 0; rc == 0 && i < world->resource_mount_count; i++) {
         const zygote_resource_mount *mount = &world->resource_mounts[i];

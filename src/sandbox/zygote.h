@@ -12,6 +12,8 @@
 #define GUEST_TEMP_DIRECTORY "/tmp"
 /* Where documentation given with cap_config_add_docs appears, read-only. */
 #define GUEST_DOCS_DIRECTORY "/docs"
+/* Where code mode's tool stubs appear, read-only (src/functions/code_mode.c). */
+#define GUEST_SERVERS_DIRECTORY "/servers"
 /* HTTP resources: reading /network/NAME makes the host fetch NAME's URL
  * ('F' frame: mount index byte, name; the host answers 'F': i32 errno, then
  * the body or a message). */
@@ -57,6 +59,8 @@ typedef struct zygote_world {
                                        carry one; answer 'H' like 'F') */
     int host_mount_count;
     const int *host_writable;       /* per host mount: writes allowed (the host checks too) */
+    const zygote_file *server_files; /* mounted read-only at GUEST_SERVERS_DIRECTORY */
+    int server_file_count;
     int durable;                    /* keep the base and answer snapshots (durable.h) */
 } zygote_world;
 

@@ -1001,6 +1001,45 @@ static void calls_are_audited(void **state) {
     cap_config_free(own);
 }
 
+/* Code mode through the API: an upstream MCP server (a tiny Python one,
+ * run by the host's python3) is added with its mcpServers JSON; its tools
+ * join the registry as "test.TOOL" and are importable in the guest. */
+static void mcp_server_tools_join_the_registry(void **state) {
+    (void)state;
+    char error[CAP_ERROR_SIZE];
+    char names[64];
+    cap_config *own = cap_config_new();
+    assert_non_null(own);
+    assert_int_equal(cap_config_set_stdlib(own, "build/stdlib.img", error), CAP_OK);
+    static const char *const bad[] = {"not json", "[]", "{}", "{\"command\": 3}",
+                                      "{\"command\": \"x\", \"url\": \"http://h/\"}",
+                                      "{\"url\": \"ftp://h/\"}",
+                                      "{\"command\": \"/nonexistent/program\"}"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        assert_int_equal(cap_config_add_mcp_server(own, "test", bad[i], error), CAP_EINVAL);
+    assert_int_equal(cap_config_add_mcp_server(own, "no good", "{\"command\": \"x\"}", error),
+                     CAP_EINVAL);
+    static const char server[] =
+        "{\"command\": \"python3\", \"args\": [\"tests/code_mode/upstream.py\", \"well\"]}";
+    assert_int_equal(cap_config_add_mcp_server(own, "test", server, error), CAP_OK);
+    assert_int_equal(cap_config_add_mcp_server(own, "test", server, error), CAP_EINVAL);
+    assert_non_null(strstr(error, "twice"));
+    assert_int_equal(cap_config_mcp_server_names(own, names, sizeof names), 1);
+    assert_string_equal(names, "test");
+    /* The registry's controls apply to upstream tools by their dotted names. */
+    assert_int_equal(cap_config_deny_functions(own, "test.fail", error), CAP_OK);
+    assert_int_equal(cap_config_require_approval(own, "test.echo", error), CAP_OK);
+    cap_sandbox *s;
+    assert_int_equal(cap_sandbox_new(own, &s, error), CAP_OK);
+    expect(s, "from servers.test import add\nadd(a=2, b=3)['sum']", NULL, CAP_STATUS_SUCCESS, "5");
+    expect(s, "import os\nsorted(os.listdir('/servers/test'))", NULL, CAP_STATUS_SUCCESS,
+           "['__init__.py', 'add.py', 'echo.py', 'get_image.py']");
+    expect(s, "from servers.test import echo\ntry:\n    r = echo(text='x')\n"
+              "except PermissionError:\n    r = 'refused'\nr", NULL, CAP_STATUS_SUCCESS, "'refused'");
+    cap_sandbox_free(s);
+    cap_config_free(own);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(fresh_runs_share_nothing),
@@ -1026,6 +1065,7 @@ int main(void) {
         cmocka_unit_test(large_results_are_spilled_not_lost),
         cmocka_unit_test(hostile_guest_garbage_on_the_call_device),
         cmocka_unit_test(calls_are_audited),
+        cmocka_unit_test(mcp_server_tools_join_the_registry),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
