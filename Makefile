@@ -254,7 +254,8 @@ $(BUILD)/fuzz_packages: $(PACKAGES_FUZZ_SOURCES) src/deps/deps.c $(HEADERS)
 FRAMES_FUZZ_SOURCES := tests/fuzz/fuzz_frames.c $(SANDBOX_HOST_SOURCES) src/sandbox/frame.c \
                        src/sandbox/buffer.c src/sandbox/http.c src/vfs/vfs.c src/vfs/image.c \
                        src/vfs/image_writer.c src/vfs/resource.c src/vfs/memfs.c src/deps/deps.c \
-                       src/deps/wheel.c src/deps/requirement.c $(STORE_SOURCES)
+                       src/deps/wheel.c src/deps/requirement.c src/functions/mcp_client.c \
+                       src/functions/code_mode.c $(STORE_SOURCES)
 $(BUILD)/fuzz_frames: $(FRAMES_FUZZ_SOURCES) $(HEADERS)
 	@mkdir -p $(BUILD)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $(STORE_CFLAGS) -o $@ $(FRAMES_FUZZ_SOURCES) \
