@@ -171,7 +171,7 @@ unit-test: deps $(BUILD)/asan/wasm-rt-impl.o $(BUILD)/test_unit $(BUILD)/test_re
 	sh tests/store/with-postgres.sh $(BUILD)/test_store
 
 integration-test: build $(BUILD)/capsule-asan $(UPSTREAMS)/node_modules/.installed
-	$(HOST_PYTHON) -m pytest -q tests/integration
+	sh tests/store/with-postgres.sh $(HOST_PYTHON) -m pytest -q tests/integration
 
 # Code mode's upstreams: real MCP servers from npm (memory, filesystem,
 # everything) and the Node 22 that runs them, from the lock file.
@@ -217,7 +217,7 @@ test: deps
 	$(MAKE) fuzz FUZZ_SECONDS=60
 	$(HOST_PYTHON) tests/regression/run_cpython_tests.py --capsule $(BUILD)/capsule --check
 	$(MAKE) $(UPSTREAMS)/node_modules/.installed
-	$(HOST_PYTHON) -m pytest -q tests/integration
+	sh tests/store/with-postgres.sh $(HOST_PYTHON) -m pytest -q tests/integration
 	$(MAKE) python-test
 	$(MAKE) interop-test
 

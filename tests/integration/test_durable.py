@@ -7,6 +7,7 @@ processes killed with SIGKILL.  The host's sqlite3 module only edits the
 store's file to damage it on purpose; guest code runs only inside capsule.
 """
 import json
+import os
 import sqlite3
 import time
 
@@ -242,3 +243,39 @@ def test_open_files_are_reopened_and_their_descriptors_kept(capsule, tmp_path):
     assert result["return_value"] == "('ab', 'n', True)", result
     gone = capsule.json("g.write('x'); g.flush()", *session)
     assert gone["status"] == "run-error" and "Bad file descriptor" in gone["error"], gone
+
+
+# --- the same on PostgreSQL (make test starts a throwaway server) -------------------------
+
+POSTGRES = os.environ.get("CAPSULE_TEST_POSTGRES")
+needs_postgres = pytest.mark.skipif(not POSTGRES, reason="no CAPSULE_TEST_POSTGRES server "
+                                    "(make test runs this file under tests/store/with-postgres.sh)")
+
+
+def _postgres_session(name):
+    """A session name no earlier run used: the server outlives one test."""
+    return f"{name}-{os.getpid()}-{time.monotonic_ns()}"
+
+
+@needs_postgres
+def test_postgres_session_carries_state_across_processes(capsule):
+    session = ["--store", POSTGRES, "--session", _postgres_session("cli")]
+    assert capsule.json("import json\nx = 41\n_ = open('/work/a', 'w').write('A')",
+                        *session)["status"] == "success"
+    again = capsule.json("(x + 1, json.dumps(1), open('/work/a').read())", *session)
+    assert again["return_value"] == "(42, '1', 'A')", again
+
+
+@needs_postgres
+def test_postgres_server_restart_and_a_dead_nodes_lease(binary):
+    name = _postgres_session("served")
+    server = Stdio(binary, "--store", POSTGRES)
+    assert value(call(server, "x = 1", name)) is None
+    server.close()  # a clean stop gives the lease up: any node continues at once
+    server = Stdio(binary, "--store", POSTGRES)
+    assert value(call(server, "x + 1", name, id=2)) == "2"
+    kill(server)  # a killed node keeps its lease until it expires (30 s)
+    server = Stdio(binary, "--store", POSTGRES)
+    held = call(server, "x", name, id=3)["structuredContent"]
+    assert held["capsule_status"] == "session-error" and "lease" in held["error"], held
+    server.close()
