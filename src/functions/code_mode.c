@@ -53,19 +53,6 @@ typedef struct code_mode {
     int server_count;
 } code_mode;
 
-static const char *const python_keywords[] = {
-    "False", "None",   "True",    "and",      "as",       "assert", "async",  "await",
-    "break", "class",  "continue", "def",     "del",      "elif",   "else",   "except",
-    "finally", "for",  "from",    "global",   "if",       "import", "in",     "is",
-    "lambda", "nonlocal", "not",  "or",       "pass",     "raise",  "return", "try",
-    "while", "with",   "yield"};
-
-static int is_keyword(const char *name) {
-    for (size_t i = 0; i < sizeof python_keywords / sizeof *python_keywords; i++)
-        if (strcmp(name, python_keywords[i]) == 0) return 1;
-    return 0;
-}
-
 static int is_identifier_char(char c) {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
 }
@@ -79,7 +66,7 @@ static int plain_identifier(const char *name) {
     if (!((name[0] >= 'a' && name[0] <= 'z') || (name[0] >= 'A' && name[0] <= 'Z'))) return 0;
     for (size_t i = 1; i < length; i++)
         if (!is_identifier_char(name[i])) return 0;
-    return !is_keyword(name);
+    return !sandbox_is_python_keyword(name);
 }
 
 /* `name` made an identifier into `out` (MAX_IDENTIFIER + 1 bytes): every
@@ -97,7 +84,7 @@ static int to_identifier(const char *name, char *out) {
     }
     while (n > 1 && out[n - 1] == '_') n--;
     out[n] = '\0';
-    if (is_keyword(out) && n < MAX_IDENTIFIER) {
+    if (sandbox_is_python_keyword(out) && n < MAX_IDENTIFIER) {
         out[n++] = '_';
         out[n] = '\0';
     }

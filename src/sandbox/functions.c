@@ -58,6 +58,12 @@ static const char *const python_keywords[] = {
     "lambda", "nonlocal", "not",  "or",       "pass",     "raise",  "return", "try",
     "while", "with",   "yield"};
 
+int sandbox_is_python_keyword(const char *name) {
+    for (size_t i = 0; i < sizeof python_keywords / sizeof *python_keywords; i++)
+        if (strcmp(name, python_keywords[i]) == 0) return 1;
+    return 0;
+}
+
 /* A name the guest can import: ASCII letters, digits and '_', starting
  * with a letter (a leading '_' is private in Python), not a keyword. */
 static int valid_function_name(const char *name) {
@@ -70,8 +76,7 @@ static int valid_function_name(const char *name) {
               c == '_'))
             return 0;
     }
-    for (size_t i = 0; i < sizeof python_keywords / sizeof *python_keywords; i++)
-        if (strcmp(name, python_keywords[i]) == 0) return 0;
+    if (sandbox_is_python_keyword(name)) return 0;
     for (size_t i = 0; i < sizeof reserved_names / sizeof *reserved_names; i++)
         if (strcmp(name, reserved_names[i]) == 0) return 0;
     return 1;
@@ -151,8 +156,7 @@ static int valid_upstream_name(const char *name) {
             if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
                   (*c >= '0' && *c <= '9') || *c == '_'))
                 return 0;
-        for (size_t i = 0; i < sizeof python_keywords / sizeof *python_keywords; i++)
-            if (strcmp(part, python_keywords[i]) == 0) return 0;
+        if (sandbox_is_python_keyword(part)) return 0;
     }
     return 1;
 }

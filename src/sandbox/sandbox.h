@@ -139,6 +139,10 @@ void sandbox_set_error(char *error, const char *format, ...)
 /* Frees the documentation files (and their index) of `config`. */
 void sandbox_docs_free(cap_config *config);
 
+/* Whether `name` is a Python keyword (functions.c): such a name cannot be
+ * a function's or a tool's. */
+int sandbox_is_python_keyword(const char *name);
+
 /* Frees the functions, patterns and audit log of `config` (functions.c). */
 void sandbox_functions_free(cap_config *config);
 

@@ -48,6 +48,14 @@ class Capsule:
         return result
 
 
+@pytest.fixture(autouse=True)
+def own_session_store(tmp_path, monkeypatch):
+    """Each test's servers open their default session store in its own
+    directory: durable sessions outlive a server, so a session name reused
+    by another test would otherwise continue that test's interpreter."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+
+
 @pytest.fixture(params=_binaries(), ids=lambda p: p.name)
 def binary(request):
     """Each capsule binary (release, and ASan when built), for tests that
