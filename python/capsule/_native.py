@@ -81,6 +81,7 @@ class RunOptions(ctypes.Structure):
         ("return_json", ctypes.c_int),
         ("on_progress", PROGRESS_FUNCTION),
         ("approve", APPROVE_FUNCTION),
+        ("idempotency_key", ctypes.c_char_p),
     ]
 
 
@@ -113,6 +114,8 @@ def _declare(library: ctypes.CDLL) -> None:
         "cap_config_add_image": (c_int, [c_void_p, c_char_p, c_char_p, error]),
         "cap_config_set_pool_size": (c_int, [c_void_p, c_int, error]),
         "cap_config_set_sessions": (c_int, [c_void_p, c_int, ctypes.c_double, error]),
+        "cap_config_set_store": (c_int, [c_void_p, c_char_p, error]),
+        "cap_config_set_store_quota": (c_int, [c_void_p, ctypes.c_uint64, error]),
         "cap_config_add_env": (c_int, [c_void_p, c_char_p, c_char_p, error]),
         "cap_config_set_output_directory": (c_int, [c_void_p, c_char_p, error]),
         "cap_config_add_docs": (c_int, [c_void_p, c_char_p, error]),

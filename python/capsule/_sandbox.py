@@ -211,6 +211,9 @@ class Sandbox:
     images: {guest_path: image_file} more read-only images;
     pool_size: idle pre-forked workers (default 2);
     max_sessions, session_idle_seconds: sessions kept (default 8, 600 s);
+    store: "sqlite:PATH" or a postgres:// URL: sessions are durable (their
+    state is saved after each run and outlives this process), and
+    store_quota bounds its bytes (docs/sessions.md);
     env: the guest environment (nothing of the host's is passed);
     output_directory: the artifacts directory (default "/output");
     docs: a host directory of markdown files, read-only at /docs;
@@ -243,6 +246,8 @@ class Sandbox:
         index_urls: Iterable[str] = (),
         site_packages: Iterable[str] = (),
         package_cache: Optional[str] = None,
+        store: Optional[str] = None,
+        store_quota: Optional[int] = None,
     ) -> None:
         self._lib = _native.library()
         self._handle: Optional[int] = None
@@ -266,6 +271,10 @@ class Sandbox:
                 calls.append((lib.cap_config_set_sessions,
                               (8 if max_sessions is None else max_sessions,
                                600.0 if session_idle_seconds is None else float(session_idle_seconds))))
+            if store is not None:
+                calls.append((lib.cap_config_set_store, (_bytes(store),)))
+            if store_quota is not None:
+                calls.append((lib.cap_config_set_store_quota, (int(store_quota),)))
             for name, value in (env or {}).items():
                 calls.append((lib.cap_config_add_env, (_bytes(name), _bytes(value))))
             if output_directory is not None:
@@ -346,6 +355,7 @@ class Sandbox:
         filename: str = "main.py",
         on_output: Optional[OutputHandler] = None,
         on_progress: Optional[ProgressHandler] = None,
+        idempotency_key: Optional[str] = None,
     ) -> Result:
         """Runs `code` as the program `filename` and returns its Result.
 
@@ -358,7 +368,9 @@ class Sandbox:
         JSON-serialisable names bound before the code runs;  return_json:
         return_value as mcp-run-python gives it (a str as is, else JSON);
         on_output(stream, data): each chunk of output as it is written;
-        on_progress(message): news while packages are installed.
+        on_progress(message): news while packages are installed;
+        idempotency_key: with a store and a session, a retry with the same
+        key and code returns the stored result instead of running again.
 
         Guest failures (exceptions, limits) are results; API failures raise
         CapsuleError.
@@ -366,7 +378,8 @@ class Sandbox:
         return self._run(code, _Ticket(), files=files, session=session, timeout=timeout,
                          cpu_time=cpu_time, memory=memory, max_output=max_output, disk=disk,
                          max_files=max_files, globals=globals, return_json=return_json, filename=filename,
-                         on_output=on_output, on_progress=on_progress)
+                         on_output=on_output, on_progress=on_progress,
+                         idempotency_key=idempotency_key)
 
     async def run_async(self, code: Union[str, bytes], **options: Any) -> Result:
         """run() in a worker thread: the event loop keeps running.  Cancelling
@@ -405,7 +418,8 @@ class Sandbox:
              max_files: Optional[int] = None,
              globals: Optional[Mapping[str, Any]] = None, return_json: bool = False,
              filename: str = "main.py", on_output: Optional[OutputHandler] = None,
-             on_progress: Optional[ProgressHandler] = None) -> Result:
+             on_progress: Optional[ProgressHandler] = None,
+             idempotency_key: Optional[str] = None) -> Result:
         source = _bytes(code)
         options = _native.RunOptions()
         options.filename = _bytes(filename)
@@ -431,6 +445,8 @@ class Sandbox:
             keep_alive.append(array)
         if session is not None:
             options.session = _bytes(session)
+        if idempotency_key is not None:
+            options.idempotency_key = _bytes(idempotency_key)
         if globals is not None:
             options.globals_json = json.dumps(dict(globals)).encode()
         # A callback's exception cannot cross C: it is kept and raised after.

@@ -191,6 +191,17 @@ def test_the_package_is_typed():
     assert checked.returncode == 0, checked.stdout
 
 
+def test_a_store_makes_sessions_outlive_the_sandbox(tmp_path):
+    store = f"sqlite:{tmp_path / 'sessions.db'}"
+    with capsule.Sandbox(pool_size=0, store=store) as first:
+        assert first.run("x = 41", session="kept").ok
+        assert first.run("n = 1\nprint('ran')", session="kept", idempotency_key="k").stdout == "ran\n"
+    with capsule.Sandbox(pool_size=0, store=store, store_quota=1 << 30) as second:
+        assert second.run("x + n", session="kept").return_value == "42"
+        again = second.run("n = 1\nprint('ran')", session="kept", idempotency_key="k")
+        assert again.stdout == "ran\n" and any("replayed" in note for note in again.notes)
+
+
 def test_ctypes_structures_match_the_header(tmp_path):
     # The binding mirrors cap_limits and cap_run_options by hand: a field
     # added to the header and not here shifts every field after it.
