@@ -138,6 +138,12 @@ int cap_config_set_store(cap_config *config, const char *url, char *error);
  * session-error (the session stays as before it).  0: no bound. */
 int cap_config_set_store_quota(cap_config *config, uint64_t bytes, char *error);
 
+/* How long this process's claim on its live sessions lasts in the store
+ * (default 30 s), renewed by a thread of the config every third of it.
+ * Several servers on one PostgreSQL store: a server that dies loses its
+ * sessions to the others after this long. */
+int cap_config_set_store_lease(cap_config *config, double seconds, char *error);
+
 /* Idle pre-forked workers kept ready (default 2; 0 forks on demand). */
 int cap_config_set_pool_size(cap_config *config, int workers, char *error);
 

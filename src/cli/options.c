@@ -16,6 +16,8 @@ const char shared_options_usage[] =
     "                       default for serve and run --session:\n"
     "                       sqlite:$XDG_STATE_HOME/capsule/sessions.db\n"
     "  --store-quota SIZE   bound the store's size (oldest parked sessions expire first)\n"
+    "  --store-lease SECONDS  how long a dead server keeps its sessions from the others\n"
+    "                       sharing a PostgreSQL store (default 30)\n"
     "\n"
     "limits (each run is killed or stopped when it passes one):\n"
     "  --timeout SECONDS    wall-clock time (default 30)\n"
@@ -33,13 +35,16 @@ static const char *const shared_options[] = {"--env",    "--stdlib", "--image",
                                              "--timeout", "--cpu-time", "--memory",
                                              "--max-output", "--disk", "--max-files",
                                              "--max-calls", "--max-result", "--call-timeout",
-                                             "--store", "--store-quota"};
+                                             "--store", "--store-quota", "--store-lease"};
 
 int store_option_given;
 static uint64_t store_quota;
+static double store_lease;
 
 int finish_store_options(cap_config *config, char *error) {
-    return store_quota ? cap_config_set_store_quota(config, store_quota, error) : CAP_OK;
+    int rc = store_quota ? cap_config_set_store_quota(config, store_quota, error) : CAP_OK;
+    if (rc == CAP_OK && store_lease > 0) rc = cap_config_set_store_lease(config, store_lease, error);
+    return rc;
 }
 
 int is_shared_option(const char *arg) {
@@ -144,6 +149,12 @@ int parse_shared_option(const char *arg, const char *value, cap_config *config,
             return -1;
         }
         store_quota = size; /* applied once the store is open (finish_store_options) */
+    } else if (strcmp(arg, "--store-lease") == 0) {
+        store_lease = parse_seconds(value);
+        if (!(store_lease >= 0.1)) {
+            fprintf(stderr, "capsule: --store-lease wants seconds (at least 0.1)\n");
+            return -1;
+        }
     } else if (strcmp(arg, "--stdlib") == 0) {
         rc = cap_config_set_stdlib(config, value, error);
     } else { /* --image */

@@ -7,6 +7,8 @@
  */
 #include "sandbox.h"
 
+#include <time.h>
+
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -16,6 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#define DEFAULT_LEASE_MS 30000 /* as the store's own default */
 
 #define STDLIB_GUEST_PATH "/usr/local/lib/python3.11"
 
@@ -75,6 +79,13 @@ cap_config *cap_config_new(void) {
     config->host_entry_limit = DEFAULT_ENTRIES;
     config->audit_fd = -1;
     pthread_mutex_init(&config->store_lock, NULL);
+    pthread_mutex_init(&config->renew_lock, NULL);
+    pthread_condattr_t wake_clock;
+    pthread_condattr_init(&wake_clock);
+    pthread_condattr_setclock(&wake_clock, CLOCK_MONOTONIC);
+    pthread_cond_init(&config->renew_wake, &wake_clock);
+    pthread_condattr_destroy(&wake_clock);
+    config->lease_ms = DEFAULT_LEASE_MS;
     if (!config->images[0].host_path || !config->images[0].guest_path) {
         cap_config_free(config);
         return NULL;
@@ -95,8 +106,17 @@ void cap_config_free(cap_config *config) {
     sandbox_docs_free(config);
     sandbox_code_mode_free(config); /* before the registry its tools are in */
     sandbox_functions_free(config);
+    if (config->renewer_started) {
+        pthread_mutex_lock(&config->renew_lock);
+        config->renewer_stop = 1;
+        pthread_cond_signal(&config->renew_wake);
+        pthread_mutex_unlock(&config->renew_lock);
+        pthread_join(config->renewer, NULL);
+    }
     store_close(config->store);
     pthread_mutex_destroy(&config->store_lock);
+    pthread_cond_destroy(&config->renew_wake);
+    pthread_mutex_destroy(&config->renew_lock);
     free(config->output_directory);
     for (int i = 0; i < config->resource_count; i++) {
         free(config->resource_names[i]);
@@ -174,6 +194,51 @@ int cap_config_set_sessions(cap_config *config, int max_sessions, double idle_se
     return CAP_OK;
 }
 
+/* Renews the node's lease every third of it, so that while this process
+ * lives no other node takes its live sessions (issue 16: a node that stops
+ * renewing loses them after the lease, and its commits are then refused).
+ * Host code only: guest code has no say in it. */
+static void *renew_leases(void *argument) {
+    cap_config *config = argument;
+    pthread_mutex_lock(&config->renew_lock);
+    while (!config->renewer_stop) {
+        struct timespec wake;
+        clock_gettime(CLOCK_MONOTONIC, &wake);
+        int64_t interval_ms = config->lease_ms / 3 > 0 ? config->lease_ms / 3 : 1;
+        wake.tv_sec += interval_ms / 1000;
+        wake.tv_nsec += (interval_ms % 1000) * 1000000;
+        if (wake.tv_nsec >= 1000000000) {
+            wake.tv_sec++;
+            wake.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&config->renew_wake, &config->renew_lock, &wake);
+        if (config->renewer_stop) break;
+        pthread_mutex_unlock(&config->renew_lock);
+        pthread_mutex_lock(&config->store_lock);
+        store_renew(config->store, NULL, NULL); /* a lost lease shows at the next commit */
+        pthread_mutex_unlock(&config->store_lock);
+        pthread_mutex_lock(&config->renew_lock);
+    }
+    pthread_mutex_unlock(&config->renew_lock);
+    return NULL;
+}
+
+int cap_config_set_store_lease(cap_config *config, double seconds, char *error) {
+    if (!config || !config->store || !(seconds >= 0.1 && seconds <= 86400)) {
+        sandbox_set_error(error, "a store lease needs a store and 0.1 to 86400 seconds");
+        return CAP_EINVAL;
+    }
+    pthread_mutex_lock(&config->store_lock);
+    store_set_lease(config->store, (int64_t)(seconds * 1000));
+    int rc = store_renew(config->store, NULL, error); /* the new length from now */
+    pthread_mutex_unlock(&config->store_lock);
+    pthread_mutex_lock(&config->renew_lock);
+    config->lease_ms = (int64_t)(seconds * 1000);
+    pthread_cond_signal(&config->renew_wake);
+    pthread_mutex_unlock(&config->renew_lock);
+    return rc == CAP_OK ? CAP_OK : CAP_EIO;
+}
+
 int cap_config_set_store(cap_config *config, const char *url, char *error) {
     if (!config || !url || !*url) {
         sandbox_set_error(error, "cap_config_set_store: missing store URL");
@@ -187,6 +252,13 @@ int cap_config_set_store(cap_config *config, const char *url, char *error) {
     int rc = store_open(url, &opened, error);
     if (rc != CAP_OK) return rc == CAP_EINVAL || rc == CAP_ENOMEM || rc == CAP_EIO ? rc : CAP_EIO;
     config->store = opened;
+    if (pthread_create(&config->renewer, NULL, renew_leases, config) != 0) {
+        sandbox_set_error(error, "cannot start the store's lease thread");
+        store_close(opened);
+        config->store = NULL;
+        return CAP_ERUNTIME;
+    }
+    config->renewer_started = 1;
     return CAP_OK;
 }
 

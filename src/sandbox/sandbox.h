@@ -129,6 +129,13 @@ struct cap_config {
      * held around every use of the handle. */
     store *store;
     pthread_mutex_t store_lock;
+    /* The node's lease in the store is renewed by this thread, every third
+     * of the lease (config.c); guarded by renew_lock. */
+    pthread_t renewer;
+    int renewer_started, renewer_stop;
+    int64_t lease_ms;
+    pthread_mutex_t renew_lock;
+    pthread_cond_t renew_wake;
     void *code_mode; /* MCP servers whose tools are in the registry (code_mode.c); NULL */
 };
 

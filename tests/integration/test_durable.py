@@ -279,3 +279,19 @@ def test_postgres_server_restart_and_a_dead_nodes_lease(binary):
     held = call(server, "x", name, id=3)["structuredContent"]
     assert held["capsule_status"] == "session-error" and "lease" in held["error"], held
     server.close()
+
+
+@needs_postgres
+def test_postgres_a_live_servers_lease_is_renewed(binary):
+    """A server renews its lease while it lives: another server sharing the
+    store cannot take its session, even long after one lease."""
+    name = _postgres_session("renewed")
+    holder = Stdio(binary, "--store", POSTGRES, "--store-lease", "1")
+    assert value(call(holder, "x = 'mine'", name)) is None
+    time.sleep(3.5)  # three and a half leases
+    other = Stdio(binary, "--store", POSTGRES)
+    taken = call(other, "x", name, id=2)["structuredContent"]
+    assert taken["capsule_status"] == "session-error" and "lease" in taken["error"], taken
+    other.close()
+    assert value(call(holder, "x", name, id=3)) == "mine"
+    holder.close()
