@@ -315,6 +315,23 @@ int deps_set_cache_directory(deps_resolver *resolver, const char *path, char *er
     return resolver->cache_directory ? 0 : -1;
 }
 
+int deps_open_environment(const deps_resolver *resolver, const char *key) {
+    if (!resolver || !resolver->cache_directory) return -ENOENT;
+    size_t length = key ? strlen(key) : 0;
+    if (length != 64 || strspn(key, "0123456789abcdef") != length) return -EINVAL;
+    char path[PATH_MAX];
+    environment_path(resolver, key, path, sizeof path);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -errno;
+    vfs_image *image;
+    if (vfs_image_open_fd(fd, &image) != 0) { /* checked, not trusted */
+        close(fd);
+        return -EINVAL;
+    }
+    vfs_image_release(image);
+    return fd;
+}
+
 int deps_source_count(const deps_resolver *resolver) {
     return resolver ? resolver->source_count : 0;
 }

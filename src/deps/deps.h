@@ -31,6 +31,12 @@ int deps_add_site_packages(deps_resolver *resolver, const char *path, char *erro
 int deps_set_cache_directory(deps_resolver *resolver, const char *path, char *error);
 int deps_source_count(const deps_resolver *resolver);
 
+/* The cached environment `key` (64 hex digits), checked to be an image:
+ * a read-only descriptor, or a negative errno (-ENOENT when the cache does
+ * not have it, or there is no cache).  Durable sessions mount again what
+ * their worker had mounted. */
+int deps_open_environment(const deps_resolver *resolver, const char *key);
+
 /* A line of news ("resolving pypdf"); cap_run_options.on_progress's shape. */
 typedef void (*deps_progress_fn)(void *userdata, const char *message);
 

@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../runtime/runtime.h"
 #include "durable.h"
@@ -95,6 +96,8 @@ typedef struct taken {
     uint8_t *sent_hash;  /* their SHA-256, computed here */
     uint32_t sent_count;
     buffer files;        /* the scratch file system's stream */
+    char environments[16][65]; /* package images the worker mounted, in order */
+    int environment_count;
 } taken;
 
 static void taken_free(taken *t) {
@@ -102,6 +105,22 @@ static void taken_free(taken *t) {
     free(t->sent_index);
     free(t->sent_hash);
     buffer_free(&t->files);
+}
+
+/* A list of at most 16 package-image keys (64 lowercase hex digits each):
+ * 0, or -1 when it is anything else.  A missing list is empty. */
+static int environment_keys(const cJSON *list, char keys[16][65], int *count) {
+    *count = 0;
+    if (!list) return 0;
+    if (!cJSON_IsArray(list) || cJSON_GetArraySize(list) > 16) return -1;
+    const cJSON *key;
+    cJSON_ArrayForEach(key, list) {
+        if (!cJSON_IsString(key) || strlen(key->valuestring) != 64 ||
+            strspn(key->valuestring, "0123456789abcdef") != 64)
+            return -1;
+        memcpy(keys[(*count)++], key->valuestring, 65);
+    }
+    return 0;
 }
 
 /* Asks the worker for its state and reads it all, checking each frame. */
@@ -116,8 +135,13 @@ static int take_from_worker(cap_sandbox *sandbox, int fd, const durable_pages *k
     char type;
     char *payload = NULL;
     size_t size;
-    int rc = read_within(fd, deadline, &type, &payload, &size, 512);
+    int rc = read_within(fd, deadline, &type, &payload, &size, 4096);
     cJSON *header = rc == 0 && type == 'K' ? cJSON_ParseWithLength(payload, size) : NULL;
+    if (environment_keys(cJSON_GetObjectItemCaseSensitive(header, "environments"),
+                         t->environments, &t->environment_count) != 0) {
+        cJSON_Delete(header);
+        header = NULL; /* refused below as malformed */
+    }
     free(payload);
     double pages = number(header, "pages"), stack_pointer = number(header, "stack_pointer");
     double changed = number(header, "changed"), files = number(header, "vfs_bytes");
@@ -237,6 +261,9 @@ static char *manifest_text(const taken *t) {
     cJSON_AddNumberToObject(manifest, "pages", t->pages);
     cJSON_AddNumberToObject(manifest, "stack_pointer", t->stack_pointer);
     cJSON_AddNumberToObject(manifest, "vfs_bytes", (double)t->files.size);
+    cJSON *environments = cJSON_AddArrayToObject(manifest, "environments");
+    for (int i = 0; i < t->environment_count; i++)
+        cJSON_AddItemToArray(environments, cJSON_CreateString(t->environments[i]));
     char *text = cJSON_PrintUnformatted(manifest);
     cJSON_Delete(manifest);
     return text;
@@ -375,9 +402,15 @@ int sandbox_durable_restore(cap_sandbox *sandbox, int worker_fd, durable_pages *
     double format = number(manifest, "format"), pages = number(manifest, "pages");
     double stack_pointer = number(manifest, "stack_pointer"), files = number(manifest, "vfs_bytes");
     size_t file_pages = files >= 0 ? (size_t)((files + DURABLE_PAGE - 1) / DURABLE_PAGE) : 0;
+    char environments[16][65];
+    int environment_count = 0;
+    int environments_bad = environment_keys(
+        cJSON_GetObjectItemCaseSensitive(manifest, "environments"), environments,
+        &environment_count);
     if (rc != CAP_OK) {
         /* the store's message */
-    } else if (!cJSON_IsObject(manifest) || format != MANIFEST_FORMAT || !cJSON_IsString(build)) {
+    } else if (!cJSON_IsObject(manifest) || format != MANIFEST_FORMAT || !cJSON_IsString(build) ||
+               environments_bad) {
         sandbox_set_error(error, "the session's snapshot has an unreadable manifest");
         rc = STORE_ECORRUPT;
     } else if (strcmp(build->valuestring, runtime_build_id()) != 0 ||
@@ -421,12 +454,25 @@ int sandbox_durable_restore(cap_sandbox *sandbox, int worker_fd, durable_pages *
         char header[192];
         int length = snprintf(header, sizeof header,
                               "{\"pages\":%u,\"stack_pointer\":%u,\"page_frames\":%u,"
-                              "\"vfs_bytes\":%llu}",
+                              "\"vfs_bytes\":%llu,\"environments\":%d}",
                               (uint32_t)pages, (uint32_t)stack_pointer, page_frames,
-                              (unsigned long long)files);
+                              (unsigned long long)files, environment_count);
         if (frame_write(worker_fd, 'L', header, (size_t)length) != 0) {
             sandbox_set_error(error, "the worker for the session's restore is gone");
             rc = CAP_ERUNTIME;
+        }
+        /* The package images the session had mounted, from the package
+         * cache: one it no longer has is sent without its image (the worker
+         * then mounts none from there on). */
+        for (int i = 0; rc == CAP_OK && i < environment_count; i++) {
+            int image = deps_open_environment(config->dependencies, environments[i]);
+            int sent = image >= 0 ? frame_write_fd(worker_fd, 'e', environments[i], 64, image)
+                                  : frame_write(worker_fd, 'e', environments[i], 64);
+            if (image >= 0) close(image);
+            if (sent != 0) {
+                sandbox_set_error(error, "the worker for the session's restore is gone");
+                rc = CAP_ERUNTIME;
+            }
         }
         if (rc == CAP_OK)
             rc = store_snapshot_read_wanted_pages(config->store, snapshot.id, worker_lacks,

@@ -12,7 +12,8 @@
  *                       of each page of the memory as capsule_init left it
  *                       (the zygote ran no program yet: the host trusts it)
  *   host → worker   'K' take a snapshot; payload "full" asks for every page
- *   worker → host   'K' JSON {"pages":N,"stack_pointer":S,"changed":C,"vfs_bytes":V}
+ *   worker → host   'K' JSON {"pages":N,"stack_pointer":S,"changed":C,"vfs_bytes":V,
+ *                   "environments":[KEY...]} (the package images it mounted, in order)
  *                   then C 'k' frames, u32 page index + the page, indices
  *                   strictly increasing, every page not sent being equal to
  *                   the reference's (the base for a fresh worker, else what
@@ -24,7 +25,11 @@
  *                   restore, so that a file object kept across calls still
  *                   names its file and no later open() takes its fd)
  *   host → worker   'L' restore, in a fresh worker: JSON {"pages":N,
- *                   "stack_pointer":S,"page_frames":C,"vfs_bytes":V}, then C
+ *                   "stack_pointer":S,"page_frames":C,"vfs_bytes":V,
+ *                   "environments":E}, then E 'e' frames (KEY, the image
+ *                   riding along by SCM_RIGHTS, or none when the host no
+ *                   longer has it: then that mount and the later ones are
+ *                   skipped, as their places follow the order), then C
  *                   'l' frames (u32 index + page; pages not sent are the
  *                   base's), then 'v' frames of V bytes
  *   worker → host   'L' "" when restored, else the reason (and it exits)
@@ -65,11 +70,13 @@ void durable_worker_set_base(uint8_t *base, uint32_t pages);
 struct Z_wasi_snapshot_preview1_instance_t;
 int durable_worker_snapshot(int fd, const uint8_t *memory, uint32_t pages, void *scratch,
                             struct Z_wasi_snapshot_preview1_instance_t *wasi, uint32_t first_fd,
+                            const char (*environment_keys)[65], int environment_count,
                             int full); /* `pages` in DURABLE_PAGE */
 /* Reads the restore that the 'L' header `payload` begins, puts it in place,
  * and answers 'L'.  Returns 0 when restored, else non-zero (the worker must
  * then exit: its state is half-written). */
 int durable_worker_restore(int fd, const char *payload, size_t size, void *scratch,
-                           struct Z_wasi_snapshot_preview1_instance_t *wasi);
+                           struct Z_wasi_snapshot_preview1_instance_t *wasi,
+                           const char *(*mount_environment)(int fd, const char *key));
 
 #endif

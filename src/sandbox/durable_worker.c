@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../runtime/runtime.h"
 #include "../wasi/wasi.h"
@@ -132,7 +133,8 @@ static int load_files(const uint8_t *data, size_t size, void *scratch, wasi *w) 
 }
 
 int durable_worker_snapshot(int fd, const uint8_t *memory, uint32_t pages, void *scratch,
-                            wasi *w, uint32_t first_fd, int full) {
+                            wasi *w, uint32_t first_fd, const char (*environment_keys)[65],
+                            int environment_count, int full) {
     buffer files = {0};
     if (save_files(&files, scratch, w, first_fd) != 0) {
         buffer_free(&files);
@@ -143,10 +145,15 @@ int durable_worker_snapshot(int fd, const uint8_t *memory, uint32_t pages, void 
     uint32_t changed = 0;
     for (uint32_t page = dead_pages(); page < pages; page++)
         changed += full || page_changed(memory, page, known_pages);
-    char header[192];
+    char header[192 + 16 * 70];
     int length = snprintf(header, sizeof header,
-                          "{\"pages\":%u,\"stack_pointer\":%u,\"changed\":%u,\"vfs_bytes\":%zu}",
+                          "{\"pages\":%u,\"stack_pointer\":%u,\"changed\":%u,\"vfs_bytes\":%zu,"
+                          "\"environments\":[",
                           pages, runtime_stack_pointer(), changed, files.size);
+    for (int i = 0; i < environment_count && i < 16; i++)
+        length += snprintf(header + length, sizeof header - (size_t)length, "%s\"%.64s\"",
+                           i ? "," : "", environment_keys[i]);
+    length += snprintf(header + length, sizeof header - (size_t)length, "]}");
     int rc = frame_write(fd, 'K', header, (size_t)length);
     static uint8_t frame[4 + DURABLE_PAGE];
     for (uint32_t page = dead_pages(); rc == 0 && page < pages; page++) {
@@ -178,18 +185,39 @@ static int refuse(int fd, const char *reason) {
     return -1;
 }
 
-int durable_worker_restore(int fd, const char *payload, size_t size, void *scratch, wasi *w) {
+int durable_worker_restore(int fd, const char *payload, size_t size, void *scratch, wasi *w,
+                           const char *(*mount_environment)(int fd, const char *key)) {
     cJSON *header = cJSON_ParseWithLength(payload, size);
     uint32_t pages = field(header, "pages", DURABLE_MAX_PAGES);
     if (pages != UINT32_MAX && pages % DURABLE_PER_WASM_PAGE) pages = UINT32_MAX;
     uint32_t stack_pointer = field(header, "stack_pointer", UINT32_MAX - 1.0);
     uint32_t page_frames = field(header, "page_frames", DURABLE_MAX_PAGES);
+    uint32_t environments = field(header, "environments", 16);
     const cJSON *vfs_item = cJSON_GetObjectItemCaseSensitive(header, "vfs_bytes");
     double vfs_bytes = cJSON_IsNumber(vfs_item) ? vfs_item->valuedouble : -1;
     cJSON_Delete(header);
     if (pages == UINT32_MAX || stack_pointer == UINT32_MAX || page_frames == UINT32_MAX ||
+        environments == UINT32_MAX ||
         vfs_bytes < 0 || vfs_bytes > (double)DURABLE_MAX_VFS)
         return refuse(fd, "malformed restore header");
+    /* The package images first, in their order: a missing one ends the
+     * list (the later ones' places depend on it). */
+    int mounting = 1;
+    for (uint32_t i = 0; i < environments; i++) {
+        char type, *key;
+        size_t key_size;
+        int image = -1;
+        if (frame_read(fd, &type, &key, &key_size, 64, &image) != 0) return -1;
+        if (type != 'e') {
+            free(key);
+            if (image >= 0) close(image);
+            return refuse(fd, "malformed restore environment");
+        }
+        if (image < 0) mounting = 0;
+        if (mounting && mount_environment(image, key) != NULL) mounting = 0;
+        if (image >= 0) close(image);
+        free(key);
+    }
     if (runtime_resize_memory(pages / DURABLE_PER_WASM_PAGE) != 0)
         return refuse(fd, "cannot size the memory");
     uint8_t *memory = runtime_memory_data(); /* after the resize: it may move */

@@ -88,6 +88,7 @@ static struct {
     unsigned spilled;                /* results written to SPILL_DIRECTORY so far */
     uint64_t disk_quota, disk_entries; /* the run's, raised by what is spilled */
     char environment_key[65]; /* of the environment mounted last */
+    char environment_keys[MAX_ENVIRONMENTS][65]; /* all, in mount order (durable.h) */
     char environment_path[VFS_PATH_MAX];
     int environment_count;
     /* Durable sandboxes: the memory as capsule_init left it (shared with
@@ -204,6 +205,7 @@ static const char *mount_environment(int fd, const char *key) {
         snprintf(path, sizeof path, "%s", GUEST_SITE_PACKAGES);
     else
         snprintf(path, sizeof path, "%s-%d", GUEST_SITE_PACKAGES, G.environment_count + 1);
+    snprintf(G.environment_keys[G.environment_count], sizeof G.environment_keys[0], "%s", key);
     vfs_image *image = NULL;
     const vfs_backend_ops *ops;
     void *backend;
@@ -559,9 +561,12 @@ static void wait_for_request(void) {
         if (type == 'K') {
             rc = durable_worker_snapshot(G.channel_fd, memory->data,
                                          memory->pages * DURABLE_PER_WASM_PAGE, G.scratch, G.w,
-                                         FUNCTIONS_FD + 1, size == 4 && !memcmp(payload, "full", 4));
+                                         FUNCTIONS_FD + 1, G.environment_keys,
+                                         G.environment_count,
+                                         size == 4 && !memcmp(payload, "full", 4));
         } else {
-            rc = durable_worker_restore(G.channel_fd, payload, size, G.scratch, G.w);
+            rc = durable_worker_restore(G.channel_fd, payload, size, G.scratch, G.w,
+                                        mount_environment);
         }
         free(payload);
         if (fd >= 0) close(fd);

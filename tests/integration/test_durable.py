@@ -295,3 +295,17 @@ def test_postgres_a_live_servers_lease_is_renewed(binary):
     other.close()
     assert value(call(holder, "x", name, id=3)) == "mine"
     holder.close()
+
+
+def test_a_restored_session_has_its_packages_mounted_again(capsule, tmp_path):
+    """Packages installed for a session come back with it: a module of
+    theirs not imported before the restore can be imported after it."""
+    session = ["--store", store_url(tmp_path), "--session", "packages",
+               "--site-packages", "/usr/lib/python3/dist-packages",
+               "--package-cache", str(tmp_path / "cache")]
+    first = capsule.json("import markdown", *session)
+    assert first["status"] == "success" and first["dependencies"], first
+    again = capsule.json("import markdown.extensions.tables\n"
+                         "markdown.markdown('| a |\\n|---|\\n| b |', extensions=['tables'])",
+                         *session)
+    assert again["status"] == "success" and "<td>b</td>" in again["return_value"], again
