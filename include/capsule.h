@@ -163,6 +163,16 @@ int cap_config_set_output_directory(cap_config *config, const char *guest_path, 
  * below the index. */
 int cap_config_add_docs(cap_config *config, const char *host_directory, char *error);
 
+/* help: searches the /docs files (by section), the granted host functions
+ * and code-mode tools, and the recipes capsule ships, with SQLite FTS5
+ * (BM25).  `query` is any text, a question in words: it is never query
+ * syntax.  `limit` 1 to 20 (0: 5).  JSON (the caller frees it):
+ * {"query": ..., "results": [{"title", "path", "section", "kind" ("doc",
+ * "recipe", "function", "tool"), "snippet", "text", "score"}...]}, best
+ * first; NULL and `error` on failure.  Thread-safe; the same search as the
+ * MCP tool `help` and the guest's capsule.help(). */
+char *cap_config_help(cap_config *config, const char *query, int limit, char *error);
+
 /* HTTP resources: reading the guest file /network/NAME makes the host (not
  * the guest: it has no socket) fetch URL, and the open() blocks until then.
  * Every URL fetched, the first and each redirect, must start with a prefix

@@ -7,6 +7,8 @@
  */
 #include "sandbox.h"
 
+#include "../help/help.h"
+
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -75,6 +77,7 @@ cap_config *cap_config_new(void) {
     config->host_entry_limit = DEFAULT_ENTRIES;
     config->audit_fd = -1;
     pthread_mutex_init(&config->store_lock, NULL);
+    pthread_mutex_init(&config->help_lock, NULL);
     if (!config->images[0].host_path || !config->images[0].guest_path) {
         cap_config_free(config);
         return NULL;
@@ -97,6 +100,7 @@ void cap_config_free(cap_config *config) {
     sandbox_functions_free(config);
     store_close(config->store);
     pthread_mutex_destroy(&config->store_lock);
+    help_free(config);
     free(config->output_directory);
     for (int i = 0; i < config->resource_count; i++) {
         free(config->resource_names[i]);

@@ -130,6 +130,11 @@ struct cap_config {
     store *store;
     pthread_mutex_t store_lock;
     void *code_mode; /* MCP servers whose tools are in the registry (code_mode.c); NULL */
+    /* help (src/help/help.c): the index, built on the first search, dropped
+     * when the docs or the registry change; the lock is held around every
+     * use. */
+    void *help_index;
+    pthread_mutex_t help_lock;
 };
 
 /* Formats into the caller's CAP_ERROR_SIZE buffer; a NULL `error` is allowed. */
