@@ -31,6 +31,7 @@
 #define MAX_TERM_BYTES 64
 #define MAX_TEXT_BYTES 4000 /* of a section, returned with each result */
 #define MAX_TITLE_BYTES 300
+#define MAX_SECTION_BYTES (16u << 10) /* longer sections are indexed in parts */
 
 typedef struct help_index {
     sqlite3 *database;
@@ -105,6 +106,38 @@ static int add_entry(help_index *index, const char *title, const char *path, con
     return rc == SQLITE_DONE ? 0 : -EIO;
 }
 
+/* One section as entries of at most MAX_SECTION_BYTES, cut at a line end
+ * (else a space, else a character boundary): snippet() and BM25 cost
+ * grows with a row's size, and a long section is many answers anyway. */
+static int add_section(help_index *index, const char *title, const char *path,
+                       const char *section, const char *kind, const char *body, size_t size) {
+    int rc = 0;
+    for (int part = 1; rc == 0 && size > 0; part++) {
+        size_t length = size;
+        if (length > MAX_SECTION_BYTES) {
+            length = MAX_SECTION_BYTES;
+            size_t cut = length;
+            while (cut > length / 2 && body[cut - 1] != '\n') cut--;
+            if (cut == length / 2) {
+                cut = length;
+                while (cut > length / 2 && body[cut - 1] != ' ') cut--;
+            }
+            if (cut == length / 2) {
+                cut = length;
+                while (cut > 0 && (body[cut] & 0xC0) == 0x80) cut--;
+            }
+            length = cut ? cut : MAX_SECTION_BYTES;
+        }
+        char titled[2 * MAX_TITLE_BYTES + 32];
+        if (part == 1 && length == size) snprintf(titled, sizeof titled, "%s", title);
+        else snprintf(titled, sizeof titled, "%s (part %d)", title, part);
+        rc = add_entry(index, titled, path, section, kind, body, length);
+        body += length;
+        size -= length;
+    }
+    return rc;
+}
+
 /* A Markdown heading line ("#" to "######", a space, text): its text. */
 static int heading_text(const char *line, size_t length, const char **text, size_t *text_length) {
     size_t level = 0;
@@ -149,8 +182,8 @@ static int index_markdown(help_index *index, const char *text, const char *path,
                     snprintf(title, sizeof title, "%s: %s", document, section);
                 else
                     snprintf(title, sizeof title, "%s", document);
-                rc = add_entry(index, title, path, section[0] ? section : document, kind, body,
-                               body_size);
+                rc = add_section(index, title, path, section[0] ? section : document, kind, body,
+                                 body_size);
             }
             if (line >= end) break;
             int shown = (int)(heading_length < MAX_TITLE_BYTES ? heading_length : MAX_TITLE_BYTES);

@@ -1034,6 +1034,18 @@ static cJSON *tool_definitions(const mcp_server *server) {
         while (more && (tool = cJSON_DetachItemFromArray(more, 0))) cJSON_AddItemToArray(tools, tool);
         cJSON_Delete(more);
     }
+    /* help: always something to search (the recipes ship in the binary). */
+    static const char help_definition[] =
+        "{\"name\":\"help\",\"description\":\"Search the documentation before writing code: "
+        "the files under /docs (by section), recipes for what agents do most here (CSV, Excel "
+        "XLSX and charts, PDF, zip, JSON, sqlite3, images, which packages can be installed) and "
+        "the host functions and tools granted to the code. Ask in plain words. Returns the best "
+        "sections, best first, with title, path (open /docs files from the code), snippet and "
+        "the section's text.\",\"inputSchema\":{\"type\":\"object\",\"properties\":{"
+        "\"query\":{\"type\":\"string\",\"description\":\"A question or keywords, e.g. "
+        "'how do I add a chart to an xlsx file'\"},\"limit\":{\"type\":\"integer\","
+        "\"minimum\":1,\"maximum\":20,\"default\":5}},\"required\":[\"query\"]}}";
+    cJSON_AddItemToArray(tools, cJSON_Parse(help_definition));
     cJSON *run = cJSON_GetArrayItem(tools, 0);
     const cJSON *description = cJSON_GetObjectItemCaseSensitive(run, "description");
     const char *servers = server->code_mode_servers;
@@ -1111,6 +1123,50 @@ static cJSON *session_program(mcp_server *server, mcp_client *client, const char
         free(error);
     }
     cap_result_free(outcome.result);
+    return tool_result;
+}
+
+/* help: cap_config_help over the server's config; the results as text
+ * (numbered, with their paths and snippets) and as structuredContent. */
+static cJSON *help_tool(mcp_server *server, const cJSON *arguments, int *invalid) {
+    const char *query = argument_string(arguments, "query");
+    const cJSON *limit = cJSON_GetObjectItemCaseSensitive(arguments, "limit");
+    *invalid = 0;
+    if (!query || (limit && !cJSON_IsNull(limit) &&
+                   !(cJSON_IsNumber(limit) && limit->valuedouble >= 1 &&
+                     limit->valuedouble <= 20 && limit->valuedouble == (int)limit->valuedouble))) {
+        *invalid = 1;
+        return NULL;
+    }
+    char error[CAP_ERROR_SIZE] = "";
+    char *json = cap_config_help(server->config, query,
+                                 cJSON_IsNumber(limit) ? (int)limit->valuedouble : 0, error);
+    cJSON *structured = json ? cJSON_Parse(json) : NULL;
+    free(json);
+    if (!structured) return tool_error(error[0] ? error : "help failed");
+    buffer text = {0};
+    const cJSON *results = cJSON_GetObjectItemCaseSensitive(structured, "results");
+    const cJSON *result;
+    int number = 0;
+    cJSON_ArrayForEach(result, results) {
+        const cJSON *title = cJSON_GetObjectItemCaseSensitive(result, "title");
+        const cJSON *path = cJSON_GetObjectItemCaseSensitive(result, "path");
+        const cJSON *snippet = cJSON_GetObjectItemCaseSensitive(result, "snippet");
+        char head[1024];
+        int n = snprintf(head, sizeof head, "%d. %s (%s)\n", ++number,
+                         cJSON_IsString(title) ? title->valuestring : "",
+                         cJSON_IsString(path) ? path->valuestring : "");
+        buffer_append(&text, head, n < (int)sizeof head ? (size_t)n : sizeof head - 1);
+        if (cJSON_IsString(snippet) && snippet->valuestring[0]) {
+            buffer_append(&text, "   ", 3);
+            buffer_append(&text, snippet->valuestring, strlen(snippet->valuestring));
+            buffer_append(&text, "\n", 1);
+        }
+    }
+    if (number == 0) buffer_append(&text, "no results", 10);
+    buffer_append(&text, "", 1);
+    cJSON *tool_result = tool_text(text.data ? text.data : "", structured);
+    buffer_free(&text);
     return tool_result;
 }
 
@@ -1393,6 +1449,13 @@ static void call_tool(mcp_server *server, mcp_client *client, const cJSON *id, c
         send_error(to, id, RPC_INVALID_PARAMS, "session_id is too long");
     } else if (session && !scoped) {
         send_error(to, id, RPC_INTERNAL_ERROR, "out of memory");
+    } else if (strcmp(name, "help") == 0) {
+        int invalid;
+        cJSON *result = help_tool(server, arguments, &invalid);
+        if (invalid)
+            send_error(to, id, RPC_INVALID_PARAMS, "help needs query (a string) and a limit of 1 to 20");
+        else
+            send_result(to, id, result);
     } else if (strcmp(name, "run_python_code") == 0) {
         const char *code = argument_string(arguments, "python_code");
         const cJSON *globals = cJSON_GetObjectItemCaseSensitive(arguments, "global_variables");
