@@ -9,7 +9,7 @@ capsule.help       ``help("how do I read an xlsx file")``: the best sections of
                    and tools, searched by the host.
 """
 
-__all__ = ["help"]
+__all__ = ["describe", "help"]
 
 
 def help(query, limit=5):
@@ -26,3 +26,28 @@ def help(query, limit=5):
         raise ValueError("help() takes a limit of 1 to 20")
     answer = functions._exchange({"op": "help", "query": query, "limit": limit}, "help")
     return answer.get("results", []) if isinstance(answer, dict) else []
+
+
+def describe(file, question):
+    """Asks a model `question` about `file` (a path, or bytes), and returns
+    its answer as text: for images the code made (PNG, JPEG, GIF, WebP),
+    PDF files and UTF-8 text, at most 8 MiB.  The host sends it to the
+    model endpoint it was configured with; PermissionError when it has
+    none, TypeError for a file it cannot send (too large, another media
+    type), TimeoutError, capsule.functions.ToolError when the model
+    endpoint fails."""
+    from capsule import functions
+    if isinstance(file, (bytes, bytearray, memoryview)):
+        data, name = bytes(file), "file"
+    else:
+        import os
+        name = os.fspath(file)
+        if os.path.getsize(name) > 8 << 20:
+            raise TypeError(f"describe: {name} is larger than 8 MiB")
+        with open(name, "rb") as f:
+            data = f.read()
+    if not isinstance(question, str) or not question.strip():
+        raise TypeError("describe() takes the question as a non-empty string")
+    answer = functions._exchange({"op": "describe", "data": data, "name": str(name),
+                                  "question": question}, "describe")
+    return answer.get("answer", "") if isinstance(answer, dict) else ""

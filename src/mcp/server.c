@@ -1046,6 +1046,16 @@ static cJSON *tool_definitions(const mcp_server *server) {
         "'how do I add a chart to an xlsx file'\"},\"limit\":{\"type\":\"integer\","
         "\"minimum\":1,\"maximum\":20,\"default\":5}},\"required\":[\"query\"]}}";
     cJSON_AddItemToArray(tools, cJSON_Parse(help_definition));
+    static const char describe_definition[] =
+        "{\"name\":\"describe\",\"description\":\"Ask a model about a file in a session's "
+        "file system that the code made or unpacked: an image (PNG, JPEG, GIF, WebP), a PDF or "
+        "text, at most 8 MiB. Returns the model's answer as text.\",\"inputSchema\":{\"type\":"
+        "\"object\",\"properties\":{\"session_id\":{\"type\":\"string\"},\"path\":{\"type\":"
+        "\"string\",\"description\":\"The file, e.g. /output/chart.png\"},\"question\":{"
+        "\"type\":\"string\",\"description\":\"What to ask about it\"}},\"required\":["
+        "\"session_id\",\"path\",\"question\"]}}";
+    if (cap_config_describe_enabled(server->config))
+        cJSON_AddItemToArray(tools, cJSON_Parse(describe_definition));
     cJSON *run = cJSON_GetArrayItem(tools, 0);
     const cJSON *description = cJSON_GetObjectItemCaseSensitive(run, "description");
     const char *servers = server->code_mode_servers;
@@ -1168,6 +1178,58 @@ static cJSON *help_tool(mcp_server *server, const cJSON *arguments, int *invalid
     cJSON *tool_result = tool_text(text.data ? text.data : "", structured);
     buffer_free(&text);
     return tool_result;
+}
+
+/* describe: the file's bytes from the session (a fixed program: base64,
+ * or only its size when it is too large), then cap_config_describe. */
+static const char describe_read_expression[] =
+    "(lambda p: (lambda n: {'size': n} if n > 8 * 1024 * 1024 else\n"
+    "  {'base64': __import__('base64').b64encode(open(p, 'rb').read()).decode()})"
+    "(__import__('os').path.getsize(p)))(__capsule_arguments__['path'])";
+
+static cJSON *describe_tool(mcp_server *server, mcp_client *client, const char *id,
+                            const reply *to, const char *scoped, const char *session,
+                            const char *path, const char *question) {
+    pthread_mutex_lock(&server->lock);
+    int known = session_known(server, scoped);
+    pthread_mutex_unlock(&server->lock);
+    if (!known) return tool_error("no such session; create one with create_session");
+    cJSON *guest_arguments = cJSON_CreateObject();
+    cJSON_AddStringToObject(guest_arguments, "path", path);
+    cJSON *read = session_program(server, client, id, to, scoped, session,
+                                  describe_read_expression, guest_arguments);
+    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(read, "isError"))) return read;
+    const cJSON *structured = cJSON_GetObjectItemCaseSensitive(read, "structuredContent");
+    const cJSON *encoded = cJSON_GetObjectItemCaseSensitive(structured, "base64");
+    const cJSON *size = cJSON_GetObjectItemCaseSensitive(structured, "size");
+    char error[CAP_ERROR_SIZE] = "";
+    cJSON *result;
+    if (!cJSON_IsString(encoded)) {
+        snprintf(error, sizeof error, "describe: %.100s has %.0f bytes, more than the 8 MiB a "
+                 "file may have", path, cJSON_IsNumber(size) ? size->valuedouble : 0);
+        result = tool_error(error);
+    } else {
+        size_t length = strlen(encoded->valuestring);
+        unsigned char *data = malloc(length / 4 * 3 + 1);
+        int decoded = data && length % 4 == 0
+                          ? EVP_DecodeBlock(data, (const unsigned char *)encoded->valuestring,
+                                            (int)length)
+                          : -1;
+        if (decoded >= 0 && length >= 1 && encoded->valuestring[length - 1] == '=') decoded--;
+        if (decoded >= 0 && length >= 2 && encoded->valuestring[length - 2] == '=') decoded--;
+        char *json = decoded >= 0 ? cap_config_describe(server->config, data, (size_t)decoded,
+                                                        path, question, 0, error)
+                                  : NULL;
+        cJSON *answer = json ? cJSON_Parse(json) : NULL;
+        const cJSON *text = cJSON_GetObjectItemCaseSensitive(answer, "answer");
+        result = cJSON_IsString(text) ? tool_text(text->valuestring, answer)
+                                      : tool_error(error[0] ? error : "describe failed");
+        if (!cJSON_IsString(text)) cJSON_Delete(answer);
+        free(json);
+        free(data);
+    }
+    cJSON_Delete(read);
+    return result;
 }
 
 /* fork_session and session_history, offered when sessions are durable. */
@@ -1539,12 +1601,21 @@ static void call_tool(mcp_server *server, mcp_client *client, const cJSON *id, c
         free(minted);
     } else if (!session) {
         if (strcmp(name, "close_session") == 0 || strcmp(name, "list_files") == 0 ||
-            strcmp(name, "read_file") == 0 || strcmp(name, "write_file") == 0)
+            strcmp(name, "read_file") == 0 || strcmp(name, "write_file") == 0 ||
+            (strcmp(name, "describe") == 0 && cap_config_describe_enabled(server->config)))
             send_error(to, id, RPC_INVALID_PARAMS, "this tool needs session_id");
         else
             send_error(to, id, RPC_INVALID_PARAMS, "unknown tool");
     } else if (strcmp(name, "fork_session") == 0 || strcmp(name, "session_history") == 0) {
         durable_session_tool(server, client, id, to, name, scoped, session);
+    } else if (strcmp(name, "describe") == 0 && cap_config_describe_enabled(server->config)) {
+        const char *path = argument_string(arguments, "path");
+        const char *question = argument_string(arguments, "question");
+        if (!path || !question)
+            send_error(to, id, RPC_INVALID_PARAMS, "describe needs path and question");
+        else
+            send_result(to, id, describe_tool(server, client, id_text, to, scoped, session, path,
+                                              question));
     } else if (strcmp(name, "close_session") == 0) {
         pthread_mutex_lock(&server->lock);
         int slot_index = session_known(server, scoped) ? route_session(server, scoped) : -1;

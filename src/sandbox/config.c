@@ -101,6 +101,10 @@ void cap_config_free(cap_config *config) {
     store_close(config->store);
     pthread_mutex_destroy(&config->store_lock);
     help_free(config);
+    free(config->describe_url);
+    if (config->describe_key) explicit_bzero(config->describe_key, strlen(config->describe_key));
+    free(config->describe_key);
+    free(config->describe_model);
     free(config->output_directory);
     for (int i = 0; i < config->resource_count; i++) {
         free(config->resource_names[i]);

@@ -36,6 +36,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../help/describe.h"
 #include "../help/help.h"
 #include "frame.h"
 #include "http.h"
@@ -699,6 +700,71 @@ static void answer_help(sandbox_exchange *exchange, const cJSON *request, const 
     free(json);
 }
 
+/* {"$bytes": BASE64} as bytes (malloc'd, *size set), or NULL. */
+static unsigned char *decode_bytes(const cJSON *value, size_t *size) {
+    if (!is_bytes(value)) return NULL;
+    const char *text = value->child->valuestring;
+    size_t length = strlen(text);
+    if (length % 4 != 0) return NULL;
+    unsigned char *data = malloc(length / 4 * 3 + 1);
+    if (!data) return NULL;
+    int decoded = EVP_DecodeBlock(data, (const unsigned char *)text, (int)length);
+    if (decoded < 0) {
+        free(data);
+        return NULL;
+    }
+    size_t padding = length >= 1 && text[length - 1] == '=' ? (length >= 2 && text[length - 2] == '=' ? 2 : 1) : 0;
+    *size = (size_t)decoded - padding;
+    return data;
+}
+
+/* capsule.describe(): the file's bytes and the question to the configured
+ * model endpoint (describe.c), within the run's time; logged as the
+ * function "describe". */
+static void answer_describe(sandbox_exchange *exchange, const cJSON *request, const char *payload,
+                            size_t size, double started) {
+    const cJSON *question = cJSON_GetObjectItemCaseSensitive(request, "question");
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(request, "name");
+    call_record record = {"describe", payload, size, NULL, 0, started, "malformed", NULL};
+    char message[CAP_ERROR_SIZE] = "";
+    const char *kind = NULL;
+    char *json = NULL;
+    size_t data_size = 0;
+    unsigned char *data = decode_bytes(cJSON_GetObjectItemCaseSensitive(request, "data"),
+                                       &data_size);
+    double left = exchange->deadline - sandbox_now_seconds();
+    if (!data || !cJSON_IsString(question) || (name && !cJSON_IsString(name))) {
+        kind = "invalid-arguments";
+        snprintf(message, sizeof message, "describe takes the file's bytes and a question");
+    } else if (!(left > 0)) {
+        kind = "timeout";
+        snprintf(message, sizeof message, "no time is left in the run for describe");
+    } else {
+        describe_outcome outcome =
+            describe_file(exchange->sandbox->config, data, data_size,
+                          cJSON_IsString(name) ? name->valuestring : "file", question->valuestring,
+                          left, &json, message);
+        kind = outcome == DESCRIBE_OK        ? NULL
+               : outcome == DESCRIBE_OFF     ? "not-granted"
+               : outcome == DESCRIBE_INVALID ? "invalid-arguments"
+               : outcome == DESCRIBE_TIMEOUT ? "timeout"
+                                             : "error";
+    }
+    free(data);
+    if (kind) {
+        answer_failure(exchange->fd, kind, message);
+        record.outcome = kind;
+        record.message = message;
+    } else {
+        answer(exchange->fd, "{\"ok\":true}", json, strlen(json));
+        record.outcome = "ok";
+        record.result = json;
+        record.result_size = strlen(json);
+    }
+    audit(exchange, &record);
+    free(json);
+}
+
 sandbox_outcome sandbox_frame_call(sandbox_exchange *exchange, const char *payload, size_t size) {
     double started = sandbox_now_seconds();
     cJSON *request = size <= MAX_CALL_REQUEST ? cJSON_ParseWithLength(payload, size) : NULL;
@@ -709,6 +775,8 @@ sandbox_outcome sandbox_frame_call(sandbox_exchange *exchange, const char *paylo
         answer_call(exchange, request, payload, size, started);
     } else if (cJSON_IsString(op) && strcmp(op->valuestring, "help") == 0) {
         answer_help(exchange, request, payload, size, started);
+    } else if (cJSON_IsString(op) && strcmp(op->valuestring, "describe") == 0) {
+        answer_describe(exchange, request, payload, size, started);
     } else {
         call_record record = {NULL, payload, size, NULL, 0, started, "malformed",
                               "not a function call"};

@@ -135,6 +135,11 @@ struct cap_config {
      * use. */
     void *help_index;
     pthread_mutex_t help_lock;
+    /* describe (src/help/describe.c): an OpenAI-compatible chat/completions
+     * URL, its key and model; off while the URL is NULL. */
+    char *describe_url;
+    char *describe_key;
+    char *describe_model;
 };
 
 /* Formats into the caller's CAP_ERROR_SIZE buffer; a NULL `error` is allowed. */
