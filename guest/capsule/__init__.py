@@ -7,6 +7,9 @@ capsule.tools      the tools of MCP servers (code mode): ``search(query)``; each
 capsule.help       ``help("how do I read an xlsx file")``: the best sections of
                    /docs, the recipes capsule ships and the granted functions
                    and tools, searched by the host.
+capsule.describe   ``describe("/output/chart.png", "what does it show?")``: a
+                   model's answer about a file, when the host has a model
+                   endpoint (else PermissionError).
 """
 
 __all__ = ["describe", "help"]
