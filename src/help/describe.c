@@ -235,6 +235,13 @@ describe_outcome describe_file(cap_config *config, const void *data, size_t size
                                  "(choices[0].message.content)");
         return DESCRIBE_FAILED;
     }
+    char *clean = utf8_sanitize(answer, strlen(answer)); /* JSON strings must be UTF-8 */
+    free(answer);
+    if (!clean) {
+        sandbox_set_error(error, "out of memory");
+        return DESCRIBE_FAILED;
+    }
+    answer = clean;
     cJSON *result = cJSON_CreateObject();
     cJSON_AddStringToObject(result, "answer", answer);
     cJSON_AddStringToObject(result, "media_type", media_type);
