@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from conftest import ROOT
 from test_mcp import Stdio
 
 DOCS = {
@@ -277,3 +278,80 @@ def test_help_calls_are_in_the_audit_log(capsule, tmp_path):
     assert result["status"] == "success" and result["return_value"] != "0", result
     lines = [json.loads(line) for line in log.read_text().splitlines()]
     assert [(line["function"], line["outcome"]) for line in lines] == [("help", "ok")]
+
+
+# --- the recipes are honest: their code runs in capsule -------------------------------
+
+RECIPES = ROOT / "docs" / "recipes"
+SITE_PACKAGES = "/usr/lib/python3/dist-packages"
+
+PRELUDE = r'''
+import csv, gzip, json, os, sqlite3, tarfile, zipfile
+os.makedirs("/output", exist_ok=True)
+open("/work/sales.csv", "w").write("region,amount\nnorth,10\nsouth,5.5\nnorth,2\n")
+json.dump({"items": [{"id": 1, "active": True}, {"id": 2}]}, open("/work/data.json", "w"))
+open("/work/events.jsonl", "w").write('{"a": 1}\n\n{"a": 2}\n')
+with zipfile.ZipFile("/work/upload.zip", "w") as z:
+    z.writestr("docs/a.txt", "hello")
+open("/tmp/report.csv", "w").write("x\n1\n")
+with gzip.open("/work/log.gz", "wt") as f:
+    f.write("log line\n")
+with tarfile.open("/work/data.tar.gz", "w:gz") as tar:
+    tar.add("/work/sales.csv", "sales.csv")
+sqlite3.connect("/work/app.db").execute("CREATE TABLE t (x)").connection.commit()
+totals = {"north": 12.0, "south": 5.5}
+results = [("north", 12.0), ("south", 5.5)]
+'''
+
+PDF_PRELUDE = r'''
+def _pdf(text):
+    stream = b"BT /F1 12 Tf 20 100 Td (" + text + b") Tj ET"
+    objects = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+               b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 200 200] /Contents 4 0 R "
+               b"/Resources << /Font << /F1 5 0 R >> >> >>",
+               b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
+               b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
+    out, offsets = b"%PDF-1.4\n", []
+    for number, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 6\n0000000000 65535 f \n" + b"".join(b"%010d 00000 n \n" % o for o in offsets)
+    return out + b"trailer\n<< /Size 6 /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % xref
+open("/work/invoice.pdf", "wb").write(_pdf(b"Total due 42 EUR"))
+open("/work/a.pdf", "wb").write(_pdf(b"first"))
+'''
+
+XLSX_PRELUDE = r'''
+from openpyxl import Workbook as _Workbook
+_book = _Workbook()
+for _row in (["month", "sales"], ["Jan", 12], ["Feb", 30]):
+    _book.active.append(_row)
+_book.save("/work/report.xlsx")
+'''
+
+
+def python_blocks(name):
+    text = (RECIPES / name).read_text()
+    blocks = text.split("```python\n")[1:]
+    return [block.split("```")[0] for block in blocks]
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in RECIPES.glob("*.md")))
+def test_every_recipe_runs_in_capsule(capsule, name, tmp_path):
+    blocks = python_blocks(name)
+    if name == "packages.md":
+        assert blocks == []
+        return
+    assert blocks, name
+    prelude, args = PRELUDE, []
+    if name in ("xlsx.md", "pdf.md"):
+        package = "openpyxl" if name == "xlsx.md" else "pypdf"
+        if not os.path.isdir(os.path.join(SITE_PACKAGES, package)):
+            pytest.skip(f"{package} is not installed in {SITE_PACKAGES}")
+        args = ["--site-packages", SITE_PACKAGES, "--package-cache", str(tmp_path / "cache")]
+        prelude += XLSX_PRELUDE if name == "xlsx.md" else PDF_PRELUDE
+    program = prelude + "\n".join(blocks) + "\nprint('recipe done')\n"
+    result = capsule.json(program, *args, timeout=300)
+    assert result["status"] == "success", (name, result["error"], result["stderr"])
+    assert "recipe done" in result["stdout"]
