@@ -36,13 +36,16 @@ SANDBOX_HOST_SOURCES := src/sandbox/config.c src/sandbox/docs.c src/sandbox/pool
                         src/sandbox/run.c src/sandbox/broker.c src/sandbox/provider.c \
                         src/sandbox/dependencies.c src/sandbox/functions.c src/sandbox/result.c \
                         src/sandbox/durable.c
+# help (src/help/): the index, and the recipes it ships, compiled in.
+RECIPES := $(sort $(wildcard docs/recipes/*.md))
+HELP_SOURCES := src/help/help.c src/help/describe.c $(BUILD)/gen/recipes.c
 STORE_SOURCES := src/store/store.c src/store/sqlite.c src/store/postgres.c
 LIBRARY_SOURCES := $(SANDBOX_HOST_SOURCES) src/sandbox/zygote.c src/sandbox/durable_worker.c src/sandbox/frame.c \
                    src/sandbox/lockdown.c src/sandbox/buffer.c src/sandbox/http.c src/wasi/wasi.c \
                    src/vfs/vfs.c src/vfs/memfs.c src/vfs/devfs.c src/vfs/image.c src/vfs/image_writer.c src/vfs/device.c \
                    src/vfs/resource.c src/vfs/hostfs.c src/deps/deps.c src/deps/wheel.c src/deps/requirement.c \
                    src/runtime/runtime.c src/functions/mcp_client.c src/functions/code_mode.c \
-                   $(STORE_SOURCES)
+                   $(HELP_SOURCES) $(STORE_SOURCES)
 CLI_SOURCES := src/cli/main.c src/cli/check.c src/cli/options.c src/cli/world.c src/cli/program.c src/cli/serve.c \
                src/mcp/server.c src/mcp/stdio.c src/mcp/http.c
 HEADERS := $(wildcard include/*.h src/*/*.h)
@@ -56,6 +59,10 @@ deps:
 	@sh tools/install-deps.sh
 
 build: deps $(BUILD)/capsule $(BUILD)/stdlib.img
+
+$(BUILD)/gen/recipes.c: $(RECIPES) tools/embed-recipes.py
+	@mkdir -p $(dir $@)
+	python3 tools/embed-recipes.py $@ $(RECIPES)
 
 sample: build
 	$(BUILD)/capsule run examples/hello.py
@@ -255,7 +262,7 @@ FRAMES_FUZZ_SOURCES := tests/fuzz/fuzz_frames.c $(SANDBOX_HOST_SOURCES) src/sand
                        src/sandbox/buffer.c src/sandbox/http.c src/vfs/vfs.c src/vfs/image.c \
                        src/vfs/image_writer.c src/vfs/resource.c src/vfs/memfs.c src/deps/deps.c \
                        src/deps/wheel.c src/deps/requirement.c src/functions/mcp_client.c \
-                       src/functions/code_mode.c $(STORE_SOURCES)
+                       src/functions/code_mode.c $(HELP_SOURCES) $(STORE_SOURCES)
 $(BUILD)/fuzz_frames: $(FRAMES_FUZZ_SOURCES) $(HEADERS)
 	@mkdir -p $(BUILD)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $(STORE_CFLAGS) -o $@ $(FRAMES_FUZZ_SOURCES) \

@@ -169,6 +169,34 @@ int cap_config_set_output_directory(cap_config *config, const char *guest_path, 
  * below the index. */
 int cap_config_add_docs(cap_config *config, const char *host_directory, char *error);
 
+/* help: searches the /docs files (by section), the granted host functions
+ * and code-mode tools, and the recipes capsule ships, with SQLite FTS5
+ * (BM25).  `query` is any text, a question in words: it is never query
+ * syntax.  `limit` 1 to 20 (0: 5).  JSON (the caller frees it):
+ * {"query": ..., "results": [{"title", "path", "section", "kind" ("doc",
+ * "recipe", "function", "tool"), "snippet", "text", "score"}...]}, best
+ * first; NULL and `error` on failure.  Thread-safe; the same search as the
+ * MCP tool `help` and the guest's capsule.help(). */
+char *cap_config_help(cap_config *config, const char *query, int limit, char *error);
+
+/* describe: an OpenAI-compatible chat/completions endpoint that the host
+ * (never the guest) asks about files the code made.  `url` is the only URL
+ * it may reach; `api_key` is sent as a bearer token (NULL: none);
+ * `model` (NULL: gpt-4o-mini).  Each argument that is NULL keeps what was
+ * set.  Until a URL is set, describe is off: the MCP tool is not listed and
+ * capsule.describe() raises PermissionError. */
+int cap_config_set_describe(cap_config *config, const char *url, const char *api_key,
+                            const char *model, char *error);
+int cap_config_describe_enabled(const cap_config *config);
+
+/* Asks the endpoint `question` about `size` bytes of `data` (`name` is
+ * shown to the model).  The media type is read from the bytes: PNG, JPEG,
+ * GIF, WebP (sent as a data URL), PDF (a file part), UTF-8 text (at most
+ * 256 KiB); at most 8 MiB.  JSON {"answer", "media_type", "model"} (free
+ * it), or NULL and `error`. */
+char *cap_config_describe(cap_config *config, const void *data, size_t size, const char *name,
+                          const char *question, double timeout_seconds, char *error);
+
 /* HTTP resources: reading the guest file /network/NAME makes the host (not
  * the guest: it has no socket) fetch URL, and the open() blocks until then.
  * Every URL fetched, the first and each redirect, must start with a prefix

@@ -52,6 +52,10 @@ const char world_options_usage[] =
     "  --allow-function GLOB  grant only the functions matching GLOB (repeatable)\n"
     "  --deny-function GLOB   never grant the functions matching GLOB (repeatable)\n"
     "  --audit-log FILE     append one JSON line per function call to FILE\n"
+    "  --describe-url URL   describe: an OpenAI-compatible chat/completions URL the host\n"
+    "                       asks about files the code made (docs/help-and-describe.md)\n"
+    "  --describe-key-file FILE  its API key (the file's first line)\n"
+    "  --describe-model NAME     its model (default gpt-4o-mini)\n"
     "  --mcp-config FILE    code mode: the tools of the MCP servers in FILE (the\n"
     "                       \"mcpServers\" JSON of Claude Desktop: stdio commands or\n"
     "                       HTTP URLs) become host functions SERVER.TOOL, importable\n"
@@ -61,7 +65,7 @@ static const char *const world_options[] = {
     "--config", "--mount", "--docs", "--output-dir", "--output", "--network", "--allow-url",
     "--allow-host", "--http-timeout", "--http-max", "--exec-resource", "--wheels", "--index-url",
     "--site-packages", "--package-cache", "--function", "--allow-function", "--deny-function",
-    "--audit-log", "--mcp-config"};
+    "--audit-log", "--mcp-config", "--describe-url", "--describe-key-file", "--describe-model"};
 
 int is_world_option(const char *arg) {
     for (size_t i = 0; i < sizeof world_options / sizeof *world_options; i++)
@@ -512,6 +516,27 @@ int parse_world_option(const char *arg, const char *value, cap_config *config,
                                      : cap_config_set_audit_log(config, value, error);
             if (rc != CAP_OK) {
                 fprintf(stderr, "capsule: %s: %s\n", arg, error);
+                status = EXIT_USAGE;
+            }
+        } else if (strcmp(arg, "--describe-url") == 0 || strcmp(arg, "--describe-model") == 0) {
+            int url = strcmp(arg, "--describe-url") == 0;
+            if (cap_config_set_describe(config, url ? value : NULL, NULL, url ? NULL : value,
+                                        error) != CAP_OK) {
+                fprintf(stderr, "capsule: %s: %s\n", arg, error);
+                status = EXIT_USAGE;
+            }
+        } else if (strcmp(arg, "--describe-key-file") == 0) {
+            /* The key's first line; the file is read now, the key never printed. */
+            char key[4096] = "";
+            FILE *file = fopen(value, "re");
+            int read = file && fgets(key, sizeof key, file) != NULL;
+            if (file) fclose(file);
+            key[strcspn(key, "\r\n")] = '\0';
+            int rc = read && key[0] ? cap_config_set_describe(config, NULL, key, NULL, error)
+                                    : CAP_EINVAL;
+            explicit_bzero(key, sizeof key);
+            if (rc != CAP_OK) {
+                fprintf(stderr, "capsule: --describe-key-file: cannot read a key from %s\n", value);
                 status = EXIT_USAGE;
             }
         } else if (strcmp(arg, "--mcp-config") == 0) {

@@ -1034,6 +1034,28 @@ static cJSON *tool_definitions(const mcp_server *server) {
         while (more && (tool = cJSON_DetachItemFromArray(more, 0))) cJSON_AddItemToArray(tools, tool);
         cJSON_Delete(more);
     }
+    /* help: always something to search (the recipes ship in the binary). */
+    static const char help_definition[] =
+        "{\"name\":\"help\",\"description\":\"Search the documentation before writing code: "
+        "the files under /docs (by section), recipes for what agents do most here (CSV, Excel "
+        "XLSX and charts, PDF, zip, JSON, sqlite3, images, which packages can be installed) and "
+        "the host functions and tools granted to the code. Ask in plain words. Returns the best "
+        "sections, best first, with title, path (open /docs files from the code), snippet and "
+        "the section's text.\",\"inputSchema\":{\"type\":\"object\",\"properties\":{"
+        "\"query\":{\"type\":\"string\",\"description\":\"A question or keywords, e.g. "
+        "'how do I add a chart to an xlsx file'\"},\"limit\":{\"type\":\"integer\","
+        "\"minimum\":1,\"maximum\":20,\"default\":5}},\"required\":[\"query\"]}}";
+    cJSON_AddItemToArray(tools, cJSON_Parse(help_definition));
+    static const char describe_definition[] =
+        "{\"name\":\"describe\",\"description\":\"Ask a model about a file in a session's "
+        "file system that the code made or unpacked: an image (PNG, JPEG, GIF, WebP), a PDF or "
+        "text, at most 8 MiB. Returns the model's answer as text.\",\"inputSchema\":{\"type\":"
+        "\"object\",\"properties\":{\"session_id\":{\"type\":\"string\"},\"path\":{\"type\":"
+        "\"string\",\"description\":\"The file, e.g. /output/chart.png\"},\"question\":{"
+        "\"type\":\"string\",\"description\":\"What to ask about it\"}},\"required\":["
+        "\"session_id\",\"path\",\"question\"]}}";
+    if (cap_config_describe_enabled(server->config))
+        cJSON_AddItemToArray(tools, cJSON_Parse(describe_definition));
     cJSON *run = cJSON_GetArrayItem(tools, 0);
     const cJSON *description = cJSON_GetObjectItemCaseSensitive(run, "description");
     const char *servers = server->code_mode_servers;
@@ -1112,6 +1134,102 @@ static cJSON *session_program(mcp_server *server, mcp_client *client, const char
     }
     cap_result_free(outcome.result);
     return tool_result;
+}
+
+/* help: cap_config_help over the server's config; the results as text
+ * (numbered, with their paths and snippets) and as structuredContent. */
+static cJSON *help_tool(mcp_server *server, const cJSON *arguments, int *invalid) {
+    const char *query = argument_string(arguments, "query");
+    const cJSON *limit = cJSON_GetObjectItemCaseSensitive(arguments, "limit");
+    *invalid = 0;
+    if (!query || (limit && !cJSON_IsNull(limit) &&
+                   !(cJSON_IsNumber(limit) && limit->valuedouble >= 1 &&
+                     limit->valuedouble <= 20 && limit->valuedouble == (int)limit->valuedouble))) {
+        *invalid = 1;
+        return NULL;
+    }
+    char error[CAP_ERROR_SIZE] = "";
+    char *json = cap_config_help(server->config, query,
+                                 cJSON_IsNumber(limit) ? (int)limit->valuedouble : 0, error);
+    cJSON *structured = json ? cJSON_Parse(json) : NULL;
+    free(json);
+    if (!structured) return tool_error(error[0] ? error : "help failed");
+    buffer text = {0};
+    const cJSON *results = cJSON_GetObjectItemCaseSensitive(structured, "results");
+    const cJSON *result;
+    int number = 0;
+    cJSON_ArrayForEach(result, results) {
+        const cJSON *title = cJSON_GetObjectItemCaseSensitive(result, "title");
+        const cJSON *path = cJSON_GetObjectItemCaseSensitive(result, "path");
+        const cJSON *snippet = cJSON_GetObjectItemCaseSensitive(result, "snippet");
+        char head[1024];
+        int n = snprintf(head, sizeof head, "%d. %s (%s)\n", ++number,
+                         cJSON_IsString(title) ? title->valuestring : "",
+                         cJSON_IsString(path) ? path->valuestring : "");
+        buffer_append(&text, head, n < (int)sizeof head ? (size_t)n : sizeof head - 1);
+        if (cJSON_IsString(snippet) && snippet->valuestring[0]) {
+            buffer_append(&text, "   ", 3);
+            buffer_append(&text, snippet->valuestring, strlen(snippet->valuestring));
+            buffer_append(&text, "\n", 1);
+        }
+    }
+    if (number == 0) buffer_append(&text, "no results", 10);
+    buffer_append(&text, "", 1);
+    cJSON *tool_result = tool_text(text.data ? text.data : "", structured);
+    buffer_free(&text);
+    return tool_result;
+}
+
+/* describe: the file's bytes from the session (a fixed program: base64,
+ * or only its size when it is too large), then cap_config_describe. */
+static const char describe_read_expression[] =
+    "(lambda p: (lambda n: {'size': n} if n > 8 * 1024 * 1024 else\n"
+    "  {'base64': __import__('base64').b64encode(open(p, 'rb').read()).decode()})"
+    "(__import__('os').path.getsize(p)))(__capsule_arguments__['path'])";
+
+static cJSON *describe_tool(mcp_server *server, mcp_client *client, const char *id,
+                            const reply *to, const char *scoped, const char *session,
+                            const char *path, const char *question) {
+    pthread_mutex_lock(&server->lock);
+    int known = session_known(server, scoped);
+    pthread_mutex_unlock(&server->lock);
+    if (!known) return tool_error("no such session; create one with create_session");
+    cJSON *guest_arguments = cJSON_CreateObject();
+    cJSON_AddStringToObject(guest_arguments, "path", path);
+    cJSON *read = session_program(server, client, id, to, scoped, session,
+                                  describe_read_expression, guest_arguments);
+    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(read, "isError"))) return read;
+    const cJSON *structured = cJSON_GetObjectItemCaseSensitive(read, "structuredContent");
+    const cJSON *encoded = cJSON_GetObjectItemCaseSensitive(structured, "base64");
+    const cJSON *size = cJSON_GetObjectItemCaseSensitive(structured, "size");
+    char error[CAP_ERROR_SIZE] = "";
+    cJSON *result;
+    if (!cJSON_IsString(encoded)) {
+        snprintf(error, sizeof error, "describe: %.100s has %.0f bytes, more than the 8 MiB a "
+                 "file may have", path, cJSON_IsNumber(size) ? size->valuedouble : 0);
+        result = tool_error(error);
+    } else {
+        size_t length = strlen(encoded->valuestring);
+        unsigned char *data = malloc(length / 4 * 3 + 1);
+        int decoded = data && length % 4 == 0
+                          ? EVP_DecodeBlock(data, (const unsigned char *)encoded->valuestring,
+                                            (int)length)
+                          : -1;
+        if (decoded >= 0 && length >= 1 && encoded->valuestring[length - 1] == '=') decoded--;
+        if (decoded >= 0 && length >= 2 && encoded->valuestring[length - 2] == '=') decoded--;
+        char *json = decoded >= 0 ? cap_config_describe(server->config, data, (size_t)decoded,
+                                                        path, question, 0, error)
+                                  : NULL;
+        cJSON *answer = json ? cJSON_Parse(json) : NULL;
+        const cJSON *text = cJSON_GetObjectItemCaseSensitive(answer, "answer");
+        result = cJSON_IsString(text) ? tool_text(text->valuestring, answer)
+                                      : tool_error(error[0] ? error : "describe failed");
+        if (!cJSON_IsString(text)) cJSON_Delete(answer);
+        free(json);
+        free(data);
+    }
+    cJSON_Delete(read);
+    return result;
 }
 
 /* fork_session and session_history, offered when sessions are durable. */
@@ -1393,6 +1511,13 @@ static void call_tool(mcp_server *server, mcp_client *client, const cJSON *id, c
         send_error(to, id, RPC_INVALID_PARAMS, "session_id is too long");
     } else if (session && !scoped) {
         send_error(to, id, RPC_INTERNAL_ERROR, "out of memory");
+    } else if (strcmp(name, "help") == 0) {
+        int invalid;
+        cJSON *result = help_tool(server, arguments, &invalid);
+        if (invalid)
+            send_error(to, id, RPC_INVALID_PARAMS, "help needs query (a string) and a limit of 1 to 20");
+        else
+            send_result(to, id, result);
     } else if (strcmp(name, "run_python_code") == 0) {
         const char *code = argument_string(arguments, "python_code");
         const cJSON *globals = cJSON_GetObjectItemCaseSensitive(arguments, "global_variables");
@@ -1476,12 +1601,21 @@ static void call_tool(mcp_server *server, mcp_client *client, const cJSON *id, c
         free(minted);
     } else if (!session) {
         if (strcmp(name, "close_session") == 0 || strcmp(name, "list_files") == 0 ||
-            strcmp(name, "read_file") == 0 || strcmp(name, "write_file") == 0)
+            strcmp(name, "read_file") == 0 || strcmp(name, "write_file") == 0 ||
+            (strcmp(name, "describe") == 0 && cap_config_describe_enabled(server->config)))
             send_error(to, id, RPC_INVALID_PARAMS, "this tool needs session_id");
         else
             send_error(to, id, RPC_INVALID_PARAMS, "unknown tool");
     } else if (strcmp(name, "fork_session") == 0 || strcmp(name, "session_history") == 0) {
         durable_session_tool(server, client, id, to, name, scoped, session);
+    } else if (strcmp(name, "describe") == 0 && cap_config_describe_enabled(server->config)) {
+        const char *path = argument_string(arguments, "path");
+        const char *question = argument_string(arguments, "question");
+        if (!path || !question)
+            send_error(to, id, RPC_INVALID_PARAMS, "describe needs path and question");
+        else
+            send_result(to, id, describe_tool(server, client, id_text, to, scoped, session, path,
+                                              question));
     } else if (strcmp(name, "close_session") == 0) {
         pthread_mutex_lock(&server->lock);
         int slot_index = session_known(server, scoped) ? route_session(server, scoped) : -1;

@@ -8,6 +8,7 @@
 #include "sandbox.h"
 
 #include <time.h>
+#include "../help/help.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -86,6 +87,7 @@ cap_config *cap_config_new(void) {
     pthread_cond_init(&config->renew_wake, &wake_clock);
     pthread_condattr_destroy(&wake_clock);
     config->lease_ms = DEFAULT_LEASE_MS;
+    pthread_mutex_init(&config->help_lock, NULL);
     if (!config->images[0].host_path || !config->images[0].guest_path) {
         cap_config_free(config);
         return NULL;
@@ -117,6 +119,11 @@ void cap_config_free(cap_config *config) {
     pthread_mutex_destroy(&config->store_lock);
     pthread_cond_destroy(&config->renew_wake);
     pthread_mutex_destroy(&config->renew_lock);
+    help_free(config);
+    free(config->describe_url);
+    if (config->describe_key) explicit_bzero(config->describe_key, strlen(config->describe_key));
+    free(config->describe_key);
+    free(config->describe_model);
     free(config->output_directory);
     for (int i = 0; i < config->resource_count; i++) {
         free(config->resource_names[i]);

@@ -6,6 +6,8 @@
  */
 #include "sandbox.h"
 
+#include "../help/help.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -18,6 +20,7 @@
 #define MAX_DOC_BYTES (16u << 20)
 
 void sandbox_docs_free(cap_config *config) {
+    help_invalidate(config);
     for (int i = 0; i < config->doc_count; i++) {
         free(config->docs[i].name);
         free(config->docs[i].data);
@@ -141,6 +144,7 @@ int cap_config_add_docs(cap_config *config, const char *host_directory, char *er
     }
     free(host_readme.name);
     free(host_readme.data);
+    help_invalidate(config); /* the index has the new files on the next search */
     if (rc < 0) {
         sandbox_docs_free(config);
         return rc == -ENOMEM ? CAP_ENOMEM : CAP_EINVAL;

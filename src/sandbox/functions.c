@@ -36,6 +36,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../help/describe.h"
+#include "../help/help.h"
 #include "frame.h"
 #include "http.h"
 
@@ -209,6 +211,7 @@ static int add_function(cap_config *config, const char *name, const char *descri
         return CAP_ENOMEM;
     }
     config->function_count++;
+    help_invalidate(config);
     return CAP_OK;
 }
 
@@ -318,11 +321,13 @@ static int add_pattern(char **patterns, int *count, const char *pattern, char *e
 
 int cap_config_allow_functions(cap_config *config, const char *pattern, char *error) {
     if (!config) return CAP_EINVAL;
+    help_invalidate(config); /* what is granted is what help finds */
     return add_pattern(config->allowed_functions, &config->allowed_function_count, pattern, error);
 }
 
 int cap_config_deny_functions(cap_config *config, const char *pattern, char *error) {
     if (!config) return CAP_EINVAL;
+    help_invalidate(config);
     return add_pattern(config->denied_functions, &config->denied_function_count, pattern, error);
 }
 
@@ -351,6 +356,7 @@ void sandbox_remove_function(cap_config *config, const char *name) {
     struct function *end = config->functions + config->function_count;
     memmove(f, f + 1, (size_t)(end - f - 1) * sizeof *f);
     config->function_count--;
+    help_invalidate(config);
 }
 
 void sandbox_functions_free(cap_config *config) {
@@ -663,6 +669,106 @@ static void answer_call(sandbox_exchange *exchange, const cJSON *request, const 
     free(arguments_text);
 }
 
+/* capsule.help(): the same search as the MCP tool `help`, answered on the
+ * call channel (not a function: nothing to grant, no call budget), and
+ * logged like a call, as the function "help". */
+static void answer_help(sandbox_exchange *exchange, const cJSON *request, const char *payload,
+                        size_t size, double started) {
+    const cJSON *query = cJSON_GetObjectItemCaseSensitive(request, "query");
+    const cJSON *limit = cJSON_GetObjectItemCaseSensitive(request, "limit");
+    call_record record = {"help", payload, size, NULL, 0, started, "malformed", NULL};
+    char message[CAP_ERROR_SIZE] = "";
+    char *json = NULL;
+    if (!cJSON_IsString(query) ||
+        (limit && !cJSON_IsNull(limit) &&
+         !(cJSON_IsNumber(limit) && limit->valuedouble >= 1 &&
+           limit->valuedouble <= HELP_MAX_LIMIT))) {
+        snprintf(message, sizeof message, "help takes a query (a string) and a limit of 1 to %d",
+                 HELP_MAX_LIMIT);
+        answer_failure(exchange->fd, "invalid-arguments", message);
+        record.outcome = "invalid-arguments";
+        record.message = message;
+    } else if (help_search(exchange->sandbox->config, query->valuestring,
+                           cJSON_IsNumber(limit) ? (int)limit->valuedouble : 0, &json,
+                           message) != CAP_OK) {
+        answer_failure(exchange->fd, "error", message);
+        record.outcome = "error";
+        record.message = message;
+    } else {
+        answer(exchange->fd, "{\"ok\":true}", json, strlen(json));
+        record.outcome = "ok";
+        record.result = json;
+        record.result_size = strlen(json);
+    }
+    audit(exchange, &record);
+    free(json);
+}
+
+/* {"$bytes": BASE64} as bytes (malloc'd, *size set), or NULL. */
+static unsigned char *decode_bytes(const cJSON *value, size_t *size) {
+    if (!is_bytes(value)) return NULL;
+    const char *text = value->child->valuestring;
+    size_t length = strlen(text);
+    if (length % 4 != 0) return NULL;
+    unsigned char *data = malloc(length / 4 * 3 + 1);
+    if (!data) return NULL;
+    int decoded = EVP_DecodeBlock(data, (const unsigned char *)text, (int)length);
+    if (decoded < 0) {
+        free(data);
+        return NULL;
+    }
+    size_t padding = length >= 1 && text[length - 1] == '=' ? (length >= 2 && text[length - 2] == '=' ? 2 : 1) : 0;
+    *size = (size_t)decoded - padding;
+    return data;
+}
+
+/* capsule.describe(): the file's bytes and the question to the configured
+ * model endpoint (describe.c), within the run's time; logged as the
+ * function "describe". */
+static void answer_describe(sandbox_exchange *exchange, const cJSON *request, const char *payload,
+                            size_t size, double started) {
+    const cJSON *question = cJSON_GetObjectItemCaseSensitive(request, "question");
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(request, "name");
+    call_record record = {"describe", payload, size, NULL, 0, started, "malformed", NULL};
+    char message[CAP_ERROR_SIZE] = "";
+    const char *kind = NULL;
+    char *json = NULL;
+    size_t data_size = 0;
+    unsigned char *data = decode_bytes(cJSON_GetObjectItemCaseSensitive(request, "data"),
+                                       &data_size);
+    double left = exchange->deadline - sandbox_now_seconds();
+    if (!data || !cJSON_IsString(question) || (name && !cJSON_IsString(name))) {
+        kind = "invalid-arguments";
+        snprintf(message, sizeof message, "describe takes the file's bytes and a question");
+    } else if (!(left > 0)) {
+        kind = "timeout";
+        snprintf(message, sizeof message, "no time is left in the run for describe");
+    } else {
+        describe_outcome outcome =
+            describe_file(exchange->sandbox->config, data, data_size,
+                          cJSON_IsString(name) ? name->valuestring : "file", question->valuestring,
+                          left, &json, message);
+        kind = outcome == DESCRIBE_OK        ? NULL
+               : outcome == DESCRIBE_OFF     ? "not-granted"
+               : outcome == DESCRIBE_INVALID ? "invalid-arguments"
+               : outcome == DESCRIBE_TIMEOUT ? "timeout"
+                                             : "error";
+    }
+    free(data);
+    if (kind) {
+        answer_failure(exchange->fd, kind, message);
+        record.outcome = kind;
+        record.message = message;
+    } else {
+        answer(exchange->fd, "{\"ok\":true}", json, strlen(json));
+        record.outcome = "ok";
+        record.result = json;
+        record.result_size = strlen(json);
+    }
+    audit(exchange, &record);
+    free(json);
+}
+
 sandbox_outcome sandbox_frame_call(sandbox_exchange *exchange, const char *payload, size_t size) {
     double started = sandbox_now_seconds();
     cJSON *request = size <= MAX_CALL_REQUEST ? cJSON_ParseWithLength(payload, size) : NULL;
@@ -671,6 +777,10 @@ sandbox_outcome sandbox_frame_call(sandbox_exchange *exchange, const char *paylo
         answer_list(exchange);
     } else if (cJSON_IsString(op) && strcmp(op->valuestring, "call") == 0) {
         answer_call(exchange, request, payload, size, started);
+    } else if (cJSON_IsString(op) && strcmp(op->valuestring, "help") == 0) {
+        answer_help(exchange, request, payload, size, started);
+    } else if (cJSON_IsString(op) && strcmp(op->valuestring, "describe") == 0) {
+        answer_describe(exchange, request, payload, size, started);
     } else {
         call_record record = {NULL, payload, size, NULL, 0, started, "malformed",
                               "not a function call"};

@@ -51,8 +51,8 @@ static double seconds_now(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static int transfer_url(const http_policy *policy, const char *url, const char *post_body,
-                        size_t post_size, buffer *body, char *message) {
+static int transfer_url(const http_policy *policy, const char *url, const char *authorization,
+                        const char *post_body, size_t post_size, buffer *body, char *message) {
     static int initialised;
     if (!initialised) {
         curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -92,6 +92,12 @@ static int transfer_url(const http_policy *policy, const char *url, const char *
             char accept[512];
             snprintf(accept, sizeof accept, "Accept: %s", policy->accept);
             headers = curl_slist_append(NULL, accept);
+        }
+        if (authorization) {
+            char header[4200];
+            snprintf(header, sizeof header, "Authorization: %s", authorization);
+            headers = curl_slist_append(headers, header);
+            explicit_bzero(header, sizeof header);
         }
         if (post_body) {
             headers = curl_slist_append(headers, "Content-Type: application/json");
@@ -137,10 +143,16 @@ static int transfer_url(const http_policy *policy, const char *url, const char *
 }
 
 int http_fetch(const http_policy *policy, const char *url, buffer *body, char *message) {
-    return transfer_url(policy, url, NULL, 0, body, message);
+    return transfer_url(policy, url, NULL, NULL, 0, body, message);
 }
 
 int http_post(const http_policy *policy, const char *url, const char *request,
               size_t request_size, buffer *body, char *message) {
-    return transfer_url(policy, url, request ? request : "", request_size, body, message);
+    return transfer_url(policy, url, NULL, request ? request : "", request_size, body, message);
+}
+
+int http_post_authorized(const http_policy *policy, const char *url, const char *authorization,
+                         const char *request, size_t request_size, buffer *body, char *message) {
+    return transfer_url(policy, url, authorization, request ? request : "", request_size, body,
+                        message);
 }

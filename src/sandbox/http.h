@@ -32,4 +32,9 @@ int http_fetch(const http_policy *policy, const char *url, buffer *body, char *m
 int http_post(const http_policy *policy, const char *url, const char *request,
               size_t request_size, buffer *body, char *message);
 
+/* http_post with an "Authorization: `authorization`" header (NULL: none),
+ * for a model endpoint's key, which is never logged or shown. */
+int http_post_authorized(const http_policy *policy, const char *url, const char *authorization,
+                         const char *request, size_t request_size, buffer *body, char *message);
+
 #endif

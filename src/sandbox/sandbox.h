@@ -137,6 +137,16 @@ struct cap_config {
     pthread_mutex_t renew_lock;
     pthread_cond_t renew_wake;
     void *code_mode; /* MCP servers whose tools are in the registry (code_mode.c); NULL */
+    /* help (src/help/help.c): the index, built on the first search, dropped
+     * when the docs or the registry change; the lock is held around every
+     * use. */
+    void *help_index;
+    pthread_mutex_t help_lock;
+    /* describe (src/help/describe.c): an OpenAI-compatible chat/completions
+     * URL, its key and model; off while the URL is NULL. */
+    char *describe_url;
+    char *describe_key;
+    char *describe_model;
 };
 
 /* Formats into the caller's CAP_ERROR_SIZE buffer; a NULL `error` is allowed. */

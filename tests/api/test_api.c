@@ -1040,6 +1040,67 @@ static void mcp_server_tools_join_the_registry(void **state) {
     cap_config_free(own);
 }
 
+static int ok_callback(void *userdata, const cap_function_call *call, char **result,
+                       size_t *result_size, char *error) {
+    (void)userdata, (void)call, (void)error;
+    *result = strdup("{}");
+    *result_size = 2;
+    return CAP_FUNCTION_OK;
+}
+
+/* help and describe through the C API, on a config of their own (no
+ * sandbox needed: the host searches and asks). */
+static void help_searches_docs_recipes_and_functions(void **state) {
+    (void)state;
+    char error[CAP_ERROR_SIZE] = "";
+    char directory[] = "/tmp/capsule-help-XXXXXX";
+    assert_non_null(mkdtemp(directory));
+    char path[256];
+    snprintf(path, sizeof path, "%s/orders.md", directory);
+    FILE *file = fopen(path, "w");
+    assert_non_null(file);
+    fputs("# Orders\n\n## Refunds\n\nA refund goes back to the card.\n", file);
+    fclose(file);
+    cap_config *own = cap_config_new();
+    assert_non_null(own);
+    char *json = cap_config_help(own, "how do I unpack a zip archive?", 2, error);
+    assert_non_null(json);
+    assert_non_null(strstr(json, "capsule:recipes/zip.md"));
+    free(json);
+    /* New docs and functions are found on the next search. */
+    assert_int_equal(cap_config_add_docs(own, directory, error), CAP_OK);
+    assert_int_equal(cap_config_add_function(own, "lookup_order", "Finds a parcel's tracking "
+                                             "number.", NULL, ok_callback, NULL, error), CAP_OK);
+    json = cap_config_help(own, "Where is my refund?", 1, error);
+    assert_non_null(json);
+    assert_non_null(strstr(json, "\"path\":\"/docs/orders.md\""));
+    free(json);
+    json = cap_config_help(own, "parcel tracking", 1, error);
+    assert_non_null(json);
+    assert_non_null(strstr(json, "capsule.functions.lookup_order"));
+    free(json);
+    json = cap_config_help(own, "\"NEAR(\" AND OR * ^ : - \"", 0, error);
+    assert_non_null(json);
+    free(json);
+    assert_null(cap_config_help(own, "x", 21, error));
+    assert_null(cap_config_help(own, NULL, 1, error));
+    /* describe is off until a URL is set, and the URL must be http(s). */
+    assert_int_equal(cap_config_describe_enabled(own), 0);
+    assert_null(cap_config_describe(own, "text", 4, "a.txt", "what?", 1, error));
+    assert_non_null(strstr(error, "not available"));
+    assert_int_equal(cap_config_set_describe(own, "file:///etc/passwd", NULL, NULL, error),
+                     CAP_EINVAL);
+    assert_int_equal(cap_config_set_describe(own, "http://127.0.0.1:9/v1/chat/completions",
+                                             "key", NULL, error), CAP_OK);
+    assert_int_equal(cap_config_describe_enabled(own), 1);
+    assert_null(cap_config_describe(own, "\x00\x01\x02", 3, "junk", "what?", 1, error));
+    assert_non_null(strstr(error, "unsupported media type"));
+    cap_config_free(own);
+    unlink(path);
+    snprintf(path, sizeof path, "%s", directory);
+    rmdir(path);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(fresh_runs_share_nothing),
@@ -1066,6 +1127,7 @@ int main(void) {
         cmocka_unit_test(hostile_guest_garbage_on_the_call_device),
         cmocka_unit_test(calls_are_audited),
         cmocka_unit_test(mcp_server_tools_join_the_registry),
+        cmocka_unit_test(help_searches_docs_recipes_and_functions),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -1,0 +1,489 @@
+/*
+ * help.c — the `help` index: SQLite FTS5 in memory, in the host.
+ *
+ * Entries (one row each): a section of a /docs file or of a shipped recipe
+ * (split at Markdown headings outside code fences), and each granted host
+ * function or code-mode tool (its name, description and arguments).  Text
+ * is made valid UTF-8 before it is indexed, files with NUL bytes are
+ * skipped as binary, and what is indexed is capped per file and in all, so
+ * that hostile /docs cost bounded time and memory.
+ *
+ * A question is never FTS5 syntax: its words (letters, digits, non-ASCII
+ * characters) are lower-cased, stop words dropped, each quoted, and the
+ * quoted words joined with OR; BM25 then ranks, titles weighing more.
+ */
+#include "help.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../sandbox/sandbox.h"
+
+#define MAX_INDEXED_PER_FILE (2u << 20)
+#define MAX_INDEXED_TOTAL (48u << 20)
+#define MAX_QUERY_BYTES (64u << 10) /* of a question, read; the rest is ignored */
+#define MAX_QUERY_TERMS 32
+#define MAX_TERM_BYTES 64
+#define MAX_TEXT_BYTES 4000 /* of a section, returned with each result */
+#define MAX_TITLE_BYTES 300
+#define MAX_SECTION_BYTES (16u << 10) /* longer sections are indexed in parts */
+
+typedef struct help_index {
+    sqlite3 *database;
+    sqlite3_stmt *insert;
+    size_t indexed; /* bytes so far, against MAX_INDEXED_TOTAL */
+} help_index;
+
+/* The length of the valid UTF-8 sequence at `text` (at most `size`
+ * bytes), or 0 when it is not one. */
+static size_t utf8_sequence(const unsigned char *text, size_t size) {
+    unsigned char c = text[0];
+    size_t length = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3
+                                 : (c & 0xF8) == 0xF0 ? 4 : 0;
+    if (length == 0 || length > size) return 0;
+    if (length == 2 && c < 0xC2) return 0; /* overlong */
+    for (size_t i = 1; i < length; i++)
+        if ((text[i] & 0xC0) != 0x80) return 0;
+    if (length == 3) {
+        unsigned code = (c & 0x0Fu) << 12 | (text[1] & 0x3Fu) << 6 | (text[2] & 0x3Fu);
+        if (code < 0x800 || (code >= 0xD800 && code <= 0xDFFF)) return 0;
+    }
+    if (length == 4) {
+        unsigned code = (c & 0x07u) << 18 | (text[1] & 0x3Fu) << 12;
+        if (code < 0x10000 || code > 0x10FFFF) return 0;
+    }
+    return length;
+}
+
+/* A NUL-terminated copy of `size` bytes that is valid UTF-8 without
+ * control characters (other than newline and tab): everything else
+ * becomes '?' or is dropped.  JSON answers and FTS5 both rely on it. */
+static char *clean_utf8(const char *text, size_t size) {
+    char *out = malloc(size + 1), *p = out;
+    if (!out) return NULL;
+    const unsigned char *in = (const unsigned char *)text;
+    for (size_t i = 0; i < size;) {
+        size_t length = utf8_sequence(in + i, size - i);
+        if (length == 0) {
+            *p++ = '?';
+            i++;
+        } else if (length == 1) {
+            if (in[i] >= 0x20 || in[i] == '\n' || in[i] == '\t') *p++ = (char)in[i];
+            i++;
+        } else {
+            memcpy(p, in + i, length);
+            p += length;
+            i += length;
+        }
+    }
+    *p = '\0';
+    return out;
+}
+
+/* At most `limit` bytes of `text`, cut at a character boundary. */
+static size_t utf8_prefix(const char *text, size_t limit) {
+    size_t length = strlen(text);
+    if (length <= limit) return length;
+    while (limit > 0 && (text[limit] & 0xC0) == 0x80) limit--;
+    return limit;
+}
+
+static int add_entry(help_index *index, const char *title, const char *path, const char *section,
+                     const char *kind, const char *body, size_t body_size) {
+    sqlite3_stmt *insert = index->insert;
+    sqlite3_reset(insert);
+    sqlite3_bind_text(insert, 1, title, (int)utf8_prefix(title, MAX_TITLE_BYTES), SQLITE_TRANSIENT);
+    sqlite3_bind_text(insert, 2, body, (int)body_size, SQLITE_TRANSIENT);
+    sqlite3_bind_text(insert, 3, path, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(insert, 4, section, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(insert, 5, kind, -1, SQLITE_TRANSIENT);
+    int rc = sqlite3_step(insert);
+    return rc == SQLITE_DONE ? 0 : -EIO;
+}
+
+/* One section as entries of at most MAX_SECTION_BYTES, cut at a line end
+ * (else a space, else a character boundary): snippet() and BM25 cost
+ * grows with a row's size, and a long section is many answers anyway. */
+static int add_section(help_index *index, const char *title, const char *path,
+                       const char *section, const char *kind, const char *body, size_t size) {
+    int rc = 0;
+    for (int part = 1; rc == 0 && size > 0; part++) {
+        size_t length = size;
+        if (length > MAX_SECTION_BYTES) {
+            length = MAX_SECTION_BYTES;
+            size_t cut = length;
+            while (cut > length / 2 && body[cut - 1] != '\n') cut--;
+            if (cut == length / 2) {
+                cut = length;
+                while (cut > length / 2 && body[cut - 1] != ' ') cut--;
+            }
+            if (cut == length / 2) {
+                cut = length;
+                while (cut > 0 && (body[cut] & 0xC0) == 0x80) cut--;
+            }
+            length = cut ? cut : MAX_SECTION_BYTES;
+        }
+        char titled[2 * MAX_TITLE_BYTES + 32];
+        if (part == 1 && length == size) snprintf(titled, sizeof titled, "%s", title);
+        else snprintf(titled, sizeof titled, "%s (part %d)", title, part);
+        rc = add_entry(index, titled, path, section, kind, body, length);
+        body += length;
+        size -= length;
+    }
+    return rc;
+}
+
+/* A Markdown heading line ("#" to "######", a space, text): its text. */
+static int heading_text(const char *line, size_t length, const char **text, size_t *text_length) {
+    size_t level = 0;
+    while (level < length && level < 7 && line[level] == '#') level++;
+    if (level == 0 || level > 6 || level >= length || line[level] != ' ') return 0;
+    const char *start = line + level + 1, *end = line + length;
+    while (start < end && *start == ' ') start++;
+    while (end > start && (end[-1] == ' ' || end[-1] == '\r' || end[-1] == '#')) end--;
+    if (end == start) return 0;
+    *text = start;
+    *text_length = (size_t)(end - start);
+    return 1;
+}
+
+/* One Markdown file as sections, each an entry titled "DOCUMENT: HEADING"
+ * (the document's title is its first heading, else `name`).  `text` is
+ * clean UTF-8. */
+static int index_markdown(help_index *index, const char *text, const char *path,
+                          const char *name, const char *kind) {
+    char document[MAX_TITLE_BYTES + 1], section[MAX_TITLE_BYTES + 1];
+    snprintf(document, sizeof document, "%s", name);
+    section[0] = '\0';
+    int have_document = 0, fenced = 0, rc = 0;
+    const char *start = text, *line = text, *end = text + strlen(text);
+    while (rc == 0) {
+        const char *newline = line < end ? memchr(line, '\n', (size_t)(end - line)) : NULL;
+        const char *line_end = newline ? newline : end;
+        size_t length = (size_t)(line_end - line);
+        const char *heading = NULL;
+        size_t heading_length = 0;
+        if (line < end && length >= 3 && (strncmp(line, "```", 3) == 0 || strncmp(line, "~~~", 3) == 0))
+            fenced = !fenced;
+        int is_heading = line < end && !fenced && heading_text(line, length, &heading, &heading_length);
+        if (is_heading || line >= end) {
+            /* The section so far, unless it is empty. */
+            size_t body_size = (size_t)(line - start);
+            const char *body = start;
+            while (body_size && (*body == '\n' || *body == ' ')) body++, body_size--;
+            if (body_size) {
+                char title[2 * MAX_TITLE_BYTES + 4];
+                if (section[0] && strcmp(section, document) != 0)
+                    snprintf(title, sizeof title, "%s: %s", document, section);
+                else
+                    snprintf(title, sizeof title, "%s", document);
+                rc = add_section(index, title, path, section[0] ? section : document, kind, body,
+                                 body_size);
+            }
+            if (line >= end) break;
+            int shown = (int)(heading_length < MAX_TITLE_BYTES ? heading_length : MAX_TITLE_BYTES);
+            snprintf(section, sizeof section, "%.*s", shown, heading);
+            if (!have_document) {
+                snprintf(document, sizeof document, "%s", section);
+                have_document = 1;
+            }
+            start = line_end;
+        }
+        if (!newline) line = end;
+        else line = newline + 1;
+    }
+    return rc;
+}
+
+/* A file of /docs or a recipe: skipped when binary (a NUL byte), capped
+ * per file and in all, made clean UTF-8, then split into sections. */
+static int index_file(help_index *index, const char *data, size_t size, const char *path,
+                      const char *name, const char *kind) {
+    if (memchr(data, '\0', size)) return 0;
+    if (size > MAX_INDEXED_PER_FILE) size = MAX_INDEXED_PER_FILE;
+    if (index->indexed >= MAX_INDEXED_TOTAL) return 0;
+    if (size > MAX_INDEXED_TOTAL - index->indexed) size = MAX_INDEXED_TOTAL - index->indexed;
+    index->indexed += size;
+    char *text = clean_utf8(data, size);
+    if (!text) return -ENOMEM;
+    int rc = index_markdown(index, text, path, name, kind);
+    free(text);
+    return rc;
+}
+
+/* A host function or tool: its name (with its words apart: lookup_order
+ * is also "lookup order"), description and arguments. */
+static int index_function(help_index *index, const struct function *function) {
+    const char *dot = strchr(function->name, '.');
+    buffer body = {0};
+    char words[2 * 64 + 8], path[2 * 64 + 40];
+    snprintf(words, sizeof words, "%s", function->name);
+    for (char *c = words; *c; c++)
+        if (*c == '_' || *c == '.') *c = ' ';
+    int rc = buffer_append(&body, words, strlen(words));
+    if (rc == 0) rc = buffer_append(&body, "\n", 1);
+    if (rc == 0) rc = buffer_append(&body, function->description, strlen(function->description));
+    const cJSON *properties = cJSON_GetObjectItemCaseSensitive(function->schema, "properties");
+    const cJSON *property;
+    cJSON_ArrayForEach(property, properties) {
+        const cJSON *description = cJSON_GetObjectItemCaseSensitive(property, "description");
+        char line[512];
+        int n = snprintf(line, sizeof line, "\n%s: %s", property->string,
+                         cJSON_IsString(description) ? description->valuestring : "");
+        if (rc == 0) rc = buffer_append(&body, line, n < (int)sizeof line ? (size_t)n : sizeof line - 1);
+    }
+    if (dot)
+        snprintf(path, sizeof path, "/servers/%.*s/%s.py", (int)(dot - function->name),
+                 function->name, dot + 1);
+    else
+        snprintf(path, sizeof path, "capsule.functions.%s", function->name);
+    char *text = rc == 0 ? clean_utf8(body.data, body.size) : NULL;
+    buffer_free(&body);
+    if (!text) return -ENOMEM;
+    rc = add_entry(index, function->name, path, function->name, dot ? "tool" : "function", text,
+                   strlen(text));
+    free(text);
+    return rc;
+}
+
+static void index_free(help_index *index) {
+    if (!index) return;
+    sqlite3_finalize(index->insert);
+    sqlite3_close(index->database);
+    free(index);
+}
+
+/* The index of what `config` has now.  Porter stemming so that "charts"
+ * finds "chart"; the path, section and kind are stored, not searched. */
+static int index_build(cap_config *config, help_index **out, char *error) {
+    help_index *index = calloc(1, sizeof *index);
+    if (!index) {
+        sandbox_set_error(error, "out of memory");
+        return CAP_ENOMEM;
+    }
+    int rc = sqlite3_open_v2(":memory:", &index->database,
+                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(index->database,
+                          "CREATE VIRTUAL TABLE entries USING fts5(title, body, path UNINDEXED, "
+                          "section UNINDEXED, kind UNINDEXED, "
+                          "tokenize = 'porter unicode61 remove_diacritics 2');"
+                          "BEGIN;",
+                          NULL, NULL, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v2(index->database,
+                                "INSERT INTO entries (title, body, path, section, kind) "
+                                "VALUES (?, ?, ?, ?, ?)", -1, &index->insert, NULL);
+    if (rc != SQLITE_OK) {
+        sandbox_set_error(error, "help: cannot create the index: %s",
+                          index->database ? sqlite3_errmsg(index->database) : "no memory");
+        index_free(index);
+        return CAP_EIO;
+    }
+    int failed = 0;
+    for (int i = 0; !failed && i < config->doc_count; i++) {
+        const zygote_file *doc = &config->docs[i];
+        if (strcmp(doc->name, "README.md") == 0) continue; /* the generated list of titles */
+        char path[512];
+        snprintf(path, sizeof path, "/docs/%s", doc->name);
+        failed = index_file(index, (const char *)doc->data, doc->size, path, doc->name, "doc");
+    }
+    for (int i = 0; !failed && i < help_recipe_count; i++) {
+        char path[256];
+        snprintf(path, sizeof path, "capsule:recipes/%s", help_recipes[i].name);
+        failed = index_file(index, help_recipes[i].text, strlen(help_recipes[i].text), path,
+                            help_recipes[i].name, "recipe");
+    }
+    for (int i = 0; !failed && i < config->function_count; i++)
+        if (sandbox_function_granted(config, config->functions[i].name))
+            failed = index_function(index, &config->functions[i]);
+    if (!failed && sqlite3_exec(index->database, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+        failed = -EIO;
+    if (failed) {
+        sandbox_set_error(error, "help: cannot build the index: %s",
+                          failed == -ENOMEM ? "out of memory" : sqlite3_errmsg(index->database));
+        index_free(index);
+        return failed == -ENOMEM ? CAP_ENOMEM : CAP_EIO;
+    }
+    *out = index;
+    return CAP_OK;
+}
+
+/* Words too common to tell documents apart. */
+static const char *const stop_words[] = {
+    "a", "an", "and", "are", "as", "at", "be", "by", "can", "could", "do", "does", "for", "from",
+    "get", "give", "given", "how", "i", "if", "in", "into", "is", "it", "its", "me", "my", "of",
+    "on", "or", "please", "should", "so", "some", "that", "the", "their", "them", "then",
+    "there", "these", "this", "to", "use", "using", "want", "was", "we", "what", "when", "where",
+    "which", "who", "why", "will", "with", "would", "you", "your"};
+
+static int is_stop_word(const char *word) {
+    for (size_t i = 0; i < sizeof stop_words / sizeof *stop_words; i++)
+        if (strcmp(word, stop_words[i]) == 0) return 1;
+    return 0;
+}
+
+/* The FTS5 query for a question: "w1" OR "w2" ... of its distinct words
+ * (stop words dropped unless nothing else is left).  A word is a run of
+ * ASCII letters and digits or of non-ASCII characters, so it never holds
+ * a quote or any other FTS5 syntax.  "" when the question has no word. */
+static int question_to_query(const char *question, buffer *query) {
+    size_t size = strlen(question);
+    if (size > MAX_QUERY_BYTES) size = MAX_QUERY_BYTES;
+    char *text = clean_utf8(question, size);
+    if (!text) return -ENOMEM;
+    char terms[MAX_QUERY_TERMS][MAX_TERM_BYTES + 1], stopped[MAX_QUERY_TERMS][MAX_TERM_BYTES + 1];
+    int term_count = 0, stopped_count = 0;
+    for (const char *p = text; *p && term_count < MAX_QUERY_TERMS;) {
+        const unsigned char c = (unsigned char)*p;
+        int word_char = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                        (c >= '0' && c <= '9') || c >= 0x80;
+        if (!word_char) {
+            p++;
+            continue;
+        }
+        const char *start = p;
+        while (*p) {
+            unsigned char d = (unsigned char)*p;
+            if (!((d >= 'a' && d <= 'z') || (d >= 'A' && d <= 'Z') || (d >= '0' && d <= '9') ||
+                  d >= 0x80))
+                break;
+            p++;
+        }
+        size_t length = (size_t)(p - start);
+        if (length > MAX_TERM_BYTES) continue; /* no real word is that long */
+        char word[MAX_TERM_BYTES + 1];
+        for (size_t i = 0; i < length; i++)
+            word[i] = (start[i] >= 'A' && start[i] <= 'Z') ? (char)(start[i] + 32) : start[i];
+        word[length] = '\0';
+        int stop = is_stop_word(word);
+        char (*list)[MAX_TERM_BYTES + 1] = stop ? stopped : terms;
+        int *count = stop ? &stopped_count : &term_count;
+        int seen = 0;
+        for (int i = 0; i < *count; i++) seen |= strcmp(list[i], word) == 0;
+        if (!seen && *count < MAX_QUERY_TERMS) memcpy(list[(*count)++], word, length + 1);
+    }
+    free(text);
+    char (*list)[MAX_TERM_BYTES + 1] = term_count ? terms : stopped;
+    int count = term_count ? term_count : stopped_count;
+    int rc = 0;
+    for (int i = 0; rc == 0 && i < count; i++) {
+        if (i) rc = buffer_append(query, " OR ", 4);
+        if (rc == 0) rc = buffer_append(query, "\"", 1);
+        if (rc == 0) rc = buffer_append(query, list[i], strlen(list[i]));
+        if (rc == 0) rc = buffer_append(query, "\"", 1);
+    }
+    if (rc == 0) rc = buffer_append(query, "", 1); /* NUL-terminated */
+    return rc ? -ENOMEM : 0;
+}
+
+static cJSON *run_query(help_index *index, const char *match, int limit, char *error) {
+    static const char sql[] =
+        "SELECT title, path, section, kind, snippet(entries, 1, '**', '**', '...', 24), "
+        "body, bm25(entries, 4.0, 1.0) AS score FROM entries WHERE entries MATCH ? "
+        "ORDER BY score LIMIT ?";
+    sqlite3_stmt *statement = NULL;
+    cJSON *results = cJSON_CreateArray();
+    if (!results || sqlite3_prepare_v2(index->database, sql, -1, &statement, NULL) != SQLITE_OK) {
+        sandbox_set_error(error, "help: %s", sqlite3_errmsg(index->database));
+        cJSON_Delete(results);
+        return NULL;
+    }
+    sqlite3_bind_text(statement, 1, match, -1, SQLITE_STATIC);
+    sqlite3_bind_int(statement, 2, limit);
+    int rc;
+    while ((rc = sqlite3_step(statement)) == SQLITE_ROW) {
+        cJSON *entry = cJSON_CreateObject();
+        static const char *const names[] = {"title", "path", "section", "kind", "snippet"};
+        for (int column = 0; column < 5; column++) {
+            const char *value = (const char *)sqlite3_column_text(statement, column);
+            cJSON_AddStringToObject(entry, names[column], value ? value : "");
+        }
+        const char *body = (const char *)sqlite3_column_text(statement, 5);
+        body = body ? body : "";
+        size_t shown = utf8_prefix(body, MAX_TEXT_BYTES);
+        char *text = malloc(shown + 4);
+        if (text) {
+            memcpy(text, body, shown);
+            strcpy(text + shown, shown < strlen(body) ? "..." : "");
+            cJSON_AddStringToObject(entry, "text", text);
+            free(text);
+        }
+        /* bm25() is lower for better matches: the score is its negation. */
+        double score = -sqlite3_column_double(statement, 6);
+        cJSON_AddNumberToObject(entry, "score", round(score * 1000) / 1000);
+        cJSON_AddItemToArray(results, entry);
+    }
+    if (rc != SQLITE_DONE) {
+        sandbox_set_error(error, "help: %s", sqlite3_errmsg(index->database));
+        cJSON_Delete(results);
+        results = NULL;
+    }
+    sqlite3_finalize(statement);
+    return results;
+}
+
+int help_search(cap_config *config, const char *query, int limit, char **json, char *error) {
+    if (!config || !query || !json) {
+        sandbox_set_error(error, "help: missing argument");
+        return CAP_EINVAL;
+    }
+    *json = NULL;
+    if (limit == 0) limit = HELP_DEFAULT_LIMIT;
+    if (limit < 0 || limit > HELP_MAX_LIMIT) {
+        sandbox_set_error(error, "help: limit is 1 to %d", HELP_MAX_LIMIT);
+        return CAP_EINVAL;
+    }
+    buffer match = {0};
+    if (question_to_query(query, &match) != 0) {
+        sandbox_set_error(error, "out of memory");
+        return CAP_ENOMEM;
+    }
+    int rc = CAP_OK;
+    cJSON *results = NULL;
+    pthread_mutex_lock(&config->help_lock);
+    if (!config->help_index) rc = index_build(config, (help_index **)&config->help_index, error);
+    if (rc == CAP_OK) {
+        results = match.data[0] ? run_query(config->help_index, match.data, limit, error)
+                                : cJSON_CreateArray();
+        if (!results) rc = CAP_EIO;
+    }
+    pthread_mutex_unlock(&config->help_lock);
+    buffer_free(&match);
+    if (rc != CAP_OK) return rc;
+    cJSON *answer = cJSON_CreateObject();
+    char *shown = clean_utf8(query, utf8_prefix(query, 200));
+    cJSON_AddStringToObject(answer, "query", shown ? shown : "");
+    free(shown);
+    cJSON_AddItemToObject(answer, "results", results);
+    *json = cJSON_PrintUnformatted(answer);
+    cJSON_Delete(answer);
+    if (!*json) {
+        sandbox_set_error(error, "out of memory");
+        return CAP_ENOMEM;
+    }
+    return CAP_OK;
+}
+
+char *cap_config_help(cap_config *config, const char *query, int limit, char *error) {
+    char *json = NULL;
+    return help_search(config, query, limit, &json, error) == CAP_OK ? json : NULL;
+}
+
+void help_invalidate(cap_config *config) {
+    pthread_mutex_lock(&config->help_lock);
+    index_free(config->help_index);
+    config->help_index = NULL;
+    pthread_mutex_unlock(&config->help_lock);
+}
+
+void help_free(cap_config *config) {
+    index_free(config->help_index);
+    config->help_index = NULL;
+    pthread_mutex_destroy(&config->help_lock);
+}

@@ -1,0 +1,41 @@
+/*
+ * help.h — `help`: a full-text index (SQLite FTS5, BM25) over what an agent
+ * may need to read before it writes code: the /docs Markdown split at its
+ * headings, the host functions and code-mode tools of the config's
+ * registry, and the recipes capsule ships (the Markdown of docs/recipes, compiled in).
+ *
+ * The index lives in the host, in memory, built on the first search and
+ * again after the docs or the registry change.  One search answers the MCP
+ * tool `help`, cap_config_help and the guest's capsule.help() alike.
+ */
+#ifndef CAPSULE_HELP_H
+#define CAPSULE_HELP_H
+
+#include "capsule.h"
+
+#define HELP_DEFAULT_LIMIT 5
+#define HELP_MAX_LIMIT 20
+
+/* A recipe compiled into the binary (generated from docs/recipes/). */
+typedef struct help_recipe {
+    const char *name; /* "csv.md" */
+    const char *text;
+} help_recipe;
+
+extern const help_recipe help_recipes[];
+extern const int help_recipe_count;
+
+/* The results for `query` as JSON: {"query": ..., "results": [{"title",
+ * "path", "section", "kind", "snippet", "text", "score"}...]}, best first,
+ * at most `limit` (0: HELP_DEFAULT_LIMIT).  Any text is a valid query: it
+ * is reduced to quoted words, never FTS5 syntax.  CAP_OK and *json (the
+ * caller frees it), or an error code and `error`. */
+int help_search(cap_config *config, const char *query, int limit, char **json, char *error);
+
+/* Drops the built index: the docs or the registry changed. */
+void help_invalidate(cap_config *config);
+
+/* Frees the index and its lock (cap_config_free). */
+void help_free(cap_config *config);
+
+#endif
