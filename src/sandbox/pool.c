@@ -219,7 +219,11 @@ int cap_sandbox_new(cap_config *config, cap_sandbox **out, char *error) {
         return CAP_ENOMEM;
     }
     fflush(NULL); /* nothing buffered is written twice by the child */
+    /* The store's lease thread must not be inside SQLite (or malloc) when
+     * the zygote is forked: the zygote would inherit its locks held. */
+    if (config->store) pthread_mutex_lock(&config->store_lock);
     pid_t pid = fork();
+    if (pid != 0 && config->store) pthread_mutex_unlock(&config->store_lock);
     if (pid == 0) {
         close(pair[0]);
         zygote_resource_mount resource_mounts[1 + MAX_PROVIDERS];
