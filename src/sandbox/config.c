@@ -108,13 +108,12 @@ void cap_config_free(cap_config *config) {
     sandbox_docs_free(config);
     sandbox_code_mode_free(config); /* before the registry its tools are in */
     sandbox_functions_free(config);
-    if (config->renewer_started) {
-        pthread_mutex_lock(&config->renew_lock);
-        config->renewer_stop = 1;
-        pthread_cond_signal(&config->renew_wake);
-        pthread_mutex_unlock(&config->renew_lock);
-        pthread_join(config->renewer, NULL);
-    }
+    pthread_mutex_lock(&config->renew_lock);
+    config->renewer_stop = 1;
+    int started = config->renewer_started;
+    pthread_cond_signal(&config->renew_wake);
+    pthread_mutex_unlock(&config->renew_lock);
+    if (started) pthread_join(config->renewer, NULL);
     store_close(config->store);
     pthread_mutex_destroy(&config->store_lock);
     pthread_cond_destroy(&config->renew_wake);
@@ -259,14 +258,19 @@ int cap_config_set_store(cap_config *config, const char *url, char *error) {
     int rc = store_open(url, &opened, error);
     if (rc != CAP_OK) return rc == CAP_EINVAL || rc == CAP_ENOMEM || rc == CAP_EIO ? rc : CAP_EIO;
     config->store = opened;
-    if (pthread_create(&config->renewer, NULL, renew_leases, config) != 0) {
-        sandbox_set_error(error, "cannot start the store's lease thread");
-        store_close(opened);
-        config->store = NULL;
-        return CAP_ERUNTIME;
-    }
-    config->renewer_started = 1;
     return CAP_OK;
+}
+
+void sandbox_start_lease_renewal(cap_config *config) {
+    /* Started at the first durable call, not with the store: the zygotes
+     * are forked when sandboxes are made, and a thread that is still
+     * starting (its runtime's bookkeeping under locks) must not be running
+     * at a fork.  Later forks hold store_lock (pool.c). */
+    pthread_mutex_lock(&config->renew_lock);
+    if (!config->renewer_started && !config->renewer_stop &&
+        pthread_create(&config->renewer, NULL, renew_leases, config) == 0)
+        config->renewer_started = 1;
+    pthread_mutex_unlock(&config->renew_lock);
 }
 
 int cap_config_set_store_quota(cap_config *config, uint64_t bytes, char *error) {

@@ -563,6 +563,7 @@ int sandbox_durable_begin(cap_sandbox *sandbox, const char *code, size_t code_si
     char message[CAP_ERROR_SIZE + 64];
     uint8_t hash[STORE_HASH_SIZE];
     request_hash(code, code_size, options, hash);
+    sandbox_start_lease_renewal(config);
     pthread_mutex_lock(&config->store_lock);
     store_session stored;
     int rc = store_session_get(config->store, id, &stored, error);

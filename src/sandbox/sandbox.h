@@ -160,6 +160,10 @@ void sandbox_docs_free(cap_config *config);
  * a function's or a tool's. */
 int sandbox_is_python_keyword(const char *name);
 
+/* Starts the thread that renews the node's lease in the store, once
+ * (config.c); the first durable call does. */
+void sandbox_start_lease_renewal(cap_config *config);
+
 /* Frees the functions, patterns and audit log of `config` (functions.c). */
 void sandbox_functions_free(cap_config *config);
 
