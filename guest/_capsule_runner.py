@@ -253,6 +253,24 @@ class _InstallingFinder:
         return importlib.machinery.PathFinder.find_spec(name)
 
 
+class _BuiltinSubmoduleFinder:
+    """First on sys.meta_path: submodules compiled into the interpreter
+    (lxml.etree, PIL._imaging: guest/extensions).  They are in the
+    built-in module table under their dotted names, but the built-in
+    importer only answers top-level imports (it returns None whenever a
+    parent package's path is given), so this one answers for them."""
+
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        if path is None or name not in _BUILTIN_SUBMODULES:
+            return None
+        return importlib.machinery.ModuleSpec(name, importlib.machinery.BuiltinImporter,
+                                              origin="built-in")
+
+
+_BUILTIN_SUBMODULES = frozenset(name for name in sys.builtin_module_names if "." in name)
+
+
 def _compile_environment(root, output):
     """Host-requested, before any program runs in this worker: compiles
     every module of a freshly installed environment to hash-checked .pyc
@@ -616,6 +634,7 @@ def init(channel, read_only=()):
             if original in support:
                 support.add(wrapper)
     sys.meta_path.insert(0, _AsyncioPatcher)
+    sys.meta_path.insert(1, _BuiltinSubmoduleFinder)
     sys.meta_path.append(_InstallingFinder)
 
 
