@@ -229,6 +229,11 @@ def _prepare_dependencies(source, filename):
         _finder_active = True
     if not any(_wanted[key] for key in ("requirements", "imports", "optional", "requires_python")):
         return None
+    if script is None:
+        # Packages compiled in (guest/extensions) need no installing, but
+        # when the host resolves anyway they are named too, so that the
+        # result's `dependencies` lists them with their versions.
+        _add_wanted("imports", sorted((required | optional) & _BUILTIN_PACKAGES))
     return _request_environment()
 
 
@@ -268,6 +273,9 @@ class _BuiltinSubmoduleFinder:
                                               origin="built-in")
 
 
+# Import names of the distributions compiled in (src/deps/deps.c knows them
+# as built in: BUILTIN_DISTRIBUTIONS).
+_BUILTIN_PACKAGES = frozenset({"PIL", "lxml"})
 _BUILTIN_SUBMODULES = frozenset(name for name in sys.builtin_module_names if "." in name)
 
 
