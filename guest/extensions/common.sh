@@ -12,7 +12,7 @@
 #
 #     ext_begin NAME                      # skip everything if up to date
 #     ext_configure LIB SRC [configure args]; ext_make LIB [targets]
-#     ext_compile NAME "CFLAGS" FILE...   # -> objects in $ext_obj/NAME
+#     ext_compile NAME "CFLAGS" FILE...   # -> objects in $ext_dir/obj-NAME
 #     ext_archive NAME LIB...             # lib archives to link after it
 #     ext_register DOTTED.NAME PyInit_sym  # one line per module
 #     ext_end NAME
@@ -32,7 +32,8 @@ ext_cflags="$wasi_cflags -fwrapv -DNDEBUG -I$pybuild -I$python_src/Include -I$de
 # ext_begin NAME: up to date when its script and outputs are unchanged.
 ext_begin() {
     ext_name=$1
-    ext_stamp_value=$(cat "$here/extensions/common.sh" "$here/extensions/$1.sh" | sha256sum | cut -c1-64)
+    ext_stamp_value=$(cat "$here/extensions/common.sh" "$here/extensions/$1.sh" \
+        "$here/extensions/fix-method-signatures.py" | sha256sum | cut -c1-64)
     if [ "$(cat "$ext_dir/$1.stamp" 2>/dev/null)" = "$ext_stamp_value" ] && \
        [ -f "$ext_dir/$1.inittab" ] && [ -f "$ext_dir/$1.link" ]; then
         return 1
