@@ -78,6 +78,21 @@ def test_pillow_image_operations(capsule):
     assert result["return_value"] == "('RGBA', (64, 64), 253, 'GIF', 'I')"
 
 
+def test_pillow_methods_without_arguments_do_not_trap(capsule):
+    # METH_NOARGS methods that Pillow declares f(self): CPython calls them
+    # f(self, NULL), an indirect call that traps in wasm unless the build
+    # fixes the signature (guest/extensions/fix-method-signatures.py).
+    result = capsule.json(
+        "from PIL import Image, ImageDraw\n"
+        "im = Image.new('RGB', (16, 16))\n"
+        "ImageDraw.Draw(im).rectangle([2, 3, 9, 12], fill=(250, 10, 10))\n"
+        "q = im.quantize(4)\n"
+        "(len(im.split()), im.getbbox(), im.getextrema(), q.mode, len(q.getpalette()) >= 12,"
+        " im.convert('1').im.isblock() in (0, 1, False, True))")
+    assert result["status"] == "success", result["error"]
+    assert result["return_value"] == "(3, (2, 3, 10, 13), ((0, 250), (0, 10), (0, 10)), 'P', True, True)"
+
+
 def test_jpeg_is_not_built_and_says_so(capsule):
     result = capsule.json("from PIL import Image\nimport io\n"
                           "Image.new('RGB', (8, 8)).save(io.BytesIO(), 'JPEG')")
