@@ -260,11 +260,12 @@ def test_python_docx_round_trip(capsule, tmp_path):
 def test_pep723_pillow_is_met_by_the_built_in_one(capsule, tmp_path):
     code = ("# /// script\n# dependencies = ['pillow>=9', 'lxml']\n# ///\n"
             "import PIL, lxml.etree, importlib.metadata\n"
-            "(PIL.__version__, importlib.metadata.version('pillow'))")
+            "(PIL.__version__, importlib.metadata.version('pillow'), lxml.etree.__version__)")
     result = capsule.json(code, "--site-packages", DIST_PACKAGES,
                           "--package-cache", str(tmp_path / "cache"))
     assert result["status"] == "success", result["error"]
-    assert result["return_value"] == "('9.4.0', '9.4.0')"
+    assert result["return_value"] == "('9.4.0', '9.4.0', '4.9.2')"
+    # src/deps/deps.c's BUILTIN_DISTRIBUTIONS agrees with what is compiled in.
     assert sorted(result["dependencies"]) == ["lxml==4.9.2", "pillow==9.4.0"]
 
 
@@ -347,3 +348,22 @@ def test_lxml_own_test_suite(capsule):
     run, failed, skipped = map(int, re.search(r"RESULT (\d+) (\d+) (\d+)", result["stdout"]).groups())
     # 1841 run, 39 failed, 39 skipped when this was written.
     assert run >= 1800 and failed <= 45, (run, failed, skipped)
+
+
+def test_a_wheel_needing_another_pillow_is_a_clear_install_error(capsule, tmp_path):
+    from test_dependencies import make_wheel  # tests/integration is on sys.path (rootdir-less)
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    make_wheel(str(wheels), "chart_kit", "1.0", {"chart_kit.py": "import PIL\n"},
+               requires=["pillow>=10.1"])
+    make_wheel(str(wheels), "xml_kit", "1.0", {"xml_kit.py": "import lxml\nOK = 1\n"},
+               requires=["lxml>=4"])
+    fine = capsule.json("import xml_kit\nxml_kit.OK", "--wheels", str(wheels),
+                        "--package-cache", str(tmp_path / "cache"))
+    assert fine["status"] == "success", fine["error"]
+    assert sorted(fine["dependencies"]) == ["lxml==4.9.2", "xml_kit==1.0"]
+    result = capsule.json("import chart_kit", "--wheels", str(wheels),
+                          "--package-cache", str(tmp_path / "cache"))
+    assert result["status"] == "install-error"
+    assert "chart_kit" in result["error"] and "pillow>=10.1" in result["error"], result["error"]
+    assert "9.4.0" in result["error"]
