@@ -73,10 +73,10 @@ serve: build
 	$(BUILD)/capsule serve --http $(SERVE_ADDRESS) --no-auth
 
 # --- guest ---------------------------------------------------------------
-$(BUILD)/guest/python.wasm: guest/build-python.sh guest/sqlite-wasi-vfs.c guest/capsule_entry.c
+$(BUILD)/guest/python.wasm: guest/build-python.sh guest/sqlite-wasi-vfs.c guest/capsule_entry.c $(wildcard guest/extensions/*.sh guest/extensions/*.py)
 	sh guest/build-python.sh $(BUILD)
 
-$(BUILD)/stdlib.img $(BUILD)/stdlib-tests.img $(BUILD)/tzdata.img &: $(BUILD)/guest/python.wasm guest/build-stdlib.sh guest/_capsule_runner.py $(wildcard guest/capsule/*.py) tools/mkimage.py
+$(BUILD)/stdlib.img $(BUILD)/stdlib-tests.img $(BUILD)/tzdata.img &: $(BUILD)/guest/python.wasm guest/build-stdlib.sh guest/extensions/lxml.sh guest/extensions/pillow.sh guest/_capsule_runner.py $(wildcard guest/capsule/*.py) tools/mkimage.py
 	sh guest/build-stdlib.sh $(BUILD)
 
 # --- runtime: wasm2c translation and its compilation ------------------------

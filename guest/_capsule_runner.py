@@ -229,6 +229,11 @@ def _prepare_dependencies(source, filename):
         _finder_active = True
     if not any(_wanted[key] for key in ("requirements", "imports", "optional", "requires_python")):
         return None
+    if script is None:
+        # Packages compiled in (guest/extensions) need no installing, but
+        # when the host resolves anyway they are named too, so that the
+        # result's `dependencies` lists them with their versions.
+        _add_wanted("imports", sorted((required | optional) & _BUILTIN_PACKAGES))
     return _request_environment()
 
 
@@ -251,6 +256,27 @@ class _InstallingFinder:
         except Exception:
             return None
         return importlib.machinery.PathFinder.find_spec(name)
+
+
+class _BuiltinSubmoduleFinder:
+    """First on sys.meta_path: submodules compiled into the interpreter
+    (lxml.etree, PIL._imaging: guest/extensions).  They are in the
+    built-in module table under their dotted names, but the built-in
+    importer only answers top-level imports (it returns None whenever a
+    parent package's path is given), so this one answers for them."""
+
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        if path is None or name not in _BUILTIN_SUBMODULES:
+            return None
+        return importlib.machinery.ModuleSpec(name, importlib.machinery.BuiltinImporter,
+                                              origin="built-in")
+
+
+# Import names of the distributions compiled in (src/deps/deps.c knows them
+# as built in: BUILTIN_DISTRIBUTIONS).
+_BUILTIN_PACKAGES = frozenset({"PIL", "lxml"})
+_BUILTIN_SUBMODULES = frozenset(name for name in sys.builtin_module_names if "." in name)
 
 
 def _compile_environment(root, output):
@@ -616,6 +642,7 @@ def init(channel, read_only=()):
             if original in support:
                 support.add(wrapper)
     sys.meta_path.insert(0, _AsyncioPatcher)
+    sys.meta_path.insert(1, _BuiltinSubmoduleFinder)
     sys.meta_path.append(_InstallingFinder)
     # Code mode: the host's stubs, /servers/<server>/<tool>.py, are the
     # package `servers` (last on the path: nothing else is shadowed).

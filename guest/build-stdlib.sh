@@ -23,6 +23,24 @@ cp "$stage"/_sysconfigdata__wasi_wasm32-wasi.py "$stage/_sysconfigdata__wasm32-w
 cp "$here/_capsule_runner.py" "$stage/"
 # The guest's own library: capsule.functions (host functions).
 rm -rf "$stage/capsule" && cp -r "$here/capsule" "$stage/capsule"
+# The pure-Python parts of the extensions compiled into python.wasm
+# (guest/extensions): their packages, minus C, Cython and tests, with a
+# .dist-info so importlib.metadata knows their versions.
+extension_package() {  # source-package-glob package-dir distribution
+    package_src=$(ls -d "$build"/src/$1 | head -n 1)
+    version=$(echo "$package_src" | sed 's|.*-||')
+    rm -rf "$stage/$(basename "$2")"
+    (cd "$package_src/$(dirname "$2")" && tar cf - --exclude='*.c' --exclude='*.h' \
+        --exclude='*.pyx' --exclude='*.pxd' --exclude='*.pxi' --exclude='*/includes' \
+        --exclude='*/tests' --exclude='__pycache__' "$(basename "$2")") | (cd "$stage" && tar xf -)
+    mkdir -p "$stage/$3-$version.dist-info"
+    printf 'Metadata-Version: 2.1\nName: %s\nVersion: %s\n' "$3" "$version" \
+        > "$stage/$3-$version.dist-info/METADATA"
+    echo "$(basename "$2")" > "$stage/$3-$version.dist-info/top_level.txt"
+    printf 'capsule (built in)\n' > "$stage/$3-$version.dist-info/INSTALLER"
+}
+extension_package 'lxml-4.*' src/lxml lxml
+extension_package 'pillow-9.*' src/PIL Pillow
 # getpath looks for lib-dynload to find exec_prefix; modules are static here.
 mkdir -p "$stage/lib-dynload"
 /usr/bin/python3.11 -m compileall -q -j0 --invalidation-mode unchecked-hash "$stage" >/dev/null

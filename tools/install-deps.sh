@@ -7,6 +7,7 @@ packages="gcc make clang-19 lld-19 llvm-19 libclang-rt-19-dev-wasm32 libclang-rt
           libcurl4-openssl-dev libzip-dev libssl-dev libsqlite3-dev libzstd-dev libpq-dev postgresql
           python3-pypdf python3-openpyxl python3-markdown python3-bs4
           python3-yaml python3-markupsafe python3-jinja2 python3-xlsxwriter python3-jdcal tzdata
+          python3-docx python3-pil python3-lxml
           pkg-config python3-venv man-db bash-completion python3-mypy"
 missing=""
 # postgresql: the store's tests start a throwaway server from its binaries

@@ -103,6 +103,16 @@ static const char *const KNOWN_IMPORTS[][2] = {
     {"pdfminer", "pdfminer.six"}, {"tabulate", "tabulate"}, {"google.protobuf", "protobuf"},
 };
 
+/* Distributions compiled into the guest's interpreter (guest/extensions):
+ * a requirement on one is met by the built-in copy, reported with its
+ * version, and never installed from a source (a host's copy is native code
+ * for another platform).  Keep the versions equal to what guest/extensions
+ * builds (Debian's sources); tests/integration/test_extensions.py checks. */
+static const char *const BUILTIN_DISTRIBUTIONS[][2] = {
+    {"pillow", "9.4.0"},
+    {"lxml", "4.9.2"},
+};
+
 /* --- small helpers ------------------------------------------------------------ */
 
 static void sayf(char *message, const char *format, ...) {
@@ -1013,6 +1023,7 @@ typedef struct chosen {
     char content_sha256[65];
     char wanted_by[160];
     char note[400]; /* what the result should say about it, or "" */
+    int builtin;    /* compiled into the interpreter: nothing to install */
 } chosen;
 
 typedef struct pending {
@@ -1318,6 +1329,25 @@ static void resolve_pending(resolution *r, const pending *p) {
         fail(r, req->name, "too many distributions (over %d)", MAX_CHOSEN);
         return;
     }
+    for (size_t b = 0; b < sizeof BUILTIN_DISTRIBUTIONS / sizeof *BUILTIN_DISTRIBUTIONS; b++) {
+        const char *name = BUILTIN_DISTRIBUTIONS[b][0], *version = BUILTIN_DISTRIBUTIONS[b][1];
+        if (strcmp(req->normalized, name) != 0) continue;
+        if (!contains(req->specifier, version, 1)) {
+            if (!p->optional)
+                fail(r, req->name, "%s asks for '%s%s', but the sandbox has %s %s compiled into "
+                                   "its interpreter, and native packages cannot be installed",
+                     p->wanted_by, req->name, req->specifier, name, version);
+            return;
+        }
+        ch = &r->chosen[r->chosen_count++];
+        memset(ch, 0, sizeof *ch);
+        snprintf(ch->c.name, sizeof ch->c.name, "%s", name);
+        snprintf(ch->c.version, sizeof ch->c.version, "%s", version);
+        snprintf(ch->content_sha256, sizeof ch->content_sha256, "%s", "built-in");
+        snprintf(ch->wanted_by, sizeof ch->wanted_by, "%s", p->wanted_by);
+        ch->builtin = 1;
+        return; /* its own requirements are built in too */
+    }
     candidate c;
     if (choose(r, p, &c) != 0) return;
     ch = &r->chosen[r->chosen_count++];
@@ -1459,7 +1489,9 @@ static int build_environment(resolution *r, deps_environment *out, char *message
     for (int i = 0; builder && i < r->chosen_count; i++, rc |= unpacked) {
         const chosen *ch = &r->chosen[i];
         char reason[DEPS_MESSAGE_SIZE] = "";
-        if (ch->wheel) {
+        if (ch->builtin) {
+            unpacked = 0; /* in the interpreter and the standard library's image */
+        } else if (ch->wheel) {
             unpacked = wheel_unpack(ch->wheel, ch->wheel_size, builder, reason);
         } else {
             const char *root = r->resolver->sources[ch->c.source].location;

@@ -1,0 +1,37 @@
+# lxml 4.9.2 (lxml.etree, lxml.objectify) with libxml2 and libxslt/libexslt,
+# all from Debian's sources.  Sourced by build-python.sh (see common.sh).
+#
+# libxml2 is built without its HTTP and FTP clients (no network code in the
+# guest at all, whatever a document or resolver asks for), without threads
+# (the guest has none), dynamic modules, ICU, zlib and lzma.  libxslt keeps
+# its profiler (lxml's C declares xsltGetProfileInformation) but no crypto
+# (libgcrypt) and no plugins (dlopen).  lxml's tarball ships Cython's
+# generated C (etree.c, objectify.c); the other modules lxml compiles with
+# Cython (builder, _elementpath, sax, html.diff, html.clean) are used as the
+# pure Python they are written in.
+libxml2_src=$(fetch_source libxml2 'libxml2-2.*')
+libxslt_src=$(fetch_source libxslt 'libxslt-1.*')
+lxml_src=$(fetch_source lxml 'lxml-4.*')
+
+if ext_begin lxml; then
+    rm -f "$deps/lib/libxml2.a" "$deps/lib/libxslt.a" "$deps/lib/libexslt.a"
+    ext_configure libxml2 "$libxml2_src" --without-threads --without-http --without-ftp \
+        --without-python --without-zlib --without-lzma --without-modules --without-icu \
+        --without-debug --without-history
+    ext_make libxml2 libxml2.la
+    ext_make libxml2 install-libLTLIBRARIES install-binSCRIPTS
+    ext_make libxml2/include install
+    ext_configure libxslt "$libxslt_src" --without-python --without-crypto --without-plugins \
+        --without-debug --without-debugger --with-libxml-prefix="$deps"
+    ext_make libxslt/libxslt install
+    ext_make libxslt/libexslt install
+
+    ext_compile lxml "-DCYTHON_CLINE_IN_TRACEBACK=0 -I$deps/include/libxml2 \
+        -I$lxml_src/src/lxml/includes -I$lxml_src/src/lxml -Wno-incompatible-pointer-types \
+        -Wno-deprecated-declarations" \
+        "$lxml_src/src/lxml/etree.c" "$lxml_src/src/lxml/objectify.c"
+    ext_archive lxml exslt xslt xml2
+    ext_register lxml.etree PyInit_etree
+    ext_register lxml.objectify PyInit_objectify
+    ext_end lxml
+fi
