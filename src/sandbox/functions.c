@@ -530,6 +530,24 @@ static void answer_failure(int fd, const char *kind, const char *message) {
     free(text);
 }
 
+/* Ends a call: answers the guest with `result` (kind NULL) or the failure
+ * `kind` and `message`, fills the record's outcome, and writes the audit
+ * line. */
+static void finish_call(sandbox_exchange *exchange, call_record *record, const char *kind,
+                        const char *message, const char *result, size_t result_size) {
+    if (kind) {
+        answer_failure(exchange->fd, kind, message);
+        record->outcome = kind;
+        record->message = message;
+    } else {
+        answer(exchange->fd, "{\"ok\":true}", result, result_size);
+        record->outcome = "ok";
+        record->result = result;
+        record->result_size = result_size;
+    }
+    audit(exchange, record);
+}
+
 /* The granted functions, as the guest library builds them: name,
  * description, input schema, whether calls need approval. */
 static void answer_list(sandbox_exchange *exchange) {
@@ -652,19 +670,12 @@ static void answer_call(sandbox_exchange *exchange, const cJSON *request, const 
         free(result);
         result = NULL;
         result_size = 0;
-        answer_failure(exchange->fd, kind, message);
-        record.outcome = kind;
-        record.message = message;
     } else {
         /* Delivered even past the budget: the function has run, and its
          * result is not thrown away; the budget stops the next call. */
         exchange->function_result_bytes += result_size;
-        answer(exchange->fd, "{\"ok\":true}", result, result_size);
-        record.outcome = "ok";
-        record.result = result;
-        record.result_size = result_size;
     }
-    audit(exchange, &record);
+    finish_call(exchange, &record, kind, message, result, result_size);
     free(result);
     free(arguments_text);
 }
@@ -685,22 +696,14 @@ static void answer_help(sandbox_exchange *exchange, const cJSON *request, const 
            limit->valuedouble <= HELP_MAX_LIMIT))) {
         snprintf(message, sizeof message, "help takes a query (a string) and a limit of 1 to %d",
                  HELP_MAX_LIMIT);
-        answer_failure(exchange->fd, "invalid-arguments", message);
-        record.outcome = "invalid-arguments";
-        record.message = message;
+        finish_call(exchange, &record, "invalid-arguments", message, NULL, 0);
     } else if (help_search(exchange->sandbox->config, query->valuestring,
                            cJSON_IsNumber(limit) ? (int)limit->valuedouble : 0, &json,
                            message) != CAP_OK) {
-        answer_failure(exchange->fd, "error", message);
-        record.outcome = "error";
-        record.message = message;
+        finish_call(exchange, &record, "error", message, NULL, 0);
     } else {
-        answer(exchange->fd, "{\"ok\":true}", json, strlen(json));
-        record.outcome = "ok";
-        record.result = json;
-        record.result_size = strlen(json);
+        finish_call(exchange, &record, NULL, NULL, json, strlen(json));
     }
-    audit(exchange, &record);
     free(json);
 }
 
@@ -755,17 +758,7 @@ static void answer_describe(sandbox_exchange *exchange, const cJSON *request, co
                                              : "error";
     }
     free(data);
-    if (kind) {
-        answer_failure(exchange->fd, kind, message);
-        record.outcome = kind;
-        record.message = message;
-    } else {
-        answer(exchange->fd, "{\"ok\":true}", json, strlen(json));
-        record.outcome = "ok";
-        record.result = json;
-        record.result_size = strlen(json);
-    }
-    audit(exchange, &record);
+    finish_call(exchange, &record, kind, message, json, json ? strlen(json) : 0);
     free(json);
 }
 
