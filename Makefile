@@ -51,7 +51,7 @@ CLI_SOURCES := src/cli/main.c src/cli/check.c src/cli/options.c src/cli/world.c 
 HEADERS := $(wildcard include/*.h src/*/*.h)
 
 .PHONY: all build deps sample serve test unit-test test-store integration-test interop-test regression-test bench clean fuzz \
-        library install uninstall wheel deb python-test bench-sessions FORCE
+        library install uninstall wheel deb python-test bench-sessions bench-extensions FORCE
 # The main job: build, then serve MCP over HTTP on loopback (Ctrl-C stops it).
 all: build serve
 
@@ -314,6 +314,10 @@ $(BUILD)/bench_store: bench/store.c $(STORE_SOURCES) src/store/store.h src/store
 # bytes stored, restore after a restart, cold `capsule run` against native.
 bench-sessions: build
 	$(HOST_PYTHON) bench/sessions.py --capsule $(BUILD)/capsule
+
+# Pillow and lxml in the guest against native (docs/extensions.md).
+bench-extensions: build
+	$(HOST_PYTHON) bench/extensions.py --capsule $(BUILD)/capsule
 
 bench-store: $(BUILD)/bench_store
 	sh tests/store/with-postgres.sh $(BUILD)/bench_store
