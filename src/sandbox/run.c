@@ -257,6 +257,19 @@ static int send_request(worker *w, const char *code, size_t code_size,
     return rc;
 }
 
+/* Finishes a durable session's call `seq` with `result` and no snapshot,
+ * its worker being gone or dropped: the session stays at its previous
+ * state, and the call is recorded as it ended rather than left running. */
+static void finish_without_worker(cap_sandbox *sandbox, const char *session, int64_t seq,
+                                  const cap_result *result) {
+    char *json = cap_result_to_json(result);
+    char ignored[CAP_ERROR_SIZE];
+    if (json)
+        sandbox_durable_commit(sandbox, -1, NULL, session, seq, cap_status_name(result->status),
+                               json, ignored);
+    free(json);
+}
+
 int cap_sandbox_run(cap_sandbox *sandbox, const char *code, size_t code_size,
                     const cap_run_options *options, cap_result **out, char *error) {
     static const cap_run_options defaults = {.capture = 1};
@@ -337,10 +350,7 @@ int cap_sandbox_run(cap_sandbox *sandbox, const char *code, size_t code_size,
                 snprintf(message, sizeof message, "session %.100s cannot be restored: %s",
                          options->session, reason);
                 *out = sandbox_result_new(CAP_STATUS_SESSION_ERROR, message);
-                char *json = *out ? cap_result_to_json(*out) : NULL;
-                if (json) sandbox_durable_commit(sandbox, -1, NULL, options->session, seq,
-                                                 "session-error", json, reason);
-                free(json);
+                if (*out) finish_without_worker(sandbox, options->session, seq, *out);
                 return *out ? CAP_OK : CAP_ENOMEM;
             }
         }
@@ -357,19 +367,13 @@ int cap_sandbox_run(cap_sandbox *sandbox, const char *code, size_t code_size,
         sandbox_worker_discard(&w);
         if (s || durable) {
             if (durable) {
-                cap_result *gone = sandbox_result_new(CAP_STATUS_SESSION_ERROR,
-                                                      "the session's worker is gone");
-                char *json = gone ? cap_result_to_json(gone) : NULL;
-                if (json) sandbox_durable_commit(sandbox, -1, NULL, options->session, seq,
-                                                 "session-error", json, error);
-                free(json);
-                cap_result_free(gone);
                 sandbox_durable_pages_free(&fresh_pages);
                 if (s) s->worker.pid = 0;
                 if (s) sandbox_session_remove(sandbox, (int)(s - sandbox->sessions), 1);
                 *out = sandbox_result_new(CAP_STATUS_SESSION_ERROR,
                                           "the session's worker is gone; the session continues "
                                           "from its last saved state at the next call");
+                if (*out) finish_without_worker(sandbox, options->session, seq, *out);
                 return *out ? CAP_OK : CAP_ENOMEM;
             }
             s->worker.pid = 0; /* discarded just above: not twice */
@@ -469,13 +473,9 @@ int cap_sandbox_run(cap_sandbox *sandbox, const char *code, size_t code_size,
                 "the call ran, but the session's state could not be saved (%.300s); the session "
                 "continues from its state before this call", reason);
             end = SANDBOX_STOPPED; /* the worker is discarded below */
+            finish_without_worker(sandbox, options->session, seq, result);
         } else if (!known->hashes) {
             end = SANDBOX_STOPPED; /* committed, but it cannot be described again */
-            cap_result *failed = result;
-            json = cap_result_to_json(failed);
-            if (json) sandbox_durable_commit(sandbox, -1, NULL, options->session, seq, "session-error",
-                                             json, reason);
-            free(json);
         }
     }
     if (end == SANDBOX_RESULT && keep) {

@@ -309,3 +309,21 @@ def test_a_restored_session_has_its_packages_mounted_again(capsule, tmp_path):
                          "markdown.markdown('| a |\\n|---|\\n| b |', extensions=['tables'])",
                          *session)
     assert again["status"] == "success" and "<td>b</td>" in again["return_value"], again
+
+
+def test_a_call_whose_state_cannot_be_saved_is_recorded_as_it_ended(binary, tmp_path):
+    """The session-error a client got for an unsaved state is the call's
+    stored outcome: not left `running` (which would block a retry of its
+    idempotency key until a restart)."""
+    server = Stdio(binary, "--store", store_url(tmp_path), "--store-quota", "12M")
+    assert value(call(server, "x = 1", "s")) is None
+    failed = call(server, "import os\nb = os.urandom(20_000_000)", "s", id=2,
+                  idempotency_key="k")["structuredContent"]
+    assert failed["capsule_status"] == "session-error" and "quota" in failed["error"], failed
+    history = tool(server, "session_history", id=3, session_id="s")["structuredContent"]
+    assert [c["status"] for c in history["calls"]] == ["success", "session-error"], history
+    # The key's stored outcome is replayed, not "still running".
+    again = call(server, "import os\nb = os.urandom(20_000_000)", "s", id=4,
+                 idempotency_key="k")["structuredContent"]
+    assert again["capsule_status"] == "session-error" and "quota" in again["error"], again
+    server.close()
