@@ -142,9 +142,16 @@ int durable_worker_snapshot(int fd, const uint8_t *memory, uint32_t pages, void 
     }
     uint32_t known_pages = reference_pages; /* pages past these are new to the host */
     if (reference_reserve(pages) != 0) full = 1; /* no room to remember: send it all */
-    uint32_t changed = 0;
-    for (uint32_t page = dead_pages(); page < pages; page++)
-        changed += full || page_changed(memory, page, known_pages);
+    /* One comparison pass: the pages found changed are then sent from
+     * this list. */
+    uint32_t dead = dead_pages(), changed = 0;
+    uint32_t *changed_pages = full ? NULL : malloc((size_t)pages * sizeof *changed_pages);
+    if (!changed_pages) full = 1;
+    if (full)
+        changed = pages > dead ? pages - dead : 0;
+    else
+        for (uint32_t page = dead; page < pages; page++)
+            if (page_changed(memory, page, known_pages)) changed_pages[changed++] = page;
     char header[192 + 16 * 70];
     int length = snprintf(header, sizeof header,
                           "{\"pages\":%u,\"stack_pointer\":%u,\"changed\":%u,\"vfs_bytes\":%zu,"
@@ -156,8 +163,8 @@ int durable_worker_snapshot(int fd, const uint8_t *memory, uint32_t pages, void 
     length += snprintf(header + length, sizeof header - (size_t)length, "]}");
     int rc = frame_write(fd, 'K', header, (size_t)length);
     static uint8_t frame[4 + DURABLE_PAGE];
-    for (uint32_t page = dead_pages(); rc == 0 && page < pages; page++) {
-        if (!full && !page_changed(memory, page, known_pages)) continue;
+    for (uint32_t i = 0; rc == 0 && i < changed; i++) {
+        uint32_t page = full ? dead + i : changed_pages[i];
         const uint8_t *bytes = memory + (size_t)page * DURABLE_PAGE;
         for (int i = 0; i < 4; i++) frame[i] = (uint8_t)(page >> (8 * i));
         memcpy(frame + 4, bytes, DURABLE_PAGE);
@@ -166,6 +173,7 @@ int durable_worker_snapshot(int fd, const uint8_t *memory, uint32_t pages, void 
         if (rc == 0 && page < reference_pages)
             memcpy(reference + (size_t)page * DURABLE_PAGE, bytes, DURABLE_PAGE);
     }
+    free(changed_pages);
     for (size_t offset = 0; rc == 0 && offset < files.size; offset += DURABLE_VFS_CHUNK) {
         size_t n = files.size - offset < DURABLE_VFS_CHUNK ? files.size - offset : DURABLE_VFS_CHUNK;
         rc = frame_write(fd, 'v', files.data + offset, n);
