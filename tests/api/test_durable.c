@@ -163,6 +163,8 @@ static void a_well_formed_snapshot_is_committed(void **state) {
     store_snapshot_clear(&snapshot);
 }
 
+#define KEY "\"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\""
+
 /* Each breaks one rule; none may be committed. */
 static void malformed_snapshots_are_refused(void **state) {
     (void)state;
@@ -184,6 +186,15 @@ static void malformed_snapshots_are_refused(void **state) {
         {HEADER("1280", "8388608", "0", "100"), 0, 0, 1, page, 5000, 0, -1}, /* more than said */
         {HEADER("1280", "8388608", "3", "0"), 0, 0, 1, page, 0, 1, -1}, /* hangs up */
         {HEADER("1280.5", "8388608", "0", "0"), 0, 0, 1, page, 0, 0, -1}, /* not whole */
+        /* package images named by anything but 64 hex digits, or too many */
+        {"{\"pages\":1280,\"stack_pointer\":8388608,\"changed\":0,\"vfs_bytes\":0,"
+         "\"environments\":[\"../../etc/passwd\"]}", 0, 0, 1, page, 0, 0, -1},
+        {"{\"pages\":1280,\"stack_pointer\":8388608,\"changed\":0,\"vfs_bytes\":0,"
+         "\"environments\":\"not a list\"}", 0, 0, 1, page, 0, 0, -1},
+        {"{\"pages\":1280,\"stack_pointer\":8388608,\"changed\":0,\"vfs_bytes\":0,"
+         "\"environments\":[" KEY "," KEY "," KEY "," KEY "," KEY "," KEY "," KEY "," KEY ","
+         KEY "," KEY "," KEY "," KEY "," KEY "," KEY "," KEY "," KEY "," KEY "]}", 0, 0, 1, page,
+         0, 0, -1},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         char error[CAP_ERROR_SIZE] = "";
