@@ -9,7 +9,10 @@ CC      := gcc
 WASM2C_RUNTIME := /usr/src/wasm2c
 WARNINGS := -Wall -Wextra -Werror
 CFLAGS  := -std=c11 -D_GNU_SOURCE -O2 -g $(WARNINGS) -Iinclude -I$(WASM2C_RUNTIME) -I$(BUILD)/runtime -I/usr/include/postgresql
-LDLIBS  := -lcjson -lseccomp -lcurl -lmicrohttpd -lzip -lsqlite3 -lpq -lzstd -lcrypto -lpthread -lm
+# libcurl, libpq, libmicrohttpd and libzip are not linked: src/libraries/
+# dlopens each when first needed (its dynamic linking was most of a short
+# run's start-up).
+LDLIBS  := -lcjson -lseccomp -lsqlite3 -lzstd -lcrypto -lpthread -lm
 # wasm2c's README: required for conformance of the generated code.
 GENERATED_CFLAGS := -O2 -fno-optimize-sibling-calls -frounding-math -fsignaling-nans -I$(WASM2C_RUNTIME)
 # The sanitizer build cannot use guard pages (ASan owns SIGSEGV): explicit
@@ -39,8 +42,10 @@ SANDBOX_HOST_SOURCES := src/sandbox/config.c src/sandbox/docs.c src/sandbox/pool
 # help (src/help/): the index, and the recipes it ships, compiled in.
 RECIPES := $(sort $(wildcard docs/recipes/*.md))
 HELP_SOURCES := src/help/help.c src/help/describe.c $(BUILD)/gen/recipes.c
-STORE_SOURCES := src/store/store.c src/store/sqlite.c src/store/postgres.c
-LIBRARY_SOURCES := $(SANDBOX_HOST_SOURCES) src/sandbox/zygote.c src/sandbox/durable_worker.c src/sandbox/frame.c \
+LIBRARIES_SOURCES := src/libraries/libraries.c
+STORE_SOURCES := src/store/store.c src/store/sqlite.c src/store/postgres.c $(LIBRARIES_SOURCES)
+LIBRARY_SOURCES := $(SANDBOX_HOST_SOURCES) src/sandbox/zygote.c src/sandbox/durable_worker.c \
+                   src/sandbox/frame.c \
                    src/sandbox/lockdown.c src/sandbox/buffer.c src/sandbox/http.c src/wasi/wasi.c \
                    src/vfs/vfs.c src/vfs/memfs.c src/vfs/devfs.c src/vfs/image.c src/vfs/image_writer.c src/vfs/device.c \
                    src/vfs/resource.c src/vfs/hostfs.c src/deps/deps.c src/deps/wheel.c src/deps/requirement.c \
@@ -163,11 +168,12 @@ $(BUILD)/test_snapshot: tests/api/test_snapshot.c $(LIBRARY_ASAN_OBJECTS)
 # and a real PostgreSQL server (started for the run by
 # tests/store/with-postgres.sh, stopped after it whatever the outcome), real
 # processes killed with SIGKILL.
-STORE_LDLIBS := -lsqlite3 -lpq -lzstd -lcrypto
+STORE_LDLIBS := -lsqlite3 -lzstd -lcrypto
 STORE_CFLAGS := -I/usr/include/postgresql
 $(BUILD)/test_store: tests/unit/test_store.c $(STORE_SOURCES) src/store/store.h src/store/backend.h include/capsule.h
 	@mkdir -p $(BUILD)
-	$(CC) $(CFLAGS) $(STORE_CFLAGS) $(SANITIZE) -o $@ tests/unit/test_store.c $(STORE_SOURCES) -lcmocka $(STORE_LDLIBS)
+	$(CC) $(CFLAGS) $(STORE_CFLAGS) $(SANITIZE) -o $@ tests/unit/test_store.c $(STORE_SOURCES) -lcmocka $(STORE_LDLIBS) \
+	    -lpq # the test itself reads the server directly
 
 test-store: deps $(BUILD)/test_store
 	sh tests/store/with-postgres.sh $(BUILD)/test_store
@@ -251,10 +257,11 @@ $(BUILD)/fuzz_wasi: $(FUZZ_SOURCES) $(HEADERS) $(BUILD)/fuzz/wasm-rt-impl.o
 
 # What the host reads of packages: wheels (libzip), METADATA, PEP 440/508 text.
 PACKAGES_FUZZ_SOURCES := tests/fuzz/fuzz_packages.c src/deps/wheel.c src/deps/requirement.c \
-                         src/vfs/image.c src/vfs/image_writer.c src/sandbox/http.c src/sandbox/buffer.c
+                         src/vfs/image.c src/vfs/image_writer.c src/sandbox/http.c src/sandbox/buffer.c \
+                         $(LIBRARIES_SOURCES)
 $(BUILD)/fuzz_packages: $(PACKAGES_FUZZ_SOURCES) src/deps/deps.c $(HEADERS)
 	@mkdir -p $(BUILD)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $(PACKAGES_FUZZ_SOURCES) -lzip -lcjson -lcurl -lcrypto -lpthread
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $(PACKAGES_FUZZ_SOURCES) -lcjson -lcrypto -lpthread
 
 # What the host parses of a worker's frames (the host side of the sandbox,
 # with a stub for the zygote).
@@ -266,7 +273,7 @@ FRAMES_FUZZ_SOURCES := tests/fuzz/fuzz_frames.c $(SANDBOX_HOST_SOURCES) src/sand
 $(BUILD)/fuzz_frames: $(FRAMES_FUZZ_SOURCES) $(HEADERS)
 	@mkdir -p $(BUILD)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $(STORE_CFLAGS) -o $@ $(FRAMES_FUZZ_SOURCES) \
-	    -lcjson -lcurl -lzip -lsqlite3 -lpq -lzstd -lcrypto -lpthread -lm
+	    -lcjson -lsqlite3 -lzstd -lcrypto -lpthread -lm
 
 # Needs $(BUILD)/stdlib.img (`make build`), but never rebuilds the guest for it.
 fuzz: $(BUILD)/fuzz_wasi $(BUILD)/fuzz_packages $(BUILD)/fuzz_frames
@@ -335,8 +342,7 @@ BASH_COMPLETION_DIR ?= $(PREFIX)/share/bash-completion/completions
 VERSION := $(shell sed -n 's/^\#define CAP_VERSION "\(.*\)"/\1/p' include/capsule.h)
 SONAME := libcapsule.so.0
 SHARED_LIBRARY := $(BUILD)/libcapsule.so.$(VERSION)
-# The library needs everything the CLI links but libmicrohttpd (MCP over HTTP).
-LIBRARY_LDLIBS := $(filter-out -lmicrohttpd,$(LDLIBS))
+LIBRARY_LDLIBS := $(LDLIBS)
 
 library: $(SHARED_LIBRARY) $(BUILD)/libcapsule.a
 

@@ -37,6 +37,9 @@ printf 'Source: capsule\n\nPackage: capsule\nArchitecture: any\n' > "$work/sourc
 depends=$(cd "$work/source" && dpkg-shlibdeps -O -e"$stage/usr/bin/capsule" \
               -e"$stage/usr/lib/libcapsule.so.$version" 2>/dev/null | sed -n 's/^shlibs:Depends=//p')
 [ -n "$depends" ] || { echo "build-deb: dpkg-shlibdeps found no dependencies" >&2; exit 1; }
+# The libraries capsule dlopens when first needed (src/libraries/): not in
+# the ELF's NEEDED list, so dpkg-shlibdeps cannot see them.
+depends="$depends, libcurl4, libmicrohttpd12, libpq5, libzip4"
 
 size=$(du -sk --exclude=DEBIAN "$stage" | cut -f1)
 sed -e "s/@VERSION@/$version/" -e "s/@ARCH@/$arch/" -e "s/@DEPENDS@/$depends/" \

@@ -19,7 +19,7 @@
 #include "deps.h"
 
 #include <cjson/cJSON.h>
-#include <curl/curl.h>
+#include "../libraries/curl.h"
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
@@ -796,6 +796,7 @@ static char *tag_attribute(const char *tag, size_t tag_length, const char *name)
 }
 
 static char *resolve_url(const char *base, const char *reference) {
+    if (library_load_curl(NULL) != 0) return NULL;
     CURLU *url = curl_url();
     char *result = NULL, *out = NULL;
     if (url && curl_url_set(url, CURLUPART_URL, base, 0) == CURLUE_OK &&

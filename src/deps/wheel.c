@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <zip.h>
+#include "../libraries/zip.h"
 
 #define MAX_ENTRIES 100000
 #define MAX_ENTRY_BYTES (256ull << 20)
@@ -66,6 +66,11 @@ int wheel_is_pure(const wheel_name *name) {
 }
 
 static zip_t *open_archive(const unsigned char *data, size_t size, char *message) {
+    char why[256];
+    if (library_load_zip(why) != 0) {
+        say(message, "cannot read wheels: %s", why);
+        return NULL;
+    }
     zip_error_t error;
     zip_error_init(&error);
     zip_source_t *source = zip_source_buffer_create(data, size, 0, &error);

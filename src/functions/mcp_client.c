@@ -24,7 +24,7 @@
  */
 #include "mcp_client.h"
 
-#include <curl/curl.h>
+#include "../libraries/curl.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -392,6 +392,7 @@ static int http_exchange(mcp_upstream *up, const char *request, long id, double 
         snprintf(error, ERROR_SIZE, "server %s: no time left", up->name);
         return MCP_UPSTREAM_TIMEOUT;
     }
+    if (library_load_curl(error) != 0) return MCP_UPSTREAM_FAILED;
     CURL *curl = curl_easy_init();
     if (!curl) {
         snprintf(error, ERROR_SIZE, "out of memory");
@@ -606,6 +607,7 @@ static void legacy_disconnect(mcp_upstream *up) {
 
 /* Opens the GET stream and waits for its endpoint event. */
 static int legacy_connect(mcp_upstream *up, double deadline, char *error) {
+    if (library_load_curl(error) != 0) return MCP_UPSTREAM_FAILED;
     up->multi = curl_multi_init();
     up->stream = curl_easy_init();
     up->inbox = cJSON_CreateArray();
@@ -639,6 +641,7 @@ static size_t ignore_body(char *data, size_t size, size_t count, void *userdata)
  * on the stream (a notification: for the POST only). */
 static int legacy_exchange(mcp_upstream *up, const char *request, long id, double deadline,
                            size_t max_bytes, cJSON **response, char *error) {
+    if (library_load_curl(error) != 0) return MCP_UPSTREAM_FAILED;
     CURL *post = curl_easy_init();
     struct curl_slist *headers = NULL;
     for (struct curl_slist *h = up->headers; h; h = h->next)

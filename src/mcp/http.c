@@ -43,7 +43,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <microhttpd.h>
+#include "../libraries/microhttpd.h"
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <pthread.h>
@@ -1002,6 +1002,10 @@ int mcp_serve_http(mcp_server *server, const mcp_transport_options *options, cha
                           ? options->max_connections_per_address
                           : DEFAULT_MAX_PER_ADDRESS;
 
+    if (library_load_microhttpd(error) != 0) {
+        rc = CAP_ERUNTIME;
+        goto done;
+    }
     /* The daemon's threads inherit this mask; this thread takes the signals. */
     sigset_t stop, previous;
     sigemptyset(&stop);

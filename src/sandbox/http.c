@@ -7,7 +7,7 @@
  */
 #include "http.h"
 
-#include <curl/curl.h>
+#include "../libraries/curl.h"
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -53,11 +53,7 @@ static double seconds_now(void) {
 
 static int transfer_url(const http_policy *policy, const char *url, const char *authorization,
                         const char *post_body, size_t post_size, buffer *body, char *message) {
-    static int initialised;
-    if (!initialised) {
-        curl_global_init(CURL_GLOBAL_DEFAULT);
-        initialised = 1;
-    }
+    if (library_load_curl(message) != 0) return -ENOSYS;
     char current[4096];
     snprintf(current, sizeof current, "%s", url);
     double deadline = seconds_now() + policy->timeout_seconds;

@@ -35,7 +35,7 @@
  * running either twice is harmless.  A lone write statement is never
  * retried: whether it took effect is unknown.
  */
-#include <libpq-fe.h>
+#include "../libraries/pq.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -296,6 +296,11 @@ static void postgres_close(void *handle) {
 static int postgres_open(const char *location, void **out, int *exclusive, char *error) {
     *out = NULL;
     *exclusive = 0;
+    char why[256];
+    if (library_load_pq(why) != 0) {
+        if (error) snprintf(error, CAP_ERROR_SIZE, "store: %.240s", why);
+        return CAP_ERUNTIME;
+    }
     postgres_connection *c = calloc(1, sizeof *c);
     size_t length = strlen(location);
     char *url = malloc(length + sizeof "postgresql://");
