@@ -44,6 +44,9 @@ const char world_options_usage[] =
     "                       /usr/lib/python3/dist-packages (pure-Python ones only)\n"
     "  --package-cache DIR  downloaded wheels and built environments (default\n"
     "                       ~/.cache/capsule when a package source is given)\n"
+    "  --start-cache DIR    start images: the interpreter's state after start-up, mapped\n"
+    "                       instead of initialising it again (default ~/.cache/capsule;\n"
+    "                       none: initialise every time)\n"
     "  --function NAME=COMMAND  grant the host function NAME (capsule.functions.NAME in\n"
     "                       the guest): each call runs the host program COMMAND (split\n"
     "                       into words, no shell) with the JSON arguments on stdin; its\n"
@@ -64,7 +67,7 @@ const char world_options_usage[] =
 static const char *const world_options[] = {
     "--config", "--mount", "--docs", "--output-dir", "--output", "--network", "--allow-url",
     "--allow-host", "--http-timeout", "--http-max", "--exec-resource", "--wheels", "--index-url",
-    "--site-packages", "--package-cache", "--function", "--allow-function", "--deny-function",
+    "--site-packages", "--package-cache", "--start-cache", "--function", "--allow-function", "--deny-function",
     "--audit-log", "--mcp-config", "--describe-url", "--describe-key-file", "--describe-model"};
 
 int is_world_option(const char *arg) {
@@ -545,6 +548,8 @@ int parse_world_option(const char *arg, const char *value, cap_config *config,
             world->output_dir = value;
         } else if (strcmp(arg, "--package-cache") == 0) {
             world->package_cache = value;
+        } else if (strcmp(arg, "--start-cache") == 0) {
+            world->start_cache = value;
         } else if (strcmp(arg, "--wheels") == 0 || strcmp(arg, "--index-url") == 0 ||
                    strcmp(arg, "--site-packages") == 0) {
             int rc = strcmp(arg, "--wheels") == 0 ? cap_config_add_wheel_directory(config, value, error)
@@ -563,16 +568,23 @@ int parse_world_option(const char *arg, const char *value, cap_config *config,
 int finish_world_options(cap_config *config, world_settings *world) {
     char error[CAP_ERROR_SIZE];
     const char *cache = world->package_cache ? world->package_cache : world->settings.package_cache;
+    /* XDG's cache directory; without a home, none (packages in memory, no
+     * start images). */
     char default_cache[4096];
+    const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+    if (xdg && xdg[0] == '/')
+        snprintf(default_cache, sizeof default_cache, "%s/capsule", xdg);
+    else if (home && home[0] == '/')
+        snprintf(default_cache, sizeof default_cache, "%s/.cache/capsule", home);
+    else
+        default_cache[0] = '\0';
+    const char *start = world->start_cache ? world->start_cache : default_cache;
+    if (strcmp(start, "none") != 0 && start[0] &&
+        cap_config_set_start_cache(config, start, error) != CAP_OK) {
+        fprintf(stderr, "capsule: --start-cache: %s\n", error);
+        return -1;
+    }
     if (!cache && world->package_sources + world->settings.package_sources > 0) {
-        /* XDG's cache directory; without a home, no cache (in memory). */
-        const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
-        if (xdg && xdg[0] == '/')
-            snprintf(default_cache, sizeof default_cache, "%s/capsule", xdg);
-        else if (home && home[0] == '/')
-            snprintf(default_cache, sizeof default_cache, "%s/.cache/capsule", home);
-        else
-            default_cache[0] = '\0';
         if (default_cache[0] && cap_config_set_package_cache(config, default_cache, error) != CAP_OK)
             fprintf(stderr, "capsule: warning: no package cache: %s\n", error);
     } else if (cache && cap_config_set_package_cache(config, cache, error) != CAP_OK) {

@@ -16,6 +16,7 @@ typedef struct file_settings {
     double http_timeout;
     uint64_t http_max;
     const char *package_cache;
+    const char *start_cache; /* --start-cache: a directory, "none", or NULL (the default) */
     int package_sources;
 } file_settings;
 
@@ -23,6 +24,7 @@ typedef struct world_settings {
     file_settings settings; /* from --config */
     const char *output_dir; /* --output-dir: where `run` writes artifacts */
     const char *package_cache;
+    const char *start_cache; /* --start-cache: a directory, "none", or NULL (the default) */
     int package_sources;
     double http_timeout;
     uint64_t http_max;

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #define WASM_PAGE_SIZE 65536u
 
@@ -107,10 +108,13 @@ int runtime_resize_memory(uint32_t pages) {
         uint8_t *tail = memory->data + size;
         size_t length = memory->size - size;
 #if WASM_RT_MEMCHECK_SIGNAL_HANDLER
-        /* wasm2c's grow only re-enables pages of its private anonymous
-         * reservation; dropping them makes them read as zero again, and
-         * PROT_NONE makes an access past the end trap as before. */
-        if (madvise(tail, length, MADV_DONTNEED) != 0 || mprotect(tail, length, PROT_NONE) != 0)
+        /* wasm2c's grow only re-enables pages of its reservation: a fresh
+         * anonymous PROT_NONE mapping in their place reads as zero when
+         * grown again and traps until then.  (MADV_DONTNEED would not do
+         * for pages mapped from a start image: they would read back the
+         * file.) */
+        if (mmap(tail, length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) ==
+            MAP_FAILED)
             return -errno;
 #else
         memset(tail, 0, length); /* grow zeroes only what realloc adds */
@@ -119,6 +123,34 @@ int runtime_resize_memory(uint32_t pages) {
         memory->size = size;
     }
     return 0;
+}
+
+int runtime_map_memory(int fd, uint64_t offset, uint32_t pages) {
+    int rc = runtime_resize_memory(pages);
+    if (rc) return rc;
+    wasm_rt_memory_t *memory = &instance.w2c_memory;
+#if WASM_RT_MEMCHECK_SIGNAL_HANDLER
+    /* Copy-on-write from the page cache: a page is read when first
+     * touched, and shared by every process that maps the same file until
+     * one of them writes it. */
+    if (memory->size &&
+        mmap(memory->data, memory->size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, fd,
+             (off_t)offset) == MAP_FAILED)
+        return -errno;
+#else
+    /* The checked build's memory is plain heap (realloc'd to grow). */
+    for (uint64_t done = 0; done < memory->size;) {
+        ssize_t n = pread(fd, memory->data + done, memory->size - done, (off_t)(offset + done));
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return n < 0 ? -errno : -EIO;
+        done += (uint64_t)n;
+    }
+#endif
+    return 0;
+}
+
+uint32_t runtime_memory_pages(void) {
+    return instance.w2c_memory.pages;
 }
 
 uint8_t *runtime_memory_data(void) {

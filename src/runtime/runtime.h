@@ -73,6 +73,14 @@ void runtime_snapshot_free(runtime_snapshot *snapshot);
  * lower max_pages; 0, -ENOMEM or -errno.  Only between entries. */
 int runtime_resize_memory(uint32_t pages);
 uint8_t *runtime_memory_data(void);
+uint32_t runtime_memory_pages(void);
+/* Sizes the memory to `pages` and fills it from `fd` at `offset` (page
+ * aligned): mapped copy-on-write where the memory is a reservation with
+ * guard pages (the release build), read where it is heap (the checked
+ * build).  The file must not shrink while mapped.  0 or -errno; on
+ * failure the memory's content is undefined and the instance must not be
+ * entered. */
+int runtime_map_memory(int fd, uint64_t offset, uint32_t pages);
 uint32_t runtime_stack_pointer(void);
 void runtime_set_stack_pointer(uint32_t value);
 

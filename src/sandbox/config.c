@@ -124,6 +124,7 @@ void cap_config_free(cap_config *config) {
     free(config->describe_key);
     free(config->describe_model);
     free(config->output_directory);
+    free(config->start_cache);
     for (int i = 0; i < config->resource_count; i++) {
         free(config->resource_names[i]);
         free(config->resource_urls[i]);
@@ -299,6 +300,21 @@ int cap_config_add_env(cap_config *config, const char *name, const char *value, 
     }
     snprintf(entry, size, "%s=%s", name, value);
     config->env[config->env_count++] = entry;
+    return CAP_OK;
+}
+
+int cap_config_set_start_cache(cap_config *config, const char *host_directory, char *error) {
+    if (!config || (host_directory && host_directory[0] != '/')) {
+        sandbox_set_error(error, "the start-image directory must be an absolute host path");
+        return CAP_EINVAL;
+    }
+    char *copy = host_directory ? strdup(host_directory) : NULL;
+    if (host_directory && !copy) {
+        sandbox_set_error(error, "out of memory");
+        return CAP_ENOMEM;
+    }
+    free(config->start_cache);
+    config->start_cache = copy;
     return CAP_OK;
 }
 

@@ -79,4 +79,16 @@ int durable_worker_restore(int fd, const char *payload, size_t size, void *scrat
                            struct Z_wasi_snapshot_preview1_instance_t *wasi,
                            const char *(*mount_environment)(int fd, const char *key));
 
+/* The scratch files and open descriptors of a worker as one stream (u64
+ * length of the memfs stream, the stream, then one record per descriptor
+ * from `first_fd` on): what a snapshot and a start image (start_image.c)
+ * carry besides the memory.  Save appends to `out` (a buffer, buffer.h);
+ * load replaces the memfs content and reopens the descriptors.  0 or a
+ * negative errno (-EINVAL for a malformed stream). */
+struct buffer;
+int durable_files_save(struct buffer *out, void *scratch,
+                       struct Z_wasi_snapshot_preview1_instance_t *wasi, uint32_t first_fd);
+int durable_files_load(const uint8_t *data, size_t size, void *scratch,
+                       struct Z_wasi_snapshot_preview1_instance_t *wasi);
+
 #endif

@@ -94,9 +94,7 @@ static int save_descriptor(void *context, const wasi_descriptor_state *state) {
     return rc;
 }
 
-/* The worker's files: u64 length of the memfs stream, the stream, then the
- * descriptor records. */
-static int save_files(buffer *files, void *scratch, wasi *w, uint32_t first_fd) {
+int durable_files_save(buffer *files, void *scratch, wasi *w, uint32_t first_fd) {
     int rc = put_u64(files, 0);
     size_t start = files->size;
     if (rc == 0) rc = vfs_memfs_save(scratch, append, files);
@@ -108,7 +106,7 @@ static int save_files(buffer *files, void *scratch, wasi *w, uint32_t first_fd) 
     return rc;
 }
 
-static int load_files(const uint8_t *data, size_t size, void *scratch, wasi *w) {
+int durable_files_load(const uint8_t *data, size_t size, void *scratch, wasi *w) {
     if (size < 8) return -EINVAL;
     uint64_t length = get_u64(data);
     if (length > size - 8) return -EINVAL;
@@ -136,7 +134,7 @@ int durable_worker_snapshot(int fd, const uint8_t *memory, uint32_t pages, void 
                             wasi *w, uint32_t first_fd, const char (*environment_keys)[65],
                             int environment_count, int full) {
     buffer files = {0};
-    if (save_files(&files, scratch, w, first_fd) != 0) {
+    if (durable_files_save(&files, scratch, w, first_fd) != 0) {
         buffer_free(&files);
         return frame_write(fd, 'K', "{\"error\":\"cannot save the scratch files\"}", 41);
     }
@@ -262,7 +260,7 @@ int durable_worker_restore(int fd, const char *payload, size_t size, void *scrat
             return refuse(fd, "malformed restore files");
         }
     }
-    int rc = files.size ? load_files((const uint8_t *)files.data, files.size, scratch, w) : 0;
+    int rc = files.size ? durable_files_load((const uint8_t *)files.data, files.size, scratch, w) : 0;
     buffer_free(&files);
     if (rc) return refuse(fd, rc == -ENOSPC ? "the saved files exceed the disk limit"
                                             : "the saved files are malformed");

@@ -242,7 +242,8 @@ int cap_sandbox_new(cap_config *config, cap_sandbox **out, char *error) {
                               config->host_writable,
                               server_files,
                               server_file_count,
-                              config->store != NULL};
+                              config->store != NULL,
+                              config->start_cache};
         /* /network first: its index is 0 in the workers' requests. */
         if (config->resource_count)
             resource_mounts[world.resource_mount_count++] = (zygote_resource_mount){

@@ -81,6 +81,7 @@ struct cap_config {
     int max_sessions;
     double session_idle_seconds;
     char *output_directory; /* NULL: GUEST_OUTPUT_DIRECTORY */
+    char *start_cache;      /* start images' directory (start_image.h), or NULL */
     zygote_file docs[MAX_DOCS];
     int doc_count;
     char *resource_names[MAX_RESOURCES]; /* files of /network */

@@ -45,6 +45,7 @@
 #include "durable.h"
 #include "frame.h"
 #include "lockdown.h"
+#include "start_image.h"
 
 #define CHANNEL_FD 4
 #define DEPENDENCIES_FD 5
@@ -97,6 +98,7 @@ static struct {
     uint8_t *base;
     uint32_t base_pages;
     buffer ready;
+    uint8_t start_key[START_IMAGE_KEY]; /* of this world's start image (start_image.h) */
 } G = {.control_fd = -1, .channel_fd = -1};
 
 static void send_or_die(char type, const void *data, size_t size) {
@@ -789,6 +791,7 @@ static int build_world(const zygote_world *world) {
     char *argv[] = {"python", "-I", "-u", "-c", runner, NULL};
     wasi_options options = {argv, world->env, 0};
     G.w = wasi_new(G.fs, &options);
+    if (world->start_cache) start_image_key(world, argv, G.start_key);
     free(runner); /* wasi_new copied argv */
     if (!G.w) return -ENOMEM;
 
@@ -870,9 +873,23 @@ void zygote_main(const zygote_world *world, int control_fd) {
         _exit(1);
     }
     runtime_start(G.w);
-    uint32_t value;
+    uint32_t value = 0;
     const char *trap = NULL;
-    runtime_outcome outcome = runtime_enter(RUNTIME_INIT, &value, &trap);
+    runtime_outcome outcome = RUNTIME_RETURNED;
+    /* The state a previous initialisation left, if one was saved for this
+     * world (start_image.h); else initialise, and save it for the next. */
+    rc = world->start_cache ? start_image_load(world->start_cache, G.start_key, G.scratch, G.w) : 0;
+    if (rc < 0) {
+        char message[128];
+        snprintf(message, sizeof message, "cannot load the start image: %s", strerror(-rc));
+        frame_write(control_fd, 'X', message, strlen(message));
+        _exit(1);
+    }
+    if (rc == 0) {
+        outcome = runtime_enter(RUNTIME_INIT, &value, &trap);
+        if (outcome == RUNTIME_RETURNED && value == 0 && world->start_cache)
+            start_image_save(world->start_cache, G.start_key, G.scratch, G.w, FUNCTIONS_FD + 1);
+    }
     if (outcome != RUNTIME_RETURNED || value != 0) {
         char message[256];
         snprintf(message, sizeof message,

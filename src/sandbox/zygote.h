@@ -62,6 +62,7 @@ typedef struct zygote_world {
     const zygote_file *server_files; /* mounted read-only at GUEST_SERVERS_DIRECTORY */
     int server_file_count;
     int durable;                    /* keep the base and answer snapshots (durable.h) */
+    const char *start_cache;        /* directory of start images (start_image.h), or NULL */
 } zygote_world;
 
 /* Runs in the freshly forked zygote; never returns. */

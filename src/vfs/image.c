@@ -191,6 +191,14 @@ int vfs_image_open_fd(int fd, vfs_image **out) {
                      (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec, out);
 }
 
+void vfs_image_identity(const vfs_image *image, uint64_t *size, uint64_t *mtime_ns,
+                        const void **table, size_t *table_size) {
+    *size = image->map_size;
+    *mtime_ns = image->mtime_ns;
+    *table = image->map;
+    *table_size = HEADER_SIZE + (size_t)image->count * ENTRY_SIZE; /* checked by parse */
+}
+
 void vfs_image_retain(vfs_image *image) {
     image->references++;
 }

@@ -166,6 +166,12 @@ typedef struct vfs_image vfs_image;
 int vfs_image_open(const char *host_path, vfs_image **out);
 /* The same from an open descriptor (not closed: the mapping outlives it). */
 int vfs_image_open_fd(int fd, vfs_image **out);
+/* What identifies an image's content without reading its data: its size,
+ * its modification time (as opened) and its header and entry table, which
+ * hold every path's and every file's offset and size.  A key for things
+ * derived from the image (start_image.c). */
+void vfs_image_identity(const vfs_image *image, uint64_t *size, uint64_t *mtime_ns,
+                        const void **table, size_t *table_size);
 void vfs_image_retain(vfs_image *image);
 void vfs_image_release(vfs_image *image);
 /* A backend view of an image; destroying it releases one reference. */

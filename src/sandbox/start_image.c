@@ -1,0 +1,269 @@
+/*
+ * start_image.c — the state capsule_init leaves, saved once and mapped by
+ * later zygotes (start_image.h).
+ *
+ * File layout (little-endian), START_IMAGE_MEMORY_OFFSET-aligned so the
+ * memory can be mapped where it lies:
+ *
+ *   0       header: magic "capsule-start-01", key[32], build id[64] (hex),
+ *           u32 wasm pages, u32 __stack_pointer, u64 files size,
+ *           files SHA-256[32]; zero up to
+ *   65536   the linear memory, pages x 65536 bytes
+ *   ...     the files stream (durable_files_save: scratch memfs and
+ *           descriptors)
+ */
+#include "start_image.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../runtime/runtime.h"
+#include "../store/store.h"
+#include "../vfs/vfs.h"
+#include "buffer.h"
+#include "durable.h"
+
+#define START_IMAGE_MAGIC "capsule-start-01"
+#define START_IMAGE_MEMORY_OFFSET 65536u
+#define WASM_PAGE 65536u
+#define HEADER_SIZE (16 + START_IMAGE_KEY + 64 + 4 + 4 + 8 + 32)
+
+typedef struct header {
+    uint8_t key[START_IMAGE_KEY];
+    char build_id[64];
+    uint32_t pages, stack_pointer;
+    uint64_t files_size;
+    uint8_t files_hash[32];
+} header;
+
+static void put32(uint8_t *p, uint32_t v) {
+    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void put64(uint8_t *p, uint64_t v) {
+    for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint32_t get32(const uint8_t *p) {
+    uint32_t v = 0;
+    for (int i = 0; i < 4; i++) v |= (uint32_t)p[i] << (8 * i);
+    return v;
+}
+
+static uint64_t get64(const uint8_t *p) {
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++) v |= (uint64_t)p[i] << (8 * i);
+    return v;
+}
+
+static void encode(const header *h, uint8_t out[HEADER_SIZE]) {
+    uint8_t *p = out;
+    memcpy(p, START_IMAGE_MAGIC, 16), p += 16;
+    memcpy(p, h->key, START_IMAGE_KEY), p += START_IMAGE_KEY;
+    memcpy(p, h->build_id, 64), p += 64;
+    put32(p, h->pages), p += 4;
+    put32(p, h->stack_pointer), p += 4;
+    put64(p, h->files_size), p += 8;
+    memcpy(p, h->files_hash, 32);
+}
+
+static int decode(const uint8_t in[HEADER_SIZE], header *h) {
+    const uint8_t *p = in;
+    if (memcmp(p, START_IMAGE_MAGIC, 16) != 0) return -1;
+    p += 16;
+    memcpy(h->key, p, START_IMAGE_KEY), p += START_IMAGE_KEY;
+    memcpy(h->build_id, p, 64), p += 64;
+    h->pages = get32(p), p += 4;
+    h->stack_pointer = get32(p), p += 4;
+    h->files_size = get64(p), p += 8;
+    memcpy(h->files_hash, p, 32);
+    return 0;
+}
+
+/* Each part is hashed with its length first, so no two different lists of
+ * parts hash the same. */
+static void add(EVP_MD_CTX *context, const void *data, size_t size) {
+    uint8_t length[8];
+    put64(length, size);
+    EVP_DigestUpdate(context, length, sizeof length);
+    EVP_DigestUpdate(context, data, size);
+}
+
+static void add_string(EVP_MD_CTX *context, const char *text) {
+    add(context, text ? text : "", text ? strlen(text) + 1 : 0);
+}
+
+void start_image_key(const zygote_world *world, char *const *argv,
+                     uint8_t key[START_IMAGE_KEY]) {
+    EVP_MD_CTX *context = EVP_MD_CTX_new();
+    memset(key, 0, START_IMAGE_KEY);
+    if (!context || EVP_DigestInit_ex(context, EVP_sha256(), NULL) != 1) {
+        EVP_MD_CTX_free(context);
+        return;
+    }
+    add_string(context, START_IMAGE_MAGIC);
+    add_string(context, runtime_build_id());
+    for (char *const *arg = argv; *arg; arg++) add_string(context, *arg);
+    add_string(context, "env");
+    for (char *const *entry = world->env; entry && *entry; entry++) add_string(context, *entry);
+    add_string(context, "images");
+    for (int i = 0; i < world->image_count; i++) {
+        uint64_t size, mtime_ns;
+        const void *table;
+        size_t table_size;
+        vfs_image_identity(world->images[i], &size, &mtime_ns, &table, &table_size);
+        add_string(context, world->image_paths[i]);
+        add(context, &size, sizeof size);
+        add(context, &mtime_ns, sizeof mtime_ns);
+        add(context, table, table_size);
+    }
+    /* The other mount points: the runner is told the read-only ones (in
+     * argv), and the directories made for them exist in the scratch
+     * files. */
+    add_string(context, "mounts");
+    add_string(context, world->output_directory);
+    add(context, &world->doc_count, sizeof world->doc_count);
+    add(context, &world->server_file_count, sizeof world->server_file_count);
+    for (int i = 0; i < world->resource_mount_count; i++) {
+        add_string(context, world->resource_mounts[i].path);
+        add(context, &world->resource_mounts[i].writable, sizeof world->resource_mounts[i].writable);
+    }
+    for (int i = 0; i < world->host_mount_count; i++) {
+        add_string(context, world->host_mounts[i]);
+        add(context, &world->host_writable[i], sizeof world->host_writable[i]);
+    }
+    unsigned int length = 0;
+    EVP_DigestFinal_ex(context, key, &length);
+    EVP_MD_CTX_free(context);
+}
+
+static void image_path(char *path, size_t size, const char *directory,
+                       const uint8_t key[START_IMAGE_KEY], const char *suffix) {
+    char hex[2 * START_IMAGE_KEY + 1];
+    for (int i = 0; i < START_IMAGE_KEY; i++) snprintf(hex + 2 * i, 3, "%02x", key[i]);
+    snprintf(path, size, "%s/start-%s%s", directory, hex, suffix);
+}
+
+static int read_at(int fd, void *data, size_t size, uint64_t offset) {
+    for (size_t done = 0; done < size;) {
+        ssize_t n = pread(fd, (uint8_t *)data + done, size - done, (off_t)(offset + done));
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return -1;
+        done += (size_t)n;
+    }
+    return 0;
+}
+
+static int write_at(int fd, const void *data, size_t size, uint64_t offset) {
+    for (size_t done = 0; done < size;) {
+        ssize_t n = pwrite(fd, (const uint8_t *)data + done, size - done, (off_t)(offset + done));
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return -1;
+        done += (size_t)n;
+    }
+    return 0;
+}
+
+/* Reads and checks everything that can be checked before the instance is
+ * touched: the header against this build and key, the file's size against
+ * the header, the files stream against its hash.  *files is malloc'd.
+ * 0, or -1 for a file that is not a usable image of `key`. */
+static int check_image(int fd, const uint8_t key[START_IMAGE_KEY], header *h, uint8_t **files) {
+    struct stat st;
+    uint8_t raw[HEADER_SIZE];
+    if (fstat(fd, &st) != 0 || time(NULL) - st.st_mtime > START_IMAGE_MAX_AGE ||
+        read_at(fd, raw, sizeof raw, 0) != 0 || decode(raw, h) != 0 ||
+        memcmp(h->key, key, START_IMAGE_KEY) != 0 ||
+        memcmp(h->build_id, runtime_build_id(), 64) != 0 ||
+        h->pages < runtime_memory_pages() || h->pages > 65536u ||
+        h->files_size > DURABLE_MAX_VFS ||
+        (uint64_t)st.st_size != START_IMAGE_MEMORY_OFFSET + (uint64_t)h->pages * WASM_PAGE +
+                                    h->files_size)
+        return -1;
+    *files = malloc(h->files_size ? h->files_size : 1);
+    if (!*files) return -1;
+    uint8_t hash[STORE_HASH_SIZE];
+    if (read_at(fd, *files, h->files_size,
+                START_IMAGE_MEMORY_OFFSET + (uint64_t)h->pages * WASM_PAGE) != 0 ||
+        (store_hash(*files, h->files_size, hash), memcmp(hash, h->files_hash, 32) != 0)) {
+        free(*files);
+        *files = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+int start_image_load(const char *directory, const uint8_t key[START_IMAGE_KEY], void *scratch,
+                     wasi *w) {
+    char path[4096];
+    image_path(path, sizeof path, directory, key, ".img");
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    header h;
+    uint8_t *files = NULL;
+    if (check_image(fd, key, &h, &files) != 0) {
+        close(fd);
+        return 0;
+    }
+    /* From here on the instance and the scratch files change: a failure
+     * (out of memory) leaves them half-made. */
+    int rc = durable_files_load(files, h.files_size, scratch, w);
+    free(files);
+    if (rc == 0) rc = runtime_map_memory(fd, START_IMAGE_MEMORY_OFFSET, h.pages);
+    close(fd); /* a mapping outlives its descriptor */
+    if (rc) return rc < 0 ? rc : -EIO;
+    runtime_set_stack_pointer(h.stack_pointer);
+    return 1;
+}
+
+void start_image_save(const char *directory, const uint8_t key[START_IMAGE_KEY], void *scratch,
+                      wasi *w, uint32_t first_fd) {
+    buffer files = {0};
+    if (durable_files_save(&files, scratch, w, first_fd) != 0) {
+        buffer_free(&files);
+        return;
+    }
+    header h = {.pages = runtime_memory_pages(), .stack_pointer = runtime_stack_pointer(),
+                .files_size = files.size};
+    memcpy(h.key, key, START_IMAGE_KEY);
+    memcpy(h.build_id, runtime_build_id(), 64);
+    store_hash(files.data, files.size, h.files_hash);
+    uint8_t raw[HEADER_SIZE];
+    encode(&h, raw);
+
+    /* mkdir -p, private to the user: the images hold a hash secret. */
+    char path[4096], temporary[4096];
+    snprintf(path, sizeof path, "%s", directory);
+    for (char *slash = strchr(path + 1, '/');; slash = strchr(slash + 1, '/')) {
+        if (slash) *slash = '\0';
+        if (mkdir(path, 0700) != 0 && errno != EEXIST) break;
+        if (!slash) break;
+        *slash = '/';
+    }
+    image_path(path, sizeof path, directory, key, ".img");
+    char suffix[48];
+    snprintf(suffix, sizeof suffix, ".%ld.tmp", (long)getpid());
+    image_path(temporary, sizeof temporary, directory, key, suffix);
+    int fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        buffer_free(&files);
+        return;
+    }
+    uint64_t memory_size = (uint64_t)h.pages * WASM_PAGE;
+    /* Header written last and the file renamed only when whole and on
+     * disk: a reader never sees a part of one. */
+    int ok = ftruncate(fd, (off_t)(START_IMAGE_MEMORY_OFFSET + memory_size + files.size)) == 0 &&
+             write_at(fd, runtime_memory_data(), memory_size, START_IMAGE_MEMORY_OFFSET) == 0 &&
+             write_at(fd, files.data, files.size, START_IMAGE_MEMORY_OFFSET + memory_size) == 0 &&
+             write_at(fd, raw, sizeof raw, 0) == 0 && fdatasync(fd) == 0;
+    buffer_free(&files);
+    if (close(fd) != 0) ok = 0;
+    if (!ok || rename(temporary, path) != 0) unlink(temporary);
+}
