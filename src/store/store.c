@@ -911,6 +911,7 @@ static const char snapshots_older_delete[] =
 static char page_insert_batch[80 + BATCH * 24]; /* VALUES ($1, $2, $3), ($1, $4, $5)... */
 static char blobs_count_batch[80 + BATCH * 8];  /* COUNT(*) ... IN ($1, ... $16) */
 static char blobs_present_batch[80 + BATCH * 8]; /* SELECT hash ... IN ($1, ... $16) */
+static char blobs_data_batch[80 + BATCH * 8];    /* SELECT hash, raw_size, data ... IN (...) */
 static char blob_insert_batch[160 + BATCH * 40]; /* VALUES ($1, ..., $5), ($6, ...)... */
 static pthread_once_t batch_once = PTHREAD_ONCE_INIT;
 
@@ -932,6 +933,12 @@ static void batch_statements(void) {
         at += snprintf(blobs_present_batch + at, sizeof blobs_present_batch - (size_t)at, "%s$%d",
                        i ? ", " : "", i + 1);
     snprintf(blobs_present_batch + at, sizeof blobs_present_batch - (size_t)at, ")");
+    at = snprintf(blobs_data_batch, sizeof blobs_data_batch,
+                  "SELECT hash, raw_size, data FROM blobs WHERE hash IN (");
+    for (int i = 0; i < BATCH; i++)
+        at += snprintf(blobs_data_batch + at, sizeof blobs_data_batch - (size_t)at, "%s$%d",
+                       i ? ", " : "", i + 1);
+    snprintf(blobs_data_batch + at, sizeof blobs_data_batch - (size_t)at, ")");
     at = snprintf(blob_insert_batch, sizeof blob_insert_batch,
                   "INSERT INTO blobs (hash, raw_size, stored_size, data, created_at) VALUES");
     for (int i = 0; i < BATCH; i++)
@@ -957,6 +964,26 @@ static int mark_present(void *context, const store_value *columns, int count, ch
                    STORE_HASH_SIZE) == 0)
             batch->present[i] = 1;
     return 0;
+}
+
+int store_blobs_missing(store *store, const uint8_t *hashes, size_t count, size_t *missing,
+                        char *error) {
+    pthread_once(&batch_once, batch_statements);
+    *missing = 0;
+    int result = CAP_OK;
+    for (size_t start = 0; start < count && result == CAP_OK; start += BATCH) {
+        /* A short last batch repeats its first hash: present marks them all. */
+        size_t which[BATCH];
+        for (size_t i = 0; i < BATCH; i++) which[i] = start + i < count ? start + i : start;
+        present_hashes batch = {.hashes = hashes, .which = which};
+        store_value values[BATCH];
+        for (size_t i = 0; i < BATCH; i++)
+            values[i] = BLOB(hashes + which[i] * STORE_HASH_SIZE, STORE_HASH_SIZE);
+        result = store_run(store, blobs_present_batch, values, BATCH, mark_present, &batch, error);
+        for (size_t i = 0; i < BATCH && start + i < count && result == CAP_OK; i++)
+            *missing += !batch.present[i];
+    }
+    return result;
 }
 
 /* Inside a write transaction: stores the blobs of pages `which[0..BATCH)`
@@ -1080,20 +1107,156 @@ static int check_snapshot(const store_snapshot_data *snapshot, char *error) {
     return CAP_OK;
 }
 
+/* A snapshot's page rows (index and hash, by increasing index).  A new
+ * snapshot of a session updates its current one's in place: a call changes
+ * a few dozen of a snapshot's ≈ 1,300 pages, and writing only those rows
+ * (instead of a new snapshot's every row and deleting the old one's) is
+ * what keeps a commit small. */
+typedef struct page_rows {
+    int64_t id;        /* 0: the session has none */
+    int64_t page_size;
+    uint32_t *indexes; /* its rows, by increasing page index */
+    uint8_t *hashes;
+    size_t count, capacity;
+} page_rows;
+
+static const char snapshot_current_select[] =
+    "SELECT s.id, s.page_size FROM sessions AS owner JOIN snapshots AS s"
+    " ON s.id = owner.latest_snapshot WHERE owner.id = $1";
+static const char snapshot_rows_select[] =
+    "SELECT page_index, hash FROM snapshot_pages WHERE snapshot = $1 ORDER BY page_index";
+static const char snapshot_update[] =
+    "UPDATE snapshots SET call_seq = $2, build_id = $3, page_size = $4, manifest = $5,"
+    " created_at = $6 WHERE id = $1";
+static const char snapshot_page_update[] =
+    "UPDATE snapshot_pages SET hash = $3 WHERE snapshot = $1 AND page_index = $2";
+static const char snapshot_page_delete[] =
+    "DELETE FROM snapshot_pages WHERE snapshot = $1 AND page_index = $2";
+
+static int read_page_row(void *context, const store_value *columns, int count, char *error) {
+    page_rows *previous = context;
+    if (count < 2 || columns[1].type != STORE_BLOB || columns[1].size != STORE_HASH_SIZE)
+        return fail(error, STORE_ECORRUPT, "snapshot %lld: malformed page row",
+                    (long long)previous->id);
+    if (previous->count == previous->capacity) {
+        size_t capacity = previous->capacity ? 2 * previous->capacity : 256;
+        uint32_t *indexes = realloc(previous->indexes, capacity * sizeof *indexes);
+        if (indexes) previous->indexes = indexes;
+        uint8_t *hashes = indexes ? realloc(previous->hashes, capacity * STORE_HASH_SIZE) : NULL;
+        if (!hashes) return fail(error, CAP_ENOMEM, "out of memory");
+        previous->hashes = hashes;
+        previous->capacity = capacity;
+    }
+    previous->indexes[previous->count] = (uint32_t)columns[0].integer;
+    memcpy(previous->hashes + previous->count * STORE_HASH_SIZE, columns[1].bytes,
+           STORE_HASH_SIZE);
+    previous->count++;
+    return 0;
+}
+
+static int read_previous(store *store, const char *session, page_rows *out,
+                         char *error) {
+    integers current = {0};
+    int result = RUN(store, snapshot_current_select, collect_integers, &current, error,
+                     TEXT(session));
+    if (result != CAP_OK || !current.rows) return result;
+    out->id = current.value[0];
+    out->page_size = current.value[1];
+    return RUN(store, snapshot_rows_select, read_page_row, out, error, INTEGER(out->id));
+}
+
+/* same[i]: page i of the new snapshot has the row it would get already
+ * (same index, same hash): its blob is stored, and nothing is written. */
+static void mark_unchanged(const page_rows *previous, const store_snapshot_data *snapshot,
+                           const uint8_t *hashes, uint8_t *same) {
+    size_t old = 0;
+    for (size_t i = 0; i < snapshot->page_count; i++) {
+        uint32_t index = snapshot->pages[i].index;
+        while (old < previous->count && previous->indexes[old] < index) old++;
+        same[i] = old < previous->count && previous->indexes[old] == index &&
+                  memcmp(previous->hashes + old * STORE_HASH_SIZE, hashes + i * STORE_HASH_SIZE,
+                         STORE_HASH_SIZE) == 0;
+    }
+}
+
+/* The rows of `previous` made those of `snapshot`: an update where a page
+ * changed, an insert where it is new, a delete where it is gone (both lists
+ * are by increasing index). */
+static int update_rows(store *store, const page_rows *previous,
+                       const store_snapshot_data *snapshot, const uint8_t *hashes,
+                       const uint8_t *same, char *error) {
+    int result = CAP_OK;
+    size_t old = 0;
+    for (size_t i = 0; i < snapshot->page_count && result == CAP_OK; i++) {
+        uint32_t index = snapshot->pages[i].index;
+        for (; old < previous->count && previous->indexes[old] < index && result == CAP_OK; old++)
+            result = RUN(store, snapshot_page_delete, NULL, NULL, error, INTEGER(previous->id),
+                         INTEGER(previous->indexes[old]));
+        int exists = old < previous->count && previous->indexes[old] == index;
+        if (result == CAP_OK && !same[i])
+            result = RUN(store, exists ? snapshot_page_update : snapshot_page_insert, NULL, NULL,
+                         error, INTEGER(previous->id), INTEGER(index),
+                         BLOB(hashes + i * STORE_HASH_SIZE, STORE_HASH_SIZE));
+        if (exists) old++;
+    }
+    for (; old < previous->count && result == CAP_OK; old++)
+        result = RUN(store, snapshot_page_delete, NULL, NULL, error, INTEGER(previous->id),
+                     INTEGER(previous->indexes[old]));
+    return result;
+}
+
+/* A new snapshot row and every one of its pages' rows. */
+static int insert_rows(store *store, const char *session, int64_t call_seq,
+                       const store_snapshot_data *snapshot, const uint8_t *hashes, int64_t now,
+                       int64_t *id, char *error) {
+    integers inserted = {0};
+    int result = RUN(store, snapshot_insert, collect_integers, &inserted, error, TEXT(session),
+                     call_seq ? INTEGER(call_seq) : NOTHING, TEXT(snapshot->build_id),
+                     INTEGER(snapshot->page_size), TEXT(snapshot->manifest), INTEGER(now));
+    *id = inserted.value[0];
+    size_t i = 0;
+    for (; i + BATCH <= snapshot->page_count && result == CAP_OK; i += BATCH) {
+        store_value values[1 + 2 * BATCH];
+        values[0] = INTEGER(*id);
+        for (size_t j = 0; j < BATCH; j++) {
+            values[1 + 2 * j] = INTEGER(snapshot->pages[i + j].index);
+            values[2 + 2 * j] = BLOB(hashes + (i + j) * STORE_HASH_SIZE, STORE_HASH_SIZE);
+        }
+        result = store_run(store, page_insert_batch, values, 1 + 2 * BATCH, NULL, NULL, error);
+    }
+    for (; i < snapshot->page_count && result == CAP_OK; i++)
+        result = RUN(store, snapshot_page_insert, NULL, NULL, error, INTEGER(*id),
+                     INTEGER(snapshot->pages[i].index),
+                     BLOB(hashes + i * STORE_HASH_SIZE, STORE_HASH_SIZE));
+    return result;
+}
+
 /* Inside a write transaction: the blobs, the snapshot row and its pages,
  * the session pointing at it, older snapshots gone, the quota met.
- * `hashes` holds each page's hash (computed before the transaction). */
+ * `hashes` holds each page's hash (computed before the transaction).  A
+ * session keeps one snapshot: the one it has is updated in place (only
+ * the rows of pages that changed are written), and only a session without
+ * one, or whose page size changed, gets a new row. */
 static int snapshot_write_in_transaction(store *store, const char *session, int64_t call_seq,
                                          const store_snapshot_data *snapshot, const uint8_t *hashes,
                                          int64_t *snapshot_id, char *error) {
     int result = CAP_OK;
     integers added = {0};
     pthread_once(&batch_once, batch_statements);
+    page_rows previous = {0};
+    uint8_t *same = calloc(snapshot->page_count ? snapshot->page_count : 1, 1);
+    if (!same) return fail(error, CAP_ENOMEM, "out of memory");
+    result = read_previous(store, session, &previous, error);
+    if (result == CAP_OK && previous.id && previous.page_size != snapshot->page_size) {
+        previous.id = 0; /* a new snapshot; the old one is deleted below */
+        previous.count = 0;
+    }
+    if (result == CAP_OK) mark_unchanged(&previous, snapshot, hashes, same);
     /* The pages given by their bytes first: a page named by hash may name
      * a blob stored by another page of this very snapshot. */
     size_t batch[BATCH], queued = 0;
     for (size_t i = 0; i < snapshot->page_count && result == CAP_OK; i++) {
-        if (!snapshot->pages[i].data) continue;
+        if (!snapshot->pages[i].data || same[i]) continue;
         batch[queued++] = i;
         if (queued == BATCH) {
             result = blobs_insert_batch(store, snapshot, hashes, batch, &added, error);
@@ -1105,7 +1268,7 @@ static int snapshot_write_in_transaction(store *store, const char *session, int6
                                        hashes + batch[i] * STORE_HASH_SIZE, &added, error);
     queued = 0;
     for (size_t i = 0; i < snapshot->page_count && result == CAP_OK; i++) {
-        if (snapshot->pages[i].data) continue;
+        if (snapshot->pages[i].data || same[i]) continue;
         batch[queued++] = i;
         if (queued == BATCH) {
             result = blobs_check_present(store, snapshot, hashes, batch, queued, error);
@@ -1116,26 +1279,18 @@ static int snapshot_write_in_transaction(store *store, const char *session, int6
         result = blobs_check_present(store, snapshot, hashes, batch, queued, error);
     if (result == CAP_OK) result = usage_apply(store, &added, error);
     int64_t now = store_now(store);
-    integers inserted = {0};
-    if (result == CAP_OK)
-        result = RUN(store, snapshot_insert, collect_integers, &inserted, error, TEXT(session),
+    int64_t id = previous.id;
+    if (result == CAP_OK && id) {
+        result = RUN(store, snapshot_update, NULL, NULL, error, INTEGER(id),
                      call_seq ? INTEGER(call_seq) : NOTHING, TEXT(snapshot->build_id),
                      INTEGER(snapshot->page_size), TEXT(snapshot->manifest), INTEGER(now));
-    int64_t id = inserted.value[0];
-    size_t i = 0;
-    for (; i + BATCH <= snapshot->page_count && result == CAP_OK; i += BATCH) {
-        store_value values[1 + 2 * BATCH];
-        values[0] = INTEGER(id);
-        for (size_t j = 0; j < BATCH; j++) {
-            values[1 + 2 * j] = INTEGER(snapshot->pages[i + j].index);
-            values[2 + 2 * j] = BLOB(hashes + (i + j) * STORE_HASH_SIZE, STORE_HASH_SIZE);
-        }
-        result = store_run(store, page_insert_batch, values, 1 + 2 * BATCH, NULL, NULL, error);
+        if (result == CAP_OK) result = update_rows(store, &previous, snapshot, hashes, same, error);
+    } else if (result == CAP_OK) {
+        result = insert_rows(store, session, call_seq, snapshot, hashes, now, &id, error);
     }
-    for (; i < snapshot->page_count && result == CAP_OK; i++)
-        result = RUN(store, snapshot_page_insert, NULL, NULL, error, INTEGER(id),
-                     INTEGER(snapshot->pages[i].index),
-                     BLOB(hashes + i * STORE_HASH_SIZE, STORE_HASH_SIZE));
+    free(same);
+    free(previous.indexes);
+    free(previous.hashes);
     if (result == CAP_OK)
         result = RUN(store, session_after_snapshot, NULL, NULL, error, TEXT(session), INTEGER(id),
                      INTEGER(now));
@@ -1289,37 +1444,40 @@ void store_snapshot_clear(store_snapshot *snapshot) {
 }
 
 static const char snapshot_page_size_select[] = "SELECT page_size FROM snapshots WHERE id = $1";
-static const char snapshot_page_data_select[] =
-    "SELECT p.page_index, p.hash, b.raw_size, b.data FROM snapshot_pages AS p"
-    " LEFT JOIN blobs AS b ON b.hash = p.hash WHERE p.snapshot = $1 ORDER BY p.page_index";
 
-typedef struct page_walk {
+/* The wanted pages' blobs, BATCH at a time, decoded into slot buffers:
+ * a restore wants a few hundred of a snapshot's pages, and reading only
+ * their blobs (not every page's, as one join would) is most of its speed. */
+typedef struct blob_slots {
     store *store;
-    void *buffer;
+    const uint8_t *hashes; /* BATCH hashes (repeats allowed) */
     uint32_t page_size;
-    int (*page)(void *context, uint32_t index, const void *bytes, size_t size);
-    int (*want)(void *context, uint32_t index, const uint8_t *hash);
-    void *context;
-    int stopped;
-} page_walk;
+    uint8_t *buffers;      /* BATCH x page_size */
+    int loaded[BATCH];
+} blob_slots;
 
-static int walk_page(void *context, const store_value *columns, int count, char *error) {
-    page_walk *walk = context;
-    if (count < 4 || columns[1].type != STORE_BLOB || columns[1].size != STORE_HASH_SIZE)
-        return fail(error, STORE_ECORRUPT, "malformed page row");
-    uint32_t index = (uint32_t)columns[0].integer;
-    if (walk->want && !walk->want(walk->context, index, columns[1].bytes)) return 0;
-    if (columns[3].type == STORE_NULL)
-        return fail(error, STORE_ECORRUPT, "page %u: its blob is missing", index);
-    int result = blob_decode(walk->store, columns[1].bytes, &columns[2], &columns[3],
-                             walk->page_size, walk->buffer, NULL, error);
-    if (result != CAP_OK) return result;
-    result = walk->page(walk->context, index, walk->buffer, walk->page_size);
-    if (result) {
-        walk->stopped = 1;
-        if (error) error[0] = '\0';
+static int decode_into_slots(void *context, const store_value *columns, int count,
+                             char *error) {
+    blob_slots *slots = context;
+    if (count < 3 || columns[0].type != STORE_BLOB || columns[0].size != STORE_HASH_SIZE)
+        return fail(error, STORE_ECORRUPT, "malformed blob row");
+    int decoded = -1;
+    for (int i = 0; i < BATCH; i++) {
+        if (slots->loaded[i] ||
+            memcmp(columns[0].bytes, slots->hashes + (size_t)i * STORE_HASH_SIZE, STORE_HASH_SIZE))
+            continue;
+        uint8_t *into = slots->buffers + (size_t)i * slots->page_size;
+        if (decoded < 0) {
+            int result = blob_decode(slots->store, columns[0].bytes, &columns[1], &columns[2],
+                                     slots->page_size, into, NULL, error);
+            if (result != CAP_OK) return result;
+            decoded = i;
+        } else {
+            memcpy(into, slots->buffers + (size_t)decoded * slots->page_size, slots->page_size);
+        }
+        slots->loaded[i] = 1;
     }
-    return result;
+    return 0;
 }
 
 int store_snapshot_read_pages(store *store, int64_t snapshot_id,
@@ -1336,10 +1494,12 @@ int store_snapshot_read_wanted_pages(store *store, int64_t snapshot_id,
                                                  size_t size),
                                      void *context, char *error) {
     if (!page) return fail(error, CAP_EINVAL, "no page function");
+    pthread_once(&batch_once, batch_statements);
     int result = store->backend->begin(store->connection, 0, error);
     if (result != CAP_OK) return result;
     integers size = {0};
-    page_walk walk = {.store = store, .page = page, .want = want, .context = context};
+    page_rows rows = {.id = snapshot_id};
+    blob_slots slots = {.store = store};
     result =
         RUN(store, snapshot_page_size_select, collect_integers, &size, error, INTEGER(snapshot_id));
     if (result == CAP_OK && !size.rows)
@@ -1348,15 +1508,48 @@ int store_snapshot_read_wanted_pages(store *store, int64_t snapshot_id,
         result = fail(error, STORE_ECORRUPT, "snapshot %lld: page size %lld",
                       (long long)snapshot_id, (long long)size.value[0]);
     if (result == CAP_OK) {
-        walk.page_size = (uint32_t)size.value[0];
-        if (!(walk.buffer = malloc(walk.page_size)))
+        slots.page_size = (uint32_t)size.value[0];
+        if (!(slots.buffers = malloc((size_t)BATCH * slots.page_size)))
             result = fail(error, CAP_ENOMEM, "out of memory");
     }
     if (result == CAP_OK)
-        result =
-            RUN(store, snapshot_page_data_select, walk_page, &walk, error, INTEGER(snapshot_id));
+        result = RUN(store, snapshot_rows_select, read_page_row, &rows, error,
+                     INTEGER(snapshot_id));
+    /* Keep the wanted rows, in index order. */
+    size_t wanted = 0;
+    for (size_t i = 0; i < rows.count && result == CAP_OK; i++) {
+        const uint8_t *hash = rows.hashes + i * STORE_HASH_SIZE;
+        if (want && !want(context, rows.indexes[i], hash)) continue;
+        rows.indexes[wanted] = rows.indexes[i];
+        memmove(rows.hashes + wanted * STORE_HASH_SIZE, hash, STORE_HASH_SIZE);
+        wanted++;
+    }
+    for (size_t start = 0; start < wanted && result == CAP_OK; start += BATCH) {
+        uint8_t hashes[BATCH * STORE_HASH_SIZE];
+        store_value values[BATCH];
+        for (size_t i = 0; i < BATCH; i++) {
+            size_t from = start + i < wanted ? start + i : start; /* a short batch repeats */
+            memcpy(hashes + i * STORE_HASH_SIZE, rows.hashes + from * STORE_HASH_SIZE,
+                   STORE_HASH_SIZE);
+            values[i] = BLOB(hashes + i * STORE_HASH_SIZE, STORE_HASH_SIZE);
+            slots.loaded[i] = 0;
+        }
+        slots.hashes = hashes;
+        result = store_run(store, blobs_data_batch, values, BATCH, decode_into_slots, &slots, error);
+        for (size_t i = 0; i < BATCH && start + i < wanted && result == CAP_OK; i++) {
+            uint32_t index = rows.indexes[start + i];
+            if (!slots.loaded[i]) {
+                result = fail(error, STORE_ECORRUPT, "page %u: its blob is missing", index);
+            } else {
+                result = page(context, index, slots.buffers + i * slots.page_size, slots.page_size);
+                if (result && error) error[0] = '\0';
+            }
+        }
+    }
     store->backend->rollback(store->connection);
-    free(walk.buffer);
+    free(slots.buffers);
+    free(rows.indexes);
+    free(rows.hashes);
     return result;
 }
 
