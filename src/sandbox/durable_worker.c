@@ -226,6 +226,11 @@ int durable_worker_restore(int fd, const char *payload, size_t size, void *scrat
     }
     if (runtime_resize_memory(pages / DURABLE_PER_WASM_PAGE) != 0)
         return refuse(fd, "cannot size the memory");
+    /* The host knows this memory by the snapshot's hashes from now on, so
+     * the reference takes each page sent; the pages not sent are the
+     * base's, which a fresh worker's memory and reference both hold
+     * already (copying all 20 MB again was most of a restore). */
+    if (reference_reserve(pages) != 0) return refuse(fd, "out of memory for the reference");
     uint8_t *memory = runtime_memory_data(); /* after the resize: it may move */
     for (uint32_t i = 0; i < page_frames; i++) {
         char type;
@@ -240,6 +245,7 @@ int durable_worker_restore(int fd, const char *payload, size_t size, void *scrat
             return refuse(fd, "malformed restore page");
         }
         memcpy(memory + (size_t)index * DURABLE_PAGE, page + 4, DURABLE_PAGE);
+        memcpy(reference + (size_t)index * DURABLE_PAGE, page + 4, DURABLE_PAGE);
         free(page);
     }
     buffer files = {0};
@@ -265,8 +271,5 @@ int durable_worker_restore(int fd, const char *payload, size_t size, void *scrat
     if (rc) return refuse(fd, rc == -ENOSPC ? "the saved files exceed the disk limit"
                                             : "the saved files are malformed");
     runtime_set_stack_pointer(stack_pointer);
-    /* The host now knows this memory by the snapshot's hashes. */
-    if (reference_reserve(pages) != 0) return refuse(fd, "out of memory for the reference");
-    memcpy(reference, runtime_memory_data(), (size_t)pages * DURABLE_PAGE);
     return frame_write(fd, 'L', "", 0) == 0 ? 0 : -1;
 }

@@ -241,6 +241,8 @@ typedef struct worker {
 typedef struct durable_pages {
     uint8_t *hashes; /* DURABLE_HASH bytes per page; malloc'd */
     uint32_t count;
+    int stored;      /* the hashes are a stored snapshot's (restored or committed), so the
+                        store has every blob they name; 0 for a fresh worker's base */
 } durable_pages;
 
 typedef struct session {
