@@ -11,6 +11,8 @@
  *   65536   the linear memory, pages x 65536 bytes
  *   ...     the files stream (durable_files_save: scratch memfs and
  *           descriptors)
+ *   ...     the SHA-256 of each DURABLE_PAGE of the memory: a durable
+ *           sandbox's base (durable.h), so its zygote need not hash 20 MB
  */
 #include "start_image.h"
 
@@ -20,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -30,10 +33,10 @@
 #include "buffer.h"
 #include "durable.h"
 
-#define START_IMAGE_MAGIC "capsule-start-01"
+#define START_IMAGE_MAGIC "capsule-start-02"
 #define START_IMAGE_MEMORY_OFFSET 65536u
 #define WASM_PAGE 65536u
-#define HEADER_SIZE (16 + START_IMAGE_KEY + 64 + 4 + 4 + 8 + 32)
+#define HEADER_SIZE (16 + START_IMAGE_KEY + 64 + 4 + 4 + 8 + 32 + 32)
 
 typedef struct header {
     uint8_t key[START_IMAGE_KEY];
@@ -41,6 +44,7 @@ typedef struct header {
     uint32_t pages, stack_pointer;
     uint64_t files_size;
     uint8_t files_hash[32];
+    uint8_t page_hashes_hash[32]; /* of the page-hash table, which follows the files */
 } header;
 
 static void put32(uint8_t *p, uint32_t v) {
@@ -71,7 +75,8 @@ static void encode(const header *h, uint8_t out[HEADER_SIZE]) {
     put32(p, h->pages), p += 4;
     put32(p, h->stack_pointer), p += 4;
     put64(p, h->files_size), p += 8;
-    memcpy(p, h->files_hash, 32);
+    memcpy(p, h->files_hash, 32), p += 32;
+    memcpy(p, h->page_hashes_hash, 32);
 }
 
 static int decode(const uint8_t in[HEADER_SIZE], header *h) {
@@ -83,7 +88,8 @@ static int decode(const uint8_t in[HEADER_SIZE], header *h) {
     h->pages = get32(p), p += 4;
     h->stack_pointer = get32(p), p += 4;
     h->files_size = get64(p), p += 8;
-    memcpy(h->files_hash, p, 32);
+    memcpy(h->files_hash, p, 32), p += 32;
+    memcpy(h->page_hashes_hash, p, 32);
     return 0;
 }
 
@@ -171,11 +177,17 @@ static int write_at(int fd, const void *data, size_t size, uint64_t offset) {
     return 0;
 }
 
+static uint64_t page_hashes_size(uint32_t pages) {
+    return (uint64_t)pages * DURABLE_PER_WASM_PAGE * DURABLE_HASH;
+}
+
 /* Reads and checks everything that can be checked before the instance is
  * touched: the header against this build and key, the file's size against
- * the header, the files stream against its hash.  *files is malloc'd.
- * 0, or -1 for a file that is not a usable image of `key`. */
-static int check_image(int fd, const uint8_t key[START_IMAGE_KEY], header *h, uint8_t **files) {
+ * the header, the files stream and the page hashes against their hashes.
+ * *files and *page_hashes are malloc'd.  0, or -1 for a file that is not a
+ * usable image of `key`. */
+static int check_image(int fd, const uint8_t key[START_IMAGE_KEY], header *h, uint8_t **files,
+                       uint8_t **page_hashes) {
     struct stat st;
     uint8_t raw[HEADER_SIZE];
     if (fstat(fd, &st) != 0 || time(NULL) - st.st_mtime > START_IMAGE_MAX_AGE ||
@@ -185,30 +197,34 @@ static int check_image(int fd, const uint8_t key[START_IMAGE_KEY], header *h, ui
         h->pages < runtime_memory_pages() || h->pages > 65536u ||
         h->files_size > DURABLE_MAX_VFS ||
         (uint64_t)st.st_size != START_IMAGE_MEMORY_OFFSET + (uint64_t)h->pages * WASM_PAGE +
-                                    h->files_size)
+                                    h->files_size + page_hashes_size(h->pages))
         return -1;
+    uint64_t files_at = START_IMAGE_MEMORY_OFFSET + (uint64_t)h->pages * WASM_PAGE;
     *files = malloc(h->files_size ? h->files_size : 1);
-    if (!*files) return -1;
-    uint8_t hash[STORE_HASH_SIZE];
-    if (read_at(fd, *files, h->files_size,
-                START_IMAGE_MEMORY_OFFSET + (uint64_t)h->pages * WASM_PAGE) != 0 ||
-        (store_hash(*files, h->files_size, hash), memcmp(hash, h->files_hash, 32) != 0)) {
+    *page_hashes = malloc(page_hashes_size(h->pages));
+    uint8_t hash[STORE_HASH_SIZE], table_hash[STORE_HASH_SIZE];
+    if (!*files || !*page_hashes || read_at(fd, *files, h->files_size, files_at) != 0 ||
+        read_at(fd, *page_hashes, page_hashes_size(h->pages), files_at + h->files_size) != 0 ||
+        (store_hash(*files, h->files_size, hash), memcmp(hash, h->files_hash, 32) != 0) ||
+        (store_hash(*page_hashes, page_hashes_size(h->pages), table_hash),
+         memcmp(table_hash, h->page_hashes_hash, 32) != 0)) {
         free(*files);
-        *files = NULL;
+        free(*page_hashes);
+        *files = *page_hashes = NULL;
         return -1;
     }
     return 0;
 }
 
 int start_image_load(const char *directory, const uint8_t key[START_IMAGE_KEY], void *scratch,
-                     wasi *w) {
+                     wasi *w, start_image_base *base) {
     char path[4096];
     image_path(path, sizeof path, directory, key, ".img");
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return 0;
     header h;
-    uint8_t *files = NULL;
-    if (check_image(fd, key, &h, &files) != 0) {
+    uint8_t *files = NULL, *page_hashes = NULL;
+    if (check_image(fd, key, &h, &files, &page_hashes) != 0) {
         close(fd);
         return 0;
     }
@@ -217,6 +233,22 @@ int start_image_load(const char *directory, const uint8_t key[START_IMAGE_KEY], 
     int rc = durable_files_load(files, h.files_size, scratch, w);
     free(files);
     if (rc == 0) rc = runtime_map_memory(fd, START_IMAGE_MEMORY_OFFSET, h.pages);
+    if (rc == 0 && base) {
+        /* The base a durable zygote keeps: the same file pages, mapped
+         * again (a worker's writes to its reference copy are private). */
+        size_t size = (size_t)h.pages * WASM_PAGE;
+        void *memory = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd,
+                            START_IMAGE_MEMORY_OFFSET);
+        if (memory == MAP_FAILED) {
+            rc = -errno;
+        } else {
+            base->memory = memory;
+            base->pages = h.pages * DURABLE_PER_WASM_PAGE;
+            base->hashes = page_hashes;
+            page_hashes = NULL;
+        }
+    }
+    free(page_hashes);
     close(fd); /* a mapping outlives its descriptor */
     if (rc) return rc < 0 ? rc : -EIO;
     runtime_set_stack_pointer(h.stack_pointer);
@@ -235,6 +267,17 @@ void start_image_save(const char *directory, const uint8_t key[START_IMAGE_KEY],
     memcpy(h.key, key, START_IMAGE_KEY);
     memcpy(h.build_id, runtime_build_id(), 64);
     store_hash(files.data, files.size, h.files_hash);
+    uint64_t memory_size = (uint64_t)h.pages * WASM_PAGE;
+    uint64_t table_size = page_hashes_size(h.pages);
+    uint8_t *page_hashes = malloc(table_size ? table_size : 1);
+    if (!page_hashes) {
+        buffer_free(&files);
+        return;
+    }
+    const uint8_t *memory = runtime_memory_data();
+    for (uint64_t page = 0; page < table_size / DURABLE_HASH; page++)
+        store_hash(memory + page * DURABLE_PAGE, DURABLE_PAGE, page_hashes + page * DURABLE_HASH);
+    store_hash(page_hashes, table_size, h.page_hashes_hash);
     uint8_t raw[HEADER_SIZE];
     encode(&h, raw);
 
@@ -254,16 +297,19 @@ void start_image_save(const char *directory, const uint8_t key[START_IMAGE_KEY],
     int fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0) {
         buffer_free(&files);
+        free(page_hashes);
         return;
     }
-    uint64_t memory_size = (uint64_t)h.pages * WASM_PAGE;
     /* Header written last and the file renamed only when whole and on
      * disk: a reader never sees a part of one. */
-    int ok = ftruncate(fd, (off_t)(START_IMAGE_MEMORY_OFFSET + memory_size + files.size)) == 0 &&
-             write_at(fd, runtime_memory_data(), memory_size, START_IMAGE_MEMORY_OFFSET) == 0 &&
-             write_at(fd, files.data, files.size, START_IMAGE_MEMORY_OFFSET + memory_size) == 0 &&
+    uint64_t files_at = START_IMAGE_MEMORY_OFFSET + memory_size;
+    int ok = ftruncate(fd, (off_t)(files_at + files.size + table_size)) == 0 &&
+             write_at(fd, memory, memory_size, START_IMAGE_MEMORY_OFFSET) == 0 &&
+             write_at(fd, files.data, files.size, files_at) == 0 &&
+             write_at(fd, page_hashes, table_size, files_at + files.size) == 0 &&
              write_at(fd, raw, sizeof raw, 0) == 0 && fdatasync(fd) == 0;
     buffer_free(&files);
+    free(page_hashes);
     if (close(fd) != 0) ok = 0;
     if (!ok || rename(temporary, path) != 0) unlink(temporary);
 }

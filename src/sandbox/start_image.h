@@ -33,13 +33,22 @@
 void start_image_key(const zygote_world *world, char *const *argv,
                      uint8_t key[START_IMAGE_KEY]);
 
+/* A durable zygote's base (durable.h), as an image gives it: the memory
+ * mapped a second time (private, copy-on-write) and the hash of each of its
+ * DURABLE_PAGE pages (malloc'd). */
+typedef struct start_image_base {
+    uint8_t *memory;
+    uint32_t pages; /* DURABLE_PAGE pages */
+    uint8_t *hashes;
+} start_image_base;
+
 /* Puts the image of `key` from `directory` in place of capsule_init: the
- * instance's memory and stack pointer, the scratch memfs and descriptors.
- * 1 when it did, 0 when there is no usable image (nothing was changed: the
- * caller initialises), or a negative errno when it failed half-way (the
- * instance must not be entered). */
+ * instance's memory and stack pointer, the scratch memfs and descriptors;
+ * with `base`, fills it too.  1 when it did, 0 when there is no usable
+ * image (nothing was changed: the caller initialises), or a negative errno
+ * when it failed half-way (the instance must not be entered). */
 int start_image_load(const char *directory, const uint8_t key[START_IMAGE_KEY], void *scratch,
-                     wasi *w);
+                     wasi *w, start_image_base *base);
 
 /* Writes the state capsule_init just left as the image of `key` in
  * `directory` (created 0700 if missing), for the next process.  Failures

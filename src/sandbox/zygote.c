@@ -839,18 +839,25 @@ static void serve_requests(void) {
 /* Keeps the memory capsule_init left, and prepares the 'Y' payload that
  * gives the host its page hashes (durable.h).  The copy is private to the
  * zygote and, through fork, shared with every worker until the zygote
- * ends; nothing writes it. */
-static int keep_base(void) {
+ * ends; nothing writes it.  From a start image, both come ready: the
+ * image's memory mapped again, and its table of hashes. */
+static int keep_base(start_image_base *from_image) {
     wasm_rt_memory_t *memory = wasi_memory(G.w);
     uint32_t pages = memory->pages * DURABLE_PER_WASM_PAGE;
     size_t size = (size_t)pages * DURABLE_PAGE;
-    G.base = malloc(size ? size : 1);
-    if (!G.base) return -ENOMEM;
-    memcpy(G.base, memory->data, size);
+    if (from_image->memory && from_image->pages == pages) {
+        G.base = from_image->memory;
+    } else {
+        G.base = malloc(size ? size : 1);
+        if (!G.base) return -ENOMEM;
+        memcpy(G.base, memory->data, size);
+    }
     G.base_pages = pages;
     durable_worker_set_base(G.base, G.base_pages);
     uint32_t head[2] = {pages, runtime_stack_pointer()};
     int rc = buffer_append(&G.ready, head, sizeof head);
+    if (rc == 0 && G.base == from_image->memory)
+        return buffer_append(&G.ready, from_image->hashes, (size_t)pages * DURABLE_HASH);
     for (uint32_t page = 0; rc == 0 && page < pages; page++) {
         uint8_t hash[DURABLE_HASH];
         store_hash(G.base + (size_t)page * DURABLE_PAGE, DURABLE_PAGE, hash);
@@ -878,7 +885,10 @@ void zygote_main(const zygote_world *world, int control_fd) {
     runtime_outcome outcome = RUNTIME_RETURNED;
     /* The state a previous initialisation left, if one was saved for this
      * world (start_image.h); else initialise, and save it for the next. */
-    rc = world->start_cache ? start_image_load(world->start_cache, G.start_key, G.scratch, G.w) : 0;
+    start_image_base from_image = {0};
+    rc = world->start_cache ? start_image_load(world->start_cache, G.start_key, G.scratch, G.w,
+                                               world->durable ? &from_image : NULL)
+                            : 0;
     if (rc < 0) {
         char message[128];
         snprintf(message, sizeof message, "cannot load the start image: %s", strerror(-rc));
@@ -899,10 +909,11 @@ void zygote_main(const zygote_world *world, int control_fd) {
         frame_write(control_fd, 'X', message, strlen(message));
         _exit(1);
     }
-    if (world->durable && keep_base() != 0) {
+    if (world->durable && keep_base(&from_image) != 0) {
         frame_write(control_fd, 'X', "out of memory for the base snapshot", 35);
         _exit(1);
     }
+    free(from_image.hashes); /* copied into the 'Y' payload */
     zygote_serve(); /* returns only in a new worker */
     serve_requests();
 }
