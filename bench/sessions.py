@@ -117,7 +117,9 @@ def main():
                   f"{first / 1024:>10.0f} KiB {per_call / 1024:>6.0f} KiB {ms(live):>10} "
                   f"{ms(p50(restores)):>13}")
 
-        native = shutil.which("python3.11") or shutil.which("python3")
+        # Debian's interpreter, not a shim that may stand first on PATH (pyenv).
+        native = next(p for p in ("/usr/bin/python3.11", shutil.which("python3.11"),
+                                  shutil.which("python3")) if p and os.path.exists(p))
         runs = {"capsule run -c pass": [options.capsule, "run", "-c", "pass"],
                 f"{os.path.basename(native)} -c pass": [native, "-c", "pass"]}
         print()
