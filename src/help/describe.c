@@ -411,9 +411,10 @@ static describe_outcome check_file(const unsigned char *data, size_t size, const
  * expression (no name is left in the session's globals), evaluated with
  * __capsule_arguments__ = {"path": ...}.  Its value is {"base64": the
  * bytes}, {"size": n} when too large to send, or {"error": why}.  An image
- * over the caps is downscaled there, by the guest's own Pillow (thumbnail,
- * then PNG, or JPEG when the PNG is still over the byte cap): the host
- * never decodes what the guest made. */
+ * over the caps is downscaled there, by the guest's own Pillow (a
+ * thumbnail saved as PNG, smaller again while the PNG is over the byte
+ * cap); one it cannot open (Pillow in the guest has no JPEG or WebP codec)
+ * is an error.  The host never decodes what the guest made. */
 #define SOURCE_IMAGE_BYTES 67108864 /* an image larger than this is not opened */
 #define MAX_DOWNSCALED_PIXELS 40000000 /* nor one with more pixels (guest memory) */
 _Static_assert(DESCRIBE_MAX_FILE_BYTES == 8388608 && DESCRIBE_MAX_IMAGE_BYTES == 5242880 &&
@@ -422,6 +423,9 @@ _Static_assert(DESCRIBE_MAX_FILE_BYTES == 8388608 && DESCRIBE_MAX_IMAGE_BYTES ==
 const char describe_read_program[] =
     "(lambda g: (exec(r'''\n"
     "import base64, io, os\n"
+    "def raw(path):\n"
+    "    with open(path, 'rb') as f:\n"
+    "        return {'base64': base64.b64encode(f.read()).decode()}\n"
     "def main(path):\n"
     "    size = os.path.getsize(path)\n"
     "    with open(path, 'rb') as f:\n"
@@ -429,34 +433,36 @@ const char describe_read_program[] =
     "    image = (head[:8] == b'\\x89PNG\\r\\n\\x1a\\n' or head[:3] == b'\\xff\\xd8\\xff'\n"
     "             or head[:6] in (b'GIF87a', b'GIF89a') or (head[:4] == b'RIFF' and head[8:12] == b'WEBP'))\n"
     "    if not image:\n"
-    "        if size > MAX_FILE:\n"
-    "            return {'size': size}\n"
-    "        with open(path, 'rb') as f:\n"
-    "            return {'base64': base64.b64encode(f.read()).decode()}\n"
+    "        return {'size': size} if size > MAX_FILE else raw(path)\n"
     "    if size > MAX_SOURCE:\n"
     "        return {'size': size}\n"
     "    try:\n"
     "        from PIL import Image\n"
-    "        with Image.open(path) as picture:\n"
-    "            width, height = picture.size\n"
+    "        picture = Image.open(path)\n"
+    "        width, height = picture.size\n"
+    "    except Exception as error:\n"
+    "        if size <= MAX_IMAGE:\n"
+    "            return raw(path)\n"
+    "        return {'error': f'cannot open the image to make it smaller ({type(error).__name__}: {error})'}\n"
+    "    try:\n"
+    "        with picture:\n"
     "            if max(width, height) <= SIDE and size <= MAX_IMAGE:\n"
-    "                with open(path, 'rb') as f:\n"
-    "                    return {'base64': base64.b64encode(f.read()).decode()}\n"
+    "                return raw(path)\n"
     "            if width * height > MAX_PIXELS:\n"
-    "                return {'error': f'the image is {width}x{height} px, too large to downscale'}\n"
-    "            picture.draft('RGB', (SIDE, SIDE))\n"
+    "                return {'error': f'the image is {width}x{height} px, too large to make smaller'}\n"
     "            alpha = picture.mode in ('RGBA', 'LA', 'PA') or 'transparency' in picture.info\n"
     "            small = picture.convert('RGBA' if alpha else 'RGB')\n"
     "            small.thumbnail((SIDE, SIDE))\n"
     "            out = io.BytesIO()\n"
     "            small.save(out, 'PNG')\n"
-    "            if out.tell() > MAX_IMAGE:\n"
+    "            while out.tell() > MAX_IMAGE and max(small.size) > 64:\n"
+    "                small.thumbnail((max(small.size) * 3 // 4,) * 2)\n"
     "                out = io.BytesIO()\n"
-    "                small.convert('RGB').save(out, 'JPEG', quality=85)\n"
+    "                small.save(out, 'PNG')\n"
     "            return {'base64': base64.b64encode(out.getvalue()).decode(),\n"
     "                    'downscaled': [width, height, small.width, small.height]}\n"
     "    except Exception as error:\n"
-    "        return {'error': f'cannot downscale the image ({type(error).__name__}: {error})'}\n"
+    "        return {'error': f'cannot make the image smaller ({type(error).__name__}: {error})'}\n"
     "''', g), g['main'](__capsule_arguments__['path']))[1])({'MAX_FILE': 8388608, "
     "'MAX_IMAGE': 5242880, 'SIDE': 1568, 'MAX_SOURCE': 67108864, 'MAX_PIXELS': 40000000})";
 
