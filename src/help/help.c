@@ -251,6 +251,17 @@ static int index_function(help_index *index, const struct function *function) {
     return rc;
 }
 
+/* One entry of CPython's documentation: trusted, compiled-in text, so it
+ * is neither cleaned nor counted against the caps of /docs.  Its section
+ * is the path's last part ("with", "gzip", "enumerate"). */
+static int index_python_doc(help_index *index, const help_python_doc *doc) {
+    const char *section = strrchr(doc->path, '/');
+    if (!section && strncmp(doc->path, "builtins.", 9) == 0) section = doc->path + 8;
+    section = section ? section + 1 : doc->path;
+    return add_section(index, doc->title, doc->path, section, "python-doc", doc->text,
+                       strlen(doc->text));
+}
+
 static void index_free(help_index *index) {
     if (!index) return;
     sqlite3_finalize(index->insert);
@@ -299,6 +310,8 @@ static int index_build(cap_config *config, help_index **out, char *error) {
         failed = index_file(index, help_recipes[i].text, strlen(help_recipes[i].text), path,
                             help_recipes[i].name, "recipe");
     }
+    for (int i = 0; !failed && i < help_python_doc_count; i++)
+        failed = index_python_doc(index, &help_python_docs[i]);
     for (int i = 0; !failed && i < config->function_count; i++)
         if (sandbox_function_granted(config, config->functions[i].name))
             failed = index_function(index, &config->functions[i]);
@@ -328,6 +341,17 @@ static int is_stop_word(const char *word) {
     return 0;
 }
 
+/* Words after which a stop word is a Python keyword the question is
+ * about ("the with statement", "a for loop", "the is operator"). */
+static int names_syntax(const char *word) {
+    static const char *const syntax[] = {"statement", "statements", "keyword", "keywords",
+                                         "loop", "loops", "clause", "clauses", "operator",
+                                         "operators", "block", "blocks"};
+    for (size_t i = 0; i < sizeof syntax / sizeof *syntax; i++)
+        if (strcmp(word, syntax[i]) == 0) return 1;
+    return 0;
+}
+
 /* The FTS5 query for a question: "w1" OR "w2" ... of its distinct words
  * (stop words dropped unless nothing else is left).  A word is a run of
  * ASCII letters and digits or of non-ASCII characters, so it never holds
@@ -338,6 +362,7 @@ static int question_to_query(const char *question, buffer *query) {
     char *text = clean_utf8(question, size);
     if (!text) return -ENOMEM;
     char terms[MAX_QUERY_TERMS][MAX_TERM_BYTES + 1], stopped[MAX_QUERY_TERMS][MAX_TERM_BYTES + 1];
+    char previous[MAX_TERM_BYTES + 1] = ""; /* the last stop word, while it may be a keyword */
     int term_count = 0, stopped_count = 0;
     for (const char *p = text; *p && term_count < MAX_QUERY_TERMS;) {
         const unsigned char c = (unsigned char)*p;
@@ -362,6 +387,19 @@ static int question_to_query(const char *question, buffer *query) {
             word[i] = (start[i] >= 'A' && start[i] <= 'Z') ? (char)(start[i] + 32) : start[i];
         word[length] = '\0';
         int stop = is_stop_word(word);
+        if (!stop && previous[0] && names_syntax(word) && term_count < MAX_QUERY_TERMS - 1 &&
+            strlen(previous) + 1 + length <= MAX_TERM_BYTES) {
+            /* "with statement": the stop word was the point, and alone it
+             * tells nothing apart; as the phrase "with statement" it does
+             * (both are words: the phrase is still no FTS5 syntax). */
+            char *phrase = terms[term_count++];
+            size_t stop_length = strlen(previous);
+            memcpy(phrase, previous, stop_length);
+            phrase[stop_length] = ' ';
+            memcpy(phrase + stop_length + 1, word, length + 1);
+        }
+        if (stop) memcpy(previous, word, length + 1);
+        else previous[0] = '\0';
         char (*list)[MAX_TERM_BYTES + 1] = stop ? stopped : terms;
         int *count = stop ? &stopped_count : &term_count;
         int seen = 0;

@@ -85,6 +85,13 @@ QUESTIONS = [
     ("How do I group the rows of a CSV file and sum a column?", "capsule:recipes/csv.md"),
     ("Which function tells me the shipping address of an order?",
      "capsule.functions.lookup_order"),
+    # CPython's own documentation, compiled in (tools/extract-python-docs.py).
+    ("How does the with statement work?", "pydoc:topics/with"),
+    ("How do I parse command line arguments?", "argparse"),
+    ("How do I read a gzip file?", "gzip"),
+    ("What does enumerate return?", "builtins.enumerate"),
+    ("How do I find all matches of a regular expression?", "re"),
+    ("How do I format a date as a string?", "datetime"),
 ]
 
 LOOKUP = "import json, sys; json.dump({'status': 'shipped'}, sys.stdout)"
@@ -186,6 +193,26 @@ def test_results_have_titles_paths_snippets_and_text(server):
     function = ask(server, "lookup order shipping address", id=3)["structuredContent"]["results"]
     entry = next(e for e in function if e["path"] == "capsule.functions.lookup_order")
     assert entry["kind"] == "function" and "The order's id." in entry["text"]
+
+
+def test_python_documentation_is_indexed(server):
+    """The language reference topics, the stdlib's modules and the
+    built-ins: kind python-doc, a path the agent can name, the text."""
+    topic = ask(server, "the with statement", id=2)["structuredContent"]["results"]
+    entry = next(e for e in topic if e["path"] == "pydoc:topics/with")
+    assert entry["kind"] == "python-doc" and entry["section"] == "with"
+    assert entry["title"] == 'Python language reference: The "with" statement'
+    assert "__enter__" in entry["text"]
+    module = ask(server, "gzip compressed file", id=3)["structuredContent"]["results"]
+    entry = next(e for e in module if e["path"] == "gzip")
+    assert entry["title"].startswith("Python module gzip: ")
+    assert "gzip.open(filename" in entry["text"]
+    builtin = ask(server, "enumerate", id=4)["structuredContent"]["results"]
+    assert builtin[0]["path"] == "builtins.enumerate", builtin
+    assert "Return an enumerate object." in builtin[0]["text"]
+    # Pillow, compiled into the guest, is documented from its own sources.
+    pillow = ask(server, "Pillow image thumbnail", id=5, limit=10)["structuredContent"]["results"]
+    assert any(e["path"].startswith("PIL") for e in pillow), pillow
 
 
 def test_the_guest_gets_the_same_results_as_the_mcp_tool(server):
