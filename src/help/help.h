@@ -47,6 +47,13 @@ extern const int help_python_doc_count;
  * caller frees it), or an error code and `error`. */
 int help_search(cap_config *config, const char *query, int limit, char **json, char *error);
 
+/* Indexes the distributions installed in an environment's image (its
+ * *.dist-info METADATA: Summary and description, capped), for every later
+ * search of `config`: help finds "how do I use openpyxl" once a run has
+ * installed openpyxl.  Distributions already indexed are skipped; any
+ * failure only leaves them out.  Thread-safe. */
+void help_add_environment(cap_config *config, int image_fd);
+
 /* Drops the built index: the docs or the registry changed. */
 void help_invalidate(cap_config *config);
 
