@@ -190,6 +190,7 @@ static char *base64_of(const unsigned char *data, size_t size) {
 }
 
 static char *data_url(const char *media_type, const unsigned char *data, size_t size) {
+    if (!media_type) return NULL;
     char *encoded = base64_of(data, size);
     size_t prefix = strlen("data:;base64,") + strlen(media_type);
     char *url = encoded ? malloc(prefix + strlen(encoded) + 1) : NULL;
