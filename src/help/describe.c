@@ -1,13 +1,17 @@
 /*
  * describe.c — `describe`: a file the code produced (an image, a PDF, text)
- * and a question, sent by the host to a configured OpenAI-compatible
- * chat/completions endpoint; the model's answer as text.
+ * and a question, sent by the host to a configured model endpoint, an
+ * OpenAI-compatible chat/completions URL or Anthropic's Messages API; the
+ * model's answer as text.
  *
  * The endpoint is the only URL allowed (no redirects: it is a POST), its
- * key is sent as a bearer token and never shown.  The file's media type is
- * read from its first bytes, never from its name; sizes are capped before
- * anything is encoded.  One function serves the MCP tool, the guest's
- * capsule.describe() (on the call channel) and cap_config_describe.
+ * key is sent as a bearer token (OpenAI) or x-api-key (Anthropic) and
+ * never shown.  The file's media type is read from its first bytes, never
+ * from its name; sizes are capped before anything is encoded, an image's
+ * from its header (nothing the guest made is decoded here: the MCP tool's
+ * session program shrinks large images with the guest's own Pillow).  One
+ * function serves the MCP tool, the guest's capsule.describe() (on the call
+ * channel) and cap_config_describe.
  */
 #include "describe.h"
 
@@ -436,7 +440,7 @@ const char describe_read_program[] =
     "    if not image:\n"
     "        return {'size': size} if size > MAX_FILE else raw(path)\n"
     "    if size > MAX_SOURCE:\n"
-    "        return {'size': size}\n"
+    "        return {'error': f'the image has {size} bytes, too many to make it smaller'}\n"
     "    try:\n"
     "        from PIL import Image\n"
     "        picture = Image.open(path)\n"
@@ -497,18 +501,15 @@ describe_outcome describe_file(cap_config *config, const void *data, size_t size
                           MAX_ANSWER_BYTES, "application/json", 1};
     /* The key travels only in these headers, which are wiped after. */
     char key_header[4200] = "";
-    const char *headers[2] = {key_header, "anthropic-version: " ANTHROPIC_VERSION};
+    const char *headers[2];
     int header_count = 0;
-    if (api == API_ANTHROPIC) {
-        if (config->describe_key)
-            snprintf(key_header, sizeof key_header, "x-api-key: %s", config->describe_key);
-        else
-            headers[0] = headers[1];
-        header_count = config->describe_key ? 2 : 1;
-    } else if (config->describe_key) {
-        snprintf(key_header, sizeof key_header, "Authorization: Bearer %s", config->describe_key);
-        header_count = 1;
+    if (config->describe_key) {
+        snprintf(key_header, sizeof key_header,
+                 api == API_ANTHROPIC ? "x-api-key: %s" : "Authorization: Bearer %s",
+                 config->describe_key);
+        headers[header_count++] = key_header;
     }
+    if (api == API_ANTHROPIC) headers[header_count++] = "anthropic-version: " ANTHROPIC_VERSION;
     buffer body = {0};
     char message[256] = "";
     int rc = http_post_headers(&policy, config->describe_url, headers, header_count, request,

@@ -571,7 +571,8 @@ static int read_distribution(const char *info, const char *metadata, help_distri
     char *name = metadata_field(metadata, "Name"), *version = metadata_field(metadata, "Version");
     char *summary = metadata_field(metadata, "Summary");
     char *old_description = metadata_field(metadata, "Description");
-    const char *body = strstr(metadata, "\n\n");
+    const char *body = strstr(metadata, "\n\n"), *crlf = strstr(metadata, "\r\n\r\n");
+    if (crlf && (!body || crlf < body)) body = crlf + 2; /* written on Windows */
     body = body ? body + 2 : "";
     if (!*body && old_description) body = old_description;
     size_t body_size = strlen(body);
