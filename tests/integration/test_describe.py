@@ -404,17 +404,25 @@ def test_a_large_image_is_downscaled_in_the_session(binary, provider, tmp_path):
         server.close()
 
 
-def test_a_large_image_the_guest_sends_is_refused(capsule, provider, tmp_path):
-    """capsule.describe() sends the bytes as they are: an image over the
-    caps is refused before any request, with what to do about it; a
-    damaged image header is refused too."""
-    code = (MAKE_LARGE + "import capsule\nerrors = []\n"
-            "for data in (open('/tmp/large.png', 'rb').read(), b'\\x89PNG\\r\\n\\x1a\\n' + b'x' * 40):\n"
+def test_the_guest_makes_a_large_image_smaller_or_it_is_refused(capsule, provider, tmp_path):
+    """capsule.describe() shrinks an image over the caps with Pillow in the
+    guest before it is sent; what Pillow cannot open there (a JPEG) is
+    sent as it is, and the host refuses it when its header says it is too
+    large; an image whose header gives no size is refused too."""
+    wide_jpeg = JPEG.replace(b"\x00\x10\x00\x20\x03", b"\x0b\xb8\x0f\xa0\x03")
+    code = (MAKE_LARGE + "import capsule\n"
+            "answer = capsule.describe('/tmp/large.png', 'Which colour?')\nerrors = []\n"
+            f"for data in ({wide_jpeg!r}, b'\\x89PNG\\r\\n\\x1a\\n' + b'x' * 40):\n"
             "    try:\n        capsule.describe(data, 'what?')\n"
-            "    except TypeError as e:\n        errors.append(str(e))\nerrors")
+            "    except TypeError as e:\n        errors.append(str(e))\n[answer, errors]")
     result = capsule.json(code, *options(provider, tmp_path), timeout=300)
     assert result["status"] == "success", result
     value = result["return_value"]
+    assert repr(ANSWER) in value, value
     assert "the image is 4000x3000 px" in value and "thumbnail((1568, 1568))" in value, value
     assert "no readable size" in value, value
-    assert provider.requests == []
+    [request] = provider.requests
+    url = request["body"]["messages"][0]["content"][1]["image_url"]["url"]
+    assert url.startswith("data:image/png;base64,")
+    sent = base64.b64decode(url[len("data:image/png;base64,"):])
+    assert png_size(sent) == (1568, 1176) and len(sent) <= 5 << 20
