@@ -5,8 +5,9 @@ capsule.functions  the host functions granted to this run, as plain Python
 capsule.tools      the tools of MCP servers (code mode): ``search(query)``; each
                    tool is ``from servers.<server> import <tool>``.
 capsule.help       ``help("how do I read an xlsx file")``: the best sections of
-                   /docs, the recipes capsule ships and the granted functions
-                   and tools, searched by the host.
+                   /docs, the recipes capsule ships, the granted functions
+                   and tools, Python's own documentation and the installed
+                   packages' descriptions, searched by the host.
 capsule.describe   ``describe("/output/chart.png", "what does it show?")``: a
                    model's answer about a file, when the host has a model
                    endpoint (else PermissionError).
@@ -18,10 +19,12 @@ __all__ = ["describe", "help"]
 def help(query, limit=5):
     """The documentation that best answers `query` (a question in words),
     best first: a list of dicts with title, path (a /docs file, a recipe,
-    capsule.functions.NAME or a /servers stub), section, kind ("doc",
-    "recipe", "function", "tool"), snippet (the matching words between
-    **), text (the section, up to 4000 bytes) and score.  The host searches
-    (SQLite FTS5); the same search as the MCP tool `help`."""
+    capsule.functions.NAME, a /servers stub, pydoc:topics/NAME, a module's
+    name, builtins.NAME or an installed distribution's METADATA), section,
+    kind ("doc", "recipe", "function", "tool", "python-doc", "package"),
+    snippet (the matching words between **), text (the section, up to 4000
+    bytes) and score.  The host searches (SQLite FTS5); the same search as
+    the MCP tool `help`."""
     from capsule import functions
     if not isinstance(query, str):
         raise TypeError("help() takes the question as a string")
