@@ -41,7 +41,7 @@ SANDBOX_HOST_SOURCES := src/sandbox/config.c src/sandbox/docs.c src/sandbox/pool
                         src/sandbox/durable.c
 # help (src/help/): the index, and the recipes it ships, compiled in.
 RECIPES := $(sort $(wildcard docs/recipes/*.md))
-HELP_SOURCES := src/help/help.c src/help/describe.c $(BUILD)/gen/recipes.c
+HELP_SOURCES := src/help/help.c src/help/describe.c $(BUILD)/gen/recipes.c $(BUILD)/gen/python-docs.c
 LIBRARIES_SOURCES := src/libraries/libraries.c
 STORE_SOURCES := src/store/store.c src/store/sqlite.c src/store/postgres.c $(LIBRARIES_SOURCES)
 LIBRARY_SOURCES := $(SANDBOX_HOST_SOURCES) src/sandbox/zygote.c src/sandbox/start_image.c src/sandbox/durable_worker.c \
@@ -68,6 +68,13 @@ build: deps $(BUILD)/capsule $(BUILD)/stdlib.img
 $(BUILD)/gen/recipes.c: $(RECIPES) tools/embed-recipes.py
 	@mkdir -p $(dir $@)
 	python3 tools/embed-recipes.py $@ $(RECIPES)
+
+# CPython's documentation for help, from the stdlib that build-stdlib.sh
+# staged in $(BUILD)/stdlib (parsed by the host's python3, never run):
+# stdlib.img's date says when that stage last changed.
+$(BUILD)/gen/python-docs.c: tools/extract-python-docs.py $(BUILD)/stdlib.img
+	@mkdir -p $(dir $@)
+	/usr/bin/python3 tools/extract-python-docs.py $@ $(BUILD)/stdlib
 
 sample: build
 	$(BUILD)/capsule run examples/hello.py

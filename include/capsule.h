@@ -188,20 +188,28 @@ int cap_config_add_docs(cap_config *config, const char *host_directory, char *er
  * MCP tool `help` and the guest's capsule.help(). */
 char *cap_config_help(cap_config *config, const char *query, int limit, char *error);
 
-/* describe: an OpenAI-compatible chat/completions endpoint that the host
- * (never the guest) asks about files the code made.  `url` is the only URL
- * it may reach; `api_key` is sent as a bearer token (NULL: none);
- * `model` (NULL: gpt-4o-mini).  Each argument that is NULL keeps what was
- * set.  Until a URL is set, describe is off: the MCP tool is not listed and
- * capsule.describe() raises PermissionError. */
+/* describe: a model endpoint that the host (never the guest) asks about
+ * files the code made: an OpenAI-compatible chat/completions URL or an
+ * Anthropic Messages API URL (.../v1/messages).  `url` is the only URL it
+ * may reach; `api_key` is sent as a bearer token (OpenAI) or as x-api-key
+ * (Anthropic), NULL: none; `model` (NULL: gpt-4o-mini, or
+ * claude-sonnet-4-5 for Anthropic).  Each argument that is NULL keeps what
+ * was set.  Until a URL is set, describe is off: the MCP tool is not
+ * listed and capsule.describe() raises PermissionError. */
 int cap_config_set_describe(cap_config *config, const char *url, const char *api_key,
                             const char *model, char *error);
+
+/* The API the describe URL speaks: "openai", "anthropic", or "auto" (or
+ * NULL, the default): Anthropic's when the URL's path ends in /messages,
+ * else OpenAI's. */
+int cap_config_set_describe_api(cap_config *config, const char *api, char *error);
 int cap_config_describe_enabled(const cap_config *config);
 
 /* Asks the endpoint `question` about `size` bytes of `data` (`name` is
  * shown to the model).  The media type is read from the bytes: PNG, JPEG,
- * GIF, WebP (sent as a data URL), PDF (a file part), UTF-8 text (at most
- * 256 KiB); at most 8 MiB.  JSON {"answer", "media_type", "model"} (free
+ * GIF, WebP (at most 1568 px a side and 5 MiB: larger images are refused,
+ * make them smaller first), PDF, UTF-8 text (at most 256 KiB); at most
+ * 8 MiB.  JSON {"answer", "media_type", "model"} (free
  * it), or NULL and `error`. */
 char *cap_config_describe(cap_config *config, const void *data, size_t size, const char *name,
                           const char *question, double timeout_seconds, char *error);

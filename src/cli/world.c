@@ -55,10 +55,14 @@ const char world_options_usage[] =
     "  --allow-function GLOB  grant only the functions matching GLOB (repeatable)\n"
     "  --deny-function GLOB   never grant the functions matching GLOB (repeatable)\n"
     "  --audit-log FILE     append one JSON line per function call to FILE\n"
-    "  --describe-url URL   describe: an OpenAI-compatible chat/completions URL the host\n"
-    "                       asks about files the code made (docs/help-and-describe.md)\n"
+    "  --describe-url URL   describe: an OpenAI-compatible chat/completions URL or an\n"
+    "                       Anthropic .../v1/messages URL the host asks about files\n"
+    "                       the code made (docs/help-and-describe.md)\n"
+    "  --describe-api openai|anthropic  the API the URL speaks (default: anthropic\n"
+    "                       when the URL ends in /messages, else openai)\n"
     "  --describe-key-file FILE  its API key (the file's first line)\n"
-    "  --describe-model NAME     its model (default gpt-4o-mini)\n"
+    "  --describe-key-env NAME   its API key, from the environment variable NAME\n"
+    "  --describe-model NAME     its model (default gpt-4o-mini, claude-sonnet-4-5)\n"
     "  --mcp-config FILE    code mode: the tools of the MCP servers in FILE (the\n"
     "                       \"mcpServers\" JSON of Claude Desktop: stdio commands or\n"
     "                       HTTP URLs) become host functions SERVER.TOOL, importable\n"
@@ -67,8 +71,10 @@ const char world_options_usage[] =
 static const char *const world_options[] = {
     "--config", "--mount", "--docs", "--output-dir", "--output", "--network", "--allow-url",
     "--allow-host", "--http-timeout", "--http-max", "--exec-resource", "--wheels", "--index-url",
-    "--site-packages", "--package-cache", "--start-cache", "--function", "--allow-function", "--deny-function",
-    "--audit-log", "--mcp-config", "--describe-url", "--describe-key-file", "--describe-model"};
+    "--site-packages", "--package-cache", "--start-cache", "--function", "--allow-function",
+    "--deny-function",
+    "--audit-log", "--mcp-config", "--describe-url", "--describe-key-file", "--describe-model",
+    "--describe-api", "--describe-key-env"};
 
 int is_world_option(const char *arg) {
     for (size_t i = 0; i < sizeof world_options / sizeof *world_options; i++)
@@ -540,6 +546,19 @@ int parse_world_option(const char *arg, const char *value, cap_config *config,
             explicit_bzero(key, sizeof key);
             if (rc != CAP_OK) {
                 fprintf(stderr, "capsule: --describe-key-file: cannot read a key from %s\n", value);
+                status = EXIT_USAGE;
+            }
+        } else if (strcmp(arg, "--describe-api") == 0) {
+            if (cap_config_set_describe_api(config, value, error) != CAP_OK) {
+                fprintf(stderr, "capsule: --describe-api: %s\n", error);
+                status = EXIT_USAGE;
+            }
+        } else if (strcmp(arg, "--describe-key-env") == 0) {
+            /* Read now, once: the variable's name, never its value, is printed. */
+            const char *key = getenv(value);
+            if (!key || !*key || cap_config_set_describe(config, NULL, key, NULL, error) != CAP_OK) {
+                fprintf(stderr, "capsule: --describe-key-env: the environment variable %.100s "
+                                "holds no key (set, one line)\n", value);
                 status = EXIT_USAGE;
             }
         } else if (strcmp(arg, "--mcp-config") == 0) {

@@ -892,7 +892,7 @@ static void parse_html_page(const buffer *page, const char *url, const char *nor
  * http(s) URL they lead to may be fetched. */
 static http_policy download_policy(const char *accept) {
     static char *const anywhere[] = {"http://", "https://"};
-    http_policy policy = {anywhere, 2, DOWNLOAD_SECONDS, MAX_WHEEL_BYTES, accept};
+    http_policy policy = {anywhere, 2, DOWNLOAD_SECONDS, MAX_WHEEL_BYTES, accept, 0};
     return policy;
 }
 

@@ -1,13 +1,17 @@
 /*
  * describe.c — `describe`: a file the code produced (an image, a PDF, text)
- * and a question, sent by the host to a configured OpenAI-compatible
- * chat/completions endpoint; the model's answer as text.
+ * and a question, sent by the host to a configured model endpoint, an
+ * OpenAI-compatible chat/completions URL or Anthropic's Messages API; the
+ * model's answer as text.
  *
  * The endpoint is the only URL allowed (no redirects: it is a POST), its
- * key is sent as a bearer token and never shown.  The file's media type is
- * read from its first bytes, never from its name; sizes are capped before
- * anything is encoded.  One function serves the MCP tool, the guest's
- * capsule.describe() (on the call channel) and cap_config_describe.
+ * key is sent as a bearer token (OpenAI) or x-api-key (Anthropic) and
+ * never shown.  The file's media type is read from its first bytes, never
+ * from its name; sizes are capped before anything is encoded, an image's
+ * from its header (nothing the guest made is decoded here: the MCP tool's
+ * session program shrinks large images with the guest's own Pillow).  One
+ * function serves the MCP tool, the guest's capsule.describe() (on the call
+ * channel) and cap_config_describe.
  */
 #include "describe.h"
 
@@ -21,12 +25,16 @@
 #include "../sandbox/http.h"
 #include "../sandbox/sandbox.h"
 
-#define DEFAULT_MODEL "gpt-4o-mini"
+#define DEFAULT_OPENAI_MODEL "gpt-4o-mini"
+#define DEFAULT_ANTHROPIC_MODEL "claude-sonnet-4-5"
+#define ANTHROPIC_VERSION "2023-06-01"
 #define MAX_QUESTION_BYTES (8u << 10)
 #define MAX_TEXT_FILE_BYTES (256u << 10)
 #define MAX_ANSWER_BYTES (4u << 20)
 #define MAX_TOKENS 1024
 #define DEFAULT_SECONDS 120.0
+
+enum { API_AUTO, API_OPENAI, API_ANTHROPIC };
 
 int cap_config_set_describe(cap_config *config, const char *url, const char *api_key,
                             const char *model, char *error) {
@@ -37,7 +45,7 @@ int cap_config_set_describe(cap_config *config, const char *url, const char *api
     if (url && ((strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0) ||
                 strlen(url) >= 4096)) {
         sandbox_set_error(error, "describe: the endpoint must be an http:// or https:// URL "
-                                 "(a chat/completions URL)");
+                                 "(a chat/completions or a messages URL)");
         return CAP_EINVAL;
     }
     if ((api_key && (strlen(api_key) > 4000 || strpbrk(api_key, "\r\n"))) ||
@@ -60,6 +68,33 @@ int cap_config_set_describe(cap_config *config, const char *url, const char *api
         *fields[i] = copy;
     }
     return CAP_OK;
+}
+
+int cap_config_set_describe_api(cap_config *config, const char *api, char *error) {
+    if (!config) {
+        sandbox_set_error(error, "cap_config_set_describe_api: missing config");
+        return CAP_EINVAL;
+    }
+    if (!api || strcmp(api, "auto") == 0) config->describe_api = API_AUTO;
+    else if (strcmp(api, "openai") == 0) config->describe_api = API_OPENAI;
+    else if (strcmp(api, "anthropic") == 0) config->describe_api = API_ANTHROPIC;
+    else {
+        sandbox_set_error(error, "describe: the API is openai, anthropic or auto, not %.40s", api);
+        return CAP_EINVAL;
+    }
+    return CAP_OK;
+}
+
+/* The API the endpoint speaks: the one set, else Anthropic's when the
+ * URL's path ends in /messages (https://api.anthropic.com/v1/messages),
+ * else OpenAI's chat/completions. */
+static int endpoint_api(const cap_config *config) {
+    if (config->describe_api != API_AUTO) return config->describe_api;
+    const char *url = config->describe_url;
+    size_t length = strcspn(url, "?#");
+    while (length > 0 && url[length - 1] == '/') length--;
+    return length >= 9 && strncmp(url + length - 9, "/messages", 9) == 0 ? API_ANTHROPIC
+                                                                       : API_OPENAI;
 }
 
 int cap_config_describe_enabled(const cap_config *config) {
@@ -90,26 +125,99 @@ static const char *sniff(const unsigned char *data, size_t size) {
     return "text/plain";
 }
 
+/* Big-endian integers of an image header. */
+static unsigned read_be(const unsigned char *p, int bytes) {
+    unsigned value = 0;
+    for (int i = 0; i < bytes; i++) value = value << 8 | p[i];
+    return value;
+}
+
+static unsigned read_le(const unsigned char *p, int bytes) {
+    unsigned value = 0;
+    for (int i = bytes - 1; i >= 0; i--) value = value << 8 | p[i];
+    return value;
+}
+
+/* An image's width and height, read from its header only (PNG's IHDR,
+ * GIF's screen, WebP's VP8/VP8L/VP8X chunk, JPEG's first SOF marker):
+ * nothing is decoded on the host.  0 when the header does not say. */
+static int image_size(const char *media_type, const unsigned char *data, size_t size,
+                      unsigned *width, unsigned *height) {
+    *width = *height = 0;
+    if (strcmp(media_type, "image/png") == 0 && size >= 24 && memcmp(data + 12, "IHDR", 4) == 0) {
+        *width = read_be(data + 16, 4);
+        *height = read_be(data + 20, 4);
+    } else if (strcmp(media_type, "image/gif") == 0 && size >= 10) {
+        *width = read_le(data + 6, 2);
+        *height = read_le(data + 8, 2);
+    } else if (strcmp(media_type, "image/webp") == 0 && size >= 30) {
+        if (memcmp(data + 12, "VP8 ", 4) == 0) {
+            *width = read_le(data + 26, 2) & 0x3FFF;
+            *height = read_le(data + 28, 2) & 0x3FFF;
+        } else if (memcmp(data + 12, "VP8L", 4) == 0) {
+            unsigned bits = read_le(data + 21, 4);
+            *width = (bits & 0x3FFF) + 1;
+            *height = (bits >> 14 & 0x3FFF) + 1;
+        } else if (memcmp(data + 12, "VP8X", 4) == 0) {
+            *width = read_le(data + 24, 3) + 1;
+            *height = read_le(data + 27, 3) + 1;
+        }
+    } else if (strcmp(media_type, "image/jpeg") == 0) {
+        /* Markers from offset 2: each FF xx and a 2-byte length, until a
+         * start of frame (C0..CF but C4, C8, CC) gives the size. */
+        size_t at = 2;
+        while (at + 4 <= size && data[at] == 0xFF) {
+            unsigned marker = data[at + 1];
+            if (marker == 0xFF) {
+                at++;
+                continue;
+            }
+            unsigned length = read_be(data + at + 2, 2);
+            if (marker >= 0xC0 && marker <= 0xCF && marker != 0xC4 && marker != 0xC8 &&
+                marker != 0xCC) {
+                if (at + 9 > size) break;
+                *height = read_be(data + at + 5, 2);
+                *width = read_be(data + at + 7, 2);
+                break;
+            }
+            if (length < 2) break;
+            at += 2 + length;
+        }
+    }
+    return *width > 0 && *height > 0;
+}
+
+static char *base64_of(const unsigned char *data, size_t size) {
+    char *encoded = malloc(4 * ((size + 2) / 3) + 1);
+    if (encoded) EVP_EncodeBlock((unsigned char *)encoded, data, (int)size);
+    return encoded;
+}
+
 static char *data_url(const char *media_type, const unsigned char *data, size_t size) {
+    if (!media_type) return NULL;
+    char *encoded = base64_of(data, size);
     size_t prefix = strlen("data:;base64,") + strlen(media_type);
-    char *url = malloc(prefix + 4 * ((size + 2) / 3) + 1);
-    if (!url) return NULL;
-    snprintf(url, prefix + 1, "data:%s;base64,", media_type);
-    EVP_EncodeBlock((unsigned char *)url + prefix, data, (int)size);
+    char *url = encoded ? malloc(prefix + strlen(encoded) + 1) : NULL;
+    if (url) sprintf(url, "data:%s;base64,%s", media_type, encoded);
+    free(encoded);
     return url;
+}
+
+/* "The file NAME (text/plain):" and the text, for both APIs. */
+static char *text_file_part(const char *name, const unsigned char *data, size_t size) {
+    char *file = malloc(size + 300);
+    if (file) {
+        int n = snprintf(file, 300, "The file %.200s (text/plain):\n\n", name);
+        memcpy(file + n, data, size);
+        file[n + size] = '\0';
+    }
+    return file;
 }
 
 /* The chat/completions request: the question, then the file as an image
  * (a data URL), a PDF (a file part) or text. */
-static char *build_request(const char *model, const char *question, const char *name,
-                           const char *media_type, const unsigned char *data, size_t size) {
-    cJSON *request = cJSON_CreateObject();
-    cJSON_AddStringToObject(request, "model", model);
-    cJSON_AddNumberToObject(request, "max_tokens", MAX_TOKENS);
-    cJSON *message = cJSON_CreateObject();
-    cJSON_AddItemToArray(cJSON_AddArrayToObject(request, "messages"), message);
-    cJSON_AddStringToObject(message, "role", "user");
-    cJSON *content = cJSON_AddArrayToObject(message, "content");
+static cJSON *openai_request(const char *question, const char *name, const char *media_type,
+                             const unsigned char *data, size_t size, cJSON *content) {
     cJSON *text = cJSON_CreateObject();
     cJSON_AddStringToObject(text, "type", "text");
     cJSON_AddStringToObject(text, "text", question);
@@ -117,11 +225,8 @@ static char *build_request(const char *model, const char *question, const char *
     cJSON *part = cJSON_CreateObject();
     char *encoded = NULL;
     if (strcmp(media_type, "text/plain") == 0) {
-        char *file = malloc(size + 300);
+        char *file = text_file_part(name, data, size);
         if (file) {
-            int n = snprintf(file, 300, "The file %.200s (text/plain):\n\n", name);
-            memcpy(file + n, data, size);
-            file[n + size] = '\0';
             cJSON_AddStringToObject(part, "type", "text");
             cJSON_AddStringToObject(part, "text", file);
             free(file);
@@ -139,22 +244,69 @@ static char *build_request(const char *model, const char *question, const char *
     }
     free(encoded);
     cJSON_AddItemToArray(content, part);
+    return content;
+}
+
+/* The Messages API request: the file first (Anthropic's advice: the
+ * question reads better after what it is about) as an image block or a
+ * PDF document block, each with a base64 source and its media_type, or
+ * as text; then the question. */
+static cJSON *anthropic_request(const char *question, const char *name, const char *media_type,
+                                const unsigned char *data, size_t size, cJSON *content) {
+    cJSON *part = cJSON_CreateObject();
+    if (strcmp(media_type, "text/plain") == 0) {
+        char *file = text_file_part(name, data, size);
+        if (file) {
+            cJSON_AddStringToObject(part, "type", "text");
+            cJSON_AddStringToObject(part, "text", file);
+            free(file);
+        }
+    } else {
+        char *encoded = base64_of(data, size);
+        int pdf = strcmp(media_type, "application/pdf") == 0;
+        cJSON_AddStringToObject(part, "type", pdf ? "document" : "image");
+        cJSON *source = cJSON_AddObjectToObject(part, "source");
+        cJSON_AddStringToObject(source, "type", "base64");
+        cJSON_AddStringToObject(source, "media_type", media_type);
+        if (encoded) cJSON_AddStringToObject(source, "data", encoded);
+        if (pdf) cJSON_AddStringToObject(part, "title", name);
+        free(encoded);
+    }
+    cJSON_AddItemToArray(content, part);
+    cJSON *text = cJSON_CreateObject();
+    cJSON_AddStringToObject(text, "type", "text");
+    cJSON_AddStringToObject(text, "text", question);
+    cJSON_AddItemToArray(content, text);
+    return content;
+}
+
+/* The request body for `api`: one user message whose content the API's
+ * builder fills; NULL when memory ran out. */
+static char *build_request(int api, const char *model, const char *question, const char *name,
+                           const char *media_type, const unsigned char *data, size_t size) {
+    cJSON *request = cJSON_CreateObject();
+    cJSON_AddStringToObject(request, "model", model);
+    cJSON_AddNumberToObject(request, "max_tokens", MAX_TOKENS);
+    cJSON *message = cJSON_CreateObject();
+    cJSON_AddItemToArray(cJSON_AddArrayToObject(request, "messages"), message);
+    cJSON_AddStringToObject(message, "role", "user");
+    cJSON *content = cJSON_AddArrayToObject(message, "content");
+    if (api == API_ANTHROPIC) anthropic_request(question, name, media_type, data, size, content);
+    else openai_request(question, name, media_type, data, size, content);
     char *json = cJSON_PrintUnformatted(request);
     cJSON_Delete(request);
     return json;
 }
 
-/* choices[0].message.content: a string, or a list of text parts. */
-static char *answer_text(const cJSON *response) {
-    const cJSON *choice = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(response, "choices"), 0);
-    const cJSON *message = cJSON_GetObjectItemCaseSensitive(choice, "message");
-    const cJSON *content = cJSON_GetObjectItemCaseSensitive(message, "content");
-    if (cJSON_IsString(content)) return strdup(content->valuestring);
+/* The text parts of `content` joined (each an object with "text"). */
+static char *joined_text(const cJSON *content) {
     buffer text = {0};
     const cJSON *part;
     cJSON_ArrayForEach(part, content) {
+        const cJSON *type = cJSON_GetObjectItemCaseSensitive(part, "type");
         const cJSON *piece = cJSON_GetObjectItemCaseSensitive(part, "text");
-        if (cJSON_IsString(piece)) buffer_append(&text, piece->valuestring, strlen(piece->valuestring));
+        if (cJSON_IsString(piece) && (!cJSON_IsString(type) || strcmp(type->valuestring, "text") == 0))
+            buffer_append(&text, piece->valuestring, strlen(piece->valuestring));
     }
     if (!text.data) return NULL;
     if (buffer_append(&text, "", 1) != 0) {
@@ -164,15 +316,56 @@ static char *answer_text(const cJSON *response) {
     return text.data;
 }
 
-describe_outcome describe_file(cap_config *config, const void *data, size_t size,
-                               const char *name, const char *question, double timeout_seconds,
-                               char **json, char *error) {
-    *json = NULL;
-    if (!cap_config_describe_enabled(config)) {
-        sandbox_set_error(error, "describe is not available: the server has no model endpoint "
-                                 "(capsule serve --describe-url URL --describe-key-file FILE)");
-        return DESCRIBE_OFF;
-    }
+/* The answer: chat/completions' choices[0].message.content (a string or
+ * text parts), or the Messages API's content[] text blocks. */
+static char *answer_text(int api, const cJSON *response) {
+    if (api == API_ANTHROPIC)
+        return joined_text(cJSON_GetObjectItemCaseSensitive(response, "content"));
+    const cJSON *choice = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(response, "choices"), 0);
+    const cJSON *message = cJSON_GetObjectItemCaseSensitive(choice, "message");
+    const cJSON *content = cJSON_GetObjectItemCaseSensitive(message, "content");
+    if (cJSON_IsString(content)) return strdup(content->valuestring);
+    return joined_text(content);
+}
+
+/* Why the provider refused, from an error body: both APIs put it in
+ * error.message ({"error": {"message": ...}}, Anthropic's with "type":
+ * "error"), else the start of the body when it is not JSON.  `out` gets
+ * ": WHY" (clean UTF-8, at most ~200 bytes) or "". */
+static void provider_reason(const buffer *body, char *out, size_t out_size) {
+    out[0] = '\0';
+    if (!body->data || body->size == 0) return;
+    cJSON *parsed = cJSON_ParseWithLength(body->data, body->size);
+    const cJSON *message =
+        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(parsed, "error"), "message");
+    const char *why = cJSON_IsString(message) ? message->valuestring : NULL;
+    size_t length = why ? strlen(why) : body->size;
+    if (length > 200) length = 200;
+    char *clean = utf8_sanitize(why ? why : body->data, length);
+    for (char *c = clean; c && *c; c++)
+        if ((unsigned char)*c < 0x20) *c = ' ';
+    if (clean) snprintf(out, out_size, why ? ": %s" : " (not JSON: %s)", clean);
+    free(clean);
+    cJSON_Delete(parsed);
+}
+
+/* The result of a describe call as JSON, or NULL when memory ran out. */
+static char *result_json(const char *answer, const char *media_type, const char *model) {
+    cJSON *result = cJSON_CreateObject();
+    cJSON_AddStringToObject(result, "answer", answer);
+    cJSON_AddStringToObject(result, "media_type", media_type);
+    cJSON_AddStringToObject(result, "model", model);
+    char *json = cJSON_PrintUnformatted(result);
+    cJSON_Delete(result);
+    return json;
+}
+
+/* Refuses what no request should carry: an empty or long question, an
+ * empty or large file, a media type the APIs do not take (read from the
+ * bytes), long text, an image over the caps (its size read from its
+ * header).  DESCRIBE_OK and *media_type, or DESCRIBE_INVALID and `error`. */
+static describe_outcome check_file(const unsigned char *data, size_t size, const char *question,
+                                   const char **media_type, char *error) {
     if (!question || !*question || strlen(question) > MAX_QUESTION_BYTES) {
         sandbox_set_error(error, "describe needs a question of 1 to %u bytes", MAX_QUESTION_BYTES);
         return DESCRIBE_INVALID;
@@ -187,20 +380,115 @@ describe_outcome describe_file(cap_config *config, const void *data, size_t size
                           DESCRIBE_MAX_FILE_BYTES);
         return DESCRIBE_INVALID;
     }
-    const char *media_type = sniff(data, size);
-    if (!media_type) {
+    *media_type = sniff(data, size);
+    if (!*media_type) {
         sandbox_set_error(error, "describe: unsupported media type (it takes PNG, JPEG, GIF and "
                                  "WebP images, PDF and UTF-8 text)");
         return DESCRIBE_INVALID;
     }
-    if (strcmp(media_type, "text/plain") == 0 && size > MAX_TEXT_FILE_BYTES) {
+    if (strcmp(*media_type, "text/plain") == 0 && size > MAX_TEXT_FILE_BYTES) {
         sandbox_set_error(error, "describe: a text file may have at most %u bytes",
                           MAX_TEXT_FILE_BYTES);
         return DESCRIBE_INVALID;
     }
-    const char *model = config->describe_model ? config->describe_model : DEFAULT_MODEL;
-    char *request = build_request(model, question, name && *name ? name : "file", media_type, data,
-                                  size);
+    if (strncmp(*media_type, "image/", 6) == 0) {
+        unsigned width, height;
+        if (!image_size(*media_type, data, size, &width, &height)) {
+            sandbox_set_error(error, "describe: the %s has no readable size in its header "
+                                     "(a damaged image?)", *media_type);
+            return DESCRIBE_INVALID;
+        }
+        if (width > DESCRIBE_MAX_IMAGE_SIDE || height > DESCRIBE_MAX_IMAGE_SIDE ||
+            size > DESCRIBE_MAX_IMAGE_BYTES) {
+            sandbox_set_error(error, "describe: the image is %ux%u px and %zu bytes, more than "
+                                     "the %u px a side and %u bytes a model is sent; make it "
+                                     "smaller first (Pillow: image.thumbnail((%u, %u)), then "
+                                     "save it as PNG)", width, height, size,
+                              DESCRIBE_MAX_IMAGE_SIDE, DESCRIBE_MAX_IMAGE_BYTES,
+                              DESCRIBE_MAX_IMAGE_SIDE, DESCRIBE_MAX_IMAGE_SIDE);
+            return DESCRIBE_INVALID;
+        }
+    }
+    return DESCRIBE_OK;
+}
+
+/* The program the MCP tool runs in the session to read the file: a fixed
+ * expression (no name is left in the session's globals), evaluated with
+ * __capsule_arguments__ = {"path": ...}.  Its value is {"base64": the
+ * bytes}, {"size": n} when too large to send, or {"error": why}.  An image
+ * over the caps is downscaled there, by the guest's own Pillow (a
+ * thumbnail saved as PNG, smaller again while the PNG is over the byte
+ * cap); one it cannot open (Pillow in the guest has no JPEG or WebP codec)
+ * is an error.  The host never decodes what the guest made. */
+#define SOURCE_IMAGE_BYTES 67108864 /* an image larger than this is not opened */
+#define MAX_DOWNSCALED_PIXELS 40000000 /* nor one with more pixels (guest memory) */
+_Static_assert(DESCRIBE_MAX_FILE_BYTES == 8388608 && DESCRIBE_MAX_IMAGE_BYTES == 5242880 &&
+                   DESCRIBE_MAX_IMAGE_SIDE == 1568,
+               "describe_read_program spells these numbers out");
+const char describe_read_program[] =
+    "(lambda g: (exec(r'''\n"
+    "import base64, io, os\n"
+    "def raw(path):\n"
+    "    with open(path, 'rb') as f:\n"
+    "        return {'base64': base64.b64encode(f.read()).decode()}\n"
+    "def main(path):\n"
+    "    size = os.path.getsize(path)\n"
+    "    with open(path, 'rb') as f:\n"
+    "        head = f.read(16)\n"
+    "    image = (head[:8] == b'\\x89PNG\\r\\n\\x1a\\n' or head[:3] == b'\\xff\\xd8\\xff'\n"
+    "             or head[:6] in (b'GIF87a', b'GIF89a') or (head[:4] == b'RIFF' and head[8:12] == b'WEBP'))\n"
+    "    if not image:\n"
+    "        return {'size': size} if size > MAX_FILE else raw(path)\n"
+    "    if size > MAX_SOURCE:\n"
+    "        return {'error': f'the image has {size} bytes, too many to make it smaller'}\n"
+    "    try:\n"
+    "        from PIL import Image\n"
+    "        picture = Image.open(path)\n"
+    "        width, height = picture.size\n"
+    "    except Exception as error:\n"
+    "        if size <= MAX_IMAGE:\n"
+    "            return raw(path)\n"
+    "        return {'error': f'cannot open the image to make it smaller ({type(error).__name__}: {error})'}\n"
+    "    try:\n"
+    "        with picture:\n"
+    "            if max(width, height) <= SIDE and size <= MAX_IMAGE:\n"
+    "                return raw(path)\n"
+    "            if width * height > MAX_PIXELS:\n"
+    "                return {'error': f'the image is {width}x{height} px, too large to make smaller'}\n"
+    "            alpha = picture.mode in ('RGBA', 'LA', 'PA') or 'transparency' in picture.info\n"
+    "            small = picture.convert('RGBA' if alpha else 'RGB')\n"
+    "            small.thumbnail((SIDE, SIDE))\n"
+    "            out = io.BytesIO()\n"
+    "            small.save(out, 'PNG')\n"
+    "            while out.tell() > MAX_IMAGE and max(small.size) > 64:\n"
+    "                small.thumbnail((max(small.size) * 3 // 4,) * 2)\n"
+    "                out = io.BytesIO()\n"
+    "                small.save(out, 'PNG')\n"
+    "            return {'base64': base64.b64encode(out.getvalue()).decode(),\n"
+    "                    'downscaled': [width, height, small.width, small.height]}\n"
+    "    except Exception as error:\n"
+    "        return {'error': f'cannot make the image smaller ({type(error).__name__}: {error})'}\n"
+    "''', g), g['main'](__capsule_arguments__['path']))[1])({'MAX_FILE': 8388608, "
+    "'MAX_IMAGE': 5242880, 'SIDE': 1568, 'MAX_SOURCE': 67108864, 'MAX_PIXELS': 40000000})";
+
+describe_outcome describe_file(cap_config *config, const void *data, size_t size,
+                               const char *name, const char *question, double timeout_seconds,
+                               char **json, char *error) {
+    *json = NULL;
+    if (!cap_config_describe_enabled(config)) {
+        sandbox_set_error(error, "describe is not available: the server has no model endpoint "
+                                 "(capsule serve --describe-url URL --describe-key-file FILE)");
+        return DESCRIBE_OFF;
+    }
+    const char *media_type = NULL;
+    describe_outcome checked = check_file(data, size, question, &media_type, error);
+    if (checked != DESCRIBE_OK) return checked;
+    int api = endpoint_api(config);
+    const char *model = config->describe_model ? config->describe_model
+                        : api == API_ANTHROPIC ? DEFAULT_ANTHROPIC_MODEL
+                                               : DEFAULT_OPENAI_MODEL;
+    char *request = build_request(api, model, question, name && *name ? name : "file", media_type,
+                                  data, size);
     if (!request) {
         sandbox_set_error(error, "out of memory");
         return DESCRIBE_FAILED;
@@ -210,45 +498,47 @@ describe_outcome describe_file(cap_config *config, const void *data, size_t size
                           timeout_seconds > 0 && timeout_seconds < DEFAULT_SECONDS
                               ? timeout_seconds
                               : DEFAULT_SECONDS,
-                          MAX_ANSWER_BYTES, "application/json"};
-    char authorization[4200] = "";
-    if (config->describe_key)
-        snprintf(authorization, sizeof authorization, "Bearer %s", config->describe_key);
+                          MAX_ANSWER_BYTES, "application/json", 1};
+    /* The key travels only in these headers, which are wiped after. */
+    char key_header[4200] = "";
+    const char *headers[2];
+    int header_count = 0;
+    if (config->describe_key) {
+        snprintf(key_header, sizeof key_header,
+                 api == API_ANTHROPIC ? "x-api-key: %s" : "Authorization: Bearer %s",
+                 config->describe_key);
+        headers[header_count++] = key_header;
+    }
+    if (api == API_ANTHROPIC) headers[header_count++] = "anthropic-version: " ANTHROPIC_VERSION;
     buffer body = {0};
     char message[256] = "";
-    int rc = http_post_authorized(&policy, config->describe_url,
-                                  authorization[0] ? authorization : NULL, request,
-                                  strlen(request), &body, message);
-    explicit_bzero(authorization, sizeof authorization);
+    int rc = http_post_headers(&policy, config->describe_url, headers, header_count, request,
+                               strlen(request), &body, message);
+    explicit_bzero(key_header, sizeof key_header);
     free(request);
     if (rc != 0) {
+        char reason[256];
+        provider_reason(&body, reason, sizeof reason);
         buffer_free(&body);
-        sandbox_set_error(error, "describe: the model endpoint failed: %s", message);
+        sandbox_set_error(error, "describe: the model endpoint failed: %s%s", message, reason);
         return rc == -ETIMEDOUT ? DESCRIBE_TIMEOUT : DESCRIBE_FAILED;
     }
     cJSON *response = cJSON_ParseWithLength(body.data ? body.data : "", body.size);
-    buffer_free(&body);
-    char *answer = response ? answer_text(response) : NULL;
-    cJSON_Delete(response);
+    char *answer = response ? answer_text(api, response) : NULL;
     if (!answer) {
-        sandbox_set_error(error, "describe: the model endpoint's answer has no text "
-                                 "(choices[0].message.content)");
-        return DESCRIBE_FAILED;
+        char reason[256] = "";
+        if (!response) provider_reason(&body, reason, sizeof reason);
+        sandbox_set_error(error, "describe: the model endpoint's answer has no text (%s)%s",
+                          api == API_ANTHROPIC ? "content[].text" : "choices[0].message.content",
+                          reason);
     }
+    cJSON_Delete(response);
+    buffer_free(&body);
+    if (!answer) return DESCRIBE_FAILED;
     char *clean = utf8_sanitize(answer, strlen(answer)); /* JSON strings must be UTF-8 */
     free(answer);
-    if (!clean) {
-        sandbox_set_error(error, "out of memory");
-        return DESCRIBE_FAILED;
-    }
-    answer = clean;
-    cJSON *result = cJSON_CreateObject();
-    cJSON_AddStringToObject(result, "answer", answer);
-    cJSON_AddStringToObject(result, "media_type", media_type);
-    cJSON_AddStringToObject(result, "model", model);
-    free(answer);
-    *json = cJSON_PrintUnformatted(result);
-    cJSON_Delete(result);
+    *json = clean ? result_json(clean, media_type, model) : NULL;
+    free(clean);
     if (!*json) {
         sandbox_set_error(error, "out of memory");
         return DESCRIBE_FAILED;

@@ -1,6 +1,7 @@
 /*
  * describe.h — `describe`: a file and a question to a configured model
- * endpoint (OpenAI-compatible chat/completions), the answer as text.
+ * endpoint (OpenAI-compatible chat/completions or Anthropic's Messages
+ * API), the answer as text.
  */
 #ifndef CAPSULE_DESCRIBE_H
 #define CAPSULE_DESCRIBE_H
@@ -10,6 +11,17 @@
 #include "capsule.h"
 
 #define DESCRIBE_MAX_FILE_BYTES (8u << 20)
+/* An image is sent only up to these (Anthropic's advice: a longer side
+ * is scaled down by the provider anyway; its limit is 5 MB an image). */
+#define DESCRIBE_MAX_IMAGE_SIDE 1568
+#define DESCRIBE_MAX_IMAGE_BYTES (5u << 20)
+
+/* The fixed program (an expression) that reads a session's file for the
+ * MCP tool, downscaling a large image with the guest's Pillow: evaluated
+ * with __capsule_arguments__ = {"path": PATH}, its value is {"base64":
+ * BYTES} (and "downscaled": [w, h, new w, new h]), {"size": N} (too
+ * large) or {"error": WHY}. */
+extern const char describe_read_program[];
 
 typedef enum describe_outcome {
     DESCRIBE_OK,

@@ -22,7 +22,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../deps/deps.h" /* metadata_field */
 #include "../sandbox/sandbox.h"
+#include "../sandbox/zygote.h" /* GUEST_SITE_PACKAGES */
+#include "../vfs/vfs.h"
 
 #define MAX_INDEXED_PER_FILE (2u << 20)
 #define MAX_INDEXED_TOTAL (48u << 20)
@@ -32,6 +35,23 @@
 #define MAX_TEXT_BYTES 4000 /* of a section, returned with each result */
 #define MAX_TITLE_BYTES 300
 #define MAX_SECTION_BYTES (16u << 10) /* longer sections are indexed in parts */
+#define MAX_METADATA_READ (256u << 10) /* of a distribution's METADATA */
+#define MAX_DESCRIPTION_BYTES (16u << 10) /* of its description, indexed */
+#define MAX_DISTRIBUTIONS 500 /* indexed per config, all environments together */
+
+/* An installed distribution's metadata, kept by the config (its index may
+ * be rebuilt) from the first environment that had it on. */
+typedef struct help_distribution {
+    char *info;  /* "openpyxl-3.1.2.dist-info": one entry per distribution and version */
+    char *title; /* "Package openpyxl 3.1.2: A Python library to read/write Excel..." */
+    char *path;  /* its METADATA in the guest */
+    char *text;  /* Summary, then the description: clean UTF-8, capped */
+} help_distribution;
+
+typedef struct help_distributions {
+    help_distribution *items;
+    int count;
+} help_distributions;
 
 typedef struct help_index {
     sqlite3 *database;
@@ -251,6 +271,23 @@ static int index_function(help_index *index, const struct function *function) {
     return rc;
 }
 
+/* One entry of CPython's documentation: trusted, compiled-in text, so it
+ * is neither cleaned nor counted against the caps of /docs.  Its section
+ * is the path's last part ("with", "gzip", "enumerate"). */
+static int index_python_doc(help_index *index, const help_python_doc *doc) {
+    const char *section = strrchr(doc->path, '/');
+    if (!section && strncmp(doc->path, "builtins.", 9) == 0) section = doc->path + 8;
+    section = section ? section + 1 : doc->path;
+    return add_section(index, doc->title, doc->path, section, "python-doc", doc->text,
+                       strlen(doc->text));
+}
+
+static int index_distribution(help_index *index, const help_distribution *distribution) {
+    const char *name = distribution->info;
+    return add_section(index, distribution->title, distribution->path, name, "package",
+                       distribution->text, strlen(distribution->text));
+}
+
 static void index_free(help_index *index) {
     if (!index) return;
     sqlite3_finalize(index->insert);
@@ -299,6 +336,11 @@ static int index_build(cap_config *config, help_index **out, char *error) {
         failed = index_file(index, help_recipes[i].text, strlen(help_recipes[i].text), path,
                             help_recipes[i].name, "recipe");
     }
+    for (int i = 0; !failed && i < help_python_doc_count; i++)
+        failed = index_python_doc(index, &help_python_docs[i]);
+    help_distributions *distributions = config->help_distributions;
+    for (int i = 0; !failed && distributions && i < distributions->count; i++)
+        failed = index_distribution(index, &distributions->items[i]);
     for (int i = 0; !failed && i < config->function_count; i++)
         if (sandbox_function_granted(config, config->functions[i].name))
             failed = index_function(index, &config->functions[i]);
@@ -328,6 +370,17 @@ static int is_stop_word(const char *word) {
     return 0;
 }
 
+/* Words after which a stop word is a Python keyword the question is
+ * about ("the with statement", "a for loop", "the is operator"). */
+static int names_syntax(const char *word) {
+    static const char *const syntax[] = {"statement", "statements", "keyword", "keywords",
+                                         "loop", "loops", "clause", "clauses", "operator",
+                                         "operators", "block", "blocks"};
+    for (size_t i = 0; i < sizeof syntax / sizeof *syntax; i++)
+        if (strcmp(word, syntax[i]) == 0) return 1;
+    return 0;
+}
+
 /* The FTS5 query for a question: "w1" OR "w2" ... of its distinct words
  * (stop words dropped unless nothing else is left).  A word is a run of
  * ASCII letters and digits or of non-ASCII characters, so it never holds
@@ -338,6 +391,7 @@ static int question_to_query(const char *question, buffer *query) {
     char *text = clean_utf8(question, size);
     if (!text) return -ENOMEM;
     char terms[MAX_QUERY_TERMS][MAX_TERM_BYTES + 1], stopped[MAX_QUERY_TERMS][MAX_TERM_BYTES + 1];
+    char previous[MAX_TERM_BYTES + 1] = ""; /* the last stop word, while it may be a keyword */
     int term_count = 0, stopped_count = 0;
     for (const char *p = text; *p && term_count < MAX_QUERY_TERMS;) {
         const unsigned char c = (unsigned char)*p;
@@ -362,6 +416,19 @@ static int question_to_query(const char *question, buffer *query) {
             word[i] = (start[i] >= 'A' && start[i] <= 'Z') ? (char)(start[i] + 32) : start[i];
         word[length] = '\0';
         int stop = is_stop_word(word);
+        if (!stop && previous[0] && names_syntax(word) && term_count < MAX_QUERY_TERMS - 1 &&
+            strlen(previous) + 1 + length <= MAX_TERM_BYTES) {
+            /* "with statement": the stop word was the point, and alone it
+             * tells nothing apart; as the phrase "with statement" it does
+             * (both are words: the phrase is still no FTS5 syntax). */
+            char *phrase = terms[term_count++];
+            size_t stop_length = strlen(previous);
+            memcpy(phrase, previous, stop_length);
+            phrase[stop_length] = ' ';
+            memcpy(phrase + stop_length + 1, word, length + 1);
+        }
+        if (stop) memcpy(previous, word, length + 1);
+        else previous[0] = '\0';
         char (*list)[MAX_TERM_BYTES + 1] = stop ? stopped : terms;
         int *count = stop ? &stopped_count : &term_count;
         int seen = 0;
@@ -482,8 +549,125 @@ void help_invalidate(cap_config *config) {
     pthread_mutex_unlock(&config->help_lock);
 }
 
+/* The whole of a file of the image (at most `limit` bytes, NUL-terminated),
+ * or NULL. */
+static char *image_file(const vfs_backend_ops *ops, void *backend, const char *path, size_t limit) {
+    vfs_file *file = NULL;
+    if (ops->open(backend, path, VFS_O_READ, &file) != 0) return NULL;
+    char *data = malloc(limit + 1);
+    size_t size = 0, done = 0;
+    while (data && size < limit &&
+           file->ops->read(file, data + size, limit - size, size, &done) == 0 && done > 0)
+        size += done;
+    file->ops->close(file);
+    if (data) data[size] = '\0';
+    return data;
+}
+
+/* A distribution from its METADATA (untrusted: what a package's author
+ * wrote): the Summary and the description (the body after the headers,
+ * or the old Description header), capped and made clean UTF-8. */
+static int read_distribution(const char *info, const char *metadata, help_distribution *out) {
+    char *name = metadata_field(metadata, "Name"), *version = metadata_field(metadata, "Version");
+    char *summary = metadata_field(metadata, "Summary");
+    char *old_description = metadata_field(metadata, "Description");
+    const char *body = strstr(metadata, "\n\n"), *crlf = strstr(metadata, "\r\n\r\n");
+    if (crlf && (!body || crlf < body)) body = crlf + 2; /* written on Windows */
+    body = body ? body + 2 : "";
+    if (!*body && old_description) body = old_description;
+    size_t body_size = strlen(body);
+    if (body_size > MAX_DESCRIPTION_BYTES) body_size = MAX_DESCRIPTION_BYTES;
+    buffer text = {0};
+    int rc = summary ? buffer_append(&text, summary, strlen(summary)) : 0;
+    if (rc == 0) rc = buffer_append(&text, "\n\n", 2);
+    if (rc == 0) rc = buffer_append(&text, body, body_size);
+    char title[MAX_TITLE_BYTES + 1], path[512];
+    snprintf(title, sizeof title, "Package %.100s %.40s%s%.150s", name ? name : info,
+             version ? version : "", summary ? ": " : "", summary ? summary : "");
+    snprintf(path, sizeof path, "%s/%s/%s", GUEST_SITE_PACKAGES, info,
+             strstr(info, ".dist-info") ? "METADATA" : "PKG-INFO");
+    out->info = strdup(info);
+    out->title = clean_utf8(title, strlen(title));
+    out->path = strdup(path);
+    out->text = rc == 0 ? clean_utf8(text.data, text.size) : NULL;
+    buffer_free(&text);
+    free(name);
+    free(version);
+    free(summary);
+    free(old_description);
+    if (out->info && out->title && out->path && out->text) return 0;
+    free(out->info);
+    free(out->title);
+    free(out->path);
+    free(out->text);
+    return -ENOMEM;
+}
+
+void help_add_environment(cap_config *config, int image_fd) {
+    vfs_image *image = NULL;
+    const vfs_backend_ops *ops;
+    void *backend;
+    if (!config || image_fd < 0 || vfs_image_open_fd(image_fd, &image) != 0) return;
+    int rc = vfs_image_backend(image, &ops, &backend); /* which holds its own reference */
+    vfs_image_release(image);
+    if (rc != 0) return;
+    vfs_file *root = NULL;
+    if (ops->open(backend, "", VFS_O_READ | VFS_O_DIRECTORY, &root) != 0) root = NULL;
+    pthread_mutex_lock(&config->help_lock);
+    help_distributions *distributions = config->help_distributions;
+    if (!distributions) distributions = config->help_distributions = calloc(1, sizeof *distributions);
+    vfs_dirent entry;
+    for (uint64_t cookie = 0; root && distributions && root->ops->readdir(root, cookie, &entry) == 1;
+         cookie++) {
+        size_t length = strlen(entry.name);
+        int dist_info = length > 10 && strcmp(entry.name + length - 10, ".dist-info") == 0;
+        int egg_info = length > 9 && strcmp(entry.name + length - 9, ".egg-info") == 0;
+        if (!dist_info && !egg_info) continue;
+        int known = 0;
+        for (int i = 0; i < distributions->count; i++)
+            known |= strcmp(distributions->items[i].info, entry.name) == 0;
+        if (known || distributions->count >= MAX_DISTRIBUTIONS) continue;
+        char path[VFS_NAME_MAX + 16];
+        if (entry.type == VFS_DIRECTORY)
+            snprintf(path, sizeof path, "%s/%s", entry.name, dist_info ? "METADATA" : "PKG-INFO");
+        else
+            snprintf(path, sizeof path, "%s", entry.name);
+        char *metadata = image_file(ops, backend, path, MAX_METADATA_READ);
+        help_distribution distribution;
+        if (metadata && read_distribution(entry.name, metadata, &distribution) == 0) {
+            help_distribution *grown = realloc(distributions->items,
+                                               (size_t)(distributions->count + 1) * sizeof *grown);
+            if (grown) {
+                distributions->items = grown;
+                grown[distributions->count++] = distribution;
+                /* A built index takes it now; a later build takes them all. */
+                if (config->help_index) index_distribution(config->help_index, &distribution);
+            } else {
+                free(distribution.info);
+                free(distribution.title);
+                free(distribution.path);
+                free(distribution.text);
+            }
+        }
+        free(metadata);
+    }
+    pthread_mutex_unlock(&config->help_lock);
+    if (root) root->ops->close(root);
+    ops->destroy(backend);
+}
+
 void help_free(cap_config *config) {
     index_free(config->help_index);
     config->help_index = NULL;
+    help_distributions *distributions = config->help_distributions;
+    for (int i = 0; distributions && i < distributions->count; i++) {
+        free(distributions->items[i].info);
+        free(distributions->items[i].title);
+        free(distributions->items[i].path);
+        free(distributions->items[i].text);
+    }
+    if (distributions) free(distributions->items);
+    free(distributions);
+    config->help_distributions = NULL;
     pthread_mutex_destroy(&config->help_lock);
 }

@@ -10,6 +10,7 @@
 #include "mcp.h"
 
 #include "../sandbox/buffer.h" /* utf8_sanitize: JSON strings must be UTF-8 */
+#include "../help/describe.h" /* describe_read_program: the session reads the file */
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -1180,12 +1181,9 @@ static cJSON *help_tool(mcp_server *server, const cJSON *arguments, int *invalid
     return tool_result;
 }
 
-/* describe: the file's bytes from the session (a fixed program: base64,
+/* describe: the file's bytes from the session (describe.c's fixed
+ * program: base64, a large image first downscaled by the guest's Pillow,
  * or only its size when it is too large), then cap_config_describe. */
-static const char describe_read_expression[] =
-    "(lambda p: (lambda n: {'size': n} if n > 8 * 1024 * 1024 else\n"
-    "  {'base64': __import__('base64').b64encode(open(p, 'rb').read()).decode()})"
-    "(__import__('os').path.getsize(p)))(__capsule_arguments__['path'])";
 
 static cJSON *describe_tool(mcp_server *server, mcp_client *client, const char *id,
                             const reply *to, const char *scoped, const char *session,
@@ -1197,14 +1195,18 @@ static cJSON *describe_tool(mcp_server *server, mcp_client *client, const char *
     cJSON *guest_arguments = cJSON_CreateObject();
     cJSON_AddStringToObject(guest_arguments, "path", path);
     cJSON *read = session_program(server, client, id, to, scoped, session,
-                                  describe_read_expression, guest_arguments);
+                                  describe_read_program, guest_arguments);
     if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(read, "isError"))) return read;
     const cJSON *structured = cJSON_GetObjectItemCaseSensitive(read, "structuredContent");
     const cJSON *encoded = cJSON_GetObjectItemCaseSensitive(structured, "base64");
     const cJSON *size = cJSON_GetObjectItemCaseSensitive(structured, "size");
+    const cJSON *refused = cJSON_GetObjectItemCaseSensitive(structured, "error");
     char error[CAP_ERROR_SIZE] = "";
     cJSON *result;
-    if (!cJSON_IsString(encoded)) {
+    if (cJSON_IsString(refused)) {
+        snprintf(error, sizeof error, "describe: %.60s: %.150s", path, refused->valuestring);
+        result = tool_error(error);
+    } else if (!cJSON_IsString(encoded)) {
         snprintf(error, sizeof error, "describe: %.100s has %.0f bytes, more than the 8 MiB a "
                  "file may have", path, cJSON_IsNumber(size) ? size->valuedouble : 0);
         result = tool_error(error);

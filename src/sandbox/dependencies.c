@@ -14,6 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "../help/help.h"
 #include "frame.h"
 
 #define COMPILE_SECONDS 120.0 /* compiling a new environment's modules to bytecode */
@@ -131,6 +132,7 @@ static double answer_dependencies(cap_sandbox *sandbox, int fd, const char *payl
                                 options->userdata, &environment, &message)
                  : -1;
     if (rc == 0 && environment.needs_bytecode) compile_environment(sandbox, &environment, options);
+    if (rc == 0) help_add_environment(config, environment.fd); /* its packages' docs */
     cJSON *answer = cJSON_CreateObject();
     cJSON_AddBoolToObject(answer, "ok", rc == 0);
     if (rc == 0) {

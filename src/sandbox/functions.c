@@ -245,7 +245,7 @@ static int call_endpoint(void *userdata, const cap_function_call *call, char **r
         return CAP_FUNCTION_ERROR;
     }
     http_policy policy = {config->allowed_urls, config->allowed_count, call->timeout_seconds,
-                          (size_t)call->max_result_bytes, "application/json"};
+                          (size_t)call->max_result_bytes, "application/json", 0};
     buffer body = {0};
     char message[256] = "";
     int rc = http_post(&policy, f->url, call->arguments, call->arguments_size, &body, message);

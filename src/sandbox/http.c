@@ -51,8 +51,12 @@ static double seconds_now(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static int transfer_url(const http_policy *policy, const char *url, const char *authorization,
-                        const char *post_body, size_t post_size, buffer *body, char *message) {
+/* One fetch (or POST, with `post_body`), following allowed redirects.
+ * `extra_headers` ("Name: value" lines, `extra_count` of them) are sent as
+ * given and never logged: they carry keys. */
+static int transfer_url(const http_policy *policy, const char *url,
+                        const char *const *extra_headers, int extra_count, const char *post_body,
+                        size_t post_size, buffer *body, char *message) {
     if (library_load_curl(message) != 0) return -ENOSYS;
     char current[4096];
     snprintf(current, sizeof current, "%s", url);
@@ -89,12 +93,7 @@ static int transfer_url(const http_policy *policy, const char *url, const char *
             snprintf(accept, sizeof accept, "Accept: %s", policy->accept);
             headers = curl_slist_append(NULL, accept);
         }
-        if (authorization) {
-            char header[4200];
-            snprintf(header, sizeof header, "Authorization: %s", authorization);
-            headers = curl_slist_append(headers, header);
-            explicit_bzero(header, sizeof header);
-        }
+        for (int i = 0; i < extra_count; i++) headers = curl_slist_append(headers, extra_headers[i]);
         if (post_body) {
             headers = curl_slist_append(headers, "Content-Type: application/json");
             curl_easy_setopt(curl, CURLOPT_POSTFIELDS, post_body);
@@ -129,7 +128,9 @@ static int transfer_url(const http_policy *policy, const char *url, const char *
         }
         curl_easy_cleanup(curl);
         if (rc <= 0) {
-            if (rc) buffer_free(body);
+            /* An HTTP error's body is kept when asked: it says why. */
+            int http_error = code == CURLE_OK && !t.too_big && (status < 200 || status >= 300);
+            if (rc && !(http_error && policy->keep_error_body)) buffer_free(body);
             return rc;
         }
     }
@@ -139,16 +140,28 @@ static int transfer_url(const http_policy *policy, const char *url, const char *
 }
 
 int http_fetch(const http_policy *policy, const char *url, buffer *body, char *message) {
-    return transfer_url(policy, url, NULL, NULL, 0, body, message);
+    return transfer_url(policy, url, NULL, 0, NULL, 0, body, message);
 }
 
 int http_post(const http_policy *policy, const char *url, const char *request,
               size_t request_size, buffer *body, char *message) {
-    return transfer_url(policy, url, NULL, request ? request : "", request_size, body, message);
+    return transfer_url(policy, url, NULL, 0, request ? request : "", request_size, body, message);
 }
 
 int http_post_authorized(const http_policy *policy, const char *url, const char *authorization,
                          const char *request, size_t request_size, buffer *body, char *message) {
-    return transfer_url(policy, url, authorization, request ? request : "", request_size, body,
-                        message);
+    char header[4200] = "";
+    if (authorization) snprintf(header, sizeof header, "Authorization: %s", authorization);
+    const char *headers[] = {header};
+    int rc = transfer_url(policy, url, headers, authorization ? 1 : 0, request ? request : "",
+                          request_size, body, message);
+    explicit_bzero(header, sizeof header);
+    return rc;
+}
+
+int http_post_headers(const http_policy *policy, const char *url, const char *const *headers,
+                      int header_count, const char *request, size_t request_size, buffer *body,
+                      char *message) {
+    return transfer_url(policy, url, headers, header_count, request ? request : "", request_size,
+                        body, message);
 }

@@ -15,6 +15,7 @@ typedef struct http_policy {
     double timeout_seconds;        /* whole transfer, redirects included */
     size_t max_bytes;              /* body size cap */
     const char *accept;            /* an Accept header, or NULL */
+    int keep_error_body;           /* 1: an HTTP 4xx/5xx leaves its body in `body` (its message) */
 } http_policy;
 
 /* 1 if `url` lies under one of the allowed prefixes (a prefix matches only
@@ -36,5 +37,11 @@ int http_post(const http_policy *policy, const char *url, const char *request,
  * for a model endpoint's key, which is never logged or shown. */
 int http_post_authorized(const http_policy *policy, const char *url, const char *authorization,
                          const char *request, size_t request_size, buffer *body, char *message);
+
+/* http_post with extra "Name: value" headers (an API key, a version),
+ * which are never logged or shown. */
+int http_post_headers(const http_policy *policy, const char *url, const char *const *headers,
+                      int header_count, const char *request, size_t request_size, buffer *body,
+                      char *message);
 
 #endif

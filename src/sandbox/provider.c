@@ -144,7 +144,7 @@ static int answer_fetch(const cap_config *config, int fd, const char *payload, s
                               timeout < left ? timeout : left,
                               config->http_max_bytes ? config->http_max_bytes
                                                      : DEFAULT_HTTP_MAX_BYTES,
-                              NULL};
+                              NULL, 0};
         const char *url = templated_url ? templated_url : config->resource_urls[index];
         rc = policy.timeout_seconds > 0 ? http_fetch(&policy, url, &body, message) : -ETIMEDOUT;
     }

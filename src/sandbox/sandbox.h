@@ -143,11 +143,14 @@ struct cap_config {
      * use. */
     void *help_index;
     pthread_mutex_t help_lock;
+    void *help_distributions; /* the installed distributions' metadata (help.c) */
     /* describe (src/help/describe.c): an OpenAI-compatible chat/completions
-     * URL, its key and model; off while the URL is NULL. */
+     * or an Anthropic messages URL, its key and model; off while the URL is
+     * NULL.  describe_api: 0 (told by the URL), 1 OpenAI, 2 Anthropic. */
     char *describe_url;
     char *describe_key;
     char *describe_model;
+    int describe_api;
 };
 
 /* Formats into the caller's CAP_ERROR_SIZE buffer; a NULL `error` is allowed. */

@@ -1082,6 +1082,12 @@ static void help_searches_docs_recipes_and_functions(void **state) {
     json = cap_config_help(own, "\"NEAR(\" AND OR * ^ : - \"", 0, error);
     assert_non_null(json);
     free(json);
+    /* CPython's own documentation is compiled in. */
+    json = cap_config_help(own, "What does enumerate return?", 1, error);
+    assert_non_null(json);
+    assert_non_null(strstr(json, "\"path\":\"builtins.enumerate\""));
+    assert_non_null(strstr(json, "\"kind\":\"python-doc\""));
+    free(json);
     assert_null(cap_config_help(own, "x", 21, error));
     assert_null(cap_config_help(own, NULL, 1, error));
     /* describe is off until a URL is set, and the URL must be http(s). */
@@ -1095,6 +1101,16 @@ static void help_searches_docs_recipes_and_functions(void **state) {
     assert_int_equal(cap_config_describe_enabled(own), 1);
     assert_null(cap_config_describe(own, "\x00\x01\x02", 3, "junk", "what?", 1, error));
     assert_non_null(strstr(error, "unsupported media type"));
+    /* An image over 1568 px a side is refused, its size read from its
+     * header; the API is openai, anthropic or auto. */
+    static const unsigned char wide_png[] = {
+        0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0, 0, 0, 13, 'I', 'H', 'D', 'R',
+        0, 0, 0x07, 0xd0, 0, 0, 0, 10, 8, 2, 0, 0, 0, 0, 0, 0, 0};
+    assert_null(cap_config_describe(own, wide_png, sizeof wide_png, "wide.png", "what?", 1, error));
+    assert_non_null(strstr(error, "the image is 2000x10 px"));
+    assert_int_equal(cap_config_set_describe_api(own, "anthropic", error), CAP_OK);
+    assert_int_equal(cap_config_set_describe_api(own, "gemini", error), CAP_EINVAL);
+    assert_int_equal(cap_config_set_describe_api(own, NULL, error), CAP_OK);
     cap_config_free(own);
     unlink(path);
     snprintf(path, sizeof path, "%s", directory);

@@ -85,6 +85,13 @@ QUESTIONS = [
     ("How do I group the rows of a CSV file and sum a column?", "capsule:recipes/csv.md"),
     ("Which function tells me the shipping address of an order?",
      "capsule.functions.lookup_order"),
+    # CPython's own documentation, compiled in (tools/extract-python-docs.py).
+    ("How does the with statement work?", "pydoc:topics/with"),
+    ("How do I parse command line arguments?", "argparse"),
+    ("How do I read a gzip file?", "gzip"),
+    ("What does enumerate return?", "builtins.enumerate"),
+    ("How do I find all matches of a regular expression?", "re"),
+    ("How do I format a date as a string?", "datetime"),
 ]
 
 LOOKUP = "import json, sys; json.dump({'status': 'shipped'}, sys.stdout)"
@@ -186,6 +193,26 @@ def test_results_have_titles_paths_snippets_and_text(server):
     function = ask(server, "lookup order shipping address", id=3)["structuredContent"]["results"]
     entry = next(e for e in function if e["path"] == "capsule.functions.lookup_order")
     assert entry["kind"] == "function" and "The order's id." in entry["text"]
+
+
+def test_python_documentation_is_indexed(server):
+    """The language reference topics, the stdlib's modules and the
+    built-ins: kind python-doc, a path the agent can name, the text."""
+    topic = ask(server, "the with statement", id=2)["structuredContent"]["results"]
+    entry = next(e for e in topic if e["path"] == "pydoc:topics/with")
+    assert entry["kind"] == "python-doc" and entry["section"] == "with"
+    assert entry["title"] == 'Python language reference: The "with" statement'
+    assert "__enter__" in entry["text"]
+    module = ask(server, "gzip compressed file", id=3)["structuredContent"]["results"]
+    entry = next(e for e in module if e["path"] == "gzip")
+    assert entry["title"].startswith("Python module gzip: ")
+    assert "gzip.open(filename" in entry["text"]
+    builtin = ask(server, "enumerate", id=4)["structuredContent"]["results"]
+    assert builtin[0]["path"] == "builtins.enumerate", builtin
+    assert "Return an enumerate object." in builtin[0]["text"]
+    # Pillow, compiled into the guest, is documented from its own sources.
+    pillow = ask(server, "Pillow image thumbnail", id=5, limit=10)["structuredContent"]["results"]
+    assert any(e["path"].startswith("PIL") for e in pillow), pillow
 
 
 def test_the_guest_gets_the_same_results_as_the_mcp_tool(server):
@@ -355,3 +382,75 @@ def test_every_recipe_runs_in_capsule(capsule, name, tmp_path):
     result = capsule.json(program, *args, timeout=300)
     assert result["status"] == "success", (name, result["error"], result["stderr"])
     assert "recipe done" in result["stdout"]
+
+
+# --- installed distributions -------------------------------------------------
+
+def write_wheel(directory, name, metadata_body, summary):
+    """A pure wheel NAME-1.0 whose METADATA has `summary` and the
+    description `metadata_body` (str or bytes)."""
+    import base64
+    import hashlib
+    import zipfile
+    info = f"{name}-1.0.dist-info"
+    body = metadata_body.encode() if isinstance(metadata_body, str) else metadata_body
+    entries = {f"{name}/__init__.py": b"VALUE = 1\n",
+               f"{info}/METADATA": (f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n"
+                                    f"Summary: {summary}\n\n").encode() + body,
+               f"{info}/WHEEL": b"Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    record = [f"{path},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},{len(data)}"
+              for path, data in entries.items()]
+    entries[f"{info}/RECORD"] = ("\n".join(record + [f"{info}/RECORD,,"]) + "\n").encode()
+    with zipfile.ZipFile(directory / f"{name}-1.0-py3-none-any.whl", "w") as archive:
+        for path, data in entries.items():
+            archive.writestr(path, data)
+
+
+def test_installed_distributions_are_indexed_once_installed(binary, tmp_path):
+    """A run that imports a package installs it; from then on help finds
+    its METADATA (Summary and description, capped, cleaned), with the path
+    of that file in the guest."""
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    write_wheel(wheels, "prettygrid", "# prettygrid\n\n## Usage\n\nCall prettygrid.render(rows) "
+                "to draw the rows of a table as a text grid with borders.\n",
+                "Pretty-print tabular data as text grids")
+    # Hostile metadata: control characters, bad UTF-8, a 1 MB description.
+    noisy = (b"kingfisher \x1b[31m\xff\xfe nests\n" + b"filler words " * 20000 +
+             b"zebrafinch\n" + b"more " * 60000)
+    write_wheel(wheels, "noisydoc", noisy, "Noisy \x07 metadata")
+    server = Stdio(binary, "--wheels", str(wheels), "--package-cache", str(tmp_path / "cache"))
+    question = "How do I pretty-print a table as a text grid?"
+    try:
+        before = ask(server, question, id=2)["structuredContent"]["results"]
+        assert not [e for e in before if e["kind"] == "package"], before
+        run = server.request("tools/call", {"name": "run_python_code", "arguments": {
+            "python_code": "import prettygrid, noisydoc\nprettygrid.VALUE"}}, 3)
+        assert run["result"]["structuredContent"]["status"] == "success", run
+        after = ask(server, question, id=4, limit=3)["structuredContent"]["results"]
+        entry = after[0]
+        assert entry["kind"] == "package", after
+        assert entry["title"] == "Package prettygrid 1.0: Pretty-print tabular data as text grids"
+        assert entry["path"] == ("/usr/local/lib/python3.11/site-packages/"
+                                 "prettygrid-1.0.dist-info/METADATA")
+        assert "prettygrid.render(rows)" in entry["text"]
+        usage = ask(server, "how do I use prettygrid", id=5, limit=3)["structuredContent"]["results"]
+        assert usage[0]["path"] == entry["path"], usage
+        # The path is a file the agent can open in a run that has the package.
+        opened = server.request("tools/call", {"name": "run_python_code", "arguments": {
+            "python_code": f"import prettygrid\nopen({entry['path']!r}).read().splitlines()[1]"}}, 6)
+        assert opened["result"]["structuredContent"]["return_value"] == "Name: prettygrid", opened
+        noisy_hits = ask(server, "kingfisher", id=7)["structuredContent"]["results"]
+        noisy_entry = next(e for e in noisy_hits if "noisydoc" in e["path"])
+        assert "\x1b" not in noisy_entry["text"] and "\x07" not in noisy_entry["title"]
+        assert len(noisy_entry["text"].encode()) <= 4003
+        # Only the first 16 KiB of a description are indexed.
+        beyond = ask(server, "zebrafinch", id=8)["structuredContent"]["results"]
+        assert not [e for e in beyond if "noisydoc" in e["path"]], beyond
+        # A second run with the same packages indexes nothing twice.
+        server.request("tools/call", {"name": "run_python_code", "arguments": {
+            "python_code": "import prettygrid"}}, 9)
+        again = ask(server, "prettygrid", id=10, limit=10)["structuredContent"]["results"]
+        assert len([e for e in again if e["kind"] == "package"]) == 1, again
+    finally:
+        server.close()
