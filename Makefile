@@ -38,7 +38,7 @@ SANDBOX_HOST_SOURCES := src/sandbox/config.c src/sandbox/docs.c src/sandbox/pool
                         src/sandbox/durable.c
 # help (src/help/): the index, and the recipes it ships, compiled in.
 RECIPES := $(sort $(wildcard docs/recipes/*.md))
-HELP_SOURCES := src/help/help.c src/help/describe.c $(BUILD)/gen/recipes.c
+HELP_SOURCES := src/help/help.c src/help/describe.c src/help/describe_media.c $(BUILD)/gen/recipes.c
 STORE_SOURCES := src/store/store.c src/store/sqlite.c src/store/postgres.c
 LIBRARY_SOURCES := $(SANDBOX_HOST_SOURCES) src/sandbox/zygote.c src/sandbox/durable_worker.c src/sandbox/frame.c \
                    src/sandbox/lockdown.c src/sandbox/buffer.c src/sandbox/http.c src/wasi/wasi.c \
@@ -47,7 +47,7 @@ LIBRARY_SOURCES := $(SANDBOX_HOST_SOURCES) src/sandbox/zygote.c src/sandbox/dura
                    src/runtime/runtime.c src/functions/mcp_client.c src/functions/code_mode.c \
                    $(HELP_SOURCES) $(STORE_SOURCES)
 CLI_SOURCES := src/cli/main.c src/cli/check.c src/cli/options.c src/cli/world.c src/cli/program.c src/cli/serve.c \
-               src/mcp/server.c src/mcp/stdio.c src/mcp/http.c
+               src/mcp/server.c src/mcp/stdio.c src/mcp/http.c src/mcp/ask.c src/mcp/describe_client.c
 HEADERS := $(wildcard include/*.h src/*/*.h)
 
 .PHONY: all build deps sample serve test unit-test test-store integration-test interop-test regression-test bench clean fuzz \
