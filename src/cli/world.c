@@ -68,7 +68,8 @@ static const char *const world_options[] = {
     "--config", "--mount", "--docs", "--output-dir", "--output", "--network", "--allow-url",
     "--allow-host", "--http-timeout", "--http-max", "--exec-resource", "--wheels", "--index-url",
     "--site-packages", "--package-cache", "--function", "--allow-function", "--deny-function",
-    "--require-approval", "--audit-log", "--mcp-config", "--describe-url", "--describe-key-file", "--describe-model"};
+    "--require-approval", "--audit-log", "--mcp-config", "--describe-url", "--describe-key-file",
+    "--describe-model"};
 
 int is_world_option(const char *arg) {
     for (size_t i = 0; i < sizeof world_options / sizeof *world_options; i++)
