@@ -415,6 +415,9 @@ typedef struct cap_run_options {
      * PermissionError. */
     int (*approve)(void *userdata, const char *function, const char *arguments_json,
                    char *reason);
+    /* With a store and a session: a retried call with the same key (and
+     * the same code) returns the stored result instead of running again. */
+    const char *idempotency_key;
     /* Asked by the guest's capsule.describe() when no describe endpoint is
      * configured (cap_config_set_describe): a model of the caller's, e.g. an
      * MCP client's own through sampling.  `data` (`size` bytes, named
@@ -425,9 +428,6 @@ typedef struct cap_run_options {
     char *(*ask_model)(void *userdata, const void *data, size_t size, const char *media_type,
                        const char *name, const char *question, double timeout_seconds,
                        char *error);
-    /* With a store and a session: a retried call with the same key (and
-     * the same code) returns the stored result instead of running again. */
-    const char *idempotency_key;
 } cap_run_options;
 
 /* Runs `code` (Python source, any bytes) as the program `main.py`, in a
