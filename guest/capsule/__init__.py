@@ -35,10 +35,11 @@ def describe(file, question):
     """Asks a model `question` about `file` (a path, or bytes), and returns
     its answer as text: for images the code made (PNG, JPEG, GIF, WebP),
     PDF files and UTF-8 text, at most 8 MiB.  The host sends it to the
-    model endpoint it was configured with; PermissionError when it has
-    none, TypeError for a file it cannot send (too large, another media
-    type), TimeoutError, capsule.functions.ToolError when the model
-    endpoint fails."""
+    model endpoint it was configured with, or else to the MCP client's own
+    model (sampling) when the client offers one; PermissionError when there
+    is neither, TypeError for a file it cannot send (too large, another
+    media type), TimeoutError, capsule.functions.ToolError when the model
+    fails or declines."""
     from capsule import functions
     if isinstance(file, (bytes, bytearray, memoryview)):
         data, name = bytes(file), "file"
