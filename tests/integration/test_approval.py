@@ -8,8 +8,6 @@ client's well-behaved side is in tests/interop/sdk.test.mjs.
 Guest code runs only inside capsule; the functions are host programs.
 """
 import json
-import queue
-import sys
 import time
 
 from test_code_mode import config as mcp_config, python_server
@@ -202,4 +200,29 @@ def test_a_client_that_goes_away_while_asked_ends_the_wait(binary, tmp_path):
     client.process.stdin.close()  # the client is gone: the server must not wait 60 s
     assert client.process.wait(timeout=20) is not None
     assert time.monotonic() - started < 20
+    assert not (tmp_path / "pay_invoice").exists()
+
+
+def test_an_http_call_answered_with_json_cannot_ask(binary, tmp_path):
+    """A legacy HTTP client that takes only JSON answers has no stream on
+    which the server could ask it: refused at once, never a hang."""
+    from test_mcp import HttpServer
+    server = HttpServer(binary, *functions(tmp_path), "--require-approval", "pay_*")
+    try:
+        response, payload = server.post({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                                         "params": {"protocolVersion": "2025-11-25",
+                                                    "capabilities": {"elicitation": {}},
+                                                    "clientInfo": {"name": "t", "version": "1"}}})
+        session = response.getheader("Mcp-Session-Id")
+        started = time.monotonic()
+        response, payload = server.post(
+            {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+             "params": {"name": "run_python_code", "arguments": {"python_code": CALLS}}},
+            headers={"Accept": "application/json"}, session=session)
+        assert response.getheader("Content-Type").startswith("application/json")
+        paid, looked = returned(json.loads(payload))
+        assert "cannot be asked on this connection" in paid and looked == {"order": 7}
+        assert time.monotonic() - started < 20
+    finally:
+        server.stop()
     assert not (tmp_path / "pay_invoice").exists()
