@@ -41,7 +41,7 @@ SANDBOX_HOST_SOURCES := src/sandbox/config.c src/sandbox/docs.c src/sandbox/pool
                         src/sandbox/durable.c
 # help (src/help/): the index, and the recipes it ships, compiled in.
 RECIPES := $(sort $(wildcard docs/recipes/*.md))
-HELP_SOURCES := src/help/help.c src/help/describe.c $(BUILD)/gen/recipes.c $(BUILD)/gen/python-docs.c
+HELP_SOURCES := src/help/help.c src/help/describe.c src/help/describe_media.c $(BUILD)/gen/recipes.c $(BUILD)/gen/python-docs.c
 LIBRARIES_SOURCES := src/libraries/libraries.c
 STORE_SOURCES := src/store/store.c src/store/sqlite.c src/store/postgres.c $(LIBRARIES_SOURCES)
 LIBRARY_SOURCES := $(SANDBOX_HOST_SOURCES) src/sandbox/zygote.c src/sandbox/start_image.c src/sandbox/durable_worker.c \
@@ -52,7 +52,7 @@ LIBRARY_SOURCES := $(SANDBOX_HOST_SOURCES) src/sandbox/zygote.c src/sandbox/star
                    src/runtime/runtime.c src/functions/mcp_client.c src/functions/code_mode.c \
                    $(HELP_SOURCES) $(STORE_SOURCES)
 CLI_SOURCES := src/cli/main.c src/cli/check.c src/cli/options.c src/cli/world.c src/cli/program.c src/cli/serve.c \
-               src/mcp/server.c src/mcp/stdio.c src/mcp/http.c
+               src/mcp/server.c src/mcp/stdio.c src/mcp/http.c src/mcp/ask.c src/mcp/describe_client.c
 HEADERS := $(wildcard include/*.h src/*/*.h)
 
 .PHONY: all build deps sample serve test unit-test test-store integration-test interop-test regression-test bench clean fuzz \

@@ -364,6 +364,11 @@ int cap_config_add_http_function(cap_config *config, const char *name, const cha
  * cap_run_options.approve; without one, or when it says no, the call fails
  * closed (PermissionError) and the function does not run. */
 int cap_config_require_approval(cap_config *config, const char *name, char *error);
+/* The same for every function whose name matches the glob `pattern`
+ * (fnmatch: "github.*", "*delete*"), whenever it is added, before or
+ * after this call: functions, HTTP functions and code-mode tools alike.
+ * At most 64 patterns. */
+int cap_config_require_approval_matching(cap_config *config, const char *pattern, char *error);
 
 /* Allow and deny lists of glob patterns (fnmatch: "github.*", "*delete*")
  * over the functions' names.  A function is granted when it is added, it
@@ -419,12 +424,27 @@ typedef struct cap_run_options {
      * ("resolving pypdf", "downloading x.whl"), on the calling thread. */
     void (*on_progress)(void *userdata, const char *message);
     /* Asked before each call of a function that needs approval
-     * (cap_config_require_approval), on the calling thread: non-zero
-     * allows this one call.  NULL: such calls fail with PermissionError. */
-    int (*approve)(void *userdata, const char *function, const char *arguments_json);
+     * (cap_config_require_approval, cap_config_require_approval_matching),
+     * on the calling thread: non-zero allows this one call.  When it
+     * refuses it may say why in `reason` (CAP_ERROR_SIZE bytes, "" on
+     * entry), e.g. "declined by the user": the guest's PermissionError and
+     * the audit log's message repeat it.  NULL: such calls fail with
+     * PermissionError. */
+    int (*approve)(void *userdata, const char *function, const char *arguments_json,
+                   char *reason);
     /* With a store and a session: a retried call with the same key (and
      * the same code) returns the stored result instead of running again. */
     const char *idempotency_key;
+    /* Asked by the guest's capsule.describe() when no describe endpoint is
+     * configured (cap_config_set_describe): a model of the caller's, e.g. an
+     * MCP client's own through sampling.  `data` (`size` bytes, named
+     * `name`) has passed describe's checks and is of `media_type` (image/png,
+     * image/jpeg, image/gif, image/webp, application/pdf, text/plain).  The
+     * answer as malloc'd UTF-8 text, or NULL with `error` (a ToolError in the
+     * guest).  NULL: capsule.describe() raises PermissionError as before. */
+    char *(*ask_model)(void *userdata, const void *data, size_t size, const char *media_type,
+                       const char *name, const char *question, double timeout_seconds,
+                       char *error);
 } cap_run_options;
 
 /* Runs `code` (Python source, any bytes) as the program `main.py`, in a

@@ -86,10 +86,11 @@ def describe(file, question):
     its answer as text: for images the code made (PNG, JPEG, GIF, WebP),
     PDF files and UTF-8 text, at most 8 MiB.  An image over 1568 px a side
     or 5 MiB is first made smaller here (Pillow: a PNG thumbnail).  The host
-    sends it to the model endpoint it was configured with; PermissionError
-    when it has none, TypeError for a file it cannot send (too large,
-    another media type), TimeoutError, capsule.functions.ToolError when
-    the model endpoint fails."""
+    sends it to the model endpoint it was configured with, or else to the
+    MCP client's own model (sampling) when the client offers one;
+    PermissionError when there is neither, TypeError for a file it cannot
+    send (too large, another media type), TimeoutError,
+    capsule.functions.ToolError when the model fails or declines."""
     from capsule import functions
     if not isinstance(question, str) or not question.strip():
         raise TypeError("describe() takes the question as a non-empty string")

@@ -63,7 +63,15 @@ class Artifact(ctypes.Structure):
 
 OUTPUT_FUNCTION = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t)
 PROGRESS_FUNCTION = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_char_p)
-APPROVE_FUNCTION = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p)
+# approve(userdata, function, arguments_json, reason): reason is a buffer of
+# CAP_ERROR_SIZE bytes the approver may fill with why it refused.
+APPROVE_FUNCTION = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p,
+                                    ctypes.c_void_p)
+# ask_model(userdata, data, size, media_type, name, question, timeout, error): a
+# malloc'd answer; left NULL by the binding (capsule.describe() needs an endpoint).
+ASK_MODEL_FUNCTION = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                                      ctypes.c_size_t, ctypes.c_char_p, ctypes.c_char_p,
+                                      ctypes.c_char_p, ctypes.c_double, ctypes.c_void_p)
 
 
 class RunOptions(ctypes.Structure):
@@ -82,6 +90,7 @@ class RunOptions(ctypes.Structure):
         ("on_progress", PROGRESS_FUNCTION),
         ("approve", APPROVE_FUNCTION),
         ("idempotency_key", ctypes.c_char_p),
+        ("ask_model", ASK_MODEL_FUNCTION),
     ]
 
 

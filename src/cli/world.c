@@ -54,6 +54,9 @@ const char world_options_usage[] =
     "                       NAME=URL: the host POSTs the arguments to URL (--allow-url)\n"
     "  --allow-function GLOB  grant only the functions matching GLOB (repeatable)\n"
     "  --deny-function GLOB   never grant the functions matching GLOB (repeatable)\n"
+    "  --require-approval GLOB  calls of the functions and code-mode tools matching\n"
+    "                       GLOB ('github.*') need the MCP client's approval, asked by\n"
+    "                       elicitation; refused when it cannot be asked (repeatable)\n"
     "  --audit-log FILE     append one JSON line per function call to FILE\n"
     "  --describe-url URL   describe: an OpenAI-compatible chat/completions URL or an\n"
     "                       Anthropic .../v1/messages URL the host asks about files\n"
@@ -72,9 +75,8 @@ static const char *const world_options[] = {
     "--config", "--mount", "--docs", "--output-dir", "--output", "--network", "--allow-url",
     "--allow-host", "--http-timeout", "--http-max", "--exec-resource", "--wheels", "--index-url",
     "--site-packages", "--package-cache", "--start-cache", "--function", "--allow-function",
-    "--deny-function",
-    "--audit-log", "--mcp-config", "--describe-url", "--describe-key-file", "--describe-model",
-    "--describe-api", "--describe-key-env"};
+    "--deny-function", "--require-approval", "--audit-log", "--mcp-config", "--describe-url",
+    "--describe-key-file", "--describe-model", "--describe-api", "--describe-key-env"};
 
 int is_world_option(const char *arg) {
     for (size_t i = 0; i < sizeof world_options / sizeof *world_options; i++)
@@ -268,7 +270,8 @@ static int apply_config_file(cap_config *config, const char *path, world_setting
                                        "allow_urls", "http_timeout", "http_max_bytes",
                                        "exec_resources", "wheels", "index_urls", "site_packages",
                                        "package_cache", "functions", "allow_functions",
-                                       "deny_functions", "audit_log", "mcpServers", NULL};
+                                       "deny_functions", "require_approval", "audit_log",
+                                       "mcpServers", NULL};
     file_settings *settings = &world->settings;
     char error[CAP_ERROR_SIZE] = "";
     size_t size;
@@ -353,15 +356,18 @@ static int apply_config_file(cap_config *config, const char *path, world_setting
         bad = 1;
     const cJSON *servers = cJSON_GetObjectItemCaseSensitive(json, "mcpServers");
     if (!bad && rc == CAP_OK && servers && add_mcp_servers(config, servers, error) != 0) bad = 1;
-    for (int deny = 0; deny < 2; deny++) {
-        const cJSON *list =
-            cJSON_GetObjectItemCaseSensitive(json, deny ? "deny_functions" : "allow_functions");
+    static const char *const pattern_lists[] = {"allow_functions", "deny_functions",
+                                                "require_approval"};
+    for (int which = 0; which < 3; which++) {
+        const cJSON *list = cJSON_GetObjectItemCaseSensitive(json, pattern_lists[which]);
         if (list && !cJSON_IsArray(list)) bad = 1;
         cJSON_ArrayForEach(entry, list) {
             if (!cJSON_IsString(entry)) bad = 1;
             if (bad || rc != CAP_OK) continue;
-            rc = deny ? cap_config_deny_functions(config, entry->valuestring, error)
-                      : cap_config_allow_functions(config, entry->valuestring, error);
+            rc = which == 0 ? cap_config_allow_functions(config, entry->valuestring, error)
+                 : which == 1 ? cap_config_deny_functions(config, entry->valuestring, error)
+                              : cap_config_require_approval_matching(config, entry->valuestring,
+                                                                     error);
         }
     }
     const char *audit = string_member(json, "audit_log", &bad);
@@ -524,6 +530,11 @@ int parse_world_option(const char *arg, const char *value, cap_config *config,
                      : arg[2] == 'd' ? cap_config_deny_functions(config, value, error)
                                      : cap_config_set_audit_log(config, value, error);
             if (rc != CAP_OK) {
+                fprintf(stderr, "capsule: %s: %s\n", arg, error);
+                status = EXIT_USAGE;
+            }
+        } else if (strcmp(arg, "--require-approval") == 0) {
+            if (cap_config_require_approval_matching(config, value, error) != CAP_OK) {
                 fprintf(stderr, "capsule: %s: %s\n", arg, error);
                 status = EXIT_USAGE;
             }

@@ -348,6 +348,20 @@ int cap_config_add_mcp_server(cap_config *config, const char *name, const char *
         sandbox_set_error(error, "server %.80s: its configuration is not a JSON object", name);
         return CAP_EINVAL;
     }
+    /* "requireApproval": globs over this server's tool names, checked
+     * before anything is started: a typo must not leave tools unguarded. */
+    const cJSON *approval = cJSON_GetObjectItemCaseSensitive(spec, "requireApproval");
+    const cJSON *globs = cJSON_IsArray(approval) ? approval : NULL, *glob;
+    int bad_approval = approval && !globs;
+    cJSON_ArrayForEach(glob, globs)
+        bad_approval |= !cJSON_IsString(glob) || !glob->valuestring[0] ||
+                        strlen(glob->valuestring) > 200;
+    if (bad_approval) {
+        cJSON_Delete(spec);
+        sandbox_set_error(error, "server %.80s: \"requireApproval\" must be a list of tool-name "
+                          "globs (strings of 1 to 200 bytes), e.g. [\"create_*\", \"*\"]", name);
+        return CAP_EINVAL;
+    }
     server *s = &mode->servers[mode->server_count];
     s->name = strdup(name);
     s->identifier = strdup(identifier);
@@ -357,21 +371,29 @@ int cap_config_add_mcp_server(cap_config *config, const char *name, const char *
                  ? mcp_upstream_open(identifier, spec, CONNECT_SECONDS, &s->upstream, &tools,
                                      message)
                  : MCP_UPSTREAM_FAILED;
-    cJSON_Delete(spec);
     if (rc != MCP_UPSTREAM_OK) {
+        cJSON_Delete(spec);
         sandbox_set_error(error, "%s", message[0] ? message : "out of memory");
         free_server(s);
         return CAP_EINVAL;
     }
     rc = register_tools(config, s, tools, error);
     cJSON_Delete(tools);
+    /* The globs name tools as the registry does: "SERVER.TOOL". */
+    cJSON_ArrayForEach(glob, globs) {
+        char pattern[MAX_IDENTIFIER + 2 + 201];
+        snprintf(pattern, sizeof pattern, "%s.%s", identifier, glob->valuestring);
+        if (rc == CAP_OK) rc = cap_config_require_approval_matching(config, pattern, error);
+    }
     if (rc != CAP_OK) {
         /* All or nothing: the tools added so far leave the registry with
          * the server (their userdata is freed with it). */
         for (int i = 0; i < s->tool_count; i++) sandbox_remove_function(config, s->tools[i].function);
         free_server(s);
+        cJSON_Delete(spec);
         return rc;
     }
+    cJSON_Delete(spec);
     mode->server_count++;
     return CAP_OK;
 }
@@ -488,8 +510,8 @@ static int is_required(const cJSON *required, const char *name) {
  * only parameters (the schema's properties that are plain identifiers not
  * starting with '_'; others go through **_arguments), whose body hands
  * everything to capsule.tools._call. */
-static int tool_stub(const struct function *f, const upstream_tool *tool, const char *name,
-                     buffer *out) {
+static int tool_stub(const cap_config *config, const struct function *f,
+                     const upstream_tool *tool, const char *name, buffer *out) {
     const cJSON *schema = f->schema;
     const cJSON *properties = cJSON_GetObjectItemCaseSensitive(schema, "properties");
     const cJSON *required = cJSON_GetObjectItemCaseSensitive(schema, "required");
@@ -566,7 +588,8 @@ static int tool_stub(const struct function *f, const upstream_tool *tool, const 
                           "Raises PermissionError, TimeoutError, TypeError or\n    "
                           "capsule.functions.ToolError (the tool's own error).%s\n    \"\"\"\n"
                           "    return _call(\"%s\", {",
-                     f->needs_approval ? "  Each call needs approval." : "", f->name);
+                     sandbox_function_needs_approval(config, f) ? "  Each call needs approval." : "",
+                     f->name);
     for (int i = 0; i < used && rc == 0; i++)
         rc = appendf(out, "%s\"%s\": %s", i ? ", " : "", parameters[i].name, parameters[i].name);
     if (rc == 0) rc = buffer_append(out, "}, (", 4);
@@ -640,7 +663,7 @@ int sandbox_server_files(cap_config *config, zygote_file **files, int *count) {
             if (rc == 0) rc = append_docstring(&package, line, "");
             if (rc == 0) rc = buffer_append(&package, "\n", 1);
             if (rc == 0) rc = appendf(&imports, "from .%s import %s\n", name, name);
-            if (rc == 0) rc = tool_stub(f, tool, name, &stub);
+            if (rc == 0) rc = tool_stub(config, f, tool, name, &stub);
             snprintf(path, sizeof path, "%s/%s.py", s->identifier, name);
             if (rc == 0) rc = add_file(files, count, &capacity, path, &stub);
         }

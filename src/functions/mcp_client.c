@@ -21,6 +21,15 @@
  * A failure that leaves the connection in an unknown state (a timeout, a
  * line that is not JSON, a message past the cap, the server's exit) cuts
  * it: the next request reconnects and initialises again.
+ *
+ * Concurrency.  A stdio pipe and the 2024-11-05 stream carry one exchange
+ * at a time here, so their requests are serialised by the lock.  Streamable
+ * HTTP needs no such order: each request is a POST of its own, so up to
+ * MAX_CONCURRENT_CALLS run at once (runs of different sandboxes calling the
+ * same server), the lock held only to take an id and a copy of the
+ * session, and again to note what the answer changed.  A connection is cut
+ * only by a failure of its own generation: a request that fails after
+ * another one already reconnected leaves the new connection alone.
  */
 #include "mcp_client.h"
 
@@ -49,12 +58,16 @@
 #define HANDSHAKE_BYTES (4u << 20)
 #define LIST_BYTES (16u << 20)
 #define PROTOCOL_VERSION "2025-06-18"
+#define MAX_CONCURRENT_CALLS 4 /* Streamable HTTP: requests in flight to one server */
 
 extern char **environ;
 
 struct mcp_upstream {
     char *name;
     pthread_mutex_t lock;
+    pthread_cond_t call_ended; /* Streamable HTTP: a slot of MAX_CONCURRENT_CALLS is free */
+    int in_flight;             /* Streamable HTTP requests sent, not yet answered */
+    unsigned generation;       /* counts disconnects: which connection a request used */
     long next_id;
     /* stdio */
     char **argv;            /* NULL for HTTP */
@@ -385,8 +398,20 @@ static size_t on_body(char *data, size_t size, size_t count, void *userdata) {
     return length;
 }
 
-static int http_exchange(mcp_upstream *up, const char *request, long id, double deadline,
-                         size_t max_bytes, cJSON **response, char *error) {
+/* What a POST sends of the connection's state, and what its answer
+ * changes: read and applied by the caller, so that the POST itself needs
+ * no lock. */
+typedef struct http_state {
+    const char *session_id;       /* sent as Mcp-Session-Id, or NULL */
+    const char *protocol_version; /* sent as MCP-Protocol-Version, or NULL */
+    long status;                  /* the answer's HTTP status */
+    char *new_session_id;         /* given by the answer (the caller frees it), or NULL */
+} http_state;
+
+/* One POST of `request`; the answer to `id` (-1: none awaited).  Uses only
+ * the upstream's immutable fields (name, url, headers) and `state`. */
+static int http_exchange(mcp_upstream *up, http_state *state, const char *request, long id,
+                         double deadline, size_t max_bytes, cJSON **response, char *error) {
     double left = deadline - now_seconds();
     if (left <= 0) {
         snprintf(error, ERROR_SIZE, "server %s: no time left", up->name);
@@ -404,12 +429,12 @@ static int http_exchange(mcp_upstream *up, const char *request, long id, double 
     headers = curl_slist_append(headers, "Content-Type: application/json");
     headers = curl_slist_append(headers, "Accept: application/json, text/event-stream");
     char line[1200];
-    if (up->session_id) {
-        snprintf(line, sizeof line, "Mcp-Session-Id: %s", up->session_id);
+    if (state->session_id) {
+        snprintf(line, sizeof line, "Mcp-Session-Id: %s", state->session_id);
         headers = curl_slist_append(headers, line);
     }
-    if (up->protocol_version) {
-        snprintf(line, sizeof line, "MCP-Protocol-Version: %s", up->protocol_version);
+    if (state->protocol_version) {
+        snprintf(line, sizeof line, "MCP-Protocol-Version: %s", state->protocol_version);
         headers = curl_slist_append(headers, line);
     }
     http_reply reply = {up, {0}, max_bytes, id, 0, 0, 0, 0, NULL, NULL};
@@ -428,13 +453,10 @@ static int http_exchange(mcp_upstream *up, const char *request, long id, double 
     curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
     curl_easy_cleanup(curl);
     curl_slist_free_all(headers);
-    up->last_status = status;
+    state->status = status;
     int rc = MCP_UPSTREAM_OK;
-    if (reply.session_id) {
-        free(up->session_id);
-        up->session_id = reply.session_id;
-        reply.session_id = NULL;
-    }
+    state->new_session_id = reply.session_id;
+    reply.session_id = NULL;
     if (reply.response) {
         *response = reply.response;
     } else if (reply.too_large) {
@@ -447,7 +469,7 @@ static int http_exchange(mcp_upstream *up, const char *request, long id, double 
     } else if (code != CURLE_OK) {
         snprintf(error, ERROR_SIZE, "server %s: %s", up->name, curl_easy_strerror(code));
         rc = MCP_UPSTREAM_FAILED;
-    } else if (status == 404 && up->session_id) {
+    } else if (status == 404 && state->session_id) {
         snprintf(error, ERROR_SIZE, "server %s: session expired", up->name);
         rc = -404;
     } else if (status < 200 || status >= 300) {
@@ -709,6 +731,7 @@ static int legacy_exchange(mcp_upstream *up, const char *request, long id, doubl
 /* --- the protocol ----------------------------------------------------------------- */
 
 static void disconnect(mcp_upstream *up) {
+    up->generation++; /* requests still in flight on the old connection are stale */
     if (up->argv) {
         stop_process(up);
     } else {
@@ -725,28 +748,114 @@ static int connected(const mcp_upstream *up) {
     return up->protocol_version != NULL && !(up->legacy && (!up->endpoint || up->stream_failed));
 }
 
-/* Sends one message (a request if `method` expects an answer, else a
- * notification) and waits for the answer's "result". */
-static int roundtrip(mcp_upstream *up, const char *method, cJSON *params, int notification,
-                     double deadline, size_t max_bytes, cJSON **result, char *error) {
+/* The JSON text of a request (`id` >= 0) or a notification (-1); `params`
+ * is taken.  NULL when out of memory. */
+static char *message_text(const char *method, cJSON *params, long id) {
     cJSON *message = cJSON_CreateObject();
-    long id = notification ? -1 : up->next_id++;
     cJSON_AddStringToObject(message, "jsonrpc", "2.0");
-    if (!notification) cJSON_AddNumberToObject(message, "id", (double)id);
+    if (id >= 0) cJSON_AddNumberToObject(message, "id", (double)id);
     cJSON_AddStringToObject(message, "method", method);
     if (params) cJSON_AddItemToObject(message, "params", params);
     char *text = cJSON_PrintUnformatted(message);
     cJSON_Delete(message);
+    return text;
+}
+
+/* The "result" of `response` (taken) into *result, or the error. */
+static int take_result(const mcp_upstream *up, const char *method, cJSON *response,
+                       cJSON **result, char *error);
+
+/* Notes what a Streamable HTTP answer changed, if the connection it was
+ * sent on is still the upstream's.  The lock is held. */
+static void apply_http_state(mcp_upstream *up, http_state *state, unsigned generation) {
+    if (generation == up->generation) {
+        up->last_status = state->status;
+        if (state->new_session_id) {
+            free(up->session_id);
+            up->session_id = state->new_session_id;
+            state->new_session_id = NULL;
+        }
+    }
+    free(state->new_session_id);
+    state->new_session_id = NULL;
+}
+
+/* Sends one message (a request if `method` expects an answer, else a
+ * notification) and waits for the answer's "result", holding the lock
+ * throughout (the handshake, and the transports that take one exchange at
+ * a time). */
+static int roundtrip(mcp_upstream *up, const char *method, cJSON *params, int notification,
+                     double deadline, size_t max_bytes, cJSON **result, char *error) {
+    long id = notification ? -1 : up->next_id++;
+    char *text = message_text(method, params, id);
     if (!text) {
         snprintf(error, ERROR_SIZE, "out of memory");
         return MCP_UPSTREAM_FAILED;
     }
     cJSON *response = NULL;
+    http_state state = {up->session_id, up->protocol_version, 0, NULL};
     int rc = up->argv     ? stdio_exchange(up, text, id, deadline, max_bytes, &response, error)
              : up->legacy ? legacy_exchange(up, text, id, deadline, max_bytes, &response, error)
-                          : http_exchange(up, text, id, deadline, max_bytes, &response, error);
+                          : http_exchange(up, &state, text, id, deadline, max_bytes, &response,
+                                          error);
+    if (!up->argv && !up->legacy) apply_http_state(up, &state, up->generation);
     free(text);
     if (rc != MCP_UPSTREAM_OK || notification) return rc;
+    return take_result(up, method, response, result, error);
+}
+
+/* A request over Streamable HTTP without holding the lock while it is in
+ * flight: called with the lock held, which it releases around the POST
+ * (at most MAX_CONCURRENT_CALLS at once; a caller beyond waits for a slot
+ * until its deadline) and holds again on return. */
+static int concurrent_roundtrip(mcp_upstream *up, const char *method, cJSON *params,
+                                double deadline, size_t max_bytes, cJSON **result, char *error) {
+    while (up->in_flight >= MAX_CONCURRENT_CALLS) {
+        double left = deadline - now_seconds();
+        if (left <= 0) {
+            cJSON_Delete(params);
+            snprintf(error, ERROR_SIZE, "server %s: %d calls were in flight and none ended in "
+                     "time", up->name, MAX_CONCURRENT_CALLS);
+            return MCP_UPSTREAM_TIMEOUT;
+        }
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_sec += (time_t)left;
+        until.tv_nsec += (long)((left - (double)(time_t)left) * 1e9);
+        if (until.tv_nsec >= 1000000000L) until.tv_sec++, until.tv_nsec -= 1000000000L;
+        pthread_cond_timedwait(&up->call_ended, &up->lock, &until);
+    }
+    long id = up->next_id++;
+    char *text = message_text(method, params, id);
+    char *session = up->session_id ? strdup(up->session_id) : NULL;
+    char *version = up->protocol_version ? strdup(up->protocol_version) : NULL;
+    if (!text || (up->session_id && !session) || (up->protocol_version && !version)) {
+        free(text);
+        free(session);
+        free(version);
+        snprintf(error, ERROR_SIZE, "out of memory");
+        return MCP_UPSTREAM_FAILED;
+    }
+    unsigned generation = up->generation;
+    up->in_flight++;
+    pthread_mutex_unlock(&up->lock);
+    http_state state = {session, version, 0, NULL};
+    cJSON *response = NULL;
+    int rc = http_exchange(up, &state, text, id, deadline, max_bytes, &response, error);
+    pthread_mutex_lock(&up->lock);
+    up->in_flight--;
+    pthread_cond_signal(&up->call_ended);
+    apply_http_state(up, &state, generation);
+    free(text);
+    free(session);
+    free(version);
+    if (rc != MCP_UPSTREAM_OK) return rc;
+    return take_result(up, method, response, result, error);
+}
+
+static int take_result(const mcp_upstream *up, const char *method, cJSON *response,
+                       cJSON **result, char *error) {
+    int rc = MCP_UPSTREAM_OK;
     const cJSON *failure = cJSON_GetObjectItemCaseSensitive(response, "error");
     cJSON *answer = cJSON_DetachItemFromObjectCaseSensitive(response, "result");
     if (failure) {
@@ -829,13 +938,18 @@ int mcp_upstream_request(mcp_upstream *up, const char *method, cJSON *params,
         if (rc != MCP_UPSTREAM_OK) break;
         cJSON *copy = attempt == 0 ? cJSON_Duplicate(params, 1) : params;
         if (attempt == 1) params = NULL;
-        rc = roundtrip(up, method, copy, 0, deadline, max_bytes, result, error);
+        unsigned generation = up->generation;
+        rc = !up->argv && !up->legacy
+                 ? concurrent_roundtrip(up, method, copy, deadline, max_bytes, result, error)
+                 : roundtrip(up, method, copy, 0, deadline, max_bytes, result, error);
+        /* Cut the connection the request used, not one made since. */
+        int current = generation == up->generation;
         if (rc == -404) { /* the HTTP session expired: once more, in a new one */
-            disconnect(up);
+            if (current) disconnect(up);
             rc = MCP_UPSTREAM_OK;
             continue;
         }
-        if (rc == MCP_UPSTREAM_FAILED || rc == MCP_UPSTREAM_TIMEOUT) disconnect(up);
+        if ((rc == MCP_UPSTREAM_FAILED || rc == MCP_UPSTREAM_TIMEOUT) && current) disconnect(up);
         break;
     }
     if (rc == -404) rc = MCP_UPSTREAM_FAILED;
@@ -949,6 +1063,11 @@ int mcp_upstream_open(const char *name, const cJSON *spec, double timeout_second
         return MCP_UPSTREAM_FAILED;
     }
     pthread_mutex_init(&up->lock, NULL);
+    pthread_condattr_t attributes;
+    pthread_condattr_init(&attributes);
+    pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC); /* deadlines are monotonic */
+    pthread_cond_init(&up->call_ended, &attributes);
+    pthread_condattr_destroy(&attributes);
     up->next_id = 1;
     up->to_server = up->from_server = -1;
     int has_command = cJSON_GetObjectItemCaseSensitive(spec, "command") != NULL;
@@ -1014,6 +1133,7 @@ void mcp_upstream_free(mcp_upstream *up) {
     curl_slist_free_all(up->headers);
     curl_slist_free_all(up->stream_headers);
     free(up->session_id);
+    pthread_cond_destroy(&up->call_ended);
     pthread_mutex_destroy(&up->lock);
     free(up->name);
     free(up);

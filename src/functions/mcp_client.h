@@ -33,7 +33,8 @@ int mcp_upstream_open(const char *name, const cJSON *spec, double timeout_second
 /* One JSON-RPC request; `params` is taken (freed here).  On
  * MCP_UPSTREAM_OK, `*result` is the response's "result" (the caller's).
  * `max_bytes` caps the size of the one message awaited.  Safe to call from
- * several threads: requests to one server are serialised. */
+ * several threads: requests to a stdio or 2024-11-05 server are
+ * serialised, and up to 4 run at once over Streamable HTTP. */
 int mcp_upstream_request(mcp_upstream *upstream, const char *method, cJSON *params,
                          double timeout_seconds, size_t max_bytes, cJSON **result, char *error);
 

@@ -447,7 +447,9 @@ static void stream_send(void *context, const char *json) {
 static void *stream_run(void *argument) {
     stream *s = argument;
     http_server *http = s->http;
-    mcp_handle(http->server, s->session->client, s->message, s->message_size, stream_send, s);
+    /* Only an SSE stream can carry the server's questions to the client. */
+    mcp_handle_streaming(http->server, s->session->client, s->message, s->message_size,
+                         stream_send, s, s->kind == STREAM_CALL_SSE);
     pthread_mutex_lock(&http->streams_lock);
     s->finished = 1;
     unpark(s);

@@ -55,16 +55,24 @@ void mcp_client_free(mcp_client *client);
 
 /* Handles one incoming message (`text` of `size` bytes, not necessarily
  * NUL-terminated).  Responses and notifications go to `send`; tool calls
- * block until the run ends. */
+ * block until the run ends.  A response from the client (to a request of
+ * the server's) wakes the call that asked it. */
 void mcp_handle(mcp_server *server, mcp_client *client, const char *text, size_t size,
                 mcp_send_fn send, void *context);
+/* The same, where `send` can also carry the server's own requests to the
+ * client while the message is handled (stdio; an HTTP call's SSE stream)
+ * and the client's responses come back through mcp_handle on the same
+ * `client`: with `can_ask`, a tool call may ask the client to approve a
+ * host-function call (elicitation) or to describe a file (sampling). */
+void mcp_handle_streaming(mcp_server *server, mcp_client *client, const char *text, size_t size,
+                          mcp_send_fn send, void *context, int can_ask);
 
 /* Kinds of message, for transports that treat them differently. */
 typedef enum {
     MCP_MESSAGE_INVALID,      /* not JSON, or not a JSON-RPC 2.0 object */
     MCP_MESSAGE_REQUEST,      /* has an id and a method */
     MCP_MESSAGE_NOTIFICATION, /* a method without an id */
-    MCP_MESSAGE_RESPONSE      /* a reply from the client (we send no requests) */
+    MCP_MESSAGE_RESPONSE      /* a reply from the client to one of the server's requests */
 } mcp_message_kind;
 
 typedef struct mcp_message_info {

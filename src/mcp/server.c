@@ -9,8 +9,11 @@
  */
 #include "mcp.h"
 
+#include "../help/describe_media.h"
 #include "../sandbox/buffer.h" /* utf8_sanitize: JSON strings must be UTF-8 */
 #include "../help/describe.h" /* describe_read_program: the session reads the file */
+#include "ask.h"
+#include "describe_client.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -45,6 +48,8 @@ enum {
 #define STATE_SECONDS 600           /* a requestState is good for ten minutes */
 #define MAX_APPROVALS 32            /* host-function calls approved in one requestState */
 #define TOOLS_LIST_TTL_MS 300000    /* tools and capabilities change only with the server's flags */
+#define APPROVAL_SECONDS 120.0      /* a person reads and answers an elicitation */
+#define SAMPLING_SECONDS 120.0      /* the client's model answers describe */
 
 #define MAX_ROUTES 1024   /* Python sessions the server remembers */
 #define MAX_IN_FLIGHT 1024
@@ -98,6 +103,12 @@ struct mcp_client {
     int log_level; /* index in log_levels: messages below it are not sent */
     int calls;     /* in progress */
     int freed;     /* mcp_client_free was called: the last call frees it */
+    /* What initialize said (legacy revisions): the version agreed, and
+     * whether the client takes elicitation (form mode) and sampling
+     * requests; and those requests still waiting for an answer. */
+    char protocol[16];
+    int can_elicit, can_sample;
+    ask_table *asks;
 };
 
 /* --- the pool ---------------------------------------------------------------- */
@@ -238,19 +249,25 @@ static void cancel_matching(mcp_server *server, mcp_client *client, const char *
     pthread_mutex_unlock(&server->lock);
 }
 
+/* A cancelled call also stops waiting for the client's answer to its
+ * questions (approval, sampling), so that it ends now, not at a timeout. */
 void mcp_cancel_request(mcp_server *server, mcp_client *client, const char *id) {
-    if (id) cancel_matching(server, client, id);
+    if (!id) return;
+    cancel_matching(server, client, id);
+    ask_cancel(client->asks, id);
 }
 
 void mcp_cancel_client(mcp_server *server, mcp_client *client) {
     cancel_matching(server, client, NULL);
+    ask_close(client->asks);
 }
 
 /* --- clients ------------------------------------------------------------------ */
 
 mcp_client *mcp_client_new(mcp_server *server, const char *principal) {
     mcp_client *client = calloc(1, sizeof *client);
-    if (client && !(client->principal = strdup(principal))) {
+    if (client && (!(client->principal = strdup(principal)) || !(client->asks = ask_table_new()))) {
+        free(client->principal);
         free(client);
         return NULL;
     }
@@ -262,6 +279,7 @@ mcp_client *mcp_client_new(mcp_server *server, const char *principal) {
 }
 
 static void client_destroy(mcp_client *client) {
+    ask_table_free(client->asks);
     free(client->principal);
     free(client);
 }
@@ -270,6 +288,7 @@ void mcp_client_free(mcp_client *client) {
     if (!client) return;
     mcp_server *server = client->server;
     cancel_matching(server, client, NULL);
+    ask_close(client->asks);
     pthread_mutex_lock(&server->lock);
     int last = client->calls == 0;
     client->freed = 1;
@@ -309,6 +328,7 @@ typedef struct reply {
     mcp_send_fn send;
     void *context;
     const stateless_request *stateless; /* NULL for the legacy revisions */
+    int can_ask; /* `send` carries the server's requests to the client (ask.h) */
 } reply;
 
 static void send_json(const reply *to, cJSON *message) {
@@ -541,6 +561,8 @@ typedef struct approval_state {
 typedef struct call_state {
     const reply *to;
     mcp_client *client;
+    const char *call_id; /* the tools/call's id (JSON text): its questions end with it */
+    double deadline;     /* CLOCK_MONOTONIC seconds when the run's wall time is up */
     int log_level;     /* messages below it are not sent */
     approval_state *approval; /* NULL: no approver, calls needing approval fail */
     const cJSON *progress_token;
@@ -690,15 +712,114 @@ static int pair_listed(const cJSON *pairs, const char *function, const char *arg
     return 0;
 }
 
-/* The run's approver (cap_run_options.approve, on the run's thread): yes
- * for a call the client approved; no otherwise, remembering the first call
- * not yet asked about so that the tool call can ask the client. */
-static int approve_call(void *userdata, const char *function, const char *arguments_json) {
-    approval_state *approval = ((call_state *)userdata)->approval;
+static double monotonic_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* What the client is asked about a call that needs approval, in both eras:
+ * the function's name and its arguments as JSON text (cut short: a person
+ * reads it), and a form with one boolean. */
+static void approval_question(const char *function, const char *arguments, char *out,
+                              size_t size) {
+    snprintf(out, size,
+             "The Python code asks to call the host function '%.100s' with arguments %.700s%s "
+             "Allow this call?",
+             function, arguments, strlen(arguments) > 700 ? "... (cut short)." : ".");
+}
+
+static cJSON *approval_schema(void) {
+    cJSON *schema = cJSON_CreateObject();
+    cJSON_AddStringToObject(schema, "type", "object");
+    cJSON *properties = cJSON_AddObjectToObject(schema, "properties");
+    cJSON *approve = cJSON_AddObjectToObject(properties, "approve");
+    cJSON_AddStringToObject(approve, "type", "boolean");
+    cJSON_AddStringToObject(approve, "title", "Allow this call");
+    cJSON *required = cJSON_AddArrayToObject(schema, "required");
+    cJSON_AddItemToArray(required, cJSON_CreateString("approve"));
+    return schema;
+}
+
+/* The seconds a question to the client may wait: at most `cap`, and a
+ * second less than the run has left, so that a refusal still reaches the
+ * guest as PermissionError before the wall-clock limit ends the run. */
+static double question_seconds(const call_state *call, double cap) {
+    double left = call->deadline - monotonic_seconds() - 1.0;
+    return left < cap ? left : cap;
+}
+
+/* A legacy client's approval, asked now with elicitation/create (form
+ * mode) while the run waits: yes only for "accept" with approve true.
+ * Everything else refuses, saying why in `reason`: declined or cancelled,
+ * no answer in time, a client that cannot be asked, an error, garbage. */
+static int elicit_approval(call_state *call, const char *function, const char *arguments,
+                           char *reason) {
+    mcp_client *client = call->client;
+    if (!client->can_elicit) {
+        snprintf(reason, CAP_ERROR_SIZE, "the MCP client cannot be asked (it declared no "
+                 "elicitation capability)");
+        return 0;
+    }
+    if (!call->to->can_ask) {
+        snprintf(reason, CAP_ERROR_SIZE, "the MCP client cannot be asked on this connection "
+                 "(an HTTP call answered with JSON, not an event stream)");
+        return 0;
+    }
+    double seconds = question_seconds(call, APPROVAL_SECONDS);
+    if (!(seconds > 0)) {
+        snprintf(reason, CAP_ERROR_SIZE, "no time is left in the run to ask the MCP client");
+        return 0;
+    }
+    char question[1024];
+    approval_question(function, arguments, question, sizeof question);
+    cJSON *params = cJSON_CreateObject();
+    /* "mode" came with 2025-11-25; an older client's schema may refuse it. */
+    if (strcmp(client->protocol, "2025-11-25") == 0) cJSON_AddStringToObject(params, "mode", "form");
+    cJSON_AddStringToObject(params, "message", question);
+    cJSON_AddItemToObject(params, "requestedSchema", approval_schema());
+    cJSON *answer = NULL;
+    char error[CAP_ERROR_SIZE];
+    ask_outcome outcome = ask_request(client->asks, call->call_id, call->to->send,
+                                      call->to->context, "elicitation/create", params, seconds,
+                                      &answer, error);
+    if (outcome != ASK_OK) {
+        snprintf(reason, CAP_ERROR_SIZE, "no approval from the MCP client: %.80s", error);
+        return 0;
+    }
+    const char *action = argument_string(answer, "action");
+    const cJSON *content = cJSON_GetObjectItemCaseSensitive(answer, "content");
+    int yes = action && strcmp(action, "accept") == 0 &&
+              cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(content, "approve"));
+    if (!yes)
+        snprintf(reason, CAP_ERROR_SIZE, "%s",
+                 !action                            ? "the MCP client's answer has no action"
+                 : strcmp(action, "decline") == 0   ? "declined by the user"
+                 : strcmp(action, "cancel") == 0    ? "cancelled by the user"
+                 : strcmp(action, "accept") == 0    ? "the user did not set approve to true"
+                                                    : "the MCP client's answer has an unknown action");
+    cJSON_Delete(answer);
+    return yes;
+}
+
+/* The run's approver (cap_run_options.approve, on the run's thread).
+ * Legacy revisions: the client is asked now (elicit_approval).  2026-07-28:
+ * yes for a call the client approved in an earlier round; no otherwise,
+ * remembering the first call not yet asked about so that the tool call
+ * can ask the client with input_required and run again. */
+static int approve_call(void *userdata, const char *function, const char *arguments_json,
+                        char *reason) {
+    call_state *call = userdata;
+    approval_state *approval = call->approval;
     const char *arguments = arguments_json ? arguments_json : "null";
+    if (!approval) return elicit_approval(call, function, arguments, reason);
     if (pair_listed(approval->approved, function, arguments)) return 1;
-    if (approval->can_ask && !approval->ask_function &&
-        !pair_listed(approval->declined, function, arguments)) {
+    if (pair_listed(approval->declined, function, arguments)) {
+        snprintf(reason, CAP_ERROR_SIZE, "declined by the user");
+    } else if (!approval->can_ask) {
+        snprintf(reason, CAP_ERROR_SIZE, "the MCP client cannot be asked (it declared no "
+                 "elicitation capability, or too many calls were asked about)");
+    } else if (!approval->ask_function) {
         approval->ask_function = strdup(function);
         approval->ask_arguments = strdup(arguments);
         if (!approval->ask_function || !approval->ask_arguments) { /* out of memory: refused */
@@ -708,6 +829,35 @@ static int approve_call(void *userdata, const char *function, const char *argume
         }
     }
     return 0;
+}
+
+/* capsule.describe() through a legacy client's model (cap_run_options.
+ * ask_model): sampling/createMessage, asked while the run waits. */
+static char *ask_client_model(void *userdata, const void *data, size_t size,
+                              const char *media_type, const char *name, const char *question,
+                              double timeout_seconds, char *error) {
+    call_state *call = userdata;
+    cJSON *params = describe_client_sampling(data, size, media_type, name, question, error);
+    if (!params) return NULL;
+    double seconds = question_seconds(call, SAMPLING_SECONDS);
+    if (timeout_seconds > 0 && timeout_seconds < seconds) seconds = timeout_seconds;
+    if (!(seconds > 0)) {
+        cJSON_Delete(params);
+        snprintf(error, CAP_ERROR_SIZE, "describe: no time is left in the run to ask the "
+                 "client's model");
+        return NULL;
+    }
+    cJSON *result = NULL;
+    char message[CAP_ERROR_SIZE];
+    if (ask_request(call->client->asks, call->call_id, call->to->send, call->to->context,
+                    "sampling/createMessage", params, seconds, &result, message) != ASK_OK) {
+        snprintf(error, CAP_ERROR_SIZE, "describe: the client's model (sampling): %.180s",
+                 message);
+        return NULL;
+    }
+    char *answer = describe_client_answer(result, error);
+    cJSON_Delete(result);
+    return answer;
 }
 
 static void run_code(mcp_server *server, mcp_client *client, const char *id, const reply *to,
@@ -721,11 +871,13 @@ static void run_code(mcp_server *server, mcp_client *client, const char *id, con
         return;
     }
     char *globals = request->globals ? cJSON_PrintUnformatted(request->globals) : NULL;
-    call_state call = {to, client,
+    call_state call = {to, client, id, 0,
                        to->stateless ? to->stateless->log_level : client->log_level,
                        request->approval, progress_token, 0, {0}, {{0}, {0}}};
     cap_run_options options = {0};
-    if (request->approval) options.approve = approve_call;
+    options.approve = approve_call;
+    /* describe's second backend, where the client takes requests now. */
+    if (!to->stateless && to->can_ask && client->can_sample) options.ask_model = ask_client_model;
     options.filename = "main.py";
     options.on_output = on_output;
     options.on_progress = on_progress;
@@ -756,6 +908,10 @@ static void run_code(mcp_server *server, mcp_client *client, const char *id, con
             cJSON_AddStringToObject(params, "message", "running");
             send_notification(to, "notifications/progress", params);
         }
+        /* The run's limit is its wall time from now (30 s by default, as in
+         * run.c): questions to the client end a little before it. */
+        call.deadline = monotonic_seconds() +
+                        (options.limits.wall_seconds > 0 ? options.limits.wall_seconds : 30.0);
         int rc = cap_sandbox_run(server->slots[slot_index].sandbox, request->code,
                                  strlen(request->code), &options, &outcome->result,
                                  outcome->message);
@@ -1047,6 +1203,8 @@ static cJSON *tool_definitions(const mcp_server *server) {
         "'how do I add a chart to an xlsx file'\"},\"limit\":{\"type\":\"integer\","
         "\"minimum\":1,\"maximum\":20,\"default\":5}},\"required\":[\"query\"]}}";
     cJSON_AddItemToArray(tools, cJSON_Parse(help_definition));
+    /* Listed always: without an endpoint the client's model answers (if it
+     * offers sampling), else the file comes back for the caller to see. */
     static const char describe_definition[] =
         "{\"name\":\"describe\",\"description\":\"Ask a model about a file in a session's "
         "file system that the code made or unpacked: an image (PNG, JPEG, GIF, WebP), a PDF or "
@@ -1055,8 +1213,16 @@ static cJSON *tool_definitions(const mcp_server *server) {
         "\"string\",\"description\":\"The file, e.g. /output/chart.png\"},\"question\":{"
         "\"type\":\"string\",\"description\":\"What to ask about it\"}},\"required\":["
         "\"session_id\",\"path\",\"question\"]}}";
-    if (cap_config_describe_enabled(server->config))
-        cJSON_AddItemToArray(tools, cJSON_Parse(describe_definition));
+    cJSON *describe = cJSON_Parse(describe_definition);
+    if (!cap_config_describe_enabled(server->config))
+        cJSON_ReplaceItemInObjectCaseSensitive(
+            describe, "description",
+            cJSON_CreateString("Ask a model about a file in a session's file system that the code "
+                               "made or unpacked: an image (PNG, JPEG, GIF, WebP), a PDF or text, "
+                               "at most 8 MiB. Your client's own model answers when it offers "
+                               "sampling (returned as text); otherwise the file itself is "
+                               "returned (image or resource content) for you to look at."));
+    cJSON_AddItemToArray(tools, describe);
     cJSON *run = cJSON_GetArrayItem(tools, 0);
     const cJSON *description = cJSON_GetObjectItemCaseSensitive(run, "description");
     const char *servers = server->code_mode_servers;
@@ -1179,59 +1345,6 @@ static cJSON *help_tool(mcp_server *server, const cJSON *arguments, int *invalid
     cJSON *tool_result = tool_text(text.data ? text.data : "", structured);
     buffer_free(&text);
     return tool_result;
-}
-
-/* describe: the file's bytes from the session (describe.c's fixed
- * program: base64, a large image first downscaled by the guest's Pillow,
- * or only its size when it is too large), then cap_config_describe. */
-
-static cJSON *describe_tool(mcp_server *server, mcp_client *client, const char *id,
-                            const reply *to, const char *scoped, const char *session,
-                            const char *path, const char *question) {
-    pthread_mutex_lock(&server->lock);
-    int known = session_known(server, scoped);
-    pthread_mutex_unlock(&server->lock);
-    if (!known) return tool_error("no such session; create one with create_session");
-    cJSON *guest_arguments = cJSON_CreateObject();
-    cJSON_AddStringToObject(guest_arguments, "path", path);
-    cJSON *read = session_program(server, client, id, to, scoped, session,
-                                  describe_read_program, guest_arguments);
-    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(read, "isError"))) return read;
-    const cJSON *structured = cJSON_GetObjectItemCaseSensitive(read, "structuredContent");
-    const cJSON *encoded = cJSON_GetObjectItemCaseSensitive(structured, "base64");
-    const cJSON *size = cJSON_GetObjectItemCaseSensitive(structured, "size");
-    const cJSON *refused = cJSON_GetObjectItemCaseSensitive(structured, "error");
-    char error[CAP_ERROR_SIZE] = "";
-    cJSON *result;
-    if (cJSON_IsString(refused)) {
-        snprintf(error, sizeof error, "describe: %.60s: %.150s", path, refused->valuestring);
-        result = tool_error(error);
-    } else if (!cJSON_IsString(encoded)) {
-        snprintf(error, sizeof error, "describe: %.100s has %.0f bytes, more than the 8 MiB a "
-                 "file may have", path, cJSON_IsNumber(size) ? size->valuedouble : 0);
-        result = tool_error(error);
-    } else {
-        size_t length = strlen(encoded->valuestring);
-        unsigned char *data = malloc(length / 4 * 3 + 1);
-        int decoded = data && length % 4 == 0
-                          ? EVP_DecodeBlock(data, (const unsigned char *)encoded->valuestring,
-                                            (int)length)
-                          : -1;
-        if (decoded >= 0 && length >= 1 && encoded->valuestring[length - 1] == '=') decoded--;
-        if (decoded >= 0 && length >= 2 && encoded->valuestring[length - 2] == '=') decoded--;
-        char *json = decoded >= 0 ? cap_config_describe(server->config, data, (size_t)decoded,
-                                                        path, question, 0, error)
-                                  : NULL;
-        cJSON *answer = json ? cJSON_Parse(json) : NULL;
-        const cJSON *text = cJSON_GetObjectItemCaseSensitive(answer, "answer");
-        result = cJSON_IsString(text) ? tool_text(text->valuestring, answer)
-                                      : tool_error(error[0] ? error : "describe failed");
-        if (!cJSON_IsString(text)) cJSON_Delete(answer);
-        free(json);
-        free(data);
-    }
-    cJSON_Delete(read);
-    return result;
 }
 
 /* fork_session and session_history, offered when sessions are durable. */
@@ -1468,22 +1581,241 @@ static cJSON *approval_request(const mcp_server *server, const mcp_client *clien
     cJSON_AddStringToObject(request, "method", "elicitation/create");
     cJSON *params = cJSON_AddObjectToObject(request, "params");
     char question[1024];
-    snprintf(question, sizeof question,
-             "The Python code asks to call the host function '%.100s' with arguments %.700s. "
-             "Allow this call?",
-             approval->ask_function, approval->ask_arguments);
+    approval_question(approval->ask_function, approval->ask_arguments, question, sizeof question);
     cJSON_AddStringToObject(params, "message", question);
-    cJSON *schema = cJSON_AddObjectToObject(params, "requestedSchema");
-    cJSON_AddStringToObject(schema, "type", "object");
-    cJSON *properties = cJSON_AddObjectToObject(schema, "properties");
-    cJSON *approve = cJSON_AddObjectToObject(properties, "approve");
-    cJSON_AddStringToObject(approve, "type", "boolean");
-    cJSON_AddStringToObject(approve, "title", "Allow this call");
-    cJSON *required = cJSON_AddArrayToObject(schema, "required");
-    cJSON_AddItemToArray(required, cJSON_CreateString("approve"));
+    cJSON_AddItemToObject(params, "requestedSchema", approval_schema());
     cJSON_AddStringToObject(result, "requestState", state);
     free(state);
     return result;
+}
+
+/* --- describe: endpoint, the client's model, or the file itself ------------------------
+ *
+ * The backends in order: the configured endpoint (describe.c); the
+ * client's own model, asked with sampling/createMessage (a legacy client
+ * that declared sampling, now, on the call's stream; a 2026-07-28 client,
+ * with an input_required result and a signed requestState naming the
+ * session, the path and a hash of the file's bytes, so that the retry's
+ * answer is used only for the same file); else the file itself, returned
+ * as content for the calling model to look at. */
+
+#define DESCRIBE_KEY "describe_sampling"
+
+/* The file's bytes read by describe_read_program (describe.c: a large image
+ * first shrunk by the guest's Pillow), or NULL with *error_result
+ * (a tool result) set. */
+static unsigned char *read_for_describe(mcp_server *server, mcp_client *client,
+                                        const char *id_text, const reply *to, const char *scoped,
+                                        const char *session, const char *path, size_t *size,
+                                        cJSON **error_result) {
+    *error_result = NULL;
+    pthread_mutex_lock(&server->lock);
+    int known = session_known(server, scoped);
+    pthread_mutex_unlock(&server->lock);
+    if (!known) {
+        *error_result = tool_error("no such session; create one with create_session");
+        return NULL;
+    }
+    cJSON *guest_arguments = cJSON_CreateObject();
+    cJSON_AddStringToObject(guest_arguments, "path", path);
+    cJSON *read = session_program(server, client, id_text, to, scoped, session,
+                                  describe_read_program, guest_arguments);
+    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(read, "isError"))) {
+        *error_result = read;
+        return NULL;
+    }
+    const cJSON *structured = cJSON_GetObjectItemCaseSensitive(read, "structuredContent");
+    const cJSON *encoded = cJSON_GetObjectItemCaseSensitive(structured, "base64");
+    const cJSON *too_large = cJSON_GetObjectItemCaseSensitive(structured, "size");
+    const cJSON *refused = cJSON_GetObjectItemCaseSensitive(structured, "error");
+    unsigned char *data = cJSON_IsString(encoded) ? base64_decode(encoded->valuestring, size)
+                                                  : NULL;
+    if (!data) {
+        char error[CAP_ERROR_SIZE];
+        if (cJSON_IsString(refused)) /* e.g. an image too large that could not be shrunk */
+            snprintf(error, sizeof error, "describe: %.60s: %.150s", path, refused->valuestring);
+        else if (cJSON_IsNumber(too_large))
+            snprintf(error, sizeof error, "describe: %.100s has %.0f bytes, more than the 8 MiB a "
+                     "file may have", path, too_large->valuedouble);
+        else
+            snprintf(error, sizeof error, "describe: %.100s could not be read", path);
+        *error_result = tool_error(error);
+    }
+    cJSON_Delete(read);
+    return data;
+}
+
+static void sha256_hex(const unsigned char *data, size_t size, char out[65]) {
+    unsigned char digest[32];
+    unsigned int length = 0;
+    if (!EVP_Digest(data, size, digest, &length, EVP_sha256(), NULL)) memset(digest, 0, 32);
+    for (int i = 0; i < 32; i++) snprintf(out + 2 * i, 3, "%02x", digest[i]);
+}
+
+/* A retried 2026-07-28 describe: the payload of its requestState when it
+ * verifies as one this server issued for this call of this client (NULL
+ * when the call has none); -1 with `message` when it does not verify. */
+static int resume_describe(const mcp_server *server, const mcp_client *client,
+                           const cJSON *params, const cJSON *arguments, cJSON **payload_out,
+                           char *message) {
+    *payload_out = NULL;
+    const cJSON *state = cJSON_GetObjectItemCaseSensitive(params, "requestState");
+    const cJSON *responses = cJSON_GetObjectItemCaseSensitive(params, "inputResponses");
+    if (responses && !cJSON_IsObject(responses)) {
+        snprintf(message, CAP_ERROR_SIZE, "inputResponses must be an object");
+        return -1;
+    }
+    if (!state || cJSON_IsNull(state)) return 0;
+    cJSON *payload = cJSON_IsString(state) ? verify_state(server, state->valuestring) : NULL;
+    char digest[65];
+    arguments_digest(arguments, digest);
+    const char *tool = argument_string(payload, "tool");
+    const char *principal = argument_string(payload, "principal");
+    const char *digested = argument_string(payload, "arguments");
+    const cJSON *expires = cJSON_GetObjectItemCaseSensitive(payload, "expires");
+    if (!payload || !tool || strcmp(tool, "describe") != 0 || !principal ||
+        strcmp(principal, client->principal) != 0 || !digested || strcmp(digested, digest) != 0 ||
+        !cJSON_IsNumber(expires) || expires->valuedouble < (double)time(NULL) ||
+        !argument_string(payload, "sha256")) {
+        snprintf(message, CAP_ERROR_SIZE,
+                 "requestState rejected: it does not verify as one this server issued for this "
+                 "describe call (altered, expired, from another server or client, or for other "
+                 "arguments); call again without requestState");
+        cJSON_Delete(payload);
+        return -1;
+    }
+    *payload_out = payload;
+    return 0;
+}
+
+/* The input_required result asking a 2026-07-28 client's model about the
+ * file; NULL when out of memory. */
+static cJSON *describe_request(const mcp_server *server, const mcp_client *client,
+                               const cJSON *arguments, const char *scoped, const char *path,
+                               const char *file_digest, cJSON *sampling) {
+    char digest[65];
+    arguments_digest(arguments, digest);
+    cJSON *payload = cJSON_CreateObject();
+    cJSON_AddNumberToObject(payload, "v", 1);
+    cJSON_AddStringToObject(payload, "tool", "describe");
+    cJSON_AddStringToObject(payload, "principal", client->principal);
+    cJSON_AddStringToObject(payload, "arguments", digest);
+    cJSON_AddNumberToObject(payload, "expires", (double)time(NULL) + STATE_SECONDS);
+    cJSON_AddStringToObject(payload, "session", scoped);
+    cJSON_AddStringToObject(payload, "path", path);
+    cJSON_AddStringToObject(payload, "sha256", file_digest);
+    char *state = sign_state(server, payload);
+    cJSON_Delete(payload);
+    if (!state) {
+        cJSON_Delete(sampling);
+        return NULL;
+    }
+    cJSON *result = cJSON_CreateObject();
+    cJSON_AddStringToObject(result, "resultType", "input_required");
+    cJSON *request = cJSON_AddObjectToObject(cJSON_AddObjectToObject(result, "inputRequests"),
+                                             DESCRIBE_KEY);
+    cJSON_AddStringToObject(request, "method", "sampling/createMessage");
+    cJSON_AddItemToObject(request, "params", sampling);
+    cJSON_AddStringToObject(result, "requestState", state);
+    free(state);
+    return result;
+}
+
+/* The tool result of the client model's answer (a sampling result). */
+static cJSON *describe_answer(const cJSON *sampled, const char *media_type) {
+    char error[CAP_ERROR_SIZE];
+    char *text = describe_client_answer(sampled, error);
+    if (!text) return tool_error(error);
+    cJSON *structured = cJSON_CreateObject();
+    cJSON_AddStringToObject(structured, "answer", text);
+    cJSON_AddStringToObject(structured, "media_type", media_type);
+    const char *model = argument_string(sampled, "model");
+    cJSON_AddStringToObject(structured, "model", model ? model : "client");
+    cJSON_AddStringToObject(structured, "backend", "client");
+    cJSON *result = tool_text(text, structured);
+    free(text);
+    return result;
+}
+
+/* The describe tool: the file, then the first backend there is. */
+static void describe_tool(mcp_server *server, mcp_client *client, const cJSON *id,
+                          const char *id_text, const reply *to, const cJSON *params,
+                          const char *scoped, const char *session, const char *path,
+                          const char *question) {
+    const cJSON *arguments = cJSON_GetObjectItemCaseSensitive(params, "arguments");
+    int endpoint = cap_config_describe_enabled(server->config);
+    char error[CAP_ERROR_SIZE] = "";
+    cJSON *resumed = NULL;
+    if (to->stateless && !endpoint &&
+        resume_describe(server, client, params, arguments, &resumed, error) != 0) {
+        send_error(to, id, RPC_INVALID_PARAMS, error); /* the retry is not a call we issued */
+        return;
+    }
+    size_t size = 0;
+    cJSON *result = NULL;
+    unsigned char *data = read_for_describe(server, client, id_text, to, scoped, session, path,
+                                            &size, &result);
+    const char *media_type = data && !endpoint ? describe_check_file(data, size, question, error)
+                                               : NULL;
+    if (!data) {
+        /* result: why the file could not be read */
+    } else if (endpoint) {
+        char *json = cap_config_describe(server->config, data, size, path, question, 0, error);
+        cJSON *answer = json ? cJSON_Parse(json) : NULL;
+        const cJSON *text = cJSON_GetObjectItemCaseSensitive(answer, "answer");
+        result = cJSON_IsString(text) ? tool_text(text->valuestring, answer)
+                                      : tool_error(error[0] ? error : "describe failed");
+        if (!cJSON_IsString(text)) cJSON_Delete(answer);
+        free(json);
+    } else if (!media_type) {
+        result = tool_error(error);
+    } else {
+        int samplable = strcmp(media_type, "application/pdf") != 0; /* sampling has no PDF */
+        char digest[65];
+        sha256_hex(data, size, digest);
+        const cJSON *responses = cJSON_GetObjectItemCaseSensitive(params, "inputResponses");
+        const cJSON *sampled = cJSON_GetObjectItemCaseSensitive(responses, DESCRIBE_KEY);
+        if (resumed && strcmp(argument_string(resumed, "sha256"), digest) != 0) {
+            result = tool_error("describe: the file changed after the client's model was asked "
+                                "about it, so the answer is not used; call describe again");
+        } else if (resumed && sampled) {
+            result = cJSON_IsObject(sampled)
+                         ? describe_answer(sampled, media_type)
+                         : tool_error("describe: inputResponses." DESCRIBE_KEY " must be the "
+                                      "result of sampling/createMessage (an object)");
+        } else if (to->stateless && samplable &&
+                   cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(to->stateless->capabilities,
+                                                                   "sampling"))) {
+            cJSON *sampling =
+                describe_client_sampling(data, size, media_type, path, question, error);
+            result = sampling ? describe_request(server, client, arguments, scoped, path, digest,
+                                                 sampling)
+                              : NULL;
+            if (!result) result = tool_error(error[0] ? error : "out of memory");
+        } else if (!to->stateless && samplable && to->can_ask && client->can_sample) {
+            cJSON *sampling =
+                describe_client_sampling(data, size, media_type, path, question, error);
+            cJSON *sampled_now = NULL;
+            char message[CAP_ERROR_SIZE];
+            if (!sampling) {
+                result = tool_error(error);
+            } else if (ask_request(client->asks, id_text, to->send, to->context,
+                                   "sampling/createMessage", sampling, SAMPLING_SECONDS,
+                                   &sampled_now, message) != ASK_OK) {
+                snprintf(error, sizeof error, "describe: the client's model (sampling): %.180s",
+                         message);
+                result = tool_error(error);
+            } else {
+                result = describe_answer(sampled_now, media_type);
+            }
+            cJSON_Delete(sampled_now);
+        } else {
+            result = describe_client_fallback(data, size, media_type, path, question);
+        }
+    }
+    free(data);
+    cJSON_Delete(resumed);
+    send_result(to, id, result);
 }
 
 static void call_tool(mcp_server *server, mcp_client *client, const cJSON *id, const reply *to,
@@ -1604,20 +1936,20 @@ static void call_tool(mcp_server *server, mcp_client *client, const cJSON *id, c
     } else if (!session) {
         if (strcmp(name, "close_session") == 0 || strcmp(name, "list_files") == 0 ||
             strcmp(name, "read_file") == 0 || strcmp(name, "write_file") == 0 ||
-            (strcmp(name, "describe") == 0 && cap_config_describe_enabled(server->config)))
+            strcmp(name, "describe") == 0)
             send_error(to, id, RPC_INVALID_PARAMS, "this tool needs session_id");
         else
             send_error(to, id, RPC_INVALID_PARAMS, "unknown tool");
     } else if (strcmp(name, "fork_session") == 0 || strcmp(name, "session_history") == 0) {
         durable_session_tool(server, client, id, to, name, scoped, session);
-    } else if (strcmp(name, "describe") == 0 && cap_config_describe_enabled(server->config)) {
+    } else if (strcmp(name, "describe") == 0) {
         const char *path = argument_string(arguments, "path");
         const char *question = argument_string(arguments, "question");
         if (!path || !question)
             send_error(to, id, RPC_INVALID_PARAMS, "describe needs path and question");
         else
-            send_result(to, id, describe_tool(server, client, id_text, to, scoped, session, path,
-                                              question));
+            describe_tool(server, client, id, id_text, to, params, scoped, session, path,
+                          question);
     } else if (strcmp(name, "close_session") == 0) {
         pthread_mutex_lock(&server->lock);
         int slot_index = session_known(server, scoped) ? route_session(server, scoped) : -1;
@@ -1770,7 +2102,7 @@ static int check_stateless(const reply *to, const cJSON *id, const char *method,
 
 int mcp_check_stateless(const char *text, size_t size, const mcp_http_headers *headers,
                         mcp_send_fn send, void *context) {
-    reply to = {send, context, NULL};
+    reply to = {send, context, NULL, 0};
     cJSON *message = cJSON_ParseWithLength(text, size);
     const cJSON *method = cJSON_GetObjectItemCaseSensitive(message, "method");
     const cJSON *id = cJSON_GetObjectItemCaseSensitive(message, "id");
@@ -1830,12 +2162,27 @@ static void handle_stateless(mcp_server *server, mcp_client *client, const reply
     }
 }
 
-static void initialize(const reply *to, const cJSON *id, const cJSON *params) {
+/* The version agreed and the client's capabilities are remembered: the
+ * server asks (ask.h) only what the client said it answers.  Elicitation
+ * counts when it allows form mode: {} (form, before 2025-11-25 the only
+ * one) or {"form": {...}}, not {"url": {...}} alone. */
+static void initialize(mcp_client *client, const reply *to, const cJSON *id,
+                       const cJSON *params) {
     const char *requested = argument_string(params, "protocolVersion");
+    const char *agreed =
+        requested && mcp_protocol_supported(requested) ? requested : MCP_LATEST_PROTOCOL;
+    const cJSON *declared = cJSON_GetObjectItemCaseSensitive(params, "capabilities");
+    const cJSON *elicitation = cJSON_GetObjectItemCaseSensitive(declared, "elicitation");
+    if (client) {
+        snprintf(client->protocol, sizeof client->protocol, "%s", agreed);
+        client->can_elicit =
+            cJSON_IsObject(elicitation) &&
+            (!cJSON_HasObjectItem(elicitation, "url") || cJSON_HasObjectItem(elicitation, "form"));
+        client->can_sample =
+            cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(declared, "sampling"));
+    }
     cJSON *result = cJSON_CreateObject();
-    cJSON_AddStringToObject(result, "protocolVersion",
-                            requested && mcp_protocol_supported(requested) ? requested
-                                                                           : MCP_LATEST_PROTOCOL);
+    cJSON_AddStringToObject(result, "protocolVersion", agreed);
     cJSON *capabilities = cJSON_AddObjectToObject(result, "capabilities");
     cJSON *tools = cJSON_AddObjectToObject(capabilities, "tools");
     cJSON_AddBoolToObject(tools, "listChanged", 0);
@@ -1847,7 +2194,12 @@ static void initialize(const reply *to, const cJSON *id, const cJSON *params) {
 
 void mcp_handle(mcp_server *server, mcp_client *client, const char *message_text, size_t size,
                 mcp_send_fn send, void *context) {
-    reply to = {send, context, NULL};
+    mcp_handle_streaming(server, client, message_text, size, send, context, 0);
+}
+
+void mcp_handle_streaming(mcp_server *server, mcp_client *client, const char *message_text,
+                          size_t size, mcp_send_fn send, void *context, int can_ask) {
+    reply to = {send, context, NULL, can_ask};
     cJSON *message = cJSON_ParseWithLength(message_text, size);
     if (!message) {
         send_error(&to, NULL, RPC_PARSE_ERROR, "parse error: not valid JSON");
@@ -1864,7 +2216,8 @@ void mcp_handle(mcp_server *server, mcp_client *client, const char *message_text
     const cJSON *params = cJSON_GetObjectItemCaseSensitive(message, "params");
     int valid = cJSON_IsObject(message) && cJSON_IsString(version) &&
                 strcmp(version->valuestring, "2.0") == 0 && (!id || is_valid_id(id));
-    if (valid && !method_item && id) { /* a response: we send no requests */
+    if (valid && !method_item && id) { /* a response to one of our requests (ask.h) */
+        if (client) ask_answer(client->asks, message);
         cJSON_Delete(message);
         return;
     }
@@ -1891,7 +2244,7 @@ void mcp_handle(mcp_server *server, mcp_client *client, const char *message_text
     if (cJSON_HasObjectItem(cJSON_GetObjectItemCaseSensitive(params, "_meta"), META_PROTOCOL)) {
         handle_stateless(server, client, &to, id, method, params);
     } else if (strcmp(method, "initialize") == 0) {
-        initialize(&to, id, params);
+        initialize(client, &to, id, params);
     } else if (strcmp(method, "ping") == 0) {
         send_result(&to, id, NULL);
     } else if (strcmp(method, "tools/list") == 0) {

@@ -47,7 +47,7 @@ static void write_line(void *context, const char *json) {
 static void *run_call(void *argument) {
     call *c = argument;
     stdio_state *state = c->state;
-    mcp_handle(state->server, state->client, c->message, c->size, write_line, state);
+    mcp_handle_streaming(state->server, state->client, c->message, c->size, write_line, state, 1);
     free(c->message);
     free(c);
     pthread_mutex_lock(&state->lock);
@@ -81,7 +81,7 @@ static void dispatch(stdio_state *state, char *message, size_t size) {
         free(c);
         /* No thread to spare: answer in line instead. */
     }
-    mcp_handle(state->server, state->client, message, size, write_line, state);
+    mcp_handle_streaming(state->server, state->client, message, size, write_line, state, 1);
     free(message);
 }
 

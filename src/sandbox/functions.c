@@ -37,6 +37,7 @@
 #include <unistd.h>
 
 #include "../help/describe.h"
+#include "../help/describe_media.h"
 #include "../help/help.h"
 #include "frame.h"
 #include "http.h"
@@ -331,6 +332,12 @@ int cap_config_deny_functions(cap_config *config, const char *pattern, char *err
     return add_pattern(config->denied_functions, &config->denied_function_count, pattern, error);
 }
 
+int cap_config_require_approval_matching(cap_config *config, const char *pattern, char *error) {
+    if (!config) return CAP_EINVAL;
+    help_invalidate(config); /* help's entries say which calls need approval */
+    return add_pattern(config->approval_patterns, &config->approval_pattern_count, pattern, error);
+}
+
 int cap_config_set_audit_log(cap_config *config, const char *path, char *error) {
     if (!config || !path) {
         sandbox_set_error(error, "cap_config_set_audit_log: missing argument");
@@ -368,8 +375,10 @@ void sandbox_functions_free(cap_config *config) {
     }
     for (int i = 0; i < config->allowed_function_count; i++) free(config->allowed_functions[i]);
     for (int i = 0; i < config->denied_function_count; i++) free(config->denied_functions[i]);
+    for (int i = 0; i < config->approval_pattern_count; i++) free(config->approval_patterns[i]);
     if (config->audit_fd >= 0) close(config->audit_fd);
     config->function_count = config->allowed_function_count = config->denied_function_count = 0;
+    config->approval_pattern_count = 0;
     config->audit_fd = -1;
 }
 
@@ -380,6 +389,13 @@ int sandbox_function_granted(const cap_config *config, const char *name) {
     for (int i = 0; allowed && i < config->denied_function_count; i++)
         allowed = fnmatch(config->denied_functions[i], name, 0) != 0;
     return allowed;
+}
+
+int sandbox_function_needs_approval(const cap_config *config, const struct function *f) {
+    int needed = f->needs_approval;
+    for (int i = 0; !needed && i < config->approval_pattern_count; i++)
+        needed = fnmatch(config->approval_patterns[i], f->name, 0) == 0;
+    return needed;
 }
 
 /* --- checking arguments against the schema's top level ------------------------- */
@@ -560,7 +576,7 @@ static void answer_list(sandbox_exchange *exchange) {
         cJSON_AddStringToObject(entry, "name", f->name);
         cJSON_AddStringToObject(entry, "description", f->description);
         cJSON_AddItemReferenceToObject(entry, "input_schema", f->schema);
-        cJSON_AddBoolToObject(entry, "needs_approval", f->needs_approval);
+        cJSON_AddBoolToObject(entry, "needs_approval", sandbox_function_needs_approval(config, f));
         cJSON_AddItemToArray(list, entry);
     }
     char *text = list ? cJSON_PrintUnformatted(list) : NULL;
@@ -626,12 +642,15 @@ static void answer_call(sandbox_exchange *exchange, const cJSON *request, const 
         snprintf(message, sizeof message, "out of memory");
     }
     const cap_run_options *options = exchange->options;
-    if (!kind && f->needs_approval &&
+    char reason[CAP_ERROR_SIZE] = "";
+    if (!kind && sandbox_function_needs_approval(config, f) &&
         !(options && options->approve &&
-          options->approve(options->userdata, f->name, arguments_text))) {
+          options->approve(options->userdata, f->name, arguments_text, reason))) {
         kind = "denied";
-        snprintf(message, sizeof message, "calling '%.100s' needs approval, which was %s",
-                 f->name, options && options->approve ? "refused" : "not available");
+        reason[sizeof reason - 1] = '\0'; /* the callback's text, however it wrote it */
+        snprintf(message, sizeof message, "calling '%.80s' needs approval, which was %s%s%.120s",
+                 f->name, options && options->approve ? "refused" : "not available",
+                 reason[0] ? ": " : "", reason);
     }
     double timeout = limits->function_seconds > 0 ? limits->function_seconds
                                                   : DEFAULT_CALL_SECONDS;
@@ -725,9 +744,40 @@ static unsigned char *decode_bytes(const cJSON *value, size_t *size) {
     return data;
 }
 
+/* describe's second backend: the run's caller's model
+ * (cap_run_options.ask_model; an MCP client's sampling), asked after the
+ * same checks as the endpoint's.  As describe_file. */
+static describe_outcome describe_with_caller(const cap_run_options *options,
+                                             const unsigned char *data, size_t size,
+                                             const char *name, const char *question,
+                                             double seconds, char **json, char *message) {
+    const char *media_type = describe_check_file(data, size, question, message);
+    if (!media_type) return DESCRIBE_INVALID;
+    char error[CAP_ERROR_SIZE] = "";
+    char *answer = options->ask_model(options->userdata, data, size, media_type, name, question,
+                                      seconds, error);
+    if (!answer) {
+        error[sizeof error - 1] = '\0';
+        snprintf(message, CAP_ERROR_SIZE, "%s", error[0] ? error : "the caller's model failed");
+        return DESCRIBE_FAILED;
+    }
+    cJSON *result = cJSON_CreateObject();
+    cJSON_AddStringToObject(result, "answer", answer);
+    cJSON_AddStringToObject(result, "media_type", media_type);
+    cJSON_AddStringToObject(result, "model", "client");
+    free(answer);
+    *json = cJSON_PrintUnformatted(result);
+    cJSON_Delete(result);
+    if (!*json) {
+        snprintf(message, CAP_ERROR_SIZE, "out of memory");
+        return DESCRIBE_FAILED;
+    }
+    return DESCRIBE_OK;
+}
+
 /* capsule.describe(): the file's bytes and the question to the configured
- * model endpoint (describe.c), within the run's time; logged as the
- * function "describe". */
+ * model endpoint (describe.c) or else the caller's model, within the
+ * run's time; logged as the function "describe". */
 static void answer_describe(sandbox_exchange *exchange, const cJSON *request, const char *payload,
                             size_t size, double started) {
     const cJSON *question = cJSON_GetObjectItemCaseSensitive(request, "question");
@@ -747,10 +797,14 @@ static void answer_describe(sandbox_exchange *exchange, const cJSON *request, co
         kind = "timeout";
         snprintf(message, sizeof message, "no time is left in the run for describe");
     } else {
-        describe_outcome outcome =
-            describe_file(exchange->sandbox->config, data, data_size,
-                          cJSON_IsString(name) ? name->valuestring : "file", question->valuestring,
-                          left, &json, message);
+        const char *shown = cJSON_IsString(name) ? name->valuestring : "file";
+        describe_outcome outcome = describe_file(exchange->sandbox->config, data, data_size,
+                                                 shown, question->valuestring, left, &json,
+                                                 message);
+        const cap_run_options *options = exchange->options;
+        if (outcome == DESCRIBE_OFF && options && options->ask_model)
+            outcome = describe_with_caller(options, data, data_size, shown,
+                                           question->valuestring, left, &json, message);
         kind = outcome == DESCRIBE_OK        ? NULL
                : outcome == DESCRIBE_OFF     ? "not-granted"
                : outcome == DESCRIBE_INVALID ? "invalid-arguments"

@@ -125,6 +125,10 @@ struct cap_config {
     int allowed_function_count;
     char *denied_functions[MAX_FUNCTION_PATTERNS];
     int denied_function_count;
+    /* Functions matching one of these need approval, as if each had been
+     * marked (cap_config_require_approval_matching). */
+    char *approval_patterns[MAX_FUNCTION_PATTERNS];
+    int approval_pattern_count;
     int audit_fd; /* -1: no audit log; O_APPEND, one write per line */
     /* Durable sessions (durable.c): NULL without a store.  The lock is
      * held around every use of the handle. */
@@ -183,6 +187,9 @@ void sandbox_remove_function(cap_config *config, const char *name);
 const struct function *sandbox_find_function(cap_config *config, const char *name);
 /* True when the allow and deny patterns grant `name`. */
 int sandbox_function_granted(const cap_config *config, const char *name);
+/* True when calls of `f` need approval: it was marked, or its name
+ * matches an approval pattern. */
+int sandbox_function_needs_approval(const cap_config *config, const struct function *f);
 
 /* Code mode (src/functions/code_mode.c): ends the upstream connections. */
 void sandbox_code_mode_free(cap_config *config);

@@ -686,10 +686,12 @@ static int host_function(void *userdata, const cap_function_call *call, char **r
     return CAP_FUNCTION_OK;
 }
 
-static int approve_call(void *userdata, const char *function, const char *arguments) {
+static int approve_call(void *userdata, const char *function, const char *arguments,
+                        char *reason) {
     function_log *log = userdata;
     log->approvals++;
     snprintf(log->arguments, sizeof log->arguments, "%s(%s)", function, arguments);
+    if (!log->approve && log->approvals > 2) snprintf(reason, CAP_ERROR_SIZE, "the test says no");
     return log->approve;
 }
 
@@ -881,6 +883,10 @@ static void approval_fails_closed(void **state) {
     expect_returned(run_with(s, code, &options), "{'x': 1}");
     assert_int_equal(log.calls, 1);
     assert_int_equal(log.approvals, 2);
+    /* The approver's reason reaches the guest's PermissionError. */
+    log.approve = 0;
+    expect_returned(run_with(s, code, &options), "\"calling 'guarded' needs approval, which was "
+                                              "refused: the test says no\"");
     cap_sandbox_free(s);
     cap_config_free(own);
 }

@@ -11,6 +11,7 @@ first argument:
              plus tools d0, d1... described by the JSON list argv[2]
   crash-at-start  exits at once
   exit-after-call  well, but exits after answering each tools/call
+  slow       well, plus a tool nap(seconds) that sleeps before it answers
 
 With --http, the same over Streamable HTTP on a loopback port printed on
 stdout (a crash is then a connection closed without an answer).
@@ -83,9 +84,17 @@ def call(name, arguments):
                              "data": base64.b64encode(b"\x89PNG").decode()}]}
     if name == "fail":
         return {"content": [{"type": "text", "text": "it failed, as it always does"}], "isError": True}
+    if name == "nap" and MODE == "slow":
+        started = time.monotonic()
+        time.sleep(float(arguments.get("seconds", 1)))
+        return {"content": [{"type": "text", "text": "rested"}],
+                "structuredContent": {"started": started, "ended": time.monotonic()}}
     return None
 
 
+if MODE == "slow":
+    TOOLS = TOOLS + [{"name": "nap", "description": "Sleeps, then answers.",
+                      "inputSchema": {"type": "object", "properties": {"seconds": {"type": "number"}}}}]
 if MODE == "crash-at-start":
     sys.exit(1)
 if MODE == "inject" and len(sys.argv) > 2:

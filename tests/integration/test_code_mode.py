@@ -498,3 +498,28 @@ pids
     assert result["status"] == "success", result
     pids = eval(result["return_value"])
     assert len(set(pids)) == 3, pids  # three processes, and no call failed
+
+
+def test_calls_to_one_http_upstream_from_two_runs_overlap(binary, tmp_path, http_upstream):
+    """Streamable HTTP takes concurrent POSTs: two runs (two workers) each
+    calling the same upstream's 2-second tool are served side by side, not
+    one after the other as a stdio pipe must be."""
+    url = http_upstream([HOST_PYTHON, str(UPSTREAM), "slow", "--http"])
+    mcp = config(tmp_path, slow={"url": url})
+    server = Stdio(binary, "--workers", "2", "--mcp-config", mcp)
+    try:
+        code = "from servers.slow import nap\nnap(seconds=2)"
+        for id in (1, 2):
+            server.send({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {
+                "name": "run_python_code", "arguments": {"python_code": code}}})
+        spans = []
+        for _ in range(2):
+            response = server.receive()
+            structured = response["result"]["structuredContent"]
+            assert structured["status"] == "success", structured
+            value = json.loads(structured["return_value"])
+            spans.append((value["started"], value["ended"]))
+        (first_start, first_end), (second_start, second_end) = sorted(spans)
+        assert second_start < first_end, spans  # the second began before the first ended
+    finally:
+        server.close()

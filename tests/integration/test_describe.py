@@ -134,14 +134,42 @@ def check_image_request(request, question):
     assert base64.b64decode(image["image_url"]["url"][len(prefix):]) == PNG
 
 
-def test_without_a_backend_describe_is_off(binary, capsule):
+def test_without_a_backend_describe_returns_the_file(binary, capsule):
+    """No endpoint and a client without sampling: the tool is still listed
+    (its description says so) and hands the file back as content; the
+    guest, with no model to ask, gets PermissionError."""
     server = Stdio(binary)
     try:
-        tools = [tool["name"] for tool in server.request("tools/list")["result"]["tools"]]
-        assert "describe" not in tools and "help" in tools
-        response = server.request("tools/call", {"name": "describe", "arguments": {
-            "session_id": "x", "path": "/tmp/a.png", "question": "what?"}}, 2)
-        assert response["error"]["code"] == -32602
+        server.request("initialize", {"protocolVersion": "2025-11-25", "capabilities": {},
+                                      "clientInfo": {"name": "t", "version": "1"}})
+        tools = {tool["name"]: tool for tool in server.request("tools/list", id=2)["result"]["tools"]}
+        assert "help" in tools and "look at" in tools["describe"]["description"]
+        created = server.request("tools/call", {"name": "create_session", "arguments": {}}, 3)
+        session_id = created["result"]["structuredContent"]["session_id"]
+        for path, content in (("/work/a.png", PNG), ("/work/notes.txt", b"plain words"),
+                              ("/work/doc.pdf", b"%PDF-1.4 tiny"), ("/work/x.bin", b"\x00\x01")):
+            server.request("tools/call", {"name": "write_file", "arguments": {
+                "session_id": session_id, "path": path, "encoding": "base64",
+                "content": base64.b64encode(content).decode()}}, 4)
+        def describe(path):
+            return server.request("tools/call", {"name": "describe", "arguments": {
+                "session_id": session_id, "path": path, "question": "what?"}}, 5)["result"]
+        image = describe("/work/a.png")
+        assert image["isError"] is False and "look at it" in image["content"][0]["text"]
+        assert image["content"][1]["mimeType"] == "image/png"
+        assert base64.b64decode(image["content"][1]["data"]) == PNG
+        text = describe("/work/notes.txt")["content"][1]
+        assert text["type"] == "resource" and text["resource"]["text"] == "plain words"
+        assert text["resource"]["uri"] == "file:///work/notes.txt"
+        pdf = describe("/work/doc.pdf")["content"][1]["resource"]
+        assert pdf["mimeType"] == "application/pdf"
+        assert base64.b64decode(pdf["blob"]) == b"%PDF-1.4 tiny"
+        binary_junk = describe("/work/x.bin")
+        assert binary_junk["isError"] is True
+        assert "unsupported media type" in binary_junk["content"][0]["text"]
+        missing = server.request("tools/call", {"name": "describe", "arguments": {
+            "session_id": "x", "path": "/tmp/a.png", "question": "what?"}}, 6)
+        assert "no such session" in missing["result"]["content"][0]["text"]
     finally:
         server.close()
     result = capsule.json("import capsule\ntry:\n    capsule.describe(b'hello', 'what?')\n"

@@ -340,3 +340,98 @@ def test_tampered_request_state_over_http(binary, approval_config):
         assert not marker.exists()
     finally:
         server.stop()
+
+
+# --- input_required: describe through the client's model (sampling) ----------------
+
+def tiny_png(red=255):
+    import struct
+    import zlib
+    raw = b"\x00" + bytes([red, 0, 0]) * 2
+
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data +
+                struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 2, 2, 8, 2, 0, 0, 0)) +
+            chunk(b"IDAT", zlib.compress(raw * 2)) + chunk(b"IEND", b""))
+
+
+def tool(server, id, name, arguments, capabilities=None, **extra):
+    return server.request("tools/call", {"name": name, "arguments": arguments,
+                                         "_meta": meta(capabilities), **extra}, id=id)
+
+
+def session_with_png(server, png):
+    created = tool(server, 1, "create_session", {})
+    session_id = created["result"]["structuredContent"]["session_id"]
+    written = tool(server, 2, "write_file", {"session_id": session_id, "path": "/work/a.png",
+                                             "content": base64.b64encode(png).decode(),
+                                             "encoding": "base64"})
+    assert written["result"]["isError"] is False, written
+    return session_id
+
+
+SAMPLED = {"role": "assistant", "model": "client-model",
+           "content": {"type": "text", "text": "A red square."}}
+
+
+def test_describe_asks_the_clients_model_with_input_required(binary):
+    server = Stdio(binary)
+    try:
+        png = tiny_png()
+        session_id = session_with_png(server, png)
+        arguments = {"session_id": session_id, "path": "/work/a.png", "question": "What is it?"}
+        first = tool(server, 3, "describe", arguments, {"sampling": {}})["result"]
+        assert first["resultType"] == "input_required", first
+        (key, request), = first["inputRequests"].items()
+        assert request["method"] == "sampling/createMessage"
+        image, question = request["params"]["messages"]
+        assert image["content"]["type"] == "image"
+        assert image["content"]["mimeType"] == "image/png"
+        assert base64.b64decode(image["content"]["data"]) == png
+        assert question["content"] == {"type": "text", "text": "What is it?"}
+        assert request["params"]["maxTokens"] > 0
+        done = tool(server, 4, "describe", arguments, {"sampling": {}},
+                    inputResponses={key: SAMPLED}, requestState=first["requestState"])["result"]
+        assert done["resultType"] == "complete" and done["isError"] is False, done
+        assert done["content"][0]["text"] == "A red square."
+        assert done["structuredContent"]["model"] == "client-model"
+
+        # A tampered state is refused before anything is read or answered.
+        payload, mac = first["requestState"].split(".")
+        for bad in (first["requestState"] + "x", _flip(payload, 4) + "." + mac, "garbage"):
+            response = tool(server, 5, "describe", arguments, {"sampling": {}},
+                            inputResponses={key: SAMPLED}, requestState=bad)
+            assert response["error"]["code"] == -32602, response
+            assert "requestState rejected" in response["error"]["message"]
+        # A state is good only for the arguments it was issued for.
+        other = tool(server, 6, "describe", {**arguments, "question": "Other?"}, {"sampling": {}},
+                     inputResponses={key: SAMPLED}, requestState=first["requestState"])
+        assert other["error"]["code"] == -32602
+
+        # The file changed after the model was asked: its answer is not used.
+        tool(server, 7, "write_file", {"session_id": session_id, "path": "/work/a.png",
+                                       "content": base64.b64encode(tiny_png(red=0)).decode(),
+                                       "encoding": "base64"})
+        changed = tool(server, 8, "describe", arguments, {"sampling": {}},
+                       inputResponses={key: SAMPLED}, requestState=first["requestState"])
+        assert changed["result"]["isError"] is True, changed
+        assert "file changed" in changed["result"]["content"][0]["text"]
+    finally:
+        server.close()
+
+
+def test_describe_without_sampling_returns_the_file(binary):
+    server = Stdio(binary)
+    try:
+        png = tiny_png()
+        session_id = session_with_png(server, png)
+        result = tool(server, 3, "describe", {"session_id": session_id, "path": "/work/a.png",
+                                              "question": "What is it?"})["result"]
+        assert result["resultType"] == "complete" and result["isError"] is False, result
+        text, image = result["content"]
+        assert "look at it" in text["text"] and "What is it?" in text["text"]
+        assert image["type"] == "image" and image["mimeType"] == "image/png"
+        assert base64.b64decode(image["data"]) == png
+    finally:
+        server.close()

@@ -177,3 +177,38 @@ describe("host-function approval over input_required (SDK v2, 2026-07-28)", () =
     }
   });
 });
+
+// describe without a model endpoint: the client's own model answers, through
+// input_required with a sampling/createMessage input request (2026-07-28), or a
+// sampling request mid-call (legacy mode); the SDK calls our handler either way.
+describe("describe through the client's model (SDK v2)", () => {
+  const PNG = Buffer.from("iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAEElEQVR4nGP4z8AARA" +
+                          "wQCgAf7gP9i18U1AAAAABJRU5ErkJggg==", "base64");
+  for (const [era, negotiation] of [["2026-07-28", MODERN], ["legacy", undefined]]) {
+    test(`the sampling handler answers (${era}, stdio)`, async () => {
+      const sampled = [];
+      const client = await connectStdio(negotiation, [], { sampling: {} });
+      client.setRequestHandler("sampling/createMessage", async (request) => {
+        sampled.push(request.params);
+        return { role: "assistant", model: "v2-model", content: { type: "text", text: "Red." } };
+      });
+      try {
+        const created = await client.callTool({ name: "create_session", arguments: {} });
+        const session_id = created.structuredContent.session_id;
+        await client.callTool({ name: "write_file", arguments: {
+          session_id, path: "/work/a.png", content: PNG.toString("base64"), encoding: "base64" } });
+        const result = await client.callTool({ name: "describe", arguments: {
+          session_id, path: "/work/a.png", question: "Which colour?" } });
+        assert.equal(result.isError, false, JSON.stringify(result));
+        assert.equal(result.content[0].text, "Red.");
+        assert.equal(sampled.length, 1);
+        const [image, question] = sampled[0].messages;
+        assert.equal(image.content.mimeType, "image/png");
+        assert.deepEqual(Buffer.from(image.content.data, "base64"), PNG);
+        assert.equal(question.content.text, "Which colour?");
+      } finally {
+        await client.close();
+      }
+    });
+  }
+});

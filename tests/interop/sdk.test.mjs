@@ -6,7 +6,9 @@ import { spawn } from "node:child_process";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
-import { LoggingMessageNotificationSchema } from "@modelcontextprotocol/sdk/types.js";
+import {
+  CreateMessageRequestSchema, ElicitRequestSchema, LoggingMessageNotificationSchema,
+} from "@modelcontextprotocol/sdk/types.js";
 
 const CAPSULE = process.env.CAPSULE ?? new URL("../../build/capsule", import.meta.url).pathname;
 const TOKEN = "interop-test-token";
@@ -20,9 +22,9 @@ async function runCode(client, python_code, extra = {}, options = {}) {
                          undefined, options);
 }
 
-// Starts `capsule serve --http 127.0.0.1:0` and resolves with its URL.
-function startHttpServer() {
-  const child = spawn(CAPSULE, ["serve", "--http", "127.0.0.1:0", "--workers", "2"], {
+// Starts `capsule serve --http 127.0.0.1:0` (with `args`) and resolves with its URL.
+function startHttpServer(args = []) {
+  const child = spawn(CAPSULE, ["serve", "--http", "127.0.0.1:0", "--workers", "2", ...args], {
     env: { ...process.env, CAPSULE_TOKEN: TOKEN },
     stdio: ["ignore", "ignore", "pipe"],
   });
@@ -37,8 +39,9 @@ function startHttpServer() {
   });
 }
 
-async function connectHttp(url, token = TOKEN) {
-  const client = new Client({ name: "capsule-interop", version: "1.0.0" });
+async function connectHttp(url, token = TOKEN, capabilities = {}, setup = () => {}) {
+  const client = new Client({ name: "capsule-interop", version: "1.0.0" }, { capabilities });
+  setup(client);
   const transport = new StreamableHTTPClientTransport(new URL(url), {
     requestInit: { headers: { Authorization: `Bearer ${token}` } },
   });
@@ -46,9 +49,11 @@ async function connectHttp(url, token = TOKEN) {
   return client;
 }
 
-async function connectStdio() {
-  const client = new Client({ name: "capsule-interop", version: "1.0.0" });
-  await client.connect(new StdioClientTransport({ command: CAPSULE, args: ["serve", "--stdio"],
+async function connectStdio(args = [], capabilities = {}, setup = () => {}) {
+  const client = new Client({ name: "capsule-interop", version: "1.0.0" }, { capabilities });
+  setup(client);
+  await client.connect(new StdioClientTransport({ command: CAPSULE,
+                                                  args: ["serve", "--stdio", ...args],
                                                   stderr: "ignore" }));
   return client;
 }
@@ -167,4 +172,134 @@ describe("http", () => {
   test("http: a wrong token is refused with 401", async () => {
     await assert.rejects(connectHttp(server.url, "wrong-token"), /401|nauthorized/);
   });
+});
+
+// --- the server asks the client mid-call: approval (elicitation), describe (sampling) ---
+
+// Two host functions backed by /bin/cat (the result is the arguments, so a
+// result proves the function ran); only those matching "pay*" need approval.
+const APPROVAL_ARGS = ["--function", "pay=/bin/cat", "--function", "lookup=/bin/cat",
+                       "--require-approval", "pay*"];
+const CALL_PAY =
+  "from capsule.functions import pay, lookup\n" +
+  "try:\n    r = pay(amount=10)\nexcept PermissionError as e:\n    r = 'denied: ' + str(e)\n" +
+  "[r, lookup(order=7)]";
+
+// A 2x2 red PNG, the bytes describe sends.
+const PNG = Buffer.from(
+  "iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAEElEQVR4nGP4z8AARAwQCgAf7gP9i18U1AAAAABJRU5ErkJggg==",
+  "base64");
+
+// One client per test: its capabilities and handlers are what is tested.
+function askingTests(name, connect) {
+  test(`${name}: an approving elicitation handler lets the call run`, async () => {
+    const asked = [];
+    const client = await connect(APPROVAL_ARGS, { elicitation: {} }, (c) =>
+      c.setRequestHandler(ElicitRequestSchema, async (request) => {
+        asked.push(request.params);
+        return { action: "accept", content: { approve: true } };
+      }));
+    try {
+      const result = await runCode(client, CALL_PAY);
+      assert.equal(result.structuredContent.status, "success", textOf(result));
+      assert.deepEqual(JSON.parse(result.structuredContent.return_value),
+                       [{ amount: 10 }, { order: 7 }]);
+      assert.equal(asked.length, 1, "asked once: lookup needs no approval");
+      assert.match(asked[0].message, /'pay' with arguments \{"amount":10\}/);
+      assert.equal(asked[0].requestedSchema.properties.approve.type, "boolean");
+    } finally {
+      await client.close();
+    }
+  });
+
+  test(`${name}: a declining handler is a PermissionError, and the function does not run`,
+       async () => {
+    const client = await connect(APPROVAL_ARGS, { elicitation: {} }, (c) =>
+      c.setRequestHandler(ElicitRequestSchema, async () => ({ action: "decline" })));
+    try {
+      const result = await runCode(client, CALL_PAY);
+      const [paid, looked] = JSON.parse(result.structuredContent.return_value);
+      assert.match(paid, /^denied: calling 'pay' needs approval, which was refused: declined/);
+      assert.deepEqual(looked, { order: 7 });
+    } finally {
+      await client.close();
+    }
+  });
+
+  test(`${name}: a client without elicitation is refused (fail closed)`, async () => {
+    const client = await connect(APPROVAL_ARGS);
+    try {
+      const result = await runCode(client, CALL_PAY);
+      const [paid] = JSON.parse(result.structuredContent.return_value);
+      assert.match(paid, /^denied: .*refused: the MCP client cannot be asked/);
+    } finally {
+      await client.close();
+    }
+  });
+
+  test(`${name}: an elicitation handler that throws is a refusal`, async () => {
+    const client = await connect(APPROVAL_ARGS, { elicitation: {} }, (c) =>
+      c.setRequestHandler(ElicitRequestSchema, async () => { throw new Error("no UI here"); }));
+    try {
+      const result = await runCode(client, CALL_PAY);
+      const [paid] = JSON.parse(result.structuredContent.return_value);
+      assert.match(paid, /^denied: .*no approval from the MCP client: the client answered with error/);
+    } finally {
+      await client.close();
+    }
+  });
+
+  test(`${name}: describe asks the client's model (sampling) with the image and the question`,
+       async () => {
+    const sampled = [];
+    const client = await connect([], { sampling: {} }, (c) =>
+      c.setRequestHandler(CreateMessageRequestSchema, async (request) => {
+        sampled.push(request.params);
+        return { role: "assistant", model: "test-model",
+                 content: { type: "text", text: "A red square." } };
+      }));
+    try {
+      const { tools } = await client.listTools();
+      assert.ok(tools.some((t) => t.name === "describe"), "describe is listed");
+      const created = await client.callTool({ name: "create_session", arguments: {} });
+      const session_id = created.structuredContent.session_id;
+      await client.callTool({ name: "write_file", arguments: {
+        session_id, path: "/work/square.png", content: PNG.toString("base64"),
+        encoding: "base64" } });
+      const result = await client.callTool({ name: "describe", arguments: {
+        session_id, path: "/work/square.png", question: "What shape is this?" } });
+      assert.equal(result.isError, false, textOf(result));
+      assert.equal(textOf(result), "A red square.");
+      assert.equal(result.structuredContent.model, "test-model");
+      assert.equal(sampled.length, 1);
+      const [image, question] = sampled[0].messages;
+      assert.equal(image.content.type, "image");
+      assert.equal(image.content.mimeType, "image/png");
+      assert.deepEqual(Buffer.from(image.content.data, "base64"), PNG);
+      assert.deepEqual(question.content, { type: "text", text: "What shape is this?" });
+      assert.ok(sampled[0].maxTokens > 0);
+      // The guest's capsule.describe() goes the same way.
+      const guest = await runCode(client, "import capsule, base64\n" +
+        `capsule.describe(base64.b64decode('${PNG.toString("base64")}'), 'And the colour?')`);
+      assert.match(textOf(guest), /<return_value>\nA red square.\n<\/return_value>/);
+      assert.equal(sampled.length, 2);
+      assert.deepEqual(sampled[1].messages[1].content, { type: "text", text: "And the colour?" });
+    } finally {
+      await client.close();
+    }
+  });
+}
+
+describe("stdio: the server asks the client", () => askingTests("stdio", connectStdio));
+
+describe("http: the server asks the client", () => {
+  const servers = {};
+  // One server per argument list, started on first use.
+  async function connect(args = [], capabilities = {}, setup = () => {}) {
+    const key = JSON.stringify(args);
+    if (!servers[key]) servers[key] = await startHttpServer(args);
+    return connectHttp(servers[key].url, TOKEN, capabilities, setup);
+  }
+  after(() => { for (const s of Object.values(servers)) s.child.kill("SIGTERM"); });
+  askingTests("http", connect);
 });
