@@ -1033,6 +1033,11 @@ static int parse_http(mcp_upstream *up, const cJSON *spec, char *error) {
                  "object of strings", up->name);
         return -1;
     }
+    char why[ERROR_SIZE];
+    if (library_load_curl(why) != 0) {
+        snprintf(error, ERROR_SIZE, "server %s: %.200s", up->name, why);
+        return -1;
+    }
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(spec, "type");
     up->legacy = cJSON_IsString(type) && strcmp(type->valuestring, "sse") == 0;
     up->url = strdup(url->valuestring);
@@ -1130,8 +1135,9 @@ void mcp_upstream_free(mcp_upstream *up) {
     free_strings(up->argv);
     free_strings(up->envp);
     free(up->url);
-    curl_slist_free_all(up->headers);
-    curl_slist_free_all(up->stream_headers);
+    /* Only an HTTP upstream has headers, and libcurl loaded (parse_http). */
+    if (up->headers) curl_slist_free_all(up->headers);
+    if (up->stream_headers) curl_slist_free_all(up->stream_headers);
     free(up->session_id);
     pthread_cond_destroy(&up->call_ended);
     pthread_mutex_destroy(&up->lock);
