@@ -91,6 +91,7 @@ static double number(const cJSON *object, const char *name) {
 typedef struct taken {
     uint32_t pages;
     uint32_t stack_pointer;
+    double monotonic_us; /* the guest's monotonic clock when taken (0: not given) */
     uint8_t *sent;       /* the pages sent, DURABLE_PAGE each, in index order */
     uint32_t *sent_index;
     uint8_t *sent_hash;  /* their SHA-256, computed here */
@@ -145,6 +146,10 @@ static int take_from_worker(cap_sandbox *sandbox, int fd, const durable_pages *k
     free(payload);
     double pages = number(header, "pages"), stack_pointer = number(header, "stack_pointer");
     double changed = number(header, "changed"), files = number(header, "vfs_bytes");
+    /* Only ever the guest's own clock: any value the worker sends within
+     * range is taken (it only sets where that session's clock continues). */
+    double monotonic = number(header, "monotonic_us");
+    t->monotonic_us = monotonic > 0 && monotonic < 9.0e15 ? (double)(uint64_t)monotonic : 0;
     cJSON_Delete(header);
     if (!(pages >= known->count && pages <= DURABLE_MAX_PAGES && changed >= 0 &&
           changed <= pages && files >= 0 && files <= (double)DURABLE_MAX_VFS &&
@@ -260,6 +265,7 @@ static char *manifest_text(const taken *t) {
     cJSON_AddStringToObject(manifest, "build", runtime_build_id());
     cJSON_AddNumberToObject(manifest, "pages", t->pages);
     cJSON_AddNumberToObject(manifest, "stack_pointer", t->stack_pointer);
+    cJSON_AddNumberToObject(manifest, "monotonic_us", t->monotonic_us);
     cJSON_AddNumberToObject(manifest, "vfs_bytes", (double)t->files.size);
     cJSON *environments = cJSON_AddArrayToObject(manifest, "environments");
     for (int i = 0; i < t->environment_count; i++)
@@ -423,6 +429,7 @@ int sandbox_durable_restore(cap_sandbox *sandbox, int worker_fd, durable_pages *
     const cJSON *build = cJSON_GetObjectItemCaseSensitive(manifest, "build");
     double format = number(manifest, "format"), pages = number(manifest, "pages");
     double stack_pointer = number(manifest, "stack_pointer"), files = number(manifest, "vfs_bytes");
+    double monotonic = number(manifest, "monotonic_us");
     size_t file_pages = files >= 0 ? (size_t)((files + DURABLE_PAGE - 1) / DURABLE_PAGE) : 0;
     char environments[16][65];
     int environment_count = 0;
@@ -473,11 +480,13 @@ int sandbox_durable_restore(cap_sandbox *sandbox, int worker_fd, durable_pages *
         uint32_t page_frames = 0;
         for (size_t i = 0; i < (size_t)pages; i++)
             page_frames += !worker_has(sandbox, snapshot.pages[i].index, snapshot.pages[i].hash);
-        char header[192];
+        char header[256];
         int length = snprintf(header, sizeof header,
                               "{\"pages\":%u,\"stack_pointer\":%u,\"page_frames\":%u,"
+                              "\"monotonic_us\":%.0f,"
                               "\"vfs_bytes\":%llu,\"environments\":%d}",
                               (uint32_t)pages, (uint32_t)stack_pointer, page_frames,
+                              monotonic > 0 && monotonic < 9.0e15 ? monotonic : 0.0,
                               (unsigned long long)files, environment_count);
         if (frame_write(worker_fd, 'L', header, (size_t)length) != 0) {
             sandbox_set_error(error, "the worker for the session's restore is gone");

@@ -150,11 +150,12 @@ int durable_worker_snapshot(int fd, const uint8_t *memory, uint32_t pages, void 
     else
         for (uint32_t page = dead; page < pages; page++)
             if (page_changed(memory, page, known_pages)) changed_pages[changed++] = page;
-    char header[192 + 16 * 70];
+    char header[256 + 16 * 70];
     int length = snprintf(header, sizeof header,
                           "{\"pages\":%u,\"stack_pointer\":%u,\"changed\":%u,\"vfs_bytes\":%zu,"
-                          "\"environments\":[",
-                          pages, runtime_stack_pointer(), changed, files.size);
+                          "\"monotonic_us\":%llu,\"environments\":[",
+                          pages, runtime_stack_pointer(), changed, files.size,
+                          (unsigned long long)(wasi_monotonic_now(w) / 1000));
     for (int i = 0; i < environment_count && i < 16; i++)
         length += snprintf(header + length, sizeof header - (size_t)length, "%s\"%.64s\"",
                            i ? "," : "", environment_keys[i]);
@@ -199,6 +200,12 @@ int durable_worker_restore(int fd, const char *payload, size_t size, void *scrat
     uint32_t stack_pointer = field(header, "stack_pointer", UINT32_MAX - 1.0);
     uint32_t page_frames = field(header, "page_frames", DURABLE_MAX_PAGES);
     uint32_t environments = field(header, "environments", 16);
+    const cJSON *monotonic = cJSON_GetObjectItemCaseSensitive(header, "monotonic_us");
+    /* Microseconds, rounded up: the clock continues at or after it. */
+    uint64_t monotonic_ns = cJSON_IsNumber(monotonic) && monotonic->valuedouble > 0 &&
+                                    monotonic->valuedouble < 9.0e15
+                                ? ((uint64_t)monotonic->valuedouble + 1) * 1000
+                                : 0;
     const cJSON *vfs_item = cJSON_GetObjectItemCaseSensitive(header, "vfs_bytes");
     double vfs_bytes = cJSON_IsNumber(vfs_item) ? vfs_item->valuedouble : -1;
     cJSON_Delete(header);
@@ -271,5 +278,6 @@ int durable_worker_restore(int fd, const char *payload, size_t size, void *scrat
     if (rc) return refuse(fd, rc == -ENOSPC ? "the saved files exceed the disk limit"
                                             : "the saved files are malformed");
     runtime_set_stack_pointer(stack_pointer);
+    if (monotonic_ns) wasi_continue_monotonic(w, monotonic_ns);
     return frame_write(fd, 'L', "", 0) == 0 ? 0 : -1;
 }

@@ -69,6 +69,7 @@ struct Z_wasi_snapshot_preview1_instance_t {
     u32 argc, envc;
     int exited;
     u32 exit_code;
+    u64 monotonic_offset; /* added to the host's CLOCK_MONOTONIC (wasi_continue_monotonic) */
 };
 
 /* --- guest memory ------------------------------------------------------- */
@@ -390,12 +391,35 @@ u32 Z_wasi_snapshot_preview1Z_clock_res_get(wasi *w, u32 id, u32 out) {
     return store64(w, out, (u64)ts.tv_sec * 1000000000u + (u64)ts.tv_nsec);
 }
 
+/* The guest's view of a clock: the host's, and for the monotonic clock
+ * the offset a restored session carries. */
+static int guest_clock_now(const wasi *w, clockid_t clock, u64 *now) {
+    struct timespec ts;
+    if (clock_gettime(clock, &ts)) return -1;
+    *now = (u64)ts.tv_sec * 1000000000u + (u64)ts.tv_nsec;
+    if (clock == CLOCK_MONOTONIC) *now += w->monotonic_offset;
+    return 0;
+}
+
 u32 Z_wasi_snapshot_preview1Z_clock_time_get(wasi *w, u32 id, u64 precision, u32 out) {
     (void)precision;
     clockid_t clock;
+    u64 now;
+    if (host_clock(id, &clock) || guest_clock_now(w, clock, &now)) return WASI_EINVAL;
+    return store64(w, out, now);
+}
+
+uint64_t wasi_monotonic_now(const wasi *w) {
+    u64 now = 0;
+    guest_clock_now(w, CLOCK_MONOTONIC, &now);
+    return now;
+}
+
+void wasi_continue_monotonic(wasi *w, uint64_t saved) {
     struct timespec ts;
-    if (host_clock(id, &clock) || clock_gettime(clock, &ts)) return WASI_EINVAL;
-    return store64(w, out, (u64)ts.tv_sec * 1000000000u + (u64)ts.tv_nsec);
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    u64 host = (u64)ts.tv_sec * 1000000000u + (u64)ts.tv_nsec;
+    w->monotonic_offset = saved > host ? saved - host : 0;
 }
 
 u32 Z_wasi_snapshot_preview1Z_random_get(wasi *w, u32 buffer, u32 size) {
@@ -835,12 +859,11 @@ u32 Z_wasi_snapshot_preview1Z_poll_oneoff(wasi *w, u32 in, u32 out, u32 count, u
         u8 tag = s[8];
         if (tag == EVENT_CLOCK) {
             clockid_t clock;
-            struct timespec now;
             u64 timeout = get64(s + 24), wait = timeout;
             if (host_clock(get32(s + 16), &clock)) continue;
             if (get32(s + 40) & SUBSCRIPTION_CLOCK_ABSTIME) {
-                clock_gettime(clock, &now);
-                u64 now_ns = (u64)now.tv_sec * 1000000000u + (u64)now.tv_nsec;
+                u64 now_ns = 0;
+                guest_clock_now(w, clock, &now_ns);
                 wait = timeout > now_ns ? timeout - now_ns : 0;
             }
             if (wait < earliest_wait) earliest_wait = wait, earliest = i;

@@ -80,6 +80,14 @@ int wasi_descriptor_restore(wasi *w, const wasi_descriptor_state *state);
 /* After proc_exit: 1 and the exit code; 0 if the guest did not exit. */
 int wasi_exited(const wasi *w, uint32_t *code);
 
+/* The guest's monotonic clock (ns), and making it continue from `saved`
+ * (one read before a snapshot) in a process restored from it: a session
+ * restored after a reboot, when the host's clock starts again near zero,
+ * must not see time.monotonic() go backwards.  The clock is never moved
+ * back; it only gains the offset that keeps it at or above `saved`. */
+uint64_t wasi_monotonic_now(const wasi *w);
+void wasi_continue_monotonic(wasi *w, uint64_t saved);
+
 /* Maps a negative POSIX errno (as the VFS returns) to a WASI errno. */
 uint16_t wasi_errno_from_posix(int negative_errno);
 

@@ -204,6 +204,35 @@ def test_a_damaged_snapshot_is_a_clear_session_error(binary, tmp_path, damage, m
     database.close()
 
 
+def test_a_restored_sessions_monotonic_clock_never_goes_back(binary, tmp_path):
+    """After a reboot the host's monotonic clock starts again near zero;
+    a session restored there continues from the clock its snapshot saw.
+    Played here by moving the saved clock 1,000 s ahead of this boot's."""
+    server = Stdio(binary, "--store", store_url(tmp_path))
+    before = float(value(call(server, "import time\nt = time.monotonic()\nt", "clock")))
+    server.close()
+    ahead_us = int((time.monotonic() + 1000) * 1e6)
+    database = sqlite3.connect(tmp_path / "sessions.db")
+    with database:
+        scoped = _scoped(tmp_path, "clock")
+        [manifest] = database.execute(
+            f"SELECT manifest FROM snapshots WHERE id = {_latest_snapshot(scoped)}").fetchone()
+        saved = json.loads(manifest)
+        assert saved["monotonic_us"] >= int(before * 1e6)  # the clock the call left
+        saved["monotonic_us"] = ahead_us
+        database.execute(f"UPDATE snapshots SET manifest = ? WHERE id = "
+                         f"{_latest_snapshot(scoped)}", (json.dumps(saved),))
+    database.close()
+    server = Stdio(binary, "--store", store_url(tmp_path))
+    after = float(value(call(server, "time.monotonic()", "clock", id=2)))
+    assert after * 1e6 >= ahead_us
+    assert after - time.monotonic() < 1100  # moved forward by the offset, not further
+    # A fresh session keeps the host's clock.
+    fresh = float(value(call(server, "import time\ntime.monotonic()", "fresh", id=3)))
+    assert abs(fresh - time.monotonic()) < 60
+    server.close()
+
+
 def _scoped(tmp_path, name):
     """The store's id of session `name` of the stdio client (its principal
     prefixes the name: a session belongs to whoever created it)."""
