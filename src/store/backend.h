@@ -76,6 +76,12 @@ typedef struct store_backend {
 
     /* The database's own full consistency check. */
     int (*check)(void *connection, char *error);
+
+    /* Non-zero when SELECT ... FOR UPDATE SKIP LOCKED exists (PostgreSQL):
+     * job claims (jobs.c) use it so that nodes claiming at once skip each
+     * other's rows; without it (SQLite) a claim is one UPDATE in a write
+     * transaction, which the database's single writer serialises. */
+    int row_locks;
 } store_backend;
 
 extern const store_backend store_sqlite_backend;
