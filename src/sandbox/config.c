@@ -98,6 +98,7 @@ cap_config *cap_config_new(void) {
 void cap_config_free(cap_config *config) {
     if (config) deps_resolver_free(config->dependencies);
     if (!config) return;
+    sandbox_jobs_stop(config); /* its runners use everything below */
     for (int i = 0; i < config->image_count; i++) {
         free(config->images[i].host_path);
         free(config->images[i].guest_path);
