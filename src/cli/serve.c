@@ -28,6 +28,7 @@ const char serve_options_usage[] =
     "                       client reaches only the sessions its token created\n"
     "                       (or one token in the CAPSULE_TOKEN environment variable)\n"
     "  --no-store           sessions live only in memory (no default store)\n"
+    "  --job-runners N      threads running durable jobs from the store (default 1; 0: none)\n"
     "  --no-auth            HTTP without a token: only on a loopback address; then each\n"
     "                       MCP session (Mcp-Session-Id) is its own principal\n"
     "  --max-connections N  HTTP connections open at once (default 4096)\n"
@@ -89,7 +90,7 @@ int command_serve(int argc, char **argv) {
     mcp_transport_options transport = {0};
     const char *origins[MAX_ORIGINS];
     const char *http = NULL, *token_file = NULL;
-    int stdio = 0, no_store = 0;
+    int stdio = 0, no_store = 0, job_runners = 1;
     char host[64] = "127.0.0.1";
     transport.max_message_bytes = 16u << 20;
     transport.origins = origins;
@@ -102,7 +103,7 @@ int command_serve(int argc, char **argv) {
         int takes_value = is_shared_option(arg) || is_world_option(arg) || strcmp(arg, "--http") == 0 ||
                           strcmp(arg, "--workers") == 0 || strcmp(arg, "--queue") == 0 ||
                           strcmp(arg, "--max-body") == 0 || strcmp(arg, "--token-file") == 0 ||
-                          strcmp(arg, "--allow-origin") == 0 ||
+                          strcmp(arg, "--allow-origin") == 0 || strcmp(arg, "--job-runners") == 0 ||
                           strcmp(arg, "--max-connections") == 0 ||
                           strcmp(arg, "--max-connections-per-address") == 0;
         if (takes_value && !value) {
@@ -119,6 +120,15 @@ int command_serve(int argc, char **argv) {
         else if (strcmp(arg, "--no-store") == 0) no_store = 1;
         else if (strcmp(arg, "--http") == 0) http = argv[++i];
         else if (strcmp(arg, "--token-file") == 0) token_file = argv[++i];
+        else if (strcmp(arg, "--job-runners") == 0) {
+            char *end;
+            job_runners = (int)strtol(value, &end, 10);
+            if (*end || job_runners < 0 || job_runners > 16) {
+                fprintf(stderr, "capsule: --job-runners wants a number from 0 to 16\n");
+                status = EXIT_USAGE;
+            }
+            i++;
+        }
         else if (strcmp(arg, "--workers") == 0 || strcmp(arg, "--queue") == 0) {
             char *end;
             long n = strtol(value, &end, 10);
@@ -230,6 +240,12 @@ int command_serve(int argc, char **argv) {
             fprintf(stderr, "capsule: %d sandboxes warm in %.0f ms\n", server_options.workers,
                     (now_seconds() - started) * 1000);
         }
+    }
+    /* Durable jobs: runners of their own, beside the MCP server's sandboxes. */
+    if (status == 0 && durable && job_runners > 0 &&
+        cap_jobs_start(config, job_runners, &server_options.limits, error) != CAP_OK) {
+        fprintf(stderr, "capsule: %s\n", error);
+        status = 1;
     }
     if (status == 0) {
         transport.on_listening = announce;
