@@ -46,7 +46,7 @@ LIBRARY_SOURCES := $(SANDBOX_HOST_SOURCES) src/sandbox/zygote.c src/sandbox/dura
                    src/vfs/resource.c src/vfs/hostfs.c src/deps/deps.c src/deps/wheel.c src/deps/requirement.c \
                    src/runtime/runtime.c src/functions/mcp_client.c src/functions/code_mode.c \
                    $(HELP_SOURCES) $(STORE_SOURCES)
-CLI_SOURCES := src/cli/main.c src/cli/check.c src/cli/options.c src/cli/world.c src/cli/program.c src/cli/serve.c \
+CLI_SOURCES := src/cli/main.c src/cli/check.c src/cli/job.c src/cli/options.c src/cli/world.c src/cli/program.c src/cli/serve.c \
                src/mcp/server.c src/mcp/stdio.c src/mcp/http.c
 HEADERS := $(wildcard include/*.h src/*/*.h)
 

@@ -9,11 +9,12 @@ capsule; the host only reads the mounted directory a step appends to.
 """
 import json
 import os
+import subprocess
 import time
 
 import pytest
 
-from test_mcp import HttpServer, Stdio
+from test_mcp import HttpServer, Stdio, _environment
 from test_mcp_2026 import stateless_post
 
 POSTGRES = os.environ.get("CAPSULE_TEST_POSTGRES")
@@ -229,6 +230,42 @@ def test_another_principal_cannot_get_or_cancel_your_job(binary, tmp_path):
         assert body["result"]["structuredContent"]["status"] in ("cancelled", "running"), body
     finally:
         server.stop()
+
+
+def test_cli_job_commands_against_a_store(binary, tmp_path):
+    store = store_url(tmp_path)
+
+    def job(*args, code=None):
+        completed = subprocess.run([str(binary), "job", *args, "--store", store],
+                                   capture_output=True, env=_environment(), timeout=60)
+        return completed.returncode, completed.stdout, completed.stderr
+
+    rc, out, _ = job("submit", "--principal", "stdio", "--key", "k", "-c",
+                     "import capsule\ncapsule.await_event('go')")
+    assert rc == 0, out
+    submitted = json.loads(out)
+    assert submitted["status"] == "queued"
+    rc, out, _ = job("submit", "--principal", "stdio", "--key", "k", "-c",
+                     "import capsule\ncapsule.await_event('go')")
+    assert json.loads(out)["job_id"] == submitted["job_id"]
+    rc, _, err = job("get", "--principal", "someone-else", submitted["job_id"])
+    assert rc == 1 and b"no job" in err
+    rc, _, err = job("submit")
+    assert rc == 2 and b"usage" in err
+    # The server (its MCP principal on stdio is "stdio") runs it; the CLI
+    # cannot open an SQLite store a server holds, so the event goes over MCP.
+    server = Stdio(binary, "--store", store)
+    deadline = time.monotonic() + 30
+    while get(server, submitted["job_id"]).get("waiting_for") != "go":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    tool(server, "emit_event", 3, name="go", payload=[1, 2])
+    assert wait_for(server, submitted["job_id"], {"succeeded", "dead"})["status"] == "succeeded"
+    server.close()
+    rc, out, _ = job("list", "--status", "succeeded")
+    assert rc == 0 and [j["job_id"] for j in json.loads(out)] == [submitted["job_id"]]
+    rc, out, err = job("cancel", submitted["job_id"])
+    assert rc == 1 and b"ended" in err
 
 
 # --- PostgreSQL: two servers on one database -------------------------------------------
