@@ -39,7 +39,7 @@ SANDBOX_HOST_SOURCES := src/sandbox/config.c src/sandbox/docs.c src/sandbox/pool
 # help (src/help/): the index, and the recipes it ships, compiled in.
 RECIPES := $(sort $(wildcard docs/recipes/*.md))
 HELP_SOURCES := src/help/help.c src/help/describe.c $(BUILD)/gen/recipes.c
-STORE_SOURCES := src/store/store.c src/store/sqlite.c src/store/postgres.c src/store/jobs.c
+STORE_SOURCES := src/store/store.c src/store/sqlite.c src/store/postgres.c src/store/jobs.c src/store/listen.c
 LIBRARY_SOURCES := $(SANDBOX_HOST_SOURCES) src/sandbox/zygote.c src/sandbox/durable_worker.c src/sandbox/frame.c \
                    src/sandbox/lockdown.c src/sandbox/buffer.c src/sandbox/http.c src/wasi/wasi.c \
                    src/vfs/vfs.c src/vfs/memfs.c src/vfs/devfs.c src/vfs/image.c src/vfs/image_writer.c src/vfs/device.c \

@@ -533,9 +533,13 @@ int cap_job_set_queue_limit(cap_config *config, const char *queue, int concurren
 /* Starts `runners` threads (1..16), each with a sandbox of its own made
  * now (call it before other threads start, like cap_sandbox_new), which
  * claim due jobs and run each attempt with `limits` (NULL: defaults; the
- * job's timeout is its wall-clock limit).  Stopped by cap_config_free: an
- * attempt cut off by the stop is run again later. */
-int cap_jobs_start(cap_config *config, int runners, const cap_limits *limits, char *error);
+ * job's timeout is its wall-clock limit).  An idle runner looks for due
+ * jobs every `poll_seconds` (0: 0.5), and at once when this process
+ * submits or emits, or (PostgreSQL) when any process does: a listener
+ * connection hears their NOTIFY.  Stopped by cap_config_free: an attempt
+ * cut off by the stop counts as failed and is run again later. */
+int cap_jobs_start(cap_config *config, int runners, const cap_limits *limits,
+                   double poll_seconds, char *error);
 
 #ifdef __cplusplus
 }

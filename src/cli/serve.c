@@ -29,6 +29,8 @@ const char serve_options_usage[] =
     "                       (or one token in the CAPSULE_TOKEN environment variable)\n"
     "  --no-store           sessions live only in memory (no default store)\n"
     "  --job-runners N      threads running durable jobs from the store (default 1; 0: none)\n"
+    "  --job-poll SECONDS   how often an idle runner looks for due jobs (default 0.5; it is\n"
+    "                       woken at once by submits here and, on PostgreSQL, anywhere)\n"
     "  --no-auth            HTTP without a token: only on a loopback address; then each\n"
     "                       MCP session (Mcp-Session-Id) is its own principal\n"
     "  --max-connections N  HTTP connections open at once (default 4096)\n"
@@ -91,6 +93,7 @@ int command_serve(int argc, char **argv) {
     const char *origins[MAX_ORIGINS];
     const char *http = NULL, *token_file = NULL;
     int stdio = 0, no_store = 0, job_runners = 1;
+    double job_poll = 0;
     char host[64] = "127.0.0.1";
     transport.max_message_bytes = 16u << 20;
     transport.origins = origins;
@@ -104,6 +107,7 @@ int command_serve(int argc, char **argv) {
                           strcmp(arg, "--workers") == 0 || strcmp(arg, "--queue") == 0 ||
                           strcmp(arg, "--max-body") == 0 || strcmp(arg, "--token-file") == 0 ||
                           strcmp(arg, "--allow-origin") == 0 || strcmp(arg, "--job-runners") == 0 ||
+                          strcmp(arg, "--job-poll") == 0 ||
                           strcmp(arg, "--max-connections") == 0 ||
                           strcmp(arg, "--max-connections-per-address") == 0;
         if (takes_value && !value) {
@@ -125,6 +129,14 @@ int command_serve(int argc, char **argv) {
             job_runners = (int)strtol(value, &end, 10);
             if (*end || job_runners < 0 || job_runners > 16) {
                 fprintf(stderr, "capsule: --job-runners wants a number from 0 to 16\n");
+                status = EXIT_USAGE;
+            }
+            i++;
+        } else if (strcmp(arg, "--job-poll") == 0) {
+            char *end;
+            job_poll = strtod(value, &end);
+            if (*end || !(job_poll >= 0.01 && job_poll <= 3600)) {
+                fprintf(stderr, "capsule: --job-poll wants seconds from 0.01 to 3600\n");
                 status = EXIT_USAGE;
             }
             i++;
@@ -243,7 +255,7 @@ int command_serve(int argc, char **argv) {
     }
     /* Durable jobs: runners of their own, beside the MCP server's sandboxes. */
     if (status == 0 && durable && job_runners > 0 &&
-        cap_jobs_start(config, job_runners, &server_options.limits, error) != CAP_OK) {
+        cap_jobs_start(config, job_runners, &server_options.limits, job_poll, error) != CAP_OK) {
         fprintf(stderr, "capsule: %s\n", error);
         status = 1;
     }

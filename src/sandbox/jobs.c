@@ -41,7 +41,8 @@
 #include <time.h>
 
 #define MAX_RUNNERS 16
-#define IDLE_POLL_MS 500           /* an idle runner looks for due jobs this often */
+#define IDLE_POLL_MS 500           /* an idle runner looks for due jobs this often (default) */
+#define LISTEN_WAIT_MS 250         /* the listener's wait between looks at `stop` */
 #define MAX_RETRY_DELAY_MS 3600000 /* backoff is capped at an hour */
 #define DEFAULT_MAX_ATTEMPTS 3
 #define DEFAULT_TIMEOUT_SECONDS 60.0
@@ -54,6 +55,10 @@ typedef struct job_runners {
     cap_sandbox *sandboxes[MAX_RUNNERS];
     pthread_t threads[MAX_RUNNERS];
     int started;
+    int64_t poll_ms;
+    store_listener *listener; /* PostgreSQL: other nodes' NOTIFY; NULL otherwise */
+    pthread_t listener_thread;
+    int listening;
     pthread_mutex_t lock;
     pthread_cond_t wake;
     int stop;
@@ -239,7 +244,7 @@ static sandbox_outcome answer_await(sandbox_exchange *exchange, const cJSON *req
     const char *event = string_field(request, "name");
     const char *key = string_field(request, "key");
     const cJSON *timeout = cJSON_GetObjectItemCaseSensitive(request, "timeout");
-    if (!event || !key || strlen(key) > 100 ||
+    if (!event || !key || strlen(key) > 118 ||
         (timeout && !cJSON_IsNull(timeout) &&
          !(cJSON_IsNumber(timeout) && timeout->valuedouble >= 0 && timeout->valuedouble < 1e9))) {
         sandbox_call_failure(exchange->fd, "invalid-arguments",
@@ -432,7 +437,8 @@ static void *runner_main(void *argument) {
         /* Idle (or the store failed: tried again after the same pause). */
         struct timespec wake;
         clock_gettime(CLOCK_REALTIME, &wake);
-        wake.tv_nsec += (long)IDLE_POLL_MS * 1000000;
+        wake.tv_sec += runners->poll_ms / 1000;
+        wake.tv_nsec += (long)(runners->poll_ms % 1000) * 1000000;
         wake.tv_sec += wake.tv_nsec / 1000000000;
         wake.tv_nsec %= 1000000000;
         pthread_mutex_lock(&runners->lock);
@@ -445,10 +451,33 @@ static void *runner_main(void *argument) {
     return NULL;
 }
 
-int cap_jobs_start(cap_config *config, int count, const cap_limits *limits, char *error) {
-    if (!config || !config->store || count < 1 || count > MAX_RUNNERS || config->jobs) {
-        sandbox_set_error(error, "job runners need a store, 1 to %d of them, started once",
-                          MAX_RUNNERS);
+static void wake_runners(cap_config *config);
+
+/* PostgreSQL: hears other processes' submits and events, and wakes this
+ * process's runners. */
+static void *listener_main(void *argument) {
+    job_runners *runners = argument;
+    for (;;) {
+        pthread_mutex_lock(&runners->lock);
+        int stop = runners->stop;
+        pthread_mutex_unlock(&runners->lock);
+        if (stop) break;
+        int heard = store_listener_wait(runners->listener, LISTEN_WAIT_MS);
+        if (heard > 0) wake_runners(runners->config);
+        else if (heard < 0) {
+            struct timespec pause = {0, LISTEN_WAIT_MS * 1000000L}; /* reconnects after */
+            nanosleep(&pause, NULL);
+        }
+    }
+    return NULL;
+}
+
+int cap_jobs_start(cap_config *config, int count, const cap_limits *limits, double poll_seconds,
+                   char *error) {
+    if (!config || !config->store || count < 1 || count > MAX_RUNNERS || config->jobs ||
+        !(poll_seconds >= 0 && poll_seconds <= 3600)) {
+        sandbox_set_error(error, "job runners need a store, 1 to %d of them, started once, "
+                                 "polling every 0 to 3600 s", MAX_RUNNERS);
         return CAP_EINVAL;
     }
     job_runners *runners = calloc(1, sizeof *runners);
@@ -458,6 +487,8 @@ int cap_jobs_start(cap_config *config, int count, const cap_limits *limits, char
     }
     runners->config = config;
     if (limits) runners->limits = *limits;
+    runners->poll_ms = poll_seconds > 0 ? (int64_t)(poll_seconds * 1000) : IDLE_POLL_MS;
+    if (runners->poll_ms < 1) runners->poll_ms = 1;
     pthread_mutex_init(&runners->lock, NULL);
     pthread_cond_init(&runners->wake, NULL);
     config->jobs = runners;
@@ -471,6 +502,11 @@ int cap_jobs_start(cap_config *config, int count, const cap_limits *limits, char
         }
     }
     sandbox_start_lease_renewal(config);
+    /* Without a listener the runners poll: a hint lost, not a job. */
+    if (store_listener_open(config->store_url, &runners->listener, NULL) == CAP_OK &&
+        runners->listener &&
+        pthread_create(&runners->listener_thread, NULL, listener_main, runners) == 0)
+        runners->listening = 1;
     for (int i = 0; i < runners->count; i++) {
         void **pair = malloc(2 * sizeof *pair);
         if (!pair) break;
@@ -499,6 +535,8 @@ void sandbox_jobs_stop(cap_config *config) {
     pthread_mutex_unlock(&runners->lock);
     for (int i = 0; i < runners->started; i++) cap_sandbox_cancel(runners->sandboxes[i]);
     for (int i = 0; i < runners->started; i++) pthread_join(runners->threads[i], NULL);
+    if (runners->listening) pthread_join(runners->listener_thread, NULL);
+    store_listener_close(runners->listener);
     for (int i = 0; i < runners->count; i++) cap_sandbox_free(runners->sandboxes[i]);
     pthread_cond_destroy(&runners->wake);
     pthread_mutex_destroy(&runners->lock);

@@ -128,6 +128,7 @@ struct cap_config {
     /* Durable sessions (durable.c): NULL without a store.  The lock is
      * held around every use of the handle. */
     store *store;
+    char *store_url; /* what it was opened from (the job runners' listener) */
     pthread_mutex_t store_lock;
     /* The node's lease in the store is renewed by this thread, every third
      * of the lease (config.c); guarded by renew_lock. */

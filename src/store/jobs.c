@@ -202,6 +202,15 @@ static void make_job_id(char id[STORE_ID_SIZE]) {
 
 /* --- submitting and reading ----------------------------------------------------- */
 
+/* Inside a write transaction: other nodes' idle runners hear of it at the
+ * commit (PostgreSQL; a hint, listen.c). */
+static const char jobs_notify[] = "SELECT pg_notify('" STORE_JOBS_CHANNEL "', '')";
+
+static int notify_runners(store *store, char *error) {
+    if (!store_internal_backend(store)->notifies) return CAP_OK;
+    return store_internal_execute(store, jobs_notify, NULL, 0, NULL, NULL, error);
+}
+
 static const char job_insert[] =
     "INSERT INTO jobs (id, principal, queue, code, idempotency_key, status, max_attempts,"
     " backoff_ms, timeout_ms, run_after, created_at, updated_at)"
@@ -248,6 +257,8 @@ int store_job_submit(store *store, const store_job_spec *spec, store_job *out, i
         if (result == CAP_OK && !found.rows)
             result = fail(error, STORE_ECONFLICT, "the job could not be added");
         if (result == CAP_OK) snprintf(id, sizeof id, "%s", found.text);
+    } else if (result == CAP_OK) {
+        result = notify_runners(store, error);
     }
     free(inserted.long_text);
     free(found.long_text);
@@ -578,6 +589,7 @@ int store_job_emit(store *store, const char *principal, const char *name,
     if (result == CAP_OK)
         result = RUN(store, event_wake, collect_first, &rows, error,
                      TEXT(principal ? principal : ""), TEXT(name), INTEGER(now));
+    if (result == CAP_OK && rows.rows) result = notify_runners(store, error);
     free(rows.long_text);
     result = store_internal_write_end(store, result, error);
     if (result == CAP_OK && woken) *woken = rows.rows;

@@ -670,7 +670,7 @@ static int postgres_check(void *handle, char *error) {
         .open = postgres_open, .close = postgres_close, .begin = postgres_begin,                   \
         .commit = postgres_commit, .rollback = postgres_rollback, .execute = postgres_execute,     \
         .script = postgres_script, .lock_schema = postgres_lock_schema, .check = postgres_check,   \
-        .row_locks = 1,                                                                            \
+        .row_locks = 1, .notifies = 1,                                                             \
     }
 
 const store_backend store_postgres_backend = POSTGRES_BACKEND("postgres://");

@@ -459,6 +459,19 @@ int store_job_emit(store *store, const char *principal, const char *name,
 int store_job_event_find(store *store, const char *principal, const char *name, int64_t since,
                          char **payload, int *found, char *error);
 
+/* Waking idle runners early (listen.c).  On PostgreSQL, submits and
+ * events NOTIFY this channel when they commit; a listener LISTENs on a
+ * connection of its own.  A hint only: runners poll anyway. */
+#define STORE_JOBS_CHANNEL "capsule_jobs"
+typedef struct store_listener store_listener;
+/* For a postgres:// URL a listener; for any other *out = NULL and CAP_OK
+ * (nothing to listen to); CAP_EIO when the server cannot be reached. */
+int store_listener_open(const char *url, store_listener **out, char *error);
+/* Waits up to timeout_ms: 1 when notified, 0 when not, -1 when the
+ * connection failed (the next wait reconnects). */
+int store_listener_wait(store_listener *listener, int timeout_ms);
+void store_listener_close(store_listener *listener);
+
 /* At most `concurrency` jobs of `queue` run at once, on all nodes; 0
  * removes the limit. */
 int store_job_set_queue_limit(store *store, const char *queue, int64_t concurrency,

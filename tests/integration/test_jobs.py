@@ -308,3 +308,20 @@ def test_postgres_jobs_sleep_wake_and_retry_on_a_shared_store(binary):
     assert done["status"] == "succeeded" and done["result"]["return_value"] == "x", done
     one.close()
     two.close()
+
+
+@needs_postgres
+def test_postgres_notify_wakes_another_nodes_idle_runner(binary):
+    """A node that polls only once a minute still runs a job submitted on
+    another node at once: the submit's NOTIFY wakes its runner."""
+    submitter = Stdio(binary, "--store", POSTGRES, "--job-runners", "0")
+    runner = Stdio(binary, "--store", POSTGRES, "--job-poll", "60")
+    tool(runner, "list_jobs", 9)  # up, its runner idle after its first look
+    time.sleep(1)
+    started = time.monotonic()
+    job = submit(submitter, "'ran'")
+    done = wait_for(submitter, job["job_id"], {"succeeded", "dead"}, timeout=30)
+    assert done["status"] == "succeeded", done
+    assert time.monotonic() - started < 20  # well before the next poll
+    submitter.close()
+    runner.close()
