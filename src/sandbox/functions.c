@@ -21,6 +21,9 @@
  *   (TimeoutError), "malformed" (the request itself).
  *
  * Each call (malformed requests included) is one line of the audit log.
+ * The same channel carries capsule.help and capsule.describe ("help",
+ * "describe", answered here) and a job's capsule.step, sleep and
+ * await_event ("step", "step_done", "sleep", "await_event": jobs.c).
  */
 #include "sandbox.h"
 
