@@ -153,6 +153,11 @@ $(BUILD)/test_api: tests/api/test_api.c $(LIBRARY_ASAN_OBJECTS)
 $(BUILD)/test_durable: tests/api/test_durable.c $(LIBRARY_ASAN_OBJECTS)
 	$(CC) $(CFLAGS) $(SANITIZE) -o $@ $< $(LIBRARY_ASAN_OBJECTS) -lcmocka $(LDLIBS)
 
+# Durable jobs: the C API, and the parent's answers to a hostile worker's
+# job requests (no guest).
+$(BUILD)/test_jobs: tests/api/test_jobs.c $(LIBRARY_ASAN_OBJECTS)
+	$(CC) $(CFLAGS) $(SANITIZE) -o $@ $< $(LIBRARY_ASAN_OBJECTS) -lcmocka $(LDLIBS)
+
 # The runtime alone, in one process: snapshot and restore between calls
 # (test_snapshot-release, below: the same against the release objects).
 $(BUILD)/test_snapshot: tests/api/test_snapshot.c $(LIBRARY_ASAN_OBJECTS)
@@ -212,13 +217,14 @@ test: deps
 	$(MAKE) -j2 $(BUILD)/capsule $(BUILD)/capsule-asan $(BUILD)/stdlib.img $(BUILD)/asan/wasm-rt-impl.o
 	$(MAKE) library
 	$(MAKE) $(BUILD)/test_unit $(BUILD)/test_api $(BUILD)/test_snapshot $(BUILD)/test_requirement \
-	    $(BUILD)/test_durable
+	    $(BUILD)/test_durable $(BUILD)/test_jobs
 	$(MAKE) $(BUILD)/test_store
 	$(BUILD)/test_unit
 	$(BUILD)/test_requirement
 	sh tests/store/with-postgres.sh $(BUILD)/test_store
 	$(BUILD)/test_api
 	$(BUILD)/test_durable
+	$(BUILD)/test_jobs
 	$(BUILD)/test_snapshot
 	$(BUILD)/capsule check
 	$(MAKE) fuzz FUZZ_SECONDS=60
@@ -404,5 +410,5 @@ python-test: $(SHARED_LIBRARY) $(BUILD)/stdlib.img
 FORCE:
 
 clean:
-	rm -rf $(BUILD)/obj $(BUILD)/asan $(BUILD)/capsule $(BUILD)/capsule-asan $(BUILD)/test_unit $(BUILD)/test_snapshot $(BUILD)/test_durable \
+	rm -rf $(BUILD)/obj $(BUILD)/asan $(BUILD)/capsule $(BUILD)/capsule-asan $(BUILD)/test_unit $(BUILD)/test_snapshot $(BUILD)/test_durable $(BUILD)/test_jobs \
 	    $(BUILD)/libcapsule.* $(BUILD)/$(SONAME) $(BUILD)/libcapsule.so $(BUILD)/deb $(BUILD)/dist $(BUILD)/capsule_*.deb
