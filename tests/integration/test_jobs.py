@@ -232,6 +232,32 @@ def test_another_principal_cannot_get_or_cancel_your_job(binary, tmp_path):
         server.stop()
 
 
+def test_a_queue_limit_keeps_its_jobs_apart_while_others_run_together(binary, tmp_path):
+    server = Stdio(binary, "--store", store_url(tmp_path), "--job-runners", "2",
+                   "--job-queue-limit", "one=1")
+    code = ("import capsule, time\n"
+            "start = capsule.step('start', time.time)\n"
+            "time.sleep(1.5)\n"
+            "[start, capsule.step('end', time.time)]")
+    spans = {}
+    for queue in ("free", "one"):  # one queue after the other: both runners idle for each
+        jobs = [submit(server, code, id=10 + i, queue=queue)["job_id"] for i in range(2)]
+        spans[queue] = []
+        for job_id in jobs:
+            done = wait_for(server, job_id, {"succeeded", "dead"})
+            assert done["status"] == "succeeded", done
+            spans[queue].append(json.loads(done["result"]["return_value"]))
+    (a, b), (c, d) = sorted(spans["free"])
+    assert c < b, spans  # without a limit the two runners overlap
+    (e, f), (g, h) = sorted(spans["one"])
+    assert f <= g, spans  # limited to one at a time
+    server.close()
+    bad = subprocess.run([str(binary), "serve", "--stdio", "--store", store_url(tmp_path),
+                          "--job-queue-limit", "nolimit"], capture_output=True,
+                         env=_environment(), timeout=60, stdin=subprocess.DEVNULL)
+    assert bad.returncode == 2 and b"QUEUE=N" in bad.stderr
+
+
 def test_cli_job_commands_against_a_store(binary, tmp_path):
     store = store_url(tmp_path)
 
