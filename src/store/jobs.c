@@ -403,13 +403,26 @@ static int fence(store *store, const char *id, int64_t attempt, int *cancel_requ
     return result;
 }
 
+/* A read, not a write: a check costs no fsync; the writes that follow are
+ * fenced themselves. */
+static const char job_holder[] =
+    "SELECT cancel_requested FROM jobs WHERE id = $1 AND status = 'running' AND lease_owner = $2"
+    " AND attempts = $3";
+
 int store_job_check(store *store, const char *id, int64_t attempt, int *cancel_requested,
                     char *error) {
     int result = check_name(id, "job id", 0, error);
     if (result != CAP_OK) return result;
-    if ((result = store_internal_write_begin(store, error)) != CAP_OK) return result;
-    result = fence(store, id, attempt, cancel_requested, error);
-    return store_internal_write_end(store, result, error);
+    first_row held = {0};
+    result = RUN(store, job_holder, collect_first, &held, error, TEXT(id), TEXT(store_node(store)),
+                 INTEGER(attempt));
+    if (result == CAP_OK && !held.rows)
+        result = fail(error, STORE_ECONFLICT,
+                      "job %s: attempt %lld no longer holds it (swept, cancelled or finished "
+                      "elsewhere)",
+                      id, (long long)attempt);
+    if (cancel_requested) *cancel_requested = held.integer != 0;
+    return result;
 }
 
 static const char step_select[] = "SELECT result FROM job_steps WHERE job = $1 AND name = $2";
