@@ -38,12 +38,13 @@ LINK_HARDENING := -Wl,-z,relro,-z,now
 SANDBOX_HOST_SOURCES := src/sandbox/config.c src/sandbox/docs.c src/sandbox/pool.c src/sandbox/session.c \
                         src/sandbox/run.c src/sandbox/broker.c src/sandbox/provider.c \
                         src/sandbox/dependencies.c src/sandbox/functions.c src/sandbox/result.c \
-                        src/sandbox/durable.c
+                        src/sandbox/durable.c src/sandbox/jobs.c
 # help (src/help/): the index, and the recipes it ships, compiled in.
 RECIPES := $(sort $(wildcard docs/recipes/*.md))
 HELP_SOURCES := src/help/help.c src/help/describe.c src/help/describe_media.c $(BUILD)/gen/recipes.c $(BUILD)/gen/python-docs.c
 LIBRARIES_SOURCES := src/libraries/libraries.c
-STORE_SOURCES := src/store/store.c src/store/sqlite.c src/store/postgres.c $(LIBRARIES_SOURCES)
+STORE_SOURCES := src/store/store.c src/store/sqlite.c src/store/postgres.c src/store/jobs.c src/store/listen.c \
+                 $(LIBRARIES_SOURCES)
 LIBRARY_SOURCES := $(SANDBOX_HOST_SOURCES) src/sandbox/zygote.c src/sandbox/start_image.c src/sandbox/durable_worker.c \
                    src/sandbox/frame.c \
                    src/sandbox/lockdown.c src/sandbox/buffer.c src/sandbox/http.c src/wasi/wasi.c \
@@ -51,8 +52,9 @@ LIBRARY_SOURCES := $(SANDBOX_HOST_SOURCES) src/sandbox/zygote.c src/sandbox/star
                    src/vfs/resource.c src/vfs/hostfs.c src/deps/deps.c src/deps/wheel.c src/deps/requirement.c \
                    src/runtime/runtime.c src/functions/mcp_client.c src/functions/code_mode.c \
                    $(HELP_SOURCES) $(STORE_SOURCES)
-CLI_SOURCES := src/cli/main.c src/cli/check.c src/cli/options.c src/cli/world.c src/cli/program.c src/cli/serve.c \
-               src/mcp/server.c src/mcp/stdio.c src/mcp/http.c src/mcp/ask.c src/mcp/describe_client.c
+CLI_SOURCES := src/cli/main.c src/cli/check.c src/cli/job.c src/cli/options.c src/cli/world.c src/cli/program.c \
+               src/cli/serve.c src/mcp/server.c src/mcp/stdio.c src/mcp/http.c src/mcp/ask.c \
+               src/mcp/describe_client.c
 HEADERS := $(wildcard include/*.h src/*/*.h)
 
 .PHONY: all build deps sample serve test unit-test test-store integration-test interop-test regression-test bench clean fuzz \
@@ -165,6 +167,11 @@ $(BUILD)/test_api: tests/api/test_api.c $(LIBRARY_ASAN_OBJECTS)
 $(BUILD)/test_durable: tests/api/test_durable.c $(LIBRARY_ASAN_OBJECTS)
 	$(CC) $(CFLAGS) $(SANITIZE) -o $@ $< $(LIBRARY_ASAN_OBJECTS) -lcmocka $(LDLIBS)
 
+# Durable jobs: the C API, and the parent's answers to a hostile worker's
+# job requests (no guest).
+$(BUILD)/test_jobs: tests/api/test_jobs.c $(LIBRARY_ASAN_OBJECTS)
+	$(CC) $(CFLAGS) $(SANITIZE) -o $@ $< $(LIBRARY_ASAN_OBJECTS) -lcmocka $(LDLIBS)
+
 # The runtime alone, in one process: snapshot and restore between calls
 # (test_snapshot-release, below: the same against the release objects).
 $(BUILD)/test_snapshot: tests/api/test_snapshot.c $(LIBRARY_ASAN_OBJECTS)
@@ -225,13 +232,14 @@ test: deps
 	$(MAKE) -j2 $(BUILD)/capsule $(BUILD)/capsule-asan $(BUILD)/stdlib.img $(BUILD)/asan/wasm-rt-impl.o
 	$(MAKE) library
 	$(MAKE) $(BUILD)/test_unit $(BUILD)/test_api $(BUILD)/test_snapshot $(BUILD)/test_requirement \
-	    $(BUILD)/test_durable
+	    $(BUILD)/test_durable $(BUILD)/test_jobs
 	$(MAKE) $(BUILD)/test_store
 	$(BUILD)/test_unit
 	$(BUILD)/test_requirement
 	sh tests/store/with-postgres.sh $(BUILD)/test_store
 	$(BUILD)/test_api
 	$(BUILD)/test_durable
+	$(BUILD)/test_jobs
 	$(BUILD)/test_snapshot
 	$(BUILD)/capsule check
 	$(MAKE) fuzz FUZZ_SECONDS=60
@@ -417,5 +425,5 @@ python-test: $(SHARED_LIBRARY) $(BUILD)/stdlib.img
 FORCE:
 
 clean:
-	rm -rf $(BUILD)/obj $(BUILD)/asan $(BUILD)/capsule $(BUILD)/capsule-asan $(BUILD)/test_unit $(BUILD)/test_snapshot $(BUILD)/test_durable \
+	rm -rf $(BUILD)/obj $(BUILD)/asan $(BUILD)/capsule $(BUILD)/capsule-asan $(BUILD)/test_unit $(BUILD)/test_snapshot $(BUILD)/test_durable $(BUILD)/test_jobs \
 	    $(BUILD)/libcapsule.* $(BUILD)/$(SONAME) $(BUILD)/libcapsule.so $(BUILD)/deb $(BUILD)/dist $(BUILD)/capsule_*.deb

@@ -512,6 +512,72 @@ char *cap_session_history(cap_config *config, const char *id, char *error);
 /* Ends a session and its worker; CAP_EINVAL if there is no such session. */
 int cap_session_close(cap_sandbox *sandbox, const char *session, char *error);
 
+/* --- Durable jobs (docs/scale-out.md, "Jobs") ---------------------------
+ *
+ * A job is Python code run to completion in the background by a job runner
+ * (cap_jobs_start) of any process sharing the store, retried on failure,
+ * surviving crashes.  Inside it, capsule.step(name, fn, ...) caches fn's
+ * result in the store (a rerun returns it without calling fn again),
+ * capsule.sleep / capsule.sleep_until park the job until a time and
+ * capsule.await_event parks it until cap_job_emit.  Every attempt runs the
+ * code from the top: code between steps runs at least once, a step that
+ * completed exactly once.  Jobs belong to a principal (any string, "" for
+ * none): the functions below given a principal see only its jobs, and
+ * treat another principal's like a job that does not exist.
+ *
+ * Every function needs a store (cap_config_set_store); without one,
+ * CAP_EINVAL.  Jobs are described as JSON objects: job_id, queue, status
+ * (queued, running, sleeping, waiting, failed: a retry is due, succeeded,
+ * dead: attempts used up, cancelled), attempts, max_attempts, node (the
+ * process running it), last_error, result (the last attempt's run, as
+ * cap_result_to_json, once succeeded), run_after_ms, created_at_ms,
+ * updated_at_ms, idempotency_key, cancel_requested.  Returned text is
+ * malloc'd: free() it. */
+typedef struct cap_job_options {
+    const char *principal;       /* NULL: "" */
+    const char *queue;           /* NULL: "default" */
+    const char *idempotency_key; /* NULL: none; a key used before returns that job */
+    int max_attempts;            /* 0: 3 */
+    double timeout_seconds;      /* one attempt's wall-clock limit; 0: 60 */
+    double backoff_seconds;      /* retry n waits backoff * 2^(n-1); 0: 1 (negative: none) */
+} cap_job_options;
+
+/* Submits `code` as a job; *job_json (may be NULL) receives the job.  A key
+ * used before by the principal returns its job (CAP_EINVAL if its code was
+ * other).  Wakes this process's runners. */
+int cap_job_submit(cap_config *config, const char *code, const cap_job_options *options,
+                   char **job_json, char *error);
+/* The job, or NULL with the message ("no job ..."). */
+char *cap_job_get(cap_config *config, const char *id, const char *principal, char *error);
+/* The principal's jobs (every principal's with NULL), newest first, as a
+ * JSON array; `status` NULL for any, limit 0 for 100. */
+char *cap_job_list(cap_config *config, const char *principal, const char *status, size_t limit,
+                   char *error);
+/* Cancels the job: at once unless it is running, else at its next step,
+ * sleep or wait.  *job_json (may be NULL) receives it.  CAP_EINVAL for no
+ * such job or one that has ended. */
+int cap_job_cancel(cap_config *config, const char *id, const char *principal, char **job_json,
+                   char *error);
+/* Emits event `name` with `payload_json` (NULL: null) for the principal's
+ * jobs: those waiting for it are due now; *woken (may be NULL) says how
+ * many.  An event counts for every job of the principal created before it
+ * that awaits its name. */
+int cap_job_emit(cap_config *config, const char *principal, const char *name,
+                 const char *payload_json, int *woken, char *error);
+/* At most `concurrency` jobs of `queue` run at once in all processes
+ * sharing the store; 0 removes the limit. */
+int cap_job_set_queue_limit(cap_config *config, const char *queue, int concurrency, char *error);
+/* Starts `runners` threads (1..16), each with a sandbox of its own made
+ * now (call it before other threads start, like cap_sandbox_new), which
+ * claim due jobs and run each attempt with `limits` (NULL: defaults; the
+ * job's timeout is its wall-clock limit).  An idle runner looks for due
+ * jobs every `poll_seconds` (0: 0.5), and at once when this process
+ * submits or emits, or (PostgreSQL) when any process does: a listener
+ * connection hears their NOTIFY.  Stopped by cap_config_free: an attempt
+ * cut off by the stop counts as failed and is run again later. */
+int cap_jobs_start(cap_config *config, int runners, const cap_limits *limits,
+                   double poll_seconds, char *error);
+
 #ifdef __cplusplus
 }
 #endif

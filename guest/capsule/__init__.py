@@ -11,9 +11,103 @@ capsule.help       ``help("how do I read an xlsx file")``: the best sections of
 capsule.describe   ``describe("/output/chart.png", "what does it show?")``: a
                    model's answer about a file, when the host has a model
                    endpoint (else PermissionError).
+
+Inside a durable job (MCP submit_job, ``capsule job submit``):
+capsule.step       ``step("fetch", fn, *args, **kwargs)``: fn's result (JSON-able),
+                   cached in the store; a rerun of the job returns it without
+                   calling fn again.
+capsule.sleep      ``sleep(seconds)`` / ``sleep_until(unix_time)``: the job parks
+                   and any node resumes it when it is due (from the top, its
+                   steps cached).
+capsule.await_event ``await_event(name, timeout=None)``: the payload of the event
+                   `name` (MCP emit_event); the job parks until it comes, or
+                   TimeoutError once `timeout` seconds have passed.
+Outside a job these raise RuntimeError; a cancelled job's next call raises
+capsule.Cancelled.
 """
 
-__all__ = ["describe", "help"]
+__all__ = ["Cancelled", "await_event", "describe", "help", "sleep", "sleep_until", "step"]
+
+from capsule.functions import Cancelled
+
+# Names used so far in this run, for a name used twice (a step in a loop):
+# the second is "name#2".  Each attempt runs from the top, so the same code
+# gives the same names again.
+_used = {}
+
+
+def _unique(name):
+    count = _used.get(name, 0) + 1
+    _used[name] = count
+    return name if count == 1 else f"{name}#{count}"
+
+
+def _check_name(name, what):
+    if not isinstance(name, str) or not name or len(name.encode()) > 100:
+        raise TypeError(f"{what} takes a name: a string of 1 to 100 bytes")
+    if name.startswith("$"):
+        raise ValueError(f"{what}: names starting with '$' are capsule's own")
+
+
+def step(name, fn, /, *args, **kwargs):
+    """Runs ``fn(*args, **kwargs)`` once for this job, as step `name`: its
+    result (JSON-able: dicts, lists, str, numbers, bool, None, bytes) is
+    saved in the store before step() returns it, and a rerun of the job
+    (after a crash, a retry, a sleep) returns the saved result without
+    calling fn.  A tuple comes back as a list.  Raises TypeError for a
+    result that is not JSON-able, RuntimeError outside a job,
+    capsule.Cancelled when the job was cancelled."""
+    from capsule import functions
+    _check_name(name, "step")
+    if not callable(fn):
+        raise TypeError("step() takes a function to run")
+    key = _unique(name)
+    answer = functions._exchange({"op": "step", "name": key}, "step")
+    if answer.get("cached"):
+        return answer.get("value")
+    value = fn(*args, **kwargs)
+    try:
+        functions._ENCODER.encode(value)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"step {name!r}: its result must be JSON-able ({e})") from None
+    answer = functions._exchange({"op": "step_done", "name": key, "value": value}, "step")
+    return answer.get("value")
+
+
+def sleep_until(when):
+    """Parks the job until `when` (seconds since the epoch, as time.time()).
+    The first attempt's time is kept: a rerun of the job goes on from here
+    once it has passed, on whichever node runs it then."""
+    from capsule import functions
+    if isinstance(when, bool) or not isinstance(when, (int, float)) or when != when:
+        raise TypeError("sleep_until() takes a time in seconds since the epoch")
+    functions._exchange({"op": "sleep", "name": _unique("$sleep"), "until": float(when)}, "sleep")
+
+
+def sleep(seconds):
+    """Parks the job for `seconds` (see sleep_until)."""
+    import time
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds >= 0:
+        raise TypeError("sleep() takes a number of seconds >= 0")
+    sleep_until(time.time() + seconds)
+
+
+def await_event(name, timeout=None):
+    """The payload of event `name`, emitted for this job's owner (MCP
+    emit_event, ``capsule job emit``) since the job was submitted.  Until it
+    comes the job parks (no worker held); TimeoutError once `timeout`
+    seconds (from the first wait) have passed.  The answer is kept: a rerun
+    gets the same one."""
+    from capsule import functions
+    if not isinstance(name, str) or not name or len(name.encode()) > 100:
+        raise TypeError("await_event() takes an event name: a string of 1 to 100 bytes")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                or not timeout >= 0):
+        raise TypeError("await_event() takes a timeout in seconds, or None")
+    answer = functions._exchange({"op": "await_event", "name": name,
+                                  "key": _unique("$event:" + name), "timeout": timeout},
+                                 "await_event")
+    return answer.get("payload") if isinstance(answer, dict) else None
 
 
 def help(query, limit=5):

@@ -33,6 +33,12 @@ class ToolError(Exception):
     """The host function failed; the message is the function's own."""
 
 
+class Cancelled(BaseException):
+    """The job this code runs in was cancelled (capsule.step, sleep and
+    await_event raise it).  A BaseException, so that `except Exception`
+    does not swallow it: the attempt ends and the job is `cancelled`."""
+
+
 class ResultTooLarge(MemoryError):
     """The result reached the sandbox but could not be loaded: it is kept,
     as JSON, in the file `path`."""
@@ -44,7 +50,7 @@ class ResultTooLarge(MemoryError):
 
 _ERRORS = {"not-granted": PermissionError, "denied": PermissionError, "limit": PermissionError,
            "invalid-arguments": TypeError, "timeout": TimeoutError, "error": ToolError,
-           "malformed": RuntimeError}
+           "malformed": RuntimeError, "not-in-job": RuntimeError, "cancelled": Cancelled}
 
 
 def _bytes_as_json(value):

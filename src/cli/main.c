@@ -9,6 +9,7 @@
  */
 #include "capsule.h"
 #include "check.h"
+#include "job.h"
 #include "options.h"
 #include "serve.h"
 #include "world.h"
@@ -25,6 +26,7 @@ static const char usage_text[] =
     "usage: capsule run [options] FILE | -c CODE | -\n"
     "       capsule serve --stdio | --http HOST:PORT [options]   an MCP server\n"
     "       capsule warmup [options]     start a sandbox and time its first run\n"
+    "       capsule job submit|get|cancel|list|emit ...   durable jobs in a store\n"
     "       capsule check [--quiet]      prove the sandbox's walls hold\n"
     "       capsule version\n"
     "\n"
@@ -307,6 +309,7 @@ int main(int argc, char **argv) {
     if (strcmp(argv[1], "run") == 0) return command_run(argc - 2, argv + 2);
     if (strcmp(argv[1], "serve") == 0) return command_serve(argc - 2, argv + 2);
     if (strcmp(argv[1], "warmup") == 0) return command_warmup(argc - 2, argv + 2);
+    if (strcmp(argv[1], "job") == 0) return command_job(argc - 2, argv + 2);
     if (strcmp(argv[1], "check") == 0) {
         int quiet = argc > 2 && strcmp(argv[2], "--quiet") == 0;
         if (argc > 2 + quiet) return usage_error("check takes only --quiet");

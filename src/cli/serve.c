@@ -16,6 +16,7 @@
 
 #define MAX_ORIGINS 16
 #define MAX_TOKENS 256
+#define MAX_QUEUE_LIMITS 32
 
 const char serve_options_usage[] =
     "  --stdio              newline-delimited JSON-RPC on stdin/stdout (logs on stderr)\n"
@@ -28,6 +29,12 @@ const char serve_options_usage[] =
     "                       client reaches only the sessions its token created\n"
     "                       (or one token in the CAPSULE_TOKEN environment variable)\n"
     "  --no-store           sessions live only in memory (no default store)\n"
+    "  --job-runners N      threads running durable jobs from the store (default 1; 0: none)\n"
+    "  --job-poll SECONDS   how often an idle runner looks for due jobs (default 0.5; it is\n"
+    "                       woken at once by submits here and, on PostgreSQL, anywhere)\n"
+    "  --job-queue-limit QUEUE=N\n"
+    "                       at most N jobs of QUEUE run at once on all nodes sharing the\n"
+    "                       store (0: no limit; kept in the store; repeatable)\n"
     "  --no-auth            HTTP without a token: only on a loopback address; then each\n"
     "                       MCP session (Mcp-Session-Id) is its own principal\n"
     "  --max-connections N  HTTP connections open at once (default 4096)\n"
@@ -89,7 +96,10 @@ int command_serve(int argc, char **argv) {
     mcp_transport_options transport = {0};
     const char *origins[MAX_ORIGINS];
     const char *http = NULL, *token_file = NULL;
-    int stdio = 0, no_store = 0;
+    int stdio = 0, no_store = 0, job_runners = 1;
+    double job_poll = 0;
+    const char *queue_limits[MAX_QUEUE_LIMITS];
+    int queue_limit_count = 0;
     char host[64] = "127.0.0.1";
     transport.max_message_bytes = 16u << 20;
     transport.origins = origins;
@@ -102,7 +112,8 @@ int command_serve(int argc, char **argv) {
         int takes_value = is_shared_option(arg) || is_world_option(arg) || strcmp(arg, "--http") == 0 ||
                           strcmp(arg, "--workers") == 0 || strcmp(arg, "--queue") == 0 ||
                           strcmp(arg, "--max-body") == 0 || strcmp(arg, "--token-file") == 0 ||
-                          strcmp(arg, "--allow-origin") == 0 ||
+                          strcmp(arg, "--allow-origin") == 0 || strcmp(arg, "--job-runners") == 0 ||
+                          strcmp(arg, "--job-poll") == 0 || strcmp(arg, "--job-queue-limit") == 0 ||
                           strcmp(arg, "--max-connections") == 0 ||
                           strcmp(arg, "--max-connections-per-address") == 0;
         if (takes_value && !value) {
@@ -119,6 +130,31 @@ int command_serve(int argc, char **argv) {
         else if (strcmp(arg, "--no-store") == 0) no_store = 1;
         else if (strcmp(arg, "--http") == 0) http = argv[++i];
         else if (strcmp(arg, "--token-file") == 0) token_file = argv[++i];
+        else if (strcmp(arg, "--job-runners") == 0) {
+            char *end;
+            job_runners = (int)strtol(value, &end, 10);
+            if (*end || job_runners < 0 || job_runners > 16) {
+                fprintf(stderr, "capsule: --job-runners wants a number from 0 to 16\n");
+                status = EXIT_USAGE;
+            }
+            i++;
+        } else if (strcmp(arg, "--job-queue-limit") == 0) {
+            if (queue_limit_count == MAX_QUEUE_LIMITS) {
+                fprintf(stderr, "capsule: at most %d --job-queue-limit\n", MAX_QUEUE_LIMITS);
+                status = EXIT_USAGE;
+            } else {
+                queue_limits[queue_limit_count++] = value;
+            }
+            i++;
+        } else if (strcmp(arg, "--job-poll") == 0) {
+            char *end;
+            job_poll = strtod(value, &end);
+            if (*end || !(job_poll >= 0.01 && job_poll <= 3600)) {
+                fprintf(stderr, "capsule: --job-poll wants seconds from 0.01 to 3600\n");
+                status = EXIT_USAGE;
+            }
+            i++;
+        }
         else if (strcmp(arg, "--workers") == 0 || strcmp(arg, "--queue") == 0) {
             char *end;
             long n = strtol(value, &end, 10);
@@ -230,6 +266,36 @@ int command_serve(int argc, char **argv) {
             fprintf(stderr, "capsule: %d sandboxes warm in %.0f ms\n", server_options.workers,
                     (now_seconds() - started) * 1000);
         }
+    }
+    /* Per-queue limits live in the store, for every node: QUEUE=N. */
+    for (int i = 0; status == 0 && i < queue_limit_count; i++) {
+        const char *equals = strrchr(queue_limits[i], '=');
+        char queue[129], *end = NULL;
+        long limit = equals ? strtol(equals + 1, &end, 10) : -1;
+        size_t length = equals ? (size_t)(equals - queue_limits[i]) : 0;
+        if (!equals || !length || length >= sizeof queue || *end || equals[1] == '\0' ||
+            limit < 0 || limit > 100000) {
+            fprintf(stderr, "capsule: --job-queue-limit wants QUEUE=N, e.g. reports=2\n");
+            status = EXIT_USAGE;
+            break;
+        }
+        if (!durable) {
+            fprintf(stderr, "capsule: --job-queue-limit needs a store\n");
+            status = EXIT_USAGE;
+            break;
+        }
+        memcpy(queue, queue_limits[i], length);
+        queue[length] = '\0';
+        if (cap_job_set_queue_limit(config, queue, (int)limit, error) != CAP_OK) {
+            fprintf(stderr, "capsule: %s\n", error);
+            status = 1;
+        }
+    }
+    /* Durable jobs: runners of their own, beside the MCP server's sandboxes. */
+    if (status == 0 && durable && job_runners > 0 &&
+        cap_jobs_start(config, job_runners, &server_options.limits, job_poll, error) != CAP_OK) {
+        fprintf(stderr, "capsule: %s\n", error);
+        status = 1;
     }
     if (status == 0) {
         transport.on_listening = announce;

@@ -56,7 +56,8 @@ static library pq = {"libpq.so.5", "libpq5", (void **)&library_pq,
                      "PQexec PQexecParams PQexecPrepared PQfinish PQftype PQgetisnull "
                      "PQgetlength PQgetvalue PQhost PQnfields PQntuples PQprepare PQreset "
                      "PQresultErrorField PQresultErrorMessage PQresultStatus PQserverVersion "
-                     "PQsetNoticeProcessor PQstatus PQtransactionStatus",
+                     "PQsetNoticeProcessor PQstatus PQtransactionStatus PQfreemem PQnotifies "
+                     "PQsocket",
                      PTHREAD_ONCE_INIT, 0, "", NULL};
 static library microhttpd = {"libmicrohttpd.so.12", "libmicrohttpd12",
                              (void **)&library_microhttpd,

@@ -40,6 +40,9 @@ struct library_pq {
     __typeof__(PQsetNoticeProcessor) *PQsetNoticeProcessor;
     __typeof__(PQstatus) *PQstatus;
     __typeof__(PQtransactionStatus) *PQtransactionStatus;
+    __typeof__(PQfreemem) *PQfreemem;
+    __typeof__(PQnotifies) *PQnotifies;
+    __typeof__(PQsocket) *PQsocket;
 };
 
 extern struct library_pq library_pq;
@@ -102,6 +105,12 @@ int library_load_pq(char *error);
 #define PQstatus (library_pq.PQstatus)
 #undef PQtransactionStatus
 #define PQtransactionStatus (library_pq.PQtransactionStatus)
+#undef PQfreemem
+#define PQfreemem (library_pq.PQfreemem)
+#undef PQnotifies
+#define PQnotifies (library_pq.PQnotifies)
+#undef PQsocket
+#define PQsocket (library_pq.PQsocket)
 #endif
 
 #endif

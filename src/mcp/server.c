@@ -1185,9 +1185,48 @@ static cJSON *tool_definitions(const mcp_server *server) {
         "expired) and its calls with status and timing; a call cut off by a server restart "
         "says interrupted.\",\"inputSchema\":{\"type\":\"object\",\"properties\":{"
         "\"session_id\":{\"type\":\"string\"}},\"required\":[\"session_id\"]}}]";
+    static const char job_definitions[] =
+        "[{\"name\":\"submit_job\",\"description\":\"Run Python code as a durable background "
+        "job: it survives server restarts and is retried on failure. Inside it, "
+        "capsule.step(name, fn, *args) caches fn's JSON-able result (a retry returns it without "
+        "running fn again), capsule.sleep(seconds) parks the job, capsule.await_event(name, "
+        "timeout=None) waits for emit_event. Returns the job (job_id, status); read it with "
+        "get_job.\",\"inputSchema\":{\"type\":\"object\",\"properties\":{"
+        "\"code\":{\"type\":\"string\",\"description\":\"Python code; the value of its last "
+        "expression is the job's result\"},"
+        "\"queue\":{\"type\":\"string\",\"default\":\"default\"},"
+        "\"idempotency_key\":{\"type\":\"string\",\"description\":\"A key used before "
+        "returns that job instead of a new one\"},"
+        "\"max_attempts\":{\"type\":\"integer\",\"minimum\":1,\"maximum\":1000,"
+        "\"default\":3},"
+        "\"timeout_seconds\":{\"type\":\"number\",\"exclusiveMinimum\":0,\"default\":60,"
+        "\"description\":\"Wall-clock limit of one attempt\"},"
+        "\"backoff\":{\"type\":\"number\",\"minimum\":0,\"default\":1,\"description\":"
+        "\"Seconds before the first retry, doubled for each later one\"}},"
+        "\"required\":[\"code\"]}},"
+        "{\"name\":\"get_job\",\"description\":\"A job's status (queued, running, sleeping, "
+        "waiting, failed: a retry is due, succeeded, dead: out of attempts, cancelled), "
+        "attempts, node, last error and, once succeeded, its result.\",\"inputSchema\":{"
+        "\"type\":\"object\",\"properties\":{\"job_id\":{\"type\":\"string\"}},"
+        "\"required\":[\"job_id\"]}},"
+        "{\"name\":\"cancel_job\",\"description\":\"Cancel a job: at once unless it is "
+        "running, else at its next step, sleep or wait.\",\"inputSchema\":{\"type\":"
+        "\"object\",\"properties\":{\"job_id\":{\"type\":\"string\"}},\"required\":["
+        "\"job_id\"]}},"
+        "{\"name\":\"list_jobs\",\"description\":\"Your jobs, newest first: state, attempts, "
+        "node, last error.\",\"inputSchema\":{\"type\":\"object\",\"properties\":{"
+        "\"status\":{\"type\":\"string\"},\"limit\":{\"type\":\"integer\",\"minimum\":1,"
+        "\"maximum\":1000,\"default\":100}}}},"
+        "{\"name\":\"emit_event\",\"description\":\"Emit an event: your jobs waiting in "
+        "capsule.await_event(name) get its payload and go on.\",\"inputSchema\":{\"type\":"
+        "\"object\",\"properties\":{\"name\":{\"type\":\"string\"},\"payload\":{"
+        "\"description\":\"Any JSON value (default null)\"}},\"required\":[\"name\"]}}]";
     cJSON *tools = cJSON_Parse(definitions);
     if (server->durable) {
         cJSON *more = cJSON_Parse(durable_definitions), *tool;
+        while (more && (tool = cJSON_DetachItemFromArray(more, 0))) cJSON_AddItemToArray(tools, tool);
+        cJSON_Delete(more);
+        more = cJSON_Parse(job_definitions);
         while (more && (tool = cJSON_DetachItemFromArray(more, 0))) cJSON_AddItemToArray(tools, tool);
         cJSON_Delete(more);
     }
@@ -1385,6 +1424,115 @@ static void durable_session_tool(mcp_server *server, mcp_client *client, const c
         free(shown);
     }
     free(minted);
+}
+
+/* --- durable jobs (src/sandbox/jobs.c) --------------------------------------------- */
+
+static int is_job_tool(const char *name) {
+    static const char *const names[] = {"submit_job", "get_job", "cancel_job", "list_jobs",
+                                        "emit_event"};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+        if (strcmp(name, names[i]) == 0) return 1;
+    return 0;
+}
+
+/* A job's JSON text as a tool result (text and structured content). */
+static cJSON *job_result(char *json, const char *error) {
+    cJSON *structured = json ? cJSON_Parse(json) : NULL;
+    cJSON *result = structured ? tool_text(json, structured) : tool_error(error);
+    free(json);
+    return result;
+}
+
+/* The job tools, offered when the server has a store.  A job belongs to
+ * the principal that submitted it: every tool passes the caller's, so
+ * another principal's job reads as "no job". */
+static void job_tool(mcp_server *server, mcp_client *client, const cJSON *id, const reply *to,
+                     const char *name, const cJSON *arguments) {
+    char error[CAP_ERROR_SIZE] = "";
+    cap_config *config = server->config;
+    const char *principal = client->principal;
+    if (!server->durable) {
+        send_error(to, id, RPC_INVALID_PARAMS, "unknown tool (jobs need a store)");
+        return;
+    }
+    if (strcmp(name, "submit_job") == 0) {
+        const char *code = argument_string(arguments, "code");
+        const cJSON *attempts = cJSON_GetObjectItemCaseSensitive(arguments, "max_attempts");
+        const cJSON *timeout = cJSON_GetObjectItemCaseSensitive(arguments, "timeout_seconds");
+        const cJSON *backoff = cJSON_GetObjectItemCaseSensitive(arguments, "backoff");
+        if (!code || (attempts && !(cJSON_IsNumber(attempts) && attempts->valuedouble >= 1 &&
+                                    attempts->valuedouble <= 1000)) ||
+            (timeout && !(cJSON_IsNumber(timeout) && timeout->valuedouble > 0)) ||
+            (backoff && !(cJSON_IsNumber(backoff) && backoff->valuedouble >= 0))) {
+            send_error(to, id, RPC_INVALID_PARAMS,
+                       "submit_job needs code (a string); max_attempts 1 to 1000, timeout_seconds "
+                       "> 0 and backoff >= 0 when given");
+            return;
+        }
+        double timeout_seconds = timeout ? timeout->valuedouble : 0;
+        /* No attempt outlasts the server's own wall-clock limit. */
+        if (server->limits.wall_seconds > 0 &&
+            (!timeout_seconds || timeout_seconds > server->limits.wall_seconds))
+            timeout_seconds = server->limits.wall_seconds;
+        cap_job_options options = {
+            .principal = principal,
+            .queue = argument_string(arguments, "queue"),
+            .idempotency_key = argument_string(arguments, "idempotency_key"),
+            .max_attempts = attempts ? (int)attempts->valuedouble : 0,
+            .timeout_seconds = timeout_seconds,
+            .backoff_seconds = !backoff ? 0 : backoff->valuedouble > 0 ? backoff->valuedouble : -1};
+        char *json = NULL;
+        cap_job_submit(config, code, &options, &json, error);
+        send_result(to, id, job_result(json, error));
+    } else if (strcmp(name, "get_job") == 0 || strcmp(name, "cancel_job") == 0) {
+        const char *job = argument_string(arguments, "job_id");
+        if (!job) {
+            send_error(to, id, RPC_INVALID_PARAMS, "this tool needs job_id (a string)");
+            return;
+        }
+        char *json = NULL;
+        if (name[0] == 'g') json = cap_job_get(config, job, principal, error);
+        else cap_job_cancel(config, job, principal, &json, error);
+        send_result(to, id, job_result(json, error));
+    } else if (strcmp(name, "list_jobs") == 0) {
+        const cJSON *limit = cJSON_GetObjectItemCaseSensitive(arguments, "limit");
+        if (limit && !(cJSON_IsNumber(limit) && limit->valuedouble >= 1 &&
+                       limit->valuedouble <= 1000)) {
+            send_error(to, id, RPC_INVALID_PARAMS, "limit must be 1 to 1000");
+            return;
+        }
+        char *json = cap_job_list(config, principal, argument_string(arguments, "status"),
+                                  limit ? (size_t)limit->valuedouble : 0, error);
+        cJSON *jobs = json ? cJSON_Parse(json) : NULL;
+        if (jobs) {
+            cJSON *structured = cJSON_CreateObject();
+            cJSON_AddItemToObject(structured, "jobs", jobs);
+            send_result(to, id, tool_text(json, structured));
+        } else {
+            send_result(to, id, tool_error(error));
+        }
+        free(json);
+    } else {
+        const char *event = argument_string(arguments, "name");
+        const cJSON *payload = cJSON_GetObjectItemCaseSensitive(arguments, "payload");
+        if (!event) {
+            send_error(to, id, RPC_INVALID_PARAMS, "emit_event needs name (a string)");
+            return;
+        }
+        char *payload_json = payload ? cJSON_PrintUnformatted(payload) : NULL;
+        int woken = 0;
+        if (cap_job_emit(config, principal, event, payload_json, &woken, error) == CAP_OK) {
+            cJSON *structured = cJSON_CreateObject();
+            cJSON_AddNumberToObject(structured, "woken", woken);
+            char text[64];
+            snprintf(text, sizeof text, "emitted; %d waiting jobs woken", woken);
+            send_result(to, id, tool_text(text, structured));
+        } else {
+            send_result(to, id, tool_error(error));
+        }
+        free(payload_json);
+    }
 }
 
 /* --- requestState: host-function approval over input_required ---------------------
@@ -1906,6 +2054,8 @@ static void call_tool(mcp_server *server, mcp_client *client, const cJSON *id, c
             free(approval.ask_function);
             free(approval.ask_arguments);
         }
+    } else if (is_job_tool(name)) {
+        job_tool(server, client, id, to, name, arguments);
     } else if (strcmp(name, "create_session") == 0) {
         char session_id[2 * SESSION_ID_BYTES + 1];
         char *minted = NULL;

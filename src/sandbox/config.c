@@ -98,6 +98,7 @@ cap_config *cap_config_new(void) {
 void cap_config_free(cap_config *config) {
     if (config) deps_resolver_free(config->dependencies);
     if (!config) return;
+    sandbox_jobs_stop(config); /* its runners use everything below */
     for (int i = 0; i < config->image_count; i++) {
         free(config->images[i].host_path);
         free(config->images[i].guest_path);
@@ -115,6 +116,7 @@ void cap_config_free(cap_config *config) {
     pthread_mutex_unlock(&config->renew_lock);
     if (started) pthread_join(config->renewer, NULL);
     store_close(config->store);
+    free(config->store_url);
     pthread_mutex_destroy(&config->store_lock);
     pthread_cond_destroy(&config->renew_wake);
     pthread_mutex_destroy(&config->renew_lock);
@@ -259,6 +261,7 @@ int cap_config_set_store(cap_config *config, const char *url, char *error) {
     int rc = store_open(url, &opened, error);
     if (rc != CAP_OK) return rc == CAP_EINVAL || rc == CAP_ENOMEM || rc == CAP_EIO ? rc : CAP_EIO;
     config->store = opened;
+    config->store_url = strdup(url); /* NULL: the runners only poll */
     return CAP_OK;
 }
 

@@ -21,6 +21,9 @@
  *   (TimeoutError), "malformed" (the request itself).
  *
  * Each call (malformed requests included) is one line of the audit log.
+ * The same channel carries capsule.help and capsule.describe ("help",
+ * "describe", answered here) and a job's capsule.step, sleep and
+ * await_event ("step", "step_done", "sleep", "await_event": jobs.c).
  */
 #include "sandbox.h"
 
@@ -525,7 +528,7 @@ static void audit(const sandbox_exchange *exchange, const call_record *record) {
 
 /* --- answering the worker ---------------------------------------------------------- */
 
-static void answer(int fd, const char *header, const char *body, size_t body_size) {
+void sandbox_call_answer(int fd, const char *header, const char *body, size_t body_size) {
     buffer reply = {0};
     int rc = buffer_append(&reply, header, strlen(header));
     if (rc == 0) rc = buffer_append(&reply, "\n", 1);
@@ -534,14 +537,14 @@ static void answer(int fd, const char *header, const char *body, size_t body_siz
     buffer_free(&reply);
 }
 
-static void answer_failure(int fd, const char *kind, const char *message) {
+void sandbox_call_failure(int fd, const char *kind, const char *message) {
     cJSON *header = cJSON_CreateObject();
     cJSON_AddBoolToObject(header, "ok", 0);
     cJSON_AddStringToObject(header, "error", kind);
     cJSON_AddStringToObject(header, "message", message);
     char *text = cJSON_PrintUnformatted(header);
     cJSON_Delete(header);
-    answer(fd, text ? text : "{\"ok\":false,\"error\":\"error\",\"message\":\"out of memory\"}",
+    sandbox_call_answer(fd, text ? text : "{\"ok\":false,\"error\":\"error\",\"message\":\"out of memory\"}",
            NULL, 0);
     free(text);
 }
@@ -552,11 +555,11 @@ static void answer_failure(int fd, const char *kind, const char *message) {
 static void finish_call(sandbox_exchange *exchange, call_record *record, const char *kind,
                         const char *message, const char *result, size_t result_size) {
     if (kind) {
-        answer_failure(exchange->fd, kind, message);
+        sandbox_call_failure(exchange->fd, kind, message);
         record->outcome = kind;
         record->message = message;
     } else {
-        answer(exchange->fd, "{\"ok\":true}", result, result_size);
+        sandbox_call_answer(exchange->fd, "{\"ok\":true}", result, result_size);
         record->outcome = "ok";
         record->result = result;
         record->result_size = result_size;
@@ -581,8 +584,8 @@ static void answer_list(sandbox_exchange *exchange) {
     }
     char *text = list ? cJSON_PrintUnformatted(list) : NULL;
     cJSON_Delete(list); /* references only: the schemas stay the config's */
-    if (text) answer(exchange->fd, "{\"ok\":true}", text, strlen(text));
-    else answer_failure(exchange->fd, "error", "out of memory");
+    if (text) sandbox_call_answer(exchange->fd, "{\"ok\":true}", text, strlen(text));
+    else sandbox_call_failure(exchange->fd, "error", "out of memory");
     free(text);
 }
 
@@ -828,10 +831,18 @@ sandbox_outcome sandbox_frame_call(sandbox_exchange *exchange, const char *paylo
         answer_help(exchange, request, payload, size, started);
     } else if (cJSON_IsString(op) && strcmp(op->valuestring, "describe") == 0) {
         answer_describe(exchange, request, payload, size, started);
+    } else if (cJSON_IsString(op) &&
+               (strcmp(op->valuestring, "step") == 0 || strcmp(op->valuestring, "step_done") == 0 ||
+                strcmp(op->valuestring, "sleep") == 0 ||
+                strcmp(op->valuestring, "await_event") == 0)) {
+        /* capsule.step, sleep and await_event: answered from the store (jobs.c). */
+        sandbox_outcome outcome = sandbox_job_request(exchange, request, op->valuestring);
+        cJSON_Delete(request);
+        return outcome;
     } else {
         call_record record = {NULL, payload, size, NULL, 0, started, "malformed",
                               "not a function call"};
-        answer_failure(exchange->fd, "malformed",
+        sandbox_call_failure(exchange->fd, "malformed",
                        "not a function call: the call device takes {\"op\": \"call\", "
                        "\"function\": NAME, \"arguments\": {...}} (use capsule.functions)");
         audit(exchange, &record);

@@ -133,6 +133,7 @@ struct cap_config {
     /* Durable sessions (durable.c): NULL without a store.  The lock is
      * held around every use of the handle. */
     store *store;
+    char *store_url; /* what it was opened from (the job runners' listener) */
     pthread_mutex_t store_lock;
     /* The node's lease in the store is renewed by this thread, every third
      * of the lease (config.c); guarded by renew_lock. */
@@ -141,6 +142,7 @@ struct cap_config {
     int64_t lease_ms;
     pthread_mutex_t renew_lock;
     pthread_cond_t renew_wake;
+    void *jobs; /* the job runners (jobs.c), NULL until cap_jobs_start */
     void *code_mode; /* MCP servers whose tools are in the registry (code_mode.c); NULL */
     /* help (src/help/help.c): the index, built on the first search, dropped
      * when the docs or the registry change; the lock is held around every
@@ -290,7 +292,29 @@ struct cap_sandbox {
     uint32_t base_stack_pointer;
     int base_stored; /* a full snapshot put the base's pages in the store */
     int64_t interrupted_seq; /* set by sandbox_durable_begin: the call before was interrupted */
+    struct job_attempt *job; /* the job attempt being run (jobs.c), or NULL */
 };
+
+/* --- durable jobs (jobs.c) ------------------------------------------------ */
+
+/* One attempt of a job, as its runner and the handlers of the guest's job
+ * requests share it, on the run's thread. */
+typedef struct job_attempt {
+    store_job job;               /* as claimed: id, principal, attempts, created_at */
+    int suspend;                 /* 0, STORE_JOB_SLEEPING or STORE_JOB_WAITING */
+    int64_t until;               /* when a suspended job is due again (0: no bound) */
+    char event[STORE_ID_SIZE];   /* what a waiting job waits for */
+    int cancelled;               /* the guest was told it is cancelled */
+    int lost;                    /* the attempt no longer holds the job: record nothing */
+} job_attempt;
+
+/* Stops and joins the job runners of `config` (cap_config_free). */
+void sandbox_jobs_stop(cap_config *config);
+
+/* The call channel's answers (functions.c): a header line and a body, or a
+ * failure of `kind` (the guest's exception) with a message. */
+void sandbox_call_answer(int fd, const char *header, const char *body, size_t body_size);
+void sandbox_call_failure(int fd, const char *kind, const char *message);
 
 /* Seconds on the monotonic clock. */
 double sandbox_now_seconds(void);
@@ -460,5 +484,12 @@ sandbox_outcome sandbox_frame_store(sandbox_exchange *exchange, const char *payl
 sandbox_outcome sandbox_frame_dependencies(sandbox_exchange *exchange, const char *payload,
                                            size_t size);
 sandbox_outcome sandbox_frame_call(sandbox_exchange *exchange, const char *payload, size_t size);
+
+/* jobs.c: a job request on the call channel */
+/* Answers a guest's job request ({"op": "step" | "step_done" | "sleep" |
+ * "await_event", ...}) on the call channel; SANDBOX_STOPPED when the
+ * attempt ends here (the job parks, or lost its lease). */
+sandbox_outcome sandbox_job_request(sandbox_exchange *exchange, const void *request,
+                                    const char *op);
 
 #endif

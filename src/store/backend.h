@@ -76,6 +76,17 @@ typedef struct store_backend {
 
     /* The database's own full consistency check. */
     int (*check)(void *connection, char *error);
+
+    /* Non-zero when SELECT ... FOR UPDATE SKIP LOCKED exists (PostgreSQL):
+     * job claims (jobs.c) use it so that nodes claiming at once skip each
+     * other's rows; without it (SQLite) a claim is one UPDATE in a write
+     * transaction, which the database's single writer serialises. */
+    int row_locks;
+
+    /* Non-zero when NOTIFY exists (PostgreSQL): job submits and events
+     * notify STORE_JOBS_CHANNEL, on which other nodes' runners listen
+     * (listen.c). */
+    int notifies;
 } store_backend;
 
 extern const store_backend store_sqlite_backend;

@@ -128,6 +128,56 @@ static const char *const postgres_migrations[] = {
     "ALTER TABLE sessions ADD COLUMN owner TEXT;\n"
     "ALTER TABLE sessions ADD COLUMN epoch BIGINT NOT NULL DEFAULT 0;\n"
     "CREATE INDEX sessions_live ON sessions(owner) WHERE status = 'live';\n",
+
+    /* 3 -> 4: durable jobs (sqlite.c has the same):
+     * the jobs, the cached results of their steps, the events that wake
+     * waiting jobs, and per-queue concurrency limits. */
+    "CREATE TABLE jobs (\n"
+    "    id               TEXT PRIMARY KEY,\n"
+    "    principal        TEXT NOT NULL,\n"
+    "    queue            TEXT NOT NULL,\n"
+    "    code             TEXT NOT NULL,\n"
+    "    idempotency_key  TEXT,\n"
+    "    status           TEXT NOT NULL CHECK (status IN ('queued', 'running', 'sleeping',\n"
+    "                         'waiting', 'succeeded', 'failed', 'dead', 'cancelled')),\n"
+    "    attempts         BIGINT NOT NULL DEFAULT 0,\n"
+    "    max_attempts     BIGINT NOT NULL,\n"
+    "    backoff_ms       BIGINT NOT NULL,\n"
+    "    timeout_ms       BIGINT NOT NULL,\n"
+    "    run_after        BIGINT NOT NULL,\n"
+    "    lease_owner      TEXT,\n"
+    "    lease_expires_at BIGINT,\n"
+    "    cancel_requested BIGINT NOT NULL DEFAULT 0,\n"
+    "    wait_event       TEXT,\n"
+    "    last_error       TEXT,\n"
+    "    result           TEXT,\n"
+    "    created_at       BIGINT NOT NULL,\n"
+    "    updated_at       BIGINT NOT NULL,\n"
+    "    UNIQUE (principal, idempotency_key)\n"
+    ");\n"
+    "CREATE INDEX jobs_due ON jobs(run_after)\n"
+    "    WHERE status IN ('queued', 'failed', 'sleeping', 'waiting');\n"
+    "CREATE INDEX jobs_running ON jobs(queue) WHERE status = 'running';\n"
+    "CREATE INDEX jobs_principal ON jobs(principal, created_at);\n"
+    "CREATE TABLE job_steps (\n"
+    "    job        TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,\n"
+    "    name       TEXT NOT NULL,\n"
+    "    result     TEXT NOT NULL,\n"
+    "    created_at BIGINT NOT NULL,\n"
+    "    PRIMARY KEY (job, name)\n"
+    ");\n"
+    "CREATE TABLE job_events (\n"
+    "    id         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,\n"
+    "    principal  TEXT NOT NULL,\n"
+    "    name       TEXT NOT NULL,\n"
+    "    payload    TEXT NOT NULL,\n"
+    "    created_at BIGINT NOT NULL\n"
+    ");\n"
+    "CREATE INDEX job_events_name ON job_events(principal, name, created_at);\n"
+    "CREATE TABLE job_queues (\n"
+    "    name        TEXT PRIMARY KEY,\n"
+    "    concurrency BIGINT NOT NULL CHECK (concurrency > 0)\n"
+    ");\n",
 };
 
 /* Type OIDs (catalog/pg_type.h, which libpq-dev does not ship). */
@@ -625,6 +675,7 @@ static int postgres_check(void *handle, char *error) {
         .open = postgres_open, .close = postgres_close, .begin = postgres_begin,                   \
         .commit = postgres_commit, .rollback = postgres_rollback, .execute = postgres_execute,     \
         .script = postgres_script, .lock_schema = postgres_lock_schema, .check = postgres_check,   \
+        .row_locks = 1, .notifies = 1,                                                             \
     }
 
 const store_backend store_postgres_backend = POSTGRES_BACKEND("postgres://");

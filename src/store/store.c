@@ -1812,3 +1812,26 @@ int store_call_list(store *store, const char *session, int64_t after_seq, size_t
     *count = list.count;
     return CAP_OK;
 }
+
+/* --- for jobs.c (store_internal.h) ----------------------------------------------- */
+
+int store_internal_execute(store *store, const char *sql, const store_value *parameters,
+                           int count, store_row_function row, void *context, char *error) {
+    return store_run(store, sql, parameters, count, row, context, error);
+}
+
+int store_internal_write_begin(store *store, char *error) {
+    return store_write_begin(store, error);
+}
+
+int store_internal_write_end(store *store, int result, char *error) {
+    return store_write_end(store, result, error);
+}
+
+int64_t store_internal_now(store *store) {
+    return store_now(store);
+}
+
+const store_backend *store_internal_backend(const store *store) {
+    return store->backend;
+}

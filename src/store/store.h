@@ -328,4 +328,160 @@ int store_expire(store *store, int64_t *expired, char *error);
 /* Deletes blobs no snapshot page references; counts may be NULL. */
 int store_gc(store *store, uint64_t *freed_blobs, uint64_t *freed_bytes, char *error);
 
+/* --- jobs (jobs.c; docs/store.md, "Jobs") ------------------------------------------ */
+
+/* A job is Python code run to completion in the background by whichever
+ * node claims it.  Every attempt runs the code from the top; the results of
+ * its completed steps are cached in job_steps, so a step that committed is
+ * never run again (exactly once), while code between steps may run again
+ * after a crash (at least once).  Statuses:
+ *   queued     waiting for its first attempt (run_after: when it is due)
+ *   running    an attempt holds it: lease_owner is the node, fenced by
+ *              (lease_owner, attempts); a dead owner's attempt is swept at
+ *              the next claim (any node's)
+ *   sleeping   capsule.sleep: due again at run_after
+ *   waiting    capsule.await_event: due when the event is emitted, or at
+ *              run_after (its timeout, or a re-check)
+ *   failed     the last attempt failed; a retry is due at run_after
+ *   succeeded, dead (max_attempts used up; last_error says why), cancelled
+ * A suspension (sleeping, waiting) is not a failed attempt: `attempts`
+ * counts the attempts that ended in a failure or are running. */
+#define STORE_JOB_QUEUE_DEFAULT "default"
+#define STORE_JOB_GRACE_MS 60000 /* a running attempt's lease: its timeout and this */
+
+typedef struct store_job_spec {
+    const char *principal;       /* who owns it ("" for nobody in particular) */
+    const char *queue;           /* NULL or "": STORE_JOB_QUEUE_DEFAULT */
+    const char *code;
+    const char *idempotency_key; /* NULL: none; else unique per principal */
+    int64_t max_attempts;        /* >= 1 */
+    int64_t backoff_ms;          /* retry n waits backoff_ms * 2^(n-1) */
+    int64_t timeout_ms;          /* one attempt's wall-clock limit, > 0 */
+    int64_t run_after;           /* 0: now */
+} store_job_spec;
+
+/* A job as stored; store_job_clear frees code, last_error and result. */
+typedef struct store_job {
+    char id[STORE_ID_SIZE];
+    char principal[STORE_ID_SIZE];
+    char queue[STORE_ID_SIZE];
+    char idempotency_key[STORE_ID_SIZE]; /* "" for none */
+    char status[STORE_STATUS_SIZE];
+    int64_t attempts, max_attempts, backoff_ms, timeout_ms;
+    int64_t run_after;
+    char lease_owner[STORE_ID_SIZE];     /* the node running it ("" when none) */
+    int64_t lease_expires_at;
+    int cancel_requested;
+    char wait_event[STORE_ID_SIZE];      /* what a waiting job waits for */
+    char *code;                          /* only from store_job_get and store_job_claim */
+    char *last_error;                    /* NULL: none */
+    char *result;                        /* JSON; NULL until succeeded */
+    int64_t created_at, updated_at;
+} store_job;
+
+/* How an attempt ended (store_job_finish). */
+typedef enum {
+    STORE_JOB_SUCCEEDED,  /* result_json is the job's result */
+    STORE_JOB_FAILED,     /* `message` the error: retried after retry_delay_ms, or dead */
+    STORE_JOB_SLEEPING,   /* due again at `until` */
+    STORE_JOB_WAITING,    /* for event `event`, or until `until` */
+    STORE_JOB_CANCELLED,  /* it saw its cancellation */
+} store_job_outcome;
+
+/* A new job, `queued`, its id (32 hex digits) in out->id.  With an
+ * idempotency key the principal used before, nothing is added: *out is
+ * that job and *existing = 1 (STORE_ECONFLICT when its code differs).
+ * out may not be NULL; free it with store_job_clear. */
+int store_job_submit(store *store, const store_job_spec *spec, store_job *out, int *existing,
+                     char *error);
+
+/* The job `id` (with its code).  With principal not NULL, a job of another
+ * principal is STORE_ENOTFOUND, like one that does not exist. */
+int store_job_get(store *store, const char *id, const char *principal, store_job *out,
+                  char *error);
+
+/* The principal's jobs (every principal's with NULL), newest first, those
+ * in `status` only unless it is NULL or "", at most `limit` (0: 100).  Code
+ * is not read.  Free with store_job_list_free. */
+int store_job_list(store *store, const char *principal, const char *status, size_t limit,
+                   store_job **jobs, size_t *count, char *error);
+void store_job_clear(store_job *job);
+void store_job_list_free(store_job *jobs, size_t count);
+
+/* Sweeps, then claims one due job for this node: *claimed = 1 and *out is
+ * it (status running, attempts counting this one, code read).  The sweep
+ * ends the attempts of nodes whose lease expired (their jobs become
+ * failed, dead when out of attempts, or cancelled when asked to be), as
+ * well as attempts past their own lease.  Due: queued, failed, sleeping or
+ * waiting with run_after <= now, in the queue `queue` (NULL: any), in a
+ * queue below its concurrency limit (store_job_set_queue_limit); oldest
+ * due first.  Of nodes claiming at once each job goes to one. */
+int store_job_claim(store *store, const char *queue, store_job *out, int *claimed,
+                    char *error);
+
+/* Whether attempt `attempt` of job `id` still holds it on this node (CAP_OK,
+ * with *cancel_requested) or lost it (STORE_ECONFLICT: swept, cancelled
+ * while queued, finished elsewhere): then stop it, it cannot commit. */
+int store_job_check(store *store, const char *id, int64_t attempt, int *cancel_requested,
+                    char *error);
+
+/* The cached result (JSON, malloc'd into *result) of step `name` of job
+ * `id`, *found = 0 when the step has not completed. */
+int store_job_step_get(store *store, const char *id, const char *name, char **result,
+                       int *found, char *error);
+
+/* Commits step `name`'s result for attempt `attempt` (fenced as in
+ * store_job_check); a step already stored keeps its first result, which
+ * *stored (may be NULL; malloc'd) receives. */
+int store_job_step_put(store *store, const char *id, int64_t attempt, const char *name,
+                       const char *result_json, char **stored, char *error);
+
+/* Ends attempt `attempt` (fenced: STORE_ECONFLICT when it no longer holds
+ * the job).  FAILED: `message` becomes last_error; the job is `failed`,
+ * due after retry_delay_ms, or `dead` when its attempts are used up, or
+ * `cancelled` if that was asked.  SLEEPING / WAITING do not count as an
+ * attempt; a WAITING job whose event was emitted already (since the job
+ * was created) is due at once.  *status (may be NULL) receives the status
+ * the job took. */
+int store_job_finish(store *store, const char *id, int64_t attempt, store_job_outcome outcome,
+                     const char *result_json, const char *message, int64_t retry_delay_ms,
+                     int64_t until, const char *event, char status[STORE_STATUS_SIZE],
+                     char *error);
+
+/* Cancels job `id` (of `principal`, unless NULL): one not running is
+ * `cancelled` at once; a running one is marked and its attempt sees it at
+ * its next step.  *status receives the status it now has.  A finished job
+ * is STORE_ECONFLICT; another principal's STORE_ENOTFOUND. */
+int store_job_cancel(store *store, const char *id, const char *principal,
+                     char status[STORE_STATUS_SIZE], char *error);
+
+/* Records event `name` of `principal` with its payload (JSON) and makes the
+ * principal's jobs waiting for it due now; *woken (may be NULL) says how
+ * many. */
+int store_job_emit(store *store, const char *principal, const char *name,
+                   const char *payload_json, int64_t *woken, char *error);
+
+/* The payload of the first event `name` of `principal` emitted at or after
+ * `since` (malloc'd into *payload), *found = 0 when none. */
+int store_job_event_find(store *store, const char *principal, const char *name, int64_t since,
+                         char **payload, int *found, char *error);
+
+/* Waking idle runners early (listen.c).  On PostgreSQL, submits and
+ * events NOTIFY this channel when they commit; a listener LISTENs on a
+ * connection of its own.  A hint only: runners poll anyway. */
+#define STORE_JOBS_CHANNEL "capsule_jobs"
+typedef struct store_listener store_listener;
+/* For a postgres:// URL a listener; for any other *out = NULL and CAP_OK
+ * (nothing to listen to); CAP_EIO when the server cannot be reached. */
+int store_listener_open(const char *url, store_listener **out, char *error);
+/* Waits up to timeout_ms: 1 when notified, 0 when not, -1 when the
+ * connection failed (the next wait reconnects). */
+int store_listener_wait(store_listener *listener, int timeout_ms);
+void store_listener_close(store_listener *listener);
+
+/* At most `concurrency` jobs of `queue` run at once, on all nodes; 0
+ * removes the limit. */
+int store_job_set_queue_limit(store *store, const char *queue, int64_t concurrency,
+                              char *error);
+
 #endif

@@ -303,3 +303,59 @@ describe("http: the server asks the client", () => {
   after(() => { for (const s of Object.values(servers)) s.child.kill("SIGTERM"); });
   askingTests("http", connect);
 });
+
+// Durable jobs through the SDK: a job parks on an event, the client emits
+// it, and the result is read back (a store of its own, in a temporary
+// directory, so that no other server holds it).
+describe("jobs", () => {
+  let client, directory;
+  before(async () => {
+    const { mkdtempSync } = await import("node:fs");
+    directory = mkdtempSync("/tmp/capsule-interop-jobs-");
+    client = new Client({ name: "capsule-interop", version: "1.0.0" });
+    await client.connect(new StdioClientTransport({
+      command: CAPSULE, args: ["serve", "--stdio", "--store", `sqlite:${directory}/jobs.db`],
+      stderr: "ignore" }));
+  });
+  after(async () => {
+    await client?.close();
+    const { rmSync } = await import("node:fs");
+    if (directory) rmSync(directory, { recursive: true, force: true });
+  });
+
+  async function getJob(job_id) {
+    const result = await client.callTool({ name: "get_job", arguments: { job_id } });
+    assert.equal(result.isError, false, textOf(result));
+    return result.structuredContent;
+  }
+
+  async function waitFor(job_id, done) {
+    const deadline = Date.now() + 30000;
+    for (;;) {
+      const job = await getJob(job_id);
+      if (done(job)) return job;
+      assert.ok(Date.now() < deadline, JSON.stringify(job));
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+
+  test("jobs: submit, wait for an event, emit it, read the result", async () => {
+    const { tools } = await client.listTools();
+    for (const tool of ["submit_job", "get_job", "cancel_job", "list_jobs", "emit_event"])
+      assert.ok(tools.some((t) => t.name === tool), tool);
+    const submitted = await client.callTool({ name: "submit_job", arguments: {
+      code: "import capsule\n[capsule.step('answer', lambda: 6 * 7), capsule.await_event('go')]",
+      idempotency_key: "interop" } });
+    const id = submitted.structuredContent.job_id;
+    assert.match(id, /^[0-9a-f]{32}$/);
+    await waitFor(id, (job) => job.waiting_for === "go");
+    const emitted = await client.callTool({ name: "emit_event",
+                                            arguments: { name: "go", payload: { ok: true } } });
+    assert.equal(emitted.structuredContent.woken, 1);
+    const job = await waitFor(id, (job) => job.status === "succeeded" || job.status === "dead");
+    assert.equal(job.status, "succeeded");
+    assert.deepEqual(JSON.parse(job.result.return_value), [42, { ok: true }]);
+    const listed = await client.callTool({ name: "list_jobs", arguments: {} });
+    assert.deepEqual(listed.structuredContent.jobs.map((j) => j.job_id), [id]);
+  });
+});

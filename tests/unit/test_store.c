@@ -198,7 +198,7 @@ static const char *hash_literal(const uint8_t hash[STORE_HASH_SIZE]) {
     return text;
 }
 
-#define SCHEMA_VERSION 3
+#define SCHEMA_VERSION 4
 
 /* --- opening --------------------------------------------------------------------- */
 
@@ -492,7 +492,7 @@ static void test_migration_from_version_1(void **state) {
                              : "SELECT string_agg(CAST(version AS TEXT), ',' ORDER BY version)"
                                " FROM schema_version",
               versions, sizeof versions);
-    assert_string_equal(versions, "1,2,3");
+    assert_string_equal(versions, "1,2,3,4");
 }
 
 /* A migration that fails leaves the database at its version: the
@@ -1792,6 +1792,283 @@ static void test_session_claim_and_fencing(void **state) {
     store_close(s);
 }
 
+/* --- jobs ------------------------------------------------------------------------ */
+
+static store_job_spec job_spec(const char *principal, const char *code) {
+    return (store_job_spec){.principal = principal, .code = code, .max_attempts = 3,
+                            .backoff_ms = 1000, .timeout_ms = 5000};
+}
+
+/* Submit, read back, idempotency per principal, another principal sees nothing. */
+static void test_jobs_submit_and_idempotency(void **state) {
+    fixture *f = *state;
+    store *s = open_store(f);
+    char error[CAP_ERROR_SIZE] = "";
+    store_job_spec spec = job_spec("alice", "print(1)");
+    spec.idempotency_key = "k1";
+    store_job job, again, other;
+    int existing = -1;
+    assert_int_equal(store_job_submit(s, &spec, &job, &existing, error), CAP_OK);
+    assert_int_equal(existing, 0);
+    assert_int_equal(strlen(job.id), 32);
+    assert_string_equal(job.status, "queued");
+    assert_string_equal(job.queue, "default");
+    assert_string_equal(job.code, "print(1)");
+    assert_string_equal(job.idempotency_key, "k1");
+    assert_int_equal(job.run_after, f->now);
+    /* The same key: the same job, nothing added. */
+    assert_int_equal(store_job_submit(s, &spec, &again, &existing, error), CAP_OK);
+    assert_int_equal(existing, 1);
+    assert_string_equal(again.id, job.id);
+    store_job_clear(&again);
+    /* The same key with other code: refused. */
+    spec.code = "print(2)";
+    assert_int_equal(store_job_submit(s, &spec, &again, &existing, error), STORE_ECONFLICT);
+    /* Another principal's key space is its own. */
+    spec.principal = "bob";
+    assert_int_equal(store_job_submit(s, &spec, &other, &existing, error), CAP_OK);
+    assert_int_equal(existing, 0);
+    assert_string_not_equal(other.id, job.id);
+    /* bob cannot read or cancel alice's job. */
+    char status[STORE_STATUS_SIZE];
+    assert_int_equal(store_job_get(s, job.id, "bob", &again, error), STORE_ENOTFOUND);
+    assert_int_equal(store_job_cancel(s, job.id, "bob", status, error), STORE_ENOTFOUND);
+    assert_int_equal(store_job_get(s, job.id, "alice", &again, error), CAP_OK);
+    assert_string_equal(again.status, "queued");
+    store_job_clear(&again);
+    store_job *jobs;
+    size_t count;
+    assert_int_equal(store_job_list(s, "alice", NULL, 0, &jobs, &count, error), CAP_OK);
+    assert_int_equal(count, 1);
+    assert_string_equal(jobs[0].id, job.id);
+    store_job_list_free(jobs, count);
+    assert_int_equal(store_job_list(s, NULL, "queued", 0, &jobs, &count, error), CAP_OK);
+    assert_int_equal(count, 2);
+    store_job_list_free(jobs, count);
+    /* Bad specs. */
+    spec = job_spec("alice", "x");
+    spec.max_attempts = 0;
+    assert_int_equal(store_job_submit(s, &spec, &again, &existing, error), CAP_EINVAL);
+    store_job_clear(&job);
+    store_job_clear(&other);
+    store_close(s);
+}
+
+/* Claim, steps cached and fenced, retries with backoff to dead. */
+static void test_jobs_claim_steps_retries_dead(void **state) {
+    fixture *f = *state;
+    store *s = open_store(f);
+    char error[CAP_ERROR_SIZE] = "", status[STORE_STATUS_SIZE];
+    store_job_spec spec = job_spec("p", "code");
+    spec.max_attempts = 2;
+    store_job job, claimed;
+    int got = -1;
+    assert_int_equal(store_job_submit(s, &spec, &job, NULL, error), CAP_OK);
+    assert_int_equal(store_job_claim(s, NULL, &claimed, &got, error), CAP_OK);
+    assert_int_equal(got, 1);
+    assert_string_equal(claimed.id, job.id);
+    assert_string_equal(claimed.status, "running");
+    assert_string_equal(claimed.lease_owner, store_node(s));
+    assert_int_equal(claimed.attempts, 1);
+    assert_string_equal(claimed.code, "code");
+    store_job_clear(&claimed);
+    /* Nothing else is due. */
+    assert_int_equal(store_job_claim(s, NULL, &claimed, &got, error), CAP_OK);
+    assert_int_equal(got, 0);
+    /* A step: missing, stored, then its first result stays. */
+    char *result = NULL;
+    int found = -1;
+    assert_int_equal(store_job_step_get(s, job.id, "a", &result, &found, error), CAP_OK);
+    assert_int_equal(found, 0);
+    char *stored = NULL;
+    assert_int_equal(store_job_step_put(s, job.id, 1, "a", "[1,2]", &stored, error), CAP_OK);
+    assert_string_equal(stored, "[1,2]");
+    free(stored);
+    assert_int_equal(store_job_step_put(s, job.id, 1, "a", "\"other\"", &stored, error), CAP_OK);
+    assert_string_equal(stored, "[1,2]");
+    free(stored);
+    assert_int_equal(store_job_step_get(s, job.id, "a", &result, &found, error), CAP_OK);
+    assert_int_equal(found, 1);
+    assert_string_equal(result, "[1,2]");
+    free(result);
+    /* A stale attempt number is fenced. */
+    assert_int_equal(store_job_step_put(s, job.id, 7, "b", "1", NULL, error), STORE_ECONFLICT);
+    /* Attempt 1 fails: failed, due after the backoff. */
+    assert_int_equal(store_job_finish(s, job.id, 1, STORE_JOB_FAILED, NULL, "boom", 1000, 0, NULL,
+                                      status, error),
+                     CAP_OK);
+    assert_string_equal(status, "failed");
+    assert_int_equal(store_job_claim(s, NULL, &claimed, &got, error), CAP_OK);
+    assert_int_equal(got, 0); /* not yet due */
+    f->now += 1000;
+    assert_int_equal(store_job_claim(s, NULL, &claimed, &got, error), CAP_OK);
+    assert_int_equal(got, 1);
+    assert_int_equal(claimed.attempts, 2);
+    assert_string_equal(claimed.last_error, "boom");
+    store_job_clear(&claimed);
+    /* The cached step survives the retry. */
+    assert_int_equal(store_job_step_get(s, job.id, "a", &result, &found, error), CAP_OK);
+    assert_int_equal(found, 1);
+    free(result);
+    /* The finish of the old attempt is refused; the last attempt fails: dead. */
+    assert_int_equal(store_job_finish(s, job.id, 1, STORE_JOB_SUCCEEDED, "1", NULL, 0, 0, NULL,
+                                      status, error),
+                     STORE_ECONFLICT);
+    assert_int_equal(store_job_finish(s, job.id, 2, STORE_JOB_FAILED, NULL, "boom 2", 4000, 0,
+                                      NULL, status, error),
+                     CAP_OK);
+    assert_string_equal(status, "dead");
+    store_job_clear(&job);
+    assert_int_equal(store_job_get(s, claimed.id, NULL, &job, error), CAP_OK);
+    assert_string_equal(job.status, "dead");
+    assert_string_equal(job.last_error, "boom 2");
+    store_job_clear(&job);
+    f->now += 100000;
+    assert_int_equal(store_job_claim(s, NULL, &claimed, &got, error), CAP_OK);
+    assert_int_equal(got, 0);
+    store_close(s);
+}
+
+/* Sleep and wait do not use attempts; events wake; cancel. */
+static void test_jobs_sleep_events_cancel(void **state) {
+    fixture *f = *state;
+    store *s = open_store(f);
+    char error[CAP_ERROR_SIZE] = "", status[STORE_STATUS_SIZE];
+    store_job_spec spec = job_spec("p", "code");
+    store_job job, claimed;
+    int got = -1;
+    assert_int_equal(store_job_submit(s, &spec, &job, NULL, error), CAP_OK);
+    assert_int_equal(store_job_claim(s, NULL, &claimed, &got, error), CAP_OK);
+    store_job_clear(&claimed);
+    assert_int_equal(store_job_finish(s, job.id, 1, STORE_JOB_SLEEPING, NULL, NULL, 0,
+                                      f->now + 500, NULL, status, error),
+                     CAP_OK);
+    assert_string_equal(status, "sleeping");
+    assert_int_equal(store_job_claim(s, NULL, &claimed, &got, error), CAP_OK);
+    assert_int_equal(got, 0);
+    f->now += 500;
+    assert_int_equal(store_job_claim(s, NULL, &claimed, &got, error), CAP_OK);
+    assert_int_equal(got, 1);
+    assert_int_equal(claimed.attempts, 1); /* the sleep was not an attempt */
+    store_job_clear(&claimed);
+    /* Waiting for "go": not due; another principal's "go" wakes nothing. */
+    assert_int_equal(store_job_finish(s, job.id, 1, STORE_JOB_WAITING, NULL, NULL, 0, 0, "go",
+                                      status, error),
+                     CAP_OK);
+    assert_string_equal(status, "waiting");
+    int64_t woken = -1;
+    assert_int_equal(store_job_emit(s, "q", "go", "1", &woken, error), CAP_OK);
+    assert_int_equal(woken, 0);
+    f->now += 10;
+    assert_int_equal(store_job_claim(s, NULL, &claimed, &got, error), CAP_OK);
+    assert_int_equal(got, 0);
+    assert_int_equal(store_job_emit(s, "p", "go", "{\"x\":1}", &woken, error), CAP_OK);
+    assert_int_equal(woken, 1);
+    char *payload = NULL;
+    int found = 0;
+    assert_int_equal(store_job_event_find(s, "p", "go", job.created_at, &payload, &found, error),
+                     CAP_OK);
+    assert_int_equal(found, 1);
+    assert_string_equal(payload, "{\"x\":1}");
+    free(payload);
+    assert_int_equal(store_job_event_find(s, "p", "go", f->now + 1, &payload, &found, error),
+                     CAP_OK);
+    assert_int_equal(found, 0);
+    assert_int_equal(store_job_claim(s, NULL, &claimed, &got, error), CAP_OK);
+    assert_int_equal(got, 1);
+    store_job_clear(&claimed);
+    /* Waiting again for an event emitted already: due at once. */
+    assert_int_equal(store_job_finish(s, job.id, 1, STORE_JOB_WAITING, NULL, NULL, 0, 0, "go",
+                                      status, error),
+                     CAP_OK);
+    assert_int_equal(store_job_get(s, job.id, NULL, &claimed, error), CAP_OK);
+    assert_int_equal(claimed.run_after, f->now);
+    store_job_clear(&claimed);
+    /* Cancelling a job that is not running: at once. */
+    assert_int_equal(store_job_cancel(s, job.id, "p", status, error), CAP_OK);
+    assert_string_equal(status, "cancelled");
+    assert_int_equal(store_job_cancel(s, job.id, "p", status, error), STORE_ECONFLICT);
+    f->now += 100000;
+    assert_int_equal(store_job_claim(s, NULL, &claimed, &got, error), CAP_OK);
+    assert_int_equal(got, 0);
+    store_job_clear(&job);
+    /* Cancelling a running job: marked; its attempt sees it and ends cancelled. */
+    assert_int_equal(store_job_submit(s, &spec, &job, NULL, error), CAP_OK);
+    assert_int_equal(store_job_claim(s, NULL, &claimed, &got, error), CAP_OK);
+    store_job_clear(&claimed);
+    assert_int_equal(store_job_cancel(s, job.id, NULL, status, error), CAP_OK);
+    assert_string_equal(status, "running");
+    int cancel = -1;
+    assert_int_equal(store_job_check(s, job.id, 1, &cancel, error), CAP_OK);
+    assert_int_equal(cancel, 1);
+    assert_int_equal(store_job_finish(s, job.id, 1, STORE_JOB_CANCELLED, NULL, NULL, 0, 0, NULL,
+                                      status, error),
+                     CAP_OK);
+    assert_string_equal(status, "cancelled");
+    store_job_clear(&job);
+    store_close(s);
+}
+
+/* A node that dies mid-attempt: the next claim (after its lease) sweeps it,
+ * and the job runs again with its steps; queue limits are honoured. */
+static void test_jobs_dead_node_swept_and_queue_limits(void **state) {
+    fixture *f = *state;
+    store *s = open_store(f);
+    char error[CAP_ERROR_SIZE] = "";
+    store_job_spec spec = job_spec("p", "code");
+    spec.queue = "q";
+    store_job job, claimed;
+    int got = -1;
+    assert_int_equal(store_job_set_queue_limit(s, "q", 1, error), CAP_OK);
+    assert_int_equal(store_job_submit(s, &spec, &job, NULL, error), CAP_OK);
+    store_job_clear(&job);
+    assert_int_equal(store_job_submit(s, &spec, &job, NULL, error), CAP_OK);
+    f->now += 1;
+    assert_int_equal(store_job_claim(s, "q", &claimed, &got, error), CAP_OK);
+    assert_int_equal(got, 1);
+    char first[STORE_ID_SIZE];
+    snprintf(first, sizeof first, "%s", claimed.id);
+    store_job_clear(&claimed);
+    /* The queue is at its limit: the second job waits. */
+    assert_int_equal(store_job_claim(s, NULL, &claimed, &got, error), CAP_OK);
+    assert_int_equal(got, 0);
+    assert_int_equal(store_job_step_put(s, first, 1, "one", "1", NULL, error), CAP_OK);
+    /* The node dies (its handle closed without finishing: for SQLite the
+     * next open finds every other node dead; on PostgreSQL its lease is
+     * given up at close). */
+    store_close(s);
+    s = open_store(f);
+    assert_int_equal(store_job_claim(s, "q", &claimed, &got, error), CAP_OK);
+    assert_int_equal(got, 1);
+    /* The oldest due: the swept one (due since the sweep) or the other;
+     * either way the limit lets only one run. */
+    store_job other;
+    assert_int_equal(store_job_claim(s, NULL, &other, &got, error), CAP_OK);
+    assert_int_equal(got, 0);
+    store_job swept;
+    assert_int_equal(store_job_get(s, first, NULL, &swept, error), CAP_OK);
+    if (strcmp(claimed.id, first) == 0) {
+        assert_int_equal(claimed.attempts, 2);
+    } else {
+        assert_string_equal(swept.status, "failed");
+    }
+    assert_non_null(strstr(swept.last_error ? swept.last_error : "", "cut off"));
+    store_job_clear(&swept);
+    char *result = NULL;
+    int found = 0;
+    assert_int_equal(store_job_step_get(s, first, "one", &result, &found, error), CAP_OK);
+    assert_int_equal(found, 1);
+    free(result);
+    /* Without the limit both run. */
+    assert_int_equal(store_job_set_queue_limit(s, "q", 0, error), CAP_OK);
+    assert_int_equal(store_job_claim(s, NULL, &other, &got, error), CAP_OK);
+    assert_int_equal(got, 1);
+    store_job_clear(&other);
+    store_job_clear(&claimed);
+    store_job_clear(&job);
+    store_close(s);
+}
+
 /* --- PostgreSQL: several nodes, an unreachable or restarted server ------------- */
 
 /* A server that is not there, a database that does not exist: clear errors
@@ -2079,7 +2356,7 @@ static void test_postgres_concurrent_first_opens(void **state) {
     char versions[64];
     raw_query(f, "SELECT CAST(COUNT(*) AS TEXT) || ',' || CAST(MAX(version) AS TEXT)"
                  " FROM schema_version", versions, sizeof versions);
-    assert_string_equal(versions, "3,3");
+    assert_string_equal(versions, "4,4");
 }
 
 /* Two nodes race to claim sessions whose owner's lease has expired: for
@@ -2201,6 +2478,10 @@ int main(void) {
         TEST(test_a_failure_at_any_backend_call_leaves_the_store_sound),
         TEST(test_session_claim_and_fencing),
         TEST(test_many_pages_in_batches),
+        TEST(test_jobs_submit_and_idempotency),
+        TEST(test_jobs_claim_steps_retries_dead),
+        TEST(test_jobs_sleep_events_cancel),
+        TEST(test_jobs_dead_node_swept_and_queue_limits),
     };
     /* SQLite's own: the owner lock, the database file, a full disk under
      * the client's file-size limit. */
