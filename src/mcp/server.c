@@ -33,6 +33,7 @@ enum {
     RPC_SERVER_BUSY = -32000, /* implementation-defined range */
     /* 2026-07-28 */
     RPC_HEADER_MISMATCH = -32020,
+    RPC_MISSING_CAPABILITY = -32021,
     RPC_UNSUPPORTED_VERSION = -32022,
 };
 
@@ -44,6 +45,13 @@ enum {
 #define STATE_SECONDS 600           /* a requestState is good for ten minutes */
 #define MAX_APPROVALS 32            /* host-function calls approved in one requestState */
 #define TOOLS_LIST_TTL_MS 300000    /* tools and capabilities change only with the server's flags */
+
+/* The Tasks extension (SEP-2663): a run_python_code call from a client that
+ * declares it runs in the background; the client polls tasks/get. */
+#define TASKS_EXTENSION "io.modelcontextprotocol/tasks"
+#define TASK_TTL_MS 3600000  /* a task can be polled for an hour after it started */
+#define TASK_POLL_MS 250     /* the polling interval suggested to clients */
+#define MAX_TASKS 1024       /* kept in memory; beyond, the oldest finished are dropped */
 
 #define MAX_ROUTES 1024   /* Python sessions the server remembers */
 #define MAX_IN_FLIGHT 1024
@@ -73,6 +81,23 @@ typedef struct slot {
     int busy;
 } slot;
 
+/* A task (the Tasks extension): a run_python_code call running, or run, in
+ * the background for a principal.  In memory while this process lives (and
+ * until it expires); with a store, also a row there (cap_task_*), which is
+ * what a later process answers from. */
+typedef struct task {
+    char id[2 * SESSION_ID_BYTES + 1]; /* 128 random bits, hex */
+    char *principal;
+    char status[16];          /* working, completed, failed, cancelled */
+    char *status_message;     /* or NULL */
+    char *payload;            /* JSON text: the tool result, or the JSON-RPC error */
+    int64_t created_ms, updated_ms;
+    int running;              /* its thread has not finished */
+    struct mcp_client *client; /* the run's own, so that tasks/cancel stops this run alone */
+    cJSON *params;            /* the tools/call params the thread runs */
+    char *response;           /* the run's JSON-RPC response, as the thread captured it */
+} task;
+
 struct mcp_server {
     pthread_mutex_t lock;
     pthread_cond_t slot_freed;
@@ -89,6 +114,11 @@ struct mcp_server {
     cap_config *config; /* the sandboxes'; with a store, sessions are durable */
     int durable;
     unsigned char state_key[STATE_KEY_BYTES]; /* signs requestState; random per server */
+    task *tasks[MAX_TASKS];
+    int task_count;
+    int tasks_running;        /* threads of tasks not yet finished */
+    pthread_cond_t task_ended;
+    int stopping;             /* mcp_server_free: tasks still running are interrupted */
 };
 
 struct mcp_client {
@@ -97,6 +127,7 @@ struct mcp_client {
     int log_level; /* index in log_levels: messages below it are not sent */
     int calls;     /* in progress */
     int freed;     /* mcp_client_free was called: the last call frees it */
+    int cancelled; /* a task's client whose task was cancelled: it takes no sandbox any more */
 };
 
 /* --- the pool ---------------------------------------------------------------- */
@@ -112,6 +143,7 @@ int mcp_server_new(cap_config *config, const mcp_server_options *options, mcp_se
     }
     pthread_mutex_init(&server->lock, NULL);
     pthread_cond_init(&server->slot_freed, NULL);
+    pthread_cond_init(&server->task_ended, NULL);
     if (getrandom(server->state_key, sizeof server->state_key, 0) !=
         (ssize_t)sizeof server->state_key) {
         mcp_server_free(server);
@@ -136,12 +168,16 @@ int mcp_server_new(cap_config *config, const mcp_server_options *options, mcp_se
     return CAP_OK;
 }
 
+static void stop_tasks(mcp_server *server);
+
 void mcp_server_free(mcp_server *server) {
     if (!server) return;
+    stop_tasks(server);
     for (int i = 0; i < server->slot_count; i++) cap_sandbox_free(server->slots[i].sandbox);
     for (int i = 0; i < server->route_count; i++) free(server->routes[i].session);
     free(server->slots);
     OPENSSL_cleanse(server->state_key, sizeof server->state_key);
+    pthread_cond_destroy(&server->task_ended);
     pthread_cond_destroy(&server->slot_freed);
     pthread_mutex_destroy(&server->lock);
     free(server);
@@ -184,13 +220,18 @@ static void forget_route(mcp_server *server, const char *session) {
 }
 
 /* Takes a free sandbox (that of `session`, if given) and registers the call
- * so that it can be cancelled: the slot index, or -1 when the queue is full. */
+ * so that it can be cancelled: the slot index, -1 when the queue is full,
+ * or -2 when the client is a cancelled task's (before or while it waited). */
 static int acquire_slot(mcp_server *server, mcp_client *client, const char *id,
                         const char *session) {
     pthread_mutex_lock(&server->lock);
     int wanted = session ? route_session(server, session) : -1;
     int chosen = -1;
     for (;;) {
+        if (client->cancelled) {
+            pthread_mutex_unlock(&server->lock);
+            return -2;
+        }
         for (int i = 0; i < server->slot_count && chosen < 0; i++)
             if (!server->slots[i].busy && (wanted < 0 || wanted == i)) chosen = i;
         if (chosen >= 0) break;
@@ -742,7 +783,9 @@ static void run_code(mcp_server *server, mcp_client *client, const char *id, con
 
     client_call_begins(client);
     int slot_index = acquire_slot(server, client, id, request->session);
-    if (slot_index < 0) {
+    if (slot_index == -2) {
+        snprintf(outcome->message, CAP_ERROR_SIZE, "cancelled before it started");
+    } else if (slot_index < 0) {
         outcome->busy = 1;
         snprintf(outcome->message, CAP_ERROR_SIZE,
                  "server busy: all %d workers are running and %d calls are waiting; retry later",
@@ -1484,6 +1527,10 @@ static cJSON *approval_request(const mcp_server *server, const mcp_client *clien
     return result;
 }
 
+static int becomes_task(const reply *to, const cJSON *params);
+static void start_task(mcp_server *server, mcp_client *client, const cJSON *id, const reply *to,
+                       const cJSON *params);
+
 static void call_tool(mcp_server *server, mcp_client *client, const cJSON *id, const reply *to,
                       const cJSON *params) {
     const char *name = argument_string(params, "name");
@@ -1529,6 +1576,8 @@ static void call_tool(mcp_server *server, mcp_client *client, const cJSON *id, c
             send_error(to, id, RPC_INVALID_PARAMS, "global_variables must be an object");
         } else if (timeout && !(cJSON_IsNumber(timeout) && timeout->valuedouble > 0)) {
             send_error(to, id, RPC_INVALID_PARAMS, "timeout_seconds must be a positive number");
+        } else if (becomes_task(to, params)) {
+            start_task(server, client, id, to, params);
         } else {
             approval_state approval = {0};
             char message[CAP_ERROR_SIZE];
@@ -1676,11 +1725,431 @@ static void call_tool(mcp_server *server, mcp_client *client, const cJSON *id, c
     free(id_text);
 }
 
+/* --- tasks (the Tasks extension, SEP-2663) ----------------------------------------------- */
+
+static int64_t now_ms(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+}
+
+/* ISO 8601 in UTC with milliseconds: "2026-07-28T10:30:00.250Z". */
+static void iso_time(int64_t ms, char out[32]) {
+    time_t seconds = (time_t)(ms / 1000);
+    struct tm utc;
+    gmtime_r(&seconds, &utc);
+    size_t length = strftime(out, 32, "%Y-%m-%dT%H:%M:%S", &utc);
+    snprintf(out + length, 32 - length, ".%03dZ", (int)(ms % 1000));
+}
+
+static int declares_tasks(const cJSON *capabilities) {
+    const cJSON *extensions = cJSON_GetObjectItemCaseSensitive(capabilities, "extensions");
+    return cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(extensions, TASKS_EXTENSION));
+}
+
+/* When a run_python_code call becomes a task: its 2026-07-28 request
+ * declares the extension in its clientCapabilities, and it is not a round
+ * of host-function approval (requestState, inputResponses): those rounds
+ * stay synchronous, as the extension recommends for input gathered before
+ * a task exists. */
+static int becomes_task(const reply *to, const cJSON *params) {
+    return to->stateless && declares_tasks(to->stateless->capabilities) &&
+           !cJSON_HasObjectItem(params, "requestState") &&
+           !cJSON_HasObjectItem(params, "inputResponses");
+}
+
+/* The message of the error every task left working by a dead process gets. */
+static const char interrupted_message[] =
+    "interrupted: the server stopped (a restart, a crash or kill -9) while this task was "
+    "running, so its result is lost; run the code again";
+
+static char *interrupted_payload(void) {
+    cJSON *error = cJSON_CreateObject();
+    cJSON_AddNumberToObject(error, "code", RPC_INTERNAL_ERROR);
+    cJSON_AddStringToObject(error, "message", interrupted_message);
+    char *text = cJSON_PrintUnformatted(error);
+    cJSON_Delete(error);
+    return text;
+}
+
+static void task_free(task *t) {
+    if (!t) return;
+    free(t->principal);
+    free(t->status_message);
+    free(t->payload);
+    free(t->response);
+    cJSON_Delete(t->params);
+    free(t);
+}
+
+/* The task's fields common to CreateTaskResult and tasks/get, into `out`. */
+static void add_task_fields(cJSON *out, const char *id, const char *status, const char *message,
+                            int64_t created_ms, int64_t updated_ms) {
+    char created[32], updated[32];
+    iso_time(created_ms, created);
+    iso_time(updated_ms, updated);
+    cJSON_AddStringToObject(out, "taskId", id);
+    cJSON_AddStringToObject(out, "status", status);
+    if (message) cJSON_AddStringToObject(out, "statusMessage", message);
+    cJSON_AddStringToObject(out, "createdAt", created);
+    cJSON_AddStringToObject(out, "lastUpdatedAt", updated);
+    cJSON_AddNumberToObject(out, "ttlMs", TASK_TTL_MS);
+    if (strcmp(status, "working") == 0) cJSON_AddNumberToObject(out, "pollIntervalMs", TASK_POLL_MS);
+}
+
+/* tasks/get's DetailedTask: the fields, and the result (completed) or the
+ * error (failed) parsed from the payload. */
+static cJSON *detailed_task(const char *id, const char *status, const char *message,
+                            const char *payload, int64_t created_ms, int64_t updated_ms) {
+    cJSON *out = cJSON_CreateObject();
+    add_task_fields(out, id, status, message, created_ms, updated_ms);
+    int completed = strcmp(status, "completed") == 0, failed = strcmp(status, "failed") == 0;
+    if (completed || failed) {
+        cJSON *inlined = payload ? cJSON_Parse(payload) : NULL;
+        if (!cJSON_IsObject(inlined)) { /* never written so; a damaged row reads as an error */
+            cJSON_Delete(inlined);
+            inlined = cJSON_CreateObject();
+            if (completed) {
+                cJSON_AddArrayToObject(inlined, "content");
+                cJSON_AddBoolToObject(inlined, "isError", 1);
+            } else {
+                cJSON_AddNumberToObject(inlined, "code", RPC_INTERNAL_ERROR);
+                cJSON_AddStringToObject(inlined, "message", "the task's stored outcome is unreadable");
+            }
+        }
+        cJSON_AddItemToObject(out, completed ? "result" : "error", inlined);
+    }
+    return out;
+}
+
+/* The task's thread captures the run's JSON-RPC response here; nothing else
+ * is sent (a task gets no log messages or progress: the extension has no
+ * channel for them). */
+static void capture_response(void *context, const char *json) {
+    task *t = context;
+    free(t->response);
+    t->response = strdup(json);
+}
+
+/* Records a task's end, in memory and in the store; a task no longer
+ * working (cancelled meanwhile) keeps its status.  Called with the lock
+ * NOT held. */
+static void finish_task(mcp_server *server, task *t, const char *status, const char *message,
+                        char *payload) {
+    int64_t now = now_ms();
+    pthread_mutex_lock(&server->lock);
+    int still_working = strcmp(t->status, "working") == 0;
+    if (still_working) {
+        snprintf(t->status, sizeof t->status, "%s", status);
+        free(t->status_message);
+        t->status_message = message ? strdup(message) : NULL;
+        free(t->payload);
+        t->payload = payload;
+        payload = NULL;
+        t->updated_ms = now;
+    }
+    pthread_mutex_unlock(&server->lock);
+    free(payload);
+    if (still_working && server->durable) {
+        char error[CAP_ERROR_SIZE];
+        pthread_mutex_lock(&server->lock);
+        char *stored_payload = t->payload ? strdup(t->payload) : NULL;
+        pthread_mutex_unlock(&server->lock);
+        if (cap_task_finish(server->config, t->id, status, message, stored_payload, error) != CAP_OK)
+            fprintf(stderr, "capsule: task %s: its outcome was not stored: %s\n", t->id, error);
+        free(stored_payload);
+    }
+}
+
+/* A task's thread: the call runs as a synchronous one would, for the task's
+ * own client, and its response becomes the task's outcome: a result is
+ * `completed` (a tool result with isError included), a JSON-RPC error
+ * `failed` with that error. */
+static void *run_task(void *argument) {
+    task *t = argument;
+    mcp_server *server = t->client->server;
+    cJSON *capabilities = cJSON_CreateObject(); /* no tasks, no elicitation: run in line */
+    stateless_request request = {(int)(sizeof log_levels / sizeof *log_levels), capabilities};
+    reply to = {capture_response, t, &request};
+    cJSON *id = cJSON_CreateString(t->id);
+    call_tool(server, t->client, id, &to, t->params);
+    cJSON_Delete(id);
+    cJSON_Delete(capabilities);
+
+    cJSON *response = t->response ? cJSON_Parse(t->response) : NULL;
+    cJSON *result = cJSON_DetachItemFromObjectCaseSensitive(response, "result");
+    cJSON *error = cJSON_DetachItemFromObjectCaseSensitive(response, "error");
+    cJSON_DeleteItemFromObjectCaseSensitive(result, "resultType");
+    pthread_mutex_lock(&server->lock);
+    int stopping = server->stopping, cancelled = t->client->cancelled;
+    pthread_mutex_unlock(&server->lock);
+    if (stopping) {
+        finish_task(server, t, "failed", interrupted_message, interrupted_payload());
+    } else if (cancelled) {
+        finish_task(server, t, "cancelled", "cancelled by tasks/cancel", NULL);
+    } else if (cJSON_IsObject(result)) {
+        finish_task(server, t, "completed", NULL, cJSON_PrintUnformatted(result));
+    } else {
+        if (!cJSON_IsObject(error)) {
+            cJSON_Delete(error);
+            error = cJSON_CreateObject();
+            cJSON_AddNumberToObject(error, "code", RPC_INTERNAL_ERROR);
+            cJSON_AddStringToObject(error, "message", "the run gave no response (out of memory?)");
+        }
+        const cJSON *text = cJSON_GetObjectItemCaseSensitive(error, "message");
+        finish_task(server, t, "failed", cJSON_IsString(text) ? text->valuestring : NULL,
+                    cJSON_PrintUnformatted(error));
+    }
+    cJSON_Delete(result);
+    cJSON_Delete(error);
+    cJSON_Delete(response);
+
+    mcp_client_free(t->client); /* its last call ended: freed now */
+    pthread_mutex_lock(&server->lock);
+    t->client = NULL;
+    t->running = 0;
+    cJSON_Delete(t->params);
+    t->params = NULL;
+    free(t->response);
+    t->response = NULL;
+    server->tasks_running--;
+    pthread_cond_broadcast(&server->task_ended);
+    pthread_mutex_unlock(&server->lock);
+    return NULL;
+}
+
+/* Room for one more task in memory, with the lock held: expired finished
+ * tasks go, then the oldest finished one if the table is still full.  0,
+ * or -1 when every task in it is running. */
+static int make_room_for_task(mcp_server *server) {
+    int64_t now = now_ms();
+    for (int i = 0; i < server->task_count;) {
+        task *t = server->tasks[i];
+        if (!t->running && t->created_ms + TASK_TTL_MS < now) {
+            task_free(t);
+            memmove(server->tasks + i, server->tasks + i + 1,
+                    (size_t)(server->task_count - i - 1) * sizeof *server->tasks);
+            server->task_count--;
+        } else {
+            i++;
+        }
+    }
+    if (server->task_count < MAX_TASKS) return 0;
+    for (int i = 0; i < server->task_count; i++) { /* oldest first */
+        if (!server->tasks[i]->running) {
+            task_free(server->tasks[i]);
+            memmove(server->tasks + i, server->tasks + i + 1,
+                    (size_t)(server->task_count - i - 1) * sizeof *server->tasks);
+            server->task_count--;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* Answers a tools/call with a CreateTaskResult once the task exists (in
+ * the store too, when there is one: a tasks/get right after must find it),
+ * and starts the run on the task's own thread. */
+static void start_task(mcp_server *server, mcp_client *client, const cJSON *id, const reply *to,
+                       const cJSON *params) {
+    task *t = calloc(1, sizeof *t);
+    if (!t || random_session_id(t->id) != 0 || !(t->principal = strdup(client->principal)) ||
+        !(t->params = cJSON_Duplicate(params, 1)) ||
+        !(t->client = mcp_client_new(server, client->principal))) {
+        if (t && t->client) mcp_client_free(t->client);
+        task_free(t);
+        send_error(to, id, RPC_INTERNAL_ERROR, "out of memory for a task");
+        return;
+    }
+    /* The run reports nothing as it goes: no progress token, no log level. */
+    cJSON_DeleteItemFromObjectCaseSensitive(t->params, "_meta");
+    snprintf(t->status, sizeof t->status, "working");
+    t->created_ms = t->updated_ms = now_ms();
+    t->running = 1;
+    char error[CAP_ERROR_SIZE];
+    if (server->durable &&
+        cap_task_create(server->config, t->id, t->principal, TASK_TTL_MS, error) != CAP_OK) {
+        mcp_client_free(t->client);
+        task_free(t);
+        char message[CAP_ERROR_SIZE + 64];
+        snprintf(message, sizeof message, "the task could not be stored: %s", error);
+        send_error(to, id, RPC_INTERNAL_ERROR, message);
+        return;
+    }
+    pthread_mutex_lock(&server->lock);
+    int room = make_room_for_task(server) == 0;
+    if (room) {
+        server->tasks[server->task_count++] = t;
+        server->tasks_running++;
+    }
+    pthread_mutex_unlock(&server->lock);
+    pthread_t thread;
+    pthread_attr_t attributes;
+    pthread_attr_init(&attributes);
+    pthread_attr_setdetachstate(&attributes, PTHREAD_CREATE_DETACHED);
+    int started = room && pthread_create(&thread, &attributes, run_task, t) == 0;
+    pthread_attr_destroy(&attributes);
+    if (!started) {
+        const char *why = room ? "no thread for the task" : "too many tasks running";
+        if (room) {
+            pthread_mutex_lock(&server->lock);
+            server->tasks[--server->task_count] = NULL;
+            server->tasks_running--;
+            pthread_mutex_unlock(&server->lock);
+        }
+        if (server->durable) {
+            char *payload = NULL;
+            cJSON *rpc_error = cJSON_CreateObject();
+            cJSON_AddNumberToObject(rpc_error, "code", RPC_SERVER_BUSY);
+            cJSON_AddStringToObject(rpc_error, "message", why);
+            payload = cJSON_PrintUnformatted(rpc_error);
+            cJSON_Delete(rpc_error);
+            cap_task_finish(server->config, t->id, "failed", why, payload, error);
+            free(payload);
+        }
+        mcp_client_free(t->client);
+        task_free(t);
+        send_error(to, id, RPC_SERVER_BUSY, why);
+        return;
+    }
+    cJSON *result = cJSON_CreateObject();
+    cJSON_AddStringToObject(result, "resultType", "task");
+    add_task_fields(result, t->id, "working", NULL, t->created_ms, t->created_ms);
+    send_result(to, id, result);
+}
+
+/* At shutdown: running tasks are stopped (their workers killed) and end
+ * failed as interrupted, in the store too; then every task is freed. */
+static void stop_tasks(mcp_server *server) {
+    pthread_mutex_lock(&server->lock);
+    server->stopping = 1;
+    for (int i = 0; i < server->task_count; i++) {
+        task *t = server->tasks[i];
+        if (!t->running) continue;
+        t->client->cancelled = 1;
+        for (int j = 0; j < MAX_IN_FLIGHT; j++)
+            if (server->calls[j].client == t->client)
+                cap_sandbox_cancel(server->slots[server->calls[j].slot].sandbox);
+    }
+    pthread_cond_broadcast(&server->slot_freed);
+    while (server->tasks_running) pthread_cond_wait(&server->task_ended, &server->lock);
+    for (int i = 0; i < server->task_count; i++) task_free(server->tasks[i]);
+    server->task_count = 0;
+    pthread_mutex_unlock(&server->lock);
+}
+
+/* tasks/get, tasks/update and tasks/cancel (2026-07-28 only).  A task is
+ * found only by the principal that started it: another principal's id, an
+ * unknown one and an expired one all get the same -32602. */
+static void task_method(mcp_server *server, mcp_client *client, const cJSON *id, const reply *to,
+                        const char *method, const cJSON *params) {
+    if (!declares_tasks(to->stateless->capabilities)) {
+        cJSON *data = cJSON_CreateObject();
+        cJSON *required = cJSON_AddObjectToObject(data, "requiredCapabilities");
+        cJSON_AddObjectToObject(cJSON_AddObjectToObject(required, "extensions"), TASKS_EXTENSION);
+        send_error_data(to, id, RPC_MISSING_CAPABILITY,
+                        "missing required client capability: declare the extension "
+                        TASKS_EXTENSION " in clientCapabilities.extensions to use tasks/*",
+                        data);
+        return;
+    }
+    const char *task_id = argument_string(params, "taskId");
+    if (!task_id || !task_id[0] || strlen(task_id) > MAX_SESSION_NAME) {
+        send_error(to, id, RPC_INVALID_PARAMS,
+                   "invalid params: taskId must be the string a tools/call returned");
+        return;
+    }
+    int updating = strcmp(method, "tasks/update") == 0;
+    if (updating && !cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(params, "inputResponses"))) {
+        send_error(to, id, RPC_INVALID_PARAMS, "invalid params: inputResponses must be an object");
+        return;
+    }
+    int cancelling = strcmp(method, "tasks/cancel") == 0;
+    cJSON *detailed = NULL;
+    int found = 0, cancelled_now = 0;
+    pthread_mutex_lock(&server->lock);
+    for (int i = 0; i < server->task_count && !found; i++) {
+        task *t = server->tasks[i];
+        if (strcmp(t->id, task_id) != 0 || strcmp(t->principal, client->principal) != 0 ||
+            t->created_ms + TASK_TTL_MS < now_ms())
+            continue;
+        found = 1;
+        if (cancelling && strcmp(t->status, "working") == 0) {
+            /* Cancelled now, for every poll after this ack; the run is
+             * stopped as a timeout stops it (its worker is killed). */
+            snprintf(t->status, sizeof t->status, "cancelled");
+            free(t->status_message);
+            t->status_message = strdup("cancelled by tasks/cancel");
+            t->updated_ms = now_ms();
+            cancelled_now = 1;
+            if (t->client) {
+                t->client->cancelled = 1;
+                for (int j = 0; j < MAX_IN_FLIGHT; j++)
+                    if (server->calls[j].client == t->client)
+                        cap_sandbox_cancel(server->slots[server->calls[j].slot].sandbox);
+            }
+            pthread_cond_broadcast(&server->slot_freed); /* a queued run sees it */
+        }
+        if (!cancelling && !updating)
+            detailed = detailed_task(t->id, t->status, t->status_message, t->payload, t->created_ms,
+                                     t->updated_ms);
+    }
+    pthread_mutex_unlock(&server->lock);
+    char error[CAP_ERROR_SIZE] = "";
+    if (!found && server->durable) { /* an earlier process's, or another node's */
+        char *payload = interrupted_payload();
+        cap_task stored;
+        int rc = payload ? cap_task_get(server->config, task_id, interrupted_message, payload,
+                                        &stored, error)
+                         : CAP_ENOMEM;
+        free(payload);
+        if (rc == CAP_OK && strcmp(stored.principal, client->principal) == 0) {
+            found = 1;
+            if (cancelling && strcmp(stored.status, "working") == 0) {
+                /* Running elsewhere (another node): marked cancelled for
+                 * every poll; that node finishes the run and keeps it so. */
+                cancelled_now = 1;
+                if (cap_task_finish(server->config, task_id, "cancelled",
+                                    "cancelled by tasks/cancel", NULL, error) != CAP_OK)
+                    error[0] = '\0'; /* it ended meanwhile: the ack stands */
+            } else if (!cancelling && !updating) {
+                detailed = detailed_task(task_id, stored.status, stored.status_message,
+                                         stored.payload_json, stored.created_at_ms,
+                                         stored.updated_at_ms);
+            }
+        } else if (rc != CAP_OK && rc != CAP_EINVAL) {
+            char message[CAP_ERROR_SIZE + 64];
+            snprintf(message, sizeof message, "internal error: the store could not be read: %s",
+                     error);
+            send_error(to, id, RPC_INTERNAL_ERROR, message);
+            return;
+        }
+        cap_task_clear(&stored);
+    } else if (found && cancelled_now && server->durable) {
+        if (cap_task_finish(server->config, task_id, "cancelled", "cancelled by tasks/cancel",
+                            NULL, error) != CAP_OK)
+            fprintf(stderr, "capsule: task %s: its cancellation was not stored: %s\n", task_id,
+                    error);
+    }
+    if (!found) {
+        send_error(to, id, RPC_INVALID_PARAMS,
+                   "invalid params: no such task (unknown, expired, or not this client's)");
+    } else if (detailed) {
+        send_result(to, id, detailed);
+    } else {
+        /* tasks/cancel and tasks/update: an empty acknowledgement.  No task
+         * of capsule's asks for input, so no inputResponses is outstanding
+         * and every one is ignored, as the extension says. */
+        send_result(to, id, NULL);
+    }
+}
+
 /* --- dispatch ---------------------------------------------------------------------------- */
 
 /* What a 2026-07-28 client may call: everything else, including the
  * legacy revisions' initialize, ping and logging/setLevel, is not found. */
-static const char *const stateless_methods[] = {"server/discover", "tools/list", "tools/call"};
+static const char *const stateless_methods[] = {"server/discover", "tools/list", "tools/call",
+                                                "tasks/get", "tasks/update", "tasks/cancel"};
 
 static int stateless_method_known(const char *method) {
     for (size_t i = 0; i < sizeof stateless_methods / sizeof *stateless_methods; i++)
@@ -1702,6 +2171,7 @@ static const char *request_name(const char *method, const cJSON *params) {
     if (strcmp(method, "tools/call") == 0 || strcmp(method, "prompts/get") == 0)
         return argument_string(params, "name");
     if (strcmp(method, "resources/read") == 0) return argument_string(params, "uri");
+    if (strncmp(method, "tasks/", 6) == 0) return argument_string(params, "taskId");
     return NULL;
 }
 
@@ -1759,8 +2229,9 @@ static int check_stateless(const reply *to, const cJSON *id, const char *method,
     }
     if (!stateless_method_known(method)) {
         send_error(to, id, RPC_METHOD_NOT_FOUND,
-                   "method not found: in 2026-07-28 capsule answers server/discover, tools/list "
-                   "and tools/call");
+                   "method not found: in 2026-07-28 capsule answers server/discover, tools/list, "
+                   "tools/call and (with the " TASKS_EXTENSION " extension) tasks/get, "
+                   "tasks/update and tasks/cancel");
         return 404;
     }
     return 0;
@@ -1810,6 +2281,8 @@ static void handle_stateless(mcp_server *server, mcp_client *client, const reply
         cJSON *capabilities = cJSON_AddObjectToObject(result, "capabilities");
         cJSON_AddObjectToObject(capabilities, "tools");
         cJSON_AddObjectToObject(capabilities, "logging");
+        cJSON_AddObjectToObject(cJSON_AddObjectToObject(capabilities, "extensions"),
+                                TASKS_EXTENSION);
         cJSON_AddStringToObject(result, "instructions", instructions);
         cJSON_AddNumberToObject(result, "ttlMs", TOOLS_LIST_TTL_MS);
         cJSON_AddStringToObject(result, "cacheScope", "public");
@@ -1823,6 +2296,8 @@ static void handle_stateless(mcp_server *server, mcp_client *client, const reply
         cJSON_AddNumberToObject(result, "ttlMs", TOOLS_LIST_TTL_MS);
         cJSON_AddStringToObject(result, "cacheScope", "public");
         send_result(&to, id, result);
+    } else if (strncmp(method, "tasks/", 6) == 0) {
+        task_method(server, client, id, &to, method, params);
     } else {
         call_tool(server, client, id, &to, params);
     }

@@ -128,6 +128,23 @@ static const char *const postgres_migrations[] = {
     "ALTER TABLE sessions ADD COLUMN owner TEXT;\n"
     "ALTER TABLE sessions ADD COLUMN epoch BIGINT NOT NULL DEFAULT 0;\n"
     "CREATE INDEX sessions_live ON sessions(owner) WHERE status = 'live';\n",
+
+    /* 3 -> 4: tasks of the MCP Tasks extension (docs/mcp.md, "Tasks"): one
+     * row per task, owned by a principal, run by a node; `payload` is the
+     * tool result (completed) or the JSON-RPC error (failed) as JSON text.
+     * (sqlite.c has the same.) */
+    "CREATE TABLE tasks (\n"
+    "    id             TEXT PRIMARY KEY,\n"
+    "    principal      TEXT NOT NULL,\n"
+    "    node           TEXT NOT NULL,\n"
+    "    status         TEXT NOT NULL,\n"
+    "    status_message TEXT,\n"
+    "    payload        TEXT,\n"
+    "    created_at     BIGINT NOT NULL,\n"
+    "    updated_at     BIGINT NOT NULL,\n"
+    "    expires_at     BIGINT NOT NULL\n"
+    ");\n"
+    "CREATE INDEX tasks_expires ON tasks(expires_at);\n",
 };
 
 /* Type OIDs (catalog/pg_type.h, which libpq-dev does not ship). */

@@ -108,6 +108,23 @@ static const char *const sqlite_migrations[] = {
     "ALTER TABLE sessions ADD COLUMN owner TEXT;\n"
     "ALTER TABLE sessions ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;\n"
     "CREATE INDEX sessions_live ON sessions(owner) WHERE status = 'live';\n",
+
+    /* 3 -> 4: tasks of the MCP Tasks extension (docs/mcp.md, "Tasks"): one
+     * row per task, owned by a principal, run by a node; `payload` is the
+     * tool result (completed) or the JSON-RPC error (failed) as JSON text.
+     * The same in postgres.c. */
+    "CREATE TABLE tasks (\n"
+    "    id             TEXT PRIMARY KEY,\n"
+    "    principal      TEXT NOT NULL,\n"
+    "    node           TEXT NOT NULL,\n"
+    "    status         TEXT NOT NULL,\n"
+    "    status_message TEXT,\n"
+    "    payload        TEXT,\n"
+    "    created_at     INTEGER NOT NULL,\n"
+    "    updated_at     INTEGER NOT NULL,\n"
+    "    expires_at     INTEGER NOT NULL\n"
+    ");\n"
+    "CREATE INDEX tasks_expires ON tasks(expires_at);\n",
 };
 
 #define STATEMENT_CACHE_SIZE 80
