@@ -1879,7 +1879,8 @@ static void *run_task(void *argument) {
     cJSON *response = t->response ? cJSON_Parse(t->response) : NULL;
     cJSON *result = cJSON_DetachItemFromObjectCaseSensitive(response, "result");
     cJSON *error = cJSON_DetachItemFromObjectCaseSensitive(response, "error");
-    cJSON_DeleteItemFromObjectCaseSensitive(result, "resultType");
+    /* The inlined result stays a 2026-07-28 CallToolResult, resultType
+     * "complete" included: the tasks client validates it as one. */
     pthread_mutex_lock(&server->lock);
     int stopping = server->stopping, cancelled = t->client->cancelled;
     pthread_mutex_unlock(&server->lock);
@@ -2171,7 +2172,10 @@ static const char *request_name(const char *method, const cJSON *params) {
     if (strcmp(method, "tools/call") == 0 || strcmp(method, "prompts/get") == 0)
         return argument_string(params, "name");
     if (strcmp(method, "resources/read") == 0) return argument_string(params, "uri");
-    if (strncmp(method, "tasks/", 6) == 0) return argument_string(params, "taskId");
+    /* The Tasks extension's own: load balancers route on the task id. */
+    if (strcmp(method, "tasks/get") == 0 || strcmp(method, "tasks/update") == 0 ||
+        strcmp(method, "tasks/cancel") == 0)
+        return argument_string(params, "taskId");
     return NULL;
 }
 

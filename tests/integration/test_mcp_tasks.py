@@ -152,7 +152,8 @@ def test_a_declaring_client_gets_a_task_and_polls_it_to_its_result(client):
     assert done["result"]["structuredContent"]["return_value"] == "42"
     assert done["result"]["structuredContent"]["output"] == "hello"
     assert "<status>success</status>" in done["result"]["content"][0]["text"]
-    assert "resultType" not in done["result"] and "_meta" not in done["result"]
+    assert done["result"]["resultType"] == "complete"  # the CallToolResult, as a call returns it
+    assert "_meta" not in done["result"]  # no related-task metadata
     assert "pollIntervalMs" not in done
     assert done["createdAt"] == created["createdAt"] and done["lastUpdatedAt"] >= done["createdAt"]
     # Polled again: the same outcome.
