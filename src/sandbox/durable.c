@@ -723,7 +723,14 @@ int cap_task_create(cap_config *config, const char *id, const char *principal, i
         sandbox_set_error(error, "a stored task needs a store (cap_config_set_store)");
         return CAP_EINVAL;
     }
+    /* The task names this node: its lease must be renewed from now on, or
+     * other nodes would take the task for a dead node's (the renewer
+     * otherwise starts with the first durable session call). */
+    sandbox_start_lease_renewal(config);
     pthread_mutex_lock(&config->store_lock);
+    /* Renewed now too: before the renewer's first turn the lease may have
+     * run out already (it was taken when the store was opened). */
+    store_renew(config->store, NULL, NULL);
     int rc = store_task_create(config->store, id, principal, ttl_ms, error);
     pthread_mutex_unlock(&config->store_lock);
     return task_result(rc);

@@ -10,6 +10,7 @@ running one reads as failed, interrupted, after a kill -9.  Guest code runs
 only inside capsule.
 """
 import json
+import os
 import re
 import time
 
@@ -210,6 +211,7 @@ def test_cancel_kills_the_run_and_the_task_reads_cancelled(client):
 
 def test_cancel_of_a_queued_task_means_it_never_runs(client):
     first = create(client, "import time\ntime.sleep(60)")
+    time.sleep(1.5)  # the first holds the one worker
     second = create(client, "marker = 'ran'", session_id="queued")
     time.sleep(0.5)
     assert get(client, second["taskId"])["result"]["status"] == "working"  # waiting
@@ -397,3 +399,31 @@ def test_without_a_store_tasks_die_with_the_server(binary):
     client = StdioClient(binary, "--no-store")
     assert error_of(get(client, task_id), -32602) == NOT_FOUND
     client.close()
+
+
+# --- PostgreSQL: several nodes share the tasks (make test starts a throwaway server) ------
+
+POSTGRES = os.environ.get("CAPSULE_TEST_POSTGRES")
+needs_postgres = pytest.mark.skipif(not POSTGRES, reason="no CAPSULE_TEST_POSTGRES server "
+                                    "(run under tests/store/with-postgres.sh)")
+
+
+@needs_postgres
+def test_postgres_another_node_polls_a_task_and_sees_it_interrupted_when_its_node_dies(binary):
+    """Two servers on one PostgreSQL store, as behind a load balancer: the
+    second answers tasks/get for the first's tasks from the store; once the
+    first is killed and its lease runs out, its running task reads failed."""
+    a = StdioClient(binary, "--store", POSTGRES, "--store-lease", "1")
+    b = StdioClient(binary, "--store", POSTGRES, "--store-lease", "1")
+    finished = create(a, "import time\ntime.sleep(1)\n'from a'")["taskId"]
+    assert get(b, finished)["result"]["status"] == "working"  # a is alive
+    done = wait(b, finished)
+    assert done["status"] == "completed", done
+    assert done["result"]["structuredContent"]["return_value"] == "from a"
+    running = create(a, "import time\ntime.sleep(60)")["taskId"]
+    time.sleep(2.5)  # more than two leases: a renews its own
+    assert get(b, running)["result"]["status"] == "working"
+    a.kill()
+    lost = wait(b, running, timeout=30)
+    assert lost["status"] == "failed" and lost["statusMessage"].startswith("interrupted"), lost
+    b.close()
