@@ -52,6 +52,7 @@ enum {
 #define TASK_TTL_MS 3600000  /* a task can be polled for an hour after it started */
 #define TASK_POLL_MS 250     /* the polling interval suggested to clients */
 #define MAX_TASKS 1024       /* kept in memory; beyond, the oldest finished are dropped */
+#define MAX_TASK_BYTES (256u << 20) /* their results in memory without a store: the same */
 
 #define MAX_ROUTES 1024   /* Python sessions the server remembers */
 #define MAX_IN_FLIGHT 1024
@@ -93,6 +94,7 @@ typedef struct task {
     char *payload;            /* JSON text: the tool result, or the JSON-RPC error */
     int64_t created_ms, updated_ms;
     int running;              /* its thread has not finished */
+    int in_store;             /* its outcome is in the store, and only there: read it from there */
     struct mcp_client *client; /* the run's own, so that tasks/cancel stops this run alone */
     cJSON *params;            /* the tools/call params the thread runs */
     char *response;           /* the run's JSON-RPC response, as the thread captured it */
@@ -116,6 +118,7 @@ struct mcp_server {
     unsigned char state_key[STATE_KEY_BYTES]; /* signs requestState; random per server */
     task *tasks[MAX_TASKS];
     int task_count;
+    size_t task_bytes;        /* of the tasks' payloads held in memory */
     int tasks_running;        /* threads of tasks not yet finished */
     pthread_cond_t task_ended;
     int stopping;             /* mcp_server_free: tasks still running are interrupted */
@@ -1831,9 +1834,33 @@ static void capture_response(void *context, const char *json) {
     t->response = strdup(json);
 }
 
-/* Records a task's end, in memory and in the store; a task no longer
- * working (cancelled meanwhile) keeps its status.  Called with the lock
- * NOT held. */
+/* Drops the task at `index` from memory, with the lock held. */
+static void forget_task(mcp_server *server, int index) {
+    task *t = server->tasks[index];
+    if (t->payload) server->task_bytes -= strlen(t->payload);
+    task_free(t);
+    memmove(server->tasks + index, server->tasks + index + 1,
+            (size_t)(server->task_count - index - 1) * sizeof *server->tasks);
+    server->task_count--;
+}
+
+/* Without a store, results held in memory are bounded: past MAX_TASK_BYTES
+ * the oldest finished tasks are forgotten (a running one never is).  With
+ * the lock held. */
+static void bound_task_bytes(mcp_server *server) {
+    for (int i = 0; i < server->task_count && server->task_bytes > MAX_TASK_BYTES;) {
+        if (!server->tasks[i]->running && server->tasks[i]->payload)
+            forget_task(server, i);
+        else
+            i++;
+    }
+}
+
+/* Records a task's end, in memory and then in the store; a task no longer
+ * working (cancelled meanwhile) keeps its status.  Once stored, the payload
+ * leaves memory: tasks/get reads it from the store, so a server holds at
+ * most the results of tasks still being stored.  Called with the lock NOT
+ * held; takes `payload`. */
 static void finish_task(mcp_server *server, task *t, const char *status, const char *message,
                         char *payload) {
     int64_t now = now_ms();
@@ -1843,10 +1870,11 @@ static void finish_task(mcp_server *server, task *t, const char *status, const c
         snprintf(t->status, sizeof t->status, "%s", status);
         free(t->status_message);
         t->status_message = message ? strdup(message) : NULL;
-        free(t->payload);
         t->payload = payload;
+        if (payload) server->task_bytes += strlen(payload);
         payload = NULL;
         t->updated_ms = now;
+        if (!server->durable) bound_task_bytes(server);
     }
     pthread_mutex_unlock(&server->lock);
     free(payload);
@@ -1855,9 +1883,19 @@ static void finish_task(mcp_server *server, task *t, const char *status, const c
         pthread_mutex_lock(&server->lock);
         char *stored_payload = t->payload ? strdup(t->payload) : NULL;
         pthread_mutex_unlock(&server->lock);
-        if (cap_task_finish(server->config, t->id, status, message, stored_payload, error) != CAP_OK)
+        int stored =
+            cap_task_finish(server->config, t->id, status, message, stored_payload, error) == CAP_OK;
+        if (!stored)
             fprintf(stderr, "capsule: task %s: its outcome was not stored: %s\n", t->id, error);
         free(stored_payload);
+        pthread_mutex_lock(&server->lock);
+        if (stored) {
+            if (t->payload) server->task_bytes -= strlen(t->payload);
+            free(t->payload);
+            t->payload = NULL;
+            t->in_store = 1;
+        }
+        pthread_mutex_unlock(&server->lock);
     }
 }
 
@@ -1926,22 +1964,15 @@ static int make_room_for_task(mcp_server *server) {
     int64_t now = now_ms();
     for (int i = 0; i < server->task_count;) {
         task *t = server->tasks[i];
-        if (!t->running && t->created_ms + TASK_TTL_MS < now) {
-            task_free(t);
-            memmove(server->tasks + i, server->tasks + i + 1,
-                    (size_t)(server->task_count - i - 1) * sizeof *server->tasks);
-            server->task_count--;
-        } else {
+        if (!t->running && t->created_ms + TASK_TTL_MS < now)
+            forget_task(server, i);
+        else
             i++;
-        }
     }
     if (server->task_count < MAX_TASKS) return 0;
     for (int i = 0; i < server->task_count; i++) { /* oldest first */
         if (!server->tasks[i]->running) {
-            task_free(server->tasks[i]);
-            memmove(server->tasks + i, server->tasks + i + 1,
-                    (size_t)(server->task_count - i - 1) * sizeof *server->tasks);
-            server->task_count--;
+            forget_task(server, i);
             return 0;
         }
     }
@@ -2034,8 +2065,7 @@ static void stop_tasks(mcp_server *server) {
     }
     pthread_cond_broadcast(&server->slot_freed);
     while (server->tasks_running) pthread_cond_wait(&server->task_ended, &server->lock);
-    for (int i = 0; i < server->task_count; i++) task_free(server->tasks[i]);
-    server->task_count = 0;
+    while (server->task_count) forget_task(server, server->task_count - 1);
     pthread_mutex_unlock(&server->lock);
 }
 
@@ -2072,8 +2102,8 @@ static void task_method(mcp_server *server, mcp_client *client, const cJSON *id,
     for (int i = 0; i < server->task_count && !found; i++) {
         task *t = server->tasks[i];
         if (strcmp(t->id, task_id) != 0 || strcmp(t->principal, client->principal) != 0 ||
-            t->created_ms + TASK_TTL_MS < now_ms())
-            continue;
+            t->created_ms + TASK_TTL_MS < now_ms() || t->in_store)
+            continue; /* in_store: finished, and the store has it (below) */
         found = 1;
         if (cancelling && strcmp(t->status, "working") == 0) {
             /* Cancelled now, for every poll after this ack; the run is
