@@ -77,6 +77,15 @@ typedef struct in_flight {
     int slot;
 } in_flight;
 
+/* A legacy tasks/result waiting for its task to end: cancelling the request
+ * (or its client going) ends the wait. */
+typedef struct task_waiter {
+    const mcp_client *client;
+    const char *id; /* the request id as JSON text */
+    int cancelled;
+    struct task_waiter *next;
+} task_waiter;
+
 typedef struct slot {
     cap_sandbox *sandbox;
     int busy;
@@ -94,6 +103,7 @@ typedef struct task {
     char *payload;            /* JSON text: the tool result, or the JSON-RPC error */
     int64_t created_ms, updated_ms;
     int running;              /* its thread has not finished */
+    int legacy;               /* started by a 2025-11-25 client: its wire shape (tasks in core) */
     int in_store;             /* its outcome is in the store, and only there: read it from there */
     struct mcp_client *client; /* the run's own, so that tasks/cancel stops this run alone */
     cJSON *params;            /* the tools/call params the thread runs */
@@ -120,7 +130,8 @@ struct mcp_server {
     int task_count;
     size_t task_bytes;        /* of the tasks' payloads held in memory */
     int tasks_running;        /* threads of tasks not yet finished */
-    pthread_cond_t task_ended;
+    pthread_cond_t task_ended; /* also: a task's status changed, a waiter was cancelled */
+    task_waiter *waiters;
     int stopping;             /* mcp_server_free: tasks still running are interrupted */
 };
 
@@ -278,6 +289,9 @@ static void cancel_matching(mcp_server *server, mcp_client *client, const char *
         if (call->client == client && (!id || (call->id && strcmp(call->id, id) == 0)))
             cap_sandbox_cancel(server->slots[call->slot].sandbox);
     }
+    for (task_waiter *waiter = server->waiters; waiter; waiter = waiter->next)
+        if (waiter->client == client && (!id || strcmp(waiter->id, id) == 0)) waiter->cancelled = 1;
+    pthread_cond_broadcast(&server->task_ended);
     pthread_mutex_unlock(&server->lock);
 }
 
@@ -425,7 +439,9 @@ void mcp_classify(const char *text, size_t size, mcp_message_info *info) {
     } else if (id) {
         info->kind = is_valid_id(id) ? MCP_MESSAGE_REQUEST : MCP_MESSAGE_INVALID;
         info->is_initialize = strcmp(method->valuestring, "initialize") == 0;
-        info->is_tool_call = strcmp(method->valuestring, "tools/call") == 0;
+        /* tasks/result (2025-11-25) waits for its task: long, like a call. */
+        info->is_tool_call = strcmp(method->valuestring, "tools/call") == 0 ||
+                             strcmp(method->valuestring, "tasks/result") == 0;
         if (info->kind == MCP_MESSAGE_REQUEST) info->id = cJSON_PrintUnformatted(id);
     } else {
         info->kind = MCP_MESSAGE_NOTIFICATION;
@@ -1754,9 +1770,12 @@ static int declares_tasks(const cJSON *capabilities) {
  * declares the extension in its clientCapabilities, and it is not a round
  * of host-function approval (requestState, inputResponses): those rounds
  * stay synchronous, as the extension recommends for input gathered before
- * a task exists. */
+ * a task exists.  In 2025-11-25 (tasks in core), when the call is
+ * task-augmented: params.task is an object. */
 static int becomes_task(const reply *to, const cJSON *params) {
-    return to->stateless && declares_tasks(to->stateless->capabilities) &&
+    if (!to->stateless) /* 2025-11-25: the client asks, with params.task */
+        return cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(params, "task"));
+    return declares_tasks(to->stateless->capabilities) &&
            !cJSON_HasObjectItem(params, "requestState") &&
            !cJSON_HasObjectItem(params, "inputResponses");
 }
@@ -1800,6 +1819,23 @@ static void add_task_fields(cJSON *out, const char *id, const char *status, cons
     if (strcmp(status, "working") == 0) cJSON_AddNumberToObject(out, "pollIntervalMs", TASK_POLL_MS);
 }
 
+/* The same in 2025-11-25's shape (Task): `ttl` and `pollInterval`. */
+static cJSON *legacy_task(const char *id, const char *status, const char *message,
+                          int64_t created_ms, int64_t updated_ms) {
+    cJSON *out = cJSON_CreateObject();
+    char created[32], updated[32];
+    iso_time(created_ms, created);
+    iso_time(updated_ms, updated);
+    cJSON_AddStringToObject(out, "taskId", id);
+    cJSON_AddStringToObject(out, "status", status);
+    if (message) cJSON_AddStringToObject(out, "statusMessage", message);
+    cJSON_AddStringToObject(out, "createdAt", created);
+    cJSON_AddStringToObject(out, "lastUpdatedAt", updated);
+    cJSON_AddNumberToObject(out, "ttl", TASK_TTL_MS);
+    cJSON_AddNumberToObject(out, "pollInterval", TASK_POLL_MS);
+    return out;
+}
+
 /* tasks/get's DetailedTask: the fields, and the result (completed) or the
  * error (failed) parsed from the payload. */
 static cJSON *detailed_task(const char *id, const char *status, const char *message,
@@ -1828,6 +1864,11 @@ static cJSON *detailed_task(const char *id, const char *status, const char *mess
 /* The task's thread captures the run's JSON-RPC response here; nothing else
  * is sent (a task gets no log messages or progress: the extension has no
  * channel for them). */
+static void capture_nothing(void *context, const char *json) {
+    (void)context;
+    (void)json;
+}
+
 static void capture_response(void *context, const char *json) {
     task *t = context;
     free(t->response);
@@ -1875,6 +1916,7 @@ static void finish_task(mcp_server *server, task *t, const char *status, const c
         payload = NULL;
         t->updated_ms = now;
         if (!server->durable) bound_task_bytes(server);
+        pthread_cond_broadcast(&server->task_ended); /* a legacy tasks/result waits */
     }
     pthread_mutex_unlock(&server->lock);
     free(payload);
@@ -1995,6 +2037,8 @@ static void start_task(mcp_server *server, mcp_client *client, const cJSON *id, 
     }
     /* The run reports nothing as it goes: no progress token, no log level. */
     cJSON_DeleteItemFromObjectCaseSensitive(t->params, "_meta");
+    cJSON_DeleteItemFromObjectCaseSensitive(t->params, "task");
+    t->legacy = !to->stateless;
     snprintf(t->status, sizeof t->status, "working");
     t->created_ms = t->updated_ms = now_ms();
     t->running = 1;
@@ -2045,8 +2089,13 @@ static void start_task(mcp_server *server, mcp_client *client, const cJSON *id, 
         return;
     }
     cJSON *result = cJSON_CreateObject();
-    cJSON_AddStringToObject(result, "resultType", "task");
-    add_task_fields(result, t->id, "working", NULL, t->created_ms, t->created_ms);
+    if (t->legacy) { /* CreateTaskResult: {task: Task} */
+        cJSON_AddItemToObject(result, "task",
+                              legacy_task(t->id, "working", NULL, t->created_ms, t->created_ms));
+    } else {
+        cJSON_AddStringToObject(result, "resultType", "task");
+        add_task_fields(result, t->id, "working", NULL, t->created_ms, t->created_ms);
+    }
     send_result(to, id, result);
 }
 
@@ -2173,6 +2222,218 @@ static void task_method(mcp_server *server, mcp_client *client, const cJSON *id,
          * and every one is ignored, as the extension says. */
         send_result(to, id, NULL);
     }
+}
+
+/* A task as a legacy method sees it: copied out of memory or the store. */
+typedef struct task_view {
+    int found;
+    int running_here; /* this process runs it (a wait can be woken) */
+    char status[32];
+    char *message, *payload;
+    int64_t created_ms, updated_ms;
+} task_view;
+
+static void task_view_clear(task_view *view) {
+    free(view->message);
+    free(view->payload);
+    memset(view, 0, sizeof *view);
+}
+
+/* Looks `task_id` up for `principal`: memory first, then the store (a
+ * finished task, an earlier process's, another node's).  0, or -1 with a
+ * store error in `error`. */
+static int view_task(mcp_server *server, const char *principal, const char *task_id,
+                     task_view *view, char *error) {
+    memset(view, 0, sizeof *view);
+    pthread_mutex_lock(&server->lock);
+    for (int i = 0; i < server->task_count && !view->found; i++) {
+        task *t = server->tasks[i];
+        if (strcmp(t->id, task_id) != 0 || strcmp(t->principal, principal) != 0 ||
+            t->created_ms + TASK_TTL_MS < now_ms() || t->in_store)
+            continue;
+        view->found = 1;
+        view->running_here = t->running;
+        snprintf(view->status, sizeof view->status, "%s", t->status);
+        view->message = t->status_message ? strdup(t->status_message) : NULL;
+        view->payload = t->payload ? strdup(t->payload) : NULL;
+        view->created_ms = t->created_ms;
+        view->updated_ms = t->updated_ms;
+    }
+    pthread_mutex_unlock(&server->lock);
+    if (view->found || !server->durable) return 0;
+    char *payload = interrupted_payload();
+    cap_task stored;
+    int rc = payload ? cap_task_get(server->config, task_id, interrupted_message, payload, &stored,
+                                    error)
+                     : CAP_ENOMEM;
+    free(payload);
+    if (rc == CAP_OK && strcmp(stored.principal, principal) == 0) {
+        view->found = 1;
+        snprintf(view->status, sizeof view->status, "%s", stored.status);
+        view->message = stored.status_message;
+        view->payload = stored.payload_json;
+        stored.status_message = stored.payload_json = NULL;
+        view->created_ms = stored.created_at_ms;
+        view->updated_ms = stored.updated_at_ms;
+    }
+    cap_task_clear(&stored);
+    return rc == CAP_OK || rc == CAP_EINVAL ? 0 : -1;
+}
+
+/* tasks/result (2025-11-25): waits until the task ends, then answers what
+ * the call itself would have: its result (with the related-task _meta), or
+ * its JSON-RPC error.  The wait ends early when the request is cancelled or
+ * its client goes. */
+static void legacy_task_result(mcp_server *server, mcp_client *client, const cJSON *id,
+                               const reply *to, const char *task_id) {
+    char *id_text = cJSON_PrintUnformatted(id);
+    task_waiter waiter = {client, id_text ? id_text : "", 0, NULL};
+    pthread_mutex_lock(&server->lock);
+    waiter.next = server->waiters;
+    server->waiters = &waiter;
+    pthread_mutex_unlock(&server->lock);
+    task_view view;
+    char error[CAP_ERROR_SIZE] = "";
+    int failed = 0;
+    for (;;) {
+        if (view_task(server, client->principal, task_id, &view, error) != 0) {
+            failed = 1;
+            break;
+        }
+        if (!view.found || strcmp(view.status, "working") != 0) break;
+        /* Woken by the task's end when it runs here; else (another node's)
+         * polled at the task's own interval. */
+        pthread_mutex_lock(&server->lock);
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += TASK_POLL_MS * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        if (!waiter.cancelled && !server->stopping)
+            pthread_cond_timedwait(&server->task_ended, &server->lock, &until);
+        int stop = waiter.cancelled || server->stopping;
+        pthread_mutex_unlock(&server->lock);
+        if (stop) break;
+        task_view_clear(&view);
+    }
+    pthread_mutex_lock(&server->lock);
+    for (task_waiter **at = &server->waiters; *at; at = &(*at)->next)
+        if (*at == &waiter) {
+            *at = waiter.next;
+            break;
+        }
+    int cancelled = waiter.cancelled;
+    pthread_mutex_unlock(&server->lock);
+    if (failed) {
+        char message[CAP_ERROR_SIZE + 64];
+        snprintf(message, sizeof message, "internal error: the store could not be read: %s", error);
+        send_error(to, id, RPC_INTERNAL_ERROR, message);
+    } else if (!view.found) {
+        send_error(to, id, RPC_INVALID_PARAMS,
+                   "invalid params: no such task (unknown, expired, or not this client's)");
+    } else if (cancelled) {
+        /* notifications/cancelled: no response, as the specification asks. */
+    } else if (strcmp(view.status, "working") == 0) {
+        send_error(to, id, RPC_INTERNAL_ERROR, "the server stopped before the task ended");
+    } else if (strcmp(view.status, "completed") == 0) {
+        cJSON *result = view.payload ? cJSON_Parse(view.payload) : NULL;
+        if (!cJSON_IsObject(result)) {
+            cJSON_Delete(result);
+            send_error(to, id, RPC_INTERNAL_ERROR, "the task's stored result is unreadable");
+        } else {
+            cJSON_DeleteItemFromObjectCaseSensitive(result, "resultType");
+            cJSON *meta = cJSON_GetObjectItemCaseSensitive(result, "_meta");
+            if (!cJSON_IsObject(meta)) meta = cJSON_AddObjectToObject(result, "_meta");
+            cJSON_AddStringToObject(
+                cJSON_AddObjectToObject(meta, "io.modelcontextprotocol/related-task"), "taskId",
+                task_id);
+            send_result(to, id, result);
+        }
+    } else if (strcmp(view.status, "failed") == 0) {
+        cJSON *rpc_error = view.payload ? cJSON_Parse(view.payload) : NULL;
+        const cJSON *code = cJSON_GetObjectItemCaseSensitive(rpc_error, "code");
+        const char *message = argument_string(rpc_error, "message");
+        send_error(to, id, cJSON_IsNumber(code) ? (int)code->valuedouble : RPC_INTERNAL_ERROR,
+                   message ? message : "the task failed");
+        cJSON_Delete(rpc_error);
+    } else {
+        send_error(to, id, RPC_INTERNAL_ERROR, "the task was cancelled: it has no result");
+    }
+    task_view_clear(&view);
+    free(id_text);
+}
+
+/* tasks/get, tasks/result, tasks/list and tasks/cancel of 2025-11-25, where
+ * tasks are in core: the same tasks, in that revision's shapes.  tasks/list
+ * lists this process's tasks of the principal (a store's older ones are
+ * reached by id). */
+static void legacy_task_method(mcp_server *server, mcp_client *client, const cJSON *id,
+                               const reply *to, const char *method, const cJSON *params) {
+    if (strcmp(method, "tasks/list") == 0) {
+        cJSON *result = cJSON_CreateObject();
+        cJSON *list = cJSON_AddArrayToObject(result, "tasks");
+        pthread_mutex_lock(&server->lock);
+        for (int i = 0; i < server->task_count; i++) {
+            task *t = server->tasks[i];
+            if (strcmp(t->principal, client->principal) == 0 &&
+                t->created_ms + TASK_TTL_MS >= now_ms())
+                cJSON_AddItemToArray(list, legacy_task(t->id, t->status, t->status_message,
+                                                       t->created_ms, t->updated_ms));
+        }
+        pthread_mutex_unlock(&server->lock);
+        send_result(to, id, result);
+        return;
+    }
+    const char *task_id = argument_string(params, "taskId");
+    if (!task_id || !task_id[0] || strlen(task_id) > MAX_SESSION_NAME) {
+        send_error(to, id, RPC_INVALID_PARAMS,
+                   "invalid params: taskId must be the string a tools/call returned");
+        return;
+    }
+    if (strcmp(method, "tasks/result") == 0) {
+        legacy_task_result(server, client, id, to, task_id);
+        return;
+    }
+    int cancelling = strcmp(method, "tasks/cancel") == 0;
+    if (cancelling) {
+        /* As in 2026-07-28, then the task as it is now; a finished task
+         * cannot be cancelled in this revision: -32602. */
+        task_view before;
+        char error[CAP_ERROR_SIZE] = "";
+        if (view_task(server, client->principal, task_id, &before, error) == 0 && before.found &&
+            strcmp(before.status, "working") != 0) {
+            char message[128];
+            snprintf(message, sizeof message,
+                     "invalid params: cannot cancel a task in terminal status %s", before.status);
+            send_error(to, id, RPC_INVALID_PARAMS, message);
+            task_view_clear(&before);
+            return;
+        }
+        task_view_clear(&before);
+        cJSON *stateless_capabilities = cJSON_CreateObject();
+        cJSON_AddObjectToObject(cJSON_AddObjectToObject(stateless_capabilities, "extensions"),
+                                TASKS_EXTENSION);
+        stateless_request request = {0, stateless_capabilities};
+        reply quiet = {capture_nothing, NULL, &request};
+        task_method(server, client, id, &quiet, "tasks/cancel", params);
+        cJSON_Delete(stateless_capabilities);
+    }
+    task_view view;
+    char error[CAP_ERROR_SIZE] = "";
+    if (view_task(server, client->principal, task_id, &view, error) != 0) {
+        char message[CAP_ERROR_SIZE + 64];
+        snprintf(message, sizeof message, "internal error: the store could not be read: %s", error);
+        send_error(to, id, RPC_INTERNAL_ERROR, message);
+    } else if (!view.found) {
+        send_error(to, id, RPC_INVALID_PARAMS,
+                   "invalid params: no such task (unknown, expired, or not this client's)");
+    } else {
+        send_result(to, id, legacy_task(task_id, view.status, view.message, view.created_ms,
+                                        view.updated_ms));
+    }
+    task_view_clear(&view);
 }
 
 /* --- dispatch ---------------------------------------------------------------------------- */
@@ -2347,6 +2608,13 @@ static void initialize(const reply *to, const cJSON *id, const cJSON *params) {
     cJSON *tools = cJSON_AddObjectToObject(capabilities, "tools");
     cJSON_AddBoolToObject(tools, "listChanged", 0);
     cJSON_AddObjectToObject(capabilities, "logging");
+    /* 2025-11-25's tasks (in core): tools/call may be task-augmented. */
+    cJSON *tasks = cJSON_AddObjectToObject(capabilities, "tasks");
+    cJSON_AddObjectToObject(tasks, "list");
+    cJSON_AddObjectToObject(tasks, "cancel");
+    cJSON_AddObjectToObject(cJSON_AddObjectToObject(cJSON_AddObjectToObject(tasks, "requests"),
+                                                    "tools"),
+                            "call");
     server_info(cJSON_AddObjectToObject(result, "serverInfo"));
     cJSON_AddStringToObject(result, "instructions", instructions);
     send_result(to, id, result);
@@ -2403,8 +2671,15 @@ void mcp_handle(mcp_server *server, mcp_client *client, const char *message_text
         send_result(&to, id, NULL);
     } else if (strcmp(method, "tools/list") == 0) {
         cJSON *result = cJSON_CreateObject();
-        cJSON_AddItemToObject(result, "tools", tool_definitions(server));
+        cJSON *tools = tool_definitions(server);
+        /* run_python_code may run as a task (2025-11-25's tasks in core). */
+        cJSON_AddStringToObject(cJSON_AddObjectToObject(cJSON_GetArrayItem(tools, 0), "execution"),
+                                "taskSupport", "optional");
+        cJSON_AddItemToObject(result, "tools", tools);
         send_result(&to, id, result);
+    } else if (strcmp(method, "tasks/get") == 0 || strcmp(method, "tasks/result") == 0 ||
+               strcmp(method, "tasks/list") == 0 || strcmp(method, "tasks/cancel") == 0) {
+        legacy_task_method(server, client, id, &to, method, params);
     } else if (strcmp(method, "tools/call") == 0) {
         call_tool(server, client, id, &to, params);
     } else if (strcmp(method, "logging/setLevel") == 0) {

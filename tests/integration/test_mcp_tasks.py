@@ -427,3 +427,165 @@ def test_postgres_another_node_polls_a_task_and_sees_it_interrupted_when_its_nod
     lost = wait(b, running, timeout=30)
     assert lost["status"] == "failed" and lost["statusMessage"].startswith("interrupted"), lost
     b.close()
+
+
+# --- 2025-11-25: tasks in core (task-augmented tools/call, tasks/result, tasks/list) ---------
+
+class LegacyStdio:
+    def __init__(self, binary, *args):
+        self.server = Stdio(binary, *args)
+        self.next_id = 100
+        response = self.request("initialize", {"protocolVersion": "2025-11-25",
+                                               "capabilities": {"tasks": {}},
+                                               "clientInfo": {"name": "t", "version": "1"}})
+        self.capabilities = response["result"]["capabilities"]
+
+    def request(self, method, params=None):
+        self.next_id += 1
+        return self.server.request(method, params or {}, id=self.next_id)
+
+    def close(self):
+        self.server.close()
+
+
+class LegacyHttp:
+    def __init__(self, server, token=None):
+        self.server, self.token = server, token
+        self.next_id = 100
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        response, payload = server.post({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                                         "params": {"protocolVersion": "2025-11-25",
+                                                    "capabilities": {"tasks": {}},
+                                                    "clientInfo": {"name": "t", "version": "1"}}},
+                                        headers)
+        assert response.status == 200, payload
+        self.session = response.getheader("Mcp-Session-Id")
+        self.capabilities = json.loads(payload)["result"]["capabilities"]
+
+    def request(self, method, params=None):
+        self.next_id += 1
+        headers = {"MCP-Protocol-Version": "2025-11-25", "Accept": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        response, payload = self.server.post({"jsonrpc": "2.0", "id": self.next_id,
+                                              "method": method, "params": params or {}},
+                                             headers, session=self.session)
+        return json.loads(payload)
+
+
+@pytest.fixture(params=["stdio", "http"])
+def legacy(request, binary):
+    if request.param == "stdio":
+        instance = LegacyStdio(binary, "--workers", "1", "--no-store")
+        yield instance
+        instance.close()
+    else:
+        server = HttpServer(binary, "--workers", "1", "--no-store")
+        yield LegacyHttp(server, server.token)
+        server.stop()
+
+
+def legacy_create(client, code, **arguments):
+    response = client.request("tools/call", {"name": "run_python_code", "task": {"ttl": 60000},
+                                             "arguments": {"python_code": code, **arguments}})
+    task = response["result"]["task"]
+    assert set(task) >= {"taskId", "status", "createdAt", "lastUpdatedAt", "ttl"}, task
+    assert task["status"] == "working" and "resultType" not in response["result"]
+    return task["taskId"]
+
+
+def test_legacy_task_augmented_call_and_tasks_result(legacy):
+    assert legacy.capabilities["tasks"]["requests"]["tools"]["call"] == {}
+    tools = legacy.request("tools/list")["result"]["tools"]
+    assert tools[0]["name"] == "run_python_code"
+    assert tools[0]["execution"] == {"taskSupport": "optional"}
+    # Without params.task the call is synchronous, as before.
+    plain = legacy.request("tools/call", {"name": "run_python_code",
+                                          "arguments": {"python_code": "1 + 1"}})["result"]
+    assert plain["structuredContent"]["return_value"] == "2" and "task" not in plain
+
+    task_id = legacy_create(legacy, "import time\ntime.sleep(1)\nprint('legacy')\n6 * 7")
+    working = legacy.request("tasks/get", {"taskId": task_id})["result"]
+    assert working["status"] == "working" and working["pollInterval"] > 0
+    # tasks/result waits for the end, then answers what the call would have.
+    result = legacy.request("tasks/result", {"taskId": task_id})["result"]
+    assert result["structuredContent"]["return_value"] == "42"
+    assert result["structuredContent"]["output"] == "legacy"
+    assert result["_meta"]["io.modelcontextprotocol/related-task"] == {"taskId": task_id}
+    assert "resultType" not in result
+    assert legacy.request("tasks/get", {"taskId": task_id})["result"]["status"] == "completed"
+    listed = legacy.request("tasks/list")["result"]["tasks"]
+    assert task_id in [task["taskId"] for task in listed]
+
+
+def test_legacy_cancel_and_errors(legacy):
+    task_id = legacy_create(legacy, "import time\ntime.sleep(60)")
+    time.sleep(1)
+    started = time.monotonic()
+    cancelled = legacy.request("tasks/cancel", {"taskId": task_id})["result"]
+    assert cancelled["taskId"] == task_id and cancelled["status"] == "cancelled", cancelled
+    again = legacy.request("tasks/cancel", {"taskId": task_id})
+    assert again["error"]["code"] == -32602 and "terminal" in again["error"]["message"], again
+    assert "error" in legacy.request("tasks/result", {"taskId": task_id})
+    quick = legacy.request("tools/call", {"name": "run_python_code",
+                                          "arguments": {"python_code": "'next'"}})["result"]
+    assert quick["structuredContent"]["return_value"] == "next"
+    assert time.monotonic() - started < 30
+    for method in ("tasks/get", "tasks/result", "tasks/cancel"):
+        unknown = legacy.request(method, {"taskId": "0" * 32})
+        assert unknown["error"]["code"] == -32602 and unknown["error"]["message"] == NOT_FOUND
+        malformed = legacy.request(method, {"taskId": 7})
+        assert malformed["error"]["code"] == -32602 and "taskId" in malformed["error"]["message"]
+
+
+def test_legacy_tasks_result_ends_when_its_request_is_cancelled(binary):
+    client = LegacyStdio(binary, "--workers", "1", "--no-store")
+    task_id = legacy_create(client, "import time\ntime.sleep(60)")
+    client.server.send({"jsonrpc": "2.0", "id": 500, "method": "tasks/result",
+                        "params": {"taskId": task_id}})
+    time.sleep(0.5)
+    client.server.send({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                        "params": {"requestId": 500}})
+    time.sleep(0.5)
+    # No answer to the cancelled request (the next one is the tasks/get's); the
+    # task itself goes on until cancelled.
+    status = client.request("tasks/get", {"taskId": task_id})
+    assert status["id"] == client.next_id and status["result"]["status"] == "working", status
+    assert client.request("tasks/cancel", {"taskId": task_id})["result"]["status"] == "cancelled"
+    time.sleep(0.5)
+    # Had the wait gone on, the task's end would have answered request 500 now.
+    assert client.server.lines.empty()
+    client.close()
+
+
+def test_legacy_another_token_cannot_see_a_task(binary, tmp_path):
+    tokens = tmp_path / "tokens"
+    tokens.write_text("token-alice\ntoken-bob\n")
+    server = HttpServer(binary, "--workers", "1", "--no-store", "--token-file", str(tokens),
+                        token=None)
+    try:
+        alice, bob = LegacyHttp(server, "token-alice"), LegacyHttp(server, "token-bob")
+        task_id = legacy_create(alice, "'alice'")
+        for method in ("tasks/get", "tasks/result", "tasks/cancel"):
+            denied = bob.request(method, {"taskId": task_id})
+            assert denied["error"]["message"] == NOT_FOUND, denied
+        assert bob.request("tasks/list")["result"]["tasks"] == []
+        assert alice.request("tasks/result", {"taskId": task_id})["result"][
+            "structuredContent"]["return_value"] == "alice"
+    finally:
+        server.stop()
+
+
+def test_legacy_a_finished_task_survives_a_restart_with_the_store(binary, tmp_path):
+    arguments = ("--workers", "1", "--store", store_url(tmp_path))
+    client = LegacyStdio(binary, *arguments)
+    task_id = legacy_create(client, "'kept'")
+    assert client.request("tasks/result", {"taskId": task_id})["result"]["structuredContent"][
+        "return_value"] == "kept"
+    client.server.process.kill()
+    client.server.process.wait(timeout=30)
+    client = LegacyStdio(binary, *arguments)
+    assert client.request("tasks/get", {"taskId": task_id})["result"]["status"] == "completed"
+    assert client.request("tasks/result", {"taskId": task_id})["result"]["structuredContent"][
+        "return_value"] == "kept"
+    client.close()

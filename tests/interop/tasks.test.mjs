@@ -6,12 +6,20 @@
 // server's pollIntervalMs, settles and cancels.  ext-tasks needs the host to carry its
 // 2026-07-28 task requests (`rawDispatch`, as its README says: the SDK's typed surface has no
 // tasks/*): here a plain fetch to the same endpoint with the headers SEP-2243 asks for.
+//
+// And 2025-11-25, where tasks are in core: the SDK 1.x Client's experimental tasks API
+// (client.experimental.tasks: callToolStream with a `task` option, getTask, listTasks,
+// cancelTask, getTaskResult) over stdio and HTTP.
 // Run by `make interop-test` (node --test).
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { Client, StreamableHTTPClientTransport } from "@modelcontextprotocol/client";
 import { createTaskSessionFromClient, resultFromTaskOutcome } from "@modelcontextprotocol/ext-tasks/client";
+import { Client as ClientV1 } from "@modelcontextprotocol/sdk/client/index.js";
+import { StdioClientTransport as StdioV1 } from "@modelcontextprotocol/sdk/client/stdio.js";
+import { StreamableHTTPClientTransport as HttpV1 } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import { CallToolResultSchema } from "@modelcontextprotocol/sdk/types.js";
 
 const CAPSULE = process.env.CAPSULE ?? new URL("../../build/capsule", import.meta.url).pathname;
 const TOKEN = "interop-tasks-token";
@@ -150,3 +158,82 @@ describe("ext-tasks client over HTTP (2026-07-28)", () => {
     await assert.rejects(session.task("0".repeat(32)).snapshot());
   });
 });
+
+// 2025-11-25: tasks in core, through the SDK 1.x client.
+for (const transport of ["stdio", "http"]) {
+  describe(`SDK 1.x experimental tasks over ${transport} (2025-11-25)`, () => {
+    let server, client;
+    before(async () => {
+      client = new ClientV1({ name: "capsule-interop-tasks-v1", version: "1.0.0" },
+                            { capabilities: { tasks: { list: {}, cancel: {} } } });
+      if (transport === "stdio") {
+        await client.connect(new StdioV1({ command: CAPSULE, args: ["serve", "--stdio", "--no-store"],
+                                           stderr: "ignore" }));
+      } else {
+        server = await startHttpServer();
+        await client.connect(new HttpV1(new URL(server.url), {
+          requestInit: { headers: { Authorization: `Bearer ${TOKEN}` } },
+        }));
+      }
+    });
+    after(async () => {
+      await client?.close();
+      server?.child.kill("SIGTERM");
+    });
+
+    test("the server declares task-augmented tools/call, run_python_code supports it", async () => {
+      assert.ok(client.getServerCapabilities()?.tasks?.requests?.tools?.call);
+      const { tools } = await client.listTools();
+      const run = tools.find((t) => t.name === "run_python_code");
+      assert.equal(run.execution?.taskSupport, "optional");
+    });
+
+    test("callToolStream: the task is created, polled and its result fetched", async () => {
+      const kinds = [];
+      let result, taskId;
+      for await (const message of client.experimental.tasks.callToolStream(
+        { name: "run_python_code", arguments: { python_code: "import time\ntime.sleep(1)\n6 * 7" } },
+        CallToolResultSchema, { task: { ttl: 60000 } })) {
+        kinds.push(message.type);
+        if (message.type === "taskCreated") taskId = message.task.taskId;
+        if (message.type === "result") result = message.result;
+        if (message.type === "error") throw message.error;
+      }
+      assert.equal(kinds[0], "taskCreated");
+      assert.ok(kinds.includes("taskStatus"));
+      assert.equal(kinds.at(-1), "result");
+      assert.equal(result.structuredContent.return_value, "42");
+      assert.equal(result._meta?.["io.modelcontextprotocol/related-task"]?.taskId, taskId);
+      const task = await client.experimental.tasks.getTask(taskId);
+      assert.equal(task.status, "completed");
+      const { tasks } = await client.experimental.tasks.listTasks();
+      assert.ok(tasks.some((t) => t.taskId === taskId), JSON.stringify(tasks));
+    });
+
+    test("cancelTask stops a running task; its result is an error", async () => {
+      let taskId;
+      const stream = client.experimental.tasks.callToolStream(
+        { name: "run_python_code", arguments: { python_code: "import time\ntime.sleep(60)" } },
+        CallToolResultSchema, { task: {} });
+      const first = await stream.next();
+      assert.equal(first.value.type, "taskCreated");
+      taskId = first.value.task.taskId;
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      const started = Date.now();
+      const cancelled = await client.experimental.tasks.cancelTask(taskId);
+      assert.equal(cancelled.status, "cancelled");
+      await stream.return();
+      await assert.rejects(client.experimental.tasks.getTaskResult(taskId, CallToolResultSchema));
+      // Cancelling again: a task in a terminal status cannot be cancelled.
+      await assert.rejects(client.experimental.tasks.cancelTask(taskId), /terminal/);
+      // The worker was killed: the next call does not wait for the sleep.
+      const next = await client.callTool({ name: "run_python_code", arguments: { python_code: "'after'" } });
+      assert.equal(next.structuredContent.return_value, "after");
+      assert.ok(Date.now() - started < 30000);
+    });
+
+    test("an unknown task id is an error", async () => {
+      await assert.rejects(client.experimental.tasks.getTask("0".repeat(32)));
+    });
+  });
+}
