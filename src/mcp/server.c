@@ -1897,48 +1897,51 @@ static void bound_task_bytes(mcp_server *server) {
     }
 }
 
-/* Records a task's end, in memory and then in the store; a task no longer
- * working (cancelled meanwhile) keeps its status.  Once stored, the payload
- * leaves memory: tasks/get reads it from the store, so a server holds at
- * most the results of tasks still being stored.  Called with the lock NOT
- * held; takes `payload`. */
+/* Records a task's end.  With a store, the store first and then memory, so
+ * that an outcome a client saw (tasks/get, tasks/result) is never lost to
+ * a kill -9, and the store decides between a run ending and a cancellation
+ * arriving at once: whichever wrote first stands, and memory follows it.
+ * Once stored, the payload is not kept in memory: tasks/get reads it from
+ * the store.  Called with the lock NOT held; takes `payload`. */
 static void finish_task(mcp_server *server, task *t, const char *status, const char *message,
                         char *payload) {
-    int64_t now = now_ms();
     pthread_mutex_lock(&server->lock);
     int still_working = strcmp(t->status, "working") == 0;
-    if (still_working) {
+    pthread_mutex_unlock(&server->lock);
+    if (!still_working) { /* cancelled, and stored so, before the run ended */
+        free(payload);
+        return;
+    }
+    int rc = CAP_OK;
+    if (server->durable) {
+        char error[CAP_ERROR_SIZE];
+        rc = cap_task_finish(server->config, t->id, status, message, payload, error);
+        if (rc != CAP_OK && rc != CAP_EINVAL)
+            fprintf(stderr, "capsule: task %s: its outcome was not stored: %s\n", t->id, error);
+    }
+    pthread_mutex_lock(&server->lock);
+    /* CAP_EINVAL: the stored task was not working any more: a cancellation
+     * won (from this process, which then marks memory too, or from another
+     * node) or another node took this one for dead.  The store has the
+     * outcome: polls read it there. */
+    if (rc == CAP_EINVAL) t->in_store = 1;
+    if (rc != CAP_EINVAL && strcmp(t->status, "working") == 0) {
         snprintf(t->status, sizeof t->status, "%s", status);
         free(t->status_message);
         t->status_message = message ? strdup(message) : NULL;
-        t->payload = payload;
-        if (payload) server->task_bytes += strlen(payload);
-        payload = NULL;
-        t->updated_ms = now;
-        if (!server->durable) bound_task_bytes(server);
+        t->updated_ms = now_ms();
+        if (server->durable && rc == CAP_OK) {
+            t->in_store = 1;
+        } else { /* no store, or it failed: memory is all there is */
+            t->payload = payload;
+            if (payload) server->task_bytes += strlen(payload);
+            payload = NULL;
+            if (!server->durable) bound_task_bytes(server);
+        }
         pthread_cond_broadcast(&server->task_ended); /* a legacy tasks/result waits */
     }
     pthread_mutex_unlock(&server->lock);
     free(payload);
-    if (still_working && server->durable) {
-        char error[CAP_ERROR_SIZE];
-        pthread_mutex_lock(&server->lock);
-        char *stored_payload = t->payload ? strdup(t->payload) : NULL;
-        pthread_mutex_unlock(&server->lock);
-        int stored =
-            cap_task_finish(server->config, t->id, status, message, stored_payload, error) == CAP_OK;
-        if (!stored)
-            fprintf(stderr, "capsule: task %s: its outcome was not stored: %s\n", t->id, error);
-        free(stored_payload);
-        pthread_mutex_lock(&server->lock);
-        if (stored) {
-            if (t->payload) server->task_bytes -= strlen(t->payload);
-            free(t->payload);
-            t->payload = NULL;
-            t->in_store = 1;
-        }
-        pthread_mutex_unlock(&server->lock);
-    }
 }
 
 /* A task's thread: the call runs as a synchronous one would, for the task's
@@ -2118,6 +2121,28 @@ static void stop_tasks(mcp_server *server) {
     pthread_mutex_unlock(&server->lock);
 }
 
+/* Cancels a task in memory, with the lock held: cancelled for every poll
+ * from now on, and its run stopped as a timeout stops it (its worker is
+ * killed), or never started if it still waits for a worker. */
+static void mark_cancelled(mcp_server *server, task *t) {
+    snprintf(t->status, sizeof t->status, "cancelled");
+    free(t->status_message);
+    t->status_message = strdup("cancelled by tasks/cancel");
+    if (t->payload) server->task_bytes -= strlen(t->payload);
+    free(t->payload);
+    t->payload = NULL;
+    t->in_store = 0;
+    t->updated_ms = now_ms();
+    if (t->client) {
+        t->client->cancelled = 1;
+        for (int j = 0; j < MAX_IN_FLIGHT; j++)
+            if (server->calls[j].client == t->client)
+                cap_sandbox_cancel(server->slots[server->calls[j].slot].sandbox);
+    }
+    pthread_cond_broadcast(&server->slot_freed); /* a queued run sees it */
+    pthread_cond_broadcast(&server->task_ended);
+}
+
 /* tasks/get, tasks/update and tasks/cancel (2026-07-28 only).  A task is
  * found only by the principal that started it: another principal's id, an
  * unknown one and an expired one all get the same -32602. */
@@ -2146,7 +2171,7 @@ static void task_method(mcp_server *server, mcp_client *client, const cJSON *id,
     }
     int cancelling = strcmp(method, "tasks/cancel") == 0;
     cJSON *detailed = NULL;
-    int found = 0, cancelled_now = 0;
+    int found = 0, cancel_in_store = 0;
     pthread_mutex_lock(&server->lock);
     for (int i = 0; i < server->task_count && !found; i++) {
         task *t = server->tasks[i];
@@ -2155,20 +2180,10 @@ static void task_method(mcp_server *server, mcp_client *client, const cJSON *id,
             continue; /* in_store: finished, and the store has it (below) */
         found = 1;
         if (cancelling && strcmp(t->status, "working") == 0) {
-            /* Cancelled now, for every poll after this ack; the run is
-             * stopped as a timeout stops it (its worker is killed). */
-            snprintf(t->status, sizeof t->status, "cancelled");
-            free(t->status_message);
-            t->status_message = strdup("cancelled by tasks/cancel");
-            t->updated_ms = now_ms();
-            cancelled_now = 1;
-            if (t->client) {
-                t->client->cancelled = 1;
-                for (int j = 0; j < MAX_IN_FLIGHT; j++)
-                    if (server->calls[j].client == t->client)
-                        cap_sandbox_cancel(server->slots[server->calls[j].slot].sandbox);
-            }
-            pthread_cond_broadcast(&server->slot_freed); /* a queued run sees it */
+            if (server->durable)
+                cancel_in_store = 1; /* the store first, below */
+            else
+                mark_cancelled(server, t);
         }
         if (!cancelling && !updating)
             detailed = detailed_task(t->id, t->status, t->status_message, t->payload, t->created_ms,
@@ -2188,7 +2203,6 @@ static void task_method(mcp_server *server, mcp_client *client, const cJSON *id,
             if (cancelling && strcmp(stored.status, "working") == 0) {
                 /* Running elsewhere (another node): marked cancelled for
                  * every poll; that node finishes the run and keeps it so. */
-                cancelled_now = 1;
                 if (cap_task_finish(server->config, task_id, "cancelled",
                                     "cancelled by tasks/cancel", NULL, error) != CAP_OK)
                     error[0] = '\0'; /* it ended meanwhile: the ack stands */
@@ -2205,11 +2219,19 @@ static void task_method(mcp_server *server, mcp_client *client, const cJSON *id,
             return;
         }
         cap_task_clear(&stored);
-    } else if (found && cancelled_now && server->durable) {
-        if (cap_task_finish(server->config, task_id, "cancelled", "cancelled by tasks/cancel",
-                            NULL, error) != CAP_OK)
+    } else if (cancel_in_store) {
+        /* Stored first; only then is it cancelled for this process's polls
+         * and its run stopped.  A run that ended meanwhile keeps its outcome
+         * (CAP_EINVAL), and the acknowledgement stands either way. */
+        int rc = cap_task_finish(server->config, task_id, "cancelled", "cancelled by tasks/cancel",
+                                 NULL, error);
+        if (rc != CAP_OK && rc != CAP_EINVAL)
             fprintf(stderr, "capsule: task %s: its cancellation was not stored: %s\n", task_id,
                     error);
+        pthread_mutex_lock(&server->lock);
+        for (int i = 0; rc == CAP_OK && i < server->task_count; i++)
+            if (strcmp(server->tasks[i]->id, task_id) == 0) mark_cancelled(server, server->tasks[i]);
+        pthread_mutex_unlock(&server->lock);
     }
     if (!found) {
         send_error(to, id, RPC_INVALID_PARAMS,
