@@ -1988,9 +1988,14 @@ static void *run_task(void *argument) {
     cJSON_Delete(error);
     cJSON_Delete(response);
 
-    mcp_client_free(t->client); /* its last call ended: freed now */
+    /* Detached under the lock first: tasks/cancel and stop_tasks reach the
+     * client through the task, with the lock held. */
     pthread_mutex_lock(&server->lock);
+    mcp_client *own = t->client;
     t->client = NULL;
+    pthread_mutex_unlock(&server->lock);
+    mcp_client_free(own); /* its last call ended: freed now */
+    pthread_mutex_lock(&server->lock);
     t->running = 0;
     cJSON_Delete(t->params);
     t->params = NULL;
@@ -2109,7 +2114,7 @@ static void stop_tasks(mcp_server *server) {
     server->stopping = 1;
     for (int i = 0; i < server->task_count; i++) {
         task *t = server->tasks[i];
-        if (!t->running) continue;
+        if (!t->running || !t->client) continue;
         t->client->cancelled = 1;
         for (int j = 0; j < MAX_IN_FLIGHT; j++)
             if (server->calls[j].client == t->client)
