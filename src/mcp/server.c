@@ -2254,7 +2254,6 @@ static void task_method(mcp_server *server, mcp_client *client, const cJSON *id,
 /* A task as a legacy method sees it: copied out of memory or the store. */
 typedef struct task_view {
     int found;
-    int running_here; /* this process runs it (a wait can be woken) */
     char status[32];
     char *message, *payload;
     int64_t created_ms, updated_ms;
@@ -2279,7 +2278,6 @@ static int view_task(mcp_server *server, const char *principal, const char *task
             t->created_ms + TASK_TTL_MS < now_ms() || t->in_store)
             continue;
         view->found = 1;
-        view->running_here = t->running;
         snprintf(view->status, sizeof view->status, "%s", t->status);
         view->message = t->status_message ? strdup(t->status_message) : NULL;
         view->payload = t->payload ? strdup(t->payload) : NULL;
