@@ -108,6 +108,9 @@ typedef struct task {
     struct mcp_client *client; /* the run's own, so that tasks/cancel stops this run alone */
     cJSON *params;            /* the tools/call params the thread runs */
     char *response;           /* the run's JSON-RPC response, as the thread captured it */
+    int elicitation;          /* its client declared elicitation: approvals are asked */
+    cJSON *input_requests;    /* input_required: what is asked (an object), or NULL */
+    cJSON *input_responses;   /* tasks/update's answers to them, for the thread */
 } task;
 
 struct mcp_server {
@@ -1801,7 +1804,14 @@ static void task_free(task *t) {
     free(t->payload);
     free(t->response);
     cJSON_Delete(t->params);
+    cJSON_Delete(t->input_requests);
+    cJSON_Delete(t->input_responses);
     free(t);
+}
+
+/* Not finished: working, or waiting for the client's input. */
+static int task_active(const char *status) {
+    return strcmp(status, "working") == 0 || strcmp(status, "input_required") == 0;
 }
 
 /* The task's fields common to CreateTaskResult and tasks/get, into `out`. */
@@ -1816,7 +1826,7 @@ static void add_task_fields(cJSON *out, const char *id, const char *status, cons
     cJSON_AddStringToObject(out, "createdAt", created);
     cJSON_AddStringToObject(out, "lastUpdatedAt", updated);
     cJSON_AddNumberToObject(out, "ttlMs", TASK_TTL_MS);
-    if (strcmp(status, "working") == 0) cJSON_AddNumberToObject(out, "pollIntervalMs", TASK_POLL_MS);
+    if (task_active(status)) cJSON_AddNumberToObject(out, "pollIntervalMs", TASK_POLL_MS);
 }
 
 /* The same in 2025-11-25's shape (Task): `ttl` and `pollInterval`. */
@@ -1906,7 +1916,7 @@ static void bound_task_bytes(mcp_server *server) {
 static void finish_task(mcp_server *server, task *t, const char *status, const char *message,
                         char *payload) {
     pthread_mutex_lock(&server->lock);
-    int still_working = strcmp(t->status, "working") == 0;
+    int still_working = task_active(t->status);
     pthread_mutex_unlock(&server->lock);
     if (!still_working) { /* cancelled, and stored so, before the run ended */
         free(payload);
@@ -1925,7 +1935,7 @@ static void finish_task(mcp_server *server, task *t, const char *status, const c
      * node) or another node took this one for dead.  The store has the
      * outcome: polls read it there. */
     if (rc == CAP_EINVAL) t->in_store = 1;
-    if (rc != CAP_EINVAL && strcmp(t->status, "working") == 0) {
+    if (rc != CAP_EINVAL && task_active(t->status)) {
         snprintf(t->status, sizeof t->status, "%s", status);
         free(t->status_message);
         t->status_message = message ? strdup(message) : NULL;
@@ -1944,6 +1954,65 @@ static void finish_task(mcp_server *server, task *t, const char *status, const c
     free(payload);
 }
 
+/* When a round of the run asks for input (input_required: a host function
+ * needs approval), the task parks as input_required with the round's
+ * inputRequests until tasks/update answers them; the next round is the
+ * same call retried with the answers and the round's requestState, as a
+ * synchronous client would retry it (the code runs again from the start).
+ * 1 when a next round is prepared in t->params; 0 when the run is over (a
+ * result, an error, a cancellation, the server stopping, the TTL).  The
+ * store keeps such a task `working`: a restart interrupts it like any run. */
+static int wait_for_input(mcp_server *server, task *t, const cJSON *response) {
+    const cJSON *result = cJSON_GetObjectItemCaseSensitive(response, "result");
+    const char *kind = argument_string(result, "resultType");
+    const cJSON *requests = cJSON_GetObjectItemCaseSensitive(result, "inputRequests");
+    const char *state = argument_string(result, "requestState");
+    if (!kind || strcmp(kind, "input_required") != 0 || !cJSON_IsObject(requests) || !state)
+        return 0;
+    pthread_mutex_lock(&server->lock);
+    if (strcmp(t->status, "working") != 0) { /* cancelled meanwhile */
+        pthread_mutex_unlock(&server->lock);
+        return 0;
+    }
+    snprintf(t->status, sizeof t->status, "input_required");
+    cJSON_Delete(t->input_requests);
+    t->input_requests = cJSON_Duplicate(requests, 1);
+    cJSON_Delete(t->input_responses);
+    t->input_responses = NULL;
+    t->updated_ms = now_ms();
+    int answered = 0;
+    for (;;) {
+        answered = t->input_responses != NULL;
+        if (answered || t->client->cancelled || server->stopping ||
+            strcmp(t->status, "input_required") != 0 || now_ms() > t->created_ms + TASK_TTL_MS)
+            break;
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 1;
+        pthread_cond_timedwait(&server->task_ended, &server->lock, &until);
+    }
+    cJSON *responses = t->input_responses;
+    t->input_responses = NULL;
+    cJSON_Delete(t->input_requests);
+    t->input_requests = NULL;
+    if (answered && strcmp(t->status, "input_required") == 0) {
+        snprintf(t->status, sizeof t->status, "working");
+        t->updated_ms = now_ms();
+    }
+    int again = answered && strcmp(t->status, "working") == 0 && !t->client->cancelled &&
+                !server->stopping;
+    pthread_mutex_unlock(&server->lock);
+    if (!again) {
+        cJSON_Delete(responses);
+        return 0;
+    }
+    cJSON_DeleteItemFromObjectCaseSensitive(t->params, "requestState");
+    cJSON_DeleteItemFromObjectCaseSensitive(t->params, "inputResponses");
+    cJSON_AddStringToObject(t->params, "requestState", state);
+    cJSON_AddItemToObject(t->params, "inputResponses", responses);
+    return 1;
+}
+
 /* A task's thread: the call runs as a synchronous one would, for the task's
  * own client, and its response becomes the task's outcome: a result is
  * `completed` (a tool result with isError included), a JSON-RPC error
@@ -1951,15 +2020,24 @@ static void finish_task(mcp_server *server, task *t, const char *status, const c
 static void *run_task(void *argument) {
     task *t = argument;
     mcp_server *server = t->client->server;
-    cJSON *capabilities = cJSON_CreateObject(); /* no tasks, no elicitation: run in line */
+    /* The run in line: no tasks; elicitation if the client declared it, so
+     * that a host function needing approval is asked (input_required). */
+    cJSON *capabilities = cJSON_CreateObject();
+    if (t->elicitation) cJSON_AddObjectToObject(capabilities, "elicitation");
     stateless_request request = {(int)(sizeof log_levels / sizeof *log_levels), capabilities};
     reply to = {capture_response, t, &request};
     cJSON *id = cJSON_CreateString(t->id);
-    call_tool(server, t->client, id, &to, t->params);
+    cJSON *response = NULL;
+    for (;;) {
+        call_tool(server, t->client, id, &to, t->params);
+        response = t->response ? cJSON_Parse(t->response) : NULL;
+        if (!wait_for_input(server, t, response)) break;
+        cJSON_Delete(response);
+        response = NULL;
+    }
     cJSON_Delete(id);
     cJSON_Delete(capabilities);
 
-    cJSON *response = t->response ? cJSON_Parse(t->response) : NULL;
     cJSON *result = cJSON_DetachItemFromObjectCaseSensitive(response, "result");
     cJSON *error = cJSON_DetachItemFromObjectCaseSensitive(response, "error");
     /* The inlined result stays a 2026-07-28 CallToolResult, resultType
@@ -1971,6 +2049,17 @@ static void *run_task(void *argument) {
         finish_task(server, t, "failed", interrupted_message, interrupted_payload());
     } else if (cancelled) {
         finish_task(server, t, "cancelled", "cancelled by tasks/cancel", NULL);
+    } else if (cJSON_IsObject(result) &&
+               strcmp(argument_string(result, "resultType") ? argument_string(result, "resultType")
+                                                             : "complete",
+                      "input_required") == 0) {
+        cJSON *rpc_error = cJSON_CreateObject();
+        cJSON_AddNumberToObject(rpc_error, "code", RPC_INTERNAL_ERROR);
+        cJSON_AddStringToObject(rpc_error, "message",
+                                "the task's input request was not answered within its lifetime");
+        finish_task(server, t, "failed", "the task's input request was not answered within its "
+                    "lifetime", cJSON_PrintUnformatted(rpc_error));
+        cJSON_Delete(rpc_error);
     } else if (cJSON_IsObject(result)) {
         finish_task(server, t, "completed", NULL, cJSON_PrintUnformatted(result));
     } else {
@@ -2047,6 +2136,8 @@ static void start_task(mcp_server *server, mcp_client *client, const cJSON *id, 
     cJSON_DeleteItemFromObjectCaseSensitive(t->params, "_meta");
     cJSON_DeleteItemFromObjectCaseSensitive(t->params, "task");
     t->legacy = !to->stateless;
+    t->elicitation = to->stateless && cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(
+                                          to->stateless->capabilities, "elicitation"));
     snprintf(t->status, sizeof t->status, "working");
     t->created_ms = t->updated_ms = now_ms();
     t->running = 1;
@@ -2184,15 +2275,33 @@ static void task_method(mcp_server *server, mcp_client *client, const cJSON *id,
             t->created_ms + TASK_TTL_MS < now_ms() || t->in_store)
             continue; /* in_store: finished, and the store has it (below) */
         found = 1;
-        if (cancelling && strcmp(t->status, "working") == 0) {
+        if (cancelling && task_active(t->status)) {
             if (server->durable)
                 cancel_in_store = 1; /* the store first, below */
             else
                 mark_cancelled(server, t);
         }
-        if (!cancelling && !updating)
+        if (!cancelling && !updating) {
             detailed = detailed_task(t->id, t->status, t->status_message, t->payload, t->created_ms,
                                      t->updated_ms);
+            if (t->input_requests && strcmp(t->status, "input_required") == 0)
+                cJSON_AddItemToObject(detailed, "inputRequests",
+                                      cJSON_Duplicate(t->input_requests, 1));
+        }
+        if (updating && t->input_requests && strcmp(t->status, "input_required") == 0) {
+            /* Answers to what is outstanding go to the task's thread; any
+             * other key is ignored, as the extension says. */
+            const cJSON *responses = cJSON_GetObjectItemCaseSensitive(params, "inputResponses");
+            const cJSON *answer;
+            cJSON_ArrayForEach(answer, responses) {
+                if (!cJSON_HasObjectItem(t->input_requests, answer->string)) continue;
+                if (!t->input_responses) t->input_responses = cJSON_CreateObject();
+                cJSON_DeleteItemFromObjectCaseSensitive(t->input_responses, answer->string);
+                cJSON_AddItemToObject(t->input_responses, answer->string,
+                                      cJSON_Duplicate(answer, 1));
+            }
+            pthread_cond_broadcast(&server->task_ended);
+        }
     }
     pthread_mutex_unlock(&server->lock);
     char error[CAP_ERROR_SIZE] = "";
@@ -2244,9 +2353,9 @@ static void task_method(mcp_server *server, mcp_client *client, const cJSON *id,
     } else if (detailed) {
         send_result(to, id, detailed);
     } else {
-        /* tasks/cancel and tasks/update: an empty acknowledgement.  No task
-         * of capsule's asks for input, so no inputResponses is outstanding
-         * and every one is ignored, as the extension says. */
+        /* tasks/cancel and tasks/update: an empty acknowledgement (the
+         * answers went to the task's thread above; the next poll shows
+         * their effect). */
         send_result(to, id, NULL);
     }
 }

@@ -589,3 +589,84 @@ def test_legacy_a_finished_task_survives_a_restart_with_the_store(binary, tmp_pa
     assert client.request("tasks/result", {"taskId": task_id})["result"]["structuredContent"][
         "return_value"] == "kept"
     client.close()
+
+
+# --- input_required inside a task: host-function approval through tasks/update -----------
+
+from test_mcp_2026 import CODE, PAY, approval_config  # noqa: E402,F401  (the fixture)
+
+
+def approval_task(client):
+    created = client.request("tools/call", {"name": "run_python_code",
+                                            "arguments": {"python_code": CODE}},
+                             capabilities={"elicitation": {}, "extensions": {TASKS: {}}})
+    assert created["result"]["resultType"] == "task", created
+    task_id = created["result"]["taskId"]
+    asking = wait(client, task_id, until=("input_required",) + TERMINAL)
+    assert asking["status"] == "input_required", asking
+    (key, request), = asking["inputRequests"].items()
+    assert request["method"] == "elicitation/create" and "'pay'" in request["params"]["message"]
+    assert "requestState" not in asking and asking["pollIntervalMs"] > 0
+    return task_id, key
+
+
+class ApprovalStdio(StdioClient):
+    def request(self, method, params=None, tasks=True, capabilities=None):
+        params = dict(params or {})
+        params["_meta"] = meta(tasks)
+        if capabilities is not None:
+            params["_meta"]["io.modelcontextprotocol/clientCapabilities"] = capabilities
+        self.next_id += 1
+        return self.server.request(method, params, id=self.next_id)
+
+
+def test_a_task_asks_for_approval_and_tasks_update_answers(binary, approval_config):
+    config, marker = approval_config
+    client = ApprovalStdio(binary, "--config", str(config), "--no-store")
+    try:
+        task_id, key = approval_task(client)
+        assert not marker.exists()  # asked before running it
+        # An answer to another key is ignored: still waiting.
+        ack = client.request("tasks/update", {"taskId": task_id, "inputResponses": {
+            "not-asked": {"action": "accept", "content": {"approve": True}}}})
+        assert ack["result"] == {"resultType": "complete"}
+        time.sleep(0.5)
+        assert get(client, task_id)["result"]["status"] == "input_required"
+        ack = client.request("tasks/update", {"taskId": task_id, "inputResponses": {
+            key: {"action": "accept", "content": {"approve": True}}}})
+        assert ack["result"] == {"resultType": "complete"}, ack
+        done = wait(client, task_id)
+        assert done["status"] == "completed", done
+        assert "ok" in done["result"]["structuredContent"]["return_value"]
+        assert marker.read_text() == "paid"
+
+        # Declined: the call is refused, the task completes with what the code made of it.
+        marker.unlink()
+        task_id, key = approval_task(client)
+        client.request("tasks/update", {"taskId": task_id, "inputResponses": {
+            key: {"action": "decline"}}})
+        done = wait(client, task_id)
+        assert "refused: " in done["result"]["structuredContent"]["return_value"], done
+        assert not marker.exists()
+
+        # Cancelled while it waits for its answer.
+        task_id, key = approval_task(client)
+        assert client.request("tasks/cancel", {"taskId": task_id})["result"] == \
+            {"resultType": "complete"}
+        assert wait(client, task_id)["status"] == "cancelled"
+        assert not marker.exists()
+    finally:
+        client.close()
+
+
+def test_without_elicitation_a_task_refuses_the_call(binary, approval_config):
+    config, marker = approval_config
+    client = ApprovalStdio(binary, "--config", str(config), "--no-store")
+    try:
+        task_id = create(client, CODE)["taskId"]
+        done = wait(client, task_id)
+        assert done["status"] == "completed"
+        assert "refused: " in done["result"]["structuredContent"]["return_value"]
+        assert not marker.exists()
+    finally:
+        client.close()

@@ -116,7 +116,8 @@ const NOT_APPLICABLE = {
   "tasks-request-state-removal": { checks: "*", reason: TASK_FIXTURE },
   "tasks-mrtr-input": {
     checks: "*",
-    reason: TASK_FIXTURE + "; no capsule task asks for input (input_required is not used in tasks)",
+    reason: TASK_FIXTURE + " (capsule's input inside a task, host-function approval through " +
+      "tasks/update, is tested in test_mcp_tasks.py)",
   },
   "tasks-request-headers": {
     checks: ["tasks-headers-tolerate-mcp-method-on-tools-call",
