@@ -442,9 +442,11 @@ void mcp_classify(const char *text, size_t size, mcp_message_info *info) {
     } else if (id) {
         info->kind = is_valid_id(id) ? MCP_MESSAGE_REQUEST : MCP_MESSAGE_INVALID;
         info->is_initialize = strcmp(method->valuestring, "initialize") == 0;
-        /* tasks/result (2025-11-25) waits for its task: long, like a call. */
+        /* The tasks methods: tasks/result (2025-11-25) waits for its task, and the
+         * others may wait on the store (another thread's commit holds it):
+         * neither may hold up a transport's reader or event loop. */
         info->is_tool_call = strcmp(method->valuestring, "tools/call") == 0 ||
-                             strcmp(method->valuestring, "tasks/result") == 0;
+                             strncmp(method->valuestring, "tasks/", 6) == 0;
         if (info->kind == MCP_MESSAGE_REQUEST) info->id = cJSON_PrintUnformatted(id);
     } else {
         info->kind = MCP_MESSAGE_NOTIFICATION;
