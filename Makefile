@@ -216,7 +216,7 @@ $(INTEROP)/node_modules/.installed: $(INTEROP)/package.json $(INTEROP)/package-l
 	touch $@
 
 interop-test: build $(INTEROP)/node_modules/.installed
-	$(INTEROP_NODE) --test --test-concurrency=1 $(INTEROP)/sdk.test.mjs $(INTEROP)/sdk-v2.test.mjs
+	$(INTEROP_NODE) --test --test-concurrency=1 $(INTEROP)/sdk.test.mjs $(INTEROP)/sdk-v2.test.mjs $(INTEROP)/tasks.test.mjs
 	$(INTEROP_NODE) $(INTEROP)/conformance.mjs
 
 regression-test: build

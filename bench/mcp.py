@@ -137,7 +137,22 @@ def main():
     parser.add_argument("--capsule", default="build/capsule")
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--stdio-only", action="store_true",
+                        help="only the sequential stdio calls of both eras (and a native start)")
     arguments = parser.parse_args()
+
+    if arguments.stdio_only:
+        native = []
+        for _ in range(20):
+            started = time.perf_counter()
+            subprocess.run([NATIVE_PYTHON, "-c", "print(1)"], stdout=subprocess.DEVNULL, check=True)
+            native.append(time.perf_counter() - started)
+        print(f"native python3.11 -c 'print(1)' process: p50 {statistics.median(native) * 1000:.2f} ms")
+        for era, stateless in (("2025-11-25", False), ("2026-07-28", True)):
+            p50, p99 = measure_stdio(arguments.capsule, stateless, arguments.requests)
+            print(f"stdio {era} sequential:                      p50 {p50 * 1000:6.2f} ms  "
+                  f"p99 {p99 * 1000:6.2f} ms")
+        return
 
     server = subprocess.Popen([arguments.capsule, "serve", "--http", "127.0.0.1:0", "--no-auth",
                                "--workers", str(arguments.workers), "--queue", "64"],

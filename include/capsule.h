@@ -509,6 +509,33 @@ int cap_session_fork(cap_config *config, const char *source, const char *id, cha
  * the message when there is no such session or no store. */
 char *cap_session_history(cap_config *config, const char *id, char *error);
 
+/* Tasks of the MCP server's Tasks extension (docs/mcp.md, "Tasks"), kept
+ * in the store (with cap_config_set_store) so that they outlive the
+ * server's process.  A task is created working, for `principal`, by this
+ * process, and expires ttl_ms after; CAP_EINVAL without a store or when the
+ * id is taken. */
+int cap_task_create(cap_config *config, const char *id, const char *principal, int64_t ttl_ms,
+                    char *error);
+/* Ends a working task with its status, status message and payload (the
+ * tool result or the JSON-RPC error, as JSON text; either may be NULL).
+ * CAP_EINVAL if the task is not working any more. */
+int cap_task_finish(cap_config *config, const char *id, const char *status, const char *message,
+                    const char *payload_json, char *error);
+/* A stored task, by value; cap_task_clear frees its strings. */
+typedef struct cap_task {
+    char principal[129];
+    char status[32];      /* working, completed, failed, cancelled */
+    char *status_message; /* or NULL */
+    char *payload_json;   /* or NULL */
+    int64_t created_at_ms, updated_at_ms, expires_at_ms;
+} cap_task;
+/* The unexpired task `id`; CAP_EINVAL when there is none.  A task left
+ * working by a process that died (a crash, kill -9) is returned failed,
+ * with `interrupted_message` and `interrupted_payload`, and stored so. */
+int cap_task_get(cap_config *config, const char *id, const char *interrupted_message,
+                 const char *interrupted_payload, cap_task *out, char *error);
+void cap_task_clear(cap_task *task);
+
 /* Ends a session and its worker; CAP_EINVAL if there is no such session. */
 int cap_session_close(cap_sandbox *sandbox, const char *session, char *error);
 

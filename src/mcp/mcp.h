@@ -78,7 +78,7 @@ typedef enum {
 typedef struct mcp_message_info {
     mcp_message_kind kind;
     int is_initialize; /* an initialize request */
-    int is_tool_call;  /* a tools/call request: may run long */
+    int is_tool_call;  /* tools/call or a tasks method: may run long, or wait on the store */
     char *id;          /* a request's id as JSON text (caller frees), else NULL */
     int stateless;     /* params._meta names a protocol version: a 2026-07-28 message */
 } mcp_message_info;

@@ -738,3 +738,74 @@ char *cap_session_history(cap_config *config, const char *id, char *error) {
     if (!text) sandbox_set_error(error, "out of memory");
     return text;
 }
+
+/* --- tasks of the MCP server ------------------------------------------------------- */
+
+/* The store's codes as the library's: a missing task or a taken id is the
+ * caller's mistake (CAP_EINVAL); the message says which. */
+static int task_result(int rc) {
+    if (rc == CAP_OK || rc == CAP_ENOMEM) return rc;
+    return rc == STORE_ENOTFOUND || rc == STORE_EEXIST || rc == STORE_ECONFLICT ? CAP_EINVAL
+                                                                                : CAP_EIO;
+}
+
+int cap_task_create(cap_config *config, const char *id, const char *principal, int64_t ttl_ms,
+                    char *error) {
+    if (!config || !config->store || !id || !principal) {
+        sandbox_set_error(error, "a stored task needs a store (cap_config_set_store)");
+        return CAP_EINVAL;
+    }
+    /* The task names this node: its lease must be renewed from now on, or
+     * other nodes would take the task for a dead node's (the renewer
+     * otherwise starts with the first durable session call). */
+    sandbox_start_lease_renewal(config);
+    pthread_mutex_lock(&config->store_lock);
+    /* Renewed now too: before the renewer's first turn the lease may have
+     * run out already (it was taken when the store was opened). */
+    store_renew(config->store, NULL, NULL);
+    int rc = store_task_create(config->store, id, principal, ttl_ms, error);
+    pthread_mutex_unlock(&config->store_lock);
+    return task_result(rc);
+}
+
+int cap_task_finish(cap_config *config, const char *id, const char *status, const char *message,
+                    const char *payload_json, char *error) {
+    if (!config || !config->store || !id || !status) {
+        sandbox_set_error(error, "a stored task needs a store (cap_config_set_store)");
+        return CAP_EINVAL;
+    }
+    pthread_mutex_lock(&config->store_lock);
+    int rc = store_task_finish(config->store, id, status, message, payload_json, error);
+    pthread_mutex_unlock(&config->store_lock);
+    return task_result(rc);
+}
+
+int cap_task_get(cap_config *config, const char *id, const char *interrupted_message,
+                 const char *interrupted_payload, cap_task *out, char *error) {
+    memset(out, 0, sizeof *out);
+    if (!config || !config->store || !id || !interrupted_message || !interrupted_payload) {
+        sandbox_set_error(error, "a stored task needs a store (cap_config_set_store)");
+        return CAP_EINVAL;
+    }
+    store_task task;
+    pthread_mutex_lock(&config->store_lock);
+    int rc = store_task_get(config->store, id, interrupted_message, interrupted_payload, &task,
+                            error);
+    pthread_mutex_unlock(&config->store_lock);
+    if (rc != CAP_OK) return task_result(rc);
+    snprintf(out->principal, sizeof out->principal, "%s", task.principal);
+    snprintf(out->status, sizeof out->status, "%s", task.status);
+    out->status_message = task.status_message; /* handed over */
+    out->payload_json = task.payload;
+    out->created_at_ms = task.created_at;
+    out->updated_at_ms = task.updated_at;
+    out->expires_at_ms = task.expires_at;
+    return CAP_OK;
+}
+
+void cap_task_clear(cap_task *task) {
+    if (!task) return;
+    free(task->status_message);
+    free(task->payload_json);
+    task->status_message = task->payload_json = NULL;
+}

@@ -178,6 +178,22 @@ static const char *const postgres_migrations[] = {
     "    name        TEXT PRIMARY KEY,\n"
     "    concurrency BIGINT NOT NULL CHECK (concurrency > 0)\n"
     ");\n",
+    /* 4 -> 5: tasks of the MCP Tasks extension (docs/mcp.md, "Tasks"): one
+     * row per task, owned by a principal, run by a node; `payload` is the
+     * tool result (completed) or the JSON-RPC error (failed) as JSON text.
+     * (sqlite.c has the same.) */
+    "CREATE TABLE tasks (\n"
+    "    id             TEXT PRIMARY KEY,\n"
+    "    principal      TEXT NOT NULL,\n"
+    "    node           TEXT NOT NULL,\n"
+    "    status         TEXT NOT NULL,\n"
+    "    status_message TEXT,\n"
+    "    payload        TEXT,\n"
+    "    created_at     BIGINT NOT NULL,\n"
+    "    updated_at     BIGINT NOT NULL,\n"
+    "    expires_at     BIGINT NOT NULL\n"
+    ");\n"
+    "CREATE INDEX tasks_expires ON tasks(expires_at);\n",
 };
 
 /* Type OIDs (catalog/pg_type.h, which libpq-dev does not ship). */

@@ -158,6 +158,22 @@ static const char *const sqlite_migrations[] = {
     "    name        TEXT PRIMARY KEY,\n"
     "    concurrency INTEGER NOT NULL CHECK (concurrency > 0)\n"
     ");\n",
+    /* 4 -> 5: tasks of the MCP Tasks extension (docs/mcp.md, "Tasks"): one
+     * row per task, owned by a principal, run by a node; `payload` is the
+     * tool result (completed) or the JSON-RPC error (failed) as JSON text.
+     * The same in postgres.c. */
+    "CREATE TABLE tasks (\n"
+    "    id             TEXT PRIMARY KEY,\n"
+    "    principal      TEXT NOT NULL,\n"
+    "    node           TEXT NOT NULL,\n"
+    "    status         TEXT NOT NULL,\n"
+    "    status_message TEXT,\n"
+    "    payload        TEXT,\n"
+    "    created_at     INTEGER NOT NULL,\n"
+    "    updated_at     INTEGER NOT NULL,\n"
+    "    expires_at     INTEGER NOT NULL\n"
+    ");\n"
+    "CREATE INDEX tasks_expires ON tasks(expires_at);\n",
 };
 
 #define STATEMENT_CACHE_SIZE 80

@@ -1835,3 +1835,117 @@ int64_t store_internal_now(store *store) {
 const store_backend *store_internal_backend(const store *store) {
     return store->backend;
 }
+
+/* --- tasks (the MCP Tasks extension) ---------------------------------------------- */
+
+static const char task_expired_delete[] = "DELETE FROM tasks WHERE expires_at < $1";
+static const char task_insert[] =
+    "INSERT INTO tasks (id, principal, node, status, created_at, updated_at, expires_at)"
+    " VALUES ($1, $2, $3, 'working', $4, $4, $5) ON CONFLICT (id) DO NOTHING RETURNING 1";
+static const char task_finish_update[] =
+    "UPDATE tasks SET status = $2, status_message = $3, payload = $4, updated_at = $5"
+    " WHERE id = $1 AND status = 'working' RETURNING 1";
+/* $2 this node, $3 the oldest lease still alive (as the sweep's). */
+static const char task_interrupt_update[] =
+    "UPDATE tasks SET status = 'failed', status_message = $4, payload = $5, updated_at = $6"
+    " WHERE id = $1 AND status = 'working' AND node <> $2 AND NOT EXISTS"
+    " (SELECT 1 FROM nodes WHERE nodes.id = tasks.node AND nodes.lease_expires_at >= $3)";
+static const char task_select[] =
+    "SELECT id, principal, status, status_message, payload, created_at, updated_at, expires_at,"
+    " node FROM tasks WHERE id = $1 AND expires_at >= $2";
+
+int store_task_create(store *store, const char *id, const char *principal, int64_t ttl_ms,
+                      char *error) {
+    int result = check_name(id, "task id", 0, error);
+    if (result == CAP_OK) result = check_name(principal, "principal", 1, error);
+    if (result == CAP_OK) result = store_write_begin(store, error);
+    if (result != CAP_OK) return result;
+    int64_t now = store_now(store);
+    integers inserted = {0};
+    result = RUN(store, task_expired_delete, NULL, NULL, error, INTEGER(now));
+    if (result == CAP_OK)
+        result = RUN(store, task_insert, collect_integers, &inserted, error, TEXT(id),
+                     TEXT(principal), TEXT(store->node), INTEGER(now), INTEGER(now + ttl_ms));
+    if (result == CAP_OK && !inserted.rows)
+        result = fail(error, STORE_EEXIST, "a task named '%s' exists already", id);
+    return store_write_end(store, result, error);
+}
+
+int store_task_finish(store *store, const char *id, const char *status, const char *message,
+                      const char *payload, char *error) {
+    int result = check_name(id, "task id", 0, error);
+    if (result == CAP_OK) result = store_write_begin(store, error);
+    if (result != CAP_OK) return result;
+    integers updated = {0};
+    result = RUN(store, task_finish_update, collect_integers, &updated, error, TEXT(id),
+                 TEXT(status), message ? TEXT(message) : NOTHING,
+                 payload ? TEXT(payload) : NOTHING, INTEGER(store_now(store)));
+    if (result == CAP_OK && !updated.rows)
+        result = fail(error, STORE_ECONFLICT, "task '%s' is not working", id);
+    return store_write_end(store, result, error);
+}
+
+typedef struct task_read {
+    store_task *task;
+    char node[STORE_ID_SIZE];
+    int rows;
+    int out_of_memory;
+} task_read;
+
+static int read_task(void *context, const store_value *columns, int count, char *error) {
+    task_read *read = context;
+    if (count < 9) return malformed_row(count, 9, error);
+    if (read->rows++) return 0;
+    store_task *task = read->task;
+    copy_text(task->id, sizeof task->id, &columns[0]);
+    copy_text(task->principal, sizeof task->principal, &columns[1]);
+    copy_text(task->status, sizeof task->status, &columns[2]);
+    task->status_message = duplicate_text(&columns[3]);
+    task->payload = duplicate_text(&columns[4]);
+    read->out_of_memory = (columns[3].type == STORE_TEXT && !task->status_message) ||
+                          (columns[4].type == STORE_TEXT && !task->payload);
+    task->created_at = columns[5].integer;
+    task->updated_at = columns[6].integer;
+    task->expires_at = columns[7].integer;
+    copy_text(read->node, sizeof read->node, &columns[8]);
+    return 0;
+}
+
+int store_task_get(store *store, const char *id, const char *interrupted_message,
+                   const char *interrupted_payload, store_task *out, char *error) {
+    memset(out, 0, sizeof *out);
+    int result = check_name(id, "task id", 0, error);
+    if (result != CAP_OK) return result;
+    int64_t now = store_now(store);
+    task_read read = {.task = out};
+    result = RUN(store, task_select, read_task, &read, error, TEXT(id), INTEGER(now));
+    if (result == CAP_OK && !read.rows)
+        return fail(error, STORE_ENOTFOUND, "no task '%s'", id);
+    if (result == CAP_OK && read.out_of_memory) result = fail(error, CAP_ENOMEM, "out of memory");
+    if (result != CAP_OK || strcmp(out->status, "working") != 0 ||
+        strcmp(read.node, store->node) == 0) {
+        if (result != CAP_OK) store_task_clear(out);
+        return result;
+    }
+    /* Working on another node: is that node still alive? */
+    result = store_write_begin(store, error);
+    if (result == CAP_OK)
+        result = RUN(store, task_interrupt_update, NULL, NULL, error, TEXT(id), TEXT(store->node),
+                     INTEGER(store->exclusive ? INT64_MAX : now), TEXT(interrupted_message),
+                     TEXT(interrupted_payload), INTEGER(now));
+    result = store_write_end(store, result, error);
+    store_task_clear(out);
+    read = (task_read){.task = out};
+    if (result == CAP_OK)
+        result = RUN(store, task_select, read_task, &read, error, TEXT(id), INTEGER(now));
+    if (result == CAP_OK && !read.rows) result = fail(error, STORE_ENOTFOUND, "no task '%s'", id);
+    if (result == CAP_OK && read.out_of_memory) result = fail(error, CAP_ENOMEM, "out of memory");
+    if (result != CAP_OK) store_task_clear(out);
+    return result;
+}
+
+void store_task_clear(store_task *task) {
+    free(task->status_message);
+    free(task->payload);
+    task->status_message = task->payload = NULL;
+}

@@ -484,4 +484,44 @@ void store_listener_close(store_listener *listener);
 int store_job_set_queue_limit(store *store, const char *queue, int64_t concurrency,
                               char *error);
 
+/* --- tasks (the MCP Tasks extension) ----------------------------------------------- */
+
+/* A task: a tools/call the MCP server runs in the background for a
+ * principal, polled with tasks/get (docs/mcp.md, "Tasks").  The row is
+ * written when the task starts (status "working", this node) and once more
+ * when it ends; `payload` is then the tool result ("completed") or the
+ * JSON-RPC error ("failed") as JSON text.  store_task_clear frees the
+ * strings. */
+typedef struct store_task {
+    char id[STORE_ID_SIZE];
+    char principal[STORE_ID_SIZE];
+    char status[STORE_STATUS_SIZE]; /* working, completed, failed, cancelled */
+    char *status_message;           /* NULL for none */
+    char *payload;                  /* NULL while working, and when cancelled */
+    int64_t created_at;
+    int64_t updated_at;
+    int64_t expires_at;             /* created_at + the TTL: gone after that */
+} store_task;
+
+/* A new task `id` of `principal`, working on this node, expiring ttl_ms
+ * from now; tasks already expired are deleted in the same transaction.
+ * STORE_EEXIST if the id is taken. */
+int store_task_create(store *store, const char *id, const char *principal, int64_t ttl_ms,
+                      char *error);
+
+/* Ends a working task: `status` with its message and payload (either may
+ * be NULL).  A task no longer working (cancelled meanwhile, or interrupted
+ * by another node's recovery) keeps what it has: STORE_ECONFLICT. */
+int store_task_finish(store *store, const char *id, const char *status, const char *message,
+                      const char *payload, char *error);
+
+/* The task, unexpired; STORE_ENOTFOUND otherwise.  A task still working on
+ * a node that is dead (SQLite: any node but this one; PostgreSQL: one whose
+ * lease expired) will never finish: it is first marked failed with
+ * `interrupted_message` and `interrupted_payload`, and returned so. */
+int store_task_get(store *store, const char *id, const char *interrupted_message,
+                   const char *interrupted_payload, store_task *out, char *error);
+
+void store_task_clear(store_task *task);
+
 #endif

@@ -210,10 +210,45 @@ static void malformed_snapshots_are_refused(void **state) {
     store_snapshot_clear(&snapshot);
 }
 
+/* The public calls on the MCP server's tasks (cap_task_*, docs/mcp.md
+ * "Tasks"): a task's row through the library, and the mistakes a caller can
+ * make (a taken id, a second outcome, an unknown task, no store). */
+static void tasks_through_the_library(void **state) {
+    (void)state;
+    char error[CAP_ERROR_SIZE] = "";
+    cap_task task;
+    assert_int_equal(cap_task_create(config, "task-1", "token:a", 60000, error), CAP_OK);
+    assert_int_equal(cap_task_create(config, "task-1", "token:b", 60000, error), CAP_EINVAL);
+    assert_int_equal(cap_task_get(config, "task-1", "gone", "{}", &task, error), CAP_OK);
+    assert_string_equal(task.status, "working");
+    assert_string_equal(task.principal, "token:a");
+    assert_null(task.payload_json);
+    assert_true(task.expires_at_ms == task.created_at_ms + 60000);
+    cap_task_clear(&task);
+    assert_int_equal(cap_task_finish(config, "task-1", "completed", NULL, "{\"content\":[]}",
+                                     error),
+                     CAP_OK);
+    assert_int_equal(cap_task_finish(config, "task-1", "cancelled", NULL, NULL, error),
+                     CAP_EINVAL);
+    assert_non_null(strstr(error, "not working"));
+    assert_int_equal(cap_task_get(config, "task-1", "gone", "{}", &task, error), CAP_OK);
+    assert_string_equal(task.status, "completed");
+    assert_string_equal(task.payload_json, "{\"content\":[]}");
+    cap_task_clear(&task);
+    assert_int_equal(cap_task_get(config, "no-such-task", "gone", "{}", &task, error),
+                     CAP_EINVAL);
+    cap_config *plain = cap_config_new();
+    assert_int_equal(cap_task_create(plain, "t", "p", 1000, error), CAP_EINVAL);
+    assert_non_null(strstr(error, "store"));
+    assert_int_equal(cap_task_get(plain, "t", "gone", "{}", &task, error), CAP_EINVAL);
+    cap_config_free(plain);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(a_well_formed_snapshot_is_committed),
         cmocka_unit_test(malformed_snapshots_are_refused),
+        cmocka_unit_test(tasks_through_the_library),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -198,7 +198,7 @@ static const char *hash_literal(const uint8_t hash[STORE_HASH_SIZE]) {
     return text;
 }
 
-#define SCHEMA_VERSION 4
+#define SCHEMA_VERSION 5
 
 /* --- opening --------------------------------------------------------------------- */
 
@@ -492,7 +492,7 @@ static void test_migration_from_version_1(void **state) {
                              : "SELECT string_agg(CAST(version AS TEXT), ',' ORDER BY version)"
                                " FROM schema_version",
               versions, sizeof versions);
-    assert_string_equal(versions, "1,2,3,4");
+    assert_string_equal(versions, "1,2,3,4,5");
 }
 
 /* A migration that fails leaves the database at its version: the
@@ -2356,7 +2356,9 @@ static void test_postgres_concurrent_first_opens(void **state) {
     char versions[64];
     raw_query(f, "SELECT CAST(COUNT(*) AS TEXT) || ',' || CAST(MAX(version) AS TEXT)"
                  " FROM schema_version", versions, sizeof versions);
-    assert_string_equal(versions, "4,4");
+    char expected[32];
+    snprintf(expected, sizeof expected, "%d,%d", SCHEMA_VERSION, SCHEMA_VERSION);
+    assert_string_equal(versions, expected);
 }
 
 /* Two nodes race to claim sessions whose owner's lease has expired: for
@@ -2455,6 +2457,70 @@ static void test_postgres_two_nodes_race_for_an_expired_lease(void **state) {
     store_close(dead);
 }
 
+/* --- tasks (the MCP Tasks extension) ---------------------------------------------- */
+
+/* A task's row: working until finished once; a task left working by a
+ * node that is gone reads failed with the message given; expired tasks are
+ * not found. */
+static void test_tasks(void **state) {
+    fixture *f = *state;
+    store *s = open_store(f);
+    char error[CAP_ERROR_SIZE] = "";
+    store_task task;
+    assert_int_equal(store_task_create(s, "t1", "token:alice", 3600000, error), CAP_OK);
+    assert_int_equal(store_task_create(s, "t1", "token:bob", 3600000, error), STORE_EEXIST);
+    assert_int_equal(store_task_get(s, "t1", "gone", "{}", &task, error), CAP_OK);
+    assert_string_equal(task.status, "working"); /* this node's: alive */
+    assert_string_equal(task.principal, "token:alice");
+    assert_null(task.payload);
+    assert_int_equal(task.created_at, f->now);
+    assert_int_equal(task.expires_at, f->now + 3600000);
+    store_task_clear(&task);
+
+    f->now += 10;
+    assert_int_equal(store_task_finish(s, "t1", "completed", NULL, "{\"content\":[]}", error),
+                     CAP_OK);
+    /* Finished once: a late second outcome (a run cancelled meanwhile) is refused. */
+    assert_int_equal(store_task_finish(s, "t1", "failed", "late", "{}", error), STORE_ECONFLICT);
+    assert_int_equal(store_task_get(s, "t1", "gone", "{}", &task, error), CAP_OK);
+    assert_string_equal(task.status, "completed");
+    assert_string_equal(task.payload, "{\"content\":[]}");
+    assert_null(task.status_message);
+    assert_int_equal(task.updated_at, task.created_at + 10);
+    store_task_clear(&task);
+
+    assert_int_equal(store_task_create(s, "t2", "token:alice", 3600000, error), CAP_OK);
+    assert_int_equal(store_task_get(s, "missing", "gone", "{}", &task, error), STORE_ENOTFOUND);
+    store_close(s); /* t2 is left working by a node that is gone */
+
+    s = open_store(f);
+    assert_int_equal(store_task_get(s, "t2", "interrupted: gone", "{\"code\":-32603}", &task,
+                                    error),
+                     CAP_OK);
+    assert_string_equal(task.status, "failed");
+    assert_string_equal(task.status_message, "interrupted: gone");
+    assert_string_equal(task.payload, "{\"code\":-32603}");
+    store_task_clear(&task);
+    /* Stored so: its late result from the dead node would be refused. */
+    assert_int_equal(store_task_finish(s, "t2", "completed", NULL, "{}", error), STORE_ECONFLICT);
+    assert_int_equal(store_task_get(s, "t1", "gone", "{}", &task, error), CAP_OK);
+    assert_string_equal(task.status, "completed"); /* a finished one is kept as it was */
+    store_task_clear(&task);
+
+    /* Past the TTL a task is gone, and the next create deletes its row. */
+    f->now += 3600000 + 1;
+    assert_int_equal(store_task_get(s, "t1", "gone", "{}", &task, error), STORE_ENOTFOUND);
+    assert_int_equal(store_task_create(s, "t3", "", 1000, error), CAP_OK);
+    char rows[32] = "";
+    store_close(s);
+    database_sql(f->url, "SELECT CAST(COUNT(*) AS TEXT) FROM tasks", rows, sizeof rows);
+    assert_string_equal(rows, "1");
+    /* Names are checked as session ids are. */
+    s = open_store(f);
+    assert_int_equal(store_task_create(s, "", "p", 1000, error), CAP_EINVAL);
+    store_close(s);
+}
+
 #define TEST(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
 
 int main(void) {
@@ -2482,6 +2548,7 @@ int main(void) {
         TEST(test_jobs_claim_steps_retries_dead),
         TEST(test_jobs_sleep_events_cancel),
         TEST(test_jobs_dead_node_swept_and_queue_limits),
+        TEST(test_tasks),
     };
     /* SQLite's own: the owner lock, the database file, a full disk under
      * the client's file-size limit. */
