@@ -39,44 +39,6 @@
  * on PostgreSQL): polling keeps it correct. */
 #define WAIT_RECHECK_MS 60000
 
-static int fail(char *error, int code, const char *format, ...)
-    __attribute__((format(printf, 3, 4)));
-static int fail(char *error, int code, const char *format, ...) {
-    if (error) {
-        va_list arguments;
-        va_start(arguments, format);
-        int length = snprintf(error, CAP_ERROR_SIZE, "store: ");
-        vsnprintf(error + length, CAP_ERROR_SIZE - (size_t)length, format, arguments);
-        va_end(arguments);
-    }
-    return code;
-}
-
-static int check_name(const char *value, const char *what, int empty_allowed, char *error) {
-    if (!value) return fail(error, CAP_EINVAL, "%s missing", what);
-    size_t length = strlen(value);
-    if ((!empty_allowed && length == 0) || length >= STORE_ID_SIZE)
-        return fail(error, CAP_EINVAL, "%s must be %s1 to %d bytes", what,
-                    empty_allowed ? "0 or " : "", STORE_ID_SIZE - 1);
-    return CAP_OK;
-}
-
-static void copy_text(char *destination, size_t size, const store_value *value) {
-    size_t length = value->type == STORE_TEXT ? value->size : 0;
-    if (length >= size) length = size - 1;
-    if (length) memcpy(destination, value->bytes, length);
-    destination[length] = '\0';
-}
-
-static char *duplicate_text(const store_value *value) {
-    if (value->type != STORE_TEXT) return NULL;
-    char *copy = malloc(value->size + 1);
-    if (!copy) return NULL;
-    memcpy(copy, value->bytes, value->size);
-    copy[value->size] = '\0';
-    return copy;
-}
-
 /* Counts rows; the first row's first column as an integer and as text. */
 typedef struct first_row {
     int64_t rows;
@@ -90,8 +52,8 @@ static int collect_first(void *context, const store_value *columns, int count, c
     first_row *out = context;
     if (out->rows++ == 0 && count > 0) {
         out->integer = columns[0].type == STORE_INTEGER ? columns[0].integer : 0;
-        copy_text(out->text, sizeof out->text, &columns[0]);
-        out->long_text = duplicate_text(&columns[0]);
+        store_copy_text(out->text, sizeof out->text, &columns[0]);
+        out->long_text = store_duplicate_text(&columns[0]);
     }
     return 0;
 }
@@ -104,27 +66,27 @@ static int collect_first(void *context, const store_value *columns, int count, c
 
 static int read_job(store_job *out, const store_value *columns, int count, char *error) {
     if (count < 16)
-        return fail(error, STORE_ECORRUPT, "a job row of %d columns where 16 are expected", count);
+        return store_fail(error, STORE_ECORRUPT, "a job row of %d columns where 16 are expected", count);
     memset(out, 0, sizeof *out);
-    copy_text(out->id, sizeof out->id, &columns[0]);
-    copy_text(out->principal, sizeof out->principal, &columns[1]);
-    copy_text(out->queue, sizeof out->queue, &columns[2]);
-    copy_text(out->status, sizeof out->status, &columns[3]);
+    store_copy_text(out->id, sizeof out->id, &columns[0]);
+    store_copy_text(out->principal, sizeof out->principal, &columns[1]);
+    store_copy_text(out->queue, sizeof out->queue, &columns[2]);
+    store_copy_text(out->status, sizeof out->status, &columns[3]);
     out->attempts = columns[4].integer;
     out->max_attempts = columns[5].integer;
     out->backoff_ms = columns[6].integer;
     out->timeout_ms = columns[7].integer;
     out->run_after = columns[8].integer;
-    copy_text(out->lease_owner, sizeof out->lease_owner, &columns[9]);
+    store_copy_text(out->lease_owner, sizeof out->lease_owner, &columns[9]);
     out->cancel_requested = columns[10].integer != 0;
-    copy_text(out->wait_event, sizeof out->wait_event, &columns[11]);
-    out->last_error = duplicate_text(&columns[12]);
-    out->result = duplicate_text(&columns[13]);
+    store_copy_text(out->wait_event, sizeof out->wait_event, &columns[11]);
+    out->last_error = store_duplicate_text(&columns[12]);
+    out->result = store_duplicate_text(&columns[13]);
     out->created_at = columns[14].integer;
     out->updated_at = columns[15].integer;
     if ((columns[12].type == STORE_TEXT && !out->last_error) ||
         (columns[13].type == STORE_TEXT && !out->result))
-        return fail(error, CAP_ENOMEM, "out of memory");
+        return store_fail(error, CAP_ENOMEM, "out of memory");
     return 0;
 }
 
@@ -149,7 +111,7 @@ static int read_listed_job(void *context, const store_value *columns, int count,
     if (list->count == list->capacity) {
         size_t capacity = list->capacity ? 2 * list->capacity : 16;
         store_job *grown = realloc(list->jobs, capacity * sizeof *grown);
-        if (!grown) return fail(error, CAP_ENOMEM, "out of memory");
+        if (!grown) return store_fail(error, CAP_ENOMEM, "out of memory");
         list->jobs = grown;
         list->capacity = capacity;
     }
@@ -176,12 +138,12 @@ static const char job_extra_select[] =
 
 static int read_extra(void *context, const store_value *columns, int count, char *error) {
     store_job *job = context;
-    if (count < 3) return fail(error, STORE_ECORRUPT, "a short job row");
+    if (count < 3) return store_fail(error, STORE_ECORRUPT, "a short job row");
     free(job->code);
-    job->code = duplicate_text(&columns[0]);
-    copy_text(job->idempotency_key, sizeof job->idempotency_key, &columns[1]);
+    job->code = store_duplicate_text(&columns[0]);
+    store_copy_text(job->idempotency_key, sizeof job->idempotency_key, &columns[1]);
     job->lease_expires_at = columns[2].type == STORE_INTEGER ? columns[2].integer : 0;
-    return job->code ? 0 : fail(error, CAP_ENOMEM, "out of memory");
+    return job->code ? 0 : store_fail(error, CAP_ENOMEM, "out of memory");
 }
 
 static int job_extra(store *store, store_job *job, char *error) {
@@ -226,14 +188,14 @@ int store_job_submit(store *store, const store_job_spec *spec, store_job *out, i
     if (existing) *existing = 0;
     const char *queue = spec->queue && spec->queue[0] ? spec->queue : STORE_JOB_QUEUE_DEFAULT;
     const char *principal = spec->principal ? spec->principal : "";
-    int result = check_name(principal, "principal", 1, error);
-    if (result == CAP_OK) result = check_name(queue, "queue", 0, error);
+    int result = store_check_name(principal, "principal", 1, error);
+    if (result == CAP_OK) result = store_check_name(queue, "queue", 0, error);
     if (result == CAP_OK && spec->idempotency_key)
-        result = check_name(spec->idempotency_key, "idempotency key", 0, error);
-    if (result == CAP_OK && !spec->code) result = fail(error, CAP_EINVAL, "a job needs code");
+        result = store_check_name(spec->idempotency_key, "idempotency key", 0, error);
+    if (result == CAP_OK && !spec->code) result = store_fail(error, CAP_EINVAL, "a job needs code");
     if (result == CAP_OK && (spec->max_attempts < 1 || spec->backoff_ms < 0 ||
                              spec->timeout_ms <= 0))
-        result = fail(error, CAP_EINVAL,
+        result = store_fail(error, CAP_EINVAL,
                       "a job needs max_attempts >= 1, backoff >= 0 and a positive timeout");
     if (result != CAP_OK) return result;
     char id[STORE_ID_SIZE];
@@ -250,12 +212,12 @@ int store_job_submit(store *store, const store_job_spec *spec, store_job *out, i
     if (result == CAP_OK && !inserted.rows) {
         /* The key was used: the job it names (a random id never collides). */
         if (!spec->idempotency_key)
-            result = fail(error, STORE_ECONFLICT, "job id %s exists already", id);
+            result = store_fail(error, STORE_ECONFLICT, "job id %s exists already", id);
         else
             result = RUN(store, job_select_by_key, collect_first, &found, error, TEXT(principal),
                          TEXT(spec->idempotency_key));
         if (result == CAP_OK && !found.rows)
-            result = fail(error, STORE_ECONFLICT, "the job could not be added");
+            result = store_fail(error, STORE_ECONFLICT, "the job could not be added");
         if (result == CAP_OK) snprintf(id, sizeof id, "%s", found.text);
     } else if (result == CAP_OK) {
         result = notify_runners(store, error);
@@ -268,7 +230,7 @@ int store_job_submit(store *store, const store_job_spec *spec, store_job *out, i
         if (existing) *existing = 1;
         if (strcmp(out->code ? out->code : "", spec->code) != 0) {
             store_job_clear(out);
-            result = fail(error, STORE_ECONFLICT,
+            result = store_fail(error, STORE_ECONFLICT,
                           "idempotency key '%s' was used for a job with other code",
                           spec->idempotency_key);
         }
@@ -279,12 +241,12 @@ int store_job_submit(store *store, const store_job_spec *spec, store_job *out, i
 int store_job_get(store *store, const char *id, const char *principal, store_job *out,
                   char *error) {
     memset(out, 0, sizeof *out);
-    int result = check_name(id, "job id", 0, error);
+    int result = store_check_name(id, "job id", 0, error);
     if (result != CAP_OK) return result;
     one_job found = {out, 0};
     result = RUN(store, job_select, read_one_job, &found, error, TEXT(id));
     if (result == CAP_OK && (!found.found || (principal && strcmp(out->principal, principal))))
-        result = fail(error, STORE_ENOTFOUND, "no job '%s'", id);
+        result = store_fail(error, STORE_ENOTFOUND, "no job '%s'", id);
     if (result == CAP_OK) result = job_extra(store, out, error);
     if (result != CAP_OK) store_job_clear(out);
     return result;
@@ -395,7 +357,7 @@ static int fence(store *store, const char *id, int64_t attempt, int *cancel_requ
     int result = RUN(store, job_fence, collect_first, &held, error, TEXT(id),
                      TEXT(store_node(store)), INTEGER(attempt), INTEGER(store_internal_now(store)));
     if (result == CAP_OK && !held.rows)
-        result = fail(error, STORE_ECONFLICT,
+        result = store_fail(error, STORE_ECONFLICT,
                       "job %s: attempt %lld no longer holds it (swept, cancelled or finished "
                       "elsewhere)",
                       id, (long long)attempt);
@@ -411,13 +373,13 @@ static const char job_holder[] =
 
 int store_job_check(store *store, const char *id, int64_t attempt, int *cancel_requested,
                     char *error) {
-    int result = check_name(id, "job id", 0, error);
+    int result = store_check_name(id, "job id", 0, error);
     if (result != CAP_OK) return result;
     first_row held = {0};
     result = RUN(store, job_holder, collect_first, &held, error, TEXT(id), TEXT(store_node(store)),
                  INTEGER(attempt));
     if (result == CAP_OK && !held.rows)
-        result = fail(error, STORE_ECONFLICT,
+        result = store_fail(error, STORE_ECONFLICT,
                       "job %s: attempt %lld no longer holds it (swept, cancelled or finished "
                       "elsewhere)",
                       id, (long long)attempt);
@@ -434,13 +396,13 @@ int store_job_step_get(store *store, const char *id, const char *name, char **re
                        int *found, char *error) {
     *result_json = NULL;
     *found = 0;
-    int result = check_name(id, "job id", 0, error);
-    if (result == CAP_OK) result = check_name(name, "step name", 0, error);
+    int result = store_check_name(id, "job id", 0, error);
+    if (result == CAP_OK) result = store_check_name(name, "step name", 0, error);
     if (result != CAP_OK) return result;
     first_row row = {0};
     result = RUN(store, step_select, collect_first, &row, error, TEXT(id), TEXT(name));
     if (result == CAP_OK && row.rows && !row.long_text)
-        result = fail(error, CAP_ENOMEM, "out of memory");
+        result = store_fail(error, CAP_ENOMEM, "out of memory");
     if (result != CAP_OK) {
         free(row.long_text);
         return result;
@@ -453,9 +415,9 @@ int store_job_step_get(store *store, const char *id, const char *name, char **re
 int store_job_step_put(store *store, const char *id, int64_t attempt, const char *name,
                        const char *result_json, char **stored, char *error) {
     if (stored) *stored = NULL;
-    int result = check_name(id, "job id", 0, error);
-    if (result == CAP_OK) result = check_name(name, "step name", 0, error);
-    if (result == CAP_OK && !result_json) result = fail(error, CAP_EINVAL, "a step needs a result");
+    int result = store_check_name(id, "job id", 0, error);
+    if (result == CAP_OK) result = store_check_name(name, "step name", 0, error);
+    if (result == CAP_OK && !result_json) result = store_fail(error, CAP_EINVAL, "a step needs a result");
     if (result != CAP_OK) return result;
     if ((result = store_internal_write_begin(store, error)) != CAP_OK) return result;
     result = fence(store, id, attempt, NULL, error);
@@ -503,9 +465,9 @@ int store_job_finish(store *store, const char *id, int64_t attempt, store_job_ou
                      int64_t until, const char *event, char status[STORE_STATUS_SIZE],
                      char *error) {
     if (status) status[0] = '\0';
-    int result = check_name(id, "job id", 0, error);
+    int result = store_check_name(id, "job id", 0, error);
     if (result == CAP_OK && outcome == STORE_JOB_WAITING)
-        result = check_name(event, "event name", 0, error);
+        result = store_check_name(event, "event name", 0, error);
     if (result != CAP_OK) return result;
     int64_t now = store_internal_now(store);
     store_value node = TEXT(store_node(store));
@@ -536,11 +498,11 @@ int store_job_finish(store *store, const char *id, int64_t attempt, store_job_ou
                      INTEGER(attempt), INTEGER(now), TEXT(text[0] ? text : "cancelled"));
         break;
     default:
-        result = fail(error, CAP_EINVAL, "unknown outcome");
+        result = store_fail(error, CAP_EINVAL, "unknown outcome");
     }
     free(row.long_text);
     if (result == CAP_OK && !row.rows)
-        return fail(error, STORE_ECONFLICT,
+        return store_fail(error, STORE_ECONFLICT,
                     "job %s: attempt %lld no longer holds it; its end is not recorded", id,
                     (long long)attempt);
     if (result == CAP_OK && status) snprintf(status, STORE_STATUS_SIZE, "%.31s", row.text);
@@ -573,7 +535,7 @@ int store_job_cancel(store *store, const char *id, const char *principal,
         if (result != CAP_OK) return result;
         snprintf(status, STORE_STATUS_SIZE, "%.31s", job.status);
         store_job_clear(&job);
-        return fail(error, STORE_ECONFLICT, "job %s has ended already (%s)", id, status);
+        return store_fail(error, STORE_ECONFLICT, "job %s has ended already (%s)", id, status);
     }
     snprintf(status, STORE_STATUS_SIZE, "%.31s", row.text);
     return CAP_OK;
@@ -591,8 +553,8 @@ static const char event_select[] =
 int store_job_emit(store *store, const char *principal, const char *name,
                    const char *payload_json, int64_t *woken, char *error) {
     if (woken) *woken = 0;
-    int result = check_name(principal ? principal : "", "principal", 1, error);
-    if (result == CAP_OK) result = check_name(name, "event name", 0, error);
+    int result = store_check_name(principal ? principal : "", "principal", 1, error);
+    if (result == CAP_OK) result = store_check_name(name, "event name", 0, error);
     if (result != CAP_OK) return result;
     if ((result = store_internal_write_begin(store, error)) != CAP_OK) return result;
     int64_t now = store_internal_now(store);
@@ -613,13 +575,13 @@ int store_job_event_find(store *store, const char *principal, const char *name, 
                          char **payload, int *found, char *error) {
     *payload = NULL;
     *found = 0;
-    int result = check_name(name, "event name", 0, error);
+    int result = store_check_name(name, "event name", 0, error);
     if (result != CAP_OK) return result;
     first_row row = {0};
     result = RUN(store, event_select, collect_first, &row, error,
                  TEXT(principal ? principal : ""), TEXT(name), INTEGER(since));
     if (result == CAP_OK && row.rows && !row.long_text)
-        result = fail(error, CAP_ENOMEM, "out of memory");
+        result = store_fail(error, CAP_ENOMEM, "out of memory");
     if (result != CAP_OK) {
         free(row.long_text);
         return result;
@@ -636,9 +598,9 @@ static const char queue_limit_remove[] = "DELETE FROM job_queues WHERE name = $1
 
 int store_job_set_queue_limit(store *store, const char *queue, int64_t concurrency,
                               char *error) {
-    int result = check_name(queue, "queue", 0, error);
+    int result = store_check_name(queue, "queue", 0, error);
     if (result == CAP_OK && concurrency < 0)
-        result = fail(error, CAP_EINVAL, "a queue's limit is 0 (none) or more");
+        result = store_fail(error, CAP_EINVAL, "a queue's limit is 0 (none) or more");
     if (result != CAP_OK) return result;
     return concurrency ? RUN(store, queue_limit_set, NULL, NULL, error, TEXT(queue),
                              INTEGER(concurrency))

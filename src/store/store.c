@@ -16,6 +16,7 @@
  * inserted or deleted, in the same transaction; store_check recomputes it.
  */
 #include "store.h"
+#include "store_internal.h"
 
 #include <openssl/evp.h>
 #include <pthread.h>
@@ -69,9 +70,7 @@ static const store_backend *const backends[] = {&store_sqlite_backend, &store_po
               (int)(sizeof((const store_value[]){__VA_ARGS__}) / sizeof(store_value)), (row),      \
               (context), (error))
 
-static int fail(char *error, int code, const char *format, ...)
-    __attribute__((format(printf, 3, 4)));
-static int fail(char *error, int code, const char *format, ...) {
+int store_fail(char *error, int code, const char *format, ...) {
     if (error) {
         va_list arguments;
         va_start(arguments, format);
@@ -141,18 +140,18 @@ static int sum_integers(void *context, const store_value *columns, int count, ch
 
 /* A row narrower than its statement's columns: only a damaged database. */
 static int malformed_row(int count, int expected, char *error) {
-    return fail(error, STORE_ECORRUPT, "a row of %d columns where %d are expected", count,
+    return store_fail(error, STORE_ECORRUPT, "a row of %d columns where %d are expected", count,
                 expected);
 }
 
-static void copy_text(char *destination, size_t size, const store_value *value) {
+void store_copy_text(char *destination, size_t size, const store_value *value) {
     size_t length = value->type == STORE_TEXT ? value->size : 0;
     if (length >= size) length = size - 1;
     if (length) memcpy(destination, value->bytes, length);
     destination[length] = '\0';
 }
 
-static char *duplicate_text(const store_value *value) {
+char *store_duplicate_text(const store_value *value) {
     if (value->type != STORE_TEXT) return NULL;
     char *copy = malloc(value->size + 1);
     if (!copy) return NULL;
@@ -166,11 +165,11 @@ static void hex(const uint8_t hash[STORE_HASH_SIZE], char out[17]) {
 }
 
 /* Ids, principals and keys: 1..128 bytes, no NUL (C strings). */
-static int check_name(const char *value, const char *what, int empty_allowed, char *error) {
-    if (!value) return fail(error, CAP_EINVAL, "%s missing", what);
+int store_check_name(const char *value, const char *what, int empty_allowed, char *error) {
+    if (!value) return store_fail(error, CAP_EINVAL, "%s missing", what);
     size_t length = strlen(value);
     if ((!empty_allowed && length == 0) || length >= STORE_ID_SIZE)
-        return fail(error, CAP_EINVAL, "%s must be %s1 to %d bytes", what,
+        return store_fail(error, CAP_EINVAL, "%s must be %s1 to %d bytes", what,
                     empty_allowed ? "0 or " : "", STORE_ID_SIZE - 1);
     return CAP_OK;
 }
@@ -207,7 +206,7 @@ static int store_migrate(store *store, char *error) {
                 store_run(store, schema_version_select, NULL, 0, collect_integers, &version, error);
         int current = (int)version.value[0];
         if (result == CAP_OK && current > store->backend->migration_count)
-            result = fail(error, STORE_EVERSION,
+            result = store_fail(error, STORE_EVERSION,
                           "the database's schema is version %d, newer than this capsule's %d",
                           current, store->backend->migration_count);
         if (result == CAP_OK && current == store->backend->migration_count) {
@@ -223,7 +222,7 @@ static int store_migrate(store *store, char *error) {
         if (result != CAP_OK && error) {
             char detail[CAP_ERROR_SIZE];
             snprintf(detail, sizeof detail, "%s", error);
-            fail(error, result, "migration to version %d: %s", current + 1, detail);
+            store_fail(error, result, "migration to version %d: %s", current + 1, detail);
         }
         result = store_write_end(store, result, error);
     }
@@ -341,7 +340,7 @@ int store_renew(store *store, int64_t *recovered, char *error) {
     if (result != CAP_OK) return result;
     if (recovered) *recovered = swept;
     if (lost)
-        return fail(error, STORE_ECONFLICT,
+        return store_fail(error, STORE_ECONFLICT,
                     "node %s: its lease had expired; its %lld running calls are interrupted and"
                     " its live sessions parked (stop their workers)",
                     store->node, (long long)own.rows);
@@ -350,13 +349,13 @@ int store_renew(store *store, int64_t *recovered, char *error) {
 
 int store_open(const char *url, store **out, char *error) {
     *out = NULL;
-    if (!url) return fail(error, CAP_EINVAL, "no URL");
+    if (!url) return store_fail(error, CAP_EINVAL, "no URL");
     const store_backend *backend = NULL;
     for (size_t i = 0; i < COUNT(backends); i++)
         if (strncmp(url, backends[i]->scheme, strlen(backends[i]->scheme)) == 0)
             backend = backends[i];
     if (!backend)
-        return fail(error, CAP_EINVAL,
+        return store_fail(error, CAP_EINVAL,
                     "'%.100s': unknown kind of store (expected sqlite:PATH or postgres://...)",
                     url);
     return store_open_backend(backend, url + strlen(backend->scheme), out, error);
@@ -366,7 +365,7 @@ int store_open_backend(const store_backend *backend, const char *location, store
                        char *error) {
     *out = NULL;
     store *opened = calloc(1, sizeof *opened);
-    if (!opened) return fail(error, CAP_ENOMEM, "out of memory");
+    if (!opened) return store_fail(error, CAP_ENOMEM, "out of memory");
     opened->backend = backend;
     opened->lease_ms = DEFAULT_LEASE_MS;
     make_node_id(opened->node);
@@ -421,7 +420,7 @@ int store_get_usage(store *store, store_usage *out, char *error) {
     integers usage = {0};
     int result = store_run(store, usage_select, NULL, 0, collect_integers, &usage, error);
     if (result != CAP_OK) return result;
-    if (usage.rows != 1) return fail(error, STORE_ECORRUPT, "the usage row is missing");
+    if (usage.rows != 1) return store_fail(error, STORE_ECORRUPT, "the usage row is missing");
     out->blob_bytes = (uint64_t)usage.value[0];
     out->blob_count = (uint64_t)usage.value[1];
     out->raw_bytes = (uint64_t)usage.value[2];
@@ -443,7 +442,7 @@ int store_check(store *store, char *error) {
         return result;
     if ((uint64_t)counted.value[0] != usage.blob_bytes ||
         (uint64_t)counted.value[1] != usage.blob_count)
-        return fail(error, STORE_ECORRUPT,
+        return store_fail(error, STORE_ECORRUPT,
                     "usage says %llu bytes in %llu blobs, the blobs %lld in %lld",
                     (unsigned long long)usage.blob_bytes, (unsigned long long)usage.blob_count,
                     (long long)counted.value[0], (long long)counted.value[1]);
@@ -476,10 +475,10 @@ static const char session_delete[] = "DELETE FROM sessions WHERE id = $1 RETURNI
 static int read_session(void *context, const store_value *columns, int count, char *error) {
     store_session *out = context;
     if (count < 11) return malformed_row(count, 11, error);
-    copy_text(out->id, sizeof out->id, &columns[0]);
-    copy_text(out->principal, sizeof out->principal, &columns[1]);
+    store_copy_text(out->id, sizeof out->id, &columns[0]);
+    store_copy_text(out->principal, sizeof out->principal, &columns[1]);
     char status[16];
-    copy_text(status, sizeof status, &columns[2]);
+    store_copy_text(status, sizeof status, &columns[2]);
     out->status = STORE_SESSION_EXPIRED;
     for (int i = 0; i < 3; i++)
         if (strcmp(status, session_statuses[i]) == 0) out->status = (store_session_status)i;
@@ -489,7 +488,7 @@ static int read_session(void *context, const store_value *columns, int count, ch
     out->expires_at = columns[6].type == STORE_INTEGER ? columns[6].integer : 0;
     out->latest_snapshot = columns[7].type == STORE_INTEGER ? columns[7].integer : 0;
     out->call_count = columns[8].integer;
-    copy_text(out->owner, sizeof out->owner, &columns[9]);
+    store_copy_text(out->owner, sizeof out->owner, &columns[9]);
     out->epoch = columns[10].integer;
     return 0;
 }
@@ -499,7 +498,7 @@ static int session_load(store *store, const char *id, store_session *out, char *
     out->id[0] = '\0';
     int result = RUN(store, session_select, read_session, out, error, TEXT(id));
     if (result != CAP_OK) return result;
-    if (!out->id[0]) return fail(error, STORE_ENOTFOUND, "no session '%s'", id);
+    if (!out->id[0]) return store_fail(error, STORE_ENOTFOUND, "no session '%s'", id);
     return CAP_OK;
 }
 
@@ -508,7 +507,7 @@ static int session_unusable(store *store, const char *id, char *error) {
     store_session session;
     int result = session_load(store, id, &session, error);
     if (result != CAP_OK) return result;
-    return fail(error, STORE_ECONFLICT, "session '%s' has expired", id);
+    return store_fail(error, STORE_ECONFLICT, "session '%s' has expired", id);
 }
 
 static int session_insert_row(store *store, const char *id, const char *principal,
@@ -520,26 +519,26 @@ static int session_insert_row(store *store, const char *id, const char *principa
                      ttl_ms > 0 ? INTEGER(now + ttl_ms) : NOTHING,
                      strcmp(status, "live") == 0 ? TEXT(store->node) : NOTHING);
     if (result == CAP_OK && inserted.rows == 0)
-        result = fail(error, STORE_EEXIST, "session '%s' exists already", id);
+        result = store_fail(error, STORE_EEXIST, "session '%s' exists already", id);
     return result;
 }
 
 int store_session_create(store *store, const char *id, const char *principal, int64_t ttl_ms,
                          char *error) {
-    int result = check_name(id, "session id", 0, error);
-    if (result == CAP_OK) result = check_name(principal ? principal : "", "principal", 1, error);
-    if (result == CAP_OK && ttl_ms < 0) result = fail(error, CAP_EINVAL, "negative ttl");
+    int result = store_check_name(id, "session id", 0, error);
+    if (result == CAP_OK) result = store_check_name(principal ? principal : "", "principal", 1, error);
+    if (result == CAP_OK && ttl_ms < 0) result = store_fail(error, CAP_EINVAL, "negative ttl");
     if (result != CAP_OK) return result;
     return session_insert_row(store, id, principal ? principal : "", "live", ttl_ms, error);
 }
 
 int store_session_get(store *store, const char *id, store_session *out, char *error) {
-    int result = check_name(id, "session id", 0, error);
+    int result = store_check_name(id, "session id", 0, error);
     return result != CAP_OK ? result : session_load(store, id, out, error);
 }
 
 int store_session_touch(store *store, const char *id, char *error) {
-    int result = check_name(id, "session id", 0, error);
+    int result = store_check_name(id, "session id", 0, error);
     if (result != CAP_OK) return result;
     integers updated = {0};
     result = RUN(store, session_touch, collect_integers, &updated, error, TEXT(id),
@@ -550,10 +549,10 @@ int store_session_touch(store *store, const char *id, char *error) {
 
 int store_session_set_status(store *store, const char *id, store_session_status status,
                              char *error) {
-    int result = check_name(id, "session id", 0, error);
+    int result = store_check_name(id, "session id", 0, error);
     if (result != CAP_OK) return result;
     if (status != STORE_SESSION_LIVE && status != STORE_SESSION_PARKED)
-        return fail(error, CAP_EINVAL, "a session is set live or parked; store_expire expires");
+        return store_fail(error, CAP_EINVAL, "a session is set live or parked; store_expire expires");
     integers updated = {0};
     result = RUN(store, session_set_status, collect_integers, &updated, error, TEXT(id),
                  TEXT(session_statuses[status]),
@@ -581,7 +580,7 @@ static const char session_claim[] =
 
 int store_session_claim(store *store, const char *id, int64_t *epoch, char *error) {
     if (epoch) *epoch = 0;
-    int result = check_name(id, "session id", 0, error);
+    int result = store_check_name(id, "session id", 0, error);
     if (result != CAP_OK) return result;
     if ((result = store_write_begin(store, error)) != CAP_OK) return result;
     int64_t now = store_now(store);
@@ -600,7 +599,7 @@ int store_session_claim(store *store, const char *id, int64_t *epoch, char *erro
             strcmp(session.owner, store->node) == 0)
             claimed.value[0] = session.epoch; /* already this node's */
         else if (result == CAP_OK)
-            result = fail(error, STORE_EBUSY, "session '%s' is live on node %s, whose lease holds",
+            result = store_fail(error, STORE_EBUSY, "session '%s' is live on node %s, whose lease holds",
                           id, session.owner);
     }
     result = store_write_end(store, result, error);
@@ -609,7 +608,7 @@ int store_session_claim(store *store, const char *id, int64_t *epoch, char *erro
 }
 
 int store_session_delete(store *store, const char *id, char *error) {
-    int result = check_name(id, "session id", 0, error);
+    int result = store_check_name(id, "session id", 0, error);
     if (result != CAP_OK) return result;
     if ((result = store_write_begin(store, error)) != CAP_OK) return result;
     integers deleted = {0};
@@ -619,7 +618,7 @@ int store_session_delete(store *store, const char *id, char *error) {
     if (result == CAP_OK)
         result = RUN(store, session_delete, collect_integers, &deleted, error, TEXT(id));
     if (result == CAP_OK && deleted.rows == 0)
-        result = fail(error, STORE_ENOTFOUND, "no session '%s'", id);
+        result = store_fail(error, STORE_ENOTFOUND, "no session '%s'", id);
     return store_write_end(store, result, error);
 }
 
@@ -633,17 +632,17 @@ static const char session_set_latest[] = "UPDATE sessions SET latest_snapshot = 
 
 int store_session_fork(store *store, const char *source, const char *id, const char *principal,
                        int64_t ttl_ms, char *error) {
-    int result = check_name(source, "source session id", 0, error);
-    if (result == CAP_OK) result = check_name(id, "session id", 0, error);
-    if (result == CAP_OK) result = check_name(principal ? principal : "", "principal", 1, error);
-    if (result == CAP_OK && ttl_ms < 0) result = fail(error, CAP_EINVAL, "negative ttl");
+    int result = store_check_name(source, "source session id", 0, error);
+    if (result == CAP_OK) result = store_check_name(id, "session id", 0, error);
+    if (result == CAP_OK) result = store_check_name(principal ? principal : "", "principal", 1, error);
+    if (result == CAP_OK && ttl_ms < 0) result = store_fail(error, CAP_EINVAL, "negative ttl");
     if (result != CAP_OK) return result;
     if ((result = store_write_begin(store, error)) != CAP_OK) return result;
     store_session from;
     integers copy = {0};
     result = session_load(store, source, &from, error);
     if (result == CAP_OK && !from.latest_snapshot)
-        result = fail(error, STORE_ENOTFOUND, "session '%s' has no snapshot to fork", source);
+        result = store_fail(error, STORE_ENOTFOUND, "session '%s' has no snapshot to fork", source);
     if (result == CAP_OK)
         result = session_insert_row(store, id, principal ? principal : "", "parked", ttl_ms, error);
     if (result == CAP_OK)
@@ -681,16 +680,16 @@ static int blob_insert_if_absent(store *store, const void *data, size_t size,
     if (result != CAP_OK || present.rows) return result;
     size_t bound = ZSTD_compressBound(size);
     if (!store->compressor && !(store->compressor = ZSTD_createCCtx()))
-        return fail(error, CAP_ENOMEM, "out of memory");
+        return store_fail(error, CAP_ENOMEM, "out of memory");
     if (store->scratch_size < bound) {
         void *larger = realloc(store->scratch, bound);
-        if (!larger) return fail(error, CAP_ENOMEM, "out of memory");
+        if (!larger) return store_fail(error, CAP_ENOMEM, "out of memory");
         store->scratch = larger;
         store->scratch_size = bound;
     }
     size_t stored =
         ZSTD_compressCCtx(store->compressor, store->scratch, bound, data, size, COMPRESSION_LEVEL);
-    if (ZSTD_isError(stored)) return fail(error, CAP_EIO, "zstd: %s", ZSTD_getErrorName(stored));
+    if (ZSTD_isError(stored)) return store_fail(error, CAP_EIO, "zstd: %s", ZSTD_getErrorName(stored));
     integers inserted = {0};
     result = RUN(store, blob_insert, collect_integers, &inserted, error,
                  BLOB(hash, STORE_HASH_SIZE), INTEGER((int64_t)size), INTEGER((int64_t)stored),
@@ -719,32 +718,32 @@ static int blob_decode(store *store, const uint8_t hash[STORE_HASH_SIZE],
     hex(hash, name);
     if (raw_size->type != STORE_INTEGER || data->type != STORE_BLOB || raw_size->integer < 0 ||
         raw_size->integer > STORE_BLOB_MAX)
-        return fail(error, STORE_ECORRUPT, "blob %s: malformed row", name);
+        return store_fail(error, STORE_ECORRUPT, "blob %s: malformed row", name);
     size_t size = (size_t)raw_size->integer;
     if (expected_size && size != expected_size)
-        return fail(error, STORE_ECORRUPT, "blob %s: %zu bytes where %zu are expected", name, size,
+        return store_fail(error, STORE_ECORRUPT, "blob %s: %zu bytes where %zu are expected", name, size,
                     expected_size);
     unsigned long long declared = ZSTD_getFrameContentSize(data->bytes, data->size);
     if (declared != size)
-        return fail(error, STORE_ECORRUPT, "blob %s: not a zstd frame of %zu bytes", name, size);
+        return store_fail(error, STORE_ECORRUPT, "blob %s: not a zstd frame of %zu bytes", name, size);
     if (!store->decompressor && !(store->decompressor = ZSTD_createDCtx()))
-        return fail(error, CAP_ENOMEM, "out of memory");
+        return store_fail(error, CAP_ENOMEM, "out of memory");
     void *bytes = into ? into : malloc(size ? size : 1);
-    if (!bytes) return fail(error, CAP_ENOMEM, "out of memory");
+    if (!bytes) return store_fail(error, CAP_ENOMEM, "out of memory");
     size_t produced =
         ZSTD_decompressDCtx(store->decompressor, bytes, size, data->bytes, data->size);
     uint8_t actual[STORE_HASH_SIZE];
     int result = CAP_OK;
     if (ZSTD_isError(produced)) {
-        result = fail(error, STORE_ECORRUPT, "blob %s: does not decompress: %s", name,
+        result = store_fail(error, STORE_ECORRUPT, "blob %s: does not decompress: %s", name,
                       ZSTD_getErrorName(produced));
     } else if (produced != size) {
-        result = fail(error, STORE_ECORRUPT, "blob %s: decompresses to %zu bytes, not %zu", name,
+        result = store_fail(error, STORE_ECORRUPT, "blob %s: decompresses to %zu bytes, not %zu", name,
                       produced, size);
     } else {
         store_hash(bytes, size, actual);
         if (memcmp(actual, hash, STORE_HASH_SIZE) != 0)
-            result = fail(error, STORE_ECORRUPT, "blob %s: its bytes do not match its hash", name);
+            result = store_fail(error, STORE_ECORRUPT, "blob %s: its bytes do not match its hash", name);
     }
     if (result != CAP_OK) {
         if (!into) free(bytes);
@@ -765,8 +764,8 @@ static int usage_over_quota(store *store, int *over, char *error) {
 
 int store_blob_put(store *store, const void *data, size_t size, uint8_t hash[STORE_HASH_SIZE],
                    char *error) {
-    if (!data && size) return fail(error, CAP_EINVAL, "blob without bytes");
-    if (size > STORE_BLOB_MAX) return fail(error, CAP_EINVAL, "blob of %zu bytes: too large", size);
+    if (!data && size) return store_fail(error, CAP_EINVAL, "blob without bytes");
+    if (size > STORE_BLOB_MAX) return store_fail(error, CAP_EINVAL, "blob of %zu bytes: too large", size);
     store_hash(data, size, hash);
     int result = store_write_begin(store, error);
     if (result != CAP_OK) return result;
@@ -777,7 +776,7 @@ int store_blob_put(store *store, const void *data, size_t size, uint8_t hash[STO
     if (result == CAP_OK) result = usage_over_quota(store, &over, error);
     if (result == CAP_OK && over)
         result =
-            fail(error, STORE_EQUOTA, "blob of %zu bytes: the store's quota (%llu bytes) is full",
+            store_fail(error, STORE_EQUOTA, "blob of %zu bytes: the store's quota (%llu bytes) is full",
                  size, (unsigned long long)store->quota);
     return store_write_end(store, result, error);
 }
@@ -809,7 +808,7 @@ int store_blob_get(store *store, const uint8_t hash[STORE_HASH_SIZE], void **dat
     if (!read.found) {
         char name[17];
         hex(hash, name);
-        return fail(error, STORE_ENOTFOUND, "no blob %s", name);
+        return store_fail(error, STORE_ENOTFOUND, "no blob %s", name);
     }
     *data = read.data;
     *size = read.size;
@@ -881,7 +880,7 @@ static int make_room(store *store, const char *keep, char *error) {
         result = RUN(store, sessions_expire_oldest, collect_integers, &expired, error, TEXT(keep));
         if (result != CAP_OK) return result;
         if (!expired.rows)
-            return fail(error, STORE_EQUOTA,
+            return store_fail(error, STORE_EQUOTA,
                         "the snapshot does not fit in the store's quota (%llu bytes)",
                         (unsigned long long)store->quota);
         result = store_run(store, expired_snapshots_delete, NULL, 0, NULL, NULL, error);
@@ -958,7 +957,7 @@ typedef struct present_hashes {
 static int mark_present(void *context, const store_value *columns, int count, char *error) {
     present_hashes *batch = context;
     if (count < 1 || columns[0].type != STORE_BLOB || columns[0].size != STORE_HASH_SIZE)
-        return fail(error, STORE_ECORRUPT, "malformed blob hash");
+        return store_fail(error, STORE_ECORRUPT, "malformed blob hash");
     for (size_t i = 0; i < BATCH; i++)
         if (memcmp(columns[0].bytes, batch->hashes + batch->which[i] * STORE_HASH_SIZE,
                    STORE_HASH_SIZE) == 0)
@@ -1018,10 +1017,10 @@ static int blobs_insert_batch(store *store, const store_snapshot_data *snapshot,
     }
     size_t size = snapshot->page_size, bound = ZSTD_compressBound(size);
     if (!store->compressor && !(store->compressor = ZSTD_createCCtx()))
-        return fail(error, CAP_ENOMEM, "out of memory");
+        return store_fail(error, CAP_ENOMEM, "out of memory");
     if (store->batch_scratch_size < BATCH * bound) {
         void *larger = realloc(store->batch_scratch, BATCH * bound);
-        if (!larger) return fail(error, CAP_ENOMEM, "out of memory");
+        if (!larger) return store_fail(error, CAP_ENOMEM, "out of memory");
         store->batch_scratch = larger;
         store->batch_scratch_size = BATCH * bound;
     }
@@ -1031,7 +1030,7 @@ static int blobs_insert_batch(store *store, const store_snapshot_data *snapshot,
         size_t stored = ZSTD_compressCCtx(store->compressor, out, bound,
                                           snapshot->pages[which[i]].data, size, COMPRESSION_LEVEL);
         if (ZSTD_isError(stored))
-            return fail(error, CAP_EIO, "zstd: %s", ZSTD_getErrorName(stored));
+            return store_fail(error, CAP_EIO, "zstd: %s", ZSTD_getErrorName(stored));
         values[5 * i] = BLOB(hashes + which[i] * STORE_HASH_SIZE, STORE_HASH_SIZE);
         values[5 * i + 1] = INTEGER((int64_t)size);
         values[5 * i + 2] = INTEGER((int64_t)stored);
@@ -1082,7 +1081,7 @@ static int blobs_check_present(store *store, const store_snapshot_data *snapshot
         if (!present.rows) {
             char name[17];
             hex(hash, name);
-            return fail(error, STORE_ENOTFOUND, "page %u names blob %s, which is not stored",
+            return store_fail(error, STORE_ENOTFOUND, "page %u names blob %s, which is not stored",
                         snapshot->pages[which[i]].index, name);
         }
     }
@@ -1090,19 +1089,19 @@ static int blobs_check_present(store *store, const store_snapshot_data *snapshot
 }
 
 static int check_snapshot(const store_snapshot_data *snapshot, char *error) {
-    int result = check_name(snapshot->build_id, "build id", 0, error);
+    int result = store_check_name(snapshot->build_id, "build id", 0, error);
     if (result != CAP_OK) return result;
-    if (!snapshot->manifest) return fail(error, CAP_EINVAL, "snapshot without a manifest");
+    if (!snapshot->manifest) return store_fail(error, CAP_EINVAL, "snapshot without a manifest");
     if (snapshot->page_size < 512 || snapshot->page_size > STORE_BLOB_MAX)
-        return fail(error, CAP_EINVAL, "page size %u out of range", snapshot->page_size);
-    if (snapshot->page_count && !snapshot->pages) return fail(error, CAP_EINVAL, "no pages");
+        return store_fail(error, CAP_EINVAL, "page size %u out of range", snapshot->page_size);
+    if (snapshot->page_count && !snapshot->pages) return store_fail(error, CAP_EINVAL, "no pages");
     for (size_t i = 0; i < snapshot->page_count; i++) {
         const store_page *page = &snapshot->pages[i];
         if (i && page->index <= snapshot->pages[i - 1].index)
-            return fail(error, CAP_EINVAL, "pages not in increasing index order at page %u",
+            return store_fail(error, CAP_EINVAL, "pages not in increasing index order at page %u",
                         page->index);
         if (!page->data && !page->hash)
-            return fail(error, CAP_EINVAL, "page %u has neither bytes nor a hash", page->index);
+            return store_fail(error, CAP_EINVAL, "page %u has neither bytes nor a hash", page->index);
     }
     return CAP_OK;
 }
@@ -1136,14 +1135,14 @@ static const char snapshot_page_delete[] =
 static int read_page_row(void *context, const store_value *columns, int count, char *error) {
     page_rows *previous = context;
     if (count < 2 || columns[1].type != STORE_BLOB || columns[1].size != STORE_HASH_SIZE)
-        return fail(error, STORE_ECORRUPT, "snapshot %lld: malformed page row",
+        return store_fail(error, STORE_ECORRUPT, "snapshot %lld: malformed page row",
                     (long long)previous->id);
     if (previous->count == previous->capacity) {
         size_t capacity = previous->capacity ? 2 * previous->capacity : 256;
         uint32_t *indexes = realloc(previous->indexes, capacity * sizeof *indexes);
         if (indexes) previous->indexes = indexes;
         uint8_t *hashes = indexes ? realloc(previous->hashes, capacity * STORE_HASH_SIZE) : NULL;
-        if (!hashes) return fail(error, CAP_ENOMEM, "out of memory");
+        if (!hashes) return store_fail(error, CAP_ENOMEM, "out of memory");
         previous->hashes = hashes;
         previous->capacity = capacity;
     }
@@ -1245,7 +1244,7 @@ static int snapshot_write_in_transaction(store *store, const char *session, int6
     pthread_once(&batch_once, batch_statements);
     page_rows previous = {0};
     uint8_t *same = calloc(snapshot->page_count ? snapshot->page_count : 1, 1);
-    if (!same) return fail(error, CAP_ENOMEM, "out of memory");
+    if (!same) return store_fail(error, CAP_ENOMEM, "out of memory");
     result = read_previous(store, session, &previous, error);
     if (result == CAP_OK && previous.id && previous.page_size != snapshot->page_size) {
         previous.id = 0; /* a new snapshot; the old one is deleted below */
@@ -1308,7 +1307,7 @@ static int snapshot_prepare(const store_snapshot_data *snapshot, uint8_t **hashe
     int result = check_snapshot(snapshot, error);
     if (result != CAP_OK) return result;
     *hashes = malloc(snapshot->page_count ? snapshot->page_count * STORE_HASH_SIZE : 1);
-    if (!*hashes) return fail(error, CAP_ENOMEM, "out of memory");
+    if (!*hashes) return store_fail(error, CAP_ENOMEM, "out of memory");
     for (size_t i = 0; i < snapshot->page_count; i++) {
         const store_page *page = &snapshot->pages[i];
         if (page->data && !page->hash)
@@ -1329,7 +1328,7 @@ typedef struct text_column {
 static int collect_text(void *context, const store_value *columns, int count, char *error) {
     (void)error;
     text_column *out = context;
-    if (out->rows++ == 0 && count > 0) copy_text(out->text, sizeof out->text, &columns[0]);
+    if (out->rows++ == 0 && count > 0) store_copy_text(out->text, sizeof out->text, &columns[0]);
     return 0;
 }
 
@@ -1337,7 +1336,7 @@ static int collect_text(void *context, const store_value *columns, int count, ch
 static int collect_owner(void *context, const store_value *columns, int count, char *error) {
     (void)error;
     text_column *out = context;
-    if (out->rows++ == 0 && count > 2) copy_text(out->text, sizeof out->text, &columns[2]);
+    if (out->rows++ == 0 && count > 2) store_copy_text(out->text, sizeof out->text, &columns[2]);
     return 0;
 }
 
@@ -1346,18 +1345,18 @@ static int session_usable(store *store, const char *id, char *error) {
     text_column status = {0};
     int result = RUN(store, session_status_select, collect_text, &status, error, TEXT(id));
     if (result != CAP_OK) return result;
-    if (!status.rows) return fail(error, STORE_ENOTFOUND, "no session '%s'", id);
+    if (!status.rows) return store_fail(error, STORE_ENOTFOUND, "no session '%s'", id);
     if (strcmp(status.text, "expired") == 0)
-        return fail(error, STORE_ECONFLICT, "session '%s' has expired", id);
+        return store_fail(error, STORE_ECONFLICT, "session '%s' has expired", id);
     return CAP_OK;
 }
 
 int store_snapshot_write(store *store, const char *session, const store_snapshot_data *snapshot,
                          int64_t *snapshot_id, char *error) {
     if (snapshot_id) *snapshot_id = 0;
-    int result = check_name(session, "session id", 0, error);
+    int result = store_check_name(session, "session id", 0, error);
     if (result != CAP_OK) return result;
-    if (!snapshot) return fail(error, CAP_EINVAL, "no snapshot");
+    if (!snapshot) return store_fail(error, CAP_EINVAL, "no snapshot");
     uint8_t *hashes;
     if ((result = snapshot_prepare(snapshot, &hashes, error)) != CAP_OK) return result;
     if ((result = store_write_begin(store, error)) == CAP_OK) {
@@ -1386,10 +1385,10 @@ static int read_snapshot(void *context, const store_value *columns, int count, c
     out->call_seq = columns[1].type == STORE_INTEGER ? columns[1].integer : 0;
     out->page_size = (uint32_t)columns[2].integer;
     out->created_at = columns[3].integer;
-    copy_text(out->session, sizeof out->session, &columns[4]);
-    copy_text(out->build_id, sizeof out->build_id, &columns[5]);
-    out->manifest = duplicate_text(&columns[6]);
-    return out->manifest ? 0 : fail(error, CAP_ENOMEM, "out of memory");
+    store_copy_text(out->session, sizeof out->session, &columns[4]);
+    store_copy_text(out->build_id, sizeof out->build_id, &columns[5]);
+    out->manifest = store_duplicate_text(&columns[6]);
+    return out->manifest ? 0 : store_fail(error, CAP_ENOMEM, "out of memory");
 }
 
 typedef struct page_list {
@@ -1401,12 +1400,12 @@ static int read_page_reference(void *context, const store_value *columns, int co
     page_list *list = context;
     store_snapshot *snapshot = list->snapshot;
     if (count < 2 || columns[1].type != STORE_BLOB || columns[1].size != STORE_HASH_SIZE)
-        return fail(error, STORE_ECORRUPT, "snapshot %lld: malformed page row",
+        return store_fail(error, STORE_ECORRUPT, "snapshot %lld: malformed page row",
                     (long long)snapshot->id);
     if (snapshot->page_count == list->capacity) {
         size_t capacity = list->capacity ? 2 * list->capacity : 64;
         void *larger = realloc(snapshot->pages, capacity * sizeof *snapshot->pages);
-        if (!larger) return fail(error, CAP_ENOMEM, "out of memory");
+        if (!larger) return store_fail(error, CAP_ENOMEM, "out of memory");
         snapshot->pages = larger;
         list->capacity = capacity;
     }
@@ -1418,7 +1417,7 @@ static int read_page_reference(void *context, const store_value *columns, int co
 
 int store_snapshot_latest(store *store, const char *session, store_snapshot *out, char *error) {
     memset(out, 0, sizeof *out);
-    int result = check_name(session, "session id", 0, error);
+    int result = store_check_name(session, "session id", 0, error);
     if (result != CAP_OK) return result;
     if ((result = store->backend->begin(store->connection, 0, error)) != CAP_OK) return result;
     result = RUN(store, snapshot_latest_select, read_snapshot, out, error, TEXT(session));
@@ -1426,7 +1425,7 @@ int store_snapshot_latest(store *store, const char *session, store_snapshot *out
         store_session exists;
         result = session_load(store, session, &exists, error);
         if (result == CAP_OK)
-            result = fail(error, STORE_ENOTFOUND, "session '%s' has no snapshot", session);
+            result = store_fail(error, STORE_ENOTFOUND, "session '%s' has no snapshot", session);
     }
     page_list list = {.snapshot = out};
     if (result == CAP_OK)
@@ -1460,7 +1459,7 @@ static int decode_into_slots(void *context, const store_value *columns, int coun
                              char *error) {
     blob_slots *slots = context;
     if (count < 3 || columns[0].type != STORE_BLOB || columns[0].size != STORE_HASH_SIZE)
-        return fail(error, STORE_ECORRUPT, "malformed blob row");
+        return store_fail(error, STORE_ECORRUPT, "malformed blob row");
     int decoded = -1;
     for (int i = 0; i < BATCH; i++) {
         if (slots->loaded[i] ||
@@ -1493,7 +1492,7 @@ int store_snapshot_read_wanted_pages(store *store, int64_t snapshot_id,
                                      int (*page)(void *context, uint32_t index, const void *bytes,
                                                  size_t size),
                                      void *context, char *error) {
-    if (!page) return fail(error, CAP_EINVAL, "no page function");
+    if (!page) return store_fail(error, CAP_EINVAL, "no page function");
     pthread_once(&batch_once, batch_statements);
     int result = store->backend->begin(store->connection, 0, error);
     if (result != CAP_OK) return result;
@@ -1503,14 +1502,14 @@ int store_snapshot_read_wanted_pages(store *store, int64_t snapshot_id,
     result =
         RUN(store, snapshot_page_size_select, collect_integers, &size, error, INTEGER(snapshot_id));
     if (result == CAP_OK && !size.rows)
-        result = fail(error, STORE_ENOTFOUND, "no snapshot %lld", (long long)snapshot_id);
+        result = store_fail(error, STORE_ENOTFOUND, "no snapshot %lld", (long long)snapshot_id);
     if (result == CAP_OK && (size.value[0] < 512 || size.value[0] > STORE_BLOB_MAX))
-        result = fail(error, STORE_ECORRUPT, "snapshot %lld: page size %lld",
+        result = store_fail(error, STORE_ECORRUPT, "snapshot %lld: page size %lld",
                       (long long)snapshot_id, (long long)size.value[0]);
     if (result == CAP_OK) {
         slots.page_size = (uint32_t)size.value[0];
         if (!(slots.buffers = malloc((size_t)BATCH * slots.page_size)))
-            result = fail(error, CAP_ENOMEM, "out of memory");
+            result = store_fail(error, CAP_ENOMEM, "out of memory");
     }
     if (result == CAP_OK)
         result = RUN(store, snapshot_rows_select, read_page_row, &rows, error,
@@ -1539,7 +1538,7 @@ int store_snapshot_read_wanted_pages(store *store, int64_t snapshot_id,
         for (size_t i = 0; i < BATCH && start + i < wanted && result == CAP_OK; i++) {
             uint32_t index = rows.indexes[start + i];
             if (!slots.loaded[i]) {
-                result = fail(error, STORE_ECORRUPT, "page %u: its blob is missing", index);
+                result = store_fail(error, STORE_ECORRUPT, "page %u: its blob is missing", index);
             } else {
                 result = page(context, index, slots.buffers + i * slots.page_size, slots.page_size);
                 if (result && error) error[0] = '\0';
@@ -1586,16 +1585,16 @@ static const char call_epochs_select[] =
 static int read_call(store_call *out, const store_value *columns, int count, char *error) {
     if (count < 8) return malformed_row(count, 8, error);
     memset(out, 0, sizeof *out);
-    copy_text(out->session, sizeof out->session, &columns[0]);
+    store_copy_text(out->session, sizeof out->session, &columns[0]);
     out->seq = columns[1].integer;
-    copy_text(out->idempotency_key, sizeof out->idempotency_key, &columns[2]);
-    copy_text(out->status, sizeof out->status, &columns[3]);
+    store_copy_text(out->idempotency_key, sizeof out->idempotency_key, &columns[2]);
+    store_copy_text(out->status, sizeof out->status, &columns[3]);
     if (columns[4].type == STORE_BLOB && columns[4].size == STORE_HASH_SIZE) {
         memcpy(out->request_hash, columns[4].bytes, STORE_HASH_SIZE);
         out->has_request_hash = 1;
     }
-    if (columns[5].type == STORE_TEXT && !(out->result = duplicate_text(&columns[5])))
-        return fail(error, CAP_ENOMEM, "out of memory");
+    if (columns[5].type == STORE_TEXT && !(out->result = store_duplicate_text(&columns[5])))
+        return store_fail(error, CAP_ENOMEM, "out of memory");
     out->started_at = columns[6].integer;
     out->finished_at = columns[7].type == STORE_INTEGER ? columns[7].integer : 0;
     return 0;
@@ -1623,7 +1622,7 @@ static int read_listed_call(void *context, const store_value *columns, int count
     if (list->count == list->capacity) {
         size_t capacity = list->capacity ? 2 * list->capacity : 16;
         void *larger = realloc(list->calls, capacity * sizeof *list->calls);
-        if (!larger) return fail(error, CAP_ENOMEM, "out of memory");
+        if (!larger) return store_fail(error, CAP_ENOMEM, "out of memory");
         list->calls = larger;
         list->capacity = capacity;
     }
@@ -1647,8 +1646,8 @@ int store_call_begin(store *store, const char *session, const char *key,
                      char *error) {
     memset(out, 0, sizeof *out);
     *replayed = 0;
-    int result = check_name(session, "session id", 0, error);
-    if (result == CAP_OK && key) result = check_name(key, "idempotency key", 0, error);
+    int result = store_check_name(session, "session id", 0, error);
+    if (result == CAP_OK && key) result = store_check_name(key, "idempotency key", 0, error);
     if (result != CAP_OK) return result;
     if ((result = store_write_begin(store, error)) != CAP_OK) return result;
     result = session_usable(store, session, error);
@@ -1671,11 +1670,11 @@ int store_call_begin(store *store, const char *session, const char *key,
                 out->has_request_hash == (request_hash != NULL) &&
                 (!request_hash || memcmp(out->request_hash, request_hash, STORE_HASH_SIZE) == 0);
             if (!same_request) {
-                result = fail(error, STORE_ECONFLICT,
+                result = store_fail(error, STORE_ECONFLICT,
                               "idempotency key '%s' was used for another request (call %lld)", key,
                               (long long)out->seq);
             } else if (strcmp(out->status, "running") == 0) {
-                result = fail(error, STORE_EBUSY,
+                result = store_fail(error, STORE_EBUSY,
                               "the call with idempotency key '%s' is still running", key);
             } else if (strcmp(out->status, "interrupted") == 0) {
                 /* It never finished, so no client saw a result: run it
@@ -1722,7 +1721,7 @@ static int call_not_running(store *store, const char *session, int64_t seq, char
         RUN(store, call_by_seq_select, read_one_call, &read, error, TEXT(session), INTEGER(seq));
     if (result != CAP_OK) return result;
     if (!read.rows)
-        return fail(error, STORE_ENOTFOUND, "session '%s' has no call %lld", session,
+        return store_fail(error, STORE_ENOTFOUND, "session '%s' has no call %lld", session,
                     (long long)seq);
     if (strcmp(call.status, "running") == 0) {
         store_call_clear(&call);
@@ -1735,13 +1734,13 @@ static int call_not_running(store *store, const char *session, int64_t seq, char
             result = RUN(store, call_epochs_select, collect_owner, &owner, error, TEXT(session),
                          INTEGER(seq));
         if (result != CAP_OK) return result;
-        return fail(error, STORE_ECONFLICT,
+        return store_fail(error, STORE_ECONFLICT,
                     "call %lld of session '%s' began in epoch %lld; the session is in epoch %lld"
                     " now, held by %s: its result is not committed",
                     (long long)seq, session, (long long)epochs.value[0],
                     (long long)epochs.value[1], owner.text[0] ? owner.text : "no node");
     }
-    result = fail(error, STORE_ECONFLICT, "call %lld of session '%s' is %s, not running",
+    result = store_fail(error, STORE_ECONFLICT, "call %lld of session '%s' is %s, not running",
                   (long long)seq, session, call.status);
     store_call_clear(&call);
     return result;
@@ -1751,11 +1750,11 @@ int store_call_finish(store *store, const char *session, int64_t seq, const char
                       const char *result_json, const store_snapshot_data *snapshot,
                       int64_t *snapshot_id, char *error) {
     if (snapshot_id) *snapshot_id = 0;
-    int result = check_name(session, "session id", 0, error);
+    int result = store_check_name(session, "session id", 0, error);
     if (result != CAP_OK) return result;
     if (!status || !status[0] || strlen(status) >= STORE_STATUS_SIZE ||
         strcmp(status, "running") == 0 || strcmp(status, "interrupted") == 0)
-        return fail(error, CAP_EINVAL, "'%.40s' is not a status a call finishes with",
+        return store_fail(error, CAP_EINVAL, "'%.40s' is not a status a call finishes with",
                     status ? status : "");
     uint8_t *hashes = NULL;
     if (snapshot && (result = snapshot_prepare(snapshot, &hashes, error)) != CAP_OK) return result;
@@ -1779,14 +1778,14 @@ int store_call_finish(store *store, const char *session, int64_t seq, const char
 
 int store_call_get(store *store, const char *session, int64_t seq, store_call *out, char *error) {
     memset(out, 0, sizeof *out);
-    int result = check_name(session, "session id", 0, error);
+    int result = store_check_name(session, "session id", 0, error);
     if (result != CAP_OK) return result;
     call_read read = {.call = out};
     result =
         RUN(store, call_by_seq_select, read_one_call, &read, error, TEXT(session), INTEGER(seq));
     if (result == CAP_OK && !read.rows)
         result =
-            fail(error, STORE_ENOTFOUND, "session '%s' has no call %lld", session, (long long)seq);
+            store_fail(error, STORE_ENOTFOUND, "session '%s' has no call %lld", session, (long long)seq);
     return result;
 }
 
@@ -1794,7 +1793,7 @@ int store_call_list(store *store, const char *session, int64_t after_seq, size_t
                     store_call **calls, size_t *count, char *error) {
     *calls = NULL;
     *count = 0;
-    int result = check_name(session, "session id", 0, error);
+    int result = store_check_name(session, "session id", 0, error);
     if (result != CAP_OK) return result;
     if ((result = store->backend->begin(store->connection, 0, error)) != CAP_OK) return result;
     store_session exists;
@@ -1856,8 +1855,8 @@ static const char task_select[] =
 
 int store_task_create(store *store, const char *id, const char *principal, int64_t ttl_ms,
                       char *error) {
-    int result = check_name(id, "task id", 0, error);
-    if (result == CAP_OK) result = check_name(principal, "principal", 1, error);
+    int result = store_check_name(id, "task id", 0, error);
+    if (result == CAP_OK) result = store_check_name(principal, "principal", 1, error);
     if (result == CAP_OK) result = store_write_begin(store, error);
     if (result != CAP_OK) return result;
     int64_t now = store_now(store);
@@ -1867,13 +1866,13 @@ int store_task_create(store *store, const char *id, const char *principal, int64
         result = RUN(store, task_insert, collect_integers, &inserted, error, TEXT(id),
                      TEXT(principal), TEXT(store->node), INTEGER(now), INTEGER(now + ttl_ms));
     if (result == CAP_OK && !inserted.rows)
-        result = fail(error, STORE_EEXIST, "a task named '%s' exists already", id);
+        result = store_fail(error, STORE_EEXIST, "a task named '%s' exists already", id);
     return store_write_end(store, result, error);
 }
 
 int store_task_finish(store *store, const char *id, const char *status, const char *message,
                       const char *payload, char *error) {
-    int result = check_name(id, "task id", 0, error);
+    int result = store_check_name(id, "task id", 0, error);
     if (result == CAP_OK) result = store_write_begin(store, error);
     if (result != CAP_OK) return result;
     integers updated = {0};
@@ -1881,7 +1880,7 @@ int store_task_finish(store *store, const char *id, const char *status, const ch
                  TEXT(status), message ? TEXT(message) : NOTHING,
                  payload ? TEXT(payload) : NOTHING, INTEGER(store_now(store)));
     if (result == CAP_OK && !updated.rows)
-        result = fail(error, STORE_ECONFLICT, "task '%s' is not working", id);
+        result = store_fail(error, STORE_ECONFLICT, "task '%s' is not working", id);
     return store_write_end(store, result, error);
 }
 
@@ -1897,31 +1896,31 @@ static int read_task(void *context, const store_value *columns, int count, char 
     if (count < 9) return malformed_row(count, 9, error);
     if (read->rows++) return 0;
     store_task *task = read->task;
-    copy_text(task->id, sizeof task->id, &columns[0]);
-    copy_text(task->principal, sizeof task->principal, &columns[1]);
-    copy_text(task->status, sizeof task->status, &columns[2]);
-    task->status_message = duplicate_text(&columns[3]);
-    task->payload = duplicate_text(&columns[4]);
+    store_copy_text(task->id, sizeof task->id, &columns[0]);
+    store_copy_text(task->principal, sizeof task->principal, &columns[1]);
+    store_copy_text(task->status, sizeof task->status, &columns[2]);
+    task->status_message = store_duplicate_text(&columns[3]);
+    task->payload = store_duplicate_text(&columns[4]);
     read->out_of_memory = (columns[3].type == STORE_TEXT && !task->status_message) ||
                           (columns[4].type == STORE_TEXT && !task->payload);
     task->created_at = columns[5].integer;
     task->updated_at = columns[6].integer;
     task->expires_at = columns[7].integer;
-    copy_text(read->node, sizeof read->node, &columns[8]);
+    store_copy_text(read->node, sizeof read->node, &columns[8]);
     return 0;
 }
 
 int store_task_get(store *store, const char *id, const char *interrupted_message,
                    const char *interrupted_payload, store_task *out, char *error) {
     memset(out, 0, sizeof *out);
-    int result = check_name(id, "task id", 0, error);
+    int result = store_check_name(id, "task id", 0, error);
     if (result != CAP_OK) return result;
     int64_t now = store_now(store);
     task_read read = {.task = out};
     result = RUN(store, task_select, read_task, &read, error, TEXT(id), INTEGER(now));
     if (result == CAP_OK && !read.rows)
-        return fail(error, STORE_ENOTFOUND, "no task '%s'", id);
-    if (result == CAP_OK && read.out_of_memory) result = fail(error, CAP_ENOMEM, "out of memory");
+        return store_fail(error, STORE_ENOTFOUND, "no task '%s'", id);
+    if (result == CAP_OK && read.out_of_memory) result = store_fail(error, CAP_ENOMEM, "out of memory");
     if (result != CAP_OK || strcmp(out->status, "working") != 0 ||
         strcmp(read.node, store->node) == 0) {
         if (result != CAP_OK) store_task_clear(out);
@@ -1938,8 +1937,8 @@ int store_task_get(store *store, const char *id, const char *interrupted_message
     read = (task_read){.task = out};
     if (result == CAP_OK)
         result = RUN(store, task_select, read_task, &read, error, TEXT(id), INTEGER(now));
-    if (result == CAP_OK && !read.rows) result = fail(error, STORE_ENOTFOUND, "no task '%s'", id);
-    if (result == CAP_OK && read.out_of_memory) result = fail(error, CAP_ENOMEM, "out of memory");
+    if (result == CAP_OK && !read.rows) result = store_fail(error, STORE_ENOTFOUND, "no task '%s'", id);
+    if (result == CAP_OK && read.out_of_memory) result = store_fail(error, CAP_ENOMEM, "out of memory");
     if (result != CAP_OK) store_task_clear(out);
     return result;
 }

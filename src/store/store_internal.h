@@ -22,4 +22,17 @@ int store_internal_write_end(store *store, int result, char *error);
 int64_t store_internal_now(store *store);
 const store_backend *store_internal_backend(const store *store);
 
+/* Shared helpers of the store's files.  store_fail writes "store: " and the
+ * message into `error` (CAP_ERROR_SIZE; NULL: none) and returns `code`;
+ * store_check_name refuses a missing name, or one of STORE_ID_SIZE bytes or
+ * more (or empty, unless allowed); store_copy_text copies a text column
+ * into a fixed buffer, cut to fit ("" for another type);
+ * store_duplicate_text a malloc'd copy (NULL for another type, or out of
+ * memory). */
+int store_fail(char *error, int code, const char *format, ...)
+    __attribute__((format(printf, 3, 4)));
+int store_check_name(const char *value, const char *what, int empty_allowed, char *error);
+void store_copy_text(char *destination, size_t size, const store_value *value);
+char *store_duplicate_text(const store_value *value);
+
 #endif
