@@ -2299,9 +2299,11 @@ static int task_active(const char *status) {
     return strcmp(status, "working") == 0 || strcmp(status, "input_required") == 0;
 }
 
-/* The task's fields common to CreateTaskResult and tasks/get, into `out`. */
+/* The task's fields common to CreateTaskResult and tasks/get, into `out`;
+ * `legacy`: in 2025-11-25's shape (Task), whose names are `ttl` and
+ * `pollInterval` (always given). */
 static void add_task_fields(cJSON *out, const char *id, const char *status, const char *message,
-                            int64_t created_ms, int64_t updated_ms) {
+                            int64_t created_ms, int64_t updated_ms, int legacy) {
     char created[32], updated[32];
     iso_time(created_ms, created);
     iso_time(updated_ms, updated);
@@ -2310,24 +2312,15 @@ static void add_task_fields(cJSON *out, const char *id, const char *status, cons
     if (message) cJSON_AddStringToObject(out, "statusMessage", message);
     cJSON_AddStringToObject(out, "createdAt", created);
     cJSON_AddStringToObject(out, "lastUpdatedAt", updated);
-    cJSON_AddNumberToObject(out, "ttlMs", TASK_TTL_MS);
-    if (task_active(status)) cJSON_AddNumberToObject(out, "pollIntervalMs", TASK_POLL_MS);
+    cJSON_AddNumberToObject(out, legacy ? "ttl" : "ttlMs", TASK_TTL_MS);
+    if (legacy || task_active(status))
+        cJSON_AddNumberToObject(out, legacy ? "pollInterval" : "pollIntervalMs", TASK_POLL_MS);
 }
 
-/* The same in 2025-11-25's shape (Task): `ttl` and `pollInterval`. */
 static cJSON *legacy_task(const char *id, const char *status, const char *message,
                           int64_t created_ms, int64_t updated_ms) {
     cJSON *out = cJSON_CreateObject();
-    char created[32], updated[32];
-    iso_time(created_ms, created);
-    iso_time(updated_ms, updated);
-    cJSON_AddStringToObject(out, "taskId", id);
-    cJSON_AddStringToObject(out, "status", status);
-    if (message) cJSON_AddStringToObject(out, "statusMessage", message);
-    cJSON_AddStringToObject(out, "createdAt", created);
-    cJSON_AddStringToObject(out, "lastUpdatedAt", updated);
-    cJSON_AddNumberToObject(out, "ttl", TASK_TTL_MS);
-    cJSON_AddNumberToObject(out, "pollInterval", TASK_POLL_MS);
+    add_task_fields(out, id, status, message, created_ms, updated_ms, 1);
     return out;
 }
 
@@ -2336,7 +2329,7 @@ static cJSON *legacy_task(const char *id, const char *status, const char *messag
 static cJSON *detailed_task(const char *id, const char *status, const char *message,
                             const char *payload, int64_t created_ms, int64_t updated_ms) {
     cJSON *out = cJSON_CreateObject();
-    add_task_fields(out, id, status, message, created_ms, updated_ms);
+    add_task_fields(out, id, status, message, created_ms, updated_ms, 0);
     int completed = strcmp(status, "completed") == 0, failed = strcmp(status, "failed") == 0;
     if (completed || failed) {
         cJSON *inlined = payload ? cJSON_Parse(payload) : NULL;
@@ -2678,7 +2671,7 @@ static void start_task(mcp_server *server, mcp_client *client, const cJSON *id, 
                               legacy_task(t->id, "working", NULL, t->created_ms, t->created_ms));
     } else {
         cJSON_AddStringToObject(result, "resultType", "task");
-        add_task_fields(result, t->id, "working", NULL, t->created_ms, t->created_ms);
+        add_task_fields(result, t->id, "working", NULL, t->created_ms, t->created_ms, 0);
     }
     send_result(to, id, result);
 }
