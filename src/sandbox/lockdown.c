@@ -16,8 +16,12 @@
 #include "lockdown.h"
 
 #include <errno.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <sched.h>
 #include <seccomp.h>
+#include <stdlib.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -44,27 +48,11 @@ static int set_limit(int resource, rlim_t value) {
     return setrlimit(resource, &limit) == 0 ? 0 : -errno;
 }
 
-int lockdown_worker(void) {
-    int rc = 0;
-    /* No files written through host descriptors, no new processes, no
-     * more descriptors than a run needs.  RLIMIT_AS stays generous: wasm2c
-     * reserves 8 GiB of address space per memory (guard pages). */
-    if (!rc) rc = set_limit(RLIMIT_FSIZE, 0);
-    if (!rc) rc = set_limit(RLIMIT_NPROC, 0);
-    if (!rc) rc = set_limit(RLIMIT_NOFILE, 64);
-    if (!rc) rc = set_limit(RLIMIT_CORE, 0);
-#ifndef __SANITIZE_ADDRESS__ /* ASan's shadow memory alone is terabytes of address space */
-    if (!rc) rc = set_limit(RLIMIT_AS, (rlim_t)64 << 30);
-#endif
-    if (rc) return rc;
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return -errno;
-    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) return -errno; /* no ptrace attach */
-
-#ifdef CAP_PROFILE_TRAINING
-    return 0; /* gcov writes profile files at exit: no filter while training */
-#endif
+/* The worker's filter, as libseccomp builds it; NULL when out of memory
+ * or a rule cannot be added. */
+static scmp_filter_ctx build_filter(void) {
     scmp_filter_ctx filter = seccomp_init(SCMP_ACT_KILL_PROCESS);
-    if (!filter) return -ENOMEM;
+    if (!filter) return NULL;
     static const int allowed[] = {
         /* the host channel and guest I/O through it */
         SCMP_SYS(read), SCMP_SYS(write), SCMP_SYS(readv), SCMP_SYS(writev),
@@ -86,6 +74,7 @@ int lockdown_worker(void) {
         SCMP_SYS(recvmsg),
         SCMP_SYS(exit), SCMP_SYS(exit_group),
     };
+    int rc = 0;
     for (size_t i = 0; i < sizeof allowed / sizeof allowed[0] && !rc; i++)
         rc = seccomp_rule_add(filter, SCMP_ACT_ALLOW, allowed[i], 0);
     /* Frames go out with send(MSG_NOSIGNAL) (frame.c): sendto on the
@@ -93,7 +82,67 @@ int lockdown_worker(void) {
     if (!rc)
         rc = seccomp_rule_add(filter, SCMP_ACT_ALLOW, SCMP_SYS(sendto), 2,
                               SCMP_A4(SCMP_CMP_EQ, 0), SCMP_A5(SCMP_CMP_EQ, 0));
-    if (!rc) rc = seccomp_load(filter);
+    if (rc) {
+        seccomp_release(filter);
+        return NULL;
+    }
+    return filter;
+}
+
+/* The filter as a BPF program, compiled once in the zygote: libseccomp
+ * builds it and probes the kernel with a dozen system calls, which each
+ * worker then paid at its start. */
+static struct {
+    struct sock_filter *filter;
+    unsigned short length;
+} prepared;
+
+void lockdown_prepare_worker(void) {
+    scmp_filter_ctx filter = build_filter();
+    int fd = filter ? memfd_create("capsule-seccomp", MFD_CLOEXEC) : -1;
+    if (fd >= 0 && seccomp_export_bpf(filter, fd) == 0) {
+        off_t size = lseek(fd, 0, SEEK_END);
+        struct sock_filter *program =
+            size > 0 && size % (off_t)sizeof *program == 0 && size / (off_t)sizeof *program <= BPF_MAXINSNS
+                ? malloc((size_t)size)
+                : NULL;
+        if (program && pread(fd, program, (size_t)size, 0) == size) {
+            prepared.filter = program;
+            prepared.length = (unsigned short)(size / (off_t)sizeof *program);
+        } else {
+            free(program);
+        }
+    }
+    if (fd >= 0) close(fd);
+    if (filter) seccomp_release(filter);
+}
+
+int lockdown_worker(void) {
+    int rc = 0;
+    /* No files written through host descriptors, no new processes, no
+     * more descriptors than a run needs.  RLIMIT_AS stays generous: wasm2c
+     * reserves 8 GiB of address space per memory (guard pages). */
+    if (!rc) rc = set_limit(RLIMIT_FSIZE, 0);
+    if (!rc) rc = set_limit(RLIMIT_NPROC, 0);
+    if (!rc) rc = set_limit(RLIMIT_NOFILE, 64);
+    if (!rc) rc = set_limit(RLIMIT_CORE, 0);
+#ifndef __SANITIZE_ADDRESS__ /* ASan's shadow memory alone is terabytes of address space */
+    if (!rc) rc = set_limit(RLIMIT_AS, (rlim_t)64 << 30);
+#endif
+    if (rc) return rc;
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return -errno;
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) return -errno; /* no ptrace attach */
+
+#ifdef CAP_PROFILE_TRAINING
+    return 0; /* gcov writes profile files at exit: no filter while training */
+#endif
+    if (prepared.filter) {
+        struct sock_fprog program = {prepared.length, prepared.filter};
+        return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &program) == 0 ? 0 : -errno;
+    }
+    scmp_filter_ctx filter = build_filter();
+    if (!filter) return -ENOMEM;
+    rc = seccomp_load(filter);
     seccomp_release(filter);
     return rc;
 }

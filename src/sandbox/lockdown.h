@@ -15,6 +15,9 @@ void lockdown_close_other_fds(const int *keep, int keep_count);
  * if it did.  Called once, in the zygote. */
 int lockdown_network_namespace(void);
 
+/* Compiles the workers' seccomp filter once, in the zygote, so that each
+ * worker only installs it; without it (it failed), each worker builds it. */
+void lockdown_prepare_worker(void);
 /* rlimits, no-new-privs, then the seccomp filter.  0 or a negative errno;
  * on failure the worker must not run guest code. */
 int lockdown_worker(void);

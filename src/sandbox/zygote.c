@@ -871,6 +871,7 @@ void zygote_main(const zygote_world *world, int control_fd) {
     int keep[] = {control_fd};
     lockdown_close_other_fds(keep, 1);
     lockdown_network_namespace();
+    lockdown_prepare_worker();
 
     int rc = build_world(world);
     if (rc) {
