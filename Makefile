@@ -276,7 +276,7 @@ PACKAGES_FUZZ_SOURCES := tests/fuzz/fuzz_packages.c src/deps/wheel.c src/deps/re
                          $(LIBRARIES_SOURCES)
 $(BUILD)/fuzz_packages: $(PACKAGES_FUZZ_SOURCES) src/deps/deps.c $(HEADERS)
 	@mkdir -p $(BUILD)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $(PACKAGES_FUZZ_SOURCES) -lcjson -lcrypto -lpthread
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(STORE_CFLAGS) -o $@ $(PACKAGES_FUZZ_SOURCES) -lcjson -lcrypto -lpthread
 
 # What the host parses of a worker's frames (the host side of the sandbox,
 # with a stub for the zygote).
