@@ -509,6 +509,12 @@ int cap_session_fork(cap_config *config, const char *source, const char *id, cha
  * the message when there is no such session or no store. */
 char *cap_session_history(cap_config *config, const char *id, char *error);
 
+/* The store's numbers in Prometheus' text format (malloc'd; the caller
+ * frees it): its blobs (compressed and raw bytes, count), sessions, and
+ * jobs by status.  "" without a store; NULL with `error` when the store
+ * fails. */
+char *cap_config_store_metrics(cap_config *config, char *error);
+
 /* Tasks of the MCP server's Tasks extension (docs/mcp.md, "Tasks"), kept
  * in the store (with cap_config_set_store) so that they outlive the
  * server's process.  A task is created working, for `principal`, by this

@@ -803,6 +803,20 @@ static int refuse_early(http_server *http, struct MHD_Connection *connection, co
             return 1;
         }
     }
+    if (strcmp(url, "/metrics") == 0) {
+        /* Prometheus' scrape: behind the same Host, Origin and token checks
+         * as /mcp; GET only, no body. */
+        if (strcmp(method, "GET") != 0) {
+            *result = respond_error(connection, MHD_HTTP_METHOD_NOT_ALLOWED, -32600,
+                                    "/metrics takes GET");
+            return 1;
+        }
+        char *text = mcp_server_metrics(http->server);
+        *result = text ? respond(connection, MHD_HTTP_OK, "text/plain; version=0.0.4", text, NULL)
+                       : respond_error(connection, 500, -32603, "out of memory");
+        free(text);
+        return 1;
+    }
     if (strcmp(url, "/mcp") != 0 && strcmp(url, "/") != 0) {
         *result = respond_error(connection, MHD_HTTP_NOT_FOUND, -32600,
                                 "not found: the endpoint is /mcp");

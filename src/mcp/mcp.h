@@ -67,6 +67,12 @@ void mcp_handle(mcp_server *server, mcp_client *client, const char *text, size_t
 void mcp_handle_streaming(mcp_server *server, mcp_client *client, const char *text, size_t size,
                           mcp_send_fn send, void *context, int can_ask);
 
+/* The server's numbers in Prometheus' text format (HTTP GET /metrics):
+ * runs by status, refusals, workers busy, calls waiting, tasks running,
+ * then the store's (cap_config_store_metrics).  Malloc'd; NULL when out of
+ * memory. */
+char *mcp_server_metrics(mcp_server *server);
+
 /* Kinds of message, for transports that treat them differently. */
 typedef enum {
     MCP_MESSAGE_INVALID,      /* not JSON, or not a JSON-RPC 2.0 object */

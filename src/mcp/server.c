@@ -142,6 +142,9 @@ struct mcp_server {
     pthread_cond_t task_ended; /* also: a task's status changed, a waiter was cancelled */
     task_waiter *waiters;
     int stopping;             /* mcp_server_free: tasks still running are interrupted */
+    /* For /metrics (mcp_server_metrics), under `lock`. */
+    uint64_t runs[CAP_STATUS_CANCELLED + 1]; /* finished runs, by status */
+    uint64_t runs_refused;                   /* every worker busy and the queue full */
 };
 
 struct mcp_client {
@@ -964,6 +967,9 @@ static void run_code(mcp_server *server, mcp_client *client, const char *id, con
         snprintf(outcome->message, CAP_ERROR_SIZE, "cancelled before it started");
     } else if (slot_index < 0) {
         outcome->busy = 1;
+        pthread_mutex_lock(&server->lock);
+        server->runs_refused++;
+        pthread_mutex_unlock(&server->lock);
         snprintf(outcome->message, CAP_ERROR_SIZE,
                  "server busy: all %d workers are running and %d calls are waiting; retry later",
                  server->slot_count, server->queue_limit);
@@ -983,6 +989,12 @@ static void run_code(mcp_server *server, mcp_client *client, const char *id, con
                                  strlen(request->code), &options, &outcome->result,
                                  outcome->message);
         if (rc != CAP_OK) outcome->result = NULL;
+        if (outcome->result) {
+            cap_status status = cap_result_status(outcome->result);
+            pthread_mutex_lock(&server->lock);
+            if ((unsigned)status <= CAP_STATUS_CANCELLED) server->runs[status]++;
+            pthread_mutex_unlock(&server->lock);
+        }
         flush_output(&call);
         if (outcome->result && cap_result_status(outcome->result) == CAP_STATUS_SESSION_ERROR &&
             request->session) {
@@ -3329,4 +3341,56 @@ void mcp_handle_streaming(mcp_server *server, mcp_client *client, const char *me
         send_error(&to, id, RPC_METHOD_NOT_FOUND, "method not found");
     }
     cJSON_Delete(message);
+}
+
+/* --- /metrics -------------------------------------------------------------------- */
+
+char *mcp_server_metrics(mcp_server *server) {
+    buffer out = {0};
+    char line[256];
+    static const char runs_help[] =
+        "# HELP capsule_runs_total Runs of run_python_code, by how they ended.\n"
+        "# TYPE capsule_runs_total counter\n";
+    int rc = buffer_append(&out, runs_help, sizeof runs_help - 1);
+    pthread_mutex_lock(&server->lock);
+    int busy = 0;
+    for (int i = 0; i < server->slot_count; i++) busy += server->slots[i].busy;
+    for (int status = 0; rc == 0 && status <= CAP_STATUS_CANCELLED; status++) {
+        int length = snprintf(line, sizeof line, "capsule_runs_total{status=\"%s\"} %llu\n",
+                              cap_status_name((cap_status)status),
+                              (unsigned long long)server->runs[status]);
+        rc = buffer_append(&out, line, (size_t)length);
+    }
+    int length = snprintf(
+        line, sizeof line,
+        "# HELP capsule_runs_refused_total Calls refused: every worker busy, the queue full.\n"
+        "# TYPE capsule_runs_refused_total counter\ncapsule_runs_refused_total %llu\n",
+        (unsigned long long)server->runs_refused);
+    if (rc == 0) rc = buffer_append(&out, line, (size_t)length);
+    length = snprintf(line, sizeof line,
+                      "# HELP capsule_workers Sandboxes running calls, and those busy.\n"
+                      "# TYPE capsule_workers gauge\ncapsule_workers %d\n"
+                      "capsule_workers_busy %d\n", server->slot_count, busy);
+    if (rc == 0) rc = buffer_append(&out, line, (size_t)length);
+    length = snprintf(line, sizeof line,
+                      "# HELP capsule_calls_waiting Calls queued for a worker.\n"
+                      "# TYPE capsule_calls_waiting gauge\ncapsule_calls_waiting %d\n"
+                      "# HELP capsule_tasks_running Tasks whose run has not ended.\n"
+                      "# TYPE capsule_tasks_running gauge\ncapsule_tasks_running %d\n",
+                      server->waiting, server->tasks_running);
+    if (rc == 0) rc = buffer_append(&out, line, (size_t)length);
+    pthread_mutex_unlock(&server->lock);
+    char error[CAP_ERROR_SIZE];
+    char *store = cap_config_store_metrics(server->config, error);
+    if (rc == 0 && store) rc = buffer_append(&out, store, strlen(store));
+    else if (rc == 0) { /* the store failed: the server's numbers still, and why */
+        length = snprintf(line, sizeof line, "# the store failed: %.200s\n", error);
+        rc = buffer_append(&out, line, (size_t)length);
+    }
+    free(store);
+    if (rc != 0 || buffer_append(&out, "", 1) != 0) {
+        buffer_free(&out);
+        return NULL;
+    }
+    return out.data;
 }

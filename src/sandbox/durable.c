@@ -809,3 +809,50 @@ void cap_task_clear(cap_task *task) {
     free(task->payload_json);
     task->status_message = task->payload_json = NULL;
 }
+
+static int add_job_count(void *context, const char *status, int64_t count) {
+    buffer *out = context;
+    char line[160];
+    int length = snprintf(line, sizeof line, "capsule_jobs{status=\"%s\"} %lld\n", status,
+                          (long long)count);
+    return buffer_append(out, line, (size_t)length);
+}
+
+char *cap_config_store_metrics(cap_config *config, char *error) {
+    if (!config) {
+        sandbox_set_error(error, "cap_config_store_metrics: missing argument");
+        return NULL;
+    }
+    if (!config->store) return strdup("");
+    store_usage usage;
+    buffer out = {0};
+    pthread_mutex_lock(&config->store_lock);
+    int rc = store_get_usage(config->store, &usage, error);
+    if (rc == CAP_OK) {
+        char text[1024];
+        int length = snprintf(
+            text, sizeof text,
+            "# HELP capsule_store_blob_bytes Compressed bytes of the stored pages and files "
+            "(what --store-quota counts).\n# TYPE capsule_store_blob_bytes gauge\n"
+            "capsule_store_blob_bytes %llu\n"
+            "# HELP capsule_store_raw_bytes Their bytes before compression.\n"
+            "# TYPE capsule_store_raw_bytes gauge\ncapsule_store_raw_bytes %llu\n"
+            "# HELP capsule_store_blobs Stored blobs (each page content once).\n"
+            "# TYPE capsule_store_blobs gauge\ncapsule_store_blobs %llu\n"
+            "# HELP capsule_store_sessions Durable sessions in the store.\n"
+            "# TYPE capsule_store_sessions gauge\ncapsule_store_sessions %lld\n"
+            "# HELP capsule_jobs Jobs in the store by status.\n# TYPE capsule_jobs gauge\n",
+            (unsigned long long)usage.blob_bytes, (unsigned long long)usage.raw_bytes,
+            (unsigned long long)usage.blob_count, (long long)usage.sessions);
+        rc = buffer_append(&out, text, (size_t)length) == 0 ? CAP_OK : CAP_ENOMEM;
+    }
+    if (rc == CAP_OK) rc = store_job_counts(config->store, add_job_count, &out, error);
+    pthread_mutex_unlock(&config->store_lock);
+    if (rc == CAP_OK && buffer_append(&out, "", 1) != 0) rc = CAP_ENOMEM;
+    if (rc != CAP_OK) {
+        if (rc == CAP_ENOMEM) sandbox_set_error(error, "out of memory");
+        buffer_free(&out);
+        return NULL;
+    }
+    return out.data;
+}

@@ -133,6 +133,28 @@ void store_job_list_free(store_job *jobs, size_t count) {
     free(jobs);
 }
 
+static const char job_counts_select[] = "SELECT status, COUNT(*) FROM jobs GROUP BY status";
+
+typedef struct job_counts {
+    int (*each)(void *context, const char *status, int64_t count);
+    void *context;
+} job_counts;
+
+static int read_count(void *context, const store_value *columns, int count, char *error) {
+    job_counts *counts = context;
+    if (count < 2) return store_fail(error, STORE_ECORRUPT, "a short row");
+    char status[STORE_STATUS_SIZE];
+    store_copy_text(status, sizeof status, &columns[0]);
+    return counts->each(counts->context, status,
+                        columns[1].type == STORE_INTEGER ? columns[1].integer : 0);
+}
+
+int store_job_counts(store *store, int (*each)(void *context, const char *status, int64_t count),
+                     void *context, char *error) {
+    job_counts counts = {each, context};
+    return store_internal_execute(store, job_counts_select, NULL, 0, read_count, &counts, error);
+}
+
 static const char job_extra_select[] =
     "SELECT code, idempotency_key, lease_expires_at FROM jobs WHERE id = $1";
 

@@ -408,6 +408,12 @@ int store_job_list(store *store, const char *principal, const char *status, size
 void store_job_clear(store_job *job);
 void store_job_list_free(store_job *jobs, size_t count);
 
+/* How many jobs are in each status, every principal's (for /metrics):
+ * `each` is called once per status that has any, in no order; a non-zero
+ * return stops and is returned. */
+int store_job_counts(store *store, int (*each)(void *context, const char *status, int64_t count),
+                     void *context, char *error);
+
 /* Sweeps, then claims one due job for this node: *claimed = 1 and *out is
  * it (status running, attempts counting this one, code read).  The sweep
  * ends the attempts of nodes whose lease expired (their jobs become
