@@ -136,6 +136,7 @@ def _declare(library: ctypes.CDLL) -> None:
         "cap_config_add_index_url": (c_int, [c_void_p, c_char_p, error]),
         "cap_config_add_site_packages": (c_int, [c_void_p, c_char_p, error]),
         "cap_config_set_package_cache": (c_int, [c_void_p, c_char_p, error]),
+        "cap_config_set_start_cache": (c_int, [c_void_p, c_char_p, error]),
         "cap_sandbox_new": (c_int, [c_void_p, ctypes.POINTER(c_void_p), error]),
         "cap_sandbox_free": (None, [c_void_p]),
         "cap_sandbox_run": (c_int, [c_void_p, c_char_p, c_size_t, ctypes.POINTER(RunOptions),

@@ -223,7 +223,10 @@ class Sandbox:
     mounts: host directories (Mount);
     wheel_directories, index_urls, site_packages: sources from which the
     imports of each run are installed (pure-Python distributions);
-    package_cache: a directory keeping downloads and environments.
+    package_cache: a directory keeping downloads and environments;
+    start_cache: a directory keeping the interpreter's state after start-up
+    ("start images", docs/sessions.md): a sandbox created again maps it
+    instead of initialising CPython (≈ 100 ms less).  Off by default.
     """
 
     def __init__(
@@ -246,6 +249,7 @@ class Sandbox:
         index_urls: Iterable[str] = (),
         site_packages: Iterable[str] = (),
         package_cache: Optional[str] = None,
+        start_cache: Optional[str] = None,
         store: Optional[str] = None,
         store_quota: Optional[int] = None,
     ) -> None:
@@ -300,6 +304,8 @@ class Sandbox:
                 calls.append((lib.cap_config_add_site_packages, (_bytes(directory),)))
             if package_cache is not None:
                 calls.append((lib.cap_config_set_package_cache, (_bytes(package_cache),)))
+            if start_cache is not None:
+                calls.append((lib.cap_config_set_start_cache, (_bytes(start_cache),)))
             for function, arguments in calls:
                 _check(function(config, *arguments, error), error, function.__name__)
             handle = ctypes.c_void_p()

@@ -52,6 +52,22 @@ def test_each_run_is_fresh_unless_a_session_is_named(sandbox):
         sandbox.close_session(name)
 
 
+def test_a_start_cache_is_written_once_and_then_used(tmp_path):
+    """The str hash secret is drawn at initialisation: two sandboxes
+    started from one start image share it, which is how its use shows."""
+    probe = "hash('capsule start image probe')"
+    hashes = []
+    for _ in range(2):
+        with capsule.Sandbox(pool_size=0, start_cache=str(tmp_path)) as sandbox:
+            hashes.append(sandbox.run(probe).return_value)
+    assert len([p for p in tmp_path.iterdir() if p.name.endswith(".img")]) == 1
+    assert hashes[0] == hashes[1]
+    with capsule.Sandbox(pool_size=0) as sandbox:  # none: its own secret
+        assert sandbox.run(probe).return_value != hashes[0]
+    with pytest.raises(capsule.InvalidArgumentError):
+        capsule.Sandbox(start_cache="relative/path")
+
+
 def test_artifacts_come_back_as_bytes(sandbox):
     payload = bytes(range(256)) * 4
     result = sandbox.run(f"open('/output/blob.bin', 'wb').write({payload!r})\n"
