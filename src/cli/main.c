@@ -296,6 +296,17 @@ static int command_run(int argc, char **argv) {
         if (world.output_dir && write_artifacts(result, world.output_dir) && status == 0) status = 1;
         cap_result_free(result);
     }
+#ifndef __SANITIZE_ADDRESS__
+    /* A one-off run without a store has nothing left to save: leave now,
+     * and let the kernel take the memory and the zygote (it exits at the
+     * end of its control socket) instead of waiting for its teardown,
+     * ≈ 1 ms of a run that takes ≈ 20.  Sanitizer builds free everything,
+     * for the leak check. */
+    if (!session_arg && !store_option_given) {
+        fflush(NULL);
+        _exit(status);
+    }
+#endif
     cap_sandbox_free(sandbox);
     cap_config_free(config);
     free_world_options(&world);
