@@ -58,7 +58,7 @@ CLI_SOURCES := src/cli/main.c src/cli/check.c src/cli/job.c src/cli/options.c sr
 HEADERS := $(wildcard include/*.h src/*/*.h)
 
 .PHONY: all build deps sample serve test unit-test test-store integration-test interop-test regression-test bench clean fuzz \
-        library install uninstall wheel deb python-test bench-sessions bench-extensions FORCE
+        library install uninstall wheel deb python-test bench-sessions bench-extensions bench-jobs FORCE
 # The main job: build, then serve MCP over HTTP on loopback (Ctrl-C stops it).
 all: build serve
 
@@ -336,6 +336,11 @@ $(BUILD)/bench_store: bench/store.c $(STORE_SOURCES) src/store/store.h src/store
 # bytes stored, restore after a restart, cold `capsule run` against native.
 bench-sessions: build
 	$(HOST_PYTHON) bench/sessions.py --capsule $(BUILD)/capsule
+
+# Durable jobs (docs/scale-out.md): jobs/s and submit-to-end latency on
+# SQLite, and on 1 and 3 nodes of a throwaway PostgreSQL server.
+bench-jobs: build
+	sh tests/store/with-postgres.sh $(HOST_PYTHON) bench/jobs.py --capsule $(BUILD)/capsule
 
 # Pillow and lxml in the guest against native (docs/extensions.md).
 bench-extensions: build

@@ -1,0 +1,107 @@
+#!/usr/bin/env python3
+"""Durable jobs (docs/scale-out.md): how many trivial jobs capsule finishes
+per second, and how long a job waits from its submission to its end.
+
+Prints, in one run on this machine:
+- jobs/s for N trivial jobs (`1`) on SQLite with 1 and 2 runner threads;
+- with PostgreSQL (when CAPSULE_TEST_POSTGRES names a server, as
+  tests/store/with-postgres.sh sets it): the same on 1 node, and on 3 nodes
+  (3 `capsule serve` processes on one database, 1 runner each);
+- the p50 and p99 of submit-to-end (a job's updated_at minus created_at).
+
+Run: make bench-jobs   (or python3 bench/jobs.py --capsule build/capsule)
+"""
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+import uuid
+
+
+class Server:
+    def __init__(self, capsule, *args):
+        self.process = subprocess.Popen([capsule, "serve", "--stdio", "--workers", "1", *args],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=subprocess.DEVNULL)
+        self.next_id = 0
+
+    def tool(self, name, **arguments):
+        self.next_id += 1
+        message = {"jsonrpc": "2.0", "id": self.next_id, "method": "tools/call",
+                   "params": {"name": name, "arguments": arguments}}
+        self.process.stdin.write(json.dumps(message).encode() + b"\n")
+        self.process.stdin.flush()
+        while True:
+            reply = json.loads(self.process.stdout.readline())
+            if reply.get("id") == self.next_id:
+                result = reply["result"]
+                assert not result.get("isError"), result
+                return result["structuredContent"]
+
+    def close(self):
+        self.process.stdin.close()
+        self.process.wait(timeout=60)
+
+
+def measure(capsule, store, jobs, runners, nodes):
+    """Submits `jobs` trivial jobs through the first node, then polls until
+    all have succeeded; returns (jobs/s, submit-to-end p50, p99) in s."""
+    servers = [Server(capsule, "--store", store, "--job-runners", str(runners),
+                      "--job-poll", "0.05") for _ in range(nodes)]
+    try:
+        servers[0].tool("list_jobs")  # the server is up
+        for server in servers[1:]:
+            server.tool("list_jobs")
+        started = time.perf_counter()
+        queue = uuid.uuid4().hex[:12]  # this measurement's jobs only
+        for _ in range(jobs):
+            servers[0].tool("submit_job", code="1", queue=queue)
+        while True:
+            listed = servers[0].tool("list_jobs", status="succeeded", limit=1000)["jobs"]
+            mine = [job for job in listed if job["queue"] == queue]
+            if len(mine) >= jobs:
+                break
+            time.sleep(0.05)
+        elapsed = time.perf_counter() - started
+        waits = sorted((job["updated_at_ms"] - job["created_at_ms"]) / 1000 for job in mine)
+        p99 = waits[min(len(waits) - 1, int(len(waits) * 0.99))]
+        return jobs / elapsed, statistics.median(waits), p99
+    finally:
+        for server in servers:
+            server.close()
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--capsule", default="build/capsule")
+    parser.add_argument("--jobs", type=int, default=200)
+    options = parser.parse_args()
+    directory = tempfile.mkdtemp(prefix="capsule-bench-jobs-")
+    rows = []
+    try:
+        for runners in (1, 2):
+            store = f"sqlite:{os.path.join(directory, f'jobs-{runners}.db')}"
+            rows.append((f"SQLite, 1 node, {runners} runner(s)",
+                         measure(options.capsule, store, options.jobs, runners, 1)))
+        postgres = os.environ.get("CAPSULE_TEST_POSTGRES")
+        if postgres:
+            rows.append(("PostgreSQL, 1 node, 1 runner",
+                         measure(options.capsule, postgres, options.jobs, 1, 1)))
+            rows.append(("PostgreSQL, 3 nodes, 1 runner each",
+                         measure(options.capsule, postgres, options.jobs, 1, 3)))
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    print(f"durable jobs: {options.jobs} trivial jobs (`1`) each, this machine, one run")
+    print(f"{'setup':<36} {'jobs/s':>8} {'submit-to-end p50':>18} {'p99':>9}")
+    for label, (rate, p50, p99) in rows:
+        print(f"{label:<36} {rate:>8.0f} {p50 * 1000:>15.0f} ms {p99 * 1000:>6.0f} ms")
+    if not os.environ.get("CAPSULE_TEST_POSTGRES"):
+        print("(PostgreSQL rows: run under tests/store/with-postgres.sh)")
+
+
+if __name__ == "__main__":
+    main()
