@@ -2365,6 +2365,20 @@ static void test_postgres_concurrent_first_opens(void **state) {
  * each, exactly one wins (epoch 1, its node the owner), the other gets
  * STORE_EBUSY, and the dead owner's running call is interrupted. */
 #define CLAIM_SESSIONS 20
+/* read() until `size` bytes, end of file or an error other than EINTR: a
+ * child's report, whatever the scheduling splits it into. */
+static ssize_t read_whole(int fd, void *data, size_t size) {
+    size_t done = 0;
+    while (done < size) {
+        ssize_t n = read(fd, (char *)data + done, size - done);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return n;
+        if (n == 0) break;
+        done += (size_t)n;
+    }
+    return (ssize_t)done;
+}
+
 static void claim_child(const char *url, int ready_fd, int go_fd, int report_fd) {
     store *s = NULL;
     char error[CAP_ERROR_SIZE];
@@ -2426,8 +2440,9 @@ static void test_postgres_two_nodes_race_for_an_expired_lease(void **state) {
     char nodes[2][STORE_ID_SIZE];
     int results[2][CLAIM_SESSIONS];
     for (int c = 0; c < 2; c++) {
-        assert_int_equal(read(reports[c][0], nodes[c], sizeof nodes[c]), (ssize_t)sizeof nodes[c]);
-        assert_int_equal(read(reports[c][0], results[c], sizeof results[c]),
+        assert_int_equal(read_whole(reports[c][0], nodes[c], sizeof nodes[c]),
+                         (ssize_t)sizeof nodes[c]);
+        assert_int_equal(read_whole(reports[c][0], results[c], sizeof results[c]),
                          (ssize_t)sizeof results[c]);
         close(reports[c][0]);
         int status;
