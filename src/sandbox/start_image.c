@@ -16,6 +16,7 @@
  */
 #include "start_image.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
@@ -255,6 +256,58 @@ int start_image_load(const char *directory, const uint8_t key[START_IMAGE_KEY], 
     return 1;
 }
 
+/* Keeps the directory bounded: every world (another environment, another
+ * build) makes a new ≈ 20 MB image, so images older than
+ * START_IMAGE_MAX_AGE go, then the oldest beyond START_IMAGE_MAX_COUNT,
+ * and temporary files a crashed writer left an hour ago.  Another process
+ * may be mapping a file removed here: its mapping outlives the name. */
+static void prune(const char *directory) {
+    DIR *listing = opendir(directory);
+    if (!listing) return;
+    struct kept {
+        char name[96];
+        time_t mtime;
+    } kept[START_IMAGE_MAX_COUNT + 1];
+    int count = 0;
+    time_t now = time(NULL);
+    struct dirent *entry;
+    while ((entry = readdir(listing))) {
+        const char *name = entry->d_name;
+        size_t length = strlen(name);
+        int image = length == 6 + 2 * START_IMAGE_KEY + 4 && strncmp(name, "start-", 6) == 0 &&
+                    strcmp(name + length - 4, ".img") == 0;
+        int temporary = strncmp(name, "start-", 6) == 0 && length > 4 &&
+                        strcmp(name + length - 4, ".tmp") == 0;
+        struct stat st;
+        if ((!image && !temporary) ||
+            fstatat(dirfd(listing), name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode))
+            continue;
+        time_t age = now - st.st_mtime;
+        if ((temporary && age > 3600) || (image && age > START_IMAGE_MAX_AGE)) {
+            unlinkat(dirfd(listing), name, 0);
+            continue;
+        }
+        if (!image) continue;
+        /* Keep the newest START_IMAGE_MAX_COUNT: insert by mtime, newest
+         * first, and drop what falls off the end. */
+        int at = count;
+        while (at > 0 && kept[at - 1].mtime < st.st_mtime) at--;
+        if (at == START_IMAGE_MAX_COUNT) {
+            unlinkat(dirfd(listing), name, 0);
+            continue;
+        }
+        if (count == START_IMAGE_MAX_COUNT) {
+            unlinkat(dirfd(listing), kept[count - 1].name, 0);
+            count--;
+        }
+        memmove(&kept[at + 1], &kept[at], (size_t)(count - at) * sizeof *kept);
+        snprintf(kept[at].name, sizeof kept[at].name, "%s", name);
+        kept[at].mtime = st.st_mtime;
+        count++;
+    }
+    closedir(listing);
+}
+
 void start_image_save(const char *directory, const uint8_t key[START_IMAGE_KEY], void *scratch,
                       wasi *w, uint32_t first_fd) {
     buffer files = {0};
@@ -312,4 +365,5 @@ void start_image_save(const char *directory, const uint8_t key[START_IMAGE_KEY],
     free(page_hashes);
     if (close(fd) != 0) ok = 0;
     if (!ok || rename(temporary, path) != 0) unlink(temporary);
+    prune(directory);
 }

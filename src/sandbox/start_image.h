@@ -27,6 +27,7 @@
 #include "zygote.h"
 
 #define START_IMAGE_MAX_AGE (24 * 3600) /* seconds */
+#define START_IMAGE_MAX_COUNT 16         /* images kept in a directory, the newest */
 #define START_IMAGE_KEY 32
 
 /* The key of `world` started with `argv` (NULL-terminated). */

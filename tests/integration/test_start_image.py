@@ -169,3 +169,26 @@ def test_the_guest_cannot_reach_the_image(capsule, tmp_path):
     completed = capsule.json(f"open({str(image)!r}, 'rb').read(16)", "--start-cache", str(cache))
     assert completed["status"] == "run-error"
     assert "FileNotFoundError" in completed["error"]
+
+
+def test_the_directory_keeps_the_newest_sixteen_images_and_no_stale_files(capsule, tmp_path):
+    """Every world makes a new image of ≈ 20 MB: the directory is pruned
+    when one is written, so it stays bounded (START_IMAGE_MAX_COUNT)."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    day_old = time.time() - 2 * 86400
+    stale = cache / ("start-" + "ab" * 32 + ".img")
+    stale.write_bytes(b"old")
+    os.utime(stale, (day_old, day_old))
+    crashed = cache / ("start-" + "cd" * 32 + ".123.tmp")
+    crashed.write_bytes(b"half")
+    os.utime(crashed, (day_old, day_old))
+    keep = cache / "notes.txt"  # not capsule's: never touched
+    keep.write_text("mine")
+    for i in range(18):
+        probe(capsule, cache, "--env", f"WORLD={i}")
+    assert len(images(cache)) == 16
+    assert not stale.exists() and not crashed.exists()
+    assert keep.read_text() == "mine"
+    # The newest worlds are the ones kept: the last one is still used.
+    assert probe(capsule, cache, "--env", "WORLD=17") == probe(capsule, cache, "--env", "WORLD=17")
