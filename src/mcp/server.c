@@ -1709,13 +1709,16 @@ static void add_pair(cJSON *pairs, const char *function, const char *arguments) 
     cJSON_AddItemToArray(pairs, pair);
 }
 
-/* A retried run_python_code: verifies its requestState and takes the
- * client's answer from inputResponses into `approval`.  0; or -1 with
- * `message` when the state does not verify or the answer is malformed (a
- * JSON-RPC error: the retry is not a call the server issued). */
-static int resume_approval(const mcp_server *server, const mcp_client *client,
-                           const cJSON *params, const cJSON *arguments, approval_state *approval,
-                           char *message) {
+/* What every retried call's requestState must satisfy: inputResponses, if
+ * any, an object; the state a string this server signed (verify_state),
+ * for `tool`, for this client's principal and these very arguments, not
+ * expired.  0 with *payload NULL when the call carries no state; 0 with
+ * *payload (the caller deletes it) when it verifies; -1 with `message`
+ * otherwise (the retry is not a call this server issued). */
+static int verified_state(const mcp_server *server, const mcp_client *client,
+                          const cJSON *params, const cJSON *arguments, const char *tool,
+                          cJSON **payload_out, char *message) {
+    *payload_out = NULL;
     const cJSON *state = cJSON_GetObjectItemCaseSensitive(params, "requestState");
     const cJSON *responses = cJSON_GetObjectItemCaseSensitive(params, "inputResponses");
     if (responses && !cJSON_IsObject(responses)) {
@@ -1730,20 +1733,45 @@ static int resume_approval(const mcp_server *server, const mcp_client *client,
     cJSON *payload = verify_state(server, state->valuestring);
     char digest[65];
     arguments_digest(arguments, digest);
+    const char *signed_tool = argument_string(payload, "tool");
     const char *principal = argument_string(payload, "principal");
     const char *digested = argument_string(payload, "arguments");
-    const char *key = argument_string(payload, "key");
     const cJSON *expires = cJSON_GetObjectItemCaseSensitive(payload, "expires");
+    if (!payload || !signed_tool || strcmp(signed_tool, tool) != 0 || !principal ||
+        strcmp(principal, client->principal) != 0 || !digested || strcmp(digested, digest) != 0 ||
+        !cJSON_IsNumber(expires) || expires->valuedouble < (double)time(NULL)) {
+        snprintf(message, CAP_ERROR_SIZE,
+                 "requestState rejected: it does not verify as one this server issued for this "
+                 "%s call (altered, expired, from another server or client, or for other "
+                 "arguments); call again without requestState", tool);
+        cJSON_Delete(payload);
+        return -1;
+    }
+    *payload_out = payload;
+    return 0;
+}
+
+/* A retried run_python_code: verifies its requestState and takes the
+ * client's answer from inputResponses into `approval`.  0; or -1 with
+ * `message` when the state does not verify or the answer is malformed (a
+ * JSON-RPC error: the retry is not a call the server issued). */
+static int resume_approval(const mcp_server *server, const mcp_client *client,
+                           const cJSON *params, const cJSON *arguments, approval_state *approval,
+                           char *message) {
+    cJSON *payload;
+    if (verified_state(server, client, params, arguments, "run_python_code", &payload,
+                       message) != 0)
+        return -1;
+    if (!payload) return 0;
+    const cJSON *responses = cJSON_GetObjectItemCaseSensitive(params, "inputResponses");
+    const char *key = argument_string(payload, "key");
     const cJSON *ask = cJSON_GetObjectItemCaseSensitive(payload, "ask");
     cJSON *approved = cJSON_DetachItemFromObjectCaseSensitive(payload, "approved");
     cJSON *declined = cJSON_DetachItemFromObjectCaseSensitive(payload, "declined");
     const cJSON *function = cJSON_GetArrayItem(ask, 0);
     const cJSON *function_arguments = cJSON_GetArrayItem(ask, 1);
-    if (!payload || !principal || strcmp(principal, client->principal) != 0 || !digested ||
-        strcmp(digested, digest) != 0 || !key || !cJSON_IsNumber(expires) ||
-        expires->valuedouble < (double)time(NULL) || !cJSON_IsArray(approved) ||
-        !cJSON_IsArray(declined) || !cJSON_IsString(function) ||
-        !cJSON_IsString(function_arguments)) {
+    if (!key || !cJSON_IsArray(approved) || !cJSON_IsArray(declined) ||
+        !cJSON_IsString(function) || !cJSON_IsString(function_arguments)) {
         snprintf(message, CAP_ERROR_SIZE,
                  "requestState rejected: it does not verify as one this server issued for this "
                  "call (altered, expired, from another server or client, or for other "
@@ -1885,33 +1913,16 @@ static void sha256_hex(const unsigned char *data, size_t size, char out[65]) {
 static int resume_describe(const mcp_server *server, const mcp_client *client,
                            const cJSON *params, const cJSON *arguments, cJSON **payload_out,
                            char *message) {
-    *payload_out = NULL;
-    const cJSON *state = cJSON_GetObjectItemCaseSensitive(params, "requestState");
-    const cJSON *responses = cJSON_GetObjectItemCaseSensitive(params, "inputResponses");
-    if (responses && !cJSON_IsObject(responses)) {
-        snprintf(message, CAP_ERROR_SIZE, "inputResponses must be an object");
+    if (verified_state(server, client, params, arguments, "describe", payload_out, message) != 0)
         return -1;
-    }
-    if (!state || cJSON_IsNull(state)) return 0;
-    cJSON *payload = cJSON_IsString(state) ? verify_state(server, state->valuestring) : NULL;
-    char digest[65];
-    arguments_digest(arguments, digest);
-    const char *tool = argument_string(payload, "tool");
-    const char *principal = argument_string(payload, "principal");
-    const char *digested = argument_string(payload, "arguments");
-    const cJSON *expires = cJSON_GetObjectItemCaseSensitive(payload, "expires");
-    if (!payload || !tool || strcmp(tool, "describe") != 0 || !principal ||
-        strcmp(principal, client->principal) != 0 || !digested || strcmp(digested, digest) != 0 ||
-        !cJSON_IsNumber(expires) || expires->valuedouble < (double)time(NULL) ||
-        !argument_string(payload, "sha256")) {
+    if (*payload_out && !argument_string(*payload_out, "sha256")) {
         snprintf(message, CAP_ERROR_SIZE,
                  "requestState rejected: it does not verify as one this server issued for this "
-                 "describe call (altered, expired, from another server or client, or for other "
-                 "arguments); call again without requestState");
-        cJSON_Delete(payload);
+                 "describe call; call again without requestState");
+        cJSON_Delete(*payload_out);
+        *payload_out = NULL;
         return -1;
     }
-    *payload_out = payload;
     return 0;
 }
 
