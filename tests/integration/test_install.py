@@ -144,7 +144,7 @@ def test_man_page_and_completion_load(destdir):
     assert "-F _capsule capsule" in completion.stdout
     assert "capsule se: serve\n" in completion.stdout
     assert "capsule run --ti: --timeout\n" in completion.stdout
-    assert "capsule serve --no-: --no-auth\n" in completion.stdout
+    assert "capsule serve --no-: --no-auth --no-store\n" in completion.stdout
 
 
 def embed_environment(destdir):
