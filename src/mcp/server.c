@@ -1805,20 +1805,30 @@ static int resume_approval(const mcp_server *server, const mcp_client *client,
     return failed ? -1 : 0;
 }
 
+/* A state's common fields, as verified_state checks them: the version,
+ * the tool, the client's principal, a digest of the call's arguments and
+ * an expiry.  The caller adds its own fields, then signs it. */
+static cJSON *new_state_payload(const mcp_client *client, const cJSON *arguments,
+                                const char *tool) {
+    char digest[65];
+    arguments_digest(arguments, digest);
+    cJSON *payload = cJSON_CreateObject();
+    cJSON_AddNumberToObject(payload, "v", 1);
+    cJSON_AddStringToObject(payload, "tool", tool);
+    cJSON_AddStringToObject(payload, "principal", client->principal);
+    cJSON_AddStringToObject(payload, "arguments", digest);
+    cJSON_AddNumberToObject(payload, "expires", (double)time(NULL) + STATE_SECONDS);
+    return payload;
+}
+
 /* The input_required result asking the client to approve the call the run
  * was refused, with the signed state of this round. */
 static cJSON *approval_request(const mcp_server *server, const mcp_client *client,
                                const cJSON *arguments, const approval_state *approval) {
-    char digest[65], key[40];
-    arguments_digest(arguments, digest);
+    char key[40];
     snprintf(key, sizeof key, "approve_call_%d",
              cJSON_GetArraySize(approval->approved) + cJSON_GetArraySize(approval->declined) + 1);
-    cJSON *payload = cJSON_CreateObject();
-    cJSON_AddNumberToObject(payload, "v", 1);
-    cJSON_AddStringToObject(payload, "tool", "run_python_code");
-    cJSON_AddStringToObject(payload, "principal", client->principal);
-    cJSON_AddStringToObject(payload, "arguments", digest);
-    cJSON_AddNumberToObject(payload, "expires", (double)time(NULL) + STATE_SECONDS);
+    cJSON *payload = new_state_payload(client, arguments, "run_python_code");
     cJSON_AddStringToObject(payload, "key", key);
     cJSON *ask = cJSON_AddArrayToObject(payload, "ask");
     cJSON_AddItemToArray(ask, cJSON_CreateString(approval->ask_function));
@@ -1931,14 +1941,7 @@ static int resume_describe(const mcp_server *server, const mcp_client *client,
 static cJSON *describe_request(const mcp_server *server, const mcp_client *client,
                                const cJSON *arguments, const char *scoped, const char *path,
                                const char *file_digest, cJSON *sampling) {
-    char digest[65];
-    arguments_digest(arguments, digest);
-    cJSON *payload = cJSON_CreateObject();
-    cJSON_AddNumberToObject(payload, "v", 1);
-    cJSON_AddStringToObject(payload, "tool", "describe");
-    cJSON_AddStringToObject(payload, "principal", client->principal);
-    cJSON_AddStringToObject(payload, "arguments", digest);
-    cJSON_AddNumberToObject(payload, "expires", (double)time(NULL) + STATE_SECONDS);
+    cJSON *payload = new_state_payload(client, arguments, "describe");
     cJSON_AddStringToObject(payload, "session", scoped);
     cJSON_AddStringToObject(payload, "path", path);
     cJSON_AddStringToObject(payload, "sha256", file_digest);
