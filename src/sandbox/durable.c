@@ -293,23 +293,6 @@ static int remember(durable_pages *known, const taken *t) {
     return CAP_OK;
 }
 
-/* Whether the store holds every live page of this sandbox's base (the dead
- * stack below the stack pointer is never named by a snapshot).  Zygotes
- * started from one start image have the same base, so once one sandbox has
- * stored it, the others' first snapshots name it instead of sending it. */
-static int base_in_store(cap_sandbox *sandbox) {
-    uint32_t dead = sandbox->base_stack_pointer / DURABLE_PAGE;
-    if (dead >= sandbox->base_pages) return 0;
-    size_t missing = 1;
-    char error[CAP_ERROR_SIZE];
-    pthread_mutex_lock(&sandbox->config->store_lock);
-    int rc = store_blobs_missing(sandbox->config->store,
-                                 sandbox->base_hashes + (size_t)dead * DURABLE_HASH,
-                                 sandbox->base_pages - dead, &missing, error);
-    pthread_mutex_unlock(&sandbox->config->store_lock);
-    return rc == CAP_OK && missing == 0;
-}
-
 int sandbox_durable_commit(cap_sandbox *sandbox, int worker_fd, durable_pages *known,
                            const char *session, int64_t seq, const char *status,
                            const char *result_json, char *error) {
@@ -326,10 +309,8 @@ int sandbox_durable_commit(cap_sandbox *sandbox, int worker_fd, durable_pages *k
     /* Pages the worker does not send are named by the hashes in `known`.
      * After a restore or a commit those are a stored snapshot's; for a
      * fresh worker they are the base's, which the first snapshot of a
-     * sandbox stores by sending every page (unless the store has them
-     * already).  Should the store have lost them (expiry, collection), the
-     * commit is tried once more in full. */
-    if (!known->stored && !sandbox->base_stored) sandbox->base_stored = base_in_store(sandbox);
+     * sandbox stores by sending every page.  Should the store have lost
+     * them (expiry, collection), the commit is tried once more in full. */
     int rc = CAP_OK;
     for (int attempt = 0; attempt < 2; attempt++) {
         int full = (!known->stored && !sandbox->base_stored) || attempt > 0;

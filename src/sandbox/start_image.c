@@ -309,7 +309,8 @@ static void prune(const char *directory) {
 }
 
 void start_image_save(const char *directory, const uint8_t key[START_IMAGE_KEY], void *scratch,
-                      wasi *w, uint32_t first_fd) {
+                      wasi *w, uint32_t first_fd, uint8_t **hashes) {
+    if (hashes) *hashes = NULL;
     buffer files = {0};
     if (durable_files_save(&files, scratch, w, first_fd) != 0) {
         buffer_free(&files);
@@ -331,6 +332,10 @@ void start_image_save(const char *directory, const uint8_t key[START_IMAGE_KEY],
     for (uint64_t page = 0; page < table_size / DURABLE_HASH; page++)
         store_hash(memory + page * DURABLE_PAGE, DURABLE_PAGE, page_hashes + page * DURABLE_HASH);
     store_hash(page_hashes, table_size, h.page_hashes_hash);
+    if (hashes) { /* a copy, whatever happens to the file */
+        *hashes = malloc(table_size ? table_size : 1);
+        if (*hashes) memcpy(*hashes, page_hashes, table_size);
+    }
     uint8_t raw[HEADER_SIZE];
     encode(&h, raw);
 

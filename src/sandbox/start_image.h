@@ -53,8 +53,10 @@ int start_image_load(const char *directory, const uint8_t key[START_IMAGE_KEY], 
 
 /* Writes the state capsule_init just left as the image of `key` in
  * `directory` (created 0700 if missing), for the next process.  Failures
- * are ignored: the image is only a shortcut. */
+ * are ignored: the image is only a shortcut.  With `hashes`, *hashes gets
+ * the page hashes it computed (malloc'd, DURABLE_HASH per DURABLE_PAGE;
+ * NULL when it failed before), which a durable zygote's base needs too. */
 void start_image_save(const char *directory, const uint8_t key[START_IMAGE_KEY], void *scratch,
-                      wasi *w, uint32_t first_fd);
+                      wasi *w, uint32_t first_fd, uint8_t **hashes);
 
 #endif

@@ -839,8 +839,8 @@ static void serve_requests(void) {
 /* Keeps the memory capsule_init left, and prepares the 'Y' payload that
  * gives the host its page hashes (durable.h).  The copy is private to the
  * zygote and, through fork, shared with every worker until the zygote
- * ends; nothing writes it.  From a start image, both come ready: the
- * image's memory mapped again, and its table of hashes. */
+ * ends; nothing writes it.  A start image gives the memory (mapped again)
+ * and the hashes when it was loaded, the hashes when it was just written. */
 static int keep_base(start_image_base *from_image) {
     wasm_rt_memory_t *memory = wasi_memory(G.w);
     uint32_t pages = memory->pages * DURABLE_PER_WASM_PAGE;
@@ -856,7 +856,7 @@ static int keep_base(start_image_base *from_image) {
     durable_worker_set_base(G.base, G.base_pages);
     uint32_t head[2] = {pages, runtime_stack_pointer()};
     int rc = buffer_append(&G.ready, head, sizeof head);
-    if (rc == 0 && G.base == from_image->memory)
+    if (rc == 0 && from_image->hashes)
         return buffer_append(&G.ready, from_image->hashes, (size_t)pages * DURABLE_HASH);
     for (uint32_t page = 0; rc == 0 && page < pages; page++) {
         uint8_t hash[DURABLE_HASH];
@@ -899,7 +899,8 @@ void zygote_main(const zygote_world *world, int control_fd) {
     if (rc == 0) {
         outcome = runtime_enter(RUNTIME_INIT, &value, &trap);
         if (outcome == RUNTIME_RETURNED && value == 0 && world->start_cache)
-            start_image_save(world->start_cache, G.start_key, G.scratch, G.w, FUNCTIONS_FD + 1);
+            start_image_save(world->start_cache, G.start_key, G.scratch, G.w, FUNCTIONS_FD + 1,
+                             world->durable ? &from_image.hashes : NULL);
     }
     if (outcome != RUNTIME_RETURNED || value != 0) {
         char message[256];

@@ -965,26 +965,6 @@ static int mark_present(void *context, const store_value *columns, int count, ch
     return 0;
 }
 
-int store_blobs_missing(store *store, const uint8_t *hashes, size_t count, size_t *missing,
-                        char *error) {
-    pthread_once(&batch_once, batch_statements);
-    *missing = 0;
-    int result = CAP_OK;
-    for (size_t start = 0; start < count && result == CAP_OK; start += BATCH) {
-        /* A short last batch repeats its first hash: present marks them all. */
-        size_t which[BATCH];
-        for (size_t i = 0; i < BATCH; i++) which[i] = start + i < count ? start + i : start;
-        present_hashes batch = {.hashes = hashes, .which = which};
-        store_value values[BATCH];
-        for (size_t i = 0; i < BATCH; i++)
-            values[i] = BLOB(hashes + which[i] * STORE_HASH_SIZE, STORE_HASH_SIZE);
-        result = store_run(store, blobs_present_batch, values, BATCH, mark_present, &batch, error);
-        for (size_t i = 0; i < BATCH && start + i < count && result == CAP_OK; i++)
-            *missing += !batch.present[i];
-    }
-    return result;
-}
-
 /* Inside a write transaction: stores the blobs of pages `which[0..BATCH)`
  * (pages given by their bytes) that are not stored yet, adding them to
  * *added like blob_insert_if_absent.  One statement finds which are stored;

@@ -306,13 +306,6 @@ void store_hash(const void *data, size_t size, uint8_t hash[STORE_HASH_SIZE]);
 int store_blob_put(store *store, const void *data, size_t size, uint8_t hash[STORE_HASH_SIZE],
                    char *error);
 
-/* How many of the `count` hashes (STORE_HASH_SIZE bytes each) name no
- * stored blob, in *missing.  A durable sandbox asks this of its base pages
- * once: when all are stored (another process with the same start image
- * stored them), its first snapshot names them instead of sending them. */
-int store_blobs_missing(store *store, const uint8_t *hashes, size_t count, size_t *missing,
-                        char *error);
-
 /* The blob's bytes in a malloc'd buffer (*data, *size), verified;
  * STORE_ENOTFOUND if absent, STORE_ECORRUPT if its bytes do not decompress
  * to exactly what was hashed. */
