@@ -149,7 +149,8 @@ static int take_from_worker(cap_sandbox *sandbox, int fd, const durable_pages *k
     /* Only ever the guest's own clock: any value the worker sends within
      * range is taken (it only sets where that session's clock continues). */
     double monotonic = number(header, "monotonic_us");
-    t->monotonic_us = monotonic > 0 && monotonic < 9.0e15 ? (double)(uint64_t)monotonic : 0;
+    t->monotonic_us =
+        monotonic > 0 && monotonic < DURABLE_MONOTONIC_MAX_US ? (double)(uint64_t)monotonic : 0;
     cJSON_Delete(header);
     if (!(pages >= known->count && pages <= DURABLE_MAX_PAGES && changed >= 0 &&
           changed <= pages && files >= 0 && files <= (double)DURABLE_MAX_VFS &&
@@ -467,7 +468,8 @@ int sandbox_durable_restore(cap_sandbox *sandbox, int worker_fd, durable_pages *
                               "\"monotonic_us\":%.0f,"
                               "\"vfs_bytes\":%llu,\"environments\":%d}",
                               (uint32_t)pages, (uint32_t)stack_pointer, page_frames,
-                              monotonic > 0 && monotonic < 9.0e15 ? monotonic : 0.0,
+                              monotonic > 0 && monotonic < DURABLE_MONOTONIC_MAX_US ? monotonic
+                                                                                     : 0.0,
                               (unsigned long long)files, environment_count);
         if (frame_write(worker_fd, 'L', header, (size_t)length) != 0) {
             sandbox_set_error(error, "the worker for the session's restore is gone");

@@ -57,6 +57,10 @@
 #define DURABLE_MAX_VFS (2048ull << 20) /* a scratch file system's stream */
 #define DURABLE_VFS_CHUNK (1u << 20)    /* bytes per 'v' frame */
 #define DURABLE_HASH 32
+/* The guest's monotonic clock travels in a snapshot as microseconds, a
+ * JSON number: below 2^53, so exact (≈ 285 years); anything else is 0,
+ * "not given". */
+#define DURABLE_MONOTONIC_MAX_US 9.0e15
 
 /* Worker side (durable_worker.c).  The reference is the state the host
  * knows this worker's memory by: the base (the zygote's copy after

@@ -203,7 +203,7 @@ int durable_worker_restore(int fd, const char *payload, size_t size, void *scrat
     const cJSON *monotonic = cJSON_GetObjectItemCaseSensitive(header, "monotonic_us");
     /* Microseconds, rounded up: the clock continues at or after it. */
     uint64_t monotonic_ns = cJSON_IsNumber(monotonic) && monotonic->valuedouble > 0 &&
-                                    monotonic->valuedouble < 9.0e15
+                                    monotonic->valuedouble < DURABLE_MONOTONIC_MAX_US
                                 ? ((uint64_t)monotonic->valuedouble + 1) * 1000
                                 : 0;
     const cJSON *vfs_item = cJSON_GetObjectItemCaseSensitive(header, "vfs_bytes");
