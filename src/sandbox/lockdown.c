@@ -102,13 +102,14 @@ void lockdown_prepare_worker(void) {
     int fd = filter ? memfd_create("capsule-seccomp", MFD_CLOEXEC) : -1;
     if (fd >= 0 && seccomp_export_bpf(filter, fd) == 0) {
         off_t size = lseek(fd, 0, SEEK_END);
+        off_t count = size / (off_t)sizeof(struct sock_filter);
         struct sock_filter *program =
-            size > 0 && size % (off_t)sizeof *program == 0 && size / (off_t)sizeof *program <= BPF_MAXINSNS
+            size > 0 && size % (off_t)sizeof *program == 0 && count <= BPF_MAXINSNS
                 ? malloc((size_t)size)
                 : NULL;
         if (program && pread(fd, program, (size_t)size, 0) == size) {
             prepared.filter = program;
-            prepared.length = (unsigned short)(size / (off_t)sizeof *program);
+            prepared.length = (unsigned short)count;
         } else {
             free(program);
         }
