@@ -1355,8 +1355,6 @@ static const char snapshot_latest_select[] =
     "SELECT s.id, s.call_seq, s.page_size, s.created_at, s.session, s.build_id, s.manifest"
     " FROM sessions AS owner JOIN snapshots AS s ON s.id = owner.latest_snapshot"
     " WHERE owner.id = $1";
-static const char snapshot_pages_select[] =
-    "SELECT page_index, hash FROM snapshot_pages WHERE snapshot = $1 ORDER BY page_index";
 
 static int read_snapshot(void *context, const store_value *columns, int count, char *error) {
     store_snapshot *out = context;
@@ -1410,7 +1408,7 @@ int store_snapshot_latest(store *store, const char *session, store_snapshot *out
     page_list list = {.snapshot = out};
     if (result == CAP_OK)
         result =
-            RUN(store, snapshot_pages_select, read_page_reference, &list, error, INTEGER(out->id));
+            RUN(store, snapshot_rows_select, read_page_reference, &list, error, INTEGER(out->id));
     store->backend->rollback(store->connection);
     if (result != CAP_OK) store_snapshot_clear(out);
     return result;
