@@ -2746,6 +2746,17 @@ static void mark_cancelled(mcp_server *server, task *t) {
 /* tasks/get, tasks/update and tasks/cancel (2026-07-28 only).  A task is
  * found only by the principal that started it: another principal's id, an
  * unknown one and an expired one all get the same -32602. */
+/* The taskId of a request to a tasks method, or NULL once the error is sent. */
+static const char *task_id_argument(const cJSON *params, const reply *to, const cJSON *id) {
+    const char *task_id = argument_string(params, "taskId");
+    if (!task_id || !task_id[0] || strlen(task_id) > MAX_SESSION_NAME) {
+        send_error(to, id, RPC_INVALID_PARAMS,
+                   "invalid params: taskId must be the string a tools/call returned");
+        return NULL;
+    }
+    return task_id;
+}
+
 static void task_method(mcp_server *server, mcp_client *client, const cJSON *id, const reply *to,
                         const char *method, const cJSON *params) {
     if (!declares_tasks(to->stateless->capabilities)) {
@@ -2758,12 +2769,8 @@ static void task_method(mcp_server *server, mcp_client *client, const cJSON *id,
                         data);
         return;
     }
-    const char *task_id = argument_string(params, "taskId");
-    if (!task_id || !task_id[0] || strlen(task_id) > MAX_SESSION_NAME) {
-        send_error(to, id, RPC_INVALID_PARAMS,
-                   "invalid params: taskId must be the string a tools/call returned");
-        return;
-    }
+    const char *task_id = task_id_argument(params, to, id);
+    if (!task_id) return;
     int updating = strcmp(method, "tasks/update") == 0;
     if (updating && !cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(params, "inputResponses"))) {
         send_error(to, id, RPC_INVALID_PARAMS, "invalid params: inputResponses must be an object");
@@ -3024,12 +3031,8 @@ static void legacy_task_method(mcp_server *server, mcp_client *client, const cJS
         send_result(to, id, result);
         return;
     }
-    const char *task_id = argument_string(params, "taskId");
-    if (!task_id || !task_id[0] || strlen(task_id) > MAX_SESSION_NAME) {
-        send_error(to, id, RPC_INVALID_PARAMS,
-                   "invalid params: taskId must be the string a tools/call returned");
-        return;
-    }
+    const char *task_id = task_id_argument(params, to, id);
+    if (!task_id) return;
     if (strcmp(method, "tasks/result") == 0) {
         legacy_task_result(server, client, id, to, task_id);
         return;
