@@ -18,7 +18,6 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -100,15 +99,9 @@ int cap_config_describe_enabled(const cap_config *config) {
     return config && config->describe_url != NULL;
 }
 
-static char *base64_of(const unsigned char *data, size_t size) {
-    char *encoded = malloc(4 * ((size + 2) / 3) + 1);
-    if (encoded) EVP_EncodeBlock((unsigned char *)encoded, data, (int)size);
-    return encoded;
-}
-
 static char *data_url(const char *media_type, const unsigned char *data, size_t size) {
     if (!media_type) return NULL;
-    char *encoded = base64_of(data, size);
+    char *encoded = describe_base64(data, size);
     size_t prefix = strlen("data:;base64,") + strlen(media_type);
     char *url = encoded ? malloc(prefix + strlen(encoded) + 1) : NULL;
     if (url) sprintf(url, "data:%s;base64,%s", media_type, encoded);
@@ -116,15 +109,14 @@ static char *data_url(const char *media_type, const unsigned char *data, size_t 
     return url;
 }
 
-/* "The file NAME (text/plain):" and the text, for both APIs. */
-static char *text_file_part(const char *name, const unsigned char *data, size_t size) {
-    char *file = malloc(size + 300);
-    if (file) {
-        int n = snprintf(file, 300, "The file %.200s (text/plain):\n\n", name);
-        memcpy(file + n, data, size);
-        file[n + size] = '\0';
-    }
-    return file;
+/* A text file as a text part, for both APIs. */
+static void text_file_part(cJSON *part, const char *name, const unsigned char *data,
+                           size_t size) {
+    char *file = describe_text_with_heading(name, data, size);
+    if (!file) return;
+    cJSON_AddStringToObject(part, "type", "text");
+    cJSON_AddStringToObject(part, "text", file);
+    free(file);
 }
 
 /* The chat/completions request: the question, then the file as an image
@@ -138,12 +130,7 @@ static cJSON *openai_request(const char *question, const char *name, const char 
     cJSON *part = cJSON_CreateObject();
     char *encoded = NULL;
     if (strcmp(media_type, "text/plain") == 0) {
-        char *file = text_file_part(name, data, size);
-        if (file) {
-            cJSON_AddStringToObject(part, "type", "text");
-            cJSON_AddStringToObject(part, "text", file);
-            free(file);
-        }
+        text_file_part(part, name, data, size);
     } else if ((encoded = data_url(media_type, data, size))) {
         if (strcmp(media_type, "application/pdf") == 0) {
             cJSON_AddStringToObject(part, "type", "file");
@@ -168,14 +155,9 @@ static cJSON *anthropic_request(const char *question, const char *name, const ch
                                 const unsigned char *data, size_t size, cJSON *content) {
     cJSON *part = cJSON_CreateObject();
     if (strcmp(media_type, "text/plain") == 0) {
-        char *file = text_file_part(name, data, size);
-        if (file) {
-            cJSON_AddStringToObject(part, "type", "text");
-            cJSON_AddStringToObject(part, "text", file);
-            free(file);
-        }
+        text_file_part(part, name, data, size);
     } else {
-        char *encoded = base64_of(data, size);
+        char *encoded = describe_base64(data, size);
         int pdf = strcmp(media_type, "application/pdf") == 0;
         cJSON_AddStringToObject(part, "type", pdf ? "document" : "image");
         cJSON *source = cJSON_AddObjectToObject(part, "source");

@@ -4,7 +4,9 @@
  */
 #include "describe_media.h"
 
+#include <openssl/evp.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "capsule.h"
@@ -144,4 +146,21 @@ const char *describe_check_file(const unsigned char *data, size_t size, const ch
         }
     }
     return media_type;
+}
+
+char *describe_base64(const unsigned char *data, size_t size) {
+    char *encoded = malloc(4 * ((size + 2) / 3) + 1);
+    if (encoded) EVP_EncodeBlock((unsigned char *)encoded, data, (int)size);
+    return encoded;
+}
+
+char *describe_text_with_heading(const char *name, const unsigned char *data, size_t size) {
+    char heading[300];
+    int n = snprintf(heading, sizeof heading, "The file %.200s (text/plain):\n\n", name);
+    char *text = malloc((size_t)n + size + 1);
+    if (!text) return NULL;
+    memcpy(text, heading, (size_t)n);
+    memcpy(text + n, data, size);
+    text[(size_t)n + size] = '\0';
+    return text;
 }

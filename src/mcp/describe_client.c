@@ -4,34 +4,16 @@
  */
 #include "describe_client.h"
 
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "capsule.h"
+#include "../help/describe_media.h"
 #include "../sandbox/buffer.h"
-
-static char *base64(const unsigned char *data, size_t size) {
-    char *out = malloc(4 * ((size + 2) / 3) + 1);
-    if (out) EVP_EncodeBlock((unsigned char *)out, data, (int)size);
-    return out;
-}
 
 static int is_image(const char *media_type) {
     return strncmp(media_type, "image/", 6) == 0;
-}
-
-/* "The file NAME (text/plain):\n\n" and the text, as one string. */
-static char *text_with_heading(const unsigned char *data, size_t size, const char *name) {
-    char heading[300];
-    int n = snprintf(heading, sizeof heading, "The file %.200s (text/plain):\n\n", name);
-    char *text = malloc((size_t)n + size + 1);
-    if (!text) return NULL;
-    memcpy(text, heading, (size_t)n);
-    memcpy(text + n, data, size);
-    text[(size_t)n + size] = '\0';
-    return text;
 }
 
 static cJSON *message(const char *role, cJSON *content) {
@@ -50,8 +32,8 @@ cJSON *describe_client_sampling(const unsigned char *data, size_t size, const ch
         return NULL;
     }
     cJSON *file = cJSON_CreateObject();
-    char *encoded = is_image(media_type) ? base64(data, size)
-                                         : text_with_heading(data, size, name);
+    char *encoded = is_image(media_type) ? describe_base64(data, size)
+                                         : describe_text_with_heading(name, data, size);
     if (!file || !encoded) {
         cJSON_Delete(file);
         free(encoded);
@@ -124,7 +106,7 @@ cJSON *describe_client_fallback(const unsigned char *data, size_t size, const ch
     cJSON_AddItemToArray(content, text);
     cJSON *file = cJSON_CreateObject();
     int textual = strcmp(media_type, "text/plain") == 0;
-    char *encoded = textual ? NULL : base64(data, size);
+    char *encoded = textual ? NULL : describe_base64(data, size);
     if (is_image(media_type) && encoded) {
         cJSON_AddStringToObject(file, "type", "image");
         cJSON_AddStringToObject(file, "data", encoded);
