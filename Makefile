@@ -53,7 +53,9 @@ LIBRARY_SOURCES := $(SANDBOX_HOST_SOURCES) src/sandbox/zygote.c src/sandbox/star
                    src/runtime/runtime.c src/functions/mcp_client.c src/functions/code_mode.c \
                    $(HELP_SOURCES) $(STORE_SOURCES)
 CLI_SOURCES := src/cli/main.c src/cli/check.c src/cli/job.c src/cli/options.c src/cli/world.c src/cli/program.c \
-               src/cli/serve.c src/mcp/server.c src/mcp/stdio.c src/mcp/http.c src/mcp/ask.c \
+               src/cli/serve.c src/mcp/server.c src/mcp/jsonrpc.c src/mcp/run_tool.c src/mcp/tools.c \
+               src/mcp/job_tools.c src/mcp/request_state.c src/mcp/describe_tool.c \
+               src/mcp/tasks.c src/mcp/metrics.c src/mcp/stdio.c src/mcp/http.c src/mcp/ask.c \
                src/mcp/describe_client.c
 HEADERS := $(wildcard include/*.h src/*/*.h)
 

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../sandbox/buffer.h" /* base64_encode */
 #include "../sandbox/http.h"
 #include "../sandbox/sandbox.h"
 
@@ -101,7 +102,7 @@ int cap_config_describe_enabled(const cap_config *config) {
 
 static char *data_url(const char *media_type, const unsigned char *data, size_t size) {
     if (!media_type) return NULL;
-    char *encoded = describe_base64(data, size);
+    char *encoded = base64_encode(data, size);
     size_t prefix = strlen("data:;base64,") + strlen(media_type);
     char *url = encoded ? malloc(prefix + strlen(encoded) + 1) : NULL;
     if (url) sprintf(url, "data:%s;base64,%s", media_type, encoded);
@@ -157,7 +158,7 @@ static cJSON *anthropic_request(const char *question, const char *name, const ch
     if (strcmp(media_type, "text/plain") == 0) {
         text_file_part(part, name, data, size);
     } else {
-        char *encoded = describe_base64(data, size);
+        char *encoded = base64_encode(data, size);
         int pdf = strcmp(media_type, "application/pdf") == 0;
         cJSON_AddStringToObject(part, "type", pdf ? "document" : "image");
         cJSON *source = cJSON_AddObjectToObject(part, "source");

@@ -4,7 +4,6 @@
  */
 #include "describe_media.h"
 
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -146,12 +145,6 @@ const char *describe_check_file(const unsigned char *data, size_t size, const ch
         }
     }
     return media_type;
-}
-
-char *describe_base64(const unsigned char *data, size_t size) {
-    char *encoded = malloc(4 * ((size + 2) / 3) + 1);
-    if (encoded) EVP_EncodeBlock((unsigned char *)encoded, data, (int)size);
-    return encoded;
 }
 
 char *describe_text_with_heading(const char *name, const unsigned char *data, size_t size) {

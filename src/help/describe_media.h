@@ -17,10 +17,9 @@
 const char *describe_check_file(const unsigned char *data, size_t size, const char *question,
                                 char *error);
 
-/* What every backend sends of a file: its bytes in base64, or a text file
- * as "The file NAME (text/plain):", a blank line and the text.  Malloc'd;
- * NULL when out of memory. */
-char *describe_base64(const unsigned char *data, size_t size);
+/* What every backend sends of a file: its bytes in base64 (base64_encode,
+ * buffer.h), or a text file as "The file NAME (text/plain):", a blank line
+ * and the text.  Malloc'd; NULL when out of memory. */
 char *describe_text_with_heading(const char *name, const unsigned char *data, size_t size);
 
 #endif

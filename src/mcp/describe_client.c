@@ -32,7 +32,7 @@ cJSON *describe_client_sampling(const unsigned char *data, size_t size, const ch
         return NULL;
     }
     cJSON *file = cJSON_CreateObject();
-    char *encoded = is_image(media_type) ? describe_base64(data, size)
+    char *encoded = is_image(media_type) ? base64_encode(data, size)
                                          : describe_text_with_heading(name, data, size);
     if (!file || !encoded) {
         cJSON_Delete(file);
@@ -106,7 +106,7 @@ cJSON *describe_client_fallback(const unsigned char *data, size_t size, const ch
     cJSON_AddItemToArray(content, text);
     cJSON *file = cJSON_CreateObject();
     int textual = strcmp(media_type, "text/plain") == 0;
-    char *encoded = textual ? NULL : describe_base64(data, size);
+    char *encoded = textual ? NULL : base64_encode(data, size);
     if (is_image(media_type) && encoded) {
         cJSON_AddStringToObject(file, "type", "image");
         cJSON_AddStringToObject(file, "data", encoded);

@@ -69,3 +69,22 @@ fail:
     buffer_free(&out);
     return NULL;
 }
+
+char *base64_encode(const unsigned char *data, size_t size) {
+    static const char alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    char *out = malloc(4 * ((size + 2) / 3) + 1);
+    if (!out) return NULL;
+    size_t o = 0;
+    for (size_t i = 0; i < size; i += 3) {
+        uint32_t v = (uint32_t)data[i] << 16;
+        if (i + 1 < size) v |= (uint32_t)data[i + 1] << 8;
+        if (i + 2 < size) v |= data[i + 2];
+        out[o++] = alphabet[(v >> 18) & 63];
+        out[o++] = alphabet[(v >> 12) & 63];
+        out[o++] = i + 1 < size ? alphabet[(v >> 6) & 63] : '=';
+        out[o++] = i + 2 < size ? alphabet[v & 63] : '=';
+    }
+    out[o] = '\0';
+    return out;
+}

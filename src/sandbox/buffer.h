@@ -1,6 +1,6 @@
 /*
- * buffer.h — a growable byte buffer, and UTF-8 repair for text that came
- * from the guest (which may write any bytes).
+ * buffer.h — a growable byte buffer, UTF-8 repair for text that came from
+ * the guest (which may write any bytes), and base64 for bytes sent as JSON.
  */
 #ifndef CAP_BUFFER_H
 #define CAP_BUFFER_H
@@ -19,5 +19,9 @@ void buffer_free(buffer *b);
 /* A NUL-terminated copy of `data` in which every invalid UTF-8 sequence
  * and every NUL is replaced by U+FFFD, so it can go into JSON. */
 char *utf8_sanitize(const char *data, size_t size);
+
+/* `data` in standard base64 (RFC 4648, padded), NUL-terminated: malloc'd,
+ * NULL when out of memory. */
+char *base64_encode(const unsigned char *data, size_t size);
 
 #endif
