@@ -46,7 +46,7 @@ LIBRARIES_SOURCES := src/libraries/libraries.c
 STORE_SOURCES := src/store/store.c src/store/sqlite.c src/store/postgres.c src/store/jobs.c src/store/listen.c \
                  $(LIBRARIES_SOURCES)
 LIBRARY_SOURCES := $(SANDBOX_HOST_SOURCES) src/sandbox/zygote.c src/sandbox/start_image.c src/sandbox/durable_worker.c \
-                   src/sandbox/frame.c \
+                   src/sandbox/frame.c src/sandbox/hot_pages.c \
                    src/sandbox/lockdown.c src/sandbox/buffer.c src/sandbox/http.c src/wasi/wasi.c \
                    src/vfs/vfs.c src/vfs/memfs.c src/vfs/devfs.c src/vfs/image.c src/vfs/image_writer.c src/vfs/device.c \
                    src/vfs/resource.c src/vfs/hostfs.c src/deps/deps.c src/deps/wheel.c src/deps/requirement.c \
@@ -149,7 +149,7 @@ $(BUILD)/capsule-asan: $(patsubst %.c,$(BUILD)/asan/%.o,$(LIBRARY_SOURCES) $(CLI
 
 # --- tests -------------------------------------------------------------------
 UNIT_SOURCES := src/wasi/wasi.c src/vfs/vfs.c src/vfs/memfs.c src/vfs/devfs.c src/vfs/image.c src/vfs/image_writer.c src/vfs/device.c \
-                src/vfs/resource.c src/vfs/hostfs.c src/sandbox/buffer.c
+                src/vfs/resource.c src/vfs/hostfs.c src/sandbox/buffer.c src/sandbox/hot_pages.c
 
 $(BUILD)/test_unit: tests/unit/test_unit.c $(UNIT_SOURCES) $(HEADERS) $(BUILD)/stdlib.img
 	@mkdir -p $(BUILD)
@@ -282,7 +282,7 @@ $(BUILD)/fuzz_packages: $(PACKAGES_FUZZ_SOURCES) src/deps/deps.c $(HEADERS)
 
 # What the host parses of a worker's frames (the host side of the sandbox,
 # with a stub for the zygote).
-FRAMES_FUZZ_SOURCES := tests/fuzz/fuzz_frames.c $(SANDBOX_HOST_SOURCES) src/sandbox/frame.c \
+FRAMES_FUZZ_SOURCES := tests/fuzz/fuzz_frames.c $(SANDBOX_HOST_SOURCES) src/sandbox/frame.c src/sandbox/hot_pages.c \
                        src/sandbox/buffer.c src/sandbox/http.c src/vfs/vfs.c src/vfs/image.c \
                        src/vfs/image_writer.c src/vfs/resource.c src/vfs/memfs.c src/deps/deps.c \
                        src/deps/wheel.c src/deps/requirement.c src/functions/mcp_client.c \

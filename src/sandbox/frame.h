@@ -6,10 +6,13 @@
  * caller's maximum before anything is allocated.
  *
  *   host → zygote   'S' spawn a worker (the worker's socket rides along as
- *                       SCM_RIGHTS)            zygote → host 'P' u32 pid
+ *                       SCM_RIGHTS; the payload: hot pages to write ahead,
+ *                       hot_pages.h)           zygote → host 'P' u32 pid
  *   zygote → host   'Y' ready (warm-up done) or 'X' start-up failed (text)
  *   host → worker   'Q' request: JSON header line, "\n", code bytes
  *   worker → host   'O' stdout bytes, 'E' stderr bytes, 'R' result (JSON)
+ *   worker → host   'M' the pages the run wrote, before 'R', when the
+ *                       request's header asked ("report_pages")
  *   worker → host   'D' dependencies wanted (JSON)    host → worker 'D' answer
  *                       (JSON; the package image rides along as SCM_RIGHTS)
  *   worker → host   'C' a host-function call or list (JSON)   host → worker 'C'

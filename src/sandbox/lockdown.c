@@ -16,6 +16,7 @@
 #include "lockdown.h"
 
 #include <errno.h>
+#include <linux/capability.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <sched.h>
@@ -118,7 +119,7 @@ void lockdown_prepare_worker(void) {
     if (filter) seccomp_release(filter);
 }
 
-int lockdown_worker(void) {
+int lockdown_worker_limits(void) {
     int rc = 0;
     /* No files written through host descriptors, no new processes, no
      * more descriptors than a run needs.  RLIMIT_AS stays generous: wasm2c
@@ -131,6 +132,16 @@ int lockdown_worker(void) {
     if (!rc) rc = set_limit(RLIMIT_AS, (rlim_t)64 << 30);
 #endif
     if (rc) return rc;
+    /* A host run as root forks root workers: they keep the uid, but no
+     * capability, so that what they still open (their own pagemap) shows
+     * them nothing privileged, e.g. physical page numbers. */
+    struct __user_cap_header_struct header = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct none[2] = {{0, 0, 0}, {0, 0, 0}};
+    if (syscall(SYS_capset, &header, none) != 0) return -errno;
+    return 0;
+}
+
+int lockdown_worker_filter(void) {
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return -errno;
     if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) return -errno; /* no ptrace attach */
 
@@ -143,7 +154,7 @@ int lockdown_worker(void) {
     }
     scmp_filter_ctx filter = build_filter();
     if (!filter) return -ENOMEM;
-    rc = seccomp_load(filter);
+    int rc = seccomp_load(filter);
     seccomp_release(filter);
     return rc;
 }

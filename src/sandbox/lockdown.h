@@ -18,8 +18,11 @@ int lockdown_network_namespace(void);
 /* Compiles the workers' seccomp filter once, in the zygote, so that each
  * worker only installs it; without it (it failed), each worker builds it. */
 void lockdown_prepare_worker(void);
-/* rlimits, no-new-privs, then the seccomp filter.  0 or a negative errno;
- * on failure the worker must not run guest code. */
-int lockdown_worker(void);
+/* A worker locks itself down in two steps, opening in between what it
+ * keeps (its pagemap, hot_pages.h): rlimits and no capabilities, then
+ * no-new-privs and the seccomp filter.  Each: 0 or a negative errno; on
+ * failure the worker must not run guest code. */
+int lockdown_worker_limits(void);
+int lockdown_worker_filter(void);
 
 #endif

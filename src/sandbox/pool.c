@@ -80,14 +80,17 @@ void sandbox_worker_discard(worker *w) {
     w->pid = 0;
 }
 
-/* Asks the zygote for a new worker; its pid comes later (finish_spawn). */
+/* Asks the zygote for a new worker; its pid comes later (finish_spawn).
+ * The sandbox's hot pages ride along: the worker writes them ahead. */
 static int request_spawn(cap_sandbox *sandbox, int *fd, char *error) {
     int pair[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) {
         sandbox_set_error(error, "socketpair: %s", strerror(errno));
         return CAP_ERUNTIME;
     }
-    int rc = frame_write_fd(sandbox->control_fd, 'S', "", 0, pair[1]);
+    const buffer *hot = &sandbox->hot_pages;
+    int rc = frame_write_fd(sandbox->control_fd, 'S', hot->data ? hot->data : "", hot->size,
+                            pair[1]);
     close(pair[1]);
     if (rc != 0) {
         close(pair[0]);
@@ -312,6 +315,7 @@ void cap_sandbox_free(cap_sandbox *sandbox) {
     }
     for (int i = 0; i < EVICTED_MEMORY; i++) free(sandbox->evicted[i]);
     free(sandbox->base_hashes);
+    buffer_free(&sandbox->hot_pages);
     if (sandbox->cancel_fd > 0) close(sandbox->cancel_fd);
     if (sandbox->zygote > 0) {
         close(sandbox->control_fd); /* the zygote exits at end of stream */

@@ -21,12 +21,14 @@
 #include <unistd.h>
 
 #include "frame.h"
+#include "hot_pages.h"
 
 #define DEFAULT_WALL_SECONDS 30.0
 #define DEFAULT_MAX_OUTPUT (16u << 20)
 #define DEFAULT_FUNCTION_CALLS 1000
 #define DEFAULT_FUNCTION_RESULT_BYTES (64ull << 20)
 #define MAX_CODE (64u << 20)
+#define HOT_PAGES_EVERY 64 /* fresh runs between two reports of their hot pages */
 #define TRUNCATION_MARKER "\n[capsule: output truncated]\n"
 
 static void drain_cancellation(cap_sandbox *sandbox) {
@@ -105,6 +107,18 @@ static sandbox_outcome frame_result(sandbox_exchange *exchange, const char *payl
     return SANDBOX_RESULT;
 }
 
+/* 'M': the pages the run wrote, when asked (hot_pages.h).  Malformed or
+ * unasked lists are dropped: they are only a hint. */
+static sandbox_outcome frame_hot_pages(sandbox_exchange *exchange, const char *payload,
+                                       size_t size) {
+    buffer *kept = &exchange->sandbox->hot_pages;
+    if (!exchange->report_pages || !hot_pages_valid(payload, size)) return SANDBOX_CONTINUE;
+    exchange->report_pages = 0; /* one list per run */
+    kept->size = 0;
+    if (buffer_append(kept, payload, size) != 0) buffer_free(kept);
+    return SANDBOX_CONTINUE;
+}
+
 /* 'X': the worker could not run the request (its message). */
 static sandbox_outcome frame_failure(sandbox_exchange *exchange, const char *payload,
                                      size_t size) {
@@ -128,6 +142,7 @@ static const struct frame_row {
     ['A'] = {frame_artifact, ANY_PHASE},
     ['R'] = {frame_result, ANY_PHASE},
     ['X'] = {frame_failure, ANY_PHASE},
+    ['M'] = {frame_hot_pages, SANDBOX_PHASE_RUN},
     ['H'] = {sandbox_frame_host, SANDBOX_PHASE_RUN},         /* broker.c */
     ['F'] = {sandbox_frame_fetch, SANDBOX_PHASE_RUN},        /* provider.c */
     ['W'] = {sandbox_frame_store, SANDBOX_PHASE_RUN},        /* provider.c */
@@ -164,7 +179,7 @@ sandbox_outcome sandbox_serve_worker(sandbox_exchange *exchange, int cancel_fd) 
 /* --- a run ----------------------------------------------------------------------- */
 
 static char *request_header(const cap_run_options *options, const cap_limits *limits,
-                            size_t code_size, int session, int dependencies) {
+                            size_t code_size, int session, int dependencies, int report_pages) {
     cJSON *header = cJSON_CreateObject();
     cJSON *limit_json = cJSON_AddObjectToObject(header, "limits");
     cJSON *files = cJSON_AddArrayToObject(header, "files");
@@ -179,6 +194,7 @@ static char *request_header(const cap_run_options *options, const cap_limits *li
     cJSON_AddNumberToObject(header, "code_size", (double)code_size);
     cJSON_AddBoolToObject(header, "return_json", options->return_json);
     cJSON_AddBoolToObject(header, "dependencies", dependencies);
+    if (report_pages) cJSON_AddBoolToObject(header, "report_pages", 1);
     if (options->globals_json) {
         cJSON *globals = cJSON_Parse(options->globals_json);
         if (!cJSON_IsObject(globals)) {
@@ -242,8 +258,8 @@ static void classify_death(cap_result *result, int wait_status, const cap_limits
 
 static int send_request(worker *w, const char *code, size_t code_size,
                         const cap_run_options *options, const cap_limits *limits, int session,
-                        int dependencies) {
-    char *header = request_header(options, limits, code_size, session, dependencies);
+                        int dependencies, int report_pages) {
+    char *header = request_header(options, limits, code_size, session, dependencies, report_pages);
     buffer request = {0};
     int rc = header ? 0 : -ENOMEM;
     if (!rc) rc = buffer_append(&request, header, strlen(header));
@@ -361,8 +377,12 @@ int cap_sandbox_run(cap_sandbox *sandbox, const char *code, size_t code_size,
      * limits the wall deadline always passes first. */
     double deadline = sandbox_now_seconds() + limits.wall_seconds;
     int dependencies = deps_source_count(sandbox->config->dependencies) > 0;
+    /* A fresh run now and then says which pages it wrote, for the workers
+     * forked after it (hot_pages.h). */
+    int report_pages = !options->session && sandbox->runs_until_hot_report-- == 0;
+    if (report_pages) sandbox->runs_until_hot_report = HOT_PAGES_EVERY - 1;
     if (send_request(&w, code, code_size, options, &limits, options->session != NULL,
-                     dependencies) != 0) {
+                     dependencies, report_pages) != 0) {
         /* A pooled worker that died idle: the run goes to a new one. */
         sandbox_worker_discard(&w);
         if (s || durable) {
@@ -383,7 +403,8 @@ int cap_sandbox_run(cap_sandbox *sandbox, const char *code, size_t code_size,
         }
         int rc = sandbox_spawn_worker(sandbox, &w, error);
         if (rc != CAP_OK) return rc;
-        if (send_request(&w, code, code_size, options, &limits, 0, dependencies) != 0) {
+        if (send_request(&w, code, code_size, options, &limits, 0, dependencies, report_pages) !=
+            0) {
             sandbox_worker_discard(&w);
             sandbox_set_error(error, "cannot hand the run to a worker");
             return CAP_ERUNTIME;
@@ -404,7 +425,8 @@ int cap_sandbox_run(cap_sandbox *sandbox, const char *code, size_t code_size,
                             .result = result,
                             .deadline = deadline,
                             .max_output = (size_t)limits.output_bytes,
-                            .limits = &limits};
+                            .limits = &limits,
+                            .report_pages = report_pages};
     sandbox_outcome end = sandbox_serve_worker(&run, sandbox->cancel_fd);
     int alive = end != SANDBOX_GONE;
     if (end == SANDBOX_CANCELLED) {

@@ -292,6 +292,11 @@ struct cap_sandbox {
     uint32_t base_stack_pointer;
     int base_stored; /* a full snapshot put the base's pages in the store */
     int64_t interrupted_seq; /* set by sandbox_durable_begin: the call before was interrupted */
+    /* The pages of guest memory a fresh run wrote, as its worker reported
+     * them (hot_pages.h): each spawn asks the zygote to write them ahead.
+     * Asked of the first fresh run, then of one in HOT_PAGES_EVERY. */
+    buffer hot_pages;
+    unsigned runs_until_hot_report;
     struct job_attempt *job; /* the job attempt being run (jobs.c), or NULL */
 };
 
@@ -451,6 +456,7 @@ typedef struct sandbox_exchange {
     const cap_limits *limits;       /* the run's, resolved (NULL in a compile) */
     uint32_t function_calls;        /* host-function calls answered so far */
     uint64_t function_result_bytes; /* result bytes sent back so far */
+    int report_pages;               /* the worker was asked for its hot pages ('M') */
 } sandbox_exchange;
 
 /* A row's handler: `payload` (NUL-terminated, `size` bytes without the NUL)

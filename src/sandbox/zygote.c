@@ -22,7 +22,7 @@
  * Invariants:
  * - Nothing here runs in the host process; everything that can fail ends
  *   the process with _exit after telling the host what happened.
- * - A worker locks itself down (lockdown_worker) before its first request.
+ * - A worker locks itself down (lockdown_worker_*) before its first request.
  * - A worker serves one request and exits, unless its request belongs to a
  *   session: then it waits for the next request on the same channel.
  */
@@ -44,6 +44,7 @@
 #include "buffer.h"
 #include "durable.h"
 #include "frame.h"
+#include "hot_pages.h"
 #include "lockdown.h"
 #include "start_image.h"
 
@@ -99,7 +100,9 @@ static struct {
     uint32_t base_pages;
     buffer ready;
     uint8_t start_key[START_IMAGE_KEY]; /* of this world's start image (start_image.h) */
-} G = {.control_fd = -1, .channel_fd = -1};
+    int pagemap_fd;   /* a worker's /proc/self/pagemap, or -1 (hot_pages.h) */
+    int report_pages; /* this request asks which pages the run wrote */
+} G = {.control_fd = -1, .channel_fd = -1, .pagemap_fd = -1};
 
 static void send_or_die(char type, const void *data, size_t size) {
     if (frame_write(G.channel_fd, type, data, size) != 0) _exit(0); /* the host is gone */
@@ -409,10 +412,10 @@ static void zygote_serve(void) {
         char *payload;
         size_t size;
         int fd;
-        int rc = frame_read(G.control_fd, &type, &payload, &size, 0, &fd);
+        int rc = frame_read(G.control_fd, &type, &payload, &size, HOT_PAGES_MAX * 4, &fd);
         if (rc != 0) _exit(0); /* the host closed the sandbox */
-        free(payload);
         if (type != 'S' || fd < 0) {
+            free(payload);
             if (fd >= 0) close(fd);
             continue;
         }
@@ -424,15 +427,26 @@ static void zygote_serve(void) {
             G.is_worker = 1;
             int keep[] = {fd};
             lockdown_close_other_fds(keep, 1);
-            rc = lockdown_worker();
+            rc = lockdown_worker_limits();
+            if (rc == 0) {
+                G.pagemap_fd = hot_pages_open();
+                rc = lockdown_worker_filter();
+            }
             if (rc != 0) {
                 char message[128];
                 snprintf(message, sizeof message, "worker lockdown failed: %s", strerror(-rc));
                 frame_write(fd, 'X', message, strlen(message));
                 _exit(1);
             }
+            /* The spawn's payload: the pages runs of this sandbox write,
+             * written now while the worker waits in the pool. */
+            wasm_rt_memory_t *memory = wasi_memory(G.w);
+            if (memory && size)
+                hot_pages_prefault(memory->data, (size_t)memory->pages * WASM_PAGE, payload, size);
+            free(payload);
             return;
         }
+        free(payload);
         close(fd);
         uint32_t reply = pid > 0 ? (uint32_t)pid : 0;
         if (frame_write(G.control_fd, 'P', &reply, sizeof reply) != 0) _exit(0);
@@ -487,6 +501,7 @@ static void apply_request(char *payload, size_t size) {
     cJSON *header = cJSON_ParseWithLength(payload, (size_t)(newline - payload));
     if (!cJSON_IsObject(header)) fail_request("malformed request header");
     G.session = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(header, "session"));
+    G.report_pages = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(header, "report_pages"));
 
     const cJSON *limits = cJSON_GetObjectItemCaseSensitive(header, "limits");
     double cpu = number_field(limits, "cpu_seconds");
@@ -826,6 +841,15 @@ static void serve_requests(void) {
              * instance cannot be entered again. */
             send_result(outcome == RUNTIME_TRAPPED, trap, outcome == RUNTIME_EXITED ? value : 0);
             _exit(0);
+        }
+        if (G.report_pages && G.pagemap_fd >= 0) {
+            wasm_rt_memory_t *memory = wasi_memory(G.w);
+            buffer pages = {0};
+            if (hot_pages_scan(G.pagemap_fd, memory->data, (size_t)memory->pages * WASM_PAGE,
+                               &pages) == 0 &&
+                pages.size)
+                send_or_die('M', pages.data, pages.size);
+            buffer_free(&pages);
         }
         /* capsule_call returns 1 when the runner itself failed (its
          * traceback is on stderr): exit status 1, as `python -c` would. */

@@ -195,14 +195,23 @@ static int read_status_field(pid_t pid, const char *field, char *out, size_t siz
     return found;
 }
 
+/* The descriptors `pid` holds, except its own /proc/PID/pagemap (a
+ * worker's: hot_pages.h); -1 if unreadable. */
 static int count_fds(pid_t pid) {
-    char path[64];
+    char path[64], own_pagemap[64], target[300];
     snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
+    snprintf(own_pagemap, sizeof own_pagemap, "/proc/%d/pagemap", (int)pid);
     DIR *dir = opendir(path);
     if (!dir) return -1;
     int count = 0;
-    for (struct dirent *e; (e = readdir(dir));)
-        if (e->d_name[0] != '.') count++;
+    for (struct dirent *e; (e = readdir(dir));) {
+        if (e->d_name[0] == '.') continue;
+        char link[400];
+        snprintf(link, sizeof link, "%s/%s", path, e->d_name);
+        ssize_t n = readlink(link, target, sizeof target - 1);
+        if (n > 0) target[n] = '\0';
+        if (n <= 0 || strcmp(target, own_pagemap) != 0) count++;
+    }
     closedir(dir);
     return count;
 }
@@ -261,6 +270,8 @@ static void workers_are_locked_down(void **state) {
         assert_int_equal(read_status_field(pid, "NoNewPrivs", value, sizeof value), 0);
         assert_string_equal(value, "1");
         assert_int_equal(count_fds(pid), 1); /* its channel, nothing inherited */
+        assert_int_equal(read_status_field(pid, "CapEff", value, sizeof value), 0);
+        assert_string_equal(value, "0000000000000000"); /* no capability, even as root */
         snprintf(path, sizeof path, "/proc/%d/ns/net", (int)pid);
         memset(net, 0, sizeof net);
         if (readlink(path, net, sizeof net - 1) > 0 && geteuid() == 0)

@@ -18,11 +18,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "../../src/sandbox/buffer.h"
+#include "../../src/sandbox/hot_pages.h"
 #include "../../src/vfs/vfs.h"
 #include "../../src/wasi/wasi.h"
 #include "wasm-rt-impl.h"
@@ -2425,6 +2428,109 @@ static void test_image_writer_round_trip(void **state) {
     vfs_image_builder_free(builder);
 }
 
+/* --- base64 and hot pages (buffer.c, hot_pages.c) ----------------------------------- */
+
+static void test_base64_encode(void **state) {
+    (void)state;
+    static const struct {
+        const char *in, *out;
+    } cases[] = {{"", ""}, {"f", "Zg=="}, {"fo", "Zm8="}, {"foo", "Zm9v"}, {"foob", "Zm9vYg=="},
+                 {"fooba", "Zm9vYmE="}, {"foobar", "Zm9vYmFy"}, {"\xff\xfe\x00", "//4A"}};
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        size_t size = i == 7 ? 3 : strlen(cases[i].in);
+        char *encoded = base64_encode((const unsigned char *)cases[i].in, size);
+        assert_non_null(encoded);
+        assert_string_equal(encoded, cases[i].out);
+        free(encoded);
+    }
+}
+
+static void test_hot_pages_valid(void **state) {
+    (void)state;
+    uint32_t good[] = {0, 3, 4, 900}, repeated[] = {1, 1}, decreasing[] = {5, 2};
+    assert_true(hot_pages_valid(good, sizeof good));
+    assert_true(hot_pages_valid(NULL, 0));
+    assert_false(hot_pages_valid(repeated, sizeof repeated));
+    assert_false(hot_pages_valid(decreasing, sizeof decreasing));
+    assert_false(hot_pages_valid(good, sizeof good - 1)); /* not whole indices */
+    size_t too_many = (HOT_PAGES_MAX + 1) * sizeof(uint32_t);
+    uint32_t *many = malloc(too_many);
+    assert_non_null(many);
+    for (uint32_t i = 0; i <= HOT_PAGES_MAX; i++) many[i] = i;
+    assert_false(hot_pages_valid(many, too_many));
+    assert_true(hot_pages_valid(many, too_many - sizeof(uint32_t)));
+    free(many);
+}
+
+/* In a child forked from a process whose memory is all present (as a
+ * worker is forked from the zygote), reports in `pipe_fd` the pages the
+ * child wrote after `prefault` ran on `list`, then `written` ones. */
+static void child_scan(uint8_t *memory, size_t size, const uint32_t *list, size_t list_count,
+                       const uint32_t *written, size_t written_count, int pipe_fd) {
+    int pagemap = hot_pages_open();
+    if (pagemap < 0) _exit(2);
+    hot_pages_prefault(memory, size, list, list_count * sizeof *list);
+    for (size_t i = 0; i < written_count; i++) memory[(size_t)written[i] * HOT_PAGE_SIZE + 7] = 1;
+    buffer found = {0};
+    if (hot_pages_scan(pagemap, memory, size, &found) != 0) _exit(3);
+    if (write(pipe_fd, found.data ? found.data : "", found.size) != (ssize_t)found.size) _exit(4);
+    _exit(0);
+}
+
+static size_t scan_in_child(uint8_t *memory, size_t size, const uint32_t *list, size_t list_count,
+                            const uint32_t *written, size_t written_count, uint32_t *out,
+                            size_t out_max) {
+    int pipe_fds[2];
+    assert_int_equal(pipe(pipe_fds), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(pipe_fds[0]);
+        child_scan(memory, size, list, list_count, written, written_count, pipe_fds[1]);
+    }
+    close(pipe_fds[1]);
+    size_t got = 0;
+    ssize_t n;
+    while ((n = read(pipe_fds[0], (char *)out + got, out_max * sizeof *out - got)) > 0)
+        got += (size_t)n;
+    close(pipe_fds[0]);
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    if (WEXITSTATUS(status) == 2) skip(); /* no /proc/self/pagemap here */
+    assert_int_equal(WEXITSTATUS(status), 0);
+    return got / sizeof *out;
+}
+
+/* What a worker reports is exactly what it wrote after the fork (not what
+ * it only read), and pages written ahead count as written: so a list
+ * learnt once is what the next workers take off their runs. */
+static void test_hot_pages_scan_and_prefault(void **state) {
+    (void)state;
+    size_t pages = 64, size = pages * HOT_PAGE_SIZE;
+    uint8_t *memory = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    assert_true(memory != MAP_FAILED);
+    memset(memory, 0x5a, size); /* all present before the fork, as the zygote's memory is */
+    uint32_t found[64];
+    volatile uint8_t sum = 0;
+    for (size_t i = 0; i < size; i += HOT_PAGE_SIZE) sum += memory[i];
+    (void)sum;
+
+    uint32_t written[] = {3, 7, 8, 63};
+    size_t count = scan_in_child(memory, size, NULL, 0, written, 4, found, 64);
+    assert_int_equal(count, 4);
+    assert_memory_equal(found, written, sizeof written);
+
+    /* Written ahead: 10-12, and 70 (beyond the memory: skipped); then the
+     * child writes 3 only.  Contents stay as they were (checked by 0x5a). */
+    uint32_t ahead[] = {10, 11, 12, 70}, three[] = {3}, expected[] = {3, 10, 11, 12};
+    count = scan_in_child(memory, size, ahead, 4, three, 1, found, 64);
+    assert_int_equal(count, 4);
+    assert_memory_equal(found, expected, sizeof expected);
+    assert_int_equal(memory[10 * HOT_PAGE_SIZE], 0x5a);
+    munmap(memory, size);
+}
+
 int main(void) {
     wasm_rt_init();
 #define WASI_TEST(name) cmocka_unit_test_setup_teardown(name, wasi_setup, wasi_teardown)
@@ -2482,6 +2588,9 @@ int main(void) {
         cmocka_unit_test(test_utf8_valid_unchanged),
         cmocka_unit_test(test_utf8_invalid_replaced),
         cmocka_unit_test(test_buffer_append),
+        cmocka_unit_test(test_base64_encode),
+        cmocka_unit_test(test_hot_pages_valid),
+        cmocka_unit_test(test_hot_pages_scan_and_prefault),
         cmocka_unit_test(test_image_writer_round_trip),
     };
 #undef WASI_TEST
