@@ -44,7 +44,7 @@ static unsigned char *read_for_describe(mcp_server *server, mcp_client *client,
     cJSON *guest_arguments = cJSON_CreateObject();
     cJSON_AddStringToObject(guest_arguments, "path", path);
     cJSON *read = mcp_session_program(server, client, id_text, to, scoped, session,
-                                  describe_read_program, guest_arguments);
+                                      describe_read_program, guest_arguments);
     if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(read, "isError"))) {
         *error_result = read;
         return NULL;
@@ -177,12 +177,12 @@ void mcp_describe_tool(mcp_server *server, mcp_client *client, const cJSON *id, 
         const cJSON *sampled = cJSON_GetObjectItemCaseSensitive(responses, DESCRIBE_KEY);
         if (resumed && strcmp(mcp_argument_string(resumed, "sha256"), digest) != 0) {
             result = mcp_tool_error("describe: the file changed after the client's model was asked "
-                                "about it, so the answer is not used; call describe again");
+                                    "about it, so the answer is not used; call describe again");
         } else if (resumed && sampled) {
             result = cJSON_IsObject(sampled)
                          ? describe_answer(sampled, media_type)
                          : mcp_tool_error("describe: inputResponses." DESCRIBE_KEY " must be the "
-                                      "result of sampling/createMessage (an object)");
+                                          "result of sampling/createMessage (an object)");
         } else if (to->stateless && samplable &&
                    cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(to->stateless->capabilities,
                                                                    "sampling"))) {

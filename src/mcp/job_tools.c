@@ -46,9 +46,10 @@ void mcp_job_tool(mcp_server *server, mcp_client *client, const cJSON *id, const
                                     attempts->valuedouble <= 1000)) ||
             (timeout && !(cJSON_IsNumber(timeout) && timeout->valuedouble > 0)) ||
             (backoff && !(cJSON_IsNumber(backoff) && backoff->valuedouble >= 0))) {
-            mcp_send_error(to, id, RPC_INVALID_PARAMS,
-                       "submit_job needs code (a string); max_attempts 1 to 1000, timeout_seconds "
-                       "> 0 and backoff >= 0 when given");
+            mcp_send_error(
+                to, id, RPC_INVALID_PARAMS,
+                "submit_job needs code (a string); max_attempts 1 to 1000, timeout_seconds "
+                "> 0 and backoff >= 0 when given");
             return;
         }
         double timeout_seconds = timeout ? timeout->valuedouble : 0;

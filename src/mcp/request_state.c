@@ -161,7 +161,7 @@ int mcp_resume_approval(const mcp_server *server, const mcp_client *client, cons
                         const cJSON *arguments, approval_state *approval, char *message) {
     cJSON *payload;
     if (mcp_verified_state(server, client, params, arguments, "run_python_code", &payload,
-                       message) != 0)
+                           message) != 0)
         return -1;
     if (!payload) return 0;
     const cJSON *responses = cJSON_GetObjectItemCaseSensitive(params, "inputResponses");

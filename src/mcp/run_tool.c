@@ -528,19 +528,10 @@ cJSON *mcp_format_run_result(const cap_result *result, const text *output_text, 
     return tool_result;
 }
 
-/* A tool result that reports a failure of the tool itself. */
-cJSON *mcp_tool_error(const char *message) {
-    cJSON *result = cJSON_CreateObject();
-    cJSON *content = cJSON_AddArrayToObject(result, "content");
-    cJSON *block = cJSON_CreateObject();
-    cJSON_AddStringToObject(block, "type", "text");
-    cJSON_AddStringToObject(block, "text", message);
-    cJSON_AddItemToArray(content, block);
-    cJSON_AddBoolToObject(result, "isError", 1);
-    return result;
-}
-
-cJSON *mcp_tool_text(const char *message, cJSON *structured) {
+/* A tool result of one text block: a failure of the tool itself
+ * (`is_error`), or its answer with `structured` (or NULL) as
+ * structuredContent. */
+static cJSON *text_result(const char *message, cJSON *structured, int is_error) {
     cJSON *result = cJSON_CreateObject();
     cJSON *content = cJSON_AddArrayToObject(result, "content");
     cJSON *block = cJSON_CreateObject();
@@ -548,6 +539,14 @@ cJSON *mcp_tool_text(const char *message, cJSON *structured) {
     cJSON_AddStringToObject(block, "text", message);
     cJSON_AddItemToArray(content, block);
     if (structured) cJSON_AddItemToObject(result, "structuredContent", structured);
-    cJSON_AddBoolToObject(result, "isError", 0);
+    cJSON_AddBoolToObject(result, "isError", is_error);
     return result;
+}
+
+cJSON *mcp_tool_error(const char *message) {
+    return text_result(message, NULL, 1);
+}
+
+cJSON *mcp_tool_text(const char *message, cJSON *structured) {
+    return text_result(message, structured, 0);
 }

@@ -275,19 +275,20 @@ static int check_stateless(const reply *to, const cJSON *id, const char *method,
     const cJSON *capabilities = cJSON_GetObjectItemCaseSensitive(meta, META_CAPABILITIES);
     if (headers && !headers->protocol_version) {
         mcp_send_error(to, id, RPC_HEADER_MISMATCH,
-                   "header mismatch: the MCP-Protocol-Version header is missing");
+                       "header mismatch: the MCP-Protocol-Version header is missing");
         return 400;
     }
     if (!cJSON_IsString(version) || !cJSON_IsObject(capabilities)) {
-        mcp_send_error(to, id, RPC_INVALID_PARAMS,
-                   "invalid params: a 2026-07-28 request carries params._meta with \""
-                   META_PROTOCOL "\" (a string) and \"" META_CAPABILITIES "\" (an object)");
+        mcp_send_error(
+            to, id, RPC_INVALID_PARAMS,
+            "invalid params: a 2026-07-28 request carries params._meta with \"" META_PROTOCOL
+            "\" (a string) and \"" META_CAPABILITIES "\" (an object)");
         return 400;
     }
     if (headers && !header_equals(headers->protocol_version, version->valuestring)) {
         mcp_send_error(to, id, RPC_HEADER_MISMATCH,
-                   "header mismatch: MCP-Protocol-Version differs from params._meta's "
-                   "protocol version");
+                       "header mismatch: MCP-Protocol-Version differs from params._meta's "
+                       "protocol version");
         return 400;
     }
     if (strcmp(version->valuestring, MCP_STATELESS_PROTOCOL) != 0) {
@@ -295,32 +296,34 @@ static int check_stateless(const reply *to, const cJSON *id, const char *method,
         cJSON *supported = cJSON_AddArrayToObject(data, "supported");
         cJSON_AddItemToArray(supported, cJSON_CreateString(MCP_STATELESS_PROTOCOL));
         cJSON_AddStringToObject(data, "requested", version->valuestring);
-        mcp_send_error_data(to, id, RPC_UNSUPPORTED_VERSION,
-                        "unsupported protocol version: per-request _meta speaks "
-                        MCP_STATELESS_PROTOCOL
-                        " (2025-03-26 to 2025-11-25 are spoken after initialize)",
-                        data);
+        mcp_send_error_data(
+            to, id, RPC_UNSUPPORTED_VERSION,
+            "unsupported protocol version: per-request _meta speaks " MCP_STATELESS_PROTOCOL
+            " (2025-03-26 to 2025-11-25 are spoken after initialize)",
+            data);
         return 400;
     }
     if (headers) {
         const char *name = request_name(method, params);
         if (!headers->method || !header_equals(headers->method, method)) {
             mcp_send_error(to, id, RPC_HEADER_MISMATCH,
-                       "header mismatch: the Mcp-Method header must repeat the body's method");
+                           "header mismatch: the Mcp-Method header must repeat the body's method");
             return 400;
         }
         if (name && (!headers->name || !header_equals(headers->name, name))) {
-            mcp_send_error(to, id, RPC_HEADER_MISMATCH,
-                       "header mismatch: the Mcp-Name header must repeat the body's params.name "
-                       "(params.uri for resources/read)");
+            mcp_send_error(
+                to, id, RPC_HEADER_MISMATCH,
+                "header mismatch: the Mcp-Name header must repeat the body's params.name "
+                "(params.uri for resources/read)");
             return 400;
         }
     }
     if (!stateless_method_known(method)) {
-        mcp_send_error(to, id, RPC_METHOD_NOT_FOUND,
-                   "method not found: in 2026-07-28 capsule answers server/discover, tools/list, "
-                   "tools/call and (with the " TASKS_EXTENSION " extension) tasks/get, "
-                   "tasks/update and tasks/cancel");
+        mcp_send_error(
+            to, id, RPC_METHOD_NOT_FOUND,
+            "method not found: in 2026-07-28 capsule answers server/discover, tools/list, "
+            "tools/call and (with the " TASKS_EXTENSION " extension) tasks/get, "
+            "tasks/update and tasks/cancel");
         return 404;
     }
     return 0;
@@ -460,8 +463,8 @@ void mcp_handle_streaming(mcp_server *server, mcp_client *client, const char *me
     }
     if (!valid || !cJSON_IsString(method_item) || (params && !cJSON_IsObject(params))) {
         mcp_send_error(&to, mcp_is_valid_id(id) ? id : NULL, RPC_INVALID_REQUEST,
-                   "invalid request: expected a JSON-RPC 2.0 object with a string method and "
-                   "object params");
+                       "invalid request: expected a JSON-RPC 2.0 object with a string method and "
+                       "object params");
         cJSON_Delete(message);
         return;
     }
@@ -501,8 +504,9 @@ void mcp_handle_streaming(mcp_server *server, mcp_client *client, const char *me
         const char *level = mcp_argument_string(params, "level");
         int index = level ? mcp_level_index(level) : -1;
         if (index < 0) {
-            mcp_send_error(&to, id, RPC_INVALID_PARAMS, "level must be one of debug, info, notice, "
-                                                    "warning, error, critical, alert, emergency");
+            mcp_send_error(&to, id, RPC_INVALID_PARAMS,
+                           "level must be one of debug, info, notice, "
+                           "warning, error, critical, alert, emergency");
         } else {
             client->log_level = index;
             mcp_send_result(&to, id, NULL);

@@ -305,10 +305,10 @@ static void *run_task(void *argument) {
         finish_task(server, t, "failed", interrupted_message, interrupted_payload());
     } else if (cancelled) {
         finish_task(server, t, "cancelled", "cancelled by tasks/cancel", NULL);
-    } else if (cJSON_IsObject(result) &&
-               strcmp(mcp_argument_string(result, "resultType") ? mcp_argument_string(result, "resultType")
-                                                             : "complete",
-                      "input_required") == 0) {
+    } else if (cJSON_IsObject(result) && strcmp(mcp_argument_string(result, "resultType")
+                                                    ? mcp_argument_string(result, "resultType")
+                                                    : "complete",
+                                                "input_required") == 0) {
         cJSON *rpc_error = cJSON_CreateObject();
         cJSON_AddNumberToObject(rpc_error, "code", RPC_INTERNAL_ERROR);
         cJSON_AddStringToObject(rpc_error, "message",
@@ -503,7 +503,7 @@ static const char *task_id_argument(const cJSON *params, const reply *to, const 
     const char *task_id = mcp_argument_string(params, "taskId");
     if (!task_id || !task_id[0] || strlen(task_id) > MAX_SESSION_NAME) {
         mcp_send_error(to, id, RPC_INVALID_PARAMS,
-                   "invalid params: taskId must be the string a tools/call returned");
+                       "invalid params: taskId must be the string a tools/call returned");
         return NULL;
     }
     return task_id;
@@ -515,10 +515,11 @@ void mcp_task_method(mcp_server *server, mcp_client *client, const cJSON *id, co
         cJSON *data = cJSON_CreateObject();
         cJSON *required = cJSON_AddObjectToObject(data, "requiredCapabilities");
         cJSON_AddObjectToObject(cJSON_AddObjectToObject(required, "extensions"), TASKS_EXTENSION);
-        mcp_send_error_data(to, id, RPC_MISSING_CAPABILITY,
-                        "missing required client capability: declare the extension "
-                        TASKS_EXTENSION " in clientCapabilities.extensions to use tasks/*",
-                        data);
+        mcp_send_error_data(
+            to, id, RPC_MISSING_CAPABILITY,
+            "missing required client capability: declare the extension " TASKS_EXTENSION
+            " in clientCapabilities.extensions to use tasks/*",
+            data);
         return;
     }
     const char *task_id = task_id_argument(params, to, id);
@@ -612,7 +613,7 @@ void mcp_task_method(mcp_server *server, mcp_client *client, const cJSON *id, co
     }
     if (!found) {
         mcp_send_error(to, id, RPC_INVALID_PARAMS,
-                   "invalid params: no such task (unknown, expired, or not this client's)");
+                       "invalid params: no such task (unknown, expired, or not this client's)");
     } else if (detailed) {
         mcp_send_result(to, id, detailed);
     } else {
@@ -729,7 +730,7 @@ static void legacy_task_result(mcp_server *server, mcp_client *client, const cJS
         mcp_send_error(to, id, RPC_INTERNAL_ERROR, message);
     } else if (!view.found) {
         mcp_send_error(to, id, RPC_INVALID_PARAMS,
-                   "invalid params: no such task (unknown, expired, or not this client's)");
+                       "invalid params: no such task (unknown, expired, or not this client's)");
     } else if (cancelled) {
         /* notifications/cancelled: no response, as the specification asks. */
     } else if (strcmp(view.status, "working") == 0) {
@@ -753,7 +754,7 @@ static void legacy_task_result(mcp_server *server, mcp_client *client, const cJS
         const cJSON *code = cJSON_GetObjectItemCaseSensitive(rpc_error, "code");
         const char *message = mcp_argument_string(rpc_error, "message");
         mcp_send_error(to, id, cJSON_IsNumber(code) ? (int)code->valuedouble : RPC_INTERNAL_ERROR,
-                   message ? message : "the task failed");
+                       message ? message : "the task failed");
         cJSON_Delete(rpc_error);
     } else {
         mcp_send_error(to, id, RPC_INTERNAL_ERROR, "the task was cancelled: it has no result");
@@ -821,10 +822,11 @@ void mcp_legacy_task_method(mcp_server *server, mcp_client *client, const cJSON 
         mcp_send_error(to, id, RPC_INTERNAL_ERROR, message);
     } else if (!view.found) {
         mcp_send_error(to, id, RPC_INVALID_PARAMS,
-                   "invalid params: no such task (unknown, expired, or not this client's)");
+                       "invalid params: no such task (unknown, expired, or not this client's)");
     } else {
-        mcp_send_result(to, id, legacy_task(task_id, view.status, view.message, view.created_ms,
-                                        view.updated_ms));
+        mcp_send_result(
+            to, id,
+            legacy_task(task_id, view.status, view.message, view.created_ms, view.updated_ms));
     }
     task_view_clear(&view);
 }

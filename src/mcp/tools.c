@@ -240,9 +240,8 @@ cJSON *mcp_session_program(mcp_server *server, mcp_client *client, const char *i
     if (status == CAP_STATUS_SUCCESS) {
         const char *value = cap_result_return_value(outcome.result);
         cJSON *parsed = value ? cJSON_Parse(value) : NULL;
-        tool_result = mcp_tool_text(value ? value : "null", parsed && cJSON_IsObject(parsed)
-                                                          ? parsed
-                                                          : NULL);
+        tool_result =
+            mcp_tool_text(value ? value : "null", parsed && cJSON_IsObject(parsed) ? parsed : NULL);
         if (parsed && !cJSON_IsObject(parsed)) {
             cJSON *wrapped = cJSON_CreateObject();
             cJSON_AddItemToObject(wrapped, "result", parsed);
@@ -405,7 +404,7 @@ void mcp_call_tool(mcp_server *server, mcp_client *client, const cJSON *id, cons
             run_outcome outcome = {0};
             cJSON *asking = NULL;
             int rejected = to->stateless && mcp_resume_approval(server, client, params, arguments,
-                                                            &approval, message) != 0;
+                                                                &approval, message) != 0;
             if (rejected) {
                 mcp_send_error(to, id, RPC_INVALID_PARAMS, message);
             } else {
@@ -417,8 +416,9 @@ void mcp_call_tool(mcp_server *server, mcp_client *client, const cJSON *id, cons
                 mcp_send_result(to, id, asking);
                 cap_result_free(outcome.result);
             } else if (outcome.result) {
-                mcp_send_result(to, id, mcp_format_run_result(outcome.result, &outcome.output, scoped,
-                                                      session));
+                mcp_send_result(
+                    to, id,
+                    mcp_format_run_result(outcome.result, &outcome.output, scoped, session));
                 cap_result_free(outcome.result);
             } else if (outcome.busy) {
                 mcp_send_error(to, id, RPC_SERVER_BUSY, outcome.message);
@@ -451,9 +451,9 @@ void mcp_call_tool(mcp_server *server, mcp_client *client, const cJSON *id, cons
             } else if (outcome.busy) {
                 mcp_send_error(to, id, RPC_SERVER_BUSY, outcome.message);
             } else {
-                char *error = mcp_unscope(outcome.result ? cap_result_error(outcome.result)
-                                                     : outcome.message,
-                                      minted, session_id);
+                char *error =
+                    mcp_unscope(outcome.result ? cap_result_error(outcome.result) : outcome.message,
+                                minted, session_id);
                 mcp_send_result(to, id, mcp_tool_error(error ? error : "out of memory"));
                 free(error);
             }
@@ -476,7 +476,7 @@ void mcp_call_tool(mcp_server *server, mcp_client *client, const cJSON *id, cons
             mcp_send_error(to, id, RPC_INVALID_PARAMS, "describe needs path and question");
         else
             mcp_describe_tool(server, client, id, id_text, to, params, scoped, session, path,
-                          question);
+                              question);
     } else if (strcmp(name, "close_session") == 0) {
         pthread_mutex_lock(&server->lock);
         int slot_index = mcp_session_known(server, scoped) ? mcp_route_session(server, scoped) : -1;
@@ -505,7 +505,8 @@ void mcp_call_tool(mcp_server *server, mcp_client *client, const cJSON *id, cons
         if (!path && listing) path = "/work";
         if (!path || (writing && !content)) {
             mcp_send_error(to, id, RPC_INVALID_PARAMS,
-                       writing ? "write_file needs path and content" : "this tool needs a path");
+                           writing ? "write_file needs path and content"
+                                   : "this tool needs a path");
         } else if (encoding && strcmp(encoding, "utf-8") != 0 && strcmp(encoding, "base64") != 0) {
             mcp_send_error(to, id, RPC_INVALID_PARAMS, "encoding must be utf-8 or base64");
         } else {
@@ -526,8 +527,8 @@ void mcp_call_tool(mcp_server *server, mcp_client *client, const cJSON *id, cons
                                    : writing ? write_file_code
                                              : read_file_expression;
                 mcp_send_result(to, id,
-                            mcp_session_program(server, client, id_text, to, scoped, session, code,
-                                            guest_arguments));
+                                mcp_session_program(server, client, id_text, to, scoped, session,
+                                                    code, guest_arguments));
             }
         }
     } else {
