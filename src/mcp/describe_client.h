@@ -2,7 +2,7 @@
  * describe_client.h — `describe` without a configured model endpoint: the
  * MCP client's own model (sampling/createMessage, the legacy request or a
  * 2026-07-28 input request), or else the file itself handed back to the
- * calling model.  Only the messages' shapes live here; server.c decides
+ * calling model.  Only the messages' shapes live here; describe_tool.c decides
  * which backend answers (endpoint → client's model → fallback).
  */
 #ifndef CAPSULE_MCP_DESCRIBE_CLIENT_H

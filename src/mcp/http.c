@@ -21,7 +21,7 @@
  *
  * Principals.  Each token is a principal, known by a hash of the token; an
  * MCP session (Mcp-Session-Id) belongs to the principal that created it,
- * and so do the Python sessions its calls start (server.c scopes them).
+ * and so do the Python sessions its calls start (tools.c scopes them).
  * Without tokens (--no-auth) each MCP session is its own principal.
  *
  * Holding under abuse.  A few event-loop threads (epoll) serve every
