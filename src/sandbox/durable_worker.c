@@ -25,32 +25,37 @@ static int append(void *context, const void *data, size_t size) {
     return buffer_append(context, data, size);
 }
 
-/* The reference (durable.h): at first the zygote's base, shared with it
- * copy-on-write; a page the worker updates becomes its own.  Grown (and
- * then owned) when the memory grows past it. */
-static uint8_t *reference;
-static uint32_t reference_pages;
-static int reference_owned;
+/* The reference (durable.h): the zygote's base, shared with it
+ * copy-on-write (a page the worker updates becomes its own), and past the
+ * base's pages, when the memory grew beyond it, an extension of the
+ * worker's own.  Growing copies only the extension: a session holding a
+ * 20 MB heap copied the whole 20 MB base at each restore. */
+static uint8_t *base;
+static uint32_t base_pages;
+static uint8_t *extension;
+static uint32_t reference_pages; /* base_pages, plus the extension's */
 
-void durable_worker_set_base(uint8_t *base, uint32_t pages) {
-    reference = base;
-    reference_pages = pages;
+void durable_worker_set_base(uint8_t *memory, uint32_t pages) {
+    base = memory;
+    base_pages = reference_pages = pages;
+}
+
+static uint8_t *reference_page(uint32_t page) {
+    return page < base_pages ? base + (size_t)page * DURABLE_PAGE
+                             : extension + (size_t)(page - base_pages) * DURABLE_PAGE;
 }
 
 static int reference_reserve(uint32_t pages) {
     if (pages <= reference_pages) return 0;
-    uint8_t *grown = malloc((size_t)pages * DURABLE_PAGE);
+    uint8_t *grown = realloc(extension, (size_t)(pages - base_pages) * DURABLE_PAGE);
     if (!grown) return -ENOMEM;
-    memcpy(grown, reference, (size_t)reference_pages * DURABLE_PAGE);
     /* Pages the reference never had: the host knows no hash for them, so
      * they are always sent (page >= the old count); their content here
      * is set when they are. */
-    memset(grown + (size_t)reference_pages * DURABLE_PAGE, 0,
+    memset(grown + (size_t)(reference_pages - base_pages) * DURABLE_PAGE, 0,
            (size_t)(pages - reference_pages) * DURABLE_PAGE);
-    if (reference_owned) free(reference);
-    reference = grown;
+    extension = grown;
     reference_pages = pages;
-    reference_owned = 1;
     return 0;
 }
 
@@ -64,7 +69,7 @@ static uint32_t dead_pages(void) {
 static int page_changed(const uint8_t *memory, uint32_t page, uint32_t known_pages) {
     size_t offset = (size_t)page * DURABLE_PAGE;
     if (page < dead_pages()) return 0;
-    return page >= known_pages || memcmp(memory + offset, reference + offset, DURABLE_PAGE) != 0;
+    return page >= known_pages || memcmp(memory + offset, reference_page(page), DURABLE_PAGE) != 0;
 }
 
 static int put_u64(buffer *out, uint64_t value) {
@@ -169,8 +174,7 @@ int durable_worker_snapshot(int fd, const uint8_t *memory, uint32_t pages, void 
         memcpy(frame + 4, bytes, DURABLE_PAGE);
         rc = frame_write(fd, 'k', frame, sizeof frame);
         /* The host keeps this page's hash from now on. */
-        if (rc == 0 && page < reference_pages)
-            memcpy(reference + (size_t)page * DURABLE_PAGE, bytes, DURABLE_PAGE);
+        if (rc == 0 && page < reference_pages) memcpy(reference_page(page), bytes, DURABLE_PAGE);
     }
     free(changed_pages);
     for (size_t offset = 0; rc == 0 && offset < files.size; offset += DURABLE_VFS_CHUNK) {
@@ -252,7 +256,7 @@ int durable_worker_restore(int fd, const char *payload, size_t size, void *scrat
             return refuse(fd, "malformed restore page");
         }
         memcpy(memory + (size_t)index * DURABLE_PAGE, page + 4, DURABLE_PAGE);
-        memcpy(reference + (size_t)index * DURABLE_PAGE, page + 4, DURABLE_PAGE);
+        memcpy(reference_page(index), page + 4, DURABLE_PAGE);
         free(page);
     }
     buffer files = {0};
