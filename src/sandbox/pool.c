@@ -120,25 +120,33 @@ static int finish_spawn(cap_sandbox *sandbox, int fd, worker *out, char *error) 
     return CAP_OK;
 }
 
-/* Moves answered spawn requests into the idle pool. */
-static void collect_spawned(cap_sandbox *sandbox) {
-    for (int i = 0; i < sandbox->pending_count; i++) {
+/* Moves answered spawn requests into the idle pool, oldest first (the
+ * zygote answers in order).  `wait` 1: all of them.  0: only answers
+ * already there, unless no worker is idle, then until one is: so a run
+ * never waits for the clone of a worker it does not need. */
+static void collect_spawned(cap_sandbox *sandbox, int wait) {
+    int done = 0;
+    for (; done < sandbox->pending_count; done++) {
+        struct pollfd ready = {sandbox->control_fd, POLLIN, 0};
+        if (!wait && sandbox->idle_count > 0 && poll(&ready, 1, 0) != 1) break;
         worker w;
-        if (finish_spawn(sandbox, sandbox->pending[i], &w, NULL) == CAP_OK)
+        if (finish_spawn(sandbox, sandbox->pending[done], &w, NULL) == CAP_OK)
             sandbox->idle[sandbox->idle_count++] = w;
     }
-    sandbox->pending_count = 0;
+    memmove(sandbox->pending, sandbox->pending + done,
+            (size_t)(sandbox->pending_count - done) * sizeof *sandbox->pending);
+    sandbox->pending_count -= done;
 }
 
 int sandbox_spawn_worker(cap_sandbox *sandbox, worker *out, char *error) {
     int fd;
-    collect_spawned(sandbox); /* answers arrive in order: older requests first */
+    collect_spawned(sandbox, 1); /* this request's answer comes after theirs */
     int rc = request_spawn(sandbox, &fd, error);
     return rc == CAP_OK ? finish_spawn(sandbox, fd, out, error) : rc;
 }
 
 int sandbox_take_worker(cap_sandbox *sandbox, worker *out, char *error) {
-    collect_spawned(sandbox);
+    collect_spawned(sandbox, 0);
     if (sandbox->idle_count > 0) {
         *out = sandbox->idle[--sandbox->idle_count];
         return CAP_OK;
@@ -305,7 +313,7 @@ int cap_sandbox_new(cap_config *config, cap_sandbox **out, char *error) {
 void cap_sandbox_free(cap_sandbox *sandbox) {
     if (!sandbox) return;
     sandbox_reap_exiting(sandbox, 1);
-    if (sandbox->zygote > 0) collect_spawned(sandbox);
+    if (sandbox->zygote > 0) collect_spawned(sandbox, 1);
     for (int i = 0; i < sandbox->idle_count; i++) sandbox_worker_discard(&sandbox->idle[i]);
     for (int i = 0; i < sandbox->session_count; i++) {
         sandbox_worker_discard(&sandbox->sessions[i].worker);
