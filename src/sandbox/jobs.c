@@ -34,7 +34,9 @@
 #include "sandbox.h"
 
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <math.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -119,6 +121,19 @@ static const char *string_field(const cJSON *request, const char *name) {
                : NULL;
 }
 
+/* Steps named so are the parent's record of the job's /network fetches
+ * (sandbox_job_fetch): a guest's step, sleep or await may not use such a
+ * name, so it can neither forge a response nor claim the name first. */
+#define NETWORK_STEP_PREFIX "/network/"
+#define RESERVED_NOTE " (names starting with '" NETWORK_STEP_PREFIX "' are capsule's own)"
+
+/* A step name or key from the guest: string_field's, minus capsule's own. */
+static const char *guest_step_name(const cJSON *request, const char *field) {
+    const char *name = string_field(request, field);
+    return name && strncmp(name, NETWORK_STEP_PREFIX, strlen(NETWORK_STEP_PREFIX)) != 0 ? name
+                                                                                        : NULL;
+}
+
 /* The cached result of step `name`: 1 and *value, 0 when none, -1 on a
  * store failure (answered). */
 static int cached_step(sandbox_exchange *exchange, const char *name, char **value) {
@@ -171,10 +186,10 @@ static void answer_with(int fd, const char *prefix, const char *json, const char
 }
 
 static sandbox_outcome answer_step(sandbox_exchange *exchange, const cJSON *request) {
-    const char *name = string_field(request, "name");
+    const char *name = guest_step_name(request, "name");
     if (!name) {
         sandbox_call_failure(exchange->fd, "invalid-arguments",
-                             "a step needs a name of 1 to 128 bytes");
+                             "a step needs a name of 1 to 128 bytes" RESERVED_NOTE);
         return SANDBOX_CONTINUE;
     }
     char *value = NULL;
@@ -186,13 +201,13 @@ static sandbox_outcome answer_step(sandbox_exchange *exchange, const cJSON *requ
 }
 
 static sandbox_outcome answer_step_done(sandbox_exchange *exchange, const cJSON *request) {
-    const char *name = string_field(request, "name");
+    const char *name = guest_step_name(request, "name");
     const cJSON *value = cJSON_GetObjectItemCaseSensitive(request, "value");
     char *json = value ? cJSON_PrintUnformatted(value) : NULL;
     if (!name || !json) {
         free(json);
         sandbox_call_failure(exchange->fd, "invalid-arguments",
-                             "a step's result needs a name and a JSON value");
+                             "a step's result needs a name and a JSON value" RESERVED_NOTE);
         return SANDBOX_CONTINUE;
     }
     char *stored = NULL;
@@ -205,12 +220,12 @@ static sandbox_outcome answer_step_done(sandbox_exchange *exchange, const cJSON 
 
 static sandbox_outcome answer_sleep(sandbox_exchange *exchange, const cJSON *request) {
     job_attempt *attempt = exchange->sandbox->job;
-    const char *name = string_field(request, "name");
+    const char *name = guest_step_name(request, "name");
     const cJSON *until = cJSON_GetObjectItemCaseSensitive(request, "until");
     if (!name || !cJSON_IsNumber(until) || !isfinite(until->valuedouble) ||
         until->valuedouble < 0 || until->valuedouble > 1e11) {
         sandbox_call_failure(exchange->fd, "invalid-arguments",
-                             "sleep needs a name and a time (seconds since the epoch)");
+                             "sleep needs a name and a time (seconds since the epoch)" RESERVED_NOTE);
         return SANDBOX_CONTINUE;
     }
     /* The wake time is the first attempt's: a rerun's own clock says later. */
@@ -242,13 +257,14 @@ static sandbox_outcome answer_await(sandbox_exchange *exchange, const cJSON *req
     cap_config *config = exchange->sandbox->config;
     job_attempt *attempt = exchange->sandbox->job;
     const char *event = string_field(request, "name");
-    const char *key = string_field(request, "key");
+    const char *key = guest_step_name(request, "key");
     const cJSON *timeout = cJSON_GetObjectItemCaseSensitive(request, "timeout");
     if (!event || !key || strlen(key) > 118 ||
         (timeout && !cJSON_IsNull(timeout) &&
          !(cJSON_IsNumber(timeout) && timeout->valuedouble >= 0 && timeout->valuedouble < 1e9))) {
         sandbox_call_failure(exchange->fd, "invalid-arguments",
-                             "await_event needs an event name and a timeout of seconds or None");
+                             "await_event needs an event name and a timeout of seconds or None"
+                             RESERVED_NOTE);
         return SANDBOX_CONTINUE;
     }
     /* Settled in an earlier attempt: the same answer. */
@@ -343,6 +359,150 @@ sandbox_outcome sandbox_job_request(sandbox_exchange *exchange, const void *requ
     if (strcmp(op, "step_done") == 0) return answer_step_done(exchange, request);
     if (strcmp(op, "sleep") == 0) return answer_sleep(exchange, request);
     return answer_await(exchange, request);
+}
+
+/* --- /network fetches as steps ------------------------------------------------ */
+
+/* The step that records a fetch of /network/NAME: "/network/NAME" when
+ * NAME is short printable ASCII, else "/network/#" and a hash of NAME (a
+ * template's value may be any bytes; step names are text of <= 128 bytes). */
+static void network_step_name(const char *name, size_t size, char key[STORE_ID_SIZE]) {
+    int plain = size > 0 && size <= 100;
+    for (size_t i = 0; plain && i < size; i++) plain = name[i] > ' ' && name[i] < 127;
+    if (plain) {
+        snprintf(key, STORE_ID_SIZE, NETWORK_STEP_PREFIX "%.*s", (int)size, name);
+        return;
+    }
+    uint8_t hash[STORE_HASH_SIZE];
+    store_hash(name, size, hash);
+    int used = snprintf(key, STORE_ID_SIZE, NETWORK_STEP_PREFIX "#");
+    for (int i = 0; i < 16; i++) used += snprintf(key + used, STORE_ID_SIZE - (size_t)used, "%02x",
+                                                  hash[i]);
+}
+
+/* The stored form of a fetch's outcome: {"base64": BYTES} or {"errno": N,
+ * "message": M}.  NULL when out of memory. */
+static char *network_step_value(int32_t rc, const buffer *body, const char *message) {
+    cJSON *value = cJSON_CreateObject();
+    if (!value) return NULL;
+    if (rc == 0) {
+        char *text = malloc(4 * ((body->size + 2) / 3) + 1);
+        if (!text) {
+            cJSON_Delete(value);
+            return NULL;
+        }
+        EVP_EncodeBlock((unsigned char *)text, (const unsigned char *)body->data, (int)body->size);
+        int added = cJSON_AddStringToObject(value, "base64", text) != NULL;
+        free(text);
+        if (!added) {
+            cJSON_Delete(value);
+            return NULL;
+        }
+    } else {
+        cJSON_AddNumberToObject(value, "errno", -rc);
+        cJSON_AddStringToObject(value, "message", message);
+    }
+    char *json = value ? cJSON_PrintUnformatted(value) : NULL;
+    cJSON_Delete(value);
+    return json;
+}
+
+/* Answers the worker's fetch with a stored outcome (network_step_value's). */
+static void reply_stored_fetch(int fd, const char *json) {
+    cJSON *value = cJSON_Parse(json);
+    const cJSON *base64 = cJSON_GetObjectItemCaseSensitive(value, "base64");
+    const cJSON *number = cJSON_GetObjectItemCaseSensitive(value, "errno");
+    const cJSON *message = cJSON_GetObjectItemCaseSensitive(value, "message");
+    if (cJSON_IsString(base64)) {
+        size_t length = strlen(base64->valuestring);
+        unsigned char *bytes = malloc(length / 4 * 3 + 1);
+        int size = bytes ? EVP_DecodeBlock(bytes, (const unsigned char *)base64->valuestring,
+                                           (int)length)
+                         : -1;
+        /* EVP_DecodeBlock counts the padding's zero bytes too. */
+        for (size_t i = length; size > 0 && i > 0 && base64->valuestring[i - 1] == '='; i--) size--;
+        if (size >= 0) sandbox_fetch_reply(fd, 0, bytes, (size_t)size, "");
+        else sandbox_fetch_reply(fd, -EIO, NULL, 0, "the stored response is damaged");
+        free(bytes);
+    } else if (cJSON_IsNumber(number) && number->valuedouble >= 1 && number->valuedouble < 4096) {
+        sandbox_fetch_reply(fd, -(int32_t)number->valuedouble, NULL, 0,
+                            cJSON_IsString(message) ? message->valuestring : "fetch failed");
+    } else {
+        sandbox_fetch_reply(fd, -EIO, NULL, 0, "the stored response is damaged");
+    }
+    cJSON_Delete(value);
+}
+
+/* Whether a fetch's outcome is kept as the job's step: a response (its
+ * bytes, an HTTP error status, or one larger than the size limit).  Not
+ * kept when nothing came back (an unknown name, a URL outside the
+ * allow-list, a timeout, a connection that failed): a rerun tries again. */
+static int fetch_is_kept(int32_t rc, const char *message) {
+    return rc == 0 || rc == -EFBIG || strncmp(message, "HTTP ", 5) == 0;
+}
+
+sandbox_outcome sandbox_job_fetch(sandbox_exchange *exchange, const char *payload, size_t size) {
+    cap_config *config = exchange->sandbox->config;
+    job_attempt *attempt = exchange->sandbox->job;
+    char error[CAP_ERROR_SIZE] = "";
+    if (attempt->cancelled) {
+        sandbox_fetch_reply(exchange->fd, -ECANCELED, NULL, 0, "the job was cancelled");
+        return SANDBOX_CONTINUE;
+    }
+    /* The attempt must still hold the job: a lost one records nothing. */
+    pthread_mutex_lock(&config->store_lock);
+    int rc = store_job_check(config->store, attempt->job.id, attempt->job.attempts, NULL, error);
+    pthread_mutex_unlock(&config->store_lock);
+    if (rc == STORE_ECONFLICT) {
+        attempt->lost = 1;
+        return end_attempt(exchange, "the job's attempt lost its lease");
+    }
+    char key[STORE_ID_SIZE];
+    network_step_name(payload + 1, size - 1, key);
+    char *stored = NULL;
+    int found = 0;
+    if (rc == CAP_OK) {
+        pthread_mutex_lock(&config->store_lock);
+        rc = store_job_step_get(config->store, attempt->job.id, key, &stored, &found, error);
+        pthread_mutex_unlock(&config->store_lock);
+    }
+    if (rc != CAP_OK) {
+        sandbox_fetch_reply(exchange->fd, -EIO, NULL, 0, "the job's store failed");
+        return SANDBOX_CONTINUE;
+    }
+    if (found) {
+        reply_stored_fetch(exchange->fd, stored);
+        free(stored);
+        return SANDBOX_CONTINUE;
+    }
+    buffer body = {0};
+    char message[256] = "";
+    int32_t fetched = sandbox_fetch_resource(config, payload, size, exchange->deadline, &body,
+                                             message);
+    if (!fetch_is_kept(fetched, message)) {
+        sandbox_fetch_reply(exchange->fd, fetched, body.data, body.size, message);
+        buffer_free(&body);
+        return SANDBOX_CONTINUE;
+    }
+    char *value = network_step_value(fetched, &body, message);
+    buffer_free(&body);
+    if (!value) {
+        sandbox_fetch_reply(exchange->fd, -ENOMEM, NULL, 0, "out of memory");
+        return SANDBOX_CONTINUE;
+    }
+    pthread_mutex_lock(&config->store_lock);
+    rc = store_job_step_put(config->store, attempt->job.id, attempt->job.attempts, key, value,
+                            &stored, error);
+    pthread_mutex_unlock(&config->store_lock);
+    free(value);
+    if (rc == STORE_ECONFLICT) {
+        attempt->lost = 1;
+        return end_attempt(exchange, "the job's attempt lost its lease");
+    }
+    if (rc != CAP_OK || !stored) sandbox_fetch_reply(exchange->fd, -EIO, NULL, 0, "the job's store failed");
+    else reply_stored_fetch(exchange->fd, stored);
+    free(stored);
+    return SANDBOX_CONTINUE;
 }
 
 /* --- the runners ------------------------------------------------------------------ */

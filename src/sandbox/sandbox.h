@@ -492,4 +492,19 @@ sandbox_outcome sandbox_frame_call(sandbox_exchange *exchange, const char *paylo
 sandbox_outcome sandbox_job_request(sandbox_exchange *exchange, const void *request,
                                     const char *op);
 
+/* provider.c: a resource fetch's two halves, for jobs.c.  The first does
+ * what an 'F' frame asks (payload: the mount's index, then the name) and
+ * returns 0 with the bytes in *body or a negative errno with a message of
+ * at most 255 bytes; the second writes the 'F' answer. */
+int sandbox_fetch_resource(const cap_config *config, const char *payload, size_t size,
+                           double deadline, buffer *body, char *message);
+int sandbox_fetch_reply(int fd, int32_t rc, const void *body, size_t body_size,
+                        const char *message);
+
+/* jobs.c: a /network fetch inside a job, as a step of the job: the stored
+ * response when the job has one (a rerun), else fetched and stored first.
+ * Answers with an 'F' frame; SANDBOX_STOPPED when the attempt lost the
+ * job. */
+sandbox_outcome sandbox_job_fetch(sandbox_exchange *exchange, const char *payload, size_t size);
+
 #endif
