@@ -49,6 +49,9 @@
 #define DEFAULT_MAX_ATTEMPTS 3
 #define DEFAULT_TIMEOUT_SECONDS 60.0
 #define DEFAULT_BACKOFF_SECONDS 1.0
+#define DEFAULT_RETENTION_MS (7 * 86400 * 1000LL)
+#define PRUNE_INTERVAL_MS 1000 /* a process prunes about this often... */
+#define PRUNE_BATCH 200        /* ...this many jobs and events at a time (sooner again if full) */
 
 typedef struct job_runners {
     cap_config *config;
@@ -65,6 +68,7 @@ typedef struct job_runners {
     pthread_cond_t wake;
     int stop;
     int wakes; /* wake-ups not yet consumed: a submit while all were busy */
+    int64_t next_prune_ms; /* when a runner prunes next (now_ms) */
 } job_runners;
 
 /* --- the guest's requests ------------------------------------------------------ */
@@ -572,6 +576,32 @@ static void run_attempt(job_runners *runners, cap_sandbox *sandbox, store_job *j
     cap_result_free(result);
 }
 
+/* Deletes a batch of finished jobs and dead events when this process's
+ * turn is due: one runner at a time, about every PRUNE_INTERVAL_MS, at
+ * once again while batches come back full.  A failure is left for the next
+ * turn (pruning is housekeeping; nothing waits for it). */
+static void maybe_prune(job_runners *runners) {
+    cap_config *config = runners->config;
+    int64_t now = now_ms();
+    pthread_mutex_lock(&runners->lock);
+    int due = now >= runners->next_prune_ms;
+    if (due) runners->next_prune_ms = now + PRUNE_INTERVAL_MS;
+    pthread_mutex_unlock(&runners->lock);
+    if (!due) return;
+    int64_t jobs = 0, events = 0;
+    char error[CAP_ERROR_SIZE];
+    pthread_mutex_lock(&config->store_lock);
+    int64_t retention = config->job_retention_ms > 0 ? config->job_retention_ms
+                                                     : DEFAULT_RETENTION_MS;
+    int rc = store_job_prune(config->store, retention, PRUNE_BATCH, &jobs, &events, error);
+    pthread_mutex_unlock(&config->store_lock);
+    if (rc == CAP_OK && (jobs == PRUNE_BATCH || events == PRUNE_BATCH)) {
+        pthread_mutex_lock(&runners->lock);
+        runners->next_prune_ms = now;
+        pthread_mutex_unlock(&runners->lock);
+    }
+}
+
 static void *runner_main(void *argument) {
     void **pair = argument;
     job_runners *runners = pair[0];
@@ -583,6 +613,7 @@ static void *runner_main(void *argument) {
         int stop = runners->stop;
         pthread_mutex_unlock(&runners->lock);
         if (stop) break;
+        maybe_prune(runners);
         store_job job;
         int claimed = 0;
         char error[CAP_ERROR_SIZE];
@@ -867,6 +898,19 @@ int cap_job_emit(cap_config *config, const char *principal, const char *name,
     if (rc != CAP_OK) return api_code(rc);
     if (woken) *woken = (int)count;
     if (count) wake_runners(config);
+    return CAP_OK;
+}
+
+int cap_config_set_job_retention(cap_config *config, double seconds, char *error) {
+    if (!config || !(seconds > 0 && seconds <= 10 * 366 * 86400.0)) {
+        sandbox_set_error(error, "a job retention is more than 0 s and at most 10 years");
+        return CAP_EINVAL;
+    }
+    int64_t ms = (int64_t)(seconds * 1000);
+    /* Read by the runners under store_lock. */
+    pthread_mutex_lock(&config->store_lock);
+    config->job_retention_ms = ms > 0 ? ms : 1;
+    pthread_mutex_unlock(&config->store_lock);
     return CAP_OK;
 }
 

@@ -143,6 +143,7 @@ struct cap_config {
     pthread_mutex_t renew_lock;
     pthread_cond_t renew_wake;
     void *jobs; /* the job runners (jobs.c), NULL until cap_jobs_start */
+    int64_t job_retention_ms; /* finished jobs are pruned after this; 0: 7 days */
     void *code_mode; /* MCP servers whose tools are in the registry (code_mode.c); NULL */
     /* help (src/help/help.c): the index, built on the first search, dropped
      * when the docs or the registry change; the lock is held around every

@@ -628,3 +628,49 @@ int store_job_set_queue_limit(store *store, const char *queue, int64_t concurren
                              INTEGER(concurrency))
                        : RUN(store, queue_limit_remove, NULL, NULL, error, TEXT(queue));
 }
+
+/* --- pruning ------------------------------------------------------------------------ */
+
+#define FINISHED "('succeeded', 'dead', 'cancelled')"
+/* $1 the cut-off, $2 the batch.  The steps of the oldest finished jobs
+ * first, then those jobs: a job is taken only once it has no steps left,
+ * so a job picked by the second statement but not the first (another node
+ * pruned in between, PostgreSQL) keeps its steps and waits for a later
+ * round rather than leaving them behind. */
+static const char prune_steps[] =
+    "DELETE FROM job_steps WHERE job IN (SELECT id FROM jobs WHERE status IN " FINISHED
+    " AND updated_at < $1 ORDER BY updated_at LIMIT $2)";
+static const char prune_jobs[] =
+    "DELETE FROM jobs WHERE id IN (SELECT j.id FROM jobs AS j WHERE j.status IN " FINISHED
+    " AND j.updated_at < $1 AND NOT EXISTS (SELECT 1 FROM job_steps AS s WHERE s.job = j.id)"
+    " ORDER BY j.updated_at LIMIT $2) RETURNING 1";
+static const char prune_events[] =
+    "DELETE FROM job_events WHERE id IN (SELECT e.id FROM job_events AS e WHERE e.created_at < $1"
+    " AND NOT EXISTS (SELECT 1 FROM jobs AS j WHERE j.principal = e.principal"
+    " AND j.created_at <= e.created_at AND j.status NOT IN " FINISHED ")"
+    " ORDER BY e.id LIMIT $2) RETURNING 1";
+
+int store_job_prune(store *store, int64_t retention_ms, int64_t batch, int64_t *jobs,
+                    int64_t *events, char *error) {
+    if (jobs) *jobs = 0;
+    if (events) *events = 0;
+    if (retention_ms < 0 || batch < 1)
+        return store_fail(error, CAP_EINVAL, "pruning needs a retention >= 0 and a batch >= 1");
+    int result = store_internal_write_begin(store, error);
+    if (result != CAP_OK) return result;
+    int64_t cutoff = store_internal_now(store) - retention_ms;
+    first_row pruned_jobs = {0}, pruned_events = {0};
+    result = RUN(store, prune_steps, NULL, NULL, error, INTEGER(cutoff), INTEGER(batch));
+    if (result == CAP_OK)
+        result = RUN(store, prune_jobs, collect_first, &pruned_jobs, error, INTEGER(cutoff),
+                     INTEGER(batch));
+    if (result == CAP_OK)
+        result = RUN(store, prune_events, collect_first, &pruned_events, error, INTEGER(cutoff),
+                     INTEGER(batch));
+    free(pruned_jobs.long_text);
+    free(pruned_events.long_text);
+    result = store_internal_write_end(store, result, error);
+    if (result == CAP_OK && jobs) *jobs = pruned_jobs.rows;
+    if (result == CAP_OK && events) *events = pruned_events.rows;
+    return result;
+}

@@ -174,6 +174,10 @@ static const char *const sqlite_migrations[] = {
     "    expires_at     INTEGER NOT NULL\n"
     ");\n"
     "CREATE INDEX tasks_expires ON tasks(expires_at);\n",
+    /* 5 -> 6: finished jobs by age, for pruning them after the retention
+     * (jobs.c, store_job_prune).  The same in postgres.c. */
+    "CREATE INDEX jobs_finished ON jobs(updated_at)\n"
+    "    WHERE status IN ('succeeded', 'dead', 'cancelled');\n",
 };
 
 #define STATEMENT_CACHE_SIZE 80

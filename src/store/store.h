@@ -483,6 +483,15 @@ void store_listener_close(store_listener *listener);
 int store_job_set_queue_limit(store *store, const char *queue, int64_t concurrency,
                               char *error);
 
+/* Deletes, in one write transaction, up to `batch` jobs that finished
+ * (succeeded, dead, cancelled) more than `retention_ms` ago, with their
+ * steps, and up to `batch` events older than that which no job can await
+ * any more (no unfinished job of their principal was created at or before
+ * them: a job sees only events since its submission).  *jobs and *events
+ * (may be NULL) receive the counts; a full batch means more may be due. */
+int store_job_prune(store *store, int64_t retention_ms, int64_t batch, int64_t *jobs,
+                    int64_t *events, char *error);
+
 /* --- tasks (the MCP Tasks extension) ----------------------------------------------- */
 
 /* A task: a tools/call the MCP server runs in the background for a

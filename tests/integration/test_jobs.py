@@ -469,3 +469,31 @@ def test_a_job_cannot_forge_or_read_ahead_the_step_of_a_network_fetch(binary, tm
     assert bytes.fromhex(data) == b"fetched bytes \x00\xff"  # the real bytes, not "forged"
     assert counts["/data.txt"] == 1, counts
     server.close()
+
+
+# --- pruning ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=needs_postgres)])
+def test_finished_jobs_are_pruned_after_the_retention(binary, tmp_path, backend):
+    url = POSTGRES if backend == "postgres" else store_url(tmp_path)
+    server = Stdio(binary, "--store", url, "--job-retention", "1")
+    done = submit(server, "import capsule\ncapsule.step('s', lambda: 1)")
+    parked = submit(server, "import capsule\ncapsule.await_event('go')", id=3)
+    assert wait_for(server, done["job_id"], {"succeeded", "dead"})["status"] == "succeeded"
+    assert wait_for(server, parked["job_id"], {"waiting"})["status"] == "waiting"
+    deadline = time.monotonic() + 30
+    while True:  # gone within about a second of the retention
+        result = tool(server, "get_job", 4, job_id=done["job_id"])
+        if result.get("isError"):
+            break
+        assert time.monotonic() < deadline, result
+        time.sleep(0.2)
+    assert "no job" in result["content"][0]["text"], result
+    # An unfinished job stays, however old.
+    time.sleep(1.5)
+    assert get(server, parked["job_id"])["status"] == "waiting"
+    server.close()
+    bad = subprocess.run([str(binary), "serve", "--stdio", "--store", store_url(tmp_path),
+                          "--job-retention", "0"], capture_output=True,
+                         env=_environment(), timeout=60, stdin=subprocess.DEVNULL)
+    assert bad.returncode == 2 and b"--job-retention" in bad.stderr

@@ -198,7 +198,7 @@ static const char *hash_literal(const uint8_t hash[STORE_HASH_SIZE]) {
     return text;
 }
 
-#define SCHEMA_VERSION 5
+#define SCHEMA_VERSION 6
 
 /* --- opening --------------------------------------------------------------------- */
 
@@ -492,7 +492,7 @@ static void test_migration_from_version_1(void **state) {
                              : "SELECT string_agg(CAST(version AS TEXT), ',' ORDER BY version)"
                                " FROM schema_version",
               versions, sizeof versions);
-    assert_string_equal(versions, "1,2,3,4,5");
+    assert_string_equal(versions, "1,2,3,4,5,6");
 }
 
 /* A migration that fails leaves the database at its version: the
@@ -2069,6 +2069,85 @@ static void test_jobs_dead_node_swept_and_queue_limits(void **state) {
     store_close(s);
 }
 
+/* Finished jobs go with their steps after the retention, in batches; an
+ * event goes once no unfinished job could still await it. */
+static void test_jobs_pruned_after_retention(void **state) {
+    fixture *f = *state;
+    store *s = open_store(f);
+    char error[CAP_ERROR_SIZE] = "", status[STORE_STATUS_SIZE];
+    store_job_spec spec = job_spec("p", "code");
+    store_job done, open_job, claimed;
+    int got = -1, found = -1;
+    int64_t jobs = -1, events = -1;
+    assert_int_equal(store_job_submit(s, &spec, &done, NULL, error), CAP_OK);
+    assert_int_equal(store_job_claim(s, NULL, &claimed, &got, error), CAP_OK);
+    assert_int_equal(got, 1);
+    store_job_clear(&claimed);
+    assert_int_equal(store_job_step_put(s, done.id, 1, "one", "1", NULL, error), CAP_OK);
+    assert_int_equal(store_job_finish(s, done.id, 1, STORE_JOB_SUCCEEDED, "2", NULL, 0, 0, NULL,
+                                      status, error),
+                     CAP_OK);
+    assert_int_equal(store_job_emit(s, "p", "before", "1", NULL, error), CAP_OK);
+    f->now += 10;
+    assert_int_equal(store_job_submit(s, &spec, &open_job, NULL, error), CAP_OK);
+    f->now += 10;
+    assert_int_equal(store_job_emit(s, "p", "after", "2", NULL, error), CAP_OK);
+    /* Within the retention: nothing goes. */
+    f->now += 500;
+    assert_int_equal(store_job_prune(s, 1000, 10, &jobs, &events, error), CAP_OK);
+    assert_int_equal(jobs, 0);
+    assert_int_equal(events, 0);
+    /* Past it: the finished job and its step; "before" (only the finished
+     * job was created before it); not the queued job, nor "after", which
+     * the queued job may still await. */
+    f->now += 1000;
+    assert_int_equal(store_job_prune(s, 1000, 10, &jobs, &events, error), CAP_OK);
+    assert_int_equal(jobs, 1);
+    assert_int_equal(events, 1);
+    assert_int_equal(store_job_get(s, done.id, NULL, &claimed, error), STORE_ENOTFOUND);
+    char *value = NULL;
+    assert_int_equal(store_job_step_get(s, done.id, "one", &value, &found, error), CAP_OK);
+    assert_int_equal(found, 0);
+    assert_int_equal(store_job_event_find(s, "p", "before", 0, &value, &found, error), CAP_OK);
+    assert_int_equal(found, 0);
+    assert_int_equal(store_job_get(s, open_job.id, NULL, &claimed, error), CAP_OK);
+    store_job_clear(&claimed);
+    assert_int_equal(store_job_event_find(s, "p", "after", 0, &value, &found, error), CAP_OK);
+    assert_int_equal(found, 1);
+    free(value);
+    /* Cancelled: "after" (older than the retention) goes at once, as no
+     * job can await it now; the job once its own retention has passed. */
+    assert_int_equal(store_job_cancel(s, open_job.id, NULL, status, error), CAP_OK);
+    assert_int_equal(store_job_prune(s, 1000, 10, &jobs, &events, error), CAP_OK);
+    assert_int_equal(jobs, 0);
+    assert_int_equal(events, 1);
+    f->now += 1001;
+    assert_int_equal(store_job_prune(s, 1000, 10, &jobs, &events, error), CAP_OK);
+    assert_int_equal(jobs, 1);
+    assert_int_equal(events, 0);
+    /* In batches: three dead jobs, two a time. */
+    spec.max_attempts = 1;
+    for (int i = 0; i < 3; i++) {
+        store_job_clear(&done);
+        assert_int_equal(store_job_submit(s, &spec, &done, NULL, error), CAP_OK);
+        assert_int_equal(store_job_claim(s, NULL, &claimed, &got, error), CAP_OK);
+        assert_int_equal(store_job_finish(s, claimed.id, 1, STORE_JOB_FAILED, NULL, "x", 0, 0,
+                                          NULL, status, error),
+                         CAP_OK);
+        assert_string_equal(status, "dead");
+        store_job_clear(&claimed);
+    }
+    f->now += 1001;
+    assert_int_equal(store_job_prune(s, 1000, 2, &jobs, NULL, error), CAP_OK);
+    assert_int_equal(jobs, 2);
+    assert_int_equal(store_job_prune(s, 1000, 2, &jobs, NULL, error), CAP_OK);
+    assert_int_equal(jobs, 1);
+    assert_int_equal(store_job_prune(s, -1, 2, &jobs, NULL, error), CAP_EINVAL);
+    store_job_clear(&done);
+    store_job_clear(&open_job);
+    store_close(s);
+}
+
 /* --- PostgreSQL: several nodes, an unreachable or restarted server ------------- */
 
 /* A server that is not there, a database that does not exist: clear errors
@@ -2563,6 +2642,7 @@ int main(void) {
         TEST(test_jobs_claim_steps_retries_dead),
         TEST(test_jobs_sleep_events_cancel),
         TEST(test_jobs_dead_node_swept_and_queue_limits),
+        TEST(test_jobs_pruned_after_retention),
         TEST(test_tasks),
     };
     /* SQLite's own: the owner lock, the database file, a full disk under
