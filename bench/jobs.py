@@ -7,7 +7,10 @@ Prints, in one run on this machine:
 - with PostgreSQL (when CAPSULE_TEST_POSTGRES names a server, as
   tests/store/with-postgres.sh sets it): the same on 1 node, and on 3 nodes
   (3 `capsule serve` processes on one database, 1 runner each);
-- the p50 and p99 of submit-to-end (a job's updated_at minus created_at).
+- the p50 and p99 of submit-to-end (a job's updated_at minus created_at);
+- the p50 and p99 of the claim latency: how long a job waited, due, for a
+  runner (its claim_wait_ms, kept by the store at each claim; the same
+  waits make /metrics' capsule_job_claim_latency_seconds histogram).
 
 Run: make bench-jobs   (or python3 bench/jobs.py --capsule build/capsule)
 """
@@ -47,9 +50,15 @@ class Server:
         self.process.wait(timeout=60)
 
 
+def percentiles(values):
+    values = sorted(values)
+    return statistics.median(values), values[min(len(values) - 1, int(len(values) * 0.99))]
+
+
 def measure(capsule, store, jobs, runners, nodes):
     """Submits `jobs` trivial jobs through the first node, then polls until
-    all have succeeded; returns (jobs/s, submit-to-end p50, p99) in s."""
+    all have succeeded; returns (jobs/s, submit-to-end p50, p99, claim
+    latency p50, p99) in s."""
     servers = [Server(capsule, "--store", store, "--job-runners", str(runners),
                       "--job-poll", "0.05") for _ in range(nodes)]
     try:
@@ -67,9 +76,11 @@ def measure(capsule, store, jobs, runners, nodes):
                 break
             time.sleep(0.05)
         elapsed = time.perf_counter() - started
-        waits = sorted((job["updated_at_ms"] - job["created_at_ms"]) / 1000 for job in mine)
-        p99 = waits[min(len(waits) - 1, int(len(waits) * 0.99))]
-        return jobs / elapsed, statistics.median(waits), p99
+        ends = percentiles((job["updated_at_ms"] - job["created_at_ms"]) / 1000 for job in mine)
+        # list_jobs does not read claim_wait_ms: get_job does.
+        claims = percentiles(servers[0].tool("get_job", job_id=job["job_id"])["claim_wait_ms"]
+                             / 1000 for job in mine)
+        return (jobs / elapsed, *ends, *claims)
     finally:
         for server in servers:
             server.close()
@@ -96,9 +107,11 @@ def main():
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     print(f"durable jobs: {options.jobs} trivial jobs (`1`) each, this machine, one run")
-    print(f"{'setup':<36} {'jobs/s':>8} {'submit-to-end p50':>18} {'p99':>9}")
-    for label, (rate, p50, p99) in rows:
-        print(f"{label:<36} {rate:>8.0f} {p50 * 1000:>15.0f} ms {p99 * 1000:>6.0f} ms")
+    print(f"{'setup':<36} {'jobs/s':>8} {'submit-to-end p50':>18} {'p99':>9}"
+          f" {'claim latency p50':>18} {'p99':>9}")
+    for label, (rate, p50, p99, claim50, claim99) in rows:
+        print(f"{label:<36} {rate:>8.0f} {p50 * 1000:>15.0f} ms {p99 * 1000:>6.0f} ms"
+              f" {claim50 * 1000:>15.0f} ms {claim99 * 1000:>6.0f} ms")
     if not os.environ.get("CAPSULE_TEST_POSTGRES"):
         print("(PostgreSQL rows: run under tests/store/with-postgres.sh)")
 

@@ -53,6 +53,11 @@
 #define PRUNE_INTERVAL_MS 1000 /* a process prunes about this often... */
 #define PRUNE_BATCH 200        /* ...this many jobs and events at a time (sooner again if full) */
 
+/* Upper bounds (ms) of the claim-latency histogram's buckets. */
+static const int64_t CLAIM_BUCKETS_MS[] = {1,   2,    5,    10,   25,    50,    100,
+                                           250, 500, 1000, 2500, 5000, 10000, 60000};
+#define CLAIM_BUCKET_COUNT (sizeof CLAIM_BUCKETS_MS / sizeof *CLAIM_BUCKETS_MS)
+
 typedef struct job_runners {
     cap_config *config;
     cap_limits limits;
@@ -69,6 +74,11 @@ typedef struct job_runners {
     int stop;
     int wakes; /* wake-ups not yet consumed: a submit while all were busy */
     int64_t next_prune_ms; /* when a runner prunes next (now_ms) */
+    /* Claim latency, for /metrics: how long each job this process claimed
+     * had been due (claim time - run_after), as a Prometheus histogram. */
+    uint64_t latency_buckets[CLAIM_BUCKET_COUNT]; /* claims <= CLAIM_BUCKETS_MS[i] */
+    uint64_t latency_count;
+    int64_t latency_sum_ms;
 } job_runners;
 
 /* --- the guest's requests ------------------------------------------------------ */
@@ -602,6 +612,47 @@ static void maybe_prune(job_runners *runners) {
     }
 }
 
+static void record_claim_latency(job_runners *runners, int64_t waited_ms) {
+    if (waited_ms < 0) waited_ms = 0; /* run_after set by another node's clock */
+    pthread_mutex_lock(&runners->lock);
+    for (size_t i = 0; i < CLAIM_BUCKET_COUNT; i++)
+        if (waited_ms <= CLAIM_BUCKETS_MS[i]) runners->latency_buckets[i]++;
+    runners->latency_count++;
+    runners->latency_sum_ms += waited_ms;
+    pthread_mutex_unlock(&runners->lock);
+}
+
+int sandbox_jobs_metrics(cap_config *config, buffer *out) {
+    job_runners *runners = config->jobs;
+    if (!runners) return 0;
+    static const char help[] =
+        "# HELP capsule_job_claim_latency_seconds How long a job this node claimed had been "
+        "due (queued, or its retry, sleep or event due) before a runner took it.\n"
+        "# TYPE capsule_job_claim_latency_seconds histogram\n";
+    int rc = buffer_append(out, help, sizeof help - 1);
+    char line[160];
+    pthread_mutex_lock(&runners->lock);
+    for (size_t i = 0; rc == 0 && i < CLAIM_BUCKET_COUNT; i++) {
+        int length = snprintf(line, sizeof line,
+                              "capsule_job_claim_latency_seconds_bucket{le=\"%g\"} %llu\n",
+                              (double)CLAIM_BUCKETS_MS[i] / 1000,
+                              (unsigned long long)runners->latency_buckets[i]);
+        rc = buffer_append(out, line, (size_t)length);
+    }
+    if (rc == 0) {
+        int length = snprintf(line, sizeof line,
+                              "capsule_job_claim_latency_seconds_bucket{le=\"+Inf\"} %llu\n"
+                              "capsule_job_claim_latency_seconds_sum %.3f\n"
+                              "capsule_job_claim_latency_seconds_count %llu\n",
+                              (unsigned long long)runners->latency_count,
+                              (double)runners->latency_sum_ms / 1000,
+                              (unsigned long long)runners->latency_count);
+        rc = buffer_append(out, line, (size_t)length);
+    }
+    pthread_mutex_unlock(&runners->lock);
+    return rc;
+}
+
 static void *runner_main(void *argument) {
     void **pair = argument;
     job_runners *runners = pair[0];
@@ -621,6 +672,7 @@ static void *runner_main(void *argument) {
         int rc = store_job_claim(config->store, NULL, &job, &claimed, error);
         pthread_mutex_unlock(&config->store_lock);
         if (rc == CAP_OK && claimed) {
+            record_claim_latency(runners, job.updated_at - job.run_after);
             run_attempt(runners, sandbox, &job);
             store_job_clear(&job);
             continue;
@@ -767,6 +819,7 @@ static cJSON *job_json(const store_job *job) {
     cJSON_AddNumberToObject(out, "run_after_ms", (double)job->run_after);
     cJSON_AddNumberToObject(out, "created_at_ms", (double)job->created_at);
     cJSON_AddNumberToObject(out, "updated_at_ms", (double)job->updated_at);
+    cJSON_AddNumberToObject(out, "claim_wait_ms", (double)job->claim_wait_ms);
     if (job->idempotency_key[0]) cJSON_AddStringToObject(out, "idempotency_key", job->idempotency_key);
     cJSON_AddBoolToObject(out, "cancel_requested", job->cancel_requested);
     return out;

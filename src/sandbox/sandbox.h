@@ -309,6 +309,10 @@ typedef struct job_attempt {
     int lost;                    /* the attempt no longer holds the job: record nothing */
 } job_attempt;
 
+/* Appends this process's claim-latency histogram (Prometheus text) to
+ * `out`; nothing without runners.  0, or -1 when out of memory. */
+int sandbox_jobs_metrics(cap_config *config, buffer *out);
+
 /* Stops and joins the job runners of `config` (cap_config_free). */
 void sandbox_jobs_stop(cap_config *config);
 

@@ -156,11 +156,12 @@ int store_job_counts(store *store, int (*each)(void *context, const char *status
 }
 
 static const char job_extra_select[] =
-    "SELECT code, idempotency_key, lease_expires_at FROM jobs WHERE id = $1";
+    "SELECT code, idempotency_key, lease_expires_at, claim_wait_ms FROM jobs WHERE id = $1";
 
 static int read_extra(void *context, const store_value *columns, int count, char *error) {
     store_job *job = context;
-    if (count < 3) return store_fail(error, STORE_ECORRUPT, "a short job row");
+    if (count < 4) return store_fail(error, STORE_ECORRUPT, "a short job row");
+    job->claim_wait_ms = columns[3].type == STORE_INTEGER ? columns[3].integer : 0;
     free(job->code);
     job->code = store_duplicate_text(&columns[0]);
     store_copy_text(job->idempotency_key, sizeof job->idempotency_key, &columns[1]);
@@ -327,6 +328,7 @@ static const char job_sweep[] =
 #define JOB_TAKE                                                                                   \
     "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_owner = $2,"               \
     " lease_expires_at = $1 + timeout_ms + " STRINGIFY(STORE_JOB_GRACE_MS) ","                     \
+    " claim_wait_ms = claim_wait_ms + CASE WHEN $1 > run_after THEN $1 - run_after ELSE 0 END,"   \
     " wait_event = NULL, updated_at = $1"
 #define STRINGIFY(x) STRINGIFY_(x)
 #define STRINGIFY_(x) #x

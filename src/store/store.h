@@ -370,6 +370,10 @@ typedef struct store_job {
     char *last_error;                    /* NULL: none */
     char *result;                        /* JSON; NULL until succeeded */
     int64_t created_at, updated_at;
+    /* The time it waited, due, for a runner: the sum over its claims of
+     * (claim time - run_after); from store_job_get and store_job_claim.  A
+     * claim's own wait is updated_at - run_after of the claimed job. */
+    int64_t claim_wait_ms;
 } store_job;
 
 /* How an attempt ended (store_job_finish). */

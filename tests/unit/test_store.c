@@ -2069,6 +2069,38 @@ static void test_jobs_dead_node_swept_and_queue_limits(void **state) {
     store_close(s);
 }
 
+/* The claim latency: a claim's wait is updated_at - run_after; the job
+ * keeps the sum over its claims (a retry's wait counts from its due time). */
+static void test_jobs_claim_wait(void **state) {
+    fixture *f = *state;
+    store *s = open_store(f);
+    char error[CAP_ERROR_SIZE] = "", status[STORE_STATUS_SIZE];
+    store_job_spec spec = job_spec("p", "code");
+    store_job job, claimed;
+    int got = -1;
+    assert_int_equal(store_job_submit(s, &spec, &job, NULL, error), CAP_OK);
+    f->now += 7;
+    assert_int_equal(store_job_claim(s, NULL, &claimed, &got, error), CAP_OK);
+    assert_int_equal(got, 1);
+    assert_int_equal(claimed.updated_at - claimed.run_after, 7);
+    assert_int_equal(claimed.claim_wait_ms, 7);
+    store_job_clear(&claimed);
+    assert_int_equal(store_job_finish(s, job.id, 1, STORE_JOB_FAILED, NULL, "x", 100, 0, NULL,
+                                      status, error),
+                     CAP_OK);
+    f->now += 100 + 5; /* due after 100 ms, claimed 5 ms later */
+    assert_int_equal(store_job_claim(s, NULL, &claimed, &got, error), CAP_OK);
+    assert_int_equal(got, 1);
+    assert_int_equal(claimed.updated_at - claimed.run_after, 5);
+    assert_int_equal(claimed.claim_wait_ms, 12);
+    store_job_clear(&claimed);
+    assert_int_equal(store_job_get(s, job.id, NULL, &claimed, error), CAP_OK);
+    assert_int_equal(claimed.claim_wait_ms, 12);
+    store_job_clear(&claimed);
+    store_job_clear(&job);
+    store_close(s);
+}
+
 /* Finished jobs go with their steps after the retention, in batches; an
  * event goes once no unfinished job could still await it. */
 static void test_jobs_pruned_after_retention(void **state) {
@@ -2643,6 +2675,7 @@ int main(void) {
         TEST(test_jobs_sleep_events_cancel),
         TEST(test_jobs_dead_node_swept_and_queue_limits),
         TEST(test_jobs_pruned_after_retention),
+        TEST(test_jobs_claim_wait),
         TEST(test_tasks),
     };
     /* SQLite's own: the owner lock, the database file, a full disk under
