@@ -521,9 +521,12 @@ sandbox_outcome sandbox_job_fetch(sandbox_exchange *exchange, const char *payloa
 
 /* --- the runners ------------------------------------------------------------------ */
 
-/* What an attempt's end is recorded as, from how its run ended. */
+/* What an attempt's end is recorded as, from how its run ended; in the
+ * same transaction the runner's next job is claimed (*claimed = 1 and
+ * *next), unless the end could not be recorded. */
 static void finish_attempt(job_runners *runners, job_attempt *attempt, int rc,
-                           const cap_result *result, const char *run_error) {
+                           const cap_result *result, const char *run_error, store_job *next,
+                           int *claimed) {
     cap_config *config = runners->config;
     const store_job *job = &attempt->job;
     char error[CAP_ERROR_SIZE] = "";
@@ -551,13 +554,17 @@ static void finish_attempt(job_runners *runners, job_attempt *attempt, int rc,
         if (delay > MAX_RETRY_DELAY_MS) delay = MAX_RETRY_DELAY_MS;
     }
     pthread_mutex_lock(&config->store_lock);
-    store_job_finish(config->store, job->id, job->attempts, outcome, json ? json : "null",
-                     message, delay, attempt->until, attempt->event, NULL, error);
+    store_job_finish_and_claim(config->store, job->id, job->attempts, outcome,
+                               json ? json : "null", message, delay, attempt->until,
+                               attempt->event, NULL, NULL, next, claimed, error);
     pthread_mutex_unlock(&config->store_lock);
     free(json);
 }
 
-static void run_attempt(job_runners *runners, cap_sandbox *sandbox, store_job *job) {
+/* Runs one attempt of `job` and records its end; *claimed = 1 and *next
+ * when the runner's next job was claimed with it. */
+static void run_attempt(job_runners *runners, cap_sandbox *sandbox, store_job *job,
+                        store_job *next, int *claimed) {
     job_attempt attempt = {.job = *job};
     cap_run_options options = {0};
     options.capture = 1;
@@ -582,7 +589,8 @@ static void run_attempt(job_runners *runners, cap_sandbox *sandbox, store_job *j
     pthread_mutex_unlock(&runners->lock);
     /* Stopped with the process: the attempt is left to the sweep, which
      * runs it again (it did not fail). */
-    if (!stopping && !attempt.lost) finish_attempt(runners, &attempt, rc, result, error);
+    if (!stopping && !attempt.lost)
+        finish_attempt(runners, &attempt, rc, result, error, next, claimed);
     cap_result_free(result);
 }
 
@@ -659,22 +667,30 @@ static void *runner_main(void *argument) {
     cap_sandbox *sandbox = pair[1];
     free(pair);
     cap_config *config = runners->config;
+    store_job job;
+    int claimed = 0; /* job holds a claimed job not yet run */
     for (;;) {
         pthread_mutex_lock(&runners->lock);
         int stop = runners->stop;
         pthread_mutex_unlock(&runners->lock);
         if (stop) break;
         maybe_prune(runners);
-        store_job job;
-        int claimed = 0;
-        char error[CAP_ERROR_SIZE];
-        pthread_mutex_lock(&config->store_lock);
-        int rc = store_job_claim(config->store, NULL, &job, &claimed, error);
-        pthread_mutex_unlock(&config->store_lock);
+        int rc = CAP_OK;
+        if (!claimed) {
+            char error[CAP_ERROR_SIZE];
+            pthread_mutex_lock(&config->store_lock);
+            rc = store_job_claim(config->store, NULL, &job, &claimed, error);
+            pthread_mutex_unlock(&config->store_lock);
+        }
         if (rc == CAP_OK && claimed) {
+            /* While jobs keep coming, each attempt's end claims the next. */
             record_claim_latency(runners, job.updated_at - job.run_after);
-            run_attempt(runners, sandbox, &job);
+            store_job next;
+            int next_claimed = 0;
+            run_attempt(runners, sandbox, &job, &next, &next_claimed);
             store_job_clear(&job);
+            claimed = next_claimed;
+            if (claimed) job = next;
             continue;
         }
         /* Idle (or the store failed: tried again after the same pause). */
@@ -691,6 +707,8 @@ static void *runner_main(void *argument) {
         if (runners->wakes) runners->wakes--;
         pthread_mutex_unlock(&runners->lock);
     }
+    /* A job claimed as the process stops: the sweep gives it back. */
+    if (claimed) store_job_clear(&job);
     return NULL;
 }
 

@@ -341,29 +341,39 @@ static const char job_claim_locking[] =
  * unlimited queue locks nothing and waits for no one). */
 static const char job_queues_lock[] = "SELECT name FROM job_queues ORDER BY name FOR UPDATE";
 
+/* The claim's statements, inside the caller's write transaction: the
+ * sweep, then (found = 1) the oldest due job into *out, with its code. */
+static int claim_within(store *store, const char *queue, store_job *out, int *found,
+                        char *error) {
+    const store_backend *backend = store_internal_backend(store);
+    int64_t now = store_internal_now(store);
+    int result = RUN(store, job_sweep, NULL, NULL, error, INTEGER(now));
+    if (result == CAP_OK && backend->row_locks)
+        result = store_internal_execute(store, job_queues_lock, NULL, 0, NULL, NULL, error);
+    one_job picked = {out, 0};
+    if (result == CAP_OK)
+        result = RUN(store, backend->row_locks ? job_claim_locking : job_claim_sqlite,
+                     read_one_job, &picked, error, INTEGER(now), TEXT(store_node(store)),
+                     TEXT(queue ? queue : ""));
+    if (result == CAP_OK && picked.found) result = job_extra(store, out, error);
+    *found = picked.found > 0;
+    return result;
+}
+
 int store_job_claim(store *store, const char *queue, store_job *out, int *claimed,
                     char *error) {
     memset(out, 0, sizeof *out);
     *claimed = 0;
-    const store_backend *backend = store_internal_backend(store);
+    int found = 0;
     int result = store_internal_write_begin(store, error);
     if (result != CAP_OK) return result;
-    int64_t now = store_internal_now(store);
-    result = RUN(store, job_sweep, NULL, NULL, error, INTEGER(now));
-    if (result == CAP_OK && backend->row_locks)
-        result = store_internal_execute(store, job_queues_lock, NULL, 0, NULL, NULL, error);
-    one_job found = {out, 0};
-    if (result == CAP_OK)
-        result = RUN(store, backend->row_locks ? job_claim_locking : job_claim_sqlite,
-                     read_one_job, &found, error, INTEGER(now), TEXT(store_node(store)),
-                     TEXT(queue ? queue : ""));
-    if (result == CAP_OK && found.found) result = job_extra(store, out, error);
+    result = claim_within(store, queue, out, &found, error);
     result = store_internal_write_end(store, result, error);
     if (result != CAP_OK) {
         store_job_clear(out);
         return result;
     }
-    *claimed = found.found > 0;
+    *claimed = found;
     return CAP_OK;
 }
 
@@ -484,19 +494,17 @@ static const char finish_cancelled[] =
     " lease_expires_at = NULL, updated_at = $4"
     " WHERE id = $1 AND status = 'running' AND lease_owner = $2 AND attempts = $3 RETURNING status";
 
-int store_job_finish(store *store, const char *id, int64_t attempt, store_job_outcome outcome,
-                     const char *result_json, const char *message, int64_t retry_delay_ms,
-                     int64_t until, const char *event, char status[STORE_STATUS_SIZE],
-                     char *error) {
-    if (status) status[0] = '\0';
-    int result = store_check_name(id, "job id", 0, error);
-    if (result == CAP_OK && outcome == STORE_JOB_WAITING)
-        result = store_check_name(event, "event name", 0, error);
-    if (result != CAP_OK) return result;
+/* The end's statement (in a transaction of the caller's, or on its own);
+ * STORE_ECONFLICT when the attempt no longer holds the job. */
+static int finish_within(store *store, const char *id, int64_t attempt,
+                         store_job_outcome outcome, const char *result_json, const char *message,
+                         int64_t retry_delay_ms, int64_t until, const char *event,
+                         char status[STORE_STATUS_SIZE], char *error) {
     int64_t now = store_internal_now(store);
     store_value node = TEXT(store_node(store));
     first_row row = {0};
     const char *text = message ? message : "";
+    int result;
     switch (outcome) {
     case STORE_JOB_SUCCEEDED:
         result = RUN(store, finish_succeeded, collect_first, &row, error, TEXT(id), node,
@@ -531,6 +539,50 @@ int store_job_finish(store *store, const char *id, int64_t attempt, store_job_ou
                     (long long)attempt);
     if (result == CAP_OK && status) snprintf(status, STORE_STATUS_SIZE, "%.31s", row.text);
     return result;
+}
+
+static int check_finish(const char *id, store_job_outcome outcome, const char *event,
+                        char *error) {
+    int result = store_check_name(id, "job id", 0, error);
+    if (result == CAP_OK && outcome == STORE_JOB_WAITING)
+        result = store_check_name(event, "event name", 0, error);
+    return result;
+}
+
+int store_job_finish(store *store, const char *id, int64_t attempt, store_job_outcome outcome,
+                     const char *result_json, const char *message, int64_t retry_delay_ms,
+                     int64_t until, const char *event, char status[STORE_STATUS_SIZE],
+                     char *error) {
+    if (status) status[0] = '\0';
+    int result = check_finish(id, outcome, event, error);
+    if (result != CAP_OK) return result;
+    return finish_within(store, id, attempt, outcome, result_json, message, retry_delay_ms, until,
+                         event, status, error);
+}
+
+int store_job_finish_and_claim(store *store, const char *id, int64_t attempt,
+                               store_job_outcome outcome, const char *result_json,
+                               const char *message, int64_t retry_delay_ms, int64_t until,
+                               const char *event, char status[STORE_STATUS_SIZE],
+                               const char *queue, store_job *next, int *claimed, char *error) {
+    if (status) status[0] = '\0';
+    memset(next, 0, sizeof *next);
+    *claimed = 0;
+    int result = check_finish(id, outcome, event, error);
+    if (result != CAP_OK) return result;
+    if ((result = store_internal_write_begin(store, error)) != CAP_OK) return result;
+    int found = 0;
+    result = finish_within(store, id, attempt, outcome, result_json, message, retry_delay_ms,
+                           until, event, status, error);
+    if (result == CAP_OK) result = claim_within(store, queue, next, &found, error);
+    result = store_internal_write_end(store, result, error);
+    if (result != CAP_OK) {
+        if (status) status[0] = '\0';
+        store_job_clear(next);
+        return result;
+    }
+    *claimed = found;
+    return CAP_OK;
 }
 
 /* --- cancelling, events, limits ---------------------------------------------------- */

@@ -451,6 +451,17 @@ int store_job_finish(store *store, const char *id, int64_t attempt, store_job_ou
                      int64_t until, const char *event, char status[STORE_STATUS_SIZE],
                      char *error);
 
+/* store_job_finish, then store_job_claim, in one write transaction (one
+ * commit, one fsync, where a runner would spend two): the end of a
+ * runner's attempt and its next job.  When the end is refused
+ * (STORE_ECONFLICT) or anything fails, nothing is written and nothing
+ * claimed (*claimed = 0); the caller claims on its own then. */
+int store_job_finish_and_claim(store *store, const char *id, int64_t attempt,
+                               store_job_outcome outcome, const char *result_json,
+                               const char *message, int64_t retry_delay_ms, int64_t until,
+                               const char *event, char status[STORE_STATUS_SIZE],
+                               const char *queue, store_job *next, int *claimed, char *error);
+
 /* Cancels job `id` (of `principal`, unless NULL): one not running is
  * `cancelled` at once; a running one is marked and its attempt sees it at
  * its next step.  *status receives the status it now has.  A finished job

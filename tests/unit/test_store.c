@@ -2101,6 +2101,56 @@ static void test_jobs_claim_wait(void **state) {
     store_close(s);
 }
 
+/* An attempt's end and the runner's next claim in one transaction; an end
+ * that is refused claims nothing either. */
+static void test_jobs_finish_and_claim(void **state) {
+    fixture *f = *state;
+    store *s = open_store(f);
+    char error[CAP_ERROR_SIZE] = "", status[STORE_STATUS_SIZE];
+    store_job_spec spec = job_spec("p", "code");
+    store_job a, b, c, claimed, next, read;
+    int got = -1;
+    assert_int_equal(store_job_submit(s, &spec, &a, NULL, error), CAP_OK);
+    f->now += 1;
+    assert_int_equal(store_job_submit(s, &spec, &b, NULL, error), CAP_OK);
+    f->now += 1;
+    assert_int_equal(store_job_submit(s, &spec, &c, NULL, error), CAP_OK);
+    assert_int_equal(store_job_claim(s, NULL, &claimed, &got, error), CAP_OK);
+    assert_string_equal(claimed.id, a.id);
+    store_job_clear(&claimed);
+    assert_int_equal(store_job_finish_and_claim(s, a.id, 1, STORE_JOB_SUCCEEDED, "42", NULL, 0, 0,
+                                                NULL, status, NULL, &next, &got, error),
+                     CAP_OK);
+    assert_string_equal(status, "succeeded");
+    assert_int_equal(got, 1);
+    assert_string_equal(next.id, b.id);
+    assert_string_equal(next.status, "running");
+    assert_non_null(next.code);
+    store_job_clear(&next);
+    assert_int_equal(store_job_get(s, a.id, NULL, &read, error), CAP_OK);
+    assert_string_equal(read.status, "succeeded");
+    assert_string_equal(read.result, "42");
+    store_job_clear(&read);
+    /* A stale attempt (2 of b, which runs its 1st): refused, c stays queued. */
+    assert_int_equal(store_job_finish_and_claim(s, b.id, 2, STORE_JOB_SUCCEEDED, "1", NULL, 0, 0,
+                                                NULL, status, NULL, &next, &got, error),
+                     STORE_ECONFLICT);
+    assert_int_equal(got, 0);
+    assert_int_equal(store_job_get(s, c.id, NULL, &read, error), CAP_OK);
+    assert_string_equal(read.status, "queued");
+    store_job_clear(&read);
+    /* Nothing due: the end is recorded, nothing claimed. */
+    assert_int_equal(store_job_finish_and_claim(s, b.id, 1, STORE_JOB_FAILED, NULL, "x", 5000, 0,
+                                                NULL, status, "other-queue", &next, &got, error),
+                     CAP_OK);
+    assert_string_equal(status, "failed");
+    assert_int_equal(got, 0);
+    store_job_clear(&a);
+    store_job_clear(&b);
+    store_job_clear(&c);
+    store_close(s);
+}
+
 /* Finished jobs go with their steps after the retention, in batches; an
  * event goes once no unfinished job could still await it. */
 static void test_jobs_pruned_after_retention(void **state) {
@@ -2676,6 +2726,7 @@ int main(void) {
         TEST(test_jobs_dead_node_swept_and_queue_limits),
         TEST(test_jobs_pruned_after_retention),
         TEST(test_jobs_claim_wait),
+        TEST(test_jobs_finish_and_claim),
         TEST(test_tasks),
     };
     /* SQLite's own: the owner lock, the database file, a full disk under
