@@ -2,12 +2,16 @@
 """Durable jobs (docs/scale-out.md): how many trivial jobs capsule finishes
 per second, and how long a job waits from its submission to its end.
 
-Prints, in one run on this machine:
+Prints, in one run on this machine (submitting and running at once, then
+draining a queue submitted first, which is the runners' own rate):
 - jobs/s for N trivial jobs (`1`) on SQLite with 1 and 2 runner threads;
 - with PostgreSQL (when CAPSULE_TEST_POSTGRES names a server, as
   tests/store/with-postgres.sh sets it): the same on 1 node, and on 3 nodes
   (3 `capsule serve` processes on one database, 1 runner each);
-- the p50 and p99 of submit-to-end (a job's updated_at minus created_at).
+- the p50 and p99 of submit-to-end (a job's updated_at minus created_at);
+- the p50 and p99 of the claim latency: how long a job waited, due, for a
+  runner (its claim_wait_ms, kept by the store at each claim; the same
+  waits make /metrics' capsule_job_claim_latency_seconds histogram).
 
 Run: make bench-jobs   (or python3 bench/jobs.py --capsule build/capsule)
 """
@@ -47,9 +51,15 @@ class Server:
         self.process.wait(timeout=60)
 
 
+def percentiles(values):
+    values = sorted(values)
+    return statistics.median(values), values[min(len(values) - 1, int(len(values) * 0.99))]
+
+
 def measure(capsule, store, jobs, runners, nodes):
     """Submits `jobs` trivial jobs through the first node, then polls until
-    all have succeeded; returns (jobs/s, submit-to-end p50, p99) in s."""
+    all have succeeded; returns (jobs/s, submit-to-end p50, p99, claim
+    latency p50, p99) in s."""
     servers = [Server(capsule, "--store", store, "--job-runners", str(runners),
                       "--job-poll", "0.05") for _ in range(nodes)]
     try:
@@ -67,22 +77,67 @@ def measure(capsule, store, jobs, runners, nodes):
                 break
             time.sleep(0.05)
         elapsed = time.perf_counter() - started
-        waits = sorted((job["updated_at_ms"] - job["created_at_ms"]) / 1000 for job in mine)
-        p99 = waits[min(len(waits) - 1, int(len(waits) * 0.99))]
-        return jobs / elapsed, statistics.median(waits), p99
+        ends = percentiles((job["updated_at_ms"] - job["created_at_ms"]) / 1000 for job in mine)
+        # list_jobs does not read claim_wait_ms: get_job does.
+        claims = percentiles(servers[0].tool("get_job", job_id=job["job_id"])["claim_wait_ms"]
+                             / 1000 for job in mine)
+        return (jobs / elapsed, *ends, *claims)
     finally:
         for server in servers:
             server.close()
+
+
+def drain(capsule, store, jobs, runners, nodes):
+    """The runners' own rate, without the submissions: `jobs` trivial jobs
+    are submitted by a node without runners, which then stops; `nodes`
+    nodes with `runners` runners each then drain the queue.  Measured from
+    the store's times: from the first claim (run_after + claim_wait_ms) to
+    the last end (updated_at), so the nodes' start-up is not counted.
+    Returns (jobs/s, claim latency p50, p99) in s."""
+    submitter = Server(capsule, "--store", store, "--job-runners", "0")
+    try:
+        queue = uuid.uuid4().hex[:12]
+        ids = [submitter.tool("submit_job", code="1", queue=queue)["job_id"]
+               for _ in range(jobs)]
+    finally:
+        submitter.close()
+    servers = [Server(capsule, "--store", store, "--job-runners", str(runners),
+                      "--job-poll", "0.05") for _ in range(nodes)]
+    try:
+        while True:
+            listed = servers[0].tool("list_jobs", status="succeeded", limit=1000)["jobs"]
+            if sum(job["queue"] == queue for job in listed) >= jobs:
+                break
+            time.sleep(0.1)
+        done = [servers[0].tool("get_job", job_id=id) for id in ids]
+    finally:
+        for server in servers:
+            server.close()
+    first = min(job["run_after_ms"] + job["claim_wait_ms"] for job in done)
+    last = max(job["updated_at_ms"] for job in done)
+    return (jobs / max(last - first, 1) * 1000,
+            *percentiles(job["claim_wait_ms"] / 1000 for job in done))
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--capsule", default="build/capsule")
     parser.add_argument("--jobs", type=int, default=200)
+    parser.add_argument("--drain-jobs", type=int, default=500)
     options = parser.parse_args()
     directory = tempfile.mkdtemp(prefix="capsule-bench-jobs-")
     rows = []
+    drains = []
     try:
+        for runners in (1, 2):
+            store = f"sqlite:{os.path.join(directory, f'drain-{runners}.db')}"
+            drains.append((f"SQLite, 1 node, {runners} runner(s)",
+                           drain(options.capsule, store, options.drain_jobs, runners, 1)))
+        if os.environ.get("CAPSULE_TEST_POSTGRES"):
+            for runners, nodes in ((1, 1), (2, 1), (1, 3)):
+                drains.append((f"PostgreSQL, {nodes} node(s), {runners} runner(s) each",
+                               drain(options.capsule, os.environ["CAPSULE_TEST_POSTGRES"],
+                                     options.drain_jobs, runners, nodes)))
         for runners in (1, 2):
             store = f"sqlite:{os.path.join(directory, f'jobs-{runners}.db')}"
             rows.append((f"SQLite, 1 node, {runners} runner(s)",
@@ -96,9 +151,17 @@ def main():
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     print(f"durable jobs: {options.jobs} trivial jobs (`1`) each, this machine, one run")
-    print(f"{'setup':<36} {'jobs/s':>8} {'submit-to-end p50':>18} {'p99':>9}")
-    for label, (rate, p50, p99) in rows:
-        print(f"{label:<36} {rate:>8.0f} {p50 * 1000:>15.0f} ms {p99 * 1000:>6.0f} ms")
+    print(f"{'setup':<36} {'jobs/s':>8} {'submit-to-end p50':>18} {'p99':>9}"
+          f" {'claim latency p50':>18} {'p99':>9}")
+    for label, (rate, p50, p99, claim50, claim99) in rows:
+        print(f"{label:<36} {rate:>8.0f} {p50 * 1000:>15.0f} ms {p99 * 1000:>6.0f} ms"
+              f" {claim50 * 1000:>15.0f} ms {claim99 * 1000:>6.0f} ms")
+    print()
+    print(f"draining: {options.drain_jobs} trivial jobs submitted first, then run (runners' rate,"
+          " first claim to last end)")
+    print(f"{'setup':<40} {'jobs/s':>8} {'claim latency p50':>18} {'p99':>9}")
+    for label, (rate, p50, p99) in drains:
+        print(f"{label:<40} {rate:>8.0f} {p50 * 1000:>15.0f} ms {p99 * 1000:>6.0f} ms")
     if not os.environ.get("CAPSULE_TEST_POSTGRES"):
         print("(PostgreSQL rows: run under tests/store/with-postgres.sh)")
 

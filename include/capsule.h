@@ -610,6 +610,12 @@ int cap_job_set_queue_limit(cap_config *config, const char *queue, int concurren
  * cut off by the stop counts as failed and is run again later. */
 int cap_jobs_start(cap_config *config, int runners, const cap_limits *limits,
                    double poll_seconds, char *error);
+/* Finished jobs (succeeded, dead, cancelled) are deleted with their steps
+ * `seconds` after they finished, and events once older than that and no
+ * job can await them (default 7 days); the runners of every process
+ * prune, in small batches, about once a second.  CAP_EINVAL unless
+ * 0 < seconds <= 10 years.  Takes effect at once, running or not. */
+int cap_config_set_job_retention(cap_config *config, double seconds, char *error);
 
 #ifdef __cplusplus
 }

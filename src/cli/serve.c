@@ -32,6 +32,9 @@ const char serve_options_usage[] =
     "  --job-runners N      threads running durable jobs from the store (default 1; 0: none)\n"
     "  --job-poll SECONDS   how often an idle runner looks for due jobs (default 0.5; it is\n"
     "                       woken at once by submits here and, on PostgreSQL, anywhere)\n"
+    "  --job-retention SECONDS\n"
+    "                       finished jobs (and events no job can await) are deleted this\n"
+    "                       long after they finished (default 604800: 7 days)\n"
     "  --job-queue-limit QUEUE=N\n"
     "                       at most N jobs of QUEUE run at once on all nodes sharing the\n"
     "                       store (0: no limit; kept in the store; repeatable)\n"
@@ -114,6 +117,7 @@ int command_serve(int argc, char **argv) {
                           strcmp(arg, "--max-body") == 0 || strcmp(arg, "--token-file") == 0 ||
                           strcmp(arg, "--allow-origin") == 0 || strcmp(arg, "--job-runners") == 0 ||
                           strcmp(arg, "--job-poll") == 0 || strcmp(arg, "--job-queue-limit") == 0 ||
+                          strcmp(arg, "--job-retention") == 0 ||
                           strcmp(arg, "--max-connections") == 0 ||
                           strcmp(arg, "--max-connections-per-address") == 0;
         if (takes_value && !value) {
@@ -144,6 +148,16 @@ int command_serve(int argc, char **argv) {
                 status = EXIT_USAGE;
             } else {
                 queue_limits[queue_limit_count++] = value;
+            }
+            i++;
+        } else if (strcmp(arg, "--job-retention") == 0) {
+            char *end;
+            double seconds = strtod(value, &end);
+            char error[CAP_ERROR_SIZE];
+            if (*end || cap_config_set_job_retention(config, seconds, error) != CAP_OK) {
+                fprintf(stderr, "capsule: --job-retention wants seconds, more than 0 and "
+                                "at most 10 years\n");
+                status = EXIT_USAGE;
             }
             i++;
         } else if (strcmp(arg, "--job-poll") == 0) {

@@ -831,6 +831,7 @@ char *cap_config_store_metrics(cap_config *config, char *error) {
     }
     if (rc == CAP_OK) rc = store_job_counts(config->store, add_job_count, &out, error);
     pthread_mutex_unlock(&config->store_lock);
+    if (rc == CAP_OK && sandbox_jobs_metrics(config, &out) != 0) rc = CAP_ENOMEM;
     if (rc == CAP_OK && buffer_append(&out, "", 1) != 0) rc = CAP_ENOMEM;
     if (rc != CAP_OK) {
         if (rc == CAP_ENOMEM) sandbox_set_error(error, "out of memory");

@@ -34,7 +34,9 @@
 #include "sandbox.h"
 
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <math.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,6 +49,14 @@
 #define DEFAULT_MAX_ATTEMPTS 3
 #define DEFAULT_TIMEOUT_SECONDS 60.0
 #define DEFAULT_BACKOFF_SECONDS 1.0
+#define DEFAULT_RETENTION_MS (7 * 86400 * 1000LL)
+#define PRUNE_INTERVAL_MS 1000 /* a process prunes about this often... */
+#define PRUNE_BATCH 200        /* ...this many jobs and events at a time (sooner again if full) */
+
+/* Upper bounds (ms) of the claim-latency histogram's buckets. */
+static const int64_t CLAIM_BUCKETS_MS[] = {1,   2,    5,    10,   25,    50,    100,
+                                           250, 500, 1000, 2500, 5000, 10000, 60000};
+#define CLAIM_BUCKET_COUNT (sizeof CLAIM_BUCKETS_MS / sizeof *CLAIM_BUCKETS_MS)
 
 typedef struct job_runners {
     cap_config *config;
@@ -63,6 +73,12 @@ typedef struct job_runners {
     pthread_cond_t wake;
     int stop;
     int wakes; /* wake-ups not yet consumed: a submit while all were busy */
+    int64_t next_prune_ms; /* when a runner prunes next (now_ms) */
+    /* Claim latency, for /metrics: how long each job this process claimed
+     * had been due (claim time - run_after), as a Prometheus histogram. */
+    uint64_t latency_buckets[CLAIM_BUCKET_COUNT]; /* claims <= CLAIM_BUCKETS_MS[i] */
+    uint64_t latency_count;
+    int64_t latency_sum_ms;
 } job_runners;
 
 /* --- the guest's requests ------------------------------------------------------ */
@@ -119,6 +135,19 @@ static const char *string_field(const cJSON *request, const char *name) {
                : NULL;
 }
 
+/* Steps named so are the parent's record of the job's /network fetches
+ * (sandbox_job_fetch): a guest's step, sleep or await may not use such a
+ * name, so it can neither forge a response nor claim the name first. */
+#define NETWORK_STEP_PREFIX "/network/"
+#define RESERVED_NOTE " (names starting with '" NETWORK_STEP_PREFIX "' are capsule's own)"
+
+/* A step name or key from the guest: string_field's, minus capsule's own. */
+static const char *guest_step_name(const cJSON *request, const char *field) {
+    const char *name = string_field(request, field);
+    return name && strncmp(name, NETWORK_STEP_PREFIX, strlen(NETWORK_STEP_PREFIX)) != 0 ? name
+                                                                                        : NULL;
+}
+
 /* The cached result of step `name`: 1 and *value, 0 when none, -1 on a
  * store failure (answered). */
 static int cached_step(sandbox_exchange *exchange, const char *name, char **value) {
@@ -171,10 +200,10 @@ static void answer_with(int fd, const char *prefix, const char *json, const char
 }
 
 static sandbox_outcome answer_step(sandbox_exchange *exchange, const cJSON *request) {
-    const char *name = string_field(request, "name");
+    const char *name = guest_step_name(request, "name");
     if (!name) {
         sandbox_call_failure(exchange->fd, "invalid-arguments",
-                             "a step needs a name of 1 to 128 bytes");
+                             "a step needs a name of 1 to 128 bytes" RESERVED_NOTE);
         return SANDBOX_CONTINUE;
     }
     char *value = NULL;
@@ -186,13 +215,13 @@ static sandbox_outcome answer_step(sandbox_exchange *exchange, const cJSON *requ
 }
 
 static sandbox_outcome answer_step_done(sandbox_exchange *exchange, const cJSON *request) {
-    const char *name = string_field(request, "name");
+    const char *name = guest_step_name(request, "name");
     const cJSON *value = cJSON_GetObjectItemCaseSensitive(request, "value");
     char *json = value ? cJSON_PrintUnformatted(value) : NULL;
     if (!name || !json) {
         free(json);
         sandbox_call_failure(exchange->fd, "invalid-arguments",
-                             "a step's result needs a name and a JSON value");
+                             "a step's result needs a name and a JSON value" RESERVED_NOTE);
         return SANDBOX_CONTINUE;
     }
     char *stored = NULL;
@@ -205,12 +234,12 @@ static sandbox_outcome answer_step_done(sandbox_exchange *exchange, const cJSON 
 
 static sandbox_outcome answer_sleep(sandbox_exchange *exchange, const cJSON *request) {
     job_attempt *attempt = exchange->sandbox->job;
-    const char *name = string_field(request, "name");
+    const char *name = guest_step_name(request, "name");
     const cJSON *until = cJSON_GetObjectItemCaseSensitive(request, "until");
     if (!name || !cJSON_IsNumber(until) || !isfinite(until->valuedouble) ||
         until->valuedouble < 0 || until->valuedouble > 1e11) {
         sandbox_call_failure(exchange->fd, "invalid-arguments",
-                             "sleep needs a name and a time (seconds since the epoch)");
+                             "sleep needs a name and a time (seconds since the epoch)" RESERVED_NOTE);
         return SANDBOX_CONTINUE;
     }
     /* The wake time is the first attempt's: a rerun's own clock says later. */
@@ -242,13 +271,14 @@ static sandbox_outcome answer_await(sandbox_exchange *exchange, const cJSON *req
     cap_config *config = exchange->sandbox->config;
     job_attempt *attempt = exchange->sandbox->job;
     const char *event = string_field(request, "name");
-    const char *key = string_field(request, "key");
+    const char *key = guest_step_name(request, "key");
     const cJSON *timeout = cJSON_GetObjectItemCaseSensitive(request, "timeout");
     if (!event || !key || strlen(key) > 118 ||
         (timeout && !cJSON_IsNull(timeout) &&
          !(cJSON_IsNumber(timeout) && timeout->valuedouble >= 0 && timeout->valuedouble < 1e9))) {
         sandbox_call_failure(exchange->fd, "invalid-arguments",
-                             "await_event needs an event name and a timeout of seconds or None");
+                             "await_event needs an event name and a timeout of seconds or None"
+                             RESERVED_NOTE);
         return SANDBOX_CONTINUE;
     }
     /* Settled in an earlier attempt: the same answer. */
@@ -345,11 +375,158 @@ sandbox_outcome sandbox_job_request(sandbox_exchange *exchange, const void *requ
     return answer_await(exchange, request);
 }
 
+/* --- /network fetches as steps ------------------------------------------------ */
+
+/* The step that records a fetch of /network/NAME: "/network/NAME" when
+ * NAME is short printable ASCII, else "/network/#" and a hash of NAME (a
+ * template's value may be any bytes; step names are text of <= 128 bytes). */
+static void network_step_name(const char *name, size_t size, char key[STORE_ID_SIZE]) {
+    int plain = size > 0 && size <= 100;
+    for (size_t i = 0; plain && i < size; i++) plain = name[i] > ' ' && name[i] < 127;
+    if (plain) {
+        snprintf(key, STORE_ID_SIZE, NETWORK_STEP_PREFIX "%.*s", (int)size, name);
+        return;
+    }
+    uint8_t hash[STORE_HASH_SIZE];
+    store_hash(name, size, hash);
+    int used = snprintf(key, STORE_ID_SIZE, NETWORK_STEP_PREFIX "#");
+    for (int i = 0; i < 16; i++) used += snprintf(key + used, STORE_ID_SIZE - (size_t)used, "%02x",
+                                                  hash[i]);
+}
+
+/* The stored form of a fetch's outcome: {"base64": BYTES} or {"errno": N,
+ * "message": M}.  NULL when out of memory. */
+static char *network_step_value(int32_t rc, const buffer *body, const char *message) {
+    cJSON *value = cJSON_CreateObject();
+    if (!value) return NULL;
+    if (rc == 0) {
+        char *text = malloc(4 * ((body->size + 2) / 3) + 1);
+        if (!text) {
+            cJSON_Delete(value);
+            return NULL;
+        }
+        EVP_EncodeBlock((unsigned char *)text, (const unsigned char *)body->data, (int)body->size);
+        int added = cJSON_AddStringToObject(value, "base64", text) != NULL;
+        free(text);
+        if (!added) {
+            cJSON_Delete(value);
+            return NULL;
+        }
+    } else {
+        cJSON_AddNumberToObject(value, "errno", -rc);
+        cJSON_AddStringToObject(value, "message", message);
+    }
+    char *json = value ? cJSON_PrintUnformatted(value) : NULL;
+    cJSON_Delete(value);
+    return json;
+}
+
+/* Answers the worker's fetch with a stored outcome (network_step_value's). */
+static void reply_stored_fetch(int fd, const char *json) {
+    cJSON *value = cJSON_Parse(json);
+    const cJSON *base64 = cJSON_GetObjectItemCaseSensitive(value, "base64");
+    const cJSON *number = cJSON_GetObjectItemCaseSensitive(value, "errno");
+    const cJSON *message = cJSON_GetObjectItemCaseSensitive(value, "message");
+    if (cJSON_IsString(base64)) {
+        size_t length = strlen(base64->valuestring);
+        unsigned char *bytes = malloc(length / 4 * 3 + 1);
+        int size = bytes ? EVP_DecodeBlock(bytes, (const unsigned char *)base64->valuestring,
+                                           (int)length)
+                         : -1;
+        /* EVP_DecodeBlock counts the padding's zero bytes too. */
+        for (size_t i = length; size > 0 && i > 0 && base64->valuestring[i - 1] == '='; i--) size--;
+        if (size >= 0) sandbox_fetch_reply(fd, 0, bytes, (size_t)size, "");
+        else sandbox_fetch_reply(fd, -EIO, NULL, 0, "the stored response is damaged");
+        free(bytes);
+    } else if (cJSON_IsNumber(number) && number->valuedouble >= 1 && number->valuedouble < 4096) {
+        sandbox_fetch_reply(fd, -(int32_t)number->valuedouble, NULL, 0,
+                            cJSON_IsString(message) ? message->valuestring : "fetch failed");
+    } else {
+        sandbox_fetch_reply(fd, -EIO, NULL, 0, "the stored response is damaged");
+    }
+    cJSON_Delete(value);
+}
+
+/* Whether a fetch's outcome is kept as the job's step: a response (its
+ * bytes, an HTTP error status, or one larger than the size limit).  Not
+ * kept when nothing came back (an unknown name, a URL outside the
+ * allow-list, a timeout, a connection that failed): a rerun tries again. */
+static int fetch_is_kept(int32_t rc, const char *message) {
+    return rc == 0 || rc == -EFBIG || strncmp(message, "HTTP ", 5) == 0;
+}
+
+sandbox_outcome sandbox_job_fetch(sandbox_exchange *exchange, const char *payload, size_t size) {
+    cap_config *config = exchange->sandbox->config;
+    job_attempt *attempt = exchange->sandbox->job;
+    char error[CAP_ERROR_SIZE] = "";
+    if (attempt->cancelled) {
+        sandbox_fetch_reply(exchange->fd, -ECANCELED, NULL, 0, "the job was cancelled");
+        return SANDBOX_CONTINUE;
+    }
+    /* The attempt must still hold the job: a lost one records nothing. */
+    pthread_mutex_lock(&config->store_lock);
+    int rc = store_job_check(config->store, attempt->job.id, attempt->job.attempts, NULL, error);
+    pthread_mutex_unlock(&config->store_lock);
+    if (rc == STORE_ECONFLICT) {
+        attempt->lost = 1;
+        return end_attempt(exchange, "the job's attempt lost its lease");
+    }
+    char key[STORE_ID_SIZE];
+    network_step_name(payload + 1, size - 1, key);
+    char *stored = NULL;
+    int found = 0;
+    if (rc == CAP_OK) {
+        pthread_mutex_lock(&config->store_lock);
+        rc = store_job_step_get(config->store, attempt->job.id, key, &stored, &found, error);
+        pthread_mutex_unlock(&config->store_lock);
+    }
+    if (rc != CAP_OK) {
+        sandbox_fetch_reply(exchange->fd, -EIO, NULL, 0, "the job's store failed");
+        return SANDBOX_CONTINUE;
+    }
+    if (found) {
+        reply_stored_fetch(exchange->fd, stored);
+        free(stored);
+        return SANDBOX_CONTINUE;
+    }
+    buffer body = {0};
+    char message[256] = "";
+    int32_t fetched = sandbox_fetch_resource(config, payload, size, exchange->deadline, &body,
+                                             message);
+    if (!fetch_is_kept(fetched, message)) {
+        sandbox_fetch_reply(exchange->fd, fetched, body.data, body.size, message);
+        buffer_free(&body);
+        return SANDBOX_CONTINUE;
+    }
+    char *value = network_step_value(fetched, &body, message);
+    buffer_free(&body);
+    if (!value) {
+        sandbox_fetch_reply(exchange->fd, -ENOMEM, NULL, 0, "out of memory");
+        return SANDBOX_CONTINUE;
+    }
+    pthread_mutex_lock(&config->store_lock);
+    rc = store_job_step_put(config->store, attempt->job.id, attempt->job.attempts, key, value,
+                            &stored, error);
+    pthread_mutex_unlock(&config->store_lock);
+    free(value);
+    if (rc == STORE_ECONFLICT) {
+        attempt->lost = 1;
+        return end_attempt(exchange, "the job's attempt lost its lease");
+    }
+    if (rc != CAP_OK || !stored) sandbox_fetch_reply(exchange->fd, -EIO, NULL, 0, "the job's store failed");
+    else reply_stored_fetch(exchange->fd, stored);
+    free(stored);
+    return SANDBOX_CONTINUE;
+}
+
 /* --- the runners ------------------------------------------------------------------ */
 
-/* What an attempt's end is recorded as, from how its run ended. */
+/* What an attempt's end is recorded as, from how its run ended; in the
+ * same transaction the runner's next job is claimed (*claimed = 1 and
+ * *next), unless the end could not be recorded. */
 static void finish_attempt(job_runners *runners, job_attempt *attempt, int rc,
-                           const cap_result *result, const char *run_error) {
+                           const cap_result *result, const char *run_error, store_job *next,
+                           int *claimed) {
     cap_config *config = runners->config;
     const store_job *job = &attempt->job;
     char error[CAP_ERROR_SIZE] = "";
@@ -377,13 +554,17 @@ static void finish_attempt(job_runners *runners, job_attempt *attempt, int rc,
         if (delay > MAX_RETRY_DELAY_MS) delay = MAX_RETRY_DELAY_MS;
     }
     pthread_mutex_lock(&config->store_lock);
-    store_job_finish(config->store, job->id, job->attempts, outcome, json ? json : "null",
-                     message, delay, attempt->until, attempt->event, NULL, error);
+    store_job_finish_and_claim(config->store, job->id, job->attempts, outcome,
+                               json ? json : "null", message, delay, attempt->until,
+                               attempt->event, NULL, NULL, next, claimed, error);
     pthread_mutex_unlock(&config->store_lock);
     free(json);
 }
 
-static void run_attempt(job_runners *runners, cap_sandbox *sandbox, store_job *job) {
+/* Runs one attempt of `job` and records its end; *claimed = 1 and *next
+ * when the runner's next job was claimed with it. */
+static void run_attempt(job_runners *runners, cap_sandbox *sandbox, store_job *job,
+                        store_job *next, int *claimed) {
     job_attempt attempt = {.job = *job};
     cap_run_options options = {0};
     options.capture = 1;
@@ -408,8 +589,76 @@ static void run_attempt(job_runners *runners, cap_sandbox *sandbox, store_job *j
     pthread_mutex_unlock(&runners->lock);
     /* Stopped with the process: the attempt is left to the sweep, which
      * runs it again (it did not fail). */
-    if (!stopping && !attempt.lost) finish_attempt(runners, &attempt, rc, result, error);
+    if (!stopping && !attempt.lost)
+        finish_attempt(runners, &attempt, rc, result, error, next, claimed);
     cap_result_free(result);
+}
+
+/* Deletes a batch of finished jobs and dead events when this process's
+ * turn is due: one runner at a time, about every PRUNE_INTERVAL_MS, at
+ * once again while batches come back full.  A failure is left for the next
+ * turn (pruning is housekeeping; nothing waits for it). */
+static void maybe_prune(job_runners *runners) {
+    cap_config *config = runners->config;
+    int64_t now = now_ms();
+    pthread_mutex_lock(&runners->lock);
+    int due = now >= runners->next_prune_ms;
+    if (due) runners->next_prune_ms = now + PRUNE_INTERVAL_MS;
+    pthread_mutex_unlock(&runners->lock);
+    if (!due) return;
+    int64_t jobs = 0, events = 0;
+    char error[CAP_ERROR_SIZE];
+    pthread_mutex_lock(&config->store_lock);
+    int64_t retention = config->job_retention_ms > 0 ? config->job_retention_ms
+                                                     : DEFAULT_RETENTION_MS;
+    int rc = store_job_prune(config->store, retention, PRUNE_BATCH, &jobs, &events, error);
+    pthread_mutex_unlock(&config->store_lock);
+    if (rc == CAP_OK && (jobs == PRUNE_BATCH || events == PRUNE_BATCH)) {
+        pthread_mutex_lock(&runners->lock);
+        runners->next_prune_ms = now;
+        pthread_mutex_unlock(&runners->lock);
+    }
+}
+
+static void record_claim_latency(job_runners *runners, int64_t waited_ms) {
+    if (waited_ms < 0) waited_ms = 0; /* run_after set by another node's clock */
+    pthread_mutex_lock(&runners->lock);
+    for (size_t i = 0; i < CLAIM_BUCKET_COUNT; i++)
+        if (waited_ms <= CLAIM_BUCKETS_MS[i]) runners->latency_buckets[i]++;
+    runners->latency_count++;
+    runners->latency_sum_ms += waited_ms;
+    pthread_mutex_unlock(&runners->lock);
+}
+
+int sandbox_jobs_metrics(cap_config *config, buffer *out) {
+    job_runners *runners = config->jobs;
+    if (!runners) return 0;
+    static const char help[] =
+        "# HELP capsule_job_claim_latency_seconds How long a job this node claimed had been "
+        "due (queued, or its retry, sleep or event due) before a runner took it.\n"
+        "# TYPE capsule_job_claim_latency_seconds histogram\n";
+    int rc = buffer_append(out, help, sizeof help - 1);
+    char line[160];
+    pthread_mutex_lock(&runners->lock);
+    for (size_t i = 0; rc == 0 && i < CLAIM_BUCKET_COUNT; i++) {
+        int length = snprintf(line, sizeof line,
+                              "capsule_job_claim_latency_seconds_bucket{le=\"%g\"} %llu\n",
+                              (double)CLAIM_BUCKETS_MS[i] / 1000,
+                              (unsigned long long)runners->latency_buckets[i]);
+        rc = buffer_append(out, line, (size_t)length);
+    }
+    if (rc == 0) {
+        int length = snprintf(line, sizeof line,
+                              "capsule_job_claim_latency_seconds_bucket{le=\"+Inf\"} %llu\n"
+                              "capsule_job_claim_latency_seconds_sum %.3f\n"
+                              "capsule_job_claim_latency_seconds_count %llu\n",
+                              (unsigned long long)runners->latency_count,
+                              (double)runners->latency_sum_ms / 1000,
+                              (unsigned long long)runners->latency_count);
+        rc = buffer_append(out, line, (size_t)length);
+    }
+    pthread_mutex_unlock(&runners->lock);
+    return rc;
 }
 
 static void *runner_main(void *argument) {
@@ -418,20 +667,30 @@ static void *runner_main(void *argument) {
     cap_sandbox *sandbox = pair[1];
     free(pair);
     cap_config *config = runners->config;
+    store_job job;
+    int claimed = 0; /* job holds a claimed job not yet run */
     for (;;) {
         pthread_mutex_lock(&runners->lock);
         int stop = runners->stop;
         pthread_mutex_unlock(&runners->lock);
         if (stop) break;
-        store_job job;
-        int claimed = 0;
-        char error[CAP_ERROR_SIZE];
-        pthread_mutex_lock(&config->store_lock);
-        int rc = store_job_claim(config->store, NULL, &job, &claimed, error);
-        pthread_mutex_unlock(&config->store_lock);
+        maybe_prune(runners);
+        int rc = CAP_OK;
+        if (!claimed) {
+            char error[CAP_ERROR_SIZE];
+            pthread_mutex_lock(&config->store_lock);
+            rc = store_job_claim(config->store, NULL, &job, &claimed, error);
+            pthread_mutex_unlock(&config->store_lock);
+        }
         if (rc == CAP_OK && claimed) {
-            run_attempt(runners, sandbox, &job);
+            /* While jobs keep coming, each attempt's end claims the next. */
+            record_claim_latency(runners, job.updated_at - job.run_after);
+            store_job next;
+            int next_claimed = 0;
+            run_attempt(runners, sandbox, &job, &next, &next_claimed);
             store_job_clear(&job);
+            claimed = next_claimed;
+            if (claimed) job = next;
             continue;
         }
         /* Idle (or the store failed: tried again after the same pause). */
@@ -448,6 +707,8 @@ static void *runner_main(void *argument) {
         if (runners->wakes) runners->wakes--;
         pthread_mutex_unlock(&runners->lock);
     }
+    /* A job claimed as the process stops: the sweep gives it back. */
+    if (claimed) store_job_clear(&job);
     return NULL;
 }
 
@@ -576,6 +837,7 @@ static cJSON *job_json(const store_job *job) {
     cJSON_AddNumberToObject(out, "run_after_ms", (double)job->run_after);
     cJSON_AddNumberToObject(out, "created_at_ms", (double)job->created_at);
     cJSON_AddNumberToObject(out, "updated_at_ms", (double)job->updated_at);
+    cJSON_AddNumberToObject(out, "claim_wait_ms", (double)job->claim_wait_ms);
     if (job->idempotency_key[0]) cJSON_AddStringToObject(out, "idempotency_key", job->idempotency_key);
     cJSON_AddBoolToObject(out, "cancel_requested", job->cancel_requested);
     return out;
@@ -707,6 +969,19 @@ int cap_job_emit(cap_config *config, const char *principal, const char *name,
     if (rc != CAP_OK) return api_code(rc);
     if (woken) *woken = (int)count;
     if (count) wake_runners(config);
+    return CAP_OK;
+}
+
+int cap_config_set_job_retention(cap_config *config, double seconds, char *error) {
+    if (!config || !(seconds > 0 && seconds <= 10 * 366 * 86400.0)) {
+        sandbox_set_error(error, "a job retention is more than 0 s and at most 10 years");
+        return CAP_EINVAL;
+    }
+    int64_t ms = (int64_t)(seconds * 1000);
+    /* Read by the runners under store_lock. */
+    pthread_mutex_lock(&config->store_lock);
+    config->job_retention_ms = ms > 0 ? ms : 1;
+    pthread_mutex_unlock(&config->store_lock);
     return CAP_OK;
 }
 

@@ -94,11 +94,12 @@ static char *fill_template(const char *url, const char *value, size_t value_size
     return out;
 }
 
-/* A worker's 'F' frame: the index of a resource mount, then a file name.
- * Answered with an 'F' frame: a 32-bit errno (0 on success), then the body
- * or a message.  Every field comes from the worker, so each is checked. */
-static int answer_fetch(const cap_config *config, int fd, const char *payload, size_t size,
-                        double deadline) {
+/* A worker's 'F' frame's request: the index of a resource mount, then a
+ * file name.  Every field comes from the worker, so each is checked.
+ * Returns 0 with the bytes in *body, or a negative errno with a message
+ * (at most 256 bytes with its NUL) in `message`. */
+int sandbox_fetch_resource(const cap_config *config, const char *payload, size_t size,
+                           double deadline, buffer *body, char *message) {
     int http_mounts = config->resource_count > 0;
     int mount = size > 0 ? (unsigned char)payload[0] : -1;
     const char *name = payload + 1;
@@ -131,12 +132,11 @@ static int answer_fetch(const cap_config *config, int fd, const char *payload, s
         any_name[name_size] = '\0';
         index = 0;
     }
-    buffer body = {0};
-    char message[256] = "no such resource";
+    snprintf(message, 256, "no such resource");
     int32_t rc = -ENOENT;
     if (index >= 0 && mount >= http_mounts) {
         rc = provider_read(&config->providers[mount - http_mounts],
-                           count < 0 ? any_name : names[index], &body, message);
+                           count < 0 ? any_name : names[index], body, message);
     } else if (index >= 0) {
         double left = deadline - sandbox_now_seconds();
         double timeout = config->http_timeout > 0 ? config->http_timeout : DEFAULT_HTTP_TIMEOUT;
@@ -146,27 +146,41 @@ static int answer_fetch(const cap_config *config, int fd, const char *payload, s
                                                      : DEFAULT_HTTP_MAX_BYTES,
                               NULL, 0};
         const char *url = templated_url ? templated_url : config->resource_urls[index];
-        rc = policy.timeout_seconds > 0 ? http_fetch(&policy, url, &body, message) : -ETIMEDOUT;
+        rc = policy.timeout_seconds > 0 ? http_fetch(&policy, url, body, message) : -ETIMEDOUT;
     }
-    if (rc == 0 && body.size > FRAME_MAX - sizeof rc) {
-        buffer_free(&body);
-        snprintf(message, sizeof message, "content larger than %u bytes", FRAME_MAX / 2);
+    if (rc == 0 && body->size > FRAME_MAX - sizeof rc) {
+        buffer_free(body);
+        snprintf(message, 256, "content larger than %u bytes", FRAME_MAX / 2);
         rc = -EFBIG;
     }
+    free(templated_url);
+    return rc;
+}
+
+int sandbox_fetch_reply(int fd, int32_t rc, const void *body, size_t body_size,
+                        const char *message) {
     buffer reply = {0};
     int status = buffer_append(&reply, &rc, sizeof rc);
     if (status == 0)
-        status = rc == 0 ? (body.size ? buffer_append(&reply, body.data, body.size) : 0)
+        status = rc == 0 ? (body_size ? buffer_append(&reply, body, body_size) : 0)
                          : buffer_append(&reply, message, strlen(message));
     if (status == 0) status = frame_write(fd, 'F', reply.data, reply.size);
     buffer_free(&reply);
-    buffer_free(&body);
-    free(templated_url);
     return status;
 }
 
+/* Inside a job, a /network fetch is a step of the job (jobs.c): fetched
+ * once per job, replayed on its reruns. */
 sandbox_outcome sandbox_frame_fetch(sandbox_exchange *exchange, const char *payload, size_t size) {
-    answer_fetch(exchange->sandbox->config, exchange->fd, payload, size, exchange->deadline);
+    const cap_config *config = exchange->sandbox->config;
+    int http_mount = config->resource_count > 0 && size > 0 && payload[0] == 0;
+    if (http_mount && exchange->sandbox->job && config->store)
+        return sandbox_job_fetch(exchange, payload, size);
+    buffer body = {0};
+    char message[256];
+    int32_t rc = sandbox_fetch_resource(config, payload, size, exchange->deadline, &body, message);
+    sandbox_fetch_reply(exchange->fd, rc, body.data, body.size, message);
+    buffer_free(&body);
     return SANDBOX_CONTINUE;
 }
 

@@ -143,6 +143,7 @@ struct cap_config {
     pthread_mutex_t renew_lock;
     pthread_cond_t renew_wake;
     void *jobs; /* the job runners (jobs.c), NULL until cap_jobs_start */
+    int64_t job_retention_ms; /* finished jobs are pruned after this; 0: 7 days */
     void *code_mode; /* MCP servers whose tools are in the registry (code_mode.c); NULL */
     /* help (src/help/help.c): the index, built on the first search, dropped
      * when the docs or the registry change; the lock is held around every
@@ -312,6 +313,10 @@ typedef struct job_attempt {
     int cancelled;               /* the guest was told it is cancelled */
     int lost;                    /* the attempt no longer holds the job: record nothing */
 } job_attempt;
+
+/* Appends this process's claim-latency histogram (Prometheus text) to
+ * `out`; nothing without runners.  0, or -1 when out of memory. */
+int sandbox_jobs_metrics(cap_config *config, buffer *out);
 
 /* Stops and joins the job runners of `config` (cap_config_free). */
 void sandbox_jobs_stop(cap_config *config);
@@ -497,5 +502,20 @@ sandbox_outcome sandbox_frame_call(sandbox_exchange *exchange, const char *paylo
  * attempt ends here (the job parks, or lost its lease). */
 sandbox_outcome sandbox_job_request(sandbox_exchange *exchange, const void *request,
                                     const char *op);
+
+/* provider.c: a resource fetch's two halves, for jobs.c.  The first does
+ * what an 'F' frame asks (payload: the mount's index, then the name) and
+ * returns 0 with the bytes in *body or a negative errno with a message of
+ * at most 255 bytes; the second writes the 'F' answer. */
+int sandbox_fetch_resource(const cap_config *config, const char *payload, size_t size,
+                           double deadline, buffer *body, char *message);
+int sandbox_fetch_reply(int fd, int32_t rc, const void *body, size_t body_size,
+                        const char *message);
+
+/* jobs.c: a /network fetch inside a job, as a step of the job: the stored
+ * response when the job has one (a rerun), else fetched and stored first.
+ * Answers with an 'F' frame; SANDBOX_STOPPED when the attempt lost the
+ * job. */
+sandbox_outcome sandbox_job_fetch(sandbox_exchange *exchange, const char *payload, size_t size);
 
 #endif

@@ -156,11 +156,12 @@ int store_job_counts(store *store, int (*each)(void *context, const char *status
 }
 
 static const char job_extra_select[] =
-    "SELECT code, idempotency_key, lease_expires_at FROM jobs WHERE id = $1";
+    "SELECT code, idempotency_key, lease_expires_at, claim_wait_ms FROM jobs WHERE id = $1";
 
 static int read_extra(void *context, const store_value *columns, int count, char *error) {
     store_job *job = context;
-    if (count < 3) return store_fail(error, STORE_ECORRUPT, "a short job row");
+    if (count < 4) return store_fail(error, STORE_ECORRUPT, "a short job row");
+    job->claim_wait_ms = columns[3].type == STORE_INTEGER ? columns[3].integer : 0;
     free(job->code);
     job->code = store_duplicate_text(&columns[0]);
     store_copy_text(job->idempotency_key, sizeof job->idempotency_key, &columns[1]);
@@ -327,6 +328,7 @@ static const char job_sweep[] =
 #define JOB_TAKE                                                                                   \
     "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_owner = $2,"               \
     " lease_expires_at = $1 + timeout_ms + " STRINGIFY(STORE_JOB_GRACE_MS) ","                     \
+    " claim_wait_ms = claim_wait_ms + CASE WHEN $1 > run_after THEN $1 - run_after ELSE 0 END,"   \
     " wait_event = NULL, updated_at = $1"
 #define STRINGIFY(x) STRINGIFY_(x)
 #define STRINGIFY_(x) #x
@@ -339,29 +341,39 @@ static const char job_claim_locking[] =
  * unlimited queue locks nothing and waits for no one). */
 static const char job_queues_lock[] = "SELECT name FROM job_queues ORDER BY name FOR UPDATE";
 
+/* The claim's statements, inside the caller's write transaction: the
+ * sweep, then (found = 1) the oldest due job into *out, with its code. */
+static int claim_within(store *store, const char *queue, store_job *out, int *found,
+                        char *error) {
+    const store_backend *backend = store_internal_backend(store);
+    int64_t now = store_internal_now(store);
+    int result = RUN(store, job_sweep, NULL, NULL, error, INTEGER(now));
+    if (result == CAP_OK && backend->row_locks)
+        result = store_internal_execute(store, job_queues_lock, NULL, 0, NULL, NULL, error);
+    one_job picked = {out, 0};
+    if (result == CAP_OK)
+        result = RUN(store, backend->row_locks ? job_claim_locking : job_claim_sqlite,
+                     read_one_job, &picked, error, INTEGER(now), TEXT(store_node(store)),
+                     TEXT(queue ? queue : ""));
+    if (result == CAP_OK && picked.found) result = job_extra(store, out, error);
+    *found = picked.found > 0;
+    return result;
+}
+
 int store_job_claim(store *store, const char *queue, store_job *out, int *claimed,
                     char *error) {
     memset(out, 0, sizeof *out);
     *claimed = 0;
-    const store_backend *backend = store_internal_backend(store);
+    int found = 0;
     int result = store_internal_write_begin(store, error);
     if (result != CAP_OK) return result;
-    int64_t now = store_internal_now(store);
-    result = RUN(store, job_sweep, NULL, NULL, error, INTEGER(now));
-    if (result == CAP_OK && backend->row_locks)
-        result = store_internal_execute(store, job_queues_lock, NULL, 0, NULL, NULL, error);
-    one_job found = {out, 0};
-    if (result == CAP_OK)
-        result = RUN(store, backend->row_locks ? job_claim_locking : job_claim_sqlite,
-                     read_one_job, &found, error, INTEGER(now), TEXT(store_node(store)),
-                     TEXT(queue ? queue : ""));
-    if (result == CAP_OK && found.found) result = job_extra(store, out, error);
+    result = claim_within(store, queue, out, &found, error);
     result = store_internal_write_end(store, result, error);
     if (result != CAP_OK) {
         store_job_clear(out);
         return result;
     }
-    *claimed = found.found > 0;
+    *claimed = found;
     return CAP_OK;
 }
 
@@ -482,19 +494,17 @@ static const char finish_cancelled[] =
     " lease_expires_at = NULL, updated_at = $4"
     " WHERE id = $1 AND status = 'running' AND lease_owner = $2 AND attempts = $3 RETURNING status";
 
-int store_job_finish(store *store, const char *id, int64_t attempt, store_job_outcome outcome,
-                     const char *result_json, const char *message, int64_t retry_delay_ms,
-                     int64_t until, const char *event, char status[STORE_STATUS_SIZE],
-                     char *error) {
-    if (status) status[0] = '\0';
-    int result = store_check_name(id, "job id", 0, error);
-    if (result == CAP_OK && outcome == STORE_JOB_WAITING)
-        result = store_check_name(event, "event name", 0, error);
-    if (result != CAP_OK) return result;
+/* The end's statement (in a transaction of the caller's, or on its own);
+ * STORE_ECONFLICT when the attempt no longer holds the job. */
+static int finish_within(store *store, const char *id, int64_t attempt,
+                         store_job_outcome outcome, const char *result_json, const char *message,
+                         int64_t retry_delay_ms, int64_t until, const char *event,
+                         char status[STORE_STATUS_SIZE], char *error) {
     int64_t now = store_internal_now(store);
     store_value node = TEXT(store_node(store));
     first_row row = {0};
     const char *text = message ? message : "";
+    int result;
     switch (outcome) {
     case STORE_JOB_SUCCEEDED:
         result = RUN(store, finish_succeeded, collect_first, &row, error, TEXT(id), node,
@@ -529,6 +539,50 @@ int store_job_finish(store *store, const char *id, int64_t attempt, store_job_ou
                     (long long)attempt);
     if (result == CAP_OK && status) snprintf(status, STORE_STATUS_SIZE, "%.31s", row.text);
     return result;
+}
+
+static int check_finish(const char *id, store_job_outcome outcome, const char *event,
+                        char *error) {
+    int result = store_check_name(id, "job id", 0, error);
+    if (result == CAP_OK && outcome == STORE_JOB_WAITING)
+        result = store_check_name(event, "event name", 0, error);
+    return result;
+}
+
+int store_job_finish(store *store, const char *id, int64_t attempt, store_job_outcome outcome,
+                     const char *result_json, const char *message, int64_t retry_delay_ms,
+                     int64_t until, const char *event, char status[STORE_STATUS_SIZE],
+                     char *error) {
+    if (status) status[0] = '\0';
+    int result = check_finish(id, outcome, event, error);
+    if (result != CAP_OK) return result;
+    return finish_within(store, id, attempt, outcome, result_json, message, retry_delay_ms, until,
+                         event, status, error);
+}
+
+int store_job_finish_and_claim(store *store, const char *id, int64_t attempt,
+                               store_job_outcome outcome, const char *result_json,
+                               const char *message, int64_t retry_delay_ms, int64_t until,
+                               const char *event, char status[STORE_STATUS_SIZE],
+                               const char *queue, store_job *next, int *claimed, char *error) {
+    if (status) status[0] = '\0';
+    memset(next, 0, sizeof *next);
+    *claimed = 0;
+    int result = check_finish(id, outcome, event, error);
+    if (result != CAP_OK) return result;
+    if ((result = store_internal_write_begin(store, error)) != CAP_OK) return result;
+    int found = 0;
+    result = finish_within(store, id, attempt, outcome, result_json, message, retry_delay_ms,
+                           until, event, status, error);
+    if (result == CAP_OK) result = claim_within(store, queue, next, &found, error);
+    result = store_internal_write_end(store, result, error);
+    if (result != CAP_OK) {
+        if (status) status[0] = '\0';
+        store_job_clear(next);
+        return result;
+    }
+    *claimed = found;
+    return CAP_OK;
 }
 
 /* --- cancelling, events, limits ---------------------------------------------------- */
@@ -627,4 +681,50 @@ int store_job_set_queue_limit(store *store, const char *queue, int64_t concurren
     return concurrency ? RUN(store, queue_limit_set, NULL, NULL, error, TEXT(queue),
                              INTEGER(concurrency))
                        : RUN(store, queue_limit_remove, NULL, NULL, error, TEXT(queue));
+}
+
+/* --- pruning ------------------------------------------------------------------------ */
+
+#define FINISHED "('succeeded', 'dead', 'cancelled')"
+/* $1 the cut-off, $2 the batch.  The steps of the oldest finished jobs
+ * first, then those jobs: a job is taken only once it has no steps left,
+ * so a job picked by the second statement but not the first (another node
+ * pruned in between, PostgreSQL) keeps its steps and waits for a later
+ * round rather than leaving them behind. */
+static const char prune_steps[] =
+    "DELETE FROM job_steps WHERE job IN (SELECT id FROM jobs WHERE status IN " FINISHED
+    " AND updated_at < $1 ORDER BY updated_at LIMIT $2)";
+static const char prune_jobs[] =
+    "DELETE FROM jobs WHERE id IN (SELECT j.id FROM jobs AS j WHERE j.status IN " FINISHED
+    " AND j.updated_at < $1 AND NOT EXISTS (SELECT 1 FROM job_steps AS s WHERE s.job = j.id)"
+    " ORDER BY j.updated_at LIMIT $2) RETURNING 1";
+static const char prune_events[] =
+    "DELETE FROM job_events WHERE id IN (SELECT e.id FROM job_events AS e WHERE e.created_at < $1"
+    " AND NOT EXISTS (SELECT 1 FROM jobs AS j WHERE j.principal = e.principal"
+    " AND j.created_at <= e.created_at AND j.status NOT IN " FINISHED ")"
+    " ORDER BY e.id LIMIT $2) RETURNING 1";
+
+int store_job_prune(store *store, int64_t retention_ms, int64_t batch, int64_t *jobs,
+                    int64_t *events, char *error) {
+    if (jobs) *jobs = 0;
+    if (events) *events = 0;
+    if (retention_ms < 0 || batch < 1)
+        return store_fail(error, CAP_EINVAL, "pruning needs a retention >= 0 and a batch >= 1");
+    int result = store_internal_write_begin(store, error);
+    if (result != CAP_OK) return result;
+    int64_t cutoff = store_internal_now(store) - retention_ms;
+    first_row pruned_jobs = {0}, pruned_events = {0};
+    result = RUN(store, prune_steps, NULL, NULL, error, INTEGER(cutoff), INTEGER(batch));
+    if (result == CAP_OK)
+        result = RUN(store, prune_jobs, collect_first, &pruned_jobs, error, INTEGER(cutoff),
+                     INTEGER(batch));
+    if (result == CAP_OK)
+        result = RUN(store, prune_events, collect_first, &pruned_events, error, INTEGER(cutoff),
+                     INTEGER(batch));
+    free(pruned_jobs.long_text);
+    free(pruned_events.long_text);
+    result = store_internal_write_end(store, result, error);
+    if (result == CAP_OK && jobs) *jobs = pruned_jobs.rows;
+    if (result == CAP_OK && events) *events = pruned_events.rows;
+    return result;
 }

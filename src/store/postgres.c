@@ -194,6 +194,12 @@ static const char *const postgres_migrations[] = {
     "    expires_at     BIGINT NOT NULL\n"
     ");\n"
     "CREATE INDEX tasks_expires ON tasks(expires_at);\n",
+    /* 5 -> 6: finished jobs by age, for pruning them after the retention
+     * (jobs.c, store_job_prune); how long a job waited, due, for a runner
+     * (its claims' sum: the claim latency).  The same in sqlite.c. */
+    "CREATE INDEX jobs_finished ON jobs(updated_at)\n"
+    "    WHERE status IN ('succeeded', 'dead', 'cancelled');\n"
+    "ALTER TABLE jobs ADD COLUMN claim_wait_ms BIGINT NOT NULL DEFAULT 0;\n",
 };
 
 /* Type OIDs (catalog/pg_type.h, which libpq-dev does not ship). */

@@ -174,6 +174,12 @@ static const char *const sqlite_migrations[] = {
     "    expires_at     INTEGER NOT NULL\n"
     ");\n"
     "CREATE INDEX tasks_expires ON tasks(expires_at);\n",
+    /* 5 -> 6: finished jobs by age, for pruning them after the retention
+     * (jobs.c, store_job_prune); how long a job waited, due, for a runner
+     * (its claims' sum: the claim latency).  The same in postgres.c. */
+    "CREATE INDEX jobs_finished ON jobs(updated_at)\n"
+    "    WHERE status IN ('succeeded', 'dead', 'cancelled');\n"
+    "ALTER TABLE jobs ADD COLUMN claim_wait_ms INTEGER NOT NULL DEFAULT 0;\n",
 };
 
 #define STATEMENT_CACHE_SIZE 80

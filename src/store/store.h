@@ -370,6 +370,10 @@ typedef struct store_job {
     char *last_error;                    /* NULL: none */
     char *result;                        /* JSON; NULL until succeeded */
     int64_t created_at, updated_at;
+    /* The time it waited, due, for a runner: the sum over its claims of
+     * (claim time - run_after); from store_job_get and store_job_claim.  A
+     * claim's own wait is updated_at - run_after of the claimed job. */
+    int64_t claim_wait_ms;
 } store_job;
 
 /* How an attempt ended (store_job_finish). */
@@ -447,6 +451,17 @@ int store_job_finish(store *store, const char *id, int64_t attempt, store_job_ou
                      int64_t until, const char *event, char status[STORE_STATUS_SIZE],
                      char *error);
 
+/* store_job_finish, then store_job_claim, in one write transaction (one
+ * commit, one fsync, where a runner would spend two): the end of a
+ * runner's attempt and its next job.  When the end is refused
+ * (STORE_ECONFLICT) or anything fails, nothing is written and nothing
+ * claimed (*claimed = 0); the caller claims on its own then. */
+int store_job_finish_and_claim(store *store, const char *id, int64_t attempt,
+                               store_job_outcome outcome, const char *result_json,
+                               const char *message, int64_t retry_delay_ms, int64_t until,
+                               const char *event, char status[STORE_STATUS_SIZE],
+                               const char *queue, store_job *next, int *claimed, char *error);
+
 /* Cancels job `id` (of `principal`, unless NULL): one not running is
  * `cancelled` at once; a running one is marked and its attempt sees it at
  * its next step.  *status receives the status it now has.  A finished job
@@ -482,6 +497,15 @@ void store_listener_close(store_listener *listener);
  * removes the limit. */
 int store_job_set_queue_limit(store *store, const char *queue, int64_t concurrency,
                               char *error);
+
+/* Deletes, in one write transaction, up to `batch` jobs that finished
+ * (succeeded, dead, cancelled) more than `retention_ms` ago, with their
+ * steps, and up to `batch` events older than that which no job can await
+ * any more (no unfinished job of their principal was created at or before
+ * them: a job sees only events since its submission).  *jobs and *events
+ * (may be NULL) receive the counts; a full batch means more may be due. */
+int store_job_prune(store *store, int64_t retention_ms, int64_t batch, int64_t *jobs,
+                    int64_t *events, char *error);
 
 /* --- tasks (the MCP Tasks extension) ----------------------------------------------- */
 

@@ -106,6 +106,13 @@ static void api_works_and_stays_per_principal(void **state) {
     assert_null(cap_job_get(bare, id, NULL, error));
     assert_int_equal(cap_jobs_start(bare, 1, NULL, 0, error), CAP_EINVAL);
     cap_config_free(bare);
+    /* The retention: positive, at most 10 years. */
+    assert_int_equal(cap_config_set_job_retention(config, 0, error), CAP_EINVAL);
+    assert_int_equal(cap_config_set_job_retention(config, -5, error), CAP_EINVAL);
+    assert_int_equal(cap_config_set_job_retention(config, 1e12, error), CAP_EINVAL);
+    assert_int_equal(cap_config_set_job_retention(NULL, 60, error), CAP_EINVAL);
+    assert_int_equal(cap_config_set_job_retention(config, 0.5, error), CAP_OK);
+    assert_int_equal(config->job_retention_ms, 500);
 }
 
 /* --- a hostile worker's requests ---------------------------------------------------- */
@@ -192,6 +199,19 @@ static void hostile_requests_are_refused_and_steps_keep_their_first_result(void 
     expect(&w, "{\"op\":\"await_event\",\"name\":\"e\",\"key\":\"$e\",\"timeout\":-1}",
            "invalid-arguments");
     expect(&w, "{\"op\":\"await_event\",\"key\":\"$e\"}", "invalid-arguments");
+    /* The steps that hold /network responses are the parent's: no guest
+     * request may name one (forge, read or pre-empt it). */
+    expect(&w, "{\"op\":\"step\",\"name\":\"/network/data.txt\"}", "invalid-arguments");
+    expect(&w, "{\"op\":\"step_done\",\"name\":\"/network/data.txt\",\"value\":"
+               "{\"base64\":\"Zm9yZ2Vk\"}}", "invalid-arguments");
+    expect(&w, "{\"op\":\"sleep\",\"name\":\"/network/x\",\"until\":1}", "invalid-arguments");
+    expect(&w, "{\"op\":\"await_event\",\"name\":\"e\",\"key\":\"/network/x\"}",
+           "invalid-arguments");
+    char *stored = NULL;
+    int found = -1;
+    assert_int_equal(store_job_step_get(config->store, w.attempt.job.id, "/network/data.txt",
+                                        &stored, &found, error), CAP_OK);
+    assert_int_equal(found, 0);
     /* A step: missing, stored, cached; a second result does not replace it. */
     expect(&w, "{\"op\":\"step\",\"name\":\"a\"}", "{\"cached\":false}");
     expect(&w, "{\"op\":\"step_done\",\"name\":\"a\",\"value\":[1,\"x\"]}", "{\"value\":[1,\"x\"]}");

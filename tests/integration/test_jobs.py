@@ -7,9 +7,12 @@ tests/store/with-postgres.sh, a real PostgreSQL server shared by two
 servers); the servers are real processes.  Guest code runs only inside
 capsule; the host only reads the mounted directory a step appends to.
 """
+import collections
+import http.server
 import json
 import os
 import subprocess
+import threading
 import time
 
 import pytest
@@ -351,3 +354,146 @@ def test_postgres_notify_wakes_another_nodes_idle_runner(binary):
     assert time.monotonic() - started < 20  # well before the next poll
     submitter.close()
     runner.close()
+
+
+# --- /network fetches as steps ------------------------------------------------------------
+
+class CountingHandler(http.server.BaseHTTPRequestHandler):
+    """Serves /data.txt and a /big.txt over the size limit; counts requests
+    per path (the server's own count: what the job cannot fake)."""
+    counts = collections.Counter()
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        CountingHandler.counts[self.path] += 1
+        body = {"/data.txt": b"fetched bytes \x00\xff", "/big.txt": b"x" * 4096}.get(self.path)
+        self.send_response(200 if body else 404)
+        self.send_header("Content-Length", str(len(body or b"")))
+        self.end_headers()
+        self.wfile.write(body or b"")
+
+
+@pytest.fixture
+def counting_server():
+    CountingHandler.counts.clear()
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), CountingHandler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", CountingHandler.counts
+    httpd.shutdown()
+
+
+# Reads a /network file (and one over the size limit), then fails on its
+# first attempt (a marker file in a rw mount says which attempt this is).
+FETCH_THEN_FAIL_ONCE = """
+import os
+data = open('/network/data.txt', 'rb').read()
+try:
+    open('/network/big.txt', 'rb').read()
+    big = 'read'
+except OSError as e:
+    big = type(e).__name__
+if not os.path.exists('/data/tried'):
+    open('/data/tried', 'w').close()
+    raise RuntimeError('first attempt fails')
+[data.hex(), big]
+"""
+
+
+def network_job_args(tmp_path, url, backend="sqlite"):
+    data = tmp_path / "data"
+    data.mkdir(exist_ok=True)
+    return ["--store", POSTGRES if backend == "postgres" else store_url(tmp_path), "--mount", f"{data}:/data:rw",
+            "--allow-url", url + "/", "--network", f"data.txt={url}/data.txt",
+            "--network", f"big.txt={url}/big.txt", "--http-max", "1K"]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=needs_postgres)])
+def test_a_network_fetch_in_a_job_is_a_step_not_refetched_on_retry(binary, tmp_path,
+                                                                   counting_server, backend):
+    url, counts = counting_server
+    server = Stdio(binary, *network_job_args(tmp_path, url, backend))
+    job = submit(server, FETCH_THEN_FAIL_ONCE, max_attempts=3, backoff=0.1)
+    done = wait_for(server, job["job_id"], {"succeeded", "dead"})
+    assert done["status"] == "succeeded" and done["attempts"] == 2, done
+    assert json.loads(done["result"]["return_value"]) == [b"fetched bytes \x00\xff".hex(),
+                                                          "OSError"]
+    # Two attempts, one request each: the retry read the stored response
+    # (and the stored "too large" error) instead of fetching again.
+    assert counts["/data.txt"] == 1 and counts["/big.txt"] == 1, counts
+    # Another job is another cache: it fetches again.
+    (tmp_path / "data" / "tried").unlink()
+    other = submit(server, FETCH_THEN_FAIL_ONCE, id=3, max_attempts=3, backoff=0.1)
+    assert wait_for(server, other["job_id"], {"succeeded", "dead"})["status"] == "succeeded"
+    assert counts["/data.txt"] == 2 and counts["/big.txt"] == 2, counts
+    # Outside a job a read is not cached: every run fetches.
+    for id in (5, 6):
+        result = tool(server, "run_python_code", id,
+                      python_code="len(open('/network/data.txt', 'rb').read())")
+        assert result["structuredContent"]["return_value"] == "16", result
+    assert counts["/data.txt"] == 4, counts
+    server.close()
+
+
+# A hostile job: it asks the parent directly (as capsule.step does) to
+# record, or to read, the step that holds a /network response, before it
+# reads the file.
+FORGE_NETWORK_STEP = """
+import base64
+from capsule import functions
+tries = []
+for request in ({"op": "step_done", "name": "/network/data.txt",
+                 "value": {"base64": base64.b64encode(b"forged").decode()}},
+                {"op": "step", "name": "/network/data.txt"},
+                {"op": "sleep", "name": "/network/data.txt", "until": 1.0},
+                {"op": "await_event", "name": "e", "key": "/network/data.txt", "timeout": 0}):
+    try:
+        tries.append(repr(functions._exchange(request, "step")))
+    except Exception as e:
+        tries.append(type(e).__name__ + ': ' + str(e))
+[tries, open('/network/data.txt', 'rb').read().hex()]
+"""
+
+
+def test_a_job_cannot_forge_or_read_ahead_the_step_of_a_network_fetch(binary, tmp_path,
+                                                                      counting_server):
+    url, counts = counting_server
+    server = Stdio(binary, *network_job_args(tmp_path, url))
+    job = submit(server, FORGE_NETWORK_STEP, max_attempts=1)
+    done = wait_for(server, job["job_id"], {"succeeded", "dead"})
+    assert done["status"] == "succeeded", done
+    tries, data = json.loads(done["result"]["return_value"])
+    assert len(tries) == 4 and all("capsule's own" in t or "not starting" in t for t in tries), tries
+    assert bytes.fromhex(data) == b"fetched bytes \x00\xff"  # the real bytes, not "forged"
+    assert counts["/data.txt"] == 1, counts
+    server.close()
+
+
+# --- pruning ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=needs_postgres)])
+def test_finished_jobs_are_pruned_after_the_retention(binary, tmp_path, backend):
+    url = POSTGRES if backend == "postgres" else store_url(tmp_path)
+    server = Stdio(binary, "--store", url, "--job-retention", "1")
+    done = submit(server, "import capsule\ncapsule.step('s', lambda: 1)")
+    parked = submit(server, "import capsule\ncapsule.await_event('go')", id=3)
+    assert wait_for(server, done["job_id"], {"succeeded", "dead"})["status"] == "succeeded"
+    assert wait_for(server, parked["job_id"], {"waiting"})["status"] == "waiting"
+    deadline = time.monotonic() + 30
+    while True:  # gone within about a second of the retention
+        result = tool(server, "get_job", 4, job_id=done["job_id"])
+        if result.get("isError"):
+            break
+        assert time.monotonic() < deadline, result
+        time.sleep(0.2)
+    assert "no job" in result["content"][0]["text"], result
+    # An unfinished job stays, however old.
+    time.sleep(1.5)
+    assert get(server, parked["job_id"])["status"] == "waiting"
+    server.close()
+    bad = subprocess.run([str(binary), "serve", "--stdio", "--store", store_url(tmp_path),
+                          "--job-retention", "0"], capture_output=True,
+                         env=_environment(), timeout=60, stdin=subprocess.DEVNULL)
+    assert bad.returncode == 2 and b"--job-retention" in bad.stderr

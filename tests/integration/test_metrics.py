@@ -4,6 +4,7 @@ the same token as /mcp."""
 import http.client
 import json
 import re
+import time
 
 from test_mcp import HttpServer
 
@@ -26,9 +27,11 @@ def samples(text):
         if line.startswith("#"):
             assert re.match(r"# (HELP|TYPE) capsule_\w+ |# ", line), line
             continue
-        match = re.fullmatch(r'(capsule_\w+(?:\{status="[\w-]+"\})?) (\d+)', line)
+        match = re.fullmatch(r'(capsule_\w+(?:\{(?:status|le)="[\w.+-]+"\})?) (\d+(?:\.\d+)?)',
+                             line)
         assert match, line
-        found[match.group(1)] = int(match.group(2))
+        value = match.group(2)
+        found[match.group(1)] = float(value) if "." in value else int(value)
     return found
 
 
@@ -110,5 +113,46 @@ def test_jobs_are_counted_by_status(binary, tmp_path):
         found = samples(scrape(server)[1])
         # No runner: both wait in the queue.
         assert found['capsule_jobs{status="queued"}'] == 2, json.dumps(found)
+    finally:
+        server.stop()
+
+
+def call_tool(server, session, id, name, **arguments):
+    response, payload = server.post({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                                     "params": {"name": name, "arguments": arguments}},
+                                    session=session)
+    assert response.status == 200, payload
+    text = payload.decode()
+    messages = [json.loads(line[6:]) for line in text.splitlines()
+                if line.startswith("data: ") and len(line) > 6] or [json.loads(text)]
+    return next(m for m in messages if "id" in m)["result"]["structuredContent"]
+
+
+def test_claim_latency_is_a_histogram_of_how_long_due_jobs_waited(binary, tmp_path):
+    server = HttpServer(binary, "--workers", "1", "--job-runners", "1", "--job-poll", "0.05",
+                        "--store", f"sqlite:{tmp_path / 'store.db'}")
+    try:
+        session = server.initialize()
+        # One runner: the second job is due while the first holds it ~1.5 s.
+        slow = call_tool(server, session, 2, "submit_job", code="import time\ntime.sleep(1.5)")
+        time.sleep(0.3)
+        quick = call_tool(server, session, 3, "submit_job", code="1")
+        deadline = time.monotonic() + 60
+        while call_tool(server, session, 4, "get_job", job_id=quick["job_id"])["status"] != \
+                "succeeded":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        waited = call_tool(server, session, 5, "get_job", job_id=quick["job_id"])
+        assert 900 <= waited["claim_wait_ms"] < 30000, waited
+        first = call_tool(server, session, 6, "get_job", job_id=slow["job_id"])
+        assert first["claim_wait_ms"] < 900, first
+        found = samples(scrape(server)[1])
+        name = "capsule_job_claim_latency_seconds"
+        assert found[name + "_count"] == 2 and found[name + '_bucket{le="+Inf"}'] == 2, found
+        assert found[name + '_bucket{le="0.5"}'] == 1, found  # the first, not the second
+        assert found[name + '_bucket{le="60"}'] == 2, found
+        assert 0.9 <= found[name + "_sum"] < 30, found
+        buckets = [v for k, v in found.items() if k.startswith(name + "_bucket")]
+        assert buckets == sorted(buckets), found  # cumulative
     finally:
         server.stop()

@@ -198,7 +198,7 @@ static const char *hash_literal(const uint8_t hash[STORE_HASH_SIZE]) {
     return text;
 }
 
-#define SCHEMA_VERSION 5
+#define SCHEMA_VERSION 6
 
 /* --- opening --------------------------------------------------------------------- */
 
@@ -492,7 +492,7 @@ static void test_migration_from_version_1(void **state) {
                              : "SELECT string_agg(CAST(version AS TEXT), ',' ORDER BY version)"
                                " FROM schema_version",
               versions, sizeof versions);
-    assert_string_equal(versions, "1,2,3,4,5");
+    assert_string_equal(versions, "1,2,3,4,5,6");
 }
 
 /* A migration that fails leaves the database at its version: the
@@ -2069,6 +2069,167 @@ static void test_jobs_dead_node_swept_and_queue_limits(void **state) {
     store_close(s);
 }
 
+/* The claim latency: a claim's wait is updated_at - run_after; the job
+ * keeps the sum over its claims (a retry's wait counts from its due time). */
+static void test_jobs_claim_wait(void **state) {
+    fixture *f = *state;
+    store *s = open_store(f);
+    char error[CAP_ERROR_SIZE] = "", status[STORE_STATUS_SIZE];
+    store_job_spec spec = job_spec("p", "code");
+    store_job job, claimed;
+    int got = -1;
+    assert_int_equal(store_job_submit(s, &spec, &job, NULL, error), CAP_OK);
+    f->now += 7;
+    assert_int_equal(store_job_claim(s, NULL, &claimed, &got, error), CAP_OK);
+    assert_int_equal(got, 1);
+    assert_int_equal(claimed.updated_at - claimed.run_after, 7);
+    assert_int_equal(claimed.claim_wait_ms, 7);
+    store_job_clear(&claimed);
+    assert_int_equal(store_job_finish(s, job.id, 1, STORE_JOB_FAILED, NULL, "x", 100, 0, NULL,
+                                      status, error),
+                     CAP_OK);
+    f->now += 100 + 5; /* due after 100 ms, claimed 5 ms later */
+    assert_int_equal(store_job_claim(s, NULL, &claimed, &got, error), CAP_OK);
+    assert_int_equal(got, 1);
+    assert_int_equal(claimed.updated_at - claimed.run_after, 5);
+    assert_int_equal(claimed.claim_wait_ms, 12);
+    store_job_clear(&claimed);
+    assert_int_equal(store_job_get(s, job.id, NULL, &claimed, error), CAP_OK);
+    assert_int_equal(claimed.claim_wait_ms, 12);
+    store_job_clear(&claimed);
+    store_job_clear(&job);
+    store_close(s);
+}
+
+/* An attempt's end and the runner's next claim in one transaction; an end
+ * that is refused claims nothing either. */
+static void test_jobs_finish_and_claim(void **state) {
+    fixture *f = *state;
+    store *s = open_store(f);
+    char error[CAP_ERROR_SIZE] = "", status[STORE_STATUS_SIZE];
+    store_job_spec spec = job_spec("p", "code");
+    store_job a, b, c, claimed, next, read;
+    int got = -1;
+    assert_int_equal(store_job_submit(s, &spec, &a, NULL, error), CAP_OK);
+    f->now += 1;
+    assert_int_equal(store_job_submit(s, &spec, &b, NULL, error), CAP_OK);
+    f->now += 1;
+    assert_int_equal(store_job_submit(s, &spec, &c, NULL, error), CAP_OK);
+    assert_int_equal(store_job_claim(s, NULL, &claimed, &got, error), CAP_OK);
+    assert_string_equal(claimed.id, a.id);
+    store_job_clear(&claimed);
+    assert_int_equal(store_job_finish_and_claim(s, a.id, 1, STORE_JOB_SUCCEEDED, "42", NULL, 0, 0,
+                                                NULL, status, NULL, &next, &got, error),
+                     CAP_OK);
+    assert_string_equal(status, "succeeded");
+    assert_int_equal(got, 1);
+    assert_string_equal(next.id, b.id);
+    assert_string_equal(next.status, "running");
+    assert_non_null(next.code);
+    store_job_clear(&next);
+    assert_int_equal(store_job_get(s, a.id, NULL, &read, error), CAP_OK);
+    assert_string_equal(read.status, "succeeded");
+    assert_string_equal(read.result, "42");
+    store_job_clear(&read);
+    /* A stale attempt (2 of b, which runs its 1st): refused, c stays queued. */
+    assert_int_equal(store_job_finish_and_claim(s, b.id, 2, STORE_JOB_SUCCEEDED, "1", NULL, 0, 0,
+                                                NULL, status, NULL, &next, &got, error),
+                     STORE_ECONFLICT);
+    assert_int_equal(got, 0);
+    assert_int_equal(store_job_get(s, c.id, NULL, &read, error), CAP_OK);
+    assert_string_equal(read.status, "queued");
+    store_job_clear(&read);
+    /* Nothing due: the end is recorded, nothing claimed. */
+    assert_int_equal(store_job_finish_and_claim(s, b.id, 1, STORE_JOB_FAILED, NULL, "x", 5000, 0,
+                                                NULL, status, "other-queue", &next, &got, error),
+                     CAP_OK);
+    assert_string_equal(status, "failed");
+    assert_int_equal(got, 0);
+    store_job_clear(&a);
+    store_job_clear(&b);
+    store_job_clear(&c);
+    store_close(s);
+}
+
+/* Finished jobs go with their steps after the retention, in batches; an
+ * event goes once no unfinished job could still await it. */
+static void test_jobs_pruned_after_retention(void **state) {
+    fixture *f = *state;
+    store *s = open_store(f);
+    char error[CAP_ERROR_SIZE] = "", status[STORE_STATUS_SIZE];
+    store_job_spec spec = job_spec("p", "code");
+    store_job done, open_job, claimed;
+    int got = -1, found = -1;
+    int64_t jobs = -1, events = -1;
+    assert_int_equal(store_job_submit(s, &spec, &done, NULL, error), CAP_OK);
+    assert_int_equal(store_job_claim(s, NULL, &claimed, &got, error), CAP_OK);
+    assert_int_equal(got, 1);
+    store_job_clear(&claimed);
+    assert_int_equal(store_job_step_put(s, done.id, 1, "one", "1", NULL, error), CAP_OK);
+    assert_int_equal(store_job_finish(s, done.id, 1, STORE_JOB_SUCCEEDED, "2", NULL, 0, 0, NULL,
+                                      status, error),
+                     CAP_OK);
+    assert_int_equal(store_job_emit(s, "p", "before", "1", NULL, error), CAP_OK);
+    f->now += 10;
+    assert_int_equal(store_job_submit(s, &spec, &open_job, NULL, error), CAP_OK);
+    f->now += 10;
+    assert_int_equal(store_job_emit(s, "p", "after", "2", NULL, error), CAP_OK);
+    /* Within the retention: nothing goes. */
+    f->now += 500;
+    assert_int_equal(store_job_prune(s, 1000, 10, &jobs, &events, error), CAP_OK);
+    assert_int_equal(jobs, 0);
+    assert_int_equal(events, 0);
+    /* Past it: the finished job and its step; "before" (only the finished
+     * job was created before it); not the queued job, nor "after", which
+     * the queued job may still await. */
+    f->now += 1000;
+    assert_int_equal(store_job_prune(s, 1000, 10, &jobs, &events, error), CAP_OK);
+    assert_int_equal(jobs, 1);
+    assert_int_equal(events, 1);
+    assert_int_equal(store_job_get(s, done.id, NULL, &claimed, error), STORE_ENOTFOUND);
+    char *value = NULL;
+    assert_int_equal(store_job_step_get(s, done.id, "one", &value, &found, error), CAP_OK);
+    assert_int_equal(found, 0);
+    assert_int_equal(store_job_event_find(s, "p", "before", 0, &value, &found, error), CAP_OK);
+    assert_int_equal(found, 0);
+    assert_int_equal(store_job_get(s, open_job.id, NULL, &claimed, error), CAP_OK);
+    store_job_clear(&claimed);
+    assert_int_equal(store_job_event_find(s, "p", "after", 0, &value, &found, error), CAP_OK);
+    assert_int_equal(found, 1);
+    free(value);
+    /* Cancelled: "after" (older than the retention) goes at once, as no
+     * job can await it now; the job once its own retention has passed. */
+    assert_int_equal(store_job_cancel(s, open_job.id, NULL, status, error), CAP_OK);
+    assert_int_equal(store_job_prune(s, 1000, 10, &jobs, &events, error), CAP_OK);
+    assert_int_equal(jobs, 0);
+    assert_int_equal(events, 1);
+    f->now += 1001;
+    assert_int_equal(store_job_prune(s, 1000, 10, &jobs, &events, error), CAP_OK);
+    assert_int_equal(jobs, 1);
+    assert_int_equal(events, 0);
+    /* In batches: three dead jobs, two a time. */
+    spec.max_attempts = 1;
+    for (int i = 0; i < 3; i++) {
+        store_job_clear(&done);
+        assert_int_equal(store_job_submit(s, &spec, &done, NULL, error), CAP_OK);
+        assert_int_equal(store_job_claim(s, NULL, &claimed, &got, error), CAP_OK);
+        assert_int_equal(store_job_finish(s, claimed.id, 1, STORE_JOB_FAILED, NULL, "x", 0, 0,
+                                          NULL, status, error),
+                         CAP_OK);
+        assert_string_equal(status, "dead");
+        store_job_clear(&claimed);
+    }
+    f->now += 1001;
+    assert_int_equal(store_job_prune(s, 1000, 2, &jobs, NULL, error), CAP_OK);
+    assert_int_equal(jobs, 2);
+    assert_int_equal(store_job_prune(s, 1000, 2, &jobs, NULL, error), CAP_OK);
+    assert_int_equal(jobs, 1);
+    assert_int_equal(store_job_prune(s, -1, 2, &jobs, NULL, error), CAP_EINVAL);
+    store_job_clear(&done);
+    store_job_clear(&open_job);
+    store_close(s);
+}
+
 /* --- PostgreSQL: several nodes, an unreachable or restarted server ------------- */
 
 /* A server that is not there, a database that does not exist: clear errors
@@ -2563,6 +2724,9 @@ int main(void) {
         TEST(test_jobs_claim_steps_retries_dead),
         TEST(test_jobs_sleep_events_cancel),
         TEST(test_jobs_dead_node_swept_and_queue_limits),
+        TEST(test_jobs_pruned_after_retention),
+        TEST(test_jobs_claim_wait),
+        TEST(test_jobs_finish_and_claim),
         TEST(test_tasks),
     };
     /* SQLite's own: the owner lock, the database file, a full disk under
