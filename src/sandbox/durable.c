@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "../runtime/runtime.h"
@@ -567,15 +568,57 @@ static void request_hash(const char *code, size_t code_size, const cap_run_optio
     buffer_free(&text);
 }
 
+/* How long a call waits for the node holding its session to park it: the
+ * lease's length (at least a second).  The owner looks at the request at
+ * least every third of the lease even when the NOTIFY is lost, and were it
+ * dead its lease would have run out by then: so an idle session always
+ * comes within the wait, and only one busy in a call this long is refused. */
+static double park_wait_seconds(cap_config *config) {
+    pthread_mutex_lock(&config->renew_lock);
+    double seconds = (double)config->lease_ms / 1000.0;
+    pthread_mutex_unlock(&config->renew_lock);
+    return seconds < 1 ? 1 : seconds;
+}
+
+/* Claims session `id` for this node; when another live node holds it, asks
+ * that node to park it and claims again until it has or the wait ends
+ * (STORE_EBUSY then, `owner` naming the node).  Takes store_lock for each
+ * step, never across the waits. */
+static int claim_or_ask(cap_config *config, const char *id, char owner[STORE_ID_SIZE],
+                        char *error) {
+    double deadline = sandbox_now_seconds() + park_wait_seconds(config);
+    int asked = 0;
+    owner[0] = '\0';
+    for (;;) {
+        pthread_mutex_lock(&config->store_lock);
+        int rc = store_session_claim(config->store, id, NULL, error);
+        if (rc == STORE_EBUSY && !asked) {
+            /* Asked once: the row keeps the request until the owner parks
+             * the session or someone claims it. */
+            char asked_owner[STORE_ID_SIZE];
+            if (store_session_request_park(config->store, id, asked_owner, NULL) == CAP_OK &&
+                asked_owner[0]) {
+                asked = 1;
+                snprintf(owner, STORE_ID_SIZE, "%s", asked_owner);
+            }
+        }
+        pthread_mutex_unlock(&config->store_lock);
+        if (rc != STORE_EBUSY || sandbox_now_seconds() >= deadline) return rc;
+        struct timespec pause = {0, 20 * 1000000}; /* 20 ms: a park is one transaction away */
+        nanosleep(&pause, NULL);
+    }
+}
+
 int sandbox_durable_begin(cap_sandbox *sandbox, const char *code, size_t code_size,
-                          const cap_run_options *options, int live_here, int64_t *seq,
+                          const cap_run_options *options, int *live_here_io, int64_t *seq,
                           cap_result **early, char *error) {
+    int live_here = *live_here_io;
     cap_config *config = sandbox->config;
     const char *id = options->session;
     *early = NULL;
     *seq = 0;
     int stopped = 0;
-    char message[CAP_ERROR_SIZE + 64];
+    char message[CAP_ERROR_SIZE + 256];
     uint8_t hash[STORE_HASH_SIZE];
     request_hash(code, code_size, options, hash);
     sandbox_start_lease_renewal(config);
@@ -598,8 +641,30 @@ int sandbox_durable_begin(cap_sandbox *sandbox, const char *code, size_t code_si
         snprintf(message, sizeof message,
                  "session %.200s is live in another sandbox of this process", id);
         *early = early_result(&stopped, CAP_STATUS_SESSION_ERROR, message);
-    } else if (rc == CAP_OK && !live_here && !created) {
-        rc = store_session_claim(config->store, id, NULL, error);
+    } else if (rc == CAP_OK && live_here &&
+               !(stored.status == STORE_SESSION_LIVE &&
+                 strcmp(stored.owner, store_node(config->store)) == 0)) {
+        /* Parked or moved since this sandbox last ran it (another node
+         * asked for it, or took it after a lost lease): its worker here is
+         * stale.  The caller drops it; the call continues from the store. */
+        live_here = *live_here_io = 0;
+    }
+    if (rc == CAP_OK && !stopped && !live_here && !created) {
+        pthread_mutex_unlock(&config->store_lock);
+        char owner[STORE_ID_SIZE];
+        rc = claim_or_ask(config, id, owner, error);
+        pthread_mutex_lock(&config->store_lock);
+        if (rc == STORE_EBUSY) {
+            store_session now;
+            if (!owner[0] && store_session_get(config->store, id, &now, NULL) == CAP_OK)
+                snprintf(owner, sizeof owner, "%s", now.owner);
+            snprintf(message, sizeof message,
+                     "session %.200s is busy on node %.100s: it did not park the session within "
+                     "%g s (a call of it is still running there); try again later", id, owner,
+                     park_wait_seconds(config));
+            *early = early_result(&stopped, CAP_STATUS_SESSION_ERROR, message);
+            rc = CAP_OK;
+        }
     }
     store_call call = {0};
     int replayed = 0;
@@ -637,6 +702,15 @@ int sandbox_durable_begin(cap_sandbox *sandbox, const char *code, size_t code_si
         rc = CAP_OK;
     }
     return stopped && !*early ? CAP_ENOMEM : CAP_OK;
+}
+
+int sandbox_durable_release_if_requested(cap_sandbox *sandbox, const char *session) {
+    cap_config *config = sandbox->config;
+    int released = 0;
+    pthread_mutex_lock(&config->store_lock);
+    store_session_release_if_requested(config->store, session, &released, NULL);
+    pthread_mutex_unlock(&config->store_lock);
+    return released;
 }
 
 void sandbox_durable_park(cap_sandbox *sandbox, const char *session, int forget) {

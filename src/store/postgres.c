@@ -194,6 +194,11 @@ static const char *const postgres_migrations[] = {
     "    expires_at     BIGINT NOT NULL\n"
     ");\n"
     "CREATE INDEX tasks_expires ON tasks(expires_at);\n",
+    /* 5 -> 6: a node that wants a session live on another (alive) node
+     * asks it to park the session (docs/scale-out.md, "Moving a live
+     * session"): the asking node, kept in the row so that the request
+     * outlives a lost NOTIFY.  (sqlite.c has the same.) */
+    "ALTER TABLE sessions ADD COLUMN park_requested_by TEXT;\n",
 };
 
 /* Type OIDs (catalog/pg_type.h, which libpq-dev does not ship). */

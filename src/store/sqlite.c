@@ -174,6 +174,11 @@ static const char *const sqlite_migrations[] = {
     "    expires_at     INTEGER NOT NULL\n"
     ");\n"
     "CREATE INDEX tasks_expires ON tasks(expires_at);\n",
+    /* 5 -> 6: a node that wants a session live on another (alive) node
+     * asks it to park the session (docs/scale-out.md, "Moving a live
+     * session"): the asking node, kept in the row so that the request
+     * outlives a lost NOTIFY.  (postgres.c has the same.) */
+    "ALTER TABLE sessions ADD COLUMN park_requested_by TEXT;\n",
 };
 
 #define STATEMENT_CACHE_SIZE 80
