@@ -332,10 +332,19 @@ void sandbox_start_lease_renewal(cap_config *config) {
      * starting (its runtime's bookkeeping under locks) must not be running
      * at a fork.  Later forks hold store_lock (pool.c). */
     pthread_mutex_lock(&config->renew_lock);
-    if (!config->renewer_started && !config->renewer_stop &&
-        pthread_create(&config->renewer, NULL, renew_leases, config) == 0)
+    int starting = !config->renewer_started && !config->renewer_stop;
+    if (starting && pthread_create(&config->renewer, NULL, renew_leases, config) == 0)
         config->renewer_started = 1;
     pthread_mutex_unlock(&config->renew_lock);
+    /* Renewed now, before the caller claims anything: the lease was taken
+     * when the store was opened and may have run out since (a node idle
+     * longer than its lease), and until the new thread's first turn other
+     * nodes would take this node for dead and claim over its first claim. */
+    if (starting) {
+        pthread_mutex_lock(&config->store_lock);
+        store_renew(config->store, NULL, NULL);
+        pthread_mutex_unlock(&config->store_lock);
+    }
 }
 
 int cap_config_set_store_quota(cap_config *config, uint64_t bytes, char *error) {
