@@ -295,6 +295,32 @@ static int remember(durable_pages *known, const taken *t) {
     return CAP_OK;
 }
 
+/* A session this node dropped without parking it in the store (the store
+ * failed): its next call here takes it back (sandbox_durable_begin). */
+static void remember_orphan(cap_config *config, const char *session) {
+    pthread_mutex_lock(&config->parked_lock);
+    snprintf(config->orphan_ids[config->orphan_total % PARKED_MEMORY], STORE_ID_SIZE, "%s",
+             session);
+    config->orphan_total++;
+    pthread_mutex_unlock(&config->parked_lock);
+}
+
+/* Whether `session` was noted by remember_orphan (and forgets it). */
+static int take_orphan(cap_config *config, const char *session) {
+    int found = 0;
+    pthread_mutex_lock(&config->parked_lock);
+    uint64_t from = config->orphan_total > PARKED_MEMORY ? config->orphan_total - PARKED_MEMORY : 0;
+    for (uint64_t n = from; n < config->orphan_total; n++) {
+        char *id = config->orphan_ids[n % PARKED_MEMORY];
+        if (strcmp(id, session) == 0) {
+            id[0] = '\0';
+            found = 1;
+        }
+    }
+    pthread_mutex_unlock(&config->parked_lock);
+    return found;
+}
+
 int sandbox_durable_commit(cap_sandbox *sandbox, int worker_fd, durable_pages *known,
                            const char *session, int64_t seq, const char *status,
                            const char *result_json, char *error) {
@@ -305,6 +331,7 @@ int sandbox_durable_commit(cap_sandbox *sandbox, int worker_fd, durable_pages *k
                                    error);
         if (rc == CAP_OK) rc = store_session_set_status(config->store, session,
                                                         STORE_SESSION_PARKED, error);
+        if (rc != CAP_OK) remember_orphan(config, session);
         pthread_mutex_unlock(&config->store_lock);
         return rc;
     }
@@ -637,7 +664,8 @@ int sandbox_durable_begin(cap_sandbox *sandbox, const char *code, size_t code_si
                  "store's quota); start a new one", id);
         *early = early_result(&stopped, CAP_STATUS_SESSION_ERROR, message);
     } else if (rc == CAP_OK && !live_here && !created && stored.status == STORE_SESSION_LIVE &&
-               strcmp(stored.owner, store_node(config->store)) == 0) {
+               strcmp(stored.owner, store_node(config->store)) == 0 &&
+               !take_orphan(config, id)) {
         snprintf(message, sizeof message,
                  "session %.200s is live in another sandbox of this process", id);
         *early = early_result(&stopped, CAP_STATUS_SESSION_ERROR, message);
@@ -716,8 +744,9 @@ int sandbox_durable_release_if_requested(cap_sandbox *sandbox, const char *sessi
 void sandbox_durable_park(cap_sandbox *sandbox, const char *session, int forget) {
     cap_config *config = sandbox->config;
     pthread_mutex_lock(&config->store_lock);
-    if (forget) store_session_delete(config->store, session, NULL);
-    else store_session_set_status(config->store, session, STORE_SESSION_PARKED, NULL);
+    int rc = forget ? store_session_delete(config->store, session, NULL)
+                    : store_session_set_status(config->store, session, STORE_SESSION_PARKED, NULL);
+    if (rc != CAP_OK && rc != STORE_ENOTFOUND) remember_orphan(config, session);
     pthread_mutex_unlock(&config->store_lock);
 }
 

@@ -153,6 +153,12 @@ struct cap_config {
     pthread_mutex_t parked_lock;
     char parked_ids[PARKED_MEMORY][STORE_ID_SIZE];
     uint64_t parked_total;
+    /* Sessions whose worker this node dropped but could not park in the
+     * store (it failed: a restarting database): the store still says live
+     * here, and without this note the next call would take them for live
+     * in another sandbox of this process.  Also under parked_lock. */
+    char orphan_ids[PARKED_MEMORY][STORE_ID_SIZE];
+    uint64_t orphan_total;
     void *jobs; /* the job runners (jobs.c), NULL until cap_jobs_start */
     void *code_mode; /* MCP servers whose tools are in the registry (code_mode.c); NULL */
     /* help (src/help/help.c): the index, built on the first search, dropped
@@ -375,8 +381,8 @@ void sandbox_session_remove(cap_sandbox *sandbox, int index, int evicted);
  * timeout. */
 void sandbox_sessions_expire(cap_sandbox *sandbox);
 /* Drops the workers of this sandbox's sessions that the node parked on
- * another node's request since the last look (they are parked in the
- * store already: nothing is written). */
+ * another node's request since the last look (parked in the store already;
+ * parking again is a no-op, or parks one that came back here since). */
 void sandbox_sessions_drop_parked(cap_sandbox *sandbox);
 /* Drops session `index`'s worker and entry without touching the store
  * (the session is no longer this node's). */

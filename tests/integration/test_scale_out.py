@@ -250,6 +250,57 @@ def restart_postgres(mode="fast"):
                     mode], check=True, timeout=120)
 
 
+def postgres_ctl(action):
+    """Stops (immediately, as a crash would) or starts the test server
+    without removing its directory, for an outage longer than a restart."""
+    pg_ctl = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))[-1]
+    prefix = [] if os.getuid() else ["runuser", "-u", "capsule-test", "--"]
+    data = os.path.join(POSTGRES_DIR, "data")
+    extra = ["-m", "immediate"] if action == "stop" else ["-l", os.path.join(POSTGRES_DIR,
+                                                                              "server.log")]
+    subprocess.run([*prefix, str(pg_ctl), "-D", data, *extra, "-w", "-t", "45", action],
+                   check=True, timeout=60, stdout=subprocess.DEVNULL, cwd=POSTGRES_DIR)
+
+
+@needs_postgres
+def test_postgres_down_when_a_call_commits(binary):
+    """The call's state cannot be saved: a clear session-error; once the
+    database is back the session continues from its last committed state
+    on the same node (which could not record the session parked, and must
+    not take it for live in another of its sandboxes).  The lease outlasts
+    the outage: a longer one is a lost lease (docs/store.md)."""
+    server = Stdio(binary, "--store", POSTGRES, "--store-lease", "15")
+    session = name("down")
+    assert value(call(server, "x = 1", session)) is None
+    server.send({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+        "name": "run_python_code",
+        "arguments": {"python_code": "import time\ntime.sleep(1.5)\nx = 2", "session_id": session}}})
+    time.sleep(0.5)
+    postgres_ctl("stop")
+    try:
+        outcome = server.receive()["result"]["structuredContent"]
+    finally:
+        postgres_ctl("start")
+    assert outcome["capsule_status"] == "session-error", outcome
+    assert "could not be saved" in outcome["error"], outcome
+    assert value(call(server, "x", session, id=3)) == 1
+    assert value(call(server, "x = 3\nx", session, id=4)) == 3
+    server.close()
+
+
+@needs_postgres
+def test_a_job_whose_end_meets_postgres_down_is_recorded_when_it_is_back(binary):
+    server = Stdio(binary, "--store", POSTGRES, "--store-lease", "15")
+    job = submit(server, "import time\ntime.sleep(1.5)\n'done'")
+    time.sleep(0.5)
+    postgres_ctl("stop")
+    time.sleep(3)  # the attempt ends meanwhile
+    postgres_ctl("start")
+    done = wait_for(server, job["job_id"], {"succeeded", "dead"}, timeout=60)
+    assert done["status"] == "succeeded" and done["attempts"] == 1, done
+    server.close()
+
+
 @needs_postgres
 def test_postgres_restarted_while_a_node_is_idle(binary):
     server = node(binary)
