@@ -683,8 +683,8 @@ int sandbox_durable_begin(cap_sandbox *sandbox, const char *code, size_t code_si
         rc = claim_or_ask(config, id, owner, error);
         pthread_mutex_lock(&config->store_lock);
         if (rc == STORE_EBUSY) {
-            store_session now;
-            if (!owner[0] && store_session_get(config->store, id, &now, NULL) == CAP_OK)
+            store_session now; /* the holder now: not always the node asked */
+            if (store_session_get(config->store, id, &now, NULL) == CAP_OK && now.owner[0])
                 snprintf(owner, sizeof owner, "%s", now.owner);
             snprintf(message, sizeof message,
                      "session %.200s is busy on node %.100s: it did not park the session within "
@@ -699,7 +699,11 @@ int sandbox_durable_begin(cap_sandbox *sandbox, const char *code, size_t code_si
     if (rc == CAP_OK && !stopped) {
         rc = store_call_begin(config->store, id, options->idempotency_key, hash, &call, &replayed,
                               error);
-        if (rc == STORE_EBUSY || rc == STORE_ECONFLICT) {
+        if (rc == STORE_EMOVED) { /* claimed by another node since this node's claim */
+            snprintf(message, sizeof message, "%.300s: the call did not run; try again", error);
+            *early = early_result(&stopped, CAP_STATUS_SESSION_ERROR, message);
+            rc = CAP_OK;
+        } else if (rc == STORE_EBUSY || rc == STORE_ECONFLICT) {
             snprintf(message, sizeof message, "%s", rc == STORE_EBUSY
                          ? "a call with this idempotency key is still running"
                          : "this idempotency key was used for a different request");

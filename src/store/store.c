@@ -604,6 +604,8 @@ static const char session_claim[] =
     " (SELECT 1 FROM nodes WHERE nodes.id = sessions.owner AND nodes.lease_expires_at >= $3)"
     " RETURNING epoch";
 
+static const char session_lock[] = "SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE";
+
 int store_session_claim(store *store, const char *id, int64_t *epoch, char *error) {
     if (epoch) *epoch = 0;
     int result = store_check_name(id, "session id", 0, error);
@@ -614,6 +616,16 @@ int store_session_claim(store *store, const char *id, int64_t *epoch, char *erro
     if (result == CAP_OK)
         result = RUN(store, claim_calls_interrupt, NULL, NULL, error, TEXT(id), INTEGER(now),
                      TEXT(store->node));
+    /* On PostgreSQL the row is locked first, and the claim is a statement
+     * of its own after it: READ COMMITTED gives that statement a snapshot
+     * taken once the lock is held, so it sees a concurrent claimer's
+     * commit whole (the owner and that node's freshly renewed lease).  In
+     * one UPDATE the re-check after waiting for the lock would read the
+     * nodes table as of before, where a node that had just joined again
+     * (its lease had lapsed while idle) is missing, and take the session
+     * from under it. */
+    if (result == CAP_OK && store->backend->row_locks)
+        result = RUN(store, session_lock, NULL, NULL, error, TEXT(id));
     integers claimed = {0};
     if (result == CAP_OK)
         result = RUN(store, session_claim, collect_integers, &claimed, error, TEXT(id),
@@ -1658,6 +1670,10 @@ static const char session_next_seq[] =
     "UPDATE sessions SET call_count = call_count + 1, last_used_at = $2,"
     " expires_at = CASE WHEN ttl_ms > 0 THEN $2 + ttl_ms ELSE NULL END"
     " WHERE id = $1 RETURNING call_count, epoch";
+/* After session_next_seq (the row is locked): the node the call's session
+ * is live on, "" when none. */
+static const char session_owner_select[] =
+    "SELECT COALESCE(owner, '') FROM sessions WHERE id = $1";
 static const char call_insert[] =
     "INSERT INTO calls (session, seq, idempotency_key, status, request_hash, started_at, node,"
     " epoch) VALUES ($1, $2, $3, 'running', $4, $5, $6, $7)";
@@ -1750,6 +1766,15 @@ int store_call_begin(store *store, const char *session, const char *key,
     if (result == CAP_OK)
         result = RUN(store, session_next_seq, collect_integers, &seq, error, TEXT(session),
                      INTEGER(now));
+    /* The epoch the call records is its node's only while the node owns
+     * the session: had another node claimed it since this node's claim,
+     * the call would record the new epoch and pass the commit's fence. */
+    text_column owner = {0};
+    if (result == CAP_OK)
+        result = RUN(store, session_owner_select, collect_text, &owner, error, TEXT(session));
+    if (result == CAP_OK && owner.text[0] && strcmp(owner.text, store->node) != 0)
+        result = store_fail(error, STORE_EMOVED, "session '%s' is live on node %s now", session,
+                            owner.text);
     if (result == CAP_OK && key) {
         call_read earlier = {.call = out};
         result = RUN(store, call_by_key_select, read_one_call, &earlier, error, TEXT(session),

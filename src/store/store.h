@@ -52,6 +52,7 @@ enum {
     STORE_ECORRUPT,       /* the database file or a blob fails its checks */
     STORE_EQUOTA,         /* the blob quota cannot be met even after expiring parked sessions */
     STORE_EVERSION,       /* the database's schema is newer than this program */
+    STORE_EMOVED,         /* the session is live on another node now (a call cannot begin) */
 };
 
 #define STORE_ID_SIZE 129          /* session ids, principals, keys: at most 128 bytes */

@@ -234,6 +234,8 @@ def test_two_nodes_racing_for_one_expired_lease_exactly_one_wins(binary):
     statuses = sorted(r["capsule_status"] for r in results.values())
     assert statuses == ["session-error", "success"], results
     winner = two if results[2]["capsule_status"] == "success" else three
+    loser = [r for r in results.values() if r["capsule_status"] != "success"][0]
+    assert "busy on node" in loser["error"] and owner(session) in loser["error"], loser
     assert [r["return_value"] for r in results.values() if r["capsule_status"] == "success"] == \
         ["1"]
     assert epoch(session) == before + 1  # claimed once

@@ -2374,6 +2374,9 @@ static void test_postgres_two_processes_share_a_store(void **state) {
     store *s = open_store(f);
     char error[CAP_ERROR_SIZE] = "";
     assert_int_equal(store_session_create(s, "shared", "", 0, error), CAP_OK);
+    /* Parked: owned by no node, so both may begin its calls (a session
+     * live on another node refuses them: STORE_EMOVED, below). */
+    assert_int_equal(store_session_set_status(s, "shared", STORE_SESSION_PARKED, error), CAP_OK);
     int fds[2];
     assert_int_equal(pipe(fds), 0);
     pid_t child = fork();
@@ -2416,8 +2419,19 @@ static void test_postgres_two_processes_share_a_store(void **state) {
     /* The child's node left: nothing of the parent's was touched. */
     store_session session;
     assert_int_equal(store_session_get(s, "shared", &session, error), CAP_OK);
-    assert_int_equal(session.status, STORE_SESSION_LIVE);
+    assert_int_equal(session.status, STORE_SESSION_PARKED);
     assert_int_equal(session.call_count, RACE_KEYS);
+    /* Live on one node, the session's calls cannot begin on another: the
+     * call would record the new owner's epoch and pass the fence. */
+    store *other = NULL;
+    assert_int_equal(store_open(f->url, &other, error), CAP_OK);
+    assert_int_equal(store_session_claim(s, "shared", NULL, error), CAP_OK);
+    store_call call;
+    int replayed;
+    assert_int_equal(store_call_begin(other, "shared", NULL, NULL, &call, &replayed, error),
+                     STORE_EMOVED);
+    assert_non_null(strstr(error, store_node(s)));
+    store_close(other);
     store_close(s);
 }
 
