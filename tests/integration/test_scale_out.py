@@ -65,6 +65,13 @@ def node(binary, *args):
     return Stdio(binary, "--store", POSTGRES, "--store-lease", str(LEASE), *args)
 
 
+def patient_node(binary):
+    """A node whose lease outlasts a database restart: the fault tests are
+    about reconnecting; a node cut off past its lease loses its sessions
+    and running calls (docs/store.md), tested in tests/unit/test_store.c."""
+    return Stdio(binary, "--store", POSTGRES, "--store-lease", "15")
+
+
 def kill(server):
     server.process.kill()
     server.process.wait(timeout=30)
@@ -271,7 +278,7 @@ def test_postgres_down_when_a_call_commits(binary):
     on the same node (which could not record the session parked, and must
     not take it for live in another of its sandboxes).  The lease outlasts
     the outage: a longer one is a lost lease (docs/store.md)."""
-    server = Stdio(binary, "--store", POSTGRES, "--store-lease", "15")
+    server = patient_node(binary)
     session = name("down")
     assert value(call(server, "x = 1", session)) is None
     server.send({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
@@ -292,7 +299,7 @@ def test_postgres_down_when_a_call_commits(binary):
 
 @needs_postgres
 def test_a_job_whose_end_meets_postgres_down_is_recorded_when_it_is_back(binary):
-    server = Stdio(binary, "--store", POSTGRES, "--store-lease", "15")
+    server = patient_node(binary)
     job = submit(server, "import time\ntime.sleep(1.5)\n'done'")
     time.sleep(0.5)
     postgres_ctl("stop")
@@ -305,7 +312,7 @@ def test_a_job_whose_end_meets_postgres_down_is_recorded_when_it_is_back(binary)
 
 @needs_postgres
 def test_postgres_restarted_while_a_node_is_idle(binary):
-    server = node(binary)
+    server = patient_node(binary)
     session = name("restart-idle")
     assert value(call(server, "x = 'before'", session)) is None
     restart_postgres()
@@ -319,7 +326,7 @@ def test_postgres_restarted_while_a_node_is_idle(binary):
 
 @needs_postgres
 def test_postgres_restarted_during_a_call(binary):
-    server = node(binary)
+    server = patient_node(binary)
     session = name("restart-call")
     assert value(call(server, "x = 1", session)) is None
     server.send({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
@@ -340,7 +347,7 @@ def test_postgres_restarted_during_a_call(binary):
 
 @needs_postgres
 def test_a_job_running_when_postgres_restarts_is_finished(binary, tmp_path):
-    server = node(binary)
+    server = patient_node(binary)
     job = submit(server, "import time\ntime.sleep(2)\n'done'", max_attempts=5, backoff=0.2)
     time.sleep(0.7)
     restart_postgres("immediate")
