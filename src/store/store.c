@@ -716,6 +716,7 @@ static int collect_ids(void *context, const store_value *columns, int count, cha
 int store_sessions_park_requested(store *store, void (*parked)(void *context, const char *id),
                                   void *context, int64_t *count, char *error) {
     if (count) *count = 0;
+    if (store->exclusive) return CAP_OK; /* one node: nobody asks */
     int result = store_write_begin(store, error);
     if (result != CAP_OK) return result;
     id_list list = {0};
@@ -733,7 +734,7 @@ int store_session_release_if_requested(store *store, const char *id, int *releas
                                        char *error) {
     *released = 0;
     int result = store_check_name(id, "session id", 0, error);
-    if (result != CAP_OK) return result;
+    if (result != CAP_OK || store->exclusive) return result; /* one node: nobody asks */
     integers updated = {0};
     result = RUN(store, session_release_requested, collect_integers, &updated, error, TEXT(id),
                  TEXT(store->node));
