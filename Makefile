@@ -335,9 +335,10 @@ $(BUILD)/bench_store: bench/store.c $(STORE_SOURCES) src/store/store.h src/store
 	$(CC) $(CFLAGS) $(STORE_CFLAGS) -o $@ bench/store.c $(STORE_SOURCES) $(STORE_LDLIBS)
 
 # Durable sessions (docs/sessions.md): call cost with and without the store,
-# bytes stored, restore after a restart, cold `capsule run` against native.
+# bytes stored, restore after a restart, cold `capsule run` against native, and
+# (PostgreSQL) a dead or live node's session resumed on another node.
 bench-sessions: build
-	$(HOST_PYTHON) bench/sessions.py --capsule $(BUILD)/capsule
+	sh tests/store/with-postgres.sh $(HOST_PYTHON) bench/sessions.py --capsule $(BUILD)/capsule
 
 # Durable jobs (docs/scale-out.md): jobs/s and submit-to-end latency on
 # SQLite, and on 1 and 3 nodes of a throwaway PostgreSQL server.

@@ -11,7 +11,13 @@ Prints, in one run on this machine:
   later call (compressed, content-addressed: unchanged pages cost nothing);
 - the first call after a server restart (the restore) against a call to a
   live session;
-- `capsule run -c pass` against `python3.11 -c pass`.
+- `capsule run -c pass` against `python3.11 -c pass`;
+- with a PostgreSQL server (CAPSULE_TEST_POSTGRES: `make bench-sessions`
+  runs under tests/store/with-postgres.sh), how long a dead node's session
+  takes to resume on another node: the owner is `kill -9`ed, and the time
+  runs until the call on another node returns, printed next to the lease
+  (docs/scale-out.md: the target is lease + 1 s); and how long a live
+  node's session takes to move to another node (asked to park).
 
 Run: make bench-sessions   (or python3 bench/sessions.py --capsule build/capsule)
 """
@@ -78,6 +84,31 @@ SESSIONS = {
 }
 
 
+def resume_after_a_dead_node(capsule, url, lease, rounds):
+    """Seconds from `kill -9` of a session's owner to the return of its next
+    call on another node, and from a call on a live node to its return
+    there (the owner asked to park), `rounds` times each."""
+    dead, moved = [], []
+    args = ["--store", url, "--store-lease", str(lease)]
+    other = Server(capsule, *args)
+    other.call("0", None)  # up and warm
+    for i in range(rounds):
+        session = f"bench-{os.getpid()}-{i}"
+        owner = Server(capsule, *args)
+        owner.call("x = 1", session)
+        moved.append(other.call("x += 1", session)[0])  # owner alive: asked to park
+        owner.call("x += 1", session)  # back to the owner
+        time.sleep(lease / 3)  # mid-lease: the owner renewed a moment ago at most
+        owner.process.kill()
+        started = time.perf_counter()
+        owner.process.wait(timeout=30)
+        elapsed, content = other.call("x", session)
+        dead.append(time.perf_counter() - started)
+        assert content["return_value"] == "3", content
+    other.close()
+    return dead, moved
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--capsule", default="build/capsule")
@@ -130,6 +161,21 @@ def main():
                 subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
                 samples.append(time.perf_counter() - started)
             print(f"{label:<28} p50 {ms(p50(samples))}")
+
+        url = os.environ.get("CAPSULE_TEST_POSTGRES")
+        print()
+        if not url:
+            print("moving sessions between nodes: not run (no CAPSULE_TEST_POSTGRES; "
+                  "make bench-sessions starts a server)")
+        else:
+            lease = 2.0
+            dead, moved = resume_after_a_dead_node(options.capsule, url, lease, 5)
+            print(f"PostgreSQL, 2 nodes, lease {lease:g} s, 5 rounds:")
+            print(f"  dead owner (kill -9) -> call returns on another node: "
+                  f"p50 {p50(dead):.2f} s, max {max(dead):.2f} s (target: lease + 1 s = "
+                  f"{lease + 1:g} s)")
+            print(f"  live owner asked to park -> call returns on another node: "
+                  f"p50 {ms(p50(moved))}, max {ms(max(moved))}")
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 

@@ -81,6 +81,7 @@ cap_config *cap_config_new(void) {
     config->audit_fd = -1;
     pthread_mutex_init(&config->store_lock, NULL);
     pthread_mutex_init(&config->renew_lock, NULL);
+    pthread_mutex_init(&config->parked_lock, NULL);
     pthread_condattr_t wake_clock;
     pthread_condattr_init(&wake_clock);
     pthread_condattr_setclock(&wake_clock, CLOCK_MONOTONIC);
@@ -120,6 +121,7 @@ void cap_config_free(cap_config *config) {
     pthread_mutex_destroy(&config->store_lock);
     pthread_cond_destroy(&config->renew_wake);
     pthread_mutex_destroy(&config->renew_lock);
+    pthread_mutex_destroy(&config->parked_lock);
     help_free(config);
     free(config->describe_url);
     if (config->describe_key) explicit_bzero(config->describe_key, strlen(config->describe_key));
@@ -203,32 +205,91 @@ int cap_config_set_sessions(cap_config *config, int max_sessions, double idle_se
     return CAP_OK;
 }
 
+/* The renewer's record of a session it parked: its sandbox drops the
+ * worker at its next run (sandbox_sessions_drop_parked). */
+static void remember_parked(void *context, const char *id) {
+    cap_config *config = context;
+    pthread_mutex_lock(&config->parked_lock);
+    snprintf(config->parked_ids[config->parked_total % PARKED_MEMORY], STORE_ID_SIZE, "%s", id);
+    config->parked_total++;
+    pthread_mutex_unlock(&config->parked_lock);
+}
+
+/* Parks the sessions other nodes asked for that are idle here. */
+static void park_requested(cap_config *config) {
+    pthread_mutex_lock(&config->store_lock);
+    store_sessions_park_requested(config->store, remember_parked, config, NULL, NULL);
+    pthread_mutex_unlock(&config->store_lock);
+}
+
+static int64_t monotonic_ms(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+}
+
 /* Renews the node's lease every third of it, so that while this process
  * lives no other node takes its live sessions (issue 16: a node that stops
  * renewing loses them after the lease, and its commits are then refused).
- * Host code only: guest code has no say in it. */
+ * At each renewal, and at once when a park request is NOTIFYed on the
+ * node's channel (PostgreSQL), it parks the idle sessions other nodes
+ * asked for: the request is in the store, so a lost notification delays
+ * the park by at most a third of the lease, which is less than the asker
+ * waits (sandbox_durable_begin).  Host code only: guest code has no say
+ * in it. */
 static void *renew_leases(void *argument) {
     cap_config *config = argument;
+    store_listener *listener = NULL;
+    if (config->store_url) {
+        char channel[STORE_PARK_CHANNEL_SIZE];
+        store_park_channel(store_node(config->store), channel);
+        store_listener_open_channel(config->store_url, channel, &listener, NULL);
+    }
     pthread_mutex_lock(&config->renew_lock);
+    int64_t next_renewal = monotonic_ms();
     while (!config->renewer_stop) {
-        struct timespec wake;
-        clock_gettime(CLOCK_MONOTONIC, &wake);
         int64_t interval_ms = config->lease_ms / 3 > 0 ? config->lease_ms / 3 : 1;
-        wake.tv_sec += interval_ms / 1000;
-        wake.tv_nsec += (interval_ms % 1000) * 1000000;
-        if (wake.tv_nsec >= 1000000000) {
-            wake.tv_sec++;
-            wake.tv_nsec -= 1000000000;
+        if (next_renewal > monotonic_ms() + interval_ms) next_renewal = monotonic_ms() + interval_ms;
+        if (next_renewal <= monotonic_ms()) next_renewal = monotonic_ms() + interval_ms;
+        int notified = 0;
+        int64_t wait_ms = next_renewal - monotonic_ms();
+        /* The listener's waits are short, so that a stop or a new lease
+         * length (renew_wake) is seen within a fifth of a second. */
+        if (listener && wait_ms > 200) wait_ms = 200;
+        int listened = 0;
+        if (listener) {
+            pthread_mutex_unlock(&config->renew_lock);
+            int heard = store_listener_wait(listener, (int)(wait_ms > 0 ? wait_ms : 0));
+            pthread_mutex_lock(&config->renew_lock);
+            listened = heard >= 0;
+            notified = heard > 0;
         }
-        pthread_cond_timedwait(&config->renew_wake, &config->renew_lock, &wake);
+        if (!listened) { /* no listener, or it failed (reconnected at its next wait) */
+            struct timespec wake;
+            clock_gettime(CLOCK_MONOTONIC, &wake);
+            wake.tv_sec += wait_ms / 1000;
+            wake.tv_nsec += (wait_ms % 1000) * 1000000;
+            if (wake.tv_nsec >= 1000000000) {
+                wake.tv_sec++;
+                wake.tv_nsec -= 1000000000;
+            }
+            pthread_cond_timedwait(&config->renew_wake, &config->renew_lock, &wake);
+        }
         if (config->renewer_stop) break;
+        int renew = monotonic_ms() >= next_renewal;
+        if (!renew && !notified) continue;
         pthread_mutex_unlock(&config->renew_lock);
-        pthread_mutex_lock(&config->store_lock);
-        store_renew(config->store, NULL, NULL); /* a lost lease shows at the next commit */
-        pthread_mutex_unlock(&config->store_lock);
+        if (renew) {
+            pthread_mutex_lock(&config->store_lock);
+            store_renew(config->store, NULL, NULL); /* a lost lease shows at the next commit */
+            pthread_mutex_unlock(&config->store_lock);
+        }
+        park_requested(config);
         pthread_mutex_lock(&config->renew_lock);
+        if (renew) next_renewal = monotonic_ms() + interval_ms;
     }
     pthread_mutex_unlock(&config->renew_lock);
+    store_listener_close(listener);
     return NULL;
 }
 
@@ -271,10 +332,19 @@ void sandbox_start_lease_renewal(cap_config *config) {
      * starting (its runtime's bookkeeping under locks) must not be running
      * at a fork.  Later forks hold store_lock (pool.c). */
     pthread_mutex_lock(&config->renew_lock);
-    if (!config->renewer_started && !config->renewer_stop &&
-        pthread_create(&config->renewer, NULL, renew_leases, config) == 0)
+    int starting = !config->renewer_started && !config->renewer_stop;
+    if (starting && pthread_create(&config->renewer, NULL, renew_leases, config) == 0)
         config->renewer_started = 1;
     pthread_mutex_unlock(&config->renew_lock);
+    /* Renewed now, before the caller claims anything: the lease was taken
+     * when the store was opened and may have run out since (a node idle
+     * longer than its lease), and until the new thread's first turn other
+     * nodes would take this node for dead and claim over its first claim. */
+    if (starting) {
+        pthread_mutex_lock(&config->store_lock);
+        store_renew(config->store, NULL, NULL);
+        pthread_mutex_unlock(&config->store_lock);
+    }
 }
 
 int cap_config_set_store_quota(cap_config *config, uint64_t bytes, char *error) {

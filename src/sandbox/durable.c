@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "../runtime/runtime.h"
@@ -294,6 +295,32 @@ static int remember(durable_pages *known, const taken *t) {
     return CAP_OK;
 }
 
+/* A session this node dropped without parking it in the store (the store
+ * failed): its next call here takes it back (sandbox_durable_begin). */
+static void remember_orphan(cap_config *config, const char *session) {
+    pthread_mutex_lock(&config->parked_lock);
+    snprintf(config->orphan_ids[config->orphan_total % PARKED_MEMORY], STORE_ID_SIZE, "%s",
+             session);
+    config->orphan_total++;
+    pthread_mutex_unlock(&config->parked_lock);
+}
+
+/* Whether `session` was noted by remember_orphan (and forgets it). */
+static int take_orphan(cap_config *config, const char *session) {
+    int found = 0;
+    pthread_mutex_lock(&config->parked_lock);
+    uint64_t from = config->orphan_total > PARKED_MEMORY ? config->orphan_total - PARKED_MEMORY : 0;
+    for (uint64_t n = from; n < config->orphan_total; n++) {
+        char *id = config->orphan_ids[n % PARKED_MEMORY];
+        if (strcmp(id, session) == 0) {
+            id[0] = '\0';
+            found = 1;
+        }
+    }
+    pthread_mutex_unlock(&config->parked_lock);
+    return found;
+}
+
 int sandbox_durable_commit(cap_sandbox *sandbox, int worker_fd, durable_pages *known,
                            const char *session, int64_t seq, const char *status,
                            const char *result_json, char *error) {
@@ -304,6 +331,7 @@ int sandbox_durable_commit(cap_sandbox *sandbox, int worker_fd, durable_pages *k
                                    error);
         if (rc == CAP_OK) rc = store_session_set_status(config->store, session,
                                                         STORE_SESSION_PARKED, error);
+        if (rc != CAP_OK) remember_orphan(config, session);
         pthread_mutex_unlock(&config->store_lock);
         return rc;
     }
@@ -567,15 +595,57 @@ static void request_hash(const char *code, size_t code_size, const cap_run_optio
     buffer_free(&text);
 }
 
+/* How long a call waits for the node holding its session to park it: the
+ * lease's length (at least a second).  The owner looks at the request at
+ * least every third of the lease even when the NOTIFY is lost, and were it
+ * dead its lease would have run out by then: so an idle session always
+ * comes within the wait, and only one busy in a call this long is refused. */
+static double park_wait_seconds(cap_config *config) {
+    pthread_mutex_lock(&config->renew_lock);
+    double seconds = (double)config->lease_ms / 1000.0;
+    pthread_mutex_unlock(&config->renew_lock);
+    return seconds < 1 ? 1 : seconds;
+}
+
+/* Claims session `id` for this node; when another live node holds it, asks
+ * that node to park it and claims again until it has or the wait ends
+ * (STORE_EBUSY then, `owner` naming the node).  Takes store_lock for each
+ * step, never across the waits. */
+static int claim_or_ask(cap_config *config, const char *id, char owner[STORE_ID_SIZE],
+                        char *error) {
+    double deadline = sandbox_now_seconds() + park_wait_seconds(config);
+    int asked = 0;
+    owner[0] = '\0';
+    for (;;) {
+        pthread_mutex_lock(&config->store_lock);
+        int rc = store_session_claim(config->store, id, NULL, error);
+        if (rc == STORE_EBUSY && !asked) {
+            /* Asked once: the row keeps the request until the owner parks
+             * the session or someone claims it. */
+            char asked_owner[STORE_ID_SIZE];
+            if (store_session_request_park(config->store, id, asked_owner, NULL) == CAP_OK &&
+                asked_owner[0]) {
+                asked = 1;
+                snprintf(owner, STORE_ID_SIZE, "%s", asked_owner);
+            }
+        }
+        pthread_mutex_unlock(&config->store_lock);
+        if (rc != STORE_EBUSY || sandbox_now_seconds() >= deadline) return rc;
+        struct timespec pause = {0, 20 * 1000000}; /* 20 ms: a park is one transaction away */
+        nanosleep(&pause, NULL);
+    }
+}
+
 int sandbox_durable_begin(cap_sandbox *sandbox, const char *code, size_t code_size,
-                          const cap_run_options *options, int live_here, int64_t *seq,
+                          const cap_run_options *options, int *live_here_io, int64_t *seq,
                           cap_result **early, char *error) {
+    int live_here = *live_here_io;
     cap_config *config = sandbox->config;
     const char *id = options->session;
     *early = NULL;
     *seq = 0;
     int stopped = 0;
-    char message[CAP_ERROR_SIZE + 64];
+    char message[CAP_ERROR_SIZE + 256];
     uint8_t hash[STORE_HASH_SIZE];
     request_hash(code, code_size, options, hash);
     sandbox_start_lease_renewal(config);
@@ -594,19 +664,46 @@ int sandbox_durable_begin(cap_sandbox *sandbox, const char *code, size_t code_si
                  "store's quota); start a new one", id);
         *early = early_result(&stopped, CAP_STATUS_SESSION_ERROR, message);
     } else if (rc == CAP_OK && !live_here && !created && stored.status == STORE_SESSION_LIVE &&
-               strcmp(stored.owner, store_node(config->store)) == 0) {
+               strcmp(stored.owner, store_node(config->store)) == 0 &&
+               !take_orphan(config, id)) {
         snprintf(message, sizeof message,
                  "session %.200s is live in another sandbox of this process", id);
         *early = early_result(&stopped, CAP_STATUS_SESSION_ERROR, message);
-    } else if (rc == CAP_OK && !live_here && !created) {
-        rc = store_session_claim(config->store, id, NULL, error);
+    } else if (rc == CAP_OK && live_here &&
+               !(stored.status == STORE_SESSION_LIVE &&
+                 strcmp(stored.owner, store_node(config->store)) == 0)) {
+        /* Parked or moved since this sandbox last ran it (another node
+         * asked for it, or took it after a lost lease): its worker here is
+         * stale.  The caller drops it; the call continues from the store. */
+        live_here = *live_here_io = 0;
+    }
+    if (rc == CAP_OK && !stopped && !live_here && !created) {
+        pthread_mutex_unlock(&config->store_lock);
+        char owner[STORE_ID_SIZE];
+        rc = claim_or_ask(config, id, owner, error);
+        pthread_mutex_lock(&config->store_lock);
+        if (rc == STORE_EBUSY) {
+            store_session now; /* the holder now: not always the node asked */
+            if (store_session_get(config->store, id, &now, NULL) == CAP_OK && now.owner[0])
+                snprintf(owner, sizeof owner, "%s", now.owner);
+            snprintf(message, sizeof message,
+                     "session %.200s is busy on node %.100s: it did not park the session within "
+                     "%g s (a call of it is still running there); try again later", id, owner,
+                     park_wait_seconds(config));
+            *early = early_result(&stopped, CAP_STATUS_SESSION_ERROR, message);
+            rc = CAP_OK;
+        }
     }
     store_call call = {0};
     int replayed = 0;
     if (rc == CAP_OK && !stopped) {
         rc = store_call_begin(config->store, id, options->idempotency_key, hash, &call, &replayed,
                               error);
-        if (rc == STORE_EBUSY || rc == STORE_ECONFLICT) {
+        if (rc == STORE_EMOVED) { /* claimed by another node since this node's claim */
+            snprintf(message, sizeof message, "%.300s: the call did not run; try again", error);
+            *early = early_result(&stopped, CAP_STATUS_SESSION_ERROR, message);
+            rc = CAP_OK;
+        } else if (rc == STORE_EBUSY || rc == STORE_ECONFLICT) {
             snprintf(message, sizeof message, "%s", rc == STORE_EBUSY
                          ? "a call with this idempotency key is still running"
                          : "this idempotency key was used for a different request");
@@ -639,11 +736,21 @@ int sandbox_durable_begin(cap_sandbox *sandbox, const char *code, size_t code_si
     return stopped && !*early ? CAP_ENOMEM : CAP_OK;
 }
 
+int sandbox_durable_release_if_requested(cap_sandbox *sandbox, const char *session) {
+    cap_config *config = sandbox->config;
+    int released = 0;
+    pthread_mutex_lock(&config->store_lock);
+    store_session_release_if_requested(config->store, session, &released, NULL);
+    pthread_mutex_unlock(&config->store_lock);
+    return released;
+}
+
 void sandbox_durable_park(cap_sandbox *sandbox, const char *session, int forget) {
     cap_config *config = sandbox->config;
     pthread_mutex_lock(&config->store_lock);
-    if (forget) store_session_delete(config->store, session, NULL);
-    else store_session_set_status(config->store, session, STORE_SESSION_PARKED, NULL);
+    int rc = forget ? store_session_delete(config->store, session, NULL)
+                    : store_session_set_status(config->store, session, STORE_SESSION_PARKED, NULL);
+    if (rc != CAP_OK && rc != STORE_ENOTFOUND) remember_orphan(config, session);
     pthread_mutex_unlock(&config->store_lock);
 }
 

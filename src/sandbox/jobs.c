@@ -553,11 +553,24 @@ static void finish_attempt(job_runners *runners, job_attempt *attempt, int rc,
         for (int64_t n = 1; n < job->attempts && delay < MAX_RETRY_DELAY_MS; n++) delay *= 2;
         if (delay > MAX_RETRY_DELAY_MS) delay = MAX_RETRY_DELAY_MS;
     }
-    pthread_mutex_lock(&config->store_lock);
-    store_job_finish_and_claim(config->store, job->id, job->attempts, outcome,
-                               json ? json : "null", message, delay, attempt->until,
-                               attempt->event, NULL, NULL, next, claimed, error);
-    pthread_mutex_unlock(&config->store_lock);
+    /* A database that restarts under the attempt fails this write; the
+     * next one reconnects.  Retried a few times (about 15 s in all), or the
+     * job would stay `running` under this live node until its own lease
+     * (timeout + 60 s) ran out. */
+    for (int tries = 0; tries < 8; tries++) {
+        if (tries) {
+            struct timespec pause = {0, (long)(250 << (tries < 3 ? tries : 3)) * 1000000L};
+            while (pause.tv_nsec >= 1000000000L) pause.tv_sec++, pause.tv_nsec -= 1000000000L;
+            nanosleep(&pause, NULL);
+        }
+        pthread_mutex_lock(&config->store_lock);
+        int written = store_job_finish_and_claim(config->store, job->id, job->attempts, outcome,
+                                                 json ? json : "null", message, delay,
+                                                 attempt->until, attempt->event, NULL, NULL, next,
+                                                 claimed, error);
+        pthread_mutex_unlock(&config->store_lock);
+        if (written != CAP_EIO) break; /* done, or refused (fenced): nothing to retry */
+    }
     free(json);
 }
 

@@ -320,6 +320,7 @@ int cap_sandbox_run(cap_sandbox *sandbox, const char *code, size_t code_size,
     /* Pick the worker: the session's, or a fresh one. */
     sandbox_reap_exiting(sandbox, 0);
     sandbox_sessions_expire(sandbox);
+    sandbox_sessions_drop_parked(sandbox);
     session *s = NULL;
     worker w;
     if (options->session) {
@@ -345,8 +346,13 @@ int cap_sandbox_run(cap_sandbox *sandbox, const char *code, size_t code_size,
     durable_pages fresh_pages = {0}; /* a new worker's, until it is a session's */
     sandbox->interrupted_seq = 0;
     if (durable) {
-        int rc = sandbox_durable_begin(sandbox, code, code_size, options, s != NULL, &seq, out,
+        int live_here = s != NULL;
+        int rc = sandbox_durable_begin(sandbox, code, code_size, options, &live_here, &seq, out,
                                        error);
+        if (s && !live_here) { /* stale: the session went elsewhere since */
+            sandbox_session_forget(sandbox, (int)(s - sandbox->sessions));
+            s = NULL;
+        }
         if (rc != CAP_OK || *out) return rc;
     }
     if (s) {
@@ -498,6 +504,12 @@ int cap_sandbox_run(cap_sandbox *sandbox, const char *code, size_t code_size,
             finish_without_worker(sandbox, options->session, seq, result);
         } else if (!known->hashes) {
             end = SANDBOX_STOPPED; /* committed, but it cannot be described again */
+        } else if (end == SANDBOX_RESULT &&
+                   sandbox_durable_release_if_requested(sandbox, options->session)) {
+            /* Another node asked for the session during this call: it is
+             * parked at the snapshot just committed, and the worker goes. */
+            end = SANDBOX_STOPPED;
+            keep = 0;
         }
     }
     if (end == SANDBOX_RESULT && keep) {

@@ -49,6 +49,7 @@
 #define MAX_POOL 16
 #define MAX_SESSIONS 256
 #define EVICTED_MEMORY 64 /* evicted session ids remembered, for a clear error */
+#define PARKED_MEMORY 64  /* sessions parked on another node's request, remembered */
 #define DEFAULT_MEMORY (512ull << 20)
 #define DEFAULT_DISK (256ull << 20)
 #define DEFAULT_ENTRIES 10000 /* files and directories: scratch per run, host mounts per mount */
@@ -142,6 +143,22 @@ struct cap_config {
     int64_t lease_ms;
     pthread_mutex_t renew_lock;
     pthread_cond_t renew_wake;
+    /* Sessions this node parked because another node asked for them
+     * (config.c, docs/scale-out.md "Moving a live session"): the renewer
+     * parks them in the store; each sandbox drops the workers it still
+     * holds for them at its next run (sandbox_sessions_drop_parked), since
+     * only the sandbox's own thread touches its sessions.  A ring: the last
+     * PARKED_MEMORY ids, parked_total counting every one; guarded by
+     * parked_lock. */
+    pthread_mutex_t parked_lock;
+    char parked_ids[PARKED_MEMORY][STORE_ID_SIZE];
+    uint64_t parked_total;
+    /* Sessions whose worker this node dropped but could not park in the
+     * store (it failed: a restarting database): the store still says live
+     * here, and without this note the next call would take them for live
+     * in another sandbox of this process.  Also under parked_lock. */
+    char orphan_ids[PARKED_MEMORY][STORE_ID_SIZE];
+    uint64_t orphan_total;
     void *jobs; /* the job runners (jobs.c), NULL until cap_jobs_start */
     int64_t job_retention_ms; /* finished jobs are pruned after this; 0: 7 days */
     void *code_mode; /* MCP servers whose tools are in the registry (code_mode.c); NULL */
@@ -286,6 +303,7 @@ struct cap_sandbox {
     int session_count;
     char *evicted[EVICTED_MEMORY];
     int evicted_next;
+    uint64_t parked_seen; /* config->parked_total when this sandbox last looked */
     /* Durable sandboxes: the zygote's memory after capsule_init, by page
      * hash, which snapshots name instead of sending (durable.c). */
     uint8_t *base_hashes;
@@ -372,6 +390,13 @@ void sandbox_session_remove(cap_sandbox *sandbox, int index, int evicted);
 /* Removes (as evicted) the sessions idle for longer than the configured
  * timeout. */
 void sandbox_sessions_expire(cap_sandbox *sandbox);
+/* Drops the workers of this sandbox's sessions that the node parked on
+ * another node's request since the last look (parked in the store already;
+ * parking again is a no-op, or parks one that came back here since). */
+void sandbox_sessions_drop_parked(cap_sandbox *sandbox);
+/* Drops session `index`'s worker and entry without touching the store
+ * (the session is no longer this node's). */
+void sandbox_session_forget(cap_sandbox *sandbox, int index);
 
 /* Keeps `w`, whose run has just ended with a result, as session `id`, or
  * discards it when no session can be kept; either way the caller no longer
@@ -410,10 +435,20 @@ int sandbox_durable_restore(cap_sandbox *sandbox, int worker_fd, durable_pages *
  * (`live_here`), and begins the call in the store (*seq).  When the call
  * must not run, *early is its result: a replay of the idempotency key's
  * stored result, or a session-error (expired, the store failed, a key
- * reused for other code).  CAP_OK, or CAP_ENOMEM. */
+ * reused for other code, or the session busy on another node that did not
+ * park it in time).  A session live on another node whose lease holds is
+ * asked to park (store_session_request_park) and claimed once it has, for
+ * at most the lease's length.  *live_here is set to 0 when the sandbox's
+ * worker for the session is stale (the session was parked or moved since:
+ * the caller forgets it and restores the latest snapshot).  CAP_OK, or
+ * CAP_ENOMEM. */
 int sandbox_durable_begin(cap_sandbox *sandbox, const char *code, size_t code_size,
-                          const cap_run_options *options, int live_here, int64_t *seq,
+                          const cap_run_options *options, int *live_here, int64_t *seq,
                           cap_result **early, char *error);
+
+/* After a committed call: when another node asked for the session, parks
+ * it and returns 1 (drop its worker); 0 otherwise. */
+int sandbox_durable_release_if_requested(cap_sandbox *sandbox, const char *session);
 
 /* The session's worker is gone from this sandbox (evicted, idle): the
  * store has it parked at its latest snapshot; with `forget`, the session

@@ -33,6 +33,39 @@ void sandbox_session_remove(cap_sandbox *sandbox, int index, int evicted) {
     sandbox->sessions[index] = sandbox->sessions[--sandbox->session_count];
 }
 
+void sandbox_session_forget(cap_sandbox *sandbox, int index) {
+    session *s = &sandbox->sessions[index];
+    sandbox_worker_discard(&s->worker);
+    sandbox_durable_pages_free(&s->pages);
+    free(s->id);
+    sandbox->sessions[index] = sandbox->sessions[--sandbox->session_count];
+}
+
+void sandbox_sessions_drop_parked(cap_sandbox *sandbox) {
+    cap_config *config = sandbox->config;
+    if (!config->store) return;
+    /* The ids are copied out first: parking below takes store_lock, which
+     * the renewer holds while it takes parked_lock (one order only). */
+    char ids[PARKED_MEMORY][STORE_ID_SIZE];
+    int count = 0;
+    pthread_mutex_lock(&config->parked_lock);
+    uint64_t total = config->parked_total;
+    uint64_t from = sandbox->parked_seen;
+    if (total - from > PARKED_MEMORY) from = total - PARKED_MEMORY; /* older ones: see below */
+    for (uint64_t n = from; n < total && sandbox->session_count; n++)
+        memcpy(ids[count++], config->parked_ids[n % PARKED_MEMORY], STORE_ID_SIZE);
+    pthread_mutex_unlock(&config->parked_lock);
+    sandbox->parked_seen = total;
+    /* Parked in the store too (if still this node's): the session may have
+     * come back to this sandbox after the note was written, and the store
+     * must not say live here once the worker is gone.  Ids that fell off
+     * the ring are caught at their session's next call here:
+     * sandbox_durable_begin finds it no longer this node's. */
+    for (int k = 0; k < count; k++)
+        for (int i = sandbox->session_count - 1; i >= 0; i--)
+            if (strcmp(sandbox->sessions[i].id, ids[k]) == 0) sandbox_session_remove(sandbox, i, 1);
+}
+
 void sandbox_sessions_expire(cap_sandbox *sandbox) {
     double now = sandbox_now_seconds();
     for (int i = sandbox->session_count - 1; i >= 0; i--)

@@ -18,6 +18,7 @@
 struct store_listener {
     PGconn *connection; /* NULL after a failure: reconnected at the next wait */
     char *url;
+    char channel[64];   /* STORE_JOBS_CHANNEL, or a node's park channel */
 };
 
 static void ignore_notice(void *context, const char *message) {
@@ -30,8 +31,10 @@ static int listener_connect(store_listener *listener) {
     listener->connection = PQconnectdbParams(keywords, values, 1);
     if (!listener->connection) return -1;
     PQsetNoticeProcessor(listener->connection, ignore_notice, NULL);
+    char command[80];
+    snprintf(command, sizeof command, "LISTEN %s", listener->channel);
     PGresult *result = PQstatus(listener->connection) == CONNECTION_OK
-                           ? PQexec(listener->connection, "LISTEN " STORE_JOBS_CHANNEL)
+                           ? PQexec(listener->connection, command)
                            : NULL;
     int ok = result && PQresultStatus(result) == PGRES_COMMAND_OK;
     PQclear(result);
@@ -44,7 +47,18 @@ static int listener_connect(store_listener *listener) {
 }
 
 int store_listener_open(const char *url, store_listener **out, char *error) {
+    return store_listener_open_channel(url, STORE_JOBS_CHANNEL, out, error);
+}
+
+int store_listener_open_channel(const char *url, const char *channel, store_listener **out,
+                                char *error) {
     *out = NULL;
+    /* Only plain identifiers: the name goes into the LISTEN command. */
+    if (!channel || !*channel || strlen(channel) >= 64 ||
+        strspn(channel, "abcdefghijklmnopqrstuvwxyz0123456789_") != strlen(channel)) {
+        if (error) snprintf(error, CAP_ERROR_SIZE, "store: bad channel name");
+        return CAP_EINVAL;
+    }
     if (!url || (strncmp(url, "postgres://", 11) != 0 && strncmp(url, "postgresql://", 13) != 0))
         return CAP_OK; /* nothing to listen to */
     char why[256];
@@ -58,8 +72,9 @@ int store_listener_open(const char *url, store_listener **out, char *error) {
         if (error) snprintf(error, CAP_ERROR_SIZE, "store: out of memory");
         return CAP_ENOMEM;
     }
+    snprintf(listener->channel, sizeof listener->channel, "%s", channel);
     if (listener_connect(listener) != 0) {
-        if (error) snprintf(error, CAP_ERROR_SIZE, "store: cannot LISTEN for jobs");
+        if (error) snprintf(error, CAP_ERROR_SIZE, "store: cannot LISTEN on %s", channel);
         store_listener_close(listener);
         return CAP_EIO;
     }

@@ -180,6 +180,11 @@ static const char *const sqlite_migrations[] = {
     "CREATE INDEX jobs_finished ON jobs(updated_at)\n"
     "    WHERE status IN ('succeeded', 'dead', 'cancelled');\n"
     "ALTER TABLE jobs ADD COLUMN claim_wait_ms INTEGER NOT NULL DEFAULT 0;\n",
+    /* 6 -> 7: a node that wants a session live on another (alive) node
+     * asks it to park the session (docs/scale-out.md, "Moving a live
+     * session"): the asking node, kept in the row so that the request
+     * outlives a lost NOTIFY.  (postgres.c has the same.) */
+    "ALTER TABLE sessions ADD COLUMN park_requested_by TEXT;\n",
 };
 
 #define STATEMENT_CACHE_SIZE 80

@@ -110,6 +110,18 @@ static int store_write_end(store *store, int result, char *error) {
 
 /* --- row collectors ------------------------------------------------------------ */
 
+typedef struct text_column {
+    int rows;
+    char text[STORE_ID_SIZE];
+} text_column;
+
+static int collect_text(void *context, const store_value *columns, int count, char *error) {
+    (void)error;
+    text_column *out = context;
+    if (out->rows++ == 0 && count > 0) store_copy_text(out->text, sizeof out->text, &columns[0]);
+    return 0;
+}
+
 /* The first row's integer columns (others read as 0) and how many rows came. */
 typedef struct integers {
     int64_t rows;
@@ -467,6 +479,11 @@ static const char session_touch[] =
     " WHERE id = $1 AND status <> 'expired' RETURNING 1";
 static const char session_set_status[] =
     "UPDATE sessions SET status = $2, owner = $3 WHERE id = $1 AND status <> 'expired' RETURNING 1";
+/* Parking gives up only what this node ($2) holds (or nobody does): a
+ * node whose session moved on must not park it under the new owner. */
+static const char session_park[] =
+    "UPDATE sessions SET status = 'parked', owner = NULL, park_requested_by = NULL"
+    " WHERE id = $1 AND status <> 'expired' AND (owner IS NULL OR owner = $2) RETURNING 1";
 static const char session_unlink_snapshot[] =
     "UPDATE sessions SET latest_snapshot = NULL WHERE id = $1";
 static const char session_delete_snapshots[] = "DELETE FROM snapshots WHERE session = $1";
@@ -554,9 +571,18 @@ int store_session_set_status(store *store, const char *id, store_session_status 
     if (status != STORE_SESSION_LIVE && status != STORE_SESSION_PARKED)
         return store_fail(error, CAP_EINVAL, "a session is set live or parked; store_expire expires");
     integers updated = {0};
-    result = RUN(store, session_set_status, collect_integers, &updated, error, TEXT(id),
-                 TEXT(session_statuses[status]),
-                 status == STORE_SESSION_LIVE ? TEXT(store->node) : NOTHING);
+    if (status == STORE_SESSION_PARKED) {
+        result = RUN(store, session_park, collect_integers, &updated, error, TEXT(id),
+                     TEXT(store->node));
+        store_session other;
+        if (result == CAP_OK && updated.rows == 0 &&
+            (result = session_load(store, id, &other, error)) == CAP_OK &&
+            other.status == STORE_SESSION_LIVE)
+            return CAP_OK; /* another node's now: not this node's to park */
+    } else {
+        result = RUN(store, session_set_status, collect_integers, &updated, error, TEXT(id),
+                     TEXT(session_statuses[status]), TEXT(store->node));
+    }
     if (result == CAP_OK && updated.rows == 0) result = session_unusable(store, id, error);
     return result;
 }
@@ -573,10 +599,12 @@ static const char claim_calls_interrupt[] =
  * first's row lock and then re-checks the condition against the row the
  * first wrote: its owner is alive, so the second updates nothing. */
 static const char session_claim[] =
-    "UPDATE sessions SET status = 'live', owner = $2, epoch = epoch + 1"
+    "UPDATE sessions SET status = 'live', owner = $2, epoch = epoch + 1, park_requested_by = NULL"
     " WHERE id = $1 AND status <> 'expired' AND (owner IS NULL OR owner <> $2) AND NOT EXISTS"
     " (SELECT 1 FROM nodes WHERE nodes.id = sessions.owner AND nodes.lease_expires_at >= $3)"
     " RETURNING epoch";
+
+static const char session_lock[] = "SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE";
 
 int store_session_claim(store *store, const char *id, int64_t *epoch, char *error) {
     if (epoch) *epoch = 0;
@@ -588,6 +616,16 @@ int store_session_claim(store *store, const char *id, int64_t *epoch, char *erro
     if (result == CAP_OK)
         result = RUN(store, claim_calls_interrupt, NULL, NULL, error, TEXT(id), INTEGER(now),
                      TEXT(store->node));
+    /* On PostgreSQL the row is locked first, and the claim is a statement
+     * of its own after it: READ COMMITTED gives that statement a snapshot
+     * taken once the lock is held, so it sees a concurrent claimer's
+     * commit whole (the owner and that node's freshly renewed lease).  In
+     * one UPDATE the re-check after waiting for the lock would read the
+     * nodes table as of before, where a node that had just joined again
+     * (its lease had lapsed while idle) is missing, and take the session
+     * from under it. */
+    if (result == CAP_OK && store->backend->row_locks)
+        result = RUN(store, session_lock, NULL, NULL, error, TEXT(id));
     integers claimed = {0};
     if (result == CAP_OK)
         result = RUN(store, session_claim, collect_integers, &claimed, error, TEXT(id),
@@ -604,6 +642,103 @@ int store_session_claim(store *store, const char *id, int64_t *epoch, char *erro
     }
     result = store_write_end(store, result, error);
     if (result == CAP_OK && epoch) *epoch = claimed.value[0];
+    return result;
+}
+
+/* Moving a live session (store.h).  The request names the asker; the
+ * owner's park clears it, and so does any claim. */
+static const char session_park_request[] =
+    "UPDATE sessions SET park_requested_by = $2"
+    " WHERE id = $1 AND status = 'live' AND owner IS NOT NULL AND owner <> $2 RETURNING owner";
+static const char park_notify[] = "SELECT pg_notify($1, $2)";
+/* Idle ones only: a session with a call running is parked after it
+ * (store_session_release_if_requested). */
+static const char sessions_park_requested[] =
+    "UPDATE sessions SET status = 'parked', owner = NULL, park_requested_by = NULL"
+    " WHERE status = 'live' AND owner = $1 AND park_requested_by IS NOT NULL AND NOT EXISTS"
+    " (SELECT 1 FROM calls WHERE calls.session = sessions.id AND calls.status = 'running')"
+    " RETURNING id";
+static const char session_release_requested[] =
+    "UPDATE sessions SET status = 'parked', owner = NULL, park_requested_by = NULL"
+    " WHERE id = $1 AND status = 'live' AND owner = $2 AND park_requested_by IS NOT NULL"
+    " RETURNING 1";
+
+void store_park_channel(const char *node, char channel[STORE_PARK_CHANNEL_SIZE]) {
+    uint64_t hash = 14695981039346656037ull; /* FNV-1a: stable, not a secret */
+    for (const unsigned char *c = (const unsigned char *)node; *c; c++)
+        hash = (hash ^ *c) * 1099511628211ull;
+    snprintf(channel, STORE_PARK_CHANNEL_SIZE, "capsule_park_%016llx", (unsigned long long)hash);
+}
+
+int store_session_request_park(store *store, const char *id, char owner[STORE_ID_SIZE],
+                               char *error) {
+    owner[0] = '\0';
+    int result = store_check_name(id, "session id", 0, error);
+    if (result != CAP_OK) return result;
+    if ((result = store_write_begin(store, error)) != CAP_OK) return result;
+    text_column asked = {0};
+    result = RUN(store, session_park_request, collect_text, &asked, error, TEXT(id),
+                 TEXT(store->node));
+    if (result == CAP_OK && asked.rows && store->backend->notifies) {
+        char channel[STORE_PARK_CHANNEL_SIZE];
+        store_park_channel(asked.text, channel);
+        result = RUN(store, park_notify, NULL, NULL, error, TEXT(channel), TEXT(id));
+    }
+    result = store_write_end(store, result, error);
+    if (result == CAP_OK && asked.rows) snprintf(owner, STORE_ID_SIZE, "%s", asked.text);
+    return result;
+}
+
+typedef struct id_list {
+    char (*ids)[STORE_ID_SIZE];
+    size_t count, capacity;
+    int failed;
+} id_list;
+
+static int collect_ids(void *context, const store_value *columns, int count, char *error) {
+    (void)error;
+    id_list *list = context;
+    if (count < 1) return 0;
+    if (list->count == list->capacity) {
+        size_t capacity = list->capacity ? list->capacity * 2 : 8;
+        void *grown = realloc(list->ids, capacity * sizeof *list->ids);
+        if (!grown) {
+            list->failed = 1;
+            return 0;
+        }
+        list->ids = grown;
+        list->capacity = capacity;
+    }
+    store_copy_text(list->ids[list->count++], STORE_ID_SIZE, &columns[0]);
+    return 0;
+}
+
+int store_sessions_park_requested(store *store, void (*parked)(void *context, const char *id),
+                                  void *context, int64_t *count, char *error) {
+    if (count) *count = 0;
+    if (store->exclusive) return CAP_OK; /* one node: nobody asks */
+    int result = store_write_begin(store, error);
+    if (result != CAP_OK) return result;
+    id_list list = {0};
+    result = RUN(store, sessions_park_requested, collect_ids, &list, error, TEXT(store->node));
+    result = store_write_end(store, result, error);
+    if (result == CAP_OK) {
+        for (size_t i = 0; parked && i < list.count; i++) parked(context, list.ids[i]);
+        if (count) *count = (int64_t)list.count;
+    }
+    free(list.ids);
+    return result;
+}
+
+int store_session_release_if_requested(store *store, const char *id, int *released,
+                                       char *error) {
+    *released = 0;
+    int result = store_check_name(id, "session id", 0, error);
+    if (result != CAP_OK || store->exclusive) return result; /* one node: nobody asks */
+    integers updated = {0};
+    result = RUN(store, session_release_requested, collect_integers, &updated, error, TEXT(id),
+                 TEXT(store->node));
+    if (result == CAP_OK) *released = updated.rows > 0;
     return result;
 }
 
@@ -1300,17 +1435,6 @@ static int snapshot_prepare(const store_snapshot_data *snapshot, uint8_t **hashe
 
 static const char session_status_select[] = "SELECT status FROM sessions WHERE id = $1";
 
-typedef struct text_column {
-    int rows;
-    char text[STORE_ID_SIZE];
-} text_column;
-
-static int collect_text(void *context, const store_value *columns, int count, char *error) {
-    (void)error;
-    text_column *out = context;
-    if (out->rows++ == 0 && count > 0) store_copy_text(out->text, sizeof out->text, &columns[0]);
-    return 0;
-}
 
 /* The third column as text (call_epochs_select's owner). */
 static int collect_owner(void *context, const store_value *columns, int count, char *error) {
@@ -1547,6 +1671,10 @@ static const char session_next_seq[] =
     "UPDATE sessions SET call_count = call_count + 1, last_used_at = $2,"
     " expires_at = CASE WHEN ttl_ms > 0 THEN $2 + ttl_ms ELSE NULL END"
     " WHERE id = $1 RETURNING call_count, epoch";
+/* After session_next_seq (the row is locked): the node the call's session
+ * is live on, "" when none. */
+static const char session_owner_select[] =
+    "SELECT COALESCE(owner, '') FROM sessions WHERE id = $1";
 static const char call_insert[] =
     "INSERT INTO calls (session, seq, idempotency_key, status, request_hash, started_at, node,"
     " epoch) VALUES ($1, $2, $3, 'running', $4, $5, $6, $7)";
@@ -1639,6 +1767,15 @@ int store_call_begin(store *store, const char *session, const char *key,
     if (result == CAP_OK)
         result = RUN(store, session_next_seq, collect_integers, &seq, error, TEXT(session),
                      INTEGER(now));
+    /* The epoch the call records is its node's only while the node owns
+     * the session: had another node claimed it since this node's claim,
+     * the call would record the new epoch and pass the commit's fence. */
+    text_column owner = {0};
+    if (result == CAP_OK)
+        result = RUN(store, session_owner_select, collect_text, &owner, error, TEXT(session));
+    if (result == CAP_OK && owner.text[0] && strcmp(owner.text, store->node) != 0)
+        result = store_fail(error, STORE_EMOVED, "session '%s' is live on node %s now", session,
+                            owner.text);
     if (result == CAP_OK && key) {
         call_read earlier = {.call = out};
         result = RUN(store, call_by_key_select, read_one_call, &earlier, error, TEXT(session),

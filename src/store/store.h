@@ -52,6 +52,7 @@ enum {
     STORE_ECORRUPT,       /* the database file or a blob fails its checks */
     STORE_EQUOTA,         /* the blob quota cannot be met even after expiring parked sessions */
     STORE_EVERSION,       /* the database's schema is newer than this program */
+    STORE_EMOVED,         /* the session is live on another node now (a call cannot begin) */
 };
 
 #define STORE_ID_SIZE 129          /* session ids, principals, keys: at most 128 bytes */
@@ -200,7 +201,9 @@ int store_session_get(store *store, const char *id, store_session *out, char *er
 /* Marks the session used now: last_used_at and expires_at move forward. */
 int store_session_touch(store *store, const char *id, char *error);
 
-/* live <-> parked.  An expired session cannot come back (STORE_ECONFLICT). */
+/* live <-> parked.  An expired session cannot come back (STORE_ECONFLICT).
+ * Parking a session that another node has claimed since changes nothing
+ * (CAP_OK): a node only gives up what it holds. */
 int store_session_set_status(store *store, const char *id, store_session_status status,
                              char *error);
 
@@ -216,6 +219,35 @@ int store_session_set_status(store *store, const char *id, store_session_status 
  * off past its lease cannot commit over the new owner.  Then restore the
  * latest snapshot. */
 int store_session_claim(store *store, const char *id, int64_t *epoch, char *error);
+
+/* Moving a session that is live on another node whose lease holds
+ * (docs/scale-out.md, "Moving a live session").  The asker records the
+ * request in the session's row (park_requested_by = this node; durable, so
+ * the owner finds it at its next renewal even if the notification is
+ * lost) and, on PostgreSQL, NOTIFYs the owner's channel
+ * (store_park_channel) at the commit.  *owner receives the node asked
+ * ("" when the session is not live on another node: nothing was asked,
+ * claim it).  Then claim until it succeeds or the caller's patience ends. */
+int store_session_request_park(store *store, const char *id, char owner[STORE_ID_SIZE],
+                               char *error);
+
+/* The owner's side, for its sessions that were asked for and have no call
+ * running: each is parked (status parked, no owner, request cleared) in
+ * one transaction; `parked` (may be NULL) is called with each id after the
+ * commit, *count receives how many. */
+int store_sessions_park_requested(store *store, void (*parked)(void *context, const char *id),
+                                  void *context, int64_t *count, char *error);
+
+/* After a call of session `id` committed: parks it if another node asked
+ * for it and it is still this node's; *released = 1 then (drop its
+ * worker), 0 otherwise. */
+int store_session_release_if_requested(store *store, const char *id, int *released,
+                                       char *error);
+
+/* The channel a node LISTENs on for park requests: "capsule_park_" and a
+ * hash of its id (an id may be longer than PostgreSQL's 63-byte names). */
+#define STORE_PARK_CHANNEL_SIZE 40
+void store_park_channel(const char *node, char channel[STORE_PARK_CHANNEL_SIZE]);
 
 /* Deletes the session, its calls and its snapshots; blobs wait for store_gc. */
 int store_session_delete(store *store, const char *id, char *error);
@@ -488,6 +520,10 @@ typedef struct store_listener store_listener;
 /* For a postgres:// URL a listener; for any other *out = NULL and CAP_OK
  * (nothing to listen to); CAP_EIO when the server cannot be reached. */
 int store_listener_open(const char *url, store_listener **out, char *error);
+/* The same on `channel` (a plain lowercase identifier) instead of the jobs'
+ * one: the lease renewer's for park requests (store_park_channel). */
+int store_listener_open_channel(const char *url, const char *channel, store_listener **out,
+                                char *error);
 /* Waits up to timeout_ms: 1 when notified, 0 when not, -1 when the
  * connection failed (the next wait reconnects). */
 int store_listener_wait(store_listener *listener, int timeout_ms);

@@ -304,25 +304,34 @@ def test_postgres_server_restart_and_a_dead_nodes_lease(binary):
     server = Stdio(binary, "--store", POSTGRES)
     assert value(call(server, "x + 1", name, id=2)) == "2"
     kill(server)  # a killed node keeps its lease until it expires (30 s)
-    server = Stdio(binary, "--store", POSTGRES)
+    # Another node asks it to park and waits at most its own lease (1 s):
+    # a dead node does not answer, and its lease holds longer.
+    server = Stdio(binary, "--store", POSTGRES, "--store-lease", "1")
     held = call(server, "x", name, id=3)["structuredContent"]
-    assert held["capsule_status"] == "session-error" and "lease" in held["error"], held
+    assert held["capsule_status"] == "session-error" and "busy on node" in held["error"], held
     server.close()
 
 
 @needs_postgres
 def test_postgres_a_live_servers_lease_is_renewed(binary):
     """A server renews its lease while it lives: another server sharing the
-    store cannot take its session, even long after one lease."""
+    store cannot take its session as a dead node's, even long after one
+    lease; while the holder is busy in a call it cannot have it at all (it
+    asks the holder to park, which it does after the call)."""
     name = _postgres_session("renewed")
     holder = Stdio(binary, "--store", POSTGRES, "--store-lease", "1")
     assert value(call(holder, "x = 'mine'", name)) is None
     time.sleep(3.5)  # three and a half leases
-    other = Stdio(binary, "--store", POSTGRES)
-    taken = call(other, "x", name, id=2)["structuredContent"]
-    assert taken["capsule_status"] == "session-error" and "lease" in taken["error"], taken
+    holder.send({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+        "name": "run_python_code",
+        "arguments": {"python_code": "import time\ntime.sleep(4)", "session_id": name}}})
+    time.sleep(0.5)
+    other = Stdio(binary, "--store", POSTGRES, "--store-lease", "1")
+    taken = call(other, "x", name, id=3)["structuredContent"]
+    assert taken["capsule_status"] == "session-error" and "busy on node" in taken["error"], taken
     other.close()
-    assert value(call(holder, "x", name, id=3)) == "mine"
+    assert holder.receive()["result"]["structuredContent"]["capsule_status"] == "success"
+    assert value(call(holder, "x", name, id=4)) == "mine"
     holder.close()
 
 

@@ -198,7 +198,7 @@ static const char *hash_literal(const uint8_t hash[STORE_HASH_SIZE]) {
     return text;
 }
 
-#define SCHEMA_VERSION 6
+#define SCHEMA_VERSION 7
 
 /* --- opening --------------------------------------------------------------------- */
 
@@ -2395,6 +2395,95 @@ static void test_postgres_sweep_spares_live_nodes(void **state) {
     store_close(a);
 }
 
+static void count_parked(void *context, const char *id) {
+    char *last = context;
+    snprintf(last, STORE_ID_SIZE, "%s", id);
+}
+
+/* Moving a session live on another node (docs/scale-out.md, "Moving a live
+ * session"): the asker's request is in the row and NOTIFYed on the owner's
+ * channel; the owner parks an idle session at once and a busy one only
+ * after its call; a claim clears the request; the old owner cannot park a
+ * session that moved on. */
+static void test_postgres_park_requests(void **state) {
+    fixture *f = *state;
+    store *a = open_store(f), *b = NULL;
+    char error[CAP_ERROR_SIZE] = "", owner[STORE_ID_SIZE], last[STORE_ID_SIZE] = "";
+    assert_int_equal(store_open(f->url, &b, error), CAP_OK);
+    store_set_clock(a, NULL, NULL); /* real time: both nodes' leases hold */
+    store_set_clock(b, NULL, NULL);
+    assert_int_equal(store_renew(a, NULL, error), CAP_OK);
+    char channel[STORE_PARK_CHANNEL_SIZE];
+    store_park_channel(store_node(a), channel);
+    store_listener *listener = NULL;
+    assert_int_equal(store_listener_open_channel(f->url, channel, &listener, error), CAP_OK);
+    assert_non_null(listener);
+    store_listener *refused = NULL;
+    assert_int_equal(store_listener_open_channel(f->url, "bad; name", &refused, error),
+                     CAP_EINVAL);
+    assert_null(refused);
+    store_listener *jobs = NULL; /* the jobs' channel hears nothing of it */
+    assert_int_equal(store_listener_open(f->url, &jobs, error), CAP_OK);
+
+    assert_int_equal(store_session_create(a, "busy", "", 0, error), CAP_OK);
+    assert_int_equal(store_session_create(a, "idle", "", 0, error), CAP_OK);
+    assert_int_equal(store_session_claim(b, "busy", NULL, error), STORE_EBUSY);
+    store_call call;
+    int replayed, released = -1;
+    int64_t parked = -1;
+    assert_int_equal(store_call_begin(a, "busy", NULL, NULL, &call, &replayed, error), CAP_OK);
+    assert_int_equal(store_session_request_park(b, "busy", owner, error), CAP_OK);
+    assert_string_equal(owner, store_node(a));
+    assert_int_equal(store_listener_wait(listener, 5000), 1); /* NOTIFYed */
+    assert_int_equal(store_listener_wait(jobs, 200), 0);
+    /* Busy in a call: not parked now... */
+    assert_int_equal(store_sessions_park_requested(a, count_parked, last, &parked, error), CAP_OK);
+    assert_int_equal(parked, 0);
+    assert_int_equal(store_session_claim(b, "busy", NULL, error), STORE_EBUSY);
+    /* ...but after it (and only then, once). */
+    assert_int_equal(store_call_finish(a, "busy", call.seq, "success", "{}", NULL, NULL, error),
+                     CAP_OK);
+    store_call_clear(&call);
+    assert_int_equal(store_session_release_if_requested(a, "busy", &released, error), CAP_OK);
+    assert_int_equal(released, 1);
+    assert_int_equal(store_session_release_if_requested(a, "busy", &released, error), CAP_OK);
+    assert_int_equal(released, 0);
+    int64_t epoch = 0;
+    assert_int_equal(store_session_claim(b, "busy", &epoch, error), CAP_OK);
+    assert_int_equal(epoch, 1);
+
+    /* Idle: parked by the owner's look (its renewer's), the id reported;
+     * without a request nothing is. */
+    assert_int_equal(store_sessions_park_requested(a, count_parked, last, &parked, error), CAP_OK);
+    assert_int_equal(parked, 0);
+    assert_int_equal(store_session_request_park(b, "idle", owner, error), CAP_OK);
+    assert_string_equal(owner, store_node(a));
+    assert_int_equal(store_sessions_park_requested(a, count_parked, last, &parked, error), CAP_OK);
+    assert_int_equal(parked, 1);
+    assert_string_equal(last, "idle");
+    assert_int_equal(store_session_claim(b, "idle", NULL, error), CAP_OK);
+    /* Asking for one's own session, or a parked one, asks nobody. */
+    assert_int_equal(store_session_request_park(b, "idle", owner, error), CAP_OK);
+    assert_string_equal(owner, "");
+    /* The old owner's late park (an evicted stale worker) leaves it b's. */
+    assert_int_equal(store_session_set_status(a, "idle", STORE_SESSION_PARKED, error), CAP_OK);
+    store_session session;
+    assert_int_equal(store_session_get(a, "idle", &session, error), CAP_OK);
+    assert_int_equal(session.status, STORE_SESSION_LIVE);
+    assert_string_equal(session.owner, store_node(b));
+    /* A claim clears a request: b's session is not parked for a stale one. */
+    assert_int_equal(store_session_request_park(a, "idle", owner, error), CAP_OK);
+    assert_string_equal(owner, store_node(b));
+    assert_int_equal(store_session_set_status(b, "idle", STORE_SESSION_PARKED, error), CAP_OK);
+    assert_int_equal(store_session_claim(b, "idle", NULL, error), CAP_OK);
+    assert_int_equal(store_sessions_park_requested(b, NULL, NULL, &parked, error), CAP_OK);
+    assert_int_equal(parked, 0);
+    store_listener_close(jobs);
+    store_listener_close(listener);
+    store_close(b);
+    store_close(a);
+}
+
 /* Two processes on one database at once: both work, and an idempotency key
  * holds across them.  Each process runs calls with keys k0..k29 of one
  * session, racing the other for each key: a key's call runs once in all,
@@ -2446,6 +2535,9 @@ static void test_postgres_two_processes_share_a_store(void **state) {
     store *s = open_store(f);
     char error[CAP_ERROR_SIZE] = "";
     assert_int_equal(store_session_create(s, "shared", "", 0, error), CAP_OK);
+    /* Parked: owned by no node, so both may begin its calls (a session
+     * live on another node refuses them: STORE_EMOVED, below). */
+    assert_int_equal(store_session_set_status(s, "shared", STORE_SESSION_PARKED, error), CAP_OK);
     int fds[2];
     assert_int_equal(pipe(fds), 0);
     pid_t child = fork();
@@ -2488,8 +2580,19 @@ static void test_postgres_two_processes_share_a_store(void **state) {
     /* The child's node left: nothing of the parent's was touched. */
     store_session session;
     assert_int_equal(store_session_get(s, "shared", &session, error), CAP_OK);
-    assert_int_equal(session.status, STORE_SESSION_LIVE);
+    assert_int_equal(session.status, STORE_SESSION_PARKED);
     assert_int_equal(session.call_count, RACE_KEYS);
+    /* Live on one node, the session's calls cannot begin on another: the
+     * call would record the new owner's epoch and pass the fence. */
+    store *other = NULL;
+    assert_int_equal(store_open(f->url, &other, error), CAP_OK);
+    assert_int_equal(store_session_claim(s, "shared", NULL, error), CAP_OK);
+    store_call call;
+    int replayed;
+    assert_int_equal(store_call_begin(other, "shared", NULL, NULL, &call, &replayed, error),
+                     STORE_EMOVED);
+    assert_non_null(strstr(error, store_node(s)));
+    store_close(other);
     store_close(s);
 }
 
@@ -2746,6 +2849,7 @@ int main(void) {
         TEST(test_postgres_two_processes_share_a_store),
         TEST(test_postgres_concurrent_first_opens),
         TEST(test_postgres_two_nodes_race_for_an_expired_lease),
+        TEST(test_postgres_park_requests),
     };
     size_t common_count = sizeof common / sizeof *common;
     struct CMUnitTest tests[64];
