@@ -2,7 +2,9 @@
 #
 # The guest (CPython for wasm32-wasi) and its wasm2c translation are slow to
 # build, so each is one rule keyed on its inputs: python.wasm, then
-# python.c (wasm2c), then python.o (gcc, ~3 min, ~3 GB RAM).
+# python.c (wasm2c), cut into RUNTIME_PARTS + 1 files (tools/wasm2c-split.py),
+# then python-NN.o and python-checked-NN.o (gcc, one process per part, as
+# many at once as JOBS; docs/extensions.md has the times).
 
 BUILD   := build
 CC      := gcc
@@ -23,12 +25,22 @@ HOST_PYTHON := /usr/bin/python3
 SANITIZE := -fsanitize=address,undefined -fno-omit-frame-pointer
 # Release objects are position-independent, so that one compilation of the
 # generated C serves both the binary and libcapsule.so.  It costs nothing:
-# python.o is byte-identical to the default -fPIE one (docs/install.md has
+# python-NN.o are byte-identical to the default -fPIE one (docs/install.md has
 # the measurements).  Each set of objects depends on a file holding
 # its flags, rewritten only when they change: a build directory made with
 # other flags is rebuilt once, not left half PIC, and a change to the host
 # code's flags does not recompile the generated C.
 PIC := -fPIC
+# The generated C's function bodies in this many translation units (plus
+# python-00.c, the module's shared part), compiled JOBS at a time by
+# `make build` and `make test`.
+RUNTIME_PARTS := 8
+JOBS ?= $(shell nproc)
+RUNTIME_PART_NUMBERS := $(shell seq -f '%02g' 0 $(RUNTIME_PARTS))
+RUNTIME_SOURCES := $(patsubst %,$(BUILD)/runtime/python-%.c,$(RUNTIME_PART_NUMBERS))
+RUNTIME_OBJECTS := $(patsubst %,$(BUILD)/runtime/python-%.o,$(RUNTIME_PART_NUMBERS))
+RUNTIME_CHECKED_OBJECTS := $(patsubst %,$(BUILD)/runtime/python-checked-%.o,$(RUNTIME_PART_NUMBERS))
+RUNTIME_SPLIT := $(BUILD)/runtime/parts
 RELEASE_CFLAGS := $(CFLAGS) $(PIC) -D_FORTIFY_SOURCE=2
 RELEASE_FLAGS := $(BUILD)/obj/flags
 GENERATED_FLAGS := $(BUILD)/runtime/flags
@@ -67,7 +79,10 @@ all: build serve
 deps:
 	@sh tools/install-deps.sh
 
-build: deps $(BUILD)/capsule $(BUILD)/stdlib.img
+# One make with JOBS jobs, so that the parts of the generated C compile in
+# parallel even for a plain `make`.
+build: deps
+	$(MAKE) -j$(JOBS) $(BUILD)/capsule $(BUILD)/stdlib.img
 
 $(BUILD)/gen/recipes.c: $(RECIPES) tools/embed-recipes.py
 	@mkdir -p $(dir $@)
@@ -105,6 +120,16 @@ $(BUILD)/runtime/python.c $(BUILD)/runtime/python.h &: $(BUILD)/guest/python.was
 	sed -i 's/python.raw.h/python.h/' $(BUILD)/runtime/python.c
 	rm $(BUILD)/runtime/python.raw.c
 
+# The parts: python-00.c (module: segments, init, exports), python-01.c ..
+# python-NN.c (function bodies), python-parts.h (what they share).  The
+# count is in $(RUNTIME_SPLIT), so that another RUNTIME_PARTS re-splits.
+$(RUNTIME_SOURCES) $(BUILD)/runtime/python-parts.h &: $(BUILD)/runtime/python.c tools/wasm2c-split.py $(RUNTIME_SPLIT)
+	$(HOST_PYTHON) tools/wasm2c-split.py $< $(BUILD)/runtime python $(RUNTIME_PARTS)
+
+$(RUNTIME_SPLIT): FORCE
+	@mkdir -p $(dir $@)
+	@echo '$(RUNTIME_PARTS)' | cmp -s - $@ || echo '$(RUNTIME_PARTS)' > $@
+
 $(RELEASE_FLAGS): FORCE
 	@mkdir -p $(dir $@)
 	@echo '$(RELEASE_CFLAGS)' | cmp -s - $@ || echo '$(RELEASE_CFLAGS)' > $@
@@ -118,10 +143,10 @@ $(BUILD)/runtime/build_id.h: $(BUILD)/guest/python.wasm
 	@mkdir -p $(dir $@)
 	echo "#define CAPSULE_GUEST_BUILD_ID \"$$(sha256sum $< | cut -c1-64)\"" > $@
 
-$(BUILD)/runtime/python.o: $(BUILD)/runtime/python.c $(GENERATED_FLAGS)
+$(RUNTIME_OBJECTS): $(BUILD)/runtime/python-%.o: $(BUILD)/runtime/python-%.c $(BUILD)/runtime/python-parts.h $(GENERATED_FLAGS)
 	$(CC) $(GENERATED_CFLAGS) $(PIC) -c $< -o $@
 
-$(BUILD)/runtime/python-checked.o: $(BUILD)/runtime/python.c
+$(RUNTIME_CHECKED_OBJECTS): $(BUILD)/runtime/python-checked-%.o: $(BUILD)/runtime/python-%.c $(BUILD)/runtime/python-parts.h
 	$(CC) $(GENERATED_CFLAGS) $(CHECKED_DEFINES) -c $< -o $@
 
 $(BUILD)/obj/%.o: %.c $(HEADERS) $(BUILD)/runtime/python.h $(BUILD)/runtime/build_id.h $(RELEASE_FLAGS)
@@ -132,7 +157,7 @@ $(BUILD)/obj/wasm-rt-impl.o: $(WASM2C_RUNTIME)/wasm-rt-impl.c $(RELEASE_FLAGS)
 	@mkdir -p $(dir $@)
 	$(CC) -O2 $(PIC) -D_FORTIFY_SOURCE=2 -I$(WASM2C_RUNTIME) -c $< -o $@
 
-$(BUILD)/capsule: $(patsubst %.c,$(BUILD)/obj/%.o,$(LIBRARY_SOURCES) $(CLI_SOURCES)) $(BUILD)/obj/wasm-rt-impl.o $(BUILD)/runtime/python.o
+$(BUILD)/capsule: $(patsubst %.c,$(BUILD)/obj/%.o,$(LIBRARY_SOURCES) $(CLI_SOURCES)) $(BUILD)/obj/wasm-rt-impl.o $(RUNTIME_OBJECTS)
 	$(CC) $(LINK_HARDENING) -o $@ $(filter %.o,$^) $(LDLIBS)
 
 # --- sanitizer build of the host code (tests) ------------------------------
@@ -144,7 +169,7 @@ $(BUILD)/asan/wasm-rt-impl.o: $(WASM2C_RUNTIME)/wasm-rt-impl.c
 	@mkdir -p $(dir $@)
 	$(CC) -O2 $(SANITIZE) $(CHECKED_DEFINES) -I$(WASM2C_RUNTIME) -c $< -o $@
 
-$(BUILD)/capsule-asan: $(patsubst %.c,$(BUILD)/asan/%.o,$(LIBRARY_SOURCES) $(CLI_SOURCES)) $(BUILD)/asan/wasm-rt-impl.o $(BUILD)/runtime/python-checked.o
+$(BUILD)/capsule-asan: $(patsubst %.c,$(BUILD)/asan/%.o,$(LIBRARY_SOURCES) $(CLI_SOURCES)) $(BUILD)/asan/wasm-rt-impl.o $(RUNTIME_CHECKED_OBJECTS)
 	$(CC) $(SANITIZE) -o $@ $^ $(LDLIBS)
 
 # --- tests -------------------------------------------------------------------
@@ -161,7 +186,7 @@ $(BUILD)/test_requirement: tests/unit/test_requirement.c src/deps/requirement.c 
 	$(CC) $(CFLAGS) $(SANITIZE) -o $@ tests/unit/test_requirement.c src/deps/requirement.c -lcmocka
 
 # The API end to end, under ASan/UBSan with the bounds-checked guest.
-LIBRARY_ASAN_OBJECTS = $(patsubst %.c,$(BUILD)/asan/%.o,$(LIBRARY_SOURCES)) $(BUILD)/asan/wasm-rt-impl.o $(BUILD)/runtime/python-checked.o
+LIBRARY_ASAN_OBJECTS = $(patsubst %.c,$(BUILD)/asan/%.o,$(LIBRARY_SOURCES)) $(BUILD)/asan/wasm-rt-impl.o $(RUNTIME_CHECKED_OBJECTS)
 $(BUILD)/test_api: tests/api/test_api.c $(LIBRARY_ASAN_OBJECTS)
 	$(CC) $(CFLAGS) $(SANITIZE) -o $@ $< $(LIBRARY_ASAN_OBJECTS) -lcmocka $(LDLIBS)
 
@@ -228,10 +253,10 @@ regression-test: build
 # the user's ~/.local/state (docs/sessions.md).
 test integration-test interop-test python-test: export XDG_STATE_HOME := $(abspath $(BUILD))/test-state
 
-# Builds everything the tests need (two compilations of the generated C in
-# parallel), then runs the suites one after another.
+# Builds everything the tests need (JOBS compilations of the generated C's
+# parts at once), then runs the suites one after another.
 test: deps
-	$(MAKE) -j2 $(BUILD)/capsule $(BUILD)/capsule-asan $(BUILD)/stdlib.img $(BUILD)/asan/wasm-rt-impl.o
+	$(MAKE) -j$(JOBS) $(BUILD)/capsule $(BUILD)/capsule-asan $(BUILD)/stdlib.img $(BUILD)/asan/wasm-rt-impl.o
 	$(MAKE) library
 	$(MAKE) $(BUILD)/test_unit $(BUILD)/test_api $(BUILD)/test_snapshot $(BUILD)/test_requirement \
 	    $(BUILD)/test_durable $(BUILD)/test_jobs
@@ -309,7 +334,7 @@ fuzz: $(BUILD)/fuzz_wasi $(BUILD)/fuzz_packages $(BUILD)/fuzz_frames
 	    $(BUILD)/fuzz-frames-corpus tests/fuzz/seeds-frames
 
 # The isolation benchmark: the library API only, linked like the CLI.
-LIBRARY_OBJECTS = $(patsubst %.c,$(BUILD)/obj/%.o,$(LIBRARY_SOURCES)) $(BUILD)/obj/wasm-rt-impl.o $(BUILD)/runtime/python.o
+LIBRARY_OBJECTS = $(patsubst %.c,$(BUILD)/obj/%.o,$(LIBRARY_SOURCES)) $(BUILD)/obj/wasm-rt-impl.o $(RUNTIME_OBJECTS)
 $(BUILD)/bench_isolation: $(BUILD)/obj/bench/isolation.o $(LIBRARY_OBJECTS)
 	$(CC) -o $@ $^ $(LDLIBS)
 

@@ -3,7 +3,9 @@
 #
 # libxml2 is built without its HTTP and FTP clients (no network code in the
 # guest at all, whatever a document or resolver asks for), without threads
-# (the guest has none), dynamic modules, ICU, zlib and lzma.  libxslt keeps
+# (the guest has none), dynamic modules, ICU and lzma.  zlib is the guest's
+# own (build-python.sh's libz.a, which Pillow and CPython's zlib use too):
+# libxml2 then reads and writes gzip-compressed documents.  libxslt keeps
 # its profiler (lxml's C declares xsltGetProfileInformation) but no crypto
 # (libgcrypt) and no plugins (dlopen).  lxml's tarball ships Cython's
 # generated C (etree.c, objectify.c); the other modules lxml compiles with
@@ -15,9 +17,15 @@ lxml_src=$(fetch_source lxml 'lxml-4.*')
 
 if ext_begin lxml; then
     rm -f "$deps/lib/libxml2.a" "$deps/lib/libxslt.a" "$deps/lib/libexslt.a"
+    # With zlib, libxml2 opens "-" as gzdopen(dup(fileno(stdin))); WASI has
+    # no dup, so here it fails (EBADF), gzdopen(-1) gives NULL and libxml2
+    # falls back to its plain stdin reader.
+    printf '#include <errno.h>\nstatic inline int dup(int fd) { (void)fd; errno = EBADF; return -1; }\n' \
+        > "$ext_dir/libxml2-nodup.h"
     ext_configure libxml2 "$libxml2_src" --without-threads --without-http --without-ftp \
-        --without-python --without-zlib --without-lzma --without-modules --without-icu \
-        --without-debug --without-history
+        --without-python --with-zlib="$deps" --without-lzma --without-modules --without-icu \
+        --without-debug --without-history \
+        "CPPFLAGS=-I$deps/include -include $ext_dir/libxml2-nodup.h"
     ext_make libxml2 libxml2.la
     ext_make libxml2 install-libLTLIBRARIES install-binSCRIPTS
     ext_make libxml2/include install
@@ -30,7 +38,7 @@ if ext_begin lxml; then
         -I$lxml_src/src/lxml/includes -I$lxml_src/src/lxml -Wno-incompatible-pointer-types \
         -Wno-deprecated-declarations" \
         "$lxml_src/src/lxml/etree.c" "$lxml_src/src/lxml/objectify.c"
-    ext_archive lxml exslt xslt xml2
+    ext_archive lxml exslt xslt xml2 z
     ext_register lxml.etree PyInit_etree
     ext_register lxml.objectify PyInit_objectify
     ext_end lxml
