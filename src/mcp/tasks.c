@@ -678,6 +678,25 @@ static int view_task(mcp_server *server, const char *principal, const char *task
     return rc == CAP_OK || rc == CAP_EINVAL ? 0 : -1;
 }
 
+/* Answers a legacy tasks request whose task could not be read (the store
+ * failed: `failed`, with `error`) or is not the client's to see: 1 when it
+ * did, 0 when `view` holds the task. */
+static int unviewable(const reply *to, const cJSON *id, int failed, const task_view *view,
+                      const char *error) {
+    if (failed) {
+        char message[CAP_ERROR_SIZE + 64];
+        snprintf(message, sizeof message, "internal error: the store could not be read: %s", error);
+        mcp_send_error(to, id, RPC_INTERNAL_ERROR, message);
+        return 1;
+    }
+    if (!view->found) {
+        mcp_send_error(to, id, RPC_INVALID_PARAMS,
+                       "invalid params: no such task (unknown, expired, or not this client's)");
+        return 1;
+    }
+    return 0;
+}
+
 /* tasks/result (2025-11-25): waits until the task ends, then answers what
  * the call itself would have: its result (with the related-task _meta), or
  * its JSON-RPC error.  The wait ends early when the request is cancelled or
@@ -724,13 +743,8 @@ static void legacy_task_result(mcp_server *server, mcp_client *client, const cJS
         }
     int cancelled = waiter.cancelled;
     pthread_mutex_unlock(&server->lock);
-    if (failed) {
-        char message[CAP_ERROR_SIZE + 64];
-        snprintf(message, sizeof message, "internal error: the store could not be read: %s", error);
-        mcp_send_error(to, id, RPC_INTERNAL_ERROR, message);
-    } else if (!view.found) {
-        mcp_send_error(to, id, RPC_INVALID_PARAMS,
-                       "invalid params: no such task (unknown, expired, or not this client's)");
+    if (unviewable(to, id, failed, &view, error)) {
+        /* answered */
     } else if (cancelled) {
         /* notifications/cancelled: no response, as the specification asks. */
     } else if (strcmp(view.status, "working") == 0) {
@@ -816,17 +830,10 @@ void mcp_legacy_task_method(mcp_server *server, mcp_client *client, const cJSON 
     }
     task_view view;
     char error[CAP_ERROR_SIZE] = "";
-    if (view_task(server, client->principal, task_id, &view, error) != 0) {
-        char message[CAP_ERROR_SIZE + 64];
-        snprintf(message, sizeof message, "internal error: the store could not be read: %s", error);
-        mcp_send_error(to, id, RPC_INTERNAL_ERROR, message);
-    } else if (!view.found) {
-        mcp_send_error(to, id, RPC_INVALID_PARAMS,
-                       "invalid params: no such task (unknown, expired, or not this client's)");
-    } else {
+    int failed = view_task(server, client->principal, task_id, &view, error) != 0;
+    if (!unviewable(to, id, failed, &view, error))
         mcp_send_result(
             to, id,
             legacy_task(task_id, view.status, view.message, view.created_ms, view.updated_ms));
-    }
     task_view_clear(&view);
 }
