@@ -5,6 +5,8 @@
  */
 #include "server_internal.h"
 
+#include "../sandbox/buffer.h"
+
 #include "../help/describe.h" /* describe_read_program: the session reads the file */
 #include "../help/describe_media.h"
 #include "describe_client.h"
@@ -53,7 +55,7 @@ static unsigned char *read_for_describe(mcp_server *server, mcp_client *client,
     const cJSON *encoded = cJSON_GetObjectItemCaseSensitive(structured, "base64");
     const cJSON *too_large = cJSON_GetObjectItemCaseSensitive(structured, "size");
     const cJSON *refused = cJSON_GetObjectItemCaseSensitive(structured, "error");
-    unsigned char *data = cJSON_IsString(encoded) ? mcp_base64_decode(encoded->valuestring, size)
+    unsigned char *data = cJSON_IsString(encoded) ? base64_decode(encoded->valuestring, size)
                                                   : NULL;
     if (!data) {
         char error[CAP_ERROR_SIZE];

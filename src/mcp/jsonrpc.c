@@ -167,38 +167,3 @@ void mcp_append_escaped(text *out, const char *body, size_t size, const char *ta
         }
     }
 }
-
-static int base64_value(int c) {
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
-    if (c == '+' || c == '-') return 62;
-    if (c == '/' || c == '_') return 63;
-    return -1;
-}
-
-/* NULL if `in` is not base64. */
-unsigned char *mcp_base64_decode(const char *in, size_t *size) {
-    size_t length = strlen(in);
-    unsigned char *out = malloc(length / 4 * 3 + 3);
-    if (!out) return NULL;
-    uint32_t accumulator = 0;
-    int bits = 0;
-    size_t o = 0;
-    for (size_t i = 0; i < length; i++) {
-        if (in[i] == '=' || in[i] == '\n' || in[i] == '\r') continue;
-        int v = base64_value((unsigned char)in[i]);
-        if (v < 0) {
-            free(out);
-            return NULL;
-        }
-        accumulator = (accumulator << 6) | (uint32_t)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            out[o++] = (unsigned char)(accumulator >> bits);
-        }
-    }
-    *size = o;
-    return out;
-}

@@ -75,7 +75,7 @@ static cJSON *verify_state(const mcp_server *server, const char *state) {
     if (!dot || dot == state) return NULL;
     unsigned char mac[32];
     size_t given_size = 0;
-    unsigned char *given = mcp_base64_decode(dot + 1, &given_size);
+    unsigned char *given = base64_decode(dot + 1, &given_size);
     int valid = given && given_size == sizeof mac &&
                 state_mac(server, state, (size_t)(dot - state), mac) == 0 &&
                 CRYPTO_memcmp(mac, given, sizeof mac) == 0;
@@ -83,7 +83,7 @@ static cJSON *verify_state(const mcp_server *server, const char *state) {
     if (!valid) return NULL;
     char *encoded = strndup(state, (size_t)(dot - state));
     size_t size = 0;
-    unsigned char *json = encoded ? mcp_base64_decode(encoded, &size) : NULL;
+    unsigned char *json = encoded ? base64_decode(encoded, &size) : NULL;
     free(encoded);
     cJSON *payload = json ? cJSON_ParseWithLength((const char *)json, size) : NULL;
     free(json);

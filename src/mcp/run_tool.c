@@ -132,7 +132,7 @@ static int decode_files(const cJSON *files, cap_file *out, size_t *count, char *
         cap_file *f = &out[(*count)++];
         f->path = path;
         if (encoding && strcmp(encoding, "base64") == 0) {
-            f->data = mcp_base64_decode(content, &f->size);
+            f->data = base64_decode(content, &f->size);
             if (!f->data) {
                 snprintf(message, CAP_ERROR_SIZE, "file %.100s: content is not base64", path);
                 return -1;

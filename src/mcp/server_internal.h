@@ -221,7 +221,6 @@ void mcp_text_append(text *t, const char *data, size_t size);
 void mcp_text_append_string(text *t, const char *s);
 char *mcp_unscope(const char *message, const char *scoped, const char *name);
 void mcp_append_escaped(text *out, const char *body, size_t size, const char *tag);
-unsigned char *mcp_base64_decode(const char *in, size_t *size);
 
 /* run_tool.c */
 int mcp_level_index(const char *name);

@@ -1,6 +1,6 @@
 /*
  * buffer.h — a growable byte buffer, UTF-8 repair for text that came from
- * the guest (which may write any bytes), and base64 for bytes sent as JSON.
+ * the guest (which may write any bytes), and base64 for bytes kept as JSON.
  */
 #ifndef CAP_BUFFER_H
 #define CAP_BUFFER_H
@@ -23,5 +23,10 @@ char *utf8_sanitize(const char *data, size_t size);
 /* `data` in standard base64 (RFC 4648, padded), NUL-terminated: malloc'd,
  * NULL when out of memory. */
 char *base64_encode(const unsigned char *data, size_t size);
+
+/* The bytes of base64 text `in` (standard or URL-safe alphabet, padding
+ * and line breaks skipped) into *size: malloc'd, NULL when `in` is not
+ * base64 or out of memory. */
+unsigned char *base64_decode(const char *in, size_t *size);
 
 #endif

@@ -36,7 +36,6 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -400,13 +399,8 @@ static char *network_step_value(int32_t rc, const buffer *body, const char *mess
     cJSON *value = cJSON_CreateObject();
     if (!value) return NULL;
     if (rc == 0) {
-        char *text = malloc(4 * ((body->size + 2) / 3) + 1);
-        if (!text) {
-            cJSON_Delete(value);
-            return NULL;
-        }
-        EVP_EncodeBlock((unsigned char *)text, (const unsigned char *)body->data, (int)body->size);
-        int added = cJSON_AddStringToObject(value, "base64", text) != NULL;
+        char *text = base64_encode((const unsigned char *)body->data, body->size);
+        int added = text && cJSON_AddStringToObject(value, "base64", text) != NULL;
         free(text);
         if (!added) {
             cJSON_Delete(value);
@@ -416,7 +410,7 @@ static char *network_step_value(int32_t rc, const buffer *body, const char *mess
         cJSON_AddNumberToObject(value, "errno", -rc);
         cJSON_AddStringToObject(value, "message", message);
     }
-    char *json = value ? cJSON_PrintUnformatted(value) : NULL;
+    char *json = cJSON_PrintUnformatted(value);
     cJSON_Delete(value);
     return json;
 }
@@ -427,17 +421,13 @@ static void reply_stored_fetch(int fd, const char *json) {
     const cJSON *base64 = cJSON_GetObjectItemCaseSensitive(value, "base64");
     const cJSON *number = cJSON_GetObjectItemCaseSensitive(value, "errno");
     const cJSON *message = cJSON_GetObjectItemCaseSensitive(value, "message");
-    if (cJSON_IsString(base64)) {
-        size_t length = strlen(base64->valuestring);
-        unsigned char *bytes = malloc(length / 4 * 3 + 1);
-        int size = bytes ? EVP_DecodeBlock(bytes, (const unsigned char *)base64->valuestring,
-                                           (int)length)
-                         : -1;
-        /* EVP_DecodeBlock counts the padding's zero bytes too. */
-        for (size_t i = length; size > 0 && i > 0 && base64->valuestring[i - 1] == '='; i--) size--;
-        if (size >= 0) sandbox_fetch_reply(fd, 0, bytes, (size_t)size, "");
-        else sandbox_fetch_reply(fd, -EIO, NULL, 0, "the stored response is damaged");
+    size_t size = 0;
+    unsigned char *bytes = cJSON_IsString(base64) ? base64_decode(base64->valuestring, &size) : NULL;
+    if (bytes) {
+        sandbox_fetch_reply(fd, 0, bytes, size, "");
         free(bytes);
+    } else if (cJSON_IsString(base64)) {
+        sandbox_fetch_reply(fd, -EIO, NULL, 0, "the stored response is damaged");
     } else if (cJSON_IsNumber(number) && number->valuedouble >= 1 && number->valuedouble < 4096) {
         sandbox_fetch_reply(fd, -(int32_t)number->valuedouble, NULL, 0,
                             cJSON_IsString(message) ? message->valuestring : "fetch failed");
@@ -559,8 +549,8 @@ static void finish_attempt(job_runners *runners, job_attempt *attempt, int rc,
      * (timeout + 60 s) ran out. */
     for (int tries = 0; tries < 8; tries++) {
         if (tries) {
-            struct timespec pause = {0, (long)(250 << (tries < 3 ? tries : 3)) * 1000000L};
-            while (pause.tv_nsec >= 1000000000L) pause.tv_sec++, pause.tv_nsec -= 1000000000L;
+            long ms = 250L << (tries < 3 ? tries : 3); /* 0.5, 1, then 2 s */
+            struct timespec pause = {ms / 1000, ms % 1000 * 1000000L};
             nanosleep(&pause, NULL);
         }
         pthread_mutex_lock(&config->store_lock);

@@ -2430,7 +2430,7 @@ static void test_image_writer_round_trip(void **state) {
 
 /* --- base64 and hot pages (buffer.c, hot_pages.c) ----------------------------------- */
 
-static void test_base64_encode(void **state) {
+static void test_base64_round_trip(void **state) {
     (void)state;
     static const struct {
         const char *in, *out;
@@ -2442,7 +2442,22 @@ static void test_base64_encode(void **state) {
         assert_non_null(encoded);
         assert_string_equal(encoded, cases[i].out);
         free(encoded);
+        size_t decoded_size = 99;
+        unsigned char *decoded = base64_decode(cases[i].out, &decoded_size);
+        assert_non_null(decoded);
+        assert_int_equal(decoded_size, size);
+        assert_memory_equal(decoded, cases[i].in, size);
+        free(decoded);
     }
+    /* The URL-safe alphabet and line breaks are read too; other bytes are not base64. */
+    size_t size;
+    unsigned char *decoded = base64_decode("_-4A\n", &size);
+    assert_non_null(decoded);
+    assert_int_equal(size, 3);
+    assert_memory_equal(decoded, "\xff\xee\x00", 3);
+    free(decoded);
+    assert_null(base64_decode("Zm9v!", &size));
+    assert_null(base64_decode("Zm 9v", &size));
 }
 
 static void test_hot_pages_valid(void **state) {
@@ -2588,7 +2603,7 @@ int main(void) {
         cmocka_unit_test(test_utf8_valid_unchanged),
         cmocka_unit_test(test_utf8_invalid_replaced),
         cmocka_unit_test(test_buffer_append),
-        cmocka_unit_test(test_base64_encode),
+        cmocka_unit_test(test_base64_round_trip),
         cmocka_unit_test(test_hot_pages_valid),
         cmocka_unit_test(test_hot_pages_scan_and_prefault),
         cmocka_unit_test(test_image_writer_round_trip),
