@@ -22,23 +22,21 @@ int sandbox_session_was_evicted(const cap_sandbox *sandbox, const char *id) {
     return 0;
 }
 
-void sandbox_session_remove(cap_sandbox *sandbox, int index, int evicted) {
-    session *s = &sandbox->sessions[index];
-    sandbox_worker_discard(&s->worker);
-    sandbox_durable_pages_free(&s->pages);
-    /* A durable session is parked, not lost: its next call restores it. */
-    if (sandbox->config->store) sandbox_durable_park(sandbox, s->id, !evicted);
-    else if (evicted) remember_evicted(sandbox, s->id);
-    free(s->id);
-    sandbox->sessions[index] = sandbox->sessions[--sandbox->session_count];
-}
-
 void sandbox_session_forget(cap_sandbox *sandbox, int index) {
     session *s = &sandbox->sessions[index];
     sandbox_worker_discard(&s->worker);
     sandbox_durable_pages_free(&s->pages);
     free(s->id);
     sandbox->sessions[index] = sandbox->sessions[--sandbox->session_count];
+}
+
+void sandbox_session_remove(cap_sandbox *sandbox, int index, int evicted) {
+    session *s = &sandbox->sessions[index];
+    sandbox_worker_discard(&s->worker); /* gone before the store says parked */
+    /* A durable session is parked, not lost: its next call restores it. */
+    if (sandbox->config->store) sandbox_durable_park(sandbox, s->id, !evicted);
+    else if (evicted) remember_evicted(sandbox, s->id);
+    sandbox_session_forget(sandbox, index);
 }
 
 void sandbox_sessions_drop_parked(cap_sandbox *sandbox) {

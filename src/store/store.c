@@ -1435,7 +1435,6 @@ static int snapshot_prepare(const store_snapshot_data *snapshot, uint8_t **hashe
 
 static const char session_status_select[] = "SELECT status FROM sessions WHERE id = $1";
 
-
 /* The third column as text (call_epochs_select's owner). */
 static int collect_owner(void *context, const store_value *columns, int count, char *error) {
     (void)error;
