@@ -4,6 +4,9 @@
  * error, nothing is committed, the host does not crash (ASan/UBSan), and the
  * store stays usable.
  *
+ * Also the hot-page lists a worker reports ('M', hot_pages.h): only one
+ * asked for, well formed and bounded is kept for the next spawns.
+ *
  * No guest runs here: a thread plays the worker on one end of a socketpair
  * and answers the host's snapshot request ('K', durable.h) with bytes chosen
  * to break one rule each.  The store is real SQLite in a temporary
@@ -24,6 +27,7 @@
 
 #include "../../src/sandbox/durable.h"
 #include "../../src/sandbox/frame.h"
+#include "../../src/sandbox/hot_pages.h"
 #include "../../src/sandbox/sandbox.h"
 
 #define BASE_PAGES (320u * DURABLE_PER_WASM_PAGE)
@@ -244,11 +248,59 @@ static void tasks_through_the_library(void **state) {
     cap_config_free(plain);
 }
 
+/* A worker's 'M' frame is a hint for the next spawns: the parent keeps a
+ * list only when it asked for one in this run, only a well-formed one
+ * (whole uint32 indices, strictly increasing, at most HOT_PAGES_MAX), and
+ * only the first; anything else changes nothing and the run goes on. */
+static void hot_page_lists_from_a_hostile_worker(void **state) {
+    (void)state;
+    cap_result result = {0};
+    cap_sandbox local = {.config = config};
+    sandbox_exchange run = {.sandbox = &local, .phase = SANDBOX_PHASE_RUN, .fd = -1,
+                            .result = &result};
+    uint32_t good[] = {3, 4, 90}, other[] = {7}, repeated[] = {5, 5}, decreasing[] = {9, 2};
+    /* Not asked for. */
+    assert_int_equal(sandbox_dispatch_frame(&run, 'M', (const char *)good, sizeof good),
+                     SANDBOX_CONTINUE);
+    assert_int_equal(local.hot_pages.size, 0);
+    /* Asked, but malformed: each refused. */
+    run.report_pages = 1;
+    const struct {
+        const void *data;
+        size_t size;
+    } bad[] = {{repeated, sizeof repeated}, {decreasing, sizeof decreasing}, {good, 5}};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        assert_int_equal(sandbox_dispatch_frame(&run, 'M', bad[i].data, bad[i].size),
+                         SANDBOX_CONTINUE);
+        assert_int_equal(local.hot_pages.size, 0);
+    }
+    size_t too_many = (HOT_PAGES_MAX + 1) * sizeof(uint32_t);
+    uint32_t *many = malloc(too_many);
+    assert_non_null(many);
+    for (uint32_t i = 0; i <= HOT_PAGES_MAX; i++) many[i] = i;
+    assert_int_equal(sandbox_dispatch_frame(&run, 'M', (const char *)many, too_many),
+                     SANDBOX_CONTINUE);
+    assert_int_equal(local.hot_pages.size, 0);
+    free(many);
+    /* Asked and well formed: kept, exactly; a second list in the run is not. */
+    assert_int_equal(sandbox_dispatch_frame(&run, 'M', (const char *)good, sizeof good),
+                     SANDBOX_CONTINUE);
+    assert_int_equal(local.hot_pages.size, sizeof good);
+    assert_memory_equal(local.hot_pages.data, good, sizeof good);
+    assert_int_equal(sandbox_dispatch_frame(&run, 'M', (const char *)other, sizeof other),
+                     SANDBOX_CONTINUE);
+    assert_int_equal(local.hot_pages.size, sizeof good);
+    assert_memory_equal(local.hot_pages.data, good, sizeof good);
+    assert_int_equal(result.status, 0); /* the run was not stopped */
+    buffer_free(&local.hot_pages);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(a_well_formed_snapshot_is_committed),
         cmocka_unit_test(malformed_snapshots_are_refused),
         cmocka_unit_test(tasks_through_the_library),
+        cmocka_unit_test(hot_page_lists_from_a_hostile_worker),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

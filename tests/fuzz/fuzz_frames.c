@@ -179,7 +179,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (!payload) return 0;
     memcpy(payload, data + 1, n);
     payload[n] = '\0';
-    static const char types[7] = {'R', 'A', 'H', 'W', 'F', 'D', 'C'};
+    static const char types[8] = {'R', 'A', 'H', 'W', 'F', 'D', 'C', 'M'};
     cap_result *result = calloc(1, sizeof *result);
     cap_run_options options = {0};
     cap_sandbox sandbox = {.config = fuzz_config};
@@ -189,8 +189,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                                  .options = &options,
                                  .result = result,
                                  .deadline = sandbox_now_seconds() + 1,
-                                 .max_output = 1 << 20};
-    if (result) sandbox_dispatch_frame(&exchange, types[data[0] % 7], payload, n);
+                                 .max_output = 1 << 20,
+                                 .report_pages = (data[0] >> 3) & 1}; /* 'M' asked or not */
+    if (result) sandbox_dispatch_frame(&exchange, types[data[0] % 8], payload, n);
+    buffer_free(&sandbox.hot_pages);
     buffer_free(&exchange.out);
     buffer_free(&exchange.err);
     if (result) cap_result_free(result);
