@@ -77,14 +77,38 @@ def kill(server):
     server.process.wait(timeout=30)
 
 
-def sql(query):
-    """One value from the test database, read with psql as its owner."""
+DATABASE = "capsule"  # the test's own (own_database), in the server with-postgres.sh started
+
+
+def sql(query, database=None):
+    """One value from the test's database, read with psql as its owner."""
     psql = sorted(Path("/usr/lib/postgresql").glob("*/bin/psql"))[-1]
     prefix = [] if os.getuid() else ["runuser", "-u", "capsule-test", "--"]
     out = subprocess.run([*prefix, str(psql), "-X", "-A", "-t", "-h", POSTGRES_DIR, "-U", "capsule",
-                          "-d", "capsule", "-c", query], capture_output=True, text=True,
+                          "-d", database or DATABASE, "-c", query], capture_output=True, text=True,
                          timeout=30, check=True)
     return out.stdout.strip()
+
+
+@pytest.fixture(autouse=True)
+def own_database():
+    """Each test gets a database of its own in the shared server: the nodes'
+    job runners claim every due job of their database, and the jobs earlier
+    tests left there (test_jobs.py's and this file's: sleeping, retrying,
+    waiting for events) would run before, or instead of, this test's."""
+    global POSTGRES, DATABASE
+    if not POSTGRES:
+        yield
+        return
+    shared_url, shared_database = POSTGRES, DATABASE
+    DATABASE = f"scale_out_{os.getpid()}_{time.monotonic_ns()}"
+    sql(f"CREATE DATABASE {DATABASE}", database=shared_database)
+    POSTGRES = shared_url.replace(f"/{shared_database}?", f"/{DATABASE}?", 1)
+    assert POSTGRES != shared_url, shared_url
+    try:
+        yield
+    finally:
+        POSTGRES, DATABASE = shared_url, shared_database
 
 
 def owner(session):
