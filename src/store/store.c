@@ -263,6 +263,19 @@ static const char sweep_sessions[] =
     "UPDATE sessions SET status = 'parked', owner = NULL"
     " WHERE status = 'live' AND (owner IS NULL OR owner <> $1) AND NOT EXISTS"
     " (SELECT 1 FROM nodes WHERE nodes.id = sessions.owner AND nodes.lease_expires_at >= $2)";
+/* On PostgreSQL the rows are locked first, and sweep_sessions is a
+ * statement of its own after: an UPDATE that waits for a row a claimer has
+ * just changed re-checks only the row's own columns against the new
+ * version, keeping its first verdict on the nodes table (the NOT EXISTS is
+ * planned as an anti-join).  So a session claimed by a live node while the
+ * sweep waited, its old owner dead, was parked under the new owner.  After
+ * the lock the UPDATE's snapshot includes the claim (store_session_claim
+ * does the same). */
+static const char sweep_sessions_lock[] =
+    "SELECT 1 FROM sessions"
+    " WHERE status = 'live' AND (owner IS NULL OR owner <> $1) AND NOT EXISTS"
+    " (SELECT 1 FROM nodes WHERE nodes.id = sessions.owner AND nodes.lease_expires_at >= $2)"
+    " ORDER BY id FOR UPDATE OF sessions";
 static const char sweep_nodes[] = "DELETE FROM nodes WHERE id <> $1 AND lease_expires_at < $2";
 /* This node's own, when it finds its lease lost. */
 static const char own_calls_interrupt[] =
@@ -279,6 +292,9 @@ static int sweep_in_transaction(store *store, int64_t alive_since, int64_t *call
     integers swept = {0};
     int result = RUN(store, sweep_calls, collect_integers, &swept, error, INTEGER(now),
                      TEXT(store->node), INTEGER(alive_since));
+    if (result == CAP_OK && store->backend->row_locks)
+        result = RUN(store, sweep_sessions_lock, NULL, NULL, error, TEXT(store->node),
+                     INTEGER(alive_since));
     if (result == CAP_OK)
         result = RUN(store, sweep_sessions, NULL, NULL, error, TEXT(store->node),
                      INTEGER(alive_since));

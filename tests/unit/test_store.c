@@ -25,6 +25,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libpq-fe.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -2405,6 +2406,62 @@ static void count_parked(void *context, const char *id) {
  * channel; the owner parks an idle session at once and a busy one only
  * after its call; a claim clears the request; the old owner cannot park a
  * session that moved on. */
+/* A node's sweep that waits for a session row another node is claiming
+ * (its old owner dead) must see the claim: the session stays the claimer's.
+ * The claim is held open on a connection of the test's own; the sweep runs
+ * in a thread and waits for it.  An UPDATE that re-checked only the row
+ * against the new version parked the just-claimed session here. */
+typedef struct sweeper {
+    store *store;
+    int result;
+} sweeper;
+
+static void *sweep_in_thread(void *argument) {
+    sweeper *s = argument;
+    s->result = store_renew(s->store, NULL, NULL);
+    return NULL;
+}
+
+static void test_postgres_sweep_waiting_for_a_claim_keeps_it(void **state) {
+    fixture *f = *state;
+    char error[CAP_ERROR_SIZE] = "";
+    store *dead = open_store(f);
+    store *claimer = open_store(f);
+    sweeper other = {open_store(f), -1};
+    assert_int_equal(store_session_create(dead, "moving", "", 0, error), CAP_OK);
+    char sql[512];
+    /* The first node's lease ends (an open or a renewal would sweep). */
+    snprintf(sql, sizeof sql, "UPDATE nodes SET lease_expires_at = 0 WHERE id = '%s'",
+             store_node(dead));
+    database_sql(f->url, sql, NULL, 0);
+    PGconn *claim = PQconnectdb(f->url);
+    assert_int_equal(PQstatus(claim), CONNECTION_OK);
+    snprintf(sql, sizeof sql,
+             "BEGIN; SELECT 1 FROM sessions WHERE id = 'moving' FOR UPDATE; "
+             "UPDATE sessions SET status = 'live', owner = '%s', epoch = epoch + 1 "
+             "WHERE id = 'moving'", store_node(claimer));
+    PGresult *result = PQexec(claim, sql);
+    assert_int_equal(PQresultStatus(result), PGRES_COMMAND_OK);
+    PQclear(result);
+    pthread_t thread;
+    assert_int_equal(pthread_create(&thread, NULL, sweep_in_thread, &other), 0);
+    struct timespec pause = {0, 300 * 1000000}; /* the sweep is waiting for the row by then */
+    nanosleep(&pause, NULL);
+    result = PQexec(claim, "COMMIT");
+    assert_int_equal(PQresultStatus(result), PGRES_COMMAND_OK);
+    PQclear(result);
+    pthread_join(thread, NULL);
+    assert_int_equal(other.result, CAP_OK);
+    store_session session;
+    assert_int_equal(store_session_get(claimer, "moving", &session, error), CAP_OK);
+    assert_int_equal(session.status, STORE_SESSION_LIVE);
+    assert_string_equal(session.owner, store_node(claimer));
+    PQfinish(claim);
+    store_close(other.store);
+    store_close(claimer);
+    store_close(dead);
+}
+
 static void test_postgres_park_requests(void **state) {
     fixture *f = *state;
     store *a = open_store(f), *b = NULL;
@@ -2850,6 +2907,7 @@ int main(void) {
         TEST(test_postgres_concurrent_first_opens),
         TEST(test_postgres_two_nodes_race_for_an_expired_lease),
         TEST(test_postgres_park_requests),
+        TEST(test_postgres_sweep_waiting_for_a_claim_keeps_it),
     };
     size_t common_count = sizeof common / sizeof *common;
     struct CMUnitTest tests[64];
