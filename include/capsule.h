@@ -157,8 +157,8 @@ int cap_config_set_start_cache(cap_config *config, const char *host_directory, c
 int cap_config_set_pool_size(cap_config *config, int workers, char *error);
 
 /* Sessions: at most `max_sessions` live at once (default 8; the least
- * recently used is evicted), each ended after `idle_seconds` unused
- * (default 600). */
+ * recently used is evicted; -1 keeps the current number), each ended (with
+ * a store: parked) after `idle_seconds` unused (default 600). */
 int cap_config_set_sessions(cap_config *config, int max_sessions, double idle_seconds,
                             char *error);
 
@@ -406,6 +406,15 @@ int cap_config_mcp_server_names(const cap_config *config, char *out, size_t size
 
 int cap_sandbox_new(cap_config *config, cap_sandbox **out, char *error);
 void cap_sandbox_free(cap_sandbox *sandbox);
+/* Housekeeping between runs, which a run also does first: parks (or, without
+ * a store, ends) the sessions idle longer than the idle timeout, and stops
+ * the workers of sessions this node parked because another node asked for
+ * them.  A program whose sandboxes may sit idle for long (a server) calls
+ * it about once a second for each sandbox not running, from a thread that
+ * does not run that sandbox at the same time, so that idle workers do not
+ * hold their memory until the next call.  Returns how many session workers
+ * it stopped. */
+int cap_sandbox_tidy(cap_sandbox *sandbox);
 
 typedef struct cap_run_options {
     const char *filename;     /* shown in tracebacks; default "main.py" */

@@ -29,6 +29,9 @@ const char serve_options_usage[] =
     "                       client reaches only the sessions its token created\n"
     "                       (or one token in the CAPSULE_TOKEN environment variable)\n"
     "  --no-store           sessions live only in memory (no default store)\n"
+    "  --session-idle SECONDS\n"
+    "                       a session unused this long is parked (its worker stops; its\n"
+    "                       next call restores it) or, with --no-store, ended (default 600)\n"
     "  --job-runners N      threads running durable jobs from the store (default 1; 0: none)\n"
     "  --job-poll SECONDS   how often an idle runner looks for due jobs (default 0.5; it is\n"
     "                       woken at once by submits here and, on PostgreSQL, anywhere)\n"
@@ -118,6 +121,7 @@ int command_serve(int argc, char **argv) {
                           strcmp(arg, "--allow-origin") == 0 || strcmp(arg, "--job-runners") == 0 ||
                           strcmp(arg, "--job-poll") == 0 || strcmp(arg, "--job-queue-limit") == 0 ||
                           strcmp(arg, "--job-retention") == 0 ||
+                          strcmp(arg, "--session-idle") == 0 ||
                           strcmp(arg, "--max-connections") == 0 ||
                           strcmp(arg, "--max-connections-per-address") == 0;
         if (takes_value && !value) {
@@ -157,6 +161,17 @@ int command_serve(int argc, char **argv) {
             if (*end || cap_config_set_job_retention(config, seconds, error) != CAP_OK) {
                 fprintf(stderr, "capsule: --job-retention wants seconds, more than 0 and "
                                 "at most 10 years\n");
+                status = EXIT_USAGE;
+            }
+            i++;
+        } else if (strcmp(arg, "--session-idle") == 0) {
+            char *end;
+            double seconds = strtod(value, &end);
+            char error[CAP_ERROR_SIZE];
+            if (*end || !(seconds >= 0.1 && seconds <= 86400 * 365) ||
+                cap_config_set_sessions(config, -1, seconds, error) !=
+                    CAP_OK) {
+                fprintf(stderr, "capsule: --session-idle wants seconds from 0.1 to a year\n");
                 status = EXIT_USAGE;
             }
             i++;

@@ -12,10 +12,61 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <time.h>
 
 static const char *const protocol_versions[] = {"2025-11-25", "2025-06-18", "2025-03-26"};
 
 /* --- the pool ---------------------------------------------------------------- */
+
+/* How often idle sandboxes are tidied: a parked or idle-expired session's
+ * worker stops within about this long even when no call comes. */
+#define TIDY_INTERVAL_MS 1000
+
+/* The tidier thread: every TIDY_INTERVAL_MS, each sandbox no call is using
+ * is taken like a call takes it (marked busy, so no call runs it at the
+ * same time) and given cap_sandbox_tidy: sessions idle past the timeout are
+ * parked and the workers of sessions parked for another node stop, on a
+ * server that receives no calls too (a run does the same first, but only
+ * when one comes). */
+static void *tidy_sandboxes(void *argument) {
+    mcp_server *server = argument;
+    pthread_mutex_lock(&server->lock);
+    while (!server->tidier_stop) {
+        struct timespec wake;
+        clock_gettime(CLOCK_MONOTONIC, &wake);
+        wake.tv_nsec += (long)(TIDY_INTERVAL_MS % 1000) * 1000000;
+        wake.tv_sec += TIDY_INTERVAL_MS / 1000 + wake.tv_nsec / 1000000000;
+        wake.tv_nsec %= 1000000000;
+        while (!server->tidier_stop &&
+               pthread_cond_timedwait(&server->tidier_wake, &server->lock, &wake) == 0) {
+        }
+        for (int i = 0; i < server->slot_count && !server->tidier_stop; i++) {
+            if (server->slots[i].busy) continue;
+            server->slots[i].busy = 1;
+            pthread_mutex_unlock(&server->lock);
+            cap_sandbox_tidy(server->slots[i].sandbox);
+            pthread_mutex_lock(&server->lock);
+            server->slots[i].busy = 0;
+            pthread_cond_broadcast(&server->slot_freed);
+        }
+    }
+    pthread_mutex_unlock(&server->lock);
+    return NULL;
+}
+
+static void start_tidier(mcp_server *server) {
+    /* Without the thread the sandboxes are still tidied at each run. */
+    server->tidier_started = pthread_create(&server->tidier, NULL, tidy_sandboxes, server) == 0;
+}
+
+static void stop_tidier(mcp_server *server) {
+    pthread_mutex_lock(&server->lock);
+    server->tidier_stop = 1;
+    pthread_cond_broadcast(&server->tidier_wake);
+    pthread_mutex_unlock(&server->lock);
+    if (server->tidier_started) pthread_join(server->tidier, NULL);
+    server->tidier_started = 0;
+}
 
 int mcp_server_new(cap_config *config, const mcp_server_options *options, mcp_server **out,
                    char *error) {
@@ -29,6 +80,11 @@ int mcp_server_new(cap_config *config, const mcp_server_options *options, mcp_se
     pthread_mutex_init(&server->lock, NULL);
     pthread_cond_init(&server->slot_freed, NULL);
     pthread_cond_init(&server->task_ended, NULL);
+    pthread_condattr_t monotonic;
+    pthread_condattr_init(&monotonic);
+    pthread_condattr_setclock(&monotonic, CLOCK_MONOTONIC);
+    pthread_cond_init(&server->tidier_wake, &monotonic);
+    pthread_condattr_destroy(&monotonic);
     if (getrandom(server->state_key, sizeof server->state_key, 0) !=
         (ssize_t)sizeof server->state_key) {
         mcp_server_free(server);
@@ -49,17 +105,20 @@ int mcp_server_new(cap_config *config, const mcp_server_options *options, mcp_se
             return rc;
         }
     }
+    start_tidier(server);
     *out = server;
     return CAP_OK;
 }
 
 void mcp_server_free(mcp_server *server) {
     if (!server) return;
+    stop_tidier(server);
     mcp_stop_tasks(server);
     for (int i = 0; i < server->slot_count; i++) cap_sandbox_free(server->slots[i].sandbox);
     for (int i = 0; i < server->route_count; i++) free(server->routes[i].session);
     free(server->slots);
     OPENSSL_cleanse(server->state_key, sizeof server->state_key);
+    pthread_cond_destroy(&server->tidier_wake);
     pthread_cond_destroy(&server->task_ended);
     pthread_cond_destroy(&server->slot_freed);
     pthread_mutex_destroy(&server->lock);

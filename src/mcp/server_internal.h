@@ -139,6 +139,10 @@ struct mcp_server {
     /* For /metrics (mcp_server_metrics), under `lock`. */
     uint64_t runs[CAP_STATUS_CANCELLED + 1]; /* finished runs, by status */
     uint64_t runs_refused;                   /* every worker busy and the queue full */
+    /* The tidier (server.c): cap_sandbox_tidy on idle sandboxes. */
+    pthread_t tidier;
+    int tidier_started, tidier_stop;
+    pthread_cond_t tidier_wake; /* on CLOCK_MONOTONIC */
 };
 
 struct mcp_client {

@@ -196,17 +196,18 @@ int cap_config_set_pool_size(cap_config *config, int workers, char *error) {
 
 int cap_config_set_sessions(cap_config *config, int max_sessions, double idle_seconds,
                             char *error) {
-    if (!config || max_sessions < 0 || max_sessions > MAX_SESSIONS || !(idle_seconds > 0)) {
-        sandbox_set_error(error, "sessions: 0 to %d sessions, idle timeout above 0", MAX_SESSIONS);
+    if (!config || max_sessions < -1 || max_sessions > MAX_SESSIONS || !(idle_seconds > 0)) {
+        sandbox_set_error(error, "sessions: 0 to %d sessions (-1: unchanged), idle timeout above 0",
+                          MAX_SESSIONS);
         return CAP_EINVAL;
     }
-    config->max_sessions = max_sessions;
+    if (max_sessions >= 0) config->max_sessions = max_sessions;
     config->session_idle_seconds = idle_seconds;
     return CAP_OK;
 }
 
 /* The renewer's record of a session it parked: its sandbox drops the
- * worker at its next run (sandbox_sessions_drop_parked). */
+ * worker at its next run or tidy (cap_sandbox_tidy). */
 static void remember_parked(void *context, const char *id) {
     cap_config *config = context;
     pthread_mutex_lock(&config->parked_lock);

@@ -318,9 +318,7 @@ int cap_sandbox_run(cap_sandbox *sandbox, const char *code, size_t code_size,
     resolve_limits(&options->limits, &limits);
 
     /* Pick the worker: the session's, or a fresh one. */
-    sandbox_reap_exiting(sandbox, 0);
-    sandbox_sessions_expire(sandbox);
-    sandbox_sessions_drop_parked(sandbox);
+    cap_sandbox_tidy(sandbox);
     session *s = NULL;
     worker w;
     if (options->session) {

@@ -146,7 +146,7 @@ struct cap_config {
     /* Sessions this node parked because another node asked for them
      * (config.c, docs/scale-out.md "Moving a live session"): the renewer
      * parks them in the store; each sandbox drops the workers it still
-     * holds for them at its next run (sandbox_sessions_drop_parked), since
+     * holds for them at its next run or tidy (cap_sandbox_tidy), since
      * only the sandbox's own thread touches its sessions.  A ring: the last
      * PARKED_MEMORY ids, parked_total counting every one; guarded by
      * parked_lock. */
@@ -387,13 +387,6 @@ int sandbox_session_was_evicted(const cap_sandbox *sandbox, const char *id);
  * for sandbox_session_was_evicted.  The last session takes its index. */
 void sandbox_session_remove(cap_sandbox *sandbox, int index, int evicted);
 
-/* Removes (as evicted) the sessions idle for longer than the configured
- * timeout. */
-void sandbox_sessions_expire(cap_sandbox *sandbox);
-/* Drops the workers of this sandbox's sessions that the node parked on
- * another node's request since the last look (parked in the store already;
- * parking again is a no-op, or parks one that came back here since). */
-void sandbox_sessions_drop_parked(cap_sandbox *sandbox);
 /* Drops session `index`'s worker and entry without touching the store
  * (the session is no longer this node's). */
 void sandbox_session_forget(cap_sandbox *sandbox, int index);

@@ -39,7 +39,10 @@ void sandbox_session_remove(cap_sandbox *sandbox, int index, int evicted) {
     sandbox_session_forget(sandbox, index);
 }
 
-void sandbox_sessions_drop_parked(cap_sandbox *sandbox) {
+/* Drops the workers of this sandbox's sessions that the node parked on
+ * another node's request since the last look (parked in the store already;
+ * parking again is a no-op, or parks one that came back here since). */
+static void drop_parked(cap_sandbox *sandbox) {
     cap_config *config = sandbox->config;
     if (!config->store) return;
     /* The ids are copied out first: parking below takes store_lock, which
@@ -64,11 +67,22 @@ void sandbox_sessions_drop_parked(cap_sandbox *sandbox) {
             if (strcmp(sandbox->sessions[i].id, ids[k]) == 0) sandbox_session_remove(sandbox, i, 1);
 }
 
-void sandbox_sessions_expire(cap_sandbox *sandbox) {
+/* Removes (as evicted: parked when durable) the sessions idle for longer
+ * than the configured timeout. */
+static void expire_idle(cap_sandbox *sandbox) {
     double now = sandbox_now_seconds();
     for (int i = sandbox->session_count - 1; i >= 0; i--)
         if (now - sandbox->sessions[i].last_used > sandbox->config->session_idle_seconds)
             sandbox_session_remove(sandbox, i, 1);
+}
+
+int cap_sandbox_tidy(cap_sandbox *sandbox) {
+    if (!sandbox) return 0;
+    int before = sandbox->session_count;
+    sandbox_reap_exiting(sandbox, 0);
+    expire_idle(sandbox);
+    drop_parked(sandbox);
+    return before - sandbox->session_count;
 }
 
 session *sandbox_session_find(cap_sandbox *sandbox, const char *id) {

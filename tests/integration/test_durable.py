@@ -9,6 +9,7 @@ store's file to damage it on purpose; guest code runs only inside capsule.
 import json
 import os
 import sqlite3
+import subprocess
 import time
 
 import pytest
@@ -84,6 +85,39 @@ def test_cli_an_unusable_store_is_a_clear_error(capsule, tmp_path):
                             code="1")
     assert completed.returncode != 0
     assert b"capsule:" in completed.stderr and b"Traceback" not in completed.stderr
+
+
+# --- capsule serve: idle sessions --------------------------------------------------------
+
+
+def test_an_idle_session_is_parked_with_no_call_and_resumes(binary, tmp_path):
+    """--session-idle: a session unused that long is parked by the server
+    itself (its worker stopped, the store says parked), not only when a
+    later call comes; its next call restores it."""
+    server = Stdio(binary, "--store", store_url(tmp_path), "--session-idle", "2")
+    assert value(call(server, "x = 41", "idle")) is None
+
+    def status():
+        with sqlite3.connect(f"file:{tmp_path / 'sessions.db'}?mode=ro", uri=True,
+                             timeout=5) as db:
+            return db.execute("SELECT status FROM sessions WHERE id = 'stdio/idle'").fetchone()[0]
+
+    assert status() == "live"
+    deadline = time.monotonic() + 10
+    while status() != "parked" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert status() == "parked"
+    assert value(call(server, "x + 1", "idle", id=2)) == "42"
+    assert status() == "live"
+    server.close()
+
+
+def test_session_idle_wants_seconds(capsule):
+    for bad in ("0", "-1", "soon"):
+        completed = subprocess.run([str(capsule.binary), "serve", "--stdio", "--session-idle",
+                                    bad], capture_output=True, stdin=subprocess.DEVNULL,
+                                   timeout=60)
+        assert completed.returncode == 2 and b"--session-idle wants seconds" in completed.stderr
 
 
 # --- capsule serve: kill -9 and restart -------------------------------------------------

@@ -143,6 +143,47 @@ def test_a_session_moves_to_another_live_node_and_back(binary):
     two.close()
 
 
+def descendants(pid):
+    """The processes below `pid` (its zygotes and workers), read from /proc."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+@needs_postgres
+def test_a_session_parked_for_another_node_frees_its_worker_on_an_idle_node(binary):
+    """The node asked to park an idle session stops the session's worker by
+    itself (the server tidies idle sandboxes), not at its next call, which
+    may never come."""
+    one, two = node(binary), node(binary)
+    session = name("frees")
+    assert value(call(one, "x = 1", session)) is None
+    time.sleep(1.5)  # the pool has refilled
+    before = descendants(one.process.pid)
+    time.sleep(1.5)
+    assert descendants(one.process.pid) >= before  # nothing ends by itself meanwhile
+    assert value(call(two, "x + 1", session, id=2)) == 2
+    deadline = time.monotonic() + 5
+    while not before - descendants(one.process.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert before - descendants(one.process.pid), "the parked session's worker still runs"
+    assert value(call(one, "x", session, id=3)) == 1  # and it comes back from the store
+    one.close()
+    two.close()
+
+
 @needs_postgres
 def test_two_nodes_alternating_keep_one_history(binary):
     one, two = node(binary), node(binary)
