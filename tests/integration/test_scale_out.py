@@ -434,6 +434,55 @@ def test_postgres_unreachable_at_start_is_a_clear_error(binary, tmp_path):
     assert time.monotonic() - started < 30
 
 
+@needs_postgres
+def test_a_full_disk_under_postgresql_is_a_session_error_and_no_corruption(binary):
+    """The test's database in a tablespace on a 16 MiB tmpfs (the WAL stays
+    on the server's own disk, as a real deployment's might not; a full WAL
+    disk stops PostgreSQL itself, which the restart tests cover)."""
+    if os.getuid() != 0 or not shutil.which("mount"):
+        pytest.skip("mounting a tmpfs needs root")
+    # Inside the server's directory: its user must reach the tablespace.
+    disk = Path(POSTGRES_DIR) / f"full-{os.getpid()}-{time.monotonic_ns()}"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=0700", "tmpfs",
+                              str(disk)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"mounting a tmpfs is not permitted here: {mounted.stderr.strip()}")
+    space = disk.name.replace("-", "_")
+    server = None
+    try:
+        shutil.chown(disk, "capsule-test")
+        sql(f"CREATE TABLESPACE {space} LOCATION '{disk}'")
+        sql(f"CREATE DATABASE {space} TABLESPACE {space}")
+        url = POSTGRES.replace(f"/{DATABASE}?", f"/{space}?", 1)
+        server = Stdio(binary, "--store", url, "--store-lease", str(LEASE))
+        assert value(call(server, "kept = 'small'", "early")) is None
+        # Random bytes do not compress: this state cannot fit.
+        full = call(server, "import os\nbig = os.urandom(12_000_000)", "big", id=2)
+        full = full["structuredContent"]
+        assert full["capsule_status"] == "session-error", full
+        assert "space" in full["error"] or "disk" in full["error"], full
+        # The node still answers (a call whose state cannot be saved either
+        # says so, and the session goes on from its last saved state).
+        after = call(server, "kept", "early", id=3)["structuredContent"]
+        assert after["capsule_status"] in ("success", "session-error"), after
+        server.close()
+        server = None
+        subprocess.run(["mount", "-o", "remount,size=128m", str(disk)], check=True)  # room again
+        server = Stdio(binary, "--store", url, "--store-lease", str(LEASE))
+        assert value(call(server, "kept", "early", id=4)) == "small"
+        assert value(call(server, "'big' in globals()", "big", id=5)) is False  # state before
+        assert value(call(server, "big = b'now it fits'\nlen(big)", "big", id=6)) == 11
+        server.close()
+        server = None
+    finally:
+        if server:
+            kill(server)
+        sql(f"DROP DATABASE IF EXISTS {space} WITH (FORCE)")
+        sql(f"DROP TABLESPACE IF EXISTS {space}")
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
 def test_a_full_disk_under_sqlite_is_a_session_error_and_no_corruption(binary, tmp_path):
     if os.getuid() != 0 or not shutil.which("mount"):
         pytest.skip("mounting a tmpfs needs root")
