@@ -708,20 +708,17 @@ int store_session_request_park(store *store, const char *id, char owner[STORE_ID
 typedef struct id_list {
     char (*ids)[STORE_ID_SIZE];
     size_t count, capacity;
-    int failed;
 } id_list;
 
+/* Out of memory stops the statement, so that its transaction is rolled
+ * back: no session is parked that the caller was not told of. */
 static int collect_ids(void *context, const store_value *columns, int count, char *error) {
-    (void)error;
     id_list *list = context;
     if (count < 1) return 0;
     if (list->count == list->capacity) {
         size_t capacity = list->capacity ? list->capacity * 2 : 8;
         void *grown = realloc(list->ids, capacity * sizeof *list->ids);
-        if (!grown) {
-            list->failed = 1;
-            return 0;
-        }
+        if (!grown) return store_fail(error, CAP_ENOMEM, "out of memory");
         list->ids = grown;
         list->capacity = capacity;
     }
