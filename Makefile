@@ -62,7 +62,7 @@ LIBRARY_SOURCES := $(SANDBOX_HOST_SOURCES) src/sandbox/zygote.c src/sandbox/star
                    src/sandbox/lockdown.c src/sandbox/buffer.c src/sandbox/http.c src/wasi/wasi.c \
                    src/vfs/vfs.c src/vfs/memfs.c src/vfs/devfs.c src/vfs/image.c src/vfs/image_writer.c src/vfs/device.c \
                    src/vfs/resource.c src/vfs/hostfs.c src/deps/deps.c src/deps/wheel.c src/deps/requirement.c \
-                   src/runtime/runtime.c src/functions/mcp_client.c src/functions/code_mode.c \
+                   src/runtime/runtime.c src/runtime/sjlj.c src/functions/mcp_client.c src/functions/code_mode.c \
                    $(HELP_SOURCES) $(STORE_SOURCES)
 CLI_SOURCES := src/cli/main.c src/cli/check.c src/cli/job.c src/cli/options.c src/cli/world.c src/cli/program.c \
                src/cli/serve.c src/mcp/server.c src/mcp/jsonrpc.c src/mcp/run_tool.c src/mcp/tools.c \
@@ -104,7 +104,7 @@ serve: build
 	$(BUILD)/capsule serve --http $(SERVE_ADDRESS) --no-auth
 
 # --- guest ---------------------------------------------------------------
-$(BUILD)/guest/python.wasm: guest/build-python.sh guest/sqlite-wasi-vfs.c guest/capsule_entry.c $(wildcard guest/extensions/*.sh guest/extensions/*.py)
+$(BUILD)/guest/python.wasm: guest/build-python.sh guest/sqlite-wasi-vfs.c guest/capsule_entry.c $(wildcard guest/extensions/*.sh guest/extensions/*.py guest/extensions/sjlj/*)
 	sh guest/build-python.sh $(BUILD)
 
 $(BUILD)/stdlib.img $(BUILD)/stdlib-tests.img $(BUILD)/tzdata.img &: $(BUILD)/guest/python.wasm guest/build-stdlib.sh guest/extensions/lxml.sh guest/extensions/pillow.sh guest/_capsule_runner.py $(wildcard guest/capsule/*.py) tools/mkimage.py
@@ -137,6 +137,12 @@ $(RELEASE_FLAGS): FORCE
 $(GENERATED_FLAGS): FORCE
 	@mkdir -p $(dir $@)
 	@echo '$(GENERATED_CFLAGS) $(PIC)' | cmp -s - $@ || echo '$(GENERATED_CFLAGS) $(PIC)' > $@
+
+# The host's setjmp/longjmp imports, one per signature python.wasm imports
+# (src/runtime/sjlj.c includes them; an unknown import fails here).
+$(BUILD)/runtime/sjlj-invokes.c: $(BUILD)/runtime/python.h tools/sjlj-invokes.py
+	$(HOST_PYTHON) tools/sjlj-invokes.py $< $@
+$(BUILD)/obj/src/runtime/sjlj.o $(BUILD)/asan/src/runtime/sjlj.o: $(BUILD)/runtime/sjlj-invokes.c
 
 # Names the guest build in durable snapshots (runtime_build_id).
 $(BUILD)/runtime/build_id.h: $(BUILD)/guest/python.wasm
@@ -179,6 +185,10 @@ UNIT_SOURCES := src/wasi/wasi.c src/vfs/vfs.c src/vfs/memfs.c src/vfs/devfs.c sr
 $(BUILD)/test_unit: tests/unit/test_unit.c $(UNIT_SOURCES) $(HEADERS) $(BUILD)/stdlib.img
 	@mkdir -p $(BUILD)
 	$(CC) $(CFLAGS) $(SANITIZE) $(CHECKED_DEFINES) -o $@ tests/unit/test_unit.c $(UNIT_SOURCES) $(BUILD)/asan/wasm-rt-impl.o -lcmocka $(LDLIBS)
+
+# The host's setjmp/longjmp imports against a guest that misuses them.
+$(BUILD)/test_sjlj: tests/unit/test_sjlj.c $(BUILD)/asan/src/runtime/sjlj.o $(BUILD)/asan/wasm-rt-impl.o
+	$(CC) $(CFLAGS) $(SANITIZE) $(CHECKED_DEFINES) -Isrc/runtime -o $@ $^ -lcmocka -lm
 
 # PEP 440/508 on their own (expected answers are the `packaging` library's).
 $(BUILD)/test_requirement: tests/unit/test_requirement.c src/deps/requirement.c src/deps/requirement.h
@@ -259,9 +269,10 @@ test: deps
 	$(MAKE) -j$(JOBS) $(BUILD)/capsule $(BUILD)/capsule-asan $(BUILD)/stdlib.img $(BUILD)/asan/wasm-rt-impl.o
 	$(MAKE) library
 	$(MAKE) $(BUILD)/test_unit $(BUILD)/test_api $(BUILD)/test_snapshot $(BUILD)/test_requirement \
-	    $(BUILD)/test_durable $(BUILD)/test_jobs
+	    $(BUILD)/test_durable $(BUILD)/test_jobs $(BUILD)/test_sjlj
 	$(MAKE) $(BUILD)/test_store
 	$(BUILD)/test_unit
+	$(BUILD)/test_sjlj
 	$(BUILD)/test_requirement
 	sh tests/store/with-postgres.sh $(BUILD)/test_store
 	$(BUILD)/test_api

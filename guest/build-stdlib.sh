@@ -41,6 +41,22 @@ extension_package() {  # source-package-glob package-dir distribution
 }
 extension_package 'lxml-4.*' src/lxml lxml
 extension_package 'pillow-9.*' src/PIL Pillow
+# A TrueType font for ImageFont.truetype (Debian's fonts-dejavu-core), read
+# only in PIL/fonts.  Pillow searches font directories by platform and knows
+# none for "wasi": there it looks in PIL/fonts, so truetype("DejaVuSans.ttf",
+# 20) finds it, as it finds the system's fonts on Linux.
+mkdir -p "$stage/PIL/fonts"
+cp /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf "$stage/PIL/fonts/"
+python3 - "$stage/PIL/ImageFont.py" <<'PATCH'
+import sys
+path = sys.argv[1]
+text = open(path).read()
+anchor = '        elif sys.platform == "darwin":\n'
+assert text.count(anchor) == 1, "ImageFont.truetype's font search changed"
+text = text.replace(anchor, '        elif sys.platform == "wasi":\n'
+                    '            dirs.append(os.path.join(os.path.dirname(__file__), "fonts"))\n' + anchor)
+open(path, "w").write(text)
+PATCH
 # getpath looks for lib-dynload to find exec_prefix; modules are static here.
 mkdir -p "$stage/lib-dynload"
 /usr/bin/python3.11 -m compileall -q -j0 --invalidation-mode unchecked-hash "$stage" >/dev/null

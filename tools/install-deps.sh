@@ -8,7 +8,7 @@ packages="gcc make clang-19 lld-19 llvm-19 libclang-rt-19-dev-wasm32 libclang-rt
           python3-pypdf python3-openpyxl python3-markdown python3-bs4
           python3-yaml python3-markupsafe python3-jinja2 python3-xlsxwriter python3-jdcal tzdata
           python3-docx python3-pil python3-lxml
-          pkg-config python3-venv man-db bash-completion python3-mypy"
+          pkg-config python3-venv man-db bash-completion python3-mypy cmake fonts-dejavu-core"
 missing=""
 # postgresql: the store's tests start a throwaway server from its binaries
 # (tests/store/postgres-server.sh), not the system's cluster.
@@ -16,6 +16,8 @@ missing=""
 # (tests/integration/test_install.py: embed.c via pkg-config, the wheel in a
 # fresh venv, the man page rendered, the completion run); python3-mypy checks the Python
 # binding's types (python/tests).
+# cmake configures libjpeg-turbo and freetype for the guest; fonts-dejavu-core
+# is the TrueType font shipped in the guest image (guest/build-stdlib.sh).
 # The python3-* packages are what the dependency tests install into the
 # sandbox from /usr/lib/python3/dist-packages (pure Python, from Debian).
 # npm installs the MCP interop test peers (tests/interop); Debian's Node is

@@ -12,6 +12,8 @@
 #
 #     ext_begin NAME                      # skip everything if up to date
 #     ext_configure LIB SRC [configure args]; ext_make LIB [targets]
+#     ext_cmake LIB SRC TARGET [cmake args]  # a CMake library, built
+#     ext_compile NAME "CFLAGS $ext_sjlj_cflags" FILE...  # code using setjmp
 #     ext_compile NAME "CFLAGS" FILE...   # -> objects in $ext_dir/obj-NAME
 #     ext_archive NAME LIB...             # lib archives to link after it
 #     ext_register DOTTED.NAME PyInit_sym  # one line per module
@@ -33,7 +35,7 @@ ext_cflags="$wasi_cflags -fwrapv -DNDEBUG -I$pybuild -I$python_src/Include -I$de
 ext_begin() {
     ext_name=$1
     ext_stamp_value=$(cat "$here/extensions/common.sh" "$here/extensions/$1.sh" \
-        "$here/extensions/fix-method-signatures.py" | sha256sum | cut -c1-64)
+        "$here/extensions/fix-method-signatures.py" "$here"/extensions/sjlj/* | sha256sum | cut -c1-64)
     if [ "$(cat "$ext_dir/$1.stamp" 2>/dev/null)" = "$ext_stamp_value" ] && \
        [ -f "$ext_dir/$1.inittab" ] && [ -f "$ext_dir/$1.link" ]; then
         return 1
@@ -109,4 +111,45 @@ ext_end() {
     mv "$ext_dir/$1.link.new" "$ext_dir/$1.link"
     mv "$ext_dir/$1.inittab.new" "$ext_dir/$1.inittab"
     echo "$ext_stamp_value" > "$ext_dir/$1.stamp"
+}
+
+# setjmp/longjmp (libjpeg's and freetype's error handling).  wasi-libc has
+# none; code compiled with $ext_sjlj_cflags gets guest/extensions/sjlj/setjmp.h
+# and LLVM's Emscripten-style lowering: calls from a function that calls
+# setjmp go through the host's env.invoke_* imports, and longjmp unwinds to
+# the innermost one (guest/extensions/sjlj/sjlj.c, src/runtime/sjlj.c,
+# docs/extensions.md).  Only files that call setjmp or longjmp need the
+# flags (a file that calls them without fails to link: setjmp is undefined);
+# the others are unwound through like any C frame.  Link the runtime with
+# ext_archive NAME ... capsule-sjlj.
+ext_sjlj_cflags="-mllvm -enable-emscripten-sjlj -I$here/extensions/sjlj"
+sjlj_stamp=$(cat "$here"/extensions/sjlj/* | sha256sum | cut -c1-64)
+if [ "$(cat "$deps/sjlj-stamp" 2>/dev/null)" != "$sjlj_stamp" ] || [ ! -f "$deps/lib/libcapsule-sjlj.a" ]; then
+    mkdir -p "$ext_dir/sjlj"
+    $wasi_cc $wasi_cflags $ext_sjlj_cflags -Wall -Wextra -Werror \
+        -c "$here/extensions/sjlj/sjlj.c" -o "$ext_dir/sjlj/sjlj.o"
+    rm -f "$deps/lib/libcapsule-sjlj.a"
+    $wasi_ar rcs "$deps/lib/libcapsule-sjlj.a" "$ext_dir/sjlj/sjlj.o"
+    echo "$sjlj_stamp" > "$deps/sjlj-stamp"
+    rm -f "$pybuild/python.wasm"
+fi
+
+# ext_cmake LIB SRC TARGET [cmake args]: configures the CMake source tree
+# SRC for wasm32-wasi in $ext_dir/LIB (static, Release) and builds TARGET.
+# The caller copies the archive and headers into $deps; more compiler
+# flags (e.g. $ext_sjlj_cflags) go in -DCMAKE_C_FLAGS=.  Logs are in
+# $ext_dir/LIB-*.log.
+ext_cmake() {
+    lib=$1 lsrc=$2 target=$3
+    shift 3
+    rm -rf "$ext_dir/$lib" && mkdir -p "$ext_dir/$lib"
+    (cd "$ext_dir/$lib" && \
+     env -u CFLAGS cmake -G "Unix Makefiles" -DCMAKE_SYSTEM_NAME=Generic -DCMAKE_SYSTEM_PROCESSOR=wasm32 \
+        -DCMAKE_C_COMPILER=clang-19 -DCMAKE_C_COMPILER_TARGET=wasm32-wasi \
+        -DCMAKE_AR="$(command -v "$wasi_ar")" -DCMAKE_RANLIB="$(command -v "$wasi_ranlib")" \
+        -DCMAKE_BUILD_TYPE=Release -DCMAKE_C_FLAGS_RELEASE="$wasi_cflags" \
+        -DBUILD_SHARED_LIBS=OFF "$@" "$lsrc" >"$ext_dir/$lib-configure.log" 2>&1) \
+    || { tail -40 "$ext_dir/$lib-configure.log" >&2; exit 1; }
+    make -s -j"$(nproc)" -C "$ext_dir/$lib" "$target" >"$ext_dir/$lib-make.log" 2>&1 \
+    || { tail -40 "$ext_dir/$lib-make.log" >&2; exit 1; }
 }

@@ -14,6 +14,7 @@
 
 #include "python.h"
 #include "build_id.h"
+#include "sjlj.h"
 #include "wasm-rt-impl.h"
 
 /* A snapshot copies the instance's mutable state field by field.  wasm2c
@@ -21,6 +22,7 @@
  * gains one (or a second memory or table), the layout below stops matching
  * and the build fails here, instead of snapshots silently missing it. */
 struct expected_instance {
+    struct Z_env_instance_t *env; /* sjlj.c's view of the table and stack pointer */
     struct Z_wasi_snapshot_preview1_instance_t *wasi;
     u32 stack_pointer; /* w2c___stack_pointer */
     wasm_rt_memory_t memory;
@@ -36,6 +38,8 @@ _Static_assert(sizeof(Z_python_instance_t) == sizeof(struct expected_instance) &
  * zygote's workers inherit it through fork. */
 static Z_python_instance_t instance;
 static wasi *instance_wasi;
+/* What the setjmp/longjmp imports (sjlj.c) may touch. */
+static struct Z_env_instance_t instance_env = {&instance.w2c_T0, &instance.w2c___stack_pointer};
 
 static const char *describe_trap(wasm_rt_trap_t trap) {
     switch (trap) {
@@ -63,13 +67,16 @@ static const char *describe_trap(wasm_rt_trap_t trap) {
 void runtime_start(wasi *w) {
     wasm_rt_init();
     Z_python_init_module();
-    Z_python_instantiate(&instance, w);
+    sjlj_init();
+    Z_python_instantiate(&instance, &instance_env, w);
     instance_wasi = w;
     wasi_set_memory(w, Z_pythonZ_memory(&instance));
 }
 
 runtime_outcome runtime_enter(runtime_entry entry, uint32_t *value, const char **message) {
     *value = 0;
+    /* An earlier entry may have trapped out of an invoke: none is running. */
+    sjlj_reset();
     wasm_rt_trap_t trap = wasm_rt_impl_try();
     if (trap == 0) {
         *value = entry == RUNTIME_INIT ? Z_pythonZ_capsule_init(&instance)

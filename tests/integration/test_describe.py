@@ -365,8 +365,9 @@ MAKE_LARGE = ("from PIL import Image, ImageDraw\n"
               "image = Image.new('RGB', (4000, 3000), 'white')\n"
               "ImageDraw.Draw(image).rectangle((1000, 750, 3000, 2250), fill='red')\n"
               "image.save('/tmp/large.png')\n")
-# The start of a JPEG (SOI, JFIF, a baseline frame of 32x16, EOI): the guest's
-# Pillow has no JPEG codec, and the host only reads the header.
+# The start of a JPEG (SOI, JFIF, a baseline frame of 32x16, EOI), with no
+# tables or scan: the guest's Pillow cannot decode it, and the host only
+# reads the header.
 JPEG = (b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
         b"\xff\xc0\x00\x11\x08\x00\x10\x00\x20\x03\x01\x22\x00\x02\x11\x01\x03\x11\x01"
         b"\xff\xd9")
@@ -434,7 +435,7 @@ def test_a_large_image_is_downscaled_in_the_session(binary, provider, tmp_path):
 
 def test_the_guest_makes_a_large_image_smaller_or_it_is_refused(capsule, provider, tmp_path):
     """capsule.describe() shrinks an image over the caps with Pillow in the
-    guest before it is sent; what Pillow cannot open there (a JPEG) is
+    guest before it is sent; what Pillow cannot open there (a JPEG with no scan) is
     sent as it is, and the host refuses it when its header says it is too
     large; an image whose header gives no size is refused too."""
     wide_jpeg = JPEG.replace(b"\x00\x10\x00\x20\x03", b"\x0b\xb8\x0f\xa0\x03")
