@@ -2,7 +2,7 @@
 # Installs capsule's build and test dependencies from Debian, if missing,
 # and the deb-src entry that `apt-get source` needs.  Run as root.
 set -eu
-packages="gcc make clang-19 lld-19 llvm-19 libclang-rt-19-dev-wasm32 libclang-rt-19-dev wasi-libc wabt tcl
+packages="gcc make cmake clang-19 lld-19 llvm-19 libclang-rt-19-dev-wasm32 libclang-rt-19-dev wasi-libc wabt tcl
           dpkg-dev python3 python3.11 python3-pytest libcjson-dev libcmocka-dev libseccomp-dev libmicrohttpd-dev
           libcurl4-openssl-dev libzip-dev libssl-dev libsqlite3-dev libzstd-dev libpq-dev postgresql
           python3-pypdf python3-openpyxl python3-markdown python3-bs4

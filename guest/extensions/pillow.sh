@@ -3,12 +3,53 @@
 # build-python.sh (see common.sh).
 #
 # Not built: JPEG (libjpeg uses setjmp/longjmp, which needs wasm exception
-# handling through wasm2c: see docs/extensions.md), _imagingcms (lcms2),
-# _webp, _imagingtk.  The modules Pillow's Python imports lazily then raise
-# ImportError / "decoder jpeg not available", as on a Pillow built without them.
+# handling through wasm2c: see docs/extensions.md), _imagingtk.  The modules
+# Pillow's Python imports lazily then raise ImportError / "decoder jpeg not
+# available", as on a Pillow built without them.
 pillow_src=$(fetch_source pillow 'pillow-9.*')
+# --- codecs: libtiff, libwebp, OpenJPEG, lcms2 (issue 14) ---------------
+# TIFF (libtiff, with zlib, liblzma and libwebp inside; not JPEG, JBIG,
+# zstd or LERC), WebP (PIL._webp, animated through libwebpmux/demux),
+# JPEG 2000 (OpenJPEG) and colour management (PIL._imagingcms, lcms2).  All
+# single-threaded; none uses setjmp/longjmp (libtiff only in its JPEG
+# codecs, left out).  libtiff and OpenJPEG ship no configure script: CMake.
+tiff_src=$(fetch_source tiff 'tiff-4.*')
+webp_src=$(fetch_source libwebp 'libwebp-1.*')
+openjpeg_src=$(fetch_source openjpeg2 'openjpeg2-2.*')
+lcms2_src=$(fetch_source lcms2 'lcms2-2.*')
+# --- end codecs ----------------------------------------------------------
 
 if ext_begin pillow; then
+    # --- codecs: the libraries, and what _imaging is compiled and linked with
+    rm -f "$deps/lib/libtiff.a" "$deps/lib/libwebp.a" "$deps/lib/libwebpmux.a" \
+        "$deps/lib/libwebpdemux.a" "$deps/lib/libopenjp2.a" "$deps/lib/liblcms2.a"
+    ext_configure libwebp "$webp_src" --disable-threading --enable-libwebpmux \
+        --enable-libwebpdemux --disable-libwebpdecoder --disable-libwebpextras \
+        --disable-gl --disable-sdl --disable-png --disable-jpeg --disable-tiff --disable-gif \
+        --disable-wic --disable-sse2 --disable-sse4.1 --disable-neon
+    ext_make libwebp/sharpyuv install
+    ext_make libwebp/src install
+    ext_cmake libtiff "$tiff_src" -Dtiff-tools=OFF -Dtiff-tests=OFF -Dtiff-contrib=OFF \
+        -Dtiff-docs=OFF -Dcxx=OFF -Djpeg=OFF -Dold-jpeg=OFF -Djpeg12=OFF -Djbig=OFF \
+        -Dlerc=OFF -Dzstd=OFF -Dlibdeflate=OFF -Dzlib=ON -Dpixarlog=ON -Dlzma=ON -Dwebp=ON \
+        -Dtiff-opengl=OFF -Dld-version-script=OFF \
+        -DZLIB_INCLUDE_DIR="$deps/include" -DZLIB_LIBRARY="$deps/lib/libz.a" \
+        -DLIBLZMA_INCLUDE_DIR="$deps/include" -DLIBLZMA_LIBRARY="$deps/lib/liblzma.a" \
+        -DWebP_INCLUDE_DIR="$deps/include" -DWebP_LIBRARY="$deps/lib/libwebp.a"
+    # opj_clock (its timing messages) calls getrusage: wasi-libc emulates it
+    # with the wall clock, in the library CPython already links.
+    ext_cmake openjpeg "$openjpeg_src" -DBUILD_STATIC_LIBS=ON -DBUILD_CODEC=OFF \
+        -DBUILD_TESTING=OFF -DBUILD_JPIP=OFF -DBUILD_DOC=OFF \
+        -DBUILD_PKGCONFIG_FILES=OFF -DOPJ_USE_THREAD=OFF \
+        -DCMAKE_C_FLAGS="$wasi_cflags -D_WASI_EMULATED_PROCESS_CLOCKS"
+    ext_configure lcms2 "$lcms2_src" --without-pthreads --without-jpeg --without-tiff \
+        --without-zlib "CPPFLAGS=-I$deps/include -DCMS_NO_PTHREADS=1"
+    ext_make lcms2/src install
+    ext_make lcms2/include install
+    openjpeg_include=$(ls -d "$deps"/include/openjpeg-2.* | head -n 1)
+    codec_flags="-DHAVE_LIBTIFF -DHAVE_OPENJPEG -I$openjpeg_include"
+    codec_libs="tiff webpdemux webpmux webp openjp2 lcms2 lzma"
+    # --- end codecs
     imaging=$(sed -n '/^_LIB_IMAGING = (/,/^)/p' "$pillow_src/setup.py" | sed -n 's/^ *"\([A-Za-z0-9_]*\)",*/\1/p')
     # The files with Python method tables, with their METH_NOARGS methods
     # given the (self, NULL) signature CPython calls them with (a mismatch
@@ -23,11 +64,27 @@ if ext_begin pillow; then
     for f in $imaging; do files="$files $pillow_src/src/libImaging/$f.c"; done
     version=$(sed -n 's/^__version__ = "\(.*\)"/\1/p' "$pillow_src/src/PIL/_version.py")
     # shellcheck disable=SC2086
-    ext_compile pillow "-DHAVE_LIBZ -DPILLOW_VERSION=\"$version\" -I$pillow_src/src -I$pillow_src/src/libImaging" \
+    ext_compile pillow "-DHAVE_LIBZ $codec_flags -DPILLOW_VERSION=\"$version\" -I$pillow_src/src -I$pillow_src/src/libImaging" \
         $files "$fixed/_imagingmath.c" "$fixed/_imagingmorph.c"
-    ext_archive pillow z
+    # --- codecs: PIL._webp and PIL._imagingcms, modules of their own.  Two
+    # of _webp's METH_NOARGS functions are defined with no parameters at
+    # all and registered without a cast (fix-method-signatures.py only
+    # follows casts): given CPython's (self, NULL) here.
+    python3 "$here/extensions/fix-method-signatures.py" "$fixed" \
+        "$pillow_src/src/_webp.c" "$pillow_src/src/_imagingcms.c"
+    sed -i 's/^\(WebPDecoder[A-Za-z]*_wrapper\)() {$/\1(PyObject *self, PyObject *args) {/' "$fixed/_webp.c"
+    # _webp.c defines its own ImagingSectionEnter/Leave (each module is its
+    # own .so natively), which would clash with _imaging's: renamed.
+    ext_compile pillow "-DHAVE_WEBPMUX -I$pillow_src/src -DImagingSectionEnter=webp_ImagingSectionEnter \
+        -DImagingSectionLeave=webp_ImagingSectionLeave" "$fixed/_webp.c"
+    ext_compile pillow "-I$pillow_src/src" "$fixed/_imagingcms.c"
+    # --- end codecs
+    # shellcheck disable=SC2086
+    ext_archive pillow $codec_libs z
     ext_register PIL._imaging PyInit__imaging
     ext_register PIL._imagingmath PyInit__imagingmath
     ext_register PIL._imagingmorph PyInit__imagingmorph
+    ext_register PIL._webp PyInit__webp  # codecs
+    ext_register PIL._imagingcms PyInit__imagingcms  # codecs
     ext_end pillow
 fi
