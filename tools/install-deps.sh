@@ -10,6 +10,8 @@ packages="gcc make cmake clang-19 lld-19 llvm-19 libclang-rt-19-dev-wasm32 libcl
           python3-docx python3-pil python3-lxml
           pkg-config python3-venv man-db bash-completion python3-mypy"
 missing=""
+# cmake cross-builds the guest's libtiff and OpenJPEG (guest/extensions/pillow.sh),
+# whose Debian tarballs ship no generated configure script.
 # postgresql: the store's tests start a throwaway server from its binaries
 # (tests/store/postgres-server.sh), not the system's cluster.
 # pkg-config, python3-venv and man-db are for the installation tests
