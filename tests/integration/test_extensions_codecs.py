@@ -8,6 +8,7 @@ Debian's python3-pil when it is installed: a second, independent reader
 of the files.
 """
 import ast
+import hashlib
 import io
 
 import pytest
@@ -69,16 +70,18 @@ def test_webp_round_trips_lossless_lossy_and_animated(capsule, tmp_path):
         "image.save('/output/lossless.webp', lossless=True)\n"
         "exact = Image.open('/output/lossless.webp').convert('RGB')\n"
         "lossy = io.BytesIO(); image.save(lossy, 'WEBP', quality=50)\n"
-        "rgba = io.BytesIO(); image.convert('RGBA').save(rgba, 'WEBP', lossless=True)\n"
+        "alpha = image.convert('RGBA'); alpha.putalpha(Image.linear_gradient('L').resize((64, 48)))\n"
+        "rgba = io.BytesIO(); alpha.save(rgba, 'WEBP', lossless=True, exact=True)\n"
         "frames = [Image.new('RGB', (32, 32), c) for c in ('red', 'green', 'blue')]\n"
         "anim = io.BytesIO()\n"
         "frames[0].save(anim, 'WEBP', save_all=True, append_images=frames[1:], duration=100, lossless=True)\n"
         "a = Image.open(io.BytesIO(anim.getvalue())); a.seek(2)\n"
         "l = Image.open(io.BytesIO(lossy.getvalue()))\n"
         "(exact.tobytes() == image.tobytes(), l.format, l.mode, l.size, len(lossy.getvalue()) < 9216,"
-        " Image.open(io.BytesIO(rgba.getvalue())).mode, a.n_frames, a.convert('RGB').getpixel((5, 5)))"),
+        " Image.open(io.BytesIO(rgba.getvalue())).tobytes() == alpha.tobytes(), a.n_frames,"
+        " a.convert('RGB').getpixel((5, 5)))"),
         "--output-dir", str(out))
-    assert _value(result) == (True, "WEBP", "RGB", (64, 48), True, "RGBA", 3, (0, 0, 255))
+    assert _value(result) == (True, "WEBP", "RGB", (64, 48), True, True, 3, (0, 0, 255))
     data = (out / "lossless.webp").read_bytes()
     assert data[:4] == b"RIFF" and data[8:12] == b"WEBP"
     Image = pytest.importorskip("PIL.Image")
@@ -111,26 +114,45 @@ def test_jpeg_2000_round_trip(capsule, tmp_path):
     assert Image.open(io.BytesIO(data)).convert("RGB").getpixel((10, 7)) == (40, 35, 70)
 
 
+# In-gamut colours: sRGB to 8-bit LAB and back loses a little (a and b are
+# whole units; Debian's native Pillow and lcms2 2.14 give the same: mean
+# 1.3, at most 15 on this image).
+MUTED = """
+from PIL import Image, ImageCms
+import hashlib
+image = Image.new('RGB', (64, 48))
+image.putdata([(60 + x * 2, 60 + y * 3, 200 - x - y) for y in range(48) for x in range(64)])
+"""
+
+
 def test_imagecms_rgb_to_lab_and_back(capsule):
-    result = capsule.json(GRADIENT + (
-        "from PIL import ImageCms\n"
+    result = capsule.json(MUTED + (
         "srgb, lab = ImageCms.createProfile('sRGB'), ImageCms.createProfile('LAB')\n"
         "to_lab = ImageCms.buildTransformFromOpenProfiles(srgb, lab, 'RGB', 'LAB')\n"
         "to_rgb = ImageCms.buildTransformFromOpenProfiles(lab, srgb, 'LAB', 'RGB')\n"
         "as_lab = ImageCms.applyTransform(image, to_lab)\n"
         "back = ImageCms.applyTransform(as_lab, to_rgb)\n"
-        "error = max(abs(p - q) for a, b in zip(image.getdata(), back.getdata()) for p, q in zip(a, b))\n"
+        "errors = [max(abs(p - q) for p, q in zip(a, b)) for a, b in zip(image.getdata(), back.getdata())]\n"
         "white = ImageCms.applyTransform(Image.new('RGB', (1, 1), 'white'), to_lab).getpixel((0, 0))\n"
         "red = ImageCms.applyTransform(Image.new('RGB', (1, 1), 'red'), to_lab).getpixel((0, 0))\n"
-        "(as_lab.mode, back.mode, error, white, red, ImageCms.getProfileName(srgb).strip())"))
-    mode, back_mode, error, white, red, name = _value(result)
+        "(as_lab.mode, back.mode, max(errors), sum(errors) / len(errors), white, red,"
+        " ImageCms.getProfileName(srgb).strip(), hashlib.sha256(as_lab.tobytes()).hexdigest())"))
+    mode, back_mode, worst, mean, white, red, name, digest = _value(result)
     assert (mode, back_mode) == ("LAB", "RGB")
-    assert error <= 3, error
+    assert worst <= 16 and mean <= 2, (worst, mean)
     # Pillow's LAB: L scaled to 0-255, a and b offset by 128.  White is
     # L=100, a=b=0; sRGB red is about L=53, a=80, b=67.
     assert white[0] >= 254 and abs(white[1] - 128) <= 1 and abs(white[2] - 128) <= 1, white
-    assert abs(red[0] - 136) <= 3 and red[1] > 190 and red[2] > 180, red
+    assert abs(red[0] - 137) <= 3 and red[1] > 190 and red[2] > 180, red
     assert "sRGB" in name
+    # The same LAB bytes as Debian's native Pillow with lcms2 computes.
+    ImageCms = pytest.importorskip("PIL.ImageCms")
+    from PIL import Image
+    image = Image.new("RGB", (64, 48))
+    image.putdata([(60 + x * 2, 60 + y * 3, 200 - x - y) for y in range(48) for x in range(64)])
+    native = ImageCms.applyTransform(image, ImageCms.buildTransformFromOpenProfiles(
+        ImageCms.createProfile("sRGB"), ImageCms.createProfile("LAB"), "RGB", "LAB"))
+    assert hashlib.sha256(native.tobytes()).hexdigest() == digest
 
 
 # Each format's valid file, then damaged copies of it: truncated at several
