@@ -57,6 +57,16 @@ text = text.replace(anchor, '        elif sys.platform == "wasi":\n'
                     '            dirs.append(os.path.join(os.path.dirname(__file__), "fonts"))\n' + anchor)
 open(path, "w").write(text)
 PATCH
+# --- codecs: WASI has no dup(), so os.dup raises OSError (ENOTSUP), which
+# Pillow's libtiff writer does not expect (it catches io.UnsupportedOperation,
+# a BytesIO's answer): catching OSError, it encodes a TIFF saved to a file
+# in memory and writes it through the file object, as for a BytesIO.  (Its
+# reader already falls back to reading through the file object.)
+sed -i '/_fp = os.dup(fp.fileno())/{n;s/except io.UnsupportedOperation:$/except OSError:  # capsule: WASI has no dup()/}' \
+    "$stage/PIL/TiffImagePlugin.py"
+grep -q "capsule: WASI has no dup" "$stage/PIL/TiffImagePlugin.py" || \
+    { echo "build-stdlib.sh: TiffImagePlugin.py's dup fallback not patched" >&2; exit 1; }
+# --- end codecs
 # getpath looks for lib-dynload to find exec_prefix; modules are static here.
 mkdir -p "$stage/lib-dynload"
 /usr/bin/python3.11 -m compileall -q -j0 --invalidation-mode unchecked-hash "$stage" >/dev/null

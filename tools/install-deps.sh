@@ -16,7 +16,8 @@ missing=""
 # (tests/integration/test_install.py: embed.c via pkg-config, the wheel in a
 # fresh venv, the man page rendered, the completion run); python3-mypy checks the Python
 # binding's types (python/tests).
-# cmake configures libjpeg-turbo and freetype for the guest; fonts-dejavu-core
+# cmake cross-builds the guest's CMake-only libraries (libjpeg-turbo,
+# freetype, libtiff, OpenJPEG: guest/extensions/pillow.sh); fonts-dejavu-core
 # is the TrueType font shipped in the guest image (guest/build-stdlib.sh).
 # The python3-* packages are what the dependency tests install into the
 # sandbox from /usr/lib/python3/dist-packages (pure Python, from Debian).

@@ -12,7 +12,8 @@
 #
 #     ext_begin NAME                      # skip everything if up to date
 #     ext_configure LIB SRC [configure args]; ext_make LIB [targets]
-#     ext_cmake LIB SRC TARGET [cmake args]  # a CMake library, built
+#     ext_cmake LIB SRC [-D options]      # CMake projects: configure+build+install
+#     ext_cmake_target LIB SRC TARGET [cmake args]  # one target of a CMake project, built
 #     ext_compile NAME "CFLAGS $ext_sjlj_cflags" FILE...  # code using setjmp
 #     ext_compile NAME "CFLAGS" FILE...   # -> objects in $ext_dir/obj-NAME
 #     ext_archive NAME LIB...             # lib archives to link after it
@@ -78,6 +79,30 @@ ext_make() {
         >>"$ext_dir/$lib-make.log" 2>&1 || { tail -40 "$ext_dir/$lib-make.log" >&2; exit 1; }
 }
 
+# ext_cmake LIB SRC [-D options]: cross-configures, builds and installs the
+# CMake project SRC for wasm32-wasi in $ext_dir/LIB (static, into $deps),
+# for libraries whose Debian tarball has no generated configure script
+# (libtiff, OpenJPEG).  CMake knows no WASI system; "Generic" with clang's
+# target is enough (its checks compile and link small programs against
+# wasi-libc), and it searches no host directories, so a library the script
+# does not name is not found.  Logs are in $ext_dir/LIB-*.log.
+ext_cmake() {
+    lib=$1 lsrc=$2
+    shift 2
+    rm -rf "$ext_dir/$lib" && mkdir -p "$ext_dir/$lib"
+    (cd "$ext_dir/$lib" && \
+     PKG_CONFIG_LIBDIR=/nonexistent cmake -S "$lsrc" -B . -Wno-dev \
+        -DCMAKE_SYSTEM_NAME=Generic -DCMAKE_SYSTEM_PROCESSOR=wasm32 \
+        -DCMAKE_C_COMPILER=clang-19 -DCMAKE_C_COMPILER_TARGET=wasm32-wasi \
+        -DCMAKE_AR="$(command -v "$wasi_ar")" -DCMAKE_RANLIB="$(command -v "$wasi_ranlib")" \
+        -DCMAKE_C_FLAGS="$wasi_cflags -I$deps/include" -DCMAKE_BUILD_TYPE= \
+        -DCMAKE_INSTALL_PREFIX="$deps" -DCMAKE_PREFIX_PATH="$deps" \
+        -DBUILD_SHARED_LIBS=OFF "$@" >"$ext_dir/$lib-configure.log" 2>&1 && \
+     cmake --build . -j"$(nproc)" >"$ext_dir/$lib-make.log" 2>&1 && \
+     cmake --install . >>"$ext_dir/$lib-make.log" 2>&1) \
+    || { tail -n 40 "$ext_dir/$lib-configure.log" "$ext_dir/$lib-make.log" >&2; exit 1; }
+}
+
 # ext_compile NAME "CFLAGS" FILE...: each FILE to an object in $ext_dir/obj-NAME.
 ext_compile() {
     name=$1 flags=$2
@@ -134,12 +159,12 @@ if [ "$(cat "$deps/sjlj-stamp" 2>/dev/null)" != "$sjlj_stamp" ] || [ ! -f "$deps
     rm -f "$pybuild/python.wasm"
 fi
 
-# ext_cmake LIB SRC TARGET [cmake args]: configures the CMake source tree
+# ext_cmake_target LIB SRC TARGET [cmake args]: configures the CMake source tree
 # SRC for wasm32-wasi in $ext_dir/LIB (static, Release) and builds TARGET.
 # The caller copies the archive and headers into $deps; more compiler
 # flags (e.g. $ext_sjlj_cflags) go in -DCMAKE_C_FLAGS=.  Logs are in
-# $ext_dir/LIB-*.log.
-ext_cmake() {
+# $ext_dir/LIB-*.log.  (ext_cmake above installs the whole project instead.)
+ext_cmake_target() {
     lib=$1 lsrc=$2 target=$3
     shift 3
     rm -rf "$ext_dir/$lib" && mkdir -p "$ext_dir/$lib"
