@@ -124,30 +124,37 @@ def main():
     parser.add_argument("--capsule", default="build/capsule")
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--drain-jobs", type=int, default=500)
+    parser.add_argument("--runners", default="1,2,4",
+                        help="runner threads per node to measure, comma-separated")
+    parser.add_argument("--only", choices=("drain", "submit"),
+                        help="measure only draining, or only submit+run")
     options = parser.parse_args()
     directory = tempfile.mkdtemp(prefix="capsule-bench-jobs-")
+    runner_counts = [int(count) for count in options.runners.split(",")]
     rows = []
     drains = []
     try:
-        for runners in (1, 2):
+        for runners in runner_counts if options.only != "submit" else ():
             store = f"sqlite:{os.path.join(directory, f'drain-{runners}.db')}"
             drains.append((f"SQLite, 1 node, {runners} runner(s)",
                            drain(options.capsule, store, options.drain_jobs, runners, 1)))
-        if os.environ.get("CAPSULE_TEST_POSTGRES"):
-            for runners, nodes in ((1, 1), (2, 1), (1, 3)):
-                drains.append((f"PostgreSQL, {nodes} node(s), {runners} runner(s) each",
-                               drain(options.capsule, os.environ["CAPSULE_TEST_POSTGRES"],
-                                     options.drain_jobs, runners, nodes)))
-        for runners in (1, 2):
+        if os.environ.get("CAPSULE_TEST_POSTGRES") and options.only != "submit":
+            for runners in runner_counts:
+                for nodes in (1, 3):
+                    drains.append((f"PostgreSQL, {nodes} node(s), {runners} runner(s) each",
+                                   drain(options.capsule, os.environ["CAPSULE_TEST_POSTGRES"],
+                                         options.drain_jobs, runners, nodes)))
+        for runners in runner_counts if options.only != "drain" else ():
             store = f"sqlite:{os.path.join(directory, f'jobs-{runners}.db')}"
             rows.append((f"SQLite, 1 node, {runners} runner(s)",
                          measure(options.capsule, store, options.jobs, runners, 1)))
         postgres = os.environ.get("CAPSULE_TEST_POSTGRES")
-        if postgres:
-            rows.append(("PostgreSQL, 1 node, 1 runner",
-                         measure(options.capsule, postgres, options.jobs, 1, 1)))
-            rows.append(("PostgreSQL, 3 nodes, 1 runner each",
-                         measure(options.capsule, postgres, options.jobs, 1, 3)))
+        if postgres and options.only != "drain":
+            for runners in runner_counts:
+                rows.append((f"PostgreSQL, 1 node, {runners} runner(s)",
+                             measure(options.capsule, postgres, options.jobs, runners, 1)))
+                rows.append((f"PostgreSQL, 3 nodes, {runners} runner(s) each",
+                             measure(options.capsule, postgres, options.jobs, runners, 3)))
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     print(f"durable jobs: {options.jobs} trivial jobs (`1`) each, this machine, one run")

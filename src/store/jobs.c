@@ -12,6 +12,10 @@
  * its end) is fenced by (lease_owner, attempts): an attempt whose job was
  * swept and claimed again elsewhere cannot commit over the new one.
  *
+ * Runners end attempts and claim their next jobs together
+ * (store_job_commit_batch): several runners' ends and claims in one
+ * transaction, one commit (one fsync) for all of them.
+ *
  * Dead attempts are found at claim time, by whoever claims next: a running
  * job whose node's lease (the nodes table, renewed by store_renew) expired,
  * or whose own lease (its timeout plus STORE_JOB_GRACE_MS) passed.
@@ -560,29 +564,65 @@ int store_job_finish(store *store, const char *id, int64_t attempt, store_job_ou
                          event, status, error);
 }
 
-int store_job_finish_and_claim(store *store, const char *id, int64_t attempt,
-                               store_job_outcome outcome, const char *result_json,
-                               const char *message, int64_t retry_delay_ms, int64_t until,
-                               const char *event, char status[STORE_STATUS_SIZE],
-                               const char *queue, store_job *next, int *claimed, char *error) {
-    if (status) status[0] = '\0';
-    memset(next, 0, sizeof *next);
-    *claimed = 0;
-    int result = check_finish(id, outcome, event, error);
+int store_job_commit_batch(store *store, store_job_batch_item *items, size_t count,
+                           const char *queue, char *error) {
+    int wanted = 0;
+    for (size_t i = 0; i < count; i++) {
+        items[i].ended = CAP_OK;
+        items[i].status[0] = '\0';
+        items[i].claimed = 0;
+        memset(&items[i].next, 0, sizeof items[i].next);
+        wanted += items[i].want_next != 0;
+    }
+    int result = CAP_OK;
+    for (size_t i = 0; result == CAP_OK && i < count; i++)
+        if (items[i].id) result = check_finish(items[i].id, items[i].outcome, items[i].event, error);
     if (result != CAP_OK) return result;
     if ((result = store_internal_write_begin(store, error)) != CAP_OK) return result;
-    int found = 0;
-    result = finish_within(store, id, attempt, outcome, result_json, message, retry_delay_ms,
-                           until, event, status, error);
-    if (result == CAP_OK) result = claim_within(store, queue, next, &found, error);
-    result = store_internal_write_end(store, result, error);
-    if (result != CAP_OK) {
-        if (status) status[0] = '\0';
-        store_job_clear(next);
-        return result;
+    for (size_t i = 0; result == CAP_OK && i < count; i++) {
+        store_job_batch_item *item = &items[i];
+        if (!item->id) continue;
+        char refused[CAP_ERROR_SIZE];
+        /* A refusal is a statement that matched no row: the transaction
+         * goes on for the others. */
+        int ended = finish_within(store, item->id, item->attempt, item->outcome,
+                                  item->result_json, item->message, item->retry_delay_ms,
+                                  item->until, item->event, item->status, refused);
+        if (ended == STORE_ECONFLICT) {
+            item->ended = STORE_ECONFLICT;
+        } else if (ended != CAP_OK) {
+            result = ended;
+            if (error) snprintf(error, CAP_ERROR_SIZE, "%s", refused);
+        }
     }
-    *claimed = found;
-    return CAP_OK;
+    if (result == CAP_OK && wanted) {
+        const store_backend *backend = store_internal_backend(store);
+        int64_t now = store_internal_now(store);
+        result = RUN(store, job_sweep, NULL, NULL, error, INTEGER(now));
+        if (result == CAP_OK && backend->row_locks)
+            result = store_internal_execute(store, job_queues_lock, NULL, 0, NULL, NULL, error);
+        /* One pick per claim, each seeing the claims before it: a queue's
+         * limit holds inside the batch too. */
+        for (size_t i = 0; result == CAP_OK && i < count; i++) {
+            store_job_batch_item *item = &items[i];
+            if (!item->want_next) continue;
+            one_job picked = {&item->next, 0};
+            result = RUN(store, backend->row_locks ? job_claim_locking : job_claim_sqlite,
+                         read_one_job, &picked, error, INTEGER(now), TEXT(store_node(store)),
+                         TEXT(queue ? queue : ""));
+            if (result == CAP_OK && picked.found) result = job_extra(store, &item->next, error);
+            item->claimed = picked.found > 0;
+            if (!picked.found) break; /* none due: the rest would find none either */
+        }
+    }
+    result = store_internal_write_end(store, result, error);
+    if (result != CAP_OK)
+        for (size_t i = 0; i < count; i++) {
+            items[i].status[0] = '\0';
+            items[i].claimed = 0;
+            store_job_clear(&items[i].next);
+        }
+    return result;
 }
 
 /* --- cancelling, events, limits ---------------------------------------------------- */
