@@ -62,11 +62,15 @@ static int collect_first(void *context, const store_value *columns, int count, c
     return 0;
 }
 
-/* The 16 columns a job row is read with (the backends read at most 16);
- * code, the idempotency key and the lease's expiry come with job_extra. */
+/* The 16 columns a job row is listed with; a single job (get, claim) is
+ * read with JOB_FULL_COLUMNS, the same and 4 more (the backends read at
+ * most 24), in the same statement. */
 #define JOB_COLUMNS                                                                                \
     "id, principal, queue, status, attempts, max_attempts, backoff_ms, timeout_ms, run_after,"     \
     " lease_owner, cancel_requested, wait_event, last_error, result, created_at, updated_at"
+#define JOB_FULL_COLUMNS JOB_COLUMNS ", code, idempotency_key, lease_expires_at, claim_wait_ms"
+
+static int read_extra(store_job *job, const store_value *columns, int count, char *error);
 
 static int read_job(store_job *out, const store_value *columns, int count, char *error) {
     if (count < 16)
@@ -91,7 +95,7 @@ static int read_job(store_job *out, const store_value *columns, int count, char 
     if ((columns[12].type == STORE_TEXT && !out->last_error) ||
         (columns[13].type == STORE_TEXT && !out->result))
         return store_fail(error, CAP_ENOMEM, "out of memory");
-    return 0;
+    return count >= 20 ? read_extra(out, columns + 16, count - 16, error) : 0;
 }
 
 typedef struct one_job {
@@ -159,11 +163,8 @@ int store_job_counts(store *store, int (*each)(void *context, const char *status
     return store_internal_execute(store, job_counts_select, NULL, 0, read_count, &counts, error);
 }
 
-static const char job_extra_select[] =
-    "SELECT code, idempotency_key, lease_expires_at, claim_wait_ms FROM jobs WHERE id = $1";
-
-static int read_extra(void *context, const store_value *columns, int count, char *error) {
-    store_job *job = context;
+/* JOB_FULL_COLUMNS' last 4. */
+static int read_extra(store_job *job, const store_value *columns, int count, char *error) {
     if (count < 4) return store_fail(error, STORE_ECORRUPT, "a short job row");
     job->claim_wait_ms = columns[3].type == STORE_INTEGER ? columns[3].integer : 0;
     free(job->code);
@@ -171,10 +172,6 @@ static int read_extra(void *context, const store_value *columns, int count, char
     store_copy_text(job->idempotency_key, sizeof job->idempotency_key, &columns[1]);
     job->lease_expires_at = columns[2].type == STORE_INTEGER ? columns[2].integer : 0;
     return job->code ? 0 : store_fail(error, CAP_ENOMEM, "out of memory");
-}
-
-static int job_extra(store *store, store_job *job, char *error) {
-    return RUN(store, job_extra_select, read_extra, job, error, TEXT(job->id));
 }
 
 /* 32 hex digits of randomness. */
@@ -207,7 +204,7 @@ static const char job_insert[] =
     " ON CONFLICT DO NOTHING RETURNING 1";
 static const char job_select_by_key[] =
     "SELECT id FROM jobs WHERE principal = $1 AND idempotency_key = $2";
-static const char job_select[] = "SELECT " JOB_COLUMNS " FROM jobs WHERE id = $1";
+static const char job_select[] = "SELECT " JOB_FULL_COLUMNS " FROM jobs WHERE id = $1";
 
 int store_job_submit(store *store, const store_job_spec *spec, store_job *out, int *existing,
                      char *error) {
@@ -274,7 +271,6 @@ int store_job_get(store *store, const char *id, const char *principal, store_job
     result = RUN(store, job_select, read_one_job, &found, error, TEXT(id));
     if (result == CAP_OK && (!found.found || (principal && strcmp(out->principal, principal))))
         result = store_fail(error, STORE_ENOTFOUND, "no job '%s'", id);
-    if (result == CAP_OK) result = job_extra(store, out, error);
     if (result != CAP_OK) store_job_clear(out);
     return result;
 }
@@ -337,9 +333,9 @@ static const char job_sweep[] =
 #define STRINGIFY(x) STRINGIFY_(x)
 #define STRINGIFY_(x) #x
 static const char job_claim_sqlite[] =
-    JOB_TAKE " WHERE id = (" JOB_PICK ") RETURNING " JOB_COLUMNS;
+    JOB_TAKE " WHERE id = (" JOB_PICK ") RETURNING " JOB_FULL_COLUMNS;
 static const char job_claim_locking[] =
-    JOB_TAKE " WHERE id = (" JOB_PICK " FOR UPDATE SKIP LOCKED) RETURNING " JOB_COLUMNS;
+    JOB_TAKE " WHERE id = (" JOB_PICK " FOR UPDATE SKIP LOCKED) RETURNING " JOB_FULL_COLUMNS;
 /* PostgreSQL: the limited queues' rows are locked first, so that two nodes
  * never both see a queue one below its limit and both claim (a claim of an
  * unlimited queue locks nothing and waits for no one). */
@@ -359,7 +355,6 @@ static int claim_within(store *store, const char *queue, store_job *out, int *fo
         result = RUN(store, backend->row_locks ? job_claim_locking : job_claim_sqlite,
                      read_one_job, &picked, error, INTEGER(now), TEXT(store_node(store)),
                      TEXT(queue ? queue : ""));
-    if (result == CAP_OK && picked.found) result = job_extra(store, out, error);
     *found = picked.found > 0;
     return result;
 }
@@ -610,7 +605,6 @@ int store_job_commit_batch(store *store, store_job_batch_item *items, size_t cou
             result = RUN(store, backend->row_locks ? job_claim_locking : job_claim_sqlite,
                          read_one_job, &picked, error, INTEGER(now), TEXT(store_node(store)),
                          TEXT(queue ? queue : ""));
-            if (result == CAP_OK && picked.found) result = job_extra(store, &item->next, error);
             item->claimed = picked.found > 0;
             if (!picked.found) break; /* none due: the rest would find none either */
         }
