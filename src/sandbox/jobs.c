@@ -550,15 +550,18 @@ static int group_commit(job_runners *runners, commit_request *request) {
             continue;
         }
         runners->committing = 1;
-        commit_request *batch = runners->pending;
-        runners->pending = NULL;
-        runners->pending_tail = &runners->pending;
+        /* The first MAX_RUNNERS pending (there are no more: each runner
+         * waits for its one request), the rest left for the next batch. */
+        commit_request *batch = runners->pending, *last = batch;
+        size_t count = 1;
+        while (last->next && count < MAX_RUNNERS) last = last->next, count++;
+        runners->pending = last->next;
+        if (!runners->pending) runners->pending_tail = &runners->pending;
+        last->next = NULL;
         pthread_mutex_unlock(&runners->lock);
-        /* At most one request per runner waits: MAX_RUNNERS items. */
         store_job_batch_item items[MAX_RUNNERS];
-        size_t count = 0;
-        for (commit_request *r = batch; r && count < MAX_RUNNERS; r = r->next)
-            items[count++] = r->item;
+        count = 0;
+        for (commit_request *r = batch; r; r = r->next) items[count++] = r->item;
         char error[CAP_ERROR_SIZE] = "";
         int rcs[MAX_RUNNERS];
         pthread_mutex_lock(&config->store_lock);
