@@ -28,8 +28,13 @@
  * lost one ends the attempt without recording anything.  Outside a job:
  * failure "not-in-job" (RuntimeError).
  *
+ * Runners write through a group commit (group_commit): an attempt's end
+ * and the runner's next claim join whatever other runners of this process
+ * asked meanwhile, one transaction (one fsync) for all of them.
+ *
  * Locks: the store handle is config->store_lock's, taken around each use;
- * the runners' own state is runners->lock's.
+ * the runners' own state (and the group commit's queue) is runners->lock's;
+ * store_lock is never taken while runners->lock is held.
  */
 #include "sandbox.h"
 
@@ -45,6 +50,7 @@
 #define IDLE_POLL_MS 500           /* an idle runner looks for due jobs this often (default) */
 #define LISTEN_WAIT_MS 250         /* the listener's wait between looks at `stop` */
 #define MAX_RETRY_DELAY_MS 3600000 /* backoff is capped at an hour */
+#define END_RETRY_MS 60000         /* an attempt's end is retried this long on a lost store */
 #define DEFAULT_MAX_ATTEMPTS 3
 #define DEFAULT_TIMEOUT_SECONDS 60.0
 #define DEFAULT_BACKOFF_SECONDS 1.0
@@ -626,16 +632,23 @@ static void finish_attempt(job_runners *runners, job_attempt *attempt, int rc,
                                        .until = attempt->until,
                                        .want_next = 1}};
     /* A database that restarts under the attempt fails this write; the
-     * next one reconnects.  Retried a few times (about 15 s in all), or the
-     * job would stay `running` under this live node until its own lease
-     * (timeout + 60 s) ran out. */
-    for (int tries = 0; tries < 8; tries++) {
+     * next one reconnects.  Retried for up to END_RETRY_MS (a PostgreSQL
+     * recovering from a crash may refuse connections for many seconds on a
+     * busy machine: 12 s seen), or the job would stay `running` under this
+     * live node until its own lease (timeout + 60 s) ran out; not past the
+     * process's stop (the sweep gives the attempt back then). */
+    int64_t give_up = now_ms() + END_RETRY_MS;
+    for (int tries = 0;; tries++) {
         if (tries) {
             long ms = 250L << (tries < 3 ? tries : 3); /* 0.5, 1, then 2 s */
             struct timespec pause = {ms / 1000, ms % 1000 * 1000000L};
             nanosleep(&pause, NULL);
         }
         if (group_commit(runners, &request) != CAP_EIO) break; /* done, or not retryable */
+        pthread_mutex_lock(&runners->lock);
+        int stopping = runners->stop;
+        pthread_mutex_unlock(&runners->lock);
+        if (stopping || now_ms() >= give_up) break;
     }
     *claimed = request.rc == CAP_OK && request.item.claimed;
     if (*claimed) *next = request.item.next;
