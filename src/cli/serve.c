@@ -13,7 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 #define MAX_ORIGINS 16
 #define MAX_TOKENS 256
@@ -30,8 +29,7 @@ const char serve_options_usage[] =
     "                       client reaches only the sessions its token created\n"
     "                       (or one token in the CAPSULE_TOKEN environment variable)\n"
     "  --no-store           sessions live only in memory (no default store)\n"
-    "  --job-runners N      threads running durable jobs from the store (default twice\n"
-    "                       the cores, 2 to 16; 0: none)\n"
+    "  --job-runners N      threads running durable jobs from the store (default 1; 0: none)\n"
     "  --job-poll SECONDS   how often an idle runner looks for due jobs (default 0.5; it is\n"
     "                       woken at once by submits here and, on PostgreSQL, anywhere)\n"
     "  --job-retention SECONDS\n"
@@ -94,16 +92,6 @@ static int read_tokens(const char *path, char **tokens, size_t *count) {
     return read;
 }
 
-/* Twice the online cores (2 to 16): an attempt's wall time is mostly not
- * its runner's CPU (its worker's run, the commit's fsync), so more runners
- * than cores keep the cores busy, and their ends share commits (group
- * commit, src/sandbox/jobs.c).  A runner's sandbox is small (a zygote that
- * shares the start image's pages, and two pooled workers). */
-static int default_job_runners(void) {
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    return cores < 1 ? 2 : cores > 8 ? 16 : (int)(2 * cores);
-}
-
 int command_serve(int argc, char **argv) {
     mcp_server_options server_options = {0};
     server_options.workers = 2;
@@ -111,7 +99,7 @@ int command_serve(int argc, char **argv) {
     mcp_transport_options transport = {0};
     const char *origins[MAX_ORIGINS];
     const char *http = NULL, *token_file = NULL;
-    int stdio = 0, no_store = 0, job_runners = default_job_runners();
+    int stdio = 0, no_store = 0, job_runners = 1;
     double job_poll = 0;
     const char *queue_limits[MAX_QUEUE_LIMITS];
     int queue_limit_count = 0;
