@@ -341,38 +341,17 @@ static const char job_claim_locking[] =
  * unlimited queue locks nothing and waits for no one). */
 static const char job_queues_lock[] = "SELECT name FROM job_queues ORDER BY name FOR UPDATE";
 
-/* The claim's statements, inside the caller's write transaction: the
- * sweep, then (found = 1) the oldest due job into *out, with its code. */
-static int claim_within(store *store, const char *queue, store_job *out, int *found,
-                        char *error) {
-    const store_backend *backend = store_internal_backend(store);
-    int64_t now = store_internal_now(store);
-    int result = RUN(store, job_sweep, NULL, NULL, error, INTEGER(now));
-    if (result == CAP_OK && backend->row_locks)
-        result = store_internal_execute(store, job_queues_lock, NULL, 0, NULL, NULL, error);
-    one_job picked = {out, 0};
-    if (result == CAP_OK)
-        result = RUN(store, backend->row_locks ? job_claim_locking : job_claim_sqlite,
-                     read_one_job, &picked, error, INTEGER(now), TEXT(store_node(store)),
-                     TEXT(queue ? queue : ""));
-    *found = picked.found > 0;
-    return result;
-}
-
+/* One claim on its own: a batch of one item that only wants a job (one
+ * code path for every claim: store_job_commit_batch's). */
 int store_job_claim(store *store, const char *queue, store_job *out, int *claimed,
                     char *error) {
     memset(out, 0, sizeof *out);
     *claimed = 0;
-    int found = 0;
-    int result = store_internal_write_begin(store, error);
+    store_job_batch_item item = {.want_next = 1};
+    int result = store_job_commit_batch(store, &item, 1, queue, error);
     if (result != CAP_OK) return result;
-    result = claim_within(store, queue, out, &found, error);
-    result = store_internal_write_end(store, result, error);
-    if (result != CAP_OK) {
-        store_job_clear(out);
-        return result;
-    }
-    *claimed = found;
+    *claimed = item.claimed;
+    *out = item.next;
     return CAP_OK;
 }
 
