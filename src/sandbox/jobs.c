@@ -28,8 +28,13 @@
  * lost one ends the attempt without recording anything.  Outside a job:
  * failure "not-in-job" (RuntimeError).
  *
+ * Runners write through a group commit (group_commit): an attempt's end
+ * and the runner's next claim join whatever other runners of this process
+ * asked meanwhile, one transaction (one fsync) for all of them.
+ *
  * Locks: the store handle is config->store_lock's, taken around each use;
- * the runners' own state is runners->lock's.
+ * the runners' own state (and the group commit's queue) is runners->lock's;
+ * store_lock is never taken while runners->lock is held.
  */
 #include "sandbox.h"
 
@@ -45,6 +50,7 @@
 #define IDLE_POLL_MS 500           /* an idle runner looks for due jobs this often (default) */
 #define LISTEN_WAIT_MS 250         /* the listener's wait between looks at `stop` */
 #define MAX_RETRY_DELAY_MS 3600000 /* backoff is capped at an hour */
+#define END_RETRY_MS 60000         /* an attempt's end is retried this long on a lost store */
 #define DEFAULT_MAX_ATTEMPTS 3
 #define DEFAULT_TIMEOUT_SECONDS 60.0
 #define DEFAULT_BACKOFF_SECONDS 1.0
@@ -56,6 +62,16 @@
 static const int64_t CLAIM_BUCKETS_MS[] = {1,   2,    5,    10,   25,    50,    100,
                                            250, 500, 1000, 2500, 5000, 10000, 60000};
 #define CLAIM_BUCKET_COUNT (sizeof CLAIM_BUCKETS_MS / sizeof *CLAIM_BUCKETS_MS)
+
+/* A runner's request to the group commit (group_commit): its item, and,
+ * once a leader committed it, the outcome. */
+typedef struct commit_request {
+    store_job_batch_item item;
+    int done;
+    int rc;
+    char error[CAP_ERROR_SIZE];
+    struct commit_request *next;
+} commit_request;
 
 typedef struct job_runners {
     cap_config *config;
@@ -73,6 +89,12 @@ typedef struct job_runners {
     int stop;
     int wakes; /* wake-ups not yet consumed: a submit while all were busy */
     int64_t next_prune_ms; /* when a runner prunes next (now_ms) */
+    /* The group commit: requests waiting for the next transaction, and
+     * whether a runner (the leader) is committing one now. */
+    commit_request *pending;
+    commit_request **pending_tail;
+    int committing;
+    pthread_cond_t committed;
     /* Claim latency, for /metrics: how long each job this process claimed
      * had been due (claim time - run_after), as a Prometheus histogram. */
     uint64_t latency_buckets[CLAIM_BUCKET_COUNT]; /* claims <= CLAIM_BUCKETS_MS[i] */
@@ -511,15 +533,72 @@ sandbox_outcome sandbox_job_fetch(sandbox_exchange *exchange, const char *payloa
 
 /* --- the runners ------------------------------------------------------------------ */
 
+/* Records `request` (an attempt's end, a claim, or both) in a write
+ * transaction shared with whatever other runners of this process asked
+ * meanwhile: group commit, one fsync for all of them.  Whoever finds no
+ * transaction under way becomes the leader: it takes every pending
+ * request, commits them together (store_job_commit_batch) and hands each
+ * its outcome; the others wait, and one of them leads the next batch.
+ * Returns once this request's transaction committed or failed: its rc
+ * (and request->item's outputs) then.  A failed batch of several is tried
+ * again one request at a time, so that one request that cannot be
+ * written does not fail the others'. */
+static int group_commit(job_runners *runners, commit_request *request) {
+    cap_config *config = runners->config;
+    request->done = 0;
+    request->next = NULL;
+    pthread_mutex_lock(&runners->lock);
+    *runners->pending_tail = request;
+    runners->pending_tail = &request->next;
+    while (!request->done) {
+        if (runners->committing) {
+            pthread_cond_wait(&runners->committed, &runners->lock);
+            continue;
+        }
+        runners->committing = 1;
+        /* The first MAX_RUNNERS pending (there are no more: each runner
+         * waits for its one request), the rest left for the next batch. */
+        commit_request *batch = runners->pending, *last = batch;
+        size_t count = 1;
+        while (last->next && count < MAX_RUNNERS) last = last->next, count++;
+        runners->pending = last->next;
+        if (!runners->pending) runners->pending_tail = &runners->pending;
+        last->next = NULL;
+        pthread_mutex_unlock(&runners->lock);
+        store_job_batch_item items[MAX_RUNNERS];
+        count = 0;
+        for (commit_request *r = batch; r; r = r->next) items[count++] = r->item;
+        char error[CAP_ERROR_SIZE] = "";
+        int rcs[MAX_RUNNERS];
+        pthread_mutex_lock(&config->store_lock);
+        int rc = store_job_commit_batch(config->store, items, count, NULL, error);
+        for (size_t i = 0; i < count; i++) rcs[i] = rc;
+        if (rc != CAP_OK && count > 1)
+            for (size_t i = 0; i < count; i++)
+                rcs[i] = store_job_commit_batch(config->store, &items[i], 1, NULL, error);
+        pthread_mutex_unlock(&config->store_lock);
+        pthread_mutex_lock(&runners->lock);
+        size_t i = 0;
+        for (commit_request *r = batch; r && i < count; r = r->next, i++) {
+            r->item = items[i];
+            r->rc = rcs[i];
+            snprintf(r->error, sizeof r->error, "%s", rcs[i] == CAP_OK ? "" : error);
+            r->done = 1;
+        }
+        runners->committing = 0;
+        pthread_cond_broadcast(&runners->committed);
+    }
+    pthread_mutex_unlock(&runners->lock);
+    return request->rc;
+}
+
 /* What an attempt's end is recorded as, from how its run ended; in the
- * same transaction the runner's next job is claimed (*claimed = 1 and
- * *next), unless the end could not be recorded. */
+ * same transaction (group_commit's) the runner's next job is claimed
+ * (*claimed = 1 and *next), unless the transaction failed. */
 static void finish_attempt(job_runners *runners, job_attempt *attempt, int rc,
                            const cap_result *result, const char *run_error, store_job *next,
                            int *claimed) {
-    cap_config *config = runners->config;
     const store_job *job = &attempt->job;
-    char error[CAP_ERROR_SIZE] = "";
     char *json = NULL;
     store_job_outcome outcome;
     char message[1024] = "";
@@ -543,24 +622,36 @@ static void finish_attempt(job_runners *runners, job_attempt *attempt, int rc,
         for (int64_t n = 1; n < job->attempts && delay < MAX_RETRY_DELAY_MS; n++) delay *= 2;
         if (delay > MAX_RETRY_DELAY_MS) delay = MAX_RETRY_DELAY_MS;
     }
+    commit_request request = {.item = {.id = job->id,
+                                       .attempt = job->attempts,
+                                       .outcome = outcome,
+                                       .result_json = json ? json : "null",
+                                       .message = message,
+                                       .event = attempt->event,
+                                       .retry_delay_ms = delay,
+                                       .until = attempt->until,
+                                       .want_next = 1}};
     /* A database that restarts under the attempt fails this write; the
-     * next one reconnects.  Retried a few times (about 15 s in all), or the
-     * job would stay `running` under this live node until its own lease
-     * (timeout + 60 s) ran out. */
-    for (int tries = 0; tries < 8; tries++) {
+     * next one reconnects.  Retried for up to END_RETRY_MS (a PostgreSQL
+     * recovering from a crash may refuse connections for many seconds on a
+     * busy machine: 12 s seen), or the job would stay `running` under this
+     * live node until its own lease (timeout + 60 s) ran out; not past the
+     * process's stop (the sweep gives the attempt back then). */
+    int64_t give_up = now_ms() + END_RETRY_MS;
+    for (int tries = 0;; tries++) {
         if (tries) {
             long ms = 250L << (tries < 3 ? tries : 3); /* 0.5, 1, then 2 s */
             struct timespec pause = {ms / 1000, ms % 1000 * 1000000L};
             nanosleep(&pause, NULL);
         }
-        pthread_mutex_lock(&config->store_lock);
-        int written = store_job_finish_and_claim(config->store, job->id, job->attempts, outcome,
-                                                 json ? json : "null", message, delay,
-                                                 attempt->until, attempt->event, NULL, NULL, next,
-                                                 claimed, error);
-        pthread_mutex_unlock(&config->store_lock);
-        if (written != CAP_EIO) break; /* done, or refused (fenced): nothing to retry */
+        if (group_commit(runners, &request) != CAP_EIO) break; /* done, or not retryable */
+        pthread_mutex_lock(&runners->lock);
+        int stopping = runners->stop;
+        pthread_mutex_unlock(&runners->lock);
+        if (stopping || now_ms() >= give_up) break;
     }
+    *claimed = request.rc == CAP_OK && request.item.claimed;
+    if (*claimed) *next = request.item.next;
     free(json);
 }
 
@@ -669,7 +760,6 @@ static void *runner_main(void *argument) {
     job_runners *runners = pair[0];
     cap_sandbox *sandbox = pair[1];
     free(pair);
-    cap_config *config = runners->config;
     store_job job;
     int claimed = 0; /* job holds a claimed job not yet run */
     for (;;) {
@@ -680,10 +770,11 @@ static void *runner_main(void *argument) {
         maybe_prune(runners);
         int rc = CAP_OK;
         if (!claimed) {
-            char error[CAP_ERROR_SIZE];
-            pthread_mutex_lock(&config->store_lock);
-            rc = store_job_claim(config->store, NULL, &job, &claimed, error);
-            pthread_mutex_unlock(&config->store_lock);
+            /* Idle runners' claims share transactions too. */
+            commit_request request = {.item = {.want_next = 1}};
+            rc = group_commit(runners, &request);
+            claimed = rc == CAP_OK && request.item.claimed;
+            if (claimed) job = request.item.next;
         }
         if (rc == CAP_OK && claimed) {
             /* While jobs keep coming, each attempt's end claims the next. */
@@ -755,6 +846,8 @@ int cap_jobs_start(cap_config *config, int count, const cap_limits *limits, doub
     if (runners->poll_ms < 1) runners->poll_ms = 1;
     pthread_mutex_init(&runners->lock, NULL);
     pthread_cond_init(&runners->wake, NULL);
+    pthread_cond_init(&runners->committed, NULL);
+    runners->pending_tail = &runners->pending;
     config->jobs = runners;
     /* Every sandbox (and its zygote) before any runner thread: forks with
      * threads running are made only under store_lock (pool.c). */
@@ -803,6 +896,7 @@ void sandbox_jobs_stop(cap_config *config) {
     store_listener_close(runners->listener);
     for (int i = 0; i < runners->count; i++) cap_sandbox_free(runners->sandboxes[i]);
     pthread_cond_destroy(&runners->wake);
+    pthread_cond_destroy(&runners->committed);
     pthread_mutex_destroy(&runners->lock);
     free(runners);
     config->jobs = NULL;

@@ -12,6 +12,10 @@
  * its end) is fenced by (lease_owner, attempts): an attempt whose job was
  * swept and claimed again elsewhere cannot commit over the new one.
  *
+ * Runners end attempts and claim their next jobs together
+ * (store_job_commit_batch): several runners' ends and claims in one
+ * transaction, one commit (one fsync) for all of them.
+ *
  * Dead attempts are found at claim time, by whoever claims next: a running
  * job whose node's lease (the nodes table, renewed by store_renew) expired,
  * or whose own lease (its timeout plus STORE_JOB_GRACE_MS) passed.
@@ -58,11 +62,15 @@ static int collect_first(void *context, const store_value *columns, int count, c
     return 0;
 }
 
-/* The 16 columns a job row is read with (the backends read at most 16);
- * code, the idempotency key and the lease's expiry come with job_extra. */
+/* The 16 columns a job row is listed with; a single job (get, claim) is
+ * read with JOB_FULL_COLUMNS, the same and 4 more (the backends read at
+ * most 24), in the same statement. */
 #define JOB_COLUMNS                                                                                \
     "id, principal, queue, status, attempts, max_attempts, backoff_ms, timeout_ms, run_after,"     \
     " lease_owner, cancel_requested, wait_event, last_error, result, created_at, updated_at"
+#define JOB_FULL_COLUMNS JOB_COLUMNS ", code, idempotency_key, lease_expires_at, claim_wait_ms"
+
+static int read_extra(store_job *job, const store_value *columns, int count, char *error);
 
 static int read_job(store_job *out, const store_value *columns, int count, char *error) {
     if (count < 16)
@@ -87,7 +95,7 @@ static int read_job(store_job *out, const store_value *columns, int count, char 
     if ((columns[12].type == STORE_TEXT && !out->last_error) ||
         (columns[13].type == STORE_TEXT && !out->result))
         return store_fail(error, CAP_ENOMEM, "out of memory");
-    return 0;
+    return count >= 20 ? read_extra(out, columns + 16, count - 16, error) : 0;
 }
 
 typedef struct one_job {
@@ -155,11 +163,8 @@ int store_job_counts(store *store, int (*each)(void *context, const char *status
     return store_internal_execute(store, job_counts_select, NULL, 0, read_count, &counts, error);
 }
 
-static const char job_extra_select[] =
-    "SELECT code, idempotency_key, lease_expires_at, claim_wait_ms FROM jobs WHERE id = $1";
-
-static int read_extra(void *context, const store_value *columns, int count, char *error) {
-    store_job *job = context;
+/* JOB_FULL_COLUMNS' last 4. */
+static int read_extra(store_job *job, const store_value *columns, int count, char *error) {
     if (count < 4) return store_fail(error, STORE_ECORRUPT, "a short job row");
     job->claim_wait_ms = columns[3].type == STORE_INTEGER ? columns[3].integer : 0;
     free(job->code);
@@ -167,10 +172,6 @@ static int read_extra(void *context, const store_value *columns, int count, char
     store_copy_text(job->idempotency_key, sizeof job->idempotency_key, &columns[1]);
     job->lease_expires_at = columns[2].type == STORE_INTEGER ? columns[2].integer : 0;
     return job->code ? 0 : store_fail(error, CAP_ENOMEM, "out of memory");
-}
-
-static int job_extra(store *store, store_job *job, char *error) {
-    return RUN(store, job_extra_select, read_extra, job, error, TEXT(job->id));
 }
 
 /* 32 hex digits of randomness. */
@@ -203,7 +204,7 @@ static const char job_insert[] =
     " ON CONFLICT DO NOTHING RETURNING 1";
 static const char job_select_by_key[] =
     "SELECT id FROM jobs WHERE principal = $1 AND idempotency_key = $2";
-static const char job_select[] = "SELECT " JOB_COLUMNS " FROM jobs WHERE id = $1";
+static const char job_select[] = "SELECT " JOB_FULL_COLUMNS " FROM jobs WHERE id = $1";
 
 int store_job_submit(store *store, const store_job_spec *spec, store_job *out, int *existing,
                      char *error) {
@@ -270,7 +271,6 @@ int store_job_get(store *store, const char *id, const char *principal, store_job
     result = RUN(store, job_select, read_one_job, &found, error, TEXT(id));
     if (result == CAP_OK && (!found.found || (principal && strcmp(out->principal, principal))))
         result = store_fail(error, STORE_ENOTFOUND, "no job '%s'", id);
-    if (result == CAP_OK) result = job_extra(store, out, error);
     if (result != CAP_OK) store_job_clear(out);
     return result;
 }
@@ -333,47 +333,25 @@ static const char job_sweep[] =
 #define STRINGIFY(x) STRINGIFY_(x)
 #define STRINGIFY_(x) #x
 static const char job_claim_sqlite[] =
-    JOB_TAKE " WHERE id = (" JOB_PICK ") RETURNING " JOB_COLUMNS;
+    JOB_TAKE " WHERE id = (" JOB_PICK ") RETURNING " JOB_FULL_COLUMNS;
 static const char job_claim_locking[] =
-    JOB_TAKE " WHERE id = (" JOB_PICK " FOR UPDATE SKIP LOCKED) RETURNING " JOB_COLUMNS;
+    JOB_TAKE " WHERE id = (" JOB_PICK " FOR UPDATE SKIP LOCKED) RETURNING " JOB_FULL_COLUMNS;
 /* PostgreSQL: the limited queues' rows are locked first, so that two nodes
  * never both see a queue one below its limit and both claim (a claim of an
  * unlimited queue locks nothing and waits for no one). */
 static const char job_queues_lock[] = "SELECT name FROM job_queues ORDER BY name FOR UPDATE";
 
-/* The claim's statements, inside the caller's write transaction: the
- * sweep, then (found = 1) the oldest due job into *out, with its code. */
-static int claim_within(store *store, const char *queue, store_job *out, int *found,
-                        char *error) {
-    const store_backend *backend = store_internal_backend(store);
-    int64_t now = store_internal_now(store);
-    int result = RUN(store, job_sweep, NULL, NULL, error, INTEGER(now));
-    if (result == CAP_OK && backend->row_locks)
-        result = store_internal_execute(store, job_queues_lock, NULL, 0, NULL, NULL, error);
-    one_job picked = {out, 0};
-    if (result == CAP_OK)
-        result = RUN(store, backend->row_locks ? job_claim_locking : job_claim_sqlite,
-                     read_one_job, &picked, error, INTEGER(now), TEXT(store_node(store)),
-                     TEXT(queue ? queue : ""));
-    if (result == CAP_OK && picked.found) result = job_extra(store, out, error);
-    *found = picked.found > 0;
-    return result;
-}
-
+/* One claim on its own: a batch of one item that only wants a job (one
+ * code path for every claim: store_job_commit_batch's). */
 int store_job_claim(store *store, const char *queue, store_job *out, int *claimed,
                     char *error) {
     memset(out, 0, sizeof *out);
     *claimed = 0;
-    int found = 0;
-    int result = store_internal_write_begin(store, error);
+    store_job_batch_item item = {.want_next = 1};
+    int result = store_job_commit_batch(store, &item, 1, queue, error);
     if (result != CAP_OK) return result;
-    result = claim_within(store, queue, out, &found, error);
-    result = store_internal_write_end(store, result, error);
-    if (result != CAP_OK) {
-        store_job_clear(out);
-        return result;
-    }
-    *claimed = found;
+    *claimed = item.claimed;
+    *out = item.next;
     return CAP_OK;
 }
 
@@ -560,29 +538,64 @@ int store_job_finish(store *store, const char *id, int64_t attempt, store_job_ou
                          event, status, error);
 }
 
-int store_job_finish_and_claim(store *store, const char *id, int64_t attempt,
-                               store_job_outcome outcome, const char *result_json,
-                               const char *message, int64_t retry_delay_ms, int64_t until,
-                               const char *event, char status[STORE_STATUS_SIZE],
-                               const char *queue, store_job *next, int *claimed, char *error) {
-    if (status) status[0] = '\0';
-    memset(next, 0, sizeof *next);
-    *claimed = 0;
-    int result = check_finish(id, outcome, event, error);
+int store_job_commit_batch(store *store, store_job_batch_item *items, size_t count,
+                           const char *queue, char *error) {
+    int wanted = 0;
+    for (size_t i = 0; i < count; i++) {
+        items[i].ended = CAP_OK;
+        items[i].status[0] = '\0';
+        items[i].claimed = 0;
+        memset(&items[i].next, 0, sizeof items[i].next);
+        wanted += items[i].want_next != 0;
+    }
+    int result = CAP_OK;
+    for (size_t i = 0; result == CAP_OK && i < count; i++)
+        if (items[i].id) result = check_finish(items[i].id, items[i].outcome, items[i].event, error);
     if (result != CAP_OK) return result;
     if ((result = store_internal_write_begin(store, error)) != CAP_OK) return result;
-    int found = 0;
-    result = finish_within(store, id, attempt, outcome, result_json, message, retry_delay_ms,
-                           until, event, status, error);
-    if (result == CAP_OK) result = claim_within(store, queue, next, &found, error);
-    result = store_internal_write_end(store, result, error);
-    if (result != CAP_OK) {
-        if (status) status[0] = '\0';
-        store_job_clear(next);
-        return result;
+    for (size_t i = 0; result == CAP_OK && i < count; i++) {
+        store_job_batch_item *item = &items[i];
+        if (!item->id) continue;
+        char refused[CAP_ERROR_SIZE];
+        /* A refusal is a statement that matched no row: the transaction
+         * goes on for the others. */
+        int ended = finish_within(store, item->id, item->attempt, item->outcome,
+                                  item->result_json, item->message, item->retry_delay_ms,
+                                  item->until, item->event, item->status, refused);
+        if (ended == STORE_ECONFLICT) {
+            item->ended = STORE_ECONFLICT;
+        } else if (ended != CAP_OK) {
+            result = ended;
+            if (error) snprintf(error, CAP_ERROR_SIZE, "%s", refused);
+        }
     }
-    *claimed = found;
-    return CAP_OK;
+    if (result == CAP_OK && wanted) {
+        const store_backend *backend = store_internal_backend(store);
+        int64_t now = store_internal_now(store);
+        result = RUN(store, job_sweep, NULL, NULL, error, INTEGER(now));
+        if (result == CAP_OK && backend->row_locks)
+            result = store_internal_execute(store, job_queues_lock, NULL, 0, NULL, NULL, error);
+        /* One pick per claim, each seeing the claims before it: a queue's
+         * limit holds inside the batch too. */
+        for (size_t i = 0; result == CAP_OK && i < count; i++) {
+            store_job_batch_item *item = &items[i];
+            if (!item->want_next) continue;
+            one_job picked = {&item->next, 0};
+            result = RUN(store, backend->row_locks ? job_claim_locking : job_claim_sqlite,
+                         read_one_job, &picked, error, INTEGER(now), TEXT(store_node(store)),
+                         TEXT(queue ? queue : ""));
+            item->claimed = picked.found > 0;
+            if (!picked.found) break; /* none due: the rest would find none either */
+        }
+    }
+    result = store_internal_write_end(store, result, error);
+    if (result != CAP_OK)
+        for (size_t i = 0; i < count; i++) {
+            items[i].status[0] = '\0';
+            items[i].claimed = 0;
+            store_job_clear(&items[i].next);
+        }
+    return result;
 }
 
 /* --- cancelling, events, limits ---------------------------------------------------- */

@@ -223,7 +223,7 @@ enum {
 
 #define STATEMENT_CACHE_SIZE 80
 #define MAX_PARAMETERS 96
-#define MAX_COLUMNS 16
+#define MAX_COLUMNS 24
 
 typedef struct postgres_connection {
     PGconn *connection;

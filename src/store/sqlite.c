@@ -188,7 +188,7 @@ static const char *const sqlite_migrations[] = {
 };
 
 #define STATEMENT_CACHE_SIZE 80
-#define MAX_COLUMNS 16
+#define MAX_COLUMNS 24
 
 typedef struct sqlite_connection {
     sqlite3 *database;

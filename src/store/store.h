@@ -483,16 +483,39 @@ int store_job_finish(store *store, const char *id, int64_t attempt, store_job_ou
                      int64_t until, const char *event, char status[STORE_STATUS_SIZE],
                      char *error);
 
-/* store_job_finish, then store_job_claim, in one write transaction (one
- * commit, one fsync, where a runner would spend two): the end of a
- * runner's attempt and its next job.  When the end is refused
- * (STORE_ECONFLICT) or anything fails, nothing is written and nothing
- * claimed (*claimed = 0); the caller claims on its own then. */
-int store_job_finish_and_claim(store *store, const char *id, int64_t attempt,
-                               store_job_outcome outcome, const char *result_json,
-                               const char *message, int64_t retry_delay_ms, int64_t until,
-                               const char *event, char status[STORE_STATUS_SIZE],
-                               const char *queue, store_job *next, int *claimed, char *error);
+/* One runner's part of a group commit (store_job_commit_batch): the end of
+ * its attempt (`id` set; the fields as store_job_finish's) and/or the wish
+ * for its next job (`want_next`).  The caller fills the first part; the
+ * store fills the second. */
+typedef struct store_job_batch_item {
+    const char *id; /* NULL: no attempt to end, only a claim */
+    int64_t attempt;
+    store_job_outcome outcome;
+    const char *result_json, *message, *event;
+    int64_t retry_delay_ms, until;
+    int want_next;
+    /* Out: `ended` is CAP_OK when the end was recorded, STORE_ECONFLICT
+     * when it was refused (the attempt no longer holds the job: nothing of
+     * it written); `status` the status the job took; `claimed` = 1 and
+     * `next` (the caller clears it) when a job was claimed for it. */
+    int ended;
+    char status[STORE_STATUS_SIZE];
+    int claimed;
+    store_job next;
+} store_job_batch_item;
+
+/* Group commit: the ends of several runners' attempts, then up to one
+ * claim for each item that wants one (the sweep first; queue limits
+ * honoured claim by claim), in ONE write transaction — one commit, one
+ * fsync, for all of them.  Each claimed job gets its own attempt and lease
+ * (from this transaction's time: the caller starts it at once).  A refused
+ * end (its item's `ended` = STORE_ECONFLICT) does not stop the others.
+ * Any other failure writes nothing and claims nothing: every item's
+ * `claimed` = 0, the result is the error, and the caller may retry; a
+ * result or a claim is reported only once committed.  `queue` as
+ * store_job_claim's. */
+int store_job_commit_batch(store *store, store_job_batch_item *items, size_t count,
+                           const char *queue, char *error);
 
 /* Cancels job `id` (of `principal`, unless NULL): one not running is
  * `cancelled` at once; a running one is marked and its attempt sees it at

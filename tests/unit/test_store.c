@@ -2102,53 +2102,90 @@ static void test_jobs_claim_wait(void **state) {
     store_close(s);
 }
 
-/* An attempt's end and the runner's next claim in one transaction; an end
- * that is refused claims nothing either. */
-static void test_jobs_finish_and_claim(void **state) {
+/* Group commit: several attempts' ends and the runners' next claims in one
+ * transaction.  A refused end (a stale attempt) does not stop the others;
+ * each claim is a job of its own with its own attempt; a queue's limit
+ * holds inside the batch; an invalid item writes nothing at all. */
+static void test_jobs_commit_batch(void **state) {
     fixture *f = *state;
     store *s = open_store(f);
-    char error[CAP_ERROR_SIZE] = "", status[STORE_STATUS_SIZE];
+    char error[CAP_ERROR_SIZE] = "";
     store_job_spec spec = job_spec("p", "code");
-    store_job a, b, c, claimed, next, read;
+    store_job a, b, c, d, claimed, read;
     int got = -1;
     assert_int_equal(store_job_submit(s, &spec, &a, NULL, error), CAP_OK);
     f->now += 1;
     assert_int_equal(store_job_submit(s, &spec, &b, NULL, error), CAP_OK);
     f->now += 1;
     assert_int_equal(store_job_submit(s, &spec, &c, NULL, error), CAP_OK);
-    assert_int_equal(store_job_claim(s, NULL, &claimed, &got, error), CAP_OK);
-    assert_string_equal(claimed.id, a.id);
-    store_job_clear(&claimed);
-    assert_int_equal(store_job_finish_and_claim(s, a.id, 1, STORE_JOB_SUCCEEDED, "42", NULL, 0, 0,
-                                                NULL, status, NULL, &next, &got, error),
-                     CAP_OK);
-    assert_string_equal(status, "succeeded");
-    assert_int_equal(got, 1);
-    assert_string_equal(next.id, b.id);
-    assert_string_equal(next.status, "running");
-    assert_non_null(next.code);
-    store_job_clear(&next);
+    f->now += 1;
+    assert_int_equal(store_job_submit(s, &spec, &d, NULL, error), CAP_OK);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(store_job_claim(s, NULL, &claimed, &got, error), CAP_OK);
+        assert_int_equal(got, 1);
+        store_job_clear(&claimed);
+    }
+    store_job_batch_item items[3] = {
+        {.id = a.id, .attempt = 1, .outcome = STORE_JOB_SUCCEEDED, .result_json = "42",
+         .want_next = 1},
+        {.id = b.id, .attempt = 2, .outcome = STORE_JOB_SUCCEEDED, .result_json = "1",
+         .want_next = 1}, /* stale: b runs its 1st attempt */
+        {.want_next = 1}, /* an idle runner */
+    };
+    assert_int_equal(store_job_commit_batch(s, items, 3, NULL, error), CAP_OK);
+    assert_int_equal(items[0].ended, CAP_OK);
+    assert_string_equal(items[0].status, "succeeded");
+    assert_int_equal(items[1].ended, STORE_ECONFLICT);
+    assert_int_equal(items[0].claimed, 1);
+    assert_int_equal(items[1].claimed, 1);
+    assert_int_equal(items[2].claimed, 0); /* two were due, for three claims */
+    assert_string_equal(items[0].next.id, c.id);
+    assert_string_equal(items[1].next.id, d.id);
+    for (int i = 0; i < 2; i++) {
+        assert_string_equal(items[i].next.status, "running");
+        assert_int_equal(items[i].next.attempts, 1);
+        assert_non_null(items[i].next.code);
+        assert_true(items[i].next.lease_expires_at > f->now);
+        store_job_clear(&items[i].next);
+    }
     assert_int_equal(store_job_get(s, a.id, NULL, &read, error), CAP_OK);
     assert_string_equal(read.status, "succeeded");
     assert_string_equal(read.result, "42");
     store_job_clear(&read);
-    /* A stale attempt (2 of b, which runs its 1st): refused, c stays queued. */
-    assert_int_equal(store_job_finish_and_claim(s, b.id, 2, STORE_JOB_SUCCEEDED, "1", NULL, 0, 0,
-                                                NULL, status, NULL, &next, &got, error),
-                     STORE_ECONFLICT);
-    assert_int_equal(got, 0);
-    assert_int_equal(store_job_get(s, c.id, NULL, &read, error), CAP_OK);
-    assert_string_equal(read.status, "queued");
+    assert_int_equal(store_job_get(s, b.id, NULL, &read, error), CAP_OK);
+    assert_string_equal(read.status, "running"); /* the refused end wrote nothing */
+    assert_int_equal(read.attempts, 1);
+    assert_null(read.result);
     store_job_clear(&read);
-    /* Nothing due: the end is recorded, nothing claimed. */
-    assert_int_equal(store_job_finish_and_claim(s, b.id, 1, STORE_JOB_FAILED, NULL, "x", 5000, 0,
-                                                NULL, status, "other-queue", &next, &got, error),
-                     CAP_OK);
-    assert_string_equal(status, "failed");
-    assert_int_equal(got, 0);
+    /* A limit of 1: one claim of the two asked for. */
+    assert_int_equal(store_job_set_queue_limit(s, "q", 1, error), CAP_OK);
+    store_job e, g;
+    spec.queue = "q";
+    assert_int_equal(store_job_submit(s, &spec, &e, NULL, error), CAP_OK);
+    assert_int_equal(store_job_submit(s, &spec, &g, NULL, error), CAP_OK);
+    store_job_batch_item two[2] = {{.want_next = 1}, {.want_next = 1}};
+    assert_int_equal(store_job_commit_batch(s, two, 2, "q", error), CAP_OK);
+    assert_int_equal(two[0].claimed + two[1].claimed, 1);
+    store_job_clear(&two[0].next);
+    store_job_clear(&two[1].next);
+    /* An invalid item (no event for a wait) fails the batch: b's good end
+     * is not written either, and nothing is claimed. */
+    store_job_batch_item bad[2] = {
+        {.id = b.id, .attempt = 1, .outcome = STORE_JOB_SUCCEEDED, .result_json = "7",
+         .want_next = 1},
+        {.id = c.id, .attempt = 1, .outcome = STORE_JOB_WAITING, .want_next = 1},
+    };
+    assert_int_not_equal(store_job_commit_batch(s, bad, 2, NULL, error), CAP_OK);
+    assert_int_equal(bad[0].claimed + bad[1].claimed, 0);
+    assert_int_equal(store_job_get(s, b.id, NULL, &read, error), CAP_OK);
+    assert_string_equal(read.status, "running");
+    store_job_clear(&read);
     store_job_clear(&a);
     store_job_clear(&b);
     store_job_clear(&c);
+    store_job_clear(&d);
+    store_job_clear(&e);
+    store_job_clear(&g);
     store_close(s);
 }
 
@@ -2886,7 +2923,7 @@ int main(void) {
         TEST(test_jobs_dead_node_swept_and_queue_limits),
         TEST(test_jobs_pruned_after_retention),
         TEST(test_jobs_claim_wait),
-        TEST(test_jobs_finish_and_claim),
+        TEST(test_jobs_commit_batch),
         TEST(test_tasks),
     };
     /* SQLite's own: the owner lock, the database file, a full disk under
