@@ -316,6 +316,18 @@ static const char job_sweep[] =
     " WHERE status = 'running' AND (lease_expires_at < $1 OR NOT EXISTS"
     " (SELECT 1 FROM nodes WHERE nodes.id = jobs.lease_owner AND nodes.lease_expires_at >= $1))";
 
+/* On PostgreSQL the rows are locked first and job_sweep decides after, in a
+ * statement of its own: an UPDATE that waits for a row another node has just
+ * claimed re-checks only the row's own columns against the claim and keeps
+ * its first verdict on `nodes` (an anti-join), so it cut off the new
+ * attempt of a job whose previous node was dead, and the job ran twice at
+ * once (store.c's sweep_sessions_lock is the same). */
+static const char job_sweep_lock[] =
+    "SELECT 1 FROM jobs"
+    " WHERE status = 'running' AND (lease_expires_at < $1 OR NOT EXISTS"
+    " (SELECT 1 FROM nodes WHERE nodes.id = jobs.lease_owner AND nodes.lease_expires_at >= $1))"
+    " ORDER BY id FOR UPDATE OF jobs";
+
 /* $1 now, $2 this node, $3 the queue ('' for any).  The pick: the oldest
  * due job of a queue under its limit. */
 #define JOB_PICK                                                                                   \
@@ -572,7 +584,9 @@ int store_job_commit_batch(store *store, store_job_batch_item *items, size_t cou
     if (result == CAP_OK && wanted) {
         const store_backend *backend = store_internal_backend(store);
         int64_t now = store_internal_now(store);
-        result = RUN(store, job_sweep, NULL, NULL, error, INTEGER(now));
+        if (backend->row_locks)
+            result = RUN(store, job_sweep_lock, NULL, NULL, error, INTEGER(now));
+        if (result == CAP_OK) result = RUN(store, job_sweep, NULL, NULL, error, INTEGER(now));
         if (result == CAP_OK && backend->row_locks)
             result = store_internal_execute(store, job_queues_lock, NULL, 0, NULL, NULL, error);
         /* One pick per claim, each seeing the claims before it: a queue's

@@ -2499,6 +2499,75 @@ static void test_postgres_sweep_waiting_for_a_claim_keeps_it(void **state) {
     store_close(dead);
 }
 
+/* The same for jobs: a node's claim (its sweep) waiting for a job that
+ * another node is claiming after the job's node died must leave it to that
+ * node, not cut its new attempt off (the job would then run twice at
+ * once). */
+typedef struct claimer_thread {
+    store *store;
+    int result, claimed;
+} claimer_thread;
+
+static void *claim_in_thread(void *argument) {
+    claimer_thread *c = argument;
+    store_job job = {0};
+    c->result = store_job_claim(c->store, NULL, &job, &c->claimed, NULL);
+    if (c->claimed) store_job_clear(&job);
+    return NULL;
+}
+
+static void test_postgres_job_sweep_waiting_for_a_claim_keeps_it(void **state) {
+    fixture *f = *state;
+    char error[CAP_ERROR_SIZE] = "";
+    store *dead = open_store(f);
+    store *live = open_store(f);
+    claimer_thread other = {open_store(f), -1, -1};
+    store_job_spec spec = job_spec("p", "code");
+    store_job job, claimed;
+    int got = 0;
+    assert_int_equal(store_job_submit(dead, &spec, &job, NULL, error), CAP_OK);
+    f->now += 1;
+    assert_int_equal(store_job_claim(dead, NULL, &claimed, &got, error), CAP_OK);
+    assert_int_equal(got, 1);
+    store_job_clear(&claimed);
+    char sql[512];
+    snprintf(sql, sizeof sql, "UPDATE nodes SET lease_expires_at = 0 WHERE id = '%s'",
+             store_node(dead));
+    database_sql(f->url, sql, NULL, 0);
+    /* The live node takes the job over, as its sweep and claim would. */
+    PGconn *claim = PQconnectdb(f->url);
+    assert_int_equal(PQstatus(claim), CONNECTION_OK);
+    snprintf(sql, sizeof sql,
+             "BEGIN; SELECT 1 FROM jobs WHERE id = '%s' FOR UPDATE; "
+             "UPDATE jobs SET attempts = attempts + 1, lease_owner = '%s', "
+             "lease_expires_at = %lld WHERE id = '%s'",
+             job.id, store_node(live), (long long)(f->now + 600000), job.id);
+    PGresult *result = PQexec(claim, sql);
+    assert_int_equal(PQresultStatus(result), PGRES_COMMAND_OK);
+    PQclear(result);
+    pthread_t thread;
+    assert_int_equal(pthread_create(&thread, NULL, claim_in_thread, &other), 0);
+    struct timespec pause = {0, 300 * 1000000}; /* its sweep waits for the row by then */
+    nanosleep(&pause, NULL);
+    result = PQexec(claim, "COMMIT");
+    assert_int_equal(PQresultStatus(result), PGRES_COMMAND_OK);
+    PQclear(result);
+    pthread_join(thread, NULL);
+    assert_int_equal(other.result, CAP_OK);
+    assert_int_equal(other.claimed, 0); /* nothing else was due */
+    store_job now;
+    assert_int_equal(store_job_get(live, job.id, NULL, &now, error), CAP_OK);
+    assert_string_equal(now.status, "running");
+    assert_string_equal(now.lease_owner, store_node(live));
+    assert_int_equal(now.attempts, 2);
+    store_job_clear(&now);
+    store_job_clear(&job);
+    PQfinish(claim);
+    store_close(other.store);
+    store_close(live);
+    store_close(dead);
+}
+
 static void test_postgres_park_requests(void **state) {
     fixture *f = *state;
     store *a = open_store(f), *b = NULL;
@@ -2945,6 +3014,7 @@ int main(void) {
         TEST(test_postgres_two_nodes_race_for_an_expired_lease),
         TEST(test_postgres_park_requests),
         TEST(test_postgres_sweep_waiting_for_a_claim_keeps_it),
+        TEST(test_postgres_job_sweep_waiting_for_a_claim_keeps_it),
     };
     size_t common_count = sizeof common / sizeof *common;
     struct CMUnitTest tests[64];
