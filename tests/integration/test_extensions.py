@@ -317,8 +317,9 @@ def test_imports_without_package_sources_just_work(capsule):
 
 # --- the extensions' own test suites, from their Debian sources --------------------------
 # Run inside the sandbox like the CPython regression subset: with a minimum
-# pass count, the failures explained in docs/extensions.md (no JPEG, libtiff,
-# freetype, lcms2; no mmap for PDF; no threads, subprocesses or network).
+# pass count, the failures explained in docs/extensions.md (no JPEG, also
+# inside TIFF; no freetype; no mmap for PDF, no resource module; no threads,
+# subprocesses or network).
 # Release binary only: the ASan build is several times slower and adds
 # nothing to what the guest computes.
 
@@ -326,11 +327,16 @@ SOURCES = pathlib.Path(__file__).resolve().parents[2] / "build" / "src"
 
 PILLOW_SUITE = """
 import os, pytest
+# pytest's capfd fixture dup()s file descriptors, which WASI cannot: its
+# setup fails and leaves pytest's capturing broken, so that every later
+# test errors.  The two libtiff tests that use it are left out.
+CAPFD_TESTS = ['--deselect=Tests/test_file_libtiff.py::TestFileLibTiff::test_lzma',
+               '--deselect=Tests/test_file_libtiff.py::TestFileLibTiff::test_webp']
 os.chdir('/pillow')
 rc = pytest.main(['-q', '-s', '--color=no', '-p', 'no:warnings', '-p', 'no:cacheprovider',
                   '-p', 'no:faulthandler', '--basetemp=/tmp/pt', '--tb=no',
                   '--ignore=Tests/test_file_pdf.py', '--ignore=Tests/test_pdfparser.py',
-                  '--ignore=Tests/oss-fuzz', 'Tests'])
+                  '--ignore=Tests/oss-fuzz', *CAPFD_TESTS, 'Tests'])
 """
 
 LXML_SUITE = """
@@ -364,8 +370,10 @@ def test_pillow_own_test_suite(capsule, tmp_path):
     summary = re.search(r"(\d+) failed, (\d+) passed", result["stdout"])
     assert summary, result["stdout"][-2000:]
     failed, passed = int(summary.group(1)), int(summary.group(2))
-    # 2087 passed, 63 failed when this was written.
-    assert passed >= 2050 and failed <= 70, summary.group(0)
+    # 2286 passed, 79 failed, 535 skipped with libtiff, libwebp, OpenJPEG
+    # and lcms2 (2087 passed, 63 failed, 748 skipped before): the new
+    # failures are JPEG-compressed TIFFs (libtiff has no JPEG codec here).
+    assert passed >= 2250 and failed <= 85, summary.group(0)
 
 
 def test_lxml_own_test_suite(capsule):
