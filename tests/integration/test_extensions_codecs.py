@@ -13,11 +13,14 @@ import io
 
 import pytest
 
+# _webp's two no-argument functions are defined f() in Pillow's C; the
+# build gives them CPython's (self, NULL) (a mismatch would trap).
 FEATURES = """
-from PIL import features
+from PIL import features, _webp
 names = ('libtiff', 'webp', 'webp_anim', 'webp_mux', 'transp_webp', 'jpg_2000', 'littlecms2', 'zlib')
 ({n: features.check(n) for n in names},
- {n: features.version(n) for n in ('libtiff', 'webp', 'jpg_2000', 'littlecms2')})
+ {n: features.version(n) for n in ('libtiff', 'webp', 'jpg_2000', 'littlecms2')},
+ _webp.WebPDecoderVersion(), _webp.WebPDecoderBuggyAlpha())
 """
 
 
@@ -27,10 +30,11 @@ def _value(result):
 
 
 def test_pillow_reports_each_codec_with_its_version(capsule):
-    checks, versions = _value(capsule.json(FEATURES))
+    checks, versions, webp_version, buggy_alpha = _value(capsule.json(FEATURES))
     assert checks == {name: True for name in checks}, checks
     assert versions == {"libtiff": "4.5.0", "webp": "1.2.4", "jpg_2000": "2.5.0",
                         "littlecms2": "2.14"}
+    assert (webp_version, buggy_alpha) == (0x010204, 0)
 
 
 # A 64x48 RGB image whose every pixel differs from its neighbours: a lossless
