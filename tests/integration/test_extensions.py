@@ -510,7 +510,9 @@ def _suite_source(pattern):
     return found[0]
 
 
-PILLOW_MIN_PASSED, PILLOW_MAX_FAILED = 2300, 40
+# 2568 passed, 24 failed, 308 skipped with JPEG, freetype, libtiff, libwebp,
+# OpenJPEG and lcms2 (docs/extensions.md says what fails and why).
+PILLOW_MIN_PASSED, PILLOW_MAX_FAILED = 2530, 28
 
 
 def test_pillow_own_test_suite(capsule, tmp_path):
