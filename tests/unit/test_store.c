@@ -2443,6 +2443,27 @@ static void count_parked(void *context, const char *id) {
  * channel; the owner parks an idle session at once and a busy one only
  * after its call; a claim clears the request; the old owner cannot park a
  * session that moved on. */
+/* Runs `sql` (a transaction begun, and left open: a claim in progress) on a
+ * connection of the test's own, then `during` in a thread, which is to
+ * wait for that transaction's row; commits after 300 ms and joins. */
+static void beside_an_open_claim(fixture *f, const char *sql, void *(*during)(void *),
+                                 void *argument) {
+    PGconn *claim = PQconnectdb(f->url);
+    assert_int_equal(PQstatus(claim), CONNECTION_OK);
+    PGresult *result = PQexec(claim, sql);
+    assert_int_equal(PQresultStatus(result), PGRES_COMMAND_OK);
+    PQclear(result);
+    pthread_t thread;
+    assert_int_equal(pthread_create(&thread, NULL, during, argument), 0);
+    struct timespec pause = {0, 300 * 1000000}; /* it waits for the row by then */
+    nanosleep(&pause, NULL);
+    result = PQexec(claim, "COMMIT");
+    assert_int_equal(PQresultStatus(result), PGRES_COMMAND_OK);
+    PQclear(result);
+    pthread_join(thread, NULL);
+    PQfinish(claim);
+}
+
 /* A node's sweep that waits for a session row another node is claiming
  * (its old owner dead) must see the claim: the session stays the claimer's.
  * The claim is held open on a connection of the test's own; the sweep runs
@@ -2471,29 +2492,16 @@ static void test_postgres_sweep_waiting_for_a_claim_keeps_it(void **state) {
     snprintf(sql, sizeof sql, "UPDATE nodes SET lease_expires_at = 0 WHERE id = '%s'",
              store_node(dead));
     database_sql(f->url, sql, NULL, 0);
-    PGconn *claim = PQconnectdb(f->url);
-    assert_int_equal(PQstatus(claim), CONNECTION_OK);
     snprintf(sql, sizeof sql,
              "BEGIN; SELECT 1 FROM sessions WHERE id = 'moving' FOR UPDATE; "
              "UPDATE sessions SET status = 'live', owner = '%s', epoch = epoch + 1 "
              "WHERE id = 'moving'", store_node(claimer));
-    PGresult *result = PQexec(claim, sql);
-    assert_int_equal(PQresultStatus(result), PGRES_COMMAND_OK);
-    PQclear(result);
-    pthread_t thread;
-    assert_int_equal(pthread_create(&thread, NULL, sweep_in_thread, &other), 0);
-    struct timespec pause = {0, 300 * 1000000}; /* the sweep is waiting for the row by then */
-    nanosleep(&pause, NULL);
-    result = PQexec(claim, "COMMIT");
-    assert_int_equal(PQresultStatus(result), PGRES_COMMAND_OK);
-    PQclear(result);
-    pthread_join(thread, NULL);
+    beside_an_open_claim(f, sql, sweep_in_thread, &other);
     assert_int_equal(other.result, CAP_OK);
     store_session session;
     assert_int_equal(store_session_get(claimer, "moving", &session, error), CAP_OK);
     assert_int_equal(session.status, STORE_SESSION_LIVE);
     assert_string_equal(session.owner, store_node(claimer));
-    PQfinish(claim);
     store_close(other.store);
     store_close(claimer);
     store_close(dead);
@@ -2535,24 +2543,12 @@ static void test_postgres_job_sweep_waiting_for_a_claim_keeps_it(void **state) {
              store_node(dead));
     database_sql(f->url, sql, NULL, 0);
     /* The live node takes the job over, as its sweep and claim would. */
-    PGconn *claim = PQconnectdb(f->url);
-    assert_int_equal(PQstatus(claim), CONNECTION_OK);
     snprintf(sql, sizeof sql,
              "BEGIN; SELECT 1 FROM jobs WHERE id = '%s' FOR UPDATE; "
              "UPDATE jobs SET attempts = attempts + 1, lease_owner = '%s', "
              "lease_expires_at = %lld WHERE id = '%s'",
              job.id, store_node(live), (long long)(f->now + 600000), job.id);
-    PGresult *result = PQexec(claim, sql);
-    assert_int_equal(PQresultStatus(result), PGRES_COMMAND_OK);
-    PQclear(result);
-    pthread_t thread;
-    assert_int_equal(pthread_create(&thread, NULL, claim_in_thread, &other), 0);
-    struct timespec pause = {0, 300 * 1000000}; /* its sweep waits for the row by then */
-    nanosleep(&pause, NULL);
-    result = PQexec(claim, "COMMIT");
-    assert_int_equal(PQresultStatus(result), PGRES_COMMAND_OK);
-    PQclear(result);
-    pthread_join(thread, NULL);
+    beside_an_open_claim(f, sql, claim_in_thread, &other);
     assert_int_equal(other.result, CAP_OK);
     assert_int_equal(other.claimed, 0); /* nothing else was due */
     store_job now;
@@ -2562,7 +2558,6 @@ static void test_postgres_job_sweep_waiting_for_a_claim_keeps_it(void **state) {
     assert_int_equal(now.attempts, 2);
     store_job_clear(&now);
     store_job_clear(&job);
-    PQfinish(claim);
     store_close(other.store);
     store_close(live);
     store_close(dead);
