@@ -54,7 +54,13 @@ static void *tidy_sandboxes(void *argument) {
     return NULL;
 }
 
+/* Started at the first call (mcp_acquire_slot, under the lock), not with
+ * the server: the job runners' sandboxes are made after the server, and
+ * their zygotes are forked then; a thread still starting at a fork (its
+ * runtime's bookkeeping under locks) can leave the child deadlocked. */
 static void start_tidier(mcp_server *server) {
+    if (server->tidier_attempted) return;
+    server->tidier_attempted = 1;
     /* Without the thread the sandboxes are still tidied at each run. */
     server->tidier_started = pthread_create(&server->tidier, NULL, tidy_sandboxes, server) == 0;
 }
@@ -105,7 +111,6 @@ int mcp_server_new(cap_config *config, const mcp_server_options *options, mcp_se
             return rc;
         }
     }
-    start_tidier(server);
     *out = server;
     return CAP_OK;
 }
@@ -166,6 +171,7 @@ void mcp_forget_route(mcp_server *server, const char *session) {
  * or -2 when the client is a cancelled task's (before or while it waited). */
 int mcp_acquire_slot(mcp_server *server, mcp_client *client, const char *id, const char *session) {
     pthread_mutex_lock(&server->lock);
+    if (!server->tidier_stop) start_tidier(server);
     int wanted = session ? mcp_route_session(server, session) : -1;
     int chosen = -1;
     for (;;) {

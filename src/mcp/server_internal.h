@@ -141,7 +141,7 @@ struct mcp_server {
     uint64_t runs_refused;                   /* every worker busy and the queue full */
     /* The tidier (server.c): cap_sandbox_tidy on idle sandboxes. */
     pthread_t tidier;
-    int tidier_started, tidier_stop;
+    int tidier_attempted, tidier_started, tidier_stop;
     pthread_cond_t tidier_wake; /* on CLOCK_MONOTONIC */
 };
 
