@@ -69,7 +69,6 @@ typedef struct commit_request {
     store_job_batch_item item;
     int done;
     int rc;
-    char error[CAP_ERROR_SIZE];
     struct commit_request *next;
 } commit_request;
 
@@ -582,7 +581,6 @@ static int group_commit(job_runners *runners, commit_request *request) {
         for (commit_request *r = batch; r && i < count; r = r->next, i++) {
             r->item = items[i];
             r->rc = rcs[i];
-            snprintf(r->error, sizeof r->error, "%s", rcs[i] == CAP_OK ? "" : error);
             r->done = 1;
         }
         runners->committing = 0;

@@ -306,6 +306,9 @@ int store_job_list(store *store, const char *principal, const char *status, size
 
 /* $1 now.  An attempt is dead when its node's lease expired (the node is
  * gone from `nodes` or stale) or its own lease passed. */
+#define SWEPT_JOBS                                                                                 \
+    " WHERE status = 'running' AND (lease_expires_at < $1 OR NOT EXISTS"                           \
+    " (SELECT 1 FROM nodes WHERE nodes.id = jobs.lease_owner AND nodes.lease_expires_at >= $1))"
 static const char job_sweep[] =
     "UPDATE jobs SET"
     " status = CASE WHEN cancel_requested <> 0 THEN 'cancelled'"
@@ -313,8 +316,7 @@ static const char job_sweep[] =
     " last_error = 'attempt ' || attempts || ' was cut off: its node ' ||"
     "   COALESCE(lease_owner, '?') || ' stopped',"
     " lease_owner = NULL, lease_expires_at = NULL, run_after = $1, updated_at = $1"
-    " WHERE status = 'running' AND (lease_expires_at < $1 OR NOT EXISTS"
-    " (SELECT 1 FROM nodes WHERE nodes.id = jobs.lease_owner AND nodes.lease_expires_at >= $1))";
+    SWEPT_JOBS;
 
 /* On PostgreSQL the rows are locked first and job_sweep decides after, in a
  * statement of its own: an UPDATE that waits for a row another node has just
@@ -322,11 +324,7 @@ static const char job_sweep[] =
  * its first verdict on `nodes` (an anti-join), so it cut off the new
  * attempt of a job whose previous node was dead, and the job ran twice at
  * once (store.c's sweep_sessions_lock is the same). */
-static const char job_sweep_lock[] =
-    "SELECT 1 FROM jobs"
-    " WHERE status = 'running' AND (lease_expires_at < $1 OR NOT EXISTS"
-    " (SELECT 1 FROM nodes WHERE nodes.id = jobs.lease_owner AND nodes.lease_expires_at >= $1))"
-    " ORDER BY id FOR UPDATE OF jobs";
+static const char job_sweep_lock[] = "SELECT 1 FROM jobs" SWEPT_JOBS " ORDER BY id FOR UPDATE OF jobs";
 
 /* $1 now, $2 this node, $3 the queue ('' for any).  The pick: the oldest
  * due job of a queue under its limit. */

@@ -259,10 +259,13 @@ static const char sweep_calls[] =
     " WHERE status = 'running' AND (node IS NULL OR node <> $2) AND NOT EXISTS"
     " (SELECT 1 FROM nodes WHERE nodes.id = calls.node AND nodes.lease_expires_at >= $3)"
     " RETURNING seq";
+/* The live sessions of other nodes whose lease ended: $1 this node, $2 the
+ * oldest lease still alive.  One text for the lock and the update below. */
+#define SWEPT_SESSIONS                                                                             \
+    " WHERE status = 'live' AND (owner IS NULL OR owner <> $1) AND NOT EXISTS"                     \
+    " (SELECT 1 FROM nodes WHERE nodes.id = sessions.owner AND nodes.lease_expires_at >= $2)"
 static const char sweep_sessions[] =
-    "UPDATE sessions SET status = 'parked', owner = NULL"
-    " WHERE status = 'live' AND (owner IS NULL OR owner <> $1) AND NOT EXISTS"
-    " (SELECT 1 FROM nodes WHERE nodes.id = sessions.owner AND nodes.lease_expires_at >= $2)";
+    "UPDATE sessions SET status = 'parked', owner = NULL" SWEPT_SESSIONS;
 /* On PostgreSQL the rows are locked first, and sweep_sessions is a
  * statement of its own after: an UPDATE that waits for a row a claimer has
  * just changed re-checks only the row's own columns against the new
@@ -272,10 +275,7 @@ static const char sweep_sessions[] =
  * the lock the UPDATE's snapshot includes the claim (store_session_claim
  * does the same). */
 static const char sweep_sessions_lock[] =
-    "SELECT 1 FROM sessions"
-    " WHERE status = 'live' AND (owner IS NULL OR owner <> $1) AND NOT EXISTS"
-    " (SELECT 1 FROM nodes WHERE nodes.id = sessions.owner AND nodes.lease_expires_at >= $2)"
-    " ORDER BY id FOR UPDATE OF sessions";
+    "SELECT 1 FROM sessions" SWEPT_SESSIONS " ORDER BY id FOR UPDATE OF sessions";
 static const char sweep_nodes[] = "DELETE FROM nodes WHERE id <> $1 AND lease_expires_at < $2";
 /* This node's own, when it finds its lease lost. */
 static const char own_calls_interrupt[] =
