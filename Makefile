@@ -50,7 +50,7 @@ LINK_HARDENING := -Wl,-z,relro,-z,now
 SANDBOX_HOST_SOURCES := src/sandbox/config.c src/sandbox/docs.c src/sandbox/pool.c src/sandbox/session.c \
                         src/sandbox/run.c src/sandbox/broker.c src/sandbox/provider.c \
                         src/sandbox/dependencies.c src/sandbox/functions.c src/sandbox/result.c \
-                        src/sandbox/durable.c src/sandbox/jobs.c
+                        src/sandbox/durable.c src/sandbox/jobs.c src/sandbox/page_file.c
 # help (src/help/): the index, and the recipes it ships, compiled in.
 RECIPES := $(sort $(wildcard docs/recipes/*.md))
 HELP_SOURCES := src/help/help.c src/help/describe.c src/help/describe_media.c $(BUILD)/gen/recipes.c $(BUILD)/gen/python-docs.c

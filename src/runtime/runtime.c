@@ -134,23 +134,28 @@ int runtime_resize_memory(uint32_t pages) {
 
 int runtime_map_memory(int fd, uint64_t offset, uint32_t pages) {
     int rc = runtime_resize_memory(pages);
-    if (rc) return rc;
+    return rc ? rc : runtime_map_range(fd, offset, 0, instance.w2c_memory.size);
+}
+
+int runtime_map_range(int fd, uint64_t offset, uint64_t at, uint64_t length) {
     wasm_rt_memory_t *memory = &instance.w2c_memory;
+    if (at > memory->size || length > memory->size - at) return -EINVAL;
 #if WASM_RT_MEMCHECK_SIGNAL_HANDLER
     /* Copy-on-write from the page cache: a page is read when first
      * touched, and shared by every process that maps the same file until
      * one of them writes it. */
-    if (memory->size &&
-        mmap(memory->data, memory->size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, fd,
-             (off_t)offset) == MAP_FAILED)
+    if (length && mmap(memory->data + at, length, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_FIXED, fd, (off_t)offset) == MAP_FAILED)
         return -errno;
 #else
-    /* The checked build's memory is plain heap (realloc'd to grow). */
-    for (uint64_t done = 0; done < memory->size;) {
-        ssize_t n = pread(fd, memory->data + done, memory->size - done, (off_t)(offset + done));
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) return n < 0 ? -errno : -EIO;
-        done += (uint64_t)n;
+    /* The checked build's memory is plain heap (realloc'd to grow): the
+     * file is copied in, through a mapping, which a locked-down worker
+     * may make (it may not pread). */
+    if (length) {
+        void *file = mmap(NULL, length, PROT_READ, MAP_PRIVATE, fd, (off_t)offset);
+        if (file == MAP_FAILED) return -errno;
+        memcpy(memory->data + at, file, length);
+        munmap(file, length);
     }
 #endif
     return 0;

@@ -81,6 +81,9 @@ uint32_t runtime_memory_pages(void);
  * failure the memory's content is undefined and the instance must not be
  * entered. */
 int runtime_map_memory(int fd, uint64_t offset, uint32_t pages);
+/* The same for `length` bytes of the memory from byte `at` (both page
+ * aligned, within its present size): the rest stays as it is. */
+int runtime_map_range(int fd, uint64_t offset, uint64_t at, uint64_t length);
 uint32_t runtime_stack_pointer(void);
 void runtime_set_stack_pointer(uint32_t value);
 

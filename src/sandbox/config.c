@@ -9,6 +9,7 @@
 
 #include <time.h>
 #include "../help/help.h"
+#include "page_file.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -118,6 +119,7 @@ void cap_config_free(cap_config *config) {
     if (started) pthread_join(config->renewer, NULL);
     store_close(config->store);
     free(config->store_url);
+    page_files_close(config->page_files);
     pthread_mutex_destroy(&config->store_lock);
     pthread_cond_destroy(&config->renew_wake);
     pthread_mutex_destroy(&config->renew_lock);
@@ -324,6 +326,7 @@ int cap_config_set_store(cap_config *config, const char *url, char *error) {
     if (rc != CAP_OK) return rc == CAP_EINVAL || rc == CAP_ENOMEM || rc == CAP_EIO ? rc : CAP_EIO;
     config->store = opened;
     config->store_url = strdup(url); /* NULL: the runners only poll */
+    config->page_files = page_files_open(url); /* NULL: restores read the store alone */
     return CAP_OK;
 }
 
@@ -354,6 +357,9 @@ int cap_config_set_store_quota(cap_config *config, uint64_t bytes, char *error) 
         return CAP_EINVAL;
     }
     store_set_quota(config->store, bytes);
+    /* The node's page files are copies of stored state: no more disk than
+     * the store itself may take. */
+    if (config->page_files && bytes) page_files_set_budget(config->page_files, bytes);
     return CAP_OK;
 }
 

@@ -28,12 +28,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "../runtime/runtime.h"
 #include "durable.h"
 #include "frame.h"
+#include "page_file.h"
 
 #define MANIFEST_FORMAT 1
 #define FILES_PAGE DURABLE_MAX_PAGES /* first page number of the file system's stream */
@@ -67,11 +69,13 @@ int sandbox_durable_fresh(const cap_sandbox *sandbox, durable_pages *known) {
     known->count = known->hashes ? sandbox->base_pages : 0;
     if (!known->hashes) return CAP_ENOMEM;
     memcpy(known->hashes, sandbox->base_hashes, (size_t)sandbox->base_pages * DURABLE_HASH);
+    known->from_base = 1;
     return CAP_OK;
 }
 
 void sandbox_durable_pages_free(durable_pages *pages) {
     free(pages->hashes);
+    page_file_close(pages->page_file);
     *pages = (durable_pages){0};
 }
 
@@ -295,6 +299,35 @@ static int remember(durable_pages *known, const taken *t) {
     return CAP_OK;
 }
 
+/* After a commit that `remember` took into `known`: the node's page file
+ * gets the pages sent, and is sealed for the new hashes.  It is written
+ * only when it held the snapshot before (or the worker was fresh, when the
+ * pages sent are all that differ from the base); otherwise, or when a write
+ * fails, the session has none until its next restore here. */
+static void keep_page_file(const cap_sandbox *sandbox, durable_pages *known, const taken *t,
+                           const char *session) {
+    page_files *files = sandbox->config->page_files;
+    page_file *file = known->page_file;
+    known->page_file = NULL;
+    if (!file && known->from_base && files) file = page_file_create(files, session);
+    known->from_base = 0;
+    if (!file) return;
+    int written = page_file_unseal(file) == 0;
+    for (uint32_t i = 0, run; written && i < t->sent_count; i += run) {
+        for (run = 1; i + run < t->sent_count && t->sent_index[i + run] == t->sent_index[i] + run;)
+            run++;
+        written = page_file_write(file, t->sent_index[i], t->sent + (size_t)i * DURABLE_PAGE,
+                                  run) == 0;
+    }
+    uint8_t key[PAGE_FILE_KEY];
+    page_files_key(files, known->hashes, known->count,
+                   sandbox->base_stack_pointer / DURABLE_PAGE, key);
+    if (written && page_file_seal(files, file, key) == 0)
+        known->page_file = file;
+    else
+        page_file_drop(file);
+}
+
 /* A session this node dropped without parking it in the store (the store
  * failed): its next call here takes it back (sandbox_durable_begin). */
 static void remember_orphan(cap_config *config, const char *session) {
@@ -371,6 +404,8 @@ int sandbox_durable_commit(cap_sandbox *sandbox, int worker_fd, durable_pages *k
                 /* The commit stands; without the hashes the worker cannot
                  * be described next time, so the caller drops it. */
                 sandbox_durable_pages_free(known);
+            } else {
+                keep_page_file(sandbox, known, &t, session);
             }
         }
         taken_free(&t);
@@ -388,6 +423,8 @@ typedef struct restoring {
     uint32_t pages;
     buffer files;
     uint64_t vfs_bytes;
+    int mapped;       /* the memory comes from a sealed page file: only files' pages are read */
+    page_file *file;  /* else a new page file, written with each page sent (or NULL) */
     uint8_t frame[4 + DURABLE_PAGE];
 } restoring;
 
@@ -403,7 +440,7 @@ static int worker_has(const cap_sandbox *sandbox, uint32_t index, const uint8_t 
  * even read from the store. */
 static int worker_lacks(void *context, uint32_t index, const uint8_t *hash) {
     const restoring *r = context;
-    return index >= FILES_PAGE || !worker_has(r->sandbox, index, hash);
+    return index >= FILES_PAGE || (!r->mapped && !worker_has(r->sandbox, index, hash));
 }
 
 static int send_page(void *context, uint32_t index, const void *bytes, size_t size) {
@@ -418,17 +455,83 @@ static int send_page(void *context, uint32_t index, const void *bytes, size_t si
     /* Memory pages come in index order at their own position, checked
      * against the manifest before the walk; the store verified the bytes
      * against this very hash. */
-    if (index >= r->pages || r->snapshot->pages[index].index != index) return STORE_ECORRUPT;
+    if (index >= r->pages || r->snapshot->pages[index].index != index || r->mapped)
+        return STORE_ECORRUPT;
     if (worker_has(r->sandbox, index, r->snapshot->pages[index].hash)) return 0;
+    if (r->file && page_file_write(r->file, index, bytes, 1) != 0) {
+        page_file_close(r->file); /* new, never sealed: removed */
+        r->file = NULL;
+    }
     for (int b = 0; b < 4; b++) r->frame[b] = (uint8_t)(index >> (8 * b));
     memcpy(r->frame + 4, bytes, DURABLE_PAGE);
     return frame_write(r->fd, 'l', r->frame, sizeof r->frame) == 0 ? 0 : CAP_ERUNTIME;
+}
+
+/* The node's page file for the restore `r` of `session`, whose snapshot
+ * has these page hashes (page_file.h).  When a file is sealed for exactly
+ * them and holds every page the fresh worker lacks, r->mapped is set, and
+ * `runs` (malloc'd) lists those pages, for the worker to map from
+ * `reader`.  Otherwise r->file is a new file the restore fills as it
+ * sends the pages (or NULL: no page file).  CAP_OK, or CAP_ENOMEM. */
+static int open_page_file(const cap_sandbox *sandbox, const char *session, const uint8_t *hashes,
+                          restoring *r, uint8_t **runs, uint32_t *run_count, int *reader,
+                          char *error) {
+    page_files *files = sandbox->config->page_files;
+    if (!files) return CAP_OK;
+    uint8_t key[PAGE_FILE_KEY];
+    page_files_key(files, hashes, r->pages, sandbox->base_stack_pointer / DURABLE_PAGE, key);
+    page_file *file = page_file_open_sealed(files, session, key);
+    if (!file) {
+        r->file = page_file_create(files, session);
+        return CAP_OK;
+    }
+    *runs = malloc(((size_t)r->pages / 2 + 1) * 8);
+    if (!*runs) {
+        page_file_close(file);
+        sandbox_set_error(error, "out of memory");
+        return CAP_ENOMEM;
+    }
+    uint32_t last = 0; /* one past the last page mapped */
+    for (uint32_t page = 0; page < r->pages;) {
+        if (worker_has(sandbox, page, hashes + (size_t)page * DURABLE_HASH)) {
+            page++;
+            continue;
+        }
+        uint32_t first = page;
+        while (page < r->pages && !worker_has(sandbox, page, hashes + (size_t)page * DURABLE_HASH))
+            page++;
+        uint8_t *at = *runs + (size_t)*run_count * 8;
+        for (int b = 0; b < 4; b++) {
+            at[b] = (uint8_t)(first >> (8 * b));
+            at[4 + b] = (uint8_t)((page - first) >> (8 * b));
+        }
+        ++*run_count;
+        last = page;
+    }
+    /* A page past the file's end would be a fault (SIGBUS) in the worker
+     * at first touch: such a file is not used. */
+    struct stat st;
+    if (*run_count &&
+        (fstat(file->fd, &st) != 0 ||
+         (uint64_t)st.st_size < PAGE_FILE_HEADER + (uint64_t)last * DURABLE_PAGE ||
+         (*reader = page_file_reader(file)) < 0)) {
+        free(*runs);
+        *runs = NULL;
+        *run_count = 0;
+        page_file_close(file);
+        r->file = page_file_create(files, session);
+        return CAP_OK;
+    }
+    r->mapped = 1;
+    r->file = file; /* kept by the session from now on */
+    return CAP_OK;
 }
 
 int sandbox_durable_restore(cap_sandbox *sandbox, int worker_fd, durable_pages *known,
                             const char *session, char *error) {
     cap_config *config = sandbox->config;
     store_snapshot snapshot = {0};
+    double started = sandbox_now_seconds();
     pthread_mutex_lock(&config->store_lock);
     int rc = store_snapshot_latest(config->store, session, &snapshot, error);
     if (rc == STORE_ENOTFOUND) { /* created, but no call committed yet: a fresh interpreter */
@@ -477,25 +580,36 @@ int sandbox_durable_restore(cap_sandbox *sandbox, int worker_fd, durable_pages *
     }
     cJSON_Delete(manifest);
     restoring *r = rc == CAP_OK ? calloc(1, sizeof *r) : NULL;
-    if (rc == CAP_OK && !r) {
+    /* The snapshot's page hashes, which the host knows the worker by once
+     * restored, and which key the node's page file. */
+    uint8_t *hashes = rc == CAP_OK ? malloc((size_t)pages * DURABLE_HASH) : NULL;
+    if (rc == CAP_OK && (!r || !hashes)) {
         sandbox_set_error(error, "out of memory");
         rc = CAP_ENOMEM;
     }
+    uint8_t *runs = NULL; /* of pages to map from the page file: u32 first, u32 count */
+    uint32_t run_count = 0;
+    int reader = -1;
     if (rc == CAP_OK) {
         r->sandbox = sandbox;
         r->snapshot = &snapshot;
         r->fd = worker_fd;
         r->pages = (uint32_t)pages;
         r->vfs_bytes = (uint64_t)files;
-        uint32_t page_frames = 0;
         for (size_t i = 0; i < (size_t)pages; i++)
+            memcpy(hashes + i * DURABLE_HASH, snapshot.pages[i].hash, DURABLE_HASH);
+        rc = open_page_file(sandbox, session, hashes, r, &runs, &run_count, &reader, error);
+    }
+    if (rc == CAP_OK) {
+        uint32_t page_frames = 0;
+        for (size_t i = 0; i < (size_t)pages && !r->mapped; i++)
             page_frames += !worker_has(sandbox, snapshot.pages[i].index, snapshot.pages[i].hash);
         char header[256];
         int length = snprintf(header, sizeof header,
                               "{\"pages\":%u,\"stack_pointer\":%u,\"page_frames\":%u,"
-                              "\"monotonic_us\":%.0f,"
+                              "\"mapped\":%u,\"monotonic_us\":%.0f,"
                               "\"vfs_bytes\":%llu,\"environments\":%d}",
-                              (uint32_t)pages, (uint32_t)stack_pointer, page_frames,
+                              (uint32_t)pages, (uint32_t)stack_pointer, page_frames, run_count,
                               monotonic > 0 && monotonic < DURABLE_MONOTONIC_MAX_US ? monotonic
                                                                                      : 0.0,
                               (unsigned long long)files, environment_count);
@@ -516,6 +630,11 @@ int sandbox_durable_restore(cap_sandbox *sandbox, int worker_fd, durable_pages *
                 rc = CAP_ERUNTIME;
             }
         }
+        if (rc == CAP_OK && run_count &&
+            frame_write_fd(worker_fd, 'm', runs, (size_t)run_count * 8, reader) != 0) {
+            sandbox_set_error(error, "the worker for the session's restore is gone");
+            rc = CAP_ERUNTIME;
+        }
         if (rc == CAP_OK)
             rc = store_snapshot_read_wanted_pages(config->store, snapshot.id, worker_lacks,
                                                   send_page, r, error);
@@ -528,6 +647,8 @@ int sandbox_durable_restore(cap_sandbox *sandbox, int worker_fd, durable_pages *
         }
     }
     pthread_mutex_unlock(&config->store_lock);
+    if (reader >= 0) close(reader);
+    free(runs);
     for (size_t offset = 0; rc == CAP_OK && offset < r->files.size; offset += DURABLE_VFS_CHUNK) {
         size_t n = r->files.size - offset < DURABLE_VFS_CHUNK ? r->files.size - offset
                                                               : DURABLE_VFS_CHUNK;
@@ -550,20 +671,33 @@ int sandbox_durable_restore(cap_sandbox *sandbox, int worker_fd, durable_pages *
         if (read == 0) free(payload);
     }
     if (rc == CAP_OK) { /* the worker now holds the snapshot's pages */
-        uint8_t *hashes = malloc((size_t)pages * DURABLE_HASH);
-        if (!hashes) {
-            sandbox_set_error(error, "out of memory");
-            rc = CAP_ENOMEM;
-        } else {
-            for (size_t i = 0; i < (size_t)pages; i++)
-                memcpy(hashes + i * DURABLE_HASH, snapshot.pages[i].hash, DURABLE_HASH);
-            free(known->hashes);
-            known->hashes = hashes;
-            known->count = (uint32_t)pages;
-            known->stored = 1;
+        free(known->hashes);
+        known->hashes = hashes;
+        hashes = NULL;
+        known->count = (uint32_t)pages;
+        known->stored = 1;
+        known->from_base = 0;
+        page_file_close(known->page_file);
+        known->page_file = r->file;
+        r->file = NULL;
+        __atomic_add_fetch(&config->restores[r->mapped], 1, __ATOMIC_RELAXED);
+        __atomic_add_fetch(&config->restore_microseconds[r->mapped],
+                           (uint64_t)((sandbox_now_seconds() - started) * 1e6), __ATOMIC_RELAXED);
+        uint8_t key[PAGE_FILE_KEY];
+        if (known->page_file && !r->mapped) { /* written just now: sealed to be used */
+            page_files_key(config->page_files, known->hashes, known->count,
+                           sandbox->base_stack_pointer / DURABLE_PAGE, key);
+            if (page_file_seal(config->page_files, known->page_file, key) != 0) {
+                page_file_drop(known->page_file);
+                known->page_file = NULL;
+            }
         }
     }
-    if (r) buffer_free(&r->files);
+    free(hashes);
+    if (r) {
+        page_file_close(r->file);
+        buffer_free(&r->files);
+    }
     free(r);
     store_snapshot_clear(&snapshot);
     return rc;
@@ -752,6 +886,7 @@ void sandbox_durable_park(cap_sandbox *sandbox, const char *session, int forget)
                     : store_session_set_status(config->store, session, STORE_SESSION_PARKED, NULL);
     if (rc != CAP_OK && rc != STORE_ENOTFOUND) remember_orphan(config, session);
     pthread_mutex_unlock(&config->store_lock);
+    if (forget) page_files_remove(config->page_files, session); /* its memory leaves the disk too */
 }
 
 /* --- the public calls on durable sessions ---------------------------------------- */
@@ -919,7 +1054,7 @@ char *cap_config_store_metrics(cap_config *config, char *error) {
     pthread_mutex_lock(&config->store_lock);
     int rc = store_get_usage(config->store, &usage, error);
     if (rc == CAP_OK) {
-        char text[1024];
+        char text[2048];
         int length = snprintf(
             text, sizeof text,
             "# HELP capsule_store_blob_bytes Compressed bytes of the stored pages and files "
@@ -931,9 +1066,21 @@ char *cap_config_store_metrics(cap_config *config, char *error) {
             "# TYPE capsule_store_blobs gauge\ncapsule_store_blobs %llu\n"
             "# HELP capsule_store_sessions Durable sessions in the store.\n"
             "# TYPE capsule_store_sessions gauge\ncapsule_store_sessions %lld\n"
+            "# HELP capsule_session_restores_total Sessions restored into a worker, by where "
+            "their memory came from.\n# TYPE capsule_session_restores_total counter\n"
+            "capsule_session_restores_total{source=\"store\"} %llu\n"
+            "capsule_session_restores_total{source=\"page_file\"} %llu\n"
+            "# HELP capsule_session_restore_seconds_total Time those restores took.\n"
+            "# TYPE capsule_session_restore_seconds_total counter\n"
+            "capsule_session_restore_seconds_total{source=\"store\"} %.6f\n"
+            "capsule_session_restore_seconds_total{source=\"page_file\"} %.6f\n"
             "# HELP capsule_jobs Jobs in the store by status.\n# TYPE capsule_jobs gauge\n",
             (unsigned long long)usage.blob_bytes, (unsigned long long)usage.raw_bytes,
-            (unsigned long long)usage.blob_count, (long long)usage.sessions);
+            (unsigned long long)usage.blob_count, (long long)usage.sessions,
+            (unsigned long long)__atomic_load_n(&config->restores[0], __ATOMIC_RELAXED),
+            (unsigned long long)__atomic_load_n(&config->restores[1], __ATOMIC_RELAXED),
+            (double)__atomic_load_n(&config->restore_microseconds[0], __ATOMIC_RELAXED) / 1e6,
+            (double)__atomic_load_n(&config->restore_microseconds[1], __ATOMIC_RELAXED) / 1e6);
         rc = buffer_append(&out, text, (size_t)length) == 0 ? CAP_OK : CAP_ENOMEM;
     }
     if (rc == CAP_OK) rc = store_job_counts(config->store, add_job_count, &out, error);

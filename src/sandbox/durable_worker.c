@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "../runtime/runtime.h"
@@ -20,6 +21,7 @@
 #include "../vfs/vfs.h"
 #include "buffer.h"
 #include "frame.h"
+#include "page_file.h"
 
 static int append(void *context, const void *data, size_t size) {
     return buffer_append(context, data, size);
@@ -34,6 +36,12 @@ static uint8_t *base;
 static uint32_t base_pages;
 static uint8_t *extension;
 static uint32_t reference_pages; /* base_pages, plus the extension's */
+/* After a restore from a page file (page_file.h), the pages it gave are
+ * the reference there too: the file mapped a second time, copy-on-write,
+ * so a restore copies nothing. */
+static uint8_t *file_reference;
+static uint8_t *from_file; /* one flag per page of file_reference */
+static uint32_t file_pages;
 
 void durable_worker_set_base(uint8_t *memory, uint32_t pages) {
     base = memory;
@@ -41,19 +49,25 @@ void durable_worker_set_base(uint8_t *memory, uint32_t pages) {
 }
 
 static uint8_t *reference_page(uint32_t page) {
+    if (page < file_pages && from_file[page]) return file_reference + (size_t)page * DURABLE_PAGE;
     return page < base_pages ? base + (size_t)page * DURABLE_PAGE
                              : extension + (size_t)(page - base_pages) * DURABLE_PAGE;
 }
 
+/* The extension is an anonymous mapping, grown by mremap: its new pages
+ * read as zero without being touched (a realloc'd one had to be cleared,
+ * which for a 20 MB heap was most of a restore from a page file). */
 static int reference_reserve(uint32_t pages) {
     if (pages <= reference_pages) return 0;
-    uint8_t *grown = realloc(extension, (size_t)(pages - base_pages) * DURABLE_PAGE);
-    if (!grown) return -ENOMEM;
+    size_t old_size = (size_t)(reference_pages - base_pages) * DURABLE_PAGE;
+    size_t size = (size_t)(pages - base_pages) * DURABLE_PAGE;
+    void *grown = extension ? mremap(extension, old_size, size, MREMAP_MAYMOVE)
+                            : mmap(NULL, size, PROT_READ | PROT_WRITE,
+                                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (grown == MAP_FAILED) return -ENOMEM;
     /* Pages the reference never had: the host knows no hash for them, so
      * they are always sent (page >= the old count); their content here
      * is set when they are. */
-    memset(grown + (size_t)(reference_pages - base_pages) * DURABLE_PAGE, 0,
-           (size_t)(pages - reference_pages) * DURABLE_PAGE);
     extension = grown;
     reference_pages = pages;
     return 0;
@@ -196,6 +210,37 @@ static int refuse(int fd, const char *reason) {
     return -1;
 }
 
+/* Maps the runs of pages that the 'm' frame `runs` names (u32 first page,
+ * u32 count, ascending, within `pages`) from the page file `file`, into
+ * the memory and as their reference.  0, or the reason it cannot. */
+static const char *map_page_file(int file, const uint8_t *runs, size_t count, uint32_t pages) {
+    if (pages == 0) return "malformed page runs";
+    file_reference = mmap(NULL, (size_t)pages * DURABLE_PAGE, PROT_READ | PROT_WRITE,
+                          MAP_PRIVATE, file, PAGE_FILE_HEADER);
+    from_file = calloc(pages, 1);
+    if (file_reference == MAP_FAILED || !from_file) {
+        file_reference = NULL;
+        return "cannot map the page file";
+    }
+    file_pages = pages;
+    uint64_t next = 0;
+    for (size_t i = 0; i < count; i++) {
+        uint32_t first = 0, length = 0;
+        for (int b = 0; b < 4; b++) {
+            first |= (uint32_t)runs[8 * i + b] << (8 * b);
+            length |= (uint32_t)runs[8 * i + 4 + b] << (8 * b);
+        }
+        if (first < next || length == 0 || length > pages - first) return "malformed page runs";
+        next = (uint64_t)first + length;
+        if (runtime_map_range(file, PAGE_FILE_HEADER + (uint64_t)first * DURABLE_PAGE,
+                              (uint64_t)first * DURABLE_PAGE,
+                              (uint64_t)length * DURABLE_PAGE) != 0)
+            return "cannot map the page file";
+        memset(from_file + first, 1, length);
+    }
+    return NULL;
+}
+
 int durable_worker_restore(int fd, const char *payload, size_t size, void *scratch, wasi *w,
                            const char *(*mount_environment)(int fd, const char *key)) {
     cJSON *header = cJSON_ParseWithLength(payload, size);
@@ -204,6 +249,7 @@ int durable_worker_restore(int fd, const char *payload, size_t size, void *scrat
     uint32_t stack_pointer = field(header, "stack_pointer", UINT32_MAX - 1.0);
     uint32_t page_frames = field(header, "page_frames", DURABLE_MAX_PAGES);
     uint32_t environments = field(header, "environments", 16);
+    uint32_t mapped = field(header, "mapped", DURABLE_MAX_PAGES / 2 + 1);
     const cJSON *monotonic = cJSON_GetObjectItemCaseSensitive(header, "monotonic_us");
     /* Microseconds, rounded up: the clock continues at or after it. */
     uint64_t monotonic_ns = cJSON_IsNumber(monotonic) && monotonic->valuedouble > 0 &&
@@ -214,7 +260,7 @@ int durable_worker_restore(int fd, const char *payload, size_t size, void *scrat
     double vfs_bytes = cJSON_IsNumber(vfs_item) ? vfs_item->valuedouble : -1;
     cJSON_Delete(header);
     if (pages == UINT32_MAX || stack_pointer == UINT32_MAX || page_frames == UINT32_MAX ||
-        environments == UINT32_MAX ||
+        environments == UINT32_MAX || mapped == UINT32_MAX ||
         vfs_bytes < 0 || vfs_bytes > (double)DURABLE_MAX_VFS)
         return refuse(fd, "malformed restore header");
     /* The package images first, in their order: a missing one ends the
@@ -235,13 +281,39 @@ int durable_worker_restore(int fd, const char *payload, size_t size, void *scrat
         if (image >= 0) close(image);
         free(key);
     }
-    if (runtime_resize_memory(pages / DURABLE_PER_WASM_PAGE) != 0)
+    /* Then the page file, when the host has one for this snapshot. */
+    int file = -1;
+    char *runs = NULL;
+    size_t runs_size = 0;
+    if (mapped) {
+        char type;
+        if (frame_read(fd, &type, &runs, &runs_size, (size_t)mapped * 8, &file) != 0) return -1;
+        if (type != 'm' || runs_size != (size_t)mapped * 8 || file < 0) {
+            free(runs);
+            if (file >= 0) close(file);
+            return refuse(fd, "malformed restore page file");
+        }
+    }
+    if (runtime_resize_memory(pages / DURABLE_PER_WASM_PAGE) != 0) {
+        free(runs);
+        if (file >= 0) close(file);
         return refuse(fd, "cannot size the memory");
+    }
     /* The host knows this memory by the snapshot's hashes from now on, so
      * the reference takes each page sent; the pages not sent are the
      * base's, which a fresh worker's memory and reference both hold
      * already (copying all 20 MB again was most of a restore). */
-    if (reference_reserve(pages) != 0) return refuse(fd, "out of memory for the reference");
+    if (reference_reserve(pages) != 0) {
+        free(runs);
+        if (file >= 0) close(file);
+        return refuse(fd, "out of memory for the reference");
+    }
+    if (mapped) {
+        const char *failed = map_page_file(file, (const uint8_t *)runs, mapped, pages);
+        free(runs);
+        close(file); /* the mappings keep the file */
+        if (failed) return refuse(fd, failed);
+    }
     uint8_t *memory = runtime_memory_data(); /* after the resize: it may move */
     for (uint32_t i = 0; i < page_frames; i++) {
         char type;

@@ -135,6 +135,11 @@ struct cap_config {
      * held around every use of the handle. */
     store *store;
     char *store_url; /* what it was opened from (the job runners' listener) */
+    struct page_files *page_files; /* this node's copies of session memory, or NULL */
+    /* Restores that succeeded, [0] from the store, [1] mapped from a page
+     * file, and their microseconds (atomic: for /metrics). */
+    uint64_t restores[2];
+    uint64_t restore_microseconds[2];
     pthread_mutex_t store_lock;
     /* The node's lease in the store is renewed by this thread, every third
      * of the lease (config.c); guarded by renew_lock. */
@@ -273,6 +278,12 @@ typedef struct durable_pages {
     uint32_t count;
     int stored;      /* the hashes are a stored snapshot's (restored or committed), so the
                         store has every blob they name; 0 for a fresh worker's base */
+    /* This node's copy of the snapshot the hashes describe (page_file.h),
+     * kept up to date at each commit; NULL when there is none.  A fresh
+     * worker's first commit makes one (its pages are all that differ from
+     * the base), which `from_base` allows. */
+    struct page_file *page_file;
+    int from_base;
 } durable_pages;
 
 typedef struct session {

@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "page_file.h"
+
 static void remember_evicted(cap_sandbox *sandbox, const char *id) {
     free(sandbox->evicted[sandbox->evicted_next]);
     sandbox->evicted[sandbox->evicted_next] = strdup(id);
@@ -103,6 +105,7 @@ int cap_session_close(cap_sandbox *sandbox, const char *id, char *error) {
         pthread_mutex_lock(&sandbox->config->store_lock);
         int rc = store_session_delete(sandbox->config->store, id, NULL);
         pthread_mutex_unlock(&sandbox->config->store_lock);
+        page_files_remove(sandbox->config->page_files, id);
         if (rc == CAP_OK) return CAP_OK;
     }
     sandbox_set_error(error, "no session %s", id ? id : "(null)");

@@ -188,6 +188,7 @@ def test_close_session_deletes_it_from_the_store(binary, tmp_path):
     server = Stdio(binary, "--store", store_url(tmp_path))
     assert value(call(server, "x = 1", "gone")) is None
     assert not tool(server, "close_session", id=2, session_id="gone").get("isError")
+    assert _page_files(tmp_path) == []  # its memory leaves this node's disk too
     kill(server)
     server = Stdio(binary, "--store", store_url(tmp_path))
     assert value(call(server, "'x' in globals()", "gone", id=3)) == "false"
@@ -225,6 +226,7 @@ def test_a_damaged_snapshot_is_a_clear_session_error(binary, tmp_path, damage, m
     assert value(call(server, "x = 'precious'", "victim")) is None
     assert value(call(server, "y = 1", "bystander", id=2)) is None
     server.close()
+    _forget_page_files(tmp_path)  # the restore reads the store, damage and all
     _damage(tmp_path, damage.format(snapshot=_latest_snapshot(_scoped(tmp_path, "victim"))))
     server = Stdio(binary, "--store", store_url(tmp_path))
     result = call(server, "x", "victim", id=3)["structuredContent"]
@@ -236,6 +238,116 @@ def test_a_damaged_snapshot_is_a_clear_session_error(binary, tmp_path, damage, m
     database = sqlite3.connect(tmp_path / "sessions.db")
     assert database.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     database.close()
+
+
+# --- the node's page files (page_file.h) ---------------------------------------------------
+
+
+def _page_files(tmp_path):
+    directory = tmp_path / "sessions.db-pages"
+    return sorted(p for p in directory.iterdir() if p.name != "lock")
+
+
+def _forget_page_files(tmp_path):
+    for path in _page_files(tmp_path):
+        path.unlink()
+
+
+HEAP = ("import hashlib\nheap = bytearray(b''.join(b'%08d' % i for i in range(400_000)))\n"
+        "digest = hashlib.sha256(heap).hexdigest()")
+
+
+def test_a_restore_on_the_same_node_maps_its_page_file(binary, tmp_path):
+    """A restarted server restores a session from its page file, without
+    reading the pages from the store: shown by damaging every stored page
+    of the session after the file was written, and restoring it intact;
+    without the file, the same restore reads the store and finds the
+    damage."""
+    server = Stdio(binary, "--store", store_url(tmp_path))
+    assert value(call(server, HEAP, "heap")) is None
+    expected = value(call(server, "digest", "heap", id=2))
+    server.close()
+    files = _page_files(tmp_path)
+    assert len(files) == 1 and files[0].stat().st_size > 3_000_000, files
+    assert files[0].stat().st_mode & 0o777 == 0o600
+    # Its memory's pages (the scratch files' pages, from 262144 on, are
+    # always read from the store: they are not in the page file).
+    _damage(tmp_path, "UPDATE blobs SET data = zeroblob(length(data)) WHERE hash IN (SELECT hash "
+                      "FROM snapshot_pages WHERE page_index < 262144 AND snapshot = " +
+                      _latest_snapshot(_scoped(tmp_path, "heap")) + ") AND hash NOT IN (SELECT "
+                      "hash FROM snapshot_pages WHERE page_index >= 262144)")
+    for round in range(2):  # the second restore maps the file the first call updated
+        server = Stdio(binary, "--store", store_url(tmp_path))
+        assert value(call(server, "hashlib.sha256(heap).hexdigest() == digest", "heap", id=3)) \
+            == "true"
+        assert value(call(server, "digest", "heap", id=4)) == expected
+        server.close()
+    _forget_page_files(tmp_path)
+    server = Stdio(binary, "--store", store_url(tmp_path))
+    result = call(server, "digest", "heap", id=5)["structuredContent"]
+    assert result["capsule_status"] == "session-error" and "damaged" in result["error"], result
+    server.close()
+
+
+def test_a_stale_page_file_is_never_mapped(binary, tmp_path):
+    """A page file sealed for an older snapshot (as one left by a node
+    that lost the session to another, or by a crash between the commit and
+    the file's update) is not used: the restore reads the store, and
+    rewrites the file."""
+    server = Stdio(binary, "--store", store_url(tmp_path))
+    assert value(call(server, HEAP + "\nstate = 'old'", "s")) is None
+    server.close()
+    (old,) = _page_files(tmp_path)
+    saved = old.read_bytes()
+    server = Stdio(binary, "--store", store_url(tmp_path))
+    assert value(call(server, "heap[:8] = b'CHANGED!'\nstate = 'new'", "s", id=2)) is None
+    server.close()
+    old.write_bytes(saved)  # sealed, for the snapshot before
+    server = Stdio(binary, "--store", store_url(tmp_path))
+    assert value(call(server, "(state, bytes(heap[:8]))", "s", id=3)) == "('new', b'CHANGED!')"
+    server.close()
+    assert old.read_bytes() != saved  # rewritten by that restore
+    # A file whose header was unsealed (a write under way) is not used either.
+    data = bytearray(old.read_bytes())
+    data[16] = 0
+    old.write_bytes(bytes(data))
+    server = Stdio(binary, "--store", store_url(tmp_path))
+    assert value(call(server, "state", "s", id=4)) == "new"
+    server.close()
+
+
+def test_page_files_are_bounded_by_the_store_quota(binary, tmp_path):
+    """The page files use no more disk than the store's quota: past it the
+    least recently written go, and their sessions restore from the store."""
+    quota = 12 << 20
+    server = Stdio(binary, "--store", store_url(tmp_path), "--store-quota", "12M")
+    for i in range(12):  # ≈ 1.5 MiB of pages each that differ from the base
+        assert value(call(server, f"import os\nblob = bytes([{i}]) * 1_500_000\nn = {i}",
+                          f"s{i}", id=i)) is None
+    server.close()
+    files = _page_files(tmp_path)
+    assert 0 < len(files) < 12, files
+    assert sum(f.stat().st_blocks * 512 for f in files) <= quota
+    server = Stdio(binary, "--store", store_url(tmp_path), "--store-quota", "12M")
+    for i in range(12):
+        assert value(call(server, "(n, len(blob), blob[-1])", f"s{i}", id=100 + i)) == \
+            f"[\n  {i},\n  1500000,\n  {i}\n]"
+    server.close()
+
+
+def test_a_second_server_on_the_same_page_files_keeps_none(binary, tmp_path):
+    """One process at a time uses a page-file directory: files mapped by
+    one process's workers are written in place only by that process."""
+    first = Stdio(binary, "--store", store_url(tmp_path))
+    assert value(call(first, "a = 1", "a")) is None
+    other = tmp_path / "other.db"
+    # A second server whose store's page files would be the same directory.
+    (tmp_path / "other.db-pages").symlink_to(tmp_path / "sessions.db-pages")
+    second = Stdio(binary, "--store", f"sqlite:{other}")
+    assert value(call(second, "b = 2\nb", "b")) == "2"
+    second.close()
+    first.close()
+    assert len(_page_files(tmp_path)) == 1  # only the first server's session
 
 
 def test_a_restored_sessions_monotonic_clock_never_goes_back(binary, tmp_path):

@@ -27,7 +27,7 @@ def samples(text):
         if line.startswith("#"):
             assert re.match(r"# (HELP|TYPE) capsule_\w+ |# ", line), line
             continue
-        match = re.fullmatch(r'(capsule_\w+(?:\{(?:status|le)="[\w.+-]+"\})?) (\d+(?:\.\d+)?)',
+        match = re.fullmatch(r'(capsule_\w+(?:\{(?:status|le|source)="[\w.+-]+"\})?) (\d+(?:\.\d+)?)',
                              line)
         assert match, line
         value = match.group(2)
@@ -77,8 +77,33 @@ def test_metrics_count_runs_by_status_and_show_the_store(binary, tmp_path):
         assert stored["capsule_store_blob_bytes"] > 0
         assert stored["capsule_store_sessions"] == 1
         assert stored['capsule_runs_total{status="success"}'] == 3
+        assert stored['capsule_session_restores_total{source="page_file"}'] == 0
     finally:
         server.stop()
+    # Restores, by where the memory came from: this node's page file, then
+    # (the files removed) the store.
+    for source in ("page_file", "store"):
+        if source == "store":
+            for path in (tmp_path / "store.db-pages").iterdir():
+                if path.name != "lock":
+                    path.unlink()
+        server = HttpServer(binary, "--workers", "1", "--job-runners", "0",
+                            "--store", f"sqlite:{tmp_path / 'store.db'}")
+        try:
+            session = server.initialize()
+            response, payload = server.post(
+                {"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+                 "params": {"name": "run_python_code",
+                            "arguments": {"python_code": "x", "session_id": "s"}}},
+                session=session)
+            assert response.status == 200 and b'"return_value":"1"' in payload, payload
+            restored = samples(scrape(server)[1])
+            assert restored[f'capsule_session_restores_total{{source="{source}"}}'] == 1, restored
+            other = "store" if source == "page_file" else "page_file"
+            assert restored[f'capsule_session_restores_total{{source="{other}"}}'] == 0
+            assert restored[f'capsule_session_restore_seconds_total{{source="{source}"}}'] > 0
+        finally:
+            server.stop()
 
 
 def test_metrics_need_the_token_and_take_get_only(binary):
