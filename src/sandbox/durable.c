@@ -419,13 +419,11 @@ int sandbox_durable_commit(cap_sandbox *sandbox, int worker_fd, durable_pages *k
 typedef struct restoring {
     const cap_sandbox *sandbox;
     const store_snapshot *snapshot;
-    int fd;
     uint32_t pages;
     buffer files;
     uint64_t vfs_bytes;
-    int mapped;       /* the memory comes from a sealed page file: only files' pages are read */
-    page_file *file;  /* else a new page file, written with each page sent (or NULL) */
-    uint8_t frame[4 + DURABLE_PAGE];
+    int mapped;      /* the memory is in a sealed page file already: only files' pages are read */
+    page_file *file; /* the page file the worker maps: the node's, or one in memory */
 } restoring;
 
 /* Whether the fresh worker has this page already: a base page of this
@@ -437,13 +435,16 @@ static int worker_has(const cap_sandbox *sandbox, uint32_t index, const uint8_t 
 }
 
 /* Pages the fresh worker has already (the base's, the dead stack) are not
- * even read from the store. */
+ * even read from the store, nor those a sealed page file holds. */
 static int worker_lacks(void *context, uint32_t index, const uint8_t *hash) {
     const restoring *r = context;
     return index >= FILES_PAGE || (!r->mapped && !worker_has(r->sandbox, index, hash));
 }
 
-static int send_page(void *context, uint32_t index, const void *bytes, size_t size) {
+/* A page read from the store: the files' stream is gathered, a memory
+ * page goes to its place in the page file (whose disk, should it refuse,
+ * is left for memory). */
+static int take_page(void *context, uint32_t index, const void *bytes, size_t size) {
     restoring *r = context;
     if (size != DURABLE_PAGE) return STORE_ECORRUPT;
     if (index >= FILES_PAGE) {
@@ -457,48 +458,27 @@ static int send_page(void *context, uint32_t index, const void *bytes, size_t si
      * against this very hash. */
     if (index >= r->pages || r->snapshot->pages[index].index != index || r->mapped)
         return STORE_ECORRUPT;
-    if (worker_has(r->sandbox, index, r->snapshot->pages[index].hash)) return 0;
-    if (r->file && page_file_write(r->file, index, bytes, 1) != 0) {
-        page_file_close(r->file); /* new, never sealed: removed */
-        r->file = NULL;
-    }
-    for (int b = 0; b < 4; b++) r->frame[b] = (uint8_t)(index >> (8 * b));
-    memcpy(r->frame + 4, bytes, DURABLE_PAGE);
-    return frame_write(r->fd, 'l', r->frame, sizeof r->frame) == 0 ? 0 : CAP_ERUNTIME;
+    if (page_file_write(r->file, index, bytes, 1) == 0) return 0;
+    if (page_file_to_memory(r->file) == 0 && page_file_write(r->file, index, bytes, 1) == 0)
+        return 0;
+    return CAP_EIO;
 }
 
-/* The node's page file for the restore `r` of `session`, whose snapshot
- * has these page hashes (page_file.h).  When a file is sealed for exactly
- * them and holds every page the fresh worker lacks, r->mapped is set, and
- * `runs` (malloc'd) lists those pages, for the worker to map from
- * `reader`.  Otherwise r->file is a new file the restore fills as it
- * sends the pages (or NULL: no page file).  CAP_OK, or CAP_ENOMEM. */
-static int open_page_file(const cap_sandbox *sandbox, const char *session, const uint8_t *hashes,
-                          restoring *r, uint8_t **runs, uint32_t *run_count, int *reader,
-                          char *error) {
-    page_files *files = sandbox->config->page_files;
-    if (!files) return CAP_OK;
-    uint8_t key[PAGE_FILE_KEY];
-    page_files_key(files, hashes, r->pages, sandbox->base_stack_pointer / DURABLE_PAGE, key);
-    page_file *file = page_file_open_sealed(files, session, key);
-    if (!file) {
-        r->file = page_file_create(files, session);
-        return CAP_OK;
-    }
-    *runs = malloc(((size_t)r->pages / 2 + 1) * 8);
-    if (!*runs) {
-        page_file_close(file);
-        sandbox_set_error(error, "out of memory");
-        return CAP_ENOMEM;
-    }
-    uint32_t last = 0; /* one past the last page mapped */
-    for (uint32_t page = 0; page < r->pages;) {
+/* The runs of pages the fresh worker lacks, for it to map from the page
+ * file (u32 first, u32 count each; malloc'd into *runs); `end` gets one
+ * past the last page mapped.  CAP_OK or CAP_ENOMEM. */
+static int lacking_runs(const cap_sandbox *sandbox, const uint8_t *hashes, uint32_t pages,
+                        uint8_t **runs, uint32_t *run_count, uint32_t *end) {
+    *run_count = *end = 0;
+    *runs = malloc(((size_t)pages / 2 + 1) * 8);
+    if (!*runs) return CAP_ENOMEM;
+    for (uint32_t page = 0; page < pages;) {
         if (worker_has(sandbox, page, hashes + (size_t)page * DURABLE_HASH)) {
             page++;
             continue;
         }
         uint32_t first = page;
-        while (page < r->pages && !worker_has(sandbox, page, hashes + (size_t)page * DURABLE_HASH))
+        while (page < pages && !worker_has(sandbox, page, hashes + (size_t)page * DURABLE_HASH))
             page++;
         uint8_t *at = *runs + (size_t)*run_count * 8;
         for (int b = 0; b < 4; b++) {
@@ -506,25 +486,99 @@ static int open_page_file(const cap_sandbox *sandbox, const char *session, const
             at[4 + b] = (uint8_t)((page - first) >> (8 * b));
         }
         ++*run_count;
-        last = page;
+        *end = page;
+    }
+    return CAP_OK;
+}
+
+/* The page file for the restore `r` of `session`, whose snapshot has these
+ * page hashes (page_file.h): the node's file when it is sealed for exactly
+ * them (r->mapped: nothing to read but the files' pages), else a new one to
+ * fill from the store, the node's to keep, or one in memory when the node
+ * keeps none.  CAP_OK, or CAP_ENOMEM. */
+static int open_page_file(const cap_sandbox *sandbox, const char *session, const uint8_t *hashes,
+                          restoring *r, char *error) {
+    page_files *files = sandbox->config->page_files;
+    if (files) {
+        uint8_t key[PAGE_FILE_KEY];
+        page_files_key(files, hashes, r->pages, sandbox->base_stack_pointer / DURABLE_PAGE, key);
+        r->file = page_file_open_sealed(files, session, key);
+        r->mapped = r->file != NULL;
+        if (!r->file) r->file = page_file_create(files, session);
+    }
+    if (!r->file) r->file = page_file_anonymous();
+    if (!r->file) {
+        sandbox_set_error(error, "out of memory");
+        return CAP_ENOMEM;
+    }
+    return CAP_OK;
+}
+
+/* Restores a session whose memory is the page file of `r` into the worker:
+ * the 'L' header, the package images, the runs to map with a read-only
+ * descriptor of the file, the scratch files; then its answer. */
+static int send_restore(cap_sandbox *sandbox, int worker_fd, restoring *r, const uint8_t *hashes,
+                        uint32_t stack_pointer, double monotonic,
+                        char environments[16][65], int environment_count, char *error) {
+    uint8_t *runs = NULL;
+    uint32_t run_count = 0, end = 0;
+    int rc = lacking_runs(sandbox, hashes, r->pages, &runs, &run_count, &end);
+    if (rc != CAP_OK) {
+        sandbox_set_error(error, "out of memory");
+        return rc;
     }
     /* A page past the file's end would be a fault (SIGBUS) in the worker
-     * at first touch: such a file is not used. */
+     * at first touch. */
     struct stat st;
-    if (*run_count &&
-        (fstat(file->fd, &st) != 0 ||
-         (uint64_t)st.st_size < PAGE_FILE_HEADER + (uint64_t)last * DURABLE_PAGE ||
-         (*reader = page_file_reader(file)) < 0)) {
-        free(*runs);
-        *runs = NULL;
-        *run_count = 0;
-        page_file_close(file);
-        r->file = page_file_create(files, session);
-        return CAP_OK;
+    int reader = run_count ? page_file_reader(r->file) : -1;
+    if (run_count && (reader < 0 || fstat(r->file->fd, &st) != 0 ||
+                      (uint64_t)st.st_size < PAGE_FILE_HEADER + (uint64_t)end * DURABLE_PAGE)) {
+        sandbox_set_error(error, "the session's page file is unusable");
+        rc = CAP_EIO;
     }
-    r->mapped = 1;
-    r->file = file; /* kept by the session from now on */
-    return CAP_OK;
+    char header[256];
+    int length = snprintf(header, sizeof header,
+                          "{\"pages\":%u,\"stack_pointer\":%u,\"mapped\":%u,"
+                          "\"monotonic_us\":%.0f,\"vfs_bytes\":%llu,\"environments\":%d}",
+                          r->pages, stack_pointer, run_count,
+                          monotonic > 0 && monotonic < DURABLE_MONOTONIC_MAX_US ? monotonic : 0.0,
+                          (unsigned long long)r->vfs_bytes, environment_count);
+    if (rc == CAP_OK && frame_write(worker_fd, 'L', header, (size_t)length) != 0) rc = CAP_ERUNTIME;
+    /* The package images the session had mounted, from the package cache:
+     * one it no longer has is sent without its image (the worker then
+     * mounts none from there on). */
+    for (int i = 0; rc == CAP_OK && i < environment_count; i++) {
+        int image = deps_open_environment(sandbox->config->dependencies, environments[i]);
+        int sent = image >= 0 ? frame_write_fd(worker_fd, 'e', environments[i], 64, image)
+                              : frame_write(worker_fd, 'e', environments[i], 64);
+        if (image >= 0) close(image);
+        if (sent != 0) rc = CAP_ERUNTIME;
+    }
+    if (rc == CAP_OK && run_count &&
+        frame_write_fd(worker_fd, 'm', runs, (size_t)run_count * 8, reader) != 0)
+        rc = CAP_ERUNTIME;
+    if (reader >= 0) close(reader);
+    free(runs);
+    for (size_t offset = 0; rc == CAP_OK && offset < r->files.size; offset += DURABLE_VFS_CHUNK) {
+        size_t n = r->files.size - offset < DURABLE_VFS_CHUNK ? r->files.size - offset
+                                                              : DURABLE_VFS_CHUNK;
+        if (frame_write(worker_fd, 'v', r->files.data + offset, n) != 0) rc = CAP_ERUNTIME;
+    }
+    if (rc == CAP_ERUNTIME) sandbox_set_error(error, "the worker for the session's restore is gone");
+    if (rc == CAP_OK) {
+        char type;
+        char *payload = NULL;
+        size_t size = 0;
+        int read = read_within(worker_fd, sandbox_now_seconds() + WORKER_SECONDS, &type, &payload,
+                               &size, 512);
+        if (read != 0 || type != 'L' || size != 0) {
+            sandbox_set_error(error, "the session could not be restored: %.200s",
+                              read == 0 && type == 'L' ? payload : "the worker failed");
+            rc = CAP_ERUNTIME;
+        }
+        if (read == 0) free(payload);
+    }
+    return rc;
 }
 
 int sandbox_durable_restore(cap_sandbox *sandbox, int worker_fd, durable_pages *known,
@@ -587,89 +641,32 @@ int sandbox_durable_restore(cap_sandbox *sandbox, int worker_fd, durable_pages *
         sandbox_set_error(error, "out of memory");
         rc = CAP_ENOMEM;
     }
-    uint8_t *runs = NULL; /* of pages to map from the page file: u32 first, u32 count */
-    uint32_t run_count = 0;
-    int reader = -1;
     if (rc == CAP_OK) {
         r->sandbox = sandbox;
         r->snapshot = &snapshot;
-        r->fd = worker_fd;
         r->pages = (uint32_t)pages;
         r->vfs_bytes = (uint64_t)files;
         for (size_t i = 0; i < (size_t)pages; i++)
             memcpy(hashes + i * DURABLE_HASH, snapshot.pages[i].hash, DURABLE_HASH);
-        rc = open_page_file(sandbox, session, hashes, r, &runs, &run_count, &reader, error);
+        rc = open_page_file(sandbox, session, hashes, r, error);
     }
-    if (rc == CAP_OK) {
-        uint32_t page_frames = 0;
-        for (size_t i = 0; i < (size_t)pages && !r->mapped; i++)
-            page_frames += !worker_has(sandbox, snapshot.pages[i].index, snapshot.pages[i].hash);
-        char header[256];
-        int length = snprintf(header, sizeof header,
-                              "{\"pages\":%u,\"stack_pointer\":%u,\"page_frames\":%u,"
-                              "\"mapped\":%u,\"monotonic_us\":%.0f,"
-                              "\"vfs_bytes\":%llu,\"environments\":%d}",
-                              (uint32_t)pages, (uint32_t)stack_pointer, page_frames, run_count,
-                              monotonic > 0 && monotonic < DURABLE_MONOTONIC_MAX_US ? monotonic
-                                                                                     : 0.0,
-                              (unsigned long long)files, environment_count);
-        if (frame_write(worker_fd, 'L', header, (size_t)length) != 0) {
-            sandbox_set_error(error, "the worker for the session's restore is gone");
-            rc = CAP_ERUNTIME;
-        }
-        /* The package images the session had mounted, from the package
-         * cache: one it no longer has is sent without its image (the worker
-         * then mounts none from there on). */
-        for (int i = 0; rc == CAP_OK && i < environment_count; i++) {
-            int image = deps_open_environment(config->dependencies, environments[i]);
-            int sent = image >= 0 ? frame_write_fd(worker_fd, 'e', environments[i], 64, image)
-                                  : frame_write(worker_fd, 'e', environments[i], 64);
-            if (image >= 0) close(image);
-            if (sent != 0) {
-                sandbox_set_error(error, "the worker for the session's restore is gone");
-                rc = CAP_ERUNTIME;
-            }
-        }
-        if (rc == CAP_OK && run_count &&
-            frame_write_fd(worker_fd, 'm', runs, (size_t)run_count * 8, reader) != 0) {
-            sandbox_set_error(error, "the worker for the session's restore is gone");
-            rc = CAP_ERUNTIME;
-        }
-        if (rc == CAP_OK)
-            rc = store_snapshot_read_wanted_pages(config->store, snapshot.id, worker_lacks,
-                                                  send_page, r, error);
-        if (rc == STORE_ECORRUPT && !strstr(error, "snapshot"))
-            sandbox_set_error(error, "the session's snapshot is damaged in the store "
-                                     "(a page fails its hash)");
-        if (rc == CAP_OK && r->files.size != r->vfs_bytes) {
-            sandbox_set_error(error, "the session's snapshot misses file pages");
-            rc = STORE_ECORRUPT;
-        }
+    /* The pages the page file lacks, decompressed into it. */
+    if (rc == CAP_OK)
+        rc = store_snapshot_read_wanted_pages(config->store, snapshot.id, worker_lacks, take_page,
+                                              r, error);
+    if (rc == STORE_ECORRUPT && !strstr(error, "snapshot"))
+        sandbox_set_error(error, "the session's snapshot is damaged in the store "
+                                 "(a page fails its hash)");
+    else if (rc == CAP_EIO && r && !r->mapped)
+        sandbox_set_error(error, "no room to restore the session's memory");
+    if (rc == CAP_OK && r->files.size != r->vfs_bytes) {
+        sandbox_set_error(error, "the session's snapshot misses file pages");
+        rc = STORE_ECORRUPT;
     }
     pthread_mutex_unlock(&config->store_lock);
-    if (reader >= 0) close(reader);
-    free(runs);
-    for (size_t offset = 0; rc == CAP_OK && offset < r->files.size; offset += DURABLE_VFS_CHUNK) {
-        size_t n = r->files.size - offset < DURABLE_VFS_CHUNK ? r->files.size - offset
-                                                              : DURABLE_VFS_CHUNK;
-        if (frame_write(worker_fd, 'v', r->files.data + offset, n) != 0) {
-            sandbox_set_error(error, "the worker for the session's restore is gone");
-            rc = CAP_ERUNTIME;
-        }
-    }
-    if (rc == CAP_OK) {
-        char type;
-        char *payload = NULL;
-        size_t size = 0;
-        int read = read_within(worker_fd, sandbox_now_seconds() + WORKER_SECONDS, &type, &payload,
-                               &size, 512);
-        if (read != 0 || type != 'L' || size != 0) {
-            sandbox_set_error(error, "the session could not be restored: %.200s",
-                              read == 0 && type == 'L' ? payload : "the worker failed");
-            rc = CAP_ERUNTIME;
-        }
-        if (read == 0) free(payload);
-    }
+    if (rc == CAP_OK)
+        rc = send_restore(sandbox, worker_fd, r, hashes, (uint32_t)stack_pointer, monotonic,
+                          environments, environment_count, error);
     if (rc == CAP_OK) { /* the worker now holds the snapshot's pages */
         free(known->hashes);
         known->hashes = hashes;
@@ -678,24 +675,23 @@ int sandbox_durable_restore(cap_sandbox *sandbox, int worker_fd, durable_pages *
         known->stored = 1;
         known->from_base = 0;
         page_file_close(known->page_file);
-        known->page_file = r->file;
-        r->file = NULL;
+        known->page_file = NULL;
+        if (r->file->path[0]) { /* the node's: kept up to date from now on */
+            uint8_t key[PAGE_FILE_KEY];
+            page_files_key(config->page_files, known->hashes, known->count,
+                           sandbox->base_stack_pointer / DURABLE_PAGE, key);
+            if (r->mapped || page_file_seal(config->page_files, r->file, key) == 0) {
+                known->page_file = r->file;
+                r->file = NULL;
+            }
+        }
         __atomic_add_fetch(&config->restores[r->mapped], 1, __ATOMIC_RELAXED);
         __atomic_add_fetch(&config->restore_microseconds[r->mapped],
                            (uint64_t)((sandbox_now_seconds() - started) * 1e6), __ATOMIC_RELAXED);
-        uint8_t key[PAGE_FILE_KEY];
-        if (known->page_file && !r->mapped) { /* written just now: sealed to be used */
-            page_files_key(config->page_files, known->hashes, known->count,
-                           sandbox->base_stack_pointer / DURABLE_PAGE, key);
-            if (page_file_seal(config->page_files, known->page_file, key) != 0) {
-                page_file_drop(known->page_file);
-                known->page_file = NULL;
-            }
-        }
     }
     free(hashes);
     if (r) {
-        page_file_close(r->file);
+        page_file_close(r->file); /* a new one not sealed is removed */
         buffer_free(&r->files);
     }
     free(r);

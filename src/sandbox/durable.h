@@ -25,16 +25,16 @@
  *                   restore, so that a file object kept across calls still
  *                   names its file and no later open() takes its fd)
  *   host → worker   'L' restore, in a fresh worker: JSON {"pages":N,
- *                   "stack_pointer":S,"page_frames":C,"mapped":R,
- *                   "vfs_bytes":V,"environments":E}, then E 'e' frames
- *                   (KEY, the image riding along by SCM_RIGHTS, or none
- *                   when the host no longer has it: then that mount and
- *                   the later ones are skipped, as their places follow the
- *                   order), then when R > 0 one 'm' frame: R runs (u32
- *                   first page, u32 count, ascending) to map from the page
- *                   file riding along, read-only (page_file.h), then C 'l'
- *                   frames (u32 index + page; pages neither mapped nor sent
- *                   are the base's), then 'v' frames of V bytes
+ *                   "stack_pointer":S,"mapped":R,"vfs_bytes":V,
+ *                   "environments":E}, then E 'e' frames (KEY, the image
+ *                   riding along by SCM_RIGHTS, or none when the host no
+ *                   longer has it: then that mount and the later ones are
+ *                   skipped, as their places follow the order), then when
+ *                   R > 0 one 'm' frame: R runs (u32 first page, u32 count,
+ *                   ascending) to map from the page file riding along,
+ *                   read-only (page_file.h: the node's, or one in memory
+ *                   the host filled from the store); pages not mapped are
+ *                   the base's; then 'v' frames of V bytes
  *   worker → host   'L' "" when restored, else the reason (and it exits)
  *
  * Pages below the stack pointer (the shadow stack, whose frames are all

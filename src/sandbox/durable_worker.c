@@ -247,7 +247,6 @@ int durable_worker_restore(int fd, const char *payload, size_t size, void *scrat
     uint32_t pages = field(header, "pages", DURABLE_MAX_PAGES);
     if (pages != UINT32_MAX && pages % DURABLE_PER_WASM_PAGE) pages = UINT32_MAX;
     uint32_t stack_pointer = field(header, "stack_pointer", UINT32_MAX - 1.0);
-    uint32_t page_frames = field(header, "page_frames", DURABLE_MAX_PAGES);
     uint32_t environments = field(header, "environments", 16);
     uint32_t mapped = field(header, "mapped", DURABLE_MAX_PAGES / 2 + 1);
     const cJSON *monotonic = cJSON_GetObjectItemCaseSensitive(header, "monotonic_us");
@@ -259,7 +258,7 @@ int durable_worker_restore(int fd, const char *payload, size_t size, void *scrat
     const cJSON *vfs_item = cJSON_GetObjectItemCaseSensitive(header, "vfs_bytes");
     double vfs_bytes = cJSON_IsNumber(vfs_item) ? vfs_item->valuedouble : -1;
     cJSON_Delete(header);
-    if (pages == UINT32_MAX || stack_pointer == UINT32_MAX || page_frames == UINT32_MAX ||
+    if (pages == UINT32_MAX || stack_pointer == UINT32_MAX ||
         environments == UINT32_MAX || mapped == UINT32_MAX ||
         vfs_bytes < 0 || vfs_bytes > (double)DURABLE_MAX_VFS)
         return refuse(fd, "malformed restore header");
@@ -281,7 +280,7 @@ int durable_worker_restore(int fd, const char *payload, size_t size, void *scrat
         if (image >= 0) close(image);
         free(key);
     }
-    /* Then the page file, when the host has one for this snapshot. */
+    /* Then the page file holding every page the worker lacks (page_file.h). */
     int file = -1;
     char *runs = NULL;
     size_t runs_size = 0;
@@ -300,9 +299,9 @@ int durable_worker_restore(int fd, const char *payload, size_t size, void *scrat
         return refuse(fd, "cannot size the memory");
     }
     /* The host knows this memory by the snapshot's hashes from now on, so
-     * the reference takes each page sent; the pages not sent are the
-     * base's, which a fresh worker's memory and reference both hold
-     * already (copying all 20 MB again was most of a restore). */
+     * the reference maps the file's pages too; the pages not mapped are
+     * the base's, which a fresh worker's memory and reference both hold
+     * already. */
     if (reference_reserve(pages) != 0) {
         free(runs);
         if (file >= 0) close(file);
@@ -313,23 +312,6 @@ int durable_worker_restore(int fd, const char *payload, size_t size, void *scrat
         free(runs);
         close(file); /* the mappings keep the file */
         if (failed) return refuse(fd, failed);
-    }
-    uint8_t *memory = runtime_memory_data(); /* after the resize: it may move */
-    for (uint32_t i = 0; i < page_frames; i++) {
-        char type;
-        char *page;
-        size_t page_size;
-        if (frame_read(fd, &type, &page, &page_size, 4 + DURABLE_PAGE, NULL) != 0) return -1;
-        uint32_t index = 0;
-        for (int b = 0; b < 4 && page_size == 4 + DURABLE_PAGE; b++)
-            index |= (uint32_t)(uint8_t)page[b] << (8 * b);
-        if (type != 'l' || page_size != 4 + DURABLE_PAGE || index >= pages) {
-            free(page);
-            return refuse(fd, "malformed restore page");
-        }
-        memcpy(memory + (size_t)index * DURABLE_PAGE, page + 4, DURABLE_PAGE);
-        memcpy(reference_page(index), page + 4, DURABLE_PAGE);
-        free(page);
     }
     buffer files = {0};
     while (files.size < (size_t)vfs_bytes) {

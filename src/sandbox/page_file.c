@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -241,6 +242,46 @@ page_file *page_file_create(page_files *files, const char *session) {
     return file;
 }
 
+page_file *page_file_anonymous(void) {
+    page_file *file = calloc(1, sizeof *file);
+    if (!file) return NULL;
+    header h = {MAGIC, 0, {0}};
+    file->fd = memfd_create("capsule-restore", MFD_CLOEXEC);
+    if (file->fd < 0 || write_all(file->fd, &h, sizeof h, 0) != 0) {
+        if (file->fd >= 0) close(file->fd);
+        free(file);
+        return NULL;
+    }
+    return file;
+}
+
+int page_file_to_memory(page_file *file) {
+    page_file *memory = page_file_anonymous();
+    if (!memory) return -1;
+    struct stat st;
+    static uint8_t chunk[1 << 20];
+    static pthread_mutex_t chunk_lock = PTHREAD_MUTEX_INITIALIZER;
+    int rc = fstat(file->fd, &st) == 0 ? 0 : -1;
+    pthread_mutex_lock(&chunk_lock); /* sandboxes restore on several threads */
+    for (off_t at = 0; rc == 0 && at < st.st_size;) {
+        ssize_t n = pread(file->fd, chunk, sizeof chunk, at);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0 || write_all(memory->fd, chunk, (size_t)n, at) != 0) rc = -1;
+        at += n > 0 ? n : 0;
+    }
+    pthread_mutex_unlock(&chunk_lock);
+    if (rc != 0) {
+        page_file_close(memory);
+        return -1;
+    }
+    close(file->fd);
+    if (file->temporary[0]) unlink(file->temporary);
+    file->fd = memory->fd;
+    file->path[0] = file->temporary[0] = '\0';
+    free(memory);
+    return 0;
+}
+
 int page_file_unseal(page_file *file) {
     static const uint8_t unsealed[1 + PAGE_FILE_KEY];
     return write_all(file->fd, unsealed, sizeof unsealed, offsetof(header, sealed));
@@ -300,6 +341,6 @@ void page_file_close(page_file *file) {
 
 void page_file_drop(page_file *file) {
     if (!file) return;
-    if (!file->temporary[0]) unlink(file->path);
+    if (!file->temporary[0] && file->path[0]) unlink(file->path);
     page_file_close(file);
 }

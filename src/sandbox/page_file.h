@@ -66,7 +66,7 @@ void page_files_key(const page_files *files, const uint8_t *hashes, uint32_t pag
 /* One session's file, open for writing. */
 typedef struct page_file {
     int fd;
-    char path[4200];
+    char path[4200];      /* "" for an anonymous one */
     char temporary[4224]; /* while being written under another name, else "" */
 } page_file;
 
@@ -78,6 +78,15 @@ page_file *page_file_open_sealed(page_files *files, const char *session,
 /* A new, empty file for `session`, under a temporary name until
  * page_file_seal puts it in place; NULL when it cannot be made. */
 page_file *page_file_create(page_files *files, const char *session);
+
+/* A file in memory (memfd) with the same layout, for one restore when
+ * there is no page-file directory, or its disk refused a write; never
+ * kept, never sealed.  NULL when out of memory. */
+page_file *page_file_anonymous(void);
+
+/* Makes `file` anonymous, its pages copied along (a write to its disk
+ * failed: the restore goes on in memory).  0 or -1. */
+int page_file_to_memory(page_file *file);
 
 /* Marks the file as holding no snapshot, before its pages change.  0 or -1. */
 int page_file_unseal(page_file *file);
