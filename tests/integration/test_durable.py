@@ -346,6 +346,10 @@ def test_a_second_server_on_the_same_page_files_keeps_none(binary, tmp_path):
     second = Stdio(binary, "--store", f"sqlite:{other}")
     assert value(call(second, "b = 2\nb", "b")) == "2"
     second.close()
+    # Its restores read the store into a page file in memory.
+    second = Stdio(binary, "--store", f"sqlite:{other}")
+    assert value(call(second, "b + 1", "b", id=2)) == "3"
+    second.close()
     first.close()
     assert len(_page_files(tmp_path)) == 1  # only the first server's session
 
