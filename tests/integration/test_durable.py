@@ -335,6 +335,23 @@ def test_page_files_are_bounded_by_the_store_quota(binary, tmp_path):
     server.close()
 
 
+def test_a_worker_writes_only_its_own_copy_of_a_page_file(binary, tmp_path):
+    """The worker maps the page file private, from a read-only descriptor:
+    a guest that overwrites its whole heap and then dies leaves the file
+    as it was, and the session restores to its state before that call."""
+    server = Stdio(binary, "--store", store_url(tmp_path))
+    assert value(call(server, HEAP, "s")) is None
+    server.close()
+    (path,) = _page_files(tmp_path)
+    before = path.read_bytes()
+    server = Stdio(binary, "--store", store_url(tmp_path))
+    result = call(server, "heap[:] = b'X' * len(heap)\nimport os\nos._exit(3)", "s", id=2)
+    assert result["structuredContent"]["capsule_status"] != "success", result
+    assert path.read_bytes() == before
+    assert value(call(server, "hashlib.sha256(heap).hexdigest() == digest", "s", id=3)) == "true"
+    server.close()
+
+
 def test_a_second_server_on_the_same_page_files_keeps_none(binary, tmp_path):
     """One process at a time uses a page-file directory: files mapped by
     one process's workers are written in place only by that process."""
