@@ -246,7 +246,7 @@ page_file *page_file_anonymous(void) {
     page_file *file = calloc(1, sizeof *file);
     if (!file) return NULL;
     header h = {MAGIC, 0, {0}};
-    file->fd = memfd_create("capsule-restore", MFD_CLOEXEC);
+    file->fd = memfd_create("capsule-restore", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (file->fd < 0 || write_all(file->fd, &h, sizeof h, 0) != 0) {
         if (file->fd >= 0) close(file->fd);
         free(file);
@@ -326,10 +326,16 @@ void page_files_remove(page_files *files, const char *session) {
 }
 
 int page_file_reader(const page_file *file) {
-    char path[64];
-    snprintf(path, sizeof path, "/proc/self/fd/%d", file->fd);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    return fd;
+    if (!file->path[0]) { /* in memory: sealed against any write, then shared as it is */
+        if (fcntl(file->fd, F_ADD_SEALS,
+                  F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) != 0)
+            return -1;
+        return fcntl(file->fd, F_DUPFD_CLOEXEC, 0);
+    }
+    /* By name (this process alone renames its directory's files), which
+     * needs no /proc. */
+    return open(file->temporary[0] ? file->temporary : file->path,
+                O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 }
 
 void page_file_close(page_file *file) {

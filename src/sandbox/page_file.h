@@ -30,7 +30,8 @@
  * one that finds it locked keeps no page files.
  *
  * The parent owns the files (0600, in a 0700 directory); a worker gets a
- * read-only descriptor, which it can map but not write.
+ * read-only descriptor (or, for a file in memory, one sealed against
+ * writes), which it can map but not write.
  */
 #ifndef CAP_PAGE_FILE_H
 #define CAP_PAGE_FILE_H
@@ -103,7 +104,9 @@ int page_file_seal(page_files *files, page_file *file, const uint8_t key[PAGE_FI
  * `files` is allowed. */
 void page_files_remove(page_files *files, const char *session);
 
-/* A read-only descriptor of the file, for a worker to map; -1 on failure. */
+/* A descriptor of the file for a worker to map, through which it cannot
+ * be written: read-only, or for one in memory the same file sealed
+ * against writes (it is never written again); -1 on failure. */
 int page_file_reader(const page_file *file);
 
 /* Closes the file; a new one never sealed is removed. */
