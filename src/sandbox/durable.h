@@ -71,6 +71,11 @@
  * left.  Only pages that differ from it are sent. */
 void durable_worker_set_base(uint8_t *base, uint32_t pages);
 
+/* The worker's /proc/self/pagemap (hot_pages_open), or -1: with it, a
+ * snapshot skips comparing the pages still mapped, unwritten, from the
+ * page file of a restore. */
+void durable_worker_set_pagemap(int fd);
+
 /* Sends the snapshot (every page with `full`) of `memory` (`pages` long)
  * and of the root memfs `scratch` on `fd`, then takes it as the new
  * reference.  0, or a negative errno once the host is gone. */

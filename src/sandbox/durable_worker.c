@@ -21,6 +21,7 @@
 #include "../vfs/vfs.h"
 #include "buffer.h"
 #include "frame.h"
+#include "hot_pages.h"
 #include "page_file.h"
 
 static int append(void *context, const void *data, size_t size) {
@@ -42,6 +43,37 @@ static uint32_t reference_pages; /* base_pages, plus the extension's */
 static uint8_t *file_reference;
 static uint8_t *from_file; /* one flag per page of file_reference */
 static uint32_t file_pages;
+/* The worker's pagemap (hot_pages.h), or -1: a page the memory still maps
+ * from the page file, unwritten, equals its reference without comparing
+ * them (both are the file's bytes). */
+static int pagemap_fd = -1;
+
+void durable_worker_set_pagemap(int fd) {
+    pagemap_fd = fd;
+}
+
+/* unchanged[page] = 1 for the pages mapped from the page file whose four
+ * 4 KiB pages are all still the file's (never written since the restore);
+ * NULL when there is nothing to tell (no file, no pagemap, out of memory). */
+static uint8_t *unchanged_file_pages(const uint8_t *memory, uint32_t pages) {
+    uint32_t count = pages < file_pages ? pages : file_pages;
+    if (!count || pagemap_fd < 0) return NULL;
+    const uint32_t per = DURABLE_PAGE / HOT_PAGE_SIZE;
+    uint8_t *small = malloc((size_t)count * per), *unchanged = calloc(count, 1);
+    if (small && unchanged &&
+        hot_pages_still_file(pagemap_fd, memory, (size_t)count * DURABLE_PAGE, small) == 0) {
+        for (uint32_t page = 0; page < count; page++) {
+            int still = from_file[page];
+            for (uint32_t i = 0; i < per && still; i++) still = small[(size_t)page * per + i];
+            unchanged[page] = (uint8_t)still;
+        }
+    } else {
+        free(unchanged);
+        unchanged = NULL;
+    }
+    free(small);
+    return unchanged;
+}
 
 void durable_worker_set_base(uint8_t *memory, uint32_t pages) {
     base = memory;
@@ -80,10 +112,13 @@ static uint32_t dead_pages(void) {
     return runtime_stack_pointer() / DURABLE_PAGE;
 }
 
-static int page_changed(const uint8_t *memory, uint32_t page, uint32_t known_pages) {
+static int page_changed(const uint8_t *memory, uint32_t page, uint32_t known_pages,
+                        const uint8_t *unchanged) {
     size_t offset = (size_t)page * DURABLE_PAGE;
     if (page < dead_pages()) return 0;
-    return page >= known_pages || memcmp(memory + offset, reference_page(page), DURABLE_PAGE) != 0;
+    if (page >= known_pages) return 1;
+    if (unchanged && page < file_pages && unchanged[page]) return 0;
+    return memcmp(memory + offset, reference_page(page), DURABLE_PAGE) != 0;
 }
 
 static int put_u64(buffer *out, uint64_t value) {
@@ -164,11 +199,14 @@ int durable_worker_snapshot(int fd, const uint8_t *memory, uint32_t pages, void 
     uint32_t dead = dead_pages(), changed = 0;
     uint32_t *changed_pages = full ? NULL : malloc((size_t)pages * sizeof *changed_pages);
     if (!changed_pages) full = 1;
+    uint8_t *unchanged = full ? NULL : unchanged_file_pages(memory, pages);
     if (full)
         changed = pages > dead ? pages - dead : 0;
     else
         for (uint32_t page = dead; page < pages; page++)
-            if (page_changed(memory, page, known_pages)) changed_pages[changed++] = page;
+            if (page_changed(memory, page, known_pages, unchanged))
+                changed_pages[changed++] = page;
+    free(unchanged);
     char header[256 + 16 * 70];
     int length = snprintf(header, sizeof header,
                           "{\"pages\":%u,\"stack_pointer\":%u,\"changed\":%u,\"vfs_bytes\":%zu,"

@@ -52,6 +52,27 @@ int hot_pages_scan(int pagemap_fd, const uint8_t *memory, size_t size, buffer *o
     return 0;
 }
 
+int hot_pages_still_file(int pagemap_fd, const uint8_t *memory, size_t size, uint8_t *flags) {
+    uint64_t entries[512];
+    size_t first = (uintptr_t)memory / HOT_PAGE_SIZE, count = size / HOT_PAGE_SIZE;
+    memset(flags, 0, count);
+    if (lseek(pagemap_fd, (off_t)(first * sizeof *entries), SEEK_SET) < 0) return -errno;
+    for (size_t done = 0; done < count;) {
+        size_t want = count - done < 512 ? count - done : 512;
+        ssize_t got = read(pagemap_fd, entries, want * sizeof *entries);
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0 || got % (ssize_t)sizeof *entries) {
+            memset(flags, 0, count);
+            return got < 0 ? -errno : -EIO;
+        }
+        size_t n = (size_t)got / sizeof *entries;
+        for (size_t i = 0; i < n; i++)
+            flags[done + i] = (entries[i] & PAGEMAP_PRESENT) && (entries[i] & PAGEMAP_FILE_OR_SHARED);
+        done += n;
+    }
+    return 0;
+}
+
 /* Consecutive pages are one madvise.  Without MADV_POPULATE_WRITE (older
  * kernels) each page is written with the byte it holds. */
 void hot_pages_prefault(uint8_t *memory, size_t size, const void *list, size_t list_size) {

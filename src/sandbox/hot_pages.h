@@ -40,6 +40,13 @@ int hot_pages_open(void);
  * most HOT_PAGES_MAX.  0, or -errno.  `memory` is page-aligned. */
 int hot_pages_scan(int pagemap_fd, const uint8_t *memory, size_t size, buffer *out);
 
+/* Sets flags[i] to 1 when the i-th 4 KiB page of [memory, memory + size)
+ * is mapped from a file and has never been written here (present, a file
+ * page: a write to a private file mapping makes its page anonymous, and
+ * nothing makes it a file page again), else 0.  0, or -errno (then every
+ * flag is 0: nothing can be said of any page).  `memory` is page-aligned. */
+int hot_pages_still_file(int pagemap_fd, const uint8_t *memory, size_t size, uint8_t *flags);
+
 /* Writes ahead the listed pages of [memory, memory + size): those beyond
  * `size` are skipped.  `list` is the wire form, `list_size` its bytes. */
 void hot_pages_prefault(uint8_t *memory, size_t size, const void *list, size_t list_size);

@@ -430,6 +430,7 @@ static void zygote_serve(void) {
             rc = lockdown_worker_limits();
             if (rc == 0) {
                 G.pagemap_fd = hot_pages_open();
+                durable_worker_set_pagemap(G.pagemap_fd);
                 rc = lockdown_worker_filter();
             }
             if (rc != 0) {

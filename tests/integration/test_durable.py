@@ -335,6 +335,28 @@ def test_page_files_are_bounded_by_the_store_quota(binary, tmp_path):
     server.close()
 
 
+def test_pages_written_after_a_page_file_restore_all_reach_the_store(binary, tmp_path):
+    """After a restore from its page file a worker compares only the pages
+    the guest wrote since (the others are still the file's, as its pagemap
+    says); every page written in the later calls must reach the store all
+    the same: a restore from the store alone then holds them all."""
+    server = Stdio(binary, "--store", store_url(tmp_path))
+    assert value(call(server, HEAP, "s")) is None
+    server.close()
+    server = Stdio(binary, "--store", store_url(tmp_path))  # mapped from the page file
+    for i, at in enumerate((0, 1_000_003, 2_500_000, 3_199_992)):
+        assert value(call(server, f"heap[{at}:{at} + 8] = b'w%07d' % {i}\n"
+                                  "digest = hashlib.sha256(heap).hexdigest()", "s", id=i)) is None
+    assert value(call(server, "n = 1", "s", id=10)) is None  # writes no heap page
+    expected = value(call(server, "digest", "s", id=11))
+    server.close()
+    _forget_page_files(tmp_path)
+    server = Stdio(binary, "--store", store_url(tmp_path))
+    assert json.loads(value(call(server, "(hashlib.sha256(heap).hexdigest() == digest, digest, n)",
+                                 "s", id=12))) == [True, expected, 1]
+    server.close()
+
+
 def test_a_worker_writes_only_its_own_copy_of_a_page_file(binary, tmp_path):
     """The worker maps the page file private, from a read-only descriptor:
     a guest that overwrites its whole heap and then dies leaves the file
