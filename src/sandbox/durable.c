@@ -320,8 +320,9 @@ static void keep_page_file(const cap_sandbox *sandbox, durable_pages *known, con
                                   run) == 0;
     }
     uint8_t key[PAGE_FILE_KEY];
-    page_files_key(files, known->hashes, known->count,
-                   sandbox->base_stack_pointer / DURABLE_PAGE, key);
+    if (written)
+        page_files_key(files, known->hashes, known->count,
+                       sandbox->base_stack_pointer / DURABLE_PAGE, key);
     if (written && page_file_seal(files, file, key) == 0)
         known->page_file = file;
     else
@@ -424,6 +425,7 @@ typedef struct restoring {
     uint64_t vfs_bytes;
     int mapped;      /* the memory is in a sealed page file already: only files' pages are read */
     page_file *file; /* the page file the worker maps: the node's, or one in memory */
+    uint8_t key[PAGE_FILE_KEY]; /* the snapshot's, with the node's page files */
 } restoring;
 
 /* Whether the fresh worker has this page already: a base page of this
@@ -500,9 +502,9 @@ static int open_page_file(const cap_sandbox *sandbox, const char *session, const
                           restoring *r, char *error) {
     page_files *files = sandbox->config->page_files;
     if (files) {
-        uint8_t key[PAGE_FILE_KEY];
-        page_files_key(files, hashes, r->pages, sandbox->base_stack_pointer / DURABLE_PAGE, key);
-        r->file = page_file_open_sealed(files, session, key);
+        page_files_key(files, hashes, r->pages, sandbox->base_stack_pointer / DURABLE_PAGE,
+                       r->key);
+        r->file = page_file_open_sealed(files, session, r->key);
         r->mapped = r->file != NULL;
         if (!r->file) r->file = page_file_create(files, session);
     }
@@ -677,10 +679,7 @@ int sandbox_durable_restore(cap_sandbox *sandbox, int worker_fd, durable_pages *
         page_file_close(known->page_file);
         known->page_file = NULL;
         if (r->file->path[0]) { /* the node's: kept up to date from now on */
-            uint8_t key[PAGE_FILE_KEY];
-            page_files_key(config->page_files, known->hashes, known->count,
-                           sandbox->base_stack_pointer / DURABLE_PAGE, key);
-            if (r->mapped || page_file_seal(config->page_files, r->file, key) == 0) {
+            if (r->mapped || page_file_seal(config->page_files, r->file, r->key) == 0) {
                 known->page_file = r->file;
                 r->file = NULL;
             }
