@@ -33,6 +33,7 @@
 #include "../vfs/vfs.h"
 #include "buffer.h"
 #include "durable.h"
+#include "page_file.h"
 
 #define START_IMAGE_MAGIC "capsule-start-02"
 #define START_IMAGE_MEMORY_OFFSET 65536u
@@ -339,15 +340,10 @@ void start_image_save(const char *directory, const uint8_t key[START_IMAGE_KEY],
     uint8_t raw[HEADER_SIZE];
     encode(&h, raw);
 
-    /* mkdir -p, private to the user: the images hold a hash secret. */
+    /* Private to the user: the images hold a hash secret.  A directory
+     * that cannot be made shows at the open below. */
+    page_files_make_directory(directory);
     char path[4096], temporary[4096];
-    snprintf(path, sizeof path, "%s", directory);
-    for (char *slash = strchr(path + 1, '/');; slash = strchr(slash + 1, '/')) {
-        if (slash) *slash = '\0';
-        if (mkdir(path, 0700) != 0 && errno != EEXIST) break;
-        if (!slash) break;
-        *slash = '/';
-    }
     image_path(path, sizeof path, directory, key, ".img");
     char suffix[48];
     snprintf(suffix, sizeof suffix, ".%ld.tmp", (long)getpid());
