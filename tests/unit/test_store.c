@@ -2443,6 +2443,13 @@ static void count_parked(void *context, const char *id) {
  * channel; the owner parks an idle session at once and a busy one only
  * after its call; a claim clears the request; the old owner cannot park a
  * session that moved on. */
+/* Ends the lease of `node` at once, as if it had died long ago. */
+static void end_lease(fixture *f, const char *node) {
+    char sql[256];
+    snprintf(sql, sizeof sql, "UPDATE nodes SET lease_expires_at = 0 WHERE id = '%s'", node);
+    database_sql(f->url, sql, NULL, 0);
+}
+
 /* Runs `sql` (a transaction begun, and left open: a claim in progress) on a
  * connection of the test's own, then `during` in a thread, which is to
  * wait for that transaction's row; commits after 300 ms and joins. */
@@ -2487,11 +2494,8 @@ static void test_postgres_sweep_waiting_for_a_claim_keeps_it(void **state) {
     store *claimer = open_store(f);
     sweeper other = {open_store(f), -1};
     assert_int_equal(store_session_create(dead, "moving", "", 0, error), CAP_OK);
+    end_lease(f, store_node(dead)); /* (an open or a renewal would sweep) */
     char sql[512];
-    /* The first node's lease ends (an open or a renewal would sweep). */
-    snprintf(sql, sizeof sql, "UPDATE nodes SET lease_expires_at = 0 WHERE id = '%s'",
-             store_node(dead));
-    database_sql(f->url, sql, NULL, 0);
     snprintf(sql, sizeof sql,
              "BEGIN; SELECT 1 FROM sessions WHERE id = 'moving' FOR UPDATE; "
              "UPDATE sessions SET status = 'live', owner = '%s', epoch = epoch + 1 "
@@ -2538,11 +2542,9 @@ static void test_postgres_job_sweep_waiting_for_a_claim_keeps_it(void **state) {
     assert_int_equal(store_job_claim(dead, NULL, &claimed, &got, error), CAP_OK);
     assert_int_equal(got, 1);
     store_job_clear(&claimed);
-    char sql[512];
-    snprintf(sql, sizeof sql, "UPDATE nodes SET lease_expires_at = 0 WHERE id = '%s'",
-             store_node(dead));
-    database_sql(f->url, sql, NULL, 0);
+    end_lease(f, store_node(dead));
     /* The live node takes the job over, as its sweep and claim would. */
+    char sql[512];
     snprintf(sql, sizeof sql,
              "BEGIN; SELECT 1 FROM jobs WHERE id = '%s' FOR UPDATE; "
              "UPDATE jobs SET attempts = attempts + 1, lease_owner = '%s', "
