@@ -856,12 +856,20 @@ static int usage_apply(store *store, const integers *added, char *error) {
                INTEGER(added->value[1]), INTEGER(added->value[2]));
 }
 
-/* Decompresses a blob row and checks it is exactly what `hash` names;
- * `expected_size` (0: any) is what the caller needs.  *out is malloc'd
- * unless `into` (expected_size bytes) is given. */
+/* The failure of bytes that are not what `hash` names. */
+static int hash_mismatch(const uint8_t hash[STORE_HASH_SIZE], char *error) {
+    char name[17];
+    hex(hash, name);
+    return store_fail(error, STORE_ECORRUPT, "blob %s: its bytes do not match its hash", name);
+}
+
+/* Decompresses a blob row and, with `check_hash`, checks it is exactly
+ * what `hash` names (else the caller must: store_snapshot_read_wanted_pages
+ * does it on another thread); `expected_size` (0: any) is what the caller
+ * needs.  *out is malloc'd unless `into` (expected_size bytes) is given. */
 static int blob_decode(store *store, const uint8_t hash[STORE_HASH_SIZE],
                        const store_value *raw_size, const store_value *data, size_t expected_size,
-                       void *into, void **out, char *error) {
+                       int check_hash, void *into, void **out, char *error) {
     char name[17];
     hex(hash, name);
     if (raw_size->type != STORE_INTEGER || data->type != STORE_BLOB || raw_size->integer < 0 ||
@@ -888,10 +896,9 @@ static int blob_decode(store *store, const uint8_t hash[STORE_HASH_SIZE],
     } else if (produced != size) {
         result = store_fail(error, STORE_ECORRUPT, "blob %s: decompresses to %zu bytes, not %zu", name,
                       produced, size);
-    } else {
+    } else if (check_hash) {
         store_hash(bytes, size, actual);
-        if (memcmp(actual, hash, STORE_HASH_SIZE) != 0)
-            result = store_fail(error, STORE_ECORRUPT, "blob %s: its bytes do not match its hash", name);
+        if (memcmp(actual, hash, STORE_HASH_SIZE) != 0) result = hash_mismatch(hash, error);
     }
     if (result != CAP_OK) {
         if (!into) free(bytes);
@@ -942,7 +949,7 @@ static int read_blob(void *context, const store_value *columns, int count, char 
     if (count < 2) return malformed_row(count, 2, error);
     read->found = 1;
     read->size = columns[0].type == STORE_INTEGER ? (size_t)columns[0].integer : 0;
-    return blob_decode(read->store, read->hash, &columns[0], &columns[1], 0, NULL, &read->data,
+    return blob_decode(read->store, read->hash, &columns[0], &columns[1], 0, 1, NULL, &read->data,
                        error);
 }
 
@@ -1558,9 +1565,10 @@ void store_snapshot_clear(store_snapshot *snapshot) {
 
 static const char snapshot_page_size_select[] = "SELECT page_size FROM snapshots WHERE id = $1";
 
-/* The wanted pages' blobs, BATCH at a time, decoded into slot buffers:
- * a restore wants a few hundred of a snapshot's pages, and reading only
- * their blobs (not every page's, as one join would) is most of its speed. */
+/* The wanted pages' blobs, BATCH at a time, decompressed into slot
+ * buffers (their hashes checked by take_batch): a restore wants a few
+ * hundred of a snapshot's pages, and reading only their blobs (not every
+ * page's, as one join would) is most of its speed. */
 typedef struct blob_slots {
     store *store;
     const uint8_t *hashes; /* BATCH hashes (repeats allowed) */
@@ -1582,7 +1590,7 @@ static int decode_into_slots(void *context, const store_value *columns, int coun
         uint8_t *into = slots->buffers + (size_t)i * slots->page_size;
         if (decoded < 0) {
             int result = blob_decode(slots->store, columns[0].bytes, &columns[1], &columns[2],
-                                     slots->page_size, into, NULL, error);
+                                     slots->page_size, 0, into, NULL, error);
             if (result != CAP_OK) return result;
             decoded = i;
         } else {
@@ -1600,6 +1608,80 @@ int store_snapshot_read_pages(store *store, int64_t snapshot_id,
     return store_snapshot_read_wanted_pages(store, snapshot_id, NULL, page, context, error);
 }
 
+/* One batch of decompressed pages on its way to the caller's `page`. */
+typedef struct page_batch {
+    uint8_t *buffers; /* BATCH x page_size */
+    uint8_t hashes[BATCH * STORE_HASH_SIZE];
+    uint32_t indexes[BATCH];
+    size_t count;
+    int full; /* handed to the checker, not taken yet */
+} page_batch;
+
+/* The second half of reading a snapshot's pages: each page's SHA-256
+ * checked against its hash, then handed to `page`, in index order.  On a
+ * thread of its own when there is much to read (a restore of a large
+ * heap), so that a core checks and stores batch N while the other reads
+ * and decompresses batch N + 1; the two batches alternate. */
+typedef struct page_checker {
+    pthread_mutex_t lock;
+    pthread_cond_t changed;
+    page_batch batches[2];
+    int stop;   /* the reader has handed over every batch */
+    int result; /* the first failure, CAP_OK until then */
+    char error[CAP_ERROR_SIZE];
+    uint32_t page_size;
+    int (*page)(void *context, uint32_t index, const void *bytes, size_t size);
+    void *context;
+} page_checker;
+
+static int take_batch(page_checker *checker, const page_batch *batch, char *error) {
+    for (size_t i = 0; i < batch->count; i++) {
+        const uint8_t *bytes = batch->buffers + i * checker->page_size;
+        const uint8_t *hash = batch->hashes + i * STORE_HASH_SIZE;
+        uint8_t actual[STORE_HASH_SIZE];
+        store_hash(bytes, checker->page_size, actual);
+        if (memcmp(actual, hash, STORE_HASH_SIZE) != 0) return hash_mismatch(hash, error);
+        int result = checker->page(checker->context, batch->indexes[i], bytes, checker->page_size);
+        if (result) {
+            if (error) error[0] = '\0'; /* the caller's own code, its own words */
+            return result;
+        }
+    }
+    return CAP_OK;
+}
+
+static void *checker_main(void *argument) {
+    page_checker *checker = argument;
+    int next = 0;
+    pthread_mutex_lock(&checker->lock);
+    for (;;) {
+        page_batch *batch = &checker->batches[next];
+        while (!batch->full && !checker->stop) pthread_cond_wait(&checker->changed, &checker->lock);
+        if (!batch->full) break; /* stopped, every batch taken */
+        int failed = checker->result != CAP_OK;
+        pthread_mutex_unlock(&checker->lock);
+        int result = failed ? CAP_OK : take_batch(checker, batch, checker->error);
+        pthread_mutex_lock(&checker->lock);
+        if (result != CAP_OK) checker->result = result;
+        batch->full = 0;
+        pthread_cond_broadcast(&checker->changed);
+        next ^= 1;
+    }
+    pthread_mutex_unlock(&checker->lock);
+    return NULL;
+}
+
+/* Waits until `batch` is the reader's again; the checker's failure, if
+ * any (the reader then stops). */
+static int batch_free(page_checker *checker, page_batch *batch) {
+    pthread_mutex_lock(&checker->lock);
+    while (batch->full && checker->result == CAP_OK)
+        pthread_cond_wait(&checker->changed, &checker->lock);
+    int result = checker->result;
+    pthread_mutex_unlock(&checker->lock);
+    return result;
+}
+
 int store_snapshot_read_wanted_pages(store *store, int64_t snapshot_id,
                                      int (*want)(void *context, uint32_t index,
                                                  const uint8_t *hash),
@@ -1613,6 +1695,7 @@ int store_snapshot_read_wanted_pages(store *store, int64_t snapshot_id,
     integers size = {0};
     page_rows rows = {.id = snapshot_id};
     blob_slots slots = {.store = store};
+    page_checker checker = {.page = page, .context = context, .result = CAP_OK};
     result =
         RUN(store, snapshot_page_size_select, collect_integers, &size, error, INTEGER(snapshot_id));
     if (result == CAP_OK && !size.rows)
@@ -1621,9 +1704,10 @@ int store_snapshot_read_wanted_pages(store *store, int64_t snapshot_id,
         result = store_fail(error, STORE_ECORRUPT, "snapshot %lld: page size %lld",
                       (long long)snapshot_id, (long long)size.value[0]);
     if (result == CAP_OK) {
-        slots.page_size = (uint32_t)size.value[0];
-        if (!(slots.buffers = malloc((size_t)BATCH * slots.page_size)))
-            result = store_fail(error, CAP_ENOMEM, "out of memory");
+        checker.page_size = slots.page_size = (uint32_t)size.value[0];
+        for (int b = 0; b < 2 && result == CAP_OK; b++)
+            if (!(checker.batches[b].buffers = malloc((size_t)BATCH * slots.page_size)))
+                result = store_fail(error, CAP_ENOMEM, "out of memory");
     }
     if (result == CAP_OK)
         result = RUN(store, snapshot_rows_select, read_page_row, &rows, error,
@@ -1637,30 +1721,66 @@ int store_snapshot_read_wanted_pages(store *store, int64_t snapshot_id,
         memmove(rows.hashes + wanted * STORE_HASH_SIZE, hash, STORE_HASH_SIZE);
         wanted++;
     }
+    /* A few batches are checked here; more by a thread of their own. */
+    pthread_t thread;
+    int threaded = 0;
+    if (result == CAP_OK && wanted > 4 * BATCH) {
+        pthread_mutex_init(&checker.lock, NULL);
+        pthread_cond_init(&checker.changed, NULL);
+        threaded = pthread_create(&thread, NULL, checker_main, &checker) == 0;
+        if (!threaded) {
+            pthread_cond_destroy(&checker.changed);
+            pthread_mutex_destroy(&checker.lock);
+        }
+    }
     for (size_t start = 0; start < wanted && result == CAP_OK; start += BATCH) {
-        uint8_t hashes[BATCH * STORE_HASH_SIZE];
+        page_batch *batch = &checker.batches[(start / BATCH) % 2];
+        if (threaded && batch_free(&checker, batch) != CAP_OK) break; /* its failure, below */
         store_value values[BATCH];
         for (size_t i = 0; i < BATCH; i++) {
             size_t from = start + i < wanted ? start + i : start; /* a short batch repeats */
-            memcpy(hashes + i * STORE_HASH_SIZE, rows.hashes + from * STORE_HASH_SIZE,
+            memcpy(batch->hashes + i * STORE_HASH_SIZE, rows.hashes + from * STORE_HASH_SIZE,
                    STORE_HASH_SIZE);
-            values[i] = BLOB(hashes + i * STORE_HASH_SIZE, STORE_HASH_SIZE);
+            values[i] = BLOB(batch->hashes + i * STORE_HASH_SIZE, STORE_HASH_SIZE);
             slots.loaded[i] = 0;
         }
-        slots.hashes = hashes;
+        slots.hashes = batch->hashes;
+        slots.buffers = batch->buffers;
         result = store_run(store, blobs_data_batch, values, BATCH, decode_into_slots, &slots, error);
+        batch->count = 0;
         for (size_t i = 0; i < BATCH && start + i < wanted && result == CAP_OK; i++) {
-            uint32_t index = rows.indexes[start + i];
-            if (!slots.loaded[i]) {
-                result = store_fail(error, STORE_ECORRUPT, "page %u: its blob is missing", index);
-            } else {
-                result = page(context, index, slots.buffers + i * slots.page_size, slots.page_size);
-                if (result && error) error[0] = '\0';
-            }
+            batch->indexes[i] = rows.indexes[start + i];
+            batch->count++;
+            if (!slots.loaded[i])
+                result = store_fail(error, STORE_ECORRUPT, "page %u: its blob is missing",
+                                    batch->indexes[i]);
+        }
+        if (result != CAP_OK) break;
+        if (!threaded) {
+            result = take_batch(&checker, batch, error);
+        } else {
+            pthread_mutex_lock(&checker.lock);
+            batch->full = 1;
+            pthread_cond_broadcast(&checker.changed);
+            pthread_mutex_unlock(&checker.lock);
         }
     }
+    if (threaded) {
+        pthread_mutex_lock(&checker.lock);
+        checker.stop = 1;
+        pthread_cond_broadcast(&checker.changed);
+        pthread_mutex_unlock(&checker.lock);
+        pthread_join(thread, NULL);
+        if (result == CAP_OK && checker.result != CAP_OK) {
+            result = checker.result;
+            if (error) snprintf(error, CAP_ERROR_SIZE, "%s", checker.error);
+        }
+        pthread_cond_destroy(&checker.changed);
+        pthread_mutex_destroy(&checker.lock);
+    }
     store->backend->rollback(store->connection);
-    free(slots.buffers);
+    free(checker.batches[0].buffers);
+    free(checker.batches[1].buffers);
     free(rows.indexes);
     free(rows.hashes);
     return result;

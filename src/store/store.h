@@ -307,6 +307,9 @@ void store_snapshot_clear(store_snapshot *snapshot);
 /* Calls page(context, index, bytes, page_size) for each page of a snapshot in
  * index order, each verified (decompressed, re-hashed) before it is passed;
  * `bytes` is valid during the call only, and `page` must not call the store.
+ * For many pages, `page` is called on a thread of the store's own (one call
+ * at a time, all done before this returns) while the caller's thread reads
+ * the next ones: it must not depend on the calling thread.
  * A non-zero return of `page` stops the walk and is returned.  A bad page is
  * STORE_ECORRUPT, possibly after earlier pages were passed: restore into
  * memory that is thrown away on failure. */

@@ -210,10 +210,20 @@ def _latest_snapshot(session):
             f"ORDER BY id DESC LIMIT 1)")
 
 
+# Every memory page of the snapshot gets another blob's compressed bytes
+# (valid zstd, the right size: only the hash check finds it).
+_SWAP_PAGES = ("UPDATE blobs SET data = (SELECT other.data FROM blobs AS other WHERE "
+               "other.raw_size = blobs.raw_size AND other.hash <> blobs.hash ORDER BY other.hash "
+               "LIMIT 1) WHERE hash IN (SELECT hash FROM snapshot_pages WHERE page_index < 262144 "
+               "AND snapshot = {snapshot})")
+
+
 @pytest.mark.parametrize("damage, message", [
     # Its pages' bytes changed on disk: their hashes no longer match.
     ("UPDATE blobs SET data = zeroblob(length(data)) WHERE hash IN (SELECT hash FROM "
      "snapshot_pages WHERE snapshot = {snapshot})", "damaged"),
+    # Its pages hold other pages' bytes: each decompresses, to the wrong page.
+    (_SWAP_PAGES, "damaged"),
     ("UPDATE snapshots SET manifest = substr(manifest, 1, 10) WHERE id = {snapshot}",
      "manifest"),
     ("UPDATE snapshots SET build_id = 'another-build', manifest = replace(manifest, "
@@ -286,6 +296,38 @@ def test_a_restore_on_the_same_node_maps_its_page_file(binary, tmp_path):
     server = Stdio(binary, "--store", store_url(tmp_path))
     result = call(server, "digest", "heap", id=5)["structuredContent"]
     assert result["capsule_status"] == "session-error" and "damaged" in result["error"], result
+    server.close()
+
+
+def test_a_large_restore_checks_every_page_against_its_hash(binary, tmp_path):
+    """A restore of many pages checks their hashes on a thread of its own
+    while the next are read (store_snapshot_read_wanted_pages): a page
+    holding another page's bytes is still found, and is a clear error;
+    the same restore, undamaged, gives the heap back intact."""
+    server = Stdio(binary, "--store", store_url(tmp_path))
+    assert value(call(server, HEAP, "heap")) is None
+    expected = value(call(server, "digest", "heap", id=2))
+    server.close()
+    _forget_page_files(tmp_path)
+    server = Stdio(binary, "--store", store_url(tmp_path))
+    assert value(call(server, "hashlib.sha256(heap).hexdigest()", "heap", id=3)) == expected
+    server.close()
+    _forget_page_files(tmp_path)
+    database = sqlite3.connect(tmp_path / "sessions.db")
+    snapshot = _latest_snapshot(_scoped(tmp_path, "heap"))
+    (pages,) = database.execute("SELECT COUNT(*) FROM snapshot_pages WHERE page_index < 262144 "
+                                "AND snapshot = " + snapshot).fetchone()
+    database.close()
+    assert pages > 4 * 16, pages  # more than the batches checked inline
+    # One page near the end (the last batches) swapped for another's bytes.
+    _damage(tmp_path, "UPDATE blobs SET data = (SELECT other.data FROM blobs AS other WHERE "
+                      "other.raw_size = blobs.raw_size AND other.hash <> blobs.hash LIMIT 1) "
+                      "WHERE hash = (SELECT hash FROM snapshot_pages WHERE page_index < 262144 "
+                      "AND snapshot = " + snapshot + " ORDER BY page_index DESC LIMIT 1 OFFSET 3)")
+    server = Stdio(binary, "--store", store_url(tmp_path))
+    result = call(server, "digest", "heap", id=4)["structuredContent"]
+    assert result["capsule_status"] == "session-error" and "damaged" in result["error"], result
+    assert value(call(server, "z = 5\nz", "newcomer", id=5)) == "5"
     server.close()
 
 
