@@ -179,14 +179,17 @@ int cap_config_set_output_directory(cap_config *config, const char *guest_path, 
 int cap_config_add_docs(cap_config *config, const char *host_directory, char *error);
 
 /* help: searches the /docs files (by section), the granted host functions
- * and code-mode tools, and the recipes capsule ships, with SQLite FTS5
- * (BM25).  `query` is any text, a question in words: it is never query
+ * and code-mode tools, the recipes capsule ships, and the distributions
+ * that runs of `principal` (NULL: "", cap_run_options.principal) had
+ * installed, with SQLite FTS5 (BM25): another principal's installs stay
+ * unseen.  `query` is any text, a question in words: it is never query
  * syntax.  `limit` 1 to 20 (0: 5).  JSON (the caller frees it):
  * {"query": ..., "results": [{"title", "path", "section", "kind" ("doc",
- * "recipe", "function", "tool"), "snippet", "text", "score"}...]}, best
- * first; NULL and `error` on failure.  Thread-safe; the same search as the
- * MCP tool `help` and the guest's capsule.help(). */
-char *cap_config_help(cap_config *config, const char *query, int limit, char *error);
+ * "recipe", "function", "tool", "python-doc", "package"), "snippet", "text",
+ * "score"}...]}, best first; NULL and `error` on failure.  Thread-safe; the
+ * same search as the MCP tool `help` and the guest's capsule.help(). */
+char *cap_config_help(cap_config *config, const char *principal, const char *query, int limit,
+                      char *error);
 
 /* describe: a model endpoint that the host (never the guest) asks about
  * files the code made: an OpenAI-compatible chat/completions URL or an
@@ -454,6 +457,9 @@ typedef struct cap_run_options {
     char *(*ask_model)(void *userdata, const void *data, size_t size, const char *media_type,
                        const char *name, const char *question, double timeout_seconds,
                        char *error);
+    /* Who runs it (NULL: ""): the distributions the run installs are shown
+     * by help to this principal's searches only (cap_config_help). */
+    const char *principal;
 } cap_run_options;
 
 /* Runs `code` (Python source, any bytes) as the program `main.py`, in a

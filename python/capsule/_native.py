@@ -91,6 +91,7 @@ class RunOptions(ctypes.Structure):
         ("approve", APPROVE_FUNCTION),
         ("idempotency_key", ctypes.c_char_p),
         ("ask_model", ASK_MODEL_FUNCTION),
+        ("principal", ctypes.c_char_p),
     ]
 
 

@@ -38,14 +38,19 @@
 #define MAX_METADATA_READ (256u << 10) /* of a distribution's METADATA */
 #define MAX_DESCRIPTION_BYTES (16u << 10) /* of its description, indexed */
 #define MAX_DISTRIBUTIONS 500 /* indexed per config, all environments together */
+#define MAX_PRINCIPALS 256    /* who may see one distribution; more are not shown it */
 
 /* An installed distribution's metadata, kept by the config (its index may
- * be rebuilt) from the first environment that had it on. */
+ * be rebuilt) from the first environment that had it on, and the
+ * principals whose runs installed it: only their searches find it (which
+ * packages a principal uses is its own business). */
 typedef struct help_distribution {
     char *info;  /* "openpyxl-3.1.2.dist-info": one entry per distribution and version */
     char *title; /* "Package openpyxl 3.1.2: A Python library to read/write Excel..." */
     char *path;  /* its METADATA in the guest */
     char *text;  /* Summary, then the description: clean UTF-8, capped */
+    char **principals;
+    int principal_count;
 } help_distribution;
 
 typedef struct help_distributions {
@@ -56,6 +61,7 @@ typedef struct help_distributions {
 typedef struct help_index {
     sqlite3 *database;
     sqlite3_stmt *insert;
+    sqlite3_stmt *grant; /* a row of package_access: a distribution's path, a principal */
     size_t indexed; /* bytes so far, against MAX_INDEXED_TOTAL */
 } help_index;
 
@@ -282,14 +288,26 @@ static int index_python_doc(help_index *index, const help_python_doc *doc) {
                        strlen(doc->text));
 }
 
+/* `principal` may see the distribution whose METADATA is at `path`. */
+static int index_grant(help_index *index, const char *path, const char *principal) {
+    sqlite3_reset(index->grant);
+    sqlite3_bind_text(index->grant, 1, path, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(index->grant, 2, principal, -1, SQLITE_TRANSIENT);
+    return sqlite3_step(index->grant) == SQLITE_DONE ? 0 : -EIO;
+}
+
 static int index_distribution(help_index *index, const help_distribution *distribution) {
     const char *name = distribution->info;
-    return add_section(index, distribution->title, distribution->path, name, "package",
-                       distribution->text, strlen(distribution->text));
+    int rc = add_section(index, distribution->title, distribution->path, name, "package",
+                         distribution->text, strlen(distribution->text));
+    for (int i = 0; rc == 0 && i < distribution->principal_count; i++)
+        rc = index_grant(index, distribution->path, distribution->principals[i]);
+    return rc;
 }
 
 static void index_free(help_index *index) {
     if (!index) return;
+    sqlite3_finalize(index->grant);
     sqlite3_finalize(index->insert);
     sqlite3_close(index->database);
     free(index);
@@ -310,12 +328,18 @@ static int index_build(cap_config *config, help_index **out, char *error) {
                           "CREATE VIRTUAL TABLE entries USING fts5(title, body, path UNINDEXED, "
                           "section UNINDEXED, kind UNINDEXED, "
                           "tokenize = 'porter unicode61 remove_diacritics 2');"
+                          "CREATE TABLE package_access (path TEXT, principal TEXT,"
+                          " PRIMARY KEY (path, principal));"
                           "BEGIN;",
                           NULL, NULL, NULL);
     if (rc == SQLITE_OK)
         rc = sqlite3_prepare_v2(index->database,
                                 "INSERT INTO entries (title, body, path, section, kind) "
                                 "VALUES (?, ?, ?, ?, ?)", -1, &index->insert, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v2(index->database,
+                                "INSERT OR IGNORE INTO package_access (path, principal) "
+                                "VALUES (?, ?)", -1, &index->grant, NULL);
     if (rc != SQLITE_OK) {
         sandbox_set_error(error, "help: cannot create the index: %s",
                           index->database ? sqlite3_errmsg(index->database) : "no memory");
@@ -449,10 +473,14 @@ static int question_to_query(const char *question, buffer *query) {
     return rc ? -ENOMEM : 0;
 }
 
-static cJSON *run_query(help_index *index, const char *match, int limit, char *error) {
+/* A package's entries only for the principals whose runs installed it. */
+static cJSON *run_query(help_index *index, const char *match, const char *principal, int limit,
+                        char *error) {
     static const char sql[] =
         "SELECT title, path, section, kind, snippet(entries, 1, '**', '**', '...', 24), "
         "body, bm25(entries, 4.0, 1.0) AS score FROM entries WHERE entries MATCH ? "
+        "AND (kind <> 'package' OR path IN "
+        "(SELECT path FROM package_access WHERE principal = ?)) "
         "ORDER BY score LIMIT ?";
     sqlite3_stmt *statement = NULL;
     cJSON *results = cJSON_CreateArray();
@@ -462,7 +490,8 @@ static cJSON *run_query(help_index *index, const char *match, int limit, char *e
         return NULL;
     }
     sqlite3_bind_text(statement, 1, match, -1, SQLITE_STATIC);
-    sqlite3_bind_int(statement, 2, limit);
+    sqlite3_bind_text(statement, 2, principal, -1, SQLITE_STATIC);
+    sqlite3_bind_int(statement, 3, limit);
     int rc;
     while ((rc = sqlite3_step(statement)) == SQLITE_ROW) {
         cJSON *entry = cJSON_CreateObject();
@@ -495,7 +524,8 @@ static cJSON *run_query(help_index *index, const char *match, int limit, char *e
     return results;
 }
 
-int help_search(cap_config *config, const char *query, int limit, char **json, char *error) {
+int help_search(cap_config *config, const char *principal, const char *query, int limit,
+                char **json, char *error) {
     if (!config || !query || !json) {
         sandbox_set_error(error, "help: missing argument");
         return CAP_EINVAL;
@@ -516,7 +546,8 @@ int help_search(cap_config *config, const char *query, int limit, char **json, c
     pthread_mutex_lock(&config->help_lock);
     if (!config->help_index) rc = index_build(config, (help_index **)&config->help_index, error);
     if (rc == CAP_OK) {
-        results = match.data[0] ? run_query(config->help_index, match.data, limit, error)
+        results = match.data[0] ? run_query(config->help_index, match.data,
+                                            principal ? principal : "", limit, error)
                                 : cJSON_CreateArray();
         if (!results) rc = CAP_EIO;
     }
@@ -537,9 +568,10 @@ int help_search(cap_config *config, const char *query, int limit, char **json, c
     return CAP_OK;
 }
 
-char *cap_config_help(cap_config *config, const char *query, int limit, char *error) {
+char *cap_config_help(cap_config *config, const char *principal, const char *query, int limit,
+                      char *error) {
     char *json = NULL;
-    return help_search(config, query, limit, &json, error) == CAP_OK ? json : NULL;
+    return help_search(config, principal, query, limit, &json, error) == CAP_OK ? json : NULL;
 }
 
 void help_invalidate(cap_config *config) {
@@ -603,7 +635,33 @@ static int read_distribution(const char *info, const char *metadata, help_distri
     return -ENOMEM;
 }
 
-void help_add_environment(cap_config *config, int image_fd) {
+/* Adds `principal` to those who may see `distribution` (and to the built
+ * index); -ENOMEM or a full list leave it unseen by the principal. */
+static void grant_distribution(cap_config *config, help_distribution *distribution,
+                               const char *principal) {
+    for (int i = 0; i < distribution->principal_count; i++)
+        if (strcmp(distribution->principals[i], principal) == 0) return;
+    if (distribution->principal_count >= MAX_PRINCIPALS) return;
+    char **grown = realloc(distribution->principals,
+                           (size_t)(distribution->principal_count + 1) * sizeof *grown);
+    if (!grown) return;
+    distribution->principals = grown;
+    if (!(grown[distribution->principal_count] = strdup(principal))) return;
+    distribution->principal_count++;
+    if (config->help_index) index_grant(config->help_index, distribution->path, principal);
+}
+
+static void distribution_free(help_distribution *distribution) {
+    free(distribution->info);
+    free(distribution->title);
+    free(distribution->path);
+    free(distribution->text);
+    for (int i = 0; i < distribution->principal_count; i++) free(distribution->principals[i]);
+    free(distribution->principals);
+}
+
+void help_add_environment(cap_config *config, int image_fd, const char *principal) {
+    if (!principal) principal = "";
     vfs_image *image = NULL;
     const vfs_backend_ops *ops;
     void *backend;
@@ -623,30 +681,34 @@ void help_add_environment(cap_config *config, int image_fd) {
         int dist_info = length > 10 && strcmp(entry.name + length - 10, ".dist-info") == 0;
         int egg_info = length > 9 && strcmp(entry.name + length - 9, ".egg-info") == 0;
         if (!dist_info && !egg_info) continue;
-        int known = 0;
-        for (int i = 0; i < distributions->count; i++)
-            known |= strcmp(distributions->items[i].info, entry.name) == 0;
-        if (known || distributions->count >= MAX_DISTRIBUTIONS) continue;
+        help_distribution *known = NULL;
+        for (int i = 0; i < distributions->count && !known; i++)
+            if (strcmp(distributions->items[i].info, entry.name) == 0)
+                known = &distributions->items[i];
+        if (known) {
+            grant_distribution(config, known, principal);
+            continue;
+        }
+        if (distributions->count >= MAX_DISTRIBUTIONS) continue;
         char path[VFS_NAME_MAX + 16];
         if (entry.type == VFS_DIRECTORY)
             snprintf(path, sizeof path, "%s/%s", entry.name, dist_info ? "METADATA" : "PKG-INFO");
         else
             snprintf(path, sizeof path, "%s", entry.name);
         char *metadata = image_file(ops, backend, path, MAX_METADATA_READ);
-        help_distribution distribution;
+        help_distribution distribution = {0};
         if (metadata && read_distribution(entry.name, metadata, &distribution) == 0) {
             help_distribution *grown = realloc(distributions->items,
                                                (size_t)(distributions->count + 1) * sizeof *grown);
             if (grown) {
                 distributions->items = grown;
-                grown[distributions->count++] = distribution;
+                help_distribution *added = &grown[distributions->count++];
+                *added = distribution;
                 /* A built index takes it now; a later build takes them all. */
-                if (config->help_index) index_distribution(config->help_index, &distribution);
+                if (config->help_index) index_distribution(config->help_index, added);
+                grant_distribution(config, added, principal);
             } else {
-                free(distribution.info);
-                free(distribution.title);
-                free(distribution.path);
-                free(distribution.text);
+                distribution_free(&distribution);
             }
         }
         free(metadata);
@@ -660,12 +722,8 @@ void help_free(cap_config *config) {
     index_free(config->help_index);
     config->help_index = NULL;
     help_distributions *distributions = config->help_distributions;
-    for (int i = 0; distributions && i < distributions->count; i++) {
-        free(distributions->items[i].info);
-        free(distributions->items[i].title);
-        free(distributions->items[i].path);
-        free(distributions->items[i].text);
-    }
+    for (int i = 0; distributions && i < distributions->count; i++)
+        distribution_free(&distributions->items[i]);
     if (distributions) free(distributions->items);
     free(distributions);
     config->help_distributions = NULL;

@@ -45,14 +45,16 @@ extern const int help_python_doc_count;
  * at most `limit` (0: HELP_DEFAULT_LIMIT).  Any text is a valid query: it
  * is reduced to quoted words, never FTS5 syntax.  CAP_OK and *json (the
  * caller frees it), or an error code and `error`. */
-int help_search(cap_config *config, const char *query, int limit, char **json, char *error);
+int help_search(cap_config *config, const char *principal, const char *query, int limit,
+                char **json, char *error);
 
 /* Indexes the distributions installed in an environment's image (its
- * *.dist-info METADATA: Summary and description, capped), for every later
- * search of `config`: help finds "how do I use openpyxl" once a run has
- * installed openpyxl.  Distributions already indexed are skipped; any
- * failure only leaves them out.  Thread-safe. */
-void help_add_environment(cap_config *config, int image_fd);
+ * *.dist-info METADATA: Summary and description, capped), for the later
+ * searches of `principal` (NULL: "") in `config`: help finds "how do I use
+ * openpyxl" once a run of the principal has installed openpyxl; other
+ * principals do not learn that it did.  Distributions already indexed only
+ * gain the principal; any failure only leaves them out.  Thread-safe. */
+void help_add_environment(cap_config *config, int image_fd, const char *principal);
 
 /* Drops the built index: the docs or the registry changed. */
 void help_invalidate(cap_config *config);

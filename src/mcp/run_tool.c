@@ -335,6 +335,7 @@ void mcp_run_code(mcp_server *server, mcp_client *client, const char *id, const 
     options.files = files;
     options.file_count = file_count;
     options.session = request->session;
+    options.principal = client->principal;
     options.globals_json = globals;
     options.return_json = 1;
     options.idempotency_key = request->idempotency_key;

@@ -256,9 +256,11 @@ cJSON *mcp_session_program(mcp_server *server, mcp_client *client, const char *i
     return tool_result;
 }
 
-/* help: cap_config_help over the server's config; the results as text
- * (numbered, with their paths and snippets) and as structuredContent. */
-static cJSON *help_tool(mcp_server *server, const cJSON *arguments, int *invalid) {
+/* help: cap_config_help over the server's config, for the client's
+ * principal; the results as text (numbered, with their paths and
+ * snippets) and as structuredContent. */
+static cJSON *help_tool(mcp_server *server, mcp_client *client, const cJSON *arguments,
+                        int *invalid) {
     const char *query = mcp_argument_string(arguments, "query");
     const cJSON *limit = cJSON_GetObjectItemCaseSensitive(arguments, "limit");
     *invalid = 0;
@@ -269,7 +271,7 @@ static cJSON *help_tool(mcp_server *server, const cJSON *arguments, int *invalid
         return NULL;
     }
     char error[CAP_ERROR_SIZE] = "";
-    char *json = cap_config_help(server->config, query,
+    char *json = cap_config_help(server->config, client->principal, query,
                                  cJSON_IsNumber(limit) ? (int)limit->valuedouble : 0, error);
     cJSON *structured = json ? cJSON_Parse(json) : NULL;
     free(json);
@@ -369,7 +371,7 @@ void mcp_call_tool(mcp_server *server, mcp_client *client, const cJSON *id, cons
         mcp_send_error(to, id, RPC_INTERNAL_ERROR, "out of memory");
     } else if (strcmp(name, "help") == 0) {
         int invalid;
-        cJSON *result = help_tool(server, arguments, &invalid);
+        cJSON *result = help_tool(server, client, arguments, &invalid);
         if (invalid)
             mcp_send_error(to, id, RPC_INVALID_PARAMS, "help needs query (a string) and a limit of 1 to 20");
         else

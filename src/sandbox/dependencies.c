@@ -132,7 +132,7 @@ static double answer_dependencies(cap_sandbox *sandbox, int fd, const char *payl
                                 options->userdata, &environment, &message)
                  : -1;
     if (rc == 0 && environment.needs_bytecode) compile_environment(sandbox, &environment, options);
-    if (rc == 0) help_add_environment(config, environment.fd); /* its packages' docs */
+    if (rc == 0) help_add_environment(config, environment.fd, options->principal); /* docs */
     cJSON *answer = cJSON_CreateObject();
     cJSON_AddBoolToObject(answer, "ok", rc == 0);
     if (rc == 0) {

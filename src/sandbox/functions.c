@@ -719,9 +719,10 @@ static void answer_help(sandbox_exchange *exchange, const cJSON *request, const 
         snprintf(message, sizeof message, "help takes a query (a string) and a limit of 1 to %d",
                  HELP_MAX_LIMIT);
         finish_call(exchange, &record, "invalid-arguments", message, NULL, 0);
-    } else if (help_search(exchange->sandbox->config, query->valuestring,
-                           cJSON_IsNumber(limit) ? (int)limit->valuedouble : 0, &json,
-                           message) != CAP_OK) {
+    } else if (help_search(exchange->sandbox->config,
+                           exchange->options ? exchange->options->principal : NULL,
+                           query->valuestring, cJSON_IsNumber(limit) ? (int)limit->valuedouble : 0,
+                           &json, message) != CAP_OK) {
         finish_call(exchange, &record, "error", message, NULL, 0);
     } else {
         finish_call(exchange, &record, NULL, NULL, json, strlen(json));

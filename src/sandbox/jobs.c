@@ -662,6 +662,7 @@ static void run_attempt(job_runners *runners, cap_sandbox *sandbox, store_job *j
     options.capture = 1;
     options.return_json = 1;
     options.filename = "job.py";
+    options.principal = job->principal;
     options.limits = runners->limits;
     options.limits.wall_seconds = (double)job->timeout_ms / 1000.0;
     if (options.limits.cpu_seconds > options.limits.wall_seconds)

@@ -1080,7 +1080,7 @@ static void help_searches_docs_recipes_and_functions(void **state) {
     fclose(file);
     cap_config *own = cap_config_new();
     assert_non_null(own);
-    char *json = cap_config_help(own, "how do I unpack a zip archive?", 2, error);
+    char *json = cap_config_help(own, NULL, "how do I unpack a zip archive?", 2, error);
     assert_non_null(json);
     assert_non_null(strstr(json, "capsule:recipes/zip.md"));
     free(json);
@@ -1088,25 +1088,25 @@ static void help_searches_docs_recipes_and_functions(void **state) {
     assert_int_equal(cap_config_add_docs(own, directory, error), CAP_OK);
     assert_int_equal(cap_config_add_function(own, "lookup_order", "Finds a parcel's tracking "
                                              "number.", NULL, ok_callback, NULL, error), CAP_OK);
-    json = cap_config_help(own, "Where is my refund?", 1, error);
+    json = cap_config_help(own, NULL, "Where is my refund?", 1, error);
     assert_non_null(json);
     assert_non_null(strstr(json, "\"path\":\"/docs/orders.md\""));
     free(json);
-    json = cap_config_help(own, "parcel tracking", 1, error);
+    json = cap_config_help(own, NULL, "parcel tracking", 1, error);
     assert_non_null(json);
     assert_non_null(strstr(json, "capsule.functions.lookup_order"));
     free(json);
-    json = cap_config_help(own, "\"NEAR(\" AND OR * ^ : - \"", 0, error);
+    json = cap_config_help(own, NULL, "\"NEAR(\" AND OR * ^ : - \"", 0, error);
     assert_non_null(json);
     free(json);
     /* CPython's own documentation is compiled in. */
-    json = cap_config_help(own, "What does enumerate return?", 1, error);
+    json = cap_config_help(own, NULL, "What does enumerate return?", 1, error);
     assert_non_null(json);
     assert_non_null(strstr(json, "\"path\":\"builtins.enumerate\""));
     assert_non_null(strstr(json, "\"kind\":\"python-doc\""));
     free(json);
-    assert_null(cap_config_help(own, "x", 21, error));
-    assert_null(cap_config_help(own, NULL, 1, error));
+    assert_null(cap_config_help(own, NULL, "x", 21, error));
+    assert_null(cap_config_help(own, NULL, NULL, 1, error));
     /* describe is off until a URL is set, and the URL must be http(s). */
     assert_int_equal(cap_config_describe_enabled(own), 0);
     assert_null(cap_config_describe(own, "text", 4, "a.txt", "what?", 1, error));

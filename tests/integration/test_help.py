@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from conftest import ROOT
-from test_mcp import Stdio
+from test_mcp import HttpServer, Stdio
 
 DOCS = {
     "orders.md": """# Orders
@@ -454,3 +454,53 @@ def test_installed_distributions_are_indexed_once_installed(binary, tmp_path):
         assert len([e for e in again if e["kind"] == "package"]) == 1, again
     finally:
         server.close()
+
+
+def test_a_principal_sees_only_the_distributions_its_own_runs_installed(binary, tmp_path):
+    """Which packages a principal's runs installed is its own business:
+    help (the MCP tool and capsule.help() in the guest) shows another
+    principal none of them until that principal's own run installs one."""
+    from test_mcp_2026 import stateless_post
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    write_wheel(wheels, "prettygrid", "Call prettygrid.render(rows) to draw a text grid.\n",
+                "Pretty-print tabular data as text grids")
+    tokens = tmp_path / "tokens"
+    tokens.write_text("token-alice\ntoken-bob\n")
+    server = HttpServer(binary, "--workers", "1", "--token-file", str(tokens), "--wheels",
+                        str(wheels), "--package-cache", str(tmp_path / "cache"), token="token-alice")
+    question = "pretty-print a table as a text grid"
+
+    def packages(token):
+        server.token = token
+        _, body = stateless_post(server, "tools/call", {"name": "help", "arguments": {
+            "query": question, "limit": 5}})
+        assert body["result"]["isError"] is False, body
+        return [e["path"] for e in body["result"]["structuredContent"]["results"]
+                if e["kind"] == "package"]
+
+    def run(token, code):
+        server.token = token
+        _, body = stateless_post(server, "tools/call", {"name": "run_python_code", "arguments": {
+            "python_code": code}})
+        content = body["result"]["structuredContent"]
+        assert content["status"] == "success", content
+        return content.get("return_value")
+
+    guest_question = ("import capsule, json\njson.dumps([r['kind'] for r in "
+                      f"capsule.help({question!r}, limit=5)])")
+    try:
+        assert packages("token-alice") == [] and packages("token-bob") == []
+        assert run("token-alice", "import prettygrid\nprettygrid.VALUE") == "1"
+        (path,) = packages("token-alice")
+        assert path.endswith("prettygrid-1.0.dist-info/METADATA"), path
+        assert "package" in json.loads(run("token-alice", guest_question))
+        # Bob was not told: not by the tool, not in his guest.
+        assert packages("token-bob") == []
+        assert "package" not in json.loads(run("token-bob", guest_question))
+        # His own run installs it (the same distribution, indexed once): now he sees it too.
+        assert run("token-bob", "import prettygrid\nprettygrid.VALUE") == "1"
+        assert packages("token-bob") == [path]
+        assert packages("token-alice") == [path]
+    finally:
+        server.stop()
