@@ -187,6 +187,15 @@ static void check_result(const cap_result *result, const char *what) {
     }
 }
 
+/* --pace: the pause before each timed run of the paced rows (0: none). */
+static double pace_seconds = 0;
+
+static void pause_for(double seconds) {
+    if (!(seconds > 0)) return;
+    struct timespec pause = {(time_t)seconds, (long)((seconds - (double)(time_t)seconds) * 1e9)};
+    nanosleep(&pause, NULL);
+}
+
 /* One checked run of CODE; returns its request-to-result time in seconds. */
 static double timed_run(cap_sandbox *sandbox, const char *session, const char *what) {
     char error[CAP_ERROR_SIZE];
@@ -226,7 +235,9 @@ typedef struct latency {
     double p50, p90, p99, max, mean;
 } latency;
 
-static latency measure_latency(int pool_size, size_t runs) {
+/* `runs` timed runs, each after a pause of `pace` seconds (0: back to
+ * back, so the pool's refill competes with the next run). */
+static latency measure_latency(int pool_size, size_t runs, double pace) {
     cap_config *config = make_config(pool_size);
     cap_sandbox *sandbox = make_sandbox(config);
     sanity_check(sandbox);
@@ -235,6 +246,7 @@ static latency measure_latency(int pool_size, size_t runs) {
     if (!times) die("out of memory");
     double sum = 0;
     for (size_t i = 0; i < runs; i++) {
+        pause_for(pace);
         times[i] = timed_run(sandbox, NULL, "latency");
         sum += times[i];
     }
@@ -249,7 +261,7 @@ static latency measure_latency(int pool_size, size_t runs) {
 
 /* For reference, not an isolated run: the same worker again, through a
  * session, so neither a fresh process nor its page faults are paid. */
-static latency measure_same_worker(size_t runs) {
+static latency measure_same_worker(size_t runs, double pace) {
     char error[CAP_ERROR_SIZE];
     cap_config *config = make_config(-1);
     cap_sandbox *sandbox = make_sandbox(config);
@@ -258,6 +270,7 @@ static latency measure_same_worker(size_t runs) {
     if (!times) die("out of memory");
     double sum = 0;
     for (size_t i = 0; i < runs; i++) {
+        pause_for(pace);
         times[i] = timed_run(sandbox, "again", "session latency");
         sum += times[i];
     }
@@ -855,6 +868,7 @@ static double measure_overshoot(void) {
 
 typedef struct results {
     latency pooled, on_demand, same_worker;
+    latency paced, paced_same_worker; /* with --pace: one run every pace_seconds */
     throughput tput;
     memory_report mem;
     native nat;
@@ -912,6 +926,18 @@ static void print_memory_row(FILE *out, int markdown, const char *name, const me
                 KIB(m->private_clean), KIB(m->pss), KIB(m->rss), KIB(m->pte), faults);
 }
 
+/* One latency row, as text and as markdown: every latency table row has
+ * these columns. */
+static void print_latency_row(const char *name, const latency *l) {
+    printf("  %-34s %6zu %10s %10s %10s %10s %10s\n", name, l->runs, MS(l->p50), MS(l->p90),
+           MS(l->p99), MS(l->max), MS(l->mean));
+}
+
+static void write_latency_row(FILE *out, const char *name, const latency *l) {
+    fprintf(out, "| %s | %zu | %s | %s | %s | %s | %s |\n", name, l->runs, MS(l->p50),
+            MS(l->p90), MS(l->p99), MS(l->max), MS(l->mean));
+}
+
 static void print_text(const results *r, const fact *facts, int fact_count,
                        const char *command) {
     printf("capsule isolation benchmark: %s\n", command);
@@ -919,16 +945,18 @@ static void print_text(const results *r, const fact *facts, int fact_count,
     printf("\n1. request-to-result latency of `%s` (fresh worker each run)\n", CODE);
     printf("  %-34s %6s %10s %10s %10s %10s %10s\n", "", "runs", "p50", "p90", "p99", "max",
            "mean");
-    const latency *ls[] = {&r->pooled, &r->on_demand};
-    const char *names[] = {"pre-forked pool (2, default)", "no pool (fork on demand)"};
-    for (int i = 0; i < 2; i++)
-        printf("  %-34s %6zu %10s %10s %10s %10s %10s\n", names[i], ls[i]->runs, MS(ls[i]->p50),
-               MS(ls[i]->p90), MS(ls[i]->p99), MS(ls[i]->max), MS(ls[i]->mean));
+    print_latency_row("pre-forked pool (2, default)", &r->pooled);
+    print_latency_row("no pool (fork on demand)", &r->on_demand);
     printf("  %-34s %6d %10s %10s %10s %10s\n", "native python3.11 process", r->nat.runs,
            MS(r->nat.p50), "", MS(r->nat.p99), MS(r->nat.max));
-    printf("  %-34s %6zu %10s %10s %10s %10s %10s\n", "session re-run (not fresh)",
-           r->same_worker.runs, MS(r->same_worker.p50), MS(r->same_worker.p90),
-           MS(r->same_worker.p99), MS(r->same_worker.max), MS(r->same_worker.mean));
+    print_latency_row("session re-run (not fresh)", &r->same_worker);
+    if (pace_seconds > 0) {
+        char name[64];
+        snprintf(name, sizeof name, "pool, one run every %g ms", pace_seconds * 1e3);
+        print_latency_row(name, &r->paced);
+        snprintf(name, sizeof name, "session re-run, every %g ms", pace_seconds * 1e3);
+        print_latency_row(name, &r->paced_same_worker);
+    }
     printf("\n2. throughput (fresh worker per run, %g s each)\n", r->seconds);
     printf("  1 process, 1 sandbox:             %8.0f runs/s (%ld runs; %.2f ms CPU per run, "
            "all processes)\n", r->tput.single, r->tput.runs_single, r->tput.cpu_per_run * 1e3);
@@ -977,17 +1005,20 @@ static int write_markdown(const char *path, const results *r, const fact *facts,
     fprintf(out, "`%s` in a fresh worker per run, timed from just before `cap_sandbox_run` to "
                  "its return, after %d warm-up runs.\n\n", CODE, WARMUP);
     fprintf(out, "| | runs | p50 | p90 | p99 | max | mean |\n|---|--:|--:|--:|--:|--:|--:|\n");
-    const latency *ls[] = {&r->pooled, &r->on_demand};
-    const char *names[] = {"pre-forked pool (2, default)", "no pool (fork on demand)"};
-    for (int i = 0; i < 2; i++)
-        fprintf(out, "| %s | %zu | %s | %s | %s | %s | %s |\n", names[i], ls[i]->runs,
-                MS(ls[i]->p50), MS(ls[i]->p90), MS(ls[i]->p99), MS(ls[i]->max), MS(ls[i]->mean));
+    write_latency_row(out, "pre-forked pool (2, default)", &r->pooled);
+    write_latency_row(out, "no pool (fork on demand)", &r->on_demand);
     fprintf(out, "| native `python3.11 -c \"%s\"` process | %d | %s | | %s | %s | |\n", CODE,
             r->nat.runs, MS(r->nat.p50), MS(r->nat.p99), MS(r->nat.max));
-    fprintf(out, "| *for reference, not isolated:* the same worker again (a session) | %zu | %s | "
-                 "%s | %s | %s | %s |\n", r->same_worker.runs, MS(r->same_worker.p50),
-            MS(r->same_worker.p90), MS(r->same_worker.p99), MS(r->same_worker.max),
-            MS(r->same_worker.mean));
+    write_latency_row(out, "*for reference, not isolated:* the same worker again (a session)",
+                      &r->same_worker);
+    if (pace_seconds > 0) {
+        char name[80];
+        snprintf(name, sizeof name, "pre-forked pool, one run every %g ms", pace_seconds * 1e3);
+        write_latency_row(out, name, &r->paced);
+        snprintf(name, sizeof name, "the same worker again, one run every %g ms",
+                 pace_seconds * 1e3);
+        write_latency_row(out, name, &r->paced_same_worker);
+    }
 
     fprintf(out, "\n## Throughput\n\n");
     fprintf(out, "Back-to-back runs of `%s` for %g s, each in a fresh worker.\n\n", CODE,
@@ -1091,11 +1122,13 @@ static int write_markdown(const char *path, const results *r, const fact *facts,
 
 static void usage(const char *program) {
     fprintf(stderr,
-            "usage: %s [--markdown FILE] [--runs N] [--seconds S] [--native PYTHON]\n"
+            "usage: %s [--markdown FILE] [--runs N] [--seconds S] [--native PYTHON] [--pace MS]\n"
             "  --markdown FILE  also write the results as markdown to FILE\n"
             "  --runs N         timed runs for the pooled latency (default %d; no pool: N/2)\n"
             "  --seconds S      duration of each throughput measurement (default %.0f)\n"
-            "  --native PYTHON  native interpreter to compare with (default %s)\n",
+            "  --native PYTHON  native interpreter to compare with (default %s)\n"
+            "  --pace MS        also time 200 fresh runs and 200 session re-runs, each after\n"
+            "                   a pause of MS ms (the pool refilled, the CPU gone idle)\n",
             program, DEFAULT_RUNS, DEFAULT_SECONDS, native_python);
     exit(2);
 }
@@ -1109,10 +1142,13 @@ int main(int argc, char **argv) {
         else if (strcmp(argv[i], "--runs") == 0 && i + 1 < argc) runs = strtol(argv[++i], NULL, 10);
         else if (strcmp(argv[i], "--seconds") == 0 && i + 1 < argc) seconds = atof(argv[++i]);
         else if (strcmp(argv[i], "--native") == 0 && i + 1 < argc) native_python = argv[++i];
+        else if (strcmp(argv[i], "--pace") == 0 && i + 1 < argc)
+            pace_seconds = atof(argv[++i]) / 1e3;
         else usage(argv[0]);
     }
-    if (runs < 100 || !(seconds > 0)) {
-        fprintf(stderr, "%s: --runs must be at least 100 and --seconds above 0\n", argv[0]);
+    if (runs < 100 || !(seconds > 0) || pace_seconds < 0 || pace_seconds > 10) {
+        fprintf(stderr, "%s: --runs must be at least 100, --seconds above 0 and --pace 0 to "
+                "10000\n", argv[0]);
         return 2;
     }
     char command[1024];
@@ -1131,13 +1167,20 @@ int main(int argc, char **argv) {
     r.create_pooled = measure_creation(-1);
     r.create_bare = measure_creation(0);
     progress("latency, pre-forked pool: %ld runs after %d warm-up", runs, WARMUP);
-    r.pooled = measure_latency(-1, (size_t)runs);
+    r.pooled = measure_latency(-1, (size_t)runs, 0);
     progress("  p50 %s, p99 %s", MS(r.pooled.p50), MS(r.pooled.p99));
     progress("latency, no pool: %ld runs after %d warm-up", runs / 2, WARMUP);
-    r.on_demand = measure_latency(0, (size_t)runs / 2);
+    r.on_demand = measure_latency(0, (size_t)runs / 2, 0);
     progress("  p50 %s, p99 %s", MS(r.on_demand.p50), MS(r.on_demand.p99));
     progress("for reference: the same worker again (session), %d runs", 200);
-    r.same_worker = measure_same_worker(200);
+    r.same_worker = measure_same_worker(200, 0);
+    if (pace_seconds > 0) {
+        progress("paced: 200 fresh runs, then 200 session re-runs, one every %g ms",
+                 pace_seconds * 1e3);
+        r.paced = measure_latency(-1, 200, pace_seconds);
+        r.paced_same_worker = measure_same_worker(200, pace_seconds);
+        progress("  fresh p50 %s, session p50 %s", MS(r.paced.p50), MS(r.paced_same_worker.p50));
+    }
     progress("throughput: 2 processes, then 1, %g s each", seconds);
     r.tput = measure_throughput(seconds);
     progress("  %.0f runs/s on 2 processes, %.0f on 1", r.tput.parallel, r.tput.single);
