@@ -144,6 +144,15 @@ int cap_config_set_store_quota(cap_config *config, uint64_t bytes, char *error);
  * sessions to the others after this long. */
 int cap_config_set_store_lease(cap_config *config, double seconds, char *error);
 
+/* How long a durable session may stay parked and unused before it expires
+ * (0: never, the default): its saved state leaves the store and this
+ * node's disk, and its next call is a session-error that says so.  It is
+ * given to the sessions made (or forked) while it is set, and counts from
+ * a session's last call.  Checked at such a session's call and every
+ * quarter of the TTL (1 s to 1 min) by the thread that renews the lease.
+ * Needs a store. */
+int cap_config_set_session_ttl(cap_config *config, double seconds, char *error);
+
 /* A directory (created 0700 if missing; NULL: none, the default) where
  * the interpreter's state right after start-up is kept as a "start image",
  * one per python.wasm build, images and environment.  A sandbox whose

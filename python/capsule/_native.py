@@ -126,6 +126,7 @@ def _declare(library: ctypes.CDLL) -> None:
         "cap_config_set_sessions": (c_int, [c_void_p, c_int, ctypes.c_double, error]),
         "cap_config_set_store": (c_int, [c_void_p, c_char_p, error]),
         "cap_config_set_store_quota": (c_int, [c_void_p, ctypes.c_uint64, error]),
+        "cap_config_set_session_ttl": (c_int, [c_void_p, ctypes.c_double, error]),
         "cap_config_add_env": (c_int, [c_void_p, c_char_p, c_char_p, error]),
         "cap_config_set_output_directory": (c_int, [c_void_p, c_char_p, error]),
         "cap_config_add_docs": (c_int, [c_void_p, c_char_p, error]),

@@ -213,7 +213,8 @@ class Sandbox:
     max_sessions, session_idle_seconds: sessions kept (default 8, 600 s);
     store: "sqlite:PATH" or a postgres:// URL: sessions are durable (their
     state is saved after each run and outlives this process), and
-    store_quota bounds its bytes (docs/sessions.md);
+    store_quota bounds its bytes, and a parked session unused for
+    session_ttl seconds expires (docs/sessions.md);
     env: the guest environment (nothing of the host's is passed);
     output_directory: the artifacts directory (default "/output");
     docs: a host directory of markdown files, read-only at /docs;
@@ -252,6 +253,7 @@ class Sandbox:
         start_cache: Optional[str] = None,
         store: Optional[str] = None,
         store_quota: Optional[int] = None,
+        session_ttl: Optional[float] = None,
     ) -> None:
         self._lib = _native.library()
         self._handle: Optional[int] = None
@@ -279,6 +281,8 @@ class Sandbox:
                 calls.append((lib.cap_config_set_store, (_bytes(store),)))
             if store_quota is not None:
                 calls.append((lib.cap_config_set_store_quota, (int(store_quota),)))
+            if session_ttl is not None:
+                calls.append((lib.cap_config_set_session_ttl, (float(session_ttl),)))
             for name, value in (env or {}).items():
                 calls.append((lib.cap_config_add_env, (_bytes(name), _bytes(value))))
             if output_directory is not None:

@@ -218,6 +218,18 @@ def test_a_store_makes_sessions_outlive_the_sandbox(tmp_path):
         assert again.stdout == "ran\n" and any("replayed" in note for note in again.notes)
 
 
+def test_a_session_ttl_expires_parked_sessions(tmp_path):
+    store = f"sqlite:{tmp_path / 'sessions.db'}"
+    with capsule.Sandbox(pool_size=0, store=store, session_ttl=1) as first:
+        assert first.run("x = 41", session="brief").ok
+    time.sleep(1.2)
+    with capsule.Sandbox(pool_size=0, store=store, session_ttl=1) as second:
+        gone = second.run("x", session="brief")
+        assert gone.status == "session-error" and "expired" in gone.error
+    with pytest.raises(capsule.InvalidArgumentError, match="session TTL"):
+        capsule.Sandbox(pool_size=0, store=store, session_ttl=-1)
+
+
 def test_ctypes_structures_match_the_header(tmp_path):
     # The binding mirrors cap_limits and cap_run_options by hand: a field
     # added to the header and not here shifts every field after it.

@@ -18,6 +18,8 @@ const char shared_options_usage[] =
     "  --store-quota SIZE   bound the store's size (oldest parked sessions expire first)\n"
     "  --store-lease SECONDS  how long a dead server keeps its sessions from the others\n"
     "                       sharing a PostgreSQL store (default 30)\n"
+    "  --session-ttl SECONDS  a parked session unused this long expires, its state\n"
+    "                       dropped (default: never; given to sessions made with it)\n"
     "\n"
     "limits (each run is killed or stopped when it passes one):\n"
     "  --timeout SECONDS    wall-clock time (default 30)\n"
@@ -35,15 +37,18 @@ static const char *const shared_options[] = {"--env",    "--stdlib", "--image",
                                              "--timeout", "--cpu-time", "--memory",
                                              "--max-output", "--disk", "--max-files",
                                              "--max-calls", "--max-result", "--call-timeout",
-                                             "--store", "--store-quota", "--store-lease"};
+                                             "--store", "--store-quota", "--store-lease",
+                                             "--session-ttl"};
 
 int store_option_given;
 static uint64_t store_quota;
 static double store_lease;
+static double session_ttl;
 
 int finish_store_options(cap_config *config, char *error) {
     int rc = store_quota ? cap_config_set_store_quota(config, store_quota, error) : CAP_OK;
     if (rc == CAP_OK && store_lease > 0) rc = cap_config_set_store_lease(config, store_lease, error);
+    if (rc == CAP_OK && session_ttl > 0) rc = cap_config_set_session_ttl(config, session_ttl, error);
     return rc;
 }
 
@@ -153,6 +158,12 @@ int parse_shared_option(const char *arg, const char *value, cap_config *config,
         store_lease = parse_seconds(value);
         if (!(store_lease >= 0.1)) {
             fprintf(stderr, "capsule: --store-lease wants seconds (at least 0.1)\n");
+            return -1;
+        }
+    } else if (strcmp(arg, "--session-ttl") == 0) {
+        session_ttl = parse_seconds(value);
+        if (!(session_ttl > 0)) {
+            fprintf(stderr, "capsule: --session-ttl wants a positive number of seconds\n");
             return -1;
         }
     } else if (strcmp(arg, "--stdlib") == 0) {

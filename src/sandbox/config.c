@@ -231,6 +231,13 @@ static int64_t monotonic_ms(void) {
     return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
 }
 
+/* How often the renewer looks for parked sessions past their time: a
+ * quarter of the TTL, between 1 s and a minute. */
+static int64_t expiry_interval_ms(int64_t ttl_ms) {
+    int64_t interval = ttl_ms / 4;
+    return interval < 1000 ? 1000 : interval > 60000 ? 60000 : interval;
+}
+
 /* Renews the node's lease every third of it, so that while this process
  * lives no other node takes its live sessions (issue 16: a node that stops
  * renewing loses them after the lease, and its commits are then refused).
@@ -238,8 +245,9 @@ static int64_t monotonic_ms(void) {
  * node's channel (PostgreSQL), it parks the idle sessions other nodes
  * asked for: the request is in the store, so a lost notification delays
  * the park by at most a third of the lease, which is less than the asker
- * waits (sandbox_durable_begin).  Host code only: guest code has no say
- * in it. */
+ * waits (sandbox_durable_begin).  With a session TTL it also expires the
+ * parked sessions past their time (at its first turn, then every
+ * expiry_interval_ms).  Host code only: guest code has no say in it. */
 static void *renew_leases(void *argument) {
     cap_config *config = argument;
     store_listener *listener = NULL;
@@ -249,13 +257,15 @@ static void *renew_leases(void *argument) {
         store_listener_open_channel(config->store_url, channel, &listener, NULL);
     }
     pthread_mutex_lock(&config->renew_lock);
-    int64_t next_renewal = monotonic_ms();
+    int64_t next_renewal = monotonic_ms(), next_expiry = monotonic_ms();
     while (!config->renewer_stop) {
         int64_t interval_ms = config->lease_ms / 3 > 0 ? config->lease_ms / 3 : 1;
         if (next_renewal > monotonic_ms() + interval_ms) next_renewal = monotonic_ms() + interval_ms;
         if (next_renewal <= monotonic_ms()) next_renewal = monotonic_ms() + interval_ms;
+        int expiring = config->session_ttl_ms > 0;
+        int64_t next_turn = expiring && next_expiry < next_renewal ? next_expiry : next_renewal;
         int notified = 0;
-        int64_t wait_ms = next_renewal - monotonic_ms();
+        int64_t wait_ms = next_turn - monotonic_ms();
         /* The listener's waits are short, so that a stop or a new lease
          * length (renew_wake) is seen within a fifth of a second. */
         if (listener && wait_ms > 200) wait_ms = 200;
@@ -267,7 +277,7 @@ static void *renew_leases(void *argument) {
             listened = heard >= 0;
             notified = heard > 0;
         }
-        if (!listened) { /* no listener, or it failed (reconnected at its next wait) */
+        if (!listened && wait_ms > 0) { /* no listener, or it failed (reconnected at its next wait) */
             struct timespec wake;
             clock_gettime(CLOCK_MONOTONIC, &wake);
             wake.tv_sec += wait_ms / 1000;
@@ -280,16 +290,19 @@ static void *renew_leases(void *argument) {
         }
         if (config->renewer_stop) break;
         int renew = monotonic_ms() >= next_renewal;
-        if (!renew && !notified) continue;
+        int expire = expiring && monotonic_ms() >= next_expiry;
+        if (!renew && !notified && !expire) continue;
         pthread_mutex_unlock(&config->renew_lock);
-        if (renew) {
+        if (renew || expire) {
             pthread_mutex_lock(&config->store_lock);
-            store_renew(config->store, NULL, NULL); /* a lost lease shows at the next commit */
+            if (renew) store_renew(config->store, NULL, NULL); /* a lost lease shows at the next commit */
+            if (expire) sandbox_expire_sessions(config);
             pthread_mutex_unlock(&config->store_lock);
         }
         park_requested(config);
         pthread_mutex_lock(&config->renew_lock);
         if (renew) next_renewal = monotonic_ms() + interval_ms;
+        if (expire) next_expiry = monotonic_ms() + expiry_interval_ms(config->session_ttl_ms);
     }
     pthread_mutex_unlock(&config->renew_lock);
     store_listener_close(listener);
@@ -310,6 +323,19 @@ int cap_config_set_store_lease(cap_config *config, double seconds, char *error) 
     pthread_cond_signal(&config->renew_wake);
     pthread_mutex_unlock(&config->renew_lock);
     return rc == CAP_OK ? CAP_OK : CAP_EIO;
+}
+
+int cap_config_set_session_ttl(cap_config *config, double seconds, char *error) {
+    if (!config || !config->store || !(seconds >= 0 && seconds <= 10 * 365 * 86400.0)) {
+        sandbox_set_error(error, "a session TTL needs a store and 0 to 315360000 seconds");
+        return CAP_EINVAL;
+    }
+    pthread_mutex_lock(&config->renew_lock);
+    config->session_ttl_ms = (int64_t)(seconds * 1000);
+    if (seconds > 0 && config->session_ttl_ms == 0) config->session_ttl_ms = 1;
+    pthread_cond_signal(&config->renew_wake);
+    pthread_mutex_unlock(&config->renew_lock);
+    return CAP_OK;
 }
 
 int cap_config_set_store(cap_config *config, const char *url, char *error) {

@@ -783,9 +783,16 @@ int sandbox_durable_begin(cap_sandbox *sandbox, const char *code, size_t code_si
     int rc = store_session_get(config->store, id, &stored, error);
     int created = 0;
     if (rc == STORE_ENOTFOUND) { /* new: live on this node from the start */
-        rc = store_session_create(config->store, id, "", 0, error);
+        rc = store_session_create(config->store, id, "", config->session_ttl_ms, error);
         if (rc == CAP_OK) rc = store_session_get(config->store, id, &stored, error);
         created = rc == CAP_OK;
+    }
+    if (rc == CAP_OK && stored.status == STORE_SESSION_PARKED && stored.expires_at &&
+        stored.expires_at <= store_time(config->store)) {
+        /* Past its time but not yet swept: expired now, as it would be at
+         * the renewer's next turn. */
+        sandbox_expire_sessions(config);
+        rc = store_session_get(config->store, id, &stored, error);
     }
     if (rc == CAP_OK && stored.status == STORE_SESSION_EXPIRED) {
         snprintf(message, sizeof message,
@@ -896,6 +903,14 @@ int cap_session_exists(cap_config *config, const char *id) {
     return found;
 }
 
+static void forget_page_file(void *context, const char *id) {
+    page_files_remove(context, id);
+}
+
+void sandbox_expire_sessions(cap_config *config) {
+    store_expire(config->store, NULL, forget_page_file, config->page_files, NULL);
+}
+
 int cap_session_fork(cap_config *config, const char *source, const char *id, char *error) {
     if (!config || !source || !id) {
         sandbox_set_error(error, "cap_session_fork: missing argument");
@@ -906,7 +921,7 @@ int cap_session_fork(cap_config *config, const char *source, const char *id, cha
         return CAP_EINVAL;
     }
     pthread_mutex_lock(&config->store_lock);
-    int rc = store_session_fork(config->store, source, id, "", 0, error);
+    int rc = store_session_fork(config->store, source, id, "", config->session_ttl_ms, error);
     pthread_mutex_unlock(&config->store_lock);
     if (rc == STORE_ENOTFOUND)
         sandbox_set_error(error, "session %.200s has no saved state to fork (no call of it "

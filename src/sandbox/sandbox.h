@@ -146,6 +146,9 @@ struct cap_config {
     pthread_t renewer;
     int renewer_started, renewer_stop;
     int64_t lease_ms;
+    /* A parked session's idle time to expiry, given to the sessions made
+     * while it is set (0: never); the renewer expires them (durable.c). */
+    int64_t session_ttl_ms;
     pthread_mutex_t renew_lock;
     pthread_cond_t renew_wake;
     /* Sessions this node parked because another node asked for them
@@ -196,6 +199,11 @@ int sandbox_is_python_keyword(const char *name);
 /* Starts the thread that renews the node's lease in the store, once
  * (config.c); the first durable call does. */
 void sandbox_start_lease_renewal(cap_config *config);
+
+/* Expires the parked sessions whose time has passed (store_expire) and
+ * removes this node's page files of them; the caller holds store_lock.
+ * Failures are left for the next turn (nothing waits for it). */
+void sandbox_expire_sessions(cap_config *config);
 
 /* Frees the functions, patterns and audit log of `config` (functions.c). */
 void sandbox_functions_free(cap_config *config);

@@ -981,7 +981,7 @@ static const char usage_subtract[] =
     " raw_bytes = raw_bytes - $3 WHERE id = 1";
 static const char sessions_expire_due[] =
     "UPDATE sessions SET status = 'expired', latest_snapshot = NULL"
-    " WHERE status = 'parked' AND expires_at IS NOT NULL AND expires_at <= $1 RETURNING 1";
+    " WHERE status = 'parked' AND expires_at IS NOT NULL AND expires_at <= $1 RETURNING id";
 static const char sessions_expire_oldest[] =
     "UPDATE sessions SET status = 'expired', latest_snapshot = NULL"
     " WHERE id = (SELECT id FROM sessions"
@@ -1009,16 +1009,49 @@ int store_gc(store *store, uint64_t *freed_blobs, uint64_t *freed_bytes, char *e
     return store_write_end(store, result, error);
 }
 
-int store_expire(store *store, int64_t *expired, char *error) {
+/* The ids of the sessions a statement expired, kept until its commit. */
+typedef struct expired_ids {
+    char (*ids)[STORE_ID_SIZE];
+    size_t count, capacity;
+} expired_ids;
+
+static int collect_expired(void *context, const store_value *columns, int count, char *error) {
+    expired_ids *out = context;
+    if (out->count == out->capacity) {
+        size_t capacity = out->capacity ? out->capacity * 2 : 16;
+        void *grown = realloc(out->ids, capacity * sizeof *out->ids);
+        if (!grown) return store_fail(error, CAP_ENOMEM, "out of memory");
+        out->ids = grown;
+        out->capacity = capacity;
+    }
+    if (count > 0) store_copy_text(out->ids[out->count], STORE_ID_SIZE, &columns[0]);
+    else out->ids[out->count][0] = '\0';
+    out->count++;
+    return 0;
+}
+
+int store_expire(store *store, int64_t *expired, void (*each)(void *context, const char *id),
+                 void *context, char *error) {
+    if (expired) *expired = 0;
     int result = store_write_begin(store, error);
     if (result != CAP_OK) return result;
-    integers due = {0};
+    expired_ids due = {0};
     result =
-        RUN(store, sessions_expire_due, collect_integers, &due, error, INTEGER(store_now(store)));
-    if (result == CAP_OK && due.rows)
+        RUN(store, sessions_expire_due, collect_expired, &due, error, INTEGER(store_now(store)));
+    if (result == CAP_OK && due.count)
         result = store_run(store, expired_snapshots_delete, NULL, 0, NULL, NULL, error);
-    if (expired) *expired = due.rows;
-    return store_write_end(store, result, error);
+    if (result == CAP_OK && due.count) result = gc_in_transaction(store, NULL, NULL, error);
+    result = store_write_end(store, result, error);
+    if (result == CAP_OK) {
+        if (expired) *expired = (int64_t)due.count;
+        for (size_t i = 0; each && i < due.count; i++) each(context, due.ids[i]);
+    }
+    free(due.ids);
+    return result;
+}
+
+int64_t store_time(store *store) {
+    return store_now(store);
 }
 
 /* Inside a write transaction, when over quota: frees unreferenced blobs,

@@ -350,8 +350,15 @@ int store_blob_get(store *store, const uint8_t hash[STORE_HASH_SIZE], void **dat
 /* --- expiry and collection ------------------------------------------------------- */
 
 /* Expires parked sessions whose expires_at has passed (their snapshots are
- * dropped, their calls kept); *expired (may be NULL) receives how many. */
-int store_expire(store *store, int64_t *expired, char *error);
+ * dropped, their calls kept; blobs no snapshot references any more are
+ * deleted in the same transaction); *expired (may be NULL) receives how
+ * many, and once committed each(context, id) (may be NULL) is called for
+ * each of them, e.g. to drop what a node keeps of them besides the store. */
+int store_expire(store *store, int64_t *expired, void (*each)(void *context, const char *id),
+                 void *context, char *error);
+
+/* The store's clock: milliseconds since the epoch (store_set_clock's). */
+int64_t store_time(store *store);
 
 /* Deletes blobs no snapshot page references; counts may be NULL. */
 int store_gc(store *store, uint64_t *freed_blobs, uint64_t *freed_bytes, char *error);

@@ -112,6 +112,70 @@ def test_an_idle_session_is_parked_with_no_call_and_resumes(binary, tmp_path):
     server.close()
 
 
+def _stored(tmp_path, statement):
+    with sqlite3.connect(f"file:{tmp_path / 'sessions.db'}?mode=ro", uri=True, timeout=5) as db:
+        return db.execute(statement).fetchall()
+
+
+def test_a_parked_session_past_its_ttl_expires_and_says_so(binary, tmp_path):
+    """--session-ttl: a session parked and unused that long is expired by
+    the server itself (no call needed): its snapshots and the pages only
+    they used leave the store, its page file leaves the disk, and its next
+    call is a session-error that says it expired.  A live session is
+    spared however long it was idle."""
+    server = Stdio(binary, "--store", store_url(tmp_path), "--session-ttl", "2")
+    assert value(call(server, "x = 41", "old")) is None
+    assert value(call(server, "y = 1", "kept", id=2)) is None
+    kill(server)  # both parked by the next server's start
+    assert len(_page_files(tmp_path)) == 2
+    old_pages = {row[0] for row in _stored(
+        tmp_path, "SELECT hash FROM snapshot_pages JOIN snapshots ON snapshots.id ="
+                  " snapshot_pages.snapshot WHERE snapshots.session = 'stdio/old'")}
+    server = Stdio(binary, "--store", store_url(tmp_path), "--session-ttl", "2")
+    assert value(call(server, "y += 1", "kept", id=3)) is None  # live here from now on
+    deadline = time.monotonic() + 20
+    states = {}
+    while time.monotonic() < deadline:
+        states = dict(_stored(tmp_path, "SELECT id, status FROM sessions"))
+        if states.get("stdio/old") == "expired":
+            break
+        time.sleep(0.2)
+    time.sleep(2.5)  # "kept" past its own time too, but live
+    states = dict(_stored(tmp_path, "SELECT id, status FROM sessions"))
+    assert states == {"stdio/old": "expired", "stdio/kept": "live"}, states
+    assert _stored(tmp_path, "SELECT COUNT(*) FROM snapshots WHERE session = 'stdio/old'") == [(0,)]
+    # The pages only it used went with it, in the same transaction.
+    named = {row[0] for row in _stored(tmp_path, "SELECT hash FROM snapshot_pages")}
+    stored = {row[0] for row in _stored(tmp_path, "SELECT hash FROM blobs")}
+    assert old_pages - named and not (old_pages - named) & stored
+    assert len(_page_files(tmp_path)) == 1  # only "kept"'s
+    result = call(server, "x", "old", id=4)["structuredContent"]
+    assert result["capsule_status"] == "session-error" and "expired" in result["error"], result
+    assert value(call(server, "y", "kept", id=5)) == "2"
+    server.close()
+
+
+def test_a_session_past_its_ttl_is_expired_at_its_next_call(binary, tmp_path):
+    """A server restarted with a session already past its time: the call
+    does not restore it, even before the expiry sweep has run."""
+    server = Stdio(binary, "--store", store_url(tmp_path), "--session-ttl", "1")
+    assert value(call(server, "x = 41", "old")) is None
+    kill(server)  # parked by the next server's start (the dead node's sessions)
+    time.sleep(1.5)
+    server = Stdio(binary, "--store", store_url(tmp_path), "--session-ttl", "1")
+    result = call(server, "x", "old", id=2)["structuredContent"]
+    assert result["capsule_status"] == "session-error" and "expired" in result["error"], result
+    server.close()
+
+
+def test_session_ttl_wants_seconds(capsule):
+    for bad in ("0", "-1", "soon"):
+        completed = subprocess.run([str(capsule.binary), "serve", "--stdio", "--session-ttl",
+                                    bad], capture_output=True, stdin=subprocess.DEVNULL,
+                                   timeout=60)
+        assert completed.returncode == 2 and b"--session-ttl wants" in completed.stderr
+
+
 def test_session_idle_wants_seconds(capsule):
     for bad in ("0", "-1", "soon"):
         completed = subprocess.run([str(capsule.binary), "serve", "--stdio", "--session-idle",

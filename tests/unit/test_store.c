@@ -585,6 +585,11 @@ static void test_sessions(void **state) {
     store_close(s);
 }
 
+/* store_expire's `each`: keeps the (one) id it is given. */
+static void remember_id(void *context, const char *id) {
+    snprintf(context, STORE_ID_SIZE, "%s", id);
+}
+
 static void test_expiry(void **state) {
     fixture *f = *state;
     store *s = open_store(f);
@@ -602,11 +607,13 @@ static void test_expiry(void **state) {
     assert_int_equal(store_session_set_status(s, "forever", STORE_SESSION_PARKED, error), CAP_OK);
 
     int64_t expired = -1;
-    assert_int_equal(store_expire(s, &expired, error), CAP_OK);
+    assert_int_equal(store_expire(s, &expired, NULL, NULL, error), CAP_OK);
     assert_int_equal(expired, 0);
     f->now += 1001;
-    assert_int_equal(store_expire(s, &expired, error), CAP_OK);
+    char named[STORE_ID_SIZE] = "";
+    assert_int_equal(store_expire(s, &expired, remember_id, named, error), CAP_OK);
     assert_int_equal(expired, 1); /* not the live one, not the one without a ttl */
+    assert_string_equal(named, "short");
     store_session session;
     assert_int_equal(store_session_get(s, "short", &session, error), CAP_OK);
     assert_int_equal(session.status, STORE_SESSION_EXPIRED);
@@ -624,10 +631,14 @@ static void test_expiry(void **state) {
     assert_int_equal(store_snapshot_write(s, "short", &data, NULL, error), STORE_ECONFLICT);
     assert_int_equal(store_session_get(s, "live", &session, error), CAP_OK);
     assert_int_equal(session.status, STORE_SESSION_LIVE);
-    /* The expired session's page is garbage now. */
-    uint64_t freed_blobs = 0;
+    /* The expired session's page went with it: nothing is left to collect. */
+    store_usage usage;
+    assert_int_equal(store_get_usage(s, &usage, error), CAP_OK);
+    assert_int_equal(usage.blob_count, 0);
+    uint64_t freed_blobs = 1;
     assert_int_equal(store_gc(s, &freed_blobs, NULL, error), CAP_OK);
-    assert_int_equal(freed_blobs, 1);
+    assert_int_equal(freed_blobs, 0);
+    assert_int_equal(store_check(s, error), CAP_OK);
     store_close(s);
 }
 
@@ -1665,7 +1676,7 @@ static void test_a_failure_at_any_backend_call_leaves_the_store_sound(void **sta
             result = store_call_finish(s, "a", seq, "success", "{\"r\":2}", &data, NULL, error);
         }
         if (result == CAP_OK) result = store_session_fork(s, "a", "c", "", 0, error);
-        if (result == CAP_OK) result = store_expire(s, NULL, error);
+        if (result == CAP_OK) result = store_expire(s, NULL, NULL, NULL, error);
         if (result == CAP_OK) result = store_session_delete(s, "b", error);
         if (result == CAP_OK) result = store_gc(s, NULL, NULL, error);
         int fired = faults_fired;
@@ -1846,7 +1857,7 @@ static void test_session_claim_and_fencing(void **state) {
     assert_int_equal(store_session_set_status(s, "short", STORE_SESSION_PARKED, error), CAP_OK);
     f->now += 10;
     store_set_clock(s, fixture_clock, f);
-    assert_int_equal(store_expire(s, NULL, error), CAP_OK);
+    assert_int_equal(store_expire(s, NULL, NULL, NULL, error), CAP_OK);
     assert_int_equal(store_session_claim(s, "short", &epoch, error), STORE_ECONFLICT);
     store_close(s);
 }
