@@ -10,11 +10,12 @@ pillow_src=$(fetch_source pillow 'pillow-9.*')
 libjpeg_src=$(fetch_source libjpeg-turbo 'libjpeg-turbo-2.*')
 freetype_src=$(fetch_source freetype 'freetype-2.*')
 # --- codecs: libtiff, libwebp, OpenJPEG, lcms2 (issue 14) ---------------
-# TIFF (libtiff, with zlib, liblzma and libwebp inside; not JPEG, JBIG,
-# zstd or LERC), WebP (PIL._webp, animated through libwebpmux/demux),
+# TIFF (libtiff, with zlib, liblzma, libwebp and libjpeg inside; not
+# JBIG, zstd or LERC), WebP (PIL._webp, animated through libwebpmux/demux),
 # JPEG 2000 (OpenJPEG) and colour management (PIL._imagingcms, lcms2).  All
-# single-threaded; none uses setjmp/longjmp (libtiff only in its JPEG
-# codecs, left out).  libtiff and OpenJPEG ship no configure script: CMake.
+# single-threaded; of them only libtiff's JPEG codecs (tif_jpeg.c,
+# tif_ojpeg.c) use setjmp/longjmp, as Pillow's own JPEG code does.  libtiff
+# and OpenJPEG ship no configure script: CMake.
 tiff_src=$(fetch_source tiff 'tiff-4.*')
 webp_src=$(fetch_source libwebp 'libwebp-1.*')
 openjpeg_src=$(fetch_source openjpeg2 'openjpeg2-2.*')
@@ -47,13 +48,19 @@ if ext_begin pillow; then
         --disable-wic --disable-sse2 --disable-sse4.1 --disable-neon
     ext_make libwebp/sharpyuv install
     ext_make libwebp/src install
+    # JPEG-compressed TIFFs through the libjpeg built above (8-bit only);
+    # their errors longjmp, hence the setjmp lowering for libtiff too.
     ext_cmake libtiff "$tiff_src" -Dtiff-tools=OFF -Dtiff-tests=OFF -Dtiff-contrib=OFF \
-        -Dtiff-docs=OFF -Dcxx=OFF -Djpeg=OFF -Dold-jpeg=OFF -Djpeg12=OFF -Djbig=OFF \
+        -Dtiff-docs=OFF -Dcxx=OFF -Djpeg=ON -Dold-jpeg=ON -Djpeg12=OFF -Djbig=OFF \
+        -DCMAKE_C_FLAGS="$wasi_cflags -I$deps/include $ext_sjlj_cflags" \
+        -DJPEG_INCLUDE_DIR="$deps/include" -DJPEG_LIBRARY="$deps/lib/libjpeg.a" \
         -Dlerc=OFF -Dzstd=OFF -Dlibdeflate=OFF -Dzlib=ON -Dpixarlog=ON -Dlzma=ON -Dwebp=ON \
         -Dtiff-opengl=OFF -Dld-version-script=OFF \
         -DZLIB_INCLUDE_DIR="$deps/include" -DZLIB_LIBRARY="$deps/lib/libz.a" \
         -DLIBLZMA_INCLUDE_DIR="$deps/include" -DLIBLZMA_LIBRARY="$deps/lib/liblzma.a" \
         -DWebP_INCLUDE_DIR="$deps/include" -DWebP_LIBRARY="$deps/lib/libwebp.a"
+    grep -q '^#define JPEG_SUPPORT 1' "$deps/include/tiffconf.h" \
+        || { echo "pillow.sh: libtiff was configured without its JPEG codec" >&2; exit 1; }
     # opj_clock (its timing messages) calls getrusage: wasi-libc emulates it
     # with the wall clock, in the library CPython already links.
     ext_cmake openjpeg "$openjpeg_src" -DBUILD_STATIC_LIBS=ON -DBUILD_CODEC=OFF \
