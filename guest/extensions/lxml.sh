@@ -25,7 +25,19 @@ if ext_begin lxml; then
     ext_configure libxml2 "$libxml2_src" --without-threads --without-http --without-ftp \
         --without-python --with-zlib="$deps" --without-lzma --without-modules --without-icu \
         --without-debug --without-history \
-        "CPPFLAGS=-I$deps/include -include $ext_dir/libxml2-nodup.h"
+        "CPPFLAGS=-I$deps/include -I$libxml2_src -include $ext_dir/libxml2-nodup.h"
+    # wasi-libc's iconv (musl's) writes "UTF16" big-endian with no
+    # byte-order mark, where glibc's writes a mark and little-endian, as
+    # libxml2's own "UTF-16" does; Python's bytes.decode('utf-16') then
+    # swaps every character.  "UTF16" gets libxml2's own handler, which is
+    # found before iconv is asked (the build directory's copy of
+    # encoding.c is compiled instead of the source's; -I$libxml2_src above
+    # finds its private headers).
+    sed 's/^\( *\)xmlNewCharEncodingHandler("UTF-16", UTF16LEToUTF8, UTF8ToUTF16);$/&\
+\1xmlNewCharEncodingHandler("UTF16", UTF16LEToUTF8, UTF8ToUTF16);/' \
+        "$libxml2_src/encoding.c" > "$ext_dir/libxml2/encoding.c"
+    grep -q '"UTF16", UTF16LEToUTF8' "$ext_dir/libxml2/encoding.c" \
+        || { echo "lxml.sh: encoding.c did not take the UTF16 handler" >&2; exit 1; }
     ext_make libxml2 libxml2.la
     ext_make libxml2 install-libLTLIBRARIES install-binSCRIPTS
     ext_make libxml2/include install
