@@ -18,7 +18,12 @@
  *
  * Dead attempts are found at claim time, by whoever claims next: a running
  * job whose node's lease (the nodes table, renewed by store_renew) expired,
- * or whose own lease (its timeout plus STORE_JOB_GRACE_MS) passed.
+ * or whose own lease (its timeout plus STORE_JOB_GRACE_MS) passed.  A
+ * handle sweeps at its first claim and then at most every
+ * JOB_SWEEP_INTERVAL_MS: a node draining a queue claims hundreds of times
+ * a second, and the sweep's two statements (three round trips with the
+ * transaction's) were a fifth of each claim on PostgreSQL, for leases that
+ * run for seconds.  A dead attempt is found at most that much later.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -42,6 +47,7 @@
  * it (an event emitted in the instant between its check and its parking
  * on PostgreSQL): polling keeps it correct. */
 #define WAIT_RECHECK_MS 60000
+#define JOB_SWEEP_INTERVAL_MS 500
 
 /* Counts rows; the first row's first column as an integer and as text. */
 typedef struct first_row {
@@ -559,6 +565,7 @@ int store_job_commit_batch(store *store, store_job_batch_item *items, size_t cou
         wanted += items[i].want_next != 0;
     }
     int result = CAP_OK;
+    int64_t swept = 0; /* the time of this transaction's sweep; 0: none */
     for (size_t i = 0; result == CAP_OK && i < count; i++)
         if (items[i].id) result = check_finish(items[i].id, items[i].outcome, items[i].event, error);
     if (result != CAP_OK) return result;
@@ -582,9 +589,14 @@ int store_job_commit_batch(store *store, store_job_batch_item *items, size_t cou
     if (result == CAP_OK && wanted) {
         const store_backend *backend = store_internal_backend(store);
         int64_t now = store_internal_now(store);
-        if (backend->row_locks)
-            result = RUN(store, job_sweep_lock, NULL, NULL, error, INTEGER(now));
-        if (result == CAP_OK) result = RUN(store, job_sweep, NULL, NULL, error, INTEGER(now));
+        int64_t *swept_at = store_internal_jobs_swept_at(store);
+        /* Also when the clock went back (another node's, a test's). */
+        if (*swept_at == 0 || now - *swept_at >= JOB_SWEEP_INTERVAL_MS || now < *swept_at) {
+            if (backend->row_locks)
+                result = RUN(store, job_sweep_lock, NULL, NULL, error, INTEGER(now));
+            if (result == CAP_OK) result = RUN(store, job_sweep, NULL, NULL, error, INTEGER(now));
+            if (result == CAP_OK) swept = now;
+        }
         if (result == CAP_OK && backend->row_locks)
             result = store_internal_execute(store, job_queues_lock, NULL, 0, NULL, NULL, error);
         /* One pick per claim, each seeing the claims before it: a queue's
@@ -601,6 +613,7 @@ int store_job_commit_batch(store *store, store_job_batch_item *items, size_t cou
         }
     }
     result = store_internal_write_end(store, result, error);
+    if (result == CAP_OK && swept) *store_internal_jobs_swept_at(store) = swept;
     if (result != CAP_OK)
         for (size_t i = 0; i < count; i++) {
             items[i].status[0] = '\0';

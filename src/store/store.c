@@ -54,6 +54,7 @@ struct store {
     size_t scratch_size;
     void *batch_scratch;             /* compression output of a batch of blobs */
     size_t batch_scratch_size;
+    int64_t jobs_swept_at;           /* the store time of this handle's last job sweep; 0: never */
 };
 
 static const store_backend *const backends[] = {&store_sqlite_backend, &store_postgres_backend,
@@ -2109,6 +2110,10 @@ int store_internal_write_end(store *store, int result, char *error) {
 
 int64_t store_internal_now(store *store) {
     return store_now(store);
+}
+
+int64_t *store_internal_jobs_swept_at(store *store) {
+    return &store->jobs_swept_at;
 }
 
 const store_backend *store_internal_backend(const store *store) {

@@ -21,6 +21,9 @@ int store_internal_write_end(store *store, int result, char *error);
 /* The store's clock (store_set_clock), in milliseconds since the epoch. */
 int64_t store_internal_now(store *store);
 const store_backend *store_internal_backend(const store *store);
+/* When this handle last swept dead job attempts (jobs.c), in store time;
+ * 0: never. */
+int64_t *store_internal_jobs_swept_at(store *store);
 
 /* Shared helpers of the store's files.  store_fail writes "store: " and the
  * message into `error` (CAP_ERROR_SIZE; NULL: none) and returns `code`;
