@@ -111,14 +111,16 @@ $(BUILD)/stdlib.img $(BUILD)/stdlib-tests.img $(BUILD)/tzdata.img &: $(BUILD)/gu
 	sh guest/build-stdlib.sh $(BUILD)
 
 # --- runtime: wasm2c translation and its compilation ------------------------
-$(BUILD)/runtime/python.c $(BUILD)/runtime/python.h &: $(BUILD)/guest/python.wasm tools/wasm2c-typed-stores.py
+$(BUILD)/runtime/python.c $(BUILD)/runtime/python.h &: $(BUILD)/guest/python.wasm tools/wasm2c-typed-stores.py \
+                                                      tools/wasm2c-deferred-data.py
 	@mkdir -p $(BUILD)/runtime
 	llvm-strip-19 --strip-debug $< -o $(BUILD)/guest/python.named.wasm
 	wasm2c $(BUILD)/guest/python.named.wasm -n python -o $(BUILD)/runtime/python.raw.c
-	$(HOST_PYTHON) tools/wasm2c-typed-stores.py $(BUILD)/runtime/python.raw.c $(BUILD)/runtime/python.c
-	mv $(BUILD)/runtime/python.raw.h $(BUILD)/runtime/python.h
+	$(HOST_PYTHON) tools/wasm2c-typed-stores.py $(BUILD)/runtime/python.raw.c $(BUILD)/runtime/python.typed.c
+	$(HOST_PYTHON) tools/wasm2c-deferred-data.py python $(BUILD)/runtime/python.typed.c \
+	    $(BUILD)/runtime/python.c $(BUILD)/runtime/python.raw.h $(BUILD)/runtime/python.h
 	sed -i 's/python.raw.h/python.h/' $(BUILD)/runtime/python.c
-	rm $(BUILD)/runtime/python.raw.c
+	rm $(BUILD)/runtime/python.raw.c $(BUILD)/runtime/python.typed.c $(BUILD)/runtime/python.raw.h
 
 # The parts: python-00.c (module: segments, init, exports), python-01.c ..
 # python-NN.c (function bodies), python-parts.h (what they share).  The

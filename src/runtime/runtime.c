@@ -38,6 +38,9 @@ _Static_assert(sizeof(Z_python_instance_t) == sizeof(struct expected_instance) &
  * zygote's workers inherit it through fork. */
 static Z_python_instance_t instance;
 static wasi *instance_wasi;
+/* Whether the memory holds the data segments, or something that replaced
+ * all of it (runtime_load_data, runtime_map_memory, a snapshot). */
+static int memory_filled;
 /* What the setjmp/longjmp imports (sjlj.c) may touch. */
 static struct Z_env_instance_t instance_env = {&instance.w2c_T0, &instance.w2c___stack_pointer};
 
@@ -73,8 +76,17 @@ void runtime_start(wasi *w) {
     wasi_set_memory(w, Z_pythonZ_memory(&instance));
 }
 
+void runtime_load_data(void) {
+    Z_python_load_data_segments(&instance);
+    memory_filled = 1;
+}
+
 runtime_outcome runtime_enter(runtime_entry entry, uint32_t *value, const char **message) {
     *value = 0;
+    if (!memory_filled) { /* a host bug: the guest would run on zeroed data */
+        *message = "the instance's memory was never filled (runtime_load_data)";
+        return RUNTIME_TRAPPED;
+    }
     /* An earlier entry may have trapped out of an invoke: none is running. */
     sjlj_reset();
     wasm_rt_trap_t trap = wasm_rt_impl_try();
@@ -134,7 +146,9 @@ int runtime_resize_memory(uint32_t pages) {
 
 int runtime_map_memory(int fd, uint64_t offset, uint32_t pages) {
     int rc = runtime_resize_memory(pages);
-    return rc ? rc : runtime_map_range(fd, offset, 0, instance.w2c_memory.size);
+    if (rc == 0) rc = runtime_map_range(fd, offset, 0, instance.w2c_memory.size);
+    if (rc == 0) memory_filled = 1; /* all of it replaced, data segments included */
+    return rc;
 }
 
 int runtime_map_range(int fd, uint64_t offset, uint64_t at, uint64_t length) {
@@ -186,6 +200,7 @@ int runtime_snapshot_restore(const runtime_snapshot *snapshot) {
     if (rc) return rc;
     memcpy(instance.w2c_memory.data, snapshot->memory, snapshot->size);
     instance.w2c___stack_pointer = snapshot->stack_pointer;
+    memory_filled = 1;
     return 0;
 }
 

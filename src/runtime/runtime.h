@@ -36,8 +36,14 @@ typedef enum {
 } runtime_entry;
 
 /* Instantiates the module with `w` as its WASI and gives `w` its memory.
- * Once per process; the instance lives until the process ends. */
+ * Once per process; the instance lives until the process ends.  The
+ * memory's data segments (4.6 MB: CPython's constants and initialised
+ * globals) are not copied in yet: runtime_load_data does, and must come
+ * before the first runtime_enter unless the whole memory was replaced
+ * first (runtime_map_memory: a start image, which would throw the copy
+ * away); runtime_enter refuses to run until one of them has. */
 void runtime_start(wasi *w);
+void runtime_load_data(void);
 
 /* Calls `entry` of the instance runtime_start made.  On RUNTIME_TRAPPED,
  * *message is a static description.  (A memory limit is applied while the

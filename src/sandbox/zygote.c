@@ -922,6 +922,7 @@ void zygote_main(const zygote_world *world, int control_fd) {
         _exit(1);
     }
     if (rc == 0) {
+        runtime_load_data(); /* no image replaced the memory */
         outcome = runtime_enter(RUNTIME_INIT, &value, &trap);
         if (outcome == RUNTIME_RETURNED && value == 0 && world->start_cache)
             start_image_save(world->start_cache, G.start_key, G.scratch, G.w, FUNCTIONS_FD + 1,

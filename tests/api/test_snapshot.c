@@ -187,7 +187,16 @@ static int setup(void **state) {
     runtime_start(guest);
     uint32_t value;
     const char *message = NULL;
+    /* Not before the data segments are in: the guest would run on zeros. */
     runtime_outcome outcome = runtime_enter(RUNTIME_INIT, &value, &message);
+    if (outcome != RUNTIME_TRAPPED || !message || !strstr(message, "never filled")) {
+        fprintf(stderr, "an entry before runtime_load_data: outcome %d, %s\n", outcome,
+                message ? message : "-");
+        return -1;
+    }
+    runtime_load_data();
+    message = NULL;
+    outcome = runtime_enter(RUNTIME_INIT, &value, &message);
     if (outcome != RUNTIME_RETURNED || value != 0) {
         fprintf(stderr, "capsule_init: outcome %d, value %u, %s; output: %s\n", outcome, value,
                 message ? message : "-", io.output);
