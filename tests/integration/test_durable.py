@@ -168,20 +168,13 @@ def test_a_session_past_its_ttl_is_expired_at_its_next_call(binary, tmp_path):
     server.close()
 
 
-def test_session_ttl_wants_seconds(capsule):
+@pytest.mark.parametrize("option, message", [("--session-idle", b"--session-idle wants seconds"),
+                                             ("--session-ttl", b"--session-ttl wants")])
+def test_session_times_want_seconds(capsule, option, message):
     for bad in ("0", "-1", "soon"):
-        completed = subprocess.run([str(capsule.binary), "serve", "--stdio", "--session-ttl",
-                                    bad], capture_output=True, stdin=subprocess.DEVNULL,
-                                   timeout=60)
-        assert completed.returncode == 2 and b"--session-ttl wants" in completed.stderr
-
-
-def test_session_idle_wants_seconds(capsule):
-    for bad in ("0", "-1", "soon"):
-        completed = subprocess.run([str(capsule.binary), "serve", "--stdio", "--session-idle",
-                                    bad], capture_output=True, stdin=subprocess.DEVNULL,
-                                   timeout=60)
-        assert completed.returncode == 2 and b"--session-idle wants seconds" in completed.stderr
+        completed = subprocess.run([str(capsule.binary), "serve", "--stdio", option, bad],
+                                   capture_output=True, stdin=subprocess.DEVNULL, timeout=60)
+        assert completed.returncode == 2 and message in completed.stderr
 
 
 # --- capsule serve: kill -9 and restart -------------------------------------------------

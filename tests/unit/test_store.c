@@ -2597,21 +2597,30 @@ static void *claim_in_thread(void *argument) {
     return NULL;
 }
 
+/* A job submitted and claimed by `dead`, whose lease then ends: a running
+ * attempt of a dead node, for the next sweep.  *job is the job as
+ * submitted (the caller clears it). */
+static void running_on_a_dead_node(fixture *f, store *dead, store_job *job) {
+    char error[CAP_ERROR_SIZE] = "";
+    store_job_spec spec = job_spec("p", "code");
+    store_job claimed;
+    int got = 0;
+    assert_int_equal(store_job_submit(dead, &spec, job, NULL, error), CAP_OK);
+    f->now += 1;
+    assert_int_equal(store_job_claim(dead, NULL, &claimed, &got, error), CAP_OK);
+    assert_int_equal(got, 1);
+    store_job_clear(&claimed);
+    end_lease(f, store_node(dead));
+}
+
 static void test_postgres_job_sweep_waiting_for_a_claim_keeps_it(void **state) {
     fixture *f = *state;
     char error[CAP_ERROR_SIZE] = "";
     store *dead = open_store(f);
     store *live = open_store(f);
     claimer_thread other = {open_store(f), -1, -1};
-    store_job_spec spec = job_spec("p", "code");
-    store_job job, claimed;
-    int got = 0;
-    assert_int_equal(store_job_submit(dead, &spec, &job, NULL, error), CAP_OK);
-    f->now += 1;
-    assert_int_equal(store_job_claim(dead, NULL, &claimed, &got, error), CAP_OK);
-    assert_int_equal(got, 1);
-    store_job_clear(&claimed);
-    end_lease(f, store_node(dead));
+    store_job job;
+    running_on_a_dead_node(f, dead, &job);
     /* The live node takes the job over, as its sweep and claim would. */
     char sql[512];
     snprintf(sql, sizeof sql,
@@ -2646,13 +2655,7 @@ static void test_postgres_job_sweeps_are_spaced(void **state) {
     int got = -1;
     assert_int_equal(store_job_claim(live, NULL, &claimed, &got, error), CAP_OK);
     assert_int_equal(got, 0); /* nothing due; live's first sweep is done */
-    store_job_spec spec = job_spec("p", "code");
-    assert_int_equal(store_job_submit(dead, &spec, &job, NULL, error), CAP_OK);
-    f->now += 1;
-    assert_int_equal(store_job_claim(dead, NULL, &claimed, &got, error), CAP_OK);
-    assert_int_equal(got, 1);
-    store_job_clear(&claimed);
-    end_lease(f, store_node(dead));
+    running_on_a_dead_node(f, dead, &job);
     f->now += 100;
     assert_int_equal(store_job_claim(live, NULL, &claimed, &got, error), CAP_OK);
     assert_int_equal(got, 0); /* within the interval: not swept yet */
