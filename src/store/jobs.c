@@ -231,7 +231,7 @@ int store_job_submit(store *store, const store_job_spec *spec, store_job *out, i
     char id[STORE_ID_SIZE];
     make_job_id(id);
     if ((result = store_internal_write_begin(store, error)) != CAP_OK) return result;
-    int64_t now = store_internal_now(store);
+    int64_t now = store_time(store);
     first_row inserted = {0}, found = {0};
     result = RUN(store, job_insert, collect_first, &inserted, error, TEXT(id), TEXT(principal),
                  TEXT(queue), TEXT(spec->code),
@@ -383,7 +383,7 @@ static int fence(store *store, const char *id, int64_t attempt, int *cancel_requ
                  char *error) {
     first_row held = {0};
     int result = RUN(store, job_fence, collect_first, &held, error, TEXT(id),
-                     TEXT(store_node(store)), INTEGER(attempt), INTEGER(store_internal_now(store)));
+                     TEXT(store_node(store)), INTEGER(attempt), INTEGER(store_time(store)));
     if (result == CAP_OK && !held.rows)
         result = store_fail(error, STORE_ECONFLICT,
                       "job %s: attempt %lld no longer holds it (swept, cancelled or finished "
@@ -451,7 +451,7 @@ int store_job_step_put(store *store, const char *id, int64_t attempt, const char
     result = fence(store, id, attempt, NULL, error);
     if (result == CAP_OK)
         result = RUN(store, step_insert, NULL, NULL, error, TEXT(id), TEXT(name),
-                     TEXT(result_json), INTEGER(store_internal_now(store)));
+                     TEXT(result_json), INTEGER(store_time(store)));
     first_row row = {0};
     if (result == CAP_OK && stored)
         result = RUN(store, step_select, collect_first, &row, error, TEXT(id), TEXT(name));
@@ -494,7 +494,7 @@ static int finish_within(store *store, const char *id, int64_t attempt,
                          store_job_outcome outcome, const char *result_json, const char *message,
                          int64_t retry_delay_ms, int64_t until, const char *event,
                          char status[STORE_STATUS_SIZE], char *error) {
-    int64_t now = store_internal_now(store);
+    int64_t now = store_time(store);
     store_value node = TEXT(store_node(store));
     first_row row = {0};
     const char *text = message ? message : "";
@@ -588,7 +588,7 @@ int store_job_commit_batch(store *store, store_job_batch_item *items, size_t cou
     }
     if (result == CAP_OK && wanted) {
         const store_backend *backend = store_internal_backend(store);
-        int64_t now = store_internal_now(store);
+        int64_t now = store_time(store);
         int64_t *swept_at = store_internal_jobs_swept_at(store);
         /* Also when the clock went back (another node's, a test's). */
         if (*swept_at == 0 || now - *swept_at >= JOB_SWEEP_INTERVAL_MS || now < *swept_at) {
@@ -641,7 +641,7 @@ int store_job_cancel(store *store, const char *id, const char *principal,
     store_job_clear(&job);
     first_row row = {0};
     result = RUN(store, job_cancel, collect_first, &row, error, TEXT(id),
-                 INTEGER(store_internal_now(store)));
+                 INTEGER(store_time(store)));
     free(row.long_text);
     if (result != CAP_OK) return result;
     if (!row.rows) {
@@ -671,7 +671,7 @@ int store_job_emit(store *store, const char *principal, const char *name,
     if (result == CAP_OK) result = store_check_name(name, "event name", 0, error);
     if (result != CAP_OK) return result;
     if ((result = store_internal_write_begin(store, error)) != CAP_OK) return result;
-    int64_t now = store_internal_now(store);
+    int64_t now = store_time(store);
     first_row rows = {0};
     result = RUN(store, event_insert, NULL, NULL, error, TEXT(principal ? principal : ""),
                  TEXT(name), TEXT(payload_json ? payload_json : "null"), INTEGER(now));
@@ -750,7 +750,7 @@ int store_job_prune(store *store, int64_t retention_ms, int64_t batch, int64_t *
         return store_fail(error, CAP_EINVAL, "pruning needs a retention >= 0 and a batch >= 1");
     int result = store_internal_write_begin(store, error);
     if (result != CAP_OK) return result;
-    int64_t cutoff = store_internal_now(store) - retention_ms;
+    int64_t cutoff = store_time(store) - retention_ms;
     first_row pruned_jobs = {0}, pruned_events = {0};
     result = RUN(store, prune_steps, NULL, NULL, error, INTEGER(cutoff), INTEGER(batch));
     if (result == CAP_OK)

@@ -1010,35 +1010,13 @@ int store_gc(store *store, uint64_t *freed_blobs, uint64_t *freed_bytes, char *e
     return store_write_end(store, result, error);
 }
 
-/* The ids of the sessions a statement expired, kept until its commit. */
-typedef struct expired_ids {
-    char (*ids)[STORE_ID_SIZE];
-    size_t count, capacity;
-} expired_ids;
-
-static int collect_expired(void *context, const store_value *columns, int count, char *error) {
-    expired_ids *out = context;
-    if (out->count == out->capacity) {
-        size_t capacity = out->capacity ? out->capacity * 2 : 16;
-        void *grown = realloc(out->ids, capacity * sizeof *out->ids);
-        if (!grown) return store_fail(error, CAP_ENOMEM, "out of memory");
-        out->ids = grown;
-        out->capacity = capacity;
-    }
-    if (count > 0) store_copy_text(out->ids[out->count], STORE_ID_SIZE, &columns[0]);
-    else out->ids[out->count][0] = '\0';
-    out->count++;
-    return 0;
-}
-
 int store_expire(store *store, int64_t *expired, void (*each)(void *context, const char *id),
                  void *context, char *error) {
     if (expired) *expired = 0;
     int result = store_write_begin(store, error);
     if (result != CAP_OK) return result;
-    expired_ids due = {0};
-    result =
-        RUN(store, sessions_expire_due, collect_expired, &due, error, INTEGER(store_now(store)));
+    id_list due = {0}; /* reported once committed */
+    result = RUN(store, sessions_expire_due, collect_ids, &due, error, INTEGER(store_now(store)));
     if (result == CAP_OK && due.count)
         result = store_run(store, expired_snapshots_delete, NULL, 0, NULL, NULL, error);
     if (result == CAP_OK && due.count) result = gc_in_transaction(store, NULL, NULL, error);
@@ -2106,10 +2084,6 @@ int store_internal_write_begin(store *store, char *error) {
 
 int store_internal_write_end(store *store, int result, char *error) {
     return store_write_end(store, result, error);
-}
-
-int64_t store_internal_now(store *store) {
-    return store_now(store);
 }
 
 int64_t *store_internal_jobs_swept_at(store *store) {

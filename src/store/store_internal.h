@@ -1,8 +1,8 @@
 /*
  * store_internal.h — what store.c lends the store's other files (jobs.c):
- * its statement runner, its write transactions and its clock, so that every
- * table is reached through the one backend and the one connection of a
- * handle.  Not for code outside src/store/.
+ * its statement runner and its write transactions (its clock is store.h's
+ * store_time), so that every table is reached through the one backend and
+ * the one connection of a handle.  Not for code outside src/store/.
  */
 #ifndef CAPSULE_STORE_INTERNAL_H
 #define CAPSULE_STORE_INTERNAL_H
@@ -18,8 +18,6 @@ int store_internal_execute(store *store, const char *sql, const store_value *par
  * returns the outcome. */
 int store_internal_write_begin(store *store, char *error);
 int store_internal_write_end(store *store, int result, char *error);
-/* The store's clock (store_set_clock), in milliseconds since the epoch. */
-int64_t store_internal_now(store *store);
 const store_backend *store_internal_backend(const store *store);
 /* When this handle last swept dead job attempts (jobs.c), in store time;
  * 0: never. */
