@@ -2908,7 +2908,13 @@ static ssize_t read_whole(int fd, void *data, size_t size) {
     return (ssize_t)done;
 }
 
-static void claim_child(const char *url, int ready_fd, int go_fd, int report_fd) {
+/* A racer: claims every session once told to go, reports, then keeps its
+ * store (its lease) open until `done_fd` ends: a racer that closed its
+ * store at once would release its lease, and the other, slower one would
+ * rightly take over the sessions it had won. */
+static void claim_child(const char *url, int ready_fd, int go_fd, int report_fd, int done_fd,
+                        int done_write_fd) {
+    close(done_write_fd); /* the parent's end: its close is the signal */
     store *s = NULL;
     char error[CAP_ERROR_SIZE];
     if (store_open(url, &s, error) != CAP_OK) _exit(2);
@@ -2927,6 +2933,7 @@ static void claim_child(const char *url, int ready_fd, int go_fd, int report_fd)
     if (write(report_fd, node, sizeof node) != sizeof node ||
         write(report_fd, results, sizeof results) != sizeof results)
         _exit(4);
+    while (read(done_fd, &byte, 1) > 0) continue;
     store_close(s);
     _exit(0);
 }
@@ -2948,15 +2955,16 @@ static void test_postgres_two_nodes_race_for_an_expired_lease(void **state) {
      * it never renews again.  Cutting it only then keeps a slow machine
      * from letting it expire during the racers' start-up. */
     store_set_clock(dead, NULL, NULL);
-    int ready[2], go[2], reports[2][2];
+    int ready[2], go[2], done[2], reports[2][2];
     assert_int_equal(pipe(ready), 0);
     assert_int_equal(pipe(go), 0);
+    assert_int_equal(pipe(done), 0);
     pid_t children[2];
     for (int c = 0; c < 2; c++) {
         assert_int_equal(pipe(reports[c]), 0);
         children[c] = fork();
         assert_true(children[c] >= 0);
-        if (children[c] == 0) claim_child(f->url, ready[1], go[0], reports[c][1]);
+        if (children[c] == 0) claim_child(f->url, ready[1], go[0], reports[c][1], done[0], done[1]);
         close(reports[c][1]);
     }
     char byte;
@@ -2980,11 +2988,14 @@ static void test_postgres_two_nodes_race_for_an_expired_lease(void **state) {
                      node_bytes, result_bytes, strerror(node_errno), (unsigned)status);
         }
         close(reports[c][0]);
+    }
+    close(done[1]); /* both reported: the racers may leave */
+    for (int c = 0; c < 2; c++) {
         int status;
         assert_int_equal(waitpid(children[c], &status, 0), children[c]);
         assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
     }
-    close(ready[0]), close(ready[1]), close(go[0]), close(go[1]);
+    close(ready[0]), close(ready[1]), close(go[0]), close(go[1]), close(done[0]);
     int wins[2] = {0, 0};
     for (int i = 0; i < CLAIM_SESSIONS; i++) {
         int winner = results[0][i] == CAP_OK ? 0 : 1;
