@@ -355,6 +355,12 @@ static int take_orphan(cap_config *config, const char *session) {
     return found;
 }
 
+/* Drops what this node keeps of an expired session (store_expire's and
+ * store_take_expired's each): its page file. */
+static void forget_page_file(void *context, const char *id) {
+    page_files_remove(context, id);
+}
+
 int sandbox_durable_commit(cap_sandbox *sandbox, int worker_fd, durable_pages *known,
                            const char *session, int64_t seq, const char *status,
                            const char *result_json, char *error) {
@@ -394,6 +400,8 @@ int sandbox_durable_commit(cap_sandbox *sandbox, int worker_fd, durable_pages *k
             pthread_mutex_lock(&config->store_lock);
             rc = store_call_finish(config->store, session, seq, status, result_json, &snapshot,
                                    NULL, error);
+            /* Sessions it expired to stay under the quota leave the disk. */
+            store_take_expired(config->store, forget_page_file, config->page_files);
             pthread_mutex_unlock(&config->store_lock);
         }
         free(pages);
@@ -901,10 +909,6 @@ int cap_session_exists(cap_config *config, const char *id) {
                 stored.status != STORE_SESSION_EXPIRED;
     pthread_mutex_unlock(&config->store_lock);
     return found;
-}
-
-static void forget_page_file(void *context, const char *id) {
-    page_files_remove(context, id);
 }
 
 void sandbox_expire_sessions(cap_config *config) {

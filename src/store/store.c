@@ -37,6 +37,11 @@
  * positive level (bench/store.c: level 3 costs more and gains little). */
 #define COMPRESSION_LEVEL 1
 
+typedef struct id_list {
+    char (*ids)[STORE_ID_SIZE];
+    size_t count, capacity;
+} id_list;
+
 struct store {
     const store_backend *backend;
     void *connection;
@@ -55,6 +60,10 @@ struct store {
     void *batch_scratch;             /* compression output of a batch of blobs */
     size_t batch_scratch_size;
     int64_t jobs_swept_at;           /* the store time of this handle's last job sweep; 0: never */
+    /* Sessions make_room expired, for store_take_expired: those of committed
+     * transactions, then the open one's (from quota_expired_before on). */
+    id_list quota_expired;
+    size_t quota_expired_before;
 };
 
 static const store_backend *const backends[] = {&store_sqlite_backend, &store_postgres_backend,
@@ -95,6 +104,7 @@ static int store_run(store *store, const char *sql, const store_value *parameter
 }
 
 static int store_write_begin(store *store, char *error) {
+    store->quota_expired_before = store->quota_expired.count;
     return store->backend->begin(store->connection, 1, error);
 }
 
@@ -106,6 +116,7 @@ static int store_write_end(store *store, int result, char *error) {
         if (result == CAP_OK) return CAP_OK;
     }
     store->backend->rollback(store->connection);
+    store->quota_expired.count = store->quota_expired_before; /* expired in vain */
     return result;
 }
 
@@ -421,6 +432,7 @@ void store_close(store *store) {
     if (store->connection) store->backend->close(store->connection);
     ZSTD_freeCCtx(store->compressor);
     ZSTD_freeDCtx(store->decompressor);
+    free(store->quota_expired.ids);
     free(store->scratch);
     free(store->batch_scratch);
     free(store);
@@ -706,11 +718,6 @@ int store_session_request_park(store *store, const char *id, char owner[STORE_ID
     return result;
 }
 
-typedef struct id_list {
-    char (*ids)[STORE_ID_SIZE];
-    size_t count, capacity;
-} id_list;
-
 /* Out of memory stops the statement, so that its transaction is rolled
  * back: no session is parked that the caller was not told of. */
 static int collect_ids(void *context, const store_value *columns, int count, char *error) {
@@ -986,7 +993,7 @@ static const char sessions_expire_due[] =
 static const char sessions_expire_oldest[] =
     "UPDATE sessions SET status = 'expired', latest_snapshot = NULL"
     " WHERE id = (SELECT id FROM sessions"
-    " WHERE status = 'parked' AND id <> $1 ORDER BY last_used_at, id LIMIT 1) RETURNING 1";
+    " WHERE status = 'parked' AND id <> $1 ORDER BY last_used_at, id LIMIT 1) RETURNING id";
 static const char expired_snapshots_delete[] =
     "DELETE FROM snapshots WHERE session IN (SELECT id FROM sessions WHERE status = 'expired')";
 
@@ -1029,13 +1036,21 @@ int store_expire(store *store, int64_t *expired, void (*each)(void *context, con
     return result;
 }
 
+void store_take_expired(store *store, void (*each)(void *context, const char *id),
+                        void *context) {
+    for (size_t i = 0; each && i < store->quota_expired.count; i++)
+        each(context, store->quota_expired.ids[i]);
+    store->quota_expired.count = store->quota_expired_before = 0;
+}
+
 int64_t store_time(store *store) {
     return store_now(store);
 }
 
 /* Inside a write transaction, when over quota: frees unreferenced blobs,
  * then expires parked sessions other than `keep`, least recently used
- * first, until the blobs fit; STORE_EQUOTA if they cannot. */
+ * first, until the blobs fit; STORE_EQUOTA if they cannot.  The expired
+ * ids are kept for store_take_expired (dropped if the transaction is). */
 static int make_room(store *store, const char *keep, char *error) {
     int over = 0;
     int result = usage_over_quota(store, &over, error);
@@ -1043,10 +1058,11 @@ static int make_room(store *store, const char *keep, char *error) {
     if ((result = gc_in_transaction(store, NULL, NULL, error)) != CAP_OK) return result;
     for (;;) {
         if ((result = usage_over_quota(store, &over, error)) != CAP_OK || !over) return result;
-        integers expired = {0};
-        result = RUN(store, sessions_expire_oldest, collect_integers, &expired, error, TEXT(keep));
+        size_t before = store->quota_expired.count;
+        result = RUN(store, sessions_expire_oldest, collect_ids, &store->quota_expired, error,
+                     TEXT(keep));
         if (result != CAP_OK) return result;
-        if (!expired.rows)
+        if (store->quota_expired.count == before)
             return store_fail(error, STORE_EQUOTA,
                         "the snapshot does not fit in the store's quota (%llu bytes)",
                         (unsigned long long)store->quota);

@@ -357,6 +357,13 @@ int store_blob_get(store *store, const uint8_t hash[STORE_HASH_SIZE], void **dat
 int store_expire(store *store, int64_t *expired, void (*each)(void *context, const char *id),
                  void *context, char *error);
 
+/* Gives each(context, id) the sessions that commits through this handle
+ * expired to make room under the quota (store_call_finish,
+ * store_snapshot_write) since the last call, oldest expiry first, then
+ * forgets them: what a node keeps of them besides the store can go too. */
+void store_take_expired(store *store, void (*each)(void *context, const char *id),
+                        void *context);
+
 /* The store's clock: milliseconds since the epoch (store_set_clock's). */
 int64_t store_time(store *store);
 

@@ -1278,6 +1278,13 @@ static void test_fork(void **state) {
 
 /* --- quota ----------------------------------------------------------------------- */
 
+/* store_take_expired's each: the ids, joined by spaces. */
+static void note_expired(void *context, const char *id) {
+    char *names = context;
+    size_t used = strlen(names);
+    snprintf(names + used, 256 - used, "%s%s", used ? " " : "", id);
+}
+
 static void test_quota(void **state) {
     fixture *f = *state;
     store *s = open_store(f);
@@ -1318,6 +1325,12 @@ static void test_quota(void **state) {
     assert_int_equal(session.status, STORE_SESSION_EXPIRED);
     assert_int_equal(store_session_get(s, "older", &session, error), CAP_OK);
     assert_int_equal(session.status, STORE_SESSION_PARKED);
+    /* The commit names what it expired, once. */
+    char expired[256] = "";
+    store_take_expired(s, note_expired, expired);
+    assert_string_equal(expired, "oldest");
+    store_take_expired(s, note_expired, expired);
+    assert_string_equal(expired, "oldest");
     assert_int_equal(store_get_usage(s, &usage, error), CAP_OK);
     assert_true(usage.blob_bytes <= 2 * 4 * (PAGE + 64));
     assert_int_equal(usage.blob_count, 8);
@@ -1340,6 +1353,8 @@ static void test_quota(void **state) {
     store_call_clear(&call);
     assert_int_equal(store_session_get(s, "older", &session, error), CAP_OK);
     assert_int_equal(session.status, STORE_SESSION_PARKED);
+    store_take_expired(s, note_expired, expired); /* nothing: that expiry was rolled back */
+    assert_string_equal(expired, "oldest");
     store_usage after;
     assert_int_equal(store_get_usage(s, &after, error), CAP_OK);
     assert_int_equal(after.blob_count, usage.blob_count);
