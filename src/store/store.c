@@ -816,6 +816,18 @@ int store_session_fork(store *store, const char *source, const char *id, const c
 /* --- blobs ----------------------------------------------------------------------- */
 
 static const char blob_exists[] = "SELECT 1 FROM blobs WHERE hash = $1";
+/* On PostgreSQL a commit that reuses a stored blob holds a key-share lock
+ * on it until it ends, so that another node's collection (which locks the
+ * blobs it deletes, and passes over those locked: blobs_collect_skipping)
+ * cannot delete it under the commit, whose page rows would then fail their
+ * foreign key.  A blob deleted first reads as absent here: it is stored
+ * again, or for a page named by hash the commit is STORE_ENOTFOUND and the
+ * caller sends the page whole.  SQLite has one writer at a time. */
+static const char blob_exists_locking[] = "SELECT 1 FROM blobs WHERE hash = $1 FOR KEY SHARE";
+
+static const char *blob_exists_statement(const store *store) {
+    return store->backend->row_locks ? blob_exists_locking : blob_exists;
+}
 static const char blob_insert[] =
     "INSERT INTO blobs (hash, raw_size, stored_size, data, created_at) VALUES ($1, $2, $3, $4, $5)"
     " ON CONFLICT DO NOTHING RETURNING stored_size, raw_size";
@@ -831,8 +843,8 @@ static int blob_insert_if_absent(store *store, const void *data, size_t size,
                                  const uint8_t hash[STORE_HASH_SIZE], integers *added,
                                  char *error) {
     integers present = {0};
-    int result =
-        RUN(store, blob_exists, collect_integers, &present, error, BLOB(hash, STORE_HASH_SIZE));
+    int result = RUN(store, blob_exists_statement(store), collect_integers, &present, error,
+                     BLOB(hash, STORE_HASH_SIZE));
     if (result != CAP_OK || present.rows) return result;
     size_t bound = ZSTD_compressBound(size);
     if (!store->compressor && !(store->compressor = ZSTD_createCCtx()))
@@ -984,6 +996,12 @@ static const char blobs_collect[] =
     "DELETE FROM blobs WHERE NOT EXISTS"
     " (SELECT 1 FROM snapshot_pages WHERE snapshot_pages.hash = blobs.hash)"
     " RETURNING stored_size, 1, raw_size";
+/* On PostgreSQL: not the blobs a commit in progress has locked to reuse
+ * (blob_exists_locking); those it no longer names are collected next time. */
+static const char blobs_collect_skipping[] =
+    "DELETE FROM blobs WHERE hash IN (SELECT hash FROM blobs WHERE NOT EXISTS"
+    " (SELECT 1 FROM snapshot_pages WHERE snapshot_pages.hash = blobs.hash)"
+    " FOR UPDATE SKIP LOCKED) RETURNING stored_size, 1, raw_size";
 static const char usage_subtract[] =
     "UPDATE usage SET blob_bytes = blob_bytes - $1, blob_count = blob_count - $2,"
     " raw_bytes = raw_bytes - $3 WHERE id = 1";
@@ -1001,7 +1019,8 @@ static const char expired_snapshots_delete[] =
 static int gc_in_transaction(store *store, uint64_t *freed_blobs, uint64_t *freed_bytes,
                              char *error) {
     integers freed = {0};
-    int result = store_run(store, blobs_collect, NULL, 0, sum_integers, &freed, error);
+    int result = store_run(store, store->backend->row_locks ? blobs_collect_skipping : blobs_collect,
+                           NULL, 0, sum_integers, &freed, error);
     if (result == CAP_OK && freed.rows)
         result = RUN(store, usage_subtract, NULL, NULL, error, INTEGER(freed.value[0]),
                      INTEGER(freed.value[1]), INTEGER(freed.value[2]));
@@ -1091,8 +1110,8 @@ static const char snapshots_older_delete[] =
  * address.  The rows that do not fill a batch go one by one. */
 #define BATCH 16
 static char page_insert_batch[80 + BATCH * 24]; /* VALUES ($1, $2, $3), ($1, $4, $5)... */
-static char blobs_count_batch[80 + BATCH * 8];  /* COUNT(*) ... IN ($1, ... $16) */
 static char blobs_present_batch[80 + BATCH * 8]; /* SELECT hash ... IN ($1, ... $16) */
+static char blobs_present_batch_locking[100 + BATCH * 8]; /* the same, FOR KEY SHARE */
 static char blobs_data_batch[80 + BATCH * 8];    /* SELECT hash, raw_size, data ... IN (...) */
 static char blob_insert_batch[160 + BATCH * 40]; /* VALUES ($1, ..., $5), ($6, ...)... */
 static pthread_once_t batch_once = PTHREAD_ONCE_INIT;
@@ -1103,18 +1122,14 @@ static void batch_statements(void) {
     for (int i = 0; i < BATCH; i++)
         at += snprintf(page_insert_batch + at, sizeof page_insert_batch - (size_t)at,
                        "%s ($1, $%d, $%d)", i ? "," : "", 2 + 2 * i, 3 + 2 * i);
-    at = snprintf(blobs_count_batch, sizeof blobs_count_batch,
-                  "SELECT COUNT(*) FROM blobs WHERE hash IN (");
-    for (int i = 0; i < BATCH; i++)
-        at += snprintf(blobs_count_batch + at, sizeof blobs_count_batch - (size_t)at, "%s$%d",
-                       i ? ", " : "", i + 1);
-    snprintf(blobs_count_batch + at, sizeof blobs_count_batch - (size_t)at, ")");
     at = snprintf(blobs_present_batch, sizeof blobs_present_batch,
                   "SELECT hash FROM blobs WHERE hash IN (");
     for (int i = 0; i < BATCH; i++)
         at += snprintf(blobs_present_batch + at, sizeof blobs_present_batch - (size_t)at, "%s$%d",
                        i ? ", " : "", i + 1);
     snprintf(blobs_present_batch + at, sizeof blobs_present_batch - (size_t)at, ")");
+    snprintf(blobs_present_batch_locking, sizeof blobs_present_batch_locking, "%s FOR KEY SHARE",
+             blobs_present_batch);
     at = snprintf(blobs_data_batch, sizeof blobs_data_batch,
                   "SELECT hash, raw_size, data FROM blobs WHERE hash IN (");
     for (int i = 0; i < BATCH; i++)
@@ -1136,6 +1151,11 @@ typedef struct present_hashes {
     const size_t *which;
     int present[BATCH];
 } present_hashes;
+
+/* blobs_present_batch, locking the blobs found on PostgreSQL (blob_exists_locking). */
+static const char *present_batch_statement(const store *store) {
+    return store->backend->row_locks ? blobs_present_batch_locking : blobs_present_batch;
+}
 
 static int mark_present(void *context, const store_value *columns, int count, char *error) {
     present_hashes *batch = context;
@@ -1161,7 +1181,8 @@ static int blobs_insert_batch(store *store, const store_snapshot_data *snapshot,
     store_value values[5 * BATCH];
     for (size_t i = 0; i < BATCH; i++)
         values[i] = BLOB(hashes + which[i] * STORE_HASH_SIZE, STORE_HASH_SIZE);
-    int result = store_run(store, blobs_present_batch, values, BATCH, mark_present, &batch, error);
+    int result = store_run(store, present_batch_statement(store), values, BATCH, mark_present,
+                           &batch, error);
     if (result != CAP_OK) return result;
     int all_new = 1;
     for (size_t i = 0; i < BATCH && all_new; i++) {
@@ -1213,33 +1234,29 @@ static int blobs_insert_batch(store *store, const store_snapshot_data *snapshot,
 }
 
 /* Inside a write transaction: the blobs that pages `which[0..count)` name
- * by hash are all stored; STORE_ENOTFOUND naming the first that is not.  A
- * full batch is one statement (its distinct hashes counted), otherwise, or
- * to find which is missing, one per page. */
+ * by hash are all stored (and, on PostgreSQL, locked until the transaction
+ * ends: blob_exists_locking); STORE_ENOTFOUND naming the first that is not.
+ * A full batch is one statement, otherwise, or to find which is missing,
+ * one per page. */
 static int blobs_check_present(store *store, const store_snapshot_data *snapshot,
                                const uint8_t *hashes, const size_t *which, size_t count,
                                char *error) {
     if (count == BATCH) {
+        present_hashes batch = {.hashes = hashes, .which = which};
         store_value values[BATCH];
-        int64_t distinct = 0;
-        for (size_t i = 0; i < BATCH; i++) {
-            const uint8_t *hash = hashes + which[i] * STORE_HASH_SIZE;
-            values[i] = BLOB(hash, STORE_HASH_SIZE);
-            int seen = 0;
-            for (size_t j = 0; j < i && !seen; j++)
-                seen = memcmp(hash, hashes + which[j] * STORE_HASH_SIZE, STORE_HASH_SIZE) == 0;
-            distinct += !seen;
-        }
-        integers present = {0};
-        int result = store_run(store, blobs_count_batch, values, BATCH, collect_integers, &present,
-                               error);
-        if (result != CAP_OK || present.value[0] == distinct) return result;
+        for (size_t i = 0; i < BATCH; i++)
+            values[i] = BLOB(hashes + which[i] * STORE_HASH_SIZE, STORE_HASH_SIZE);
+        int result = store_run(store, present_batch_statement(store), values, BATCH,
+                               mark_present, &batch, error);
+        int all = 1;
+        for (size_t i = 0; i < BATCH && all; i++) all = batch.present[i];
+        if (result != CAP_OK || all) return result;
     }
     for (size_t i = 0; i < count; i++) {
         const uint8_t *hash = hashes + which[i] * STORE_HASH_SIZE;
         integers present = {0};
-        int result =
-            RUN(store, blob_exists, collect_integers, &present, error, BLOB(hash, STORE_HASH_SIZE));
+        int result = RUN(store, blob_exists_statement(store), collect_integers, &present, error,
+                         BLOB(hash, STORE_HASH_SIZE));
         if (result != CAP_OK) return result;
         if (!present.rows) {
             char name[17];

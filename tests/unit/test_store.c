@@ -42,6 +42,7 @@
 #include "../../src/store/store.h"
 
 #define PAGE 4096
+#define BATCH_PAGES 16 /* store.c's BATCH: a commit of this many pages takes its batch statements */
 
 /* The backend the running group tests. */
 static enum { SQLITE, POSTGRES } kind = SQLITE;
@@ -2685,6 +2686,152 @@ static void test_postgres_job_sweeps_are_spaced(void **state) {
     store_close(dead);
 }
 
+/* --- blobs reused while another node collects them (PostgreSQL) ------------------- */
+
+/* Another node's transaction, on a connection of its own, left open while
+ * this node works, and committed by a thread after a pause. */
+typedef struct other_node {
+    PGconn *connection;
+    pthread_t thread;
+} other_node;
+
+static void other_node_sql(other_node *node, const char *sql) {
+    PGresult *result = PQexec(node->connection, sql);
+    int status = PQresultStatus(result);
+    if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK)
+        fail_msg("%s: %s", sql, PQresultErrorMessage(result));
+    PQclear(result);
+}
+
+static void *commit_after_a_pause(void *argument) {
+    other_node *node = argument;
+    struct timespec pause = {0, 300 * 1000 * 1000L};
+    nanosleep(&pause, NULL);
+    PQclear(PQexec(node->connection, "COMMIT"));
+    return NULL;
+}
+
+/* Begins the other node's transaction with `sql`; it commits 300 ms later. */
+static other_node *other_node_start(fixture *f, const char *sql) {
+    other_node *node = calloc(1, sizeof *node);
+    assert_non_null(node);
+    node->connection = PQconnectdb(f->url);
+    if (PQstatus(node->connection) != CONNECTION_OK)
+        fail_msg("%s", PQerrorMessage(node->connection));
+    other_node_sql(node, "BEGIN");
+    other_node_sql(node, sql);
+    assert_int_equal(pthread_create(&node->thread, NULL, commit_after_a_pause, node), 0);
+    return node;
+}
+
+static void other_node_end(other_node *node) {
+    pthread_join(node->thread, NULL);
+    PQfinish(node->connection);
+    free(node);
+}
+
+/* The other node collects the stored blob `hash` (usage kept in step). */
+static other_node *collect_in_another_node(fixture *f, const uint8_t hash[STORE_HASH_SIZE]) {
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "WITH gone AS (DELETE FROM blobs WHERE hash = %s RETURNING stored_size, raw_size)"
+             " UPDATE usage SET blob_bytes = blob_bytes - (SELECT stored_size FROM gone),"
+             " blob_count = blob_count - 1, raw_bytes = raw_bytes - (SELECT raw_size FROM gone)"
+             " WHERE id = 1",
+             hash_literal(hash));
+    return other_node_start(f, sql);
+}
+
+static size_t blobs_named(fixture *f, const uint8_t hash[STORE_HASH_SIZE]) {
+    char sql[160], answer[32];
+    snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM blobs WHERE hash = %s", hash_literal(hash));
+    raw_query(f, sql, answer, sizeof answer);
+    return (size_t)strtoul(answer, NULL, 10);
+}
+
+/* A commit whose pages include one already stored, which another node is
+ * deleting (nothing referenced it): the commit waits for that node, finds
+ * the blob gone and stores it again.  It used to see the blob, keep it,
+ * and fail its page rows' foreign key once the other node committed. */
+static void test_postgres_a_commit_reusing_a_blob_being_collected_stores_it(void **state) {
+    fixture *f = *state;
+    store *s = open_store(f);
+    char error[CAP_ERROR_SIZE];
+    static uint8_t pages[BATCH_PAGES][PAGE];
+    store_page list[BATCH_PAGES];
+    for (int i = 0; i < BATCH_PAGES; i++) {
+        fill_page(pages[i], (uint32_t)(7000 + i), 0);
+        list[i] = (store_page){.index = (uint32_t)i, .data = pages[i]};
+    }
+    uint8_t reused[STORE_HASH_SIZE];
+    assert_int_equal(store_blob_put(s, pages[3], PAGE, reused, error), CAP_OK);
+    assert_int_equal(store_session_create(s, "reuser", "", 0, error), CAP_OK);
+    store_snapshot_data data = {.build_id = "b", .manifest = "{}", .page_size = PAGE,
+                                .pages = list, .page_count = BATCH_PAGES};
+    other_node *collector = collect_in_another_node(f, reused);
+    int rc = store_snapshot_write(s, "reuser", &data, NULL, error);
+    other_node_end(collector);
+    if (rc != CAP_OK) fail_msg("the commit failed: %s", error);
+    assert_int_equal(blobs_named(f, reused), 1);
+    assert_int_equal(store_check(s, error), CAP_OK);
+    store_close(s);
+}
+
+/* The same for a page the commit names by hash (its worker did not change
+ * it): STORE_ENOTFOUND, on which the caller sends every page whole. */
+static void test_postgres_a_page_named_by_a_blob_being_collected_is_not_found(void **state) {
+    fixture *f = *state;
+    store *s = open_store(f);
+    char error[CAP_ERROR_SIZE];
+    static uint8_t page[PAGE];
+    fill_page(page, 7100, 0);
+    uint8_t hash[STORE_HASH_SIZE];
+    assert_int_equal(store_blob_put(s, page, PAGE, hash, error), CAP_OK);
+    assert_int_equal(store_session_create(s, "namer", "", 0, error), CAP_OK);
+    store_page named = {.index = 0, .hash = hash};
+    store_snapshot_data data = {.build_id = "b", .manifest = "{}", .page_size = PAGE,
+                                .pages = &named, .page_count = 1};
+    other_node *collector = collect_in_another_node(f, hash);
+    int rc = store_snapshot_write(s, "namer", &data, NULL, error);
+    other_node_end(collector);
+    assert_int_equal(rc, STORE_ENOTFOUND);
+    store_page whole = {.index = 0, .data = page};
+    data.pages = &whole;
+    assert_int_equal(store_snapshot_write(s, "namer", &data, NULL, error), CAP_OK);
+    assert_int_equal(blobs_named(f, hash), 1);
+    assert_int_equal(store_check(s, error), CAP_OK);
+    store_close(s);
+}
+
+/* Collection passes over an unreferenced blob that another node's commit
+ * in progress has locked to reuse, and takes it next time if that commit
+ * ended without naming it.  It used to wait for that commit and delete the
+ * blob under it. */
+static void test_postgres_collection_passes_over_a_blob_a_commit_reuses(void **state) {
+    fixture *f = *state;
+    store *s = open_store(f);
+    char error[CAP_ERROR_SIZE];
+    static uint8_t page[PAGE];
+    fill_page(page, 7200, 0);
+    uint8_t hash[STORE_HASH_SIZE];
+    assert_int_equal(store_blob_put(s, page, PAGE, hash, error), CAP_OK);
+    char sql[200];
+    snprintf(sql, sizeof sql, "SELECT 1 FROM blobs WHERE hash = %s FOR KEY SHARE",
+             hash_literal(hash));
+    other_node *committer = other_node_start(f, sql);
+    uint64_t freed = 99;
+    int rc = store_gc(s, &freed, NULL, error);
+    other_node_end(committer);
+    assert_int_equal(rc, CAP_OK);
+    assert_int_equal(freed, 0);
+    assert_int_equal(blobs_named(f, hash), 1);
+    assert_int_equal(store_gc(s, &freed, NULL, error), CAP_OK);
+    assert_int_equal(freed, 1);
+    assert_int_equal(blobs_named(f, hash), 0);
+    assert_int_equal(store_check(s, error), CAP_OK);
+    store_close(s);
+}
+
 static void test_postgres_park_requests(void **state) {
     fixture *f = *state;
     store *a = open_store(f), *b = NULL;
@@ -3148,6 +3295,9 @@ int main(void) {
         TEST(test_postgres_concurrent_first_opens),
         TEST(test_postgres_two_nodes_race_for_an_expired_lease),
         TEST(test_postgres_park_requests),
+        TEST(test_postgres_a_commit_reusing_a_blob_being_collected_stores_it),
+        TEST(test_postgres_a_page_named_by_a_blob_being_collected_is_not_found),
+        TEST(test_postgres_collection_passes_over_a_blob_a_commit_reuses),
         TEST(test_postgres_sweep_waiting_for_a_claim_keeps_it),
         TEST(test_postgres_job_sweep_waiting_for_a_claim_keeps_it),
         TEST(test_postgres_job_sweeps_are_spaced),
