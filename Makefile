@@ -351,6 +351,11 @@ LIBRARY_OBJECTS = $(patsubst %.c,$(BUILD)/obj/%.o,$(LIBRARY_SOURCES)) $(BUILD)/o
 $(BUILD)/bench_isolation: $(BUILD)/obj/bench/isolation.o $(LIBRARY_OBJECTS)
 	$(CC) -o $@ $^ $(LDLIBS)
 
+# What one process per run costs on this machine, capsule aside (docs/sessions.md).
+$(BUILD)/bench_process_floor: bench/process_floor.c
+	@mkdir -p $(BUILD)
+	$(CC) $(CFLAGS) -o $@ $<
+
 # tests/api/test_snapshot.c with guard pages and without ASan.
 $(BUILD)/test_snapshot-release: tests/api/test_snapshot.c $(LIBRARY_OBJECTS)
 	$(CC) $(CFLAGS) -o $@ $< $(LIBRARY_OBJECTS) -lcmocka $(LDLIBS)
