@@ -364,8 +364,9 @@ $(BUILD)/test_snapshot-release: tests/api/test_snapshot.c $(LIBRARY_OBJECTS)
 $(BUILD)/bench_functions: $(BUILD)/obj/bench/functions.o $(LIBRARY_OBJECTS)
 	$(CC) -o $@ $^ $(LDLIBS)
 
-bench: build $(BUILD)/bench_isolation $(BUILD)/bench_functions
+bench: build $(BUILD)/bench_isolation $(BUILD)/bench_functions $(BUILD)/bench_process_floor
 	$(HOST_PYTHON) bench/bench.py --capsule $(BUILD)/capsule
+	$(BUILD)/bench_process_floor
 	$(BUILD)/bench_isolation
 	$(BUILD)/bench_functions
 	$(HOST_PYTHON) bench/mcp.py --capsule $(BUILD)/capsule
