@@ -1066,6 +1066,8 @@ int64_t store_time(store *store) {
     return store_now(store);
 }
 
+#define QUOTA_EXPIRED_KEPT 4096
+
 /* Inside a write transaction, when over quota: frees unreferenced blobs,
  * then expires parked sessions other than `keep`, least recently used
  * first, until the blobs fit; STORE_EQUOTA if they cannot.  The expired
@@ -1077,11 +1079,17 @@ static int make_room(store *store, const char *keep, char *error) {
     if ((result = gc_in_transaction(store, NULL, NULL, error)) != CAP_OK) return result;
     for (;;) {
         if ((result = usage_over_quota(store, &over, error)) != CAP_OK || !over) return result;
-        size_t before = store->quota_expired.count;
-        result = RUN(store, sessions_expire_oldest, collect_ids, &store->quota_expired, error,
-                     TEXT(keep));
+        /* Kept for store_take_expired up to a bound: a caller that never
+         * takes them does not grow the handle without end. */
+        id_list forgotten = {0};
+        id_list *into = store->quota_expired.count < QUOTA_EXPIRED_KEPT ? &store->quota_expired
+                                                                          : &forgotten;
+        size_t before = into->count;
+        result = RUN(store, sessions_expire_oldest, collect_ids, into, error, TEXT(keep));
+        int expired = into->count > before;
+        free(forgotten.ids);
         if (result != CAP_OK) return result;
-        if (store->quota_expired.count == before)
+        if (!expired)
             return store_fail(error, STORE_EQUOTA,
                         "the snapshot does not fit in the store's quota (%llu bytes)",
                         (unsigned long long)store->quota);
