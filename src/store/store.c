@@ -996,12 +996,52 @@ static const char blobs_collect[] =
     "DELETE FROM blobs WHERE NOT EXISTS"
     " (SELECT 1 FROM snapshot_pages WHERE snapshot_pages.hash = blobs.hash)"
     " RETURNING stored_size, 1, raw_size";
-/* On PostgreSQL: not the blobs a commit in progress has locked to reuse
- * (blob_exists_locking); those it no longer names are collected next time. */
-static const char blobs_collect_skipping[] =
-    "DELETE FROM blobs WHERE hash IN (SELECT hash FROM blobs WHERE NOT EXISTS"
+/* On PostgreSQL, in two statements.  The first locks the blobs no page
+ * names, passing over those a commit in progress has locked to reuse
+ * (blob_exists_locking: it is collected next time if that commit did not
+ * name it after all).  The second deletes those still named by no page,
+ * with a snapshot taken after the locks: a commit that ended meanwhile is
+ * seen there (in one statement it was not, and the delete failed the
+ * foreign key), and none can start naming them before this transaction
+ * ends (its key-share lock waits for ours). */
+static const char blobs_unreferenced_lock[] =
+    "SELECT hash FROM blobs WHERE NOT EXISTS"
     " (SELECT 1 FROM snapshot_pages WHERE snapshot_pages.hash = blobs.hash)"
-    " FOR UPDATE SKIP LOCKED) RETURNING stored_size, 1, raw_size";
+    " FOR UPDATE SKIP LOCKED";
+static const char blobs_collect_locked[] =
+    "DELETE FROM blobs WHERE hash = ANY($1::bytea[]) AND NOT EXISTS"
+    " (SELECT 1 FROM snapshot_pages WHERE snapshot_pages.hash = blobs.hash)"
+    " RETURNING stored_size, 1, raw_size";
+
+/* Hashes written as the text of a PostgreSQL bytea[]: {"\\x<hex>",...}. */
+typedef struct hash_array {
+    char *text;
+    size_t length, capacity;
+    size_t count;
+} hash_array;
+
+static int append_hash(void *context, const store_value *columns, int count, char *error) {
+    hash_array *array = context;
+    if (count < 1 || columns[0].type != STORE_BLOB || columns[0].size != STORE_HASH_SIZE)
+        return store_fail(error, STORE_ECORRUPT, "malformed blob hash");
+    size_t need = array->length + 8 + 2 * STORE_HASH_SIZE + 2;
+    if (need > array->capacity) {
+        size_t capacity = array->capacity ? 2 * array->capacity : 4096;
+        while (capacity < need) capacity *= 2;
+        char *grown = realloc(array->text, capacity);
+        if (!grown) return store_fail(error, CAP_ENOMEM, "out of memory");
+        array->text = grown;
+        array->capacity = capacity;
+    }
+    char *at = array->text + array->length;
+    at += sprintf(at, "%s\"\\\\x", array->count ? "," : "{");
+    const uint8_t *hash = columns[0].bytes;
+    for (int i = 0; i < STORE_HASH_SIZE; i++) at += sprintf(at, "%02x", hash[i]);
+    at += sprintf(at, "\"");
+    array->length = (size_t)(at - array->text);
+    array->count++;
+    return 0;
+}
 static const char usage_subtract[] =
     "UPDATE usage SET blob_bytes = blob_bytes - $1, blob_count = blob_count - $2,"
     " raw_bytes = raw_bytes - $3 WHERE id = 1";
@@ -1019,8 +1059,20 @@ static const char expired_snapshots_delete[] =
 static int gc_in_transaction(store *store, uint64_t *freed_blobs, uint64_t *freed_bytes,
                              char *error) {
     integers freed = {0};
-    int result = store_run(store, store->backend->row_locks ? blobs_collect_skipping : blobs_collect,
-                           NULL, 0, sum_integers, &freed, error);
+    int result;
+    if (store->backend->row_locks) {
+        hash_array locked = {0};
+        result = store_run(store, blobs_unreferenced_lock, NULL, 0, append_hash, &locked, error);
+        if (result == CAP_OK && locked.count) {
+            locked.text[locked.length++] = '}';
+            locked.text[locked.length] = '\0';
+            result = RUN(store, blobs_collect_locked, sum_integers, &freed, error,
+                         TEXT(locked.text));
+        }
+        free(locked.text);
+    } else {
+        result = store_run(store, blobs_collect, NULL, 0, sum_integers, &freed, error);
+    }
     if (result == CAP_OK && freed.rows)
         result = RUN(store, usage_subtract, NULL, NULL, error, INTEGER(freed.value[0]),
                      INTEGER(freed.value[1]), INTEGER(freed.value[2]));
