@@ -232,16 +232,7 @@ int open_default_store(cap_config *config, char *error) {
                                         "give --store");
         return CAP_EINVAL;
     }
-    /* mkdir -p, private to the user: the store holds every session's state. */
-    for (char *slash = strchr(directory + 1, '/');; slash = strchr(slash + 1, '/')) {
-        if (slash) *slash = '\0';
-        if (mkdir(directory, 0700) != 0 && errno != EEXIST) {
-            snprintf(error, CAP_ERROR_SIZE, "cannot create %.150s: %.80s", directory, strerror(errno));
-            return CAP_EIO;
-        }
-        if (!slash) break;
-        *slash = '/';
-    }
+    /* The store makes the directory, private to the user. */
     char url[4200];
     snprintf(url, sizeof url, "sqlite:%s/sessions.db", directory);
     return cap_config_set_store(config, url, error);

@@ -40,18 +40,6 @@ typedef struct header {
     uint8_t key[PAGE_FILE_KEY];
 } header;
 
-int page_files_make_directory(const char *directory) {
-    char path[4096];
-    if (snprintf(path, sizeof path, "%s", directory) >= (int)sizeof path) return -1;
-    for (char *slash = strchr(path + 1, '/');; slash = strchr(slash + 1, '/')) {
-        if (slash) *slash = '\0';
-        int made = mkdir(path, 0700) == 0 || errno == EEXIST;
-        if (slash) *slash = '/';
-        if (!made) return -1;
-        if (!slash) return 0;
-    }
-}
-
 /* The directory's files, oldest first, are removed until they use at most
  * `target` bytes; returns what they use then.  `keep` is never removed. */
 static uint64_t evict(page_files *files, uint64_t target, const char *keep) {
@@ -125,7 +113,7 @@ page_files *page_files_open(const char *store_url) {
                 : -1;
     }
     char lock[4200];
-    if (n < 0 || (size_t)n >= sizeof files->directory || page_files_make_directory(files->directory) != 0 ||
+    if (n < 0 || (size_t)n >= sizeof files->directory || store_make_directory(files->directory) != 0 ||
         snprintf(lock, sizeof lock, "%s/lock", files->directory) >= (int)sizeof lock) {
         free(files);
         return NULL;

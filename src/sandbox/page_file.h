@@ -45,11 +45,6 @@
 
 typedef struct page_files page_files; /* a directory of page files, locked by this process */
 
-/* mkdir -p, each directory made 0700: private to the user, as page files
- * (a session's memory) and start images (a hash secret, start_image.c)
- * must be.  0, or -1 when one cannot be made. */
-int page_files_make_directory(const char *directory);
-
 /* Opens (creating it 0700) the directory for page files of the store
  * opened from `store_url`: beside an SQLite file (PATH-pages), else under
  * $XDG_STATE_HOME/capsule (or ~/.local/state/capsule) by the URL's hash.

@@ -342,7 +342,7 @@ void start_image_save(const char *directory, const uint8_t key[START_IMAGE_KEY],
 
     /* Private to the user: the images hold a hash secret.  A directory
      * that cannot be made shows at the open below. */
-    page_files_make_directory(directory);
+    store_make_directory(directory);
     char path[4096], temporary[4096];
     image_path(path, sizeof path, directory, key, ".img");
     char suffix[48];

@@ -339,6 +339,22 @@ static int sqlite_open(const char *location, void **out, int *exclusive, char *e
         if (error) snprintf(error, CAP_ERROR_SIZE, "store: out of memory");
         return CAP_ENOMEM;
     }
+    /* The file's directory is made if missing, private to the user: the
+     * store holds every session's state. */
+    const char *slash = strrchr(location, '/');
+    if (slash && slash > location) {
+        memcpy(lock_path, location, (size_t)(slash - location));
+        lock_path[slash - location] = '\0';
+        if (store_make_directory(lock_path) != 0) {
+            if (error)
+                snprintf(error, CAP_ERROR_SIZE, "store sqlite:%s: cannot create %s: %s", location,
+                         lock_path, strerror(errno));
+            free(lock_path);
+            free(connection->path);
+            free(connection);
+            return CAP_EIO;
+        }
+    }
     memcpy(lock_path, location, length);
     memcpy(lock_path + length, "-lock", sizeof "-lock");
     connection->lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);

@@ -18,12 +18,14 @@
 #include "store.h"
 #include "store_internal.h"
 
+#include <errno.h>
 #include <openssl/evp.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 #include <zstd.h>
@@ -196,6 +198,21 @@ int store_check_name(const char *value, const char *what, int empty_allowed, cha
         return store_fail(error, CAP_EINVAL, "%s must be %s1 to %d bytes", what,
                     empty_allowed ? "0 or " : "", STORE_ID_SIZE - 1);
     return CAP_OK;
+}
+
+int store_make_directory(const char *directory) {
+    char path[4096];
+    if (snprintf(path, sizeof path, "%s", directory) >= (int)sizeof path) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    for (char *slash = strchr(path + 1, '/');; slash = strchr(slash + 1, '/')) {
+        if (slash) *slash = '\0';
+        int made = mkdir(path, 0700) == 0 || errno == EEXIST;
+        if (slash) *slash = '/';
+        if (!made) return -1;
+        if (!slash) return 0;
+    }
 }
 
 void store_hash(const void *data, size_t size, uint8_t hash[STORE_HASH_SIZE]) {

@@ -330,6 +330,11 @@ int store_snapshot_read_wanted_pages(store *store, int64_t snapshot_id,
 
 /* --- blobs ----------------------------------------------------------------------- */
 
+/* mkdir -p, each directory it makes 0700: private to the user, as a store,
+ * its page files (a session's memory) and start images (a hash secret)
+ * must be.  0, or -1 with errno set when one cannot be made. */
+int store_make_directory(const char *directory);
+
 /* SHA-256 of `size` bytes. */
 void store_hash(const void *data, size_t size, uint8_t hash[STORE_HASH_SIZE]);
 

@@ -9,6 +9,7 @@ store's file to damage it on purpose; guest code runs only inside capsule.
 import json
 import os
 import sqlite3
+import stat
 import subprocess
 import time
 
@@ -57,6 +58,29 @@ def test_cli_session_carries_state_across_processes(capsule, tmp_path):
     # Another session in the same store starts fresh.
     other = capsule.json("'x' in globals()", "--store", store_url(tmp_path), "--session", "other")
     assert other["return_value"] == "False", other
+
+
+def test_a_store_in_a_new_directory_is_made_there_private(capsule, tmp_path):
+    """An SQLite store (given, or the default under XDG_STATE_HOME) whose
+    directory does not exist yet: the directories are made, 0700, as the
+    store holds every session's state; one that cannot be made is a clear
+    error."""
+    given = tmp_path / "new" / "deeper" / "s.db"
+    store = ["--store", f"sqlite:{given}", "--session", "s"]
+    assert capsule.json("x = 41", *store)["status"] == "success"
+    assert capsule.json("x + 1", *store)["return_value"] == "42"
+    for directory in (tmp_path / "new", tmp_path / "new" / "deeper"):
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700, directory
+    state = tmp_path / "fresh" / "state"
+    default = capsule.json("y = 1", "--session", "d", env={"XDG_STATE_HOME": str(state)})
+    assert default["status"] == "success", default
+    assert (state / "capsule" / "sessions.db").exists()
+    assert stat.S_IMODE((state / "capsule").stat().st_mode) == 0o700
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a directory")
+    failed = capsule.run("--store", f"sqlite:{blocked}/s.db", "--session", "s", code="x = 1")
+    assert failed.returncode != 0
+    assert b"cannot create" in failed.stderr and b"Not a directory" in failed.stderr, failed.stderr
 
 
 def test_cli_an_idempotency_key_replays_the_stored_result(capsule, tmp_path):
