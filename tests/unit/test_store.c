@@ -250,10 +250,31 @@ static void test_open_refuses_bad_urls_and_a_second_owner(void **state) {
     assert_non_null(strstr(error, "unknown kind of store"));
     assert_null(s);
     assert_int_equal(store_open("sqlite:", &s, error), CAP_EINVAL);
-    char missing_directory[200];
+    /* A missing directory is made (0700); one under a file cannot be. */
+    char missing_directory[200], under_a_file[200], made[200];
     snprintf(missing_directory, sizeof missing_directory, "sqlite:%s/no/such/dir/x.db",
              f->directory);
-    assert_int_equal(store_open(missing_directory, &s, error), CAP_EIO);
+    assert_int_equal(store_open(missing_directory, &s, error), CAP_OK);
+    store_close(s);
+    s = NULL;
+    snprintf(made, sizeof made, "%s/no/such/dir", f->directory);
+    struct stat made_stat;
+    assert_int_equal(stat(made, &made_stat), 0);
+    assert_int_equal(made_stat.st_mode & 0777, 0700);
+    snprintf(under_a_file, sizeof under_a_file, "sqlite:%s/no/such/dir/x.db/y.db",
+             f->directory);
+    assert_int_equal(store_open(under_a_file, &s, error), CAP_EIO);
+    assert_non_null(strstr(error, "cannot create"));
+    assert_null(s);
+    static const char *const leftovers[] = {"/no/such/dir/x.db", "/no/such/dir/x.db-lock",
+                                             "/no/such/dir/x.db-wal", "/no/such/dir/x.db-shm",
+                                             "/no/such/dir", "/no/such", "/no"};
+    for (size_t i = 0; i < sizeof leftovers / sizeof *leftovers; i++) {
+        char path[300];
+        snprintf(path, sizeof path, "%s%s", f->directory, leftovers[i]);
+        if (i < 4) unlink(path);
+        else assert_int_equal(rmdir(path), 0);
+    }
 
     store *first = open_store(f);
     assert_int_equal(store_open(f->url, &s, error), STORE_EBUSY);
