@@ -472,13 +472,17 @@ static const char finish_failed[] =
     " last_error = $5, run_after = $4 + $6, lease_owner = NULL, lease_expires_at = NULL,"
     " updated_at = $4"
     " WHERE id = $1 AND status = 'running' AND lease_owner = $2 AND attempts = $3 RETURNING status";
+/* A sleep or wait that ends an attempt cancelled meanwhile ends the job. */
+#define OR_CANCELLED(status)                                                                       \
+    " status = CASE WHEN cancel_requested <> 0 THEN 'cancelled' ELSE '" status "' END,"            \
+    " last_error = CASE WHEN cancel_requested <> 0 THEN 'cancelled' ELSE last_error END,"
 static const char finish_sleeping[] =
-    "UPDATE jobs SET status = 'sleeping', attempts = attempts - 1, run_after = $5,"
+    "UPDATE jobs SET" OR_CANCELLED("sleeping") " attempts = attempts - 1, run_after = $5,"
     " lease_owner = NULL, lease_expires_at = NULL, updated_at = $4"
     " WHERE id = $1 AND status = 'running' AND lease_owner = $2 AND attempts = $3 RETURNING status";
 /* $5 when due without the event, $6 the event. */
 static const char finish_waiting[] =
-    "UPDATE jobs SET status = 'waiting', attempts = attempts - 1, wait_event = $6,"
+    "UPDATE jobs SET" OR_CANCELLED("waiting") " attempts = attempts - 1, wait_event = $6,"
     " run_after = CASE WHEN EXISTS (SELECT 1 FROM job_events AS e WHERE e.principal ="
     "   jobs.principal AND e.name = $6 AND e.created_at >= jobs.created_at) THEN $4 ELSE $5 END,"
     " lease_owner = NULL, lease_expires_at = NULL, updated_at = $4"

@@ -2113,6 +2113,26 @@ static void test_jobs_sleep_events_cancel(void **state) {
                      CAP_OK);
     assert_string_equal(status, "cancelled");
     store_job_clear(&job);
+    /* Cancelled while running, then the attempt goes to sleep or to wait
+     * before it saw the request: the job ends cancelled, not to run again
+     * when due (it used to be left sleeping). */
+    for (int outcome = 0; outcome < 2; outcome++) {
+        assert_int_equal(store_job_submit(s, &spec, &job, NULL, error), CAP_OK);
+        assert_int_equal(store_job_claim(s, NULL, &claimed, &got, error), CAP_OK);
+        store_job_clear(&claimed);
+        assert_int_equal(store_job_cancel(s, job.id, NULL, status, error), CAP_OK);
+        assert_string_equal(status, "running");
+        assert_int_equal(store_job_finish(s, job.id, 1,
+                                          outcome ? STORE_JOB_WAITING : STORE_JOB_SLEEPING, NULL,
+                                          NULL, 0, f->now + 1, outcome ? "e" : NULL, status,
+                                          error),
+                         CAP_OK);
+        assert_string_equal(status, "cancelled");
+        f->now += 10;
+        assert_int_equal(store_job_claim(s, NULL, &claimed, &got, error), CAP_OK);
+        assert_int_equal(got, 0);
+        store_job_clear(&job);
+    }
     store_close(s);
 }
 
