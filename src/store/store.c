@@ -835,7 +835,7 @@ int store_session_fork(store *store, const char *source, const char *id, const c
 static const char blob_exists[] = "SELECT 1 FROM blobs WHERE hash = $1";
 /* On PostgreSQL a commit that reuses a stored blob holds a key-share lock
  * on it until it ends, so that another node's collection (which locks the
- * blobs it deletes, and passes over those locked: blobs_collect_skipping)
+ * blobs it deletes, and passes over those locked: blobs_unreferenced_lock)
  * cannot delete it under the commit, whose page rows would then fail their
  * foreign key.  A blob deleted first reads as absent here: it is stored
  * again, or for a page named by hash the commit is STORE_ENOTFOUND and the
@@ -1229,11 +1229,6 @@ typedef struct present_hashes {
     int present[BATCH];
 } present_hashes;
 
-/* blobs_present_batch, locking the blobs found on PostgreSQL (blob_exists_locking). */
-static const char *present_batch_statement(const store *store) {
-    return store->backend->row_locks ? blobs_present_batch_locking : blobs_present_batch;
-}
-
 static int mark_present(void *context, const store_value *columns, int count, char *error) {
     present_hashes *batch = context;
     if (count < 1 || columns[0].type != STORE_BLOB || columns[0].size != STORE_HASH_SIZE)
@@ -1245,6 +1240,20 @@ static int mark_present(void *context, const store_value *columns, int count, ch
     return 0;
 }
 
+/* Which of the blobs that pages which[0..BATCH) name are stored
+ * (batch->present), in one statement; on PostgreSQL those found stay
+ * locked until the transaction ends (blob_exists_locking). */
+static int blobs_find_present(store *store, const uint8_t *hashes, const size_t *which,
+                              present_hashes *batch, char *error) {
+    *batch = (present_hashes){.hashes = hashes, .which = which};
+    store_value values[BATCH];
+    for (size_t i = 0; i < BATCH; i++)
+        values[i] = BLOB(hashes + which[i] * STORE_HASH_SIZE, STORE_HASH_SIZE);
+    const char *sql =
+        store->backend->row_locks ? blobs_present_batch_locking : blobs_present_batch;
+    return store_run(store, sql, values, BATCH, mark_present, batch, error);
+}
+
 /* Inside a write transaction: stores the blobs of pages `which[0..BATCH)`
  * (pages given by their bytes) that are not stored yet, adding them to
  * *added like blob_insert_if_absent.  One statement finds which are stored;
@@ -1254,12 +1263,8 @@ static int mark_present(void *context, const store_value *columns, int count, ch
 static int blobs_insert_batch(store *store, const store_snapshot_data *snapshot,
                               const uint8_t *hashes, const size_t *which, integers *added,
                               char *error) {
-    present_hashes batch = {.hashes = hashes, .which = which};
-    store_value values[5 * BATCH];
-    for (size_t i = 0; i < BATCH; i++)
-        values[i] = BLOB(hashes + which[i] * STORE_HASH_SIZE, STORE_HASH_SIZE);
-    int result = store_run(store, present_batch_statement(store), values, BATCH, mark_present,
-                           &batch, error);
+    present_hashes batch;
+    int result = blobs_find_present(store, hashes, which, &batch, error);
     if (result != CAP_OK) return result;
     int all_new = 1;
     for (size_t i = 0; i < BATCH && all_new; i++) {
@@ -1286,6 +1291,7 @@ static int blobs_insert_batch(store *store, const store_snapshot_data *snapshot,
         store->batch_scratch_size = BATCH * bound;
     }
     int64_t now = store_now(store);
+    store_value values[5 * BATCH];
     for (size_t i = 0; i < BATCH; i++) {
         uint8_t *out = (uint8_t *)store->batch_scratch + i * bound;
         size_t stored = ZSTD_compressCCtx(store->compressor, out, bound,
@@ -1319,12 +1325,8 @@ static int blobs_check_present(store *store, const store_snapshot_data *snapshot
                                const uint8_t *hashes, const size_t *which, size_t count,
                                char *error) {
     if (count == BATCH) {
-        present_hashes batch = {.hashes = hashes, .which = which};
-        store_value values[BATCH];
-        for (size_t i = 0; i < BATCH; i++)
-            values[i] = BLOB(hashes + which[i] * STORE_HASH_SIZE, STORE_HASH_SIZE);
-        int result = store_run(store, present_batch_statement(store), values, BATCH,
-                               mark_present, &batch, error);
+        present_hashes batch;
+        int result = blobs_find_present(store, hashes, which, &batch, error);
         int all = 1;
         for (size_t i = 0; i < BATCH && all; i++) all = batch.present[i];
         if (result != CAP_OK || all) return result;
