@@ -54,7 +54,7 @@ SANDBOX_HOST_SOURCES := src/sandbox/config.c src/sandbox/docs.c src/sandbox/pool
 # help (src/help/): the index, and the recipes it ships, compiled in.
 RECIPES := $(sort $(wildcard docs/recipes/*.md))
 HELP_SOURCES := src/help/help.c src/help/describe.c src/help/describe_media.c $(BUILD)/gen/recipes.c $(BUILD)/gen/python-docs.c
-LIBRARIES_SOURCES := src/libraries/libraries.c
+LIBRARIES_SOURCES := src/libraries/libraries.c src/libraries/sha256.c
 STORE_SOURCES := src/store/store.c src/store/sqlite.c src/store/postgres.c src/store/jobs.c src/store/listen.c \
                  $(LIBRARIES_SOURCES)
 LIBRARY_SOURCES := $(SANDBOX_HOST_SOURCES) src/sandbox/zygote.c src/sandbox/start_image.c src/sandbox/durable_worker.c \
@@ -182,7 +182,7 @@ $(BUILD)/capsule-asan: $(patsubst %.c,$(BUILD)/asan/%.o,$(LIBRARY_SOURCES) $(CLI
 
 # --- tests -------------------------------------------------------------------
 UNIT_SOURCES := src/wasi/wasi.c src/vfs/vfs.c src/vfs/memfs.c src/vfs/devfs.c src/vfs/image.c src/vfs/image_writer.c src/vfs/device.c \
-                src/vfs/resource.c src/vfs/hostfs.c src/sandbox/buffer.c src/sandbox/hot_pages.c
+                src/vfs/resource.c src/vfs/hostfs.c src/sandbox/buffer.c src/sandbox/hot_pages.c src/libraries/sha256.c
 
 $(BUILD)/test_unit: tests/unit/test_unit.c $(UNIT_SOURCES) $(HEADERS) $(BUILD)/stdlib.img
 	@mkdir -p $(BUILD)

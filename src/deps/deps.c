@@ -20,12 +20,12 @@
 
 #include <cjson/cJSON.h>
 #include "../libraries/curl.h"
+#include "../libraries/sha256.h"
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <openssl/evp.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -121,13 +121,6 @@ static void sayf(char *message, const char *format, ...) {
     va_start(args, format);
     vsnprintf(message, DEPS_MESSAGE_SIZE, format, args);
     va_end(args);
-}
-
-static void sha256_hex(const void *data, size_t size, char out[65]) {
-    unsigned char digest[32];
-    unsigned int length = 0;
-    EVP_Digest(data, size, digest, &length, EVP_sha256(), NULL);
-    for (int i = 0; i < 32; i++) snprintf(out + 2 * i, 3, "%02x", digest[i]);
 }
 
 static int read_whole(int directory, const char *path, size_t max, unsigned char **data,

@@ -10,8 +10,8 @@
 #include "../help/describe.h" /* describe_read_program: the session reads the file */
 #include "../help/describe_media.h"
 #include "describe_client.h"
+#include "../libraries/sha256.h"
 
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,13 +70,6 @@ static unsigned char *read_for_describe(mcp_server *server, mcp_client *client,
     }
     cJSON_Delete(read);
     return data;
-}
-
-static void sha256_hex(const unsigned char *data, size_t size, char out[65]) {
-    unsigned char digest[32];
-    unsigned int length = 0;
-    if (!EVP_Digest(data, size, digest, &length, EVP_sha256(), NULL)) memset(digest, 0, 32);
-    for (int i = 0; i < 32; i++) snprintf(out + 2 * i, 3, "%02x", digest[i]);
 }
 
 /* A retried 2026-07-28 describe: the payload of its requestState when it

@@ -44,8 +44,8 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include "../libraries/microhttpd.h"
+#include "../libraries/sha256.h"
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
@@ -94,7 +94,7 @@ typedef struct http_server {
     mcp_server *server;
     const mcp_transport_options *options;
     int loopback; /* bound to a loopback address: Host is checked too */
-    unsigned char (*token_digests)[32]; /* SHA-256 of each token */
+    uint8_t (*token_digests)[SHA256_DIGEST_BYTES]; /* SHA-256 of each token */
     size_t token_count;
     pthread_mutex_t lock; /* the session table */
     http_session *sessions[MAX_SESSIONS];
@@ -136,10 +136,8 @@ static void to_hex(const unsigned char *bytes, size_t size, char *out) {
  * a token matched.  1 if one matched, else 0. */
 static int token_principal(const http_server *http, const char *given,
                            char principal[PRINCIPAL_SIZE]) {
-    unsigned char digest[32];
-    unsigned int length = 0;
-    if (!EVP_Digest(given, strlen(given), digest, &length, EVP_sha256(), NULL) || length != 32)
-        return 0;
+    uint8_t digest[SHA256_DIGEST_BYTES];
+    sha256_digest(given, strlen(given), digest);
     int found = 0;
     for (size_t i = 0; i < http->token_count; i++)
         found |= CRYPTO_memcmp(digest, http->token_digests[i], sizeof digest) == 0;
@@ -1001,15 +999,8 @@ int mcp_serve_http(mcp_server *server, const mcp_transport_options *options, cha
             rc = CAP_ENOMEM;
             goto done;
         }
-        for (size_t i = 0; i < options->token_count; i++) {
-            unsigned int length = 0;
-            if (!EVP_Digest(options->tokens[i], strlen(options->tokens[i]),
-                            http.token_digests[i], &length, EVP_sha256(), NULL)) {
-                snprintf(error, CAP_ERROR_SIZE, "cannot hash the tokens (SHA-256)");
-                rc = CAP_EIO;
-                goto done;
-            }
-        }
+        for (size_t i = 0; i < options->token_count; i++)
+            sha256_digest(options->tokens[i], strlen(options->tokens[i]), http.token_digests[i]);
         http.token_count = options->token_count;
     }
     int max_connections = connections_that_fit(

@@ -6,6 +6,7 @@
  */
 #include "server_internal.h"
 
+#include "../libraries/sha256.h"
 #include "../sandbox/buffer.h" /* base64_encode */
 
 #include <openssl/crypto.h>
@@ -95,10 +96,8 @@ static cJSON *verify_state(const mcp_server *server, const char *state) {
 static void arguments_digest(const cJSON *arguments, char out[65]) {
     char *text = arguments ? cJSON_PrintUnformatted(arguments) : NULL;
     const char *data = text ? text : "null";
-    unsigned char digest[32];
-    unsigned int length = 0;
-    if (!EVP_Digest(data, strlen(data), digest, &length, EVP_sha256(), NULL))
-        memset(digest, 0, sizeof digest);
+    uint8_t digest[SHA256_DIGEST_BYTES];
+    sha256_digest(data, strlen(data), digest);
     for (int i = 0; i < 32; i++) snprintf(out + 2 * i, 3, "%02x", digest[i]);
     free(text);
     OPENSSL_cleanse(digest, sizeof digest);

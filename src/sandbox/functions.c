@@ -40,6 +40,7 @@
 #include <unistd.h>
 
 #include "../help/describe.h"
+#include "../libraries/sha256.h"
 #include "../help/describe_media.h"
 #include "../help/help.h"
 #include "frame.h"
@@ -458,16 +459,6 @@ static const char *check_arguments(const cJSON *schema, const cJSON *arguments, 
 }
 
 /* --- the audit log ----------------------------------------------------------------- */
-
-static void sha256_hex(const void *data, size_t size, char out[65]) {
-    unsigned char digest[32];
-    unsigned int length = 0;
-    if (!EVP_Digest(data, size, digest, &length, EVP_sha256(), NULL) || length != 32) {
-        out[0] = '\0';
-        return;
-    }
-    for (int i = 0; i < 32; i++) snprintf(out + 2 * i, 3, "%02x", digest[i]);
-}
 
 typedef struct call_record {
     const char *function;    /* NULL: the request named none */

@@ -19,7 +19,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../libraries/sha256.h"
 #include "../runtime/runtime.h"
 #include "../store/store.h"
 #include "../vfs/vfs.h"
@@ -97,25 +97,21 @@ static int decode(const uint8_t in[HEADER_SIZE], header *h) {
 
 /* Each part is hashed with its length first, so no two different lists of
  * parts hash the same. */
-static void add(EVP_MD_CTX *context, const void *data, size_t size) {
+static void add(sha256_context *context, const void *data, size_t size) {
     uint8_t length[8];
     put64(length, size);
-    EVP_DigestUpdate(context, length, sizeof length);
-    EVP_DigestUpdate(context, data, size);
+    sha256_add(context, length, sizeof length);
+    sha256_add(context, data, size);
 }
 
-static void add_string(EVP_MD_CTX *context, const char *text) {
+static void add_string(sha256_context *context, const char *text) {
     add(context, text ? text : "", text ? strlen(text) + 1 : 0);
 }
 
 void start_image_key(const zygote_world *world, char *const *argv,
                      uint8_t key[START_IMAGE_KEY]) {
-    EVP_MD_CTX *context = EVP_MD_CTX_new();
-    memset(key, 0, START_IMAGE_KEY);
-    if (!context || EVP_DigestInit_ex(context, EVP_sha256(), NULL) != 1) {
-        EVP_MD_CTX_free(context);
-        return;
-    }
+    sha256_context state, *context = &state;
+    sha256_start(context);
     add_string(context, START_IMAGE_MAGIC);
     add_string(context, runtime_build_id());
     for (char *const *arg = argv; *arg; arg++) add_string(context, *arg);
@@ -147,9 +143,7 @@ void start_image_key(const zygote_world *world, char *const *argv,
         add_string(context, world->host_mounts[i]);
         add(context, &world->host_writable[i], sizeof world->host_writable[i]);
     }
-    unsigned int length = 0;
-    EVP_DigestFinal_ex(context, key, &length);
-    EVP_MD_CTX_free(context);
+    sha256_finish(context, key);
 }
 
 static void image_path(char *path, size_t size, const char *directory,

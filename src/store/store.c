@@ -19,7 +19,6 @@
 #include "store_internal.h"
 
 #include <errno.h>
-#include <openssl/evp.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -30,6 +29,7 @@
 #include <unistd.h>
 #include <zstd.h>
 
+#include "../libraries/sha256.h"
 #include "backend.h"
 
 /* How long a node's lease lasts after each renewal, unless store_set_lease. */
@@ -216,8 +216,7 @@ int store_make_directory(const char *directory) {
 }
 
 void store_hash(const void *data, size_t size, uint8_t hash[STORE_HASH_SIZE]) {
-    unsigned int length = STORE_HASH_SIZE;
-    EVP_Digest(size ? data : "", size, hash, &length, EVP_sha256(), NULL);
+    sha256_digest(data, size, hash);
 }
 
 /* --- opening --------------------------------------------------------------------- */

@@ -24,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../../src/libraries/sha256.h"
 #include "../../src/sandbox/buffer.h"
 #include "../../src/sandbox/hot_pages.h"
 #include "../../src/vfs/vfs.h"
@@ -2546,10 +2547,46 @@ static void test_hot_pages_scan_and_prefault(void **state) {
     munmap(memory, size);
 }
 
+/* SHA-256 (src/libraries/sha256.c) against FIPS 180-2's examples, whole and
+ * fed in pieces that straddle its 64-byte blocks; every content address and
+ * start-image key depends on it. */
+static void test_sha256_known_answers(void **state) {
+    (void)state;
+    char hex[2 * SHA256_DIGEST_BYTES + 1];
+    sha256_hex("", 0, hex);
+    assert_string_equal(hex, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    sha256_hex(NULL, 0, hex);
+    assert_string_equal(hex, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    sha256_hex("abc", 3, hex);
+    assert_string_equal(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    const char *two_blocks = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+    sha256_hex(two_blocks, strlen(two_blocks), hex);
+    assert_string_equal(hex, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+    /* A million 'a's, added 1, 63, 64, 65 ... bytes at a time. */
+    static char million[1000000];
+    memset(million, 'a', sizeof million);
+    sha256_context context;
+    sha256_start(&context);
+    size_t done = 0, step = 1;
+    while (done < sizeof million) {
+        size_t n = sizeof million - done < step ? sizeof million - done : step;
+        sha256_add(&context, million + done, n);
+        done += n;
+        step = step == 1 ? 63 : step + 1;
+    }
+    uint8_t pieces[SHA256_DIGEST_BYTES], whole[SHA256_DIGEST_BYTES];
+    sha256_finish(&context, pieces);
+    sha256_digest(million, sizeof million, whole);
+    assert_memory_equal(pieces, whole, sizeof whole);
+    sha256_hex(million, sizeof million, hex);
+    assert_string_equal(hex, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+}
+
 int main(void) {
     wasm_rt_init();
 #define WASI_TEST(name) cmocka_unit_test_setup_teardown(name, wasi_setup, wasi_teardown)
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_sha256_known_answers),
         cmocka_unit_test(test_normalize_components),
         cmocka_unit_test(test_normalize_clamps_at_root),
         cmocka_unit_test(test_normalize_relative_to_base),
