@@ -14,7 +14,7 @@ CFLAGS  := -std=c11 -D_GNU_SOURCE -O2 -g $(WARNINGS) -Iinclude -I$(WASM2C_RUNTIM
 # libcurl, libpq, libmicrohttpd and libzip are not linked: src/libraries/
 # dlopens each when first needed (its dynamic linking was most of a short
 # run's start-up).
-LDLIBS  := -lcjson -lseccomp -lsqlite3 -lzstd -lcrypto -lpthread -lm
+LDLIBS  := -lcjson -lseccomp -lsqlite3 -lzstd -lnettle -lpthread -lm
 # wasm2c's README: required for conformance of the generated code.
 GENERATED_CFLAGS := -O2 -fno-optimize-sibling-calls -frounding-math -fsignaling-nans -I$(WASM2C_RUNTIME)
 # The sanitizer build cannot use guard pages (ASan owns SIGSEGV): explicit
@@ -54,7 +54,7 @@ SANDBOX_HOST_SOURCES := src/sandbox/config.c src/sandbox/docs.c src/sandbox/pool
 # help (src/help/): the index, and the recipes it ships, compiled in.
 RECIPES := $(sort $(wildcard docs/recipes/*.md))
 HELP_SOURCES := src/help/help.c src/help/describe.c src/help/describe_media.c $(BUILD)/gen/recipes.c $(BUILD)/gen/python-docs.c
-LIBRARIES_SOURCES := src/libraries/libraries.c src/libraries/sha256.c
+LIBRARIES_SOURCES := src/libraries/libraries.c src/libraries/digest.c
 STORE_SOURCES := src/store/store.c src/store/sqlite.c src/store/postgres.c src/store/jobs.c src/store/listen.c \
                  $(LIBRARIES_SOURCES)
 LIBRARY_SOURCES := $(SANDBOX_HOST_SOURCES) src/sandbox/zygote.c src/sandbox/start_image.c src/sandbox/durable_worker.c \
@@ -182,7 +182,7 @@ $(BUILD)/capsule-asan: $(patsubst %.c,$(BUILD)/asan/%.o,$(LIBRARY_SOURCES) $(CLI
 
 # --- tests -------------------------------------------------------------------
 UNIT_SOURCES := src/wasi/wasi.c src/vfs/vfs.c src/vfs/memfs.c src/vfs/devfs.c src/vfs/image.c src/vfs/image_writer.c src/vfs/device.c \
-                src/vfs/resource.c src/vfs/hostfs.c src/sandbox/buffer.c src/sandbox/hot_pages.c src/libraries/sha256.c
+                src/vfs/resource.c src/vfs/hostfs.c src/sandbox/buffer.c src/sandbox/hot_pages.c src/libraries/digest.c
 
 $(BUILD)/test_unit: tests/unit/test_unit.c $(UNIT_SOURCES) $(HEADERS) $(BUILD)/stdlib.img
 	@mkdir -p $(BUILD)
@@ -221,7 +221,7 @@ $(BUILD)/test_snapshot: tests/api/test_snapshot.c $(LIBRARY_ASAN_OBJECTS)
 # and a real PostgreSQL server (started for the run by
 # tests/store/with-postgres.sh, stopped after it whatever the outcome), real
 # processes killed with SIGKILL.
-STORE_LDLIBS := -lsqlite3 -lzstd -lcrypto
+STORE_LDLIBS := -lsqlite3 -lzstd -lnettle
 STORE_CFLAGS := -I/usr/include/postgresql
 $(BUILD)/test_store: tests/unit/test_store.c $(STORE_SOURCES) src/store/store.h src/store/backend.h include/capsule.h
 	@mkdir -p $(BUILD)
@@ -316,7 +316,7 @@ PACKAGES_FUZZ_SOURCES := tests/fuzz/fuzz_packages.c src/deps/wheel.c src/deps/re
                          $(LIBRARIES_SOURCES)
 $(BUILD)/fuzz_packages: $(PACKAGES_FUZZ_SOURCES) src/deps/deps.c $(HEADERS)
 	@mkdir -p $(BUILD)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) $(STORE_CFLAGS) -o $@ $(PACKAGES_FUZZ_SOURCES) -lcjson -lcrypto -lpthread
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(STORE_CFLAGS) -o $@ $(PACKAGES_FUZZ_SOURCES) -lcjson -lnettle -lpthread
 
 # What the host parses of a worker's frames (the host side of the sandbox,
 # with a stub for the zygote).
@@ -328,7 +328,7 @@ FRAMES_FUZZ_SOURCES := tests/fuzz/fuzz_frames.c $(SANDBOX_HOST_SOURCES) src/sand
 $(BUILD)/fuzz_frames: $(FRAMES_FUZZ_SOURCES) $(HEADERS)
 	@mkdir -p $(BUILD)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $(STORE_CFLAGS) -o $@ $(FRAMES_FUZZ_SOURCES) \
-	    -lcjson -lsqlite3 -lzstd -lcrypto -lpthread -lm
+	    -lcjson -lsqlite3 -lzstd -lnettle -lpthread -lm
 
 # Needs $(BUILD)/stdlib.img (`make build`), but never rebuilds the guest for it.
 fuzz: $(BUILD)/fuzz_wasi $(BUILD)/fuzz_packages $(BUILD)/fuzz_frames

@@ -4,7 +4,7 @@
 set -eu
 packages="gcc make clang-19 lld-19 llvm-19 libclang-rt-19-dev-wasm32 libclang-rt-19-dev wasi-libc wabt tcl
           dpkg-dev python3 python3.11 python3-pytest libcjson-dev libcmocka-dev libseccomp-dev libmicrohttpd-dev
-          libcurl4-openssl-dev libzip-dev libssl-dev libsqlite3-dev libzstd-dev libpq-dev postgresql
+          libcurl4-openssl-dev libzip-dev nettle-dev libsqlite3-dev libzstd-dev libpq-dev postgresql
           python3-pypdf python3-openpyxl python3-markdown python3-bs4
           python3-yaml python3-markupsafe python3-jinja2 python3-xlsxwriter python3-jdcal tzdata
           python3-docx python3-pil python3-lxml

@@ -20,7 +20,7 @@
 
 #include <cjson/cJSON.h>
 #include "../libraries/curl.h"
-#include "../libraries/sha256.h"
+#include "../libraries/digest.h"
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
@@ -967,14 +967,14 @@ static int wheel_bytes(deps_resolver *resolver, const candidate *c, unsigned cha
             sayf(message, "cannot read %.300s: %s", c->location, strerror(-rc));
             return -1;
         }
-        sha256_hex(*data, *size, actual_sha256);
+        digest_sha256_hex(*data, *size, actual_sha256);
         return 0;
     }
     char cached[PATH_MAX] = "";
     if (resolver->cache_directory && c->sha256[0]) {
         snprintf(cached, sizeof cached, "%s/wheels/%s.whl", resolver->cache_directory, c->sha256);
         if (read_whole(AT_FDCWD, cached, MAX_WHEEL_BYTES, data, size) == 0) {
-            sha256_hex(*data, *size, actual_sha256);
+            digest_sha256_hex(*data, *size, actual_sha256);
             if (strcmp(actual_sha256, c->sha256) == 0) return 0;
             free(*data); /* a damaged cache entry: fetch again */
         }
@@ -991,7 +991,7 @@ static int wheel_bytes(deps_resolver *resolver, const candidate *c, unsigned cha
         sayf(message, "download of %.200s failed: %s", filename, reason);
         return -1;
     }
-    sha256_hex(body.data, body.size, actual_sha256);
+    digest_sha256_hex(body.data, body.size, actual_sha256);
     if (c->sha256[0] && strcmp(actual_sha256, c->sha256) != 0) {
         sayf(message, "hash mismatch for %.200s: the index says sha256 %s, the file has %s",
              filename, c->sha256, actual_sha256);
@@ -1457,7 +1457,7 @@ static int build_environment(resolution *r, deps_environment *out, char *message
         push_string(&out->installed, &out->installed_count, installed_name);
         if (ch->note[0]) push_string(&out->notes, &out->note_count, ch->note);
     }
-    sha256_hex(identity.data ? identity.data : "", identity.size, out->key);
+    digest_sha256_hex(identity.data ? identity.data : "", identity.size, out->key);
     buffer_free(&identity);
 
     char cached[PATH_MAX] = "";

@@ -10,7 +10,7 @@
 #include "../help/describe.h" /* describe_read_program: the session reads the file */
 #include "../help/describe_media.h"
 #include "describe_client.h"
-#include "../libraries/sha256.h"
+#include "../libraries/digest.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -167,7 +167,7 @@ void mcp_describe_tool(mcp_server *server, mcp_client *client, const cJSON *id, 
     } else {
         int samplable = strcmp(media_type, "application/pdf") != 0; /* sampling has no PDF */
         char digest[65];
-        sha256_hex(data, size, digest);
+        digest_sha256_hex(data, size, digest);
         const cJSON *responses = cJSON_GetObjectItemCaseSensitive(params, "inputResponses");
         const cJSON *sampled = cJSON_GetObjectItemCaseSensitive(responses, DESCRIBE_KEY);
         if (resumed && strcmp(mcp_argument_string(resumed, "sha256"), digest) != 0) {

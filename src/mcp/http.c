@@ -44,8 +44,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include "../libraries/microhttpd.h"
-#include "../libraries/sha256.h"
-#include <openssl/crypto.h>
+#include "../libraries/digest.h"
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
@@ -94,7 +93,7 @@ typedef struct http_server {
     mcp_server *server;
     const mcp_transport_options *options;
     int loopback; /* bound to a loopback address: Host is checked too */
-    uint8_t (*token_digests)[SHA256_DIGEST_BYTES]; /* SHA-256 of each token */
+    uint8_t (*token_digests)[DIGEST_BYTES]; /* SHA-256 of each token */
     size_t token_count;
     pthread_mutex_t lock; /* the session table */
     http_session *sessions[MAX_SESSIONS];
@@ -132,15 +131,15 @@ static void to_hex(const unsigned char *bytes, size_t size, char *out) {
 
 /* Finds the configured token `given` is, and writes its principal ("token:"
  * and half its SHA-256 in hex).  Every token is compared, each over its
- * digest with CRYPTO_memcmp, so the time taken tells nothing of how much of
+ * digest with digest_equal, so the time taken tells nothing of how much of
  * a token matched.  1 if one matched, else 0. */
 static int token_principal(const http_server *http, const char *given,
                            char principal[PRINCIPAL_SIZE]) {
-    uint8_t digest[SHA256_DIGEST_BYTES];
-    sha256_digest(given, strlen(given), digest);
+    uint8_t digest[DIGEST_BYTES];
+    digest_sha256(given, strlen(given), digest);
     int found = 0;
     for (size_t i = 0; i < http->token_count; i++)
-        found |= CRYPTO_memcmp(digest, http->token_digests[i], sizeof digest) == 0;
+        found |= digest_equal(digest, http->token_digests[i], sizeof digest);
     if (found) {
         memcpy(principal, "token:", 6);
         to_hex(digest, 16, principal + 6);
@@ -223,7 +222,7 @@ static http_session *session_find(http_server *http, const char *id, const char 
     pthread_mutex_lock(&http->lock);
     for (int i = 0; i < MAX_SESSIONS && !found; i++) {
         http_session *session = http->sessions[i];
-        if (session && CRYPTO_memcmp(session->id, id, SESSION_ID_LENGTH) == 0 &&
+        if (session && digest_equal(session->id, id, SESSION_ID_LENGTH) &&
             (!*principal || strcmp(session->principal, principal) == 0)) {
             found = session;
             found->references++;
@@ -1000,7 +999,7 @@ int mcp_serve_http(mcp_server *server, const mcp_transport_options *options, cha
             goto done;
         }
         for (size_t i = 0; i < options->token_count; i++)
-            sha256_digest(options->tokens[i], strlen(options->tokens[i]), http.token_digests[i]);
+            digest_sha256(options->tokens[i], strlen(options->tokens[i]), http.token_digests[i]);
         http.token_count = options->token_count;
     }
     int max_connections = connections_that_fit(

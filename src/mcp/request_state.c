@@ -6,12 +6,9 @@
  */
 #include "server_internal.h"
 
-#include "../libraries/sha256.h"
+#include "../libraries/digest.h"
 #include "../sandbox/buffer.h" /* base64_encode */
 
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,13 +40,9 @@ static char *base64url(const unsigned char *data, size_t size) {
     return out;
 }
 
-static int state_mac(const mcp_server *server, const char *payload, size_t size,
-                     unsigned char mac[32]) {
-    unsigned int length = 0;
-    return HMAC(EVP_sha256(), server->state_key, sizeof server->state_key,
-                (const unsigned char *)payload, size, mac, &length) && length == 32
-               ? 0
-               : -1;
+static void state_mac(const mcp_server *server, const char *payload, size_t size,
+                      unsigned char mac[DIGEST_BYTES]) {
+    digest_hmac_sha256(server->state_key, sizeof server->state_key, payload, size, mac);
 }
 
 /* "PAYLOAD.MAC": base64url of the payload's JSON, and of its HMAC-SHA256. */
@@ -57,10 +50,10 @@ char *mcp_sign_state(const mcp_server *server, const cJSON *payload) {
     char *json = cJSON_PrintUnformatted(payload);
     char *encoded = json ? base64url((const unsigned char *)json, strlen(json)) : NULL;
     free(json);
-    unsigned char mac[32];
+    unsigned char mac[DIGEST_BYTES];
     char *mac_text = NULL, *state = NULL;
-    if (encoded && state_mac(server, encoded, strlen(encoded), mac) == 0 &&
-        (mac_text = base64url(mac, sizeof mac))) {
+    if (encoded) state_mac(server, encoded, strlen(encoded), mac);
+    if (encoded && (mac_text = base64url(mac, sizeof mac))) {
         size_t size = strlen(encoded) + 1 + strlen(mac_text) + 1;
         if ((state = malloc(size))) snprintf(state, size, "%s.%s", encoded, mac_text);
     }
@@ -74,12 +67,11 @@ char *mcp_sign_state(const mcp_server *server, const cJSON *payload) {
 static cJSON *verify_state(const mcp_server *server, const char *state) {
     const char *dot = strrchr(state, '.');
     if (!dot || dot == state) return NULL;
-    unsigned char mac[32];
+    unsigned char mac[DIGEST_BYTES];
     size_t given_size = 0;
     unsigned char *given = base64_decode(dot + 1, &given_size);
-    int valid = given && given_size == sizeof mac &&
-                state_mac(server, state, (size_t)(dot - state), mac) == 0 &&
-                CRYPTO_memcmp(mac, given, sizeof mac) == 0;
+    state_mac(server, state, (size_t)(dot - state), mac);
+    int valid = given && given_size == sizeof mac && digest_equal(mac, given, sizeof mac);
     free(given);
     if (!valid) return NULL;
     char *encoded = strndup(state, (size_t)(dot - state));
@@ -96,11 +88,11 @@ static cJSON *verify_state(const mcp_server *server, const char *state) {
 static void arguments_digest(const cJSON *arguments, char out[65]) {
     char *text = arguments ? cJSON_PrintUnformatted(arguments) : NULL;
     const char *data = text ? text : "null";
-    uint8_t digest[SHA256_DIGEST_BYTES];
-    sha256_digest(data, strlen(data), digest);
+    uint8_t digest[DIGEST_BYTES];
+    digest_sha256(data, strlen(data), digest);
     for (int i = 0; i < 32; i++) snprintf(out + 2 * i, 3, "%02x", digest[i]);
     free(text);
-    OPENSSL_cleanse(digest, sizeof digest);
+    explicit_bzero(digest, sizeof digest);
 }
 
 static void add_pair(cJSON *pairs, const char *function, const char *arguments) {

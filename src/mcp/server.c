@@ -7,7 +7,6 @@
  */
 #include "server_internal.h"
 
-#include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -122,7 +121,7 @@ void mcp_server_free(mcp_server *server) {
     for (int i = 0; i < server->slot_count; i++) cap_sandbox_free(server->slots[i].sandbox);
     for (int i = 0; i < server->route_count; i++) free(server->routes[i].session);
     free(server->slots);
-    OPENSSL_cleanse(server->state_key, sizeof server->state_key);
+    explicit_bzero(server->state_key, sizeof server->state_key);
     pthread_cond_destroy(&server->tidier_wake);
     pthread_cond_destroy(&server->task_ended);
     pthread_cond_destroy(&server->slot_freed);

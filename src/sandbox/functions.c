@@ -32,7 +32,6 @@
 #include <fcntl.h>
 #include <fnmatch.h>
 #include <math.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,7 +39,7 @@
 #include <unistd.h>
 
 #include "../help/describe.h"
-#include "../libraries/sha256.h"
+#include "../libraries/digest.h"
 #include "../help/describe_media.h"
 #include "../help/help.h"
 #include "frame.h"
@@ -493,11 +492,11 @@ static void audit(const sandbox_exchange *exchange, const call_record *record) {
     if (record->function) cJSON_AddStringToObject(line, "function", record->function);
     else cJSON_AddNullToObject(line, "function");
     cJSON_AddNumberToObject(line, "arguments_bytes", (double)record->arguments_size);
-    sha256_hex(record->arguments, record->arguments_size, hash);
+    digest_sha256_hex(record->arguments, record->arguments_size, hash);
     cJSON_AddStringToObject(line, "arguments_sha256", hash);
     cJSON_AddNumberToObject(line, "result_bytes", (double)record->result_size);
     if (record->result) {
-        sha256_hex(record->result, record->result_size, hash);
+        digest_sha256_hex(record->result, record->result_size, hash);
         cJSON_AddStringToObject(line, "result_sha256", hash);
     } else {
         cJSON_AddNullToObject(line, "result_sha256");
@@ -724,19 +723,7 @@ static void answer_help(sandbox_exchange *exchange, const cJSON *request, const 
 /* {"$bytes": BASE64} as bytes (malloc'd, *size set), or NULL. */
 static unsigned char *decode_bytes(const cJSON *value, size_t *size) {
     if (!is_bytes(value)) return NULL;
-    const char *text = value->child->valuestring;
-    size_t length = strlen(text);
-    if (length % 4 != 0) return NULL;
-    unsigned char *data = malloc(length / 4 * 3 + 1);
-    if (!data) return NULL;
-    int decoded = EVP_DecodeBlock(data, (const unsigned char *)text, (int)length);
-    if (decoded < 0) {
-        free(data);
-        return NULL;
-    }
-    size_t padding = length >= 1 && text[length - 1] == '=' ? (length >= 2 && text[length - 2] == '=' ? 2 : 1) : 0;
-    *size = (size_t)decoded - padding;
-    return data;
+    return base64_decode(value->child->valuestring, size);
 }
 
 /* describe's second backend: the run's caller's model

@@ -27,7 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../libraries/sha256.h"
+#include "../libraries/digest.h"
 #include "../runtime/runtime.h"
 #include "../store/store.h"
 #include "../vfs/vfs.h"
@@ -97,21 +97,21 @@ static int decode(const uint8_t in[HEADER_SIZE], header *h) {
 
 /* Each part is hashed with its length first, so no two different lists of
  * parts hash the same. */
-static void add(sha256_context *context, const void *data, size_t size) {
+static void add(digest_context *context, const void *data, size_t size) {
     uint8_t length[8];
     put64(length, size);
-    sha256_add(context, length, sizeof length);
-    sha256_add(context, data, size);
+    digest_add(context, length, sizeof length);
+    digest_add(context, data, size);
 }
 
-static void add_string(sha256_context *context, const char *text) {
+static void add_string(digest_context *context, const char *text) {
     add(context, text ? text : "", text ? strlen(text) + 1 : 0);
 }
 
 void start_image_key(const zygote_world *world, char *const *argv,
                      uint8_t key[START_IMAGE_KEY]) {
-    sha256_context state, *context = &state;
-    sha256_start(context);
+    digest_context state, *context = &state;
+    digest_start(context);
     add_string(context, START_IMAGE_MAGIC);
     add_string(context, runtime_build_id());
     for (char *const *arg = argv; *arg; arg++) add_string(context, *arg);
@@ -143,7 +143,7 @@ void start_image_key(const zygote_world *world, char *const *argv,
         add_string(context, world->host_mounts[i]);
         add(context, &world->host_writable[i], sizeof world->host_writable[i]);
     }
-    sha256_finish(context, key);
+    digest_finish(context, key);
 }
 
 static void image_path(char *path, size_t size, const char *directory,

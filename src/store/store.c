@@ -29,7 +29,7 @@
 #include <unistd.h>
 #include <zstd.h>
 
-#include "../libraries/sha256.h"
+#include "../libraries/digest.h"
 #include "backend.h"
 
 /* How long a node's lease lasts after each renewal, unless store_set_lease. */
@@ -216,7 +216,7 @@ int store_make_directory(const char *directory) {
 }
 
 void store_hash(const void *data, size_t size, uint8_t hash[STORE_HASH_SIZE]) {
-    sha256_digest(data, size, hash);
+    digest_sha256(data, size, hash);
 }
 
 /* --- opening --------------------------------------------------------------------- */

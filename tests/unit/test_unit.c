@@ -24,7 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../../src/libraries/sha256.h"
+#include "../../src/libraries/digest.h"
 #include "../../src/sandbox/buffer.h"
 #include "../../src/sandbox/hot_pages.h"
 #include "../../src/vfs/vfs.h"
@@ -2547,46 +2547,61 @@ static void test_hot_pages_scan_and_prefault(void **state) {
     munmap(memory, size);
 }
 
-/* SHA-256 (src/libraries/sha256.c) against FIPS 180-2's examples, whole and
+/* SHA-256 (src/libraries/digest.c) against FIPS 180-2's examples, whole and
  * fed in pieces that straddle its 64-byte blocks; every content address and
  * start-image key depends on it. */
-static void test_sha256_known_answers(void **state) {
+static void test_digest_known_answers(void **state) {
     (void)state;
-    char hex[2 * SHA256_DIGEST_BYTES + 1];
-    sha256_hex("", 0, hex);
+    char hex[2 * DIGEST_BYTES + 1];
+    digest_sha256_hex("", 0, hex);
     assert_string_equal(hex, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
-    sha256_hex(NULL, 0, hex);
+    digest_sha256_hex(NULL, 0, hex);
     assert_string_equal(hex, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
-    sha256_hex("abc", 3, hex);
+    digest_sha256_hex("abc", 3, hex);
     assert_string_equal(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     const char *two_blocks = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
-    sha256_hex(two_blocks, strlen(two_blocks), hex);
+    digest_sha256_hex(two_blocks, strlen(two_blocks), hex);
     assert_string_equal(hex, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
     /* A million 'a's, added 1, 63, 64, 65 ... bytes at a time. */
     static char million[1000000];
     memset(million, 'a', sizeof million);
-    sha256_context context;
-    sha256_start(&context);
+    digest_context context;
+    digest_start(&context);
     size_t done = 0, step = 1;
     while (done < sizeof million) {
         size_t n = sizeof million - done < step ? sizeof million - done : step;
-        sha256_add(&context, million + done, n);
+        digest_add(&context, million + done, n);
         done += n;
         step = step == 1 ? 63 : step + 1;
     }
-    uint8_t pieces[SHA256_DIGEST_BYTES], whole[SHA256_DIGEST_BYTES];
-    sha256_finish(&context, pieces);
-    sha256_digest(million, sizeof million, whole);
+    uint8_t pieces[DIGEST_BYTES], whole[DIGEST_BYTES];
+    digest_finish(&context, pieces);
+    digest_sha256(million, sizeof million, whole);
     assert_memory_equal(pieces, whole, sizeof whole);
-    sha256_hex(million, sizeof million, hex);
+    digest_sha256_hex(million, sizeof million, hex);
     assert_string_equal(hex, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+    /* HMAC-SHA256, RFC 4231's second case (a key shorter than the block). */
+    uint8_t mac[DIGEST_BYTES], expected[DIGEST_BYTES];
+    const char *message = "what do ya want for nothing?";
+    digest_hmac_sha256("Jefe", 4, message, strlen(message), mac);
+    static const char expected_hex[] =
+        "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843";
+    for (int i = 0; i < DIGEST_BYTES; i++) {
+        unsigned byte;
+        sscanf(expected_hex + 2 * i, "%2x", &byte);
+        expected[i] = (uint8_t)byte;
+    }
+    assert_memory_equal(mac, expected, sizeof mac);
+    assert_int_equal(digest_equal(mac, expected, sizeof mac), 1);
+    expected[DIGEST_BYTES - 1] ^= 1;
+    assert_int_equal(digest_equal(mac, expected, sizeof mac), 0);
 }
 
 int main(void) {
     wasm_rt_init();
 #define WASI_TEST(name) cmocka_unit_test_setup_teardown(name, wasi_setup, wasi_teardown)
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_sha256_known_answers),
+        cmocka_unit_test(test_digest_known_answers),
         cmocka_unit_test(test_normalize_components),
         cmocka_unit_test(test_normalize_clamps_at_root),
         cmocka_unit_test(test_normalize_relative_to_base),
