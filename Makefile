@@ -11,10 +11,10 @@ CC      := gcc
 WASM2C_RUNTIME := /usr/src/wasm2c
 WARNINGS := -Wall -Wextra -Werror
 CFLAGS  := -std=c11 -D_GNU_SOURCE -O2 -g $(WARNINGS) -Iinclude -I$(WASM2C_RUNTIME) -I$(BUILD)/runtime -I/usr/include/postgresql
-# libcurl, libpq, libmicrohttpd and libzip are not linked: src/libraries/
-# dlopens each when first needed (its dynamic linking was most of a short
-# run's start-up).
-LDLIBS  := -lcjson -lseccomp -lsqlite3 -lzstd -lnettle -lpthread -lm
+# libcurl, libpq, libmicrohttpd, libzip and libsqlite3 are not linked:
+# src/libraries/ dlopens each when first needed (its dynamic linking was
+# most of a short run's start-up).
+LDLIBS  := -lcjson -lseccomp -lzstd -lnettle -lpthread -lm
 # wasm2c's README: required for conformance of the generated code.
 GENERATED_CFLAGS := -O2 -fno-optimize-sibling-calls -frounding-math -fsignaling-nans -I$(WASM2C_RUNTIME)
 # The sanitizer build cannot use guard pages (ASan owns SIGSEGV): explicit
@@ -221,12 +221,12 @@ $(BUILD)/test_snapshot: tests/api/test_snapshot.c $(LIBRARY_ASAN_OBJECTS)
 # and a real PostgreSQL server (started for the run by
 # tests/store/with-postgres.sh, stopped after it whatever the outcome), real
 # processes killed with SIGKILL.
-STORE_LDLIBS := -lsqlite3 -lzstd -lnettle
+STORE_LDLIBS := -lzstd -lnettle
 STORE_CFLAGS := -I/usr/include/postgresql
 $(BUILD)/test_store: tests/unit/test_store.c $(STORE_SOURCES) src/store/store.h src/store/backend.h include/capsule.h
 	@mkdir -p $(BUILD)
 	$(CC) $(CFLAGS) $(STORE_CFLAGS) $(SANITIZE) -o $@ tests/unit/test_store.c $(STORE_SOURCES) -lcmocka $(STORE_LDLIBS) \
-	    -lpq # the test itself reads the server directly
+	    -lpq -lsqlite3 # the test itself reads the server and the file directly
 
 test-store: deps $(BUILD)/test_store
 	sh tests/store/with-postgres.sh $(BUILD)/test_store
@@ -328,7 +328,7 @@ FRAMES_FUZZ_SOURCES := tests/fuzz/fuzz_frames.c $(SANDBOX_HOST_SOURCES) src/sand
 $(BUILD)/fuzz_frames: $(FRAMES_FUZZ_SOURCES) $(HEADERS)
 	@mkdir -p $(BUILD)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $(STORE_CFLAGS) -o $@ $(FRAMES_FUZZ_SOURCES) \
-	    -lcjson -lsqlite3 -lzstd -lnettle -lpthread -lm
+	    -lcjson -lzstd -lnettle -lpthread -lm
 
 # Needs $(BUILD)/stdlib.img (`make build`), but never rebuilds the guest for it.
 fuzz: $(BUILD)/fuzz_wasi $(BUILD)/fuzz_packages $(BUILD)/fuzz_frames

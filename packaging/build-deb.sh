@@ -39,7 +39,7 @@ depends=$(cd "$work/source" && dpkg-shlibdeps -O -e"$stage/usr/bin/capsule" \
 [ -n "$depends" ] || { echo "build-deb: dpkg-shlibdeps found no dependencies" >&2; exit 1; }
 # The libraries capsule dlopens when first needed (src/libraries/): not in
 # the ELF's NEEDED list, so dpkg-shlibdeps cannot see them.
-depends="$depends, libcurl4, libmicrohttpd12, libpq5, libzip4"
+depends="$depends, libcurl4, libmicrohttpd12, libpq5, libsqlite3-0, libzip4"
 
 size=$(du -sk --exclude=DEBIAN "$stage" | cut -f1)
 sed -e "s/@VERSION@/$version/" -e "s/@ARCH@/$arch/" -e "s/@DEPENDS@/$depends/" \

@@ -10,7 +10,7 @@ The wheel holds the package (python/capsule), a stripped copy of the library
 as capsule/_native/libcapsule.so.0 and the stdlib image beside it, where
 libcapsule looks for it.  The wheel is tagged for this platform
 (linux_x86_64): the library needs the system's libcjson, libseccomp,
-libsqlite3, libzstd and libnettle, and loads libcurl, libpq and libzip when
+libzstd and libnettle, and loads libcurl, libpq, libsqlite3 and libzip when
 first needed (Debian: libcjson1 libseccomp2 libsqlite3-0 libzstd1 libnettle8
 libcurl4 libpq5 libzip4), which it does not carry.
 """

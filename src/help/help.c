@@ -17,12 +17,12 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../deps/deps.h" /* metadata_field */
+#include "../libraries/sqlite.h"
 #include "../sandbox/sandbox.h"
 #include "../sandbox/zygote.h" /* GUEST_SITE_PACKAGES */
 #include "../vfs/vfs.h"
@@ -316,6 +316,11 @@ static void index_free(help_index *index) {
 /* The index of what `config` has now.  Porter stemming so that "charts"
  * finds "chart"; the path, section and kind are stored, not searched. */
 static int index_build(cap_config *config, help_index **out, char *error) {
+    char why[256];
+    if (library_load_sqlite(why) != 0) {
+        sandbox_set_error(error, "help: %.240s", why);
+        return CAP_ERUNTIME;
+    }
     help_index *index = calloc(1, sizeof *index);
     if (!index) {
         sandbox_set_error(error, "out of memory");

@@ -1,6 +1,6 @@
 /*
  * libraries.c — the shared libraries capsule loads only when a run needs
- * them (curl.h, pq.h, microhttpd.h, zip.h).
+ * them (curl.h, pq.h, microhttpd.h, zip.h, sqlite.h).
  *
  * Linked directly, libcurl, libpq and libmicrohttpd bring in some thirty
  * more (GnuTLS, Kerberos, LDAP, SSH, …) whose loading and relocation was
@@ -13,6 +13,7 @@
 #include "curl.h"
 #include "microhttpd.h"
 #include "pq.h"
+#include "sqlite.h"
 #include "zip.h"
 
 #include <dlfcn.h>
@@ -24,6 +25,7 @@ struct library_curl library_curl;
 struct library_pq library_pq;
 struct library_microhttpd library_microhttpd;
 struct library_zip library_zip;
+struct library_sqlite library_sqlite;
 
 typedef struct library {
     const char *soname;
@@ -75,6 +77,19 @@ static library zip = {"libzip.so.4", "libzip4", (void **)&library_zip,
                       "zip_source_free zip_stat_index",
                       PTHREAD_ONCE_INIT, 0, "", NULL};
 
+static library sqlite = {"libsqlite3.so.0", "libsqlite3-0", (void **)&library_sqlite,
+                         "sqlite3_bind_blob64 sqlite3_bind_int sqlite3_bind_int64 "
+                         "sqlite3_bind_null sqlite3_bind_parameter_count "
+                         "sqlite3_bind_parameter_name sqlite3_bind_text sqlite3_bind_text64 "
+                         "sqlite3_bind_zeroblob sqlite3_busy_timeout sqlite3_clear_bindings "
+                         "sqlite3_close sqlite3_column_blob sqlite3_column_bytes "
+                         "sqlite3_column_count sqlite3_column_double sqlite3_column_int64 "
+                         "sqlite3_column_text sqlite3_column_type sqlite3_errmsg sqlite3_errstr "
+                         "sqlite3_exec sqlite3_extended_result_codes sqlite3_finalize "
+                         "sqlite3_get_autocommit sqlite3_open_v2 sqlite3_prepare_v2 "
+                         "sqlite3_prepare_v3 sqlite3_reset sqlite3_step sqlite3_system_errno",
+                         PTHREAD_ONCE_INIT, 0, "", NULL};
+
 /* dlopen, then one dlsym per name into the table's slots in order (the
  * struct's members are all function pointers, declared in this order). */
 static void load(library *l, size_t slots) {
@@ -111,6 +126,7 @@ static void load_curl(void) { load(&curl, SYMBOLS_OF(library_curl)); }
 static void load_pq(void) { load(&pq, SYMBOLS_OF(library_pq)); }
 static void load_microhttpd(void) { load(&microhttpd, SYMBOLS_OF(library_microhttpd)); }
 static void load_zip(void) { load(&zip, SYMBOLS_OF(library_zip)); }
+static void load_sqlite(void) { load(&sqlite, SYMBOLS_OF(library_sqlite)); }
 
 static int loaded(library *l, void (*once)(void), char *error) {
     pthread_once(&l->once, once);
@@ -123,3 +139,4 @@ int library_load_curl(char *error) { return loaded(&curl, load_curl, error); }
 int library_load_pq(char *error) { return loaded(&pq, load_pq, error); }
 int library_load_microhttpd(char *error) { return loaded(&microhttpd, load_microhttpd, error); }
 int library_load_zip(char *error) { return loaded(&zip, load_zip, error); }
+int library_load_sqlite(char *error) { return loaded(&sqlite, load_sqlite, error); }

@@ -15,7 +15,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +22,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../libraries/sqlite.h"
 #include "backend.h"
 #include "store.h"
 
@@ -329,6 +329,11 @@ static int sqlite_open(const char *location, void **out, int *exclusive, char *e
     if (!location[0]) {
         if (error) snprintf(error, CAP_ERROR_SIZE, "store: sqlite: URL without a path");
         return CAP_EINVAL;
+    }
+    char why[256];
+    if (library_load_sqlite(why) != 0) {
+        if (error) snprintf(error, CAP_ERROR_SIZE, "store: %.240s", why);
+        return CAP_ERUNTIME;
     }
     sqlite_connection *connection = calloc(1, sizeof *connection);
     size_t length = strlen(location);
