@@ -451,25 +451,32 @@ static int worker_lacks(void *context, uint32_t index, const uint8_t *hash) {
     return index >= FILES_PAGE || (!r->mapped && !worker_has(r->sandbox, index, hash));
 }
 
-/* A page read from the store: the files' stream is gathered, a memory
- * page goes to its place in the page file (whose disk, should it refuse,
- * is left for memory). */
+/* Pages read from the store, `size / DURABLE_PAGE` consecutive ones from
+ * `index` on: the files' stream is gathered, memory pages go to their
+ * place in the page file (whose disk, should it refuse, is left for
+ * memory). */
 static int take_page(void *context, uint32_t index, const void *bytes, size_t size) {
     restoring *r = context;
-    if (size != DURABLE_PAGE) return STORE_ECORRUPT;
+    if (!size || size % DURABLE_PAGE) return STORE_ECORRUPT;
+    uint32_t count = (uint32_t)(size / DURABLE_PAGE);
     if (index >= FILES_PAGE) {
-        size_t offset = (size_t)(index - FILES_PAGE) * DURABLE_PAGE;
-        if (offset != r->files.size || offset >= r->vfs_bytes) return STORE_ECORRUPT;
-        size_t n = r->vfs_bytes - offset < DURABLE_PAGE ? r->vfs_bytes - offset : DURABLE_PAGE;
-        return buffer_append(&r->files, bytes, n) ? CAP_ENOMEM : 0;
+        for (uint32_t i = 0; i < count; i++) {
+            size_t offset = (size_t)(index + i - FILES_PAGE) * DURABLE_PAGE;
+            if (offset != r->files.size || offset >= r->vfs_bytes) return STORE_ECORRUPT;
+            size_t n = r->vfs_bytes - offset < DURABLE_PAGE ? r->vfs_bytes - offset : DURABLE_PAGE;
+            if (buffer_append(&r->files, (const uint8_t *)bytes + (size_t)i * DURABLE_PAGE, n))
+                return CAP_ENOMEM;
+        }
+        return 0;
     }
     /* Memory pages come in index order at their own position, checked
      * against the manifest before the walk; the store verified the bytes
-     * against this very hash. */
-    if (index >= r->pages || r->snapshot->pages[index].index != index || r->mapped)
-        return STORE_ECORRUPT;
-    if (page_file_write(r->file, index, bytes, 1) == 0) return 0;
-    if (page_file_to_memory(r->file) == 0 && page_file_write(r->file, index, bytes, 1) == 0)
+     * against these very hashes. */
+    if (count > r->pages || index > r->pages - count || r->mapped) return STORE_ECORRUPT;
+    for (uint32_t i = 0; i < count; i++)
+        if (r->snapshot->pages[index + i].index != index + i) return STORE_ECORRUPT;
+    if (page_file_write(r->file, index, bytes, count) == 0) return 0;
+    if (page_file_to_memory(r->file) == 0 && page_file_write(r->file, index, bytes, count) == 0)
         return 0;
     return CAP_EIO;
 }

@@ -61,6 +61,11 @@ struct store {
     size_t scratch_size;
     void *batch_scratch;             /* compression output of a batch of blobs */
     size_t batch_scratch_size;
+    /* The two batches of decompressed pages a snapshot read alternates
+     * between, kept: allocated afresh, their 128 pages were faulted in at
+     * every restore. */
+    uint8_t *page_buffers;
+    size_t page_buffers_size;
     int64_t jobs_swept_at;           /* the store time of this handle's last job sweep; 0: never */
     /* Sessions make_room expired, for store_take_expired: those of committed
      * transactions, then the open one's (from quota_expired_before on). */
@@ -451,6 +456,7 @@ void store_close(store *store) {
     free(store->quota_expired.ids);
     free(store->scratch);
     free(store->batch_scratch);
+    free(store->page_buffers);
     free(store);
 }
 
@@ -1724,11 +1730,25 @@ static int decode_into_slots(void *context, const store_value *columns, int coun
     return 0;
 }
 
+static int read_pages(store *store, int64_t snapshot_id,
+                      int (*want)(void *context, uint32_t index, const uint8_t *hash),
+                      int (*page)(void *context, uint32_t index, const void *bytes, size_t size),
+                      void *context, int runs, char *error);
+
 int store_snapshot_read_pages(store *store, int64_t snapshot_id,
                               int (*page)(void *context, uint32_t index, const void *bytes,
                                           size_t size),
                               void *context, char *error) {
-    return store_snapshot_read_wanted_pages(store, snapshot_id, NULL, page, context, error);
+    return read_pages(store, snapshot_id, NULL, page, context, 0, error);
+}
+
+int store_snapshot_read_wanted_pages(store *store, int64_t snapshot_id,
+                                     int (*want)(void *context, uint32_t index,
+                                                 const uint8_t *hash),
+                                     int (*page)(void *context, uint32_t index, const void *bytes,
+                                                 size_t size),
+                                     void *context, char *error) {
+    return read_pages(store, snapshot_id, want, page, context, 1, error);
 }
 
 /* One batch of decompressed pages on its way to the caller's `page`. */
@@ -1755,16 +1775,27 @@ typedef struct page_checker {
     uint32_t page_size;
     int (*page)(void *context, uint32_t index, const void *bytes, size_t size);
     void *context;
+    int runs; /* pass consecutive pages of a batch in one call */
 } page_checker;
 
+/* Checks each page of `batch` and passes it on, alone or, with runs, with
+ * the pages that follow it in the batch when their indexes do too (one
+ * write of the page file for them instead of one each: 1,400 writes of
+ * 16 KiB took 8–9 ms on the test machine, 90 of 256 KiB 3.1–3.6 ms). */
 static int take_batch(page_checker *checker, const page_batch *batch, char *error) {
+    size_t first = 0; /* of the run being gathered */
     for (size_t i = 0; i < batch->count; i++) {
         const uint8_t *bytes = batch->buffers + i * checker->page_size;
         const uint8_t *hash = batch->hashes + i * STORE_HASH_SIZE;
         uint8_t actual[STORE_HASH_SIZE];
         store_hash(bytes, checker->page_size, actual);
         if (memcmp(actual, hash, STORE_HASH_SIZE) != 0) return hash_mismatch(hash, error);
-        int result = checker->page(checker->context, batch->indexes[i], bytes, checker->page_size);
+        if (checker->runs && i + 1 < batch->count && batch->indexes[i + 1] == batch->indexes[i] + 1)
+            continue;
+        int result = checker->page(checker->context, batch->indexes[first],
+                                   batch->buffers + first * checker->page_size,
+                                   (i + 1 - first) * checker->page_size);
+        first = i + 1;
         if (result) {
             if (error) error[0] = '\0'; /* the caller's own code, its own words */
             return result;
@@ -1805,12 +1836,10 @@ static int batch_free(page_checker *checker, page_batch *batch) {
     return result;
 }
 
-int store_snapshot_read_wanted_pages(store *store, int64_t snapshot_id,
-                                     int (*want)(void *context, uint32_t index,
-                                                 const uint8_t *hash),
-                                     int (*page)(void *context, uint32_t index, const void *bytes,
-                                                 size_t size),
-                                     void *context, char *error) {
+static int read_pages(store *store, int64_t snapshot_id,
+                      int (*want)(void *context, uint32_t index, const uint8_t *hash),
+                      int (*page)(void *context, uint32_t index, const void *bytes, size_t size),
+                      void *context, int runs, char *error) {
     if (!page) return store_fail(error, CAP_EINVAL, "no page function");
     pthread_once(&batch_once, batch_statements);
     int result = store->backend->begin(store->connection, 0, error);
@@ -1818,7 +1847,7 @@ int store_snapshot_read_wanted_pages(store *store, int64_t snapshot_id,
     integers size = {0};
     page_rows rows = {.id = snapshot_id};
     blob_slots slots = {.store = store};
-    page_checker checker = {.page = page, .context = context, .result = CAP_OK};
+    page_checker checker = {.page = page, .context = context, .result = CAP_OK, .runs = runs};
     result =
         RUN(store, snapshot_page_size_select, collect_integers, &size, error, INTEGER(snapshot_id));
     if (result == CAP_OK && !size.rows)
@@ -1828,9 +1857,17 @@ int store_snapshot_read_wanted_pages(store *store, int64_t snapshot_id,
                       (long long)snapshot_id, (long long)size.value[0]);
     if (result == CAP_OK) {
         checker.page_size = slots.page_size = (uint32_t)size.value[0];
-        for (int b = 0; b < 2 && result == CAP_OK; b++)
-            if (!(checker.batches[b].buffers = malloc((size_t)BATCH * slots.page_size)))
+        size_t batch_bytes = (size_t)BATCH * slots.page_size;
+        if (store->page_buffers_size < 2 * batch_bytes) {
+            free(store->page_buffers);
+            store->page_buffers_size = 0;
+            if ((store->page_buffers = malloc(2 * batch_bytes)))
+                store->page_buffers_size = 2 * batch_bytes;
+            else
                 result = store_fail(error, CAP_ENOMEM, "out of memory");
+        }
+        checker.batches[0].buffers = store->page_buffers;
+        checker.batches[1].buffers = store->page_buffers + batch_bytes;
     }
     if (result == CAP_OK)
         result = RUN(store, snapshot_rows_select, read_page_row, &rows, error,
@@ -1902,8 +1939,6 @@ int store_snapshot_read_wanted_pages(store *store, int64_t snapshot_id,
         pthread_mutex_destroy(&checker.lock);
     }
     store->backend->rollback(store->connection);
-    free(checker.batches[0].buffers);
-    free(checker.batches[1].buffers);
     free(rows.indexes);
     free(rows.hashes);
     return result;

@@ -320,7 +320,9 @@ int store_snapshot_read_pages(store *store, int64_t snapshot_id,
 
 /* The same, reading (and verifying) only the pages for which want(context,
  * index, hash) is non-zero: a caller that has a page's content already
- * (its hash says so) skips it.  want may be NULL: every page. */
+ * (its hash says so) skips it.  want may be NULL: every page.  Here `page`
+ * may get several pages in one call: `size` is a multiple of the page size,
+ * the pages index, index + 1, … one after the other in `bytes`. */
 int store_snapshot_read_wanted_pages(store *store, int64_t snapshot_id,
                                      int (*want)(void *context, uint32_t index,
                                                  const uint8_t *hash),

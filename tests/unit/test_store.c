@@ -973,6 +973,66 @@ static int check_in_order(void *context, uint32_t index, const void *bytes, size
     return walk->stop_at && walk->next == walk->stop_at ? 7 : 0;
 }
 
+/* store_snapshot_read_wanted_pages passes consecutive wanted pages of a
+ * batch in one call (a restore writes them to its page file at once):
+ * every call is a run of pages whose indexes follow each other, never
+ * across a page not wanted, each page's bytes where they belong. */
+typedef struct wanted_runs {
+    const uint8_t (*expected)[PAGE];
+    uint32_t next; /* the next wanted page */
+    unsigned calls, longest;
+} wanted_runs;
+
+static int skip_every_seventh(void *context, uint32_t index, const uint8_t *hash) {
+    (void)context;
+    (void)hash;
+    return index % 7 != 3;
+}
+
+static int check_run(void *context, uint32_t index, const void *bytes, size_t size) {
+    wanted_runs *runs = context;
+    while (!skip_every_seventh(NULL, runs->next, NULL)) runs->next++;
+    if (index != runs->next || !size || size % PAGE) return 99;
+    uint32_t count = (uint32_t)(size / PAGE);
+    for (uint32_t i = 0; i < count; i++) {
+        if (!skip_every_seventh(NULL, index + i, NULL)) return 98; /* ran across a gap */
+        if (memcmp((const uint8_t *)bytes + (size_t)i * PAGE, runs->expected[index + i], PAGE))
+            return 97;
+    }
+    runs->next = index + count;
+    runs->calls++;
+    if (count > runs->longest) runs->longest = count;
+    return 0;
+}
+
+static void test_wanted_pages_come_in_runs(void **state) {
+    fixture *f = *state;
+    store *s = open_store(f);
+    char error[CAP_ERROR_SIZE];
+    static uint8_t contents[MANY_PAGES][PAGE];
+    static store_page pages[MANY_PAGES];
+    for (uint32_t i = 0; i < MANY_PAGES; i++) {
+        fill_page(contents[i], 5000 + i, i % 3 == 0);
+        pages[i] = (store_page){.index = i, .data = contents[i]};
+    }
+    store_snapshot_data data = {.build_id = "b", .manifest = "{}", .page_size = PAGE,
+                                .pages = pages, .page_count = MANY_PAGES};
+    assert_int_equal(store_session_create(s, "runs", "", 0, error), CAP_OK);
+    int64_t snapshot_id;
+    assert_int_equal(store_snapshot_write(s, "runs", &data, &snapshot_id, error), CAP_OK);
+    for (int round = 0; round < 2; round++) { /* the page buffers are kept between reads */
+        wanted_runs runs = {.expected = (const uint8_t(*)[PAGE])contents};
+        assert_int_equal(store_snapshot_read_wanted_pages(s, snapshot_id, skip_every_seventh,
+                                                          check_run, &runs, error),
+                         CAP_OK);
+        assert_int_equal(runs.next, MANY_PAGES);
+        assert_true(runs.longest > 1);  /* runs, not single pages */
+        assert_true(runs.longest <= 6); /* never across a page not wanted */
+        assert_true(runs.calls < MANY_PAGES - MANY_PAGES / 7);
+    }
+    store_close(s);
+}
+
 static void test_many_pages_are_checked_in_order(void **state) {
     fixture *f = *state;
     store *s = open_store(f);
@@ -3301,6 +3361,7 @@ int main(void) {
         TEST(test_blobs),
         TEST(test_corrupted_blob_is_a_clear_error),
         TEST(test_many_pages_are_checked_in_order),
+        TEST(test_wanted_pages_come_in_runs),
         TEST(test_snapshot_committed_with_the_call),
         TEST(test_pages_shared_by_sessions_are_stored_once),
         TEST(test_fork),
