@@ -973,6 +973,24 @@ static int check_in_order(void *context, uint32_t index, const void *bytes, size
     return walk->stop_at && walk->next == walk->stop_at ? 7 : 0;
 }
 
+/* MANY_PAGES pages made from `seed` into `contents`, written as a snapshot
+ * of a new session `session`: its id. */
+static int64_t write_many_pages(store *s, const char *session, uint32_t seed,
+                                uint8_t (*contents)[PAGE]) {
+    char error[CAP_ERROR_SIZE];
+    static store_page pages[MANY_PAGES];
+    for (uint32_t i = 0; i < MANY_PAGES; i++) {
+        fill_page(contents[i], seed + i, i % 3 == 0);
+        pages[i] = (store_page){.index = i, .data = contents[i]};
+    }
+    store_snapshot_data data = {.build_id = "b", .manifest = "{}", .page_size = PAGE,
+                                .pages = pages, .page_count = MANY_PAGES};
+    assert_int_equal(store_session_create(s, session, "", 0, error), CAP_OK);
+    int64_t snapshot_id;
+    assert_int_equal(store_snapshot_write(s, session, &data, &snapshot_id, error), CAP_OK);
+    return snapshot_id;
+}
+
 /* store_snapshot_read_wanted_pages passes consecutive wanted pages of a
  * batch in one call (a restore writes them to its page file at once):
  * every call is a run of pages whose indexes follow each other, never
@@ -1010,16 +1028,7 @@ static void test_wanted_pages_come_in_runs(void **state) {
     store *s = open_store(f);
     char error[CAP_ERROR_SIZE];
     static uint8_t contents[MANY_PAGES][PAGE];
-    static store_page pages[MANY_PAGES];
-    for (uint32_t i = 0; i < MANY_PAGES; i++) {
-        fill_page(contents[i], 5000 + i, i % 3 == 0);
-        pages[i] = (store_page){.index = i, .data = contents[i]};
-    }
-    store_snapshot_data data = {.build_id = "b", .manifest = "{}", .page_size = PAGE,
-                                .pages = pages, .page_count = MANY_PAGES};
-    assert_int_equal(store_session_create(s, "runs", "", 0, error), CAP_OK);
-    int64_t snapshot_id;
-    assert_int_equal(store_snapshot_write(s, "runs", &data, &snapshot_id, error), CAP_OK);
+    int64_t snapshot_id = write_many_pages(s, "runs", 5000, contents);
     for (int round = 0; round < 2; round++) { /* the page buffers are kept between reads */
         wanted_runs runs = {.expected = (const uint8_t(*)[PAGE])contents};
         assert_int_equal(store_snapshot_read_wanted_pages(s, snapshot_id, skip_every_seventh,
@@ -1038,16 +1047,7 @@ static void test_many_pages_are_checked_in_order(void **state) {
     store *s = open_store(f);
     char error[CAP_ERROR_SIZE];
     static uint8_t contents[MANY_PAGES][PAGE];
-    static store_page pages[MANY_PAGES];
-    for (uint32_t i = 0; i < MANY_PAGES; i++) {
-        fill_page(contents[i], 1000 + i, i % 3 == 0);
-        pages[i] = (store_page){.index = i, .data = contents[i]};
-    }
-    store_snapshot_data data = {.build_id = "b", .manifest = "{}", .page_size = PAGE,
-                                .pages = pages, .page_count = MANY_PAGES};
-    assert_int_equal(store_session_create(s, "a", "", 0, error), CAP_OK);
-    int64_t snapshot_id;
-    assert_int_equal(store_snapshot_write(s, "a", &data, &snapshot_id, error), CAP_OK);
+    int64_t snapshot_id = write_many_pages(s, "a", 1000, contents);
     pages_in_order walk = {.expected = (const uint8_t(*)[PAGE])contents};
     assert_int_equal(store_snapshot_read_pages(s, snapshot_id, check_in_order, &walk, error),
                      CAP_OK);
