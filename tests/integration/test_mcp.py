@@ -199,6 +199,29 @@ def test_session_files_stay_inside_the_sandbox(stdio):
     assert response["result"]["isError"] is True
 
 
+
+def test_stdio_calls_in_flight_together_all_come_back(stdio):
+    """Tool calls run on kept threads (src/mcp/stdio.c): more calls at once
+    than threads kept idle all run and answer, the reader still answers a
+    ping meanwhile, a second wave is served by the threads the first left,
+    and the server then ends cleanly (the fixture checks its exit and ASan)."""
+    for wave in range(2):
+        ids = range(10 * wave + 1, 10 * wave + 7)
+        for id in ids:
+            stdio.send({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                        "params": {"name": "run_python_code", "arguments": {
+                            "python_code": f"import time\ntime.sleep(0.3)\nprint('call', {id})"}}})
+        stdio.send({"jsonrpc": "2.0", "id": 99, "method": "ping", "params": {}})
+        answers = {}
+        while len(answers) < len(ids) + 1:
+            message = stdio.receive()
+            answers[message["id"]] = message
+        assert answers[99]["result"] == {}
+        for id in ids:
+            result = answers[id]["result"]
+            assert result["isError"] is False, result
+            assert f"call {id}" in result["content"][0]["text"], result
+
 # --- HTTP -------------------------------------------------------------------------
 
 class HttpServer:
