@@ -43,6 +43,7 @@ void digest_sha256_hex(const void *data, size_t size, char hex[2 * DIGEST_BYTES 
         hex[2 * i + 1] = digits[digest[i] & 15];
     }
     hex[2 * DIGEST_BYTES] = '\0';
+    explicit_bzero(digest, sizeof digest);
 }
 
 void digest_hmac_sha256(const void *key, size_t key_size, const void *data, size_t size,

@@ -88,11 +88,8 @@ static cJSON *verify_state(const mcp_server *server, const char *state) {
 static void arguments_digest(const cJSON *arguments, char out[65]) {
     char *text = arguments ? cJSON_PrintUnformatted(arguments) : NULL;
     const char *data = text ? text : "null";
-    uint8_t digest[DIGEST_BYTES];
-    digest_sha256(data, strlen(data), digest);
-    for (int i = 0; i < 32; i++) snprintf(out + 2 * i, 3, "%02x", digest[i]);
+    digest_sha256_hex(data, strlen(data), out);
     free(text);
-    explicit_bzero(digest, sizeof digest);
 }
 
 static void add_pair(cJSON *pairs, const char *function, const char *arguments) {
